@@ -1,0 +1,1 @@
+"""Head analyses over captured statistics."""

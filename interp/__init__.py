@@ -1,0 +1,2 @@
+"""interp: mechanistic interpretability for attention heads."""
+__version__ = "0.1.0"

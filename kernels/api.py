@@ -1,0 +1,85 @@
+"""Public entry point: `attention_with_stats` checks its inputs once and picks a backend."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .checks import check_inputs
+from .reference import ProbHook, reference_attention
+from .stats import AttentionStats
+
+BACKENDS = ("auto", "triton", "reference")
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pick_backend(backend: str, device: torch.device) -> str:
+    """auto: Triton on CUDA; on CPU the reference, or the Triton interpreter when TRITON_INTERPRET=1."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return "reference"
+    on_cuda = device.type == "cuda"
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if backend == "triton":
+        if not triton_available():
+            raise ValueError("backend='triton' needs the triton package, which is not installed")
+        if not on_cuda and not interpret:
+            raise ValueError(
+                f"backend='triton' needs CUDA tensors (got {device}); on CPU set TRITON_INTERPRET=1 before importing "
+                "triton to run the kernels in the interpreter, or use backend='reference'"
+            )
+        return "triton"
+    if on_cuda and triton_available():
+        return "triton"
+    return "reference"
+
+
+def attention_with_stats(
+    q: torch.Tensor,  # [batch, heads, q_len, head_dim]
+    k: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
+    v: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    sliding_window: int | None = None,
+    attention_mask: torch.Tensor | None = None,  # [batch, k_len] bool/int, True/1 = real token
+    key_bias: torch.Tensor | None = None,  # [batch|1, heads|1, k_len], added to the scaled scores
+    stats="all",
+    sink_tokens: int = 4,
+    local_window: int = 64,
+    span=None,
+    backend: str = "auto",
+    prob_hook: ProbHook | None = None,
+    need_out: bool = True,
+) -> tuple[torch.Tensor | None, AttentionStats]:
+    """Attention output `[batch, heads, q_len, head_dim]` and the requested statistics (see `interp.kernels.stats`).
+
+    Queries are aligned to the end of the keys (query i sits at key position i + k_len - q_len), so a single decode
+    query against a long cache and chunked prefill both work. `sliding_window=W` lets query i see keys j with
+    i - j < W (transformers' convention). `prob_hook` forces the reference backend: it sees (and may replace) the
+    probabilities of each query chunk.
+    """
+    spec = check_inputs(
+        q, k, v, causal=causal, scale=scale, sliding_window=sliding_window, attention_mask=attention_mask,
+        key_bias=key_bias, stats=stats, sink_tokens=sink_tokens, local_window=local_window, span=span,
+    )
+    chosen = pick_backend(backend, q.device)
+    if prob_hook is not None:
+        if backend == "triton":
+            raise ValueError("prob_hook needs the probabilities themselves, which the Triton kernels never form; "
+                             "use backend='auto' or 'reference'")
+        chosen = "reference"
+    if chosen == "triton":
+        from .launcher import triton_attention
+
+        return triton_attention(q, k, v, spec, need_out=need_out)
+    return reference_attention(q, k, v, spec, prob_hook=prob_hook, need_out=need_out)

@@ -1,0 +1,167 @@
+"""Input validation shared by every backend: shapes, dtypes, devices and option combinations.
+
+Everything a user can get wrong is checked here, with a message that names the argument, what it was and what
+is allowed, before any backend touches the tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .stats import normalize_stats
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
+
+
+@dataclass
+class AttnSpec:
+    """A validated attention call. Query i sits at absolute key position i + q_offset (bottom-right aligned)."""
+
+    batch: int
+    heads: int
+    kv_heads: int
+    q_len: int
+    k_len: int
+    head_dim: int
+    q_offset: int
+    causal: bool
+    scale: float
+    sliding_window: int | None
+    key_valid: torch.Tensor | None  # [batch, k_len] bool, True = a real token
+    key_bias: torch.Tensor | None  # [batch, heads, k_len] float32, added to the scaled scores
+    stats: tuple[str, ...]
+    sink_tokens: int
+    local_window: int
+    span: torch.Tensor | None  # [batch, 2] int64: [start, end) per batch row
+
+    @property
+    def group(self) -> int:
+        return self.heads // self.kv_heads
+
+
+def _int_option(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    scale: float | None,
+    sliding_window: int | None,
+    attention_mask: torch.Tensor | None,
+    key_bias: torch.Tensor | None,
+    stats,
+    sink_tokens: int,
+    local_window: int,
+    span,
+) -> AttnSpec:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(
+                f"{name} must be 4-D [batch, heads, seq, head_dim] (SDPA layout), got shape {tuple(t.shape)}"
+            )
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{name} has dtype {t.dtype}; allowed: float16, bfloat16, float32")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    b, h, lq, d = q.shape
+    bk, hk, lk, dk = k.shape
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if bk != b:
+        raise ValueError(f"q has batch {b} but k/v have batch {bk}")
+    if dk != d:
+        raise ValueError(f"q has head_dim {d} but k/v have head_dim {dk}")
+    if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"head_dim must be between {MIN_HEAD_DIM} and {MAX_HEAD_DIM}, got {d}")
+    if hk == 0 or h % hk != 0:
+        raise ValueError(f"kv_heads ({hk}) must divide heads ({h}) (GQA/MQA)")
+    if lq == 0 or lk == 0 or b == 0:
+        raise ValueError(f"empty input: batch={b}, q_len={lq}, k_len={lk}; all must be >= 1")
+    if lq > lk:
+        raise ValueError(f"q_len ({lq}) > k_len ({lk}): queries are aligned to the end of the keys, so q_len <= k_len")
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(d)
+    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a positive finite number or None, got {scale!r}")
+    if sliding_window is not None:
+        sliding_window = _int_option("sliding_window", sliding_window, 1)
+        if not causal:
+            raise ValueError("sliding_window is only supported with causal=True")
+    sink_tokens = _int_option("sink_tokens", sink_tokens, 0)
+    local_window = _int_option("local_window", local_window, 1)
+
+    key_valid = None
+    if attention_mask is not None:
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
+        if attention_mask.dim() != 2 or tuple(attention_mask.shape) != (b, lk):
+            raise ValueError(
+                f"attention_mask must be a 2-D padding mask [batch, k_len] = [{b}, {lk}] (True/1 = real token), "
+                f"got shape {tuple(attention_mask.shape)}"
+            )
+        if attention_mask.dtype.is_floating_point:
+            raise TypeError("attention_mask must be bool or integer (1 = keep), not an additive float mask")
+        if attention_mask.device != q.device:
+            raise ValueError(f"attention_mask is on {attention_mask.device} but q is on {q.device}")
+        key_valid = attention_mask.to(torch.bool)
+        if bool(key_valid.all()):
+            key_valid = None
+
+    if key_bias is not None:
+        if not isinstance(key_bias, torch.Tensor):
+            raise TypeError(f"key_bias must be a tensor, got {type(key_bias).__name__}")
+        if key_bias.dim() != 3 or key_bias.shape[-1] != lk or key_bias.shape[1] not in (1, h) or key_bias.shape[0] not in (1, b):
+            raise ValueError(
+                f"key_bias must be [batch or 1, heads or 1, k_len] = [{b}, {h}, {lk}], got {tuple(key_bias.shape)}"
+            )
+        if key_bias.device != q.device:
+            raise ValueError(f"key_bias is on {key_bias.device} but q is on {q.device}")
+        key_bias = key_bias.to(torch.float32).expand(b, h, lk).contiguous()
+
+    names = normalize_stats(stats)
+    span_t = None
+    if "span_mass" in names and span is None:
+        named = stats == "span_mass" or (not isinstance(stats, str) and "span_mass" in list(stats))
+        if named:
+            raise ValueError("stats asks for span_mass but no span=(start, end) was given")
+        names = tuple(n for n in names if n != "span_mass")  # a group ("all", "query") without a span
+    if span is not None:
+        if isinstance(span, torch.Tensor):
+            span_t = span.to(device=q.device, dtype=torch.int64)
+            if span_t.shape == (2,):
+                span_t = span_t.expand(b, 2)
+            if span_t.shape != (b, 2):
+                raise ValueError(f"span tensor must be [2] or [batch, 2], got {tuple(span.shape)}")
+        else:
+            try:
+                start, end = span
+            except (TypeError, ValueError):
+                raise TypeError(f"span must be (start, end) or a [batch, 2] tensor, got {span!r}") from None
+            span_t = torch.tensor([[int(start), int(end)]], device=q.device, dtype=torch.int64).expand(b, 2)
+        if bool((span_t[:, 0] < 0).any()) or bool((span_t[:, 1] > lk).any()) or bool((span_t[:, 0] > span_t[:, 1]).any()):
+            raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {span_t.tolist()}")
+        span_t = span_t.contiguous()
+
+    return AttnSpec(
+        batch=b, heads=h, kv_heads=hk, q_len=lq, k_len=lk, head_dim=d, q_offset=lk - lq, causal=causal,
+        scale=float(scale), sliding_window=sliding_window, key_valid=key_valid, key_bias=key_bias, stats=names,
+        sink_tokens=sink_tokens, local_window=local_window, span=span_t,
+    )

@@ -1,0 +1,133 @@
+"""Pure-PyTorch reference for attention with statistics: the ground truth in tests and the CPU path.
+
+It walks over query chunks, so memory is O(chunk * k_len) rather than O(q_len * k_len): moderate lengths
+(a few thousand tokens) run on a CPU. All arithmetic is float32 whatever the input dtype.
+
+`prob_hook(p, q_start)` sees the normalised probabilities of each chunk, `p: [batch, heads, chunk, k_len]`, and
+may return a replacement: this is how full patterns are captured and how interventions that reshape attention
+(masking keys, scaling a token's share) run. Statistics then describe the attention that was actually used.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .checks import AttnSpec
+from .stats import AttentionStats
+
+ProbHook = Callable[[torch.Tensor, int], "torch.Tensor | None"]
+
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+
+
+def visible_keys(spec: AttnSpec, q_start: int, q_end: int, device) -> torch.Tensor:
+    """Which keys each query of the chunk may attend to. -> [batch or 1, 1, chunk, k_len] bool."""
+    kpos = torch.arange(spec.k_len, device=device)
+    qpos = torch.arange(q_start, q_end, device=device) + spec.q_offset
+    allowed = torch.ones(q_end - q_start, spec.k_len, dtype=torch.bool, device=device)
+    if spec.causal:
+        allowed &= kpos[None, :] <= qpos[:, None]
+    if spec.sliding_window is not None:
+        allowed &= (qpos[:, None] - kpos[None, :]) < spec.sliding_window
+    allowed = allowed[None, None]
+    if spec.key_valid is not None:
+        allowed = allowed & spec.key_valid[:, None, None, :]
+    return allowed
+
+
+def _chunk_size(spec: AttnSpec, chunk: int | None) -> int:
+    if chunk is not None:
+        return max(1, int(chunk))
+    per_row = spec.batch * spec.heads * spec.k_len * 4 * 4  # scores, probs and two temporaries, float32
+    return max(1, min(spec.q_len, DEFAULT_CHUNK_BYTES // max(per_row, 1)))
+
+
+def reference_attention(
+    q: torch.Tensor,  # [batch, heads, q_len, head_dim]
+    k: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
+    v: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
+    spec: AttnSpec,
+    *,
+    prob_hook: ProbHook | None = None,
+    chunk: int | None = None,
+    need_out: bool = True,
+) -> tuple[torch.Tensor | None, AttentionStats]:
+    b, h, hk, lq, lk, d, g = spec.batch, spec.heads, spec.kv_heads, spec.q_len, spec.k_len, spec.head_dim, spec.group
+    dev = q.device
+    want = set(spec.stats)
+    kf = k.float().unsqueeze(2)  # [b, hk, 1, lk, d]
+    vf = v.float().unsqueeze(2)  # [b, hk, 1, lk, d]
+    out = torch.empty(b, h, lq, d, dtype=q.dtype, device=dev) if need_out else None
+    st = AttentionStats()
+    f32 = dict(dtype=torch.float32, device=dev)
+    for name in ("lse", "max_prob", "entropy", "sink_mass", "local_mass", "span_mass"):
+        if name in want:
+            setattr(st, name, torch.empty(b, h, lq, **f32))
+    if "argmax" in want:
+        st.argmax = torch.empty(b, h, lq, dtype=torch.int64, device=dev)
+    key_stats = bool(want & {"key_mass", "key_count", "key_mean"})
+    if key_stats:
+        key_mass = torch.zeros(b, h, lk, **f32)
+        key_count = torch.zeros(b, 1, lk, **f32)
+    qvalid = spec.key_valid[:, spec.q_offset:] if spec.key_valid is not None else None  # [b, lq]
+    kpos = torch.arange(lk, device=dev)
+    step = _chunk_size(spec, chunk)
+    for qs in range(0, lq, step):
+        qe = min(lq, qs + step)
+        cq = qe - qs
+        qc = q[:, :, qs:qe].float().reshape(b, hk, g, cq, d)
+        s = torch.matmul(qc, kf.transpose(-1, -2)).reshape(b, h, cq, lk) * spec.scale  # [b, h, cq, lk]
+        if spec.key_bias is not None:
+            s = s + spec.key_bias[:, :, None, :]
+        allowed = visible_keys(spec, qs, qe, dev)  # [b|1, 1, cq, lk]
+        s = s.masked_fill(~allowed, float("-inf"))
+        lse = torch.logsumexp(s, dim=-1)  # [b, h, cq]; -inf on rows that see nothing
+        empty = torch.isneginf(lse)
+        p = torch.exp(s - lse.masked_fill(empty, 0.0)[..., None])  # exp(-inf) = 0 on masked keys
+        p = p.masked_fill(empty[..., None], 0.0)
+        if prob_hook is not None:
+            replaced = prob_hook(p, qs)
+            if replaced is not None:
+                p = replaced
+        if need_out:
+            o = torch.matmul(p.reshape(b, hk, g, cq, lk), vf).reshape(b, h, cq, d)
+            out[:, :, qs:qe] = o.to(q.dtype)
+        if "lse" in want:
+            st.lse[:, :, qs:qe] = lse
+        if "max_prob" in want or "argmax" in want:
+            mp, am = p.max(dim=-1)
+            if "max_prob" in want:
+                st.max_prob[:, :, qs:qe] = mp
+            if "argmax" in want:
+                st.argmax[:, :, qs:qe] = am.masked_fill(empty, -1)
+        if "entropy" in want:
+            st.entropy[:, :, qs:qe] = -torch.special.xlogy(p, p).sum(-1)
+        if "sink_mass" in want:
+            st.sink_mass[:, :, qs:qe] = p[..., : spec.sink_tokens].sum(-1)
+        if "local_mass" in want:
+            qpos = torch.arange(qs, qe, device=dev) + spec.q_offset
+            dist = qpos[:, None] - kpos[None, :]
+            local = (dist >= 0) & (dist < spec.local_window)  # [cq, lk]
+            st.local_mass[:, :, qs:qe] = (p * local).sum(-1)
+        if "span_mass" in want:
+            in_span = (kpos[None, :] >= spec.span[:, :1]) & (kpos[None, :] < spec.span[:, 1:])  # [b, lk]
+            st.span_mass[:, :, qs:qe] = (p * in_span[:, None, None, :]).sum(-1)
+        if key_stats:
+            if qvalid is not None:
+                qv = qvalid[:, None, qs:qe, None]  # [b, 1, cq, 1]
+                key_mass += (p * qv).sum(-2)
+                key_count += (allowed & qv).sum(-2, dtype=torch.float32)
+            else:
+                key_mass += p.sum(-2)
+                key_count += allowed.sum(-2, dtype=torch.float32).expand(b, 1, lk)
+    if key_stats:
+        count = key_count.expand(b, h, lk)
+        if "key_mass" in want:
+            st.key_mass = key_mass
+        if "key_count" in want:
+            st.key_count = count.contiguous()
+        if "key_mean" in want:
+            st.key_mean = torch.where(count > 0, key_mass / count.clamp_min(1), torch.full_like(key_mass, float("nan")))
+    return out, st

@@ -1,0 +1,94 @@
+"""What `attention_with_stats` can return: the statistics, their shapes, and how a request is spelled.
+
+Per query row (`[batch, heads, q_len]`), computed in the forward pass with online rescaling:
+    lse        log-sum-exp of the scaled scores (natural log); -inf on a row that sees no key
+    max_prob   the largest attention probability of the row
+    argmax     key index of that probability (int64; -1 on a row that sees no key)
+    entropy    -sum p log p in nats (= lse - sum p*s)
+    sink_mass  mass on the first `sink_tokens` keys
+    local_mass mass on the keys j with qpos - j < local_window (the query itself included)
+    span_mass  mass on keys in [span_start, span_end)  (span given per batch row)
+
+Per key column (`[batch, heads, k_len]`), computed by a second, key-major pass that reuses the saved lse:
+    key_mass   sum over queries of the normalised probability the key receives
+    key_mean   key_mass divided by the number of (non-padding) queries that can see the key:
+               alpha_k of "When Attention Sink Emerges"; NaN where no query sees the key
+    key_count  that number of queries (float32, so it can be summed over prompts)
+
+Rows at padding positions still get per-query statistics, but never count towards key statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Iterable
+
+import torch
+
+QUERY_STATS = ("lse", "max_prob", "argmax", "entropy", "sink_mass", "local_mass", "span_mass")
+KEY_STATS = ("key_mass", "key_mean", "key_count")
+ALL_STATS = QUERY_STATS + KEY_STATS
+
+_GROUPS = {
+    "all": ALL_STATS,
+    "query": QUERY_STATS,
+    "key": KEY_STATS,
+    "none": (),
+}
+
+
+@dataclass
+class AttentionStats:
+    """Statistics of one attention call; a field is None unless it was requested."""
+
+    lse: torch.Tensor | None = None  # [batch, head, query_pos] float32
+    max_prob: torch.Tensor | None = None  # [batch, head, query_pos] float32
+    argmax: torch.Tensor | None = None  # [batch, head, query_pos] int64
+    entropy: torch.Tensor | None = None  # [batch, head, query_pos] float32
+    sink_mass: torch.Tensor | None = None  # [batch, head, query_pos] float32
+    local_mass: torch.Tensor | None = None  # [batch, head, query_pos] float32
+    span_mass: torch.Tensor | None = None  # [batch, head, query_pos] float32
+    key_mass: torch.Tensor | None = None  # [batch, head, key_pos] float32
+    key_mean: torch.Tensor | None = None  # [batch, head, key_pos] float32
+    key_count: torch.Tensor | None = None  # [batch, head, key_pos] float32
+
+    def items(self):
+        """(name, tensor) for every statistic that was computed."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
+
+    def requested(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.items())
+
+
+def normalize_stats(stats: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Turn a request ("all", "query", "key", "none", a name, or names) into a tuple of statistic names.
+
+    `key_mean` needs `key_count` and `key_mass`; they are added so the caller can always rely on them.
+    """
+    if stats is None:
+        return ()
+    if isinstance(stats, str):
+        if stats in _GROUPS:
+            names = _GROUPS[stats]
+        else:
+            names = (stats,)
+    else:
+        try:
+            names = tuple(stats)
+        except TypeError:
+            raise TypeError(f"stats must be a string or an iterable of strings, got {type(stats).__name__}") from None
+        expanded: list[str] = []
+        for n in names:
+            if not isinstance(n, str):
+                raise TypeError(f"stats must contain strings, got {type(n).__name__}")
+            expanded.extend(_GROUPS.get(n, (n,)))
+        names = tuple(expanded)
+    unknown = [n for n in names if n not in ALL_STATS]
+    if unknown:
+        raise ValueError(
+            f"unknown statistic(s) {unknown}; allowed: {list(ALL_STATS)} or one of {list(_GROUPS)}"
+        )
+    wanted = set(names)
+    if "key_mean" in wanted:
+        wanted |= {"key_mass", "key_count"}
+    return tuple(n for n in ALL_STATS if n in wanted)

@@ -1,0 +1,233 @@
+"""Triton forward kernel: attention output plus per-query statistics in one pass, no n x n map.
+
+One program owns BLOCK_M query rows of one (batch, head) and streams the key/value blocks it can see, keeping the
+usual online-softmax state (running max m, running sum l, output accumulator) plus, when asked for, rescaled running
+sums for the statistics:
+    entropy:  e = sum p~ (s - m)        -> H = ln2 * (log2 l - e / l)       (scores s in log2 units)
+    masses:   x = sum p~ [key in set]   -> x / l                            (sink, local window, span)
+    argmax:   index of the running max, first occurrence wins
+Whenever m grows, every running sum is multiplied by alpha = 2^(m_old - m_new) (and e also shifts by l_old * delta).
+
+Blocks that every row can see in full run without masks (MASKED=False); only diagonal, window, padding and ragged
+blocks pay for the mask arithmetic. Autotune configurations live here, beside the kernel.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _configs():
+    if INTERPRET:  # the CPU interpreter: one config, big tiles = fewer Python-level steps
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
+    return [
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
+    ]
+
+
+def _prune(configs, named_args, **kwargs):
+    """Drop tiles that cannot fit in shared memory for wide heads (head_dim 256)."""
+    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+    if block_d <= 128:
+        return configs
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 64 and c.kwargs["BLOCK_N"] <= 64]
+    return kept or configs[-1:]
+
+
+@triton.jit
+def _fwd_inner(
+    acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i,
+    q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
+    qpos, offs_d, lo, hi, Lk, qk_scale, window, sink_tokens, local_window, span_lo, span_hi, q_lo_abs, q_hi_abs,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
+    WANT_ENT: tl.constexpr, WANT_ARG: tl.constexpr, WANT_SINK: tl.constexpr, WANT_LOCAL: tl.constexpr,
+    WANT_SPAN: tl.constexpr, NEED_OUT: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    LOG2E: tl.constexpr = 1.4426950408889634
+    EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
+    offs_n0 = tl.arange(0, BLOCK_N)
+    dmask = offs_d < HEAD_DIM
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        k_ptrs = k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd  # [BLOCK_D, BLOCK_N]
+        if MASKED:
+            kt = tl.load(k_ptrs, mask=(offs_n[None, :] < Lk) & dmask[:, None], other=0.0)
+        elif EVEN_D:
+            kt = tl.load(k_ptrs)
+        else:
+            kt = tl.load(k_ptrs, mask=dmask[:, None], other=0.0)
+        if UPCAST:
+            s = tl.dot(q.to(tl.float32), kt.to(tl.float32), input_precision=DOT_PREC)
+        else:
+            s = tl.dot(q, kt, input_precision=DOT_PREC)
+        s = s * qk_scale  # [BLOCK_M, BLOCK_N], log2 units
+        if HAS_BIAS:
+            bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
+            s = s + bias[None, :] * LOG2E
+        if MASKED:
+            ok = offs_n[None, :] < Lk
+            if CAUSAL:
+                ok = ok & (offs_n[None, :] <= qpos[:, None])
+            if HAS_WINDOW:
+                ok = ok & ((qpos[:, None] - offs_n[None, :]) < window)
+            if HAS_VALID:
+                kv = tl.load(kvalid_base + offs_n, mask=offs_n < Lk, other=0)
+                ok = ok & (kv[None, :] != 0)
+            s = tl.where(ok, s, float("-inf"))
+        m_blk = tl.max(s, 1)
+        m_new = tl.maximum(m_i, m_blk)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        if WANT_ENT:
+            delta = tl.where(m_i == float("-inf"), 0.0, m_i - m_safe)
+            ps = tl.where(p > 0.0, p * (s - m_safe[:, None]), 0.0)
+            e_i = alpha * (e_i + l_i * delta) + tl.sum(ps, 1)
+        if WANT_ARG:
+            blk_arg = tl.argmax(s, 1) + start_n
+            a_i = tl.where(m_blk > m_i, blk_arg, a_i)
+        if WANT_SINK:
+            sk_i = sk_i * alpha
+            if start_n < sink_tokens:
+                sk_i += tl.sum(tl.where(offs_n[None, :] < sink_tokens, p, 0.0), 1)
+        if WANT_LOCAL:
+            lc_i = lc_i * alpha
+            if (start_n + BLOCK_N > q_lo_abs - local_window + 1) & (start_n <= q_hi_abs):
+                dist = qpos[:, None] - offs_n[None, :]
+                lc_i += tl.sum(tl.where((dist >= 0) & (dist < local_window), p, 0.0), 1)
+        if WANT_SPAN:
+            sp_i = sp_i * alpha
+            if (start_n < span_hi) & (start_n + BLOCK_N > span_lo):
+                in_span = (offs_n[None, :] >= span_lo) & (offs_n[None, :] < span_hi)
+                sp_i += tl.sum(tl.where(in_span, p, 0.0), 1)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if NEED_OUT:
+            v_ptrs = v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd  # [BLOCK_N, BLOCK_D]
+            if MASKED:
+                v = tl.load(v_ptrs, mask=(offs_n[:, None] < Lk) & dmask[None, :], other=0.0)
+            elif EVEN_D:
+                v = tl.load(v_ptrs)
+            else:
+                v = tl.load(v_ptrs, mask=dmask[None, :], other=0.0)
+            acc = acc * alpha[:, None]
+            if UPCAST:
+                acc = tl.dot(p, v.to(tl.float32), acc, input_precision=DOT_PREC)
+            else:
+                acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
+        m_i = m_new
+    return acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i
+
+
+@triton.autotune(
+    configs=_configs(),
+    key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "WANT_ENT", "WANT_ARG",
+         "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "NEED_OUT"],
+    prune_configs_by={"early_config_prune": _prune},
+)
+@triton.jit
+def attention_fwd_kernel(
+    Q, K, V, Out, LSE2, MAXP, ARG, ENT, SINK, LOCAL, SPAN, KVALID, BIAS, SPANS,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, LEN_BUCKET,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
+    WANT_MAXP: tl.constexpr, WANT_ENT: tl.constexpr, WANT_ARG: tl.constexpr, WANT_SINK: tl.constexpr,
+    WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, NEED_OUT: tl.constexpr, UPCAST: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    LN2: tl.constexpr = 0.6931471805599453
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    kvh = h // G
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    qpos = offs_m + q_offset
+    row_ok = offs_m < Lq
+    q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    k_base = K + b * stride_kb + kvh * stride_kh
+    v_base = V + b * stride_vb + kvh * stride_vh
+    kvalid_base = KVALID + b * Lk
+    bias_base = BIAS + pid_bh * Lk
+    span_lo = 0
+    span_hi = 0
+    if WANT_SPAN:
+        span_lo = tl.load(SPANS + 2 * b)
+        span_hi = tl.load(SPANS + 2 * b + 1)
+
+    q_lo_abs = pid_m * BLOCK_M + q_offset
+    q_hi_abs = tl.minimum(pid_m * BLOCK_M + BLOCK_M, Lq) - 1 + q_offset
+    lo = 0
+    if HAS_WINDOW:
+        lo = tl.maximum(0, q_lo_abs - window + 1)
+        lo = (lo // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        hi = tl.minimum(Lk, q_hi_abs + 1)
+        mid = ((q_lo_abs + 1) // BLOCK_N) * BLOCK_N
+    else:
+        hi = Lk
+        mid = (Lk // BLOCK_N) * BLOCK_N
+    if HAS_WINDOW or HAS_VALID:
+        mid = lo
+    mid = tl.minimum(tl.maximum(mid, lo), hi)
+
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    e_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    a_i = tl.full([BLOCK_M], -1, dtype=tl.int32)
+    sk_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    lc_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    sp_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i = _fwd_inner(
+        acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i,
+        q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
+        qpos, offs_d, lo, mid, Lk, qk_scale, window, sink_tokens, local_window, span_lo, span_hi, q_lo_abs, q_hi_abs,
+        BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS,
+        WANT_ENT, WANT_ARG, WANT_SINK, WANT_LOCAL, WANT_SPAN, NEED_OUT, UPCAST, DOT_PREC,
+    )
+    acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i = _fwd_inner(
+        acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i,
+        q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
+        qpos, offs_d, mid, hi, Lk, qk_scale, window, sink_tokens, local_window, span_lo, span_hi, q_lo_abs, q_hi_abs,
+        BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS,
+        WANT_ENT, WANT_ARG, WANT_SINK, WANT_LOCAL, WANT_SPAN, NEED_OUT, UPCAST, DOT_PREC,
+    )
+
+    seen = l_i > 0.0
+    l_safe = tl.where(seen, l_i, 1.0)
+    inv_l = 1.0 / l_safe
+    row_base = pid_bh * Lq + offs_m
+    tl.store(LSE2 + row_base, tl.where(seen, m_i + tl.log2(l_safe), float("-inf")), mask=row_ok)
+    if NEED_OUT:
+        out = acc * inv_l[:, None]
+        o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+    if WANT_MAXP:
+        tl.store(MAXP + row_base, tl.where(seen, inv_l, 0.0), mask=row_ok)
+    if WANT_ENT:
+        tl.store(ENT + row_base, tl.where(seen, LN2 * (tl.log2(l_safe) - e_i * inv_l), 0.0), mask=row_ok)
+    if WANT_ARG:
+        tl.store(ARG + row_base, a_i, mask=row_ok)
+    if WANT_SINK:
+        tl.store(SINK + row_base, sk_i * inv_l, mask=row_ok)
+    if WANT_LOCAL:
+        tl.store(LOCAL + row_base, lc_i * inv_l, mask=row_ok)
+    if WANT_SPAN:
+        tl.store(SPAN + row_base, sp_i * inv_l, mask=row_ok)
