@@ -1,2 +1,17 @@
-"""interp: mechanistic interpretability for attention heads."""
+"""interp: mechanistic interpretability for attention heads.
+
+    import interp
+    model = interp.load("smollm2-135m")            # offline, from a PyPI package
+    logits, cache = model.run_with_cache("Hello", stats=["key_mean", "entropy"])
+"""
+
 __version__ = "0.1.0"
+
+from .cache import ActivationCache
+from .hooks import HookPoint
+from .interventions import HeadAblation, KeyMask, ScaleAttention
+from .model import HookedModel
+from .zoo import available, load
+
+__all__ = ["ActivationCache", "HeadAblation", "HookPoint", "HookedModel", "KeyMask", "ScaleAttention",
+           "available", "load"]

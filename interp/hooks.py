@@ -1,0 +1,135 @@
+"""Hook points: their names (TransformerLens style), shapes, and the per-run context that the model consults.
+
+Every hook function has the TransformerLens signature `fn(tensor, hook) -> tensor | None`; returning a tensor
+replaces the activation (for hooks marked writable), returning None leaves it alone. `hook.name` and `hook.layer`
+tell the function where it is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .kernels.stats import KEY_STATS, QUERY_STATS
+
+# name template -> (shape, writable). {l} is the layer index.
+HOOK_POINTS: dict[str, tuple[str, bool]] = {
+    "hook_embed": ("[batch, pos, d_model]", True),
+    "blocks.{l}.hook_resid_pre": ("[batch, pos, d_model]", True),
+    "blocks.{l}.hook_attn_out": ("[batch, pos, d_model]", True),
+    "blocks.{l}.hook_mlp_out": ("[batch, pos, d_model]", True),
+    "blocks.{l}.hook_resid_post": ("[batch, pos, d_model]", True),
+    "blocks.{l}.attn.hook_q": ("[batch, query_pos, head, d_head]", True),
+    "blocks.{l}.attn.hook_k": ("[batch, key_pos, kv_head, d_head]", True),
+    "blocks.{l}.attn.hook_v": ("[batch, key_pos, kv_head, d_head]", True),
+    "blocks.{l}.attn.hook_pattern": ("[batch, head, query_pos, key_pos]", True),
+    "blocks.{l}.attn.hook_z": ("[batch, query_pos, head, d_head]", True),
+    "blocks.{l}.attn.hook_result": ("[batch, query_pos, head, d_model]", False),
+    "ln_final.hook_normalized": ("[batch, pos, d_model]", True),
+}
+# statistics hooks: read-only, computed by interp.kernels without n x n maps
+STAT_HOOKS: dict[str, str] = {}
+for _s in QUERY_STATS:
+    STAT_HOOKS[f"hook_query_{_s}"] = _s
+for _s in KEY_STATS:
+    STAT_HOOKS[f"hook_{_s}"] = _s
+for _h in STAT_HOOKS:
+    HOOK_POINTS[f"blocks.{{l}}.attn.{_h}"] = (
+        "[batch, head, key_pos]" if STAT_HOOKS[_h] in KEY_STATS else "[batch, head, query_pos]", False
+    )
+STAT_OF_HOOK = {h: s for h, s in STAT_HOOKS.items()}  # "hook_key_mass" -> "key_mass"
+HOOK_OF_STAT = {s: h for h, s in STAT_HOOKS.items()}  # "entropy" -> "hook_query_entropy"
+
+_LAYER_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+def all_hook_names(n_layers: int) -> list[str]:
+    names = []
+    for template in HOOK_POINTS:
+        if "{l}" in template:
+            names.extend(template.format(l=l) for l in range(n_layers))
+        else:
+            names.append(template)
+    return names
+
+
+def parse_hook_name(name: str, n_layers: int) -> tuple[int | None, str]:
+    """'blocks.3.attn.hook_z' -> (3, 'blocks.{l}.attn.hook_z'). Unknown names raise with close matches."""
+    if not isinstance(name, str):
+        raise TypeError(f"hook names are strings, got {type(name).__name__}")
+    m = _LAYER_RE.match(name)
+    if m:
+        layer, rest = int(m.group(1)), m.group(2)
+        template = "blocks.{l}." + rest
+        if template in HOOK_POINTS:
+            if layer >= n_layers:
+                raise ValueError(f"hook {name!r}: layer {layer} out of range; the model has layers 0..{n_layers - 1}")
+            return layer, template
+    elif name in HOOK_POINTS:
+        return None, name
+    close = difflib.get_close_matches(name, all_hook_names(n_layers), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"unknown hook name {name!r}{hint} (model.hook_names() lists all of them)")
+
+
+@dataclass
+class HookPoint:
+    """What a hook function receives as `hook`."""
+
+    name: str
+    layer: int | None
+
+    def __repr__(self) -> str:
+        return f"HookPoint({self.name!r})"
+
+
+HookFn = Callable[[torch.Tensor, HookPoint], "torch.Tensor | None"]
+
+
+@dataclass
+class RunContext:
+    """What is active during one forward pass: hooks, statistics to capture, interventions."""
+
+    n_layers: int
+    hooks: dict[str, list[HookFn]] = field(default_factory=dict)
+    stats: dict[int, tuple[str, ...]] = field(default_factory=dict)  # layer -> statistic names
+    stat_options: dict = field(default_factory=dict)  # sink_tokens, local_window, span
+    interventions: dict[int, list] = field(default_factory=dict)  # layer -> [Intervention]
+    backend: str = "auto"
+
+    def add_hook(self, name: str, fn: HookFn) -> None:
+        layer, template = parse_hook_name(name, self.n_layers)
+        if not callable(fn):
+            raise TypeError(f"hook function for {name!r} must be callable, got {type(fn).__name__}")
+        if template.startswith("blocks.{l}.attn.hook_") and template.split(".")[-1] in STAT_HOOKS:
+            stat = STAT_HOOKS[template.split(".")[-1]]
+            self.stats[layer] = tuple(dict.fromkeys(self.stats.get(layer, ()) + (stat,)))
+        self.hooks.setdefault(name, []).append(fn)
+
+    def active(self, name: str) -> bool:
+        return name in self.hooks
+
+    def apply(self, name: str, tensor: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """Run the hooks registered at `name`; writable hooks may replace the tensor."""
+        fns = self.hooks.get(name)
+        if not fns:
+            return tensor
+        point = HookPoint(name, layer)
+        _, template = parse_hook_name(name, self.n_layers)
+        writable = HOOK_POINTS[template][1]
+        for fn in fns:
+            out = fn(tensor, point)
+            if out is not None:
+                if not writable:
+                    raise ValueError(f"hook {name!r} is read-only; its function must return None")
+                if not isinstance(out, torch.Tensor) or out.shape != tensor.shape:
+                    raise ValueError(
+                        f"hook {name!r} returned {getattr(out, 'shape', type(out).__name__)}; "
+                        f"it must return None or a tensor of shape {tuple(tensor.shape)}"
+                    )
+                tensor = out
+        return tensor

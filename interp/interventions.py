@@ -1,0 +1,156 @@
+"""Per-head interventions that run inside the attention call.
+
+- `HeadAblation`: replace chosen heads' outputs (hook_z) by zero or by their mean.
+- `KeyMask`: chosen heads may not attend to chosen keys (a -inf score bias; runs in the Triton kernels too).
+- `ScaleAttention`: chosen heads' attention to chosen keys is multiplied by `factor`. With
+  `redistribute="proportional"` (ACT's calibration) the removed mass goes back to the other keys in proportion to
+  their share, so p'_S = factor * p_S exactly; with `redistribute="renormalize"` the scores get log(factor) added
+  (softmax renormalises; runs in the Triton kernels too).
+
+Keys are given as positions (`[2, 5]`, applied to every batch row) or a boolean mask `[batch, k_len]`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+
+def _as_heads(heads, n_heads: int, what: str) -> list[int]:
+    if heads is None:
+        return list(range(n_heads))
+    if isinstance(heads, int):
+        heads = [heads]
+    out = []
+    for h in heads:
+        if isinstance(h, bool) or not isinstance(h, int):
+            raise TypeError(f"{what}: head indices must be ints, got {h!r}")
+        if not 0 <= h < n_heads:
+            raise ValueError(f"{what}: head {h} out of range; this layer has heads 0..{n_heads - 1}")
+        out.append(h)
+    return out
+
+
+def _check_layer(layer, n_layers: int, what: str) -> None:
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"{what}: layer must be an int, got {layer!r}")
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"{what}: layer {layer} out of range; the model has layers 0..{n_layers - 1}")
+
+
+def key_selector(keys, batch: int, k_len: int, device) -> torch.Tensor:
+    """Positions or a bool mask -> bool [batch, k_len]. Negative positions count from the end."""
+    if isinstance(keys, torch.Tensor) and keys.dtype == torch.bool:
+        if keys.dim() == 1:
+            keys = keys[None].expand(batch, -1)
+        if keys.shape != (batch, k_len):
+            raise ValueError(f"key mask must be [batch, k_len] = [{batch}, {k_len}], got {tuple(keys.shape)}")
+        return keys.to(device)
+    if isinstance(keys, int):
+        keys = [keys]
+    sel = torch.zeros(batch, k_len, dtype=torch.bool, device=device)
+    for pos in list(keys):
+        pos = int(pos)
+        if not -k_len <= pos < k_len:
+            raise ValueError(f"key position {pos} out of range for {k_len} keys")
+        sel[:, pos] = True
+    return sel
+
+
+@dataclass
+class HeadAblation:
+    layer: int
+    heads: Sequence[int] | int | None = None
+    mode: str = "zero"  # "zero" | "mean"
+    mean_value: torch.Tensor | None = None  # [head, d_head], e.g. a dataset mean; default: mean of this input
+
+    def validate(self, n_layers: int, n_heads: int) -> None:
+        _check_layer(self.layer, n_layers, "HeadAblation")
+        self._heads = _as_heads(self.heads, n_heads, "HeadAblation")
+        if self.mode not in ("zero", "mean"):
+            raise ValueError(f"HeadAblation.mode must be 'zero' or 'mean', got {self.mode!r}")
+
+    def apply_z(self, z: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """z: [batch, pos, head, d_head] -> ablated copy."""
+        z = z.clone()
+        idx = self._heads
+        if self.mode == "zero":
+            z[:, :, idx] = 0
+        elif self.mean_value is not None:
+            z[:, :, idx] = self.mean_value[idx].to(z)
+        else:
+            if valid is not None:
+                w = valid[:, -z.shape[1]:, None, None].to(z.dtype)
+                mean = (z[:, :, idx] * w).sum((0, 1)) / w.sum((0, 1)).clamp_min(1)
+            else:
+                mean = z[:, :, idx].mean((0, 1))
+            z[:, :, idx] = mean
+        return z
+
+
+@dataclass
+class KeyMask:
+    layer: int
+    keys: object
+    heads: Sequence[int] | int | None = None
+
+    def validate(self, n_layers: int, n_heads: int) -> None:
+        _check_layer(self.layer, n_layers, "KeyMask")
+        self._heads = _as_heads(self.heads, n_heads, "KeyMask")
+
+    def key_bias(self, batch: int, n_heads: int, k_len: int, device) -> torch.Tensor:
+        sel = key_selector(self.keys, batch, k_len, device)  # [b, k]
+        bias = torch.zeros(batch, n_heads, k_len, device=device)
+        heads = torch.zeros(n_heads, dtype=torch.bool, device=device)
+        heads[self._heads] = True
+        return bias.masked_fill(sel[:, None, :] & heads[None, :, None], float("-inf"))
+
+
+@dataclass
+class ScaleAttention:
+    layer: int
+    keys: object
+    factor: float
+    heads: Sequence[int] | int | None = None
+    redistribute: str = "proportional"  # "proportional" (ACT) | "renormalize"
+    _heads: list = field(default_factory=list, repr=False)
+
+    def validate(self, n_layers: int, n_heads: int) -> None:
+        _check_layer(self.layer, n_layers, "ScaleAttention")
+        self._heads = _as_heads(self.heads, n_heads, "ScaleAttention")
+        if not isinstance(self.factor, (int, float)) or self.factor < 0 or not math.isfinite(self.factor):
+            raise ValueError(f"ScaleAttention.factor must be a finite number >= 0, got {self.factor!r}")
+        if self.redistribute not in ("proportional", "renormalize"):
+            raise ValueError(
+                f"ScaleAttention.redistribute must be 'proportional' or 'renormalize', got {self.redistribute!r}"
+            )
+        if self.redistribute == "proportional" and self.factor > 1:
+            raise ValueError("ScaleAttention with redistribute='proportional' takes 0 <= factor <= 1 "
+                             f"(got {self.factor}); use redistribute='renormalize' to boost a token")
+
+    @property
+    def needs_probs(self) -> bool:
+        return self.redistribute == "proportional"
+
+    def key_bias(self, batch: int, n_heads: int, k_len: int, device) -> torch.Tensor:
+        sel = key_selector(self.keys, batch, k_len, device)
+        heads = torch.zeros(n_heads, dtype=torch.bool, device=device)
+        heads[self._heads] = True
+        val = math.log(self.factor) if self.factor > 0 else float("-inf")
+        return torch.zeros(batch, n_heads, k_len, device=device).masked_fill(
+            sel[:, None, :] & heads[None, :, None], val
+        )
+
+    def transform(self, p: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+        """p: [batch, heads, q, k]; sel: [batch, k] bool. p'_S = factor p_S; others scaled to keep rows summing."""
+        s = sel[:, None, None, :].to(p.dtype)
+        p_s = (p * s).sum(-1, keepdim=True)  # [b, h, q, 1]
+        rest = (1 - p_s).clamp_min(1e-12)
+        scale_rest = (1 - self.factor * p_s) / rest
+        new = torch.where(s.bool(), p * self.factor, p * scale_rest)
+        out = p.clone()
+        out[:, self._heads] = new[:, self._heads]
+        return out

