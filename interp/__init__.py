@@ -11,7 +11,8 @@ from .cache import ActivationCache
 from .hooks import HookPoint
 from .interventions import HeadAblation, KeyMask, ScaleAttention
 from .model import HookedModel
+from .tl import TLPatternModel
 from .zoo import available, load
 
 __all__ = ["ActivationCache", "HeadAblation", "HookPoint", "HookedModel", "KeyMask", "ScaleAttention",
-           "available", "load"]
+           "TLPatternModel", "available", "load"]

@@ -145,12 +145,14 @@ class ScaleAttention:
         )
 
     def transform(self, p: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-        """p: [batch, heads, q, k]; sel: [batch, k] bool. p'_S = factor p_S; others scaled to keep rows summing."""
+        """p: [batch, heads, q, k]; sel: [batch, k] bool. p'_S = factor p_S; others scaled to keep rows summing to 1
+        (rows that see only the chosen keys are left alone)."""
         s = sel[:, None, None, :].to(p.dtype)
         p_s = (p * s).sum(-1, keepdim=True)  # [b, h, q, 1]
-        rest = (1 - p_s).clamp_min(1e-12)
-        scale_rest = (1 - self.factor * p_s) / rest
+        rest = 1 - p_s
+        scale_rest = (1 - self.factor * p_s) / rest.clamp_min(1e-12)
         new = torch.where(s.bool(), p * self.factor, p * scale_rest)
+        new = torch.where(rest > 1e-6, new, p)  # a row that sees only the chosen keys has nowhere to move mass
         out = p.clone()
         out[:, self._heads] = new[:, self._heads]
         return out

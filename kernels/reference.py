@@ -70,7 +70,7 @@ def reference_attention(
     key_stats = bool(want & {"key_mass", "key_count", "key_mean"})
     if key_stats:
         key_mass = torch.zeros(b, h, lk, **f32)
-        key_count = torch.zeros(b, 1, lk, **f32)
+        key_count = torch.zeros(b, h if spec.key_bias is not None else 1, lk, **f32)
     qvalid = spec.key_valid[:, spec.q_offset:] if spec.key_valid is not None else None  # [b, lq]
     kpos = torch.arange(lk, device=dev)
     step = _chunk_size(spec, chunk)
@@ -83,6 +83,8 @@ def reference_attention(
             s = s + spec.key_bias[:, :, None, :]
         allowed = visible_keys(spec, qs, qe, dev)  # [b|1, 1, cq, lk]
         s = s.masked_fill(~allowed, float("-inf"))
+        if spec.key_bias is not None:  # a -inf bias hides the key as surely as a mask does
+            allowed = allowed & ~torch.isneginf(spec.key_bias[:, :, None, :])
         lse = torch.logsumexp(s, dim=-1)  # [b, h, cq]; -inf on rows that see nothing
         empty = torch.isneginf(lse)
         p = torch.exp(s - lse.masked_fill(empty, 0.0)[..., None])  # exp(-inf) = 0 on masked keys
@@ -121,7 +123,7 @@ def reference_attention(
                 key_count += (allowed & qv).sum(-2, dtype=torch.float32)
             else:
                 key_mass += p.sum(-2)
-                key_count += allowed.sum(-2, dtype=torch.float32).expand(b, 1, lk)
+                key_count += allowed.sum(-2, dtype=torch.float32).expand(b, key_count.shape[1], lk)
     if key_stats:
         count = key_count.expand(b, h, lk)
         if "key_mass" in want:

@@ -67,6 +67,8 @@ def _key_inner(
                 ok = ok & (offs_n[None, :] <= qpos[:, None])
             if HAS_WINDOW:
                 ok = ok & ((qpos[:, None] - offs_n[None, :]) < window)
+            if HAS_BIAS:
+                ok = ok & (bias_row[None, :] > float("-inf"))
             if HAS_VALID:
                 qv = tl.load(kvalid_q_base + offs_m, mask=offs_m < Lq, other=0)
                 ok = ok & (qv[:, None] != 0)
