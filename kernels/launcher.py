@@ -26,9 +26,10 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     dev = q.device
     want = set(spec.stats)
     upcast = INTERPRET and q.dtype == torch.bfloat16  # tl.dot on bf16 tiles is wrong in the CPU interpreter
-    dot_prec = "ieee" if q.dtype == torch.float32 else "tf32"
+    dot_prec = "ieee" if q.dtype == torch.float32 else None  # exact fp32 products; fp16/bf16 use the default
     block_d = max(16, triton.next_power_of_2(d))
-    len_bucket = triton.next_power_of_2(max(lq, lk))
+    # autotune key: tuned once per power-of-two length up to 8k; longer inputs reuse the 8k choice
+    len_bucket = min(triton.next_power_of_2(max(lq, lk)), 8192)
     f32 = dict(device=dev, dtype=torch.float32)
 
     out = torch.empty(b, h, lq, d, device=dev, dtype=q.dtype) if need_out else _dummy(dev, q.dtype)

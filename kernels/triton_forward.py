@@ -20,12 +20,14 @@ import triton
 import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# INTERP_AUTOTUNE=0 pins the first config of each kernel (quick compiles for correctness runs on a GPU)
+AUTOTUNE = os.environ.get("INTERP_AUTOTUNE", "1") != "0"
 
 
 def _configs():
     if INTERPRET:  # the CPU interpreter: one config, big tiles = fewer Python-level steps
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
-    return [
+    configs = [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
@@ -33,6 +35,7 @@ def _configs():
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=4, num_stages=2),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
     ]
+    return configs if AUTOTUNE else configs[:1]
 
 
 def _prune(configs, named_args, **kwargs):

@@ -11,19 +11,20 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_forward import INTERPRET
+from .triton_forward import AUTOTUNE, INTERPRET
 
 
 def _configs():
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
-    return [
+    configs = [
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_M": 32, "BLOCK_N": 64}, num_warps=4, num_stages=2),
     ]
+    return configs if AUTOTUNE else configs[:1]
 
 
 def _prune(configs, named_args, **kwargs):

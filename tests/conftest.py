@@ -4,8 +4,9 @@ import warnings
 import pytest
 import torch
 
-# The Triton kernels run in the CPU interpreter in tests; this must be set before triton is imported.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# Without a GPU the Triton kernels run in the CPU interpreter; this must be set before triton is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", message="invalid value encountered", category=RuntimeWarning)
