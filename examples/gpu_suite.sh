@@ -4,6 +4,7 @@
 #   bash examples/gpu_suite.sh [bench args...]      # logs under ${OUT:-out/gpu}
 set -uo pipefail
 OUT=${OUT:-out/gpu}
+case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
@@ -12,7 +13,7 @@ python3 -c "import torch, triton, transformers; print('torch', torch.__version__
 STEP=${STEP:-all}
 if [ "$STEP" = all ] || [ "$STEP" = tests ]; then
   (cd tests && INTERP_AUTOTUNE=0 timeout 300 python3 -m pytest -q -p no:cacheprovider -m "slow or not slow" \
-     test_kernel_triton.py test_kernel_reference.py 2>&1 | tee "../$OUT/tests.log" | tail -5)
+     test_kernel_triton.py test_kernel_reference.py 2>&1 | tee "$OUT/tests.log" | tail -5)
 fi
 if [ "$STEP" = all ] || [ "$STEP" = model ]; then
   timeout 240 python3 examples/long_context_gpu.py --tokens 32768 --layers 4 2>&1 | grep -v Warning | tee "$OUT/long_context.log"

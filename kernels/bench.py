@@ -119,6 +119,10 @@ def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex):
         "ours-none": lambda: attention_with_stats(q, k, v, stats="none"),
         "ours-query": lambda: attention_with_stats(q, k, v, stats="query"),
         "ours-keymass": lambda: attention_with_stats(q, k, v, stats=["key_mass"]),
+        "ours-entropy": lambda: attention_with_stats(q, k, v, stats=["entropy"]),
+        "ours-argmax": lambda: attention_with_stats(q, k, v, stats=["argmax"]),
+        "ours-masses": lambda: attention_with_stats(q, k, v, stats=["sink_mass", "local_mass", "span_mass"],
+                                                    span=(n // 2, n // 2 + 64)),
         "ours-all": lambda: attention_with_stats(q, k, v, stats="all"),
     }
     for m in methods:

@@ -3,10 +3,10 @@
 One program owns BLOCK_M query rows of one (batch, head) and streams the key/value blocks it can see, keeping the
 usual online-softmax state (running max m, running sum l, output accumulator) plus, when asked for, rescaled running
 sums for the statistics:
-    entropy:  e = sum p~ (s - m)        -> H = ln2 * (log2 l - e / l)       (scores s in log2 units)
+    entropy:  e = sum p~ s              -> H = ln2 * (m + log2 l - e / l)   (scores s in log2 units)
     masses:   x = sum p~ [key in set]   -> x / l                            (sink, local window, span)
     argmax:   index of the running max, first occurrence wins
-Whenever m grows, every running sum is multiplied by alpha = 2^(m_old - m_new) (and e also shifts by l_old * delta).
+Whenever m grows, every running sum is multiplied by alpha = 2^(m_old - m_new).
 
 Blocks that every row can see in full run without masks (MASKED=False); only diagonal, window, padding and ragged
 blocks pay for the mask arithmetic. Autotune configurations live here, beside the kernel.
@@ -38,13 +38,19 @@ def _configs():
     return configs if AUTOTUNE else configs[:1]
 
 
+WIDE_HEAD_CONFIGS = [  # head_dim 256: smaller tiles, fewer stages, or shared memory runs out
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=8, num_stages=2),
+]
+
+
 def _prune(configs, named_args, **kwargs):
-    """Drop tiles that cannot fit in shared memory for wide heads (head_dim 256)."""
+    """Wide heads (head_dim 256) get their own tiles: the default ones do not fit in shared memory."""
     block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    if block_d <= 128:
+    if block_d <= 128 or INTERPRET:
         return configs
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 64 and c.kwargs["BLOCK_N"] <= 64]
-    return kept or configs[-1:]
+    return WIDE_HEAD_CONFIGS if AUTOTUNE else WIDE_HEAD_CONFIGS[:1]
 
 
 @triton.jit
@@ -93,10 +99,12 @@ def _fwd_inner(
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_safe)
         p = tl.exp2(s - m_safe[:, None])
-        if WANT_ENT:
-            delta = tl.where(m_i == float("-inf"), 0.0, m_i - m_safe)
-            ps = tl.where(p > 0.0, p * (s - m_safe[:, None]), 0.0)
-            e_i = alpha * (e_i + l_i * delta) + tl.sum(ps, 1)
+        if WANT_ENT:  # e = sum p~ * s (s in log2 units); masked keys have p~ = 0 but s = -inf
+            if MASKED:
+                ps = tl.where(p > 0.0, p * s, 0.0)
+            else:
+                ps = p * s
+            e_i = e_i * alpha + tl.sum(ps, 1)
         if WANT_ARG:
             blk_arg = tl.argmax(s, 1) + start_n
             a_i = tl.where(m_blk > m_i, blk_arg, a_i)
@@ -224,8 +232,9 @@ def attention_fwd_kernel(
         tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
     if WANT_MAXP:
         tl.store(MAXP + row_base, tl.where(seen, inv_l, 0.0), mask=row_ok)
-    if WANT_ENT:
-        tl.store(ENT + row_base, tl.where(seen, LN2 * (tl.log2(l_safe) - e_i * inv_l), 0.0), mask=row_ok)
+    if WANT_ENT:  # H = lse - sum p s = ln2 * (m + log2 l - e / l)
+        ent = LN2 * (m_i + tl.log2(l_safe) - e_i * inv_l)
+        tl.store(ENT + row_base, tl.where(seen, tl.maximum(ent, 0.0), 0.0), mask=row_ok)
     if WANT_ARG:
         tl.store(ARG + row_base, a_i, mask=row_ok)
     if WANT_SINK:

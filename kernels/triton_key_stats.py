@@ -2,8 +2,9 @@
 
 One program owns BLOCK_N keys of one (batch, query head) and walks down the query blocks that can see them,
 recomputing s = q.k and p = 2^(s - lse2) (only the QK^T product: half the forward's matrix work, but the same
-number of exponentials, so this pass is exp-bound). Sums stay in registers in float32 and are written once:
-deterministic, no atomics. Query blocks that see every key of the block in full run without masks.
+number of exponentials, so this pass is exp-bound). Probabilities are added into a [BLOCK_M, BLOCK_N] float32
+register tile and reduced over queries once at the end (a per-block column reduction would cost cross-thread
+shuffles every step); the sums are written once: deterministic, no atomics. Query blocks that see every key of the block in full run without masks.
 """
 
 from __future__ import annotations
@@ -27,12 +28,19 @@ def _configs():
     return configs if AUTOTUNE else configs[:1]
 
 
+WIDE_HEAD_CONFIGS = [
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_M": 32, "BLOCK_N": 128}, num_warps=8, num_stages=2),
+]
+
+
 def _prune(configs, named_args, **kwargs):
+    """Wide heads (head_dim 256) get their own tiles: the default ones do not fit in shared memory."""
     block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    if block_d <= 128:
+    if block_d <= 128 or INTERPRET:
         return configs
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
-    return kept or configs[-1:]
+    return WIDE_HEAD_CONFIGS if AUTOTUNE else WIDE_HEAD_CONFIGS[:1]
 
 
 @triton.jit
@@ -81,7 +89,7 @@ def _key_inner(
             p = tl.exp2(s - lse2[:, None])
             if WANT_COUNT:
                 kc += BLOCK_M
-        km += tl.sum(p, 0)
+        km += p  # [BLOCK_M, BLOCK_N]: summed over queries once, after the loop (no per-block reduction)
     return km, kc
 
 
@@ -144,7 +152,7 @@ def key_stats_kernel(
     mid = tl.minimum(tl.maximum(mid, lo), hi)
     full_end = tl.maximum(tl.minimum(full_end, hi), mid)
 
-    km = tl.zeros([BLOCK_N], dtype=tl.float32)
+    km = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     kc = tl.zeros([BLOCK_N], dtype=tl.float32)
     km, kc = _key_inner(
         km, kc, kt, k_ok, kvalid_q_base, q_base, stride_qm, stride_qd, lse_base, bias_row,
@@ -162,6 +170,6 @@ def key_stats_kernel(
         BLOCK_M, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_COUNT, UPCAST, DOT_PREC,
     )
     out_off = pid_bh * Lk + offs_n
-    tl.store(KMASS + out_off, km, mask=offs_n < Lk)
+    tl.store(KMASS + out_off, tl.sum(km, 0), mask=offs_n < Lk)
     if WANT_COUNT:
         tl.store(KCOUNT + out_off, kc, mask=offs_n < Lk)
