@@ -34,23 +34,33 @@ def _configs():
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=4, num_stages=2),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=1),  # head_dim 256 in float32
+        triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1),
     ]
-    return configs if AUTOTUNE else configs[:1]
+    return configs  # pruned per call by _prune (shared memory), and to one config when INTERP_AUTOTUNE=0
 
 
-WIDE_HEAD_CONFIGS = [  # head_dim 256: smaller tiles, fewer stages, or shared memory runs out
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=8, num_stages=2),
-]
+SMEM_BUDGET = 200 * 1024  # bytes; the H100 allows 227 KiB per block
+
+
+def fitting(configs, named_args, kwargs, smem_bytes):
+    """Keep the configs whose tiles fit in shared memory (head_dim 256 and float32 need small tiles); without
+    autotuning, the first that fits. `smem_bytes(config, block_d, element_size)` estimates one config's need."""
+    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+    elt = named_args["Q"].element_size() if "Q" in named_args else 2
+    kept = [c for c in configs if 1.25 * smem_bytes(c, block_d, elt) <= SMEM_BUDGET]  # 25% for scratch
+    if not kept:
+        kept = [min(configs, key=lambda c: smem_bytes(c, block_d, elt))]
+    return kept if AUTOTUNE else kept[:1]
+
+
+def _smem(c, block_d, elt):
+    bm, bn, st = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], max(1, c.num_stages)
+    return (bm * block_d + 2 * st * bn * block_d) * elt
 
 
 def _prune(configs, named_args, **kwargs):
-    """Wide heads (head_dim 256) get their own tiles: the default ones do not fit in shared memory."""
-    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    if block_d <= 128 or INTERPRET:
-        return configs
-    return WIDE_HEAD_CONFIGS if AUTOTUNE else WIDE_HEAD_CONFIGS[:1]
+    return configs if INTERPRET else fitting(configs, named_args, kwargs, _smem)
 
 
 @triton.jit
@@ -106,8 +116,10 @@ def _fwd_inner(
                 ps = p * s
             e_i = e_i * alpha + tl.sum(ps, 1)
         if WANT_ARG:
-            blk_arg = tl.argmax(s, 1) + start_n
-            a_i = tl.where(m_blk > m_i, blk_arg, a_i)
+            # the block's argmax matters only where the running max grows: skip the reduction when no row's does
+            if tl.sum((m_blk > m_i).to(tl.int32), 0) > 0:
+                blk_arg = tl.argmax(s, 1) + start_n
+                a_i = tl.where(m_blk > m_i, blk_arg, a_i)
         if WANT_SINK:
             sk_i = sk_i * alpha
             if start_n < sink_tokens:

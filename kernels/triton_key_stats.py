@@ -12,7 +12,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_forward import AUTOTUNE, INTERPRET
+from .triton_forward import INTERPRET, fitting
 
 
 def _configs():
@@ -24,23 +24,18 @@ def _configs():
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_M": 32, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1),
     ]
-    return configs if AUTOTUNE else configs[:1]
+    return configs
 
 
-WIDE_HEAD_CONFIGS = [
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 64}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_M": 32, "BLOCK_N": 128}, num_warps=8, num_stages=2),
-]
+def _smem(c, block_d, elt):
+    bm, bn, st = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], max(1, c.num_stages)
+    return (bn * block_d + st * bm * block_d) * elt
 
 
 def _prune(configs, named_args, **kwargs):
-    """Wide heads (head_dim 256) get their own tiles: the default ones do not fit in shared memory."""
-    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    if block_d <= 128 or INTERPRET:
-        return configs
-    return WIDE_HEAD_CONFIGS if AUTOTUNE else WIDE_HEAD_CONFIGS[:1]
+    return configs if INTERPRET else fitting(configs, named_args, kwargs, _smem)
 
 
 @triton.jit
