@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 STEP=${STEP:-all}
 if [ "$STEP" = all ] || [ "$STEP" = tests ]; then
-  (cd tests && INTERP_AUTOTUNE=0 timeout 300 python3 -m pytest -q -p no:cacheprovider -m "slow or not slow" \
+  (cd tests && INTERP_AUTOTUNE=0 timeout 300 python3 -m pytest -q -p no:cacheprovider -n 8 -m "slow or not slow" \
      test_kernel_triton.py test_kernel_reference.py 2>&1 | tee "$OUT/tests.log" | tail -5)
 fi
 if [ "$STEP" = all ] || [ "$STEP" = model ]; then
