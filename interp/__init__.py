@@ -13,6 +13,7 @@ from .interventions import HeadAblation, KeyMask, ScaleAttention
 from .model import HookedModel
 from .tl import TLPatternModel
 from .zoo import available, load
+from . import toy
 
 __all__ = ["ActivationCache", "HeadAblation", "HookPoint", "HookedModel", "KeyMask", "ScaleAttention",
            "TLPatternModel", "available", "load"]

@@ -15,18 +15,25 @@ BOS = 0
 
 @dataclass(frozen=True)
 class InductionTask:
-    """BOS, r_1..r_n, r_1..r_n with r random: the second half is predictable only by induction."""
+    """BOS, noise, r_1..r_n, r_1..r_n with r random: the repeat is predictable only by induction.
+
+    The period n and the noise length vary from batch to batch, so no fixed-offset positional head can solve it
+    (with one fixed period a model learns "attend n-1 back" instead of induction)."""
 
     vocab_size: int = 64
-    half: int = 32
+    min_half: int = 8
+    max_half: int = 40
+    max_prefix: int = 24
     name: str = "induction"
 
-    def sample(self, batch: int, gen: torch.Generator, half: int | None = None):
-        n = half or self.half
+    def sample(self, batch: int, gen: torch.Generator, half: int | None = None, prefix: int | None = None):
+        n = half or int(torch.randint(self.min_half, self.max_half + 1, (1,), generator=gen))
+        pre = prefix if prefix is not None else int(torch.randint(0, self.max_prefix + 1, (1,), generator=gen))
+        noise = torch.randint(1, self.vocab_size, (batch, pre), generator=gen)
         r = torch.randint(1, self.vocab_size, (batch, n), generator=gen)
-        toks = torch.cat([torch.full((batch, 1), BOS), r, r], dim=1)
+        toks = torch.cat([torch.full((batch, 1), BOS), noise, r, r], dim=1)
         mask = torch.zeros_like(toks, dtype=torch.bool)
-        mask[:, n:-1] = True  # predicting r_2..r_n of the repeat (positions n .. 2n-1 predict the next token)
+        mask[:, 1 + pre + n: -1] = True  # positions in the repeat predict the next token of the repeat
         return toks, mask
 
 

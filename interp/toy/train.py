@@ -44,10 +44,10 @@ def masked_loss(logits: torch.Tensor, toks: torch.Tensor, mask: torch.Tensor):
     return loss, acc
 
 
-def train(name: str, out_dir: Path = CKPT_DIR, log=print) -> dict:
+def train(name: str, out_dir: Path = CKPT_DIR, log=print, **overrides) -> dict:
     from safetensors.torch import save_file
 
-    recipe = RECIPES[name]
+    recipe = dict(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
     task = TASKS[TOYS[name].task]
     spec = dict(recipe["spec"], name=name, task=task.name, bos=0)
     torch.manual_seed(recipe["seed"])
@@ -93,13 +93,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", default=list(RECIPES), help=f"toys to train (default: all of {list(RECIPES)})")
     p.add_argument("--out", type=Path, default=CKPT_DIR)
+    p.add_argument("--steps", type=int, help="override the recipe (experiments)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--wd", type=float)
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for n in args.names:
         if n not in RECIPES:
             p.error(f"unknown toy {n!r}; choose from {list(RECIPES)}")
         print(f"== training {n}", flush=True)
-        print(train(n, args.out), flush=True)
+        print(train(n, args.out, steps=args.steps, lr=args.lr, wd=args.wd), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""Head patterns: previous-token, duplicate-token and induction scores (pure functions of a pattern), and
+local/streaming and diffuse scores (pure functions of kernel statistics, so they hold at any length).
+
+Nothing here modifies its inputs (TransformerLens' head detector zeroes cached patterns in place; we do not).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _offset_mass(pattern: torch.Tensor, offset: int, queries: torch.Tensor) -> torch.Tensor:
+    """Mean over `queries` of p[q, q - offset] -> [batch, head]. pattern: [batch, head, q, k] (square)."""
+    idx = (queries - offset).clamp_min(0)
+    picked = pattern[:, :, queries, idx]  # [batch, head, n_queries]
+    return picked.mean(-1)
+
+
+def previous_token_score(pattern: torch.Tensor, exclude_bos: bool = True) -> torch.Tensor:
+    """Mean attention from each query to the token just before it -> [batch, head]."""
+    n = pattern.shape[-1]
+    start = 2 if exclude_bos else 1  # with BOS excluded, the query right after BOS does not count
+    return _offset_mass(pattern, 1, torch.arange(start, n, device=pattern.device))
+
+
+def duplicate_token_score(pattern: torch.Tensor, period: int, bos: bool = True) -> torch.Tensor:
+    """On [BOS] r r: mean attention from each second-copy token to its first occurrence -> [batch, head]."""
+    n = pattern.shape[-1]
+    first = int(bos) + period
+    return _offset_mass(pattern, period, torch.arange(first, n, device=pattern.device))
+
+
+def induction_score(pattern: torch.Tensor, period: int, bos: bool = True) -> torch.Tensor:
+    """On [BOS] r r: mean attention to the token *after* the earlier occurrence (offset period - 1)."""
+    n = pattern.shape[-1]
+    first = int(bos) + period
+    return _offset_mass(pattern, period - 1, torch.arange(first, n, device=pattern.device))
+
+
+def local_score(sink_mass: torch.Tensor, local_mass: torch.Tensor, sink_tokens: int, local_window: int,
+                valid_from: int | None = None) -> torch.Tensor:
+    """StreamingLLM-style: mass on the first `sink_tokens` keys plus the last `local_window` keys, averaged over
+    queries far enough in that the two sets do not overlap. Inputs [batch, head, q] -> [batch, head]."""
+    start = sink_tokens + local_window if valid_from is None else valid_from
+    q = sink_mass.shape[-1]
+    if start >= q:
+        start = max(0, q - 1)
+    return (sink_mass[..., start:] + local_mass[..., start:]).mean(-1).clamp(max=1.0)
+
+
+def diffuseness(entropy: torch.Tensor, q_offset: int = 0) -> torch.Tensor:
+    """Entropy over its maximum log(#visible keys), averaged over queries -> [batch, head] in [0, 1]."""
+    n = entropy.shape[-1]
+    visible = torch.arange(1, n + 1, device=entropy.device, dtype=torch.float32) + q_offset
+    norm = torch.log(visible).clamp_min(1e-6)
+    ratio = entropy[..., 1:] / norm[1:]
+    return ratio.mean(-1) if ratio.shape[-1] else torch.zeros(entropy.shape[:-1])
+
+
+def head_pattern_scores(model, half: int = 48, n_prompts: int = 8, seed: int = 0, exclude_bos: bool = True):
+    """previous-token, duplicate-token and induction scores per head, on repeated random tokens drawn from the
+    model's own vocabulary -> dict of [layer, head] tensors."""
+    from .probes import bos_id, repeated_tokens
+
+    toks = repeated_tokens(model, half=half, n_prompts=n_prompts, seed=seed, prepend_bos=bos_id(model) is not None)
+    has_bos = bos_id(model) is not None
+    _, cache = model.run_with_cache(toks, pattern=True)
+    prev, dup, ind = [], [], []
+    for l in range(model.cfg.n_layers):
+        p = cache[f"blocks.{l}.attn.hook_pattern"]
+        prev.append(previous_token_score(p, exclude_bos=exclude_bos and has_bos).mean(0))
+        dup.append(duplicate_token_score(p, half, bos=has_bos).mean(0))
+        ind.append(induction_score(p, half, bos=has_bos).mean(0))
+    return {"previous_token_score": torch.stack(prev), "duplicate_token_score": torch.stack(dup),
+            "induction_score": torch.stack(ind)}
+
+
+def long_context_scores(model, tokens: torch.Tensor, sink_tokens: int = 4, local_window: int = 64,
+                        layers=None) -> dict:
+    """Local/streaming score, diffuseness and first-token sink score per head from kernel statistics (O(n) memory,
+    any length) -> dict of [layer, head] tensors (layers not asked for are NaN)."""
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    out = {k: torch.full((L, H), float("nan")) for k in ("local_score", "entropy", "diffuseness", "sink_score")}
+    _, cache = model.run_with_cache(tokens, stats=["sink_mass", "local_mass", "entropy", "key_mean"], layers=layers,
+                                    sink_tokens=sink_tokens, local_window=local_window, to_cpu=True)
+    for l in cache.layers_with("hook_query_entropy"):
+        pre = f"blocks.{l}.attn."
+        out["local_score"][l] = local_score(cache[pre + "hook_query_sink_mass"], cache[pre + "hook_query_local_mass"],
+                                            sink_tokens, local_window).mean(0)
+        ent = cache[pre + "hook_query_entropy"]
+        out["entropy"][l] = ent.mean((0, 2))
+        out["diffuseness"][l] = diffuseness(ent).mean(0)
+        out["sink_score"][l] = cache[pre + "hook_key_mean"][..., 0].mean(0)
+    return out
+
+
+__all__ = ["previous_token_score", "duplicate_token_score", "induction_score", "local_score", "diffuseness",
+           "head_pattern_scores", "long_context_scores"]

@@ -1,0 +1,80 @@
+"""Probe inputs built from the model's own tokenizer and vocabulary, so any checkpoint works (toy vocabularies
+included): repeated random tokens, natural text (prose, code) and random tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+DATA = Path(__file__).parent / "data"
+DOMAINS = ("prose", "code")
+
+
+def corpus(domain: str = "prose") -> str:
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown text domain {domain!r}; available: {DOMAINS}")
+    return (DATA / f"{domain}.txt").read_text()
+
+
+def _ordinary_ids(model, generator: torch.Generator, shape) -> torch.Tensor:
+    """Random token ids, avoiding the tokenizer's special tokens (and id 0 / BOS of toy models)."""
+    vocab = model.cfg.d_vocab
+    special = set()
+    tok = model.tokenizer
+    if tok is not None:
+        special = set(getattr(tok, "all_special_ids", []) or [])
+        vocab = min(vocab, len(tok))
+    bos = getattr(model.model.config, "bos_token_id", None)
+    if bos is not None:
+        special.add(bos)
+    special.add(0)
+    allowed = torch.tensor([i for i in range(min(vocab, 50_000)) if i not in special])
+    if allowed.numel() == 0:
+        raise ValueError("the vocabulary has no ordinary tokens to sample from")
+    return allowed[torch.randint(0, allowed.numel(), shape, generator=generator)]
+
+
+def bos_id(model) -> int | None:
+    tok = model.tokenizer
+    if tok is not None and tok.bos_token_id is not None:
+        return tok.bos_token_id
+    return getattr(model.model.config, "bos_token_id", None)
+
+
+def repeated_tokens(model, half: int = 64, n_prompts: int = 8, seed: int = 0, prepend_bos: bool = True):
+    """[n_prompts, 1 + 2*half] (or 2*half without BOS): random tokens r, then r again."""
+    n_ctx = model.cfg.n_ctx
+    need = 2 * half + int(prepend_bos)
+    if need > n_ctx:
+        raise ValueError(f"repeated sequences of 2 x {half} tokens exceed the model's context ({n_ctx})")
+    g = torch.Generator().manual_seed(seed)
+    r = _ordinary_ids(model, g, (n_prompts, half))
+    toks = torch.cat([r, r], dim=1)
+    b = bos_id(model)
+    if prepend_bos and b is not None:
+        toks = torch.cat([torch.full((n_prompts, 1), b), toks], dim=1)
+    return toks
+
+
+def random_tokens(model, n_tokens: int = 256, n_prompts: int = 4, seed: int = 0, prepend_bos: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    toks = _ordinary_ids(model, g, (n_prompts, n_tokens - int(prepend_bos)))
+    b = bos_id(model)
+    if prepend_bos and b is not None:
+        toks = torch.cat([torch.full((n_prompts, 1), b), toks], dim=1)
+    return toks
+
+
+def text_tokens(model, domain: str = "prose", n_tokens: int | None = None, prepend_bos: bool | None = None):
+    """The domain's text tokenized by the model; repeated to reach n_tokens if asked (clamped to the context)."""
+    if model.tokenizer is None:
+        raise ValueError(f"{model.name} has no tokenizer: natural-text probes need one (use random_tokens)")
+    ids = model.to_tokens(corpus(domain), prepend_bos=prepend_bos).input_ids[0]
+    if n_tokens is not None:
+        n_tokens = min(n_tokens, model.cfg.n_ctx)
+        head = ids[:1] if (prepend_bos is not False and ids[0] == bos_id(model)) else ids[:0]
+        body = ids[len(head):]
+        reps = -(-(n_tokens - len(head)) // len(body))
+        ids = torch.cat([head, body.repeat(reps)])[:n_tokens]
+    return ids[None]

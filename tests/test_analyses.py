@@ -1,0 +1,134 @@
+"""Head analyses: pure score functions on hand-made patterns, ground truth on toy models, findings on SmolLM2."""
+
+import pandas as pd
+import pytest
+import torch
+
+import interp
+from interp import HeadAblation
+from interp import analyses as A
+from helpers import tiny_llama
+
+
+def shifted_pattern(n, offset):
+    """[1, 1, n, n]: every query i >= offset attends only to i - offset; earlier ones to key 0."""
+    p = torch.zeros(1, 1, n, n)
+    for i in range(n):
+        p[0, 0, i, max(0, i - offset)] = 1.0
+    return p
+
+
+def test_pattern_scores_on_hand_made_patterns():
+    n, period = 1 + 2 * 10, 10
+    prev = shifted_pattern(n, 1)
+    before = prev.clone()
+    assert A.previous_token_score(prev).item() == pytest.approx(1.0)
+    assert torch.equal(prev, before)  # never modified in place
+    assert A.induction_score(prev, period).item() == pytest.approx(0.0)
+    assert A.induction_score(shifted_pattern(n, period - 1), period).item() == pytest.approx(1.0)
+    assert A.duplicate_token_score(shifted_pattern(n, period), period).item() == pytest.approx(1.0)
+    uniform = torch.tril(torch.ones(n, n))
+    uniform = (uniform / uniform.sum(-1, keepdim=True))[None, None]
+    assert A.previous_token_score(uniform).item() < 0.3
+
+
+def test_local_score_and_diffuseness():
+    q = 200
+    sink = torch.full((1, 2, q), 0.1)
+    local = torch.tensor([0.85, 0.1])[None, :, None].expand(1, 2, q)
+    s = A.local_score(sink, local, sink_tokens=4, local_window=64)
+    assert s[0, 0].item() == pytest.approx(0.95) and s[0, 1].item() == pytest.approx(0.2)
+    ent_uniform = torch.log(torch.arange(1, q + 1).float())[None, None]
+    assert A.diffuseness(ent_uniform).item() == pytest.approx(1.0, abs=1e-5)
+    assert A.diffuseness(torch.zeros(1, 1, q)).item() == 0.0
+
+
+def test_sink_metric():
+    a = torch.tensor([[0.9, 0.1], [0.5, float("nan")]])
+    assert A.sink_metric(a, 0.3) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        A.sink_metric(a, 1.5)
+
+
+def test_head_table_and_labels():
+    scores = {"induction_score": torch.tensor([[0.9, 0.0]]), "previous_token_score": torch.tensor([[0.1, 0.8]]),
+              "sink_score": torch.tensor([[0.9, 0.9]])}
+    t = A.head_table(scores, model_name="m")
+    assert list(t.columns) == ["model", "layer", "head", "induction_score", "previous_token_score", "sink_score",
+                               "label"]
+    assert t["label"].tolist() == ["induction", "previous_token"]
+    with pytest.raises(ValueError, match="one shape"):
+        A.head_table({"a": torch.zeros(2, 2), "b": torch.zeros(3, 2)})
+
+
+def test_probes_use_the_models_vocabulary():
+    m = interp.load("toy-induction")
+    toks = A.repeated_tokens(m, half=16, n_prompts=3)
+    assert toks.shape == (3, 33) and int(toks.max()) < m.cfg.d_vocab and (toks[:, 0] == 0).all()
+    assert torch.equal(toks[:, 1:17], toks[:, 17:])
+    with pytest.raises(ValueError, match="exceed the model's context"):
+        A.repeated_tokens(m, half=100)
+    with pytest.raises(ValueError, match="no tokenizer"):
+        A.text_tokens(m)
+
+
+def test_toy_induction_heads_are_found_and_causal():
+    m = interp.load("toy-induction")
+    s = A.head_pattern_scores(m, half=24, n_prompts=8)
+    ind, prev = s["induction_score"], s["previous_token_score"]
+    top_ind = divmod(int(ind.argmax()), m.cfg.n_heads)
+    assert top_ind[0] == 1 and ind.max() > 0.5  # induction lives in the second layer
+    assert prev[0].max() > 0.3  # and composes with a previous-token head in the first
+    task = interp.toy.toy_task("toy-induction")
+    toks, mask = task.sample(64, torch.Generator().manual_seed(9), half=24, prefix=5)
+
+    def copy_acc(ivs):
+        logits = m.run_with_hooks(toks, interventions=ivs)
+        return (logits[:, :-1].argmax(-1) == toks[:, 1:])[mask[:, :-1]].float().mean().item()
+
+    detected = [h for h in range(m.cfg.n_heads) if ind[1, h] > 0.3]
+    others = [h for h in range(m.cfg.n_heads) if ind[1, h] <= 0.3]
+    assert copy_acc([]) > 0.95
+    assert copy_acc([HeadAblation(1, detected)]) < 0.3  # ablating the detected induction heads breaks copying
+    if others:
+        assert copy_acc([HeadAblation(1, others)]) > 0.9  # ablating the other heads of that layer does not
+    # the previous-token head it composes with is just as necessary; the least previous-token-like head is not
+    prev_head, idle_head = int(prev[0].argmax()), int(prev[0].argmin())
+    assert copy_acc([HeadAblation(0, [prev_head])]) < 0.3
+    assert copy_acc([HeadAblation(0, [idle_head])]) > 0.9
+
+
+def test_random_init_model_has_no_sinks():
+    m = interp.HookedModel(tiny_llama(n_layers=2, n_heads=4, n_kv_heads=2, vocab=100))
+    toks = torch.randint(1, 100, (2, 128), generator=torch.Generator().manual_seed(0))
+    alpha = A.first_token_alpha(m, toks)
+    assert A.sink_metric(alpha, 0.3) == 0.0
+
+
+def test_smollm2_sinks(smollm2):
+    """Published pattern (When Attention Sink Emerges): most heads of a trained LM sink on the first token; here
+    the early layers do not and the later ones mostly do."""
+    text = A.text_tokens(smollm2, "prose", n_tokens=256)
+    alpha = A.first_token_alpha(smollm2, text)
+    assert A.sink_metric(alpha, 0.3) > 0.3
+    assert (alpha[:6] > 0.3).float().mean() < 0.1 and (alpha[20:] > 0.3).float().mean() > 0.6
+    hs = A.hidden_sinks(smollm2, text)
+    assert isinstance(hs, pd.DataFrame) and {"layer", "head", "position", "token", "alpha"} <= set(hs.columns)
+    assert (hs["position"] > 0).all() and (hs["alpha"] > 0.1).all()
+
+
+def test_bigram_backcopy_active_and_dormant():
+    """The copy head is active on trigger tokens (attends to the previous token, large output) and dormant
+    elsewhere (small output); the BOS value is drained."""
+    m = interp.load("toy-bigram-backcopy")
+    task = interp.toy.toy_task("toy-bigram-backcopy")
+    toks, _ = task.sample(32, torch.Generator().manual_seed(5))
+    _, cache = m.run_with_cache(toks, names=["blocks.0.attn.hook_z"], pattern=True)
+    trig = task.is_trigger(toks)
+    z = cache["blocks.0.attn.hook_z"][:, :, 0].norm(dim=-1)
+    assert z[trig].mean() > 3 * z[~trig].mean()
+    p = cache["blocks.0.attn.hook_pattern"][:, 0]
+    prev = torch.diagonal(p, offset=-1, dim1=1, dim2=2)  # query i -> key i-1
+    assert prev[trig[:, 1:]].mean() > 0.5
+    drains = A.value_drains(m, toks)
+    assert drains[0, 0] < 0.5
