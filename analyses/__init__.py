@@ -3,6 +3,7 @@
 Installed as `interp.analyses`.
 """
 
+from .estimator import HeadClassifier
 from .patterns import (diffuseness, duplicate_token_score, head_pattern_scores, induction_score, local_score,
                        long_context_scores, previous_token_score)
 from .probes import corpus, random_tokens, repeated_tokens, text_tokens
@@ -10,7 +11,7 @@ from .sinks import dormant_heads, first_token_alpha, hidden_sinks, massive_activ
 from .table import DEFAULT_THRESHOLDS, LABELS, head_table, label_head
 
 __all__ = [
-    "DEFAULT_THRESHOLDS", "LABELS", "corpus", "diffuseness", "dormant_heads", "duplicate_token_score",
+    "DEFAULT_THRESHOLDS", "HeadClassifier", "LABELS", "corpus", "diffuseness", "dormant_heads", "duplicate_token_score",
     "first_token_alpha", "head_pattern_scores", "head_table", "hidden_sinks", "induction_score", "label_head",
     "local_score", "long_context_scores", "massive_activations", "previous_token_score", "random_tokens",
     "repeated_tokens", "sink_metric", "text_tokens", "value_drains",

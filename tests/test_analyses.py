@@ -132,3 +132,29 @@ def test_bigram_backcopy_active_and_dormant():
     assert prev[trig[:, 1:]].mean() > 0.5
     drains = A.value_drains(m, toks)
     assert drains[0, 0] < 0.5
+
+
+def test_head_classifier_rules_calibration_and_kmeans():
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+
+    from interp.analyses import HeadClassifier
+
+    m = interp.load("toy-induction")
+    table = A.head_table(A.head_pattern_scores(m, half=24), model_name=m.name)
+    known = ["mixed"] * len(table)
+    for i, r in table.iterrows():
+        if r["layer"] == 0 and r["head"] == 3:
+            known[i] = "previous_token"
+        if r["layer"] == 1:
+            known[i] = "induction"
+    with pytest.raises(NotFittedError):
+        HeadClassifier().predict(table)
+    clf = HeadClassifier().fit(table, known)
+    assert list(clf.labels_) == known and list(clf.predict(table)) == known
+    assert 0.05 < clf.thresholds_["previous_token_score"] <= 0.84  # between the idle heads and L0H3
+    assert clone(clf).get_params() == clf.get_params()  # __init__ only stores parameters
+    km = HeadClassifier(method="kmeans", n_clusters=3).fit(table)
+    assert km.labels_.shape == (8,) and len(set(km.labels_[table.layer == 1])) == 1  # the induction heads cluster
+    with pytest.raises(ValueError, match="method must be"):
+        HeadClassifier(method="svm").fit(table)

@@ -18,7 +18,7 @@ TOYS = {
     "toy-induction": Toy("induction", "2-layer attention-only model trained on repeated random tokens "
                                       "(previous-token head in layer 0 -> induction head in layer 1)"),
     "toy-bigram-backcopy": Toy("bigram_backcopy", "1-layer model on the Bigram-Backcopy task (Guo et al. 2024): "
-                                                  "a BOS attention sink and an active/dormant copy head"),
+                                                  "an active/dormant copy head and a value-drained BOS"),
     "toy-needle": Toy("needle", "2-layer attention-only model that copies a needle's value tokens "
                                 "from a random haystack (retrieval heads)"),
 }

@@ -45,7 +45,7 @@ class BigramBackcopyTask:
     vocab_size: int = 64
     seq_len: int = 64
     n_triggers: int = 3
-    branching: int = 12
+    branching: int = 3
     chain_seed: int = 1234
     name: str = "bigram_backcopy"
 

@@ -25,9 +25,9 @@ RECIPES = {
         spec=dict(vocab_size=64, d_model=64, n_layers=2, n_heads=4, n_ctx=128, attn_only=True, init_seed=0),
         steps=2500, batch=64, lr=2e-3, seed=0),
     "toy-bigram-backcopy": dict(
-        spec=dict(vocab_size=64, d_model=128, d_mlp=512, n_layers=1, n_heads=1, n_ctx=128, attn_only=False,
+        spec=dict(vocab_size=64, d_model=64, d_mlp=256, n_layers=1, n_heads=1, n_ctx=128, attn_only=False,
                   init_seed=0),
-        steps=3000, batch=128, lr=1e-3, wd=1e-4, seed=0),
+        steps=2500, batch=64, lr=2e-3, seed=0),
     "toy-needle": dict(
         spec=dict(vocab_size=64, d_model=64, n_layers=2, n_heads=4, n_ctx=256, attn_only=True, init_seed=0),
         steps=3000, batch=64, lr=2e-3, seed=0),
