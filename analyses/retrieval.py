@@ -1,0 +1,188 @@
+"""Retrieval heads (Wu et al., "Retrieval Head Mechanistically Explains Long-Context Factuality").
+
+Needle-in-a-haystack trials are built offline from the model's own tokenizer (or, for tokenizer-less toy models,
+from its vocabulary); during greedy decoding of the answer, a head scores a hit at a step when its top-1 attended
+key lies inside the needle and the generated token equals the token at that key. A trial's score is the share of
+needle tokens copied that way; only trials the model answers (ROUGE-1 recall > 0.5) count. Heads with score >= 0.1
+are retrieval heads. The prefill runs through the fused kernels; the per-step argmax comes from their per-query
+statistics (`hook_query_argmax`), so no n x n map is formed at any length.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from .probes import bos_id, corpus
+
+WORDS = ("amber", "falcon", "cobalt", "meadow", "quartz", "harbor", "lantern", "orchid", "saffron", "glacier",
+         "walnut", "comet", "juniper", "basalt", "willow", "marble", "tundra", "pepper", "violet", "canyon")
+
+
+@dataclass
+class Trial:
+    input_ids: torch.Tensor  # [1, n] the prompt
+    needle_span: tuple[int, int]  # [start, end) of the needle's answer tokens inside the prompt
+    answer: list[int]  # the tokens the model should produce
+    context: int
+    depth: float
+
+
+def _toy_trial(model, context: int, depth: float, rng: random.Random, n_values: int = 3, mark: int = 1) -> Trial:
+    vocab = model.cfg.d_vocab
+    hay = context - 2 * (n_values + 1) - 1
+    if hay < 1:
+        raise ValueError(f"context {context} is too short for a needle of {n_values} tokens")
+    toks = [rng.randrange(2, vocab) for _ in range(context)]
+    toks[0] = bos_id(model) or 0
+    pos = 1 + int(round(depth * (hay - 1)))
+    values = [rng.randrange(2, vocab) for _ in range(n_values)]
+    toks[pos] = mark
+    toks[pos + 1: pos + 1 + n_values] = values
+    prompt = toks[: context - n_values - 1] + [mark]
+    return Trial(torch.tensor([prompt]), (pos + 1, pos + 1 + n_values), values, context, depth)
+
+
+def _text_trial(model, context: int, depth: float, rng: random.Random) -> Trial:
+    tok = model.tokenizer
+    code = " ".join(rng.sample(WORDS, 3))
+    needle = f" The secret code is {code}."
+    question = " Question: what is the secret code? Answer: The secret code is"
+    hay_ids = tok(corpus("prose"), add_special_tokens=False)["input_ids"]
+    needle_ids = tok(needle, add_special_tokens=False)["input_ids"]
+    q_ids = tok(question, add_special_tokens=False)["input_ids"]
+    answer = tok(" " + code, add_special_tokens=False)["input_ids"]
+    head = [bos_id(model)] if tok("a")["input_ids"][:1] == [tok.bos_token_id] and tok.bos_token_id is not None else []
+    room = context - len(head) - len(needle_ids) - len(q_ids)
+    if room < 16:
+        raise ValueError(f"context {context} is too short for a needle-in-a-haystack trial")
+    hay = (hay_ids * (room // len(hay_ids) + 1))[:room]
+    cut = int(round(depth * room))
+    prompt = head + hay[:cut] + needle_ids + hay[cut:] + q_ids
+    start = len(head) + cut + len(needle_ids) - len(answer) - 1  # the code's tokens inside the needle
+    # locate the code precisely (tokenization of " code" inside the sentence equals the standalone one here)
+    for s in range(len(head) + cut, len(head) + cut + len(needle_ids)):
+        if prompt[s: s + len(answer)] == answer:
+            start = s
+            break
+    return Trial(torch.tensor([prompt]), (start, start + len(answer)), answer, context, depth)
+
+
+def make_trials(model, contexts=(256, 512, 1024), depths=(0.1, 0.3, 0.5, 0.7, 0.9), seed: int = 0) -> list[Trial]:
+    """Needle-in-a-haystack prompts at each context length x depth, tokenized with the model's own tokenizer."""
+    rng = random.Random(seed)
+    trials = []
+    for c in contexts:
+        if c > model.cfg.n_ctx:
+            raise ValueError(f"context {c} exceeds the model's maximum context {model.cfg.n_ctx}")
+        for d in depths:
+            if not 0 <= d <= 1:
+                raise ValueError(f"depth must be in [0, 1], got {d}")
+            make = _text_trial if model.tokenizer is not None else _toy_trial
+            trials.append(make(model, c, d, rng))
+    return trials
+
+
+def rouge1_recall(generated: list[int], reference: list[int]) -> float:
+    if not reference:
+        return 0.0
+    pool = list(generated)
+    hit = 0
+    for t in reference:
+        if t in pool:
+            pool.remove(t)
+            hit += 1
+    return hit / len(reference)
+
+
+def decode_with_argmax(model, trial: Trial, interventions=()):
+    """Greedy decoding of len(answer) tokens; returns (generated ids, argmax [steps, layer, head])."""
+    L = model.cfg.n_layers
+    steps = len(trial.answer)
+    per_layer: dict[int, list[torch.Tensor]] = {l: [] for l in range(L)}
+
+    def grab(t, hook):
+        per_layer[hook.layer].append(t[0, :, -1].cpu())  # the last query: the one predicting the next token
+
+    hooks = [(f"blocks.{l}.attn.hook_query_argmax", grab) for l in range(L)]
+    with model.hooks(fwd_hooks=hooks, interventions=interventions):
+        gen = model.generate(trial.input_ids, max_new_tokens=steps)[0].tolist()
+    arg = torch.stack([torch.stack(per_layer[l][:steps]) for l in range(L)], dim=1)  # [steps, layer, head]
+    return gen, arg
+
+
+def copy_hits(generated: list[int], argmax: torch.Tensor, prompt: list[int], span: tuple[int, int]) -> torch.Tensor:
+    """Wu et al.'s copy-paste hits -> [layer, head] count. argmax: [steps, layer, head], the key each head attended
+    most while generating token `generated[i]`; a hit needs that key inside `span` and holding that very token."""
+    start, end = span
+    hits = torch.zeros(argmax.shape[1:])
+    for i, w in enumerate(generated[: argmax.shape[0]]):
+        a = argmax[i]
+        inside = (a >= start) & (a < end)
+        keys = a.clamp(0, len(prompt) - 1)
+        same = torch.tensor(prompt)[keys] == w
+        hits += (inside & same).float()
+    return hits
+
+
+def retrieval_scores(model, trials: list[Trial], recall_threshold: float = 0.5):
+    """Wu et al.'s retrieval score per head -> ([layer, head] tensor, per-trial DataFrame)."""
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    total = torch.zeros(L, H)
+    rows, counted = [], 0
+    for tr in trials:
+        gen, arg = decode_with_argmax(model, tr)
+        recall = rouge1_recall(gen, tr.answer)
+        start, end = tr.needle_span
+        score = copy_hits(gen, arg, tr.input_ids[0].tolist(), tr.needle_span) / max(1, end - start)
+        rows.append(dict(context=tr.context, depth=tr.depth, recall=recall, answered=recall > recall_threshold,
+                         generated=gen, answer=tr.answer))
+        if recall > recall_threshold:
+            total += score
+            counted += 1
+    scores = total / counted if counted else torch.full((L, H), float("nan"))
+    return scores, pd.DataFrame(rows)
+
+
+def needle_accuracy(model, trials: list[Trial], interventions=()) -> dict:
+    """Mean ROUGE-1 recall of the greedy answers and mean loss of the answer tokens, under interventions."""
+    recalls, losses = [], []
+    for tr in trials:
+        with model.hooks(interventions=interventions):
+            gen = model.generate(tr.input_ids, max_new_tokens=len(tr.answer))[0].tolist()
+        recalls.append(rouge1_recall(gen, tr.answer))
+        full = torch.cat([tr.input_ids, torch.tensor([tr.answer[:-1]])], dim=1) if len(tr.answer) > 1 else tr.input_ids
+        logits = model.run_with_hooks(full, interventions=interventions)[0]
+        n = tr.input_ids.shape[1]
+        logp = torch.log_softmax(logits[n - 1: n - 1 + len(tr.answer)].float(), -1)
+        losses.append(-logp[torch.arange(len(tr.answer)), torch.tensor(tr.answer)].mean().item())
+    return {"recall": sum(recalls) / len(recalls), "answer_loss": sum(losses) / len(losses)}
+
+
+def masking_experiment(model, trials, scores: torch.Tensor, k: int, draws: int = 3, seed: int = 0) -> pd.DataFrame:
+    """Ablate the top-k retrieval heads vs k random other heads (several draws): needle recall and answer loss."""
+    from interp import HeadAblation
+
+    H = model.cfg.n_heads
+    flat = torch.nan_to_num(scores, nan=-1.0).flatten()
+    top = flat.topk(k).indices.tolist()
+
+    def ablate(idx):
+        by = {}
+        for i in idx:
+            by.setdefault(i // H, []).append(i % H)
+        return [HeadAblation(layer=l, heads=hs) for l, hs in by.items()]
+
+    rows = [dict(condition="none", heads="", **needle_accuracy(model, trials))]
+    rows.append(dict(condition=f"top-{k} retrieval", heads=" ".join(f"L{i // H}H{i % H}" for i in top),
+                     **needle_accuracy(model, trials, ablate(top))))
+    rng = random.Random(seed)
+    others = [i for i in range(flat.numel()) if i not in top]
+    for d in range(draws):
+        pick = rng.sample(others, min(k, len(others)))
+        rows.append(dict(condition=f"random-{k} #{d + 1}", heads=" ".join(f"L{i // H}H{i % H}" for i in pick),
+                         **needle_accuracy(model, trials, ablate(pick))))
+    return pd.DataFrame(rows)
