@@ -19,7 +19,7 @@ import torch
 
 COLUMNS = ["model", "layer", "head", "label", "sink_score", "previous_token_score", "induction_score",
            "duplicate_token_score", "retrieval_score", "local_score", "entropy", "diffuseness"]
-SHARDS = ("patterns", "long_context")
+SHARDS = ("patterns", "long_context", "retrieval")
 
 
 def slug(name: str) -> str:
@@ -59,6 +59,11 @@ def run_shard(model, shard: str, context: int, prompts: int, seed: int) -> dict:
             toks = A.random_tokens(model, n_tokens=context, n_prompts=prompts, seed=seed)
         local_window = min(64, max(1, context // 4))
         scores = A.long_context_scores(model, toks, sink_tokens=1, local_window=local_window)
+    elif shard == "retrieval":
+        from .analyses import retrieval as R
+
+        trials = R.make_trials(model, contexts=(min(context, 512),), depths=(0.25, 0.5, 0.75), seed=seed)
+        scores = {"retrieval_score": R.retrieval_scores(model, trials)[0]}
     else:
         raise ValueError(f"unknown shard {shard!r}; shards are {SHARDS}")
     return {k: v.tolist() for k, v in scores.items()}

@@ -158,3 +158,21 @@ def test_head_classifier_rules_calibration_and_kmeans():
     assert km.labels_.shape == (8,) and len(set(km.labels_[table.layer == 1])) == 1  # the induction heads cluster
     with pytest.raises(ValueError, match="method must be"):
         HeadClassifier(method="svm").fit(table)
+
+
+def test_act_calibration_runs_and_reports_honestly():
+    from interp.analyses.calibration import act_calibrate, hidden_sink_positions
+
+    m = interp.load("toy-bigram-backcopy")
+    task = interp.toy.toy_task("toy-bigram-backcopy")
+    calib, _ = task.sample(1, torch.Generator().manual_seed(1))
+    held, _ = task.sample(1, torch.Generator().manual_seed(2))
+    sinks = hidden_sink_positions(m, calib, threshold=0.05, min_queries=4)
+    assert all(p > 0 for ps in sinks.values() for p in ps)
+    same = act_calibrate(m, calib, held, beta=1.0, threshold=0.05)  # beta = 1 changes nothing: no head is kept
+    assert same.heads == [] and same.heldout_loss_after == pytest.approx(same.heldout_loss_before, abs=1e-6)
+    res = act_calibrate(m, calib, held, beta=0.5, threshold=0.05, max_heads=1)
+    assert res.calib_loss_after <= res.calib_loss_before
+    assert len(res.heads) <= 1 and "held-out loss" in str(res)
+    with pytest.raises(ValueError, match="beta"):
+        act_calibrate(m, calib, held, beta=2.0)

@@ -48,7 +48,7 @@ def test_resume_after_kill_gives_identical_table(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = sorted(p.name for p in shards.glob("*/*.json"))
-    assert 1 <= len(finished) < 4, finished  # killed part-way
+    assert 1 <= len(finished) < 6, finished  # killed part-way
     assert not (part / "heads.csv").exists()  # nothing half-written passes for a result
     assert not list(shards.glob("*/.tmp-*"))
     stamps = {p: p.stat().st_mtime_ns for p in shards.glob("*/*.json")}
