@@ -21,7 +21,9 @@ Rules are applied in this order; thresholds in interp.analyses.DEFAULT_THRESHOLD
 
 def write_classification_report(table: pd.DataFrame, path) -> Path:
     sections = [("how labels are decided", LABEL_DOC)]
-    counts = table.groupby(["model", "label"]).size().unstack(fill_value=0).reset_index()
+    counts = table.groupby(["model", "label"]).size().unstack(fill_value=0)
+    counts.columns.name = None
+    counts = counts.reset_index()
     sections.append(("labels per model", counts))
     for score in SCORE_COLUMNS:
         if score not in table.columns or table[score].isna().all():
