@@ -156,3 +156,37 @@ class ScaleAttention:
         out = p.clone()
         out[:, self._heads] = new[:, self._heads]
         return out
+
+
+@dataclass
+class StreamingAttention:
+    """Chosen heads see only the first `sink_tokens` keys and the last `window` keys (StreamingLLM / DuoAttention
+    streaming heads): what a KV cache that keeps only sinks + a recent window gives them."""
+
+    layer: int
+    heads: Sequence[int] | int | None = None
+    sink_tokens: int = 4
+    window: int = 64
+    _heads: list = field(default_factory=list, repr=False)
+
+    needs_probs = True
+
+    def validate(self, n_layers: int, n_heads: int) -> None:
+        _check_layer(self.layer, n_layers, "StreamingAttention")
+        self._heads = _as_heads(self.heads, n_heads, "StreamingAttention")
+        for name in ("sink_tokens", "window"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "sink_tokens" else 1):
+                raise ValueError(f"StreamingAttention.{name} must be an int >= {0 if name == 'sink_tokens' else 1}")
+
+    def transform(self, p: torch.Tensor, q_pos0: int) -> torch.Tensor:
+        """p: [batch, heads, q, k] for queries at absolute positions q_pos0, q_pos0 + 1, ..."""
+        q, k = p.shape[-2], p.shape[-1]
+        qpos = torch.arange(q, device=p.device)[:, None] + q_pos0
+        kpos = torch.arange(k, device=p.device)[None, :]
+        keep = (kpos < self.sink_tokens) | ((qpos - kpos) < self.window)
+        sub = p[:, self._heads] * keep
+        sub = sub / sub.sum(-1, keepdim=True).clamp_min(1e-30)
+        out = p.clone()
+        out[:, self._heads] = sub
+        return out

@@ -21,7 +21,7 @@ from . import attention as _attention
 from .cache import ActivationCache
 from .config import ATTN_NAMES, MLP_NAMES, ModelConfig, find_blocks, find_child, head_output_weight
 from .hooks import HOOK_OF_STAT, RunContext, all_hook_names, parse_hook_name
-from .interventions import HeadAblation, KeyMask, ScaleAttention, key_selector
+from .interventions import HeadAblation, KeyMask, ScaleAttention, StreamingAttention, key_selector
 from .kernels import attention_with_stats, normalize_stats
 from .tokens import Tokens, to_tokens
 
@@ -143,7 +143,10 @@ class HookedModel:
                 ib = iv.key_bias(b, h, lk, dev)
                 bias = ib if bias is None else bias + ib
             elif isinstance(iv, ScaleAttention):
-                prob_ivs.append((iv, key_selector(iv.keys, b, lk, dev)))
+                sel = key_selector(iv.keys, b, lk, dev)
+                prob_ivs.append(lambda p, qs, iv=iv, sel=sel: iv.transform(p, sel))
+            elif isinstance(iv, StreamingAttention):
+                prob_ivs.append(lambda p, qs, iv=iv: iv.transform(p, qs + lk - lq))
         want_pattern = ctx.active(pre + "hook_pattern")
         pattern = None
         prob_hook = None
@@ -158,8 +161,8 @@ class HookedModel:
                 pattern = torch.empty(b, h, lq, lk, device=dev, dtype=torch.float32)
 
             def prob_hook(p, qs):
-                for iv, sel in prob_ivs:
-                    p = iv.transform(p, sel)
+                for fn in prob_ivs:
+                    p = fn(p, qs)
                 if pattern is not None:
                     pattern[:, :, qs:qs + p.shape[2]] = p
                 return p
@@ -203,8 +206,9 @@ class HookedModel:
     def _check_interventions(self, interventions) -> dict[int, list]:
         by_layer: dict[int, list] = {}
         for iv in interventions or ():
-            if not isinstance(iv, (HeadAblation, KeyMask, ScaleAttention)):
-                raise TypeError(f"unknown intervention {iv!r}; use HeadAblation, KeyMask or ScaleAttention")
+            if not isinstance(iv, (HeadAblation, KeyMask, ScaleAttention, StreamingAttention)):
+                raise TypeError(f"unknown intervention {iv!r}; use HeadAblation, KeyMask, ScaleAttention or "
+                                "StreamingAttention")
             iv.validate(self.cfg.n_layers, self.cfg.n_heads)
             by_layer.setdefault(iv.layer, []).append(iv)
         return by_layer
