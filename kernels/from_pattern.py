@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .stats import AttentionStats, normalize_stats
+from .stats import AttentionStats, finish_key_stats, normalize_stats
 
 
 def stats_from_pattern(
@@ -54,10 +54,5 @@ def stats_from_pattern(
         mass = w.sum(-2)
         visible = (kpos <= qpos) if causal else torch.ones(lq, lk, dtype=torch.bool, device=p.device)
         count = (visible[None, None] & qv[:, None, :, None]).sum(-2).float().expand(b, h, lk)
-        if "key_mass" in want:
-            st.key_mass = mass
-        if "key_count" in want:
-            st.key_count = count.contiguous()
-        if "key_mean" in want:
-            st.key_mean = torch.where(count > 0, mass / count.clamp_min(1), torch.full_like(mass, float("nan")))
+        finish_key_stats(st, want, mass, count)
     return st

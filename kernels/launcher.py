@@ -8,7 +8,7 @@ import torch
 import triton
 
 from .checks import AttnSpec
-from .stats import AttentionStats
+from .stats import AttentionStats, finish_key_stats
 from .triton_forward import INTERPRET, attention_fwd_kernel
 from .triton_key_stats import key_stats_kernel
 
@@ -85,10 +85,5 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
             h, spec.group, lq, lk, spec.q_offset, qk_scale, window, len_bucket,
             HEAD_DIM=d, BLOCK_D=block_d, WANT_COUNT=want_count, **flags,
         )
-        if "key_mass" in want:
-            st.key_mass = kmass
-        if "key_count" in want:
-            st.key_count = kcount
-        if "key_mean" in want:
-            st.key_mean = torch.where(kcount > 0, kmass / kcount.clamp_min(1), torch.full_like(kmass, float("nan")))
+        finish_key_stats(st, want, kmass, kcount)
     return (out if need_out else None), st

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from .checks import AttnSpec
-from .stats import AttentionStats
+from .stats import AttentionStats, finish_key_stats
 
 ProbHook = Callable[[torch.Tensor, int], "torch.Tensor | None"]
 
@@ -125,11 +125,5 @@ def reference_attention(
                 key_mass += p.sum(-2)
                 key_count += allowed.sum(-2, dtype=torch.float32).expand(b, key_count.shape[1], lk)
     if key_stats:
-        count = key_count.expand(b, h, lk)
-        if "key_mass" in want:
-            st.key_mass = key_mass
-        if "key_count" in want:
-            st.key_count = count.contiguous()
-        if "key_mean" in want:
-            st.key_mean = torch.where(count > 0, key_mass / count.clamp_min(1), torch.full_like(key_mass, float("nan")))
+        finish_key_stats(st, want, key_mass, key_count.expand(b, h, lk))
     return out, st

@@ -92,3 +92,14 @@ def normalize_stats(stats: str | Iterable[str] | None) -> tuple[str, ...]:
     if "key_mean" in wanted:
         wanted |= {"key_mass", "key_count"}
     return tuple(n for n in ALL_STATS if n in wanted)
+
+
+def finish_key_stats(st: AttentionStats, want, mass: torch.Tensor, count: torch.Tensor) -> AttentionStats:
+    """Fill key_mass / key_count / key_mean (mass over count, NaN where no query sees the key) as requested."""
+    if "key_mass" in want:
+        st.key_mass = mass
+    if "key_count" in want:
+        st.key_count = count.contiguous()
+    if "key_mean" in want:
+        st.key_mean = torch.where(count > 0, mass / count.clamp_min(1), torch.full_like(mass, float("nan")))
+    return st

@@ -4,6 +4,18 @@ against (and nothing else uses it)."""
 import torch
 
 
+def visibility(lq, lk, causal, sliding_window):
+    """[q, k] bool: which keys each (end-aligned) query may see."""
+    qpos = torch.arange(lq)[:, None] + lk - lq
+    kpos = torch.arange(lk)[None, :]
+    allowed = torch.ones(lq, lk, dtype=torch.bool)
+    if causal:
+        allowed &= kpos <= qpos
+    if sliding_window is not None:
+        allowed &= qpos - kpos < sliding_window
+    return allowed
+
+
 def naive_attention(q, k, v, *, causal=True, scale=None, sliding_window=None, attention_mask=None, key_bias=None,
                     sink_tokens=4, local_window=64, span=None):
     b, h, lq, d = q.shape
@@ -17,12 +29,7 @@ def naive_attention(q, k, v, *, causal=True, scale=None, sliding_window=None, at
     off = lk - lq
     qpos = torch.arange(lq)[:, None] + off
     kpos = torch.arange(lk)[None, :]
-    allowed = torch.ones(lq, lk, dtype=torch.bool)
-    if causal:
-        allowed &= kpos <= qpos
-    if sliding_window is not None:
-        allowed &= qpos - kpos < sliding_window
-    allowed = allowed[None, None].expand(b, 1, lq, lk)
+    allowed = visibility(lq, lk, causal, sliding_window)[None, None].expand(b, 1, lq, lk)
     qvalid = torch.ones(b, lq, dtype=torch.bool)
     if attention_mask is not None:
         allowed = allowed & attention_mask.bool()[:, None, None, :]
@@ -62,14 +69,7 @@ def lowp_attention(q, k, v, *, causal=True, scale=None, sliding_window=None, att
     s = (q @ kr.transpose(-1, -2)).float() * scale
     if key_bias is not None:
         s = s + key_bias.float()
-    qpos = torch.arange(lq)[:, None] + lk - lq
-    kpos = torch.arange(lk)[None, :]
-    allowed = torch.ones(lq, lk, dtype=torch.bool)
-    if causal:
-        allowed &= kpos <= qpos
-    if sliding_window is not None:
-        allowed &= qpos - kpos < sliding_window
-    allowed = allowed[None, None]
+    allowed = visibility(lq, lk, causal, sliding_window)[None, None]
     if attention_mask is not None:
         allowed = allowed & attention_mask.bool()[:, None, None, :]
     p = torch.softmax(s.masked_fill(~allowed, float("-inf")), -1).nan_to_num(0.0)
