@@ -53,7 +53,8 @@ def hidden_sinks(model, tokens: torch.Tensor, threshold: float = 0.1, min_querie
 
 def dormant_heads(model, domains: dict[str, torch.Tensor], sink_threshold: float = 0.5,
                   norm_threshold: float = 0.2) -> pd.DataFrame:
-    """Per head and input domain: first-token alpha and the head's output norm relative to the layer's median head.
+    """Per head and input domain: first-token alpha and the head's output norm relative to the layer's strongest
+    head (in a layer where most heads sink, the median head is itself dormant, so the max is the yardstick).
 
     A head is dormant on a domain when it puts most of its mass on the first token (alpha_1 > sink_threshold) and
     its output is small (relative norm < norm_threshold), following Guo et al. 2024."""
@@ -64,7 +65,7 @@ def dormant_heads(model, domains: dict[str, torch.Tensor], sink_threshold: float
         for l in range(model.cfg.n_layers):
             res = cache[f"blocks.{l}.attn.hook_result"][:, 1:]  # [batch, pos, head, d_model], skip the sink itself
             norms = res.norm(dim=-1).mean((0, 1))  # [head]
-            rel = norms / norms.median().clamp_min(1e-12)
+            rel = norms / norms.max().clamp_min(1e-12)
             alpha = cache[f"blocks.{l}.attn.hook_key_mean"][:, :, 0].mean(0)
             for h in range(model.cfg.n_heads):
                 rows.append(dict(domain=domain, layer=l, head=h, alpha_first=float(alpha[h]),

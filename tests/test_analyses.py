@@ -176,3 +176,16 @@ def test_act_calibration_runs_and_reports_honestly():
     assert len(res.heads) <= 1 and "held-out loss" in str(res)
     with pytest.raises(ValueError, match="beta"):
         act_calibrate(m, calib, held, beta=2.0)
+
+
+def test_smollm2_massive_activations_drains_and_dormant_heads(smollm2):
+    prose = A.text_tokens(smollm2, "prose", n_tokens=128)
+    ma = A.massive_activations(smollm2, prose)
+    late = ma[ma.layer.between(11, 27)]
+    assert (late.first_token_norm_ratio > 30).all() and (late.peak_position == 0).all()
+    assert all(dims[0] == 507 for dims in late.top_dims)  # one hidden dimension carries it (Sun et al.)
+    drains = A.value_drains(smollm2, prose).mean(1)
+    assert (drains[12:29] < 0.5).all()  # the sink token's value is drained where the sinks are
+    d = A.dormant_heads(smollm2, {"prose": prose, "random": A.random_tokens(smollm2, 128, n_prompts=1)})
+    assert set(d.domain) == {"prose", "random"} and len(d) == 2 * 270
+    assert d.dormant.any() and (d[d.dormant].alpha_first > 0.5).all()
