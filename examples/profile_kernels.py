@@ -1,0 +1,34 @@
+"""One call of each kernel variant at N tokens, for Nsight Compute:
+
+    ncu --clock-control none --metrics <list> python examples/profile_kernels.py --n 8192
+(examples/gpu_profile.sh runs it with the metrics quoted in the README.)
+"""
+
+import argparse
+
+import torch
+
+from interp.kernels import attention_with_stats
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=8192)
+    p.add_argument("--heads", type=int, default=32)
+    p.add_argument("--kv-heads", type=int, default=8)
+    p.add_argument("--dim", type=int, default=128)
+    a = p.parse_args()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(1, a.heads, a.n, a.dim, device="cuda", dtype=torch.float16, generator=g)
+    k = torch.randn(1, a.kv_heads, a.n, a.dim, device="cuda", dtype=torch.float16, generator=g)
+    v = torch.randn(1, a.kv_heads, a.n, a.dim, device="cuda", dtype=torch.float16, generator=g)
+    for stats in ("none", "query", "all"):
+        attention_with_stats(q, k, v, stats=stats)  # compile
+    torch.cuda.synchronize()
+    for stats in ("none", "query", "all"):
+        attention_with_stats(q, k, v, stats=stats)
+    torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    main()
