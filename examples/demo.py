@@ -70,6 +70,25 @@ def main(argv=None):
     _, cache = model.run_with_cache(text[:, :24], pattern=True, layers=[layer])
     figs.append((f"pattern of the strongest sink head (L{layer}H{head}) on the first 24 tokens",
                  plots.attention_pattern(cache[f"blocks.{layer}.attn.hook_pattern"][0, head], tokens, layer, head)))
+    alpha_tokens = [model.tokenizer.decode([t]) for t in text[0, :48].tolist()]
+    _, c48 = model.run_with_cache(text[:, :48], stats=["key_mean"], layers=[layer])
+    figs.append((f"attention each of the first 48 tokens receives in L{layer}H{head} (alpha_k)",
+                 plots.sink_bars(c48[f"blocks.{layer}.attn.hook_key_mean"][0, head], alpha_tokens)))
+    t = time.time()
+    by_ctx = {n: A.long_context_scores(model, A.text_tokens(model, "prose", n_tokens=n)) for n in (128, 256, 512)}
+    by_ctx[text.shape[1]] = long_scores
+    figs.append(("first-token sink score of every head against context length",
+                 plots.scores_vs_context(by_ctx, "sink_score")))
+    from interp.analyses import retrieval as R
+
+    trials = R.make_trials(model, contexts=(256, 512), depths=(0.2, 0.5, 0.8))
+    retrieval, per_trial = R.retrieval_scores(model, trials)
+    table["retrieval_score"] = retrieval.flatten().tolist()
+    print(f"[retrieval] {int(per_trial.answered.sum())}/{len(trials)} needles retrieved; "
+          f"{int((retrieval >= 0.1).sum())} retrieval heads (score >= 0.1)   ({time.time() - t:.1f}s)")
+    figs.append(("needle recall by context length and depth", plots.retrieval_heatmap(per_trial)))
+    figs.insert(3, ("retrieval_score per head", plots.score_grid(table, "retrieval_score")))
+    table.to_csv(csv, index=False)
     summary = (f"model: {model}\nSink^0.3 (prose, {text.shape[1]} tokens): {sink03:.3f}\n"
                f"labels: {table['label'].value_counts().to_dict()}")
     report = plots.write_report(out / "report.html", f"interp demo: {model.name}",

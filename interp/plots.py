@@ -76,3 +76,36 @@ def write_report(path, title: str, sections: list[tuple[str, object]]) -> Path:
     tmp.write_text("\n".join(parts))
     tmp.replace(path)
     return path
+
+
+def retrieval_heatmap(per_trial: pd.DataFrame, value: str = "recall", title: str | None = None) -> go.Figure:
+    """Needle-in-a-haystack results over context length x depth (the per-trial table of
+    `interp.analyses.retrieval.retrieval_scores`)."""
+    for col in ("context", "depth", value):
+        if col not in per_trial.columns:
+            raise ValueError(f"per-trial table lacks column {col!r}")
+    grid = per_trial.pivot_table(index="depth", columns="context", values=value, aggfunc="mean")
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[str(c) for c in grid.columns], y=[f"{d:.2f}" for d in grid.index],
+                               colorscale="RdYlGn", zmin=0, zmax=1,
+                               hovertemplate="context %{x}<br>depth %{y}<br>" + value + " %{z:.2f}<extra></extra>"))
+    fig.update_layout(title=title or f"needle {value} by context length and depth", xaxis_title="context (tokens)",
+                      yaxis_title="needle depth", height=400)
+    return fig
+
+
+def scores_vs_context(scores_by_context: dict, score: str = "local_score", title: str | None = None) -> go.Figure:
+    """One line per head: a score against context length. scores_by_context: {context: {score: [layer, head]}}."""
+    contexts = sorted(scores_by_context)
+    if not contexts:
+        raise ValueError("scores_by_context is empty")
+    first = np.asarray(scores_by_context[contexts[0]][score])
+    L, H = first.shape
+    fig = go.Figure()
+    for l in range(L):
+        for h in range(H):
+            ys = [float(np.asarray(scores_by_context[c][score])[l, h]) for c in contexts]
+            fig.add_trace(go.Scatter(x=contexts, y=ys, mode="lines+markers", name=f"L{l}H{h}",
+                                     hovertemplate=f"L{l}H{h}<br>context %{{x}}<br>{score} %{{y:.3f}}<extra></extra>"))
+    fig.update_layout(title=title or f"{score} of every head against context length", xaxis_title="context (tokens)",
+                      yaxis_title=score, xaxis_type="log", height=450)
+    return fig
