@@ -17,4 +17,4 @@ from . import toy
 
 __all__ = ["ActivationCache", "HeadAblation", "HookPoint", "HookedModel", "KeyMask", "ScaleAttention",
            "StreamingAttention",
-           "TLPatternModel", "available", "load"]
+           "TLPatternModel", "available", "load", "toy"]

@@ -149,7 +149,7 @@ class HookedModel:
                 prob_ivs.append(lambda p, qs, iv=iv: iv.transform(p, qs + lk - lq))
         want_pattern = ctx.active(pre + "hook_pattern")
         pattern = None
-        prob_hook = None
+        prob_hook = None  # set below when the probabilities themselves are needed
         if want_pattern or prob_ivs:
             if want_pattern:
                 need = b * h * lq * lk * 4
@@ -160,12 +160,14 @@ class HookedModel:
                     )
                 pattern = torch.empty(b, h, lq, lk, device=dev, dtype=torch.float32)
 
-            def prob_hook(p, qs):
+            def capture_and_edit(p, qs):
                 for fn in prob_ivs:
                     p = fn(p, qs)
                 if pattern is not None:
                     pattern[:, :, qs:qs + p.shape[2]] = p
                 return p
+
+            prob_hook = capture_and_edit
 
         opts = ctx.stat_options
         out, st = attention_with_stats(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 
@@ -53,7 +52,8 @@ def eager_with_probs(q, k, v):
 
 
 def key_mass_by_sdpa_backward(q, k, v):
-    """Exact per-key mass from SDPA's backward: with V = ones-free trick dO = 1, dV = P^T 1 = the key mass."""
+    """Exact per-key mass from SDPA's backward: with dO = ones, dV = P^T dO, so each column of dV is the key mass
+    (summed over the query heads that share a KV head)."""
     vv = torch.ones_like(v).requires_grad_(True)
     out = F.scaled_dot_product_attention(q, k, vv, is_causal=True, enable_gqa=q.shape[1] != k.shape[1])
     (gv,) = torch.autograd.grad(out, vv, torch.ones_like(out))
@@ -140,7 +140,7 @@ def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex):
                 row.update(ms=None, note="OOM")
                 torch.cuda.empty_cache()
         rows.append(row)
-    del q, k, v
+    runners.clear()  # drop the closures that hold q, k, v before the next size
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return rows

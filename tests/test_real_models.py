@@ -1,6 +1,5 @@
 """The bundled real models: wrapper parity with transformers, statistics vs eager patterns, sliding windows."""
 
-import pytest
 import torch
 
 import interp

@@ -25,7 +25,7 @@ TOYS = {
 
 
 def load_toy(name: str):
-    from .model import build_toy_model, load_checkpoint
+    from .model import load_checkpoint
 
     if name not in TOYS:
         raise ValueError(f"unknown toy model {name!r}; available: {', '.join(TOYS)}")
