@@ -3,6 +3,7 @@
 Installed as `interp.analyses`.
 """
 
+from . import duo, retrieval
 from .estimator import HeadClassifier
 from .patterns import (diffuseness, duplicate_token_score, head_pattern_scores, induction_score, local_score,
                        long_context_scores, previous_token_score)
@@ -14,5 +15,5 @@ __all__ = [
     "DEFAULT_THRESHOLDS", "HeadClassifier", "LABELS", "corpus", "diffuseness", "dormant_heads", "duplicate_token_score",
     "first_token_alpha", "head_pattern_scores", "head_table", "hidden_sinks", "induction_score", "label_head",
     "local_score", "long_context_scores", "massive_activations", "previous_token_score", "random_tokens",
-    "repeated_tokens", "sink_metric", "text_tokens", "value_drains",
+    "repeated_tokens", "sink_metric", "text_tokens", "value_drains", "duo", "retrieval",
 ]

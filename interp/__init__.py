@@ -9,12 +9,12 @@ __version__ = "0.1.0"
 
 from .cache import ActivationCache
 from .hooks import HookPoint
-from .interventions import HeadAblation, KeyMask, ScaleAttention, StreamingAttention
+from .interventions import GatedStreaming, HeadAblation, KeyMask, ScaleAttention, StreamingAttention
 from .model import HookedModel
 from .tl import TLPatternModel
 from .zoo import available, load
 from . import toy
 
-__all__ = ["ActivationCache", "HeadAblation", "HookPoint", "HookedModel", "KeyMask", "ScaleAttention",
+__all__ = ["ActivationCache", "GatedStreaming", "HeadAblation", "HookPoint", "HookedModel", "KeyMask", "ScaleAttention",
            "StreamingAttention",
            "TLPatternModel", "available", "load", "toy"]

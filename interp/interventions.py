@@ -190,3 +190,27 @@ class StreamingAttention:
         out = p.clone()
         out[:, self._heads] = sub
         return out
+
+
+@dataclass
+class GatedStreaming:
+    """DuoAttention's mix: each KV head's output is alpha * full attention + (1 - alpha) * streaming attention
+    (sinks + recent window), alpha = sigmoid(gate_logits[kv_head]). Differentiable in the gate (for training)."""
+
+    layer: int
+    gate_logits: torch.Tensor  # [kv_heads]
+    sink_tokens: int = 4
+    window: int = 64
+
+    def validate(self, n_layers: int, n_heads: int) -> None:
+        _check_layer(self.layer, n_layers, "GatedStreaming")
+        if not isinstance(self.gate_logits, torch.Tensor) or self.gate_logits.dim() != 1:
+            raise TypeError("GatedStreaming.gate_logits must be a 1-D tensor [kv_heads]")
+        if n_heads % self.gate_logits.numel():
+            raise ValueError(f"GatedStreaming: {self.gate_logits.numel()} gates do not divide {n_heads} heads")
+        self._stream = StreamingAttention(self.layer, None, self.sink_tokens, self.window)
+        self._stream.validate(n_layers, n_heads)
+
+    def alpha_per_head(self, n_heads: int) -> torch.Tensor:
+        a = torch.sigmoid(self.gate_logits)
+        return a.repeat_interleave(n_heads // a.numel())  # [heads]

@@ -21,7 +21,8 @@ from . import attention as _attention
 from .cache import ActivationCache
 from .config import ATTN_NAMES, MLP_NAMES, ModelConfig, find_blocks, find_child, head_output_weight
 from .hooks import HOOK_OF_STAT, RunContext, all_hook_names, parse_hook_name
-from .interventions import HeadAblation, KeyMask, ScaleAttention, StreamingAttention, key_selector
+from .interventions import (GatedStreaming, HeadAblation, KeyMask, ScaleAttention, StreamingAttention,
+                            key_selector)
 from .kernels import attention_with_stats, normalize_stats
 from .tokens import Tokens, to_tokens
 
@@ -184,6 +185,14 @@ class HookedModel:
                                    value.float().unsqueeze(2)).reshape(b, h, lq, -1).to(query.dtype)
         for sname, t in st.items():
             ctx.apply(pre + HOOK_OF_STAT[sname], t, layer)
+        for iv in ivs:
+            if isinstance(iv, GatedStreaming):  # DuoAttention: mix full and streaming outputs per KV head
+                stream, _ = attention_with_stats(
+                    query, key, value, causal=causal, scale=scaling, sliding_window=sliding_window,
+                    attention_mask=mask, key_bias=bias, stats=(), backend=ctx.backend,
+                    prob_hook=lambda p, qs, iv=iv: iv._stream.transform(p, qs + lk - lq))
+                a = iv.alpha_per_head(h).to(out.device)[None, :, None, None]
+                out = (a * out.float() + (1 - a) * stream.float()).to(out.dtype)
         z = out.transpose(1, 2)  # [batch, query_pos, head, d_head]
         for iv in ivs:
             if isinstance(iv, HeadAblation):
@@ -195,12 +204,12 @@ class HookedModel:
         return z.contiguous(), None
 
     # ------------------------------------------------------------------ running
-    def _forward(self, toks: Tokens, **kwargs):
+    def _forward(self, toks: Tokens, grad: bool = False, **kwargs):
         self._valid = toks.attention_mask
         position_ids = None
         if toks.attention_mask is not None:
             position_ids = (toks.attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             out = self.model(input_ids=toks.input_ids, attention_mask=toks.attention_mask,
                              position_ids=position_ids, use_cache=False, **kwargs)
         return out.logits if hasattr(out, "logits") else out.last_hidden_state
@@ -208,7 +217,7 @@ class HookedModel:
     def _check_interventions(self, interventions) -> dict[int, list]:
         by_layer: dict[int, list] = {}
         for iv in interventions or ():
-            if not isinstance(iv, (HeadAblation, KeyMask, ScaleAttention, StreamingAttention)):
+            if not isinstance(iv, (HeadAblation, KeyMask, ScaleAttention, StreamingAttention, GatedStreaming)):
                 raise TypeError(f"unknown intervention {iv!r}; use HeadAblation, KeyMask, ScaleAttention or "
                                 "StreamingAttention")
             iv.validate(self.cfg.n_layers, self.cfg.n_heads)

@@ -51,3 +51,34 @@ def test_toy_needle_keeps_retrieval_with_its_retrieval_heads_full():
     everything_streams = kvconfig.config_from_scores(m, torch.zeros(2, 4), sink_tokens=1, window=8)
     lost = R.needle_accuracy(m, trials, kvconfig.interventions(everything_streams, m))
     assert kept["recall"] == 1.0 and lost["recall"] < 0.5
+
+
+def test_gated_streaming_interpolates_full_and_streaming():
+    from interp import GatedStreaming
+
+    m = interp.HookedModel(tiny_llama())
+    x = torch.randint(0, 100, (1, 40), generator=torch.Generator().manual_seed(1))
+    full = m(x)
+    stream = m.run_with_hooks(x, interventions=[StreamingAttention(0, heads=None, sink_tokens=2, window=5)])
+    ones = m.run_with_hooks(x, interventions=[GatedStreaming(0, torch.full((2,), 30.0), 2, 5)])
+    zeros = m.run_with_hooks(x, interventions=[GatedStreaming(0, torch.full((2,), -30.0), 2, 5)])
+    torch.testing.assert_close(ones, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(zeros, stream, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="do not divide"):
+        m.run_with_hooks(x, interventions=[GatedStreaming(0, torch.zeros(3))])
+
+
+def test_duo_gates_on_toy_needle_find_its_retrieval_layer():
+    from interp.analyses import duo
+    from interp.analyses import retrieval as R
+
+    m = interp.load("toy-needle")
+    res = duo.train_gates(m, steps=40, context=160, l1=0.1, lr=0.2, sink_tokens=1, window=8)
+    assert res.alpha.shape == (2, 4)
+    assert (res.alpha[0] < 0.5).all() and (res.alpha[1] > 0.5).all()  # layer 0 streams, layer 1 retrieves
+    cfg = kvconfig.config_from_scores(m, res.head_scores(4), threshold=0.5, sink_tokens=1, window=8)
+    trials = R.make_trials(m, contexts=(160,), depths=(0.1, 0.5, 0.9))
+    assert R.needle_accuracy(m, trials, kvconfig.interventions(cfg, m))["recall"] == 1.0
+    assert kvconfig.kv_memory(cfg, 160)["saved_fraction"] > 0.4
+    with pytest.raises(ValueError, match="steps"):
+        duo.train_gates(m, steps=0)

@@ -1,0 +1,73 @@
+"""DuoAttention-style gates: one alpha per KV head mixing full and streaming attention, trained on synthetic
+passkey (needle) prompts so the final hidden states match the unmodified model's (MSE), with an L1 push towards
+streaming; model weights stay frozen. Binarise at 0.5 (or keep a target share of full heads) -> a KV-cache config.
+Runs on CPU for the bundled models (short prompts); on a GPU when lent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from interp import GatedStreaming
+
+from .retrieval import make_trials
+
+
+@dataclass
+class DuoResult:
+    alpha: torch.Tensor  # [layer, kv_head] in [0, 1]
+    losses: list  # per step: (mse, l1)
+
+    def head_scores(self, n_heads: int) -> torch.Tensor:
+        """alpha expanded to [layer, head] (every query head of a KV group shares its gate)."""
+        return self.alpha.repeat_interleave(n_heads // self.alpha.shape[1], dim=1)
+
+
+def _final_hidden(model, ids, interventions=(), grad=False):
+    captured = {}
+
+    def grab(t, hook):
+        captured["h"] = t
+
+    with model.hooks(fwd_hooks=[("ln_final.hook_normalized", grab)], interventions=interventions):
+        model._forward(model.to_tokens(ids), grad=grad)
+    return captured["h"]
+
+
+def train_gates(model, steps: int = 30, context: int = 256, l1: float = 0.05, lr: float = 0.1,
+                sink_tokens: int = 4, window: int = 16, seed: int = 0, log=None) -> DuoResult:
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    L, kvh = model.cfg.n_layers, model.cfg.n_kv_heads
+    params = [p for p in model.model.parameters()]
+    frozen = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    logits = torch.full((L, kvh), 3.0, requires_grad=True)  # alpha ~ 0.95: start from full attention
+    opt = torch.optim.Adam([logits], lr=lr)
+    rng = torch.Generator().manual_seed(seed)
+    losses = []
+    try:
+        for step in range(steps):
+            depth = float(torch.rand(1, generator=rng))
+            trial = make_trials(model, contexts=(context,), depths=(depth,), seed=seed + step)[0]
+            with torch.no_grad():
+                target = _final_hidden(model, trial.input_ids).float()
+            ivs = [GatedStreaming(layer=l, gate_logits=logits[l], sink_tokens=sink_tokens, window=window)
+                   for l in range(L)]
+            pred = _final_hidden(model, trial.input_ids, ivs, grad=True).float()
+            mse = ((pred - target) ** 2).mean() / target.pow(2).mean().clamp_min(1e-12)
+            reg = torch.sigmoid(logits).mean()
+            loss = mse + l1 * reg
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append((mse.item(), reg.item()))
+            if log and (step % 10 == 0 or step == steps - 1):
+                log(f"step {step}: relative mse {mse.item():.4f}, mean alpha {reg.item():.3f}")
+    finally:
+        for p, f in zip(params, frozen):
+            p.requires_grad_(f)
+    return DuoResult(alpha=torch.sigmoid(logits.detach()), losses=losses)
