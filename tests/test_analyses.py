@@ -189,3 +189,23 @@ def test_smollm2_massive_activations_drains_and_dormant_heads(smollm2):
     d = A.dormant_heads(smollm2, {"prose": prose, "random": A.random_tokens(smollm2, 128, n_prompts=1)})
     assert set(d.domain) == {"prose", "random"} and len(d) == 2 * 270
     assert d.dormant.any() and (d[d.dormant].alpha_first > 0.5).all()
+
+
+def test_minference_shapes_from_statistics():
+    n = 100
+    km = torch.ones(1, 3, n)  # uniform columns
+    km[0, 1, 10] = 60.0  # head 1: one vertical line takes most of the mass
+    share = A.vertical_share(km, n_queries=n, top_frac=0.01)
+    assert share[0, 1] > 0.5 and share[0, 0] < 0.05
+    labels = A.shape_labels({"a_shape_score": torch.tensor([[0.9, 0.3, 0.2]]),
+                             "vertical_score": torch.tensor([[0.0, 0.5, 0.1]])})
+    assert labels == [["a_shape", "vertical_slash", "block_sparse"]]
+
+
+def test_gemma3_local_layers_are_a_shaped(gemma3):
+    toks = A.text_tokens(gemma3, "prose", n_tokens=700)
+    s = A.shape_scores(gemma3, toks, sink_tokens=1, local_window=512)
+    labels = A.shape_labels(s)
+    for l, w in enumerate(gemma3.cfg.layer_windows):
+        if w is not None:
+            assert labels[l] == ["a_shape"] * 4, (l, labels[l])

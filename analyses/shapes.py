@@ -1,0 +1,55 @@
+"""MInference-style head shapes from O(n) kernel statistics (an approximation that holds at any length):
+
+- A-shape: mass on the first tokens + a recent window (the local/streaming score) is high;
+- vertical-slash: besides the recent window (slash), a few key columns (vertical lines) collect the attention;
+- block-sparse: neither (content-dependent blocks).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .patterns import local_score
+
+SHAPES = ("a_shape", "vertical_slash", "block_sparse")
+
+
+def vertical_share(key_mass: torch.Tensor, n_queries: int, top_frac: float = 0.01) -> torch.Tensor:
+    """Share of all attention that lands on the top `top_frac` of keys, the first key excluded.
+    key_mass: [batch, head, k] -> [batch, head]."""
+    km = key_mass[..., 1:]
+    top = max(1, int(round(top_frac * km.shape[-1])))
+    return km.topk(top, dim=-1).values.sum(-1) / n_queries
+
+
+def shape_scores(model, tokens: torch.Tensor, sink_tokens: int = 4, local_window: int = 64,
+                 top_frac: float = 0.01) -> dict:
+    """{"a_shape_score", "vertical_score"}: [layer, head] tensors (mean over prompts)."""
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    a = torch.zeros(L, H)
+    v = torch.zeros(L, H)
+    _, cache = model.run_with_cache(tokens, stats=["sink_mass", "local_mass", "key_mass"], sink_tokens=sink_tokens,
+                                    local_window=local_window, to_cpu=True)
+    n = tokens.shape[-1]
+    for l in range(L):
+        pre = f"blocks.{l}.attn."
+        a[l] = local_score(cache[pre + "hook_query_sink_mass"], cache[pre + "hook_query_local_mass"], sink_tokens,
+                           local_window).mean(0)
+        v[l] = vertical_share(cache[pre + "hook_key_mass"], n, top_frac).mean(0)
+    return {"a_shape_score": a, "vertical_score": v}
+
+
+def shape_labels(scores: dict, threshold: float = 0.7) -> list[list[str]]:
+    a, v = scores["a_shape_score"], scores["vertical_score"]
+    out = []
+    for l in range(a.shape[0]):
+        row = []
+        for h in range(a.shape[1]):
+            if a[l, h] >= threshold:
+                row.append("a_shape")
+            elif a[l, h] + v[l, h] >= threshold:
+                row.append("vertical_slash")
+            else:
+                row.append("block_sparse")
+        out.append(row)
+    return out
