@@ -12,6 +12,8 @@ import torch
 
 from interp import ScaleAttention
 
+from .sinks import hidden_sinks
+
 
 def _loss(model, tokens: torch.Tensor, interventions=()) -> float:
     logits = model.run_with_hooks(tokens, interventions=interventions)
@@ -19,21 +21,17 @@ def _loss(model, tokens: torch.Tensor, interventions=()) -> float:
     return -logp.gather(-1, tokens[:, 1:, None].to(logp.device)).mean().item()
 
 
+def _sink_map(model, tokens: torch.Tensor, threshold: float, min_queries: int) -> dict:
+    """(layer, head) -> (positions of hidden sinks, strongest alpha), for prompt 0 (one capture)."""
+    table = hidden_sinks(model, tokens[:1], threshold=threshold, min_queries=min_queries)
+    return {(int(l), int(h)): (sorted(g["position"].tolist()), float(g["alpha"].max()))
+            for (l, h), g in table.groupby(["layer", "head"])}
+
+
 def hidden_sink_positions(model, tokens: torch.Tensor, threshold: float = 0.1,
                           min_queries: int = 16) -> dict[tuple[int, int], list[int]]:
     """(layer, head) -> non-initial positions whose alpha_k exceeds threshold (prompt 0)."""
-    _, cache = model.run_with_cache(tokens[:1], stats=["key_mean", "key_count"], to_cpu=True)
-    out = {}
-    for l in range(model.cfg.n_layers):
-        km = cache[f"blocks.{l}.attn.hook_key_mean"][0]
-        cnt = cache[f"blocks.{l}.attn.hook_key_count"][0]
-        hit = (km > threshold) & (cnt >= min_queries)
-        hit[:, 0] = False
-        for h in range(model.cfg.n_heads):
-            pos = hit[h].nonzero().flatten().tolist()
-            if pos:
-                out[(l, h)] = pos
-    return out
+    return {k: pos for k, (pos, _) in _sink_map(model, tokens, threshold, min_queries).items()}
 
 
 def _interventions(heads, sinks, beta) -> list:
@@ -62,11 +60,9 @@ def act_calibrate(model, calib: torch.Tensor, heldout: torch.Tensor, beta: float
     """Greedy head selection on `calib` ([1, n] tokens), then the held-out effect on `heldout`."""
     if not 0 <= beta <= 1:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
-    sinks = hidden_sink_positions(model, calib, threshold)
-    # strongest hidden sinks first
-    _, cache = model.run_with_cache(calib[:1], stats=["key_mean"], to_cpu=True)
-    strength = {k: float(cache[f"blocks.{k[0]}.attn.hook_key_mean"][0, k[1], v].max()) for k, v in sinks.items()}
-    candidates = sorted(sinks, key=lambda k: -strength[k])[:max_candidates]
+    found = _sink_map(model, calib, threshold, min_queries=16)
+    sinks = {k: pos for k, (pos, _) in found.items()}
+    candidates = sorted(found, key=lambda k: -found[k][1])[:max_candidates]  # strongest hidden sinks first
     res = CalibrationResult(beta=beta, candidates=len(candidates))
     res.calib_loss_before = best = _loss(model, calib)
     chosen: list = []

@@ -166,6 +166,8 @@ def masking_experiment(model, trials, scores: torch.Tensor, k: int, draws: int =
     """Ablate the top-k retrieval heads vs k random other heads (several draws): needle recall and answer loss."""
     from interp import HeadAblation
 
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int (heads to mask), got {k!r}")
     H = model.cfg.n_heads
     flat = torch.nan_to_num(scores, nan=-1.0).flatten()
     top = flat.topk(k).indices.tolist()

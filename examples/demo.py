@@ -61,7 +61,6 @@ def main(argv=None):
                                                    for r in best.itertuples()))
     print("[labels] " + ", ".join(f"{k}: {v}" for k, v in table["label"].value_counts().items()))
     csv = out / "heads.csv"
-    table.to_csv(csv, index=False)
     figs = [(f"{c} per head", plots.score_grid(table, c)) for c in
             ("sink_score", "induction_score", "previous_token_score", "local_score", "entropy")]
     tokens = [model.tokenizer.decode([t]) for t in text[0, :24].tolist()]

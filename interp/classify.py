@@ -93,6 +93,9 @@ def classify(models, out, *, context: int | None = None, prompts: int = 4, devic
     tables = []
     if isinstance(models, (str, Path)):
         models = [models]
+    models = list(models)
+    if not models:
+        raise ValueError("classify needs at least one model (a bundled or toy name, a folder or a .gguf file)")
     jobs = [(str(m), s) for m in models for s in SHARDS]
     done = {}
     if resume:

@@ -41,7 +41,6 @@ for _h in STAT_HOOKS:
     HOOK_POINTS[f"blocks.{{l}}.attn.{_h}"] = (
         "[batch, head, key_pos]" if STAT_HOOKS[_h] in KEY_STATS else "[batch, head, query_pos]", False
     )
-STAT_OF_HOOK = {h: s for h, s in STAT_HOOKS.items()}  # "hook_key_mass" -> "key_mass"
 HOOK_OF_STAT = {s: h for h, s in STAT_HOOKS.items()}  # "entropy" -> "hook_query_entropy"
 
 _LAYER_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
@@ -96,6 +95,7 @@ class RunContext:
 
     n_layers: int
     hooks: dict[str, list[HookFn]] = field(default_factory=dict)
+    writable: dict[str, bool] = field(default_factory=dict)  # hook name -> may its functions replace the tensor
     stats: dict[int, tuple[str, ...]] = field(default_factory=dict)  # layer -> statistic names
     stat_options: dict = field(default_factory=dict)  # sink_tokens, local_window, span
     interventions: dict[int, list] = field(default_factory=dict)  # layer -> [Intervention]
@@ -109,6 +109,7 @@ class RunContext:
             stat = STAT_HOOKS[template.split(".")[-1]]
             self.stats[layer] = tuple(dict.fromkeys(self.stats.get(layer, ()) + (stat,)))
         self.hooks.setdefault(name, []).append(fn)
+        self.writable[name] = HOOK_POINTS[template][1]
 
     def active(self, name: str) -> bool:
         return name in self.hooks
@@ -119,8 +120,7 @@ class RunContext:
         if not fns:
             return tensor
         point = HookPoint(name, layer)
-        _, template = parse_hook_name(name, self.n_layers)
-        writable = HOOK_POINTS[template][1]
+        writable = self.writable[name]
         for fn in fns:
             out = fn(tensor, point)
             if out is not None:

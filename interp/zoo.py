@@ -72,7 +72,7 @@ def _file_key(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _gguf_path(name: str, bundle: Bundled) -> Path:
+def _gguf_path(bundle: Bundled) -> Path:
     pkg = _package_dir(bundle.package, bundle.pip)
     if bundle.filename is not None:
         return pkg / bundle.filename
@@ -152,7 +152,7 @@ def _load_dir(path: Path, dtype):
 
 
 def _looks_like_path(s: str) -> bool:
-    return s.startswith((".", "/", "~")) or os.sep in s and not _looks_like_hub_id(s) or s.endswith(".gguf")
+    return s.startswith((".", "/", "~")) or (os.sep in s and not _looks_like_hub_id(s)) or s.endswith(".gguf")
 
 
 def _looks_like_hub_id(s: str) -> bool:
@@ -195,7 +195,7 @@ def load(source, *, device=None, dtype=None, tokenizer=None, backend: str = "aut
 
         if s in BUNDLED:
             name = s
-            model, tok = _load_gguf(_gguf_path(s, BUNDLED[s]), dtype, s, cache=cache)
+            model, tok = _load_gguf(_gguf_path(BUNDLED[s]), dtype, s, cache=cache)
         elif s in TOYS:
             name = s
             model, tok = load_toy(s), None
@@ -208,7 +208,7 @@ def load(source, *, device=None, dtype=None, tokenizer=None, backend: str = "aut
             if p.suffix != ".gguf":
                 raise ValueError(f"{p} is a file but not a .gguf; give a GGUF file or a Hugging Face model folder")
             model, tok = _load_gguf(p, dtype, p.stem, cache=cache)
-        elif _looks_like_hub_id(s) and not s.startswith((".", "/", "~")):
+        elif _looks_like_hub_id(s):
             model, tok = _load_hub(s, dtype)
         elif _looks_like_path(s):
             raise ValueError(f"no such file or directory: {s}")
