@@ -39,17 +39,67 @@ class InductionTask:
 
 @dataclass(frozen=True)
 class BigramBackcopyTask:
-    """Guo et al. 2024: tokens follow a fixed sparse bigram chain, except after a trigger token, where the next
-    token copies the token *before* the trigger. Trigger tokens are 1..n_triggers."""
+    """Guo et al. 2024 ("Active-Dormant Attention Heads"): tokens follow a bigram Markov chain, except after a
+    trigger token, where the next token copies the token *before* the trigger.
+
+    source="prose": the chain is the character bigram chain of the bundled prose text (analyses/data/prose.txt,
+    whitespace collapsed); the triggers are its n_triggers most frequent letters (token ids 1..n_triggers; letters,
+    not the space: with the space as a trigger the chain falls into ", , , ," forever, since "," is always followed
+    by a space), then the other characters follow by decreasing frequency. The chain is mixed with a uniform one
+    (weight `smoothing`): the short text gives some characters a single successor, and a trigger as the only
+    successor of x would loop x,trigger,x,... forever.
+    source="random": a random sparse chain over vocab_size tokens (branching next tokens each). Replacing the
+    source of the prose task (dataclasses.replace) keeps its vocab_size, so that control has the same vocabulary.
+    """
 
     vocab_size: int = 64
     seq_len: int = 64
     n_triggers: int = 3
     branching: int = 3
     chain_seed: int = 1234
+    source: str = "random"
+    smoothing: float = 0.1
     name: str = "bigram_backcopy"
 
+    def __post_init__(self):
+        if self.source not in ("random", "prose"):
+            raise ValueError(f"source must be 'random' or 'prose', got {self.source!r}")
+        if not 0.0 <= self.smoothing <= 1.0:
+            raise ValueError(f"smoothing must be in [0, 1], got {self.smoothing}")
+        if self.source == "prose":
+            object.__setattr__(self, "vocab_size", len(self._chars()) + 1)
+        if not 1 <= self.n_triggers < self.vocab_size - 1:
+            raise ValueError(f"n_triggers must be in [1, {self.vocab_size - 2}], got {self.n_triggers}")
+
+    def _chars(self) -> list[str]:
+        """Token id - 1 -> character: the triggers (most frequent letters), then the rest by decreasing frequency."""
+        from collections import Counter
+
+        counts = Counter(_prose_text())
+        ranked = sorted(counts, key=lambda c: (-counts[c], c))
+        triggers = [c for c in ranked if c.isalpha()][: self.n_triggers]
+        return triggers + [c for c in ranked if c not in triggers]
+
+    def decode(self, toks) -> str:
+        """Text of a token row (prose source only); BOS is shown as '^'."""
+        if self.source != "prose":
+            raise ValueError("decode needs source='prose'")
+        chars = self._chars()
+        return "".join("^" if int(t) == BOS else chars[int(t) - 1] for t in toks)
+
     def transitions(self) -> torch.Tensor:
+        if self.source == "prose":
+            text = _prose_text()
+            ids = {c: i + 1 for i, c in enumerate(self._chars())}
+            counts = torch.zeros(self.vocab_size, self.vocab_size)
+            for a, b in zip(text, text[1:]):
+                counts[ids[a], ids[b]] += 1
+            counts[ids[text[-1]], ids[text[0]]] += 1  # wrap around: every character has a successor
+            counts[BOS, 1:] = 1  # BOS is never the current token when sampling; keep its row a distribution
+            uniform = torch.ones(self.vocab_size, self.vocab_size)
+            uniform[:, BOS] = 0
+            return ((1 - self.smoothing) * counts / counts.sum(-1, keepdim=True)
+                    + self.smoothing * uniform / uniform.sum(-1, keepdim=True))
         g = torch.Generator().manual_seed(self.chain_seed)
         probs = torch.zeros(self.vocab_size, self.vocab_size)
         for a in range(self.vocab_size):
@@ -61,11 +111,13 @@ class BigramBackcopyTask:
     def is_trigger(self, toks: torch.Tensor) -> torch.Tensor:
         return (toks >= 1) & (toks <= self.n_triggers)
 
-    def sample(self, batch: int, gen: torch.Generator, seq_len: int | None = None):
+    def sample(self, batch: int, gen: torch.Generator, seq_len: int | None = None, device=None):
+        """BOS, a random non-trigger token, then the chain with back-copies after triggers. With a CUDA generator
+        and device the sampling runs on the GPU (training)."""
         n = seq_len or self.seq_len
-        probs = self.transitions()
-        toks = torch.zeros(batch, n, dtype=torch.long)
-        toks[:, 1] = torch.randint(self.n_triggers + 1, self.vocab_size, (batch,), generator=gen)
+        probs = self.transitions().to(device)
+        toks = torch.zeros(batch, n, dtype=torch.long, device=device)
+        toks[:, 1] = torch.randint(self.n_triggers + 1, self.vocab_size, (batch,), generator=gen, device=device)
         for t in range(1, n - 1):
             nxt = torch.multinomial(probs[toks[:, t]], 1, generator=gen)[:, 0]
             trig = self.is_trigger(toks[:, t])
@@ -74,6 +126,12 @@ class BigramBackcopyTask:
         mask[:, 0] = False
         mask[:, -1] = False
         return toks, mask
+
+
+def _prose_text() -> str:
+    from interp.analyses.probes import DATA
+
+    return " ".join((DATA / "prose.txt").read_text().split())
 
 
 @dataclass(frozen=True)
@@ -120,4 +178,5 @@ class NeedleTask:
         return spans
 
 
-TASKS = {"induction": InductionTask(), "bigram_backcopy": BigramBackcopyTask(), "needle": NeedleTask()}
+TASKS = {"induction": InductionTask(), "bigram_backcopy": BigramBackcopyTask(source="prose", seq_len=256),
+         "needle": NeedleTask()}
