@@ -18,7 +18,8 @@ TOYS = {
     "toy-induction": Toy("induction", "2-layer attention-only model trained on repeated random tokens "
                                       "(previous-token head in layer 0 -> induction head in layer 1)"),
     "toy-bigram-backcopy": Toy("bigram_backcopy", "1-layer model on the Bigram-Backcopy task (Guo et al. 2024): "
-                                                  "an active/dormant copy head and a value-drained BOS"),
+                                                  "a copy head active on trigger tokens and dormant (parked on BOS, "
+                                                  "whose value is drained) elsewhere"),
     "toy-needle": Toy("needle", "2-layer attention-only model that copies a needle's value tokens "
                                 "from a random haystack (retrieval heads)"),
 }
@@ -35,6 +36,12 @@ def load_toy(name: str):
 def toy_task(name: str):
     from . import tasks
 
+    import dataclasses
+    import json
+
     if name not in TOYS:
         raise ValueError(f"unknown toy model {name!r}; available: {', '.join(TOYS)}")
-    return tasks.TASKS[TOYS[name].task]
+    task = tasks.TASKS[TOYS[name].task]
+    spec = CKPT_DIR / f"{name}.json"
+    args = json.loads(spec.read_text()).get("task_args") if spec.exists() else None
+    return dataclasses.replace(task, **args) if args else task  # the task the checkpoint was trained on
