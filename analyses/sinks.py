@@ -74,6 +74,47 @@ def dormant_heads(model, domains: dict[str, torch.Tensor], sink_threshold: float
     return pd.DataFrame(rows)
 
 
+def dormant_by_query(model, tokens: torch.Tensor, query_masks: dict[str, torch.Tensor],
+                     sink_threshold: float = 0.5, norm_threshold: float = 0.2) -> pd.DataFrame:
+    """Active/dormant per head and per *query* domain within the same prompts (Guo et al.'s Bigram-Backcopy view:
+    the copy head is active on trigger tokens and dormant on the others).
+
+    query_masks: name -> bool [batch, pos] marking the queries of that domain (position 0, the sink, is skipped).
+    Per head and domain: mass on the first token from those queries (kernel `sink_mass` with one sink token, O(n)),
+    the head's mean output norm there, that norm relative to the head's largest over the domains, and `dormant`
+    (first-token mass > sink_threshold and relative norm < norm_threshold)."""
+    if not isinstance(query_masks, dict) or not query_masks:
+        raise ValueError("query_masks must be a non-empty dict of name -> bool [batch, pos] tensor")
+    tokens = torch.as_tensor(tokens)
+    if tokens.dim() == 1:
+        tokens = tokens[None]
+    for name, mask in query_masks.items():
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != tokens.shape:
+            raise ValueError(f"query_masks[{name!r}] must be a bool tensor of the tokens' shape {tuple(tokens.shape)}, "
+                             f"got {getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
+        if not mask[:, 1:].any():
+            raise ValueError(f"query_masks[{name!r}] selects no query after position 0")
+    names = [f"blocks.{l}.attn.hook_result" for l in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(tokens, names=names, stats=["sink_mass"], sink_tokens=1, prepend_bos=False,
+                                    to_cpu=True)
+    rows = []
+    for l in range(model.cfg.n_layers):
+        norms = cache[f"blocks.{l}.attn.hook_result"].norm(dim=-1)  # [batch, pos, head]
+        first = cache[f"blocks.{l}.attn.hook_query_sink_mass"].transpose(1, 2)  # [batch, pos, head]
+        per = {}
+        for name, mask in query_masks.items():
+            m = mask.clone().cpu()
+            m[:, 0] = False
+            per[name] = (first[m].mean(0), norms[m].mean(0))  # [head] each
+        top = torch.stack([n for _, n in per.values()]).amax(0).clamp_min(1e-12)
+        for name, (a, n) in per.items():
+            for h in range(model.cfg.n_heads):
+                rel = float(n[h] / top[h])
+                rows.append(dict(domain=name, layer=l, head=h, first_token_mass=float(a[h]), output_norm=float(n[h]),
+                                 rel_output_norm=rel, dormant=bool(a[h] > sink_threshold and rel < norm_threshold)))
+    return pd.DataFrame(rows)
+
+
 def value_drains(model, tokens: torch.Tensor, position: int = 0) -> torch.Tensor:
     """||v|| of the token at `position` over the mean ||v|| of the other tokens, per layer and KV head
     -> [layer, kv_head]. Values well below 1 are value-state drains."""

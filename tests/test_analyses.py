@@ -1,5 +1,7 @@
 """Head analyses: pure score functions on hand-made patterns, ground truth on toy models, findings on SmolLM2."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -117,21 +119,50 @@ def test_smollm2_sinks(smollm2):
     assert (hs["position"] > 0).all() and (hs["alpha"] > 0.1).all()
 
 
-def test_bigram_backcopy_active_and_dormant():
-    """The copy head is active on trigger tokens (attends to the previous token, large output) and dormant
-    elsewhere (small output); the BOS value is drained."""
+def test_bigram_backcopy_sink_active_and_dormant():
+    """Guo et al.'s picture in the shipped 1-layer toy: the head copies the previous token on trigger queries
+    (active, large output) and parks on BOS elsewhere (dormant, small output); the BOS value is drained. Per-query
+    BOS mass comes from the kernel statistics and must match the full pattern."""
     m = interp.load("toy-bigram-backcopy")
     task = interp.toy.toy_task("toy-bigram-backcopy")
-    toks, _ = task.sample(32, torch.Generator().manual_seed(5))
-    _, cache = m.run_with_cache(toks, names=["blocks.0.attn.hook_z"], pattern=True)
+    toks, _ = task.sample(16, torch.Generator().manual_seed(5))
     trig = task.is_trigger(toks)
-    z = cache["blocks.0.attn.hook_z"][:, :, 0].norm(dim=-1)
-    assert z[trig].mean() > 3 * z[~trig].mean()
+    other = ~trig
+    other[:, :2] = False  # BOS itself and the first token (whose only other key is BOS)
+    _, cache = m.run_with_cache(toks, names=["blocks.0.attn.hook_z"], pattern=True)
     p = cache["blocks.0.attn.hook_pattern"][:, 0]
     prev = torch.diagonal(p, offset=-1, dim1=1, dim2=2)  # query i -> key i-1
-    assert prev[trig[:, 1:]].mean() > 0.5
-    drains = A.value_drains(m, toks)
-    assert drains[0, 0] < 0.5
+    assert prev[trig[:, 1:]].mean() > 0.9 and p[:, :, 0][trig].mean() < 0.05  # active: copies, ignores BOS
+    assert p[:, :, 0][other].mean() > 0.8  # dormant: parked on BOS
+    z = cache["blocks.0.attn.hook_z"][:, :, 0].norm(dim=-1)
+    assert z[trig].mean() > 5 * z[other].mean()
+    table = A.dormant_by_query(m, toks, {"trigger": trig, "other": other})
+    t = table.set_index("domain")
+    assert not t.loc["trigger", "dormant"] and t.loc["other", "dormant"]
+    assert t.loc["other", "first_token_mass"] == pytest.approx(p[:, :, 0][other].mean().item(), abs=1e-4)
+    assert t.loc["other", "rel_output_norm"] < 0.2
+    assert A.value_drains(m, toks)[0, 0] < 0.2
+    with pytest.raises(ValueError, match="bool tensor"):
+        A.dormant_by_query(m, toks, {"trigger": trig.long()})
+    with pytest.raises(ValueError, match="selects no query"):
+        A.dormant_by_query(m, toks, {"none": torch.zeros_like(trig)})
+    with pytest.raises(ValueError, match="non-empty dict"):
+        A.dormant_by_query(m, toks, {})
+
+
+def test_bigram_sink_needs_the_trained_mechanism():
+    """Controls for the toy's sink: the same architecture untrained has no BOS sink and no drain."""
+    from interp.toy.model import build_toy_model
+
+    task = interp.toy.toy_task("toy-bigram-backcopy")
+    spec = json.loads((interp.toy.registry.CKPT_DIR / "toy-bigram-backcopy.json").read_text())
+    untrained = interp.load(build_toy_model(spec).eval())
+    toks, _ = task.sample(8, torch.Generator().manual_seed(6))
+    other = ~task.is_trigger(toks)
+    other[:, :2] = False
+    t = A.dormant_by_query(untrained, toks, {"other": other}).set_index("domain")
+    assert t.loc["other", "first_token_mass"] < 0.1 and not t.loc["other", "dormant"]
+    assert A.value_drains(untrained, toks)[0, 0] > 0.5
 
 
 def test_head_classifier_rules_calibration_and_kmeans():

@@ -1,0 +1,74 @@
+"""The Bigram-Backcopy toy (Guo et al. 2024): an attention sink on BOS, a head active on trigger tokens and dormant
+elsewhere, a drained BOS value; beside the same architecture untrained (the control).
+
+    python examples/bigram_backcopy.py                       # the shipped checkpoint
+    python examples/bigram_backcopy.py --weights W.safetensors --spec W.json   # a variant (e.g. from the GPU sweep)
+
+Writes out/bigram_backcopy.html (the head's pattern on one sequence + the tables).
+"""
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import interp
+from interp import analyses as A
+from interp.plots import attention_pattern, write_report
+from interp.toy.model import build_toy_model, load_checkpoint
+from interp.toy.registry import CKPT_DIR
+from interp.toy.tasks import TASKS
+
+
+def evidence(m, task, toks) -> tuple[pd.DataFrame, dict]:
+    trig = task.is_trigger(toks)
+    other = ~trig
+    other[:, :2] = False  # BOS and the first token (whose only other key is BOS)
+    table = A.dormant_by_query(m, toks, {"trigger": trig, "other": other})
+    _, cache = m.run_with_cache(toks, names=["blocks.0.hook_resid_post"], pattern=True)
+    p = cache["blocks.0.attn.hook_pattern"][:, 0]
+    prev = torch.diagonal(p, offset=-1, dim1=1, dim2=2)[trig[:, 1:]].mean()
+    pred = m(toks)[:, :-1].argmax(-1)
+    copy = trig[:, :-1].clone()
+    copy[:, 0] = False
+    resid = cache["blocks.0.hook_resid_post"].norm(dim=-1)  # [batch, pos]
+    extra = {"prev_token_attention_on_triggers": round(float(prev), 3),
+             "copy_accuracy_after_triggers": round(float((pred == toks[:, 1:])[copy].float().mean()), 3),
+             "value_drain_bos": round(float(A.value_drains(m, toks)[0, 0]), 3),
+             "bos_residual_norm_over_median": round(float((resid[:, 0] / resid[:, 1:].median(1).values).mean()), 2),
+             "sink_metric_0.3": A.sink_metric(A.first_token_alpha(m, toks))}
+    return table, extra
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--weights", type=Path, default=CKPT_DIR / "toy-bigram-backcopy.safetensors")
+    p.add_argument("--spec", type=Path, default=CKPT_DIR / "toy-bigram-backcopy.json")
+    p.add_argument("--sequences", type=int, default=32)
+    p.add_argument("--out", type=Path, default=Path("out/bigram_backcopy.html"))
+    args = p.parse_args()
+    spec = json.loads(args.spec.read_text())
+    task = dataclasses.replace(TASKS["bigram_backcopy"], **spec.get("task_args", {}))
+    toks, _ = task.sample(args.sequences, torch.Generator().manual_seed(5))
+    sections = []
+    for name, model in {"trained": load_checkpoint(args.weights, args.spec),
+                        "untrained (control)": build_toy_model(spec).eval()}.items():
+        m = interp.load(model)
+        table, extra = evidence(m, task, toks)
+        print(f"== {name}\n{table.round(3).to_string(index=False)}\n{json.dumps(extra)}")
+        sections += [(f"{name}: per query domain", table.round(3)), (f"{name}: summary", pd.Series(extra).to_frame("value"))]
+        if name == "trained":
+            _, cache = m.run_with_cache(toks[:1, :48], pattern=True, names=[])
+            labels = list(task.decode(toks[0, :48])) if task.source == "prose" else [str(int(t)) for t in toks[0, :48]]
+            sections.insert(0, ("the head on one sequence (^ = BOS; e, t, a are triggers)",
+                                attention_pattern(cache["blocks.0.attn.hook_pattern"][0], labels, 0, 0)))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_report(args.out, "Bigram-Backcopy toy: sink, active/dormant head, value drain", sections)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
