@@ -15,8 +15,8 @@ from .table import DEFAULT_THRESHOLDS, LABELS, head_table, label_head
 
 __all__ = [
     "DEFAULT_THRESHOLDS", "HeadClassifier", "LABELS", "corpus", "diffuseness", "dormant_by_query", "dormant_heads",
-    "duplicate_token_score", "first_token_alpha", "head_pattern_scores", "head_table", "hidden_sinks", "induction_score", "label_head",
-    "local_score", "long_context_scores", "massive_activations", "previous_token_score", "random_tokens",
+    "duplicate_token_score", "first_token_alpha", "head_pattern_scores", "head_table", "hidden_sinks", "induction_score",
+    "label_head", "local_score", "long_context_scores", "massive_activations", "previous_token_score", "random_tokens",
     "repeated_tokens", "sink_metric", "text_tokens", "value_drains", "duo", "retrieval",
     "SHAPES", "shape_labels", "shape_scores", "vertical_share",
 ]

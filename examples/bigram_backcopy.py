@@ -59,7 +59,8 @@ def main():
         m = interp.load(model)
         table, extra = evidence(m, task, toks)
         print(f"== {name}\n{table.round(3).to_string(index=False)}\n{json.dumps(extra)}")
-        sections += [(f"{name}: per query domain", table.round(3)), (f"{name}: summary", pd.Series(extra).to_frame("value"))]
+        sections += [(f"{name}: per query domain", table.round(3)),
+                     (f"{name}: summary", pd.Series(extra).to_frame("value"))]
         if name == "trained":
             _, cache = m.run_with_cache(toks[:1, :48], pattern=True, names=[])
             labels = list(task.decode(toks[0, :48])) if task.source == "prose" else [str(int(t)) for t in toks[0, :48]]

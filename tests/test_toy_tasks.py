@@ -65,7 +65,8 @@ def test_trainer_runs_a_variant_and_logs_the_mechanism(tmp_path):
     assert {"eval_loss", "eval_acc", "bos_attn_nontrigger", "prev_attn_trigger"} <= set(res)
     assert 0.0 <= res["bos_attn_nontrigger"] <= 1.0 and any("bos_attn_nontrigger" in s for s in lines)
     spec = json.loads((tmp_path / "toy-bigram-backcopy.json").read_text())
-    assert spec["task_args"] == {"seq_len": 40, "source": "random"} and spec["vocab_size"] == TASKS["bigram_backcopy"].vocab_size
+    assert spec["task_args"] == {"seq_len": 40, "source": "random"}
+    assert spec["vocab_size"] == TASKS["bigram_backcopy"].vocab_size  # replacing the source keeps the vocabulary
     model = load_checkpoint(tmp_path / "toy-bigram-backcopy.safetensors", tmp_path / "toy-bigram-backcopy.json")
     assert model.config.hidden_size == 32
     res = train("toy-bigram-backcopy", tmp_path, log=lines.append, spec=small, steps=2, batch=2, max_seconds=0.0,

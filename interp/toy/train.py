@@ -127,7 +127,8 @@ def train(name: str, out_dir: Path = CKPT_DIR, log=print, device: str = "cpu", *
         toks, mask = sample(recipe["batch"], gen)
         if recipe.get("loss", "masked") == "all":  # every position predicts its next token (Guo et al.)
             mask = torch.ones_like(mask)
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=recipe.get("amp", False)):
+        amp = recipe.get("amp", False)
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
             logits = model(toks).logits
         loss, acc = masked_loss(logits.float(), toks, mask)
         opt.zero_grad(set_to_none=True)
