@@ -69,6 +69,8 @@ def test_trainer_runs_a_variant_and_logs_the_mechanism(tmp_path):
     assert spec["vocab_size"] == TASKS["bigram_backcopy"].vocab_size  # replacing the source keeps the vocabulary
     model = load_checkpoint(tmp_path / "toy-bigram-backcopy.safetensors", tmp_path / "toy-bigram-backcopy.json")
     assert model.config.hidden_size == 32
-    res = train("toy-bigram-backcopy", tmp_path, log=lines.append, spec=small, steps=2, batch=2, max_seconds=0.0,
+    two = dict(small, n_layers=2)
+    res = train("toy-bigram-backcopy", tmp_path, log=lines.append, spec=two, steps=2, batch=2, max_seconds=0.0,
                 amp=False, task_args={"seq_len": 24})
     assert any("stopped at step 1" in s for s in lines)  # a time budget stops early and says so
+    assert res["copy_layer"] in (0, 1)  # with several layers the probe names the layer it reads

@@ -55,22 +55,28 @@ def masked_loss(logits: torch.Tensor, toks: torch.Tensor, mask: torch.Tensor):
 
 @torch.no_grad()
 def diagnostics(model, task, toks: torch.Tensor) -> dict:
-    """Training-time view of the mechanism (Bigram-Backcopy only): the head's attention on BOS from non-trigger
-    queries (the sink) and on the previous token from trigger queries (the copy)."""
+    """Training-time view of the mechanism (Bigram-Backcopy only), in the copy layer (the layer whose heads, averaged,
+    attend most to the previous token from trigger queries; named when there are several layers): the attention
+    on BOS from non-trigger queries (the sink) and on the previous token from trigger queries (the copy)."""
     if task.name != "bigram_backcopy":
         return {}
     impl = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:
-        att = model(toks, output_attentions=True).attentions[0].mean(1)  # [batch, query, key], heads averaged
+        atts = model(toks, output_attentions=True).attentions  # per layer [batch, head, query, key]
     finally:
         model.set_attn_implementation(impl)
     trig = task.is_trigger(toks)
     rest = ~trig
     rest[:, :2] = False  # BOS and the first token
-    prev = torch.diagonal(att, offset=-1, dim1=1, dim2=2)  # query i -> key i - 1, for i >= 1
-    return {"bos_attn_nontrigger": round(att[:, :, 0][rest].mean().item(), 4),
-            "prev_attn_trigger": round(prev[trig[:, 1:]].mean().item(), 4)}
+    per_layer = []
+    for att in atts:
+        att = att.mean(1)  # heads averaged -> [batch, query, key]
+        prev = torch.diagonal(att, offset=-1, dim1=1, dim2=2)  # query i -> key i - 1, for i >= 1
+        per_layer.append((prev[trig[:, 1:]].mean().item(), att[:, :, 0][rest].mean().item()))
+    layer = max(range(len(per_layer)), key=lambda l: per_layer[l][0])
+    out = {"bos_attn_nontrigger": round(per_layer[layer][1], 4), "prev_attn_trigger": round(per_layer[layer][0], 4)}
+    return out if len(per_layer) == 1 else {"copy_layer": layer, **out}
 
 
 def _sampler(task, device: str, chunk: int = 32):
