@@ -23,24 +23,30 @@ from interp.toy.registry import CKPT_DIR
 from interp.toy.tasks import TASKS
 
 
-def evidence(m, task, toks) -> tuple[pd.DataFrame, dict]:
+def evidence(m, task, toks) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(active/dormant per head and query domain, per-layer summary)."""
     trig = task.is_trigger(toks)
     other = ~trig
     other[:, :2] = False  # BOS and the first token (whose only other key is BOS)
     table = A.dormant_by_query(m, toks, {"trigger": trig, "other": other})
-    _, cache = m.run_with_cache(toks, names=["blocks.0.hook_resid_post"], pattern=True)
-    p = cache["blocks.0.attn.hook_pattern"][:, 0]
-    prev = torch.diagonal(p, offset=-1, dim1=1, dim2=2)[trig[:, 1:]].mean()
+    n_layers = m.cfg.n_layers
+    _, cache = m.run_with_cache(toks, names=[f"blocks.{l}.hook_resid_post" for l in range(n_layers)], pattern=True)
     pred = m(toks)[:, :-1].argmax(-1)
     copy = trig[:, :-1].clone()
     copy[:, 0] = False
-    resid = cache["blocks.0.hook_resid_post"].norm(dim=-1)  # [batch, pos]
-    extra = {"prev_token_attention_on_triggers": round(float(prev), 3),
-             "copy_accuracy_after_triggers": round(float((pred == toks[:, 1:])[copy].float().mean()), 3),
-             "value_drain_bos": round(float(A.value_drains(m, toks)[0, 0]), 3),
-             "bos_residual_norm_over_median": round(float((resid[:, 0] / resid[:, 1:].median(1).values).mean()), 2),
-             "sink_metric_0.3": A.sink_metric(A.first_token_alpha(m, toks))}
-    return table, extra
+    drains = A.value_drains(m, toks).mean(1)  # [layer], KV heads averaged
+    rows = []
+    for l in range(n_layers):
+        p = cache[f"blocks.{l}.attn.hook_pattern"].mean(1)  # heads averaged -> [batch, query, key]
+        resid = cache[f"blocks.{l}.hook_resid_post"].norm(dim=-1)  # [batch, pos]
+        rows.append({"layer": l,
+                     "prev_token_attention_on_triggers": float(torch.diagonal(p, -1, 1, 2)[trig[:, 1:]].mean()),
+                     "value_drain_bos": float(drains[l]),
+                     "bos_residual_norm_over_median": float((resid[:, 0] / resid[:, 1:].median(1).values).mean())})
+    summary = pd.DataFrame(rows)
+    summary["copy_accuracy_after_triggers"] = float((pred == toks[:, 1:])[copy].float().mean())
+    summary["sink_metric_0.3"] = A.sink_metric(A.first_token_alpha(m, toks))
+    return table, summary
 
 
 def main():
@@ -57,10 +63,9 @@ def main():
     for name, model in {"trained": load_checkpoint(args.weights, args.spec),
                         "untrained (control)": build_toy_model(spec).eval()}.items():
         m = interp.load(model)
-        table, extra = evidence(m, task, toks)
-        print(f"== {name}\n{table.round(3).to_string(index=False)}\n{json.dumps(extra)}")
-        sections += [(f"{name}: per query domain", table.round(3)),
-                     (f"{name}: summary", pd.Series(extra).to_frame("value"))]
+        table, summary = evidence(m, task, toks)
+        print(f"== {name}\n{table.round(3).to_string(index=False)}\n{summary.round(3).to_string(index=False)}")
+        sections += [(f"{name}: per query domain", table.round(3)), (f"{name}: per layer", summary.round(3))]
         if name == "trained":
             _, cache = m.run_with_cache(toks[:1, :48], pattern=True, names=[])
             labels = list(task.decode(toks[0, :48])) if task.source == "prose" else [str(int(t)) for t in toks[0, :48]]
