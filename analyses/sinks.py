@@ -85,7 +85,10 @@ def dormant_by_query(model, tokens: torch.Tensor, query_masks: dict[str, torch.T
     (first-token mass > sink_threshold and relative norm < norm_threshold)."""
     if not isinstance(query_masks, dict) or not query_masks:
         raise ValueError("query_masks must be a non-empty dict of name -> bool [batch, pos] tensor")
-    tokens = torch.as_tensor(tokens)
+    if (not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int32, torch.int64)
+            or tokens.dim() not in (1, 2)):
+        raise TypeError(f"tokens must be an integer tensor of token ids, [pos] or [batch, pos]; got "
+                        f"{type(tokens).__name__} {getattr(tokens, 'dtype', '')} {tuple(getattr(tokens, 'shape', ()))}")
     if tokens.dim() == 1:
         tokens = tokens[None]
     for name, mask in query_masks.items():
@@ -94,6 +97,9 @@ def dormant_by_query(model, tokens: torch.Tensor, query_masks: dict[str, torch.T
                              f"got {getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
         if not mask[:, 1:].any():
             raise ValueError(f"query_masks[{name!r}] selects no query after position 0")
+    masks = {name: mask.cpu().clone() for name, mask in query_masks.items()}
+    for m in masks.values():
+        m[:, 0] = False  # the sink itself
     names = [f"blocks.{l}.attn.hook_result" for l in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(tokens, names=names, stats=["sink_mass"], sink_tokens=1, prepend_bos=False,
                                     to_cpu=True)
@@ -101,11 +107,7 @@ def dormant_by_query(model, tokens: torch.Tensor, query_masks: dict[str, torch.T
     for l in range(model.cfg.n_layers):
         norms = cache[f"blocks.{l}.attn.hook_result"].norm(dim=-1)  # [batch, pos, head]
         first = cache[f"blocks.{l}.attn.hook_query_sink_mass"].transpose(1, 2)  # [batch, pos, head]
-        per = {}
-        for name, mask in query_masks.items():
-            m = mask.clone().cpu()
-            m[:, 0] = False
-            per[name] = (first[m].mean(0), norms[m].mean(0))  # [head] each
+        per = {name: (first[m].mean(0), norms[m].mean(0)) for name, m in masks.items()}  # [head] each
         top = torch.stack([n for _, n in per.values()]).amax(0).clamp_min(1e-12)
         for name, (a, n) in per.items():
             for h in range(model.cfg.n_heads):

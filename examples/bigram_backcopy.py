@@ -8,7 +8,6 @@ Writes out/bigram_backcopy.html (the head's pattern on one sequence + the tables
 """
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from interp import analyses as A
 from interp.plots import attention_pattern, write_report
 from interp.toy.model import build_toy_model, load_checkpoint
 from interp.toy.registry import CKPT_DIR
-from interp.toy.tasks import TASKS
+from interp.toy.tasks import make_task
 
 
 def evidence(m, task, toks) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -30,8 +29,9 @@ def evidence(m, task, toks) -> tuple[pd.DataFrame, pd.DataFrame]:
     other[:, :2] = False  # BOS and the first token (whose only other key is BOS)
     table = A.dormant_by_query(m, toks, {"trigger": trig, "other": other})
     n_layers = m.cfg.n_layers
-    _, cache = m.run_with_cache(toks, names=[f"blocks.{l}.hook_resid_post" for l in range(n_layers)], pattern=True)
-    pred = m(toks)[:, :-1].argmax(-1)
+    logits, cache = m.run_with_cache(toks, names=[f"blocks.{l}.hook_resid_post" for l in range(n_layers)],
+                                     pattern=True)
+    pred = logits[:, :-1].argmax(-1)
     copy = trig[:, :-1].clone()
     copy[:, 0] = False
     drains = A.value_drains(m, toks).mean(1)  # [layer], KV heads averaged
@@ -57,7 +57,7 @@ def main():
     p.add_argument("--out", type=Path, default=Path("out/bigram_backcopy.html"))
     args = p.parse_args()
     spec = json.loads(args.spec.read_text())
-    task = dataclasses.replace(TASKS["bigram_backcopy"], **spec.get("task_args", {}))
+    task = make_task(spec["task"], spec.get("task_args"))
     toks, _ = task.sample(args.sequences, torch.Generator().manual_seed(5))
     sections = []
     for name, model in {"trained": load_checkpoint(args.weights, args.spec),

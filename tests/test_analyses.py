@@ -148,6 +148,8 @@ def test_bigram_backcopy_sink_active_and_dormant():
         A.dormant_by_query(m, toks, {"none": torch.zeros_like(trig)})
     with pytest.raises(ValueError, match="non-empty dict"):
         A.dormant_by_query(m, toks, {})
+    with pytest.raises(TypeError, match="integer tensor of token ids"):
+        A.dormant_by_query(m, "some text", {"trigger": trig})
 
 
 def test_bigram_sink_needs_the_trained_mechanism():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from interp.toy.registry import CKPT_DIR, toy_task
-from interp.toy.tasks import BOS, TASKS, BigramBackcopyTask
+from interp.toy.tasks import BOS, TASKS, BigramBackcopyTask, make_task
 
 
 def test_prose_bigram_chain_and_backcopy():
@@ -44,6 +44,11 @@ def test_bigram_task_options_validate():
     assert ((probs > 0).sum(-1)[1:] <= 2).all()  # sparse: `branching` successors each
     sharp = dataclasses.replace(TASKS["bigram_backcopy"], smoothing=0.0)
     assert (sharp.transitions() == 0).any()
+    assert make_task("bigram_backcopy", {"seq_len": 32}).seq_len == 32
+    with pytest.raises(ValueError, match="unknown option"):
+        make_task("bigram_backcopy", {"seqlen": 32})
+    with pytest.raises(ValueError, match="unknown task"):
+        make_task("copy")
 
 
 def test_toy_task_follows_the_checkpoint_task_args(tmp_path, monkeypatch):

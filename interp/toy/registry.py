@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +35,10 @@ def load_toy(name: str):
 
 
 def toy_task(name: str):
-    from . import tasks
-
-    import dataclasses
-    import json
+    """The task the toy's checkpoint was trained on (its spec's task_args applied)."""
+    from .tasks import make_task
 
     if name not in TOYS:
         raise ValueError(f"unknown toy model {name!r}; available: {', '.join(TOYS)}")
-    task = tasks.TASKS[TOYS[name].task]
     spec = CKPT_DIR / f"{name}.json"
-    args = json.loads(spec.read_text()).get("task_args") if spec.exists() else None
-    return dataclasses.replace(task, **args) if args else task  # the task the checkpoint was trained on
+    return make_task(TOYS[name].task, json.loads(spec.read_text()).get("task_args") if spec.exists() else None)

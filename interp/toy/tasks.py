@@ -6,6 +6,8 @@ Token 0 is BOS in every task.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -128,6 +130,7 @@ class BigramBackcopyTask:
         return toks, mask
 
 
+@functools.lru_cache(maxsize=1)
 def _prose_text() -> str:
     from interp.analyses.probes import DATA
 
@@ -180,3 +183,14 @@ class NeedleTask:
 
 TASKS = {"induction": InductionTask(), "bigram_backcopy": BigramBackcopyTask(source="prose", seq_len=256),
          "needle": NeedleTask()}
+
+
+def make_task(name: str, task_args: dict | None = None):
+    """The registered task `name`, with `task_args` (a checkpoint's or a recipe's overrides) replaced in."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; available: {', '.join(TASKS)}")
+    known = {f.name for f in dataclasses.fields(TASKS[name]) if f.name != "name"}
+    if task_args and set(task_args) - known:
+        raise ValueError(f"unknown option(s) {sorted(set(task_args) - known)} for task {name!r}; "
+                         f"allowed: {sorted(known)}")
+    return dataclasses.replace(TASKS[name], **task_args) if task_args else TASKS[name]

@@ -9,7 +9,6 @@ Each run writes interp/toy/checkpoints/{name}.safetensors, {name}.json (architec
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 
 from .model import build_toy_model
 from .registry import CKPT_DIR, TOYS
-from .tasks import TASKS
+from .tasks import make_task
 
 RECIPES = {
     "toy-induction": dict(
@@ -108,9 +107,7 @@ def train(name: str, out_dir: Path = CKPT_DIR, log=print, device: str = "cpu", *
     from safetensors.torch import save_file
 
     recipe = dict(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
-    task = TASKS[TOYS[name].task]
-    if recipe.get("task_args"):  # experiments: e.g. {"source": "random"}
-        task = dataclasses.replace(task, **recipe["task_args"])
+    task = make_task(TOYS[name].task, recipe.get("task_args"))  # experiments: e.g. {"source": "random"}
     spec = dict(recipe["spec"], name=name, task=task.name, bos=0, task_args=recipe.get("task_args", {}))
     spec.setdefault("vocab_size", task.vocab_size)
     torch.manual_seed(recipe["seed"])
@@ -128,13 +125,14 @@ def train(name: str, out_dir: Path = CKPT_DIR, log=print, device: str = "cpu", *
     gen, eval_gen = generator(recipe["seed"]), generator(10_000)
     probe, _ = sample(64, generator(20_000))
     lines = [f"# {name}: {TOYS[name].description}", f"# recipe: {json.dumps(recipe)} device: {device}"]
+    score_all = recipe.get("loss", "masked") == "all"  # every position predicts its next token (Guo et al.)
+    autocast = dict(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=recipe.get("amp", False))
     t0 = time.time()
     for step in range(1, recipe["steps"] + 1):
         toks, mask = sample(recipe["batch"], gen)
-        if recipe.get("loss", "masked") == "all":  # every position predicts its next token (Guo et al.)
+        if score_all:
             mask = torch.ones_like(mask)
-        amp = recipe.get("amp", False)
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(**autocast):
             logits = model(toks).logits
         loss, acc = masked_loss(logits.float(), toks, mask)
         opt.zero_grad(set_to_none=True)
