@@ -26,10 +26,10 @@ RECIPES = {
         steps=2500, batch=64, lr=2e-3, seed=0),
     # After Guo et al.'s 1-layer setup: one layer, one head, width 256 with an MLP, character bigram chain, 3
     # triggers, sequences of 256, AdamW wd 1e-4 betas (0.9, 0.99), loss on every position. Their constant lr 3e-4
-    # gives only a weak, wandering sink in this Llama-style model (BOS attention 0.1-0.4 from non-trigger queries,
-    # batch 512 for 7.5k steps or batch 128 for 15k); batch 128 with a one-cycle lr peaking at 1e-3 does better, but
-    # the sink's strength depends on the seed: 0.66 / 0.93 / 0.32 for seeds 0 / 1 / 2, and training twice as long
-    # does not settle it (seeds 0 / 2 end at 0.51 / 0.20 after 30k steps). We ship seed 1, the clearest sink;
+    # gives only a weak, wandering sink in this Llama-style model (BOS attention from non-trigger queries 0.22 after
+    # 15.5k steps of batch 128, logged; earlier, unlogged batch-512 runs looked the same); a one-cycle lr peaking at
+    # 1e-3 does better, but the sink's strength depends on the seed: 0.66 / 0.93 / 0.32 for seeds 0 / 1 / 2, and
+    # training twice as long does not settle it (seeds 0 / 2 end at 0.51 / 0.20 after 30k steps). We ship seed 1, the clearest sink;
     # docs/gpu/bigram_sweep.log has the runs. bf16 autocast on the GPU (--device cuda: 7 minutes on an H100 shared
     # by 4 runs); the 2-core CPU would need hours. See examples/gpu_train_bigram.sh.
     "toy-bigram-backcopy": dict(
