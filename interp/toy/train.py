@@ -29,9 +29,9 @@ RECIPES = {
     # gives only a weak, wandering sink in this Llama-style model (BOS attention from non-trigger queries 0.22 after
     # 15.5k steps of batch 128, logged; earlier, unlogged batch-512 runs looked the same); a one-cycle lr peaking at
     # 1e-3 does better, but the sink's strength depends on the seed: 0.66 / 0.93 / 0.32 for seeds 0 / 1 / 2, and
-    # training twice as long does not settle it (seeds 0 / 2 end at 0.51 / 0.20 after 30k steps). We ship seed 1, the clearest sink;
-    # docs/gpu/bigram_sweep.log has the runs. bf16 autocast on the GPU (--device cuda: 7 minutes on an H100 shared
-    # by 4 runs); the 2-core CPU would need hours. See examples/gpu_train_bigram.sh.
+    # training twice as long does not settle it (seeds 0 / 2 end at 0.51 / 0.20 after 30k steps). We ship seed 1,
+    # the clearest sink; docs/gpu/bigram_sweep.log has the runs. bf16 autocast on the GPU (--device cuda: 7 minutes
+    # on an H100 shared by 4 runs); the 2-core CPU would need hours. See examples/gpu_train_bigram.sh.
     "toy-bigram-backcopy": dict(
         spec=dict(d_model=256, d_mlp=1024, n_layers=1, n_heads=1, n_ctx=256, attn_only=False, init_seed=0),
         steps=15000, batch=128, lr=1e-3, wd=1e-4, betas=(0.9, 0.99), schedule="onecycle", loss="all", amp=True,
