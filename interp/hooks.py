@@ -100,6 +100,10 @@ class RunContext:
     stat_options: dict = field(default_factory=dict)  # sink_tokens, local_window, span
     interventions: dict[int, list] = field(default_factory=dict)  # layer -> [Intervention]
     backend: str = "auto"
+    bwd_hooks: dict[str, list[HookFn]] = field(default_factory=dict)  # hook name -> functions of its gradient
+    grad_names: set = field(default_factory=set)  # hook names whose live tensors are kept for grad_of
+    live: dict[str, torch.Tensor] = field(default_factory=dict)  # hook name -> the tensor the forward went on with
+    grad: bool = False  # record a graph from the embeddings on (gradients of activations requested)
 
     def add_hook(self, name: str, fn: HookFn) -> None:
         layer, template = parse_hook_name(name, self.n_layers)
@@ -111,14 +115,30 @@ class RunContext:
         self.hooks.setdefault(name, []).append(fn)
         self.writable[name] = HOOK_POINTS[template][1]
 
+    def add_bwd_hook(self, name: str, fn: HookFn) -> None:
+        layer, template = parse_hook_name(name, self.n_layers)
+        if not callable(fn):
+            raise TypeError(f"backward hook function for {name!r} must be callable, got {type(fn).__name__}")
+        if not differentiable(template):
+            raise ValueError(f"{name!r} has no gradient (statistics and hook_result are side outputs that the "
+                             f"forward pass does not go on with); hook hook_z or the residual stream instead")
+        self.bwd_hooks.setdefault(name, []).append(fn)
+
+    def track(self, name: str) -> None:
+        """Keep the live tensor at `name` (for gradients of a metric with respect to it)."""
+        self.grad_names.add(name)
+
+    def tracked(self, name: str) -> bool:
+        return name in self.bwd_hooks or name in self.grad_names
+
     def active(self, name: str) -> bool:
-        return name in self.hooks
+        return name in self.hooks or name in self.bwd_hooks or name in self.grad_names
 
     def apply(self, name: str, tensor: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """Run the hooks registered at `name`; writable hooks may replace the tensor."""
         fns = self.hooks.get(name)
         if not fns:
-            return tensor
+            return self._after(name, tensor, layer)
         point = HookPoint(name, layer)
         writable = self.writable[name]
         for fn in fns:
@@ -132,4 +152,28 @@ class RunContext:
                         f"it must return None or a tensor of shape {tuple(tensor.shape)}"
                     )
                 tensor = out
+        return self._after(name, tensor, layer)
+
+    def _after(self, name: str, tensor: torch.Tensor, layer: int | None) -> torch.Tensor:
+        if name in self.grad_names:
+            self.live[name] = tensor
+        if name in self.bwd_hooks and tensor.requires_grad:
+            point = HookPoint(name, layer)
+            for fn in self.bwd_hooks[name]:
+                tensor.register_hook(lambda g, fn=fn: _checked_grad(fn(g, point), g, name))
         return tensor
+
+
+def differentiable(template: str) -> bool:
+    """Whether a hook point lies on the forward path (so a metric has a gradient with respect to it)."""
+    last = template.split(".")[-1]
+    return last not in STAT_HOOKS and last != "hook_result"
+
+
+def _checked_grad(out, grad: torch.Tensor, name: str):
+    if out is None:
+        return None
+    if not isinstance(out, torch.Tensor) or out.shape != grad.shape:
+        raise ValueError(f"backward hook at {name!r} returned {getattr(out, 'shape', type(out).__name__)}; it must "
+                         f"return None or a gradient of shape {tuple(grad.shape)}")
+    return out

@@ -8,6 +8,7 @@
   (softmax renormalises; runs in the Triton kernels too).
 
 Keys are given as positions (`[2, 5]`, applied to every batch row) or a boolean mask `[batch, k_len]`.
+Each class is an `interp.stages.Intervention`: it names the stage it acts at and implements that stage's method.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+
+from .stages import AttnCall, Intervention
 
 
 def _as_heads(heads, n_heads: int, what: str) -> list[int]:
@@ -61,7 +64,7 @@ def key_selector(keys, batch: int, k_len: int, device) -> torch.Tensor:
 
 
 @dataclass
-class HeadAblation:
+class HeadAblation(Intervention):
     layer: int
     heads: Sequence[int] | int | None = None
     mode: str = "zero"  # "zero" | "mean"
@@ -72,6 +75,11 @@ class HeadAblation:
         self._heads = _as_heads(self.heads, n_heads, "HeadAblation")
         if self.mode not in ("zero", "mean"):
             raise ValueError(f"HeadAblation.mode must be 'zero' or 'mean', got {self.mode!r}")
+
+    stages = ("z",)
+
+    def z(self, z: torch.Tensor, call: AttnCall) -> torch.Tensor:
+        return self.apply_z(z, call.valid)
 
     def apply_z(self, z: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         """z: [batch, pos, head, d_head] -> ablated copy."""
@@ -92,16 +100,19 @@ class HeadAblation:
 
 
 @dataclass
-class KeyMask:
+class KeyMask(Intervention):
     layer: int
     keys: object
     heads: Sequence[int] | int | None = None
+
+    stages = ("key_bias",)
 
     def validate(self, n_layers: int, n_heads: int) -> None:
         _check_layer(self.layer, n_layers, "KeyMask")
         self._heads = _as_heads(self.heads, n_heads, "KeyMask")
 
-    def key_bias(self, batch: int, n_heads: int, k_len: int, device) -> torch.Tensor:
+    def key_bias(self, call: AttnCall) -> torch.Tensor:
+        batch, n_heads, k_len, device = call.batch, call.heads, call.k_len, call.device
         sel = key_selector(self.keys, batch, k_len, device)  # [b, k]
         bias = torch.zeros(batch, n_heads, k_len, device=device)
         heads = torch.zeros(n_heads, dtype=torch.bool, device=device)
@@ -110,7 +121,7 @@ class KeyMask:
 
 
 @dataclass
-class ScaleAttention:
+class ScaleAttention(Intervention):
     layer: int
     keys: object
     factor: float
@@ -132,10 +143,14 @@ class ScaleAttention:
                              f"(got {self.factor}); use redistribute='renormalize' to boost a token")
 
     @property
-    def needs_probs(self) -> bool:
-        return self.redistribute == "proportional"
+    def stages(self) -> tuple[str, ...]:
+        return ("probs",) if self.redistribute == "proportional" else ("key_bias",)
 
-    def key_bias(self, batch: int, n_heads: int, k_len: int, device) -> torch.Tensor:
+    def probs(self, p: torch.Tensor, q_start: int, call: AttnCall) -> torch.Tensor:
+        return self.transform(p, key_selector(self.keys, call.batch, call.k_len, call.device))
+
+    def key_bias(self, call: AttnCall) -> torch.Tensor:
+        batch, n_heads, k_len, device = call.batch, call.heads, call.k_len, call.device
         sel = key_selector(self.keys, batch, k_len, device)
         heads = torch.zeros(n_heads, dtype=torch.bool, device=device)
         heads[self._heads] = True
@@ -159,7 +174,7 @@ class ScaleAttention:
 
 
 @dataclass
-class StreamingAttention:
+class StreamingAttention(Intervention):
     """Chosen heads see only the first `sink_tokens` keys and the last `window` keys (StreamingLLM / DuoAttention
     streaming heads): what a KV cache that keeps only sinks + a recent window gives them."""
 
@@ -169,7 +184,7 @@ class StreamingAttention:
     window: int = 64
     _heads: list = field(default_factory=list, repr=False)
 
-    needs_probs = True
+    stages = ("probs",)
 
     def validate(self, n_layers: int, n_heads: int) -> None:
         _check_layer(self.layer, n_layers, "StreamingAttention")
@@ -178,6 +193,9 @@ class StreamingAttention:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "sink_tokens" else 1):
                 raise ValueError(f"StreamingAttention.{name} must be an int >= {0 if name == 'sink_tokens' else 1}")
+
+    def probs(self, p: torch.Tensor, q_start: int, call: AttnCall) -> torch.Tensor:
+        return self.transform(p, q_start + call.q_offset)
 
     def transform(self, p: torch.Tensor, q_pos0: int) -> torch.Tensor:
         """p: [batch, heads, q, k] for queries at absolute positions q_pos0, q_pos0 + 1, ..."""
@@ -193,7 +211,7 @@ class StreamingAttention:
 
 
 @dataclass
-class GatedStreaming:
+class GatedStreaming(Intervention):
     """DuoAttention's mix: each KV head's output is alpha * full attention + (1 - alpha) * streaming attention
     (sinks + recent window), alpha = sigmoid(gate_logits[kv_head]). Differentiable in the gate (for training)."""
 
@@ -201,6 +219,8 @@ class GatedStreaming:
     gate_logits: torch.Tensor  # [kv_heads]
     sink_tokens: int = 4
     window: int = 64
+
+    stages = ("out",)
 
     def validate(self, n_layers: int, n_heads: int) -> None:
         _check_layer(self.layer, n_layers, "GatedStreaming")
@@ -214,3 +234,12 @@ class GatedStreaming:
     def alpha_per_head(self, n_heads: int) -> torch.Tensor:
         a = torch.sigmoid(self.gate_logits)
         return a.repeat_interleave(n_heads // a.numel())  # [heads]
+
+    def requires_grad(self) -> bool:
+        return self.gate_logits.requires_grad
+
+    def out(self, out: torch.Tensor, call: AttnCall) -> torch.Tensor:
+        """DuoAttention: mix the full output with a streaming re-run of the same attention, per KV head."""
+        stream = call.attend(prob_hook=lambda p, qs: self._stream.transform(p, qs + call.q_offset))
+        a = self.alpha_per_head(call.heads).to(out.device)[None, :, None, None]
+        return (a * out.float() + (1 - a) * stream.float()).to(out.dtype)

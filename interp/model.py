@@ -8,6 +8,10 @@ ordinary PyTorch module hooks on the blocks.
     logits, cache = model.run_with_cache("The cat sat", stats=["key_mean", "entropy"])
     cache["blocks.0.attn.hook_key_mean"]          # [batch, head, key_pos]
     logits = model.run_with_hooks("...", interventions=[HeadAblation(layer=5, heads=[2])])
+    logits, cache, grads = model.run_with_cache("...", names=["blocks.3.attn.hook_z"], grad_of=metric)
+
+The wrapped model's weights are frozen (`requires_grad=False`): gradients are taken with respect to activations,
+head masks and other interventions. To train the weights, set `model.model.requires_grad_(True)` yourself.
 """
 
 from __future__ import annotations
@@ -20,13 +24,32 @@ import torch
 from . import attention as _attention
 from .cache import ActivationCache
 from .config import ATTN_NAMES, MLP_NAMES, ModelConfig, find_blocks, find_child, head_output_weight
-from .hooks import HOOK_OF_STAT, RunContext, all_hook_names, parse_hook_name
-from .interventions import (GatedStreaming, HeadAblation, KeyMask, ScaleAttention, StreamingAttention,
-                            key_selector)
+from .hooks import HOOK_OF_STAT, RunContext, all_hook_names, differentiable, parse_hook_name
+from .stages import RESID_STAGES, AttnCall, Intervention, check_stages
 from .kernels import attention_with_stats, normalize_stats
 from .tokens import Tokens, to_tokens
 
 PATTERN_BYTES_LIMIT = 4 * 2**30
+
+
+def check_pattern_size(batch: int, heads: int, q_len: int, k_len: int, layer) -> None:
+    need = batch * heads * q_len * k_len * 4
+    if need > PATTERN_BYTES_LIMIT:
+        raise ValueError(
+            f"hook_pattern at layer {layer} would take {need / 2**30:.1f} GiB ([{batch}, {heads}, {q_len}, {k_len}] "
+            "float32); capture statistics instead (stats=...), which need O(n) memory"
+        )
+
+
+def _at(interventions, stage: str) -> list:
+    return [iv for iv in interventions if stage in iv.stages]
+
+
+def _hook_order(name: str):
+    """Forward order of hook names: embed, then layer by layer, then the final norm."""
+    if name.startswith("blocks."):
+        return (1, int(name.split(".")[1]), name)
+    return (0 if name == "hook_embed" else 2, 0, name)
 
 
 class HookedModel:
@@ -34,7 +57,7 @@ class HookedModel:
         if not isinstance(hf_model, torch.nn.Module) or not hasattr(hf_model, "config"):
             raise TypeError(f"HookedModel wraps a Hugging Face PreTrainedModel, got {type(hf_model).__name__}")
         _attention.register()
-        self.model = hf_model.eval()
+        self.model = hf_model.eval().requires_grad_(False)  # interp takes gradients of activations, never weights
         self.tokenizer = tokenizer
         self.name = name or getattr(hf_model.config, "name_or_path", None) or type(hf_model).__name__
         self.cfg = ModelConfig.from_hf(hf_model.config)
@@ -82,40 +105,53 @@ class HookedModel:
 
     # ------------------------------------------------------------------ module hooks (residual stream)
     def _install_module_hooks(self) -> None:
-        def out_hook(name_fn):
+        def out_hook(name_fn, stage=None):
             def hook(module, args, output):
                 ctx = self._ctx
                 if ctx is None:
                     return None
                 name = name_fn(module)
-                if not ctx.active(name):
+                layer = getattr(module, "_interp_layer", None)
+                ivs = _at(ctx.interventions.get(layer, ()), stage) if stage else ()
+                grad_leaf = name == "hook_embed" and ctx.grad
+                if not (ctx.active(name) or ivs or grad_leaf):
                     return None
-                if isinstance(output, tuple):
-                    return (ctx.apply(name, output[0], getattr(module, "_interp_layer", None)),) + output[1:]
-                return ctx.apply(name, output, getattr(module, "_interp_layer", None))
+                x = output[0] if isinstance(output, tuple) else output
+                if grad_leaf and not x.requires_grad:  # gradients of activations: the graph starts here
+                    x = x.detach().requires_grad_(True)
+                for iv in ivs:
+                    x = iv.resid(stage, x, layer, self._valid)
+                x = ctx.apply(name, x, layer)
+                return (x,) + tuple(output[1:]) if isinstance(output, tuple) else x
             return hook
 
         def pre_hook(module, args, kwargs):
             ctx = self._ctx
             if ctx is None:
                 return None
-            name = f"blocks.{module._interp_layer}.hook_resid_pre"
-            if not ctx.active(name):
+            layer = module._interp_layer
+            name = f"blocks.{layer}.hook_resid_pre"
+            ivs = _at(ctx.interventions.get(layer, ()), "resid_pre")
+            if not (ctx.active(name) or ivs):
                 return None
+            x = args[0] if args else kwargs["hidden_states"]
+            for iv in ivs:
+                x = iv.resid("resid_pre", x, layer, self._valid)
+            x = ctx.apply(name, x, layer)
             if args:
-                return (ctx.apply(name, args[0], module._interp_layer),) + tuple(args[1:]), kwargs
+                return (x,) + tuple(args[1:]), kwargs
             kwargs = dict(kwargs)
-            kwargs["hidden_states"] = ctx.apply(name, kwargs["hidden_states"], module._interp_layer)
+            kwargs["hidden_states"] = x
             return args, kwargs
 
         for layer, block in enumerate(self.blocks):
             block.register_forward_pre_hook(pre_hook, with_kwargs=True)
-            block.register_forward_hook(out_hook(lambda m: f"blocks.{m._interp_layer}.hook_resid_post"))
+            block.register_forward_hook(out_hook(lambda m: f"blocks.{m._interp_layer}.hook_resid_post", "resid_post"))
             self.attn_modules[layer].register_forward_hook(
-                out_hook(lambda m: f"blocks.{m._interp_layer}.hook_attn_out"))
+                out_hook(lambda m: f"blocks.{m._interp_layer}.hook_attn_out", "attn_out"))
             mlp = find_child(block, MLP_NAMES)
             if mlp is not None:
-                mlp.register_forward_hook(out_hook(lambda m: f"blocks.{m._interp_layer}.hook_mlp_out"))
+                mlp.register_forward_hook(out_hook(lambda m: f"blocks.{m._interp_layer}.hook_mlp_out", "mlp_out"))
         emb = self.model.get_input_embeddings()
         emb.register_forward_hook(out_hook(lambda m: "hook_embed"))
         norm = find_child(self.model, ("model.norm", "model.final_layernorm", "transformer.ln_f", "norm"))
@@ -124,7 +160,8 @@ class HookedModel:
 
     # ------------------------------------------------------------------ the attention call
     def attention_call(self, layer, module, query, key, value, mask, scaling, causal, sliding_window):
-        """Called by interp_attention for every layer while a run context is active."""
+        """Called by interp_attention for every layer while a run context is active: hooks, then the intervention
+        stages in order (qkv, key_bias, probs, out, z; see `interp.stages`), statistics published as hooks."""
         ctx = self._ctx
         pre = f"blocks.{layer}.attn."
         if ctx.active(pre + "hook_q"):
@@ -133,70 +170,63 @@ class HookedModel:
             key = ctx.apply(pre + "hook_k", key.transpose(1, 2), layer).transpose(1, 2)
         if ctx.active(pre + "hook_v"):
             value = ctx.apply(pre + "hook_v", value.transpose(1, 2), layer).transpose(1, 2)
-        b, h, lq, _ = query.shape
-        lk = key.shape[2]
-        dev = query.device
         ivs = ctx.interventions.get(layer, [])
+        opts = ctx.stat_options
         bias = None
-        prob_ivs = []
-        for iv in ivs:
-            if isinstance(iv, KeyMask) or (isinstance(iv, ScaleAttention) and not iv.needs_probs):
-                ib = iv.key_bias(b, h, lk, dev)
+
+        def attend(prob_hook=None, stats=()):
+            return attention_with_stats(
+                call.query, call.key, call.value, causal=causal, scale=scaling, sliding_window=sliding_window,
+                attention_mask=mask, key_bias=bias, stats=stats, sink_tokens=opts.get("sink_tokens", 4),
+                local_window=opts.get("local_window", 64), span=opts.get("span"), backend=ctx.backend,
+                prob_hook=prob_hook)
+
+        call = AttnCall(layer, query, key, value, self._valid, attend=lambda prob_hook=None: attend(prob_hook)[0])
+        for iv in _at(ivs, "qkv"):
+            call.query, call.key, call.value = iv.qkv(call.query, call.key, call.value, call)
+        for iv in _at(ivs, "key_bias"):
+            ib = iv.key_bias(call)
+            if ib is not None:
                 bias = ib if bias is None else bias + ib
-            elif isinstance(iv, ScaleAttention):
-                sel = key_selector(iv.keys, b, lk, dev)
-                prob_ivs.append(lambda p, qs, iv=iv, sel=sel: iv.transform(p, sel))
-            elif isinstance(iv, StreamingAttention):
-                prob_ivs.append(lambda p, qs, iv=iv: iv.transform(p, qs + lk - lq))
+        b, h, lq, lk = call.batch, call.heads, call.q_len, call.k_len
+        prob_ivs = _at(ivs, "probs")
         want_pattern = ctx.active(pre + "hook_pattern")
         pattern = None
         prob_hook = None  # set below when the probabilities themselves are needed
         if want_pattern or prob_ivs:
             if want_pattern:
-                need = b * h * lq * lk * 4
-                if need > PATTERN_BYTES_LIMIT:
-                    raise ValueError(
-                        f"hook_pattern at layer {layer} would take {need / 2**30:.1f} GiB ([{b}, {h}, {lq}, {lk}] "
-                        "float32); capture statistics instead (stats=...), which need O(n) memory"
-                    )
-                pattern = torch.empty(b, h, lq, lk, device=dev, dtype=torch.float32)
+                check_pattern_size(b, h, lq, lk, layer)
+                pattern = torch.empty(b, h, lq, lk, device=call.device, dtype=torch.float32)
 
             def capture_and_edit(p, qs):
-                for fn in prob_ivs:
-                    p = fn(p, qs)
+                for iv in prob_ivs:
+                    p = iv.probs(p, qs, call)
                 if pattern is not None:
                     pattern[:, :, qs:qs + p.shape[2]] = p
                 return p
 
             prob_hook = capture_and_edit
 
-        opts = ctx.stat_options
-        out, st = attention_with_stats(
-            query, key, value, causal=causal, scale=scaling, sliding_window=sliding_window, attention_mask=mask,
-            key_bias=bias, stats=ctx.stats.get(layer, ()), sink_tokens=opts.get("sink_tokens", 4),
-            local_window=opts.get("local_window", 64), span=opts.get("span"), backend=ctx.backend,
-            prob_hook=prob_hook,
-        )
+        out, st = attend(prob_hook, ctx.stats.get(layer, ()))
         if pattern is not None:
             edited = ctx.apply(pre + "hook_pattern", pattern, layer)
-            if edited is not pattern:  # a hook replaced the pattern: recompute the output from it
-                g = h // key.shape[1]
-                out = torch.matmul(edited.reshape(b, key.shape[1], g, lq, lk),
-                                   value.float().unsqueeze(2)).reshape(b, h, lq, -1).to(query.dtype)
+            if edited is not pattern or ctx.tracked(pre + "hook_pattern"):
+                # a hook replaced the pattern, or its gradient is wanted: the output is computed from it
+                g = h // call.key.shape[1]
+                out = torch.matmul(edited.reshape(b, call.key.shape[1], g, lq, lk),
+                                   call.value.float().unsqueeze(2)).reshape(b, h, lq, -1).to(call.query.dtype)
+        if torch.is_grad_enabled() and not out.requires_grad and (
+                call.query.requires_grad or call.key.requires_grad or call.value.requires_grad
+                or (bias is not None and bias.requires_grad)):
+            raise ValueError(f"layer {layer}: gradients were requested but the {ctx.backend!r} attention backend "
+                             "returned an output without them; use backend='reference' for this run")
         for sname, t in st.items():
             ctx.apply(pre + HOOK_OF_STAT[sname], t, layer)
-        for iv in ivs:
-            if isinstance(iv, GatedStreaming):  # DuoAttention: mix full and streaming outputs per KV head
-                stream, _ = attention_with_stats(
-                    query, key, value, causal=causal, scale=scaling, sliding_window=sliding_window,
-                    attention_mask=mask, key_bias=bias, stats=(), backend=ctx.backend,
-                    prob_hook=lambda p, qs, iv=iv: iv._stream.transform(p, qs + lk - lq))
-                a = iv.alpha_per_head(h).to(out.device)[None, :, None, None]
-                out = (a * out.float() + (1 - a) * stream.float()).to(out.dtype)
+        for iv in _at(ivs, "out"):
+            out = iv.out(out, call)
         z = out.transpose(1, 2)  # [batch, query_pos, head, d_head]
-        for iv in ivs:
-            if isinstance(iv, HeadAblation):
-                z = iv.apply_z(z, self._valid)
+        for iv in _at(ivs, "z"):
+            z = iv.z(z, call)
         z = ctx.apply(pre + "hook_z", z, layer)
         if ctx.active(pre + "hook_result"):
             w_o = head_output_weight(module, h, z.shape[-1])  # [head, d_head, d_model]
@@ -215,27 +245,37 @@ class HookedModel:
         return out.logits if hasattr(out, "logits") else out.last_hidden_state
 
     def _check_interventions(self, interventions) -> dict[int, list]:
+        if isinstance(interventions, Intervention):
+            interventions = [interventions]
         by_layer: dict[int, list] = {}
         for iv in interventions or ():
-            if not isinstance(iv, (HeadAblation, KeyMask, ScaleAttention, StreamingAttention, GatedStreaming)):
-                raise TypeError(f"unknown intervention {iv!r}; use HeadAblation, KeyMask, ScaleAttention or "
-                                "StreamingAttention")
+            if not isinstance(iv, Intervention):
+                raise TypeError(f"unknown intervention {iv!r}; interventions are interp.stages.Intervention "
+                                "subclasses (HeadAblation, HeadMask, KeyMask, ScaleAttention, StreamingAttention, "
+                                "GatedStreaming, ...)")
+            check_stages(iv)
             iv.validate(self.cfg.n_layers, self.cfg.n_heads)
-            by_layer.setdefault(iv.layer, []).append(iv)
+            for layer in iv.layers(self.cfg.n_layers):
+                by_layer.setdefault(layer, []).append(iv)
         return by_layer
 
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple[str, Callable]] = (), interventions: Iterable = (),
               stats=None, layers=None, sink_tokens: int = 4, local_window: int = 64, span=None,
-              backend: str | None = None):
-        """Activate hooks, statistics and interventions for every forward pass inside the block (also generate)."""
+              backend: str | None = None, bwd_hooks: Sequence[tuple[str, Callable]] = ()):
+        """Activate hooks, statistics and interventions for every forward pass inside the block (also generate).
+
+        `bwd_hooks=[(name, fn)]` run on the gradient at that hook point when a loss computed from the run is
+        backpropagated (`fn(grad, hook)`, may return a replacement gradient)."""
         if self._ctx is not None:
             raise RuntimeError("hooks are already active on this model; nested hook contexts are not supported")
         ctx = RunContext(n_layers=self.cfg.n_layers, backend=backend or self.backend)
-        for item in fwd_hooks:
-            if not (isinstance(item, tuple) and len(item) == 2):
-                raise TypeError(f"fwd_hooks takes (name, fn) pairs, got {item!r}")
-            ctx.add_hook(*item)
+        for kind, items, add in (("fwd_hooks", fwd_hooks, ctx.add_hook), ("bwd_hooks", bwd_hooks, ctx.add_bwd_hook)):
+            for item in items:
+                if not (isinstance(item, tuple) and len(item) == 2):
+                    raise TypeError(f"{kind} takes (name, fn) pairs, got {item!r}")
+                add(*item)
+        ctx.grad = bool(ctx.bwd_hooks)
         names = normalize_stats(stats)
         for layer in self._layers(layers):
             if names:
@@ -265,19 +305,35 @@ class HookedModel:
         """Logits `[batch, pos, d_vocab]` (no hooks)."""
         return self._forward(self.to_tokens(inputs, prepend_bos))
 
-    def run_with_hooks(self, inputs, fwd_hooks=(), interventions=(), prepend_bos=None, **stat_options):
-        with self.hooks(fwd_hooks=fwd_hooks, interventions=interventions, **stat_options):
-            return self._forward(self.to_tokens(inputs, prepend_bos))
+    def run_with_hooks(self, inputs, fwd_hooks=(), interventions=(), prepend_bos=None, bwd_hooks=(),
+                       grad: bool | None = None, **stat_options):
+        """Logits with hooks and interventions active.
+
+        The run records a graph (so `loss.backward()` works on the logits) when `grad=True`, or by default when
+        backward hooks are given or an intervention holds a tensor that requires grad (e.g. `HeadMask(xi)` with
+        `xi.requires_grad_()`); otherwise it runs without grad. Model weights are frozen: gradients flow to
+        activations, masks and hooks, never into `.grad` of the weights."""
+        with self.hooks(fwd_hooks=fwd_hooks, interventions=interventions, bwd_hooks=bwd_hooks,
+                        **stat_options) as ctx:
+            if grad is None:
+                grad = ctx.grad or any(iv.requires_grad() for ivs in ctx.interventions.values() for iv in ivs)
+            ctx.grad = ctx.grad or bool(grad)
+            return self._forward(self.to_tokens(inputs, prepend_bos), grad=bool(grad))
 
     def run_with_cache(self, inputs, names: Iterable[str] | None = None, names_filter: Callable | None = None,
                        stats=None, layers=None, pattern: bool = False, interventions=(), prepend_bos=None,
                        sink_tokens: int = 4, local_window: int = 64, span=None, backend: str | None = None,
-                       to_cpu: bool = False):
-        """Logits and an ActivationCache.
+                       to_cpu: bool = False, grad_of: Callable | None = None):
+        """Logits and an ActivationCache (and, with `grad_of`, a second cache of gradients).
 
         names / names_filter choose hook points (TransformerLens style); `stats=["key_mean", ...]` captures
         statistics (any length, O(n) memory) at `layers`; `pattern=True` captures full patterns (short inputs).
         With nothing chosen, every statistic of every layer is captured.
+
+        `grad_of=metric` (a function of the logits returning a scalar tensor, e.g. a task's logit difference) runs
+        the forward with grad and returns `(logits, cache, grads)`: `grads[name]` is d metric / d activation at
+        every chosen hook point on the forward path (statistics and hook_result have none), and
+        `grads.metric` the metric's value. One forward and one backward.
         """
         toks = self.to_tokens(inputs, prepend_bos)
         chosen = set()
@@ -292,11 +348,22 @@ class HookedModel:
         layer_list = self._layers(layers)
         if pattern:
             chosen.update(f"blocks.{l}.attn.hook_pattern" for l in layer_list)
+        if grad_of is not None:
+            if not callable(grad_of):
+                raise TypeError(f"grad_of must be a function of the logits returning a scalar, got "
+                                f"{type(grad_of).__name__}")
+            if not chosen:
+                raise ValueError("grad_of needs the hook points whose gradients you want: names=[...] or "
+                                 "names_filter=...")
         stat_names = normalize_stats(stats)
         if not chosen and stats is None and not pattern:
             stat_names = normalize_stats("all")
         for l in layer_list:
             chosen.update(f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for s in stat_names if s != "span_mass" or span)
+        n_patterns = sum(n.endswith("hook_pattern") for n in chosen)
+        if n_patterns:
+            b, n = toks.input_ids.shape
+            check_pattern_size(b, self.cfg.n_heads * n_patterns, n, n, f"{n_patterns} layers (all together)")
         cache = ActivationCache(n_layers=self.cfg.n_layers)
 
         def save(t, hook):
@@ -305,10 +372,42 @@ class HookedModel:
 
         hooks = [(n, save) for n in sorted(chosen)]
         with self.hooks(fwd_hooks=hooks, interventions=interventions, sink_tokens=sink_tokens,
-                        local_window=local_window, span=span, backend=backend):
-            logits = self._forward(toks)
+                        local_window=local_window, span=span, backend=backend) as ctx:
+            if grad_of is not None:
+                ctx.grad = True
+                for n in chosen:
+                    if differentiable(parse_hook_name(n, self.cfg.n_layers)[1]):
+                        ctx.track(n)
+            logits = self._forward(toks, grad=grad_of is not None)
+            live = dict(ctx.live)
         cache.tokens = toks
-        return logits, cache
+        if grad_of is None:
+            return logits, cache
+        grads = self._grads_of(grad_of, logits, live, to_cpu)
+        return logits.detach(), cache, grads
+
+    def _grads_of(self, metric_fn, logits, live: dict, to_cpu: bool) -> ActivationCache:
+        with torch.enable_grad():
+            value = metric_fn(logits)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise ValueError(f"grad_of must return a scalar tensor (e.g. a mean over the batch), got "
+                             f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+        if not value.requires_grad:
+            raise ValueError("the grad_of metric does not depend on the logits it was given (no gradient)")
+        names = sorted(live, key=_hook_order)
+        got = torch.autograd.grad(value.reshape(()), [live[n] for n in names], allow_unused=True)
+        grads = ActivationCache(n_layers=self.cfg.n_layers)
+        bad = []
+        for n, g in zip(names, got):
+            g = torch.zeros_like(live[n]) if g is None else g.detach()
+            if not bool(torch.isfinite(g).all()):
+                bad.append(n)
+            grads[n] = g.cpu() if to_cpu else g
+        if bad:
+            raise ValueError(f"the gradient of the metric is NaN/Inf at {bad[-1]!r} (the first point the backward "
+                             f"pass reached), and at {len(bad) - 1} more hook point(s) upstream")
+        grads.metric = float(value.detach())
+        return grads
 
     def generate(self, inputs, max_new_tokens: int = 20, **kwargs):
         """Greedy generation (left-padded batch); hooks from an enclosing `model.hooks(...)` stay active."""

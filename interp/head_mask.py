@@ -1,0 +1,103 @@
+"""`HeadMask`: a differentiable gate on every head's output, the mechanism behind head importance and patching.
+
+    z'_h = xi_h * z_h + (1 - xi_h) * baseline_h          (z = hook_z, [batch, pos, head, d_head])
+
+- xi = 1 everywhere leaves the model unchanged; xi requires grad -> dL/dxi_h at xi = 1 is the mask-gradient
+  importance of Michel et al. (2019).
+- xi of shape [batch, n_layers, n_heads] gives every batch row its own mask: an ablation sweep over many heads runs
+  as one batched forward (row i ablates head i) instead of one forward per head.
+- baseline "zero" (default) ablates to zero, "mean" to the head's mean output over the real tokens of the batch,
+  and a dict {layer: tensor} patches in given activations (e.g. hook_z of a corrupted run: activation patching,
+  resample ablation). A baseline tensor broadcasts to [batch, pos, head, d_head].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .stages import AttnCall, Intervention
+
+BASELINES = ("zero", "mean")
+
+
+@dataclass
+class HeadMask(Intervention):
+    mask: torch.Tensor  # [n_layers, n_heads] or [batch, n_layers, n_heads]
+    baseline: str | dict = "zero"
+    only_layers: Sequence[int] | None = None  # act on these layers only (default: all)
+    _layers: list = field(default_factory=list, repr=False)
+
+    stages = ("z",)
+
+    def validate(self, n_layers: int, n_heads: int) -> None:
+        m = self.mask
+        if not isinstance(m, torch.Tensor):
+            raise TypeError(f"HeadMask.mask must be a tensor [n_layers, n_heads] or [batch, n_layers, n_heads], "
+                            f"got {type(m).__name__}")
+        if not m.dtype.is_floating_point:
+            raise TypeError(f"HeadMask.mask must be a floating-point tensor, got {m.dtype}")
+        if m.dim() not in (2, 3) or tuple(m.shape[-2:]) != (n_layers, n_heads):
+            raise ValueError(f"HeadMask.mask must be [{n_layers}, {n_heads}] or [batch, {n_layers}, {n_heads}] "
+                             f"(layers x heads of this model), got {tuple(m.shape)}")
+        if not bool(torch.isfinite(m.detach()).all()):
+            raise ValueError("HeadMask.mask has NaN or Inf entries")
+        if isinstance(self.baseline, str):
+            if self.baseline not in BASELINES:
+                raise ValueError(f"HeadMask.baseline must be one of {BASELINES} or a dict {{layer: tensor}}, "
+                                 f"got {self.baseline!r}")
+        elif isinstance(self.baseline, dict):
+            for layer, t in self.baseline.items():
+                if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+                    raise ValueError(f"HeadMask.baseline keys must be layers 0..{n_layers - 1}, got {layer!r}")
+                if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[2] != n_heads:
+                    raise ValueError(f"HeadMask.baseline[{layer}] must be a tensor [batch, pos, {n_heads}, d_head] "
+                                     f"(hook_z's shape; batch and pos may be 1), got "
+                                     f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+        else:
+            raise TypeError(f"HeadMask.baseline must be 'zero', 'mean' or a dict {{layer: tensor}}, "
+                            f"got {type(self.baseline).__name__}")
+        layers = range(n_layers) if self.only_layers is None else self.only_layers
+        self._layers = []
+        for l in layers:
+            if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < n_layers:
+                raise ValueError(f"HeadMask.only_layers: layer {l!r} out of range 0..{n_layers - 1}")
+            self._layers.append(l)
+
+    def layers(self, n_layers: int) -> list[int]:
+        return list(self._layers)
+
+    def requires_grad(self) -> bool:
+        return self.mask.requires_grad
+
+    def z(self, z: torch.Tensor, call: AttnCall) -> torch.Tensor:
+        """z: [batch, pos, head, d_head] -> masked z."""
+        b = z.shape[0]
+        xi = self.mask[..., call.layer, :]  # [head] or [mask_batch, head]
+        if xi.dim() == 2 and xi.shape[0] != b:
+            raise ValueError(f"HeadMask.mask has batch {xi.shape[0]} but the run has batch {b}")
+        xi = (xi[:, None, :, None] if xi.dim() == 2 else xi[None, None, :, None]).to(z.dtype)
+        base = self._baseline(z, call)
+        if base is None:
+            return z * xi
+        return z * xi + (1 - xi) * base
+
+    def _baseline(self, z: torch.Tensor, call: AttnCall) -> torch.Tensor | None:
+        if isinstance(self.baseline, dict):
+            t = self.baseline.get(call.layer)
+            if t is None:
+                return None  # no baseline given for this layer: zero
+            try:
+                return torch.broadcast_to(t.to(device=z.device, dtype=z.dtype), z.shape)
+            except RuntimeError:
+                raise ValueError(f"HeadMask.baseline[{call.layer}] has shape {tuple(t.shape)}, which does not "
+                                 f"broadcast to this run's hook_z {tuple(z.shape)}") from None
+        if self.baseline == "mean":
+            zd = z.detach()
+            if call.valid is not None:
+                w = call.valid[:, -z.shape[1]:, None, None].to(z.dtype)  # [batch, pos, 1, 1]
+                return (zd * w).sum((0, 1), keepdim=True) / w.sum((0, 1), keepdim=True).clamp_min(1)
+            return zd.mean((0, 1), keepdim=True)
+        return None
