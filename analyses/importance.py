@@ -1,0 +1,244 @@
+"""Head importance on a task, every method in one tidy table (`model, layer, head, method, score`).
+
+Sign convention: a positive score means the head helps the task (removing it makes the metric worse).
+
+- `ablation_zero` / `ablation_mean` / `ablation_resample`: metric change when one head's output (hook_z) is
+  replaced by zero, by its mean over the batch's real tokens, or by its output on another input (the task's
+  corrupted prompt, else the next example of the batch). The heads of a sweep run in the batch dimension: one
+  batched forward ablates many heads at once (`HeadMask` with a per-row mask), not one forward per head.
+- `mask_gradient` (Michel et al. 2019): I_h = E_x |dL/dxi_h| at xi = 1, with L the task loss (the metric, negated
+  when higher is better), normalised per layer to unit l2 norm. Per-example gradients come from one backward pass
+  with a per-row mask.
+- `dla`: direct logit attribution (`interp.readout`): each head's direct effect on the answer logit (minus the
+  wrong answer's where the task has one) at the read position, or on the next token's logit at every loss
+  position for language-modelling tasks; averaged over the batch.
+- `attention_influence` (Hua et al. 2025): the relative loss change (L_masked - L) / L when the head is masked
+  (zero output), averaged over examples; `attention_influence(model, batch, heads)` gives the per-example score
+  for a set of heads, the quantity that paper ranks pre-training documents by.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from interp.head_mask import HeadMask
+from interp.readout import logit_attribution
+
+ABLATIONS = ("ablation_zero", "ablation_mean", "ablation_resample")
+METHODS = ABLATIONS + ("mask_gradient", "dla", "attention_influence")
+LOGIT_BUDGET = 2**29  # bytes of float32 logits per batched forward (512 MiB)
+
+
+def check_methods(methods) -> tuple[str, ...]:
+    if isinstance(methods, str):
+        methods = (methods,)
+    try:
+        methods = tuple(methods)
+    except TypeError:
+        raise TypeError(f"methods must be a name or a list of names from {METHODS}, got {methods!r}") from None
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown importance method(s) {unknown or methods!r}; allowed: {list(METHODS)}")
+    return methods
+
+
+def _loss_fn(task) -> Callable:
+    """Per-example loss (lower is better) from the task metric."""
+    sign = -1.0 if task.higher_is_better else 1.0
+    return lambda logits, batch: sign * task.metric(logits, batch, per_example=True)
+
+
+def _rows_per_forward(model, batch) -> int:
+    per_row = batch.clean.input_ids.shape[1] * model.cfg.d_vocab * 4
+    return max(1, LOGIT_BUDGET // per_row)
+
+
+def _tile_batch(batch, k: int):
+    """k copies of the batch stacked (copy j = rows j*b .. (j+1)*b - 1)."""
+    return batch[torch.arange(len(batch)).repeat(k)]
+
+
+def _z_names(model) -> list[str]:
+    return [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+
+
+def _baseline(model, batch, kind: str) -> dict | str:
+    """HeadMask baseline per layer: zero, the batch mean of each head, or another input's z."""
+    if kind == "ablation_zero":
+        return "zero"
+    if kind == "ablation_mean":
+        _, cache = model.run_with_cache(batch.clean, names=_z_names(model))
+        valid = batch.clean.attention_mask
+        out = {}
+        for l, n in enumerate(_z_names(model)):
+            z = cache[n]  # [b, pos, head, d_head]
+            w = valid[..., None, None].to(z.dtype) if valid is not None else torch.ones_like(z[..., :1, :1])
+            out[l] = (z * w).sum((0, 1), keepdim=True) / w.sum((0, 1), keepdim=True).clamp_min(1)
+        return out
+    source = batch.corrupt if batch.corrupt is not None else None
+    if source is None:  # resample from the next example of the batch
+        if len(batch) < 2:
+            raise ValueError("ablation_resample needs a task with corrupted prompts or a batch of >= 2 examples")
+        source = batch[torch.roll(torch.arange(len(batch)), -1)].clean
+    _, cache = model.run_with_cache(source, names=_z_names(model))
+    return {l: cache[n] for l, n in enumerate(_z_names(model))}
+
+
+def _tile_baseline(base, k: int):
+    if isinstance(base, str):
+        return base
+    return {l: t if t.shape[0] == 1 else t.repeat(k, 1, 1, 1) for l, t in base.items()}
+
+
+def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_forward: int | None = None,
+                   progress: Callable | None = None) -> torch.Tensor:
+    """[layer, head, batch] per-example task loss with each head ablated alone, the heads of a sweep batched."""
+    if kind not in ABLATIONS:
+        raise ValueError(f"kind must be one of {ABLATIONS}, got {kind!r}")
+    L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
+    loss = _loss_fn(task)
+    baseline = _baseline(model, batch, kind)
+    k = heads_per_forward or max(1, _rows_per_forward(model, batch) // b)
+    heads = [(l, h) for l in range(L) for h in range(H)]
+    out = torch.zeros(L, H, b)
+    for start in range(0, len(heads), k):
+        chunk = heads[start:start + k]
+        xi = torch.ones(len(chunk), L, H)
+        for j, (l, h) in enumerate(chunk):
+            xi[j, l, h] = 0
+        xi = xi.repeat_interleave(b, 0)  # [len(chunk) * b, L, H]: rows j*b .. (j+1)*b - 1 ablate head j
+        tiled = _tile_batch(batch, len(chunk))  # copy-major, like the mask
+        mask = HeadMask(xi.to(model.device), baseline=_tile_baseline(baseline, len(chunk)))
+        with torch.no_grad():
+            per = loss(model.run_with_hooks(tiled.clean, interventions=[mask]), tiled).reshape(len(chunk), b)
+        for j, (l, h) in enumerate(chunk):
+            out[l, h] = per[j].float().cpu()
+        if progress:
+            progress(min(start + k, len(heads)), len(heads))
+    return out
+
+
+def clean_losses(model, task, batch) -> torch.Tensor:
+    """[batch] per-example task loss of the unmodified model."""
+    with torch.no_grad():
+        return _loss_fn(task)(model.run_with_hooks(batch.clean), batch).float().cpu()
+
+
+def ablation_scores(model, task, batch, kind: str = "ablation_zero", **kwargs) -> torch.Tensor:
+    """[layer, head] mean loss increase when each head is ablated alone (positive = the head helps)."""
+    return ablated_losses(model, task, batch, kind, **kwargs).mean(-1) - clean_losses(model, task, batch).mean()
+
+
+def attention_influence_scores(model, task, batch, **kwargs) -> torch.Tensor:
+    """[layer, head] mean relative loss change (L_masked - L) / L when the head alone is masked (zero output)."""
+    full = clean_losses(model, task, batch)
+    masked = ablated_losses(model, task, batch, "ablation_zero", **kwargs)
+    return ((masked - full) / full.abs().clamp_min(1e-6)).mean(-1)
+
+
+def mask_gradient_scores(model, task, batch, normalize: bool = True) -> torch.Tensor:
+    """[layer, head] E_x |dL/dxi_h| at xi = 1 (Michel et al.), per-layer l2-normalised."""
+    L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
+    xi = torch.ones(b, L, H, device=model.device, requires_grad=True)
+    logits = model.run_with_hooks(batch.clean, interventions=[HeadMask(xi)])
+    per = _loss_fn(task)(logits, batch)  # [b]
+    (g,) = torch.autograd.grad(per.sum(), xi)  # row i of xi only reaches example i: per-example gradients
+    if not bool(torch.isfinite(g).all()):
+        bad = sorted({int(l) for l in (~torch.isfinite(g)).nonzero()[:, 1]})
+        raise ValueError(f"mask gradients are NaN/Inf at layer(s) {bad}")
+    imp = g.abs().mean(0).float().cpu()  # [L, H]
+    if normalize:
+        imp = imp / imp.norm(dim=1, keepdim=True).clamp_min(1e-20)
+    return imp
+
+
+def dla_scores(model, task, batch) -> torch.Tensor:
+    """[layer, head] mean direct logit attribution to the answer (minus the wrong answer) at the read position, or
+    to the next token at every loss position for language-modelling tasks."""
+    ids = batch.clean.input_ids
+    b, p = ids.shape
+    if batch.loss_mask is not None:  # position t predicts ids[t + 1]
+        dirs = torch.full((b, p), -1, dtype=torch.long, device=ids.device)
+        dirs[:, :-1] = torch.where(batch.loss_mask[:, :-1].to(ids.device), ids[:, 1:], -1)
+    else:
+        rows = torch.arange(b, device=ids.device)
+        pair = batch.wrong is not None
+        dirs = torch.full((b, p, 2 if pair else 1), -1, dtype=torch.long, device=ids.device)
+        dirs[rows, batch.position, 0] = batch.answer
+        if pair:
+            dirs[rows, batch.position, 1] = batch.wrong
+    att = logit_attribution(model, batch.clean, dirs)
+    used = ((dirs if dirs.dim() == 2 else dirs[..., 0]) >= 0).float().cpu()[..., None, None]  # [b, p, 1, 1]
+    return (att.heads * used).sum((0, 1)) / used.sum().clamp_min(1)
+
+
+def attention_influence(model, batch, heads: Iterable[tuple[int, int]], task=None) -> torch.Tensor:
+    """Per-example AttentionInfluence of a set of heads: (L_masked - L) / L, heads masked by zeroing their output.
+
+    `task` gives the loss (default: next-token loss over the batch's loss_mask); returns [batch]."""
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    heads = [tuple(h) for h in heads]
+    if not heads:
+        raise ValueError("attention_influence needs at least one (layer, head) to mask")
+    xi = torch.ones(L, H)
+    for l, h in heads:
+        if not (0 <= l < L and 0 <= h < H):
+            raise ValueError(f"head ({l}, {h}) out of range; the model has {L} layers x {H} heads")
+        xi[l, h] = 0
+    if task is None:
+        from .tasks.base import next_token_loss as loss
+    else:
+        loss = _loss_fn(task)
+    with torch.no_grad():
+        full = loss(model.run_with_hooks(batch.clean), batch)
+        masked = loss(model.run_with_hooks(batch.clean, interventions=[HeadMask(xi.to(model.device))]), batch)
+    return ((masked - full) / full.abs().clamp_min(1e-6)).cpu()
+
+
+def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, seed: int = 0, batch=None,
+                    progress: Callable[[str], None] | None = None, **task_options) -> pd.DataFrame:
+    """Tidy DataFrame `model, layer, head, method, score` (one row per head and method) for `task`.
+
+    task: a name from `interp.analyses.tasks.TASKS` or a Task; `batch` overrides the examples it builds."""
+    from . import tasks as T
+
+    methods = check_methods(methods)
+    if isinstance(task, str):
+        task = T.get_task(task, **task_options)
+    if batch is None:
+        batch = task.make(model, n=n, seed=seed)
+    batch = batch.to(model.device)
+    full = clean_losses(model, task, batch)
+    sweeps: dict[str, torch.Tensor] = {}
+
+    def sweep(kind):  # the zero-ablation sweep serves both ablation_zero and attention_influence
+        if kind not in sweeps:
+            sweeps[kind] = ablated_losses(model, task, batch, kind)
+        return sweeps[kind]
+
+    frames = []
+    for method in methods:
+        t0 = time.perf_counter()
+        if method in ABLATIONS:
+            scores = sweep(method).mean(-1) - full.mean()
+        elif method == "attention_influence":
+            scores = ((sweep("ablation_zero") - full) / full.abs().clamp_min(1e-6)).mean(-1)
+        elif method == "mask_gradient":
+            scores = mask_gradient_scores(model, task, batch)
+        else:
+            scores = dla_scores(model, task, batch)
+        if progress:
+            progress(f"{model.name}: {method} ({time.perf_counter() - t0:.1f} s)")
+        frames.append(scores_frame(model.name, method, scores))
+    return pd.concat(frames, ignore_index=True)
+
+
+def scores_frame(model_name: str, method: str, scores: torch.Tensor) -> pd.DataFrame:
+    L, H = scores.shape
+    return pd.DataFrame({"model": model_name, "layer": torch.arange(L).repeat_interleave(H).tolist(),
+                         "head": torch.arange(H).repeat(L).tolist(), "method": method,
+                         "score": scores.reshape(-1).tolist()})
