@@ -175,3 +175,13 @@ def test_bad_input(toy):
         I.attention_influence(toy, T.get_task("induction").make(toy, n=2), heads=[(5, 0)])
     with pytest.raises(ValueError, match=r"\[2, 4\]"):
         P.pruning_curve(toy, T.get_task("induction"), T.get_task("induction").make(toy, n=2), torch.zeros(3, 4))
+
+
+def test_toy_needle_copying_heads_first():
+    """toy-needle: its layer-1 heads copy the value after the marker. Resample ablation and DLA put them first;
+    zero/mean ablation also flag the layer-0 heads the copying depends on."""
+    m = interp.load("toy-needle")
+    table = I.head_importance(m, "needle", methods=["ablation_resample", "dla"], n=12, context=64)
+    copying = {(1, h) for h in range(4)}
+    assert top(table, "ablation_resample", 4) == copying
+    assert top(table, "dla", 4) == copying

@@ -9,7 +9,7 @@
 
 Tasks: "lm" (next-token loss on the bundled prose / code), "induction" (repeated random tokens; works on
 tokenizer-less toys), "ioi" (indirect-object identification), "greater-than" (tens digit of a year), "file"
-(user rows from JSONL / CSV, see `from_file`).
+(user rows from JSONL / CSV, see `from_file`), "needle" (retrieve a value hidden in a haystack; works on toys).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from .base import Task, TaskBatch, adds_bos
 from .file import FileTask, from_file, read_rows
 from .greater_than import GreaterThanTask
 from .ioi import CANDIDATE_NAMES, TEMPLATES, IOITask, single_token_names
+from .needle import NeedleTask
 from .report import task_metrics, task_report
 from .sequence import InductionTask, LMTask
 
-_REGISTRY = {t.name: t for t in (LMTask(), InductionTask(), IOITask(), GreaterThanTask(), FileTask())}
+_REGISTRY = {t.name: t for t in (LMTask(), InductionTask(), IOITask(), GreaterThanTask(), NeedleTask(),
+                                 FileTask())}
 TASKS = tuple(_REGISTRY)
 DEFAULT_REPORT_TASKS = tuple(t for t in TASKS if t != "file")
 
@@ -34,5 +36,5 @@ def get_task(name: str, **options) -> Task:
 
 
 __all__ = ["CANDIDATE_NAMES", "DEFAULT_REPORT_TASKS", "FileTask", "GreaterThanTask", "IOITask", "InductionTask",
-           "LMTask", "TASKS", "TEMPLATES", "Task", "TaskBatch", "adds_bos", "from_file", "get_task", "read_rows",
+           "LMTask", "NeedleTask", "TASKS", "TEMPLATES", "Task", "TaskBatch", "adds_bos", "from_file", "get_task", "read_rows",
            "single_token_names", "task_metrics", "task_report"]
