@@ -43,8 +43,9 @@ def single_token_names(model) -> list[tuple[str, int]]:
 class IOITask(Task):
     """"When Mary and John went to the store, John gave a drink to" -> " Mary".
 
-    Five templates (TEMPLATES), each in ABBA order (IO named first) and BABA order (S named first), alternating
-    row by row; names are the CANDIDATE_NAMES that are one token with the leading space in this tokenizer (a
+    Five templates (TEMPLATES), each in ABBA order (IO named first) and BABA order (S named first), cycled row by
+    row (rows 2k, 2k+1: template k mod 5, ABBA then BABA); place, object and names are drawn at random. Names are
+    the CANDIDATE_NAMES that are one token with the leading space in this tokenizer (a
     ValueError below MIN_NAMES). The prompt follows the model's BOS convention (Gemma: <bos> first; SmolLM2: none).
     corrupt="abc" (default): the same prompt with S2 replaced by a third name C, so IO, S and C all differ and
     nothing marks which of IO / S is the duplicate; corrupt="abc-all": IO, S1 and S2 all replaced by three fresh
@@ -74,7 +75,7 @@ class IOITask(Task):
                 raise ValueError(f"only {len(clean)} of {n} IOI prompts tokenize to equal clean/corrupt lengths in "
                                  f"{model.name} ({dropped} dropped)")
             k = len(clean)
-            template = TEMPLATES[k % len(TEMPLATES)] if k < len(TEMPLATES) * 2 else rng.choice(TEMPLATES)
+            template = TEMPLATES[(k // 2) % len(TEMPLATES)]  # every template in both orders, in turn
             slots = dict(place=rng.choice(PLACES), object=rng.choice(OBJECTS))
             picked = rng.sample(names, need)
             (io, io_id), (s, s_id), (c, _) = picked[:3]
