@@ -1,0 +1,180 @@
+"""The `importance` job: head importance of one or many models on a task, every method in one tidy table.
+
+    interp importance smollm2-135m gemma3-270m --task ioi --out runs/imp [--methods ...] [--n 32] [--resume]
+
+Shards per model (each resumable on its own): one per group of methods that share a computation --
+`zero_ablation` (ablation_zero and attention_influence come from the same sweep), `mean_ablation`,
+`resample_ablation`, `mask_gradient`, `dla` -- and `pruning` (mask-gradient order against random orders on the
+bundled prose and code). Assembled into DIR/importance.csv and importance.parquet (`model, layer, head, method,
+score`), agreement.csv, pruning.csv and report.html.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .runner import Job, register
+
+SHARD_METHODS = {
+    "zero_ablation": ("ablation_zero", "attention_influence"),
+    "mean_ablation": ("ablation_mean",),
+    "resample_ablation": ("ablation_resample",),
+    "mask_gradient": ("mask_gradient",),
+    "dla": ("dla",),
+}
+
+
+def _shards(model: str, options: dict) -> list[str]:
+    wanted = set(options["methods"])
+    shards = [s for s, ms in SHARD_METHODS.items() if wanted & set(ms)]
+    return shards + (["pruning"] if options["pruning"] else [])
+
+
+def _batch(model, options):
+    from ..analyses import tasks as T
+
+    task = T.get_task(options["task"])
+    return task, task.make(model, n=options["n"], seed=options["seed"]).to(model.device)
+
+
+def compute(model, shard: str, options: dict) -> dict:
+    from ..analyses import importance as I
+
+    if shard == "pruning":
+        return {"curves": _pruning(model, options)}
+    task, batch = _batch(model, options)
+    if shard == "mask_gradient":
+        scores = {"mask_gradient": I.mask_gradient_scores(model, task, batch)}
+    elif shard == "dla":
+        scores = {"dla": I.dla_scores(model, task, batch)}
+    else:
+        kind = "ablation_" + shard.split("_")[0]
+        full = I.clean_losses(model, task, batch)
+        losses = I.ablated_losses(model, task, batch, kind)  # [layer, head, batch]
+        scores = {kind: losses.mean(-1) - full.mean()}
+        if shard == "zero_ablation":
+            scores["attention_influence"] = ((losses - full) / full.abs().clamp_min(1e-6)).mean(-1)
+    for name, s in scores.items():
+        if not bool(torch.isfinite(s).all()):
+            raise ValueError(f"{model.name}: {name} scores are NaN/Inf (the model's outputs are not finite)")
+    wanted = set(options["methods"])
+    return {"scores": {k: v.tolist() for k, v in scores.items() if k in wanted}}
+
+
+def _pruning(model, options: dict) -> list[dict]:
+    from ..analyses import importance as I
+    from ..analyses import pruning as P
+    from ..analyses import tasks as T
+
+    rows = []
+    step = options["pruning_step"]
+    fractions = [i * step for i in range(int(round(1 / step)))]
+    for source in ("prose", "code"):
+        lm = T.get_task("lm", source=source, seq_len=options["pruning_seq_len"])
+        batch = lm.make(model, n=options["n"], seed=options["seed"] + 1).to(model.device)
+        grad = I.mask_gradient_scores(model, lm, batch)
+        curves = {"mask_gradient order": P.pruning_curve(model, lm, batch, grad, fractions),
+                  "random order": P.random_pruning_curve(model, lm, batch, fractions, n_orders=2,
+                                                         seed=options["seed"])}
+        for order, df in curves.items():
+            rows.extend(df.assign(source=source, order=order).to_dict("records"))
+    return rows
+
+
+def assemble(results: dict, out: Path, options: dict, log=print) -> pd.DataFrame:
+    from ..analyses.importance import scores_frame
+    from ..analyses.pruning import heads_removable, method_agreement
+    from ..importance_report import write_importance_report
+
+    frames, pruning, curves, agreement = [], [], {}, {}
+    for model, shards in results.items():
+        for shard, part in shards.items():
+            for method, s in part.get("scores", {}).items():
+                frames.append(scores_frame(model, method, torch.tensor(s)))
+            if "curves" in part:
+                df = pd.DataFrame(part["curves"]).assign(model=model)
+                pruning.append(df)
+                curves[model] = {f"lm ({src})": {o: g for o, g in sub.groupby("order", sort=False)}
+                                 for src, sub in df.groupby("source", sort=False)}
+                for (src, order), g in df.groupby(["source", "order"], sort=False):
+                    log(f"{model}: {src}, {order}: {heads_removable(g, 0.05)} heads removable within +5 % loss")
+    table = pd.concat(frames, ignore_index=True)
+    order = {m: i for i, m in enumerate(options["methods"])}
+    table = table.sort_values(["model", "method", "layer", "head"], key=lambda c: c.map(order) if c.name == "method"
+                              else c, kind="stable").reset_index(drop=True)
+    out = Path(out)
+    table.to_csv(out / "importance.csv", index=False)
+    try:
+        table.to_parquet(out / "importance.parquet", index=False)
+    except ImportError:
+        log("note: importance.parquet not written (pip install pyarrow); importance.csv has the same table")
+    agree_rows = []
+    for model, sub in table.groupby("model", sort=False):
+        if sub["method"].nunique() > 1:
+            agreement[model] = method_agreement(sub)
+            agree_rows.append(agreement[model].assign(model=model))
+    if agree_rows:
+        pd.concat(agree_rows).to_csv(out / "agreement.csv", index=False)
+    if pruning:
+        pd.concat(pruning).to_csv(out / "pruning.csv", index=False)
+    write_importance_report(table, out / "report.html", curves=curves, agreement=agreement)
+    log(f"wrote {out / 'importance.csv'} and {out / 'report.html'}")
+    return table
+
+
+def _add_arguments(p) -> None:
+    from ..analyses.importance import METHODS
+    from ..analyses.tasks import TASKS
+
+    p.add_argument("--task", default="ioi", help=f"one of {', '.join(TASKS)} (default ioi)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), metavar="METHOD",
+                   help=f"any of {', '.join(METHODS)} (default: all)")
+    p.add_argument("--n", type=int, default=32, help="examples (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-pruning", action="store_true", help="skip the pruning curves on prose and code")
+    p.add_argument("--pruning-step", type=float, default=0.1, help="fraction of the heads removed per step")
+    p.add_argument("--pruning-seq-len", type=int, default=64)
+
+
+def _options_from_args(args) -> dict:
+    return options(task=args.task, methods=args.methods, n=args.n, seed=args.seed, pruning=not args.no_pruning,
+                   pruning_step=args.pruning_step, pruning_seq_len=args.pruning_seq_len)
+
+
+def options(task: str = "ioi", methods=None, n: int = 32, seed: int = 0, pruning: bool = True,
+            pruning_step: float = 0.1, pruning_seq_len: int = 64) -> dict:
+    """Validated job options (clear errors before any model is loaded)."""
+    from ..analyses.importance import METHODS, check_methods
+    from ..analyses.tasks import TASKS
+
+    if task not in TASKS or task == "file":
+        raise ValueError(f"unknown task {task!r}; available: {', '.join(t for t in TASKS if t != 'file')}")
+    methods = list(check_methods(methods if methods is not None else METHODS))
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"--n must be an int >= 2, got {n!r}")
+    if not 0 < pruning_step < 1:
+        raise ValueError(f"--pruning-step must be in (0, 1), got {pruning_step}")
+    if isinstance(pruning_seq_len, bool) or not isinstance(pruning_seq_len, int) or pruning_seq_len < 4:
+        raise ValueError(f"--pruning-seq-len must be an int >= 4, got {pruning_seq_len!r}")
+    return dict(task=task, methods=methods, n=n, seed=seed, pruning=bool(pruning), pruning_step=pruning_step,
+                pruning_seq_len=pruning_seq_len)
+
+
+JOB = register(Job(
+    name="importance", version=1, shards=_shards, compute=compute, assemble=assemble,
+    outputs=("importance.csv", "importance.parquet", "agreement.csv", "pruning.csv", "report.html"),
+    add_arguments=_add_arguments, options_from_args=_options_from_args,
+    help="score every head's importance on a task (ablations, mask gradients, DLA, AttentionInfluence)",
+))
+
+
+def importance(models, out, *, device=None, dtype=None, resume: bool = False, ray_address: str | None = None,
+               progress: bool = True, log=print, **opts) -> pd.DataFrame:
+    """Python entry point of `interp importance` (same files, same resumable shards)."""
+    from .runner import run_job
+
+    return run_job(JOB, models, out, options(**opts), device=device, dtype=dtype, resume=resume,
+                   ray_address=ray_address, progress=progress, log=log)
