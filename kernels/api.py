@@ -79,6 +79,12 @@ def attention_with_stats(
                              "use backend='auto' or 'reference'")
         chosen = "reference"
     if chosen == "triton":
+        if need_out and torch.is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or v.requires_grad or (key_bias is not None and key_bias.requires_grad)
+        ):
+            from .autograd import differentiable_triton_attention
+
+            return differentiable_triton_attention(q, k, v, spec)
         from .launcher import triton_attention
 
         return triton_attention(q, k, v, spec, need_out=need_out)
