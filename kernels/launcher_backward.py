@@ -93,7 +93,7 @@ def triton_attention_backward(
         dbias = torch.empty(b, h, lk, **f32) if need_dbias else _dummy(dev)
 
         def grid_kv(meta):
-            return (triton.cdiv(lk, meta["BLOCK_N"]), n_split * b * hk)
+            return (n_split * b * hk, triton.cdiv(lk, meta["BLOCK_N"]))
 
         bwd_dkdv_kernel[grid_kv](
             q, k, v, do, lse2, delta, kvalid, bias, dk_buf, dv_buf, dbias,
@@ -111,7 +111,7 @@ def triton_attention_backward(
         dq = torch.empty(b, h, lq, d, device=dev, dtype=q.dtype)
 
         def grid_q(meta):
-            return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
+            return (b * h, triton.cdiv(lq, meta["BLOCK_M"]))
 
         bwd_dq_kernel[grid_q](
             q, k, v, do, lse2, delta, kvalid, bias, dq,

@@ -193,8 +193,8 @@ def bwd_dkdv_kernel(
     WANT_DBIAS: tl.constexpr, SPLIT_OUT: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     LOG2E: tl.constexpr = 1.4426950408889634
-    pid_n = tl.program_id(0)
-    pid_bkh = tl.program_id(1).to(tl.int64)  # (split, batch, kv head)
+    pid_bkh = tl.program_id(0).to(tl.int64)  # (batch, kv head, split)
+    pid_n = tl.program_id(1)  # key blocks outer: with a causal mask the first ones, which see most queries, start first
     n_split = G // HEADS_PER_PROG
     split = pid_bkh % n_split
     bkh = pid_bkh // n_split
@@ -352,8 +352,8 @@ def bwd_dq_kernel(
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
+    pid_bh = tl.program_id(0).to(tl.int64)
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)  # with a causal mask the last query blocks see most keys: first
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // G
