@@ -10,7 +10,9 @@ Methods (fp16 by default, causal, batch 1, dO random):
     sdpa / ours / flex         forward + backward: torch.autograd.grad of the output for q, k, v
 Time: median of triton.testing.do_bench. TFLOP/s counts forward + backward as 3.5x the causal forward's
 2 * b * h * n^2 * d (the backward's five products vs the forward's two). Peak memory: torch.cuda.max_memory_allocated
-above the inputs, for one forward + backward.
+above the inputs, for one forward + backward. Also per point: host time per forward + backward (launch-bound when
+it reaches the GPU time), our kernels' GPU times (torch profiler), the autotuned configs, and the largest gradient
+difference to SDPA relative to SDPA's largest gradient.
 """
 
 from __future__ import annotations
@@ -81,6 +83,55 @@ def peak_gib(fn, base):
     return (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
+def host_ms(fn, iters=20):
+    """Host (Python + launch) time per call, the GPU left to run behind: if it reaches the GPU time, the call is
+    launch-bound."""
+    if not torch.cuda.is_available():
+        return float("nan")
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    host = (time.perf_counter() - t) / iters * 1e3
+    torch.cuda.synchronize()
+    return host
+
+
+def kernel_breakdown(fn, iters=3):
+    """GPU time per kernel name (ms per call) from the torch profiler."""
+    if not torch.cuda.is_available():
+        return {}
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    out = {}
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        if t:
+            out[e.key[:40]] = t / iters / 1e3
+    return dict(sorted(out.items(), key=lambda kv: -kv[1])[:6])
+
+
+def grad_error(q, k, v, do):
+    """max |ours - SDPA| / max |SDPA| over dq, dk, dv (both fp16/bf16 with fp32 accumulation): a check that the
+    autotuned configurations compute the right thing."""
+    ref = torch.autograd.grad(sdpa(q, k, v), (q, k, v), do)
+    got = torch.autograd.grad(ours(q, k, v), (q, k, v), do)
+    return max(((a.float() - b.float()).abs().max() / b.float().abs().max()).item() for a, b in zip(got, ref))
+
+
+def chosen_configs():
+    from .triton_backward import bwd_dkdv_kernel, bwd_dq_kernel
+
+    return {name: str(getattr(kern, "best_config", None)) for name, kern in
+            (("dkdv", bwd_dkdv_kernel), ("dq", bwd_dq_kernel))}
+
+
 def bench_one(shape, n, dtype, device, methods, smoke, flex):
     h, hk, d = SHAPES[shape]
     g = torch.Generator(device=device).manual_seed(n)
@@ -119,6 +170,11 @@ def bench_one(shape, n, dtype, device, methods, smoke, flex):
             row.update(ms=ms, peak_gib=peak_gib(fn, base))
             if part == "":
                 row["tflops"] = fl / (ms * 1e-3) / 1e12
+                row["host_ms"] = host_ms(fn)
+            if m == "ours" and not smoke:
+                row["kernels_ms"] = kernel_breakdown(fn)
+                row["configs"] = chosen_configs()
+                row["rel_err_vs_sdpa"] = grad_error(q, k, v, do)
             del fn
         except torch.OutOfMemoryError:
             row.update(ms=None, note="OOM")
@@ -135,8 +191,8 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+",
                    default=["sdpa-fwd", "ours-fwd", "sdpa-bwd", "ours-bwd", "sdpa", "ours", "flex"])
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
-    p.add_argument("--flex-lengths", nargs="*", type=int, default=None,
-                   help="lengths at which FlexAttention runs (each compiles; default: all)")
+    p.add_argument("--flex-lengths", nargs="*", type=int, default=[8192, 32768],
+                   help="lengths at which FlexAttention runs (each one compiles)")
     p.add_argument("--json", help="also write every row here")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one timed call each (CPU: Triton interpreter)")
     args = p.parse_args(argv)
@@ -159,8 +215,11 @@ def main(argv=None):
                 ms = f"{r['ms']:9.3f}" if r.get("ms") is not None else "        -"
                 extra = f"{r['peak_gib']:7.2f} GiB" if r.get("ms") is not None else r.get("note", "")
                 if r.get("tflops"):
-                    extra += f"  {r['tflops']:6.1f} TFLOP/s"
+                    extra += f"  {r['tflops']:6.1f} TFLOP/s  host {r['host_ms']:.3f} ms"
                 print(f"{shape:9s} {n:7d} {r['method']:9s} {ms} ms  {extra}", flush=True)
+                for key in ("rel_err_vs_sdpa", "kernels_ms", "configs"):
+                    if key in r:
+                        print(f"    {key}: {r[key]}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
@@ -174,8 +233,8 @@ def print_table(rows):
         by.setdefault((r["shape"], r["n"]), {})[r["method"]] = r
     cols = ["sdpa", "ours", "flex", "sdpa-bwd", "ours-bwd", "sdpa-fwd", "ours-fwd"]
     print("\n| shape | N | " + " | ".join(f"{c} ms" for c in cols)
-          + " | ours / sdpa | ours-bwd / sdpa-bwd | flex / sdpa | peak GiB ours | peak GiB sdpa |")
-    print("|" + "---|" * (len(cols) + 7))
+          + " | ours / sdpa | ours-bwd / sdpa-bwd | flex / sdpa | peak GiB ours | peak GiB sdpa | host ms ours |")
+    print("|" + "---|" * (len(cols) + 8))
     for (shape, n), d in by.items():
         ms = {c: (d[c]["ms"] if c in d and d[c].get("ms") is not None else None) for c in cols}
 
@@ -188,7 +247,7 @@ def print_table(rows):
         cells = [f"{ms[c]:.3f}" if ms[c] is not None else "" for c in cols]
         print(f"| {shape} | {n} | " + " | ".join(cells)
               + f" | {ratio('ours', 'sdpa')} | {ratio('ours-bwd', 'sdpa-bwd')} | {ratio('flex', 'sdpa')}"
-              + f" | {gib('ours')} | {gib('sdpa')} |")
+              + f" | {gib('ours')} | {gib('sdpa')} | {d.get('ours', {}).get('host_ms', float('nan')):.3f} |")
 
 
 if __name__ == "__main__":

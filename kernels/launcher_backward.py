@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -19,19 +20,25 @@ def _dummy(device, dtype=torch.float32):
     return torch.empty(1, device=device, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def group_split(spec: AttnSpec, device: torch.device) -> int:
     """How many programs share one KV head's query-head group in the key-major kernel. One (the whole group in one
-    program, dK/dV written once) unless that leaves the GPU idle: few key blocks x KV heads (short inputs, MQA)."""
+    program, dK/dV written once) unless that leaves SMs idle: fewer key blocks x KV heads than SMs (short inputs,
+    MQA); then the smallest divisor of the group that fills them."""
     g = spec.group
     if INTERPRET or device.type != "cuda" or g == 1:
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     programs = triton.cdiv(spec.k_len, 128) * spec.batch * spec.kv_heads
     split = 1
     for cand in range(1, g + 1):
         if g % cand == 0:
             split = cand
-            if programs * cand >= 2 * sms:
+            if programs * cand >= sms:
                 break
     return split
 
