@@ -67,6 +67,10 @@ def attention_with_stats(
     query against a long cache and chunked prefill both work. `sliding_window=W` lets query i see keys j with
     i - j < W (transformers' convention). `prob_hook` forces the reference backend: it sees (and may replace) the
     probabilities of each query chunk.
+
+    Differentiable on both backends: when grad mode is on and q, k, v or key_bias requires grad, the Triton path
+    runs through `interp.kernels.autograd.FusedAttention` (FlashAttention-2-style backward kernels; the key_bias
+    gradient is the sum over queries of dS, the attribution of attending to each key). Statistics carry no gradient.
     """
     spec = check_inputs(
         q, k, v, causal=causal, scale=scale, sliding_window=sliding_window, attention_mask=attention_mask,
