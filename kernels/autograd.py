@@ -34,6 +34,11 @@ class FusedAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, *_stat_grads):
+        if torch.is_grad_enabled():  # create_graph=True: the kernels' gradients are not differentiable again
+            raise RuntimeError(
+                "the fused Triton attention has no second derivative (create_graph=True / double backward); "
+                "use attention_with_stats(..., backend='reference') for higher-order gradients"
+            )
         q, k, v, out, lse, bias = ctx.saved_tensors
         need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
         dq, dk, dv, dbias = triton_attention_backward(

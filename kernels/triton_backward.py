@@ -101,14 +101,16 @@ def bwd_preprocess_kernel(
     pid_bh = tl.program_id(1).to(tl.int64)
     b = pid_bh // H
     h = pid_bh % H
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m0 = tl.cast(pid_m * BLOCK_M, tl.int64)  # 64-bit block start: row * stride may pass 2^31 at 1M tokens
+    offs_mb = tl.arange(0, BLOCK_M)
+    offs_m = m0 + offs_mb
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < Lq
     mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
-    o = tl.load(Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
-                mask=mask, other=0.0)
-    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod,
-                 mask=mask, other=0.0)
+    o_base = Out + b * stride_ob + h * stride_oh + m0 * stride_om
+    do_base = DO + b * stride_dob + h * stride_doh + m0 * stride_dom
+    o = tl.load(o_base + offs_mb[:, None] * stride_om + offs_d[None, :] * stride_od, mask=mask, other=0.0)
+    do = tl.load(do_base + offs_mb[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=mask, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     row = pid_bh * Lq + offs_m
     lse = tl.load(LSE + row, mask=row_ok, other=0.0)
@@ -129,8 +131,9 @@ def _dkdv_inner(
     dmask = offs_d < HEAD_DIM
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + offs_m0
-        qt_ptrs = q_base + offs_m[None, :] * stride_qm + offs_d[:, None] * stride_qd  # [BLOCK_D, BLOCK_M]
-        do_ptrs = do_base + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod  # [BLOCK_M, BLOCK_D]
+        m0 = tl.cast(start_m, tl.int64)  # 64-bit block start, 32-bit offsets inside the block
+        qt_ptrs = q_base + m0 * stride_qm + offs_m0[None, :] * stride_qm + offs_d[:, None] * stride_qd  # [D, M]
+        do_ptrs = do_base + m0 * stride_dom + offs_m0[:, None] * stride_dom + offs_d[None, :] * stride_dod  # [M, D]
         if MASKED:
             m_ok = offs_m < Lq
             qt = tl.load(qt_ptrs, mask=m_ok[None, :] & dmask[:, None], other=0.0)
@@ -209,10 +212,12 @@ def bwd_dkdv_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     k_in = offs_n < Lk
     kd_mask = k_in[:, None] & (offs_d[None, :] < HEAD_DIM)
-    k = tl.load(K + b * stride_kb + kvh * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-                mask=kd_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
-    v = tl.load(V + b * stride_vb + kvh * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                mask=kd_mask, other=0.0)
+    n0 = tl.cast(k_start, tl.int64)  # 64-bit block start: key * stride may pass 2^31 at 1M tokens
+    offs_nb = tl.arange(0, BLOCK_N)
+    k = tl.load(K + b * stride_kb + kvh * stride_kh + n0 * stride_kn + offs_nb[:, None] * stride_kn
+                + offs_d[None, :] * stride_kd, mask=kd_mask, other=0.0)  # [BLOCK_N, BLOCK_D]
+    v = tl.load(V + b * stride_vb + kvh * stride_vh + n0 * stride_vn + offs_nb[:, None] * stride_vn
+                + offs_d[None, :] * stride_vd, mask=kd_mask, other=0.0)
     k_ok = k_in
     if HAS_VALID:
         kv = tl.load(KVALID + b * Lk + offs_n, mask=k_in, other=0)
@@ -271,8 +276,8 @@ def bwd_dkdv_kernel(
         if WANT_DBIAS:
             tl.store(DBIAS + bh * Lk + offs_n, db, mask=k_in)
     dk = dk * sm_scale
-    out_off = split * stride_dks + b * stride_dkb + kvh * stride_dkh + offs_n[:, None] * stride_dkn \
-        + offs_d[None, :] * stride_dkd
+    out_off = split * stride_dks + b * stride_dkb + kvh * stride_dkh + n0 * stride_dkn \
+        + offs_nb[:, None] * stride_dkn + offs_d[None, :] * stride_dkd
     if SPLIT_OUT:  # float32 partial sums over a slice of the group, added up by the launcher
         tl.store(DK + out_off, dk, mask=kd_mask)
         tl.store(DV + out_off, dv, mask=kd_mask)
@@ -295,8 +300,9 @@ def _dq_inner(
     dmask = offs_d < HEAD_DIM
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        kt_ptrs = k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd  # [BLOCK_D, BLOCK_N]
-        vt_ptrs = v_base + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vd  # [BLOCK_D, BLOCK_N]
+        n0 = tl.cast(start_n, tl.int64)  # 64-bit block start, 32-bit offsets inside the block
+        kt_ptrs = k_base + n0 * stride_kn + offs_n0[None, :] * stride_kn + offs_d[:, None] * stride_kd  # [D, N]
+        vt_ptrs = v_base + n0 * stride_vn + offs_n0[None, :] * stride_vn + offs_d[:, None] * stride_vd  # [D, N]
         if MASKED:
             kmask = (offs_n[None, :] < Lk) & dmask[:, None]
             kt = tl.load(kt_ptrs, mask=kmask, other=0.0)
@@ -361,15 +367,17 @@ def bwd_dq_kernel(
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // G
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_mb = tl.arange(0, BLOCK_M)
+    offs_m = pid_m * BLOCK_M + offs_mb
+    m0 = tl.cast(pid_m * BLOCK_M, tl.int64)  # 64-bit block start: row * stride may pass 2^31 at 1M tokens
     offs_d = tl.arange(0, BLOCK_D)
     qpos = offs_m + q_offset
     row_ok = offs_m < Lq
     qd_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                mask=qd_mask, other=0.0)
-    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod,
-                 mask=qd_mask, other=0.0)
+    q = tl.load(Q + b * stride_qb + h * stride_qh + m0 * stride_qm + offs_mb[:, None] * stride_qm
+                + offs_d[None, :] * stride_qd, mask=qd_mask, other=0.0)
+    do = tl.load(DO + b * stride_dob + h * stride_doh + m0 * stride_dom + offs_mb[:, None] * stride_dom
+                 + offs_d[None, :] * stride_dod, mask=qd_mask, other=0.0)
     lse2 = tl.load(LSE2 + pid_bh * Lq + offs_m, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + pid_bh * Lq + offs_m, mask=row_ok, other=0.0)
     k_base = K + b * stride_kb + kvh * stride_kh
@@ -406,5 +414,5 @@ def bwd_dq_kernel(
         BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, UPCAST, DOT_PREC,
     )
     dq = dq * sm_scale
-    tl.store(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
-             dq.to(DQ.dtype.element_ty), mask=qd_mask)
+    tl.store(DQ + b * stride_dqb + h * stride_dqh + m0 * stride_dqm + offs_mb[:, None] * stride_dqm
+             + offs_d[None, :] * stride_dqd, dq.to(DQ.dtype.element_ty), mask=qd_mask)

@@ -243,6 +243,15 @@ def test_only_needed_gradients_and_determinism(device):
     assert all(torch.equal(a, b) for a, b in zip(g1, g2))
 
 
+def test_double_backward_is_refused(device):
+    """The backward kernels are not differentiable again: asking for a second derivative is an error, not zeros."""
+    q, k, v, do = make(1, 2, 1, 8, 8, 16, torch.float32, device, seed=16)
+    q.requires_grad_(True)
+    out, _ = attention_with_stats(q, k, v, backend="triton", stats="none")
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(out, [q], do, create_graph=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_long_awkward_length_grads(dtype, device):
