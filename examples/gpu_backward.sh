@@ -20,7 +20,7 @@ if [ "$STEP" = all ] || [ "$STEP" = bench ]; then
   timeout 480 python3 -m interp.kernels.bench_backward --json "$OUT/backward_bench.json" "$@" 2>&1 \
     | tee "$OUT/backward_bench.log"
 fi
-if [ "$STEP" = profile ]; then  # Nsight Compute on the backward kernels at 8k, 32x128 GQA 32/8, first config
+if [ "$STEP" = profile ]; then  # Nsight Compute on the backward kernels at 8k, 32x128 GQA 32/8, first config (not run yet)
   M=gpu__time_duration.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_fma.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_alu.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,launch__occupancy_limit_registers,launch__grid_size,launch__block_size,launch__shared_mem_per_block_dynamic
   INTERP_AUTOTUNE=0 timeout 400 ncu --clock-control none -k regex:"bwd_|attention_fwd" --launch-skip 8 --launch-count 8 \
     --metrics "$M" python3 -m interp.kernels.bench_backward --shapes 32x128/8 --lengths 8192 --methods ours \
