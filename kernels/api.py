@@ -67,6 +67,10 @@ def attention_with_stats(
     query against a long cache and chunked prefill both work. `sliding_window=W` lets query i see keys j with
     i - j < W (transformers' convention). `prob_hook` forces the reference backend: it sees (and may replace) the
     probabilities of each query chunk.
+
+    Differentiable on both backends: when grad mode is on and q, k, v or key_bias requires grad, the Triton path
+    runs through `interp.kernels.autograd.FusedAttention` (FlashAttention-2-style backward kernels; the key_bias
+    gradient is the sum over queries of dS, the attribution of attending to each key). Statistics carry no gradient.
     """
     spec = check_inputs(
         q, k, v, causal=causal, scale=scale, sliding_window=sliding_window, attention_mask=attention_mask,
@@ -79,6 +83,12 @@ def attention_with_stats(
                              "use backend='auto' or 'reference'")
         chosen = "reference"
     if chosen == "triton":
+        if need_out and torch.is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or v.requires_grad or (key_bias is not None and key_bias.requires_grad)
+        ):
+            from .autograd import differentiable_triton_attention
+
+            return differentiable_triton_attention(q, k, v, spec)
         from .launcher import triton_attention
 
         return triton_attention(q, k, v, spec, need_out=need_out)

@@ -74,3 +74,28 @@ def lowp_attention(q, k, v, *, causal=True, scale=None, sliding_window=None, att
         allowed = allowed & attention_mask.bool()[:, None, None, :]
     p = torch.softmax(s.masked_fill(~allowed, float("-inf")), -1).nan_to_num(0.0)
     return p.to(q.dtype) @ vr
+
+
+def naive_output(q, k, v, *, causal=True, scale=None, sliding_window=None, attention_mask=None, key_bias=None,
+                 lowp=False):
+    """The attention output alone, differentiable with respect to q, k, v and key_bias (float64 by default; with
+    lowp=True scores and P @ V in the input dtype, softmax in float32 — the yardstick for low-precision gradients).
+    Rows that see no key give 0 and zero gradients (softmax over a row of -inf would give NaN)."""
+    b, h, lq, d = q.shape
+    g = h // k.shape[1]
+    lk = k.shape[2]
+    scale = d ** -0.5 if scale is None else scale
+    if not lowp:
+        q, k, v = q.double(), k.double(), v.double()
+        key_bias = key_bias.double() if key_bias is not None else None
+    kr, vr = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    s = (q @ kr.transpose(-1, -2)).to(torch.float32 if lowp else torch.float64) * scale  # [b, h, lq, lk]
+    if key_bias is not None:
+        s = s + key_bias.to(s.dtype)[:, :, None, :]
+    allowed = visibility(lq, lk, causal, sliding_window)[None, None]
+    if attention_mask is not None:
+        allowed = allowed & attention_mask.bool()[:, None, None, :]
+    s = s.masked_fill(~allowed, float("-inf"))
+    seen = torch.isfinite(s).any(-1, keepdim=True)
+    p = torch.softmax(torch.where(seen, s, 0.0), -1) * seen
+    return p.to(q.dtype) @ vr

@@ -1,0 +1,60 @@
+"""Differentiable fused attention: the Triton forward wrapped in a `torch.autograd.Function` whose backward runs
+the FlashAttention-2-style kernels of `triton_backward.py`.
+
+The forward is the ordinary launcher with "lse" added to the requested statistics (the backward recomputes the
+probabilities from it). Statistics come back as outputs without gradients. Saved for backward: q, k, v, the output,
+the lse and the key bias — O(n) memory, no probabilities. The key-bias gradient, sum over queries of dS, is how much
+the loss changes per unit of extra (log-)attention to each key: the attribution of attending to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .checks import AttnSpec
+from .launcher import triton_attention
+from .launcher_backward import triton_attention_backward
+from .stats import ALL_STATS, AttentionStats
+
+
+class FusedAttention(torch.autograd.Function):
+    """apply(q, k, v, key_bias_f32 or None, spec) -> (out, *statistics in `spec.stats` order)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, spec: AttnSpec):
+        fwd_stats = spec.stats if "lse" in spec.stats else tuple(n for n in ALL_STATS if n in spec.stats or n == "lse")
+        out, st = triton_attention(q, k, v, dataclasses.replace(spec, stats=fwd_stats), need_out=True)
+        stats = tuple(getattr(st, name) for name in spec.stats)
+        ctx.spec = spec
+        ctx.save_for_backward(q, k, v, out, st.lse, bias)
+        ctx.mark_non_differentiable(*stats)
+        return (out, *stats)
+
+    @staticmethod
+    def backward(ctx, dout, *_stat_grads):
+        if torch.is_grad_enabled():  # create_graph=True: the kernels' gradients are not differentiable again
+            raise RuntimeError(
+                "the fused Triton attention has no second derivative (create_graph=True / double backward); "
+                "use attention_with_stats(..., backend='reference') for higher-order gradients"
+            )
+        q, k, v, out, lse, bias = ctx.saved_tensors
+        need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
+        dq, dk, dv, dbias = triton_attention_backward(
+            dout, q, k, v, out, lse, ctx.spec,
+            need_dq=need_q, need_dkv=need_k or need_v, need_dbias=need_bias and bias is not None,
+        )
+        return dq if need_q else None, dk if need_k else None, dv if need_v else None, dbias, None
+
+
+def differentiable_triton_attention(
+    q: torch.Tensor,  # [batch, heads, q_len, head_dim]
+    k: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
+    v: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
+    spec: AttnSpec,
+) -> tuple[torch.Tensor, AttentionStats]:
+    """The Triton path with gradients for q, k, v and the key bias (spec.key_bias, whose autograd history reaches
+    the caller's `[batch|1, heads|1, k_len]` tensor, so broadcast dimensions are summed there)."""
+    out, *stats = FusedAttention.apply(q, k, v, spec.key_bias, spec)
+    return out, AttentionStats(**dict(zip(spec.stats, stats)))
