@@ -196,3 +196,19 @@ def test_toy_induction_gradients_point_at_the_known_heads():
     imp = xi.grad.abs()
     assert imp[0].argmax() == 3, imp
     assert imp[0, 3] > imp[0, :3].max() * 3
+
+
+def test_triton_backend_gradients_equal_reference(ids):
+    """The same model through the Triton kernels (forward + backward, interpreter on CPU) and the reference."""
+    ref = HookedModel(tiny_llama(n_layers=L, n_heads=H, n_kv_heads=2, d_model=64, vocab=100), backend="reference")
+    tri = HookedModel(tiny_llama(n_layers=L, n_heads=H, n_kv_heads=2, d_model=64, vocab=100), backend="triton")
+    names = ["blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.1.attn.hook_v", "hook_embed"]
+    grads = []
+    for m in (ref, tri):
+        xi = torch.ones(L, H, requires_grad=True)
+        last_logit()(m.run_with_hooks(ids, interventions=[HeadMask(xi)])).backward()
+        _, _, g = m.run_with_cache(ids, names=names, grad_of=last_logit())
+        grads.append((xi.grad, g))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-3, atol=1e-5)
+    for n in names:
+        torch.testing.assert_close(grads[1][1][n], grads[0][1][n], rtol=1e-3, atol=1e-5)
