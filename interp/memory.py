@@ -12,16 +12,10 @@ from typing import Iterable
 
 import torch
 
+from .validate import int_arg
+
 PATTERN_DTYPE_BYTES = 4  # patterns are float32 whatever the model's dtype
 GiB = 2**30
-
-
-def _count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _layer_list(cfg, layers) -> list[int]:
@@ -42,9 +36,8 @@ def _layer_list(cfg, layers) -> list[int]:
 def pattern_bytes(cfg, batch: int, q_len: int, k_len: int, layers=None) -> int:
     """Bytes that full patterns at `layers` (None = all) need for one run: the cached float32
     `[batch, n_heads, q_len, k_len]` map of every requested layer plus one working buffer of that size."""
-    _count("batch", batch, 1)
-    _count("q_len", q_len, 1)
-    _count("k_len", k_len, 1)
+    for name, value in (("batch", batch), ("q_len", q_len), ("k_len", k_len)):
+        int_arg(name, value, minimum=1, where="pattern_bytes")
     n = len(_layer_list(cfg, layers))
     if n == 0:
         return 0
