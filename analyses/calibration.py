@@ -11,8 +11,21 @@ from dataclasses import dataclass, field
 import torch
 
 from interp import ScaleAttention
+from interp.validate import int_arg, model_arg, real_arg, tokens_arg
 
 from .sinks import hidden_sinks
+
+
+def _prompt_arg(model, tokens, name: str, where: str) -> torch.Tensor:
+    """An integer tensor of token ids [pos] or [1, pos] -> [1, pos]."""
+    tokens_arg(tokens, model, name=name, where=where, tensor_only=True)
+    if tokens.dim() == 1:
+        tokens = tokens[None]
+    if tokens.shape[0] != 1:
+        raise ValueError(f"{where}: {name} must be one prompt, [pos] or [1, pos], got shape {tuple(tokens.shape)}")
+    if tokens.shape[1] < 2:
+        raise ValueError(f"{where}: {name} needs at least 2 tokens (the loss predicts the next one)")
+    return tokens
 
 
 def _loss(model, tokens: torch.Tensor, interventions=()) -> float:
@@ -31,6 +44,7 @@ def _sink_map(model, tokens: torch.Tensor, threshold: float, min_queries: int) -
 def hidden_sink_positions(model, tokens: torch.Tensor, threshold: float = 0.1,
                           min_queries: int = 16) -> dict[tuple[int, int], list[int]]:
     """(layer, head) -> non-initial positions whose alpha_k exceeds threshold (prompt 0)."""
+    model_arg(model, "hidden_sink_positions")  # hidden_sinks checks the rest
     return {k: pos for k, (pos, _) in _sink_map(model, tokens, threshold, min_queries).items()}
 
 
@@ -58,8 +72,16 @@ class CalibrationResult:
 def act_calibrate(model, calib: torch.Tensor, heldout: torch.Tensor, beta: float = 0.6, threshold: float = 0.1,
                   max_heads: int = 8, max_candidates: int = 40, log=None) -> CalibrationResult:
     """Greedy head selection on `calib` ([1, n] tokens), then the held-out effect on `heldout`."""
-    if not 0 <= beta <= 1:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    where = "act_calibrate"
+    model_arg(model, where)
+    calib = _prompt_arg(model, calib, "calib", where)
+    heldout = _prompt_arg(model, heldout, "heldout", where)
+    beta = real_arg("beta", beta, low=0, high=1, where=where)
+    threshold = real_arg("threshold", threshold, low=0, high=1, high_open=True, where=where)
+    max_heads = int_arg("max_heads", max_heads, minimum=1, where=where)
+    max_candidates = int_arg("max_candidates", max_candidates, minimum=1, where=where)
+    if log is not None and not callable(log):
+        raise TypeError(f"{where}: log must be a callable (e.g. print) or None, got {type(log).__name__}")
     found = _sink_map(model, calib, threshold, min_queries=16)
     sinks = {k: pos for k, (pos, _) in found.items()}
     candidates = sorted(found, key=lambda k: -found[k][1])[:max_candidates]  # strongest hidden sinks first

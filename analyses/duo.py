@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from interp import GatedStreaming
+from interp.validate import int_arg, model_arg, real_arg
 
 from .retrieval import make_trials
 
@@ -22,6 +23,10 @@ class DuoResult:
 
     def head_scores(self, n_heads: int) -> torch.Tensor:
         """alpha expanded to [layer, head] (every query head of a KV group shares its gate)."""
+        n_heads = int_arg("n_heads", n_heads, minimum=1, where="DuoResult.head_scores")
+        if n_heads % self.alpha.shape[1]:
+            raise ValueError(f"DuoResult.head_scores: n_heads={n_heads} is not a multiple of the "
+                             f"{self.alpha.shape[1]} KV heads")
         return self.alpha.repeat_interleave(n_heads // self.alpha.shape[1], dim=1)
 
 
@@ -38,8 +43,15 @@ def _final_hidden(model, ids, interventions=(), grad=False):
 
 def train_gates(model, steps: int = 30, context: int = 256, l1: float = 0.05, lr: float = 0.1,
                 sink_tokens: int = 4, window: int = 16, seed: int = 0, log=None) -> DuoResult:
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    where = "train_gates"
+    model_arg(model, where)
+    steps = int_arg("steps", steps, minimum=1, where=where)
+    context = int_arg("context", context, minimum=1, maximum=model.cfg.n_ctx, where=where)
+    l1 = real_arg("l1", l1, low=0, where=where)
+    lr = real_arg("lr", lr, low=0, low_open=True, where=where)
+    sink_tokens = int_arg("sink_tokens", sink_tokens, minimum=0, where=where)
+    window = int_arg("window", window, minimum=1, where=where)
+    seed = int_arg("seed", seed, where=where)
     L, kvh = model.cfg.n_layers, model.cfg.n_kv_heads
     params = [p for p in model.model.parameters()]
     frozen = [p.requires_grad for p in params]

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import torch
 
+from interp.validate import int_arg, model_arg
+
 DATA = Path(__file__).parent / "data"
 DOMAINS = ("prose", "code")
 
 
 def corpus(domain: str = "prose") -> str:
-    if domain not in DOMAINS:
+    if not isinstance(domain, str) or domain not in DOMAINS:
         raise ValueError(f"unknown text domain {domain!r}; available: {DOMAINS}")
     return (DATA / f"{domain}.txt").read_text()
 
@@ -35,6 +37,12 @@ def _ordinary_ids(model, generator: torch.Generator, shape) -> torch.Tensor:
     return allowed[torch.randint(0, allowed.numel(), shape, generator=generator)]
 
 
+def _bool_arg(name: str, value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{where}: {name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
 def bos_id(model) -> int | None:
     tok = model.tokenizer
     if tok is not None and tok.bos_token_id is not None:
@@ -44,6 +52,12 @@ def bos_id(model) -> int | None:
 
 def repeated_tokens(model, half: int = 64, n_prompts: int = 8, seed: int = 0, prepend_bos: bool = True):
     """[n_prompts, 1 + 2*half] (or 2*half without BOS): random tokens r, then r again."""
+    where = "repeated_tokens"
+    model_arg(model, where)
+    half = int_arg("half", half, minimum=1, where=where)
+    n_prompts = int_arg("n_prompts", n_prompts, minimum=1, where=where)
+    seed = int_arg("seed", seed, where=where)
+    _bool_arg("prepend_bos", prepend_bos, where)
     n_ctx = model.cfg.n_ctx
     need = 2 * half + int(prepend_bos)
     if need > n_ctx:
@@ -58,6 +72,13 @@ def repeated_tokens(model, half: int = 64, n_prompts: int = 8, seed: int = 0, pr
 
 
 def random_tokens(model, n_tokens: int = 256, n_prompts: int = 4, seed: int = 0, prepend_bos: bool = True):
+    """[n_prompts, n_tokens]: random ordinary tokens of the model's vocabulary (after BOS when prepend_bos)."""
+    where = "random_tokens"
+    model_arg(model, where)
+    _bool_arg("prepend_bos", prepend_bos, where)
+    n_tokens = int_arg("n_tokens", n_tokens, minimum=2, maximum=model.cfg.n_ctx, where=where)
+    n_prompts = int_arg("n_prompts", n_prompts, minimum=1, where=where)
+    seed = int_arg("seed", seed, where=where)
     g = torch.Generator().manual_seed(seed)
     toks = _ordinary_ids(model, g, (n_prompts, n_tokens - int(prepend_bos)))
     b = bos_id(model)
@@ -68,9 +89,15 @@ def random_tokens(model, n_tokens: int = 256, n_prompts: int = 4, seed: int = 0,
 
 def text_tokens(model, domain: str = "prose", n_tokens: int | None = None, prepend_bos: bool | None = None):
     """The domain's text tokenized by the model; repeated to reach n_tokens if asked (clamped to the context)."""
+    where = "text_tokens"
+    model_arg(model, where)
+    n_tokens = int_arg("n_tokens", n_tokens, minimum=1, where=where, optional=True)
+    if prepend_bos is not None:
+        _bool_arg("prepend_bos", prepend_bos, where)
+    text = corpus(domain)
     if model.tokenizer is None:
         raise ValueError(f"{model.name} has no tokenizer: natural-text probes need one (use random_tokens)")
-    ids = model.to_tokens(corpus(domain), prepend_bos=prepend_bos).input_ids[0]
+    ids = model.to_tokens(text, prepend_bos=prepend_bos).input_ids[0]
     if n_tokens is not None:
         n_tokens = min(n_tokens, model.cfg.n_ctx)
         head = ids[:1] if (prepend_bos is not False and ids[0] == bos_id(model)) else ids[:0]

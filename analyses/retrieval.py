@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from interp.validate import int_arg, model_arg, real_arg, tensor_arg
+
 from .probes import bos_id, corpus
 
 WORDS = ("amber", "falcon", "cobalt", "meadow", "quartz", "harbor", "lantern", "orchid", "saffron", "glacier",
@@ -73,17 +75,44 @@ def _text_trial(model, context: int, depth: float, rng: random.Random) -> Trial:
 
 def make_trials(model, contexts=(256, 512, 1024), depths=(0.1, 0.3, 0.5, 0.7, 0.9), seed: int = 0) -> list[Trial]:
     """Needle-in-a-haystack prompts at each context length x depth, tokenized with the model's own tokenizer."""
+    where = "make_trials"
+    model_arg(model, where)
+    contexts = _seq_arg("contexts", contexts, where)
+    depths = _seq_arg("depths", depths, where)
+    contexts = [int_arg("contexts[]", c, minimum=1, where=where) for c in contexts]
+    depths = [real_arg("depths[]", d, low=0, high=1, where=where) for d in depths]
+    seed = int_arg("seed", seed, where=where)
     rng = random.Random(seed)
     trials = []
     for c in contexts:
         if c > model.cfg.n_ctx:
             raise ValueError(f"context {c} exceeds the model's maximum context {model.cfg.n_ctx}")
         for d in depths:
-            if not 0 <= d <= 1:
-                raise ValueError(f"depth must be in [0, 1], got {d}")
             make = _text_trial if model.tokenizer is not None else _toy_trial
             trials.append(make(model, c, d, rng))
     return trials
+
+
+def _seq_arg(name: str, value, where: str) -> list:
+    """A non-empty list/tuple (a single number is taken as a list of one)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, torch.Tensor):
+        value = value.tolist() if value.device.type != "meta" and value.dim() <= 1 else value
+    if not isinstance(value, (list, tuple, range)):
+        raise TypeError(f"{where}: {name} must be a list of numbers, got {type(value).__name__} {value!r:.60}")
+    if len(value) == 0:
+        raise ValueError(f"{where}: {name} is empty; give at least one value")
+    return list(value)
+
+
+def _trials_arg(trials, where: str) -> list:
+    if isinstance(trials, Trial):
+        return [trials]
+    if not isinstance(trials, (list, tuple)) or not trials or not all(isinstance(t, Trial) for t in trials):
+        raise TypeError(f"{where}: trials must be a non-empty list of Trial (from make_trials), got "
+                        f"{type(trials).__name__} {trials!r:.60}")
+    return list(trials)
 
 
 def rouge1_recall(generated: list[int], reference: list[int]) -> float:
@@ -100,6 +129,9 @@ def rouge1_recall(generated: list[int], reference: list[int]) -> float:
 
 def decode_with_argmax(model, trial: Trial, interventions=()):
     """Greedy decoding of len(answer) tokens; returns (generated ids, argmax [steps, layer, head])."""
+    model_arg(model, "decode_with_argmax")
+    if not isinstance(trial, Trial):
+        raise TypeError(f"decode_with_argmax: trial must be a Trial (from make_trials), got {type(trial).__name__}")
     L = model.cfg.n_layers
     steps = len(trial.answer)
     per_layer: dict[int, list[torch.Tensor]] = {l: [] for l in range(L)}
@@ -130,6 +162,10 @@ def copy_hits(generated: list[int], argmax: torch.Tensor, prompt: list[int], spa
 
 def retrieval_scores(model, trials: list[Trial], recall_threshold: float = 0.5):
     """Wu et al.'s retrieval score per head -> ([layer, head] tensor, per-trial DataFrame)."""
+    model_arg(model, "retrieval_scores")
+    trials = _trials_arg(trials, "retrieval_scores")
+    recall_threshold = real_arg("recall_threshold", recall_threshold, low=0, high=1, high_open=True,
+                                where="retrieval_scores")
     L, H = model.cfg.n_layers, model.cfg.n_heads
     total = torch.zeros(L, H)
     rows, counted = [], 0
@@ -149,6 +185,8 @@ def retrieval_scores(model, trials: list[Trial], recall_threshold: float = 0.5):
 
 def needle_accuracy(model, trials: list[Trial], interventions=()) -> dict:
     """Mean ROUGE-1 recall of the greedy answers and mean loss of the answer tokens, under interventions."""
+    model_arg(model, "needle_accuracy")
+    trials = _trials_arg(trials, "needle_accuracy")
     recalls, losses = [], []
     for tr in trials:
         with model.hooks(interventions=interventions):
@@ -166,9 +204,17 @@ def masking_experiment(model, trials, scores: torch.Tensor, k: int, draws: int =
     """Ablate the top-k retrieval heads vs k random other heads (several draws): needle recall and answer loss."""
     from interp import HeadAblation
 
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int (heads to mask), got {k!r}")
-    H = model.cfg.n_heads
+    where = "masking_experiment"
+    model_arg(model, where)
+    trials = _trials_arg(trials, where)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    tensor_arg("scores", scores, dims=(2,), floating=True, where=where, shape_doc="[layer, head]")
+    if tuple(scores.shape) != (L, H):
+        raise ValueError(f"{where}: scores must be [layer, head] = [{L}, {H}], got {tuple(scores.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < L * H:
+        raise ValueError(f"k must be a positive int (heads to mask) below the {L * H} heads, got {k!r}")
+    draws = int_arg("draws", draws, minimum=0, where=where)
+    seed = int_arg("seed", seed, where=where)
     flat = torch.nan_to_num(scores, nan=-1.0).flatten()
     top = flat.topk(k).indices.tolist()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from interp.validate import int_arg, model_arg, real_arg, tensor_arg, tokens_arg
+
 from .patterns import local_score
 
 SHAPES = ("a_shape", "vertical_slash", "block_sparse")
@@ -17,6 +19,12 @@ SHAPES = ("a_shape", "vertical_slash", "block_sparse")
 def vertical_share(key_mass: torch.Tensor, n_queries: int, top_frac: float = 0.01) -> torch.Tensor:
     """Share of all attention that lands on the top `top_frac` of keys, the first key excluded.
     key_mass: [batch, head, k] -> [batch, head]."""
+    where = "vertical_share"
+    tensor_arg("key_mass", key_mass, floating=True, where=where, shape_doc="[batch, head, key_pos]")
+    if key_mass.shape[-1] < 2:
+        raise ValueError(f"{where}: key_mass needs at least 2 keys (the first is excluded), got {key_mass.shape[-1]}")
+    int_arg("n_queries", n_queries, minimum=1, where=where)
+    real_arg("top_frac", top_frac, low=0, high=1, low_open=True, where=where)
     km = key_mass[..., 1:]
     top = max(1, int(round(top_frac * km.shape[-1])))
     return km.topk(top, dim=-1).values.sum(-1) / n_queries
@@ -25,12 +33,18 @@ def vertical_share(key_mass: torch.Tensor, n_queries: int, top_frac: float = 0.0
 def shape_scores(model, tokens: torch.Tensor, sink_tokens: int = 4, local_window: int = 64,
                  top_frac: float = 0.01) -> dict:
     """{"a_shape_score", "vertical_score"}: [layer, head] tensors (mean over prompts)."""
+    where = "shape_scores"
+    model_arg(model, where)
+    tokens_arg(tokens, model, where=where)
+    int_arg("sink_tokens", sink_tokens, minimum=0, where=where)
+    int_arg("local_window", local_window, minimum=1, where=where)
+    real_arg("top_frac", top_frac, low=0, high=1, low_open=True, where=where)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     a = torch.zeros(L, H)
     v = torch.zeros(L, H)
     _, cache = model.run_with_cache(tokens, stats=["sink_mass", "local_mass", "key_mass"], sink_tokens=sink_tokens,
                                     local_window=local_window, to_cpu=True)
-    n = tokens.shape[-1]
+    n = cache.tokens.input_ids.shape[-1]
     for l in range(L):
         pre = f"blocks.{l}.attn."
         a[l] = local_score(cache[pre + "hook_query_sink_mass"], cache[pre + "hook_query_local_mass"], sink_tokens,
@@ -40,7 +54,18 @@ def shape_scores(model, tokens: torch.Tensor, sink_tokens: int = 4, local_window
 
 
 def shape_labels(scores: dict, threshold: float = 0.7) -> list[list[str]]:
+    """A-shape when a_shape_score >= threshold, else vertical-slash when a + vertical >= threshold, else
+    block-sparse -> [layer][head] labels."""
+    where = "shape_labels"
+    if not isinstance(scores, dict) or not {"a_shape_score", "vertical_score"} <= set(scores):
+        raise TypeError(f"{where}: scores must be a dict with 'a_shape_score' and 'vertical_score' [layer, head] "
+                        f"tensors (from shape_scores), got {type(scores).__name__}")
     a, v = scores["a_shape_score"], scores["vertical_score"]
+    for name, t in (("a_shape_score", a), ("vertical_score", v)):
+        tensor_arg(f"scores[{name!r}]", t, dims=(2,), where=where, shape_doc="[layer, head]")
+    if a.shape != v.shape:
+        raise ValueError(f"{where}: a_shape_score {tuple(a.shape)} and vertical_score {tuple(v.shape)} differ in shape")
+    real_arg("threshold", threshold, low=0, high=1, low_open=True, where=where)
     out = []
     for l in range(a.shape[0]):
         row = []

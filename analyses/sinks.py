@@ -10,9 +10,13 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from interp.validate import int_arg, model_arg, real_arg, tensor_arg, tokens_arg
+
 
 def first_token_alpha(model, tokens: torch.Tensor, layers=None) -> torch.Tensor:
     """alpha_1 per head, averaged over prompts -> [layer, head] (NaN for layers not asked for)."""
+    model_arg(model, "first_token_alpha")
+    tokens_arg(tokens, model, where="first_token_alpha")
     L, H = model.cfg.n_layers, model.cfg.n_heads
     out = torch.full((L, H), float("nan"))
     _, cache = model.run_with_cache(tokens, stats=["key_mean"], layers=layers, to_cpu=True)
@@ -22,9 +26,11 @@ def first_token_alpha(model, tokens: torch.Tensor, layers=None) -> torch.Tensor:
 
 
 def sink_metric(alpha_first: torch.Tensor, eps: float = 0.3) -> float:
-    """Sink^eps: the share of heads whose first-token alpha exceeds eps."""
-    if not 0 < eps < 1:
-        raise ValueError(f"eps must be in (0, 1), got {eps}")
+    """Sink^eps: the share of heads whose first-token alpha exceeds eps (NaN entries, layers not measured, are
+    left out; NaN when nothing is left)."""
+    tensor_arg("alpha_first", alpha_first, floating=True, where="sink_metric",
+               shape_doc="of first-token alphas, [layer, head] (from first_token_alpha)")
+    eps = real_arg("eps", eps, low=0, high=1, low_open=True, high_open=True, where="sink_metric")
     a = alpha_first[~torch.isnan(alpha_first)]
     return float((a > eps).float().mean()) if a.numel() else float("nan")
 
@@ -35,6 +41,11 @@ def hidden_sinks(model, tokens: torch.Tensor, threshold: float = 0.1, min_querie
 
     Keys seen by fewer than `min_queries` queries are skipped (the last few tokens' alpha is a mean over a handful
     of queries and means little). One row per (prompt, layer, head, position)."""
+    where = "hidden_sinks"
+    model_arg(model, where)
+    tokens_arg(tokens, model, where=where)
+    threshold = real_arg("threshold", threshold, low=0, high=1, high_open=True, where=where)
+    min_queries = int_arg("min_queries", min_queries, minimum=1, where=where)
     rows = []
     _, cache = model.run_with_cache(tokens, stats=["key_mean", "key_count"], layers=layers, to_cpu=True)
     ids = cache.tokens.input_ids.cpu()
@@ -58,6 +69,15 @@ def dormant_heads(model, domains: dict[str, torch.Tensor], sink_threshold: float
 
     A head is dormant on a domain when it puts most of its mass on the first token (alpha_1 > sink_threshold) and
     its output is small (relative norm < norm_threshold), following Guo et al. 2024."""
+    where = "dormant_heads"
+    model_arg(model, where)
+    if not isinstance(domains, dict) or not domains:
+        raise TypeError(f"{where}: domains must be a non-empty dict of name -> tokens, got "
+                        f"{type(domains).__name__} {domains!r:.60}")
+    for domain, toks in domains.items():
+        tokens_arg(toks, model, name=f"domains[{domain!r}]", where=where)
+    sink_threshold = real_arg("sink_threshold", sink_threshold, low=0, high=1, high_open=True, where=where)
+    norm_threshold = real_arg("norm_threshold", norm_threshold, low=0, high=1, low_open=True, where=where)
     rows = []
     for domain, toks in domains.items():
         names = [f"blocks.{l}.attn.hook_result" for l in range(model.cfg.n_layers)]
@@ -83,15 +103,18 @@ def dormant_by_query(model, tokens: torch.Tensor, query_masks: dict[str, torch.T
     Per head and domain: mass on the first token from those queries (kernel `sink_mass` with one sink token, O(n)),
     the head's mean output norm there, that norm relative to the head's largest over the domains, and `dormant`
     (first-token mass > sink_threshold and relative norm < norm_threshold)."""
+    where = "dormant_by_query"
+    model_arg(model, where)
     if not isinstance(query_masks, dict) or not query_masks:
         raise ValueError("query_masks must be a non-empty dict of name -> bool [batch, pos] tensor")
-    if (not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int32, torch.int64)
-            or tokens.dim() not in (1, 2)):
-        raise TypeError(f"tokens must be an integer tensor of token ids, [pos] or [batch, pos]; got "
-                        f"{type(tokens).__name__} {getattr(tokens, 'dtype', '')} {tuple(getattr(tokens, 'shape', ()))}")
+    tokens_arg(tokens, model, where=where, tensor_only=True)
+    sink_threshold = real_arg("sink_threshold", sink_threshold, low=0, high=1, high_open=True, where=where)
+    norm_threshold = real_arg("norm_threshold", norm_threshold, low=0, high=1, low_open=True, where=where)
     if tokens.dim() == 1:
         tokens = tokens[None]
     for name, mask in query_masks.items():
+        if isinstance(mask, torch.Tensor):
+            tensor_arg(f"query_masks[{name!r}]", mask, where=where)
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != tokens.shape:
             raise ValueError(f"query_masks[{name!r}] must be a bool tensor of the tokens' shape {tuple(tokens.shape)}, "
                              f"got {getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
@@ -120,8 +143,19 @@ def dormant_by_query(model, tokens: torch.Tensor, query_masks: dict[str, torch.T
 def value_drains(model, tokens: torch.Tensor, position: int = 0) -> torch.Tensor:
     """||v|| of the token at `position` over the mean ||v|| of the other tokens, per layer and KV head
     -> [layer, kv_head]. Values well below 1 are value-state drains."""
+    where = "value_drains"
+    model_arg(model, where)
+    tokens_arg(tokens, model, where=where)
+    n = tokens.shape[-1] if isinstance(tokens, torch.Tensor) else None
+    position = int_arg("position", position, minimum=0, maximum=None if n is None else n - 1, where=where)
+    if n == 1:
+        raise ValueError(f"{where}: tokens has one position; the ratio needs other tokens to compare with")
     names = [f"blocks.{l}.attn.hook_v" for l in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(tokens, names=names, to_cpu=True)
+    n = cache.tokens.input_ids.shape[1]
+    if position >= n or n == 1:
+        raise ValueError(f"{where}: position must be between 0 and {n - 1} and there must be other tokens; the input "
+                         f"has {n} positions, position={position}")
     out = []
     for l in range(model.cfg.n_layers):
         v = cache[f"blocks.{l}.attn.hook_v"].norm(dim=-1)  # [batch, pos, kv_head]
@@ -132,7 +166,11 @@ def value_drains(model, tokens: torch.Tensor, position: int = 0) -> torch.Tensor
 
 def massive_activations(model, tokens: torch.Tensor, top_dims: int = 4) -> pd.DataFrame:
     """Per layer: the residual-stream norm of the first token over the median token's, and the hidden dimensions
-    with the largest magnitude at the token with the largest norm (massive activations)."""
+    with the largest magnitude at the token with the largest norm (massive activations). Prompt 0 is used."""
+    where = "massive_activations"
+    model_arg(model, where)
+    tokens_arg(tokens, model, where=where)
+    top_dims = int_arg("top_dims", top_dims, minimum=1, maximum=model.cfg.d_model, where=where)
     names = [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(tokens, names=names, to_cpu=True)
     rows = []

@@ -1,0 +1,84 @@
+"""Memory estimates made before a run, so a request that cannot fit is refused with its size instead of dying in
+an allocation halfway through the layers.
+
+Full patterns (`hook_pattern`, `run_with_cache(pattern=True)`) are float32 `[batch, head, query_pos, key_pos]`
+maps: one working buffer per layer while it runs, plus the copy the cache keeps for every requested layer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import torch
+
+from .validate import int_arg
+
+PATTERN_DTYPE_BYTES = 4  # patterns are float32 whatever the model's dtype
+GiB = 2**30
+
+
+def _layer_list(cfg, layers) -> list[int]:
+    if layers is None:
+        return list(range(cfg.n_layers))
+    if isinstance(layers, int) and not isinstance(layers, bool):
+        layers = [layers]
+    if not isinstance(layers, Iterable) or isinstance(layers, (str, bytes)):
+        raise TypeError(f"layers must be None, an int or a list of ints, got {type(layers).__name__}")
+    out = []
+    for l in layers:
+        if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < cfg.n_layers:
+            raise ValueError(f"layer {l!r} out of range; the model has layers 0..{cfg.n_layers - 1}")
+        out.append(l)
+    return sorted(set(out))
+
+
+def pattern_bytes(cfg, batch: int, q_len: int, k_len: int, layers=None) -> int:
+    """Bytes that full patterns at `layers` (None = all) need for one run: the cached float32
+    `[batch, n_heads, q_len, k_len]` map of every requested layer plus one working buffer of that size."""
+    for name, value in (("batch", batch), ("q_len", q_len), ("k_len", k_len)):
+        int_arg(name, value, minimum=1, where="pattern_bytes")
+    n = len(_layer_list(cfg, layers))
+    if n == 0:
+        return 0
+    per_layer = batch * cfg.n_heads * q_len * k_len * PATTERN_DTYPE_BYTES
+    return (n + 1) * per_layer
+
+
+def available_bytes(device) -> int | None:
+    """Free memory on `device` (CUDA: the driver's free bytes; CPU: MemAvailable), or None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def check_pattern_memory(cfg, batch: int, q_len: int, k_len: int, layers=None, device="cpu",
+                         limit: int | None = None) -> int:
+    """Refuse (ValueError, with the size) full patterns that would not fit; returns the estimate in bytes.
+
+    `limit` defaults to the free memory of `device`; with neither known nothing is refused."""
+    need = pattern_bytes(cfg, batch, q_len, k_len, layers)
+    if limit is None:
+        limit = available_bytes(device)
+    if limit is not None and need > limit:
+        n = len(_layer_list(cfg, layers))
+        raise ValueError(
+            f"full patterns at {n} layer{'s' if n != 1 else ''} would take {need / GiB:.1f} GiB "
+            f"({n} x [{batch}, {cfg.n_heads}, {q_len}, {k_len}] float32 plus a working buffer), more than the "
+            f"{limit / GiB:.1f} GiB available on {device}; ask for fewer layers (layers=[...]), a shorter input, or "
+            "statistics instead (stats=...), which need O(n) memory"
+        )
+    return need

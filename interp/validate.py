@@ -1,0 +1,120 @@
+"""Argument checks for public functions: each raises a ValueError/TypeError that names the argument, what it got and
+what is allowed, before any work starts (no bare asserts, no deep torch tracebacks).
+
+    n = int_arg("n_tokens", n_tokens, minimum=1, where="text_tokens")
+    eps = real_arg("eps", eps, low=0, high=1, low_open=True, high_open=True, where="sink_metric")
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+def _where(where: str | None) -> str:
+    return f"{where}: " if where else ""
+
+
+def _show(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)} on {value.device}"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def int_arg(name: str, value, minimum: int | None = None, maximum: int | None = None, where: str | None = None,
+            optional: bool = False) -> int | None:
+    """An int (not a bool) in [minimum, maximum]; None passes when optional."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{_where(where)}{name} must be an int{' or None' if optional else ''}, got {_show(value)}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        allowed = (f"between {minimum} and {maximum}" if minimum is not None and maximum is not None
+                   else f">= {minimum}" if minimum is not None else f"<= {maximum}")
+        raise ValueError(f"{_where(where)}{name} must be {allowed}, got {value}")
+    return value
+
+
+def real_arg(name: str, value, low: float | None = None, high: float | None = None, low_open: bool = False,
+             high_open: bool = False, where: str | None = None) -> float:
+    """A finite real number (not a bool) in the interval given; open ends exclude the bound."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{_where(where)}{name} must be a number, got {_show(value)}")
+    value = float(value)
+    bad = not math.isfinite(value)
+    bad |= low is not None and (value <= low if low_open else value < low)
+    bad |= high is not None and (value >= high if high_open else value > high)
+    if bad:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{_where(where)}{name} must be a finite number in {interval}, got {value}")
+    return value
+
+
+def not_meta(name: str, t: torch.Tensor, where: str | None = None) -> torch.Tensor:
+    if t.device.type == "meta":
+        raise ValueError(f"{_where(where)}{name} is on the meta device (shape only, no data); pass a tensor with "
+                         "values, on the CPU or the model's device")
+    return t
+
+
+def tensor_arg(name: str, value, dims: tuple[int, ...] | None = None, floating: bool | None = None,
+               where: str | None = None, shape_doc: str = "") -> torch.Tensor:
+    """A non-empty tensor with data (not on the meta device), of the given number of dimensions and kind."""
+    doc = f" {shape_doc}" if shape_doc else ""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{_where(where)}{name} must be a tensor{doc}, got {_show(value)}")
+    not_meta(name, value, where)
+    if dims is not None and value.dim() not in dims:
+        want = " or ".join(f"{d}-D" for d in dims)
+        raise ValueError(f"{_where(where)}{name} must be {want}{doc}, got shape {tuple(value.shape)}")
+    if floating is True and not value.dtype.is_floating_point:
+        raise TypeError(f"{_where(where)}{name} must be a floating-point tensor{doc}, got {value.dtype}")
+    if floating is False and (value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool):
+        raise TypeError(f"{_where(where)}{name} must be an integer tensor{doc}, got {value.dtype}")
+    if value.numel() == 0:
+        raise ValueError(f"{_where(where)}{name} is empty (shape {tuple(value.shape)}){doc}")
+    return value
+
+
+def model_arg(model, where: str | None = None):
+    """An interp HookedModel (or anything with its public API: cfg, run_with_cache, run_with_hooks, to_tokens)."""
+    need = ("cfg", "run_with_cache", "run_with_hooks", "to_tokens")
+    missing = [a for a in need if not hasattr(model, a)]
+    if missing:
+        raise TypeError(f"{_where(where)}model must be an interp HookedModel (e.g. interp.load('smollm2-135m')), got "
+                        f"{_show(model)}")
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device) and device.type == "meta":
+        raise ValueError(f"{_where(where)}the model's weights are on the meta device (not loaded); load it with "
+                         "interp.load(..., device='cpu' or 'cuda')")
+    return model
+
+
+def tokens_arg(value, model=None, name: str = "tokens", where: str | None = None, tensor_only: bool = False):
+    """Model input: an integer tensor of token ids [pos] or [batch, pos] (checked here: kind, shape, emptiness,
+    meta device, vocabulary), or, unless tensor_only, text / a list of texts / lists of ids (checked by
+    model.to_tokens when it runs)."""
+    shape_doc = "of token ids, [pos] or [batch, pos]"
+    if isinstance(value, torch.Tensor):
+        tensor_arg(name, value, dims=(1, 2), floating=False, where=where, shape_doc=shape_doc)
+        if model is not None:
+            lo, hi = int(value.min()), int(value.max())
+            if lo < 0 or hi >= model.cfg.d_vocab:
+                raise ValueError(f"{_where(where)}{name} has ids outside the vocabulary [0, {model.cfg.d_vocab}): "
+                                 f"min {lo}, max {hi}")
+            if value.shape[-1] > model.cfg.n_ctx:
+                raise ValueError(f"{_where(where)}{name} has {value.shape[-1]} positions; the model's maximum context "
+                                 f"is {model.cfg.n_ctx}")
+        return value
+    if not tensor_only and (isinstance(value, str) or (isinstance(value, (list, tuple)) and len(value) > 0)):
+        return value
+    allowed = "an integer tensor " + shape_doc + ("" if tensor_only else ", a text or a list of texts / of ids")
+    if isinstance(value, (str, list, tuple)) and len(value) == 0:
+        raise ValueError(f"{_where(where)}{name} is empty; give {allowed}")
+    raise TypeError(f"{_where(where)}{name} must be {allowed}, got {_show(value)}")
