@@ -36,8 +36,7 @@ def _final_hidden(model, ids, interventions=(), grad=False):
     def grab(t, hook):
         captured["h"] = t
 
-    with model.hooks(fwd_hooks=[("ln_final.hook_normalized", grab)], interventions=interventions):
-        model._forward(model.to_tokens(ids), grad=grad)
+    model.run_with_hooks(ids, fwd_hooks=[("ln_final.hook_normalized", grab)], interventions=interventions, grad=grad)
     return captured["h"]
 
 

@@ -27,6 +27,7 @@ from .config import ATTN_NAMES, MLP_NAMES, ModelConfig, find_blocks, find_child,
 from .hooks import HOOK_OF_STAT, RunContext, all_hook_names, differentiable, parse_hook_name
 from .stages import RESID_STAGES, AttnCall, Intervention, check_stages
 from .kernels import attention_with_stats, normalize_stats
+from .memory import check_pattern_memory
 from .tokens import Tokens, to_tokens
 
 PATTERN_BYTES_LIMIT = 4 * 2**30
@@ -360,10 +361,10 @@ class HookedModel:
             stat_names = normalize_stats("all")
         for l in layer_list:
             chosen.update(f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for s in stat_names if s != "span_mass" or span)
-        n_patterns = sum(n.endswith("hook_pattern") for n in chosen)
-        if n_patterns:
+        pattern_layers = [parse_hook_name(n, self.cfg.n_layers)[0] for n in chosen if n.endswith("attn.hook_pattern")]
+        if pattern_layers:  # refuse before running when the patterns of all these layers cannot fit
             b, n = toks.input_ids.shape
-            check_pattern_size(b, self.cfg.n_heads * n_patterns, n, n, f"{n_patterns} layers (all together)")
+            check_pattern_memory(self.cfg, b, n, n, pattern_layers, device=self.device)
         cache = ActivationCache(n_layers=self.cfg.n_layers)
 
         def save(t, hook):

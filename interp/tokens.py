@@ -36,6 +36,8 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
     if isinstance(inputs, str):
         seqs = [_encode(inputs, tokenizer, prepend_bos)]
     elif isinstance(inputs, torch.Tensor):
+        if inputs.device.type == "meta":
+            raise ValueError("token ids are on the meta device (no values); pass real token ids")
         if inputs.dtype.is_floating_point or inputs.dtype == torch.bool:
             raise TypeError(f"token ids must be an integer tensor, got {inputs.dtype}")
         if inputs.dim() == 1:
@@ -84,6 +86,8 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
 
 def _checked_tokens(toks: Tokens, cfg, device) -> Tokens:
     ids, mask = toks.input_ids, toks.attention_mask
+    if isinstance(ids, torch.Tensor) and ids.device.type == "meta":
+        raise ValueError("Tokens.input_ids are on the meta device (no values); pass real token ids")
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
         raise TypeError("Tokens.input_ids must be an integer tensor [batch, pos]")
     if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != ids.shape):

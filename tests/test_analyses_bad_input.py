@@ -229,3 +229,13 @@ def test_good_input_still_runs(m):
     assert A.value_drains(m, toks(), position=3).shape == (2, 2)
     assert A.random_tokens(m, n_tokens=2, n_prompts=1).shape[-1] == 2
     assert len(retrieval.make_trials(m, contexts=32, depths=0.5)) == 1
+
+
+def test_meta_tokens_are_refused(m):
+    from interp.tokens import Tokens
+
+    ids = torch.zeros(1, 4, dtype=torch.long, device="meta")
+    with pytest.raises(ValueError, match="meta device"):
+        m(ids)
+    with pytest.raises(ValueError, match="meta device"):
+        m.run_with_hooks(Tokens(ids, None, [4]))
