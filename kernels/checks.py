@@ -7,6 +7,7 @@ is allowed, before any backend touches the tensors.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,13 @@ class AttnSpec:
     @property
     def group(self) -> int:
         return self.heads // self.kv_heads
+
+
+def _is_int(x) -> bool:
+    """An integer (Python, NumPy, or a 0-d integer tensor), never a bool or a float that happens to be whole."""
+    if isinstance(x, torch.Tensor):
+        return x.dim() == 0 and not (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool)
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def _int_option(name: str, value, minimum: int) -> int:
@@ -145,6 +153,8 @@ def check_inputs(
         names = tuple(n for n in names if n != "span_mass")  # a group ("all", "query") without a span
     if span is not None:
         if isinstance(span, torch.Tensor):
+            if span.dtype.is_floating_point or span.dtype.is_complex or span.dtype == torch.bool:
+                raise TypeError(f"span tensor must hold integer key positions, got dtype {span.dtype}")
             span_t = span.to(device=q.device, dtype=torch.int64)
             if span_t.shape == (2,):
                 span_t = span_t.expand(b, 2)
@@ -155,6 +165,8 @@ def check_inputs(
                 start, end = span
             except (TypeError, ValueError):
                 raise TypeError(f"span must be (start, end) or a [batch, 2] tensor, got {span!r}") from None
+            if not (_is_int(start) and _is_int(end)):
+                raise TypeError(f"span bounds must be ints (key positions), got span={span!r}")
             span_t = torch.tensor([[int(start), int(end)]], device=q.device, dtype=torch.int64).expand(b, 2)
         if bool((span_t[:, 0] < 0).any()) or bool((span_t[:, 1] > lk).any()) or bool((span_t[:, 0] > span_t[:, 1]).any()):
             raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {span_t.tolist()}")
@@ -165,3 +177,41 @@ def check_inputs(
         scale=float(scale), sliding_window=sliding_window, key_valid=key_valid, key_bias=key_bias, stats=names,
         sink_tokens=sink_tokens, local_window=local_window, span=span_t,
     )
+
+
+CHECK_MEMORY_ABOVE = 256 * 2**20  # bytes; smaller calls skip the free-memory query
+
+
+def output_and_stats_bytes(spec: AttnSpec, element_size: int) -> int:
+    """GPU memory a Triton-backend call allocates beyond its inputs: the output (the forward writes it even when
+    need_out=False), lse, each requested statistic, and the key pass's int64 sums."""
+    rows = spec.batch * spec.heads * spec.q_len
+    keys = spec.batch * spec.heads * spec.k_len
+    want = set(spec.stats)
+    total = rows * spec.head_dim * element_size + rows * 4  # output + lse
+    total += rows * 4 * len(want & {"max_prob", "entropy", "sink_mass", "local_mass", "span_mass"})
+    total += rows * 8 * ("argmax" in want)
+    if want & {"key_mass", "key_mean"}:
+        total += keys * 8 + keys * 4 * len(want & {"key_mass", "key_mean"})
+    total += keys * 4 * bool(want & {"key_count", "key_mean"})
+    return total
+
+
+def check_fits_in_memory(q: torch.Tensor, spec: AttnSpec, need_out: bool = True) -> None:
+    """A clear ValueError, before anything is launched, when the output and statistics will not fit in free GPU
+    memory (free on the device plus what torch's caching allocator holds unused)."""
+    if q.device.type != "cuda":
+        return
+    need = output_and_stats_bytes(spec, q.element_size())
+    if need < CHECK_MEMORY_ABOVE:
+        return
+    free, total = torch.cuda.mem_get_info(q.device)
+    free += torch.cuda.memory_reserved(q.device) - torch.cuda.memory_allocated(q.device)
+    if need > free:
+        gib = 2**30
+        raise ValueError(
+            f"attention with stats={list(spec.stats)} at batch={spec.batch}, heads={spec.heads}, "
+            f"q_len={spec.q_len}, k_len={spec.k_len}, head_dim={spec.head_dim} needs {need / gib:.2f} GiB of GPU "
+            f"memory for the output and statistics, but only {free / gib:.2f} GiB of {total / gib:.2f} GiB is free "
+            "on " + str(q.device) + "; ask for fewer statistics, a shorter input or a smaller batch"
+        )
