@@ -197,16 +197,15 @@ def output_and_stats_bytes(spec: AttnSpec, element_size: int) -> int:
     return total
 
 
-def check_fits_in_memory(q: torch.Tensor, spec: AttnSpec, need_out: bool = True) -> None:
+def check_fits_in_memory(q: torch.Tensor, spec: AttnSpec, *, free: int | None = None, total: int | None = None):
     """A clear ValueError, before anything is launched, when the output and statistics will not fit in free GPU
-    memory (free on the device plus what torch's caching allocator holds unused)."""
-    if q.device.type != "cuda":
-        return
+    memory (free on the device plus what torch's caching allocator holds unused; `free`/`total` override it)."""
     need = output_and_stats_bytes(spec, q.element_size())
-    if need < CHECK_MEMORY_ABOVE:
-        return
-    free, total = torch.cuda.mem_get_info(q.device)
-    free += torch.cuda.memory_reserved(q.device) - torch.cuda.memory_allocated(q.device)
+    if free is None:
+        if q.device.type != "cuda" or need < CHECK_MEMORY_ABOVE:
+            return
+        free, total = torch.cuda.mem_get_info(q.device)
+        free += torch.cuda.memory_reserved(q.device) - torch.cuda.memory_allocated(q.device)
     if need > free:
         gib = 2**30
         raise ValueError(

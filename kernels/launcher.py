@@ -75,7 +75,7 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     b, h, lq, lk, d = spec.batch, spec.heads, spec.q_len, spec.k_len, spec.head_dim
     dev = q.device
     want = set(spec.stats)
-    check_fits_in_memory(q, spec, need_out)
+    check_fits_in_memory(q, spec)
     flags = _flags(spec, q)
     len_bucket = min(triton.next_power_of_2(max(lq, lk)), 8192)  # autotune key: longer inputs reuse 8k's choice
 
