@@ -152,7 +152,8 @@ def attention_stats_kernel(
     LOG2E: tl.constexpr = 1.4426950408889634
     LN2: tl.constexpr = 0.6931471805599453
     WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
-    FULL: tl.constexpr = WANT_MAX or WANT_ENT or WANT_KEY  # needs every visible key
+    FULL: tl.constexpr = (WANT_MAX or WANT_ENT) or WANT_KEY  # needs every visible key
+    ANY_ROW: tl.constexpr = (FULL or WANT_SINK) or (WANT_LOCAL or WANT_SPAN)
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
     b = pid_bh // H
@@ -168,7 +169,7 @@ def attention_stats_kernel(
     kvalid_base = KVALID + b * Lk
     bias_base = BIAS + pid_bh * Lk
 
-    if FULL or WANT_SINK or WANT_LOCAL or WANT_SPAN:
+    if ANY_ROW:
         q_ptrs = (Q + b * stride_qb + h * stride_qh + m0.to(tl.int64) * stride_qm
                   + offs_m0[:, None] * stride_qm + offs_d[None, :] * stride_qd)
         q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
