@@ -6,6 +6,7 @@ is allowed, before any backend touches the tensors.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -42,6 +43,33 @@ class AttnSpec:
     @property
     def group(self) -> int:
         return self.heads // self.kv_heads
+
+
+@functools.lru_cache(maxsize=256)
+def _stat_names(stats, has_span: bool) -> tuple[str, ...]:
+    """normalize_stats, once per distinct request: a group ("all", "query") given no span drops span_mass."""
+    names = normalize_stats(stats)
+    if "span_mass" in names and not has_span:
+        named = stats == "span_mass" or (not isinstance(stats, str) and "span_mass" in stats)
+        if named:
+            raise ValueError("stats asks for span_mass but no span=(start, end) was given")
+        names = tuple(n for n in names if n != "span_mass")
+    return names
+
+
+def _names(stats, has_span: bool) -> tuple[str, ...]:
+    key = tuple(stats) if isinstance(stats, list) else stats
+    try:
+        hash(key)
+    except TypeError:  # a set, a list of lists...: no caching, normalize_stats says what is wrong
+        return _stat_names.__wrapped__(key, has_span)
+    return _stat_names(key, has_span)
+
+
+@functools.lru_cache(maxsize=64)
+def _span_tensor(start: int, end: int, batch: int, device) -> torch.Tensor:
+    """[batch, 2] int64 on the device, made once per (span, batch, device): short calls skip the copy."""
+    return torch.tensor([[start, end]], device=device, dtype=torch.int64).expand(batch, 2).contiguous()
 
 
 def _is_int(x) -> bool:
@@ -144,13 +172,8 @@ def check_inputs(
             raise ValueError(f"key_bias is on {key_bias.device} but q is on {q.device}")
         key_bias = key_bias.to(torch.float32).expand(b, h, lk).contiguous()
 
-    names = normalize_stats(stats)
+    names = _names(stats, span is not None)
     span_t = None
-    if "span_mass" in names and span is None:
-        named = stats == "span_mass" or (not isinstance(stats, str) and "span_mass" in list(stats))
-        if named:
-            raise ValueError("stats asks for span_mass but no span=(start, end) was given")
-        names = tuple(n for n in names if n != "span_mass")  # a group ("all", "query") without a span
     if span is not None:
         if isinstance(span, torch.Tensor):
             if span.dtype.is_floating_point or span.dtype.is_complex or span.dtype == torch.bool:
@@ -160,6 +183,10 @@ def check_inputs(
                 span_t = span_t.expand(b, 2)
             if span_t.shape != (b, 2):
                 raise ValueError(f"span tensor must be [2] or [batch, 2], got {tuple(span.shape)}")
+            if bool((span_t[:, 0] < 0).any()) or bool((span_t[:, 1] > lk).any()) or bool(
+                    (span_t[:, 0] > span_t[:, 1]).any()):
+                raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {span_t.tolist()}")
+            span_t = span_t.contiguous()
         else:
             try:
                 start, end = span
@@ -167,10 +194,10 @@ def check_inputs(
                 raise TypeError(f"span must be (start, end) or a [batch, 2] tensor, got {span!r}") from None
             if not (_is_int(start) and _is_int(end)):
                 raise TypeError(f"span bounds must be ints (key positions), got span={span!r}")
-            span_t = torch.tensor([[int(start), int(end)]], device=q.device, dtype=torch.int64).expand(b, 2)
-        if bool((span_t[:, 0] < 0).any()) or bool((span_t[:, 1] > lk).any()) or bool((span_t[:, 0] > span_t[:, 1]).any()):
-            raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {span_t.tolist()}")
-        span_t = span_t.contiguous()
+            start, end = int(start), int(end)
+            if not 0 <= start <= end <= lk:
+                raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {[start, end]}")
+            span_t = _span_tensor(start, end, b, q.device)  # validated on the host: no device sync
 
     return AttnSpec(
         batch=b, heads=h, kv_heads=hk, q_len=lq, k_len=lk, head_dim=d, q_offset=lk - lq, causal=causal,
