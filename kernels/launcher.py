@@ -25,7 +25,7 @@ LOG2E = 1.0 / math.log(2.0)
 ROW_STATS = ("max_prob", "entropy", "sink_mass", "local_mass", "span_mass")
 KEY_STATS = {"key_mass", "key_mean", "key_count"}
 _dummies: dict = {}
-_tuned: set = set()  # autotune keys of the statistics kernel already run once
+_tuned: dict = {}  # autotune key of the statistics kernel -> the config it chose
 
 
 def _dummy(device, dtype=torch.float32):
@@ -49,6 +49,23 @@ def _flags(spec: AttnSpec, q):
         UPCAST=INTERPRET and q.dtype == torch.bfloat16,  # tl.dot on bf16 tiles is wrong in the CPU interpreter
         DOT_PREC="ieee" if q.dtype == torch.float32 else None,  # exact fp32 products; fp16/bf16 the default
     )
+
+
+def _launch_stats(args, consts, tune_key, lq, n_bh, kmass):
+    """Launch the statistics kernel. The first call per autotune key goes through the autotuner; later ones launch
+    the chosen config directly (no autotuner bookkeeping on the hot path, which short inputs feel)."""
+    config = _tuned.get(tune_key)
+    if config is not None:
+        meta = config.all_kwargs()
+        attention_stats_kernel.fn[(triton.cdiv(lq, meta["BLOCK_M"]), n_bh)](*args, **consts, **meta)
+        return
+    attention_stats_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), n_bh)](*args, **consts)
+    if INTERPRET:
+        return
+    if kmass is not None and AUTOTUNE:  # timing runs of the autotuner may have added to the atomic key sums,
+        kmass.zero_()  # whatever the Triton version does with reset_to_zero: run the chosen config once more
+        attention_stats_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), n_bh)](*args, **consts)
+    _tuned[tune_key] = attention_stats_kernel.best_config
 
 
 def triton_forward(q, k, v, spec: AttnSpec, flags, len_bucket):
@@ -105,9 +122,6 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
         spans = spec.span if spec.span is not None else _dummy(dev, torch.int64)
         fix = _fix_scale(lq)
 
-        def grid(meta):
-            return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
-
         consts = dict(
             HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)),
             WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
@@ -118,13 +132,7 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
                 bufs["span_mass"], kmass, kcount, kvalid, qcum, bias, spans, *q.stride(), *k.stride(),
                 h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0,
                 spec.sink_tokens, spec.local_window, fix, len_bucket)
-        attention_stats_kernel[grid](*args, **consts)
-        if want_key and AUTOTUNE and not INTERPRET:
-            tune_key = (len_bucket, q.dtype, tuple(sorted(consts.items())))
-            if tune_key not in _tuned:  # the first call autotuned: its timing runs may have added to the
-                _tuned.add(tune_key)  # atomic sums, whatever the Triton version does with reset_to_zero
-                kmass.zero_()
-                attention_stats_kernel[grid](*args, **consts)
+        _launch_stats(args, consts, (len_bucket, q.dtype, *consts.values()), lq, b * h, kmass if want_key else None)
         for n in row:
             setattr(st, n, bufs[n])
         if "argmax" in want:
