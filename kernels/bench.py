@@ -192,7 +192,9 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=TABLE + ["eager+probs"])
     p.add_argument("--long-lengths", nargs="*", type=int, default=LONG_LENGTHS,
                    help="32x128/8 only: every statistic separately, one timed call each")
-    p.add_argument("--long-methods", nargs="+", default=["sdpa", "ours-none", "ours-query", "ours-all"] + PER_STAT)
+    p.add_argument("--long-methods", nargs="+", default=["sdpa", "ours-none", "ours-query", "ours-all", "ours-keymass"])
+    p.add_argument("--per-stat-lengths", nargs="*", type=int, default=[8192, 32768],
+                   help="lengths at which each statistic is also timed on its own")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     p.add_argument("--eager-limit-gib", type=float, default=70.0)
     p.add_argument("--flex-lengths", nargs="*", type=int, default=[2048, 8192, 32768],
@@ -211,6 +213,8 @@ def main(argv=None):
     for shape in args.shapes:
         for n in lengths:
             ms_list = methods if n in args.flex_lengths else [m for m in methods if m != "flex"]
+            if n in args.per_stat_lengths:
+                ms_list = ms_list + [m for m in PER_STAT if m not in ms_list]
             rows.extend(bench_one(shape, n, dtype, device, ms_list, args.smoke, args.eager_limit_gib, flex))
     long_rows = []
     if device == "cuda" and not args.smoke and "32x128/8" in args.shapes:
@@ -220,7 +224,13 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(rows + long_rows, f, indent=1)
     print_table(rows)
+    per_stat = [r for r in rows if r["n"] in args.per_stat_lengths and (r["method"] in PER_STAT
+                                                                         or r["method"] in ("sdpa", "ours-none"))]
+    if per_stat:
+        print("\n# each statistic on its own (output included)")
+        print_long(per_stat)
     if long_rows:
+        print("\n# 32x128/8 at 256k-1M tokens: one timed call each")
         print_long(long_rows)
     return rows + long_rows
 
@@ -256,15 +266,15 @@ def print_table(rows):
 
 
 def print_long(rows):
-    print("\n| N | method | ms | x SDPA | peak GiB above inputs |")
-    print("|---|---|---|---|---|")
+    print("\n| shape | N | method | ms | x SDPA | peak GiB above inputs |")
+    print("|---|---|---|---|---|---|")
     for (shape, n), d in _by(rows).items():
         s = _ms(d, "sdpa")
         for m, r in d.items():
             t = r.get("ms")
             ratio = f"{t / s:.2f}x" if t and s else "-"
-            print(f"| {n // 1024}k | {m} | {t:.1f} | {ratio} | {r['peak_gib']:.2f} |" if t else
-                  f"| {n // 1024}k | {m} | - | - | {r.get('note', '')} |")
+            print(f"| {shape} | {n // 1024}k | {m} | {t:.3f} | {ratio} | {r['peak_gib']:.2f} |" if t else
+                  f"| {shape} | {n // 1024}k | {m} | - | - | {r.get('note', '')} |")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from .triton_stats import attention_stats_kernel
 
 LOG2E = 1.0 / math.log(2.0)
 ROW_STATS = ("max_prob", "entropy", "sink_mass", "local_mass", "span_mass")
+ROW_CONST = {"max_prob": "MAXP", "entropy": "ENT", "sink_mass": "SINK", "local_mass": "LOCAL", "span_mass": "SPAN"}
 KEY_STATS = {"key_mass", "key_mean", "key_count"}
 _dummies: dict = {}
 _tuned: dict = {}  # autotune key of the statistics kernel -> the config it chose
@@ -83,7 +84,7 @@ def triton_forward(q, k, v, spec: AttnSpec, flags, len_bucket):
     attention_fwd_kernel[grid](
         q, k, v, out, lse, kvalid, bias, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         h, spec.group, lq, spec.k_len, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0, len_bucket,
-        HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), **flags,
+        HEAD_DIM=d, BLOCK_D=max(16, 1 << (d - 1).bit_length()), **flags,
     )
     return out, lse
 
@@ -93,12 +94,12 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     b, h, lq, lk, d = spec.batch, spec.heads, spec.q_len, spec.k_len, spec.head_dim
     dev = q.device
     want = set(spec.stats)
-    check_fits_in_memory(q, spec)
-    flags = _flags(spec, q)
-    len_bucket = min(triton.next_power_of_2(max(lq, lk)), 8192)  # autotune key: longer inputs reuse 8k's choice
+    if dev.type == "cuda":
+        check_fits_in_memory(q, spec)
+    len_bucket = min(1 << (max(lq, lk) - 1).bit_length(), 8192)  # autotune key: longer inputs reuse 8k's choice
 
     res = sdpa_out_lse(q, k, v, spec) if eligible(q, k, v, spec) else None
-    out, lse = res if res is not None else triton_forward(q, k, v, spec, flags, len_bucket)
+    out, lse = res if res is not None else triton_forward(q, k, v, spec, _flags(spec, q), len_bucket)
     st = AttentionStats()
     if "lse" in want:
         st.lse = lse
@@ -108,7 +109,8 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     want_count = "key_count" in want or "key_mean" in want
     if row or "argmax" in want or want_key or want_count:
         f32 = dict(device=dev, dtype=torch.float32)
-        bufs = {n: (torch.empty(b, h, lq, **f32) if n in want else _dummy(dev)) for n in ROW_STATS}
+        rows = torch.empty(len(row), b, h, lq, **f32) if row else _dummy(dev)  # one buffer, a slot per statistic
+        slots = {f"S_{ROW_CONST[n]}": (row.index(n) if n in want else 0) for n in ROW_STATS}
         arg = torch.empty(b, h, lq, device=dev, dtype=torch.int64) if "argmax" in want else _dummy(dev, torch.int64)
         kmass = torch.zeros(b, h, lk, device=dev, dtype=torch.int64) if want_key else _dummy(dev, torch.int64)
         kcount = torch.empty(b, h, lk, **f32) if want_count else _dummy(dev)
@@ -123,18 +125,17 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
         fix = _fix_scale(lq)
 
         consts = dict(
-            HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)),
+            HEAD_DIM=d, BLOCK_D=max(16, 1 << (d - 1).bit_length()),
             WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
             WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
-            WANT_KEY=want_key, WANT_COUNT=want_count, **flags,
+            WANT_KEY=want_key, WANT_COUNT=want_count, **slots, **_flags(spec, q),
         )
-        args = (q, k, lse, bufs["max_prob"], arg, bufs["entropy"], bufs["sink_mass"], bufs["local_mass"],
-                bufs["span_mass"], kmass, kcount, kvalid, qcum, bias, spans, *q.stride(), *k.stride(),
+        args = (q, k, lse, rows, arg, kmass, kcount, kvalid, qcum, bias, spans, *q.stride(), *k.stride(),
                 h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0,
-                spec.sink_tokens, spec.local_window, fix, len_bucket)
+                spec.sink_tokens, spec.local_window, fix, b * h * lq, len_bucket)
         _launch_stats(args, consts, (len_bucket, q.dtype, *consts.values()), lq, b * h, kmass if want_key else None)
-        for n in row:
-            setattr(st, n, bufs[n])
+        for i, n in enumerate(row):
+            setattr(st, n, rows[i])
         if "argmax" in want:
             st.argmax = arg
         if want_key:

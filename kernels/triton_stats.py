@@ -136,17 +136,19 @@ def _stats_inner(
 )
 @triton.jit
 def attention_stats_kernel(
-    Q, K, LSE, MAXP, ARG, ENT, SINK, LOCAL, SPAN, KMASS, KCOUNT, KVALID, QCUM, BIAS, SPANS,
+    Q, K, LSE, ROWS, ARG, KMASS, KCOUNT, KVALID, QCUM, BIAS, SPANS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
-    H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, fix_scale, LEN_BUCKET,
+    H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, fix_scale, rows_stride, LEN_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
     WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr,
     WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
+    S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
-    """LSE [b, h, Lq] natural log (-inf on empty rows); per-query outputs [b, h, Lq]; KMASS [b, h, Lk] int64
+    """LSE [b, h, Lq] natural log (-inf on empty rows); ROWS [slots, b, h, Lq] float32, one slot per requested
+    per-query statistic (S_* = its slot); ARG [b, h, Lq] int64; KMASS [b, h, Lk] int64
     fixed point (zeroed by the caller); KCOUNT [b, h, Lk] float32; QCUM [b, Lq + 1] int32 prefix sums of the
     query padding mask (HAS_VALID only)."""
     LOG2E: tl.constexpr = 1.4426950408889634
@@ -254,18 +256,19 @@ def attention_stats_kernel(
                 )
 
         out = row_base + offs_m
+        rs = tl.cast(rows_stride, tl.int64)
         if WANT_MAXP:
-            tl.store(MAXP + out, tl.where(seen, tl.exp2(m_i - lse_row), 0.0), mask=row_ok)
+            tl.store(ROWS + S_MAXP * rs + out, tl.where(seen, tl.exp2(m_i - lse_row), 0.0), mask=row_ok)
         if WANT_ARG:
             tl.store(ARG + out, a_i, mask=row_ok)
         if WANT_ENT:  # H = -sum p ln p
-            tl.store(ENT + out, tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0), mask=row_ok)
+            tl.store(ROWS + S_ENT * rs + out, tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0), mask=row_ok)
         if WANT_SINK:
-            tl.store(SINK + out, sk_i, mask=row_ok)
+            tl.store(ROWS + S_SINK * rs + out, sk_i, mask=row_ok)
         if WANT_LOCAL:
-            tl.store(LOCAL + out, lc_i, mask=row_ok)
+            tl.store(ROWS + S_LOCAL * rs + out, lc_i, mask=row_ok)
         if WANT_SPAN:
-            tl.store(SPAN + out, sp_i, mask=row_ok)
+            tl.store(ROWS + S_SPAN * rs + out, sp_i, mask=row_ok)
 
     if WANT_COUNT:  # key_count in closed form: keys in chunks of BLOCK_M, spread over this row of programs
         n_chunks = tl.cdiv(Lk, BLOCK_M)
