@@ -1,13 +1,14 @@
-"""Benchmark: attention with statistics vs SDPA, eager-with-probabilities, FlexAttention and the
-key-mass-through-SDPA-backward trick, side by side in one run on one GPU.
+"""Benchmark: attention with statistics vs SDPA, FlexAttention, the key-mass-through-SDPA-backward trick and
+eager-with-probabilities, side by side in one run on one GPU; then every statistic at 256k-1M tokens.
 
-    python -m interp.kernels.bench                      # the README table (needs a CUDA GPU)
-    python -m interp.kernels.bench --shapes 32x128/8 --lengths 8192 32768
-    python -m interp.kernels.bench --smoke              # tiny sizes, any device (CPU: Triton interpreter)
+    python -m interp.kernels.bench                      # the README tables (needs a CUDA GPU)
+    python -m interp.kernels.bench --shapes 32x128/8 --lengths 8192 32768 --long-lengths
+    python -m interp.kernels.bench --smoke              # tiny sizes, one timed call each (CPU: Triton interpreter)
 
-Time: median of triton.testing.do_bench (CUDA events). TFLOP/s counts the attention forward only
-(4 * b * h * n^2 * d, halved when causal) for every method, so the column compares like with like.
-Peak memory: torch.cuda.max_memory_allocated above the inputs, for one call.
+Time: median of triton.testing.do_bench (CUDA events around each call, so Python launch overhead counts where it
+dominates); from 256k tokens one timed call after a warm-up call (two at 1M would take minutes). TFLOP/s counts
+the attention forward only (4 * b * h * n^2 * d, halved when causal) for every method, so the column compares like
+with like. Peak memory: torch.cuda.max_memory_allocated above the inputs, for one call.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from .api import attention_with_stats
 
 SHAPES = {"32x128/8": (32, 8, 128), "9x64/3": (9, 3, 64), "4x256/1": (4, 1, 256)}
 DEFAULT_LENGTHS = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
+LONG_LENGTHS = [262144, 524288, 1048576]
+TABLE = ["sdpa", "ours-none", "ours-query", "ours-all", "keymass-sdpa-bwd", "flex"]
+PER_STAT = ["ours-lse", "ours-entropy", "ours-argmax", "ours-maxprob", "ours-masses", "ours-keymass"]
 
 
 def flops(b, h, n, d, causal=True):
@@ -81,6 +85,26 @@ def make_flex():
     return run
 
 
+def runners(q, k, v, n, flex):
+    span = (n // 2, min(n, n // 2 + 64))
+    return {
+        "sdpa": lambda: sdpa(q, k, v),
+        "eager+probs": lambda: eager_with_probs(q, k, v),
+        "flex": (lambda: flex(q, k, v)) if flex else None,
+        "keymass-sdpa-bwd": lambda: key_mass_by_sdpa_backward(q, k, v),
+        "ours-none": lambda: attention_with_stats(q, k, v, stats="none"),
+        "ours-lse": lambda: attention_with_stats(q, k, v, stats="lse"),
+        "ours-query": lambda: attention_with_stats(q, k, v, stats="query", span=span),
+        "ours-all": lambda: attention_with_stats(q, k, v, stats="all", span=span),
+        "ours-entropy": lambda: attention_with_stats(q, k, v, stats=["entropy"]),
+        "ours-argmax": lambda: attention_with_stats(q, k, v, stats=["argmax"]),
+        "ours-maxprob": lambda: attention_with_stats(q, k, v, stats=["max_prob"]),
+        "ours-masses": lambda: attention_with_stats(q, k, v, stats=["sink_mass", "local_mass", "span_mass"],
+                                                    span=span),
+        "ours-keymass": lambda: attention_with_stats(q, k, v, stats=["key_mass", "key_mean"]),
+    }
+
+
 def time_ms(fn, smoke=False):
     if smoke or not torch.cuda.is_available():
         t = time.perf_counter()
@@ -89,6 +113,20 @@ def time_ms(fn, smoke=False):
     import triton
 
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def time_once_with_peak(fn, base, warm=True):
+    """One call timed with CUDA events (after one warm-up call), and its peak memory above `base`."""
+    if warm:
+        fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end), (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
 def peak_gib(fn, base):
@@ -101,46 +139,47 @@ def peak_gib(fn, base):
     return (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
-def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex):
+def inputs(shape, n, dtype, device):
     h, hk, d = SHAPES[shape]
-    b = 1
     g = torch.Generator(device=device).manual_seed(n)
-    q = torch.randn(b, h, n, d, device=device, dtype=dtype, generator=g)
-    k = torch.randn(b, hk, n, d, device=device, dtype=dtype, generator=g)
-    v = torch.randn(b, hk, n, d, device=device, dtype=dtype, generator=g)
+    q = torch.randn(1, h, n, d, device=device, dtype=dtype, generator=g)
+    k = torch.randn(1, hk, n, d, device=device, dtype=dtype, generator=g)
+    v = torch.randn(1, hk, n, d, device=device, dtype=dtype, generator=g)
+    return q, k, v
+
+
+def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex, long=False):
+    h, hk, d = SHAPES[shape]
+    q, k, v = inputs(shape, n, dtype, device)
     base = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
-    fl = flops(b, h, n, d)
+    fl = flops(1, h, n, d)
     rows = []
-    runners = {
-        "sdpa": lambda: sdpa(q, k, v),
-        "eager+probs": lambda: eager_with_probs(q, k, v),
-        "flex": (lambda: flex(q, k, v)) if flex else None,
-        "keymass-sdpa-bwd": lambda: key_mass_by_sdpa_backward(q, k, v),
-        "ours-none": lambda: attention_with_stats(q, k, v, stats="none"),
-        "ours-query": lambda: attention_with_stats(q, k, v, stats="query"),
-        "ours-keymass": lambda: attention_with_stats(q, k, v, stats=["key_mass"]),
-        "ours-entropy": lambda: attention_with_stats(q, k, v, stats=["entropy"]),
-        "ours-argmax": lambda: attention_with_stats(q, k, v, stats=["argmax"]),
-        "ours-masses": lambda: attention_with_stats(q, k, v, stats=["sink_mass", "local_mass", "span_mass"],
-                                                    span=(n // 2, n // 2 + 64)),
-        "ours-all": lambda: attention_with_stats(q, k, v, stats="all"),
-    }
+    run = runners(q, k, v, n, flex)
     for m in methods:
-        fn = runners.get(m)
+        fn = run.get(m)
         row = dict(shape=shape, n=n, method=m)
         if fn is None:
             row.update(ms=None, note="unavailable")
-        elif m == "eager+probs" and eager_bytes(b, h, n) / 2**30 > eager_limit_gib:
-            row.update(ms=None, note="OOM (needs ~%.0f GiB)" % (eager_bytes(b, h, n) / 2**30))
+        elif m == "eager+probs" and eager_bytes(1, h, n) / 2**30 > eager_limit_gib:
+            row.update(ms=None, note="OOM (needs ~%.0f GiB)" % (eager_bytes(1, h, n) / 2**30))
         else:
             try:
-                ms = time_ms(fn, smoke)
-                row.update(ms=ms, tflops=fl / (ms * 1e-3) / 1e12, peak_gib=peak_gib(fn, base))
-            except torch.OutOfMemoryError:
-                row.update(ms=None, note="OOM")
+                if long:
+                    ms, peak = time_once_with_peak(fn, base, warm=n < 1048576)
+                else:
+                    ms = time_ms(fn, smoke)
+                    peak = peak_gib(fn, base)
+                row.update(ms=ms, tflops=fl / (ms * 1e-3) / 1e12, peak_gib=peak)
+            except (torch.OutOfMemoryError, ValueError) as e:  # ValueError: our memory check refused
+                row.update(ms=None, note="OOM" if isinstance(e, torch.OutOfMemoryError) else str(e)[:80])
                 torch.cuda.empty_cache()
         rows.append(row)
-    runners.clear()  # drop the closures that hold q, k, v before the next size
+        ms = f"{row['ms']:10.3f}" if row.get("ms") is not None else "         -"
+        extra = (f"{row['tflops']:7.1f} TFLOP/s  {row['peak_gib']:7.2f} GiB" if row.get("ms") is not None
+                 else row.get("note", ""))
+        print(f"{shape:9s} {n:8d} {m:17s} {ms} ms  {extra}", flush=True)
+    run.clear()  # drop the closures that hold q, k, v before the next size
+    del q, k, v
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return rows
@@ -149,13 +188,16 @@ def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    p.add_argument("--lengths", nargs="+", type=int, default=DEFAULT_LENGTHS)
-    p.add_argument("--methods", nargs="+",
-                   default=["sdpa", "eager+probs", "flex", "keymass-sdpa-bwd", "ours-none", "ours-query", "ours-keymass",
-                            "ours-all"])
+    p.add_argument("--lengths", nargs="*", type=int, default=DEFAULT_LENGTHS)
+    p.add_argument("--methods", nargs="+", default=TABLE + ["eager+probs"])
+    p.add_argument("--long-lengths", nargs="*", type=int, default=LONG_LENGTHS,
+                   help="32x128/8 only: every statistic separately, one timed call each")
+    p.add_argument("--long-methods", nargs="+", default=["sdpa", "ours-none", "ours-query", "ours-all", "ours-keymass"])
+    p.add_argument("--per-stat-lengths", nargs="*", type=int, default=[8192, 32768],
+                   help="lengths at which each statistic is also timed on its own")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     p.add_argument("--eager-limit-gib", type=float, default=70.0)
-    p.add_argument("--flex-lengths", nargs="*", type=int, default=[8192, 32768],
+    p.add_argument("--flex-lengths", nargs="*", type=int, default=[2048, 8192, 32768],
                    help="lengths at which FlexAttention runs (each one compiles)")
     p.add_argument("--json", help="also write every row here")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one timed call each (CPU: Triton interpreter)")
@@ -171,35 +213,68 @@ def main(argv=None):
     for shape in args.shapes:
         for n in lengths:
             ms_list = methods if n in args.flex_lengths else [m for m in methods if m != "flex"]
-            rs = bench_one(shape, n, dtype, device, ms_list, args.smoke, args.eager_limit_gib, flex)
-            rows.extend(rs)
-            for r in rs:
-                ms = f"{r['ms']:9.3f}" if r.get("ms") is not None else "        -"
-                extra = (f"{r['tflops']:7.1f} TFLOP/s  {r['peak_gib']:7.2f} GiB" if r.get("ms") is not None
-                         else r.get("note", ""))
-                print(f"{shape:9s} {n:7d} {r['method']:17s} {ms} ms  {extra}", flush=True)
+            if n in args.per_stat_lengths:
+                ms_list = ms_list + [m for m in PER_STAT if m not in ms_list]
+            rows.extend(bench_one(shape, n, dtype, device, ms_list, args.smoke, args.eager_limit_gib, flex))
+    long_rows = []
+    if device == "cuda" and not args.smoke and "32x128/8" in args.shapes:
+        for n in args.long_lengths:
+            long_rows.extend(bench_one("32x128/8", n, dtype, device, args.long_methods, False, 0, None, long=True))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    print_ratios(rows)
-    return rows
+            json.dump(rows + long_rows, f, indent=1)
+    print_table(rows)
+    per_stat = [r for r in rows if r["n"] in args.per_stat_lengths and (r["method"] in PER_STAT
+                                                                         or r["method"] in ("sdpa", "ours-none"))]
+    if per_stat:
+        print("\n# each statistic on its own (output included)")
+        print_long(per_stat)
+    if long_rows:
+        print("\n# 32x128/8 at 256k-1M tokens: one timed call each")
+        print_long(long_rows)
+    return rows + long_rows
 
 
-def print_ratios(rows):
+def _by(rows):
     by = {}
     for r in rows:
-        by.setdefault((r["shape"], r["n"]), {})[r["method"]] = r.get("ms")
-    print("\n# ratios (time / SDPA time; eager / ours-all)")
-    for (shape, n), d in by.items():
-        s = d.get("sdpa")
+        by.setdefault((r["shape"], r["n"]), {})[r["method"]] = r
+    return by
+
+
+def _ms(d, m):
+    r = d.get(m)
+    return r.get("ms") if r else None
+
+
+def print_table(rows):
+    """The README table: times in ms, ratios to SDPA measured in the same run."""
+    cols = ["ours-none", "ours-query", "ours-all", "keymass-sdpa-bwd", "flex"]
+    print("\n| shape | N | SDPA ms | output only | + per-query | everything | SDPA-bwd key mass | FlexAttention "
+          "| eager+probs | peak GiB (everything) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (shape, n), d in _by(rows).items():
+        s = _ms(d, "sdpa")
         if not s:
             continue
-        parts = [f"{m}={d[m] / s:.2f}x" for m in ("ours-none", "ours-query", "ours-keymass", "ours-all",
-                                                   "keymass-sdpa-bwd", "flex")
-                 if d.get(m)]
-        if d.get("eager+probs") and d.get("ours-all"):
-            parts.append(f"eager/ours-all={d['eager+probs'] / d['ours-all']:.1f}x")
-        print(f"{shape:9s} {n:7d} " + "  ".join(parts))
+        cells = []
+        for m in cols + ["eager+probs"]:
+            t = _ms(d, m)
+            cells.append(f"{t:.3f} ({t / s:.2f}x)" if t else (d[m].get("note", "")[:12] if m in d else ""))
+        peak = d.get("ours-all", {}).get("peak_gib")
+        print(f"| {shape} | {n if n < 1024 else str(n // 1024) + 'k'} | {s:.3f} | " + " | ".join(cells) + f" | {peak if peak is None else round(peak, 2)} |")
+
+
+def print_long(rows):
+    print("\n| shape | N | method | ms | x SDPA | peak GiB above inputs |")
+    print("|---|---|---|---|---|---|")
+    for (shape, n), d in _by(rows).items():
+        s = _ms(d, "sdpa")
+        for m, r in d.items():
+            t = r.get("ms")
+            ratio = f"{t / s:.2f}x" if t and s else "-"
+            print(f"| {shape} | {n // 1024}k | {m} | {t:.3f} | {ratio} | {r['peak_gib']:.2f} |" if t else
+                  f"| {shape} | {n // 1024}k | {m} | - | - | {r.get('note', '')} |")
 
 
 if __name__ == "__main__":

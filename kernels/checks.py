@@ -6,7 +6,9 @@ is allowed, before any backend touches the tensors.
 
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +43,40 @@ class AttnSpec:
     @property
     def group(self) -> int:
         return self.heads // self.kv_heads
+
+
+@functools.lru_cache(maxsize=256)
+def _stat_names(stats, has_span: bool) -> tuple[str, ...]:
+    """normalize_stats, once per distinct request: a group ("all", "query") given no span drops span_mass."""
+    names = normalize_stats(stats)
+    if "span_mass" in names and not has_span:
+        named = stats == "span_mass" or (not isinstance(stats, str) and "span_mass" in stats)
+        if named:
+            raise ValueError("stats asks for span_mass but no span=(start, end) was given")
+        names = tuple(n for n in names if n != "span_mass")
+    return names
+
+
+def _names(stats, has_span: bool) -> tuple[str, ...]:
+    key = tuple(stats) if isinstance(stats, list) else stats
+    try:
+        hash(key)
+    except TypeError:  # a set, a list of lists...: no caching, normalize_stats says what is wrong
+        return _stat_names.__wrapped__(key, has_span)
+    return _stat_names(key, has_span)
+
+
+@functools.lru_cache(maxsize=64)
+def _span_tensor(start: int, end: int, batch: int, device) -> torch.Tensor:
+    """[batch, 2] int64 on the device, made once per (span, batch, device): short calls skip the copy."""
+    return torch.tensor([[start, end]], device=device, dtype=torch.int64).expand(batch, 2).contiguous()
+
+
+def _is_int(x) -> bool:
+    """An integer (Python, NumPy, or a 0-d integer tensor), never a bool or a float that happens to be whole."""
+    if isinstance(x, torch.Tensor):
+        return x.dim() == 0 and not (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool)
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def _int_option(name: str, value, minimum: int) -> int:
@@ -136,32 +172,72 @@ def check_inputs(
             raise ValueError(f"key_bias is on {key_bias.device} but q is on {q.device}")
         key_bias = key_bias.to(torch.float32).expand(b, h, lk).contiguous()
 
-    names = normalize_stats(stats)
+    names = _names(stats, span is not None)
     span_t = None
-    if "span_mass" in names and span is None:
-        named = stats == "span_mass" or (not isinstance(stats, str) and "span_mass" in list(stats))
-        if named:
-            raise ValueError("stats asks for span_mass but no span=(start, end) was given")
-        names = tuple(n for n in names if n != "span_mass")  # a group ("all", "query") without a span
     if span is not None:
         if isinstance(span, torch.Tensor):
+            if span.dtype.is_floating_point or span.dtype.is_complex or span.dtype == torch.bool:
+                raise TypeError(f"span tensor must hold integer key positions, got dtype {span.dtype}")
             span_t = span.to(device=q.device, dtype=torch.int64)
             if span_t.shape == (2,):
                 span_t = span_t.expand(b, 2)
             if span_t.shape != (b, 2):
                 raise ValueError(f"span tensor must be [2] or [batch, 2], got {tuple(span.shape)}")
+            if bool((span_t[:, 0] < 0).any()) or bool((span_t[:, 1] > lk).any()) or bool(
+                    (span_t[:, 0] > span_t[:, 1]).any()):
+                raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {span_t.tolist()}")
+            span_t = span_t.contiguous()
         else:
             try:
                 start, end = span
             except (TypeError, ValueError):
                 raise TypeError(f"span must be (start, end) or a [batch, 2] tensor, got {span!r}") from None
-            span_t = torch.tensor([[int(start), int(end)]], device=q.device, dtype=torch.int64).expand(b, 2)
-        if bool((span_t[:, 0] < 0).any()) or bool((span_t[:, 1] > lk).any()) or bool((span_t[:, 0] > span_t[:, 1]).any()):
-            raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {span_t.tolist()}")
-        span_t = span_t.contiguous()
+            if not (_is_int(start) and _is_int(end)):
+                raise TypeError(f"span bounds must be ints (key positions), got span={span!r}")
+            start, end = int(start), int(end)
+            if not 0 <= start <= end <= lk:
+                raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {[start, end]}")
+            span_t = _span_tensor(start, end, b, q.device)  # validated on the host: no device sync
 
     return AttnSpec(
         batch=b, heads=h, kv_heads=hk, q_len=lq, k_len=lk, head_dim=d, q_offset=lk - lq, causal=causal,
         scale=float(scale), sliding_window=sliding_window, key_valid=key_valid, key_bias=key_bias, stats=names,
         sink_tokens=sink_tokens, local_window=local_window, span=span_t,
     )
+
+
+CHECK_MEMORY_ABOVE = 256 * 2**20  # bytes; smaller calls skip the free-memory query
+
+
+def output_and_stats_bytes(spec: AttnSpec, element_size: int) -> int:
+    """GPU memory a Triton-backend call allocates beyond its inputs: the output (the forward writes it even when
+    need_out=False), lse, each requested statistic, and the key pass's int64 sums."""
+    rows = spec.batch * spec.heads * spec.q_len
+    keys = spec.batch * spec.heads * spec.k_len
+    want = set(spec.stats)
+    total = rows * spec.head_dim * element_size + rows * 4  # output + lse
+    total += rows * 4 * len(want & {"max_prob", "entropy", "sink_mass", "local_mass", "span_mass"})
+    total += rows * 8 * ("argmax" in want)
+    if want & {"key_mass", "key_mean"}:
+        total += keys * 8 + keys * 4 * len(want & {"key_mass", "key_mean"})
+    total += keys * 4 * bool(want & {"key_count", "key_mean"})
+    return total
+
+
+def check_fits_in_memory(q: torch.Tensor, spec: AttnSpec, *, free: int | None = None, total: int | None = None):
+    """A clear ValueError, before anything is launched, when the output and statistics will not fit in free GPU
+    memory (free on the device plus what torch's caching allocator holds unused; `free`/`total` override it)."""
+    need = output_and_stats_bytes(spec, q.element_size())
+    if free is None:
+        if q.device.type != "cuda" or need < CHECK_MEMORY_ABOVE:
+            return
+        free, total = torch.cuda.mem_get_info(q.device)
+        free += torch.cuda.memory_reserved(q.device) - torch.cuda.memory_allocated(q.device)
+    if need > free:
+        gib = 2**30
+        raise ValueError(
+            f"attention with stats={list(spec.stats)} at batch={spec.batch}, heads={spec.heads}, "
+            f"q_len={spec.q_len}, k_len={spec.k_len}, head_dim={spec.head_dim} needs {need / gib:.2f} GiB of GPU "
+            f"memory for the output and statistics, but only {free / gib:.2f} GiB of {total / gib:.2f} GiB is free "
+            "on " + str(q.device) + "; ask for fewer statistics, a shorter input or a smaller batch"
+        )

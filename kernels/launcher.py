@@ -1,4 +1,12 @@
-"""Launchers: turn a validated AttnSpec into Triton launches (grid, strides, flags) and back into AttentionStats."""
+"""Launchers: turn a validated AttnSpec into (output, lse) and one statistics pass, and back into AttentionStats.
+
+    output + lse   torch's SDPA kernels where they apply (`sdpa_path.py`), else the Triton forward kernel
+    statistics     one Triton pass from the known lse (`triton_stats.py`); skipped when only lse is asked for
+
+Contract (relied on by the backward pass): `triton_attention(q, k, v, spec, need_out=True) -> (out, AttentionStats)`
+with `AttentionStats.lse` (natural log, float32 [batch, heads, q_len], -inf on rows that see no key) filled when
+"lse" is in spec.stats.
+"""
 
 from __future__ import annotations
 
@@ -7,83 +15,135 @@ import math
 import torch
 import triton
 
-from .checks import AttnSpec
-from .stats import AttentionStats, finish_key_stats
-from .triton_forward import INTERPRET, attention_fwd_kernel
-from .triton_key_stats import key_stats_kernel
+from .checks import AttnSpec, check_fits_in_memory
+from .sdpa_path import eligible, sdpa_out_lse
+from .stats import AttentionStats
+from .triton_forward import AUTOTUNE, INTERPRET, attention_fwd_kernel
+from .triton_stats import attention_stats_kernel
 
-LN2 = math.log(2.0)
-LOG2E = 1.0 / LN2
+LOG2E = 1.0 / math.log(2.0)
+ROW_STATS = ("max_prob", "entropy", "sink_mass", "local_mass", "span_mass")
+ROW_CONST = {"max_prob": "MAXP", "entropy": "ENT", "sink_mass": "SINK", "local_mass": "LOCAL", "span_mass": "SPAN"}
+KEY_STATS = {"key_mass", "key_mean", "key_count"}
+_dummies: dict = {}
+_tuned: dict = {}  # autotune key of the statistics kernel -> the config it chose
 
 
 def _dummy(device, dtype=torch.float32):
-    return torch.empty(1, device=device, dtype=dtype)
+    key = (device, dtype)
+    t = _dummies.get(key)
+    if t is None:
+        t = _dummies[key] = torch.empty(1, device=device, dtype=dtype)
+    return t
+
+
+def _fix_scale(q_len: int) -> float:
+    """Fixed-point scale for the integer key-mass sums: a key's mass is at most q_len (plus rounding), which must
+    stay below 2^63 after scaling."""
+    return float(2 ** (61 - q_len.bit_length()))
+
+
+def _flags(spec: AttnSpec, q):
+    return dict(
+        CAUSAL=spec.causal, HAS_WINDOW=spec.sliding_window is not None, HAS_VALID=spec.key_valid is not None,
+        HAS_BIAS=spec.key_bias is not None,
+        UPCAST=INTERPRET and q.dtype == torch.bfloat16,  # tl.dot on bf16 tiles is wrong in the CPU interpreter
+        DOT_PREC="ieee" if q.dtype == torch.float32 else None,  # exact fp32 products; fp16/bf16 the default
+    )
+
+
+def _launch_stats(args, consts, tune_key, lq, n_bh, kmass):
+    """Launch the statistics kernel. The first call per autotune key goes through the autotuner; later ones launch
+    the chosen config directly (no autotuner bookkeeping on the hot path, which short inputs feel)."""
+    config = _tuned.get(tune_key)
+    if config is not None:
+        meta = config.all_kwargs()
+        attention_stats_kernel.fn[(triton.cdiv(lq, meta["BLOCK_M"]), n_bh)](*args, **consts, **meta)
+        return
+    attention_stats_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), n_bh)](*args, **consts)
+    if INTERPRET:
+        return
+    if kmass is not None and AUTOTUNE:  # timing runs of the autotuner may have added to the atomic key sums,
+        kmass.zero_()  # whatever the Triton version does with reset_to_zero: run the chosen config once more
+        attention_stats_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), n_bh)](*args, **consts)
+    _tuned[tune_key] = attention_stats_kernel.best_config
+
+
+def triton_forward(q, k, v, spec: AttnSpec, flags, len_bucket):
+    """Output [b, h, q_len, d] and lse [b, h, q_len] (natural log) from the Triton forward kernel."""
+    b, h, lq, d = spec.batch, spec.heads, spec.q_len, spec.head_dim
+    out = torch.empty(b, h, lq, d, device=q.device, dtype=q.dtype)
+    lse = torch.empty(b, h, lq, device=q.device, dtype=torch.float32)
+    dev = q.device
+    kvalid = spec.key_valid.to(torch.int8) if spec.key_valid is not None else _dummy(dev, torch.int8)
+    bias = spec.key_bias if spec.key_bias is not None else _dummy(dev)
+
+    def grid(meta):
+        return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
+
+    attention_fwd_kernel[grid](
+        q, k, v, out, lse, kvalid, bias, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        h, spec.group, lq, spec.k_len, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0, len_bucket,
+        HEAD_DIM=d, BLOCK_D=max(16, 1 << (d - 1).bit_length()), **flags,
+    )
+    return out, lse
 
 
 def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
-    """Run the forward kernel and, if key statistics were requested, the key-major kernel."""
+    """Output (None when need_out=False) and the statistics spec.stats asks for."""
     b, h, lq, lk, d = spec.batch, spec.heads, spec.q_len, spec.k_len, spec.head_dim
     dev = q.device
     want = set(spec.stats)
-    upcast = INTERPRET and q.dtype == torch.bfloat16  # tl.dot on bf16 tiles is wrong in the CPU interpreter
-    dot_prec = "ieee" if q.dtype == torch.float32 else None  # exact fp32 products; fp16/bf16 use the default
-    block_d = max(16, triton.next_power_of_2(d))
-    # autotune key: tuned once per power-of-two length up to 8k; longer inputs reuse the 8k choice
-    len_bucket = min(triton.next_power_of_2(max(lq, lk)), 8192)
-    f32 = dict(device=dev, dtype=torch.float32)
+    if dev.type == "cuda":
+        check_fits_in_memory(q, spec)
+    len_bucket = min(1 << (max(lq, lk) - 1).bit_length(), 8192)  # autotune key: longer inputs reuse 8k's choice
 
-    out = torch.empty(b, h, lq, d, device=dev, dtype=q.dtype) if need_out else _dummy(dev, q.dtype)
-    lse2 = torch.empty(b, h, lq, **f32)
+    res = sdpa_out_lse(q, k, v, spec) if eligible(q, k, v, spec) else None
+    out, lse = res if res is not None else triton_forward(q, k, v, spec, _flags(spec, q), len_bucket)
     st = AttentionStats()
-    bufs = {}
-    for name in ("max_prob", "entropy", "sink_mass", "local_mass", "span_mass"):
-        bufs[name] = torch.empty(b, h, lq, **f32) if name in want else _dummy(dev)
-    arg = torch.empty(b, h, lq, device=dev, dtype=torch.int32) if "argmax" in want else _dummy(dev, torch.int32)
-    kvalid = spec.key_valid.to(torch.int8).contiguous() if spec.key_valid is not None else _dummy(dev, torch.int8)
-    bias = spec.key_bias if spec.key_bias is not None else _dummy(dev)
-    spans = spec.span if spec.span is not None else _dummy(dev, torch.int64)
-    o_strides = out.stride() if need_out else (0, 0, 0, 0)
-    flags = dict(
-        CAUSAL=spec.causal, HAS_WINDOW=spec.sliding_window is not None, HAS_VALID=spec.key_valid is not None,
-        HAS_BIAS=spec.key_bias is not None, UPCAST=upcast, DOT_PREC=dot_prec,
-    )
-    window = spec.sliding_window or 0
-    qk_scale = spec.scale * LOG2E
-
-    def grid_q(meta):
-        return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
-
-    attention_fwd_kernel[grid_q](
-        q, k, v, out, lse2, bufs["max_prob"], arg, bufs["entropy"], bufs["sink_mass"], bufs["local_mass"],
-        bufs["span_mass"], kvalid, bias, spans,
-        *q.stride(), *k.stride(), *v.stride(), *o_strides,
-        h, spec.group, lq, lk, spec.q_offset, qk_scale, window, spec.sink_tokens, spec.local_window, len_bucket,
-        HEAD_DIM=d, BLOCK_D=block_d,
-        WANT_MAXP="max_prob" in want, WANT_ENT="entropy" in want, WANT_ARG="argmax" in want,
-        WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
-        NEED_OUT=need_out, **flags,
-    )
     if "lse" in want:
-        st.lse = lse2 * LN2
-    for name in ("max_prob", "entropy", "sink_mass", "local_mass", "span_mass"):
-        if name in want:
-            setattr(st, name, bufs[name])
-    if "argmax" in want:
-        st.argmax = arg.to(torch.int64)
+        st.lse = lse
 
-    if want & {"key_mass", "key_mean", "key_count"}:
-        kmass = torch.empty(b, h, lk, **f32)
-        want_count = bool(want & {"key_mean", "key_count"})
+    row = [n for n in ROW_STATS if n in want]
+    want_key = "key_mass" in want or "key_mean" in want
+    want_count = "key_count" in want or "key_mean" in want
+    if row or "argmax" in want or want_key or want_count:
+        f32 = dict(device=dev, dtype=torch.float32)
+        rows = torch.empty(len(row), b, h, lq, **f32) if row else _dummy(dev)  # one buffer, a slot per statistic
+        slots = {f"S_{ROW_CONST[n]}": (row.index(n) if n in want else 0) for n in ROW_STATS}
+        arg = torch.empty(b, h, lq, device=dev, dtype=torch.int64) if "argmax" in want else _dummy(dev, torch.int64)
+        kmass = torch.zeros(b, h, lk, device=dev, dtype=torch.int64) if want_key else _dummy(dev, torch.int64)
         kcount = torch.empty(b, h, lk, **f32) if want_count else _dummy(dev)
+        if spec.key_valid is not None:
+            kvalid = spec.key_valid.to(torch.int8)
+            qcum = torch.zeros(b, lq + 1, device=dev, dtype=torch.int32)
+            torch.cumsum(spec.key_valid[:, spec.q_offset:], 1, dtype=torch.int32, out=qcum[:, 1:])
+        else:
+            kvalid, qcum = _dummy(dev, torch.int8), _dummy(dev, torch.int32)
+        bias = spec.key_bias if spec.key_bias is not None else _dummy(dev)
+        spans = spec.span if spec.span is not None else _dummy(dev, torch.int64)
+        fix = _fix_scale(lq)
 
-        def grid_k(meta):
-            return (triton.cdiv(lk, meta["BLOCK_N"]), b * h)
-
-        key_stats_kernel[grid_k](
-            q, k, lse2, kmass, kcount, kvalid, bias,
-            *q.stride(), *k.stride(),
-            h, spec.group, lq, lk, spec.q_offset, qk_scale, window, len_bucket,
-            HEAD_DIM=d, BLOCK_D=block_d, WANT_COUNT=want_count, **flags,
+        consts = dict(
+            HEAD_DIM=d, BLOCK_D=max(16, 1 << (d - 1).bit_length()),
+            WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
+            WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
+            WANT_KEY=want_key, WANT_COUNT=want_count, **slots, **_flags(spec, q),
         )
-        finish_key_stats(st, want, kmass, kcount)
+        args = (q, k, lse, rows, arg, kmass, kcount, kvalid, qcum, bias, spans, *q.stride(), *k.stride(),
+                h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0,
+                spec.sink_tokens, spec.local_window, fix, b * h * lq, len_bucket)
+        _launch_stats(args, consts, (len_bucket, q.dtype, *consts.values()), lq, b * h, kmass if want_key else None)
+        for i, n in enumerate(row):
+            setattr(st, n, rows[i])
+        if "argmax" in want:
+            st.argmax = arg
+        if want_key:
+            mass = kmass * (1.0 / fix)  # int64 * float -> float32
+            if "key_mass" in want:
+                st.key_mass = mass
+            if "key_mean" in want:  # mass is exactly 0 where count is 0, so 0/0 gives the documented NaN
+                st.key_mean = mass / kcount
+        if "key_count" in want:
+            st.key_count = kcount
     return (out if need_out else None), st

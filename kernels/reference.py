@@ -105,7 +105,7 @@ def reference_attention(
             if "argmax" in want:
                 st.argmax[:, :, qs:qe] = am.masked_fill(empty, -1)
         if "entropy" in want:
-            st.entropy[:, :, qs:qe] = -torch.special.xlogy(p, p).sum(-1)
+            st.entropy[:, :, qs:qe] = 0.0 - torch.special.xlogy(p, p).sum(-1)  # +0.0 (not -0.0) on empty rows
         if "sink_mass" in want:
             st.sink_mass[:, :, qs:qe] = p[..., : spec.sink_tokens].sum(-1)
         if "local_mass" in want:

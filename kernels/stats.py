@@ -1,6 +1,6 @@
 """What `attention_with_stats` can return: the statistics, their shapes, and how a request is spelled.
 
-Per query row (`[batch, heads, q_len]`), computed in the forward pass with online rescaling:
+Per query row (`[batch, heads, q_len]`), computed from the row's log-sum-exp (after the forward pass):
     lse        log-sum-exp of the scaled scores (natural log); -inf on a row that sees no key
     max_prob   the largest attention probability of the row
     argmax     key index of that probability (int64; -1 on a row that sees no key)
@@ -9,13 +9,19 @@ Per query row (`[batch, heads, q_len]`), computed in the forward pass with onlin
     local_mass mass on the keys j with qpos - j < local_window (the query itself included)
     span_mass  mass on keys in [span_start, span_end)  (span given per batch row)
 
-Per key column (`[batch, heads, k_len]`), computed by a second, key-major pass that reuses the saved lse:
+Per key column (`[batch, heads, k_len]`), summed over the queries in the same pass:
     key_mass   sum over queries of the normalised probability the key receives
     key_mean   key_mass divided by the number of (non-padding) queries that can see the key:
                alpha_k of "When Attention Sink Emerges"; NaN where no query sees the key
     key_count  that number of queries (float32, so it can be summed over prompts)
 
 Rows at padding positions still get per-query statistics, but never count towards key statistics.
+
+Rows with nothing to attend to (every key they could see is padding, outside the window, or hidden by a -inf
+key_bias such as a KeyMask over all of them) get, on every backend:
+    output 0, lse -inf, max_prob 0, argmax -1, entropy 0, sink/local/span mass 0,
+and they add nothing to key_mass or key_count. Such rows are recognised by lse == -inf (or argmax == -1); entropy
+is 0 rather than NaN so that averages over rows that include them (left-padding positions, say) stay finite.
 """
 
 from __future__ import annotations

@@ -1,15 +1,14 @@
-"""Triton forward kernel: attention output plus per-query statistics in one pass, no n x n map.
+"""Triton forward kernel: attention output and log-sum-exp in one pass, no n x n map.
 
-One program owns BLOCK_M query rows of one (batch, head) and streams the key/value blocks it can see, keeping the
-usual online-softmax state (running max m, running sum l, output accumulator) plus, when asked for, rescaled running
-sums for the statistics:
-    entropy:  e = sum p~ s              -> H = ln2 * (m + log2 l - e / l)   (scores s in log2 units)
-    masses:   x = sum p~ [key in set]   -> x / l                            (sink, local window, span)
-    argmax:   index of the running max, first occurrence wins
-Whenever m grows, every running sum is multiplied by alpha = 2^(m_old - m_new).
+Used where torch's SDPA kernels cannot run (sliding window, padding, key bias, float32, the CPU interpreter, ...):
+one program owns BLOCK_M query rows of one (batch, head) and streams the key/value blocks it can see with the usual
+online softmax (running max m, running sum l, output accumulator). The statistics are computed afterwards from the
+log-sum-exp by `triton_stats.py`, the same pass whichever kernel produced the output.
 
 Blocks that every row can see in full run without masks (MASKED=False); only diagonal, window, padding and ragged
-blocks pay for the mask arithmetic. Autotune configurations live here, beside the kernel.
+blocks pay for the mask arithmetic. Every offset that can pass 2^31 elements (batch/head bases, block starts times
+strides) is formed in 64 bits; offsets inside a tile stay 32-bit. Autotune configurations live here, beside the
+kernel.
 """
 
 from __future__ import annotations
@@ -27,17 +26,15 @@ AUTOTUNE = os.environ.get("INTERP_AUTOTUNE", "1") != "0"
 def _configs():
     if INTERPRET:  # the CPU interpreter: one config, big tiles = fewer Python-level steps
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
-    configs = [
+    return [
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32}, num_warps=4, num_stages=2),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=1),  # head_dim 256 in float32
         triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1),
-    ]
-    return configs  # pruned per call by _prune (shared memory), and to one config when INTERP_AUTOTUNE=0
+    ]  # pruned per call by _prune (shared memory), and to one config when INTERP_AUTOTUNE=0
 
 
 SMEM_BUDGET = 200 * 1024  # bytes; the H100 allows 227 KiB per block
@@ -65,13 +62,11 @@ def _prune(configs, named_args, **kwargs):
 
 @triton.jit
 def _fwd_inner(
-    acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i,
-    q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
-    qpos, offs_d, lo, hi, Lk, qk_scale, window, sink_tokens, local_window, span_lo, span_hi, q_lo_abs, q_hi_abs,
+    acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
+    qpos, offs_d, lo, hi, Lk, qk_scale, window,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
-    WANT_ENT: tl.constexpr, WANT_ARG: tl.constexpr, WANT_SINK: tl.constexpr, WANT_LOCAL: tl.constexpr,
-    WANT_SPAN: tl.constexpr, NEED_OUT: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     LOG2E: tl.constexpr = 1.4426950408889634
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
@@ -79,7 +74,8 @@ def _fwd_inner(
     dmask = offs_d < HEAD_DIM
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k_ptrs = k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd  # [BLOCK_D, BLOCK_N]
+        blk = tl.cast(start_n, tl.int64)
+        k_ptrs = k_base + blk * stride_kn + offs_n0[None, :] * stride_kn + offs_d[:, None] * stride_kd  # [D, N]
         if MASKED:
             kt = tl.load(k_ptrs, mask=(offs_n[None, :] < Lk) & dmask[:, None], other=0.0)
         elif EVEN_D:
@@ -104,98 +100,67 @@ def _fwd_inner(
                 kv = tl.load(kvalid_base + offs_n, mask=offs_n < Lk, other=0)
                 ok = ok & (kv[None, :] != 0)
             s = tl.where(ok, s, float("-inf"))
-        m_blk = tl.max(s, 1)
-        m_new = tl.maximum(m_i, m_blk)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp2(m_i - m_safe)
         p = tl.exp2(s - m_safe[:, None])
-        if WANT_ENT:  # e = sum p~ * s (s in log2 units); masked keys have p~ = 0 but s = -inf
-            if MASKED:
-                ps = tl.where(p > 0.0, p * s, 0.0)
-            else:
-                ps = p * s
-            e_i = e_i * alpha + tl.sum(ps, 1)
-        if WANT_ARG:
-            # the block's argmax matters only where the running max grows: skip the reduction when no row's does
-            if tl.sum((m_blk > m_i).to(tl.int32), 0) > 0:
-                blk_arg = tl.argmax(s, 1) + start_n
-                a_i = tl.where(m_blk > m_i, blk_arg, a_i)
-        if WANT_SINK:
-            sk_i = sk_i * alpha
-            if start_n < sink_tokens:
-                sk_i += tl.sum(tl.where(offs_n[None, :] < sink_tokens, p, 0.0), 1)
-        if WANT_LOCAL:
-            lc_i = lc_i * alpha
-            if (start_n + BLOCK_N > q_lo_abs - local_window + 1) & (start_n <= q_hi_abs):
-                dist = qpos[:, None] - offs_n[None, :]
-                lc_i += tl.sum(tl.where((dist >= 0) & (dist < local_window), p, 0.0), 1)
-        if WANT_SPAN:
-            sp_i = sp_i * alpha
-            if (start_n < span_hi) & (start_n + BLOCK_N > span_lo):
-                in_span = (offs_n[None, :] >= span_lo) & (offs_n[None, :] < span_hi)
-                sp_i += tl.sum(tl.where(in_span, p, 0.0), 1)
         l_i = l_i * alpha + tl.sum(p, 1)
-        if NEED_OUT:
-            v_ptrs = v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd  # [BLOCK_N, BLOCK_D]
-            if MASKED:
-                v = tl.load(v_ptrs, mask=(offs_n[:, None] < Lk) & dmask[None, :], other=0.0)
-            elif EVEN_D:
-                v = tl.load(v_ptrs)
-            else:
-                v = tl.load(v_ptrs, mask=dmask[None, :], other=0.0)
-            acc = acc * alpha[:, None]
-            if UPCAST:
-                acc = tl.dot(p, v.to(tl.float32), acc, input_precision=DOT_PREC)
-            else:
-                acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
+        v_ptrs = v_base + blk * stride_vn + offs_n0[:, None] * stride_vn + offs_d[None, :] * stride_vd  # [N, D]
+        if MASKED:
+            v = tl.load(v_ptrs, mask=(offs_n[:, None] < Lk) & dmask[None, :], other=0.0)
+        elif EVEN_D:
+            v = tl.load(v_ptrs)
+        else:
+            v = tl.load(v_ptrs, mask=dmask[None, :], other=0.0)
+        acc = acc * alpha[:, None]
+        if UPCAST:
+            acc = tl.dot(p, v.to(tl.float32), acc, input_precision=DOT_PREC)
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
         m_i = m_new
-    return acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i
+    return acc, m_i, l_i
 
 
 @triton.autotune(
     configs=_configs(),
-    key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "WANT_ENT", "WANT_ARG",
-         "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "NEED_OUT"],
+    key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
 def attention_fwd_kernel(
-    Q, K, V, Out, LSE2, MAXP, ARG, ENT, SINK, LOCAL, SPAN, KVALID, BIAS, SPANS,
+    Q, K, V, Out, LSE, KVALID, BIAS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_om, stride_od,
-    H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, LEN_BUCKET,
+    H, G, Lq, Lk, q_offset, qk_scale, window, LEN_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
-    WANT_MAXP: tl.constexpr, WANT_ENT: tl.constexpr, WANT_ARG: tl.constexpr, WANT_SINK: tl.constexpr,
-    WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, NEED_OUT: tl.constexpr, UPCAST: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
+    """Out [b, h, Lq, d] (any strides) and LSE [b, h, Lq] float32 contiguous, natural log, -inf on empty rows."""
     LN2: tl.constexpr = 0.6931471805599453
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(1).to(tl.int64)
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // G
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m0 = pid_m * BLOCK_M
+    offs_m0 = tl.arange(0, BLOCK_M)
+    offs_m = m0 + offs_m0
     offs_d = tl.arange(0, BLOCK_D)
     qpos = offs_m + q_offset
     row_ok = offs_m < Lq
-    q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+    q_ptrs = (Q + b * stride_qb + h * stride_qh + m0.to(tl.int64) * stride_qm
+              + offs_m0[:, None] * stride_qm + offs_d[None, :] * stride_qd)
     q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
     k_base = K + b * stride_kb + kvh * stride_kh
     v_base = V + b * stride_vb + kvh * stride_vh
     kvalid_base = KVALID + b * Lk
     bias_base = BIAS + pid_bh * Lk
-    span_lo = 0
-    span_hi = 0
-    if WANT_SPAN:
-        span_lo = tl.load(SPANS + 2 * b)
-        span_hi = tl.load(SPANS + 2 * b + 1)
 
-    q_lo_abs = pid_m * BLOCK_M + q_offset
-    q_hi_abs = tl.minimum(pid_m * BLOCK_M + BLOCK_M, Lq) - 1 + q_offset
+    q_lo_abs = m0 + q_offset
+    q_hi_abs = tl.minimum(m0 + BLOCK_M, Lq) - 1 + q_offset
     lo = 0
     if HAS_WINDOW:
         lo = tl.maximum(0, q_lo_abs - window + 1)
@@ -213,45 +178,21 @@ def attention_fwd_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    e_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    a_i = tl.full([BLOCK_M], -1, dtype=tl.int32)
-    sk_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    lc_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    sp_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i = _fwd_inner(
-        acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i,
-        q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
-        qpos, offs_d, lo, mid, Lk, qk_scale, window, sink_tokens, local_window, span_lo, span_hi, q_lo_abs, q_hi_abs,
-        BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS,
-        WANT_ENT, WANT_ARG, WANT_SINK, WANT_LOCAL, WANT_SPAN, NEED_OUT, UPCAST, DOT_PREC,
+    acc, m_i, l_i = _fwd_inner(
+        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
+        qpos, offs_d, lo, mid, Lk, qk_scale, window,
+        BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, UPCAST, DOT_PREC,
     )
-    acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i = _fwd_inner(
-        acc, m_i, l_i, e_i, a_i, sk_i, lc_i, sp_i,
-        q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
-        qpos, offs_d, mid, hi, Lk, qk_scale, window, sink_tokens, local_window, span_lo, span_hi, q_lo_abs, q_hi_abs,
-        BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS,
-        WANT_ENT, WANT_ARG, WANT_SINK, WANT_LOCAL, WANT_SPAN, NEED_OUT, UPCAST, DOT_PREC,
+    acc, m_i, l_i = _fwd_inner(
+        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
+        qpos, offs_d, mid, hi, Lk, qk_scale, window,
+        BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, UPCAST, DOT_PREC,
     )
 
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
-    inv_l = 1.0 / l_safe
-    row_base = pid_bh * Lq + offs_m
-    tl.store(LSE2 + row_base, tl.where(seen, m_i + tl.log2(l_safe), float("-inf")), mask=row_ok)
-    if NEED_OUT:
-        out = acc * inv_l[:, None]
-        o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
-        tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
-    if WANT_MAXP:
-        tl.store(MAXP + row_base, tl.where(seen, inv_l, 0.0), mask=row_ok)
-    if WANT_ENT:  # H = lse - sum p s = ln2 * (m + log2 l - e / l)
-        ent = LN2 * (m_i + tl.log2(l_safe) - e_i * inv_l)
-        tl.store(ENT + row_base, tl.where(seen, tl.maximum(ent, 0.0), 0.0), mask=row_ok)
-    if WANT_ARG:
-        tl.store(ARG + row_base, a_i, mask=row_ok)
-    if WANT_SINK:
-        tl.store(SINK + row_base, sk_i * inv_l, mask=row_ok)
-    if WANT_LOCAL:
-        tl.store(LOCAL + row_base, lc_i * inv_l, mask=row_ok)
-    if WANT_SPAN:
-        tl.store(SPAN + row_base, sp_i * inv_l, mask=row_ok)
+    tl.store(LSE + pid_bh * Lq + offs_m, tl.where(seen, (m_i + tl.log2(l_safe)) * LN2, float("-inf")), mask=row_ok)
+    out = acc * (1.0 / l_safe)[:, None]  # rows that see no key: acc = 0, so the output is 0
+    o_ptrs = (Out + b * stride_ob + h * stride_oh + m0.to(tl.int64) * stride_om
+              + offs_m0[:, None] * stride_om + offs_d[None, :] * stride_od)
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))

@@ -129,12 +129,28 @@ def test_bit_identical_reruns(device):
         assert torch.equal(x.nan_to_num(-7), y.nan_to_num(-7)), n
 
 
-def test_output_rows_are_all_written(device):
-    """Poison the output buffer allocator: every element must come out finite."""
+def test_output_rows_are_all_written(device, monkeypatch):
+    """Poison every buffer the launcher allocates (NaN, or a huge int): every element must come out written."""
+    real_empty = torch.empty
+
+    def poisoned_empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        if t.dtype.is_floating_point:
+            return t.fill_(float("nan"))
+        return t.fill_(True if t.dtype == torch.bool else torch.iinfo(t.dtype).max)
+
     q, k, v = make(2, 3, 3, 77, 77, 64, torch.float16, device, seed=7)
-    out, st = attention_with_stats(q, k, v, backend="triton", stats="all")
+    monkeypatch.setattr(torch, "empty", poisoned_empty)
+    out, st = attention_with_stats(q, k, v, backend="triton", stats="all", span=(3, 40))
+    monkeypatch.undo()
     assert torch.isfinite(out).all()
-    assert torch.isfinite(st.entropy).all() and torch.isfinite(st.key_mass).all()
+    assert set(st.requested()) == {"lse", "max_prob", "argmax", "entropy", "sink_mass", "local_mass", "span_mass",
+                                   "key_mass", "key_mean", "key_count"}
+    for name, t in st.items():
+        if name == "argmax":
+            assert ((t >= 0) & (t < 77)).all()
+        else:
+            assert torch.isfinite(t).all(), name
 
 
 @pytest.mark.slow
@@ -150,3 +166,120 @@ def test_long_gqa_window_padded(device):
     mask = torch.ones(2, 1027, dtype=torch.bool)
     mask[0, :300] = False
     check_against_reference(q, k, v, stats="all", sliding_window=64, attention_mask=mask.to(device))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("lq", [131, 37])
+def test_noncontiguous_inputs(dtype, lq, device):
+    """q/k/v as transformers hands them over: [batch, seq, heads, d] tensors viewed as [batch, heads, seq, d]."""
+    g = torch.Generator().manual_seed(10 + lq)
+    q = torch.randn(2, lq, 4, 64, generator=g).to(device, dtype).transpose(1, 2)
+    k = (torch.randn(2, 131, 2, 64, generator=g) * 1.5).to(device, dtype).transpose(1, 2)
+    v = torch.randn(2, 131, 2, 64, generator=g).to(device, dtype).transpose(1, 2)
+    assert not (q.is_contiguous() or k.is_contiguous() or v.is_contiguous())
+    out, st = check_against_reference(q, k, v, stats="all", span=(5, 50))
+    out_c, st_c = attention_with_stats(q.contiguous(), k.contiguous(), v.contiguous(), backend="triton", stats="all",
+                                       span=(5, 50))
+    torch.testing.assert_close(out, out_c)
+    torch.testing.assert_close(st.key_mass, st_c.key_mass)
+
+
+def _empty_row_cases(device):
+    """Inputs where query row 0 of head 0 (batch 0) has nothing to attend to, each for another reason."""
+    m = torch.ones(1, 8, dtype=torch.bool, device=device)
+    m[0, :2] = False  # left padding: query 0 sees only key 0, which is padding
+    bias = torch.zeros(1, 2, 8, device=device)
+    bias[0, 0, :] = float("-inf")  # a KeyMask over every key, head 0
+    bias_win = torch.zeros(1, 2, 8, device=device)
+    bias_win[0, 0, :2] = float("-inf")  # the only keys query 1 sees in a 2-wide window
+    return {"padding": dict(attention_mask=m), "bias": dict(key_bias=bias, causal=False),
+            "bias+window": dict(key_bias=bias_win, sliding_window=2)}
+
+
+@pytest.mark.parametrize("case", ["padding", "bias", "bias+window"])
+def test_rows_with_nothing_to_attend_to(case, device):
+    """The documented answer (kernels/stats.py), identical on both backends."""
+    kw = _empty_row_cases(device)[case]
+    row = 1 if case == "bias+window" else 0
+    q, k, v = make(1, 2, 2, 8, 8, 16, torch.float32, device, seed=11)
+    res = {be: attention_with_stats(q, k, v, backend=be, stats="all", span=(0, 3), **kw)
+           for be in ("reference", "triton")}
+    for be, (out, st) in res.items():
+        assert torch.equal(out[0, 0, row], torch.zeros(16, device=device)), be
+        expect = dict(lse=float("-inf"), max_prob=0.0, argmax=-1, entropy=0.0, sink_mass=0.0, local_mass=0.0,
+                      span_mass=0.0)
+        got = {n: getattr(st, n)[0, 0, row].item() for n in expect}
+        assert got == expect, (be, got)
+        assert not torch.signbit(st.entropy[0, 0, row]), be  # +0.0, not -0.0
+    (out_r, st_r), (out_t, st_t) = res["reference"], res["triton"]
+    for name, t in st_r.items():  # and the rest of the call agrees as usual
+        torch.testing.assert_close(getattr(st_t, name), t, equal_nan=True, msg=name, **STAT_TOL)
+    if case == "bias":  # head 0 sees nothing at all: no key receives mass or counts a query
+        assert st_t.key_mass[0, 0].abs().max().item() == 0 and st_t.key_count[0, 0].max().item() == 0
+        assert torch.isnan(st_t.key_mean[0, 0]).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_triton_forward_fallback_on_gpu(dtype, device, monkeypatch):
+    """The Triton forward (used where SDPA cannot run) stays tested on a GPU for inputs SDPA would take."""
+    from interp.kernels import sdpa_path
+
+    monkeypatch.setattr(sdpa_path, "MODE", "off")
+    q, k, v = make(1, 12, 4, 300, 300, 64, dtype, device, seed=12)
+    check_against_reference(q, k, v, stats="all", span=(10, 20))
+
+
+@pytest.mark.gpu
+def test_sdpa_path_is_taken_on_gpu(device):
+    from interp.kernels import sdpa_path
+
+    q, k, v = make(1, 8, 2, 256, 256, 128, torch.float16, device, seed=13)
+    check_against_reference(q, k, v, stats="all")
+    key = (torch.float16, 128, True, True)
+    assert sdpa_path._chosen.get(key) in sdpa_path.OPS, sdpa_path._chosen
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_million_tokens(device):
+    """1,048,576 tokens, 32 heads x 128, GQA 32/8, fp16, every statistic: inputs of 2^32 elements (64-bit offsets).
+    Sampled rows of the first and last heads against float64; every head's key mass sums to n."""
+    n, h, hk, d = 2**20, 32, 8, 128
+    if torch.cuda.mem_get_info()[0] < 40 * 2**30:
+        pytest.skip("needs 40 GiB of free GPU memory")
+    g = torch.Generator(device=device).manual_seed(14)
+    q = torch.randn(1, h, n, d, device=device, dtype=torch.float16, generator=g)
+    k = (torch.randn(1, hk, n, d, device=device, generator=g) * 1.5).half()
+    v = torch.randn(1, hk, n, d, device=device, dtype=torch.float16, generator=g)
+    out, st = attention_with_stats(q, k, v, stats="all", span=(1000, 1064))
+    torch.cuda.synchronize()
+    total = st.key_mass.double().sum(-1)  # [1, h]
+    assert (total / n - 1).abs().max().item() < 1e-5, total
+    assert torch.isfinite(out).all() and torch.equal(st.key_count[0, 0], torch.arange(n, 0, -1, device=device).float())
+    scale = d ** -0.5
+    rows = [0, 1, 2, 1000, 1063, 654321, n - 3, n - 2, n - 1]
+    for head in (0, h - 1):
+        kd, vd = k[0, head // (h // hk)].double(), v[0, head // (h // hk)].double()
+        for i in rows:
+            s = (kd[: i + 1] @ q[0, head, i].double()) * scale  # [i + 1]
+            lse = torch.logsumexp(s, 0)
+            p = torch.exp(s - lse)
+            o = p @ vd[: i + 1]
+            assert (out[0, head, i].double() - o).abs().max().item() < 2e-3, (head, i)
+            exp = dict(lse=lse, max_prob=p.max(), entropy=-torch.special.xlogy(p, p).sum(), sink_mass=p[:4].sum(),
+                       local_mass=p[max(0, i - 63):].sum(), span_mass=p[1000:1064].sum())
+            for name, val in exp.items():
+                got = getattr(st, name)[0, head, i].item()
+                assert abs(got - val.item()) < 2e-5 + 2e-5 * abs(val.item()), (name, head, i, got, val.item())
+            assert st.argmax[0, head, i].item() == p.argmax().item() or p.max() - p[st.argmax[0, head, i]] < 1e-6
+        # key mass of the first keys (every query adds to it) and of the last (only the last queries see them)
+        lse_all = st.lse[0, head].double()  # [n], checked above on sampled rows
+        s_first = (q[0, head].double() @ kd[:4].T) * scale  # [n, 4]; query i sees key j only when j <= i
+        s_first[:3] = s_first[:3].masked_fill(torch.ones(3, 4, dtype=torch.bool, device=device).triu(1), float("-inf"))
+        first = torch.exp(s_first - lse_all[:, None]).sum(0)
+        torch.testing.assert_close(st.key_mass[0, head, :4].double(), first, rtol=2e-5, atol=1e-4)
+        tail = q[0, head, -4:].double() @ kd[-4:].T * scale  # queries n-4.. against keys n-4..
+        tail = tail.masked_fill(torch.ones(4, 4, dtype=torch.bool, device=device).triu(1), float("-inf"))
+        last = torch.exp(tail - lse_all[-4:, None]).sum(0)
+        torch.testing.assert_close(st.key_mass[0, head, -4:].double(), last, rtol=2e-5, atol=1e-6)

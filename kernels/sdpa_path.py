@@ -1,0 +1,83 @@
+"""Output and log-sum-exp from torch's own fused attention (cuDNN / FlashAttention), where it applies.
+
+These kernels return the row log-sum-exp beside the output; with it, every statistic comes from one Triton pass
+(`triton_stats.py`), so the output costs what SDPA costs. They apply to plain causal or non-causal attention in
+float16/bfloat16 on CUDA: no sliding window, padding mask or key bias (those run through `triton_forward.py`), a
+contiguous last dimension, and causal only with q_len == k_len or a single query (SDPA aligns the causal mask
+top-left; ours is bottom-right, which is the same thing in those two cases).
+
+Which op runs is decided once per (dtype, head_dim, GQA, causal) by trying them in `ORDER` and keeping the first
+that works (an op that raises is skipped). `MODE` (env `INTERP_SDPA`): "auto" (default), "off" (always the Triton
+forward), or one op name to force it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+ORDER = ("cudnn", "flash")
+MODE = os.environ.get("INTERP_SDPA", "auto")
+_chosen: dict = {}  # (dtype, head_dim, gqa, causal) -> op name, or None where no op works
+
+
+def _cudnn(q, k, v, causal, scale):
+    out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False,
+                                                                   scale=scale)[:2]
+    return out, lse
+
+
+def _flash(q, k, v, causal, scale):
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)[:2]
+    return out, lse
+
+
+OPS = {"cudnn": _cudnn, "flash": _flash}
+
+
+def eligible(q, k, v, spec) -> bool:
+    """Can an SDPA kernel give this call's output and lse? (cheap: attribute checks only)"""
+    if MODE == "off" or not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    if spec.sliding_window is not None or spec.key_valid is not None or spec.key_bias is not None:
+        return False
+    if spec.causal and not (spec.q_len == spec.k_len or spec.q_len == 1):
+        return False
+    if spec.head_dim % 8 or q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        return False
+    return True
+
+
+def sdpa_out_lse(q, k, v, spec):
+    """(out [b, h, q_len, d], lse [b, h, q_len] float32 natural log, contiguous), or None where no op works."""
+    causal = spec.causal and spec.q_len > 1  # one query at the end of the keys sees every key
+    key = (q.dtype, spec.head_dim, spec.heads != spec.kv_heads, causal)
+    name = _chosen.get(key, "")
+    if name == "":
+        order = ORDER if MODE == "auto" else (MODE,)
+        for cand in order:
+            try:
+                out, lse = _run(OPS[cand], q, k, v, causal, spec)
+            except (RuntimeError, NotImplementedError):
+                continue
+            _chosen[key] = cand
+            return out, lse
+        _chosen[key] = None
+        return None
+    if name is None:
+        return None
+    try:
+        return _run(OPS[name], q, k, v, causal, spec)
+    except (RuntimeError, NotImplementedError):  # e.g. strides this op refuses: the Triton forward instead
+        return None
+
+
+def _run(op, q, k, v, causal, spec):
+    out, lse = op(q, k, v, causal, spec.scale)
+    b, h, lq = spec.batch, spec.heads, spec.q_len
+    if lse.dim() != 3 or lse.shape[2] != lq:  # cuDNN: [b, h, lq, 1]; some builds pad the query axis
+        lse = lse.reshape(b, h, -1)[:, :, :lq]
+    if lse.dtype != torch.float32 or not lse.is_contiguous():
+        lse = lse.float().contiguous()
+    return out, lse

@@ -1,0 +1,294 @@
+"""Triton statistics pass: every statistic from a known log-sum-exp, in one query-major pass.
+
+The output and the row log-sum-exp come first, from torch's SDPA kernels (FlashAttention/cuDNN) where they apply
+and from `triton_forward.py` elsewhere. Knowing lse, each probability is final the moment its score is formed,
+p = 2^(s - lse2), so nothing is carried through an online softmax. One program owns BLOCK_M query rows of one
+(batch, head) and walks the key blocks they can see, recomputing s = q.k (QK^T only: half the forward's matrix work):
+
+    per query (row sums, in registers):  max score (max_prob = 2^(m - lse2), argmax: first occurrence wins),
+        sum p log2 p (entropy), mass on the sink / local-window / span keys
+    per key (column sums): each block's column sum of p, rounded to fixed point (2^FIX_BITS) and added with
+        64-bit integer atomics. Integer addition is associative, so the key mass is bit-identical from run to run
+        whatever order the programs finish in; the rounding error is below 2^-FIX_BITS per block (< 1e-11).
+    key_count: closed form per key (queries that can see it, from the causal/window geometry and a prefix sum
+        of the query padding mask), written by the same programs.
+
+Only the rows that see a key contribute; a row that sees nothing (all keys padding or -inf bias) has p = 0
+everywhere: max_prob 0, argmax -1, entropy 0, masses 0, and it counts towards no key. Every offset that can pass
+2^31 elements is 64-bit.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .triton_forward import INTERPRET, fitting
+
+
+def _configs():
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
+    return [
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1),
+    ]
+
+
+def _smem(c, block_d, elt):
+    bm, bn, st = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], max(1, c.num_stages)
+    return (bm * block_d + st * bn * block_d) * elt
+
+
+def _prune(configs, named_args, **kwargs):
+    return configs if INTERPRET else fitting(configs, named_args, kwargs, _smem)
+
+
+@triton.jit
+def _stats_inner(
+    m_i, a_i, e_i, sk_i, lc_i, sp_i,
+    q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base,
+    qpos, offs_d, lo, hi, Lk, qk_scale, window, sink_tokens, local_window, span_lo, span_hi, q_lo_abs, q_hi_abs,
+    fix_scale,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
+    DO_MAX: tl.constexpr, DO_ARG: tl.constexpr, DO_ENT: tl.constexpr, DO_SINK: tl.constexpr,
+    DO_LOCAL: tl.constexpr, DO_SPAN: tl.constexpr, DO_KEY: tl.constexpr, UPCAST: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    LOG2E: tl.constexpr = 1.4426950408889634
+    EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
+    offs_n0 = tl.arange(0, BLOCK_N)
+    dmask = offs_d < HEAD_DIM
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        k_ptrs = (k_base + tl.cast(start_n, tl.int64) * stride_kn
+                  + offs_n0[None, :] * stride_kn + offs_d[:, None] * stride_kd)  # [BLOCK_D, BLOCK_N]
+        if MASKED:
+            kt = tl.load(k_ptrs, mask=(offs_n[None, :] < Lk) & dmask[:, None], other=0.0)
+        elif EVEN_D:
+            kt = tl.load(k_ptrs)
+        else:
+            kt = tl.load(k_ptrs, mask=dmask[:, None], other=0.0)
+        if UPCAST:
+            s = tl.dot(q.to(tl.float32), kt.to(tl.float32), input_precision=DOT_PREC)
+        else:
+            s = tl.dot(q, kt, input_precision=DOT_PREC)
+        s = s * qk_scale  # [BLOCK_M, BLOCK_N], log2 units
+        if HAS_BIAS:
+            bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
+            s = s + bias[None, :] * LOG2E
+        if MASKED:
+            ok = offs_n[None, :] < Lk
+            if CAUSAL:
+                ok = ok & (offs_n[None, :] <= qpos[:, None])
+            if HAS_WINDOW:
+                ok = ok & ((qpos[:, None] - offs_n[None, :]) < window)
+            if HAS_VALID:
+                kv = tl.load(kvalid_base + offs_n, mask=offs_n < Lk, other=0)
+                ok = ok & (kv[None, :] != 0)
+            s = tl.where(ok, s, float("-inf"))
+        t = s - lse_row[:, None]  # log2 p; -inf where the key is hidden or the row sees nothing
+        p = tl.exp2(t)
+        if DO_MAX:
+            m_blk = tl.max(s, 1)
+            if DO_ARG:  # the block's argmax matters only where the running max grows
+                if tl.sum((m_blk > m_i).to(tl.int32), 0) > 0:
+                    blk_arg = tl.argmax(s, 1) + start_n
+                    a_i = tl.where(m_blk > m_i, blk_arg, a_i)
+            m_i = tl.maximum(m_i, m_blk)
+        if DO_ENT:  # sum p log2 p; p = 0 with t = -inf on hidden keys
+            if MASKED or HAS_BIAS:
+                e_i += tl.sum(tl.where(p > 0.0, p * t, 0.0), 1)
+            else:
+                e_i += tl.sum(p * t, 1)
+        if DO_SINK:
+            if start_n < sink_tokens:
+                sk_i += tl.sum(tl.where(offs_n[None, :] < sink_tokens, p, 0.0), 1)
+        if DO_LOCAL:
+            if (start_n + BLOCK_N > q_lo_abs - local_window + 1) & (start_n <= q_hi_abs):
+                dist = qpos[:, None] - offs_n[None, :]
+                lc_i += tl.sum(tl.where((dist >= 0) & (dist < local_window), p, 0.0), 1)
+        if DO_SPAN:
+            if (start_n < span_hi) & (start_n + BLOCK_N > span_lo):
+                in_span = (offs_n[None, :] >= span_lo) & (offs_n[None, :] < span_hi)
+                sp_i += tl.sum(tl.where(in_span, p, 0.0), 1)
+        if DO_KEY:
+            if HAS_VALID:  # padding queries never count towards key statistics
+                col = tl.sum(tl.where(qv_row[:, None], p, 0.0), 0)
+            else:
+                col = tl.sum(p, 0)
+            fixed = (col * fix_scale + 0.5).to(tl.int64)  # col >= 0: round to nearest
+            tl.atomic_add(km_base + offs_n, fixed, mask=offs_n < Lk, sem="relaxed")
+    return m_i, a_i, e_i, sk_i, lc_i, sp_i
+
+
+@triton.autotune(
+    configs=_configs(),
+    key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "WANT_MAXP", "WANT_ARG",
+         "WANT_ENT", "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "WANT_KEY", "WANT_COUNT"],
+    prune_configs_by={"early_config_prune": _prune},
+    reset_to_zero=["KMASS"],
+)
+@triton.jit
+def attention_stats_kernel(
+    Q, K, LSE, ROWS, ARG, KMASS, KCOUNT, KVALID, QCUM, BIAS, SPANS,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, fix_scale, rows_stride, LEN_BUCKET,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
+    WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr,
+    WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
+    S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    """LSE [b, h, Lq] natural log (-inf on empty rows); ROWS [slots, b, h, Lq] float32, one slot per requested
+    per-query statistic (S_* = its slot); ARG [b, h, Lq] int64; KMASS [b, h, Lk] int64
+    fixed point (zeroed by the caller); KCOUNT [b, h, Lk] float32; QCUM [b, Lq + 1] int32 prefix sums of the
+    query padding mask (HAS_VALID only)."""
+    LOG2E: tl.constexpr = 1.4426950408889634
+    LN2: tl.constexpr = 0.6931471805599453
+    WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
+    FULL: tl.constexpr = (WANT_MAX or WANT_ENT) or WANT_KEY  # needs every visible key
+    ANY_ROW: tl.constexpr = (FULL or WANT_SINK) or (WANT_LOCAL or WANT_SPAN)
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    b = pid_bh // H
+    h = pid_bh % H
+    kvh = h // G
+    m0 = pid_m * BLOCK_M
+    offs_m0 = tl.arange(0, BLOCK_M)
+    offs_m = m0 + offs_m0
+    offs_d = tl.arange(0, BLOCK_D)
+    qpos = offs_m + q_offset
+    row_ok = offs_m < Lq
+    row_base = pid_bh * Lq
+    kvalid_base = KVALID + b * Lk
+    bias_base = BIAS + pid_bh * Lk
+
+    if ANY_ROW:
+        q_ptrs = (Q + b * stride_qb + h * stride_qh + m0.to(tl.int64) * stride_qm
+                  + offs_m0[:, None] * stride_qm + offs_d[None, :] * stride_qd)
+        q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+        lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=float("-inf"))
+        seen = lse > float("-inf")
+        lse_row = tl.where(seen, lse * LOG2E, float("inf"))  # +inf: p = 0 on rows that see nothing
+        qv_row = row_ok
+        if HAS_VALID:
+            qv_row = row_ok & (tl.load(kvalid_base + q_offset + offs_m, mask=row_ok, other=0) != 0)
+        k_base = K + b * stride_kb + kvh * stride_kh
+        km_base = KMASS + pid_bh * Lk
+        span_lo = 0
+        span_hi = 0
+        if WANT_SPAN:
+            span_lo = tl.load(SPANS + 2 * b)
+            span_hi = tl.load(SPANS + 2 * b + 1)
+        q_lo_abs = m0 + q_offset
+        q_hi_abs = tl.minimum(m0 + BLOCK_M, Lq) - 1 + q_offset
+        lo = 0
+        if HAS_WINDOW:
+            lo = tl.maximum(0, q_lo_abs - window + 1)
+            lo = (lo // BLOCK_N) * BLOCK_N
+        if CAUSAL:
+            hi = tl.minimum(Lk, q_hi_abs + 1)
+            mid = ((q_lo_abs + 1) // BLOCK_N) * BLOCK_N
+        else:
+            hi = Lk
+            mid = (Lk // BLOCK_N) * BLOCK_N
+        if HAS_WINDOW or HAS_VALID:
+            mid = lo
+        mid = tl.minimum(tl.maximum(mid, lo), hi)
+
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        a_i = tl.full([BLOCK_M], -1, dtype=tl.int32)
+        e_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        sk_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        lc_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        sp_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        if FULL:  # one walk over every visible key block: unmasked blocks, then the masked ones
+            m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
+                m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
+                bias_base, km_base, qpos, offs_d, lo, mid, Lk, qk_scale, window, sink_tokens, local_window,
+                span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
+                BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
+                WANT_ENT, WANT_SINK, WANT_LOCAL, WANT_SPAN, WANT_KEY, UPCAST, DOT_PREC,
+            )
+            m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
+                m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
+                bias_base, km_base, qpos, offs_d, mid, hi, Lk, qk_scale, window, sink_tokens, local_window,
+                span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
+                BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
+                WANT_ENT, WANT_SINK, WANT_LOCAL, WANT_SPAN, WANT_KEY, UPCAST, DOT_PREC,
+            )
+        else:  # masses only: visit just the key blocks each mass can touch
+            if WANT_SINK:
+                s_hi = tl.minimum(hi, sink_tokens)
+                m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
+                    m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
+                    bias_base, km_base, qpos, offs_d, lo, s_hi, Lk, qk_scale, window, sink_tokens, local_window,
+                    span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
+                    BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
+                    False, True, False, False, False, UPCAST, DOT_PREC,
+                )
+            if WANT_LOCAL:
+                l_lo = tl.maximum(lo, ((q_lo_abs - local_window + 1) // BLOCK_N) * BLOCK_N)
+                m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
+                    m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
+                    bias_base, km_base, qpos, offs_d, l_lo, hi, Lk, qk_scale, window, sink_tokens, local_window,
+                    span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
+                    BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
+                    False, False, True, False, False, UPCAST, DOT_PREC,
+                )
+            if WANT_SPAN:
+                p_lo = tl.maximum(lo, (span_lo // BLOCK_N) * BLOCK_N)
+                p_hi = tl.minimum(hi, span_hi)
+                m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
+                    m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
+                    bias_base, km_base, qpos, offs_d, p_lo, p_hi, Lk, qk_scale, window, sink_tokens, local_window,
+                    span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
+                    BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
+                    False, False, False, True, False, UPCAST, DOT_PREC,
+                )
+
+        out = row_base + offs_m
+        rs = tl.cast(rows_stride, tl.int64)
+        if WANT_MAXP:
+            tl.store(ROWS + S_MAXP * rs + out, tl.where(seen, tl.exp2(m_i - lse_row), 0.0), mask=row_ok)
+        if WANT_ARG:
+            tl.store(ARG + out, a_i, mask=row_ok)
+        if WANT_ENT:  # H = -sum p ln p
+            tl.store(ROWS + S_ENT * rs + out, tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0), mask=row_ok)
+        if WANT_SINK:
+            tl.store(ROWS + S_SINK * rs + out, sk_i, mask=row_ok)
+        if WANT_LOCAL:
+            tl.store(ROWS + S_LOCAL * rs + out, lc_i, mask=row_ok)
+        if WANT_SPAN:
+            tl.store(ROWS + S_SPAN * rs + out, sp_i, mask=row_ok)
+
+    if WANT_COUNT:  # key_count in closed form: keys in chunks of BLOCK_M, spread over this row of programs
+        n_chunks = tl.cdiv(Lk, BLOCK_M)
+        for c in range(pid_m, n_chunks, tl.num_programs(0)):
+            offs_k = c * BLOCK_M + offs_m0
+            k_in = offs_k < Lk
+            q_lo = tl.zeros([BLOCK_M], dtype=tl.int32)
+            q_hi = tl.zeros([BLOCK_M], dtype=tl.int32) + Lq
+            if CAUSAL:  # query i sees key k when i + q_offset >= k
+                q_lo = tl.maximum(offs_k - q_offset, 0)
+            if HAS_WINDOW:  # ... and i + q_offset - k < window
+                q_hi = tl.minimum(offs_k + window - q_offset, Lq)
+            q_hi = tl.maximum(q_hi, q_lo)
+            if HAS_VALID:
+                cum = QCUM + b * (Lq + 1)
+                cnt = tl.load(cum + q_hi, mask=k_in, other=0) - tl.load(cum + q_lo, mask=k_in, other=0)
+                cnt = tl.where(tl.load(kvalid_base + offs_k, mask=k_in, other=0) != 0, cnt, 0)
+            else:
+                cnt = q_hi - q_lo
+            if HAS_BIAS:  # a -inf bias hides the key from this head
+                bias_k = tl.load(bias_base + offs_k, mask=k_in, other=0.0)
+                cnt = tl.where(bias_k > float("-inf"), cnt, 0)
+            tl.store(KCOUNT + pid_bh * Lk + offs_k, cnt.to(tl.float32), mask=k_in)
