@@ -32,6 +32,9 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
 
     An already-built `Tokens` (e.g. a task batch's padded prompts) passes through, moved to `device`."""
     if isinstance(inputs, Tokens):
+        if padding_side != "right" and inputs.attention_mask is not None:
+            raise ValueError(f"a padded Tokens batch is right-padded; {padding_side}-padding (generate) needs "
+                             "texts or token-id lists instead")
         return _checked_tokens(inputs, cfg, device)
     if isinstance(inputs, str):
         seqs = [_encode(inputs, tokenizer, prepend_bos)]
