@@ -255,6 +255,9 @@ class HTML(str):
     def _repr_html_(self) -> str:
         return str(self)
 
+    def __repr__(self) -> str:
+        return f"<interp.plots.HTML: {len(self)} characters; displays in Jupyter, or write it to a .html file>"
+
 
 _TABLE_JS = """
 (function(){
