@@ -150,7 +150,7 @@ def score_grid(table: pd.DataFrame, score: str, title: str | None = None) -> go.
     _, rules, _ = label_rules()
     rule = next((f" (label {lab} at ≥ {thr:g})" for lab, col, thr in rules if col == score), "")
     vals = pd.to_numeric(table[score], errors="coerce")
-    lo, hi = float(np.nanmin(vals)) if vals.notna().any() else 0.0, float(np.nanmax(vals)) if vals.notna().any() else 1.0
+    lo, hi = (float(vals.min()), float(vals.max())) if vals.notna().any() else (0.0, 1.0)
     if lo >= 0.0 and hi <= 1.0:  # scores in [0, 1] keep one fixed scale, comparable across reports
         lo, hi = 0.0, 1.0
     fig, parts, plot_w = _panels(table, title or f"{score}{rule}")
@@ -231,8 +231,9 @@ def scores_vs_context(scores_by_context: dict, score: str = "local_score", title
                              hovertemplate="context %{x}, layer %{y}<br>%{text}<extra></extra>"), row=1, col=1)
     flat = s.reshape(C, L * H)  # [context, layer * head]
     lo, mid, hi = (np.nanpercentile(flat, q, axis=1) for q in (25, 50, 75))
-    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(hi) + list(lo[::-1]), fill="toself", fillcolor="rgba(0,0,0,0.1)",
-                             line=dict(width=0), name="all heads: IQR", hoverinfo="skip"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(hi) + list(lo[::-1]), fill="toself", mode="lines",
+                             fillcolor="rgba(0,0,0,0.1)", line=dict(width=0), name="all heads: IQR",
+                             hoverinfo="skip"), row=1, col=2)
     fig.add_trace(go.Scatter(x=xs, y=mid, mode="lines", line=dict(color="black", dash="dash"),
                              name="all heads: median"), row=1, col=2)
     order = np.argsort(-np.nan_to_num(flat[-1], nan=-np.inf))[:top_k]
@@ -316,7 +317,8 @@ def table_html(df: pd.DataFrame, digits: int = 3) -> HTML:
         for c, v, num in zip(df.columns, row, numeric):
             if num:
                 f = float(v)
-                shown = "–" if math.isnan(f) else (f"{f:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v))
+                exact = not isinstance(v, (float, np.floating))
+                shown = "–" if math.isnan(f) else (str(v) if exact else f"{f:.{digits}f}")
                 cells.append(f"<td class='num' data-v='{'' if math.isnan(f) else repr(f)}'>{shown}</td>")
             elif c == "label":
                 cells.append(f"<td style='background:{colors.get(str(v), FALLBACK_COLOR)}33'>"

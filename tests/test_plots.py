@@ -159,7 +159,8 @@ def test_scores_vs_context_per_layer_and_top_heads():
 
 def test_cache_repr_html_lists_names_shapes_sizes():
     m = interp.load("toy-induction")
-    _, cache = m.run_with_cache(torch.tensor([[1, 5, 7, 9, 11]]), stats=["key_mean"], names=["blocks.1.hook_resid_post"])
+    toks = torch.tensor([[1, 5, 7, 9, 11]])
+    _, cache = m.run_with_cache(toks, stats=["key_mean"], names=["blocks.1.hook_resid_post"])
     out = cache._repr_html_()
     for name, v in cache.items():
         assert f"<td>{name}</td><td>[{', '.join(map(str, v.shape))}]</td><td>float32</td>" in out
