@@ -87,6 +87,7 @@ def main(argv=None):
           f"{int((retrieval >= 0.1).sum())} retrieval heads (score >= 0.1)   ({time.time() - t:.1f}s)")
     figs.append(("needle recall by context length and depth", plots.retrieval_heatmap(per_trial)))
     figs.insert(3, ("retrieval_score per head", plots.score_grid(table, "retrieval_score")))
+    figs.insert(0, ("every head's role", plots.role_grid(table)))
     table.to_csv(csv, index=False)
     summary = (f"model: {model}\nSink^0.3 (prose, {text.shape[1]} tokens): {sink03:.3f}\n"
                f"labels: {table['label'].value_counts().to_dict()}")

@@ -35,3 +35,31 @@ class ActivationCache(dict):
             key = f"blocks.{l}.attn.{suffix}" if f"blocks.{l}.attn.{suffix}" in self else f"blocks.{l}.{suffix}"
             out.append(self[key])
         return torch.stack(out)
+
+    def _repr_html_(self, max_rows: int = 200) -> str:
+        """Jupyter display: a summary table of the captured hook points (name, shape, dtype, device, size)."""
+        import html
+
+        def size(n: float) -> str:
+            for unit in ("B", "KiB", "MiB", "GiB"):
+                if n < 1024 or unit == "GiB":
+                    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+                n /= 1024
+
+        rows, total = [], 0
+        for name, v in self.items():
+            if isinstance(v, torch.Tensor):
+                nbytes = v.numel() * v.element_size()
+                total += nbytes
+                cells = (name, "[" + ", ".join(map(str, v.shape)) + "]", str(v.dtype).removeprefix("torch."),
+                         str(v.device), size(nbytes))
+            else:
+                cells = (name, "", type(v).__name__, "", "")
+            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        more = len(rows) - max_rows
+        if more > 0:
+            rows = rows[:max_rows] + [f"<tr><td colspan='5'>… {more} more</td></tr>"]
+        style = "style='border-collapse:collapse;font-size:12px;font-family:monospace'"
+        return (f"<div><b>ActivationCache</b>: {len(self)} hook points, {size(total)} in all"
+                f"<table {style}><thead><tr><th>name</th><th>shape</th><th>dtype</th><th>device</th><th>size</th>"
+                f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")

@@ -1,39 +1,57 @@
-"""The HTML report of a classification run: several models side by side on the same scales."""
+"""The HTML report of a classification run: every head's role first, then the scores, then the table.
+
+Several models sit side by side in every figure, on one colour scale per score. The label vocabulary, the rules'
+order and their thresholds are read from the labelling code (`interp.plots.label_rules`), never restated.
+"""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pandas as pd
 
-from .plots import SCORE_COLUMNS, score_grid, write_report
+from .plots import HTML, label_colors, label_rules, role_grid, score_grid, table_html, write_report
 
-LABEL_DOC = """Labels (a head's primary role; every score stays in the table):
-  induction        induction_score >= 0.3   (attends to the token after the earlier copy of the current token)
-  previous_token   previous_token_score >= 0.4
-  duplicate_token  duplicate_token_score >= 0.3
-  sink             sink_score (alpha of the first token) >= 0.3
-  local            local_score (first token + last window) >= 0.7
-  diffuse          diffuseness (entropy / log #keys) >= 0.7
-  mixed            none of the above
-Rules are applied in this order; thresholds in interp.analyses.DEFAULT_THRESHOLDS."""
+
+def rules_html(table: pd.DataFrame) -> HTML:
+    """The labelling rules (from the code) with their colour and how many heads of each model got each label."""
+    _, rules, fallback = label_rules()
+    labels = list(table["label"].astype(str).unique())
+    colors = label_colors(labels)
+    models = list(dict.fromkeys(table["model"].astype(str))) if "model" in table.columns else [""]
+    counts = (table.assign(model=table["model"].astype(str) if "model" in table.columns else "")
+              .groupby(["label", "model"]).size())
+    rows = [(lab, f"{col} ≥ {thr:g}") for lab, col, thr in rules] + [(fallback, "none of the above")]
+    rows += [(lab, "(not a rule label)") for lab in labels if lab not in {r[0] for r in rows}]
+    head = "".join(f"<th>{html.escape(m or 'heads')}</th>" for m in models)
+    body = []
+    for i, (lab, rule) in enumerate(rows, start=1):
+        n = "".join(f"<td style='text-align:right'>{int(counts.get((lab, m), 0))}</td>" for m in models)
+        swatch = f"<span style='display:inline-block;width:12px;height:12px;background:{colors[lab]}'></span>"
+        body.append(f"<tr><td>{i}</td><td>{swatch} {html.escape(lab)}</td><td>{html.escape(rule)}</td>{n}</tr>")
+    return HTML("<p class='note'>A head gets the label of the first rule it passes, in this order; every score stays "
+                "in the table.</p><table><thead><tr><th>#</th><th>label</th><th>rule</th>" + head
+                + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
 
 
 def write_classification_report(table: pd.DataFrame, path) -> Path:
-    sections = [("how labels are decided", LABEL_DOC)]
-    counts = table.groupby(["model", "label"]).size().unstack(fill_value=0)
-    counts.columns.name = None
-    counts = counts.reset_index()
-    sections.append(("labels per model", counts))
-    for score in SCORE_COLUMNS:
-        if score not in table.columns or table[score].isna().all():
-            continue
-        lo, hi = float(table[score].min()), float(table[score].max())
-        for model, sub in table.groupby("model", sort=False):
-            fig = score_grid(sub.drop(columns=["model"]), score, title=f"{model}: {score}")
-            fig.update_traces(zmin=lo, zmax=hi)  # one scale across models
-            sections.append((f"{model}: {score}", fig))
-    sections.append(("all heads", table))
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame of heads, got {type(table).__name__}")
+    scores, _, _ = label_rules()
+    missing = [c for c in ("model", "layer", "head", "label") if c not in table.columns]
+    if missing:
+        raise ValueError(f"the head table lacks columns {missing}; it has {list(table.columns)}")
+    present = [s for s in scores if s in table.columns and not table[s].isna().all()]
+    models = list(dict.fromkeys(table["model"].astype(str)))
+    intro = HTML(f"<p class='note'>{len(table)} heads of {len(models)} model(s): "
+                 f"{html.escape(', '.join(models))}. Layer on the vertical axis (0 at the bottom), head on the "
+                 "horizontal; hover a cell for every score of that head. In the table, click a column header to sort "
+                 "and type in the box to filter (e.g. <code>label=sink layer&gt;=12</code>).</p>")
+    sections = [("every head's role", intro), ("", role_grid(table)),
+                ("how labels are decided, and how many heads got each", rules_html(table)),
+                ("scores per head", [score_grid(table, s) for s in present]),
+                ("all heads", table_html(table))]
     return write_report(path, "interp head classification", sections)
 
 
