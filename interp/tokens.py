@@ -28,7 +28,11 @@ def _encode(text: str, tokenizer, prepend_bos: bool | None) -> list[int]:
 
 def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
               padding_side: str = "right") -> Tokens:
-    """str | list[str] | list[int] | list[list[int]] | LongTensor [pos] or [batch, pos] -> Tokens."""
+    """str | list[str] | list[int] | list[list[int]] | LongTensor [pos] or [batch, pos] | Tokens -> Tokens.
+
+    An already-built `Tokens` (e.g. a task batch's padded prompts) passes through, moved to `device`."""
+    if isinstance(inputs, Tokens):
+        return _checked_tokens(inputs, cfg, device)
     if isinstance(inputs, str):
         seqs = [_encode(inputs, tokenizer, prepend_bos)]
     elif isinstance(inputs, torch.Tensor):
@@ -76,3 +80,17 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
             mask[i, n - len(s):] = True
     ids = ids.to(device)
     return Tokens(ids, None if bool(mask.all()) else mask.to(device), lengths)
+
+
+def _checked_tokens(toks: Tokens, cfg, device) -> Tokens:
+    ids, mask = toks.input_ids, toks.attention_mask
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise TypeError("Tokens.input_ids must be an integer tensor [batch, pos]")
+    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != ids.shape):
+        raise ValueError(f"Tokens.attention_mask must be None or a tensor of shape {tuple(ids.shape)}")
+    if ids.shape[1] > cfg.n_ctx:
+        raise ValueError(f"Tokens have {ids.shape[1]} positions; the model's maximum context is {cfg.n_ctx}")
+    if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < cfg.d_vocab):
+        raise ValueError(f"Tokens.input_ids has ids outside the vocabulary [0, {cfg.d_vocab})")
+    return Tokens(ids.to(device), None if mask is None else mask.to(device=device, dtype=torch.bool),
+                  list(toks.lengths))

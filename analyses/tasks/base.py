@@ -1,0 +1,200 @@
+"""TaskBatch (clean / corrupt prompts, answers, read positions) and the Task base class with its shared helpers.
+
+A task turns a loaded `HookedModel` into a `TaskBatch` built from the model's own tokenizer (or vocabulary, for
+tokenizer-less toys) and scores logits with a scalar, differentiable metric. Patching code relies on three
+invariants checked here: `clean` and `corrupt` have the same shape and padding, `position` is each row's last real
+token, and every id is inside the model's vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from interp.tokens import Tokens
+
+from ..probes import bos_id
+
+
+@dataclass
+class TaskBatch:
+    clean: Tokens  # input_ids [batch, pos], attention_mask [batch, pos] or None (right-padded)
+    corrupt: Tokens | None  # same shape and padding as clean, token-aligned; None for lm
+    answer: torch.Tensor  # [batch] int64, the correct next token at `position`
+    wrong: torch.Tensor | None  # [batch] int64 or None (IOI: the S name)
+    position: torch.Tensor  # [batch] int64, the position whose logits are read (last real token)
+    loss_mask: torch.Tensor | None = None  # [batch, pos] bool: positions whose next-token loss counts
+    notes: str = ""
+    task: str = ""
+    extra: dict = field(default_factory=dict)  # task-specific tensors with a leading [batch] dim (e.g. digit ids)
+
+    def __post_init__(self):
+        ids = self.clean.input_ids
+        b, p = ids.shape
+        if self.corrupt is not None:
+            if self.corrupt.input_ids.shape != ids.shape:
+                raise ValueError(f"corrupt shape {tuple(self.corrupt.input_ids.shape)} differs from clean "
+                                 f"{tuple(ids.shape)}; patching needs token-aligned prompts")
+            if list(self.corrupt.lengths) != list(self.clean.lengths):
+                raise ValueError("corrupt prompts must have the same per-row lengths as the clean prompts")
+        for name in ("answer", "wrong", "position"):
+            t = getattr(self, name)
+            if t is not None and tuple(t.shape) != (b,):
+                raise ValueError(f"{name} must have shape [{b}], got {tuple(t.shape)}")
+        if self.loss_mask is not None and tuple(self.loss_mask.shape) != (b, p):
+            raise ValueError(f"loss_mask must have shape [{b}, {p}], got {tuple(self.loss_mask.shape)}")
+
+    def __len__(self) -> int:
+        return self.clean.input_ids.shape[0]
+
+    def to(self, device) -> "TaskBatch":
+        return self._map(lambda t: t.to(device))
+
+    def __getitem__(self, rows) -> "TaskBatch":
+        """Rows of the batch (a slice or an index tensor), e.g. to run a large batch in chunks."""
+        if isinstance(rows, int):
+            rows = slice(rows, rows + 1)
+        return self._map(lambda t: t[rows], rows)
+
+    def _map(self, fn, rows=None) -> "TaskBatch":
+        def tok(t: Tokens | None):
+            if t is None:
+                return None
+            lengths = list(t.lengths)
+            if rows is not None:
+                lengths = torch.tensor(lengths)[rows].reshape(-1).tolist()
+            return Tokens(fn(t.input_ids), None if t.attention_mask is None else fn(t.attention_mask), lengths)
+
+        opt = lambda t: None if t is None else fn(t)  # noqa: E731
+        return dataclasses.replace(
+            self, clean=tok(self.clean), corrupt=tok(self.corrupt), answer=fn(self.answer), wrong=opt(self.wrong),
+            position=fn(self.position), loss_mask=opt(self.loss_mask),
+            extra={k: fn(v) if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == len(self) else v
+                   for k, v in self.extra.items()})
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named task: `make(model, n, seed, **options) -> TaskBatch`, `metric(logits, batch)`.
+
+    Options are the dataclass fields of each subclass; `make` accepts them as keyword overrides."""
+
+    name = "task"
+    higher_is_better = True
+    metric_name = "metric"
+    needs_tokenizer = True
+
+    def make(self, model, n: int = 32, seed: int = 0, **options) -> TaskBatch:
+        task = self.with_options(**options)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        if task.needs_tokenizer and model.tokenizer is None:
+            raise ValueError(f"task {self.name!r} needs a tokenizer; {model.name} has none (tokenizer-less models "
+                             f"support: induction)")
+        batch = task._make(model, n, seed)
+        batch.task = self.name
+        return batch
+
+    def with_options(self, **options) -> "Task":
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)} for task {self.name!r}; allowed: {sorted(known)}")
+        return dataclasses.replace(self, **options) if options else self
+
+    def _make(self, model, n: int, seed: int) -> TaskBatch:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def metric(self, logits: torch.Tensor, batch: TaskBatch, per_example: bool = False) -> torch.Tensor:
+        """Scalar (mean over the batch), or [batch] with per_example=True; differentiable in `logits`."""
+        check_logits(logits, batch)
+        m = self._metric(logits, batch)  # [batch]
+        return m if per_example else m.mean()
+
+    def accuracy(self, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+        """[batch] float in [0, 1]: per-example success (see each task's docstring)."""
+        check_logits(logits, batch)
+        with torch.no_grad():
+            return self._accuracy(logits, batch).float()
+
+    def _metric(self, logits, batch):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _accuracy(self, logits, batch):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def check_logits(logits, batch: TaskBatch) -> None:
+    if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
+        raise TypeError(f"logits must be a float tensor [batch, pos, d_vocab], got {type(logits).__name__}"
+                        + (f" {logits.dtype}" if isinstance(logits, torch.Tensor) else ""))
+    shape = tuple(batch.clean.input_ids.shape)
+    if logits.dim() != 3 or tuple(logits.shape[:2]) != shape:
+        raise ValueError(f"logits must have shape [{shape[0]}, {shape[1]}, d_vocab] to match the batch, "
+                         f"got {tuple(logits.shape)}")
+
+
+def at_position(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """[batch, d_vocab] float32: the logits at each row's read position."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, batch.position.to(logits.device)].float()
+
+
+def gather_ids(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """x [batch, d_vocab], ids [batch] or [batch, k] -> the entries at those ids ([batch] or [batch, k])."""
+    ids = ids.to(x.device)
+    if ids.dim() == 1:
+        return x.gather(1, ids[:, None]).squeeze(1)
+    return x.gather(1, ids)
+
+
+def next_token_loss(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    """[batch]: mean cross-entropy of the clean next tokens over `loss_mask` (always the clean targets, so a
+    corrupt run is scored on how well it predicts the clean continuation)."""
+    ids = batch.clean.input_ids.to(logits.device)
+    mask = batch.loss_mask.to(logits.device)[:, :-1]  # [batch, pos-1]: position t predicts ids[t+1]
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, pos-1, d_vocab]
+    nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # [batch, pos-1]
+    return (nll * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+
+def next_token_accuracy(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+    ids = batch.clean.input_ids.to(logits.device)
+    mask = batch.loss_mask.to(logits.device)[:, :-1]
+    hit = (logits[:, :-1].argmax(-1) == ids[:, 1:]) & mask
+    return hit.sum(1).float() / mask.sum(1).clamp_min(1)
+
+
+def adds_bos(model) -> bool:
+    """The model's BOS convention: does its tokenizer prepend BOS by default? (Gemma: yes, SmolLM2: no.)
+    Tokenizer-less toys were trained with BOS (id from their config) first."""
+    tok = model.tokenizer
+    if tok is None:
+        return bos_id(model) is not None
+    ids = tok("x")["input_ids"]
+    return tok.bos_token_id is not None and len(ids) > 0 and ids[0] == tok.bos_token_id
+
+
+def encode(model, text: str) -> list[int]:
+    """Token ids of `text` with the model's BOS convention (as `model.to_tokens(text)`)."""
+    return model.to_tokens(text).input_ids[0].tolist()
+
+
+def single_token(model, text: str) -> int | None:
+    """The id if `text` is exactly one token (no special tokens added), else None."""
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None
+
+
+def pad(model, seqs: list[list[int]]) -> Tokens:
+    """Right-padded Tokens on the model's device (the model's own pad id and mask convention)."""
+    return model.to_tokens([list(s) for s in seqs])
+
+
+def last_positions(toks: Tokens) -> torch.Tensor:
+    return torch.tensor(toks.lengths, dtype=torch.long, device=toks.input_ids.device) - 1

@@ -1,0 +1,147 @@
+"""User tasks from a JSONL or CSV file: rows with clean, answer and optional corrupt, wrong."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .base import Task, TaskBatch, at_position, encode, gather_ids, last_positions, pad, single_token
+
+REQUIRED = ("clean", "answer")
+OPTIONAL = ("corrupt", "wrong")
+
+
+def read_rows(path) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"task file {str(path)!r} does not exist")
+    suffix = p.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p.name} line {i} is not valid JSON: {e.msg}") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{p.name} line {i}: each line must be a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    elif suffix == ".csv":
+        with p.open(newline="") as f:
+            rows = [dict(r) for r in csv.DictReader(f)]
+    else:
+        raise ValueError(f"task file must end in .jsonl, .json or .csv, got {p.name!r}")
+    if not rows:
+        raise ValueError(f"task file {p.name} has no rows")
+    for i, row in enumerate(rows):
+        missing = [c for c in REQUIRED if row.get(c) in (None, "")]
+        if missing:
+            raise ValueError(f"{p.name} row {i}: missing column(s) {missing}; rows need {list(REQUIRED)} and "
+                             f"may have {list(OPTIONAL)}")
+    for col in OPTIONAL:
+        has = [row.get(col) not in (None, "") for row in rows]
+        if any(has) and not all(has):
+            raise ValueError(f"{p.name}: column {col!r} is set in some rows but not in row {has.index(False)}; "
+                             "give it in every row or in none")
+    return rows
+
+
+def _prompt_ids(model, value, where: str) -> list[int]:
+    if isinstance(value, str):
+        if model.tokenizer is None:
+            raise ValueError(f"{where} is text but {model.name} has no tokenizer; give token ids (a list of ints)")
+        return encode(model, value)
+    if isinstance(value, list) and value and all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+        return list(value)
+    raise ValueError(f"{where} must be a text or a non-empty list of token ids, got {value!r}")
+
+
+def _token_id(model, value, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        tid = value
+    elif isinstance(value, str):
+        if model.tokenizer is None:
+            raise ValueError(f"{where} is text but {model.name} has no tokenizer; give a token id (an int)")
+        tid = single_token(model, value)
+        if tid is None:
+            pieces = model.tokenizer(value, add_special_tokens=False)["input_ids"]
+            raise ValueError(f"{where} {value!r} is {len(pieces)} tokens in {model.name}'s tokenizer "
+                             f"({[model.tokenizer.decode([t]) for t in pieces]}); it must be exactly one")
+    else:
+        raise ValueError(f"{where} must be a single-token string or an int token id, got {value!r}")
+    if not 0 <= tid < model.cfg.d_vocab:
+        raise ValueError(f"{where} id {tid} is outside the vocabulary [0, {model.cfg.d_vocab})")
+    return tid
+
+
+@dataclass(frozen=True)
+class FileTask(Task):
+    """Rows from `path` (JSONL: one object a line; CSV: a header row): `clean` (text, or token ids in JSONL),
+    `answer` (a string that is one token, or an int id in JSONL), optional `corrupt` (same token length as
+    clean) and `wrong` (as answer). Each column is in every row or in none. Text follows the model's BOS
+    convention. `make(model, n=None)` takes every row (or the first n).
+    metric: logit[answer] - logit[wrong] at the last token when `wrong` is given, else log P(answer)
+    (higher is better either way); accuracy: logit[answer] > logit[wrong], else answer is the top-1 token."""
+
+    path: str | None = None
+
+    name = "file"
+    metric_name = "logit diff / log p"
+    needs_tokenizer = False
+
+    def make(self, model, n: int | None = None, seed: int = 0, **options) -> TaskBatch:
+        task = self.with_options(**options)
+        if task.path is None:
+            raise ValueError("the file task needs path=: get_task('file').make(model, path='rows.jsonl') or "
+                             "from_file('rows.jsonl', model)")
+        if n is None:
+            n = len(read_rows(task.path))
+        return Task.make(task, model, n=n, seed=seed)
+
+    def _make(self, model, n, seed):
+        rows = read_rows(self.path)[:n]
+        name = Path(self.path).name
+        clean, corrupt, answer, wrong = [], [], [], []
+        has_corrupt, has_wrong = rows[0].get("corrupt") not in (None, ""), rows[0].get("wrong") not in (None, "")
+        for i, row in enumerate(rows):
+            ids = _prompt_ids(model, row["clean"], f"{name} row {i} clean")
+            clean.append(ids)
+            answer.append(_token_id(model, row["answer"], f"{name} row {i} answer"))
+            if has_corrupt:
+                bad = _prompt_ids(model, row["corrupt"], f"{name} row {i} corrupt")
+                if len(bad) != len(ids):
+                    raise ValueError(f"{name} row {i}: clean is {len(ids)} tokens but corrupt is {len(bad)}; "
+                                     "patching needs equal token lengths")
+                corrupt.append(bad)
+            if has_wrong:
+                wrong.append(_token_id(model, row["wrong"], f"{name} row {i} wrong"))
+        c_toks = pad(model, clean)
+        dev = c_toks.input_ids.device
+        return TaskBatch(c_toks, pad(model, corrupt) if has_corrupt else None, torch.tensor(answer, device=dev),
+                         torch.tensor(wrong, device=dev) if has_wrong else None, last_positions(c_toks), None,
+                         notes=f"{len(rows)} rows from {name}; metric: "
+                               + ("logit[answer] - logit[wrong]" if has_wrong else "log P(answer)"))
+
+    def _metric(self, logits, batch):
+        x = at_position(logits, batch)  # [batch, d_vocab]
+        if batch.wrong is not None:
+            return gather_ids(x, batch.answer) - gather_ids(x, batch.wrong)
+        return gather_ids(torch.log_softmax(x, dim=-1), batch.answer)
+
+    def _accuracy(self, logits, batch):
+        x = at_position(logits, batch)
+        if batch.wrong is not None:
+            return gather_ids(x, batch.answer) > gather_ids(x, batch.wrong)
+        return x.argmax(-1) == batch.answer.to(x.device)
+
+
+def from_file(path, model, n: int | None = None) -> tuple[FileTask, TaskBatch]:
+    """(task, batch) for the rows of a JSONL / CSV file (see FileTask)."""
+    task = FileTask(path=str(path))
+    return task, task.make(model, n=n)
