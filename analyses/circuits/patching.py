@@ -164,3 +164,37 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
         vals = metric_of(masked_logits(model, graph, clean, ablated, w), metric)
         scores[part[:, 0], part[:, 1]] = vals.float().cpu() - base
     return scores
+
+
+def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batched: bool = True) -> torch.Tensor:
+    """Activation patching of head outputs, clean -> corrupted: [n_layers, n_heads] = M(head's z from the
+    corrupted run) - M(clean). Batched: `chunk` heads per forward (a per-row HeadMask), else one forward per head."""
+    from interp import HeadMask
+
+    clean = check_unpadded(clean, "clean prompts")
+    corrupt = check_unpadded(corrupt, "corrupted prompts")
+    check_aligned(clean, corrupt)
+    c = model.cfg
+    names = [f"blocks.{l}.attn.hook_z" for l in range(c.n_layers)]
+    with torch.no_grad():
+        _, cc = model.run_with_cache(corrupt, names=names)
+        base = float(metric(model(clean)).reshape(()))
+    heads = [(l, h) for l in range(c.n_layers) for h in range(c.n_heads)]
+    out = torch.zeros(c.n_layers, c.n_heads)
+    b = clean.shape[0]
+    step = chunk if batched else 1
+    for s in range(0, len(heads), step):
+        part = heads[s:s + step]
+        v = len(part)
+        xi = torch.ones(v, b, c.n_layers, c.n_heads, device=clean.device)
+        for i, (l, h) in enumerate(part):
+            xi[i, :, l, h] = 0
+        layers = sorted({l for l, _ in part})
+        baseline = {l: cc[names[l]].repeat(v, 1, 1, 1) for l in layers}
+        with torch.no_grad():
+            lg = model.run_with_hooks(clean.repeat(v, 1), interventions=[
+                HeadMask(xi.reshape(v * b, c.n_layers, c.n_heads), baseline=baseline, only_layers=layers)])
+        vals = metric_of(lg.reshape(v, b, *lg.shape[1:]), metric)
+        for i, (l, h) in enumerate(part):
+            out[l, h] = float(vals[i]) - base
+    return out
