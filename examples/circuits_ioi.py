@@ -95,10 +95,16 @@ def main(argv=None):
     times: dict = {}
     with Timer("head_patching_batched", times):
         ref = api.head_effects(model, task, batch, batched=True)
-    if a.loop:
-        with Timer("head_patching_loop", times):
-            ref_loop = api.head_effects(model, task, batch, batched=False)
-        log["batched_vs_loop_max_diff"] = float((ref - ref_loop).abs().max())
+    if a.loop:  # batched vs one forward per head, on the first bucket and the heads of the first 4 layers
+        from interp.analyses.circuits.patching import head_patching
+        sub = api.buckets(batch)[0]
+        heads = [(l, h) for l in range(4) for h in range(c.n_heads)]
+        args = (model, sub.clean.input_ids, sub.corrupt.input_ids, lambda lg: task.metric(lg, sub))
+        with Timer(f"head_patching_{len(heads)}heads_{len(sub)}prompts_batched", times):
+            hb = head_patching(*args, heads=heads)
+        with Timer(f"head_patching_{len(heads)}heads_{len(sub)}prompts_loop", times):
+            hl = head_patching(*args, heads=heads, batched=False)
+        log["batched_vs_loop_max_diff"] = float((hb - hl).abs().max())
     with Timer("eap", times):
         s_eap = api.score_edges(model, graph, task, batch, "eap")
     with Timer(f"eap_ig_m{a.steps}", times):

@@ -166,9 +166,11 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
     return scores
 
 
-def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batched: bool = True) -> torch.Tensor:
+def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batched: bool = True,
+                  heads: list | None = None) -> torch.Tensor:
     """Activation patching of head outputs, clean -> corrupted: [n_layers, n_heads] = M(head's z from the
-    corrupted run) - M(clean). Batched: `chunk` heads per forward (a per-row HeadMask), else one forward per head."""
+    corrupted run) - M(clean). Batched: `chunk` heads per forward (a per-row HeadMask), else one forward per head.
+    `heads`: [(layer, head)] to patch (default all; the others stay 0)."""
     from interp import HeadMask
 
     clean = check_unpadded(clean, "clean prompts")
@@ -179,7 +181,7 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
     with torch.no_grad():
         _, cc = model.run_with_cache(corrupt, names=names)
         base = float(metric(model(clean)).reshape(()))
-    heads = [(l, h) for l in range(c.n_layers) for h in range(c.n_heads)]
+    heads = [(l, h) for l in range(c.n_layers) for h in range(c.n_heads)] if heads is None else list(heads)
     out = torch.zeros(c.n_layers, c.n_heads)
     b = clean.shape[0]
     step = chunk if batched else 1
