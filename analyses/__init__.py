@@ -4,7 +4,7 @@ Installed as `interp.analyses`.
 """
 
 from . import duo, retrieval
-from . import tasks
+from . import circuits, tasks
 from .estimator import HeadClassifier
 from .patterns import (diffuseness, duplicate_token_score, head_pattern_scores, induction_score, local_score,
                        long_context_scores, previous_token_score)
@@ -21,4 +21,4 @@ __all__ = [
     "repeated_tokens", "sink_metric", "text_tokens", "value_drains", "duo", "retrieval",
     "SHAPES", "shape_labels", "shape_scores", "vertical_share",
 ]
-__all__ += ["tasks"]
+__all__ += ["circuits", "tasks"]

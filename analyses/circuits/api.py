@@ -1,0 +1,86 @@
+"""Task-level entry points: score a task's edges with a named method, over equal-length buckets of its prompts.
+
+    from interp.analyses import circuits as C, tasks as T
+    task = T.get_task("ioi"); batch = task.make(model, n=32)
+    circuit = C.find_circuit(model, task, batch, method="eap-ig", steps=5)     # a scored Circuit
+    circuit.select(top_n=200)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from interp.tokens import Tokens
+
+from . import attribution, patching
+from .evaluate import Circuit
+from .graph import Graph
+
+METHODS = ("patching", "eap", "eap-ig")
+
+
+def buckets(batch) -> list:
+    """Split a TaskBatch into unpadded sub-batches of one token length each (rows keep their order inside)."""
+    lengths = torch.tensor(list(batch.clean.lengths))
+    out = []
+    for n in sorted(set(lengths.tolist())):
+        rows = (lengths == n).nonzero().flatten()
+        sub = batch[rows]
+
+        def trim(t):
+            return None if t is None else Tokens(t.input_ids[:, :n], None, [n] * len(rows))
+
+        out.append(dataclasses.replace(sub, clean=trim(sub.clean), corrupt=trim(sub.corrupt),
+                                       loss_mask=None if sub.loss_mask is None else sub.loss_mask[:, :n]))
+    return out
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    return method
+
+
+def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, ablation: str = "corrupted",
+                chunk: int = 32) -> torch.Tensor:
+    """[n_up, n_slots] edge scores ~ M(edge ablated) - M(clean), averaged over the task's prompts."""
+    check_method(method)
+    if method == "eap-ig" and ablation != "corrupted":
+        raise ValueError("eap-ig interpolates corrupt -> clean inputs: it needs ablation='corrupted'")
+    total = None
+    n = len(batch)
+    for sub in buckets(batch):
+        clean = sub.clean.input_ids
+        corrupt = None if sub.corrupt is None else sub.corrupt.input_ids
+        metric = (lambda lg, sub=sub: task.metric(lg, sub))
+        ablated = patching.ablated_outputs(model, graph, clean, corrupt, ablation)
+        if method == "patching":
+            s = patching.edge_patching(model, graph, clean, ablated, metric, chunk=chunk)
+        elif method == "eap":
+            s = attribution.eap(model, graph, clean, metric, ablated=ablated)
+        else:
+            s = attribution.eap_ig(model, graph, clean, metric, corrupt, steps=steps, ablated=ablated)
+        s = s * (len(sub) / n)
+        total = s if total is None else total + s
+    return total
+
+
+def find_circuit(model, task, batch, method: str = "eap-ig", steps: int = 5, ablation: str = "corrupted",
+                 graph: Graph | None = None) -> Circuit:
+    graph = Graph.from_model(model) if graph is None else graph
+    scores = score_edges(model, graph, task, batch, method, steps=steps, ablation=ablation)
+    return Circuit(graph, scores, method=method, meta={"task": getattr(task, "name", ""), "n": len(batch),
+                                                        "steps": steps, "ablation": ablation})
+
+
+def head_effects(model, task, batch, batched: bool = True, chunk: int = 16) -> torch.Tensor:
+    """Exact head-output patching (clean -> corrupted) per head, [n_layers, n_heads], averaged over buckets."""
+    total, n = None, len(batch)
+    for sub in buckets(batch):
+        s = patching.head_patching(model, sub.clean.input_ids, sub.corrupt.input_ids,
+                                   lambda lg, sub=sub: task.metric(lg, sub), chunk=chunk, batched=batched)
+        s = s * (len(sub) / n)
+        total = s if total is None else total + s
+    return total

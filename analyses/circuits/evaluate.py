@@ -1,0 +1,213 @@
+"""A `Circuit` (scored graph + chosen edges), selection pruned to a connected graph, and faithfulness (MIB CPR/CMD).
+
+    f(C) = (M(C) - M(empty)) / (M(full) - M(empty))
+
+M(C) runs the clean prompts with every edge outside C ablated (`patching.masked_logits`, weights 1 outside C);
+M(empty) ablates every edge (= the corrupted run under 'corrupted' ablation), M(full) is the clean model.
+The curve is taken at 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100 % of the edges (top-|score|); CPR is the area under
+f and CMD the area under |1 - f| (trapezoid over the edge fraction, MIB's convention), so CPR is higher-better and
+CMD lower-better.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .graph import Graph
+from .patching import masked_logits, metric_of
+
+FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+@dataclass
+class Circuit:
+    graph: Graph
+    scores: torch.Tensor  # [n_up, n_slots], NaN where no edge
+    method: str = ""
+    in_circuit: torch.Tensor | None = None  # [n_up, n_slots] bool
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        shape = (self.graph.n_up, self.graph.n_slots)
+        if tuple(self.scores.shape) != shape:
+            raise ValueError(f"Circuit.scores must be {list(shape)} for this graph, got {tuple(self.scores.shape)}")
+        if self.in_circuit is None:
+            self.in_circuit = torch.zeros(shape, dtype=torch.bool)
+
+    # ------------------------------------------------------------------ selection
+    def select(self, top_n: int | None = None, threshold: float | None = None, method: str = "topn",
+               absolute: bool = True, prune: bool = True) -> "Circuit":
+        """Choose edges: `top_n` highest |score| (method "topn"), every |score| >= `threshold`, or "greedy"
+        (grow from the logits, always adding the best edge into a node already in the circuit); then prune to
+        edges on a path input -> logits. Returns self."""
+        if method not in ("topn", "greedy"):
+            raise ValueError(f"selection method must be 'topn' or 'greedy', got {method!r}")
+        if (top_n is None) == (threshold is None):
+            raise ValueError("give exactly one of top_n (int) or threshold (float)")
+        s = self._rank_scores(absolute)
+        if threshold is not None:
+            chosen = s >= threshold
+        else:
+            if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
+                raise ValueError(f"top_n must be a non-negative int, got {top_n!r}")
+            chosen = greedy(self.graph, s, top_n) if method == "greedy" else top_edges(s, top_n)
+        self.in_circuit = prune_to_connected(self.graph, chosen) if prune else chosen
+        return self
+
+    def _rank_scores(self, absolute: bool) -> torch.Tensor:
+        s = self.scores.abs() if absolute else self.scores.clone()
+        return torch.nan_to_num(s, nan=-math.inf)
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.in_circuit.sum())
+
+    def nodes_in_circuit(self) -> list[str]:
+        idx = self.in_circuit.nonzero().tolist()
+        names = {self.graph.up[u] for u, _ in idx} | {self.graph.slots[s].node for _, s in idx}
+        return [n for n in self.graph.nodes if n in names]
+
+    def edges(self) -> list[dict]:
+        """One dict per edge of the graph: src, dst, dst_input, score, in_circuit (sorted by |score|)."""
+        idx = self.graph.edge_index()
+        rows = []
+        for (u, s) in idx.tolist():
+            sl = self.graph.slots[s]
+            rows.append({"src": self.graph.up[u], "dst": sl.node, "dst_input": sl.kind,
+                         "score": float(self.scores[u, s]), "in_circuit": bool(self.in_circuit[u, s])})
+        rows.sort(key=lambda r: -abs(r["score"]) if not math.isnan(r["score"]) else 0.0)
+        return rows
+
+
+def top_edges(rank: torch.Tensor, n: int) -> torch.Tensor:
+    flat = rank.flatten()
+    n = min(n, int(torch.isfinite(flat).sum()))
+    out = torch.zeros_like(flat, dtype=torch.bool)
+    if n:
+        out[flat.topk(n).indices] = True
+    return out.reshape(rank.shape)
+
+
+def _heads_of_slot(graph: Graph, slot) -> list[str]:
+    """The upstream (output) nodes that an input slot feeds: a head, a KV group's heads, an MLP, or logits."""
+    if slot.kind == "q":
+        return [slot.node]
+    if slot.kind in ("k", "v"):
+        g = graph.n_heads // graph.n_kv_heads
+        return [f"L{slot.layer}H{h}" for h in range(slot.index * g, (slot.index + 1) * g)]
+    return [slot.node]
+
+
+def prune_to_connected(graph: Graph, chosen: torch.Tensor) -> torch.Tensor:
+    """Keep the chosen edges that lie on some chosen path from `input` to `logits`."""
+    reached = {"input"}
+    # forward, in slot order (= forward order): a node is reached if a chosen edge from a reached node feeds it
+    for s, slot in enumerate(graph.slots):
+        srcs = chosen[:, s].nonzero().flatten().tolist()
+        if any(graph.up[u] in reached for u in srcs):
+            reached.update(_heads_of_slot(graph, slot))
+    useful = {"logits"}
+    keep = torch.zeros_like(chosen)
+    for s in reversed(range(graph.n_slots)):
+        slot = graph.slots[s]
+        if not any(n in useful for n in _heads_of_slot(graph, slot)):
+            continue
+        for u in chosen[:, s].nonzero().flatten().tolist():
+            if graph.up[u] in reached:
+                keep[u, s] = True
+                useful.add(graph.up[u])
+    return keep
+
+
+def greedy(graph: Graph, rank: torch.Tensor, n: int) -> torch.Tensor:
+    """Grow from the logits: repeatedly add the best-ranked edge into a slot whose node is already in."""
+    chosen = torch.zeros_like(rank, dtype=torch.bool)
+    inside = {"logits"}
+    slot_open = torch.tensor([any(h in inside for h in _heads_of_slot(graph, sl)) for sl in graph.slots])
+    r = rank.clone()
+    for _ in range(n):
+        cand = torch.where(slot_open[None, :] & ~chosen, r, torch.full_like(r, -math.inf))
+        best = int(cand.flatten().argmax())
+        if not math.isfinite(float(cand.flatten()[best])):
+            break
+        u, s = divmod(best, rank.shape[1])
+        chosen[u, s] = True
+        src = graph.up[u]
+        if src not in inside:
+            inside.add(src)
+            for j, sl in enumerate(graph.slots):
+                if src in _heads_of_slot(graph, sl):
+                    slot_open[j] = True
+    return chosen
+
+
+def faithfulness(model, graph: Graph, clean, ablated: torch.Tensor, metric: Callable, circuits: list,
+                 chunk: int = 4) -> dict:
+    """f for each circuit (a [n_up, n_slots] bool mask of kept edges); also M(full) and M(empty)."""
+    valid = graph.valid()
+    w = [torch.zeros(graph.n_up, graph.n_slots), valid.float()]  # full model, empty circuit
+    w += [(valid & ~c.bool()).float() for c in circuits]
+    vals = metric_of(masked_logits(model, graph, clean, ablated, torch.stack(w), chunk=chunk), metric).float()
+    full, empty = float(vals[0]), float(vals[1])
+    denom = full - empty
+    f = [(float(v) - empty) / denom if denom != 0 else float("nan") for v in vals[2:]]
+    return {"full": full, "empty": empty, "metric": [float(v) for v in vals[2:]], "f": f}
+
+
+def faithfulness_curve(model, circuit: Circuit, clean, ablated: torch.Tensor, metric: Callable,
+                       fractions=FRACTIONS, chunk: int = 4, prune: bool = False) -> dict:
+    """f at each fraction of the edges (top-|score|), and the CPR / CMD areas."""
+    rank = circuit._rank_scores(True)
+    n_total = circuit.graph.n_edges
+    masks, counts = [], []
+    for fr in fractions:
+        n = max(1, math.ceil(fr * n_total))
+        m = top_edges(rank, n)
+        masks.append(prune_to_connected(circuit.graph, m) if prune else m)
+        counts.append(int(masks[-1].sum()))
+    res = faithfulness(model, circuit.graph, clean, ablated, metric, masks, chunk=chunk)
+    res.update(fractions=list(fractions), n_edges=counts, **areas(list(fractions), res["f"]))
+    return res
+
+
+def areas(fractions: list, f: list) -> dict:
+    """CPR = area under f, CMD = area under |1 - f| (trapezoid over the edge fraction, normalised by its span)."""
+    x = torch.tensor(fractions, dtype=torch.float64)
+    y = torch.tensor(f, dtype=torch.float64)
+    span = float(x[-1] - x[0]) or 1.0
+    return {"cpr": float(torch.trapezoid(y, x)) / span, "cmd": float(torch.trapezoid((1 - y).abs(), x)) / span}
+
+
+def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve of |scores| against a known set of edges (valid edges only; ties count half)."""
+    valid = torch.isfinite(scores)
+    s, y = scores[valid].abs().double(), positive[valid].bool()
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError("roc_auc needs at least one positive and one negative edge")
+    gt = (pos[:, None] > neg[None, :]).double().mean()
+    eq = (pos[:, None] == neg[None, :]).double().mean()
+    return float(gt + 0.5 * eq)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Rank correlation over the entries finite in both (average ranks for ties)."""
+    ok = torch.isfinite(a) & torch.isfinite(b)
+    ra, rb = _rank(a[ok].double()), _rank(b[ok].double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def _rank(x: torch.Tensor) -> torch.Tensor:
+    order = x.argsort()
+    r = torch.empty_like(x)
+    r[order] = torch.arange(len(x), dtype=x.dtype)
+    # average ties
+    uniq, inv = torch.unique(x, return_inverse=True)
+    sums = torch.zeros(len(uniq), dtype=x.dtype).index_add_(0, inv, r)
+    cnt = torch.zeros(len(uniq), dtype=x.dtype).index_add_(0, inv, torch.ones_like(r))
+    return (sums / cnt)[inv]

@@ -1,0 +1,202 @@
+"""The masking/patching core, and exact patching sweeps built on it.
+
+One core (`masked_logits`): every edge u -> v carries an ablation weight w in [0, 1]; downstream input v reads
+
+    in_v = in_v^run + sum_u w_uv * (a_u^ablated - a_u^run)          (a_u: u's residual contribution)
+
+with a_u^run the value in the *current* run, so ablations compose through the graph (auto-circuit / EAP-IG's
+evaluation). w = 0 everywhere is the clean model; w = 1 on edge e is exact edge patching of e; w = 1 outside a
+circuit evaluates the circuit. The variants of a sweep share one forward: the batch is [variant, example].
+
+Ablation values (`ablated_outputs`): "corrupted" (a_u of the corrupted prompt, position-aligned), "zero", "mean"
+(a_u averaged over the clean batch, per position), "resample" (a_u of another clean example).
+
+Named sweeps on top: `edge_patching` (every edge, or a subset), `head_patching` (head outputs, batched HeadMask),
+`resid_patching` (residual stream per layer and position), `qkv_patching` (a head's q/k/v input).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from interp.head_inputs import InputPatch, check_unpadded, node_outputs
+
+from .graph import Graph
+
+ABLATIONS = ("corrupted", "zero", "mean", "resample")
+
+
+def stack_outputs(out: dict, graph: Graph, n_layers: int | None = None) -> torch.Tensor:
+    """Recorded node outputs -> [batch, pos, n_up, d_model] in `graph.up` order (the first layers only if asked)."""
+    n_layers = graph.n_layers if n_layers is None else n_layers
+    parts = [out["input"][:, :, None]]
+    for l in range(n_layers):
+        parts.append(out[("head", l)])
+        if graph.mlp:
+            parts.append(out[("mlp", l)][:, :, None])
+    return torch.cat(parts, 2)
+
+
+def ablated_outputs(model, graph: Graph, clean, corrupt=None, ablation: str = "corrupted",
+                    seed: int = 0) -> torch.Tensor:
+    """The ablated value of every node's output: [batch, pos, n_up, d_model]."""
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+    clean = check_unpadded(clean, "clean prompts")
+    if ablation == "corrupted":
+        if corrupt is None:
+            raise ValueError("ablation='corrupted' needs corrupted prompts (the task gave none); use 'mean', "
+                             "'zero' or 'resample'")
+        corrupt = check_unpadded(corrupt, "corrupted prompts")
+        check_aligned(clean, corrupt)
+        return stack_outputs(node_outputs(model, corrupt), graph)
+    a = stack_outputs(node_outputs(model, clean), graph)
+    if ablation == "zero":
+        return torch.zeros_like(a)
+    if ablation == "mean":
+        return a.mean(0, keepdim=True).expand_as(a).contiguous()
+    b = a.shape[0]
+    if b < 2:
+        raise ValueError("ablation='resample' needs at least 2 examples in the batch")
+    g = torch.Generator().manual_seed(seed)
+    perm = (torch.arange(b) + torch.randint(1, b, (b,), generator=g)) % b  # never the row itself
+    return a[perm.to(a.device)]
+
+
+def check_aligned(clean: torch.Tensor, corrupt: torch.Tensor) -> None:
+    if tuple(clean.shape) != tuple(corrupt.shape):
+        raise ValueError(f"clean and corrupted prompts must have the same shape [batch, pos] (position-aligned, "
+                         f"same token length per pair), got clean {tuple(clean.shape)} and corrupted "
+                         f"{tuple(corrupt.shape)}; pad or rewrite the corrupted prompts so the tokens line up")
+
+
+def masked_logits(model, graph: Graph, clean, ablated: torch.Tensor, weights: torch.Tensor,
+                  chunk: int | None = None) -> torch.Tensor:
+    """Logits [variant, batch, pos, vocab] of the clean prompts with edge ablation weights [variant, n_up, n_slots].
+
+    `ablated`: [batch, pos, n_up, d_model] from `ablated_outputs`. `chunk`: variants per forward (default: all).
+    """
+    clean = check_unpadded(clean, "clean prompts")
+    b, p = clean.shape
+    if weights.dim() == 2:
+        weights = weights[None]
+    if weights.shape[1:] != (graph.n_up, graph.n_slots):
+        raise ValueError(f"weights must be [variant, {graph.n_up}, {graph.n_slots}] (upstream nodes x inputs of "
+                         f"this graph), got {tuple(weights.shape)}")
+    if ablated.shape[:3] != (b, p, graph.n_up):
+        raise ValueError(f"ablated outputs must be [{b}, {p}, {graph.n_up}, d_model], got {tuple(ablated.shape)}")
+    weights = weights * graph.valid().to(weights.device)  # no weight on edges that do not exist
+    n_var = weights.shape[0]
+    chunk = n_var if chunk is None else max(1, chunk)
+    outs = []
+    for s in range(0, n_var, chunk):
+        w = weights[s:s + chunk]
+        outs.append(_masked_chunk(model, graph, clean, ablated, w))
+    return torch.cat(outs, 0)
+
+
+def _masked_chunk(model, graph, clean, ablated, w):
+    v, (b, p) = w.shape[0], clean.shape
+    rows = clean.repeat(v, 1)  # [variant * batch, pos]
+    slots_by_part = _slots_by_part(graph)
+    diff = ablated.to(model.dtype).repeat(v, 1, 1, 1)  # [variant*batch, pos, n_up, d]; becomes ablated - current
+    filled = [0, 0]  # node columns and output pieces subtracted so far
+
+    def delta_fn(layer, part, patch):
+        # subtract the current-run outputs recorded since the last call: diff[:, :, :filled] = ablated - current
+        new = _new_outputs(patch.outputs, graph, layer, part)
+        for t in new[filled[1]:]:
+            k = t.shape[2]
+            diff[:, :, filled[0]:filled[0] + k] -= t.to(diff.dtype)
+            filled[0] += k
+            filled[1] += 1
+        active = [s for s in slots_by_part.get((layer, part), []) if bool(w[:, :, s].any())]
+        if not active:
+            return {}
+        n = max(graph.n_up_of_slot[s] for s in active)
+        ww = w[:, :n, active].to(diff.dtype)  # [variant, n, n_active]
+        d = torch.einsum("vbpud,vus->svbpd", diff[:, :, :n].reshape(v, b, p, n, -1), ww)
+        return {graph.slots[s].key: d[i].reshape(v * b, p, -1) for i, s in enumerate(active)}
+
+    with torch.no_grad():
+        logits = InputPatch(model, delta_fn).run(model, rows)
+    return logits.reshape(v, b, p, -1)
+
+
+def _slots_by_part(graph: Graph) -> dict:
+    out: dict = {}
+    for i, s in enumerate(graph.slots):
+        part = "attn" if s.kind in ("q", "k", "v") else s.kind
+        out.setdefault((s.layer, part), []).append(i)
+    return out
+
+
+def _new_outputs(outputs: dict, graph: Graph, layer: int, part: str) -> list:
+    """The node outputs written before this point of the run, in `graph.up` order, as [rows, pos, k, d] pieces."""
+    parts = [outputs["input"][:, :, None]]
+    last = layer if part == "attn" else min(layer, graph.n_layers - 1) + 1
+    for l in range(last):
+        parts.append(outputs[("head", l)])
+        if graph.mlp and (l < layer or part == "logits"):
+            parts.append(outputs[("mlp", l)][:, :, None])
+    return parts
+
+
+def metric_of(logits: torch.Tensor, metric: Callable) -> torch.Tensor:
+    """metric(logits [batch, pos, vocab]) for each variant of [variant, batch, pos, vocab] -> [variant]."""
+    return torch.stack([metric(lg).reshape(()) for lg in logits])
+
+
+def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Callable, edges=None,
+                  chunk: int = 64) -> torch.Tensor:
+    """Exact effect of ablating each edge alone: scores [n_up, n_slots] = M(edge ablated) - M(clean), NaN where no
+    edge (or not in `edges`, a [n, 2] (up, slot) index tensor; default: every edge). `chunk` edges per forward."""
+    idx = graph.edge_index() if edges is None else torch.as_tensor(edges).reshape(-1, 2)
+    with torch.no_grad():
+        base = float(metric(model(check_unpadded(clean))).reshape(()))
+    scores = torch.full((graph.n_up, graph.n_slots), float("nan"))
+    for s in range(0, len(idx), chunk):
+        part = idx[s:s + chunk]
+        w = torch.zeros(len(part), graph.n_up, graph.n_slots)
+        w[torch.arange(len(part)), part[:, 0], part[:, 1]] = 1.0
+        vals = metric_of(masked_logits(model, graph, clean, ablated, w), metric)
+        scores[part[:, 0], part[:, 1]] = vals.float().cpu() - base
+    return scores
+
+
+def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batched: bool = True,
+                  heads: list | None = None) -> torch.Tensor:
+    """Activation patching of head outputs, clean -> corrupted: [n_layers, n_heads] = M(head's z from the
+    corrupted run) - M(clean). Batched: `chunk` heads per forward (a per-row HeadMask), else one forward per head.
+    `heads`: [(layer, head)] to patch (default all; the others stay 0)."""
+    from interp import HeadMask
+
+    clean = check_unpadded(clean, "clean prompts")
+    corrupt = check_unpadded(corrupt, "corrupted prompts")
+    check_aligned(clean, corrupt)
+    c = model.cfg
+    names = [f"blocks.{l}.attn.hook_z" for l in range(c.n_layers)]
+    with torch.no_grad():
+        _, cc = model.run_with_cache(corrupt, names=names)
+        base = float(metric(model(clean)).reshape(()))
+    heads = [(l, h) for l in range(c.n_layers) for h in range(c.n_heads)] if heads is None else list(heads)
+    out = torch.zeros(c.n_layers, c.n_heads)
+    b = clean.shape[0]
+    step = chunk if batched else 1
+    for s in range(0, len(heads), step):
+        part = heads[s:s + step]
+        v = len(part)
+        xi = torch.ones(v, b, c.n_layers, c.n_heads, device=clean.device)
+        for i, (l, h) in enumerate(part):
+            xi[i, :, l, h] = 0
+        layers = sorted({l for l, _ in part})
+        baseline = {l: cc[names[l]].repeat(v, 1, 1, 1) for l in layers}
+        with torch.no_grad():
+            lg = model.run_with_hooks(clean.repeat(v, 1), interventions=[
+                HeadMask(xi.reshape(v * b, c.n_layers, c.n_heads), baseline=baseline, only_layers=layers)])
+        vals = metric_of(lg.reshape(v, b, *lg.shape[1:]), metric)
+        for i, (l, h) in enumerate(part):
+            out[l, h] = float(vals[i]) - base
+    return out

@@ -1,0 +1,295 @@
+"""Per-node inputs and outputs of the residual stream: the mechanism behind edge-level patching and attribution.
+
+A circuit graph's nodes read from and write to the residual stream (Elhage et al.): the input embedding, every
+attention head, every MLP, the logits. This file makes that view concrete for any wrapped architecture:
+
+- **outputs** (`NodeOutputs`): each node's additive contribution to the residual stream in a run. A head's is
+  z_h W_O^h (`hook_result`); the input's is `resid_pre` of layer 0 (embeddings, plus learned positions where the
+  model has them); an MLP's is what its block adds. Models with *sandwich norms* (Gemma 2/3: an RMSNorm on the sum
+  of the heads before it is added) are linearised with the run's own norm scale: contribution_h = z_h W_O^h * s with
+  s = post_norm(attn_out) / attn_out (= w / rms(attn_out), frozen per run), so the heads still add up exactly to
+  what the block adds. Output biases are left out (they cancel in every difference of two runs).
+- **inputs** (`InputPatch`): each downstream input gets its own residual stream. Inputs are the query of each head,
+  the key and the value of each *KV head* (GQA-native: a KV head is shared by its group of query heads), each MLP,
+  and the logits. A layer whose inputs are patched runs with its batch expanded into groups: group 0 is the
+  unpatched residual, group g the residual plus the delta of input g; the attention call takes each head's q (and
+  each KV head's k, v) from its own group, the MLP's output comes from its group, and the block's output is folded
+  back to the original batch. No per-architecture code: it uses the interventions by stage (resid_pre, qkv, z,
+  mlp_out, resid_post) and the block's norm modules only to find where the MLP input starts.
+- **input gradients** (`input_gradients`): d metric / d input of every downstream input, from one forward and one
+  backward: the gradient at hook_q/k/v (or the MLP's output) is pulled back through that input's own path (input
+  norm, projection, q/k norm, RoPE) to the residual stream, one head slot at a time, batched over heads with
+  `torch.autograd.grad(..., is_grads_batched=True)`.
+
+Both need unpadded batches (all rows of one length): a padded batch has per-row positions that do not broadcast over
+the expanded groups. Split a ragged task into equal-length buckets first.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .config import head_output_weight
+from .stages import AttnCall, Intervention
+
+# the module whose input is the residual stream that the MLP reads (resid_mid), first match wins
+MLP_IN_NORMS = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "post_attn_layernorm")
+
+
+def sandwich_norms(block) -> tuple | None:
+    """(post-attention norm, post-MLP norm) of a block with sandwich norms (Gemma 2/3), else None."""
+    names = dict(block.named_children())
+    if "pre_feedforward_layernorm" in names and "post_feedforward_layernorm" in names \
+            and "post_attention_layernorm" in names:
+        return names["post_attention_layernorm"], names["post_feedforward_layernorm"]
+    return None
+
+
+def mlp_input_norm(block):
+    names = dict(block.named_children())
+    for n in MLP_IN_NORMS:
+        if n in names:
+            return names[n]
+    raise ValueError(f"cannot find the norm in front of the MLP of {type(block).__name__} (looked for "
+                     f"{', '.join(MLP_IN_NORMS)}); MLP nodes are not supported for this architecture")
+
+
+def check_unpadded(tokens, what: str = "inputs"):
+    """Tokens / token ids -> ids [batch, pos]; padded batches raise (rows must have one length)."""
+    mask = getattr(tokens, "attention_mask", None)
+    if mask is not None and not bool(mask.all()):
+        raise ValueError(f"{what} are padded (rows of different token lengths); edge patching and attribution need "
+                         "rows of one length: bucket the prompts by length (analyses.circuits does this for tasks)")
+    return getattr(tokens, "input_ids", tokens)
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den elementwise, 0 where den == 0 (the sandwich-norm scale w / rms, read off a run)."""
+    safe = torch.where(den == 0, torch.ones_like(den), den)
+    return torch.where(den == 0, torch.zeros_like(num), num / safe)
+
+
+class InputPatch(Intervention):
+    """Each downstream input reads its own residual stream; records every node's contribution on the way.
+
+    delta_fn(layer, part, patch) -> {slot: delta [batch, pos, d_model]} is called three times per run and layer:
+    part "attn" when the layer starts (slots ("q", h), ("k", j), ("v", j)), part "mlp" when its MLP is about to read
+    the residual (slot ("mlp",)), and part "logits" after the last layer (slot ("logits",)). It may read the
+    contributions recorded so far in this run (current-run values, so patches compose through the graph):
+    `patch.outputs` = {"input": [batch, pos, d_model], ("head", l): [batch, pos, head, d_model],
+    ("mlp", l): [batch, pos, d_model]}. With delta_fn=None nothing is patched and the run only records outputs.
+    Run it with `patch.run(model, tokens)`, which also installs the module probes (MLP input, sandwich norms).
+    """
+
+    stages = ("resid_pre", "qkv", "z", "mlp_out", "resid_post")
+
+    def __init__(self, model, delta_fn: Callable | None = None, record: bool = True):
+        self.model = model
+        self.delta_fn = delta_fn
+        self.record = record
+        self.n_layers = model.cfg.n_layers
+        self.outputs: dict = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._groups: list = [None]
+        self._z = self._mlp = self._attn_scale = self._mlp_add = None
+        self._batch = 0
+        self._layer = -1
+
+    # -- Intervention API
+    def validate(self, n_layers: int, n_heads: int) -> None:
+        if n_layers != self.n_layers:
+            raise ValueError(f"InputPatch was built for a model with {self.n_layers} layers, not {n_layers}")
+
+    def layers(self, n_layers: int) -> list[int]:
+        return list(range(n_layers))
+
+    def resid(self, stage: str, x: torch.Tensor, layer: int, valid) -> torch.Tensor:
+        if stage == "resid_pre":
+            return self._expand(x, layer)
+        if stage == "mlp_out":
+            self._mlp = x
+            return x
+        if stage == "resid_post":
+            return self._fold(x, layer)
+        return x
+
+    def qkv(self, q, k, v, call: AttnCall):
+        """q [G*batch, heads, q_len, d], k/v [G*batch, kv_heads, k_len, d] -> every group gets the assembled q/k/v."""
+        g = len(self._groups)
+        if g == 1:
+            return q, k, v
+        b = self._batch
+        parts = {"q": q.reshape(g, b, *q.shape[1:]), "k": k.reshape(g, b, *k.shape[1:]),
+                 "v": v.reshape(g, b, *v.shape[1:])}
+        out = {n: t[0].clone() for n, t in parts.items()}
+        for gi, slot in enumerate(self._groups[1:], start=1):
+            out[slot[0]][:, slot[1]] = parts[slot[0]][gi][:, slot[1]]
+        return tuple(out[n].unsqueeze(0).expand(g, *out[n].shape).reshape(g * b, *out[n].shape[1:])
+                     for n in ("q", "k", "v"))
+
+    def z(self, z: torch.Tensor, call: AttnCall) -> torch.Tensor:
+        self._z = z[:self._batch]  # [batch, pos, head, d_head]; every group attends identically
+        return z
+
+    # -- the stages' work
+    def _deltas(self, layer: int, part: str) -> dict:
+        if self.delta_fn is None:
+            return {}
+        return {s: d for s, d in self.delta_fn(layer, part, self).items() if d is not None}
+
+    def _expand(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        self._reset()
+        self._batch, self._layer = x.shape[0], layer
+        if layer == 0 and self.record:
+            self.outputs["input"] = x
+        deltas = self._deltas(layer, "attn")
+        self._groups = [None] + list(deltas)
+        if len(self._groups) == 1:
+            return x
+        return torch.cat([x] + [x + deltas[s].to(x.dtype) for s in self._groups[1:]], 0)
+
+    def _record_heads(self, layer: int) -> None:
+        if not self.record or ("head", layer) in self.outputs or self._z is None:
+            return
+        attn = self.model.attn_modules[layer]
+        w_o = head_output_weight(attn, self.model.cfg.n_heads, self._z.shape[-1])  # [head, d_head, d_model]
+        heads = torch.einsum("bqhd,hdm->bqhm", self._z.to(w_o.dtype), w_o)  # [batch, pos, head, d_model]
+        if self._attn_scale is not None:
+            heads = heads * self._attn_scale[:self._batch, :, None, :].to(heads.dtype)
+        self.outputs[("head", layer)] = heads
+
+    def _mlp_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream the MLP reads (resid_mid, [G*batch, pos, d_model]); the skip path keeps its own."""
+        layer = self._layer
+        self._record_heads(layer)
+        d = self._deltas(layer, "mlp").get(("mlp",))
+        if d is None:
+            return x
+        x = x.clone()
+        x[:self._batch] = x[:self._batch] + d.to(x.dtype)  # only group 0's MLP output is kept
+        return x
+
+    def _fold(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        b = self._batch
+        out = x[:b]
+        self._record_heads(layer)
+        if self.record:
+            mlp = self._mlp_add if self._mlp_add is not None else self._mlp
+            if mlp is not None:
+                self.outputs[("mlp", layer)] = mlp[:b]
+        if layer == self.n_layers - 1:
+            d = self._deltas(self.n_layers, "logits").get(("logits",))
+            if d is not None:
+                out = out + d.to(out.dtype)
+        return out
+
+    # -- running
+    def run(self, model, tokens, fwd_hooks=(), grad: bool = False):
+        """Logits [batch, pos, vocab] of a run with this patch (module probes installed for the run only)."""
+        tokens = check_unpadded(tokens)
+        self.outputs = {}
+        handles = []
+        for block in model.blocks:
+            try:
+                norm = mlp_input_norm(block)
+            except ValueError:
+                norm = None
+            if norm is not None:
+                handles.append(norm.register_forward_pre_hook(lambda mod, args: (self._mlp_input(args[0]),)
+                                                              + tuple(args[1:])))
+            sw = sandwich_norms(block)
+            if sw is None:
+                continue
+            post_attn, post_mlp = sw
+
+            def attn_probe(mod, args, out):
+                self._attn_scale = _ratio(out, args[0]).detach()  # [G*batch, pos, d_model] = w / rms(attn_out)
+
+            def mlp_probe(mod, args, out):
+                self._mlp_add = out
+
+            handles += [post_attn.register_forward_hook(attn_probe), post_mlp.register_forward_hook(mlp_probe)]
+        try:
+            return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks, interventions=[self], grad=grad)
+        finally:
+            for h in handles:
+                h.remove()
+            self._reset()
+
+
+def node_outputs(model, tokens) -> dict:
+    """Every node's contribution to the residual stream in a plain run (see `InputPatch.outputs`), detached."""
+    patch = InputPatch(model)
+    with torch.no_grad():
+        logits = patch.run(model, tokens)
+    out = {k: v.detach() for k, v in patch.outputs.items()}
+    out["logits"] = logits
+    return out
+
+
+def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None = None,
+                    mlp: bool = True) -> tuple[float, dict]:
+    """d metric / d (residual stream read by each downstream input), one forward + one backward.
+
+    Returns (metric value, grads) with grads[("q", l)]: [head, batch, pos, d_model], grads[("k", l)] and
+    grads[("v", l)]: [kv_head, batch, pos, d_model], grads[("mlp", l)]: [batch, pos, d_model] (when mlp),
+    grads[("logits",)]: [batch, pos, d_model]. `embed_hook` (a hook_embed forward hook) replaces the embeddings,
+    e.g. by an interpolation between corrupt and clean (EAP-IG).
+    """
+    tokens = check_unpadded(tokens)
+    n = model.cfg.n_layers
+    live: dict = {}
+
+    def stash(t, hook):
+        live[hook.name] = t
+
+    names = [f"blocks.{l}.{p}" for l in range(n) for p in ("hook_resid_pre", "attn.hook_q", "attn.hook_k",
+                                                            "attn.hook_v")]
+    names.append(f"blocks.{n - 1}.hook_resid_post")
+    if mlp:
+        names += [f"blocks.{l}.hook_mlp_out" for l in range(n)]
+    hooks = [(nm, stash) for nm in names]
+    if embed_hook is not None:
+        hooks.insert(0, ("hook_embed", embed_hook))
+    handles = []
+    if mlp:
+        for l, block in enumerate(model.blocks):
+            def grab(mod, args, l=l):
+                live[("mid", l)] = args[0]
+            handles.append(mlp_input_norm(block).register_forward_pre_hook(grab))
+    try:
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, grad=True)
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.enable_grad():
+        value = metric(logits)
+    if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.requires_grad:
+        raise ValueError("the metric must return a scalar tensor that depends on the logits")
+    outs = [f"blocks.{l}.attn.hook_{x}" for l in range(n) for x in "qkv"]
+    if mlp:
+        outs += [f"blocks.{l}.hook_mlp_out" for l in range(n)]
+    outs.append(f"blocks.{n - 1}.hook_resid_post")
+    got = torch.autograd.grad(value.reshape(()), [live[o] for o in outs], retain_graph=True, allow_unused=True)
+    g_at = {o: (torch.zeros_like(live[o]) if g is None else g) for o, g in zip(outs, got)}
+    grads = {("logits",): g_at[outs[-1]].detach()}
+    for l in range(n):
+        resid = live[f"blocks.{l}.hook_resid_pre"]
+        for x in "qkv":
+            t = live[f"blocks.{l}.attn.hook_{x}"]  # [batch, pos, head, d_head]
+            g = g_at[f"blocks.{l}.attn.hook_{x}"]
+            nh = t.shape[2]
+            eye = torch.eye(nh, dtype=g.dtype, device=g.device)[:, None, None, :, None]  # [slot, 1, 1, head, 1]
+            stacked = g.unsqueeze(0) * eye  # [slot, batch, pos, head, d_head], only the slot's head non-zero
+            (gi,) = torch.autograd.grad(t, resid, grad_outputs=stacked, is_grads_batched=True, retain_graph=True)
+            grads[(x, l)] = gi.detach()  # [slot, batch, pos, d_model]
+        if mlp:
+            mo = live[f"blocks.{l}.hook_mlp_out"]
+            (gm,) = torch.autograd.grad(mo, live[("mid", l)], grad_outputs=g_at[f"blocks.{l}.hook_mlp_out"],
+                                        retain_graph=l < n - 1, allow_unused=True)
+            grads[("mlp", l)] = torch.zeros_like(mo) if gm is None else gm.detach()
+    return float(value.detach()), grads
