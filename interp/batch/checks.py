@@ -8,8 +8,7 @@ import torch
 def first_nonfinite(model, tokens) -> str | None:
     """The first hook point (embedding, then each block's residual stream, then the logits) whose activations on
     `tokens` hold NaN/Inf, or None when every one is finite. Uses `run_with_cache(names=...)`."""
-    L = model.cfg.n_layers
-    names = ["hook_embed"] + [f"blocks.{l}.hook_resid_post" for l in range(L)]
+    names = ["hook_embed"] + [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
     logits, cache = model.run_with_cache(tokens, names=names)
     for name in names:
         if name in cache and not torch.isfinite(cache[name]).all():
@@ -19,18 +18,21 @@ def first_nonfinite(model, tokens) -> str | None:
     return None
 
 
-def require_finite(model, scores: dict, probe, allowed_nan=()) -> None:
-    """ValueError naming where activations first go non-finite, when any score outside `allowed_nan` is NaN/Inf.
-    scores: {name: [layer, head] tensor}; probe: token ids for the diagnostic pass (kept short)."""
-    bad = {k: v for k, v in scores.items() if k not in allowed_nan and not torch.isfinite(v).all()}
-    if not bad:
-        return
-    name, v = next(iter(bad.items()))
-    l, h = (~torch.isfinite(v)).nonzero()[0].tolist()
+def check_activations(model, probe) -> None:
+    """ValueError naming the first layer whose activations on `probe` (a short [batch, pos] token tensor) are
+    NaN/Inf: a model that computes NaN is refused before any statistic is written."""
     where = first_nonfinite(model, probe)
     if where is not None:
-        raise ValueError(f"{model.name}: activations become non-finite (NaN/Inf) at {where}, so {name} and "
-                         f"{len(bad) - 1} other score(s) are NaN; the weights are finite, so check the model's dtype "
-                         "and scale (float16 overflow?)")
-    raise ValueError(f"{model.name}: {name} is non-finite for layer {l} head {h} although every activation on a "
-                     "short probe is finite")
+        raise ValueError(f"{model.name}: activations become non-finite (NaN/Inf) at {where} on a short probe, "
+                         "although the weights are finite; check the model's dtype and weight scale (overflow?)")
+
+
+def check_scores(model, scores: dict, allowed_nan=()) -> None:
+    """ValueError naming the first score, layer and head that is NaN/Inf (scores outside `allowed_nan`).
+    scores: {name: [layer, head] tensor}."""
+    for name, v in scores.items():
+        if name in allowed_nan or torch.isfinite(v).all():
+            continue
+        l, h = (~torch.isfinite(v)).nonzero()[0].tolist()
+        raise ValueError(f"{model.name}: {name} is non-finite (NaN/Inf) for layer {l} head {h}, although the "
+                         "model's activations on a short probe are finite")

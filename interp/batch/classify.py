@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from ..analyses.table import COLUMNS as TABLE_COLUMNS
-from .checks import require_finite
+from .checks import check_activations, check_scores
 from .runner import Job, register, run_job
 
 COLUMNS = list(TABLE_COLUMNS)
@@ -48,7 +48,7 @@ def _arch_window(model) -> int | None:
     return max(windows) if windows else None
 
 
-def _long_context(model, ctx: int, prompts: int, seed: int, notes: list) -> tuple[dict, torch.Tensor]:
+def _long_context(model, ctx: int, prompts: int, seed: int, notes: list) -> dict:
     from .. import analyses as A
 
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -63,7 +63,7 @@ def _long_context(model, ctx: int, prompts: int, seed: int, notes: list) -> tupl
     elif W is not None:
         notes.append(f"{model.name}: context {ctx} is too short to measure the local score at the model's window "
                      f"{W} (local_score_arch left empty)")
-    return scores, toks
+    return scores
 
 
 def _retrieval(model, ctx: int, seed: int, notes: list) -> dict:
@@ -96,19 +96,17 @@ def compute(model, shard: str, options: dict) -> dict:
     ctx, note = plan_context(model, options.get("context"))
     notes = [note] if note and shard == SHARDS[0] else []
     prompts, seed = options.get("prompts", 4), options.get("seed", 0)
-    probe = None
+    check_activations(model, A.random_tokens(model, n_tokens=min(32, model.cfg.n_ctx), n_prompts=1, seed=seed))
     if shard == "patterns":
         half = max(4, min(48, (model.cfg.n_ctx - 1) // 2))
         scores = A.head_pattern_scores(model, half=half, n_prompts=prompts, seed=seed)
     elif shard == "long_context":
-        scores, probe = _long_context(model, ctx, prompts, seed, notes)
+        scores = _long_context(model, ctx, prompts, seed, notes)
     elif shard == "retrieval":
         scores = _retrieval(model, ctx, seed, notes)
     else:
         raise ValueError(f"unknown classify shard {shard!r}; shards are {SHARDS}")
-    if probe is None:
-        probe = A.random_tokens(model, n_tokens=min(32, model.cfg.n_ctx), n_prompts=1, seed=seed)
-    require_finite(model, scores, probe[:1, :64], allowed_nan=MAY_BE_NAN)
+    check_scores(model, scores, allowed_nan=MAY_BE_NAN)
     return {"shape": [model.cfg.n_layers, model.cfg.n_heads], "name": model.name, "context": ctx,
             "scores": {k: v.tolist() for k, v in scores.items()}, "notes": notes}
 

@@ -78,6 +78,7 @@ def connect(address: str, timeout: float = 20.0):
                              f"`ray start --head --port {port}`, or run on this machine with --ray local") from None
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     outcome: dict = {}
+    done = threading.Event()
 
     def init():
         try:
@@ -86,16 +87,21 @@ def connect(address: str, timeout: float = 20.0):
             outcome["ok"] = True
         except BaseException as e:  # reported by the caller's thread
             outcome["error"] = e
+        finally:
+            done.set()
+        if outcome.get("ok"):
+            # Ray's local processes are started with PR_SET_PDEATHSIG, which fires when the *thread* that started
+            # them exits: this thread stays (asleep, a daemon) for as long as the process runs.
+            threading.Event().wait()
 
     wait = max(timeout, LOCAL_START_S) if address == "local" else timeout
     with _quiet_stderr() as (real_stderr, state):
-        thread = threading.Thread(target=init, name="ray-init", daemon=True)
-        thread.start()
-        thread.join(wait)
-        if thread.is_alive():  # Ray keeps retrying in that thread: keep its C++ logs off the terminal for good
+        threading.Thread(target=init, name="ray-init", daemon=True).start()
+        answered = done.wait(wait)
+        if not answered:  # Ray keeps retrying in that thread: keep its C++ logs off the terminal for good
             state["restore"] = False
             sys.stderr = os.fdopen(real_stderr, "w", buffering=1)
-    if thread.is_alive():
+    if not answered:
         what = "start a local Ray instance" if address == "local" else f"get an answer from a Ray cluster at {address}"
         raise ValueError(f"could not {what} within {wait:g}s; check the address (`ray status` on the head node), "
                          "raise --ray-timeout, or use --ray local")
