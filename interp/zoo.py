@@ -355,7 +355,7 @@ def _load_hub(repo_id: str, dtype):
         raise ValueError(
             f"could not load {repo_id!r} from the Hugging Face hub"
             f"{' (HF_HUB_OFFLINE=1 is set)' if offline else ' (no network, or no such repository?)'}: "
-            f"{str(e).splitlines()[0]}. Offline, use a bundled model ({', '.join(BUNDLED)}), a toy model, "
+            f"{_first_line(e).rstrip('.')}. Offline, use a bundled model ({', '.join(BUNDLED)}), a toy model, "
             f"or a local folder / .gguf file (there is no local folder {repo_id!r} either)"
         ) from None
     return model, tok

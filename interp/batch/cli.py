@@ -60,13 +60,15 @@ def _add_job_parser(sub, job) -> None:
     c.add_argument("--no-progress", action="store_true")
 
 
-def _quiet_libraries(progress: bool) -> None:
+def _quiet_libraries() -> None:
+    """Our shard progress is the progress: no weight-loading bars or library warnings on stderr, where an error
+    must be the only line."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if not progress:
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-        from transformers.utils import logging as hf_logging
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def _run_job(job, args) -> int:
@@ -89,7 +91,7 @@ def _run_job(job, args) -> int:
         if not torch.cuda.is_available():
             _fail("--device cuda asked for, but no CUDA device is available")
     out = _check_out(args.out)
-    _quiet_libraries(progress=not args.no_progress)
+    _quiet_libraries()
     try:
         run_job(job, args.models, out, options, device=args.device, dtype=args.dtype, resume=args.resume,
                 recompute_mismatched=args.recompute_mismatched, ray_address=args.ray, ray_timeout=args.ray_timeout,

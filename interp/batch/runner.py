@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -217,7 +218,10 @@ def run_job(job: Job | str, models, out, options: dict | None = None, *, device=
     p = plan(job, models, out, options, resume=resume, recompute_mismatched=recompute_mismatched, log=log)
     results = dict(p.done)
     total = sum(len(v) for v in p.shards.values())
-    with tqdm(total=total, initial=total - len(p.todo), desc=job.name, unit="shard", disable=not progress) as bar:
+    # a bar only on a terminal (cleared if the run fails); elsewhere one line per shard
+    bar = tqdm(total=total, initial=total - len(p.todo), desc=job.name, unit="shard",
+               disable=not (progress and sys.stderr.isatty()))
+    try:
 
         def finished(model: str, shard: str, result: dict, seconds: float) -> None:
             atomic_write_json(shard_path(out, model, shard),
@@ -225,8 +229,10 @@ def run_job(job: Job | str, models, out, options: dict | None = None, *, device=
             results[(model, shard)] = result
             for note in result.get("notes", []):
                 log(note)
-            if progress:
-                bar.write(f"{model} {shard}: {seconds:.1f}s")
+            if progress and bar.disable:
+                log(f"{model} {shard}: {seconds:.1f}s")
+            elif progress:
+                bar.write(f"{model} {shard}: {seconds:.1f}s", file=sys.stdout)
             bar.update(1)
 
         if p.todo and ray_address is not None:
@@ -244,5 +250,10 @@ def run_job(job: Job | str, models, out, options: dict | None = None, *, device=
                     loaded[m] = load(m, device=device, dtype=dtype)
                 result, seconds = compute_shard(job.name, loaded[m], s, options)
                 finished(m, s, result, seconds)
+    except BaseException:
+        bar.leave = False  # the error message, not a half-full bar, is the last thing on the terminal
+        raise
+    finally:
+        bar.close()
     by_model = {m: {s: results[(m, s)] for s in p.shards[m]} for m in p.models}
     return job.assemble(by_model, out, options, log)
