@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from ..analyses.table import COLUMNS as TABLE_COLUMNS
+from ..analyses.table import INFO_COLUMNS, SCORE_COLUMNS
 from .checks import check_activations, check_scores
 from .runner import Job, register, run_job
 
@@ -117,7 +118,7 @@ def model_table(name: str, parts: dict[str, dict], n_layers: int, n_heads: int) 
     scores = {}
     for part in parts.values():
         scores.update({k: torch.tensor(v, dtype=torch.float32) for k, v in part.items()})
-    for col in ("retrieval_score", "local_score_arch", "window"):
+    for col in (*SCORE_COLUMNS, *INFO_COLUMNS):  # a score no shard produced is an empty column
         scores.setdefault(col, torch.full((n_layers, n_heads), float("nan")))
     table = head_table(scores, model_name=name)
     table["window"] = table["window"].round().astype("Int64")  # empty for full attention
