@@ -98,6 +98,8 @@ def _run_job(job, args) -> int:
                 progress=not args.no_progress)
     except (ValueError, TypeError) as e:
         _fail(e)
+    except OSError as e:  # a full disk, a folder made read-only meanwhile: the OS's sentence, not a traceback
+        _fail(f"{e.strerror or e}{f': {e.filename}' if getattr(e, 'filename', None) else ''}")
     except KeyboardInterrupt:
         print(f"interp: interrupted; finished shards are kept in {out / 'shards'} (rerun with --resume to "
               "continue)", file=sys.stderr)

@@ -102,7 +102,9 @@ def connect(address: str, timeout: float = 20.0):
             state["restore"] = False
             sys.stderr = os.fdopen(real_stderr, "w", buffering=1)
     if not answered:
-        what = "start a local Ray instance" if address == "local" else f"get an answer from a Ray cluster at {address}"
+        what = {"local": "start a local Ray instance",
+                "auto": "get an answer from the Ray cluster --ray auto found (RAY_ADDRESS or the last `ray start`)"
+                }.get(address, f"get an answer from a Ray cluster at {address}")
         raise ValueError(f"could not {what} within {wait:g}s; check the address (`ray status` on the head node), "
                          "raise --ray-timeout, or use --ray local")
     err = outcome.get("error")
