@@ -28,11 +28,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --out out/demo
 
+# -rs prints why a test was skipped (e.g. the browser test without Chromium: `apt-get install chromium`);
+# under CI=true that test fails instead of skipping (.ci/run sets CI=true).
 test: $(STAMP)
-	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q tests
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -rs tests
 
 test-all: $(STAMP)
-	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -m "slow or not slow" tests
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -rs -m "slow or not slow" tests
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

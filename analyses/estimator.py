@@ -13,11 +13,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .table import DEFAULT_THRESHOLDS, label_head
-
-RULE_SCORES = {"induction": "induction_score", "previous_token": "previous_token_score",
-               "duplicate_token": "duplicate_token_score", "sink": "sink_score", "local": "local_score",
-               "diffuse": "diffuseness"}
+from .table import DEFAULT_THRESHOLDS, RULE_SCORES, label_head
 
 
 class HeadClassifier(ClassifierMixin, BaseEstimator):

@@ -97,8 +97,12 @@ def text_tokens(model, domain: str = "prose", n_tokens: int | None = None, prepe
     text = corpus(domain)
     if model.tokenizer is None:
         raise ValueError(f"{model.name} has no tokenizer: natural-text probes need one (use random_tokens)")
-    ids = model.to_tokens(text, prepend_bos=prepend_bos).input_ids[0]
-    if n_tokens is not None:
+    if n_tokens is None:
+        ids = model.to_tokens(text, prepend_bos=prepend_bos).input_ids[0]
+    else:  # the corpus may be longer than a short model's context: encode it whole, keep the first n_tokens
+        ids = torch.tensor(model.tokenizer(text, add_special_tokens=prepend_bos is None)["input_ids"])
+        if prepend_bos and model.tokenizer.bos_token_id is not None and (not len(ids) or ids[0] != bos_id(model)):
+            ids = torch.cat([torch.tensor([model.tokenizer.bos_token_id]), ids])
         n_tokens = min(n_tokens, model.cfg.n_ctx)
         head = ids[:1] if (prepend_bos is not False and ids[0] == bos_id(model)) else ids[:0]
         body = ids[len(head):]

@@ -1,42 +1,77 @@
-"""The tidy per-head table: one row per layer x head, score columns, and a primary label."""
+"""The tidy per-head table: one row per layer x head, score columns, and a primary label.
+
+This module is the one place that lists the table's columns and the labelling rules; the estimator, the batch CLI,
+the plots and the report import them from here.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 import torch
 
-LABELS = ("sink", "induction", "previous_token", "duplicate_token", "local", "diffuse", "mixed")
-
 # A head's primary label is the first rule it passes, in this order (thresholds calibrated on the toy models'
 # known heads; see README). A head can score high on several roles: the columns keep every score.
-DEFAULT_THRESHOLDS = dict(induction_score=0.3, previous_token_score=0.4, duplicate_token_score=0.3,
-                          sink_score=0.3, local_score=0.7, diffuseness=0.7)
+#   (label, score column, threshold, what the score measures)
+RULES = (
+    ("induction", "induction_score", 0.3, "attends to the token after the earlier copy of the current token"),
+    ("previous_token", "previous_token_score", 0.4, "attends to the token just before"),
+    ("duplicate_token", "duplicate_token_score", 0.3, "attends to the earlier copy of the current token"),
+    ("sink", "sink_score", 0.3, "alpha of the first token: the attention it receives per query"),
+    ("local", "local_score", 0.7, "mass on the first token + the last local window"),
+    ("diffuse", "diffuseness", 0.7, "entropy / log #keys"),
+)
+LABELS = ("sink", "induction", "previous_token", "duplicate_token", "local", "diffuse", "mixed")
+DEFAULT_THRESHOLDS = {score: threshold for _, score, threshold, _ in RULES}
+RULE_SCORES = {label: score for label, score, _, _ in RULES}
+
+ID_COLUMNS = ("model", "layer", "head", "label")
+# Every per-head score the batch classification writes, in table order. local_score_arch is the local score at
+# the model's own sliding window (NaN for models without one); window is each head's architectural window
+# (empty for full attention), an attribute rather than a score.
+SCORE_COLUMNS = ("sink_score", "previous_token_score", "induction_score", "duplicate_token_score", "retrieval_score",
+                 "local_score", "entropy", "diffuseness", "local_score_arch")
+INFO_COLUMNS = ("window",)
+COLUMNS = (*ID_COLUMNS, *SCORE_COLUMNS, *INFO_COLUMNS)
+
+
+def describe_rules(thresholds: dict | None = None) -> str:
+    """The labelling rules as text (for reports), from the same table the code applies."""
+    t = dict(DEFAULT_THRESHOLDS, **(thresholds or {}))
+    lines = ["Labels (a head's primary role; every score stays in the table):"]
+    for label, score, _, what in RULES:
+        lines.append(f"  {label:16s} {score} >= {t[score]:g}   ({what})")
+    lines.append(f"  {'mixed':16s} none of the above")
+    lines.append("Rules are applied in this order; thresholds in interp.analyses.DEFAULT_THRESHOLDS.")
+    return "\n".join(lines)
+
+
+def require_columns(table, columns=ID_COLUMNS, what: str = "the head table") -> None:
+    """ValueError naming the missing columns unless `table` (a DataFrame) has all of `columns`."""
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{what} must be a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{what} lacks the columns {missing} (has {list(table.columns)[:12]}); "
+                         f"a head table needs {list(columns)}")
 
 
 def label_head(row: dict, thresholds: dict = DEFAULT_THRESHOLDS) -> str:
-    t = thresholds
-
-    def hi(name):
-        v = row.get(name)
-        return v is not None and v == v and v >= t[name]  # NaN-safe
-
-    if hi("induction_score"):
-        return "induction"
-    if hi("previous_token_score"):
-        return "previous_token"
-    if hi("duplicate_token_score"):
-        return "duplicate_token"
-    if hi("sink_score"):
-        return "sink"
-    if hi("local_score"):
-        return "local"
-    if hi("diffuseness"):
-        return "diffuse"
+    for label, score, _, _ in RULES:
+        v = row.get(score)
+        if v is not None and v == v and v >= thresholds[score]:  # NaN-safe
+            return label
     return "mixed"
 
 
 def head_table(scores: dict[str, torch.Tensor], model_name: str = "", thresholds: dict | None = None) -> pd.DataFrame:
     """{score name: [layer, head] tensor} -> DataFrame(model, layer, head, <scores>, label)."""
+    if not isinstance(scores, dict) or not scores:
+        raise TypeError(f"scores must be a non-empty dict {{score name: [layer, head] tensor}}, got "
+                        f"{type(scores).__name__ if not isinstance(scores, dict) else 'an empty dict'}")
+    bad = [k for k, v in scores.items() if not isinstance(v, torch.Tensor) or v.dim() != 2]
+    if bad:
+        raise TypeError(f"scores[{bad[0]!r}] must be a [layer, head] tensor, got {type(scores[bad[0]]).__name__}"
+                        f"{'' if not isinstance(scores[bad[0]], torch.Tensor) else f' of shape {tuple(scores[bad[0]].shape)}'}")
     shapes = {tuple(v.shape) for v in scores.values()}
     if len(shapes) != 1:
         raise ValueError(f"all scores must be [layer, head] of one shape, got {shapes}")

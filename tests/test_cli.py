@@ -82,14 +82,168 @@ def test_context_is_clamped_to_toy_maximum(tmp_path):
     assert "exceeds the model's maximum context 128" in r.stdout
 
 
-def test_python_api_and_ray_match_local(tmp_path):
+@pytest.fixture(scope="module")
+def ray_local():
     ray = pytest.importorskip("ray")
-    from interp.classify import classify
+    from interp.batch.ray_backend import connect
+
+    connect("local")
+    yield ray
+    ray.shutdown()
+
+
+def test_python_api_and_ray_match_local(tmp_path, ray_local):
+    from interp.classify import classify  # the compatibility name
 
     local = classify(["toy-induction"], tmp_path / "local", progress=False, log=lambda *a: None)
-    try:
-        dist = classify(["toy-induction"], tmp_path / "ray", progress=False, log=lambda *a: None,
-                        ray_address="local")
-    finally:
-        ray.shutdown()
+    dist = classify(["toy-induction"], tmp_path / "ray", progress=False, log=lambda *a: None, ray_address="local")
     pd.testing.assert_frame_equal(local, dist)
+
+
+def test_failing_ray_task_is_one_sentence(tmp_path, ray_local, capfd):
+    """A task's own exception message, not Ray's wrapping and traceback (a model whose layer-1 MLP overflows)."""
+    import torch
+
+    from helpers import tiny_llama
+    from interp.batch.classify import classify
+
+    hf = tiny_llama()
+    with torch.no_grad():
+        hf.model.layers[1].mlp.gate_proj.weight.mul_(1e25)
+        hf.model.layers[1].mlp.up_proj.weight.mul_(1e25)
+    hf.config.architectures = ["LlamaForCausalLM"]
+    hf.save_pretrained(tmp_path / "overflow")
+    with pytest.raises(ValueError) as e:
+        classify([str(tmp_path / "overflow")], tmp_path / "o", progress=False, log=lambda *a: None,
+                 ray_address="local")
+    msg = str(e.value)
+    assert "\n" not in msg and "activations become non-finite (NaN/Inf) at blocks.1.hook_resid_post" in msg, msg
+    assert "RayTaskError" not in msg and "Traceback" not in msg
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "RayTaskError" not in err, err[-2000:]
+    assert not (tmp_path / "o" / "heads.csv").exists()
+
+
+# ------------------------------------------------------------------------------------------------ resume checks
+def shard_mtimes(out):
+    return {p: p.stat().st_mtime_ns for p in (out / "shards").glob("*/*.json")}
+
+
+def test_resume_checks_options_corrupt_shards_and_duplicate_names(tmp_path):
+    out = tmp_path / "o"
+    first = cli("classify", "toy-induction", "--out", str(out), "--context", "64", "--no-progress")
+    assert first.returncode == 0, first.stderr
+    table64 = pd.read_csv(out / "heads.csv")
+    stamps = shard_mtimes(out)
+    # other options: refused before anything is computed, naming the option and both values
+    r = cli("classify", "toy-induction", "--out", str(out), "--context", "128", "--resume", "--no-progress")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "option context is 64 in the file, 128 now" in r.stderr and "--recompute-mismatched" in r.stderr
+    assert shard_mtimes(out) == stamps
+    # a corrupt shard is named and recomputed; a model named twice is processed once
+    bad = out / "shards" / "toy-induction" / "retrieval.json"
+    bad.write_text(bad.read_text()[:40])
+    r = cli("classify", "toy-induction", "toy-induction", "--out", str(out), "--context", "64", "--resume",
+            "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert f"{bad} is not a readable shard file" in r.stdout and "named more than once" in r.stdout
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p != bad)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "heads.csv"), table64)
+    # asked for: the mismatched shards are recomputed, and it says so
+    r = cli("classify", "toy-induction", "--out", str(out), "--context", "128", "--resume", "--recompute-mismatched",
+            "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "recomputing 3 shard(s) computed with other settings" in r.stdout
+    import json
+
+    assert {json.loads(p.read_text())["options"]["context"] for p in (out / "shards").glob("*/*.json")} == {128}
+
+
+def test_ctrl_c_exits_130_with_one_line_and_nothing_half_written(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "interp.cli", "classify", "toy-induction", "toy-needle", "--out",
+                             str(tmp_path), "--no-progress"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "shards").glob("*/*.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
+    lines = [l for l in stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0] and "--resume" in lines[0], stderr[-2000:]
+    assert not any((tmp_path / f).exists() for f in ("heads.csv", "heads.parquet", "report.html"))
+    import json
+
+    shards = list((tmp_path / "shards").glob("*/*"))
+    assert shards and all(p.suffix == ".json" and "result" in json.loads(p.read_text()) for p in shards), shards
+
+
+# ------------------------------------------------------------------------------------------------ probes fit
+@pytest.fixture(scope="module")
+def short_folder(tmp_path_factory, smollm2):
+    """A local Hugging Face folder: a random 2-layer Llama with a 128-position context and SmolLM2's tokenizer."""
+    from helpers import tiny_llama
+
+    path = tmp_path_factory.mktemp("short") / "m"
+    hf = tiny_llama(vocab=smollm2.cfg.d_vocab, n_ctx=128)
+    hf.config.architectures = ["LlamaForCausalLM"]
+    hf.save_pretrained(path)
+    smollm2.tokenizer.save_pretrained(path)
+    return path
+
+
+def test_short_context_model_with_tokenizer_and_shortest_context(tmp_path, short_folder):
+    r = cli("classify", str(short_folder), "--out", str(tmp_path / "a"), "--no-progress")
+    assert r.returncode == 0, r.stderr  # was: "prompt 0 has 404 tokens; the model's maximum context is 128"
+    t = pd.read_csv(tmp_path / "a" / "heads.csv")
+    assert len(t) == 2 * 4 and t[["sink_score", "local_score", "induction_score"]].notna().all().all()
+    # the smallest --context accepted (8) works, for a text model and a toy alike
+    r = cli("classify", str(short_folder), "toy-induction", "--out", str(tmp_path / "b"), "--context", "8",
+            "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_csv(tmp_path / "b" / "heads.csv")) == 2 * 4 + 2 * 4
+
+
+def test_sliding_window_heads_get_their_window_and_local_score_there():
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from interp import HookedModel
+    from interp.batch.classify import compute
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
+                           sliding_window=16, layer_types=["sliding_attention", "full_attention"])
+    model = HookedModel(Gemma3ForCausalLM(cfg).eval(), None, name="tiny-gemma3")
+    scores = compute(model, "long_context", dict(context=128, prompts=2, seed=0))["scores"]
+    assert scores["window"][0] == [16] * 4 and all(w != w for w in scores["window"][1])  # NaN: full attention
+    arch = torch.tensor(scores["local_score_arch"])
+    assert torch.allclose(arch[0], torch.ones(4), atol=1e-5)  # a sliding layer sees only its window
+    assert (arch[1] < 0.6).all()  # the global layer spreads further
+
+
+def test_parquet_is_written_or_said_to_be_missing(tmp_path, monkeypatch):
+    import builtins
+
+    from interp.batch.classify import write_outputs
+
+    import torch
+
+    from interp.batch.classify import model_table
+
+    table = model_table("m", {"s": {"sink_score": torch.rand(2, 3).tolist()}}, 2, 3)
+    write_outputs(table, tmp_path / "with")
+    assert (tmp_path / "with" / "heads.parquet").exists()
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *a, **k):
+        if name == "pyarrow" or name.startswith("pyarrow."):
+            raise ImportError("no pyarrow")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    said = []
+    write_outputs(table, tmp_path / "without", log=said.append)
+    assert not (tmp_path / "without" / "heads.parquet").exists() and (tmp_path / "without" / "heads.csv").exists()
+    assert len(said) == 1 and "pip install 'interp-heads[parquet]'" in said[0]

@@ -1,0 +1,164 @@
+"""The `interp` command line.
+
+    interp classify MODEL [MODEL ...] --out DIR [--context N] [--prompts N] [--seed N] [--device cpu|cuda]
+                    [--dtype D] [--resume [--recompute-mismatched]] [--ray ADDRESS [--ray-timeout S]] [--no-progress]
+    interp report DIR
+    interp models
+
+Every batch job (see COMMANDS) gets the same options for models, output, device, resume and Ray. Bad input prints
+one line and exits with status 2, leaving no output files; Ctrl-C prints one line and exits with status 130
+(finished shards stay, for --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+COMMANDS = ("classify",)  # batch jobs: modules interp/batch/<name>.py that register a Job
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear line, exit 2
+        print(f"interp: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _fail(msg: str):
+    print(f"interp: error: {str(msg).strip().splitlines()[0] if str(msg).strip() else msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _check_out(out: str) -> Path:
+    p = Path(out)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _fail(f"cannot create --out {out}: {e.strerror}")
+    if not os.access(p, os.W_OK):
+        _fail(f"--out {out} is not writable")
+    return p
+
+
+def _add_job_parser(sub, job) -> None:
+    c = sub.add_parser(job.name, help=job.help)
+    c.add_argument("models", nargs="+", metavar="MODEL",
+                   help="bundled or toy name, Hugging Face folder, .gguf file, or hub id org/name (with network)")
+    c.add_argument("--out", required=True, metavar="DIR")
+    if job.add_arguments is not None:
+        job.add_arguments(c)
+    c.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    c.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
+    c.add_argument("--resume", action="store_true", help="reuse finished shards in DIR made with the same options")
+    c.add_argument("--recompute-mismatched", action="store_true",
+                   help="with --resume: recompute shards made with other options or another model (else refused)")
+    c.add_argument("--ray", default=None, metavar="ADDRESS", help="run shards as Ray tasks: local, auto or host:port")
+    c.add_argument("--ray-timeout", type=float, default=20.0, metavar="S",
+                   help="seconds to wait for a Ray cluster to answer (default 20)")
+    c.add_argument("--no-progress", action="store_true")
+
+
+def _quiet_libraries() -> None:
+    """Our shard progress is the progress: no weight-loading bars or library warnings on stderr, where an error
+    must be the only line."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _run_job(job, args) -> int:
+    from ..zoo import resolve
+    from .runner import run_job
+
+    try:
+        options = job.options_from_args(args) if job.options_from_args is not None else {}
+        for m in args.models:
+            resolve(m)  # every name checked before anything is loaded
+        if args.ray_timeout <= 0:
+            raise ValueError(f"--ray-timeout must be positive, got {args.ray_timeout:g}")
+        if args.recompute_mismatched and not args.resume:
+            raise ValueError("--recompute-mismatched only makes sense with --resume")
+    except ValueError as e:
+        _fail(e)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail("--device cuda asked for, but no CUDA device is available")
+    out = _check_out(args.out)
+    _quiet_libraries()
+    try:
+        run_job(job, args.models, out, options, device=args.device, dtype=args.dtype, resume=args.resume,
+                recompute_mismatched=args.recompute_mismatched, ray_address=args.ray, ray_timeout=args.ray_timeout,
+                progress=not args.no_progress)
+    except (ValueError, TypeError) as e:
+        _fail(e)
+    except OSError as e:  # a full disk, a folder made read-only meanwhile: the OS's sentence, not a traceback
+        _fail(f"{e.strerror or e}{f': {e.filename}' if getattr(e, 'filename', None) else ''}")
+    except KeyboardInterrupt:
+        print(f"interp: interrupted; finished shards are kept in {out / 'shards'} (rerun with --resume to "
+              "continue)", file=sys.stderr)
+        return 130
+    written = [str(out / f) for f in job.outputs if (out / f).exists()]
+    print(f"wrote {', '.join(written)}")
+    return 0
+
+
+def _report(directory: str) -> int:
+    import pandas as pd
+
+    from ..analyses.table import ID_COLUMNS, require_columns
+    from ..report import report_from_dir
+
+    csv = Path(directory) / "heads.csv"
+    try:
+        if csv.exists():
+            try:
+                table = pd.read_csv(csv)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+                raise ValueError(f"{csv} is not a readable CSV file ({str(e).strip().splitlines()[0]})") from None
+            require_columns(table, ID_COLUMNS, what=str(csv))
+        print(report_from_dir(directory))
+    except (ValueError, TypeError, KeyError) as e:
+        _fail(e)
+    return 0
+
+
+def main(argv=None) -> int:
+    from .runner import get_job
+
+    parser = _Parser(prog="interp", description="Mechanistic interpretability for attention heads.")
+    sub = parser.add_subparsers(dest="cmd", parser_class=_Parser)
+    jobs = {name: get_job(name) for name in COMMANDS}
+    for job in jobs.values():
+        _add_job_parser(sub, job)
+    r = sub.add_parser("report", help="(re)write DIR/report.html from DIR/heads.csv")
+    r.add_argument("dir")
+    sub.add_parser("models", help="list the bundled and toy models")
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        parser.print_help()
+        return 2
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        if args.cmd == "models":
+            from ..zoo import available
+
+            for name, desc in available().items():
+                print(f"{name:22s} {desc}")
+            return 0
+        if args.cmd == "report":
+            return _report(args.dir)
+        return _run_job(jobs[args.cmd], args)
+    except KeyboardInterrupt:
+        print("interp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""A resumable runner for batch jobs over many models.
+
+A `Job` says three things: which shards a model needs, how to compute one shard from a loaded model, and how to
+assemble the final files from every shard's result. The runner does the rest, the same way for every job:
+
+- plans the (model, shard) pairs, naming each model once (two spellings of one model are merged, with a note);
+- writes each finished shard atomically to `DIR/shards/<model>/<shard>.json`, with the job's name and version,
+  the options that shape the result and a fingerprint of the model's config and weights;
+- on `resume`, keeps a finished shard only when all of those match, and otherwise refuses before computing
+  anything, naming the option that differs and both values (or, with `recompute_mismatched`, recomputes those
+  shards and says so); an unreadable shard file is named and recomputed;
+- computes the rest in this process or as Ray tasks (`ray_backend`), showing progress, and assembles.
+
+Registering a job:
+
+    register(Job(name="importance", version=1, shards=lambda model, opts: ["ablation"],
+                 compute=lambda model, shard, opts: {...}, assemble=write_importance_table))
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+SHARD_FORMAT = 1  # layout of a shard file (the header keys); a job's own `version` covers its results
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    version: int  # bump when what compute() returns changes: older shards are then refused on --resume
+    shards: Callable[[str, dict], Sequence[str]]  # (model source, options) -> shard names, in order
+    compute: Callable[..., dict]  # (HookedModel, shard, options) -> JSON-able result; "notes": [str] are printed
+    assemble: Callable[..., object]  # ({model: {shard: result}}, out dir, options, log) -> final object
+    outputs: tuple[str, ...] = ()  # files assemble() writes in the out dir (for messages)
+    max_models: int | None = None  # e.g. 1 for a job over one model
+    add_arguments: Callable | None = None  # (argparse parser) -> None: the job's own CLI options
+    options_from_args: Callable | None = None  # (argparse namespace) -> dict of the job's options
+    help: str = ""
+
+
+JOBS: dict[str, Job] = {}
+
+
+def register(job: Job) -> Job:
+    JOBS[job.name] = job
+    return job
+
+
+def get_job(name: str) -> Job:
+    """A registered job; `interp.batch.<name>` is imported on first use (Ray workers find jobs this way)."""
+    if name not in JOBS:
+        try:
+            importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError:
+            pass
+    if name not in JOBS:
+        raise ValueError(f"unknown batch job {name!r}; known: {sorted(JOBS)}")
+    return JOBS[name]
+
+
+# ---------------------------------------------------------------------------------------------- shard files
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_")[-80:] or "model"
+
+
+def shard_path(out: Path, model: str, shard: str) -> Path:
+    return Path(out) / "shards" / slug(model) / f"{shard}.json"
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """Write JSON so that `path` is either absent, the old file, or complete (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or a full disk: leave no temporary file behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj))  # tuples -> lists, so recorded and current options compare equal
+
+
+def differences(recorded: dict, current: dict) -> list[str]:
+    """What differs between a shard's header and the current run's, in words (empty when it may be reused)."""
+    diffs = []
+    for key in ("format", "job", "version"):
+        if recorded.get(key) != current[key]:
+            diffs.append(f"shard {key} is {recorded.get(key)!r} in the file, {current[key]!r} now")
+    if recorded.get("fingerprint") != current["fingerprint"]:
+        diffs.append(f"the model's config or weights changed (fingerprint {recorded.get('fingerprint')} in the file, "
+                     f"{current['fingerprint']} now)")
+    old, new = recorded.get("options") or {}, current["options"]
+    for key in sorted(set(old) | set(new), key=lambda k: (k not in new, k)):
+        if old.get(key, "<unset>") != new.get(key, "<unset>"):
+            diffs.append(f"option {key} is {old.get(key, '<unset>')!r} in the file, {new.get(key, '<unset>')!r} now")
+    return diffs
+
+
+class ShardMismatch(ValueError):
+    """--resume found shards computed with other options or another model; nothing was computed."""
+
+
+# ---------------------------------------------------------------------------------------------- planning
+def canonical_models(models, log=print) -> list[str]:
+    """The models as given, each named once: two spellings of one model (a repeated name, ./m and m) are merged
+    with a note; two different models that would share a shard folder are refused."""
+    from ..zoo import resolve
+
+    if isinstance(models, (str, Path)):
+        models = [models]
+    models = [str(m) for m in models]
+    if not models:
+        raise ValueError("no model given (a bundled or toy name, a folder, a .gguf file or a hub id)")
+    seen: dict[str, str] = {}
+    folders: dict[str, str] = {}
+    out = []
+    for m in models:
+        key = resolve(m).key
+        if key in seen:
+            log(f"note: {m} is named more than once; it is processed once" if m == seen[key] else
+                f"note: {m} is the same model as {seen[key]}; it is processed once")
+            continue
+        other = folders.get(slug(m))
+        if other is not None:
+            raise ValueError(f"{other} and {m} would share the shard folder {slug(m)!r}; "
+                             "give one of them another path")
+        seen[key], folders[slug(m)] = m, m
+        out.append(m)
+    return out
+
+
+@dataclass
+class Plan:
+    models: list[str]
+    headers: dict[str, dict]  # model -> the header its shards are written with
+    shards: dict[str, list[str]]  # model -> shard names
+    done: dict[tuple[str, str], dict]  # (model, shard) -> result, reused from disk
+    todo: list[tuple[str, str]]
+
+
+def plan(job: Job, models, out: Path, options: dict, *, resume: bool = False, recompute_mismatched: bool = False,
+         log=print) -> Plan:
+    from ..zoo import fingerprint
+
+    models = canonical_models(models, log)
+    if job.max_models is not None and len(models) > job.max_models:
+        raise ValueError(f"`{job.name}` takes at most {job.max_models} model(s), got {len(models)}")
+    options = _jsonable(options)
+    headers, shards, done, todo, mismatched = {}, {}, {}, [], []
+    for m in models:
+        headers[m] = dict(format=SHARD_FORMAT, job=job.name, version=job.version, model=m,
+                          fingerprint=fingerprint(m), options=options)
+        shards[m] = list(job.shards(m, options))
+        for s in shards[m]:
+            path = shard_path(out, m, s)
+            if not (resume and path.exists()):
+                todo.append((m, s))
+                continue
+            try:
+                saved = json.loads(path.read_text())
+                if not isinstance(saved, dict) or "result" not in saved:
+                    raise ValueError("no result in it")
+            except (ValueError, UnicodeDecodeError, OSError) as e:
+                log(f"note: {path} is not a readable shard file ({str(e).splitlines()[0][:80]}); recomputing it")
+                todo.append((m, s))
+                continue
+            diffs = differences(saved, headers[m])
+            if diffs:
+                mismatched.append((path, diffs))
+                todo.append((m, s))
+            else:
+                done[(m, s)] = saved["result"]
+    if mismatched:
+        path, diffs = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more shard(s))" if len(mismatched) > 1 else ""
+        if not recompute_mismatched:
+            raise ShardMismatch(f"--resume: {path} was computed with other settings: {diffs[0]}{more}; "
+                                "add --recompute-mismatched to recompute such shards, or use another --out")
+        log(f"note: recomputing {len(mismatched)} shard(s) computed with other settings, e.g. {path}: {diffs[0]}")
+    return Plan(models, headers, shards, done, todo)
+
+
+# ---------------------------------------------------------------------------------------------- running
+def compute_shard(job_name: str, model, shard: str, options: dict) -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    result = get_job(job_name).compute(model, shard, options)
+    return result, time.perf_counter() - t0
+
+
+def run_job(job: Job | str, models, out, options: dict | None = None, *, device=None, dtype=None,
+            resume: bool = False, recompute_mismatched: bool = False, ray_address: str | None = None,
+            ray_timeout: float = 20.0, progress: bool = True, log=print):
+    """Run `job` over `models` into `out`; returns what the job's assemble() returns.
+
+    dtype is recorded with the job's options (it changes results); device is not."""
+    from tqdm.auto import tqdm
+
+    job = get_job(job) if isinstance(job, str) else job
+    out = Path(out)
+    dtype_name = None if dtype is None else str(dtype).replace("torch.", "")
+    options = dict(options or {}, dtype=dtype_name)
+    options = _jsonable(options)
+    p = plan(job, models, out, options, resume=resume, recompute_mismatched=recompute_mismatched, log=log)
+    results = dict(p.done)
+    total = sum(len(v) for v in p.shards.values())
+    # a bar only on a terminal (cleared if the run fails); elsewhere one line per shard
+    bar = tqdm(total=total, initial=total - len(p.todo), desc=job.name, unit="shard",
+               disable=not (progress and sys.stderr.isatty()))
+    try:
+
+        def finished(model: str, shard: str, result: dict, seconds: float) -> None:
+            atomic_write_json(shard_path(out, model, shard),
+                              dict(p.headers[model], shard=shard, seconds=round(seconds, 3), result=result))
+            results[(model, shard)] = result
+            for note in result.get("notes", []):
+                log(note)
+            if progress and bar.disable:
+                log(f"{model} {shard}: {seconds:.1f}s")
+            elif progress:
+                bar.write(f"{model} {shard}: {seconds:.1f}s", file=sys.stdout)
+            bar.update(1)
+
+        if p.todo and ray_address is not None:
+            from .ray_backend import run_on_ray
+
+            run_on_ray(job.name, p.todo, options, dict(device=device, dtype=dtype),
+                       address=ray_address, timeout=ray_timeout, on_done=finished)
+        elif p.todo:
+            from ..zoo import load
+
+            loaded: dict = {}
+            for m, s in p.todo:
+                if m not in loaded:
+                    loaded.clear()  # one model in memory at a time
+                    loaded[m] = load(m, device=device, dtype=dtype)
+                result, seconds = compute_shard(job.name, loaded[m], s, options)
+                finished(m, s, result, seconds)
+    except BaseException:
+        bar.leave = False  # the error message, not a half-full bar, is the last thing on the terminal
+        raise
+    finally:
+        bar.close()
+    by_model = {m: {s: results[(m, s)] for s in p.shards[m]} for m in p.models}
+    return job.assemble(by_model, out, options, log)
