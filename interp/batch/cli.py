@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-COMMANDS = ("classify",)  # batch jobs: modules interp/batch/<name>.py that register a Job
+COMMANDS = ("classify", "importance")  # batch jobs: modules interp/batch/<name>.py that register a Job
 
 
 class _Parser(argparse.ArgumentParser):

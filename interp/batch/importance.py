@@ -5,7 +5,7 @@
 Shards per model (each resumable on its own): one per group of methods that share a computation --
 `zero_ablation` (ablation_zero and attention_influence come from the same sweep), `mean_ablation`,
 `resample_ablation`, `mask_gradient`, `dla` -- and `pruning` (mask-gradient order against random orders on the
-bundled prose and code). Assembled into DIR/importance.csv and importance.parquet (`model, layer, head, method,
+bundled prose and code; on the job's task for tokenizer-less models). Assembled into DIR/importance.csv and importance.parquet (`model, layer, head, method,
 score`), agreement.csv, pruning.csv and report.html.
 """
 
@@ -65,6 +65,7 @@ def compute(model, shard: str, options: dict) -> dict:
 
 
 def _pruning(model, options: dict) -> list[dict]:
+    """Pruning curves on the bundled prose and code (language modelling); tokenizer-less models use the job's task."""
     from ..analyses import importance as I
     from ..analyses import pruning as P
     from ..analyses import tasks as T
@@ -72,12 +73,16 @@ def _pruning(model, options: dict) -> list[dict]:
     rows = []
     step = options["pruning_step"]
     fractions = [i * step for i in range(int(round(1 / step)))]
-    for source in ("prose", "code"):
-        lm = T.get_task("lm", source=source, seq_len=options["pruning_seq_len"])
-        batch = lm.make(model, n=options["n"], seed=options["seed"] + 1).to(model.device)
-        grad = I.mask_gradient_scores(model, lm, batch)
-        curves = {"mask_gradient order": P.pruning_curve(model, lm, batch, grad, fractions),
-                  "random order": P.random_pruning_curve(model, lm, batch, fractions, n_orders=2,
+    if model.tokenizer is not None:
+        sources = [(f"lm ({src})", T.get_task("lm", source=src, seq_len=options["pruning_seq_len"]))
+                   for src in ("prose", "code")]
+    else:
+        sources = [(options["task"], T.get_task(options["task"]))]
+    for source, task in sources:
+        batch = task.make(model, n=options["n"], seed=options["seed"] + 1).to(model.device)
+        grad = I.mask_gradient_scores(model, task, batch)
+        curves = {"mask_gradient order": P.pruning_curve(model, task, batch, grad, fractions),
+                  "random order": P.random_pruning_curve(model, task, batch, fractions, n_orders=2,
                                                          seed=options["seed"])}
         for order, df in curves.items():
             rows.extend(df.assign(source=source, order=order).to_dict("records"))
@@ -97,7 +102,7 @@ def assemble(results: dict, out: Path, options: dict, log=print) -> pd.DataFrame
             if "curves" in part:
                 df = pd.DataFrame(part["curves"]).assign(model=model)
                 pruning.append(df)
-                curves[model] = {f"lm ({src})": {o: g for o, g in sub.groupby("order", sort=False)}
+                curves[model] = {src: {o: g for o, g in sub.groupby("order", sort=False)}
                                  for src, sub in df.groupby("source", sort=False)}
                 for (src, order), g in df.groupby(["source", "order"], sort=False):
                     log(f"{model}: {src}, {order}: {heads_removable(g, 0.05)} heads removable within +5 % loss")
@@ -121,7 +126,6 @@ def assemble(results: dict, out: Path, options: dict, log=print) -> pd.DataFrame
     if pruning:
         pd.concat(pruning).to_csv(out / "pruning.csv", index=False)
     write_importance_report(table, out / "report.html", curves=curves, agreement=agreement)
-    log(f"wrote {out / 'importance.csv'} and {out / 'report.html'}")
     return table
 
 
