@@ -198,14 +198,17 @@ def test_toy_induction_gradients_point_at_the_known_heads():
     assert imp[0, 3] > imp[0, :3].max() * 3
 
 
-def test_triton_backend_gradients_equal_reference(ids):
-    """The same model through the Triton kernels (forward + backward, interpreter on CPU) and the reference."""
-    ref = HookedModel(tiny_llama(n_layers=L, n_heads=H, n_kv_heads=2, d_model=64, vocab=100), backend="reference")
-    tri = HookedModel(tiny_llama(n_layers=L, n_heads=H, n_kv_heads=2, d_model=64, vocab=100), backend="triton")
+def test_triton_backend_gradients_equal_reference(ids, device):
+    """The same model through the Triton kernels (forward + backward; interpreter on CPU) and the reference."""
+    ref = HookedModel(tiny_llama(n_layers=L, n_heads=H, n_kv_heads=2, d_model=64, vocab=100).to(device),
+                      backend="reference")
+    tri = HookedModel(tiny_llama(n_layers=L, n_heads=H, n_kv_heads=2, d_model=64, vocab=100).to(device),
+                      backend="triton")
+    ids = ids.to(device)
     names = ["blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.1.attn.hook_v", "hook_embed"]
     grads = []
     for m in (ref, tri):
-        xi = torch.ones(L, H, requires_grad=True)
+        xi = torch.ones(L, H, device=device, requires_grad=True)
         last_logit()(m.run_with_hooks(ids, interventions=[HeadMask(xi)])).backward()
         _, _, g = m.run_with_cache(ids, names=names, grad_of=last_logit())
         grads.append((xi.grad, g))
