@@ -316,7 +316,7 @@ def table_html(df: pd.DataFrame, digits: int = 3) -> HTML:
         cells = []
         for c, v, num in zip(df.columns, row, numeric):
             if num:
-                f = float(v)
+                f = float("nan") if v is None or v is pd.NA else float(v)  # nullable ints (e.g. window) hold NA
                 exact = not isinstance(v, (float, np.floating))
                 shown = "–" if math.isnan(f) else (str(v) if exact else f"{f:.{digits}f}")
                 cells.append(f"<td class='num' data-v='{'' if math.isnan(f) else repr(f)}'>{shown}</td>")

@@ -165,3 +165,13 @@ def test_cache_repr_html_lists_names_shapes_sizes():
     for name, v in cache.items():
         assert f"<td>{name}</td><td>[{', '.join(map(str, v.shape))}]</td><td>float32</td>" in out
     assert f"{len(cache)} hook points" in out
+
+
+def test_table_html_shows_missing_values_of_nullable_columns():
+    import pandas as pd
+
+    from interp.plots import table_html
+
+    df = pd.DataFrame({"layer": [0, 1], "window": pd.array([512, None], dtype="Int64")})
+    html = table_html(df)
+    assert "512" in html and "–" in html
