@@ -86,7 +86,7 @@ def random_pruning_curve(model, task, batch, fractions=DEFAULT_FRACTIONS, n_orde
 def _frame(counts, losses, n_heads) -> pd.DataFrame:
     base = losses[0] if counts[0] == 0 else float("nan")
     df = pd.DataFrame({"n_removed": counts, "fraction": [c / n_heads for c in counts], "loss": losses})
-    df["rel_increase"] = df["loss"] / base - 1
+    df["rel_increase"] = (df["loss"] - base) / abs(base)  # losses of higher-is-better metrics are negative
     return df
 
 

@@ -185,3 +185,10 @@ def test_toy_needle_copying_heads_first():
     copying = {(1, h) for h in range(4)}
     assert top(table, "ablation_resample", 4) == copying
     assert top(table, "dla", 4) == copying
+
+
+def test_relative_increase_with_negative_losses():
+    """Higher-is-better metrics give negative losses (-logit diff): a drop in the metric is still an increase."""
+    curve = P._frame([0, 2, 4], [-10.0, -9.7, -5.0], 8)
+    assert list(curve["rel_increase"].round(3)) == [0.0, 0.03, 0.5]
+    assert P.heads_removable(curve, 0.05) == 2
