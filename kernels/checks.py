@@ -109,6 +109,8 @@ def check_inputs(
             raise ValueError(
                 f"{name} must be 4-D [batch, heads, seq, head_dim] (SDPA layout), got shape {tuple(t.shape)}"
             )
+        if t.device.type == "meta":
+            raise ValueError(f"{name} is on the meta device (shape only, no values); attention needs real tensors")
         if t.dtype not in SUPPORTED_DTYPES:
             raise TypeError(f"{name} has dtype {t.dtype}; allowed: float16, bfloat16, float32")
     if not (q.dtype == k.dtype == v.dtype):

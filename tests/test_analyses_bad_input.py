@@ -239,3 +239,12 @@ def test_meta_tokens_are_refused(m):
         m(ids)
     with pytest.raises(ValueError, match="meta device"):
         m.run_with_hooks(Tokens(ids, None, [4]))
+
+
+def test_meta_attention_inputs_are_refused():
+    from interp.kernels import attention_with_stats
+
+    q = torch.zeros(1, 2, 4, 16, device="meta")
+    for backend in ("reference", "auto"):
+        with pytest.raises(ValueError, match="meta device"):
+            attention_with_stats(q, q, q, backend=backend)
