@@ -36,6 +36,11 @@ def test_classify_writes_table_and_report(tmp_path):
     assert r.returncode == 0 and Path(r.stdout.strip()).exists()
 
 
+def finished_shards(shards):
+    """Finished shard files (pathlib's glob also matches the hidden temporary files of writes in progress)."""
+    return sorted(p for p in shards.glob("*/*.json") if not p.name.startswith("."))
+
+
 def test_resume_after_kill_gives_identical_table(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     assert cli("classify", "toy-induction", "toy-needle", "--out", str(full), "--no-progress").returncode == 0
@@ -43,17 +48,17 @@ def test_resume_after_kill_gives_identical_table(tmp_path):
                              str(part), "--no-progress"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     shards = part / "shards"
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(shards.glob("*/*.json"))) < 1:
+    while time.time() < deadline and len(finished_shards(shards)) < 1:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = sorted(p.name for p in shards.glob("*/*.json"))
+    finished = finished_shards(shards)
     assert 1 <= len(finished) < 6, finished  # killed part-way
     assert not (part / "heads.csv").exists()  # nothing half-written passes for a result
-    assert not list(shards.glob("*/.tmp-*"))
-    stamps = {p: p.stat().st_mtime_ns for p in shards.glob("*/*.json")}
+    stamps = {p: p.stat().st_mtime_ns for p in finished}
     r = cli("classify", "toy-induction", "toy-needle", "--out", str(part), "--no-progress", "--resume")
     assert r.returncode == 0, r.stderr
+    assert not list(shards.glob("*/.tmp-*"))  # a write cut by SIGKILL leaves a temporary file; resume removes it
     for p, t in stamps.items():
         assert p.stat().st_mtime_ns == t  # finished shards were not recomputed
     pd.testing.assert_frame_equal(pd.read_csv(full / "heads.csv"), pd.read_csv(part / "heads.csv"))
@@ -143,11 +148,13 @@ def test_resume_checks_options_corrupt_shards_and_duplicate_names(tmp_path):
     # a corrupt shard is named and recomputed; a model named twice is processed once
     bad = out / "shards" / "toy-induction" / "retrieval.json"
     bad.write_text(bad.read_text()[:40])
+    stale = out / "shards" / "toy-induction" / ".tmp-killed.json"  # what a SIGKILL during a write leaves
+    stale.write_text("{")
     r = cli("classify", "toy-induction", "toy-induction", "--out", str(out), "--context", "64", "--resume",
             "--no-progress")
     assert r.returncode == 0, r.stderr
     assert f"{bad} is not a readable shard file" in r.stdout and "named more than once" in r.stdout
-    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p != bad)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p != bad) and not stale.exists()
     pd.testing.assert_frame_equal(pd.read_csv(out / "heads.csv"), table64)
     # asked for: the mismatched shards are recomputed, and it says so
     r = cli("classify", "toy-induction", "--out", str(out), "--context", "128", "--resume", "--recompute-mismatched",
@@ -164,7 +171,7 @@ def test_ctrl_c_exits_130_with_one_line_and_nothing_half_written(tmp_path):
                              str(tmp_path), "--no-progress"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not list((tmp_path / "shards").glob("*/*.json")):
+    while time.time() < deadline and not finished_shards(tmp_path / "shards"):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)

@@ -163,6 +163,8 @@ def plan(job: Job, models, out: Path, options: dict, *, resume: bool = False, re
     options = _jsonable(options)
     headers, shards, done, todo, mismatched = {}, {}, {}, [], []
     for m in models:
+        for stale in (Path(out) / "shards" / slug(m)).glob(".tmp-*"):  # left by a run killed mid-write (SIGKILL)
+            stale.unlink(missing_ok=True)
         headers[m] = dict(format=SHARD_FORMAT, job=job.name, version=job.version, model=m,
                           fingerprint=fingerprint(m), options=options)
         shards[m] = list(job.shards(m, options))
