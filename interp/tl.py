@@ -69,10 +69,17 @@ class TLPatternModel:
     def to_tokens(self, inputs):
         return self.tl.to_tokens(inputs)
 
+    def run_with_hooks(self, *args, **kwargs):
+        raise ValueError("TLPatternModel gives statistics derived from TransformerLens patterns only; hooks, "
+                         "interventions and gradients need interp's own wrapper: interp.load(hf_model) "
+                         "(for a TransformerBridge, interp.load(bridge) runs its HF model through interp)")
+
     def run_with_cache(self, tokens, stats="all", layers=None, sink_tokens: int = 4, local_window: int = 64,
-                       span=None, to_cpu: bool = False, **kwargs):
+                       span=None, to_cpu: bool = False, grad_of=None, **kwargs):
         """(logits, ActivationCache of `blocks.{l}.attn.hook_*` statistics). `lse` comes from the model's
         `hook_attn_scores` (log-sum-exp over keys of the scaled, masked scores)."""
+        if grad_of is not None:
+            self.run_with_hooks()  # the same clear error: no gradients through pattern-derived statistics
         if isinstance(tokens, str):
             tokens = self.tl.to_tokens(tokens)
         layers = list(range(self.n_layers)) if layers is None else list(layers)

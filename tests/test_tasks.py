@@ -22,10 +22,10 @@ def decode_row(model, toks, i):
 
 
 def test_registry_names_and_errors():
-    assert T.TASKS == ("lm", "induction", "ioi", "greater-than", "file")
+    assert T.TASKS == ("lm", "induction", "ioi", "greater-than", "needle", "file")
     assert T.get_task("ioi").higher_is_better and T.get_task("greater-than").higher_is_better
     assert not T.get_task("lm").higher_is_better and not T.get_task("induction").higher_is_better
-    with pytest.raises(ValueError, match="unknown task 'nope'; available: lm, induction, ioi, greater-than, file"):
+    with pytest.raises(ValueError, match="unknown task .nope.; available: lm, induction, ioi, greater-than, needle, file"):
         T.get_task("nope")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['bogus'\] for task 'lm'"):
         T.get_task("lm", bogus=1)
@@ -121,7 +121,7 @@ def test_tokenizer_less_model_gets_only_induction(toy):
         with pytest.raises(ValueError, match=f"task '{name}' needs a tokenizer; toy-induction has none"):
             T.get_task(name).make(toy, n=2)
     report = T.task_report(toy, n=8)
-    assert list(report.task) == ["lm", "induction", "ioi", "greater-than"]
+    assert list(report.task) == ["lm", "induction", "ioi", "greater-than", "needle"]
     assert report.set_index("task").loc["ioi", "notes"].startswith("skipped: task 'ioi' needs a tokenizer")
     assert report.set_index("task").loc["induction", "n"] == 8
 

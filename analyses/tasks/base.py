@@ -93,8 +93,11 @@ class Task:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
         if task.needs_tokenizer and model.tokenizer is None:
+            from . import _REGISTRY  # the registry imports this module: look it up when needed
+
+            ok = ", ".join(n for n, t in _REGISTRY.items() if not t.needs_tokenizer and n != "file")
             raise ValueError(f"task {self.name!r} needs a tokenizer; {model.name} has none (tokenizer-less models "
-                             f"support: induction)")
+                             f"support: {ok})")
         batch = task._make(model, n, seed)
         batch.task = self.name
         return batch

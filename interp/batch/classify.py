@@ -149,13 +149,11 @@ def write_outputs(table: pd.DataFrame, out: Path, log=print) -> None:
     try:
         staged[out / "heads.csv"] = out / ".heads.csv.tmp"
         table.to_csv(staged[out / "heads.csv"], index=False)
-        try:
-            import pyarrow  # noqa: F401
+        try:  # pandas raises ImportError when no parquet engine (pyarrow) is installed
+            table.to_parquet(out / ".heads.parquet.tmp", index=False)
+            staged[out / "heads.parquet"] = out / ".heads.parquet.tmp"
         except ImportError:
             log("note: heads.parquet not written: pyarrow is not installed (pip install 'interp-heads[parquet]')")
-        else:
-            staged[out / "heads.parquet"] = out / ".heads.parquet.tmp"
-            table.to_parquet(staged[out / "heads.parquet"], index=False)
         staged[out / "report.html"] = out / ".report.html.tmp"
         write_classification_report(table, staged[out / "report.html"])
         for final, tmp in staged.items():
