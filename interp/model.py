@@ -57,6 +57,10 @@ class HookedModel:
     def __init__(self, hf_model, tokenizer=None, name: str | None = None, backend: str = "auto"):
         if not isinstance(hf_model, torch.nn.Module) or not hasattr(hf_model, "config"):
             raise TypeError(f"HookedModel wraps a Hugging Face PreTrainedModel, got {type(hf_model).__name__}")
+        from .kernels.api import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         _attention.register()
         self.model = hf_model.eval().requires_grad_(False)  # interp takes gradients of activations, never weights
         self.tokenizer = tokenizer
@@ -423,17 +427,6 @@ class HookedModel:
     # ------------------------------------------------------------------ TransformerLens
     def to_transformer_lens(self, copy: bool = True):
         """The same weights as a TransformerLens `TransformerBridge` (eager attention; short inputs)."""
-        import copy as _copy
+        from .tl import to_transformer_lens
 
-        from transformer_lens.model_bridge import TransformerBridge
-
-        hf = _copy.deepcopy(self.model) if copy else self.model
-        for m in hf.modules():
-            m.__dict__.pop("_interp_model", None)
-            m.__dict__.pop("_interp_layer", None)
-            m._forward_hooks.clear()
-            m._forward_pre_hooks.clear()
-        hf.set_attn_implementation("eager")
-        if not getattr(hf.config, "architectures", None):
-            hf.config.architectures = [type(hf).__name__]
-        return TransformerBridge.boot_transformers(self.name, hf_model=hf, tokenizer=self.tokenizer)
+        return to_transformer_lens(self, copy=copy)
