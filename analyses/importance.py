@@ -122,6 +122,16 @@ def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_fo
     return out
 
 
+def ablation_effect(ablated: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """[layer, head, batch] ablated and [batch] clean losses -> [layer, head] mean loss increase."""
+    return ablated.mean(-1) - full.mean()
+
+
+def relative_change(masked: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """AttentionInfluence per example: (L_masked - L) / L, [..., batch] against [batch]."""
+    return (masked - full) / full.abs().clamp_min(1e-6)
+
+
 def clean_losses(model, task, batch) -> torch.Tensor:
     """[batch] per-example task loss of the unmodified model."""
     with torch.no_grad():
@@ -130,14 +140,14 @@ def clean_losses(model, task, batch) -> torch.Tensor:
 
 def ablation_scores(model, task, batch, kind: str = "ablation_zero", **kwargs) -> torch.Tensor:
     """[layer, head] mean loss increase when each head is ablated alone (positive = the head helps)."""
-    return ablated_losses(model, task, batch, kind, **kwargs).mean(-1) - clean_losses(model, task, batch).mean()
+    return ablation_effect(ablated_losses(model, task, batch, kind, **kwargs), clean_losses(model, task, batch))
 
 
 def attention_influence_scores(model, task, batch, **kwargs) -> torch.Tensor:
     """[layer, head] mean relative loss change (L_masked - L) / L when the head alone is masked (zero output)."""
     full = clean_losses(model, task, batch)
     masked = ablated_losses(model, task, batch, "ablation_zero", **kwargs)
-    return ((masked - full) / full.abs().clamp_min(1e-6)).mean(-1)
+    return relative_change(masked, full).mean(-1)
 
 
 def mask_gradient_scores(model, task, batch, normalize: bool = True) -> torch.Tensor:
@@ -196,7 +206,7 @@ def attention_influence(model, batch, heads: Iterable[tuple[int, int]], task=Non
     with torch.no_grad():
         full = loss(model.run_with_hooks(batch.clean), batch)
         masked = loss(model.run_with_hooks(batch.clean, interventions=[HeadMask(xi.to(model.device))]), batch)
-    return ((masked - full) / full.abs().clamp_min(1e-6)).cpu()
+    return relative_change(masked, full).cpu()
 
 
 def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, seed: int = 0, batch=None,
@@ -224,9 +234,9 @@ def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, 
     for method in methods:
         t0 = time.perf_counter()
         if method in ABLATIONS:
-            scores = sweep(method).mean(-1) - full.mean()
+            scores = ablation_effect(sweep(method), full)
         elif method == "attention_influence":
-            scores = ((sweep("ablation_zero") - full) / full.abs().clamp_min(1e-6)).mean(-1)
+            scores = relative_change(sweep("ablation_zero"), full).mean(-1)
         elif method == "mask_gradient":
             scores = mask_gradient_scores(model, task, batch)
         else:

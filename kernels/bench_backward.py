@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .api import attention_with_stats
+from .bench import peak_gib
 
 SHAPES = {"32x128/8": (32, 8, 128), "9x64/3": (9, 3, 64), "4x256/1": (4, 1, 256)}  # heads, kv heads, head dim
 DEFAULT_LENGTHS = [1024, 4096, 8192, 16384, 32768]
@@ -71,16 +72,6 @@ def time_ms(fn, smoke):
     import triton
 
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-
-
-def peak_gib(fn, base):
-    if not torch.cuda.is_available():
-        return float("nan")
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
 def host_ms(fn, iters=20):

@@ -54,9 +54,9 @@ def compute(model, shard: str, options: dict) -> dict:
         kind = "ablation_" + shard.split("_")[0]
         full = I.clean_losses(model, task, batch)
         losses = I.ablated_losses(model, task, batch, kind)  # [layer, head, batch]
-        scores = {kind: losses.mean(-1) - full.mean()}
+        scores = {kind: I.ablation_effect(losses, full)}
         if shard == "zero_ablation":
-            scores["attention_influence"] = ((losses - full) / full.abs().clamp_min(1e-6)).mean(-1)
+            scores["attention_influence"] = I.relative_change(losses, full).mean(-1)
     for name, s in scores.items():
         if not bool(torch.isfinite(s).all()):
             raise ValueError(f"{model.name}: {name} scores are NaN/Inf (the model's outputs are not finite)")
