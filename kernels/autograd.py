@@ -19,8 +19,7 @@ import dataclasses
 
 import torch
 
-from .checks import AttnSpec
-from .checks import check_fits_in_memory
+from .checks import AttnSpec, check_fits_in_memory
 from .launcher import triton_attention, triton_stats
 from .launcher_backward import triton_attention_backward
 from .sdpa_path import eligible, sdpa_out_lse_differentiable

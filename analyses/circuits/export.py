@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -20,9 +19,9 @@ from .graph import Graph
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from interp.batch.runner import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def eap_ig_name(node: str) -> str:

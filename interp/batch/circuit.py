@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .runner import Job, register, slug
+from .runner import Job, atomic_write_text, register, slug
 
 SHARD = "circuit"
 
@@ -109,8 +109,8 @@ def assemble(results: dict, out: Path, options: dict, log=print) -> pd.DataFrame
             for fr, k, f in zip(c["fractions"], c["n_edges"], c["f"]):
                 curves.append({"model": model, "eval_ablation": ab, "fraction": fr, "n_edges": k, "f": f})
     table = pd.DataFrame(summary)
-    J.export._atomic_write(out / "faithfulness.csv", pd.DataFrame(curves).to_csv(index=False))
-    J.export._atomic_write(out / "summary.csv", table.to_csv(index=False))
+    atomic_write_text(out / "faithfulness.csv", pd.DataFrame(curves).to_csv(index=False))
+    atomic_write_text(out / "summary.csv", table.to_csv(index=False))
     return table
 
 

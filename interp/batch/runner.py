@@ -78,19 +78,26 @@ def shard_path(out: Path, model: str, shard: str) -> Path:
     return Path(out) / "shards" / slug(model) / f"{shard}.json"
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    """Write JSON so that `path` is either absent, the old file, or complete (never half-written)."""
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `path` so that it is either absent, the old file, or complete (never half-written): a temporary file
+    in the same folder, flushed to disk, then renamed over it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:  # Ctrl-C or a full disk: leave no temporary file behind
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """Write JSON atomically (`atomic_write_text`)."""
+    atomic_write_text(path, json.dumps(obj))
 
 
 def _jsonable(obj):

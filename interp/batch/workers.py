@@ -55,12 +55,9 @@ def workers_table_text(rows: list[dict]) -> str:
 
 
 def write_workers_csv(out: Path, rows: list[dict]) -> Path:
-    """DIR/workers.csv, one row per shard (written to a temporary name and renamed)."""
+    """DIR/workers.csv, one row per shard (written atomically)."""
+    from .runner import atomic_write_text
+
     path = Path(out) / FILE
-    tmp = path.with_name(f".{FILE}.tmp")
-    try:
-        tmp.write_text(workers_table_text(rows))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, workers_table_text(rows))
     return path
