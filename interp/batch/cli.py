@@ -141,7 +141,8 @@ def main(argv=None) -> int:
         _add_job_parser(sub, job)
     r = sub.add_parser("report", help="(re)write DIR/report.html from DIR/heads.csv")
     r.add_argument("dir")
-    sub.add_parser("models", help="list the bundled and toy models")
+    m = sub.add_parser("models", help="list the bundled and toy models")
+    m.add_argument("--where", action="store_true", help="also where each bundled model's weights are read from")
     args = parser.parse_args(argv)
     if args.cmd is None:
         parser.print_help()
@@ -149,10 +150,12 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         if args.cmd == "models":
-            from ..zoo import available
+            from ..zoo import BUNDLED, available, weights_source
 
             for name, desc in available().items():
                 print(f"{name:22s} {desc}")
+                if args.where and name in BUNDLED:
+                    print(f"{'':22s} weights: {weights_source(name)}")
             return 0
         if args.cmd == "report":
             return _report(args.dir)
