@@ -234,7 +234,7 @@ def attention_roles(ctx: Ctx) -> dict:
         q0 = 2 if bos else 1
         qs = torch.arange(q0, ids.shape[1])
         for l in range(c.n_layers):
-            p = cache[names[l]].float()  # [batch, head, q, k]
+            p = cache[names[l]].float().cpu()  # [batch, head, q, k]
             w = len(sub) / n
             acc["end->IO"][l] += w * p[r, :, end, pos["IO"]].mean(0)
             acc["end->S1"][l] += w * p[r, :, end, pos["S1"]].mean(0)

@@ -101,7 +101,8 @@ def _masked_chunk(model, graph, clean, ablated, w):
     v, (b, p) = w.shape[0], clean.shape
     rows = clean.repeat(v, 1)  # [variant * batch, pos]
     slots_by_part = _slots_by_part(graph)
-    diff = ablated.to(model.dtype).repeat(v, 1, 1, 1)  # [variant*batch, pos, n_up, d]; becomes ablated - current
+    diff = ablated.to(device=model.device, dtype=model.dtype).repeat(v, 1, 1, 1)  # [variant*batch, pos, n_up, d]
+    w = w.to(diff.device)  # masks may be built on the CPU (scores live there); diff becomes ablated - current
     filled = [0, 0]  # node columns and output pieces subtracted so far
 
     def delta_fn(layer, part, patch):
@@ -116,7 +117,7 @@ def _masked_chunk(model, graph, clean, ablated, w):
         if not active:
             return {}
         n = max(graph.n_up_of_slot[s] for s in active)
-        ww = w[:, :n, active].to(diff.dtype)  # [variant, n, n_active]
+        ww = w[:, :n, active].to(dtype=diff.dtype)  # [variant, n, n_active]
         d = torch.einsum("vbpud,vus->svbpd", diff[:, :, :n].reshape(v, b, p, n, -1), ww)
         return {graph.slots[s].key: d[i].reshape(v * b, p, -1) for i, s in enumerate(active)}
 
