@@ -66,10 +66,14 @@ class _Contractor:
     def gradients(self, model, clean, metric: Callable, head_chunk: int | None = None, **kw) -> float:
         """One forward + backward of `input_gradients`, contracted as it goes; returns the metric value."""
         if head_chunk is None:
-            b, p = clean.shape
-            head_chunk = max(1, GRAD_ELEMENTS // (b * p * model.cfg.d_model))
+            head_chunk = default_head_chunk(*clean.shape, model.cfg.d_model)
         value, _ = input_gradients(model, clean, metric, mlp=self.graph.mlp, sink=self, head_chunk=head_chunk, **kw)
         return value
+
+
+def default_head_chunk(batch: int, pos: int, d_model: int) -> int:
+    """Heads per batched gradient pull-back: ~`GRAD_ELEMENTS` elements of [heads, batch, pos, d_model]."""
+    return max(1, GRAD_ELEMENTS // (batch * pos * d_model))
 
 
 def _contract(graph: Graph, delta: torch.Tensor, grads: dict, scores: torch.Tensor, weight: float) -> None:
@@ -109,6 +113,25 @@ def eap(model, graph: Graph, clean, metric: Callable, corrupt=None, ablation: st
     deltas = node_deltas(model, graph, clean, corrupt, ablation, ablated)
     scores = _scores_init(graph)
     _Contractor(graph, deltas, scores, 1.0, pos_chunk).gradients(model, check_unpadded(clean), metric, head_chunk)
+    return scores
+
+
+def eap_reference(model, graph: Graph, clean, metric: Callable, corrupt=None, ablation: str = "corrupted",
+                  seed: int = 0) -> torch.Tensor:
+    """`eap` computed the direct way, for tests and memory comparisons: every delta [n_up, batch*pos*d_model] and
+    every input gradient [n_slots, batch, pos, d_model] materialised at once, then one contraction."""
+    from interp.head_inputs import node_outputs
+
+    from .patching import ablated_outputs, stack_outputs
+
+    clean = check_unpadded(clean, "clean prompts")
+    ablated = ablated_outputs(model, graph, clean, corrupt, ablation, seed)
+    a_clean = stack_outputs(node_outputs(model, clean), graph)  # [batch, pos, n_up, d_model]
+    delta = (ablated.to(a_clean.dtype) - a_clean).permute(2, 0, 1, 3).reshape(graph.n_up, -1)
+    del ablated, a_clean
+    _, grads = input_gradients(model, clean, metric, mlp=graph.mlp)
+    scores = _scores_init(graph)
+    _contract(graph, delta, grads, scores, 1.0)
     return scores
 
 

@@ -23,7 +23,7 @@ from interp.head_inputs import check_unpadded, head_contributions, head_weights,
 from .graph import Graph
 from .patching import check_ablation, resample_rows, stack_outputs
 
-CHUNK_ELEMENTS = 2 ** 28  # elements of one expanded delta chunk [n, batch, pos_chunk, d_model] (512 MiB in bf16)
+CHUNK_ELEMENTS = 2 ** 27  # elements of one expanded delta chunk [n, batch, pos_chunk, d_model] (256 MiB in bf16)
 
 
 class NodeDeltas:
@@ -56,8 +56,11 @@ class NodeDeltas:
         dense = isinstance(src, torch.Tensor)
         if dense:
             a = src[:, sl, :n].to(self.dtype)
-            return (a - self._contributions(c, sl, k, n)).permute(2, 0, 1, 3)
-        parts = {"input": self._diff(c["input"][:, sl], src and src["input"][:, sl])}
+            return (a - self._contributions(c, sl, k, n)).permute(2, 0, 1, 3).contiguous()
+        out = torch.empty(n, self.batch, sl.stop - sl.start, self.d_model, dtype=self.dtype,
+                          device=c["input"].device)  # filled in graph.up order, one layer's heads at a time
+        out[0] = self._diff(c["input"][:, sl], src and src["input"][:, sl])
+        r = 1
         for l in range(k):
             z_c, s_c = c[("z", l)][:, sl], _scale(c, l, sl)
             if src is None:
@@ -67,10 +70,14 @@ class NodeDeltas:
             else:
                 heads = (self._t(head_contributions(src[("z", l)][:, sl], _scale(src, l, sl), self.w_o[l]))
                          - head_contributions(z_c, s_c, self.w_o[l]))
-            parts[("head", l)] = heads
-            if g.mlp:
-                parts[("mlp", l)] = self._diff(c[("mlp", l)][:, sl], src and src[("mlp", l)][:, sl])
-        return stack_outputs(parts, g, k)[:, :, :n].permute(2, 0, 1, 3)
+            h = min(g.n_heads, n - r)
+            out[r:r + h] = heads[:, :, :h].permute(2, 0, 1, 3)  # [batch, chunk, head, d] -> [head, batch, chunk, d]
+            r += h
+            del heads
+            if g.mlp and r < n:
+                out[r] = self._diff(c[("mlp", l)][:, sl], src and src[("mlp", l)][:, sl])
+                r += 1
+        return out
 
     def _diff(self, clean: torch.Tensor, src: torch.Tensor | None) -> torch.Tensor:
         return -clean if src is None else self._t(src).to(clean.dtype) - clean
