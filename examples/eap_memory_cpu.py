@@ -6,7 +6,8 @@ are produced), on a random Llama, per token length.
 
 Each (method, length) runs in a fresh subprocess (MALLOC_MMAP_THRESHOLD_=1 MiB, so freed large tensors go back to
 the OS); printed: peak resident memory above the resident memory after loading and a warm-up run (ru_maxrss minus
-the RSS before the call), wall time, and the max |lean - reference| / max |reference| (float32).
+the RSS before the call), wall time, and the max |lean - reference| / max |reference| (float32). Method "grads"
+is the floor both share: the clean forward + backward and the per-head pull-backs, nothing contracted.
 Attention runs through interp's pure-PyTorch reference backend on CPU, whose autograd keeps the [heads, n, n]
 probabilities of every layer: that part is the same for both methods and grows as n^2.
 """
@@ -43,6 +44,7 @@ def child(args) -> None:
     from interp import HookedModel
     from interp.analyses.circuits import attribution as A
     from interp.analyses.circuits.graph import Graph
+    from interp.head_inputs import input_gradients
 
     hf = build(args.layers, args.d_model, args.heads, args.kv_heads).requires_grad_(False)
     model = HookedModel(hf, name="mem", backend="reference")
@@ -55,7 +57,12 @@ def child(args) -> None:
     def metric(lg):
         return lg[0, -1, 3] - lg[0, -1, 7]
 
-    fn = {"reference": A.eap_reference, "lean": lambda *a: A.eap(*a, pos_chunk=args.pos_chunk)}
+    def grads_only(model, graph, clean, metric, corrupt):  # the forward + backward that both methods need
+        input_gradients(model, clean, metric, sink=lambda *a: None,
+                        head_chunk=A.default_head_chunk(*clean.shape, model.cfg.d_model))
+        return A._scores_init(graph)
+
+    fn = {"reference": A.eap_reference, "lean": lambda *a: A.eap(*a, pos_chunk=args.pos_chunk), "grads": grads_only}
     fn[args.method](model, graph, clean[:, :16], metric, corrupt[:, :16])  # warm-up
     base = rss()
     t = time.perf_counter()
@@ -74,7 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--d-model", type=int, default=1024)
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--kv-heads", type=int, default=4)
-    p.add_argument("--methods", nargs="+", default=["reference", "lean"], choices=["reference", "lean"])
+    p.add_argument("--methods", nargs="+", default=["reference", "lean"], choices=["reference", "lean", "grads"],
+                   help="grads: only the gradient forward + backward (no deltas, no contraction), the floor")
     p.add_argument("--pos-chunk", type=int, default=None, help="lean: positions per delta chunk (default: auto)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", default="lean", help=argparse.SUPPRESS)
@@ -106,7 +114,9 @@ def main(argv=None) -> int:
                 info = json.loads(r.stdout.strip().splitlines()[-1])
                 s = torch.load(out)
                 diff = "-"
-                if ref is None:
+                if m == "grads":
+                    pass
+                elif ref is None:
                     ref = s
                 else:
                     ok = torch.isfinite(ref)
