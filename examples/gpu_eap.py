@@ -20,8 +20,25 @@ clean forward + backward (gradients at every downstream input, pulled back per h
            (`is_grads_batched`), the same contraction.
 - eager  : as sdpa, with `attn_implementation="eager"` (materialises [heads, n, n] probabilities).
 
+All three share the memory-lean contraction of `analyses.circuits.attribution` (a fair comparison): node outputs
+kept compact (`deltas.NodeDeltas`: per layer the heads' z [batch, pos, head, d_head] and the MLP output, both runs,
+expanded to [n_up, batch, pos_chunk, d_model] one position chunk at a time), and each gradient (a chunk of one
+layer's q / k / v heads, an MLP, the logits) contracted as soon as it is pulled back, then dropped. `--pos-chunk`,
+`--head-chunk` override the automatic chunk sizes (~2^27 elements per delta chunk, ~2^29 per gradient chunk).
+
 Printed: a table of wall time and peak GPU memory per implementation and length (OOM caught and printed as OOM),
 and the max difference of each implementation's scores from interp's, relative to interp's largest |score|.
+
+Predicted peak at 32k tokens, 4 layers, bf16 (arithmetic; one d_model vector over the sequence, [32768, 4096] bf16,
+is 256 MiB): weights 1.7 GiB; compact outputs of the clean and corrupted runs 2 x (input + 4 x (z + MLP)) = 18
+vectors = 4.5 GiB; the clean forward's saved activations for the backward, ~28 vectors per layer (norms in fp32,
+q/k/v before and after RoPE, attention out, the four [pos, 14336] MLP tensors) = ~28 GiB; the gradients at every
+q/k/v/MLP output, 10 vectors = 2.5 GiB; one pull-back of 4 heads (head_chunk = 2^29 / (32768 x 4096)): grad_outputs
+and result [4, 32768, 4096] bf16, 1 GiB each, plus fp32 norm-backward temporaries, ~4-6 GiB; one delta chunk (~2^27
+elements, 256 MiB, ~330 positions) and a layer's expanded heads, < 0.5 GiB. Total ~40-45 GiB for interp (and sdpa),
+about 4x the same sum at 8k (~11 GiB); the old path needed 55.8 GiB at 8k (dense [133, pos, 4096] deltas and the
+ablated / clean stacks, 197 slot gradients at once). Eager materialises [32, n, n] probabilities per layer (64 GiB
+at 32k in bf16) and still runs out of memory.
 """
 
 from __future__ import annotations
