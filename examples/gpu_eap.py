@@ -20,8 +20,25 @@ clean forward + backward (gradients at every downstream input, pulled back per h
            (`is_grads_batched`), the same contraction.
 - eager  : as sdpa, with `attn_implementation="eager"` (materialises [heads, n, n] probabilities).
 
+All three share the memory-lean contraction of `analyses.circuits.attribution` (a fair comparison): node outputs
+kept compact (`deltas.NodeDeltas`: per layer the heads' z [batch, pos, head, d_head] and the MLP output, both runs,
+expanded to [n_up, batch, pos_chunk, d_model] one position chunk at a time), and each gradient (a chunk of one
+layer's q / k / v heads, an MLP, the logits) contracted as soon as it is pulled back, then dropped. `--pos-chunk`,
+`--head-chunk` override the automatic chunk sizes (~2^27 elements per delta chunk, ~2^29 per gradient chunk).
+
 Printed: a table of wall time and peak GPU memory per implementation and length (OOM caught and printed as OOM),
 and the max difference of each implementation's scores from interp's, relative to interp's largest |score|.
+
+Predicted peak at 32k tokens, 4 layers, bf16 (arithmetic; one d_model vector over the sequence, [32768, 4096] bf16,
+is 256 MiB): weights 1.7 GiB; compact outputs of the clean and corrupted runs 2 x (input + 4 x (z + MLP)) = 18
+vectors = 4.5 GiB; the clean forward's saved activations for the backward, ~28 vectors per layer (norms in fp32,
+q/k/v before and after RoPE, attention out, the four [pos, 14336] MLP tensors) = ~28 GiB; the gradients at every
+q/k/v/MLP output, 10 vectors = 2.5 GiB; one pull-back of 4 heads (head_chunk = 2^29 / (32768 x 4096)): grad_outputs
+and result [4, 32768, 4096] bf16, 1 GiB each, plus fp32 norm-backward temporaries, ~4-6 GiB; one delta chunk (~2^27
+elements, 256 MiB, ~330 positions) and a layer's expanded heads, < 0.5 GiB. Total ~40-45 GiB for interp (and sdpa),
+about 4x the same sum at 8k (~11 GiB); the old path needed 55.8 GiB at 8k (dense [133, pos, 4096] deltas and the
+ablated / clean stacks, 197 slot gradients at once). Eager materialises [32, n, n] probabilities per layer (64 GiB
+at 32k in bf16) and still runs out of memory.
 """
 
 from __future__ import annotations
@@ -59,8 +76,9 @@ def _first(x):
     return x[0] if isinstance(x, tuple) else x
 
 
-def hf_node_outputs(hf, ids) -> torch.Tensor:
-    """[batch, pos, n_up, d_model] in graph order: input, then per layer its heads (z_h W_O^h) and its MLP."""
+def hf_node_outputs(hf, ids) -> dict:
+    """Compact node outputs as `interp.head_inputs.node_outputs(compact=True)`: "input" [batch, pos, d_model],
+    ("z", l) [batch, pos, head, d_head] (o_proj's input), ("mlp", l) [batch, pos, d_model]."""
     layers = hf.model.layers
     cfg = hf.config
     H, dh = cfg.num_attention_heads, cfg.head_dim
@@ -72,10 +90,8 @@ def hf_node_outputs(hf, ids) -> torch.Tensor:
     handles.append(layers[0].register_forward_pre_hook(pre0, with_kwargs=True))
     for l, layer in enumerate(layers):
         def o_pre(mod, args, l=l):
-            z = args[0].detach()  # [batch, pos, H*dh]
-            b, p, _ = z.shape
-            w = mod.weight.view(mod.weight.shape[0], H, dh).permute(1, 2, 0)  # [H, dh, d_model]
-            rec[("head", l)] = torch.einsum("bphd,hdm->bphm", z.view(b, p, H, dh), w)
+            b, p, _ = args[0].shape
+            rec[("z", l)] = args[0].detach().view(b, p, H, dh)
 
         def mlp_out(mod, args, out, l=l):
             rec[("mlp", l)] = _first(out).detach()
@@ -84,18 +100,23 @@ def hf_node_outputs(hf, ids) -> torch.Tensor:
         handles.append(layer.mlp.register_forward_hook(mlp_out))
     try:
         with torch.no_grad():
-            hf(input_ids=ids, use_cache=False)
+            hf(input_ids=ids, use_cache=False, logits_to_keep=1)
     finally:
         for h in handles:
             h.remove()
-    parts = [rec["input"][:, :, None]]
-    for l in range(len(layers)):
-        parts += [rec[("head", l)], rec[("mlp", l)][:, :, None]]
-    return torch.cat(parts, 2)
+    return rec
 
 
-def hf_input_gradients(hf, ids, metric) -> dict:
-    """d metric / d (residual stream read by each downstream input), keyed as `interp.head_inputs.input_gradients`."""
+def hf_head_weights(hf) -> list:
+    """W_O per layer, split by head: [head, d_head, d_model]."""
+    cfg = hf.config
+    H, dh = cfg.num_attention_heads, cfg.head_dim
+    return [layer.self_attn.o_proj.weight.detach().view(-1, H, dh).permute(1, 2, 0) for layer in hf.model.layers]
+
+
+def hf_input_gradients(hf, ids, metric, sink, head_chunk: int) -> None:
+    """d metric / d (residual stream read by each downstream input), handed to `sink(key, grad, heads)` chunk by
+    chunk exactly as `interp.head_inputs.input_gradients(..., sink=...)` does."""
     layers = hf.model.layers
     cfg = hf.config
     H, KV, dh = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
@@ -130,45 +151,48 @@ def hf_input_gradients(hf, ids, metric) -> dict:
     finally:
         for h in handles:
             h.remove()
+    del logits
     n = len(layers)
     outs = [(x, l) for l in range(n) for x in ("q", "k", "v", "mlp")] + ["post"]
-    got = torch.autograd.grad(value, [live[o] for o in outs], retain_graph=True)
-    g_at = dict(zip(outs, got))
-    grads = {("logits",): g_at["post"].detach()}
+    g_at = dict(zip(outs, torch.autograd.grad(value, [live[o] for o in outs], retain_graph=True)))
+    sink(("logits",), g_at.pop("post").detach()[None], [0])
     for l in range(n):
         for x, heads in (("q", H), ("k", KV), ("v", KV)):
-            g = g_at[(x, l)]  # [batch, pos, heads*dh]
+            g = g_at.pop((x, l))  # [batch, pos, heads*dh]
             b, p, _ = g.shape
-            eye = torch.eye(heads, dtype=g.dtype, device=g.device)[:, None, None, :, None]
-            stacked = (g.view(1, b, p, heads, dh) * eye).reshape(heads, b, p, heads * dh)
-            (gi,) = torch.autograd.grad(live[(x, l)], live[("resid", l)], grad_outputs=stacked,
-                                        is_grads_batched=True, retain_graph=True)
-            grads[(x, l)] = gi.detach()
-            del stacked
-        (gm,) = torch.autograd.grad(live[("mlp", l)], live[("mid", l)], grad_outputs=g_at[("mlp", l)],
+            for h0 in range(0, heads, head_chunk):
+                hs = list(range(h0, min(heads, h0 + head_chunk)))
+                eye = torch.eye(heads, dtype=g.dtype, device=g.device)[hs][:, None, None, :, None]
+                stacked = (g.view(1, b, p, heads, dh) * eye).reshape(len(hs), b, p, heads * dh)
+                (gi,) = torch.autograd.grad(live[(x, l)], live[("resid", l)], grad_outputs=stacked,
+                                            is_grads_batched=True, retain_graph=True)
+                del stacked
+                sink((x, l), gi.detach(), hs)
+                del gi
+            del g
+        (gm,) = torch.autograd.grad(live[("mlp", l)], live[("mid", l)], grad_outputs=g_at.pop(("mlp", l)),
                                     retain_graph=l < n - 1)
-        grads[("mlp", l)] = gm.detach()
-    return grads
+        sink(("mlp", l), gm.detach()[None], [0])
+        del gm
 
 
-def hf_eap(hf, graph, ids, corrupt, metric) -> torch.Tensor:
-    from interp.analyses.circuits.attribution import _contract, _scores_init
+def hf_eap(hf, graph, ids, corrupt, metric, pos_chunk=None, head_chunk=None) -> torch.Tensor:
+    """The same EAP as `C.eap`: compact deltas (`deltas.NodeDeltas`) and the same chunked contraction."""
+    from interp.analyses.circuits.attribution import _Contractor, _scores_init, default_head_chunk
+    from interp.analyses.circuits.deltas import NodeDeltas
 
-    d = hf_node_outputs(hf, corrupt)
-    d -= hf_node_outputs(hf, ids)
-    delta = d.permute(2, 0, 1, 3).reshape(graph.n_up, -1)
-    del d
-    grads = hf_input_gradients(hf, ids, metric)
+    deltas = NodeDeltas(graph, hf_head_weights(hf), hf_node_outputs(hf, ids), hf_node_outputs(hf, corrupt), None)
     scores = _scores_init(graph)
-    _contract(graph, delta, grads, scores, 1.0)
+    if head_chunk is None:
+        head_chunk = default_head_chunk(*ids.shape, hf.config.hidden_size)
+    hf_input_gradients(hf, ids, metric, _Contractor(graph, deltas, scores, 1.0, pos_chunk), head_chunk)
     return scores
 
 
-def interp_eap(model, graph, ids, corrupt, metric) -> torch.Tensor:
+def interp_eap(model, graph, ids, corrupt, metric, pos_chunk=None, head_chunk=None) -> torch.Tensor:
     from interp.analyses import circuits as C
 
-    ablated = C.ablated_outputs(model, graph, ids, corrupt)
-    return C.eap(model, graph, ids, metric, ablated=ablated)
+    return C.eap(model, graph, ids, metric, corrupt=corrupt, pos_chunk=pos_chunk, head_chunk=head_chunk)
 
 
 # ------------------------------------------------------------------ timing
@@ -224,10 +248,14 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--impls", nargs="+", default=["interp", "sdpa", "eager"], choices=["interp", "sdpa", "eager"])
+    p.add_argument("--pos-chunk", type=int, default=None, help="positions per expanded delta chunk (default: auto)")
+    p.add_argument("--head-chunk", type=int, default=None, help="heads per gradient pull-back (default: auto)")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny model, short inputs (seconds)")
     args = p.parse_args(argv)
     if args.smoke:
         hf, tokens, vocab, cuda = build_smoke(vocab=64), [12, 20], 64, False
+        args.pos_chunk = args.pos_chunk or 5  # exercise the chunked contraction (positions and heads)
+        args.head_chunk = args.head_chunk or 1
     else:
         if not torch.cuda.is_available():
             print("no CUDA device: run with --smoke on CPU", file=sys.stderr)
@@ -260,10 +288,10 @@ def main(argv=None):
         for impl in args.impls:
             if impl == "interp":
                 hf.set_attn_implementation("interp")
-                fn = (lambda: interp_eap(model, graph, ids, corrupt, metric))
+                fn = (lambda: interp_eap(model, graph, ids, corrupt, metric, args.pos_chunk, args.head_chunk))
             else:
                 hf.set_attn_implementation(impl)
-                fn = (lambda: hf_eap(hf, graph, ids, corrupt, metric))
+                fn = (lambda: hf_eap(hf, graph, ids, corrupt, metric, args.pos_chunk, args.head_chunk))
             results[impl] = measure(fn, cuda, warmup=cuda)
             hf.set_attn_implementation("interp")
         ref = results.get("interp", (None,))[0]

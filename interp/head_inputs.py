@@ -65,6 +65,14 @@ def check_unpadded(tokens, what: str = "inputs"):
     return getattr(tokens, "input_ids", tokens)
 
 
+def head_contributions(z: torch.Tensor, scale: torch.Tensor | None, w_o: torch.Tensor) -> torch.Tensor:
+    """Each head's residual contribution z_h W_O^h (* s, the sandwich-norm scale): [batch, pos, head, d_model].
+
+    z: [batch, pos, head, d_head]; scale: [batch, pos, d_model] or None; w_o: [head, d_head, d_model]."""
+    heads = torch.einsum("bqhd,hdm->bqhm", z.to(w_o.dtype), w_o)
+    return heads if scale is None else heads * scale[:, :, None, :].to(heads.dtype)
+
+
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den elementwise, 0 where den == 0 (the sandwich-norm scale w / rms, read off a run)."""
     safe = torch.where(den == 0, torch.ones_like(den), den)
@@ -81,14 +89,21 @@ class InputPatch(Intervention):
     `patch.outputs` = {"input": [batch, pos, d_model], ("head", l): [batch, pos, head, d_model],
     ("mlp", l): [batch, pos, d_model]}. With delta_fn=None nothing is patched and the run only records outputs.
     Run it with `patch.run(model, tokens)`, which also installs the module probes (MLP input, sandwich norms).
+    `compact=True` records the heads as ("z", l): z [batch, pos, head, d_head] and ("scale", l): the sandwich-norm
+    scale [batch, pos, d_model] (absent without sandwich norms) instead of ("head", l), head_count times smaller;
+    `head_contributions(z, scale, W_O)` expands them (for delta_fn=None runs: a delta_fn reads ("head", l)).
     """
 
     stages = ("resid_pre", "qkv", "z", "mlp_out", "resid_post")
 
-    def __init__(self, model, delta_fn: Callable | None = None, record: bool = True):
+    def __init__(self, model, delta_fn: Callable | None = None, record: bool = True, compact: bool = False):
+        if compact and delta_fn is not None:
+            raise ValueError("InputPatch: compact=True records z instead of the head contributions that a delta_fn "
+                             "reads; use it with delta_fn=None")
         self.model = model
         self.delta_fn = delta_fn
         self.record = record
+        self.compact = compact
         self.n_layers = model.cfg.n_layers
         self.outputs: dict = {}
         self._reset()
@@ -153,14 +168,16 @@ class InputPatch(Intervention):
         return torch.cat([x] + [x + deltas[s].to(x.dtype) for s in self._groups[1:]], 0)
 
     def _record_heads(self, layer: int) -> None:
-        if not self.record or ("head", layer) in self.outputs or self._z is None:
+        if not self.record or ("head", layer) in self.outputs or ("z", layer) in self.outputs or self._z is None:
             return
-        attn = self.model.attn_modules[layer]
-        w_o = head_output_weight(attn, self.model.cfg.n_heads, self._z.shape[-1])  # [head, d_head, d_model]
-        heads = torch.einsum("bqhd,hdm->bqhm", self._z.to(w_o.dtype), w_o)  # [batch, pos, head, d_model]
-        if self._attn_scale is not None:
-            heads = heads * self._attn_scale[:self._batch, :, None, :].to(heads.dtype)
-        self.outputs[("head", layer)] = heads
+        scale = None if self._attn_scale is None else self._attn_scale[:self._batch]  # [batch, pos, d_model]
+        if self.compact:
+            self.outputs[("z", layer)] = self._z
+            if scale is not None:
+                self.outputs[("scale", layer)] = scale
+            return
+        w_o = head_weights(self.model, layer, self._z.shape[-1])
+        self.outputs[("head", layer)] = head_contributions(self._z, scale, w_o)  # [batch, pos, head, d_model]
 
     def _mlp_input(self, x: torch.Tensor) -> torch.Tensor:
         """The residual stream the MLP reads (resid_mid, [G*batch, pos, d_model]); the skip path keeps its own."""
@@ -221,18 +238,27 @@ class InputPatch(Intervention):
             self._reset()
 
 
-def node_outputs(model, tokens) -> dict:
-    """Every node's contribution to the residual stream in a plain run (see `InputPatch.outputs`), detached."""
-    patch = InputPatch(model)
+def head_weights(model, layer: int, d_head: int | None = None) -> torch.Tensor:
+    """Layer `layer`'s W_O split by head: [head, d_head, d_model]."""
+    c = model.cfg
+    return head_output_weight(model.attn_modules[layer], c.n_heads, c.d_head if d_head is None else d_head)
+
+
+def node_outputs(model, tokens, compact: bool = False) -> dict:
+    """Every node's contribution to the residual stream in a plain run (see `InputPatch.outputs`), detached.
+    `compact`: heads as z and sandwich-norm scale (see `InputPatch`), no logits."""
+    patch = InputPatch(model, compact=compact)
     with torch.no_grad():
         logits = patch.run(model, tokens)
     out = {k: v.detach() for k, v in patch.outputs.items()}
-    out["logits"] = logits
+    if not compact:
+        out["logits"] = logits
     return out
 
 
 def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None = None,
-                    mlp: bool = True, layers=None, fwd_hooks=(), interventions=()) -> tuple[float, dict]:
+                    mlp: bool = True, layers=None, fwd_hooks=(), interventions=(), sink: Callable | None = None,
+                    head_chunk: int | None = None) -> tuple[float, dict]:
     """d metric / d (residual stream read by each downstream input), one forward + one backward.
 
     Returns (metric value, grads) with grads[("q", l)]: [head, batch, pos, d_model], grads[("k", l)] and
@@ -242,6 +268,11 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
     layers only (default all; the logits always). `fwd_hooks` (run before the recording hooks, so a replaced
     activation is what the inputs read) and `interventions` are passed on to the run (EAP-IG over activations,
     AtP*'s GradDrop, a cheaper gradient path for long inputs).
+
+    `sink(key, grad, heads)`: instead of returning them (grads is then {}), hand each gradient over as soon as it
+    is computed and drop it: grad [len(heads), batch, pos, d_model] for the heads `heads` of q/k/v key (kind, l),
+    [1, batch, pos, d_model] with heads [0] for ("mlp", l) and ("logits",). `head_chunk`: heads per batched pull-back
+    (default: all of a layer's), which bounds the transient memory to ~3 x head_chunk x batch x pos x d_model.
     """
     tokens = check_unpadded(tokens)
     n = model.cfg.n_layers
@@ -250,6 +281,15 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
     layers = sorted(set(layers))
     if any(isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < n for l in layers):
         raise ValueError(f"input_gradients: layers must be ints in 0..{n - 1}, got {layers!r}")
+    if head_chunk is not None and (isinstance(head_chunk, bool) or not isinstance(head_chunk, int) or head_chunk < 1):
+        raise ValueError(f"input_gradients: head_chunk must be a positive int or None, got {head_chunk!r}")
+    grads: dict = {}
+    if sink is None:
+        def sink(key, g, heads):  # collect: q/k/v chunks in head order, [batch, pos, d_model] for the others
+            if key[0] not in ("q", "k", "v"):
+                grads[key] = g[0]
+            else:
+                grads[key] = torch.cat([grads[key], g]) if key in grads else g
     live: dict = {}
 
     def stash(t, hook):
@@ -278,26 +318,35 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
         value = metric(logits)
     if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.requires_grad:
         raise ValueError("the metric must return a scalar tensor that depends on the logits")
+    del logits
     outs = [f"blocks.{l}.attn.hook_{x}" for l in layers for x in "qkv"]
     if mlp:
         outs += [f"blocks.{l}.hook_mlp_out" for l in layers]
     outs.append(f"blocks.{n - 1}.hook_resid_post")
     got = torch.autograd.grad(value.reshape(()), [live[o] for o in outs], retain_graph=True, allow_unused=True)
     g_at = {o: (torch.zeros_like(live[o]) if g is None else g) for o, g in zip(outs, got)}
-    grads = {("logits",): g_at[outs[-1]].detach()}
+    del got
+    sink(("logits",), g_at.pop(outs[-1]).detach()[None], [0])
     for l in layers:
         resid = live[f"blocks.{l}.hook_resid_pre"]
         for x in "qkv":
             t = live[f"blocks.{l}.attn.hook_{x}"]  # [batch, pos, head, d_head]
-            g = g_at[f"blocks.{l}.attn.hook_{x}"]
+            g = g_at.pop(f"blocks.{l}.attn.hook_{x}")
             nh = t.shape[2]
-            eye = torch.eye(nh, dtype=g.dtype, device=g.device)[:, None, None, :, None]  # [slot, 1, 1, head, 1]
-            stacked = g.unsqueeze(0) * eye  # [slot, batch, pos, head, d_head], only the slot's head non-zero
-            (gi,) = torch.autograd.grad(t, resid, grad_outputs=stacked, is_grads_batched=True, retain_graph=True)
-            grads[(x, l)] = gi.detach()  # [slot, batch, pos, d_model]
+            step = nh if head_chunk is None else head_chunk
+            for h0 in range(0, nh, step):
+                heads = list(range(h0, min(nh, h0 + step)))
+                eye = torch.eye(nh, dtype=g.dtype, device=g.device)[heads][:, None, None, :, None]  # [slot,1,1,head,1]
+                stacked = g.unsqueeze(0) * eye  # [slot, batch, pos, head, d_head], only the slot's head non-zero
+                (gi,) = torch.autograd.grad(t, resid, grad_outputs=stacked, is_grads_batched=True, retain_graph=True)
+                del stacked
+                sink((x, l), gi.detach(), heads)  # [slot, batch, pos, d_model]
+                del gi
+            del g
         if mlp:
             mo = live[f"blocks.{l}.hook_mlp_out"]
-            (gm,) = torch.autograd.grad(mo, live[("mid", l)], grad_outputs=g_at[f"blocks.{l}.hook_mlp_out"],
+            (gm,) = torch.autograd.grad(mo, live[("mid", l)], grad_outputs=g_at.pop(f"blocks.{l}.hook_mlp_out"),
                                         retain_graph=l < layers[-1], allow_unused=True)
-            grads[("mlp", l)] = torch.zeros_like(mo) if gm is None else gm.detach()
+            sink(("mlp", l), (torch.zeros_like(mo) if gm is None else gm.detach())[None], [0])
+            del gm
     return float(value.detach()), grads

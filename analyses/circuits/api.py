@@ -62,11 +62,12 @@ def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, a
         clean = sub.clean.input_ids
         corrupt = None if sub.corrupt is None else sub.corrupt.input_ids
         metric = (lambda lg, sub=sub: task.metric(lg, sub))
-        ablated = patching.ablated_outputs(model, graph, clean, corrupt, ablation)
+        lean = method in ("eap", "eap-ig", "eap-ig-act")  # these keep their deltas compact (long inputs)
+        ablated = None if lean else patching.ablated_outputs(model, graph, clean, corrupt, ablation)
         if method == "patching":
             s = patching.edge_patching(model, graph, clean, ablated, metric, chunk=chunk)
         elif method == "eap":
-            s = attribution.eap(model, graph, clean, metric, ablated=ablated)
+            s = attribution.eap(model, graph, clean, metric, corrupt, ablation)
         elif method in ("atp", "atp*"):  # atp: EAP through the AtP* code path; atp*: QK fix + GradDrop (magnitudes)
             star = method == "atp*"
             s = atp.atp_star(model, graph, clean, metric, ablated=ablated, qk_fix=star, graddrop=star)

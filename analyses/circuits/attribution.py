@@ -17,6 +17,11 @@ masked run of `patching.masked_logits` with respect to an edge's weight w_uv at 
 
 A score approximates M(edge ablated) - M(clean), the quantity `patching.edge_patching` measures exactly.
 The gradients in_v come from `interp.head_inputs.input_gradients` (GQA-native k/v, no per-architecture code).
+
+Memory: the deltas stay compact (`deltas.NodeDeltas`: per layer the heads' z, not [n_up, batch, pos, d_model]) and
+are expanded one position chunk at a time; each gradient (one chunk of one layer's q / k / v heads, an MLP, the
+logits) is contracted as soon as `input_gradients` produces it and dropped. The peak is the forward + backward
+of the clean run plus ~O(batch x pos x d_model x (a few)), not O(batch x pos x d_model x (n_up + n_slots)).
 """
 
 from __future__ import annotations
@@ -25,37 +30,61 @@ from typing import Callable
 
 import torch
 
-from interp.head_inputs import check_unpadded, input_gradients, node_outputs
+from interp.head_inputs import check_unpadded, input_gradients
 
+from .deltas import DenseDeltas, node_deltas
 from .graph import Graph
-from .patching import ablated_outputs, check_aligned, stack_outputs
+from .patching import check_aligned
+
+GRAD_ELEMENTS = 2 ** 29  # elements of one batched pull-back [heads, batch, pos, d_model] (1 GiB in bf16)
 
 
-def _delta(model, graph, clean, ablated):
-    """[n_up, batch * pos * d] of a_ablated - a_clean (one clean forward)."""
-    a_clean = stack_outputs(node_outputs(model, clean), graph)
-    d = (ablated.to(a_clean.dtype) - a_clean)  # [batch, pos, n_up, d]
-    return d.permute(2, 0, 1, 3).reshape(graph.n_up, -1)
+class _Contractor:
+    """The `input_gradients` sink: scores[u, s] += weight * <delta_u, grad_s> for each gradient as it arrives.
+
+    Memory: the deltas stay compact (`deltas.NodeDeltas`) and are expanded one position chunk at a time, the
+    gradients of one chunk of heads live only during their contraction."""
+
+    def __init__(self, graph: Graph, deltas, scores: torch.Tensor, weight: float, pos_chunk: int | None = None):
+        self.graph, self.deltas, self.scores, self.weight, self.pos_chunk = graph, deltas, scores, weight, pos_chunk
+        self.where = {(_grad_key(s), s.index): i for i, s in enumerate(graph.slots)}
+
+    def __call__(self, key: tuple, grad: torch.Tensor, heads: list) -> None:
+        idx = [self.where[(key, h)] for h in heads if (key, h) in self.where]
+        if not idx:
+            return
+        n = max(self.graph.n_up_of_slot[i] for i in idx)
+        part = torch.zeros(n, len(idx), dtype=torch.float32, device=grad.device)
+        for sl, d in self.deltas.pieces(n, self.pos_chunk):  # d: [n, batch * chunk * d_model]
+            g = grad[:, :, sl].reshape(len(idx), -1).to(d.dtype)  # [slot, batch * chunk * d_model]
+            part += (d @ g.T).float()
+        part = part.cpu()
+        for c, i in enumerate(idx):
+            m = self.graph.n_up_of_slot[i]
+            self.scores[:m, i] += self.weight * part[:m, c]
+
+    def gradients(self, model, clean, metric: Callable, head_chunk: int | None = None, **kw) -> float:
+        """One forward + backward of `input_gradients`, contracted as it goes; returns the metric value."""
+        if head_chunk is None:
+            head_chunk = default_head_chunk(*clean.shape, model.cfg.d_model)
+        value, _ = input_gradients(model, clean, metric, mlp=self.graph.mlp, sink=self, head_chunk=head_chunk, **kw)
+        return value
+
+
+def default_head_chunk(batch: int, pos: int, d_model: int) -> int:
+    """Heads per batched gradient pull-back: ~`GRAD_ELEMENTS` elements of [heads, batch, pos, d_model]."""
+    return max(1, GRAD_ELEMENTS // (batch * pos * d_model))
 
 
 def _contract(graph: Graph, delta: torch.Tensor, grads: dict, scores: torch.Tensor, weight: float) -> None:
-    """scores[u, s] += weight * <delta_u, grad_s> for every edge."""
-    by_key: dict = {}
-    for i, slot in enumerate(graph.slots):
-        by_key.setdefault(_grad_key(slot), []).append(i)
-    for key, idx in by_key.items():
-        g = grads[key]
+    """scores[u, s] += weight * <delta_u, grad_s> for every edge; delta [n_up, batch*pos*d] and grads of
+    `input_gradients` both materialised (AtP*'s path)."""
+    sink = _Contractor(graph, DenseDeltas(delta), scores, weight)
+    for key, g in grads.items():
         if key[0] in ("q", "k", "v"):
-            g = g.reshape(g.shape[0], -1)  # [slot, batch*pos*d]
-            sl = [graph.slots[i].index for i in idx]
-            g = g[sl]
+            sink(key, g, list(range(g.shape[0])))
         else:
-            g = g.reshape(1, -1)
-        n = max(graph.n_up_of_slot[i] for i in idx)
-        part = delta[:n] @ g.T.to(delta.dtype)  # [n, len(idx)]
-        for c, i in enumerate(idx):
-            m = graph.n_up_of_slot[i]
-            scores[:m, i] += weight * part[:m, c].float().cpu()
+            sink(key, g[None], [0])
 
 
 def _grad_key(slot) -> tuple:
@@ -73,12 +102,33 @@ def _scores_init(graph: Graph) -> torch.Tensor:
 
 
 def eap(model, graph: Graph, clean, metric: Callable, corrupt=None, ablation: str = "corrupted",
-        ablated: torch.Tensor | None = None) -> torch.Tensor:
-    """Edge attribution patching: scores [n_up, n_slots] (NaN where no edge), in units of the metric."""
+        ablated: torch.Tensor | None = None, pos_chunk: int | None = None,
+        head_chunk: int | None = None) -> torch.Tensor:
+    """Edge attribution patching: scores [n_up, n_slots] (NaN where no edge), in units of the metric.
+
+    `ablated`: precomputed [batch, pos, n_up, d_model] ablated outputs (`patching.ablated_outputs`); without it the
+    deltas stay compact (`deltas.node_deltas`), which is what keeps long inputs in memory. `pos_chunk`: positions
+    per expanded delta chunk (default: ~`deltas.CHUNK_ELEMENTS` elements); `head_chunk`: heads per gradient pull-back
+    (default: ~`GRAD_ELEMENTS` elements). Neither changes the result beyond floating-point summation order."""
+    deltas = node_deltas(model, graph, clean, corrupt, ablation, ablated)
+    scores = _scores_init(graph)
+    _Contractor(graph, deltas, scores, 1.0, pos_chunk).gradients(model, check_unpadded(clean), metric, head_chunk)
+    return scores
+
+
+def eap_reference(model, graph: Graph, clean, metric: Callable, corrupt=None, ablation: str = "corrupted",
+                  seed: int = 0) -> torch.Tensor:
+    """`eap` computed the direct way, for tests and memory comparisons: every delta [n_up, batch*pos*d_model] and
+    every input gradient [n_slots, batch, pos, d_model] materialised at once, then one contraction."""
+    from interp.head_inputs import node_outputs
+
+    from .patching import ablated_outputs, stack_outputs
+
     clean = check_unpadded(clean, "clean prompts")
-    if ablated is None:
-        ablated = ablated_outputs(model, graph, clean, corrupt, ablation)
-    delta = _delta(model, graph, clean, ablated)
+    ablated = ablated_outputs(model, graph, clean, corrupt, ablation, seed)
+    a_clean = stack_outputs(node_outputs(model, clean), graph)  # [batch, pos, n_up, d_model]
+    delta = (ablated.to(a_clean.dtype) - a_clean).permute(2, 0, 1, 3).reshape(graph.n_up, -1)
+    del ablated, a_clean
     _, grads = input_gradients(model, clean, metric, mlp=graph.mlp)
     scores = _scores_init(graph)
     _contract(graph, delta, grads, scores, 1.0)
@@ -86,7 +136,7 @@ def eap(model, graph: Graph, clean, metric: Callable, corrupt=None, ablation: st
 
 
 def _ig_inputs(model, graph, clean, corrupt, steps, ablated, no_corrupt: str):
-    """Checked (clean, corrupt, delta) for the integrated-gradient variants; `no_corrupt`: the error without one."""
+    """Checked (clean, corrupt, deltas) for the integrated-gradient variants; `no_corrupt`: the error without one."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     clean = check_unpadded(clean, "clean prompts")
@@ -94,22 +144,23 @@ def _ig_inputs(model, graph, clean, corrupt, steps, ablated, no_corrupt: str):
         raise ValueError(no_corrupt)
     corrupt = check_unpadded(corrupt, "corrupted prompts")
     check_aligned(clean, corrupt)
-    if ablated is None:
-        ablated = ablated_outputs(model, graph, clean, corrupt, "corrupted")
-    return clean, corrupt, _delta(model, graph, clean, ablated)
+    return clean, corrupt, node_deltas(model, graph, clean, corrupt, "corrupted", ablated)
 
 
 def eap_ig(model, graph: Graph, clean, metric: Callable, corrupt, steps: int = 5,
-           ablated: torch.Tensor | None = None) -> torch.Tensor:
-    """EAP with integrated gradients over input embeddings interpolated from corrupt to clean (m = `steps`)."""
-    clean, corrupt, delta = _ig_inputs(model, graph, clean, corrupt, steps, ablated,
-                                       "eap_ig needs corrupted prompts (it interpolates the input embeddings from "
-                                       "corrupt to clean)")
+           ablated: torch.Tensor | None = None, pos_chunk: int | None = None,
+           head_chunk: int | None = None) -> torch.Tensor:
+    """EAP with integrated gradients over input embeddings interpolated from corrupt to clean (m = `steps`).
+    `ablated`, `pos_chunk`, `head_chunk`: as in `eap`."""
+    clean, corrupt, deltas = _ig_inputs(model, graph, clean, corrupt, steps, ablated,
+                                        "eap_ig needs corrupted prompts (it interpolates the input embeddings from "
+                                        "corrupt to clean)")
     emb = {}
     for name, toks in (("clean", clean), ("corrupt", corrupt)):
         _, cache = model.run_with_cache(toks, names=["hook_embed"])
         emb[name] = cache["hook_embed"]
     scores = _scores_init(graph)
+    sink = _Contractor(graph, deltas, scores, 1.0 / steps, pos_chunk)
     for k in range(steps):
         alpha = k / steps
         interp_emb = emb["corrupt"] + alpha * (emb["clean"] - emb["corrupt"])
@@ -117,8 +168,7 @@ def eap_ig(model, graph: Graph, clean, metric: Callable, corrupt, steps: int = 5
         def embed_hook(t, hook, e=interp_emb):
             return e.detach().clone().requires_grad_(True)
 
-        _, grads = input_gradients(model, clean, metric, embed_hook=embed_hook, mlp=graph.mlp)
-        _contract(graph, delta, grads, scores, 1.0 / steps)
+        sink.gradients(model, clean, metric, head_chunk, embed_hook=embed_hook)
     return scores
 
 
@@ -150,7 +200,8 @@ def atp_heads(model, clean, metric: Callable, corrupt=None, ablation: str = "cor
 
 
 def eap_ig_act(model, graph: Graph, clean, metric: Callable, corrupt, steps: int = 5,
-               ablated: torch.Tensor | None = None) -> torch.Tensor:
+               ablated: torch.Tensor | None = None, pos_chunk: int | None = None,
+               head_chunk: int | None = None) -> torch.Tensor:
     """EAP-IG over activations: scores [n_up, n_slots] ~ M(edge ablated) - M(clean) (NaN where no edge).
 
     For the edges out of one group of upstream nodes (the input; layer l's heads; MLP l), dM/d in_v is averaged over
@@ -159,8 +210,9 @@ def eap_ig_act(model, graph: Graph, clean, metric: Callable, corrupt, steps: int
     downstream recomputed), then contracted with (a_u^corr - a_u^clean) as in EAP. steps=1 is EAP. Unlike EAP-IG's
     reference code, which averages every edge over every group's runs, each edge here integrates along its own
     upstream group's path only (runs that interpolate a later group cut paths through it from earlier edges).
+    `ablated`, `pos_chunk`, `head_chunk`: as in `eap`.
     """
-    clean, corrupt, delta = _ig_inputs(model, graph, clean, corrupt, steps, ablated,
+    clean, corrupt, deltas = _ig_inputs(model, graph, clean, corrupt, steps, ablated,
                                        "eap_ig_act needs corrupted prompts (it interpolates activations from corrupt "
                                        "to clean)")
     groups = [("blocks.0.hook_resid_pre", [graph.up_index("input")])]
@@ -176,6 +228,7 @@ def eap_ig_act(model, graph: Graph, clean, metric: Callable, corrupt, steps: int
     scores = _scores_init(graph)
     for name, rows in groups:
         part = _scores_init(graph)
+        sink = _Contractor(graph, deltas, part, 1.0 / steps, pos_chunk)
         for k in range(1, steps + 1):
             alpha = k / steps
             value = acts["corrupt"][name] + alpha * (acts["clean"][name] - acts["corrupt"][name])
@@ -183,7 +236,6 @@ def eap_ig_act(model, graph: Graph, clean, metric: Callable, corrupt, steps: int
             def hook(t, hook_, v=value):
                 return v.to(t.dtype).detach().clone().requires_grad_(True)
 
-            _, grads = input_gradients(model, clean, metric, mlp=graph.mlp, fwd_hooks=[(name, hook)])
-            _contract(graph, delta, grads, part, 1.0 / steps)
+            sink.gradients(model, clean, metric, head_chunk, fwd_hooks=[(name, hook)])
         scores[rows] = part[rows]
     return scores

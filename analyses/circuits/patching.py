@@ -42,27 +42,38 @@ def stack_outputs(out: dict, graph: Graph, n_layers: int | None = None) -> torch
 def ablated_outputs(model, graph: Graph, clean, corrupt=None, ablation: str = "corrupted",
                     seed: int = 0) -> torch.Tensor:
     """The ablated value of every node's output: [batch, pos, n_up, d_model]."""
-    if ablation not in ABLATIONS:
-        raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
-    clean = check_unpadded(clean, "clean prompts")
+    clean, corrupt = check_ablation(clean, corrupt, ablation)
     if ablation == "corrupted":
-        if corrupt is None:
-            raise ValueError("ablation='corrupted' needs corrupted prompts (the task gave none); use 'mean', "
-                             "'zero' or 'resample'")
-        corrupt = check_unpadded(corrupt, "corrupted prompts")
-        check_aligned(clean, corrupt)
         return stack_outputs(node_outputs(model, corrupt), graph)
     a = stack_outputs(node_outputs(model, clean), graph)
     if ablation == "zero":
         return torch.zeros_like(a)
     if ablation == "mean":
         return a.mean(0, keepdim=True).expand_as(a).contiguous()
-    b = a.shape[0]
+    return a[resample_rows(a.shape[0], seed).to(a.device)]
+
+
+def check_ablation(clean, corrupt, ablation: str) -> tuple:
+    """Checked (clean ids, corrupt ids or None) for an ablation type."""
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+    clean = check_unpadded(clean, "clean prompts")
+    if ablation != "corrupted":
+        return clean, None
+    if corrupt is None:
+        raise ValueError("ablation='corrupted' needs corrupted prompts (the task gave none); use 'mean', "
+                         "'zero' or 'resample'")
+    corrupt = check_unpadded(corrupt, "corrupted prompts")
+    check_aligned(clean, corrupt)
+    return clean, corrupt
+
+
+def resample_rows(b: int, seed: int = 0) -> torch.Tensor:
+    """[b] the example whose outputs each row takes under ablation='resample' (never the row itself)."""
     if b < 2:
         raise ValueError("ablation='resample' needs at least 2 examples in the batch")
     g = torch.Generator().manual_seed(seed)
-    perm = (torch.arange(b) + torch.randint(1, b, (b,), generator=g)) % b  # never the row itself
-    return a[perm.to(a.device)]
+    return (torch.arange(b) + torch.randint(1, b, (b,), generator=g)) % b
 
 
 def check_aligned(clean: torch.Tensor, corrupt: torch.Tensor) -> None:

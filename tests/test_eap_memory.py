@@ -1,0 +1,145 @@
+"""Memory-lean EAP: compact node deltas expanded per position chunk, gradients contracted as they are produced.
+The lean path must give the scores of the direct computation (`attribution.eap_reference`)."""
+
+import pytest
+import torch
+
+import interp
+from helpers import tiny_llama
+from interp import HookedModel
+from interp.analyses.circuits import attribution as A
+from interp.analyses.circuits import deltas as D
+from interp.analyses.circuits import patching as P
+from interp.analyses.circuits.graph import Graph
+from interp.head_inputs import InputPatch, head_contributions, head_weights, input_gradients, node_outputs
+
+
+def _gemma():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+                           sliding_window=4, layer_types=["sliding_attention", "full_attention"])
+    hf = Gemma3ForCausalLM(cfg).eval()
+    with torch.no_grad():  # non-trivial norm weights, so the sandwich norms matter
+        for n, p in hf.named_parameters():
+            if "norm" in n:
+                p.normal_(0, 0.5)
+    return HookedModel(hf, name="tiny-gemma3", backend="reference")
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"llama-gqa": HookedModel(tiny_llama(n_layers=3, n_heads=4, n_kv_heads=2, d_model=64, vocab=50),
+                                     name="tiny", backend="reference"),
+            "gemma3": _gemma(),
+            "toy-induction": interp.load("toy-induction", backend="reference")}
+
+
+@pytest.fixture(scope="module")
+def pair():
+    g = torch.Generator().manual_seed(3)
+    return torch.randint(1, 50, (3, 11), generator=g), torch.randint(1, 50, (3, 11), generator=g)
+
+
+def metric(lg):
+    return (lg[:, -1, 5] - lg[:, -1, 9]).mean()
+
+
+def close(a, b, rtol=1e-5):
+    ok = torch.isfinite(a)
+    assert torch.equal(ok, torch.isfinite(b))
+    scale = float(a[ok].abs().max())
+    assert scale > 0
+    assert float((a[ok] - b[ok]).abs().max()) <= rtol * scale
+
+
+@pytest.mark.parametrize("name", ["llama-gqa", "gemma3", "toy-induction"])
+@pytest.mark.parametrize("ablation", ["corrupted", "zero", "mean", "resample"])
+def test_lean_eap_equals_the_direct_computation(models, pair, name, ablation):
+    m = models[name]
+    g = Graph.from_model(m)
+    ref = A.eap_reference(m, g, pair[0], metric, pair[1], ablation)
+    # awkward chunks: 11 positions in chunks of 4, one head per pull-back
+    close(ref, A.eap(m, g, pair[0], metric, pair[1], ablation, pos_chunk=4, head_chunk=1))
+    if ablation == "corrupted":
+        close(ref, A.eap(m, g, pair[0], metric, pair[1]))  # default chunks
+        close(ref, A.eap(m, g, pair[0], metric, ablated=P.ablated_outputs(m, g, pair[0], pair[1]), pos_chunk=3))
+
+
+@pytest.mark.parametrize("name", ["llama-gqa", "gemma3"])
+def test_ig_variants_compact_equal_dense_ablated(models, pair, name):
+    """Compact deltas in chunks vs a dense `ablated` tensor in one piece: two different delta code paths."""
+    m = models[name]
+    g = Graph.from_model(m)
+    abl = P.ablated_outputs(m, g, pair[0], pair[1])
+    for fn, steps in ((A.eap_ig, 3), (A.eap_ig_act, 2)):
+        dense = fn(m, g, pair[0], metric, pair[1], steps=steps, ablated=abl, pos_chunk=11)
+        lean = fn(m, g, pair[0], metric, pair[1], steps=steps, pos_chunk=5, head_chunk=3)
+        close(dense, lean)
+
+
+def test_input_gradients_sink_gets_head_chunks(models, pair):
+    m = models["llama-gqa"]
+    _, full = input_gradients(m, pair[0], metric)
+    got = {}
+
+    def sink(key, g, heads):
+        assert g.shape[0] == len(heads) <= 3 and g.shape[1:] == (3, 11, 64)
+        got.setdefault(key, {}).update({h: g[i] for i, h in enumerate(heads)})
+
+    value, grads = input_gradients(m, pair[0], metric, sink=sink, head_chunk=3)
+    assert grads == {} and set(got) == set(full)
+    for key, g in full.items():
+        if key[0] in ("q", "k", "v"):
+            assert sorted(got[key]) == list(range(g.shape[0]))
+            assert torch.equal(torch.stack([got[key][h] for h in range(g.shape[0])]), g)
+        else:
+            assert torch.equal(got[key][0], g)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="head_chunk"):
+            input_gradients(m, pair[0], metric, sink=sink, head_chunk=bad)
+
+
+@pytest.mark.parametrize("name", ["llama-gqa", "gemma3"])
+def test_compact_node_outputs_expand_to_the_head_contributions(models, pair, name):
+    m = models[name]
+    full, comp = node_outputs(m, pair[0]), node_outputs(m, pair[0], compact=True)
+    assert "logits" not in comp and ("head", 0) not in comp
+    assert (("scale", 0) in comp) == (name == "gemma3")  # sandwich norms only
+    for l in range(m.cfg.n_layers):
+        assert comp[("z", l)].shape == (3, 11, m.cfg.n_heads, m.cfg.d_head)
+        h = head_contributions(comp[("z", l)], comp.get(("scale", l)), head_weights(m, l))
+        torch.testing.assert_close(h, full[("head", l)])
+        assert torch.equal(comp[("mlp", l)], full[("mlp", l)])
+
+
+def test_node_deltas_pieces_cover_positions_in_bounded_chunks(models, pair):
+    m = models["gemma3"]
+    g = Graph.from_model(m)
+    d = D.node_deltas(m, g, pair[0], pair[1])
+    dense = P.ablated_outputs(m, g, pair[0], pair[1]) - P.stack_outputs(node_outputs(m, pair[0]), g)
+    for n in (1, 5, 6, g.n_up):
+        seen = []
+        for sl, piece in d.pieces(n, pos_chunk=4):
+            assert piece.shape == (n, 3 * (sl.stop - sl.start) * 64)
+            want = dense[:, sl, :n].permute(2, 0, 1, 3).reshape(n, -1)
+            torch.testing.assert_close(piece, want, rtol=1e-5, atol=1e-6)
+            seen += list(range(sl.start, sl.stop))
+        assert seen == list(range(11))
+
+
+def test_bad_inputs_raise(models, pair):
+    m = models["llama-gqa"]
+    g = Graph.from_model(m)
+    with pytest.raises(ValueError, match="ablated outputs must be"):
+        A.eap(m, g, pair[0], metric, ablated=torch.zeros(3, 11, 2, 64))
+    with pytest.raises(ValueError, match="ablation must be one of"):
+        A.eap(m, g, pair[0], metric, pair[1], ablation="median")
+    with pytest.raises(ValueError, match="needs corrupted prompts"):
+        A.eap(m, g, pair[0], metric)
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        A.eap(m, g, pair[0][:1], metric, ablation="resample")
+    with pytest.raises(ValueError, match="compact=True"):
+        InputPatch(m, delta_fn=lambda *a: {}, compact=True)
