@@ -163,3 +163,20 @@ def test_sae_is_scored_then_selected(tmp_path):
     assert list(table.n_edges_circuit) == [int(e.in_circuit.sum())]
     meta = json.loads((out / "toy-induction" / "graph.json").read_text())["meta"]
     assert meta["method"] == "sae" and meta["top_n"] == 6 and meta["select"] == "greedy"
+
+
+def test_run_circuit_job_acdc_keeps_acdcs_set_and_resumes(toy, tmp_path):
+    model, graph = toy
+    ref = api_acdc(model, graph, TAU)
+    task = T.get_task("induction", half=HALF)
+    kw = dict(n=N, faith_n=N, ablation="resample", eval_ablations=("resample",), method_options={"tau": TAU})
+    msgs = []
+    c = C.run_circuit_job(model, task, "acdc", tmp_path, progress=msgs.append, **kw)
+    assert torch.equal(c.in_circuit, ref.in_circuit) and kept_set(tmp_path) == as_set(ref)
+    assert f"ACDC kept {ref.n_edges} edges at tau=0.01" in msgs
+    assert not list(tmp_path.glob("acdc_tau*.pt"))  # the finished search lives in scores.pt
+    msgs.clear()
+    again = C.run_circuit_job(model, task, "acdc", tmp_path, progress=msgs.append, **kw)
+    assert any(m.startswith("resume: scores from") for m in msgs)
+    assert torch.equal(again.in_circuit, ref.in_circuit)
+    assert again.meta["results"]["faithfulness"]["resample"]["circuit"]["n_edges"] == ref.n_edges
