@@ -228,6 +228,16 @@ BAD = [  # (id, arguments after `circuit`, text of the one stderr line); {m} = t
     ("unequal_lengths", ["{m}/llama", "--task", "file", "--task-file", "{m}/unequal.jsonl", "--method", "eap"],
      "unequal.jsonl row 0: clean is 14 tokens but corrupt is 15"),
     ("needs_tokenizer", ["{m}/gpt2", "--task", "ioi"], "needs a tokenizer"),
+    ("acdc_negative_tau", ["toy-induction", "--task", "induction", "--method", "acdc", "--method-option", "tau=-1"],
+     "tau must be a finite number >= 0"),
+    ("acdc_text_tau", ["toy-induction", "--task", "induction", "--method", "acdc", "--method-option", "tau=big"],
+     "tau must be a finite number >= 0"),
+    ("tau_without_acdc", ["toy-induction", "--task", "induction", "--method", "eap", "--method-option", "tau=0.1"],
+     "method option tau is ACDC's threshold: it needs method acdc, not 'eap'"),
+    ("sae_too_few", ["toy-induction", "--task", "induction", "--method", "sae", "--n", "2"],
+     "method sae needs n >= 5"),
+    ("sae_too_few_rows", ["{m}/llama", "--task", "file", "--task-file", "{m}/rows.jsonl", "--method", "sae"],
+     "the SAE-code method needs at least 5 positive and 5 negative examples; the batch has 3"),
 ]
 
 

@@ -19,6 +19,7 @@ from .evaluate import Circuit
 from .graph import Graph
 
 METHODS = ("patching", "eap", "eap-ig", "eap-ig-act", "atp", "atp*", "acdc", "sae")
+ACDC_TAU = 0.01  # the default ACDC threshold of score_edges / find_circuit (and `interp circuit --method acdc`)
 
 
 def buckets(batch) -> list:
@@ -44,7 +45,7 @@ def check_method(method: str) -> str:
 
 
 def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, ablation: str = "corrupted",
-                chunk: int = 32, tau: float = 0.01) -> torch.Tensor:
+                chunk: int = 32, tau: float = ACDC_TAU) -> torch.Tensor:
     """[n_up, n_slots] edge scores ~ M(edge ablated) - M(clean), averaged over the task's prompts.
     ("acdc": the KL change measured when each edge was tested, at threshold `tau`; see acdc.py.)"""
     check_method(method)
@@ -81,7 +82,7 @@ def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, a
 
 
 def find_circuit(model, task, batch, method: str = "eap-ig", steps: int = 5, ablation: str = "corrupted",
-                 graph: Graph | None = None, tau: float = 0.01) -> Circuit:
+                 graph: Graph | None = None, tau: float = ACDC_TAU) -> Circuit:
     """A scored Circuit; "acdc" also chooses its edges (in_circuit: the edges kept at threshold `tau`)."""
     graph = Graph.from_model(model) if graph is None else graph
     if check_method(method) == "acdc":

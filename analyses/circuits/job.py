@@ -1,13 +1,21 @@
 """`run_circuit_job`: score a task's edges, select a circuit, evaluate it, write the files; resumable.
 
-Files in out_dir: scores.pt (the scored graph and the job's settings; written first, reused on resume when the
-settings match), faithfulness.json, edges.csv, nodes.csv, graph.json (EAP-IG/MIB format), report.html. Every file
-is written atomically, so a killed job leaves only complete files; rerunning skips what is done.
+Files in out_dir: scores.pt (the scored graph, ACDC's kept edges, the job's settings; written first, reused on
+resume when the settings match), faithfulness.json, edges.csv, nodes.csv, graph.json (EAP-IG/MIB format),
+report.html. Every file is written atomically, so a killed job leaves only complete files; rerunning skips what is
+done (an ACDC search also checkpoints after every receiver, acdc_tau<tau>.pt, removed once scores.pt is written).
+
+The circuit (`method_circuit`): for "acdc", the edges ACDC itself kept at threshold tau (method option `tau`,
+default 0.01), exactly as its search kept them -- top_n / select do not apply and nothing is pruned (kept edges
+whose sender is not reached from the input are counted in meta["n_edges_unreached"]); for every other method,
+"sae" included (it scores edges by how well its discrete codes separate clean from corrupted prompts, and chooses
+none itself), the top_n edges by |score| (or greedy), pruned to a connected graph. The faithfulness curve always
+ranks edges by |score|; the circuit's own f and size are those of the written edge set.
 
 The steps are public so that the batch job (`interp circuit`, interp/batch/circuit.py) runs the same code:
-`check_settings` (validation before any model work), `score_task` (the task's edge scores), `select_circuit`
-(the circuit), `faithfulness_results` (f of the circuit and the MIB curve under each ablation) and
-`write_outputs` (the files).
+`check_settings` (validation before any model work), `method_circuit` (the circuit: scores and edges),
+`rebuild_circuit` (the same circuit from saved scores), `faithfulness_results` (f of the circuit and the MIB
+curve under each ablation) and `write_outputs` (the files).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from . import api, draw, export
 from .evaluate import Circuit, faithfulness, faithfulness_curve
 from .graph import Graph
 from .patching import ABLATIONS, ablated_outputs
+from .sae_codes import MIN_EXAMPLES
 
 SELECT = ("topn", "greedy")
 _FIXED = ("model", "graph", "task", "batch", "method", "steps", "ablation")  # score_edges arguments set by the job
@@ -34,9 +43,9 @@ def _positive_int(name: str, v, low: int = 1) -> int:
     return v
 
 
-def check_method_options(method_options: dict | None) -> dict:
-    """Extra keyword options of `api.score_edges` for a method (e.g. a threshold of a method that has one);
-    refused by name when score_edges does not take them."""
+def check_method_options(method_options: dict | None, method: str | None = None) -> dict:
+    """Extra keyword options of `api.score_edges` for a method (ACDC's threshold `tau`); refused by name when
+    score_edges does not take them, and (given `method`) `tau` when the method is not "acdc" or tau is not >= 0."""
     method_options = dict(method_options or {})
     params = inspect.signature(api.score_edges).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -47,6 +56,12 @@ def check_method_options(method_options: dict | None) -> dict:
                              "method option")
         if key not in allowed and not takes_any:
             raise ValueError(f"unknown method option {key!r}; score_edges takes: {', '.join(allowed) or 'none'}")
+    if method is not None and "tau" in method_options:
+        from .acdc import check_tau
+
+        if method != "acdc":
+            raise ValueError(f"method option tau is ACDC's threshold: it needs method acdc, not {method!r}")
+        check_tau(method_options["tau"])
     return method_options
 
 
@@ -70,17 +85,75 @@ def check_settings(method: str, n: int, steps: int, ablation: str, top_n: int, s
         raise ValueError(f"eval ablations are named more than once: {list(eval_ablations)}")
     if method == "eap-ig" and ablation != "corrupted":
         raise ValueError("method eap-ig interpolates corrupt -> clean inputs: it needs ablation 'corrupted'")
-    return eval_ablations, check_method_options(method_options)
+    if method == "sae" and n < MIN_EXAMPLES:
+        raise ValueError(f"method sae needs n >= {MIN_EXAMPLES} (as many positive, clean, and negative, corrupted "
+                         f"prompts to fit its discrete codes on), got n={n}")
+    return eval_ablations, check_method_options(method_options, method)
 
 
 def score_task(model, task, batch, graph: Graph, method: str, steps: int, ablation: str, method_options=None):
     """[n_up, n_slots] edge scores (NaN where no edge) of `method` on the task's prompts."""
     return api.score_edges(model, graph, task, batch, method, steps=steps, ablation=ablation,
-                           **check_method_options(method_options))
+                           **check_method_options(method_options, method))
 
 
 def select_circuit(graph: Graph, scores: torch.Tensor, method: str, meta: dict, top_n: int, how: str) -> Circuit:
     return Circuit(graph, scores, method=method, meta=meta).select(top_n=top_n, method=how)
+
+
+def rebuild_circuit(graph: Graph, scores: torch.Tensor, method: str, meta: dict, top_n: int, select: str,
+                    in_circuit: torch.Tensor | None = None) -> Circuit:
+    """The job's circuit from saved scores: ACDC's saved kept edges as they are, any other method selected."""
+    if method == "acdc":
+        if in_circuit is None:
+            raise ValueError("an acdc circuit is rebuilt from its kept edges: in_circuit is missing")
+        return Circuit(graph, scores, method=method, in_circuit=in_circuit.bool(), meta=dict(meta))
+    return select_circuit(graph, scores, method, dict(meta), top_n, select)
+
+
+def acdc_tau(method_options: dict | None) -> float:
+    """The threshold an "acdc" job runs at: method option tau, else api.ACDC_TAU."""
+    return float((method_options or {}).get("tau", api.ACDC_TAU))
+
+
+def method_circuit(model, task, batch, graph: Graph, method: str, steps: int, ablation: str, top_n: int,
+                   select: str, meta: dict, method_options=None, seed: int = 0, checkpoint=None,
+                   progress=None) -> Circuit:
+    """The job's circuit.
+
+    "acdc": ACDC's own circuit, the edges its search kept at threshold tau (`method_options["tau"]`, default
+    api.ACDC_TAU), exactly as kept: not re-selected by score (top_n and select do not apply) and not pruned.
+    Scores: the KL change measured when each edge was tested. meta["acdc"]: the search's counters, and
+    "n_edges_unreached": kept edges whose sender no kept path from the input reaches (ACDC measured them as
+    mattering with the sender fed its ablated inputs; `prune_to_connected` would drop them). `checkpoint`: ACDC's
+    per-receiver checkpoint file (a rerun continues it).
+    Every other method ("sae" too: its scores say how well the codes of an edge's two ends separate clean from
+    corrupted prompts; it chooses no edges itself): the edge scores, then `top_n` by |score| or `greedy`, pruned to
+    edges on a path input -> logits."""
+    method_options = check_method_options(method_options, method)
+    if method != "acdc":
+        scores = score_task(model, task, batch, graph, method, steps, ablation, method_options)
+        check_finite(model, graph, scores, method)
+        return select_circuit(graph, scores, method, meta, top_n, select)
+    from .acdc import acdc_task
+    from .evaluate import prune_to_connected
+
+    tau = acdc_tau(method_options)
+    c = acdc_task(model, task, batch, tau, ablation=ablation, graph=graph, checkpoint=checkpoint, evaluate=False,
+                  progress=progress, seed=seed)
+    keep = ("metric", "window", "complete", "d_full", "d_circuit", "n_tested", "n_skipped", "n_variants",
+            "n_forwards", "search_s")
+    reached = prune_to_connected(graph, c.in_circuit)
+    c.meta = dict(meta, tau=tau, acdc={k: c.meta[k] for k in keep},
+                  n_edges_unreached=int((c.in_circuit & ~reached).sum()))
+    check_finite(model, graph, c.scores, method)
+    return c
+
+
+def check_finite(model, graph: Graph, scores: torch.Tensor, method: str) -> None:
+    if not bool(torch.isfinite(scores[graph.valid()]).all()):
+        raise ValueError(f"{model.name}: {method} edge scores are NaN/Inf (the model's outputs or the task metric "
+                         "are not finite)")
 
 
 def faithfulness_batch(batch, faith_n: int):
@@ -144,22 +217,28 @@ def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", 
     batch = task.make(model, n=n, seed=seed)
     graph = Graph.from_model(model)
     score_file = out / "scores.pt"
-    scores = None
+    circuit = None
     if score_file.exists():
         saved = torch.load(score_file)
-        if saved.get("settings") == settings:
-            scores = saved["scores"]
+        if saved.get("settings") == settings and (method != "acdc" or "in_circuit" in saved):
+            circuit = rebuild_circuit(graph, saved["scores"], method, saved.get("meta", settings), top_n, select,
+                                      saved.get("in_circuit"))
             progress(f"resume: scores from {score_file}")
         else:
             progress(f"{score_file} has other settings ({saved.get('settings')}); recomputing")
-    if scores is None:
+    if circuit is None:
         progress(f"scoring {graph.n_edges} edges of {model.name} on {task.name} with {method} (n={len(batch)})")
-        scores = score_task(model, task, batch, graph, method, steps, ablation, method_options)
+        ck = out / f"acdc_tau{acdc_tau(method_options):.6g}.pt" if method == "acdc" else None
+        circuit = method_circuit(model, task, batch, graph, method, steps, ablation, top_n, select, settings,
+                                 method_options, seed, checkpoint=ck, progress=progress)
         tmp = score_file.with_name("scores.pt.tmp")
-        torch.save({"settings": settings, "scores": scores}, tmp)
+        torch.save({"settings": settings, "scores": circuit.scores, "meta": circuit.meta,
+                    **({"in_circuit": circuit.in_circuit} if method == "acdc" else {})}, tmp)
         os.replace(tmp, score_file)
-    circuit = select_circuit(graph, scores, method, settings, top_n, select)
-    progress(f"selected {circuit.n_edges} edges ({select}, top_n={top_n}, pruned to a connected graph)")
+        if ck is not None:
+            ck.unlink(missing_ok=True)  # the finished search is in scores.pt now
+    progress(f"ACDC kept {circuit.n_edges} edges at tau={circuit.meta['tau']:g}" if method == "acdc" else
+             f"selected {circuit.n_edges} edges ({select}, top_n={top_n}, pruned to a connected graph)")
     results: dict = {"n_edges_graph": graph.n_edges, "n_edges_circuit": circuit.n_edges}
     faith_file = out / "faithfulness.json"
     faith_settings = {**settings, "top_n": top_n, "select": select, "faith_n": faith_n}

@@ -14,6 +14,19 @@ ablation) and DIR/faithfulness.csv (the curves).
 Task options: `--task file --task-file ROWS.jsonl` runs the user's rows (analyses.tasks.FileTask); the file's
 content hash is one of the options, so a changed file is not resumed over. `--method-option KEY=VALUE` passes an
 extra keyword to `score_edges` (for methods that take one), refused by name when score_edges does not take it.
+
+Which edges are "the circuit" (`analyses.circuits.job.method_circuit`):
+- `--method acdc [--method-option tau=0.01]`: ACDC's own circuit, the edges its search kept at tau (default 0.01),
+  exactly as kept: --top-n and --select do not apply and the set is not pruned (kept edges whose sender no kept
+  path from the input reaches are counted in graph.json meta n_edges_unreached). The scores are the KL changes
+  ACDC measured when it tested each edge. The search checkpoints after every receiver (next to the shard file,
+  local runs), so `--resume` after a kill continues it and gives the same circuit. tau < 0 is refused.
+- every other method, `--method sae` included (its scores say how well discrete SAE codes of an edge's two ends
+  separate clean from corrupted prompts; it needs --n >= 5 and chooses no edges itself): the top --top-n edges by
+  |score| (or --select greedy, grown from the logits; recommended for sae, whose input/logits edges score lower),
+  pruned to edges on a path input -> logits.
+The faithfulness curve ranks edges by |score| for every method; f_circuit and n_edges_circuit (summary.csv,
+faithfulness.json "circuit") are those of the written edge set.
 """
 
 from __future__ import annotations
@@ -39,40 +52,49 @@ def _task(options: dict):
 
 def _settings(options: dict) -> dict:
     """What the circuit files record as their settings (graph.json meta, faithfulness.json, report)."""
+    from ..analyses.circuits.job import acdc_tau
+
     keep = ("task", "method", "n", "seed", "steps", "ablation", "top_n", "select", "faith_n", "dtype")
+    if options["method"] == "acdc":  # ACDC chooses its own edges: top_n and select do not apply
+        keep = tuple(k for k in keep if k not in ("top_n", "select"))
     s = {k: options[k] for k in keep if k in options}
     for k in ("task_file", "task_options", "method_options"):
         if options.get(k):
             s[k] = options[k]
+    if options["method"] == "acdc":
+        s["tau"] = acdc_tau(options["method_options"])
     return s
 
 
-def compute(model, shard: str, options: dict) -> dict:
+def compute(model, shard: str, options: dict, checkpoint=None) -> dict:
     from ..analyses.circuits import job as J
     from ..analyses.circuits.graph import Graph
 
     task = _task(options)
     batch = task.make(model, n=options["n"], seed=options["seed"])  # the file task: its first n rows
     graph = Graph.from_model(model)
-    scores = J.score_task(model, task, batch, graph, options["method"], options["steps"], options["ablation"],
-                          options["method_options"])
-    if not bool(torch.isfinite(scores[graph.valid()]).all()):
-        raise ValueError(f"{model.name}: {options['method']} edge scores are NaN/Inf (the model's outputs or the "
-                         "task metric are not finite)")
     settings = dict(_settings(options), model=model.name)
-    circuit = J.select_circuit(graph, scores, options["method"], settings, options["top_n"], options["select"])
+    circuit = J.method_circuit(model, task, batch, graph, options["method"], options["steps"], options["ablation"],
+                               options["top_n"], options["select"], settings, options["method_options"],
+                               options["seed"], checkpoint=checkpoint)
     faith = J.faithfulness_results(model, task, batch, circuit, options["eval_ablations"], options["faith_n"],
                                    options["seed"], progress=lambda *a: None)
     idx = graph.edge_index()
-    return {"graph": graph.describe(), "n_prompts": len(batch),
-            "scores": scores[idx[:, 0], idx[:, 1]].tolist(),  # every edge, in graph.edge_index() order
-            "faithfulness": faith,
-            "notes": [f"{model.name}: {circuit.n_edges} of {graph.n_edges} edges selected; f = "
-                      + ", ".join(f"{c['circuit']['f']:.3g} ({ab})" for ab, c in faith.items())]}
+    result = {"graph": graph.describe(), "n_prompts": len(batch),
+              "scores": circuit.scores[idx[:, 0], idx[:, 1]].tolist(),  # every edge, in graph.edge_index() order
+              "faithfulness": faith}
+    how = f"{options['select']}, top {options['top_n']}"
+    if options["method"] == "acdc":  # ACDC's own edges: kept as they are, not re-selected from the scores
+        result["in_circuit"] = circuit.in_circuit[idx[:, 0], idx[:, 1]].tolist()
+        result["meta"] = {k: circuit.meta[k] for k in ("acdc", "n_edges_unreached")}
+        how = f"kept by ACDC at tau={circuit.meta['tau']:g}"
+    result["notes"] = [f"{model.name}: {circuit.n_edges} of {graph.n_edges} edges ({how}); f = "
+                       + ", ".join(f"{c['circuit']['f']:.3g} ({ab})" for ab, c in faith.items())]
+    return result
 
 
 def circuit_of(model: str, result: dict, options: dict):
-    """The selected Circuit rebuilt from a shard's result (no model needed)."""
+    """The job's Circuit rebuilt from a shard's result (no model needed): ACDC's kept edges, else the selection."""
     from ..analyses.circuits import job as J
     from ..analyses.circuits.graph import Graph
 
@@ -81,8 +103,12 @@ def circuit_of(model: str, result: dict, options: dict):
     idx = graph.edge_index()
     scores = torch.full((graph.n_up, graph.n_slots), float("nan"))
     scores[idx[:, 0], idx[:, 1]] = torch.tensor(result["scores"], dtype=torch.float32)
-    settings = dict(_settings(options), model=model)
-    return J.select_circuit(graph, scores, options["method"], settings, options["top_n"], options["select"])
+    kept = None
+    if "in_circuit" in result:
+        kept = torch.zeros(graph.n_up, graph.n_slots, dtype=torch.bool)
+        kept[idx[:, 0], idx[:, 1]] = torch.tensor(result["in_circuit"], dtype=torch.bool)
+    settings = dict(_settings(options), model=model, **result.get("meta", {}))
+    return J.rebuild_circuit(graph, scores, options["method"], settings, options["top_n"], options["select"], kept)
 
 
 def assemble(results: dict, out: Path, options: dict, log=print) -> pd.DataFrame:
@@ -126,14 +152,17 @@ def _add_arguments(p) -> None:
                    help="a task option (repeatable), e.g. half=10 for induction, source=code for lm")
     p.add_argument("--method", default="eap-ig", help=f"one of {', '.join(METHODS)} (default eap-ig)")
     p.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="an extra option of the method (repeatable; VALUE is read as JSON, else as text)")
+                   help="an extra option of the method (repeatable; VALUE is read as JSON, else as text), e.g. "
+                        "tau=0.05 for acdc: the circuit is then the edges ACDC kept at that tau (default 0.01)")
     p.add_argument("--n", type=int, default=32, help="prompts (default 32; the file task: the first n rows)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=5, help="EAP-IG interpolation steps (default 5)")
     p.add_argument("--ablation", default="corrupted", help=f"ablation the edges are scored under: "
                    f"{', '.join(ABLATIONS)} (default corrupted)")
-    p.add_argument("--top-n", type=int, default=200, help="edges in the circuit before pruning (default 200)")
-    p.add_argument("--select", default="topn", help="topn (highest |score|) or greedy (grown from the logits)")
+    p.add_argument("--top-n", type=int, default=200, help="edges in the circuit before pruning (default 200; not "
+                   "for acdc, which keeps its own edges)")
+    p.add_argument("--select", default="topn", help="topn (highest |score|) or greedy (grown from the logits; "
+                   "suits sae); not for acdc")
     p.add_argument("--eval-ablations", nargs="+", default=None, metavar="ABLATION",
                    help="ablations faithfulness is measured under (default: the scoring ablation); e.g. "
                         "corrupted zero mean resample to see how f changes with the ablation")
@@ -200,7 +229,7 @@ def options(task: str = "ioi", method: str = "eap-ig", n: int = 32, seed: int = 
 
 
 JOB = register(Job(
-    name="circuit", version=1, shards=lambda model, opts: [SHARD], compute=compute, assemble=assemble,
+    name="circuit", version=2, checkpoints=True, shards=lambda model, opts: [SHARD], compute=compute, assemble=assemble,
     outputs=("summary.csv", "faithfulness.csv"), add_arguments=_add_arguments, options_from_args=_options_from_args,
     help="find a task's circuit (edge scores, selected circuit, faithfulness) in one or many models",
 ))

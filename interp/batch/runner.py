@@ -9,6 +9,8 @@ assemble the final files from every shard's result. The runner does the rest, th
 - on `resume`, keeps a finished shard only when all of those match, and otherwise refuses before computing
   anything, naming the option that differs and both values (or, with `recompute_mismatched`, recomputes those
   shards and says so); an unreadable shard file is named and recomputed;
+- gives a job with `checkpoints` a path per unfinished shard (`checkpoint_path`, local runs only) where compute()
+  may keep its progress; `resume` continues from it, a fresh run deletes it, a finished shard removes it;
 - computes the rest in this process or as Ray tasks (`ray_backend`), showing progress, and assembles;
 - records where each shard ran (host, pid, Ray node and GPU, device: `workers.py`) in its shard file, and writes
   them all to `DIR/workers.csv` once every shard is done.
@@ -21,6 +23,7 @@ Registering a job:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -45,6 +48,7 @@ class Job:
     outputs: tuple[str, ...] = ()  # files assemble() writes in the out dir (for messages)
     max_models: int | None = None  # e.g. 1 for a job over one model
     add_arguments: Callable | None = None  # (argparse parser) -> None: the job's own CLI options
+    checkpoints: bool = False  # compute() takes checkpoint=PATH: where it may keep an unfinished shard's progress
     options_from_args: Callable | None = None  # (argparse namespace) -> dict of the job's options
     help: str = ""
 
@@ -76,6 +80,13 @@ def slug(name: str) -> str:
 
 def shard_path(out: Path, model: str, shard: str) -> Path:
     return Path(out) / "shards" / slug(model) / f"{shard}.json"
+
+
+def checkpoint_path(out: Path, header: dict, shard: str) -> Path:
+    """Where a job with `checkpoints` keeps an unfinished shard's progress: next to the shard file, named by a digest
+    of the shard's header (options and model fingerprint), so a run with other settings never continues it."""
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:12]
+    return shard_path(out, header["model"], shard).with_name(f"{shard}.partial-{digest}.pt")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -209,9 +220,11 @@ def plan(job: Job, models, out: Path, options: dict, *, resume: bool = False, re
 
 
 # ---------------------------------------------------------------------------------------------- running
-def compute_shard(job_name: str, model, shard: str, options: dict) -> tuple[dict, float]:
+def compute_shard(job_name: str, model, shard: str, options: dict, checkpoint: Path | None = None
+                  ) -> tuple[dict, float]:
     t0 = time.perf_counter()
-    result = get_job(job_name).compute(model, shard, options)
+    kw = {} if checkpoint is None else {"checkpoint": checkpoint}
+    result = get_job(job_name).compute(model, shard, options, **kw)
     return result, time.perf_counter() - t0
 
 
@@ -267,8 +280,16 @@ def run_job(job: Job | str, models, out, options: dict | None = None, *, device=
                     loaded.clear()  # one model in memory at a time
                     loaded[m] = load(m, device=device, dtype=dtype)
                     load_s = time.time() - started
-                result, seconds = compute_shard(job.name, loaded[m], s, options)
+                ck = checkpoint_path(out, p.headers[m], s) if job.checkpoints else None
+                if ck is not None:
+                    ck.parent.mkdir(parents=True, exist_ok=True)
+                if ck is not None and not resume:
+                    for old in ck.parent.glob(f"{s}.partial-*"):  # a fresh run continues nothing
+                        old.unlink()
+                result, seconds = compute_shard(job.name, loaded[m], s, options, checkpoint=ck)
                 finished(m, s, result, seconds, worker_info(device, load_s=load_s, started=started))
+                if ck is not None:
+                    ck.unlink(missing_ok=True)  # the shard file has the result now
     except BaseException:
         bar.leave = False  # the error message, not a half-full bar, is the last thing on the terminal
         raise
