@@ -20,22 +20,11 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_forward import AUTOTUNE, INTERPRET
-
-SMEM_BUDGET = 200 * 1024  # bytes; the H100 allows 227 KiB per block
+from .triton_forward import INTERPRET, fitting
 
 
 def _fit(configs, named_args, kwargs, smem_bytes):
-    """Configs whose tiles fit in shared memory (head_dim 256 and float32 need small tiles); without autotuning,
-    the first that fits. `smem_bytes(config, block_d, element_size)` estimates one config's need."""
-    if INTERPRET:
-        return configs
-    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    elt = named_args["Q"].element_size()
-    kept = [c for c in configs if 1.25 * smem_bytes(c, block_d, elt) <= SMEM_BUDGET]  # 25% for scratch
-    if not kept:
-        kept = [min(configs, key=lambda c: smem_bytes(c, block_d, elt))]
-    return kept if AUTOTUNE else kept[:1]
+    return configs if INTERPRET else fitting(configs, named_args, kwargs, smem_bytes)
 
 
 def _dkdv_configs():

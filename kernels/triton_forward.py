@@ -38,17 +38,23 @@ def _configs():
 
 
 SMEM_BUDGET = 200 * 1024  # bytes; the H100 allows 227 KiB per block
+# inputs of at most this many tokens (autotune key LEN_BUCKET) are not autotuned: their run times differ by
+# microseconds between configs, while tuning compiles every config once per key (minutes over a model's many keys)
+SHORT_BUCKET = 256
 
 
 def fitting(configs, named_args, kwargs, smem_bytes):
     """Keep the configs whose tiles fit in shared memory (head_dim 256 and float32 need small tiles); without
-    autotuning, the first that fits. `smem_bytes(config, block_d, element_size)` estimates one config's need."""
+    autotuning, or for short inputs (LEN_BUCKET <= SHORT_BUCKET), the first that fits.
+    `smem_bytes(config, block_d, element_size)` estimates one config's need."""
     block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
     elt = named_args["Q"].element_size() if "Q" in named_args else 2
     kept = [c for c in configs if 1.25 * smem_bytes(c, block_d, elt) <= SMEM_BUDGET]  # 25% for scratch
     if not kept:
         kept = [min(configs, key=lambda c: smem_bytes(c, block_d, elt))]
-    return kept if AUTOTUNE else kept[:1]
+    bucket = kwargs.get("LEN_BUCKET", named_args.get("LEN_BUCKET"))
+    short = bucket is not None and int(bucket) <= SHORT_BUCKET
+    return kept if AUTOTUNE and not short else kept[:1]
 
 
 def _smem(c, block_d, elt):
