@@ -9,3 +9,20 @@ def tiny_llama(n_layers=2, n_heads=4, n_kv_heads=2, d_model=64, vocab=100, n_ctx
                       num_hidden_layers=n_layers, num_attention_heads=n_heads, num_key_value_heads=n_kv_heads,
                       max_position_embeddings=n_ctx, **extra)
     return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_gemma3(seed=0):
+    """A 2-layer random Gemma 3 (sandwich norms with non-trivial weights, one sliding-window layer, MQA)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    cfg = Gemma3TextConfig(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+                           sliding_window=4, layer_types=["sliding_attention", "full_attention"])
+    hf = Gemma3ForCausalLM(cfg).eval()
+    with torch.no_grad():  # non-trivial norm weights, so the sandwich norms matter
+        for n, p in hf.named_parameters():
+            if "norm" in n:
+                p.normal_(0, 0.5)
+    return hf
+

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import interp
-from helpers import tiny_llama
+from helpers import tiny_gemma3, tiny_llama
 from interp import HookedModel
 from interp.analyses.circuits import attribution as A
 from interp.analyses.circuits import deltas as D
@@ -15,17 +15,7 @@ from interp.head_inputs import InputPatch, head_contributions, head_weights, inp
 
 
 def _gemma():
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    cfg = Gemma3TextConfig(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
-                           sliding_window=4, layer_types=["sliding_attention", "full_attention"])
-    hf = Gemma3ForCausalLM(cfg).eval()
-    with torch.no_grad():  # non-trivial norm weights, so the sandwich norms matter
-        for n, p in hf.named_parameters():
-            if "norm" in n:
-                p.normal_(0, 0.5)
+    hf = tiny_gemma3()
     return HookedModel(hf, name="tiny-gemma3", backend="reference")
 
 
