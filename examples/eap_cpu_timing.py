@@ -3,7 +3,8 @@
     python examples/eap_cpu_timing.py --model smollm2-135m --n 32 --steps 5
 
 Prints wall and CPU seconds of one call each (scores over all edges, corrupted ablation), after a warm-up call on
-2 pairs so one-time costs (kernel caches, allocator) are not counted.
+2 pairs so one-time costs (kernel caches, allocator) are not counted; beside EAP, the dense all-at-once reference
+(`attribution.eap_reference`: every delta and gradient materialised) on the same buckets.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 import interp
 from interp.analyses import tasks as T
-from interp.analyses.circuits import api
+from interp.analyses.circuits import api, attribution
 from interp.analyses.circuits.graph import Graph
 
 
@@ -39,6 +40,13 @@ def main(argv=None):
     api.score_edges(model, graph, task, task.make(model, n=2, seed=1), "eap")  # warm-up
     out = {"model": a.model, "n": a.n, "edges": graph.n_edges, "threads": torch.get_num_threads()}
     out["eap"] = timed(lambda: api.score_edges(model, graph, task, batch, "eap"))
+
+    def dense():
+        for sub in api.buckets(batch):
+            attribution.eap_reference(model, graph, sub.clean.input_ids, lambda lg, sub=sub: task.metric(lg, sub),
+                                      sub.corrupt.input_ids)
+
+    out["eap (dense reference)"] = timed(dense)
     out[f"eap-ig m={a.steps}"] = timed(lambda: api.score_edges(model, graph, task, batch, "eap-ig", steps=a.steps))
     print(json.dumps(out))
 

@@ -118,6 +118,17 @@ def test_node_deltas_pieces_cover_positions_in_bounded_chunks(models, pair):
             torch.testing.assert_close(piece, want, rtol=1e-5, atol=1e-6)
             seen += list(range(sl.start, sl.stop))
         assert seen == list(range(11))
+    # small inputs: expanded once for every n and kept; over the cache size: position chunks again
+    whole = [(sl, piece) for n in (1, g.n_up) for sl, piece in d.pieces(n)]
+    assert d._all is not None and [sl for sl, _ in whole] == [slice(0, 11)] * 2
+    assert whole[0][1].data_ptr() == whole[1][1].data_ptr()  # a view of the same expansion
+    torch.testing.assert_close(whole[1][1], dense.permute(2, 0, 1, 3).reshape(g.n_up, -1), rtol=1e-5, atol=1e-6)
+    d2 = D.node_deltas(m, g, pair[0], pair[1])
+    old, D.CACHE_ELEMENTS = D.CACHE_ELEMENTS, 0
+    try:
+        assert len(list(d2.pieces(g.n_up))) == 1 and d2._all is None
+    finally:
+        D.CACHE_ELEMENTS = old
 
 
 def test_bad_inputs_raise(models, pair):
