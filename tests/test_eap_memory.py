@@ -144,3 +144,14 @@ def test_bad_inputs_raise(models, pair):
         A.eap(m, g, pair[0][:1], metric, ablation="resample")
     with pytest.raises(ValueError, match="compact=True"):
         InputPatch(m, delta_fn=lambda *a: {}, compact=True)
+
+
+@pytest.mark.parametrize("kw", [{"pos_chunk": -1}, {"pos_chunk": 0}, {"pos_chunk": 1.5}, {"head_chunk": True},
+                                {"head_chunk": 0}])
+def test_bad_chunks_refused_before_any_work(models, pair, kw):
+    m = models["llama-gqa"]
+    g = Graph.from_model(m)
+    name = next(iter(kw))
+    for fn in (A.eap, A.eap_ig, A.eap_ig_act):
+        with pytest.raises(ValueError, match=f"{name} must be a positive int or None"):
+            fn(m, g, pair[0], metric, pair[1], **kw)

@@ -82,13 +82,14 @@ def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, a
 
 
 def find_circuit(model, task, batch, method: str = "eap-ig", steps: int = 5, ablation: str = "corrupted",
-                 graph: Graph | None = None, tau: float = ACDC_TAU) -> Circuit:
-    """A scored Circuit; "acdc" also chooses its edges (in_circuit: the edges kept at threshold `tau`)."""
+                 graph: Graph | None = None, tau: float = ACDC_TAU, seed: int = 0) -> Circuit:
+    """A scored Circuit; "acdc" also chooses its edges (in_circuit: the edges kept at threshold `tau`).
+    `seed`: the row permutation of ablation="resample" (ACDC; the scoring methods use seed 0)."""
     graph = Graph.from_model(model) if graph is None else graph
     if check_method(method) == "acdc":
         from .acdc import acdc_task
 
-        return acdc_task(model, task, batch, tau, ablation=ablation, graph=graph)
+        return acdc_task(model, task, batch, tau, ablation=ablation, graph=graph, seed=seed)
     scores = score_edges(model, graph, task, batch, method, steps=steps, ablation=ablation)
     return Circuit(graph, scores, method=method, meta={"task": getattr(task, "name", ""), "n": len(batch),
                                                         "steps": steps, "ablation": ablation})

@@ -50,9 +50,12 @@ class _Contractor:
         self.where = {(_grad_key(s), s.index): i for i, s in enumerate(graph.slots)}
 
     def __call__(self, key: tuple, grad: torch.Tensor, heads: list) -> None:
-        idx = [self.where[(key, h)] for h in heads if (key, h) in self.where]
-        if not idx:
+        keep = [c for c, h in enumerate(heads) if (key, h) in self.where]
+        if not keep:
             return
+        idx = [self.where[(key, heads[c])] for c in keep]
+        if len(keep) < len(heads):  # gradient rows of heads the graph has no slot for
+            grad = grad[keep]
         n = max(self.graph.n_up_of_slot[i] for i in idx)
         part = torch.zeros(n, len(idx), dtype=torch.float32, device=grad.device)
         for sl, d in self.deltas.pieces(n, self.pos_chunk):  # d: [n, batch * chunk * d_model]
@@ -69,6 +72,12 @@ class _Contractor:
             head_chunk = default_head_chunk(*clean.shape, model.cfg.d_model)
         value, _ = input_gradients(model, clean, metric, mlp=self.graph.mlp, sink=self, head_chunk=head_chunk, **kw)
         return value
+
+
+def check_chunk(value, name: str) -> None:
+    """None or a positive int (positions / heads per chunk), else a ValueError naming the argument."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive int or None (automatic), got {value!r}")
 
 
 def default_head_chunk(batch: int, pos: int, d_model: int) -> int:
@@ -110,6 +119,8 @@ def eap(model, graph: Graph, clean, metric: Callable, corrupt=None, ablation: st
     deltas stay compact (`deltas.node_deltas`), which is what keeps long inputs in memory. `pos_chunk`: positions
     per expanded delta chunk (default: ~`deltas.CHUNK_ELEMENTS` elements); `head_chunk`: heads per gradient pull-back
     (default: ~`GRAD_ELEMENTS` elements). Neither changes the result beyond floating-point summation order."""
+    check_chunk(pos_chunk, "pos_chunk")
+    check_chunk(head_chunk, "head_chunk")
     deltas = node_deltas(model, graph, clean, corrupt, ablation, ablated)
     scores = _scores_init(graph)
     _Contractor(graph, deltas, scores, 1.0, pos_chunk).gradients(model, check_unpadded(clean), metric, head_chunk)
@@ -152,6 +163,8 @@ def eap_ig(model, graph: Graph, clean, metric: Callable, corrupt, steps: int = 5
            head_chunk: int | None = None) -> torch.Tensor:
     """EAP with integrated gradients over input embeddings interpolated from corrupt to clean (m = `steps`).
     `ablated`, `pos_chunk`, `head_chunk`: as in `eap`."""
+    check_chunk(pos_chunk, "pos_chunk")
+    check_chunk(head_chunk, "head_chunk")
     clean, corrupt, deltas = _ig_inputs(model, graph, clean, corrupt, steps, ablated,
                                         "eap_ig needs corrupted prompts (it interpolates the input embeddings from "
                                         "corrupt to clean)")
@@ -212,6 +225,8 @@ def eap_ig_act(model, graph: Graph, clean, metric: Callable, corrupt, steps: int
     upstream group's path only (runs that interpolate a later group cut paths through it from earlier edges).
     `ablated`, `pos_chunk`, `head_chunk`: as in `eap`.
     """
+    check_chunk(pos_chunk, "pos_chunk")
+    check_chunk(head_chunk, "head_chunk")
     clean, corrupt, deltas = _ig_inputs(model, graph, clean, corrupt, steps, ablated,
                                        "eap_ig_act needs corrupted prompts (it interpolates activations from corrupt "
                                        "to clean)")

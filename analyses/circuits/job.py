@@ -3,7 +3,8 @@
 Files in out_dir: scores.pt (the scored graph, ACDC's kept edges, the job's settings; written first, reused on
 resume when the settings match), faithfulness.json, edges.csv, nodes.csv, graph.json (EAP-IG/MIB format),
 report.html. Every file is written atomically, so a killed job leaves only complete files; rerunning skips what is
-done (an ACDC search also checkpoints after every receiver, acdc_tau<tau>.pt, removed once scores.pt is written).
+done (an ACDC search also checkpoints after every receiver, acdc_tau<tau>-<settings digest>.pt, removed once
+scores.pt is written; a run with other settings starts its own).
 
 The circuit (`method_circuit`): for "acdc", the edges ACDC itself kept at threshold tau (method option `tau`,
 default 0.01), exactly as its search kept them -- top_n / select do not apply and nothing is pruned (kept edges
@@ -20,6 +21,7 @@ curve under each ablation) and `write_outputs` (the files).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
@@ -228,7 +230,8 @@ def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", 
             progress(f"{score_file} has other settings ({saved.get('settings')}); recomputing")
     if circuit is None:
         progress(f"scoring {graph.n_edges} edges of {model.name} on {task.name} with {method} (n={len(batch)})")
-        ck = out / f"acdc_tau{acdc_tau(method_options):.6g}.pt" if method == "acdc" else None
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        ck = out / f"acdc_tau{acdc_tau(method_options):.6g}-{digest}.pt" if method == "acdc" else None
         circuit = method_circuit(model, task, batch, graph, method, steps, ablation, top_n, select, settings,
                                  method_options, seed, checkpoint=ck, progress=progress)
         tmp = score_file.with_name("scores.pt.tmp")

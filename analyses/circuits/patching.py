@@ -113,6 +113,7 @@ def _masked_chunk(model, graph, clean, ablated, w):
     rows = clean.repeat(v, 1)  # [variant * batch, pos]
     slots_by_part = _slots_by_part(graph)
     diff = ablated.to(device=model.device, dtype=model.dtype).repeat(v, 1, 1, 1)  # [variant*batch, pos, n_up, d]
+    used = set(w.reshape(-1, w.shape[-1]).any(0).nonzero().flatten().tolist())  # slots with a weight: one sync
     w = w.to(diff.device)  # masks may be built on the CPU (scores live there); diff becomes ablated - current
     filled = [0, 0]  # node columns and output pieces subtracted so far
 
@@ -124,7 +125,7 @@ def _masked_chunk(model, graph, clean, ablated, w):
             diff[:, :, filled[0]:filled[0] + k] -= t.to(diff.dtype)
             filled[0] += k
             filled[1] += 1
-        active = [s for s in slots_by_part.get((layer, part), []) if bool(w[:, :, s].any())]
+        active = [s for s in slots_by_part.get((layer, part), []) if s in used]
         if not active:
             return {}
         n = max(graph.n_up_of_slot[s] for s in active)
