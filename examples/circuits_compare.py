@@ -7,7 +7,7 @@ method against exact head patching, on the same prompts.
 Per method: wall time; the head ranking (a head's score = the sum of its outgoing edges' |scores|; SAE: its own
 head scores) against exact head patching: ROC AUC with the top 5 % heads by |exact effect| as positives, and how
 many of those positives are among the method's top 5 % (recall at equal size); faithfulness at equal size: the
-top-|score| edges at ACDC's circuit size (and at 1 % of the edges), f = (M(C) - M(empty)) / (M(full) - M(empty))
+top-|score| edges at ACDC's circuit size (0.5 % of the edges without ACDC) and at 1 % of the edges, f = (M(C) - M(empty)) / (M(full) - M(empty))
 under the task's corruption, plus ACDC's own kept set. Exact head patching and EAP / EAP-IG scores are the cached
 ones of `circuits_ioi.py heads` when run with the same model / n (out/cfind/<model>/<task>-n<n>-s0/).
 Results: out/cfind/<model>/<task>-n<n>-s0/compare.json.
@@ -53,30 +53,38 @@ def compare(a) -> dict:
            "tau": a.tau, "exact_heads_s": times.get("head_patching_batched", {}).get("wall_s"),
            **ctx.clean_corrupt(), "methods": {}}
     methods: dict = {}
-    for name in ("eap", "eap-ig"):
+    want = a.methods.split(",")
+    bad = sorted(set(want) - {"eap", "eap-ig", "acdc", "sae"})
+    if bad or not want:
+        raise SystemExit(f"--methods: unknown {', '.join(bad)}; choose from eap, eap-ig, acdc, sae")
+    for name in [m for m in ("eap", "eap-ig") if m in want]:
         sc = edge_scores(ctx, name, steps=a.steps, log=times)  # timed only when computed here (else cached)
         tag = f"{name}_corrupted" + (f"_m{a.steps}" if name == "eap-ig" else "")
         methods[name] = {"scores": sc, "heads": head_rank(ctx, sc), "s": times.get(tag, {}).get("wall_s")}
-    ck = ctx.dir / f"acdc_tau{a.tau:g}.pt"
-    t = time.perf_counter()
-    acdc = A.acdc_task(ctx.model, ctx.task, ctx.batch, a.tau, graph=g, window=a.window, checkpoint=ck,
-                       evaluate=False, progress=None)
-    methods["acdc"] = {"scores": acdc.scores, "heads": head_rank(ctx, acdc.scores), "s": time.perf_counter() - t,
-                       "kept": acdc.in_circuit, "search_s": acdc.meta.get("search_s")}
-    t = time.perf_counter()
-    sae = S.sae_circuit(ctx.model, ctx.task, ctx.batch, graph=g, seed=0)
-    methods["sae"] = {"scores": sae.scores, "heads": torch.tensor(sae.meta["head_scores"]).abs(),
-                      "s": time.perf_counter() - t}
-    n_acdc = int(methods["acdc"]["kept"].sum())
-    sizes = {"acdc_size": max(1, n_acdc), "1pct": max(1, math.ceil(0.01 * g.n_edges))}
+    if "acdc" in want:
+        ck = ctx.dir / f"acdc_tau{a.tau:g}.pt"
+        t = time.perf_counter()
+        acdc = A.acdc_task(ctx.model, ctx.task, ctx.batch, a.tau, graph=g, window=a.window, checkpoint=ck,
+                           evaluate=False, progress=None)
+        methods["acdc"] = {"scores": acdc.scores, "heads": head_rank(ctx, acdc.scores),
+                           "s": time.perf_counter() - t, "kept": acdc.in_circuit, "search_s": acdc.meta.get("search_s")}
+    if "sae" in want:
+        t = time.perf_counter()
+        sae = S.sae_circuit(ctx.model, ctx.task, ctx.batch, graph=g, seed=0)
+        methods["sae"] = {"scores": sae.scores, "heads": torch.tensor(sae.meta["head_scores"]).abs(),
+                          "s": time.perf_counter() - t}
+    # equal size: ACDC's own circuit size when ACDC ran, else 0.5 % of the edges
+    n_eq = int(methods["acdc"]["kept"].sum()) if "acdc" in methods else math.ceil(0.005 * g.n_edges)
+    sizes = {"acdc_size": max(1, n_eq), "1pct": max(1, math.ceil(0.01 * g.n_edges))}
     masks, labels = [], []
     for name, m in methods.items():
         rank = torch.nan_to_num(m["scores"].abs(), nan=-math.inf)
         for tag, size in sizes.items():
             masks.append(top_edges(rank, size))
             labels.append((name, tag))
-    masks.append(methods["acdc"]["kept"])
-    labels.append(("acdc", "own"))
+    if "acdc" in methods:
+        masks.append(methods["acdc"]["kept"])
+        labels.append(("acdc", "own"))
     fb = faithfulness_buckets(ctx, masks)
     f = dict(zip(labels, fb["f"]))
     for name, m in methods.items():
@@ -89,7 +97,7 @@ def compare(a) -> dict:
                f"f@1%={sizes['1pct']}_edges": r3(f[(name, "1pct")]),
                "top_heads": [f"L{int(i) // c.n_heads}H{int(i) % c.n_heads}" for i in h.topk(k).indices]}
         if name == "acdc":
-            row.update(kept_edges=n_acdc, f_own=r3(f[("acdc", "own")]), search_s=m["search_s"])
+            row.update(kept_edges=n_eq, f_own=r3(f[("acdc", "own")]), search_s=m["search_s"])
         out["methods"][name] = row
     out["exact_top_heads"] = [f"L{int(i) // c.n_heads}H{int(i) % c.n_heads} ({r3(ref.flatten()[i])})"
                               for i in imp.topk(k).indices]
@@ -101,7 +109,7 @@ def compare(a) -> dict:
 
 def report() -> str:
     rows = ["| model | task | method | time s | ROC AUC (heads vs exact top 5 %) | recall of the exact top 5 % | "
-            "f at ACDC's size | f at 1 % of edges | top heads |", "|---|---|---|---|---|---|---|---|---|"]
+            "f at equal size (ACDC's, or 0.5 %) | f at 1 % of edges | top heads |", "|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(ROOT.glob("*/*/compare.json")):
         d = json.loads(p.read_text())
         for name, m in d["methods"].items():
@@ -126,6 +134,7 @@ def main(argv=None):
     ap.add_argument("--tau", type=float, default=0.01)
     ap.add_argument("--window", type=int, default=16)
     ap.add_argument("--chunk", type=int, default=16)
+    ap.add_argument("--methods", default="eap,eap-ig,acdc,sae", help="comma-separated subset of eap,eap-ig,acdc,sae")
     a = ap.parse_args(argv)
     if a.what == "report":
         print(report())
