@@ -1,7 +1,9 @@
 """Pure-PyTorch reference for attention with statistics: the ground truth in tests and the CPU path.
 
 It walks over query chunks, so memory is O(chunk * k_len) rather than O(q_len * k_len): moderate lengths
-(a few thousand tokens) run on a CPU. All arithmetic is float32 whatever the input dtype.
+(a few thousand tokens) run on a CPU, forward and backward (under autograd the chunks are checkpointed: the backward
+recomputes each chunk's probabilities instead of keeping them all). All arithmetic is float32 whatever the input
+dtype.
 
 `prob_hook(p, q_start)` sees the normalised probabilities of each chunk, `p: [batch, heads, chunk, k_len]`, and
 may return a replacement: this is how full patterns are captured and how interventions that reshape attention
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from .checks import AttnSpec
 from .stats import AttentionStats, finish_key_stats
@@ -42,6 +45,31 @@ def _chunk_size(spec: AttnSpec, chunk: int | None) -> int:
         return max(1, int(chunk))
     per_row = spec.batch * spec.heads * spec.k_len * 4 * 4  # scores, probs and two temporaries, float32
     return max(1, min(spec.q_len, DEFAULT_CHUNK_BYTES // max(per_row, 1)))
+
+
+def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook | None, need_out: bool = True):
+    """One query chunk: qc [b, h, cq, d] -> (output [b, h, cq, d] float32, p [b, h, cq, k_len], lse [b, h, cq],
+    allowed [b|1, 1|h, cq, k_len], empty [b, h, cq]). Pure in its tensor inputs (checkpointed under autograd)."""
+    b, h, hk, lk, d, g = spec.batch, spec.heads, spec.kv_heads, spec.k_len, spec.head_dim, spec.group
+    cq = qc.shape[2]
+    qc = qc.float().reshape(b, hk, g, cq, d)
+    s = torch.matmul(qc, kf.transpose(-1, -2)).reshape(b, h, cq, lk) * spec.scale  # [b, h, cq, lk]
+    if bias is not None:
+        s = s + bias[:, :, None, :]
+    allowed = visible_keys(spec, qs, qs + cq, qc.device)  # [b|1, 1, cq, lk]
+    s = s.masked_fill(~allowed, float("-inf"))
+    if bias is not None:  # a -inf bias hides the key as surely as a mask does
+        allowed = allowed & ~torch.isneginf(bias[:, :, None, :])
+    lse = torch.logsumexp(s, dim=-1)  # [b, h, cq]; -inf on rows that see nothing
+    empty = torch.isneginf(lse)
+    p = torch.exp(s - lse.masked_fill(empty, 0.0)[..., None])  # exp(-inf) = 0 on masked keys
+    p = p.masked_fill(empty[..., None], 0.0)
+    if prob_hook is not None:
+        replaced = prob_hook(p, qs)
+        if replaced is not None:
+            p = replaced
+    o = torch.matmul(p.reshape(b, hk, g, cq, lk), vf).reshape(b, h, cq, d) if need_out else None
+    return o, p, lse, allowed, empty
 
 
 def reference_attention(
@@ -74,27 +102,22 @@ def reference_attention(
     qvalid = spec.key_valid[:, spec.q_offset:] if spec.key_valid is not None else None  # [b, lq]
     kpos = torch.arange(lk, device=dev)
     step = _chunk_size(spec, chunk)
+    bias = spec.key_bias
+    # Under autograd each chunk is checkpointed (its probabilities recomputed in the backward), so a backward
+    # through this path needs O(chunk * k_len) memory instead of keeping every chunk's probabilities: O(n^2).
+    # A prob_hook may edit or capture the probabilities themselves: then they are kept.
+    recompute = need_out and prob_hook is None and torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k, v, bias))
     for qs in range(0, lq, step):
         qe = min(lq, qs + step)
         cq = qe - qs
-        qc = q[:, :, qs:qe].float().reshape(b, hk, g, cq, d)
-        s = torch.matmul(qc, kf.transpose(-1, -2)).reshape(b, h, cq, lk) * spec.scale  # [b, h, cq, lk]
-        if spec.key_bias is not None:
-            s = s + spec.key_bias[:, :, None, :]
-        allowed = visible_keys(spec, qs, qe, dev)  # [b|1, 1, cq, lk]
-        s = s.masked_fill(~allowed, float("-inf"))
-        if spec.key_bias is not None:  # a -inf bias hides the key as surely as a mask does
-            allowed = allowed & ~torch.isneginf(spec.key_bias[:, :, None, :])
-        lse = torch.logsumexp(s, dim=-1)  # [b, h, cq]; -inf on rows that see nothing
-        empty = torch.isneginf(lse)
-        p = torch.exp(s - lse.masked_fill(empty, 0.0)[..., None])  # exp(-inf) = 0 on masked keys
-        p = p.masked_fill(empty[..., None], 0.0)
-        if prob_hook is not None:
-            replaced = prob_hook(p, qs)
-            if replaced is not None:
-                p = replaced
+        if recompute:
+            o, p, lse, allowed, empty = checkpoint(_attend_chunk, q[:, :, qs:qe], kf, vf, bias, spec, qs, None,
+                                                   use_reentrant=False)
+            p, lse = p.detach(), lse.detach()  # statistics carry no gradient
+        else:
+            o, p, lse, allowed, empty = _attend_chunk(q[:, :, qs:qe], kf, vf, bias, spec, qs, prob_hook, need_out)
         if need_out:
-            o = torch.matmul(p.reshape(b, hk, g, cq, lk), vf).reshape(b, h, cq, d)
             out[:, :, qs:qe] = o.to(q.dtype)
         if "lse" in want:
             st.lse[:, :, qs:qe] = lse

@@ -308,3 +308,55 @@ def test_long_gqa_window_padded_grads(dtype, device):
     mask = torch.ones(2, 1027, dtype=torch.bool)
     mask[0, :300] = False
     check_grads(q, k, v, do, sliding_window=64, attention_mask=mask.to(device))
+
+
+@pytest.mark.parametrize("lq,lk,window,padded", [(17, 17, None, False), (131, 131, 40, True), (5, 29, None, True)])
+def test_reference_backward_recomputes_chunks(lq, lk, window, padded):
+    """The PyTorch reference's backward (each query chunk checkpointed and recomputed) equals float64 autograd of the
+    naive attention, with several chunks, GQA 6/2, a window, padding and a key bias; and it keeps no n x n tensor."""
+    from interp.kernels.reference import reference_attention
+
+    q, k, v, do = make(2, 6, 2, lq, lk, 16, torch.float32, "cpu", seed=11)
+    bias = torch.randn(2, 6, lk, generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(2, lk, dtype=torch.bool)
+    if padded:
+        mask[1, :3] = False
+    kw = dict(causal=True, sliding_window=window, attention_mask=mask if padded else None)
+
+    def ours(q_, k_, v_, b_):
+        spec = check_inputs(q_, k_, v_, key_bias=b_, stats=["lse", "key_mass"], scale=None, sink_tokens=4,
+                            local_window=8, span=None, **kw)
+        out, st = reference_attention(q_, k_, v_, spec, chunk=7)
+        assert not st.lse.requires_grad and not st.key_mass.requires_grad  # statistics carry no gradient
+        return out
+
+    _, got = grads(ours, (q, k, v, bias), do)
+    _, exact = grads(lambda *a: naive_output(*a[:3], key_bias=a[3], **kw), (q, k, v, bias), do.double())
+    for name, g, e in zip(NAMES, got, exact):
+        torch.testing.assert_close(g.double(), e.double(), atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_reference_backward_memory_is_linear():
+    """What autograd keeps for the backward of one reference attention call grows with n, not n^2."""
+    from interp.kernels.reference import reference_attention
+
+    def saved_bytes(n):
+        q, k, v, _ = make(1, 4, 2, n, n, 32, torch.float32, "cpu", seed=0)
+        q.requires_grad_(True)
+        seen = {}
+
+        def pack(t):  # distinct storages (every chunk saves a reference to the same k and v)
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            spec = check_inputs(q, k, v, stats="none", causal=True, scale=None, sliding_window=None,
+                                attention_mask=None, key_bias=None, sink_tokens=4, local_window=8, span=None)
+            out, _ = reference_attention(q, k, v, spec, chunk=64)
+        out.sum().backward()
+        assert q.grad is not None and torch.isfinite(q.grad).all()
+        return sum(seen.values())
+
+    small, big = saved_bytes(256), saved_bytes(1024)
+    assert big < 6 * small, (small, big)  # 4x the tokens: about 4x the bytes (n^2 would be 16x)
+    assert big < 4 * 1024 * 1024 * 4 / 2, big  # well below one [heads, n, n] float32 map
