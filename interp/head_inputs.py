@@ -11,11 +11,14 @@ attention head, every MLP, the logits. This file makes that view concrete for an
   what the block adds. Output biases are left out (they cancel in every difference of two runs).
 - **inputs** (`InputPatch`): each downstream input gets its own residual stream. Inputs are the query of each head,
   the key and the value of each *KV head* (GQA-native: a KV head is shared by its group of query heads), each MLP,
-  and the logits. A layer whose inputs are patched runs with its batch expanded into groups: group 0 is the
-  unpatched residual, group g the residual plus the delta of input g; the attention call takes each head's q (and
-  each KV head's k, v) from its own group, the MLP's output comes from its group, and the block's output is folded
-  back to the original batch. No per-architecture code: it uses the interventions by stage (resid_pre, qkv, z,
-  mlp_out, resid_post) and the block's norm modules only to find where the MLP input starts.
+  and the logits. A layer whose inputs are patched runs its attention input with the batch expanded into groups:
+  group 0 is the unpatched residual, group g the residual plus the delta of input g; the attention call takes each
+  head's q (and each KV head's k, v) from its own group and runs once, on the original batch. Where the block has
+  its own norm in front of the attention (Llama, Gemma, GPT-2: `input_layernorm` / `ln_1`), only that norm and the
+  q/k/v projections see the groups and the attention module's output is folded back at once; otherwise the whole
+  block runs expanded and is folded at its output. No per-architecture code: it uses the interventions by stage
+  (resid_pre, qkv, z, attn_out, mlp_out, resid_post) and the block's norm modules only to find where the attention
+  and MLP inputs start.
 - **input gradients** (`input_gradients`): d metric / d input of every downstream input, from one forward and one
   backward: the gradient at hook_q/k/v (or the MLP's output) is pulled back through that input's own path (input
   norm, projection, q/k norm, RoPE) to the residual stream, one head slot at a time, batched over heads with
@@ -31,11 +34,13 @@ from typing import Callable
 
 import torch
 
-from .config import head_output_weight
+from .config import OUT_PROJ_NAMES, find_child, head_output_weight
 from .stages import AttnCall, Intervention
 
 # the module whose input is the residual stream that the MLP reads (resid_mid), first match wins
 MLP_IN_NORMS = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "post_attn_layernorm")
+# the module whose input is the residual stream that the attention reads (resid_pre), first match wins
+ATTN_IN_NORMS = ("input_layernorm", "ln_1")
 
 
 def sandwich_norms(block) -> tuple | None:
@@ -45,6 +50,20 @@ def sandwich_norms(block) -> tuple | None:
             and "post_attention_layernorm" in names:
         return names["post_attention_layernorm"], names["post_feedforward_layernorm"]
     return None
+
+
+def attn_input_norm(block):
+    """The norm in front of a block's attention when the block has its own one for the MLP (so that expanding the
+    attention's input leaves the MLP's alone), else None (InputPatch then expands the whole block)."""
+    names = dict(block.named_children())
+    norm = next((names[n] for n in ATTN_IN_NORMS if n in names), None)
+    if norm is None:
+        return None
+    try:
+        mlp_norm = mlp_input_norm(block)
+    except ValueError:
+        return None
+    return None if mlp_norm is norm else norm
 
 
 def mlp_input_norm(block):
@@ -92,25 +111,39 @@ class InputPatch(Intervention):
     `compact=True` records the heads as ("z", l): z [batch, pos, head, d_head] and ("scale", l): the sandwich-norm
     scale [batch, pos, d_model] (absent without sandwich norms) instead of ("head", l), head_count times smaller;
     `head_contributions(z, scale, W_O)` expands them (for delta_fn=None runs: a delta_fn reads ("head", l)).
+
+    `start=l, start_resid=r` ([batch, pos, d_model]: the residual stream entering layer l, e.g. the clean run's):
+    the blocks before l are skipped (their outputs are not recorded, nothing is patched there) and layer l starts
+    from r: a run whose patches all sit at layer l or later costs only the layers from l on.
     """
 
-    stages = ("resid_pre", "qkv", "z", "mlp_out", "resid_post")
+    stages = ("resid_pre", "qkv", "z", "attn_out", "mlp_out", "resid_post")
 
-    def __init__(self, model, delta_fn: Callable | None = None, record: bool = True, compact: bool = False):
+    def __init__(self, model, delta_fn: Callable | None = None, record: bool = True, compact: bool = False,
+                 start: int = 0, start_resid: torch.Tensor | None = None):
         if compact and delta_fn is not None:
             raise ValueError("InputPatch: compact=True records z instead of the head contributions that a delta_fn "
                              "reads; use it with delta_fn=None")
+        n = model.cfg.n_layers
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < n:
+            raise ValueError(f"InputPatch: start must be a layer in 0..{n - 1}, got {start!r}")
+        if start > 0 and start_resid is None:
+            raise ValueError("InputPatch: start > 0 needs start_resid, the residual stream entering that layer")
+        self.start, self.start_resid = start, start_resid
         self.model = model
         self.delta_fn = delta_fn
         self.record = record
         self.compact = compact
         self.n_layers = model.cfg.n_layers
         self.outputs: dict = {}
+        self._attn_norms: dict = {}  # layer -> the attention's input norm (set by run), None: expand the block
         self._reset()
 
     def _reset(self) -> None:
         self._groups: list = [None]
         self._z = self._mlp = self._attn_scale = self._mlp_add = None
+        self._pending = None  # deltas of the attention inputs, added where the groups are made
+        self._early = False  # groups made at the attention's input norm (folded at attn_out), not at resid_pre
         self._batch = 0
         self._layer = -1
 
@@ -120,11 +153,13 @@ class InputPatch(Intervention):
             raise ValueError(f"InputPatch was built for a model with {self.n_layers} layers, not {n_layers}")
 
     def layers(self, n_layers: int) -> list[int]:
-        return list(range(n_layers))
+        return list(range(self.start, n_layers))
 
     def resid(self, stage: str, x: torch.Tensor, layer: int, valid) -> torch.Tensor:
         if stage == "resid_pre":
             return self._expand(x, layer)
+        if stage == "attn_out":
+            return x[:self._batch] if self._early else x  # [batch, pos, d_model]: the groups end here
         if stage == "mlp_out":
             self._mlp = x
             return x
@@ -133,7 +168,8 @@ class InputPatch(Intervention):
         return x
 
     def qkv(self, q, k, v, call: AttnCall):
-        """q [G*batch, heads, q_len, d], k/v [G*batch, kv_heads, k_len, d] -> every group gets the assembled q/k/v."""
+        """q [G*batch, heads, q_len, d], k/v [G*batch, kv_heads, k_len, d] -> the assembled q/k/v [batch, ...]:
+        each head's q and each KV head's k, v from its own group (attention then runs once, not G times)."""
         g = len(self._groups)
         if g == 1:
             return q, k, v
@@ -143,12 +179,14 @@ class InputPatch(Intervention):
         out = {n: t[0].clone() for n, t in parts.items()}
         for gi, slot in enumerate(self._groups[1:], start=1):
             out[slot[0]][:, slot[1]] = parts[slot[0]][gi][:, slot[1]]
-        return tuple(out[n].unsqueeze(0).expand(g, *out[n].shape).reshape(g * b, *out[n].shape[1:])
-                     for n in ("q", "k", "v"))
+        return out["q"], out["k"], out["v"]
 
     def z(self, z: torch.Tensor, call: AttnCall) -> torch.Tensor:
-        self._z = z[:self._batch]  # [batch, pos, head, d_head]; every group attends identically
-        return z
+        """z [batch, pos, head, d_head] -> [G*batch, ...]: the attention module still holds G*batch rows (every
+        group's output is the same; the groups are dropped at attn_out or resid_post)."""
+        self._z = z[:self._batch]
+        g = len(self._groups)
+        return z if g == 1 else z.repeat(g, 1, 1, 1)
 
     # -- the stages' work
     def _deltas(self, layer: int, part: str) -> dict:
@@ -165,7 +203,21 @@ class InputPatch(Intervention):
         self._groups = [None] + list(deltas)
         if len(self._groups) == 1:
             return x
+        if self._attn_norms.get(layer) is not None:  # expand only the attention's input (see _attn_input)
+            self._pending, self._early = deltas, True
+            return x
+        return self._with_groups(x, deltas)
+
+    def _with_groups(self, x: torch.Tensor, deltas: dict) -> torch.Tensor:
+        """[batch, pos, d] -> [G*batch, pos, d]: group 0 unpatched, group g plus the delta of input g."""
         return torch.cat([x] + [x + deltas[s].to(x.dtype) for s in self._groups[1:]], 0)
+
+    def _attn_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual the attention's input norm reads -> its groups (the skip path keeps the plain batch)."""
+        if self._pending is None:
+            return x
+        deltas, self._pending = self._pending, None
+        return self._with_groups(x, deltas)
 
     def _record_heads(self, layer: int) -> None:
         if not self.record or ("head", layer) in self.outputs or ("z", layer) in self.outputs or self._z is None:
@@ -205,12 +257,25 @@ class InputPatch(Intervention):
         return out
 
     # -- running
-    def run(self, model, tokens, fwd_hooks=(), grad: bool = False):
-        """Logits [batch, pos, vocab] of a run with this patch (module probes installed for the run only)."""
+    def run(self, model, tokens, fwd_hooks=(), grad: bool = False, logits_at=None):
+        """Logits [batch, pos, vocab] of a run with this patch (module probes installed for the run only);
+        [batch, len(logits_at), vocab] at the positions `logits_at` only, when given."""
         tokens = check_unpadded(tokens)
         self.outputs = {}
         handles = []
-        for block in model.blocks:
+        self._attn_norms = {}
+        for layer, block in enumerate(model.blocks):
+            if layer < self.start:
+                continue
+            a_norm = attn_input_norm(block) if self.delta_fn is not None else None
+            self._attn_norms[layer] = a_norm
+            if a_norm is not None:
+                handles.append(a_norm.register_forward_pre_hook(lambda mod, args: (self._attn_input(args[0]),)
+                                                                + tuple(args[1:])))
+                o_proj = find_child(model.attn_modules[layer], OUT_PROJ_NAMES)
+                if o_proj is not None:  # every group's z is the same: project one
+                    handles.append(o_proj.register_forward_pre_hook(
+                        lambda mod, args: (args[0][:self._batch] if self._early else args[0],) + tuple(args[1:])))
             try:
                 norm = mlp_input_norm(block)
             except ValueError:
@@ -230,12 +295,40 @@ class InputPatch(Intervention):
                 self._mlp_add = out
 
             handles += [post_attn.register_forward_hook(attn_probe), post_mlp.register_forward_hook(mlp_probe)]
+        skipped = model.blocks[:self.start]
+        if self.start:
+            handles.append(self._start_at(model.blocks[self.start], tokens.shape[0]))
+            for block in skipped:  # a skipped block hands its input on (the start block replaces it)
+                block.forward = _pass_through
         try:
-            return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks, interventions=[self], grad=grad)
+            return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks, interventions=[self], grad=grad,
+                                        logits_at=logits_at)
         finally:
+            for block in skipped:
+                del block.forward
             for h in handles:
                 h.remove()
             self._reset()
+
+    def _start_at(self, block, batch: int):
+        """A pre-hook on the start block (run before every other) that replaces its input by start_resid."""
+        r = self.start_resid
+        if r.dim() != 3 or batch % r.shape[0]:
+            raise ValueError(f"InputPatch: start_resid must be [batch, pos, d_model] with the run's batch ({batch}) a "
+                             f"multiple of its batch, got {tuple(r.shape)}")
+        r = r.repeat(batch // r.shape[0], 1, 1)
+
+        def hook(mod, args, kwargs):
+            if args:
+                return (r.to(args[0].dtype),) + tuple(args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": r.to(kwargs["hidden_states"].dtype)}
+
+        return block.register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
+
+
+def _pass_through(*args, **kwargs):
+    """A skipped block's forward: its input, unchanged (transformers 5 blocks return the hidden states alone)."""
+    return args[0] if args else kwargs["hidden_states"]
 
 
 def head_weights(model, layer: int, d_head: int | None = None) -> torch.Tensor:

@@ -239,15 +239,41 @@ class HookedModel:
         return z.contiguous(), None
 
     # ------------------------------------------------------------------ running
-    def _forward(self, toks: Tokens, grad: bool = False, **kwargs):
+    def _forward(self, toks: Tokens, grad: bool = False, logits_at=None, **kwargs):
         self._valid = toks.attention_mask
         position_ids = None
         if toks.attention_mask is not None:
             position_ids = (toks.attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        keep = None if logits_at is None else self._logits_positions(logits_at, toks.input_ids.shape[1])
+        native = keep is not None and self._keeps_logits()
+        if native:
+            kwargs["logits_to_keep"] = keep.to(toks.input_ids.device)
         with torch.set_grad_enabled(grad):
             out = self.model(input_ids=toks.input_ids, attention_mask=toks.attention_mask,
                              position_ids=position_ids, use_cache=False, **kwargs)
-        return out.logits if hasattr(out, "logits") else out.last_hidden_state
+        out = out.logits if hasattr(out, "logits") else out.last_hidden_state
+        return out[:, keep.to(out.device)] if keep is not None and not native else out
+
+    def _keeps_logits(self) -> bool:
+        """True when the HF forward takes `logits_to_keep` (unembeds only the positions asked for)."""
+        if not hasattr(self, "_logits_to_keep"):
+            import inspect
+
+            self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        return self._logits_to_keep
+
+    @staticmethod
+    def _logits_positions(logits_at, n_pos: int) -> torch.Tensor:
+        """`logits_at` (positions, 1-D) -> a sorted-as-given int64 index tensor, checked against n_pos."""
+        t = torch.as_tensor(logits_at)
+        if t.dim() != 1 or t.numel() == 0 or t.dtype in (torch.bool,) or t.is_floating_point():
+            raise ValueError(f"logits_at must be a non-empty 1-D list/tensor of integer positions, got "
+                             f"{logits_at!r}")
+        t = t.long().cpu()
+        if bool((t < 0).any()) or bool((t >= n_pos).any()):
+            raise ValueError(f"logits_at positions must lie in 0..{n_pos - 1} (the prompt has {n_pos} tokens), got "
+                             f"{t.tolist()}")
+        return t
 
     def _check_interventions(self, interventions) -> dict[int, list]:
         if isinstance(interventions, Intervention):
@@ -311,8 +337,12 @@ class HookedModel:
         return self._forward(self.to_tokens(inputs, prepend_bos))
 
     def run_with_hooks(self, inputs, fwd_hooks=(), interventions=(), prepend_bos=None, bwd_hooks=(),
-                       grad: bool | None = None, **stat_options):
+                       grad: bool | None = None, logits_at=None, **stat_options):
         """Logits with hooks and interventions active.
+
+        `logits_at` (1-D positions): logits [batch, len(logits_at), vocab] at those positions only; the
+        unembedding runs only there (through transformers' `logits_to_keep`), which is most of a forward's cost
+        for short prompts and large vocabularies (Gemma 3: 262k).
 
         The run records a graph (so `loss.backward()` works on the logits) when `grad=True`, or by default when
         backward hooks are given or an intervention holds a tensor that requires grad (e.g. `HeadMask(xi)` with
@@ -323,7 +353,7 @@ class HookedModel:
             if grad is None:
                 grad = ctx.grad or any(iv.requires_grad() for ivs in ctx.interventions.values() for iv in ivs)
             ctx.grad = ctx.grad or bool(grad)
-            return self._forward(self.to_tokens(inputs, prepend_bos), grad=bool(grad))
+            return self._forward(self.to_tokens(inputs, prepend_bos), grad=bool(grad), logits_at=logits_at)
 
     def run_with_cache(self, inputs, names: Iterable[str] | None = None, names_filter: Callable | None = None,
                        stats=None, layers=None, pattern: bool = False, interventions=(), prepend_bos=None,

@@ -26,3 +26,17 @@ def tiny_gemma3(seed=0):
                 p.normal_(0, 0.5)
     return hf
 
+
+
+def tiny_gpt2(n_layers=2, n_heads=4, d_model=64, vocab=60, seed=0):
+    """A random GPT-2 (Conv1D projections, learned positions) with non-zero biases."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=64, n_embd=d_model, n_layer=n_layers,
+                                    n_head=n_heads, bos_token_id=0, eos_token_id=0)).eval()
+    with torch.no_grad():
+        for n, p in hf.named_parameters():
+            if n.endswith("bias"):
+                p.normal_(0, 0.1)
+    return hf

@@ -50,7 +50,7 @@ import torch
 
 from .evaluate import Circuit, _heads_of_slot, faithfulness
 from .graph import Graph
-from .patching import ablated_outputs, masked_logits
+from .patching import CleanRun, ablated_outputs, clean_run, masked_logits
 
 METRICS = ("kl", "task")
 FORMAT = "interp-acdc-1"
@@ -88,6 +88,7 @@ class Part:
     task_metric: Callable | None = None
     positions: torch.Tensor | None = None  # None: the last position
     ref_logp: torch.Tensor | None = None  # [n_read, vocab] float32, the full model's log-probs (filled in)
+    prefix: CleanRun | None = None  # the clean run, so masked forwards start at the receiver's layer (filled in)
 
 
 class Objective:
@@ -101,6 +102,9 @@ class Objective:
         self.chunk = _check_int(chunk, "chunk")
         self.n_variants = self.n_forwards = 0
         for p in parts:
+            # every edge removed so far ends at or after the receiver under test (reverse topological order), so
+            # the layers before it run clean: each masked forward starts there
+            p.prefix = clean_run(model, graph, p.clean)
             b, n = p.clean.shape
             if p.positions is None:
                 p.positions = torch.zeros(b, n, dtype=torch.bool)
@@ -110,13 +114,20 @@ class Objective:
         if metric == "kl":
             for p in parts:
                 p.ref_logp = None
-                full = masked_logits(model, graph, p.clean, p.ablated, torch.zeros(1, graph.n_up, graph.n_slots))
+                full = masked_logits(model, graph, p.clean, p.ablated, torch.zeros(1, graph.n_up, graph.n_slots),
+                                     logits_at=self._cols(p), prefix=p.prefix)
                 p.ref_logp = self._logp(full[0], p)
 
     @staticmethod
-    def _logp(logits: torch.Tensor, part: Part) -> torch.Tensor:
-        """logits [batch, pos, vocab] -> log-probs [n_read, vocab] float32 at the read positions."""
-        return torch.log_softmax(logits[part.positions.to(logits.device)].float(), -1)
+    def _cols(part: Part) -> torch.Tensor:
+        """The positions KL reads in any row of the part: only these are unembedded (most of a short forward's
+        cost with a large vocabulary)."""
+        return part.positions.any(0).nonzero().flatten()
+
+    def _logp(self, logits: torch.Tensor, part: Part) -> torch.Tensor:
+        """logits [batch, len(cols), vocab] at the part's read columns -> log-probs [n_read, vocab] float32."""
+        read = part.positions[:, self._cols(part)]  # [batch, len(cols)]
+        return torch.log_softmax(logits[read.to(logits.device)].float(), -1)
 
     def _value(self, logits: torch.Tensor, part: Part) -> float:
         if self.metric == "task":
@@ -130,7 +141,8 @@ class Objective:
         out = torch.zeros(w.shape[0], dtype=torch.float64)
         for p in self.parts:
             for s in range(0, w.shape[0], self.chunk):
-                lg = masked_logits(self.model, self.graph, p.clean, p.ablated, w[s:s + self.chunk])
+                lg = masked_logits(self.model, self.graph, p.clean, p.ablated, w[s:s + self.chunk],
+                                   logits_at=self._cols(p) if self.metric == "kl" else None, prefix=p.prefix)
                 self.n_forwards += 1
                 for i in range(lg.shape[0]):
                     out[s + i] += p.weight * self._value(lg[i], p)

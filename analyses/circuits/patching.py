@@ -17,6 +17,7 @@ Named sweeps on top: `edge_patching` (every edge, or a subset), `head_patching` 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -83,11 +84,34 @@ def check_aligned(clean: torch.Tensor, corrupt: torch.Tensor) -> None:
                          f"{tuple(corrupt.shape)}; pad or rewrite the corrupted prompts so the tokens line up")
 
 
+@dataclass
+class CleanRun:
+    """What a masked run needs to skip the layers before its first patched input: the clean run's node outputs
+    and the residual stream entering every layer (both position-aligned with the clean prompts)."""
+
+    clean: torch.Tensor  # [batch, pos] token ids
+    outputs: torch.Tensor  # [batch, pos, n_up, d_model], graph.up order
+    resid: torch.Tensor  # [n_layers, batch, pos, d_model]: resid_pre of each layer
+
+
+def clean_run(model, graph: Graph, clean) -> CleanRun:
+    """One clean forward recording every node's output and every layer's resid_pre (for `masked_logits`)."""
+    clean = check_unpadded(clean, "clean prompts")
+    names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(clean, names=names)
+    return CleanRun(clean, stack_outputs(node_outputs(model, clean), graph), torch.stack([cache[n] for n in names]))
+
+
 def masked_logits(model, graph: Graph, clean, ablated: torch.Tensor, weights: torch.Tensor,
-                  chunk: int | None = None) -> torch.Tensor:
+                  chunk: int | None = None, logits_at=None, prefix: CleanRun | None = None) -> torch.Tensor:
     """Logits [variant, batch, pos, vocab] of the clean prompts with edge ablation weights [variant, n_up, n_slots].
 
     `ablated`: [batch, pos, n_up, d_model] from `ablated_outputs`. `chunk`: variants per forward (default: all).
+    `logits_at` (1-D positions): only those positions are unembedded -> [variant, batch, len(logits_at), vocab].
+    `prefix` (`clean_run(model, graph, clean)`): each forward starts at the first layer with a weighted input,
+    from the clean run's residual stream there (the layers before it compute the clean run anyway): ACDC and edge
+    sweeps whose edges end late in the model cost only the layers they touch.
     """
     clean = check_unpadded(clean, "clean prompts")
     b, p = clean.shape
@@ -98,44 +122,65 @@ def masked_logits(model, graph: Graph, clean, ablated: torch.Tensor, weights: to
                          f"this graph), got {tuple(weights.shape)}")
     if ablated.shape[:3] != (b, p, graph.n_up):
         raise ValueError(f"ablated outputs must be [{b}, {p}, {graph.n_up}, d_model], got {tuple(ablated.shape)}")
+    if prefix is not None and (prefix.clean.shape != clean.shape or not bool((prefix.clean == clean).all())):
+        raise ValueError("masked_logits: prefix is the clean run of other prompts; build it with "
+                         "clean_run(model, graph, clean) for these")
     weights = weights * graph.valid().to(weights.device)  # no weight on edges that do not exist
     n_var = weights.shape[0]
     chunk = n_var if chunk is None else max(1, chunk)
     outs = []
     for s in range(0, n_var, chunk):
         w = weights[s:s + chunk]
-        outs.append(_masked_chunk(model, graph, clean, ablated, w))
+        outs.append(_masked_chunk(model, graph, clean, ablated, w, logits_at, prefix))
     return torch.cat(outs, 0)
 
 
-def _masked_chunk(model, graph, clean, ablated, w):
+def _first_piece(graph: Graph, layer: int) -> tuple[int, int]:
+    """(node columns, output pieces) written before layer `layer`'s attention: input, then heads (+ MLP) per layer."""
+    if layer == 0:
+        return 1, 1
+    first_q = graph.slots_of_layer(layer)[0]
+    return graph.n_up_of_slot[first_q], 1 + layer * (2 if graph.mlp else 1)
+
+
+def _masked_chunk(model, graph, clean, ablated, w, logits_at=None, prefix=None):
     v, (b, p) = w.shape[0], clean.shape
     rows = clean.repeat(v, 1)  # [variant * batch, pos]
     slots_by_part = _slots_by_part(graph)
-    diff = ablated.to(device=model.device, dtype=model.dtype).repeat(v, 1, 1, 1)  # [variant*batch, pos, n_up, d]
+    # node-major layout, so each input's delta is one batched matmul over the nodes without copies
+    diff = ablated.to(device=model.device, dtype=model.dtype).permute(2, 0, 1, 3)  # [n_up, batch, pos, d]
+    diff = diff[None].repeat(v, 1, 1, 1, 1)  # [variant, n_up, batch, pos, d]: ablated, minus current as recorded
+    d_model = diff.shape[-1]
     used = set(w.reshape(-1, w.shape[-1]).any(0).nonzero().flatten().tolist())  # slots with a weight: one sync
     w = w.to(diff.device)  # masks may be built on the CPU (scores live there); diff becomes ablated - current
     filled = [0, 0]  # node columns and output pieces subtracted so far
+    start = 0
+    if prefix is not None and used:
+        start = min(min(graph.slots[s].layer for s in used), graph.n_layers - 1)
+    if start:  # the layers before `start` are the clean run: their nodes' differences are ablated - clean
+        filled[:] = _first_piece(graph, start)
+        diff[:, :filled[0]] -= prefix.outputs[:, :, :filled[0]].permute(2, 0, 1, 3).to(diff)[None]
 
     def delta_fn(layer, part, patch):
-        # subtract the current-run outputs recorded since the last call: diff[:, :, :filled] = ablated - current
+        # subtract the current-run outputs recorded since the last call: diff[:, :filled] = ablated - current
         new = _new_outputs(patch.outputs, graph, layer, part)
-        for t in new[filled[1]:]:
+        for t in new[filled[1]:]:  # t: [variant*batch, pos, k, d]
             k = t.shape[2]
-            diff[:, :, filled[0]:filled[0] + k] -= t.to(diff.dtype)
+            diff[:, filled[0]:filled[0] + k] -= t.reshape(v, b, p, k, d_model).permute(0, 3, 1, 2, 4).to(diff.dtype)
             filled[0] += k
             filled[1] += 1
         active = [s for s in slots_by_part.get((layer, part), []) if s in used]
         if not active:
             return {}
         n = max(graph.n_up_of_slot[s] for s in active)
-        ww = w[:, :n, active].to(dtype=diff.dtype)  # [variant, n, n_active]
-        d = torch.einsum("vbpud,vus->svbpd", diff[:, :, :n].reshape(v, b, p, n, -1), ww)
-        return {graph.slots[s].key: d[i].reshape(v * b, p, -1) for i, s in enumerate(active)}
+        ww = w[:, :n, active].to(dtype=diff.dtype).transpose(1, 2)  # [variant, n_active, n]
+        d = torch.bmm(ww, diff[:, :n].reshape(v, n, b * p * d_model))  # [variant, n_active, batch*pos*d]
+        return {graph.slots[s].key: d[:, i].reshape(v * b, p, d_model) for i, s in enumerate(active)}
 
     with torch.no_grad():
-        logits = InputPatch(model, delta_fn).run(model, rows)
-    return logits.reshape(v, b, p, -1)
+        patch = InputPatch(model, delta_fn, start=start, start_resid=prefix.resid[start] if start else None)
+        logits = patch.run(model, rows, logits_at=logits_at)
+    return logits.reshape(v, b, logits.shape[1], -1)
 
 
 def _slots_by_part(graph: Graph) -> dict:
@@ -148,12 +193,14 @@ def _slots_by_part(graph: Graph) -> dict:
 
 def _new_outputs(outputs: dict, graph: Graph, layer: int, part: str) -> list:
     """The node outputs written before this point of the run, in `graph.up` order, as [rows, pos, k, d] pieces."""
-    parts = [outputs["input"][:, :, None]]
+    inp = outputs.get("input")  # absent (None) for the layers a run skipped: those pieces are never read
+    parts = [None if inp is None else inp[:, :, None]]
     last = layer if part == "attn" else min(layer, graph.n_layers - 1) + 1
     for l in range(last):
-        parts.append(outputs[("head", l)])
+        parts.append(outputs.get(("head", l)))
         if graph.mlp and (l < layer or part == "logits"):
-            parts.append(outputs[("mlp", l)][:, :, None])
+            m = outputs.get(("mlp", l))
+            parts.append(None if m is None else m[:, :, None])
     return parts
 
 
@@ -167,14 +214,17 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
     """Exact effect of ablating each edge alone: scores [n_up, n_slots] = M(edge ablated) - M(clean), NaN where no
     edge (or not in `edges`, a [n, 2] (up, slot) index tensor; default: every edge). `chunk` edges per forward."""
     idx = graph.edge_index() if edges is None else torch.as_tensor(edges).reshape(-1, 2)
+    clean = check_unpadded(clean)
     with torch.no_grad():
-        base = float(metric(model(check_unpadded(clean))).reshape(()))
+        base = float(metric(model(clean)).reshape(()))
+    prefix = clean_run(model, graph, clean)  # each chunk's forward starts at the first layer its edges enter
+    idx = idx[torch.argsort(idx[:, 1], stable=True)]  # slot-major: a chunk's edges end in nearby layers
     scores = torch.full((graph.n_up, graph.n_slots), float("nan"))
     for s in range(0, len(idx), chunk):
         part = idx[s:s + chunk]
         w = torch.zeros(len(part), graph.n_up, graph.n_slots)
         w[torch.arange(len(part)), part[:, 0], part[:, 1]] = 1.0
-        vals = metric_of(masked_logits(model, graph, clean, ablated, w), metric)
+        vals = metric_of(masked_logits(model, graph, clean, ablated, w, prefix=prefix), metric)
         scores[part[:, 0], part[:, 1]] = vals.float().cpu() - base
     return scores
 
