@@ -65,7 +65,7 @@ def compare(a) -> dict:
         ck = ctx.dir / f"acdc_tau{a.tau:g}.pt"
         t = time.perf_counter()
         acdc = A.acdc_task(ctx.model, ctx.task, ctx.batch, a.tau, graph=g, window=a.window, checkpoint=ck,
-                           evaluate=False, progress=None)
+                           evaluate=False, progress=lambda m: print("acdc", m, flush=True))
         methods["acdc"] = {"scores": acdc.scores, "heads": head_rank(ctx, acdc.scores),
                            "s": time.perf_counter() - t, "kept": acdc.in_circuit, "search_s": acdc.meta.get("search_s")}
     if "sae" in want:

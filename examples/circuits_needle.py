@@ -20,11 +20,12 @@ at the last position.
 4. `--edges`: edge attribution (EAP, corrupted ablation) into the q / k / v inputs of the top heads and into the
    logits, from every upstream node (input, heads, MLPs), without the [batch, pos, n_nodes, d_model] stack.
 
-On a CPU the attention backward of the PyTorch reference path keeps every query chunk's probabilities for autograd
-(O(n^2): ~6 GB at 1k tokens for SmolLM2). `SDPAGrad` below routes the gradient through torch's fused
-`scaled_dot_product_attention` instead (O(n) memory; its output is checked against the reference output of the
-same call), while statistics and hooks still come from the reference forward. On CUDA the fused Triton / SDPA
-backward of `interp` is used as is (no SDPAGrad).
+Only the answer (last) position is unembedded (`logits_at`): at 8k tokens the full logits would be the largest
+tensor of the run (Gemma 3: 8.6 GB per prompt). On a CPU the PyTorch reference path's backward recomputes each query
+chunk (O(n) memory); for full-attention models `SDPAGrad` below routes the gradient through torch's fused
+`scaled_dot_product_attention` instead, which is faster on a CPU (its output is checked against the reference
+output of the same call), while statistics and hooks still come from the reference forward. Sliding-window models
+(Gemma 3) take the reference backward. On CUDA the fused Triton / SDPA backward of `interp` is used as is.
 
 Every step prints its wall time, the process's peak resident memory so far (ru_maxrss) and the estimate of what it
 builds; `--max-gib` refuses a step whose estimate exceeds it.
@@ -130,11 +131,10 @@ class SDPAGrad(Intervention):
 
 
 def grad_interventions(model) -> list:
-    """[SDPAGrad] on CPU (full-attention models), [] elsewhere."""
-    if model.device.type != "cpu":
+    """[SDPAGrad] on CPU for full-attention models; [] elsewhere (CUDA, or sliding-window layers: the reference
+    path's own O(n) backward)."""
+    if model.device.type != "cpu" or any(w is not None for w in model.cfg.layer_windows):
         return []
-    if any(w is not None for w in model.cfg.layer_windows):
-        raise ValueError(f"{model.name} has sliding-window layers; SDPAGrad supports full attention only")
     d = model.cfg.d_head
     return [SDPAGrad([float(getattr(a, "scaling", d ** -0.5)) for a in model.attn_modules])]
 
@@ -144,36 +144,48 @@ def z_names(model) -> list[str]:
     return [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
 
 
+def last_metric(batch, per_example: bool = False):
+    """The needle metric on logits unembedded at the last position only ([batch, 1, vocab], `logits_at`):
+    logit[answer] - logit[other value]; the mean over the batch, or [batch]."""
+    def metric(lg):
+        x = lg[:, -1].float()
+        m = x.gather(1, batch.answer.to(x.device)[:, None])[:, 0] - x.gather(1, batch.wrong.to(x.device)[:, None])[:, 0]
+        return m if per_example else m.mean()
+    return metric
+
+
 def atp_prompt(model, task, batch, keep: bool = False) -> dict:
     """AtP of every head for one prompt (a TaskBatch of one row): [layer, head] over all positions and at the
     answer position only, the clean / corrupt metric, and (keep=True) the corrupted z per layer for patching."""
     names = z_names(model)
-    metric = lambda lg: task.metric(lg, batch)  # noqa: E731
-    _, cache, grads = model.run_with_cache(batch.clean, names=names, grad_of=metric,
+    pos = int(batch.position[0])
+    if pos != batch.clean.input_ids.shape[1] - 1:
+        raise ValueError(f"the needle metric reads the last position, but this prompt answers at {pos}")
+    metric = last_metric(batch)
+    _, cache, grads = model.run_with_cache(batch.clean, names=names, grad_of=metric, logits_at=[pos],
                                            interventions=grad_interventions(model))
     with torch.no_grad():
-        lc, corr = model.run_with_cache(batch.corrupt, names=names)
-    pos = int(batch.position[0])
+        lc, corr = model.run_with_cache(batch.corrupt, names=names, logits_at=[pos])
     L, H = model.cfg.n_layers, model.cfg.n_heads
     atp, atp_last = torch.zeros(L, H), torch.zeros(L, H)
     for l, n in enumerate(names):
         prod = (corr[n] - cache[n]).float() * grads[n].float()  # [1, pos, head, d_head]
         atp[l] = prod.sum((0, 1, 3)).cpu()
         atp_last[l] = prod[:, pos].sum((0, 2)).cpu()
-    out = {"atp": atp, "atp_last": atp_last, "clean": grads.metric, "corrupt": float(task.metric(lc, batch))}
+    out = {"atp": atp, "atp_last": atp_last, "clean": grads.metric, "corrupt": float(metric(lc))}
     if keep:
         out["z_corrupt"] = {l: corr[n] for l, n in enumerate(names)}
     return out
 
 
 def atp_bytes(model, pos: int) -> int:
-    """Estimate for one prompt: three hook_z stacks (clean, grad, corrupt), logits and their gradient, and the
-    activations autograd keeps (~ (6 d_model + 4 d_mlp) floats per token and layer)."""
+    """Estimate for one prompt: three hook_z stacks (clean, grad, corrupt), the last position's logits and their
+    gradient, and the activations autograd keeps (~ (6 d_model + 4 d_mlp) floats per token and layer)."""
     c = model.cfg
     z = c.n_layers * pos * c.n_heads * c.d_head * F32
     d_mlp = getattr(c, "d_mlp", 4 * c.d_model) or 4 * c.d_model
     acts = c.n_layers * pos * (6 * c.d_model + 4 * d_mlp) * F32
-    return 3 * z + 2 * pos * c.d_vocab * F32 + acts
+    return 3 * z + 2 * c.d_vocab * F32 + acts
 
 
 # ---------------------------------------------------------------------------------------------- step 2: patching
@@ -185,17 +197,19 @@ def joint_patch(model, task, batch, heads: list, z_corrupt: dict, complement: bo
     for l, h in heads:
         xi[l, h] = 1.0 if complement else 0.0
     layers = sorted({l for l in range(L) if bool((xi[l] == 0).any())})
+    last = batch.clean.input_ids.shape[1] - 1
     with torch.no_grad():
-        lg = model.run_with_hooks(batch.clean, interventions=[
+        lg = model.run_with_hooks(batch.clean, logits_at=[last], interventions=[
             HeadMask(xi.to(model.device), baseline={l: z_corrupt[l] for l in layers}, only_layers=layers)])
-    return task.metric(lg, batch, per_example=True).tolist()
+    return last_metric(batch, per_example=True)(lg).tolist()
 
 
 def patch_bytes(model, pos: int, rows: int) -> int:
-    """A no-grad forward of `rows` rows: logits plus a few [rows, pos, d_mlp] temporaries per layer."""
+    """A no-grad forward of `rows` rows: the last position's logits plus a few [rows, pos, d_mlp] temporaries per
+    layer."""
     c = model.cfg
     d_mlp = getattr(c, "d_mlp", 4 * c.d_model) or 4 * c.d_model
-    return rows * pos * (c.d_vocab + 4 * d_mlp) * F32 + c.n_layers * pos * c.n_heads * c.d_head * F32
+    return rows * (c.d_vocab + 4 * pos * d_mlp) * F32 + c.n_layers * pos * c.n_heads * c.d_head * F32
 
 
 # ---------------------------------------------------------------------------------------------- step 3: compare
@@ -262,10 +276,10 @@ def analyse(model, context: int, n: int = 2, k: int = 10, seed: int = 0, chunk: 
     print("top-|AtP| heads: " + ", ".join(f"L{l}H{h} {float(atp[l, h]):+.3f}" for l, h in top), flush=True)
 
     exact = torch.full((L, H), float("nan"))
-    per_example = lambda lg: task.metric(lg, batch)  # noqa: E731 - mean over the n prompts
     with Step(f"exact patching of the top-{k} heads ({chunk} heads x {n} prompts per forward)", log,
               patch_bytes(model, pos, chunk * n), max_gib):
-        mean_exact = head_patching(model, batch.clean, batch.corrupt, per_example, chunk=chunk, heads=top)
+        mean_exact = head_patching(model, batch.clean, batch.corrupt, last_metric(batch), chunk=chunk, heads=top,
+                                   logits_at=[pos - 1])
     for l, h in top:
         exact[l, h] = mean_exact[l, h]
     partial({"model": model.name, "context": pos, "n_done": n, "metric_clean": clean, "metric_corrupt": corrupt,

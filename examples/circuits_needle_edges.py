@@ -39,7 +39,7 @@ def edge_attribution(model, task, batch, heads: list, mlp: bool | None = None, m
     """EAP scores of every edge into the q / k / v inputs of `heads` [(layer, head)] and into the logits, averaged
     over the prompts of `batch` (rows of one length). Returns {"slots": [...], "up": [...], "scores": [slot][up]
     (None where no edge), "top": per slot its `top` upstream nodes by |score|}."""
-    from circuits_needle import grad_interventions  # noqa: PLC0415 - sibling example
+    from circuits_needle import grad_interventions, last_metric  # noqa: PLC0415 - sibling example
 
     c = model.cfg
     L, H, KV, dh = c.n_layers, c.n_heads, c.n_kv_heads, c.d_head
@@ -67,9 +67,8 @@ def edge_attribution(model, task, batch, heads: list, mlp: bool | None = None, m
     for i in range(len(batch)):
         row = batch[i]
         d = _deltas(model, row.clean.input_ids, row.corrupt.input_ids, mlp)
-        metric = lambda lg, b=row: task.metric(lg, b)  # noqa: E731
-        _, grads = input_gradients(model, row.clean.input_ids, metric, mlp=False, layers=layers,
-                                   interventions=grad_interventions(model))
+        _, grads = input_gradients(model, row.clean.input_ids, last_metric(row), mlp=False, layers=layers,
+                                   interventions=grad_interventions(model), logits_at=[pos - 1])
         G = torch.stack([grads[("logits",)][0] if kind == "logits" else grads[(kind, l)][j, 0]
                          for _, kind, l, j in slots]).float()  # [slot, pos, d_model]
         del grads

@@ -351,7 +351,7 @@ def node_outputs(model, tokens, compact: bool = False) -> dict:
 
 def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None = None,
                     mlp: bool = True, layers=None, fwd_hooks=(), interventions=(), sink: Callable | None = None,
-                    head_chunk: int | None = None) -> tuple[float, dict]:
+                    head_chunk: int | None = None, logits_at=None) -> tuple[float, dict]:
     """d metric / d (residual stream read by each downstream input), one forward + one backward.
 
     Returns (metric value, grads) with grads[("q", l)]: [head, batch, pos, d_model], grads[("k", l)] and
@@ -366,6 +366,7 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
     is computed and drop it: grad [len(heads), batch, pos, d_model] for the heads `heads` of q/k/v key (kind, l),
     [1, batch, pos, d_model] with heads [0] for ("mlp", l) and ("logits",). `head_chunk`: heads per batched pull-back
     (default: all of a layer's), which bounds the transient memory to ~3 x head_chunk x batch x pos x d_model.
+    `logits_at` (1-D positions): the metric is handed the logits at those positions only (long inputs).
     """
     tokens = check_unpadded(tokens)
     n = model.cfg.n_layers
@@ -403,7 +404,8 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
                 live[("mid", l)] = args[0]
             handles.append(mlp_input_norm(block).register_forward_pre_hook(grab))
     try:
-        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, interventions=interventions, grad=True)
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks, interventions=interventions, grad=True,
+                                      logits_at=logits_at)
     finally:
         for h in handles:
             h.remove()

@@ -358,7 +358,7 @@ class HookedModel:
     def run_with_cache(self, inputs, names: Iterable[str] | None = None, names_filter: Callable | None = None,
                        stats=None, layers=None, pattern: bool = False, interventions=(), prepend_bos=None,
                        sink_tokens: int = 4, local_window: int = 64, span=None, backend: str | None = None,
-                       to_cpu: bool = False, grad_of: Callable | None = None):
+                       to_cpu: bool = False, grad_of: Callable | None = None, logits_at=None):
         """Logits and an ActivationCache (and, with `grad_of`, a second cache of gradients).
 
         names / names_filter choose hook points (TransformerLens style); `stats=["key_mean", ...]` captures
@@ -369,6 +369,10 @@ class HookedModel:
         the forward with grad and returns `(logits, cache, grads)`: `grads[name]` is d metric / d activation at
         every chosen hook point on the forward path (statistics and hook_result have none), and
         `grads.metric` the metric's value. One forward and one backward.
+
+        `logits_at` (1-D positions): the logits (and what `grad_of` is handed) only at those positions,
+        [batch, len(logits_at), vocab]; at long context the full logits are the largest tensor of a run
+        (8k tokens x 262k vocabulary = 8.6 GB for Gemma 3).
         """
         toks = self.to_tokens(inputs, prepend_bos)
         chosen = set()
@@ -413,7 +417,7 @@ class HookedModel:
                 for n in chosen:
                     if differentiable(parse_hook_name(n, self.cfg.n_layers)[1]):
                         ctx.track(n)
-            logits = self._forward(toks, grad=grad_of is not None)
+            logits = self._forward(toks, grad=grad_of is not None, logits_at=logits_at)
             live = dict(ctx.live)
         cache.tokens = toks
         if grad_of is None:

@@ -108,3 +108,32 @@ def test_bad_logits_at(setup):
         H.InputPatch(m, start=99)
     with pytest.raises(ValueError, match="start_resid"):
         H.InputPatch(m, start=1)
+
+
+def test_logits_at_in_gradients_and_head_patching(setup):
+    """Where a metric reads one position, unembedding only that position changes nothing: run_with_cache(grad_of),
+    input_gradients and head_patching give the same numbers."""
+    m, g, clean, _ = setup
+    corrupt = clean.flip(0)
+    last = clean.shape[1] - 1
+
+    def full(lg):
+        return (lg[:, last, 5] - lg[:, last, 9]).mean()
+
+    def one(lg):
+        assert lg.shape[1] == 1
+        return (lg[:, 0, 5] - lg[:, 0, 9]).mean()
+
+    names = ["blocks.0.attn.hook_z", "blocks.1.hook_resid_pre"]
+    _, _, ga = m.run_with_cache(clean, names=names, grad_of=full)
+    lg, _, gb = m.run_with_cache(clean, names=names, grad_of=one, logits_at=[last])
+    assert lg.shape[1] == 1 and abs(ga.metric - gb.metric) < 1e-5
+    for n in names:
+        torch.testing.assert_close(gb[n], ga[n], rtol=1e-4, atol=1e-5)
+    va, da = H.input_gradients(m, clean, full)
+    vb, db = H.input_gradients(m, clean, one, logits_at=[last])
+    assert abs(va - vb) < 1e-5 and set(da) == set(db)
+    for key in da:
+        torch.testing.assert_close(db[key], da[key], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(P.head_patching(m, clean, corrupt, one, chunk=3, logits_at=[last]),
+                               P.head_patching(m, clean, corrupt, full, chunk=3), rtol=1e-4, atol=1e-5)

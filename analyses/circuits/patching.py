@@ -230,10 +230,11 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
 
 
 def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batched: bool = True,
-                  heads: list | None = None) -> torch.Tensor:
+                  heads: list | None = None, logits_at=None) -> torch.Tensor:
     """Activation patching of head outputs, clean -> corrupted: [n_layers, n_heads] = M(head's z from the
     corrupted run) - M(clean). Batched: `chunk` heads per forward (a per-row HeadMask), else one forward per head.
-    `heads`: [(layer, head)] to patch (default all; the others stay 0)."""
+    `heads`: [(layer, head)] to patch (default all; the others stay 0). `logits_at`: the metric is handed the
+    logits at these positions only ([batch, len(logits_at), vocab]; long prompts, large vocabularies)."""
     from interp import HeadMask
 
     clean = check_unpadded(clean, "clean prompts")
@@ -242,8 +243,8 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
     c = model.cfg
     names = [f"blocks.{l}.attn.hook_z" for l in range(c.n_layers)]
     with torch.no_grad():
-        _, cc = model.run_with_cache(corrupt, names=names)
-        base = float(metric(model(clean)).reshape(()))
+        _, cc = model.run_with_cache(corrupt, names=names, logits_at=logits_at)
+        base = float(metric(model.run_with_hooks(clean, logits_at=logits_at)).reshape(()))
     heads = [(l, h) for l in range(c.n_layers) for h in range(c.n_heads)] if heads is None else list(heads)
     out = torch.zeros(c.n_layers, c.n_heads)
     b = clean.shape[0]
@@ -257,7 +258,7 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
         layers = sorted({l for l, _ in part})
         baseline = {l: cc[names[l]].repeat(v, 1, 1, 1) for l in layers}
         with torch.no_grad():
-            lg = model.run_with_hooks(clean.repeat(v, 1), interventions=[
+            lg = model.run_with_hooks(clean.repeat(v, 1), logits_at=logits_at, interventions=[
                 HeadMask(xi.reshape(v * b, c.n_layers, c.n_heads), baseline=baseline, only_layers=layers)])
         vals = metric_of(lg.reshape(v, b, *lg.shape[1:]), metric)
         for i, (l, h) in enumerate(part):
