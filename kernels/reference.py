@@ -25,19 +25,33 @@ ProbHook = Callable[[torch.Tensor, int], "torch.Tensor | None"]
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 
 
-def visible_keys(spec: AttnSpec, q_start: int, q_end: int, device) -> torch.Tensor:
-    """Which keys each query of the chunk may attend to. -> [batch or 1, 1, chunk, k_len] bool."""
-    kpos = torch.arange(spec.k_len, device=device)
+def visible_keys(spec: AttnSpec, q_start: int, q_end: int, device, k_lo: int = 0,
+                 k_hi: int | None = None) -> torch.Tensor:
+    """Which keys k_lo..k_hi-1 (default all) each query of the chunk may attend to.
+    -> [batch or 1, 1, chunk, k_hi - k_lo] bool."""
+    k_hi = spec.k_len if k_hi is None else k_hi
+    kpos = torch.arange(k_lo, k_hi, device=device)
     qpos = torch.arange(q_start, q_end, device=device) + spec.q_offset
-    allowed = torch.ones(q_end - q_start, spec.k_len, dtype=torch.bool, device=device)
+    allowed = torch.ones(q_end - q_start, k_hi - k_lo, dtype=torch.bool, device=device)
     if spec.causal:
         allowed &= kpos[None, :] <= qpos[:, None]
     if spec.sliding_window is not None:
         allowed &= (qpos[:, None] - kpos[None, :]) < spec.sliding_window
     allowed = allowed[None, None]
     if spec.key_valid is not None:
-        allowed = allowed & spec.key_valid[:, None, None, :]
+        allowed = allowed & spec.key_valid[:, None, None, k_lo:k_hi]
     return allowed
+
+
+def key_range(spec: AttnSpec, q_start: int, q_end: int) -> tuple[int, int]:
+    """The keys [lo, hi) that any query of the chunk can see under the causal mask and the sliding window: the
+    only columns worth computing (half the work of causal attention, W / n of a windowed layer's)."""
+    lo, hi = 0, spec.k_len
+    if spec.causal:
+        hi = min(hi, q_end - 1 + spec.q_offset + 1)
+    if spec.sliding_window is not None:
+        lo = max(0, q_start + spec.q_offset - spec.sliding_window + 1)
+    return lo, max(hi, lo + 1)
 
 
 def _chunk_size(spec: AttnSpec, chunk: int | None) -> int:
@@ -47,16 +61,19 @@ def _chunk_size(spec: AttnSpec, chunk: int | None) -> int:
     return max(1, min(spec.q_len, DEFAULT_CHUNK_BYTES // max(per_row, 1)))
 
 
-def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook | None, need_out: bool = True):
-    """One query chunk: qc [b, h, cq, d] -> (output [b, h, cq, d] float32, p [b, h, cq, k_len], lse [b, h, cq],
-    allowed [b|1, 1|h, cq, k_len], empty [b, h, cq]). Pure in its tensor inputs (checkpointed under autograd)."""
-    b, h, hk, lk, d, g = spec.batch, spec.heads, spec.kv_heads, spec.k_len, spec.head_dim, spec.group
+def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook | None, need_out: bool = True,
+                  k_lo: int = 0):
+    """One query chunk against the keys k_lo..k_lo+kf.shape[-2]-1: qc [b, h, cq, d], kf/vf [b, hk, 1, nk, d],
+    bias [b|1, h|1, nk] -> (output [b, h, cq, d] float32, p [b, h, cq, nk], lse [b, h, cq], allowed
+    [b|1, 1|h, cq, nk], empty [b, h, cq]). Pure in its tensor inputs (checkpointed under autograd)."""
+    b, h, hk, d, g = spec.batch, spec.heads, spec.kv_heads, spec.head_dim, spec.group
+    lk = kf.shape[-2]
     cq = qc.shape[2]
     qc = qc.float().reshape(b, hk, g, cq, d)
     s = torch.matmul(qc, kf.transpose(-1, -2)).reshape(b, h, cq, lk) * spec.scale  # [b, h, cq, lk]
     if bias is not None:
         s = s + bias[:, :, None, :]
-    allowed = visible_keys(spec, qs, qs + cq, qc.device)  # [b|1, 1, cq, lk]
+    allowed = visible_keys(spec, qs, qs + cq, qc.device, k_lo, k_lo + lk)  # [b|1, 1, cq, lk]
     s = s.masked_fill(~allowed, float("-inf"))
     if bias is not None:  # a -inf bias hides the key as surely as a mask does
         allowed = allowed & ~torch.isneginf(bias[:, :, None, :])
@@ -111,12 +128,17 @@ def reference_attention(
     for qs in range(0, lq, step):
         qe = min(lq, qs + step)
         cq = qe - qs
+        # only the keys the chunk can see (a prob_hook is handed every key: p [b, h, cq, k_len])
+        lo, hi = (0, lk) if prob_hook is not None else key_range(spec, qs, qe)
+        kc, vc = kf[..., lo:hi, :], vf[..., lo:hi, :]
+        bc = None if bias is None else bias[..., lo:hi]
         if recompute:
-            o, p, lse, allowed, empty = checkpoint(_attend_chunk, q[:, :, qs:qe], kf, vf, bias, spec, qs, None,
-                                                   use_reentrant=False)
+            o, p, lse, allowed, empty = checkpoint(_attend_chunk, q[:, :, qs:qe], kc, vc, bc, spec, qs, None,
+                                                   True, lo, use_reentrant=False)
             p, lse = p.detach(), lse.detach()  # statistics carry no gradient
         else:
-            o, p, lse, allowed, empty = _attend_chunk(q[:, :, qs:qe], kf, vf, bias, spec, qs, prob_hook, need_out)
+            o, p, lse, allowed, empty = _attend_chunk(q[:, :, qs:qe], kc, vc, bc, spec, qs, prob_hook, need_out, lo)
+        kp = kpos[lo:hi]  # the absolute positions of p's columns
         if need_out:
             out[:, :, qs:qe] = o.to(q.dtype)
         if "lse" in want:
@@ -126,27 +148,27 @@ def reference_attention(
             if "max_prob" in want:
                 st.max_prob[:, :, qs:qe] = mp
             if "argmax" in want:
-                st.argmax[:, :, qs:qe] = am.masked_fill(empty, -1)
+                st.argmax[:, :, qs:qe] = (am + lo).masked_fill(empty, -1)
         if "entropy" in want:
             st.entropy[:, :, qs:qe] = 0.0 - torch.special.xlogy(p, p).sum(-1)  # +0.0 (not -0.0) on empty rows
         if "sink_mass" in want:
-            st.sink_mass[:, :, qs:qe] = p[..., : spec.sink_tokens].sum(-1)
+            st.sink_mass[:, :, qs:qe] = p[..., : max(0, spec.sink_tokens - lo)].sum(-1)
         if "local_mass" in want:
             qpos = torch.arange(qs, qe, device=dev) + spec.q_offset
-            dist = qpos[:, None] - kpos[None, :]
-            local = (dist >= 0) & (dist < spec.local_window)  # [cq, lk]
+            dist = qpos[:, None] - kp[None, :]
+            local = (dist >= 0) & (dist < spec.local_window)  # [cq, hi - lo]
             st.local_mass[:, :, qs:qe] = (p * local).sum(-1)
         if "span_mass" in want:
-            in_span = (kpos[None, :] >= spec.span[:, :1]) & (kpos[None, :] < spec.span[:, 1:])  # [b, lk]
+            in_span = (kp[None, :] >= spec.span[:, :1]) & (kp[None, :] < spec.span[:, 1:])  # [b, hi - lo]
             st.span_mass[:, :, qs:qe] = (p * in_span[:, None, None, :]).sum(-1)
         if key_stats:
             if qvalid is not None:
                 qv = qvalid[:, None, qs:qe, None]  # [b, 1, cq, 1]
-                key_mass += (p * qv).sum(-2)
-                key_count += (allowed & qv).sum(-2, dtype=torch.float32)
+                key_mass[..., lo:hi] += (p * qv).sum(-2)
+                key_count[..., lo:hi] += (allowed & qv).sum(-2, dtype=torch.float32)
             else:
-                key_mass += p.sum(-2)
-                key_count += allowed.sum(-2, dtype=torch.float32).expand(b, key_count.shape[1], lk)
+                key_mass[..., lo:hi] += p.sum(-2)
+                key_count[..., lo:hi] += allowed.sum(-2, dtype=torch.float32).expand(b, key_count.shape[1], hi - lo)
     if key_stats:
         finish_key_stats(st, want, key_mass, key_count.expand(b, h, lk))
     return out, st

@@ -20,7 +20,13 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"b{c['b']}h{c['h']}kv{c['hk']}q{c['lq']}k{c['lk']}d{c['d']}")
 @pytest.mark.parametrize("mode", ["causal", "noncausal", "window", "padded"])
-def test_reference_matches_naive(case, mode):
+@pytest.mark.parametrize("chunk", [None, 3], ids=["one-chunk", "chunks-of-3"])
+def test_reference_matches_naive(case, mode, chunk, monkeypatch):
+    """chunks of 3 queries: each chunk computes only the keys it can see (causal / window), statistics mapped back."""
+    if chunk is not None:
+        from interp.kernels import reference
+
+        monkeypatch.setattr(reference, "_chunk_size", lambda spec, c: chunk)
     # a stable seed: hash() of a str changes with every process (PYTHONHASHSEED), and so would the inputs
     g = torch.Generator().manual_seed(zlib.crc32(f"{mode}/{case['lq']}/{case['h']}".encode()))
     b, h, hk, lq, lk, d = case["b"], case["h"], case["hk"], case["lq"], case["lk"], case["d"]
