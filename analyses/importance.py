@@ -27,6 +27,7 @@ import torch
 
 from interp.head_mask import HeadMask
 from interp.readout import logit_attribution
+from interp.validate import hooked_model_arg
 
 ABLATIONS = ("ablation_zero", "ablation_mean", "ablation_resample")
 METHODS = ABLATIONS + ("mask_gradient", "dla", "attention_influence")
@@ -97,6 +98,7 @@ def _tile_baseline(base, k: int):
 def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_forward: int | None = None,
                    progress: Callable | None = None) -> torch.Tensor:
     """[layer, head, batch] per-example task loss with each head ablated alone, the heads of a sweep batched."""
+    hooked_model_arg(model, "ablated_losses")
     if kind not in ABLATIONS:
         raise ValueError(f"kind must be one of {ABLATIONS}, got {kind!r}")
     L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
@@ -152,6 +154,7 @@ def attention_influence_scores(model, task, batch, **kwargs) -> torch.Tensor:
 
 def mask_gradient_scores(model, task, batch, normalize: bool = True) -> torch.Tensor:
     """[layer, head] E_x |dL/dxi_h| at xi = 1 (Michel et al.), per-layer l2-normalised."""
+    hooked_model_arg(model, "mask_gradient_scores")
     L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
     xi = torch.ones(b, L, H, device=model.device, requires_grad=True)
     logits = model.run_with_hooks(batch.clean, interventions=[HeadMask(xi)])
@@ -169,6 +172,7 @@ def mask_gradient_scores(model, task, batch, normalize: bool = True) -> torch.Te
 def dla_scores(model, task, batch) -> torch.Tensor:
     """[layer, head] mean direct logit attribution to the answer (minus the wrong answer) at the read position, or
     to the next token at every loss position for language-modelling tasks."""
+    hooked_model_arg(model, "dla_scores")
     ids = batch.clean.input_ids
     b, p = ids.shape
     if batch.loss_mask is not None:  # position t predicts ids[t + 1]
@@ -190,6 +194,7 @@ def attention_influence(model, batch, heads: Iterable[tuple[int, int]], task=Non
     """Per-example AttentionInfluence of a set of heads: (L_masked - L) / L, heads masked by zeroing their output.
 
     `task` gives the loss (default: next-token loss over the batch's loss_mask); returns [batch]."""
+    hooked_model_arg(model, "attention_influence")
     L, H = model.cfg.n_layers, model.cfg.n_heads
     heads = [tuple(h) for h in heads]
     if not heads:
@@ -214,6 +219,7 @@ def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, 
     """Tidy DataFrame `model, layer, head, method, score` (one row per head and method) for `task`.
 
     task: a name from `interp.analyses.tasks.TASKS` or a Task; `batch` overrides the examples it builds."""
+    hooked_model_arg(model, "head_importance")
     from . import tasks as T
 
     methods = check_methods(methods)

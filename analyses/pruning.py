@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from interp.head_mask import HeadMask
+from interp.validate import hooked_model_arg
 
 from .importance import _loss_fn, _rows_per_forward, _tile_batch
 
@@ -59,6 +60,7 @@ def _counts(n_heads: int, fractions) -> list[int]:
 def pruning_curve(model, task, batch, scores: torch.Tensor, fractions=DEFAULT_FRACTIONS) -> pd.DataFrame:
     """Loss after removing the n least important heads by `scores` [layer, head] -> columns n_removed, fraction,
     loss, rel_increase."""
+    hooked_model_arg(model, "pruning_curve")
     L, H = model.cfg.n_layers, model.cfg.n_heads
     if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (L, H):
         raise ValueError(f"scores must be a tensor [{L}, {H}] (layers x heads), got "
@@ -71,6 +73,7 @@ def pruning_curve(model, task, batch, scores: torch.Tensor, fractions=DEFAULT_FR
 def random_pruning_curve(model, task, batch, fractions=DEFAULT_FRACTIONS, n_orders: int = 3,
                          seed: int = 0) -> pd.DataFrame:
     """The control: the same curve for random removal orders, averaged over `n_orders` orders."""
+    hooked_model_arg(model, "random_pruning_curve")
     if n_orders < 1:
         raise ValueError(f"n_orders must be >= 1, got {n_orders}")
     L, H = model.cfg.n_layers, model.cfg.n_heads

@@ -96,6 +96,22 @@ def model_arg(model, where: str | None = None):
     return model
 
 
+def hooked_model_arg(model, where: str | None = None):
+    """A model that runs through interp's own wrapper (hooks, interventions, gradients): an interp HookedModel."""
+    from .model import HookedModel
+
+    if isinstance(model, HookedModel):
+        return model
+    from .tl import TLPatternModel
+
+    if isinstance(model, TLPatternModel):
+        raise TypeError(f"{_where(where)}needs interp's own wrapper (hooks, interventions, gradients); a TLPatternModel "
+                        "gives pattern statistics only: load the model with interp.load(hf_model) (a TransformerLens "
+                        "TransformerBridge: interp.load(bridge))")
+    raise TypeError(f"{_where(where)}model must be an interp HookedModel (e.g. interp.load('smollm2-135m')), got "
+                    f"{_show(model)}")
+
+
 def tokens_arg(value, model=None, name: str = "tokens", where: str | None = None, tensor_only: bool = False):
     """Model input: an integer tensor of token ids [pos] or [batch, pos] (checked here: kind, shape, emptiness,
     meta device, vocabulary), or, unless tensor_only, text / a list of texts / lists of ids (checked by

@@ -42,3 +42,23 @@ def test_bad_layers_and_non_tl_objects(tiny_pair):
 def test_bridge_of_a_tokenizer_less_model_is_refused_offline():
     with pytest.raises(ValueError, match="toy-induction has no tokenizer.*TransformerBridge needs one"):
         to_transformer_lens(interp.load("toy-induction"))
+
+
+def test_gradients_and_interventions_need_interp_s_wrapper(tiny_pair):
+    """A TLPatternModel gives statistics only: gradient requests, importance and circuit methods say so."""
+    from interp.analyses import importance as I
+    from interp.analyses.circuits import attribution as CA
+    from interp.analyses.circuits import patching as P
+    from interp.analyses.circuits.graph import Graph
+
+    model, tlm = tiny_pair
+    toks = torch.tensor([[5, 6, 7, 8]])
+    with pytest.raises(ValueError, match="gradients need interp's own wrapper"):
+        tlm.run_with_cache(toks, grad_of=lambda lg: lg.sum())
+    with pytest.raises(TypeError, match="head_importance: needs interp's own wrapper.*TLPatternModel"):
+        I.head_importance(tlm, "induction", methods=["mask_gradient"], n=2)
+    g = Graph.from_model(model)
+    with pytest.raises(TypeError, match="eap: needs interp's own wrapper"):
+        CA.eap(tlm, g, toks, lambda lg: lg.sum(), corrupt=toks)
+    with pytest.raises(TypeError, match="head_patching: model must be an interp HookedModel"):
+        P.head_patching(object(), toks, toks, lambda lg: lg.sum())

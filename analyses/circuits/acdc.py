@@ -48,6 +48,8 @@ from typing import Callable
 
 import torch
 
+from interp.validate import hooked_model_arg
+
 from .evaluate import Circuit, _heads_of_slot, faithfulness
 from .graph import Graph
 from .patching import CleanRun, ablated_outputs, clean_run, masked_logits
@@ -317,6 +319,7 @@ def acdc_batch(model, graph: Graph, clean, ablated: torch.Tensor, tau: float, me
          chunk: int | None = None, skip_dead: bool = True, checkpoint=None, progress=None) -> Circuit:
     """ACDC on one equal-length batch: clean ids [batch, pos], ablated outputs [batch, pos, n_up, d] (from
     `patching.ablated_outputs`). `positions` [batch, pos] bool: where KL reads (default: the last position)."""
+    hooked_model_arg(model, "acdc_batch")
     check_tau(tau)
     _check_metric(metric)
     _check_int(window, "window")
@@ -369,6 +372,7 @@ def acdc_task(model, task, batch, tau: float, metric: str = "kl", ablation: str 
               evaluate: bool = True, progress=None, seed: int = 0, max_receivers: int | None = None) -> Circuit:
     """ACDC on a task's prompts (all equal-length buckets at once). meta["faithfulness"]: the task-metric f of the
     kept edges (when `evaluate`)."""
+    hooked_model_arg(model, "acdc_task")
     check_tau(tau)
     _check_int(window, "window")
     graph = Graph.from_model(model) if graph is None else graph
@@ -389,6 +393,7 @@ def tau_sweep(model, task, batch, taus, metric: str = "kl", ablation: str = "cor
 
     `checkpoint_dir`: one checkpoint per tau (acdc_tau{tau}.pt), so a rerun reuses finished searches. Raises
     ValueError when no tau reaches `target_faithfulness` (the checkpoints stay: they are complete searches)."""
+    hooked_model_arg(model, "tau_sweep")
     taus = [taus] if isinstance(taus, (int, float, str)) else list(taus)
     if not taus:
         raise ValueError("taus must be a non-empty list of finite numbers >= 0, got an empty list")

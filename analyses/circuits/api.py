@@ -13,6 +13,7 @@ import dataclasses
 import torch
 
 from interp.tokens import Tokens
+from interp.validate import hooked_model_arg
 
 from . import atp, attribution, patching
 from .evaluate import Circuit
@@ -48,6 +49,7 @@ def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, a
                 chunk: int = 32, tau: float = ACDC_TAU) -> torch.Tensor:
     """[n_up, n_slots] edge scores ~ M(edge ablated) - M(clean), averaged over the task's prompts.
     ("acdc": the KL change measured when each edge was tested, at threshold `tau`; see acdc.py.)"""
+    hooked_model_arg(model, "score_edges")
     check_method(method)
     if method == "sae":  # no ablations or gradients: discrete SAE codes (sae_codes.sae_circuit for its options)
         from .sae_codes import sae_circuit
@@ -85,6 +87,7 @@ def find_circuit(model, task, batch, method: str = "eap-ig", steps: int = 5, abl
                  graph: Graph | None = None, tau: float = ACDC_TAU, seed: int = 0) -> Circuit:
     """A scored Circuit; "acdc" also chooses its edges (in_circuit: the edges kept at threshold `tau`).
     `seed`: the row permutation of ablation="resample" (ACDC; the scoring methods use seed 0)."""
+    hooked_model_arg(model, "find_circuit")
     graph = Graph.from_model(model) if graph is None else graph
     if check_method(method) == "acdc":
         from .acdc import acdc_task
@@ -97,6 +100,7 @@ def find_circuit(model, task, batch, method: str = "eap-ig", steps: int = 5, abl
 
 def head_effects(model, task, batch, batched: bool = True, chunk: int = 16) -> torch.Tensor:
     """Exact head-output patching (clean -> corrupted) per head, [n_layers, n_heads], averaged over buckets."""
+    hooked_model_arg(model, "head_effects")
     total, n = None, len(batch)
     for sub in buckets(batch):
         s = patching.head_patching(model, sub.clean.input_ids, sub.corrupt.input_ids,

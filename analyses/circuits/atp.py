@@ -27,6 +27,7 @@ import torch
 
 from interp.head_inputs import check_unpadded, input_gradients, node_outputs
 from interp.stages import Intervention
+from interp.validate import hooked_model_arg
 
 from .attribution import _contract, _scores_init
 from .graph import Graph
@@ -111,6 +112,7 @@ def atp_nodes(model, clean, corrupt, metric: Callable, qk_fix: bool = True, grad
 
     `qk_fix`: q and k through the exact softmax (AtP*), else linear in q/k (AtP). `graddrop`: GradDrop magnitudes.
     """
+    hooked_model_arg(model, "atp_nodes")
     clean = check_unpadded(clean, "clean prompts")
     corrupt = check_unpadded(corrupt, "corrupted prompts")
     check_aligned(clean, corrupt)
@@ -176,6 +178,7 @@ def atp_star(model, graph: Graph, clean, metric: Callable, corrupt=None, ablatio
     plus the edge's delta, (z' - z) . dM/dz; with `graddrop`, the GradDrop magnitudes. `chunk`: upstream nodes per
     forward of the QK fix (the batch grows `chunk`-fold).
     """
+    hooked_model_arg(model, "atp_star")
     clean = check_unpadded(clean, "clean prompts")
     if ablated is None:
         ablated = ablated_outputs(model, graph, clean, corrupt, ablation)

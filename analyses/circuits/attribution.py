@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from interp.head_inputs import check_unpadded, input_gradients
+from interp.validate import hooked_model_arg
 
 from .deltas import DenseDeltas, node_deltas
 from .graph import Graph
@@ -119,6 +120,7 @@ def eap(model, graph: Graph, clean, metric: Callable, corrupt=None, ablation: st
     deltas stay compact (`deltas.node_deltas`), which is what keeps long inputs in memory. `pos_chunk`: positions
     per expanded delta chunk (default: ~`deltas.CHUNK_ELEMENTS` elements); `head_chunk`: heads per gradient pull-back
     (default: ~`GRAD_ELEMENTS` elements). Neither changes the result beyond floating-point summation order."""
+    hooked_model_arg(model, "eap")
     check_chunk(pos_chunk, "pos_chunk")
     check_chunk(head_chunk, "head_chunk")
     deltas = node_deltas(model, graph, clean, corrupt, ablation, ablated)
@@ -131,6 +133,7 @@ def eap_reference(model, graph: Graph, clean, metric: Callable, corrupt=None, ab
                   seed: int = 0) -> torch.Tensor:
     """`eap` computed the direct way, for tests and memory comparisons: every delta [n_up, batch*pos*d_model] and
     every input gradient [n_slots, batch, pos, d_model] materialised at once, then one contraction."""
+    hooked_model_arg(model, "eap_reference")
     from interp.head_inputs import node_outputs
 
     from .patching import ablated_outputs, stack_outputs
@@ -163,6 +166,7 @@ def eap_ig(model, graph: Graph, clean, metric: Callable, corrupt, steps: int = 5
            head_chunk: int | None = None) -> torch.Tensor:
     """EAP with integrated gradients over input embeddings interpolated from corrupt to clean (m = `steps`).
     `ablated`, `pos_chunk`, `head_chunk`: as in `eap`."""
+    hooked_model_arg(model, "eap_ig")
     check_chunk(pos_chunk, "pos_chunk")
     check_chunk(head_chunk, "head_chunk")
     clean, corrupt, deltas = _ig_inputs(model, graph, clean, corrupt, steps, ablated,
@@ -189,6 +193,7 @@ def atp_heads(model, clean, metric: Callable, corrupt=None, ablation: str = "cor
     """Node-level attribution patching for head outputs: [n_layers, n_heads] ~ M(head ablated) - M(clean).
 
     (z_ablated - z_clean) . dM/dz at the clean input, summed over batch, positions and d_head."""
+    hooked_model_arg(model, "atp_heads")
     clean = check_unpadded(clean, "clean prompts")
     c = model.cfg
     names = [f"blocks.{l}.attn.hook_z" for l in range(c.n_layers)]
@@ -225,6 +230,7 @@ def eap_ig_act(model, graph: Graph, clean, metric: Callable, corrupt, steps: int
     upstream group's path only (runs that interpolate a later group cut paths through it from earlier edges).
     `ablated`, `pos_chunk`, `head_chunk`: as in `eap`.
     """
+    hooked_model_arg(model, "eap_ig_act")
     check_chunk(pos_chunk, "pos_chunk")
     check_chunk(head_chunk, "head_chunk")
     clean, corrupt, deltas = _ig_inputs(model, graph, clean, corrupt, steps, ablated,

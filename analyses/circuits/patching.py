@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from interp.head_inputs import InputPatch, check_unpadded, node_outputs
+from interp.validate import hooked_model_arg
 
 from .graph import Graph
 
@@ -43,6 +44,7 @@ def stack_outputs(out: dict, graph: Graph, n_layers: int | None = None) -> torch
 def ablated_outputs(model, graph: Graph, clean, corrupt=None, ablation: str = "corrupted",
                     seed: int = 0) -> torch.Tensor:
     """The ablated value of every node's output: [batch, pos, n_up, d_model]."""
+    hooked_model_arg(model, "ablated_outputs")
     clean, corrupt = check_ablation(clean, corrupt, ablation)
     if ablation == "corrupted":
         return stack_outputs(node_outputs(model, corrupt), graph)
@@ -96,6 +98,7 @@ class CleanRun:
 
 def clean_run(model, graph: Graph, clean) -> CleanRun:
     """One clean forward recording every node's output and every layer's resid_pre (for `masked_logits`)."""
+    hooked_model_arg(model, "clean_run")
     clean = check_unpadded(clean, "clean prompts")
     names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)]
     with torch.no_grad():
@@ -213,6 +216,7 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
                   chunk: int = 64) -> torch.Tensor:
     """Exact effect of ablating each edge alone: scores [n_up, n_slots] = M(edge ablated) - M(clean), NaN where no
     edge (or not in `edges`, a [n, 2] (up, slot) index tensor; default: every edge). `chunk` edges per forward."""
+    hooked_model_arg(model, "edge_patching")
     idx = graph.edge_index() if edges is None else torch.as_tensor(edges).reshape(-1, 2)
     clean = check_unpadded(clean)
     with torch.no_grad():
@@ -235,6 +239,7 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
     corrupted run) - M(clean). Batched: `chunk` heads per forward (a per-row HeadMask), else one forward per head.
     `heads`: [(layer, head)] to patch (default all; the others stay 0). `logits_at`: the metric is handed the
     logits at these positions only ([batch, len(logits_at), vocab]; long prompts, large vocabularies)."""
+    hooked_model_arg(model, "head_patching")
     from interp import HeadMask
 
     clean = check_unpadded(clean, "clean prompts")

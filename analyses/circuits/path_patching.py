@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from interp.head_inputs import check_unpadded
+from interp.validate import hooked_model_arg
 
 from .graph import Graph
 from .patching import ablated_outputs, masked_logits, metric_of
@@ -99,6 +100,7 @@ def path_patching(model, clean, corrupt, metric: Callable, senders: list, receiv
     `resolve_receiver`, or lists of them. `ablation` ("corrupted", "mean", "zero", "resample") picks the sender's
     patched value (see `patching.ablated_outputs`); `ablated` passes precomputed ones.
     """
+    hooked_model_arg(model, "path_patching")
     graph = Graph.from_model(model) if graph is None else graph
     senders, receivers = list(senders), list(receivers)
     w, has = path_weights(graph, senders, receivers)
@@ -120,6 +122,7 @@ def input_patching(model, clean, corrupt, metric: Callable, graph: Graph | None 
     """Exact patching of each head's q input and each KV head's k and v input (the input reads the ablated residual
     stream, every incoming edge at once): {"q": [n_layers, n_heads], "k"/"v": [n_layers, n_kv_heads]} of
     M(input patched) - M(clean)."""
+    hooked_model_arg(model, "input_patching")
     graph = Graph.from_model(model) if graph is None else graph
     clean = check_unpadded(clean, "clean prompts")
     if ablated is None:

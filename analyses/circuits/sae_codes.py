@@ -62,8 +62,11 @@ import math
 
 import numpy as np
 import torch
+
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
+
+from interp.validate import hooked_model_arg
 
 from .evaluate import Circuit
 from .graph import Graph
@@ -255,6 +258,7 @@ def sae_circuit(model, task, batch, n_codes: int = 32, l1: float = 0.02, n_epoch
     """Score every edge of the circuit graph from discrete SAE codes of the nodes' outputs on `batch`'s clean
     (positive) and corrupted (negative) prompts. Needs at least 5 of each. Returns a Circuit (method "sae") with
     meta["head_scores"] [n_layers][n_heads] and meta["node_scores"] {node: score}."""
+    hooked_model_arg(model, "sae_circuit")
     n = len(batch)
     if batch.corrupt is None:
         raise ValueError(f"the SAE-code method needs negative examples: task {getattr(task, 'name', '?')!r} gives "
