@@ -262,7 +262,7 @@ class InputPatch(Intervention):
         [batch, len(logits_at), vocab] at the positions `logits_at` only, when given."""
         tokens = check_unpadded(tokens)
         self.outputs = {}
-        handles = []
+        handles, swapped = [], []
         self._attn_norms = {}
         for layer, block in enumerate(model.blocks):
             if layer < self.start:
@@ -276,6 +276,7 @@ class InputPatch(Intervention):
                 if o_proj is not None:  # every group's z is the same: project one
                     handles.append(o_proj.register_forward_pre_hook(
                         lambda mod, args: (args[0][:self._batch] if self._early else args[0],) + tuple(args[1:])))
+                swapped += self._slice_projections(model.attn_modules[layer])
             try:
                 norm = mlp_input_norm(block)
             except ValueError:
@@ -304,11 +305,43 @@ class InputPatch(Intervention):
             return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks, interventions=[self], grad=grad,
                                         logits_at=logits_at)
         finally:
-            for block in skipped:
-                del block.forward
+            for module in skipped + swapped:
+                del module.forward
             for h in handles:
                 h.remove()
             self._reset()
+
+    def _slice_projections(self, attn) -> list:
+        """Separate q/k/v projections (Llama, Gemma, Qwen, Mistral: `q_proj`, `k_proj`, `v_proj` Linear layers) that
+        project each group only where its slot is read: group 0 in full, group g only the d_head columns of its head
+        (the other columns are never read; they are group 0's). G times less projection work. -> the swapped
+        modules (their `forward` is restored after the run); other layouts (GPT-2's fused c_attn) run as they are."""
+        c = self.model.cfg
+        mods = {kind: getattr(attn, f"{kind}_proj", None) for kind in "qkv"}
+        heads = {"q": c.n_heads, "k": c.n_kv_heads, "v": c.n_kv_heads}
+        if not all(isinstance(m, torch.nn.Linear) and m.out_features == heads[kind] * c.d_head
+                   for kind, m in mods.items()):
+            return []
+        for kind, m in mods.items():
+            m.forward = self._grouped_linear(m, kind, c.d_head)
+        return list(mods.values())
+
+    def _grouped_linear(self, lin: torch.nn.Linear, kind: str, d_head: int):
+        def forward(x):  # x: [G*batch, pos, d_model] (the normed attention input of every group)
+            g = len(self._groups)
+            if g == 1 or not self._early:
+                return torch.nn.functional.linear(x, lin.weight, lin.bias)
+            b = self._batch
+            xs = x.reshape(g, b, *x.shape[1:])
+            out = torch.nn.functional.linear(xs[0], lin.weight, lin.bias)  # [batch, pos, out]
+            out = out.unsqueeze(0).repeat(g, *([1] * out.dim()))
+            for gi, slot in enumerate(self._groups[1:], start=1):
+                if slot[0] == kind:
+                    cols = slice(slot[1] * d_head, (slot[1] + 1) * d_head)
+                    bias = None if lin.bias is None else lin.bias[cols]
+                    out[gi, ..., cols] = torch.nn.functional.linear(xs[gi], lin.weight[cols], bias)
+            return out.reshape(g * b, *out.shape[2:])
+        return forward
 
     def _start_at(self, block, batch: int):
         """A pre-hook on the start block (run before every other) that replaces its input by start_resid."""
