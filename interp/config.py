@@ -20,6 +20,7 @@ class ModelConfig:
     layer_windows: tuple  # per layer: sliding window size, or None for full attention
     is_causal: bool
     architecture: str
+    d_mlp: int | None = None  # the MLP's hidden width (None where unknown, e.g. TransformerLens configs)
 
     @classmethod
     def from_hf(cls, config) -> "ModelConfig":
@@ -43,6 +44,7 @@ class ModelConfig:
             is_causal=bool(getattr(c, "is_causal", not getattr(c, "is_encoder_decoder", False)))
             and "Bert" not in archs[0],
             architecture=archs[0],
+            d_mlp=getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d_model,
         )
 
 
