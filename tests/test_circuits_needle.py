@@ -63,6 +63,23 @@ def test_sdpa_gradient_path_matches_the_reference_backward(toy):
         torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-3)
 
 
+def test_sliding_window_model_takes_the_reference_backward():
+    """A sliding-window model (tiny Gemma 3: a window-4 layer, sandwich norms) gets no SDPAGrad; its AtP through the
+    reference path's chunked backward, with only the answer position unembedded, equals the library's atp_heads."""
+    from helpers import tiny_gemma3
+
+    from circuits_needle import grad_interventions  # noqa: PLC0415
+
+    m = interp.HookedModel(tiny_gemma3(), name="tiny-gemma3")
+    assert grad_interventions(m) == []
+    task = T.get_task("needle", context=40)
+    row = task.make(m, n=1, seed=3)[0]
+    ours = atp_prompt(m, task, row)
+    ref = atp_heads(m, row.clean.input_ids, lambda lg: task.metric(lg, row), row.corrupt.input_ids)
+    torch.testing.assert_close(ours["atp"], ref, atol=1e-4, rtol=1e-3)
+    assert ours["clean"] == pytest.approx(float(task.metric(m(row.clean), row)), abs=1e-4)
+
+
 def test_sdpa_grad_refuses_a_wrong_scale(toy):
     task = T.get_task("needle", context=40)
     row = task.make(toy, n=1)[0]
