@@ -6,7 +6,8 @@ logit of a token splits exactly into one term per component:
 
     logit[t] = sum_c  N_f'(r_c) . W_U[t]          N_f'(r) = gamma_f * r / rms(x_final)   (RMSNorm)
 
-Gemma 2/3 put an extra RMSNorm on the attention output before it enters the residual stream ("sandwich" norms):
+Gemma 2/3 (and OLMo 2) put an extra RMSNorm on the attention output before it enters the residual stream
+("sandwich" / post norms):
 a head's contribution is then N_post'(z_h W_O^h), with the post-attention norm's scale frozen at the layer's total
 attention output -- still exact, since the heads sum to that output. LayerNorm (GPT-2 style) also subtracts the
 mean, a linear map too; its bias is a constant that belongs to no component.
@@ -46,14 +47,16 @@ def _apply(scale: torch.Tensor, centred: bool, r: torch.Tensor) -> torch.Tensor:
 
 
 def post_attention_norm(block: nn.Module) -> nn.Module | None:
-    """The norm applied to the attention output before the residual add (Gemma 2/3), or None (Llama, GPT-2)."""
-    if find_child(block, ("pre_feedforward_layernorm",)) is not None:
+    """The norm applied to the attention output before the residual add, or None. Blocks that also normalise the
+    MLP output (`post_feedforward_layernorm`: Gemma 2/3's sandwich norms, OLMo 2's post-norms) name it
+    `post_attention_layernorm`; in Llama-style blocks that name is the MLP's *input* norm."""
+    if find_child(block, ("post_feedforward_layernorm",)) is not None:
         return find_child(block, ("post_attention_layernorm",))
     return None
 
 
 def post_feedforward_norm(block: nn.Module) -> nn.Module | None:
-    """The norm applied to the MLP output before the residual add (Gemma 2/3), or None."""
+    """The norm applied to the MLP output before the residual add (Gemma 2/3, OLMo 2), or None."""
     return find_child(block, ("post_feedforward_layernorm",))
 
 

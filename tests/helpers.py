@@ -40,3 +40,33 @@ def tiny_gpt2(n_layers=2, n_heads=4, d_model=64, vocab=60, seed=0):
             if n.endswith("bias"):
                 p.normal_(0, 0.1)
     return hf
+
+
+def tiny_olmoe(seed=0):
+    """A 2-layer random OLMoE: pre-norms, a q/k norm over all heads (not per head), a mixture-of-experts MLP."""
+    from transformers import OlmoeConfig, OlmoeForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = OlmoeConfig(vocab_size=50, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, max_position_embeddings=64)
+    hf = OlmoeForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for n, p in hf.named_parameters():
+            if "norm" in n:
+                p.normal_(1.0, 0.5)
+    return hf
+
+
+def tiny_olmo2(seed=0):
+    """A 2-layer random OLMo 2: post-norms only (no norm in front of attention or MLP), q/k norms over all heads."""
+    from transformers import Olmo2Config, Olmo2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Olmo2Config(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64)
+    hf = Olmo2ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for n, p in hf.named_parameters():
+            if "norm" in n:
+                p.normal_(1.0, 0.5)
+    return hf

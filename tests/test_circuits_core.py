@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import tiny_gemma3, tiny_llama
+from helpers import tiny_gemma3, tiny_llama, tiny_olmo2, tiny_olmoe
 from interp import HookedModel
 from interp.analyses.circuits import attribution as A
 from interp.analyses.circuits import evaluate as E
@@ -21,6 +21,18 @@ def model():
 def gemma():
     hf = tiny_gemma3()
     return HookedModel(hf, name="tiny-gemma3")
+
+
+@pytest.fixture(scope="module")
+def olmo2():
+    """post-norms only (the MLP reads the residual itself), q/k norms over all heads"""
+    return HookedModel(tiny_olmo2(), name="tiny-olmo2")
+
+
+@pytest.fixture(scope="module")
+def olmoe():
+    """pre-norms with a q/k norm over all heads (the q/k/v shortcut must not slice those) and an MoE MLP"""
+    return HookedModel(tiny_olmoe(), name="tiny-olmoe")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +55,7 @@ def test_edge_counts_match_the_eap_ig_formula():
     assert len(g.edge_names()) == g.n_edges == int(g.valid().sum())
 
 
-@pytest.mark.parametrize("which", ["model", "gemma"])
+@pytest.mark.parametrize("which", ["model", "gemma", "olmo2", "olmoe"])
 def test_node_outputs_add_up_to_the_residual_stream(which, request, pair):
     m = request.getfixturevalue(which)
     out = node_outputs(m, pair[0])
@@ -52,7 +64,7 @@ def test_node_outputs_add_up_to_the_residual_stream(which, request, pair):
     torch.testing.assert_close(total, cache["blocks.1.hook_resid_post"], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("which", ["model", "gemma"])
+@pytest.mark.parametrize("which", ["model", "gemma", "olmo2", "olmoe"])
 def test_masked_core_endpoints_are_clean_and_corrupt(which, request, pair):
     """weights 0 = the clean model, weights 1 on every edge = the corrupted run, exactly (sandwich norms too)."""
     m = request.getfixturevalue(which)
@@ -123,7 +135,7 @@ def test_logits_and_mlp_edges_by_hand(model, pair):
     torch.testing.assert_close(P.masked_logits(model, g, clean, abl, w)[0], ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("which", ["model", "gemma"])
+@pytest.mark.parametrize("which", ["model", "gemma", "olmo2", "olmoe"])
 def test_eap_is_the_derivative_of_the_patching_core(which, request, pair):
     """EAP(u->v) = d M / d w_uv at w = 0, checked by central differences of the exact core on every edge."""
     m = request.getfixturevalue(which)

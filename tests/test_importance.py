@@ -116,10 +116,15 @@ def test_mask_gradient_matches_per_example_autograd(toy):
     torch.testing.assert_close(got, torch.stack(per).mean(0), rtol=1e-4, atol=1e-6)
 
 
-def test_dla_decomposes_the_logit_difference_exactly():
-    m = HookedModel(tiny_llama(), name="tiny")
-    ids = torch.randint(1, 100, (2, 7), generator=torch.Generator().manual_seed(0))
-    t = torch.randint(0, 100, (2, 7, 2), generator=torch.Generator().manual_seed(1))
+@pytest.mark.parametrize("build", ["llama", "olmo2"])
+def test_dla_decomposes_the_logit_difference_exactly(build):
+    """Llama (pre-norms) and OLMo 2 (post-norms on the attention and MLP outputs, frozen like Gemma's)."""
+    from helpers import tiny_olmo2
+
+    m = HookedModel(tiny_llama() if build == "llama" else tiny_olmo2(), name=build)
+    v = m.cfg.d_vocab
+    ids = torch.randint(1, v, (2, 7), generator=torch.Generator().manual_seed(0))
+    t = torch.randint(0, v, (2, 7, 2), generator=torch.Generator().manual_seed(1))
     att = logit_attribution(m, ids, t)
     lg = m(ids).gather(-1, t)
     torch.testing.assert_close(att.target, lg[..., 0] - lg[..., 1], rtol=1e-4, atol=1e-5)

@@ -1,12 +1,12 @@
 """The masking core's shortcuts give the same logits as the plain masked run: logits only at the positions read
 (`logits_at`), forwards that start at the first patched layer (`prefix`), and groups that span only the attention's
 input (the whole block when the architecture has no separate attention-input norm). Llama (GQA), Gemma 3 (sandwich
-norms, a sliding layer, MQA) and GPT-2 (Conv1D, learned positions, biases)."""
+norms, a sliding layer, MQA), GPT-2 (Conv1D, learned positions, biases) and OLMoE (q/k norms over all heads)."""
 
 import pytest
 import torch
 
-from helpers import tiny_gemma3, tiny_gpt2, tiny_llama
+from helpers import tiny_gemma3, tiny_gpt2, tiny_llama, tiny_olmoe
 from interp import HookedModel
 from interp import head_inputs as H
 from interp.analyses.circuits import patching as P
@@ -16,6 +16,7 @@ BUILDERS = {
     "llama": lambda: tiny_llama(n_layers=4, n_heads=4, n_kv_heads=2, d_model=64, vocab=50),
     "gemma3": tiny_gemma3,
     "gpt2": lambda: tiny_gpt2(n_layers=3, vocab=50),
+    "olmoe": tiny_olmoe,  # q/k norms over all heads: the per-head q/k/v shortcut must stand aside
 }
 
 
@@ -137,3 +138,34 @@ def test_logits_at_in_gradients_and_head_patching(setup):
         torch.testing.assert_close(db[key], da[key], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(P.head_patching(m, clean, corrupt, one, chunk=3, logits_at=[last]),
                                P.head_patching(m, clean, corrupt, full, chunk=3), rtol=1e-4, atol=1e-5)
+
+
+def test_a_failed_run_leaves_the_model_as_it_was(setup):
+    """Module hooks and forward replacements are undone even when the run fails, and a forward the module already
+    had (accelerate's dispatch hooks live there) is put back, not deleted."""
+    m, g, clean, _ = setup
+    mods = list(m.model.modules())
+    hooks_before = sum(len(x._forward_pre_hooks) + len(x._forward_hooks) for x in mods)
+    mine = m.blocks[0].forward  # an instance forward set by someone else, e.g. accelerate
+    m.blocks[0].forward = mine
+    proj = getattr(m.attn_modules[-1], "q_proj", None)  # the start layer's: swapped during the run
+    theirs = None if proj is None else proj.forward
+    if proj is not None:
+        proj.forward = theirs
+    try:
+        patch = H.InputPatch(m, lambda *a: {}, start=1, start_resid=torch.zeros(2, clean.shape[1], m.cfg.d_model))
+        with pytest.raises(ValueError, match="start_resid must be"):
+            patch.run(m, clean)  # batch 3 is not a multiple of 2
+        w = torch.zeros(1, g.n_up, g.n_slots)
+        w[0, 0, g.slot_index("logits")] = 1.0
+        P.masked_logits(m, g, clean, P.ablated_outputs(m, g, clean, clean.flip(0)), w,
+                        prefix=P.clean_run(m, g, clean))  # skips the blocks before the last, swaps its projections
+        assert vars(m.blocks[0])["forward"] is mine
+        if proj is not None:
+            assert vars(proj)["forward"] is theirs
+        assert sum(len(x._forward_pre_hooks) + len(x._forward_hooks) for x in mods) == hooks_before
+        torch.testing.assert_close(m(clean), m.run_with_hooks(clean))  # a plain run is plain again
+    finally:
+        vars(m.blocks[0]).pop("forward", None)
+        if proj is not None:
+            vars(proj).pop("forward", None)

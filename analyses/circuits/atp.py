@@ -25,7 +25,8 @@ from typing import Callable
 
 import torch
 
-from interp.head_inputs import check_unpadded, input_gradients, node_outputs
+from interp.head_inputs import check_unpadded, node_outputs
+from interp.input_gradients import input_gradients
 from interp.stages import Intervention
 from interp.validate import hooked_model_arg
 

@@ -30,7 +30,8 @@ from typing import Callable
 
 import torch
 
-from interp.head_inputs import check_unpadded, input_gradients
+from interp.head_inputs import check_unpadded
+from interp.input_gradients import input_gradients
 from interp.validate import hooked_model_arg
 
 from .deltas import DenseDeltas, node_deltas
