@@ -61,6 +61,21 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def fixed_mmap_threshold(kib: int) -> bool:
+    """glibc only: serve allocations of >= `kib` KiB by mmap, so a freed tensor goes back to the OS at once. glibc's
+    default threshold grows to 32 MiB after the first large free, and freed blocks below it stay in the heap: at long
+    context RSS then measures the allocator's high-water mark, not live tensors (Gemma 3, 2k tokens, AtP: 3.96 GiB
+    peak by default vs 2.88 with a 64 KiB threshold and block checkpointing). False where mallopt is unavailable."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, int(kib) * 1024))  # M_MMAP_THRESHOLD = -3
+    except (OSError, AttributeError):
+        return False
+
+
 class Step:
     """`with Step("name", log, estimate_bytes, max_gib):` prints and records wall time, peak RSS and the estimate."""
 
@@ -154,16 +169,17 @@ def last_metric(batch, per_example: bool = False):
     return metric
 
 
-def atp_prompt(model, task, batch, keep: bool = False) -> dict:
+def atp_prompt(model, task, batch, keep: bool = False, checkpoint: bool = False) -> dict:
     """AtP of every head for one prompt (a TaskBatch of one row): [layer, head] over all positions and at the
-    answer position only, the clean / corrupt metric, and (keep=True) the corrupted z per layer for patching."""
+    answer position only, the clean / corrupt metric, and (keep=True) the corrupted z per layer for patching.
+    checkpoint=True: the backward keeps each block's input only and recomputes the block (interp.checkpointing)."""
     names = z_names(model)
     pos = int(batch.position[0])
     if pos != batch.clean.input_ids.shape[1] - 1:
         raise ValueError(f"the needle metric reads the last position, but this prompt answers at {pos}")
     metric = last_metric(batch)
     _, cache, grads = model.run_with_cache(batch.clean, names=names, grad_of=metric, logits_at=[pos],
-                                           interventions=grad_interventions(model))
+                                           interventions=grad_interventions(model), checkpoint=checkpoint)
     with torch.no_grad():
         lc, corr = model.run_with_cache(batch.corrupt, names=names, logits_at=[pos])
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -178,16 +194,18 @@ def atp_prompt(model, task, batch, keep: bool = False) -> dict:
     return out
 
 
-def atp_bytes(model, pos: int) -> int:
+def atp_bytes(model, pos: int, checkpoint: bool = False) -> int:
     """Estimate for one prompt: three hook_z stacks (clean, grad, corrupt), the last position's logits and their
     gradient, and the activations autograd keeps, ~ (12 d_model + 6 d_mlp + 4 (heads + 2 kv_heads) d_head) floats
     per token and layer (fitted to be on the safe side of the measured peaks: SmolLM2 4k 6.5 GiB measured vs 9.9
-    estimated, Gemma 3 4k 7.7 vs 8.0, above the loaded model)."""
+    estimated, Gemma 3 4k 7.7 vs 8.0, above the loaded model). With block checkpointing autograd keeps d_model
+    floats per token and layer, plus one block's insides while the backward recomputes it."""
     c = model.cfg
     z = c.n_layers * pos * c.n_heads * c.d_head * F32
     d_mlp = getattr(c, "d_mlp", 4 * c.d_model) or 4 * c.d_model
     attn = (c.n_heads + 2 * c.n_kv_heads) * c.d_head
-    acts = c.n_layers * pos * (12 * c.d_model + 6 * d_mlp + 4 * attn) * F32
+    block = pos * (12 * c.d_model + 6 * d_mlp + 4 * attn) * F32
+    acts = c.n_layers * pos * c.d_model * F32 + 2 * block if checkpoint else c.n_layers * block
     return 3 * z + 2 * c.d_vocab * F32 + acts
 
 
@@ -246,7 +264,7 @@ def compare_sets(found: list, scores: torch.Tensor, k: int, label_threshold: flo
 # ---------------------------------------------------------------------------------------------- the pipeline
 def analyse(model, context: int, n: int = 2, k: int = 10, seed: int = 0, chunk: int = 4, retrieval_context=512,
             retrieval_trials: int = 3, max_gib: float | None = None, edges: bool = False, log: dict | None = None,
-            partial=None):
+            partial=None, checkpoint: bool = False):
     """The whole pipeline at one context length -> a JSON-able dict (tensors as nested lists). `partial(dict)` is
     called with what is known after each expensive step (a long run that is killed keeps its AtP)."""
     partial = partial or (lambda d: None)
@@ -261,8 +279,10 @@ def analyse(model, context: int, n: int = 2, k: int = 10, seed: int = 0, chunk: 
           flush=True)
     atps, lasts, clean, corrupt, zc = [], [], [], [], []
     for i in range(n):
-        with Step(f"AtP prompt {i} (fwd+bwd clean, fwd corrupt)", log, atp_bytes(model, pos), max_gib):
-            r = atp_prompt(model, task, batch[i], keep=True)
+        ck = " (blocks checkpointed)" if checkpoint else ""
+        with Step(f"AtP prompt {i} (fwd+bwd clean, fwd corrupt){ck}", log, atp_bytes(model, pos, checkpoint),
+                  max_gib):
+            r = atp_prompt(model, task, batch[i], keep=True, checkpoint=checkpoint)
         atps.append(r["atp"])
         lasts.append(r["atp_last"])
         clean.append(r["clean"])
@@ -401,8 +421,13 @@ def main(argv=None):
     p.add_argument("--retrieval-context", type=int, default=512)
     p.add_argument("--retrieval-trials", type=int, default=3)
     p.add_argument("--edges", action="store_true")
+    p.add_argument("--checkpoint", action="store_true",
+                   help="AtP backward keeps each block's input only and recomputes the block (long context)")
     p.add_argument("--max-gib", type=float, default=8.0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--mmap-kib", type=int, default=0,
+                   help="glibc: allocations of at least this many KiB by mmap, returned to the OS when freed "
+                        "(e.g. 64 at long context; 0 keeps glibc's default)")
     p.add_argument("--out", default=None, help="folder: one JSON per context; runs found there are compared")
     p.add_argument("--from-partial", nargs=2, metavar=("PARTIAL_JSON", "COPY_JSON"),
                    help="compare the AtP of a stopped run (partial_*.json) with saved copy scores ({'copy_score': "
@@ -420,6 +445,8 @@ def main(argv=None):
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.mmap_kib > 0 and not fixed_mmap_threshold(a.mmap_kib):
+        print("--mmap-kib: mallopt is not available here (not glibc); ignored", flush=True)
     model = interp.load(a.model)
     results = []
     for ctx in a.context:
@@ -430,7 +457,8 @@ def main(argv=None):
                 Path(a.out).mkdir(parents=True, exist_ok=True)
                 (Path(a.out) / f"partial_{a.model}_{ctx}.json").write_text(json.dumps(d, indent=1))
         res = analyse(model, ctx, n=a.n, k=a.top_k, seed=a.seed, chunk=a.chunk, retrieval_context=a.retrieval_context,
-                      retrieval_trials=a.retrieval_trials, max_gib=a.max_gib, edges=a.edges, partial=partial)
+                      retrieval_trials=a.retrieval_trials, max_gib=a.max_gib, edges=a.edges, partial=partial,
+                      checkpoint=a.checkpoint)
         res["total_wall_s"] = round(time.perf_counter() - t0, 1)
         print_tables(res)
         print(f"total {res['total_wall_s']} s, peak RSS {peak_gib():.2f} GiB", flush=True)

@@ -104,6 +104,8 @@ class RunContext:
     grad_names: set = field(default_factory=set)  # hook names whose live tensors are kept for grad_of
     live: dict[str, torch.Tensor] = field(default_factory=dict)  # hook name -> the tensor the forward went on with
     grad: bool = False  # record a graph from the embeddings on (gradients of activations requested)
+    checkpoint: bool = False  # gradient runs keep block inputs only and recompute blocks in the backward
+    recomputing: bool = False  # a checkpointed block is being recomputed (during the backward): no bookkeeping
 
     def add_hook(self, name: str, fn: HookFn) -> None:
         layer, template = parse_hook_name(name, self.n_layers)
@@ -155,6 +157,8 @@ class RunContext:
         return self._after(name, tensor, layer)
 
     def _after(self, name: str, tensor: torch.Tensor, layer: int | None) -> torch.Tensor:
+        if self.recomputing:  # tracked tensors and backward hooks belong to the first pass
+            return tensor
         if name in self.grad_names:
             self.live[name] = tensor
         if name in self.bwd_hooks and tensor.requires_grad:

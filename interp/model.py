@@ -23,6 +23,7 @@ import torch
 
 from . import attention as _attention
 from .cache import ActivationCache
+from .checkpointing import checkpointed_blocks
 from .config import ATTN_NAMES, MLP_NAMES, ModelConfig, find_blocks, find_child, head_output_weight
 from .hooks import HOOK_OF_STAT, RunContext, all_hook_names, differentiable, parse_hook_name
 from .stages import RESID_STAGES, AttnCall, Intervention, check_stages
@@ -248,7 +249,8 @@ class HookedModel:
         native = keep is not None and self._keeps_logits()
         if native:
             kwargs["logits_to_keep"] = keep.to(toks.input_ids.device)
-        with torch.set_grad_enabled(grad):
+        ckpt = grad and self._ctx is not None and self._ctx.checkpoint
+        with torch.set_grad_enabled(grad), checkpointed_blocks(self, self._ctx, active=ckpt):
             out = self.model(input_ids=toks.input_ids, attention_mask=toks.attention_mask,
                              position_ids=position_ids, use_cache=False, **kwargs)
         out = out.logits if hasattr(out, "logits") else out.last_hidden_state
@@ -293,11 +295,16 @@ class HookedModel:
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple[str, Callable]] = (), interventions: Iterable = (),
               stats=None, layers=None, sink_tokens: int = 4, local_window: int = 64, span=None,
-              backend: str | None = None, bwd_hooks: Sequence[tuple[str, Callable]] = ()):
+              backend: str | None = None, bwd_hooks: Sequence[tuple[str, Callable]] = (),
+              checkpoint: bool = False):
         """Activate hooks, statistics and interventions for every forward pass inside the block (also generate).
 
         `bwd_hooks=[(name, fn)]` run on the gradient at that hook point when a loss computed from the run is
-        backpropagated (`fn(grad, hook)`, may return a replacement gradient)."""
+        backpropagated (`fn(grad, hook)`, may return a replacement gradient). `checkpoint=True`: gradient runs keep
+        only each block's input and recompute the block during the backward (`interp.checkpointing`: long-context
+        memory; hooks inside blocks then run once more in the backward and must be deterministic)."""
+        if not isinstance(checkpoint, bool):
+            raise TypeError(f"checkpoint must be True or False, got {checkpoint!r}")
         if self._ctx is not None:
             raise RuntimeError("hooks are already active on this model; nested hook contexts are not supported")
         ctx = RunContext(n_layers=self.cfg.n_layers, backend=backend or self.backend)
@@ -307,6 +314,7 @@ class HookedModel:
                     raise TypeError(f"{kind} takes (name, fn) pairs, got {item!r}")
                 add(*item)
         ctx.grad = bool(ctx.bwd_hooks)
+        ctx.checkpoint = checkpoint
         names = normalize_stats(stats)
         for layer in self._layers(layers):
             if names:
@@ -337,7 +345,7 @@ class HookedModel:
         return self._forward(self.to_tokens(inputs, prepend_bos))
 
     def run_with_hooks(self, inputs, fwd_hooks=(), interventions=(), prepend_bos=None, bwd_hooks=(),
-                       grad: bool | None = None, logits_at=None, **stat_options):
+                       grad: bool | None = None, logits_at=None, checkpoint: bool = False, **stat_options):
         """Logits with hooks and interventions active.
 
         `logits_at` (1-D positions): logits [batch, len(logits_at), vocab] at those positions only; the
@@ -347,9 +355,10 @@ class HookedModel:
         The run records a graph (so `loss.backward()` works on the logits) when `grad=True`, or by default when
         backward hooks are given or an intervention holds a tensor that requires grad (e.g. `HeadMask(xi)` with
         `xi.requires_grad_()`); otherwise it runs without grad. Model weights are frozen: gradients flow to
-        activations, masks and hooks, never into `.grad` of the weights."""
+        activations, masks and hooks, never into `.grad` of the weights. `checkpoint=True` keeps only each block's
+        input for the backward and recomputes the block there (long context; see `interp.checkpointing`)."""
         with self.hooks(fwd_hooks=fwd_hooks, interventions=interventions, bwd_hooks=bwd_hooks,
-                        **stat_options) as ctx:
+                        checkpoint=checkpoint, **stat_options) as ctx:
             if grad is None:
                 grad = ctx.grad or any(iv.requires_grad() for ivs in ctx.interventions.values() for iv in ivs)
             ctx.grad = ctx.grad or bool(grad)
@@ -358,7 +367,8 @@ class HookedModel:
     def run_with_cache(self, inputs, names: Iterable[str] | None = None, names_filter: Callable | None = None,
                        stats=None, layers=None, pattern: bool = False, interventions=(), prepend_bos=None,
                        sink_tokens: int = 4, local_window: int = 64, span=None, backend: str | None = None,
-                       to_cpu: bool = False, grad_of: Callable | None = None, logits_at=None):
+                       to_cpu: bool = False, grad_of: Callable | None = None, logits_at=None,
+                       checkpoint: bool = False):
         """Logits and an ActivationCache (and, with `grad_of`, a second cache of gradients).
 
         names / names_filter choose hook points (TransformerLens style); `stats=["key_mean", ...]` captures
@@ -373,6 +383,10 @@ class HookedModel:
         `logits_at` (1-D positions): the logits (and what `grad_of` is handed) only at those positions,
         [batch, len(logits_at), vocab]; at long context the full logits are the largest tensor of a run
         (8k tokens x 262k vocabulary = 8.6 GB for Gemma 3).
+
+        `checkpoint=True` (with `grad_of`): the backward keeps only each block's input and recomputes the block
+        (`interp.checkpointing`): the autograd graph's memory drops from every block's internals to d_model floats
+        per token and layer, for about one more forward of compute; cached hooks inside blocks run once more.
         """
         toks = self.to_tokens(inputs, prepend_bos)
         chosen = set()
@@ -411,7 +425,7 @@ class HookedModel:
 
         hooks = [(n, save) for n in sorted(chosen)]
         with self.hooks(fwd_hooks=hooks, interventions=interventions, sink_tokens=sink_tokens,
-                        local_window=local_window, span=span, backend=backend) as ctx:
+                        local_window=local_window, span=span, backend=backend, checkpoint=checkpoint) as ctx:
             if grad_of is not None:
                 ctx.grad = True
                 for n in chosen:
