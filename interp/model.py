@@ -17,6 +17,7 @@ head masks and other interventions. To train the weights, set `model.model.requi
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -181,13 +182,18 @@ class HookedModel:
         bias = None
 
         def attend(prob_hook=None, stats=()):
+            c = call_ref()
             return attention_with_stats(
-                call.query, call.key, call.value, causal=causal, scale=scaling, sliding_window=sliding_window,
+                c.query, c.key, c.value, causal=causal, scale=scaling, sliding_window=sliding_window,
                 attention_mask=mask, key_bias=bias, stats=stats, sink_tokens=opts.get("sink_tokens", 4),
                 local_window=opts.get("local_window", 64), span=opts.get("span"), backend=ctx.backend,
                 prob_hook=prob_hook)
 
+        # `attend` reaches the call through a weak reference: a closure cycle (call -> call.attend -> attend ->
+        # call) would keep every layer's q/k/v alive until the garbage collector ran (Gemma 3 at 16k tokens:
+        # ~1.8 GB per forward, 21.8 GiB peak in a patching sweep)
         call = AttnCall(layer, query, key, value, self._valid, attend=lambda prob_hook=None: attend(prob_hook)[0])
+        call_ref = weakref.ref(call)
         for iv in _at(ivs, "qkv"):
             call.query, call.key, call.value = iv.qkv(call.query, call.key, call.value, call)
         for iv in _at(ivs, "key_bias"):

@@ -137,3 +137,42 @@ def test_checkpointed_triton_backend_equals_plain():
     got = [m.run_with_cache(ids, names=names, grad_of=_metric, checkpoint=ck)[2] for ck in (False, True)]
     for n in names:
         torch.testing.assert_close(got[1][n], got[0][n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("ck", [False, True])
+def test_attention_calls_are_freed_without_the_garbage_collector(ck):
+    """Each layer's AttnCall (holding its q/k/v) dies with the run by reference counting alone: a reference cycle
+    would keep every layer's q/k/v until the collector ran (Gemma 3 at 16k tokens: ~1.8 GB per forward)."""
+    import gc
+    import weakref
+
+    from interp import Intervention
+
+    class Spy(Intervention):
+        stages = ("qkv",)
+
+        def __init__(self):
+            self.refs = []
+
+        def validate(self, n_layers, n_heads):
+            pass
+
+        def layers(self, n_layers):
+            return list(range(n_layers))
+
+        def qkv(self, q, k, v, call):
+            self.refs.append(weakref.ref(call))
+            return q, k, v
+
+    m = HookedModel(tiny_llama(n_layers=2))
+    ids = _ids(m)
+    spy = Spy()
+    gc.collect()
+    gc.disable()
+    try:
+        with torch.no_grad():
+            m.run_with_hooks(ids, interventions=[spy])
+        m.run_with_cache(ids, names=["blocks.1.attn.hook_z"], grad_of=_metric, interventions=[spy], checkpoint=ck)
+        assert len(spy.refs) >= 4 and all(r() is None for r in spy.refs), [r() is None for r in spy.refs]
+    finally:
+        gc.enable()
