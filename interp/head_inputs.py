@@ -30,6 +30,8 @@ the expanded groups. Split a ragged task into equal-length buckets first.
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Callable
 
 import torch
@@ -320,9 +322,7 @@ class InputPatch(Intervention):
 
             handles += [post_attn.register_forward_hook(attn_probe), post_mlp.register_forward_hook(mlp_probe)]
         if self.start:
-            handles.append(self._start_at(model.blocks[self.start]))
-            for block in model.blocks[:self.start]:  # a skipped block hands its input on (the start block replaces it)
-                swaps.set(block, _pass_through)
+            start_at(model, self.start, self.start_resid, handles, swaps)
 
     def _slice_projections(self, attn, swaps: "_Swaps") -> None:
         """Separate q/k/v projections (Llama, Gemma, Qwen, Mistral: plain `q_proj`, `k_proj`, `v_proj` Linear layers)
@@ -368,19 +368,6 @@ class InputPatch(Intervention):
                              f"{self.start}) with the run's batch ({batch}) a multiple of its batch, got "
                              f"{tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__}")
 
-    def _start_at(self, block):
-        """A pre-hook on the start block (run before every other) that replaces its input by start_resid."""
-        r = self.start_resid
-
-        def hook(mod, args, kwargs):
-            x = args[0] if args else kwargs["hidden_states"]
-            rr = r.repeat(x.shape[0] // r.shape[0], 1, 1).to(x.dtype)
-            if args:
-                return (rr,) + tuple(args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": rr}
-
-        return block.register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
-
 
 class _Swaps:
     """Temporary `forward` replacements on module instances, undone in reverse order by `restore` (an instance
@@ -404,6 +391,38 @@ class _Swaps:
                 vars(module).pop("forward", None)
             else:
                 module.forward = old
+
+
+def start_at(model, start: int, resid: torch.Tensor, handles: list, swaps: _Swaps) -> None:
+    """Run the model from layer `start`: blocks before it hand their input on unchanged, and block `start` reads
+    `resid` ([batch, pos, d_model], repeated over the run's batch when that is a multiple) instead of its input.
+    What is installed goes into handles / swaps for the caller to undo."""
+    def hook(mod, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        rr = resid.repeat(x.shape[0] // resid.shape[0], 1, 1).to(x.dtype)
+        if args:
+            return (rr,) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": rr}
+
+    handles.append(model.blocks[start].register_forward_pre_hook(hook, with_kwargs=True, prepend=True))
+    for block in model.blocks[:start]:  # a skipped block hands its input on (the start block replaces it)
+        swaps.set(block, _pass_through)
+
+
+@contextlib.contextmanager
+def started_at(model, start: int, resid: torch.Tensor | None):
+    """Within the block, forwards start at layer `start` from `resid` (the residual stream entering it, e.g. the
+    clean run's); start 0 / resid None: nothing changes."""
+    handles: list = []
+    swaps = _Swaps()
+    try:
+        if start > 0 and resid is not None:
+            start_at(model, start, resid, handles, swaps)
+        yield
+    finally:
+        swaps.restore()
+        for h in handles:
+            h.remove()
 
 
 def _pass_through(*args, **kwargs):

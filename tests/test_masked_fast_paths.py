@@ -169,3 +169,29 @@ def test_a_failed_run_leaves_the_model_as_it_was(setup):
         vars(m.blocks[0]).pop("forward", None)
         if proj is not None:
             vars(proj).pop("forward", None)
+
+
+def test_head_patching_from_the_first_patched_layer_equals_whole_forwards(setup):
+    """head_patching starts each forward at its first patched layer from the clean residual stream; every effect
+    equals a whole-model forward with the same HeadMask (written out here without the shortcut)."""
+    from interp import HeadMask
+
+    m, _, clean, _ = setup
+    corrupt = clean.flip(0)
+    L, Hh = m.cfg.n_layers, m.cfg.n_heads
+
+    def metric(lg):
+        return (lg[:, -1, 5] - lg[:, -1, 9]).mean()
+
+    heads = [(L - 1, 0), (1, Hh - 1), (L - 1, 1), (0, 0)]
+    got = P.head_patching(m, clean, corrupt, metric, chunk=2, heads=heads)
+    names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
+    with torch.no_grad():
+        _, cc = m.run_with_cache(corrupt, names=names)
+        base = float(metric(m(clean)))
+        for l, h in heads:
+            xi = torch.ones(L, Hh)
+            xi[l, h] = 0
+            want = float(metric(m.run_with_hooks(clean, interventions=[HeadMask(xi, baseline={l: cc[names[l]]})])))
+            assert abs(float(got[l, h]) - (want - base)) < 1e-4, (l, h, float(got[l, h]), want - base)
+    assert float(got.abs().sum()) > 0

@@ -238,31 +238,41 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
     """Activation patching of head outputs, clean -> corrupted: [n_layers, n_heads] = M(head's z from the
     corrupted run) - M(clean). Batched: `chunk` heads per forward (a per-row HeadMask), else one forward per head.
     `heads`: [(layer, head)] to patch (default all; the others stay 0). `logits_at`: the metric is handed the
-    logits at these positions only ([batch, len(logits_at), vocab]; long prompts, large vocabularies)."""
+    logits at these positions only ([batch, len(logits_at), vocab]; long prompts, large vocabularies). Each forward
+    starts at its first patched layer from the clean run's residual stream there (the layers before it compute the
+    clean run anyway)."""
     hooked_model_arg(model, "head_patching")
     from interp import HeadMask
+    from interp.head_inputs import started_at
 
     clean = check_unpadded(clean, "clean prompts")
     corrupt = check_unpadded(corrupt, "corrupted prompts")
     check_aligned(clean, corrupt)
     c = model.cfg
     names = [f"blocks.{l}.attn.hook_z" for l in range(c.n_layers)]
+    heads = [(l, h) for l in range(c.n_layers) for h in range(c.n_heads)] if heads is None else list(heads)
+    step = chunk if batched else 1
+    parts = [heads[s:s + step] for s in range(0, len(heads), step)]
+    starts = sorted({min(l for l, _ in part) for part in parts} - {0})  # where the forwards begin
+    resid_names = [f"blocks.{l}.hook_resid_pre" for l in starts]
     with torch.no_grad():
         _, cc = model.run_with_cache(corrupt, names=names, logits_at=logits_at)
-        base = float(metric(model.run_with_hooks(clean, logits_at=logits_at)).reshape(()))
-    heads = [(l, h) for l in range(c.n_layers) for h in range(c.n_heads)] if heads is None else list(heads)
+        if resid_names:
+            lg, rc = model.run_with_cache(clean, names=resid_names, logits_at=logits_at)
+        else:
+            lg, rc = model.run_with_hooks(clean, logits_at=logits_at), {}
+        base = float(metric(lg).reshape(()))
     out = torch.zeros(c.n_layers, c.n_heads)
     b = clean.shape[0]
-    step = chunk if batched else 1
-    for s in range(0, len(heads), step):
-        part = heads[s:s + step]
+    for part in parts:
         v = len(part)
         xi = torch.ones(v, b, c.n_layers, c.n_heads, device=clean.device)
         for i, (l, h) in enumerate(part):
             xi[i, :, l, h] = 0
         layers = sorted({l for l, _ in part})
         baseline = {l: cc[names[l]].repeat(v, 1, 1, 1) for l in layers}
-        with torch.no_grad():
+        start = layers[0]
+        with torch.no_grad(), started_at(model, start, rc[f"blocks.{start}.hook_resid_pre"] if start else None):
             lg = model.run_with_hooks(clean.repeat(v, 1), logits_at=logits_at, interventions=[
                 HeadMask(xi.reshape(v * b, c.n_layers, c.n_heads), baseline=baseline, only_layers=layers)])
         vals = metric_of(lg.reshape(v, b, *lg.shape[1:]), metric)
