@@ -22,6 +22,8 @@ import contextlib
 import torch
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from .swaps import ForwardSwaps
+
 
 @contextlib.contextmanager
 def checkpointed_blocks(model, ctx, active: bool = True):
@@ -31,20 +33,13 @@ def checkpointed_blocks(model, ctx, active: bool = True):
     if not active:
         yield
         return
-    missing = object()
-    saved = []
-    valid = model._valid
+    swaps = ForwardSwaps()
     try:
         for block in model.blocks:
-            saved.append((block, vars(block).get("forward", missing)))
-            block.forward = _wrap(model, ctx, valid, block.forward)
+            swaps.set(block, _wrap(model, ctx, model._valid, block.forward))
         yield
     finally:
-        for block, old in reversed(saved):
-            if old is missing:
-                vars(block).pop("forward", None)
-            else:
-                block.forward = old
+        swaps.restore()
 
 
 def _wrap(model, ctx, valid, forward):

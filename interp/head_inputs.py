@@ -39,6 +39,7 @@ import torch
 from .config import MLP_NAMES, OUT_PROJ_NAMES, find_child, head_output_weight
 from .readout import post_attention_norm, post_feedforward_norm
 from .stages import AttnCall, Intervention
+from .swaps import ForwardSwaps
 
 # the module whose input is the residual stream that the MLP reads (resid_mid), first match wins
 MLP_IN_NORMS = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "post_attn_layernorm")
@@ -274,7 +275,7 @@ class InputPatch(Intervention):
             self._check_start_resid(tokens.shape)
         self.outputs = {}
         handles: list = []
-        swaps = _Swaps()
+        swaps = ForwardSwaps()
         try:
             self._install(model, handles, swaps)
             return model.run_with_hooks(tokens, fwd_hooks=fwd_hooks, interventions=[self], grad=grad,
@@ -285,7 +286,7 @@ class InputPatch(Intervention):
                 h.remove()
             self._reset()
 
-    def _install(self, model, handles: list, swaps: "_Swaps") -> None:
+    def _install(self, model, handles: list, swaps: ForwardSwaps) -> None:
         """The run's module probes and shortcuts (appended to handles / swaps as they are made, so a failure half
         way leaves nothing behind)."""
         self._attn_norms = {}
@@ -324,7 +325,7 @@ class InputPatch(Intervention):
         if self.start:
             start_at(model, self.start, self.start_resid, handles, swaps)
 
-    def _slice_projections(self, attn, swaps: "_Swaps") -> None:
+    def _slice_projections(self, attn, swaps: ForwardSwaps) -> None:
         """Separate q/k/v projections (Llama, Gemma, Qwen, Mistral: plain `q_proj`, `k_proj`, `v_proj` Linear layers)
         project each group only where its slot is read: group 0 in full, group g only the d_head columns of its head
         (the other columns are never read; they are group 0's). G times less projection work. Only where everything
@@ -369,31 +370,7 @@ class InputPatch(Intervention):
                              f"{tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__}")
 
 
-class _Swaps:
-    """Temporary `forward` replacements on module instances, undone in reverse order by `restore` (an instance
-    `forward` that was there before, e.g. accelerate's dispatch hook, is put back; a module is swapped once)."""
-
-    _NONE = object()
-
-    def __init__(self):
-        self._done: list = []
-
-    def set(self, module, fn) -> None:
-        if any(m is module for m, _ in self._done):
-            return
-        self._done.append((module, vars(module).get("forward", self._NONE)))
-        module.forward = fn
-
-    def restore(self) -> None:
-        while self._done:
-            module, old = self._done.pop()
-            if old is self._NONE:
-                vars(module).pop("forward", None)
-            else:
-                module.forward = old
-
-
-def start_at(model, start: int, resid: torch.Tensor, handles: list, swaps: _Swaps) -> None:
+def start_at(model, start: int, resid: torch.Tensor, handles: list, swaps: ForwardSwaps) -> None:
     """Run the model from layer `start`: blocks before it hand their input on unchanged, and block `start` reads
     `resid` ([batch, pos, d_model], repeated over the run's batch when that is a multiple) instead of its input.
     What is installed goes into handles / swaps for the caller to undo."""
@@ -414,7 +391,7 @@ def started_at(model, start: int, resid: torch.Tensor | None):
     """Within the block, forwards start at layer `start` from `resid` (the residual stream entering it, e.g. the
     clean run's); start 0 / resid None: nothing changes."""
     handles: list = []
-    swaps = _Swaps()
+    swaps = ForwardSwaps()
     try:
         if start > 0 and resid is not None:
             start_at(model, start, resid, handles, swaps)

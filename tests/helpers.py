@@ -1,6 +1,15 @@
 import torch
 
 
+def _jitter_norms(hf, mean: float, std: float = 0.5):
+    """Random norm weights ~ N(mean, std) (in place), so that the norms matter in tests; returns the model."""
+    with torch.no_grad():
+        for n, p in hf.named_parameters():
+            if "norm" in n:
+                p.normal_(mean, std)
+    return hf
+
+
 def tiny_llama(n_layers=2, n_heads=4, n_kv_heads=2, d_model=64, vocab=100, n_ctx=256, seed=0, **extra):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -19,12 +28,8 @@ def tiny_gemma3(seed=0):
     cfg = Gemma3TextConfig(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
                            sliding_window=4, layer_types=["sliding_attention", "full_attention"])
-    hf = Gemma3ForCausalLM(cfg).eval()
-    with torch.no_grad():  # non-trivial norm weights, so the sandwich norms matter
-        for n, p in hf.named_parameters():
-            if "norm" in n:
-                p.normal_(0, 0.5)
-    return hf
+    # non-trivial norm weights, so the sandwich norms matter (Gemma's norms scale by 1 + weight)
+    return _jitter_norms(Gemma3ForCausalLM(cfg).eval(), mean=0.0)
 
 
 
@@ -49,12 +54,7 @@ def tiny_olmoe(seed=0):
     torch.manual_seed(seed)
     cfg = OlmoeConfig(vocab_size=50, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, max_position_embeddings=64)
-    hf = OlmoeForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for n, p in hf.named_parameters():
-            if "norm" in n:
-                p.normal_(1.0, 0.5)
-    return hf
+    return _jitter_norms(OlmoeForCausalLM(cfg).eval(), mean=1.0)
 
 
 def tiny_olmo2(seed=0):
@@ -64,9 +64,4 @@ def tiny_olmo2(seed=0):
     torch.manual_seed(seed)
     cfg = Olmo2Config(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=64)
-    hf = Olmo2ForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for n, p in hf.named_parameters():
-            if "norm" in n:
-                p.normal_(1.0, 0.5)
-    return hf
+    return _jitter_norms(Olmo2ForCausalLM(cfg).eval(), mean=1.0)

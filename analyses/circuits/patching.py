@@ -255,8 +255,9 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
     parts = [heads[s:s + step] for s in range(0, len(heads), step)]
     starts = sorted({min(l for l, _ in part) for part in parts} - {0})  # where the forwards begin
     resid_names = [f"blocks.{l}.hook_resid_pre" for l in starts]
+    patched = sorted({names[l] for l, _ in heads})  # only the patched layers' corrupted z are read
     with torch.no_grad():
-        _, cc = model.run_with_cache(corrupt, names=names, logits_at=logits_at)
+        _, cc = model.run_with_cache(corrupt, names=patched, logits_at=logits_at)
         if resid_names:
             lg, rc = model.run_with_cache(clean, names=resid_names, logits_at=logits_at)
         else:
