@@ -376,6 +376,9 @@ def start_at(model, start: int, resid: torch.Tensor, handles: list, swaps: Forwa
     What is installed goes into handles / swaps for the caller to undo."""
     def hook(mod, args, kwargs):
         x = args[0] if args else kwargs["hidden_states"]
+        if resid.dim() != 3 or resid.shape[1:] != x.shape[1:] or x.shape[0] % resid.shape[0]:
+            raise ValueError(f"the residual to start layer {start} from must be [batch, {x.shape[1]}, {x.shape[2]}] "
+                             f"with the run's batch ({x.shape[0]}) a multiple of its batch, got {tuple(resid.shape)}")
         rr = resid.repeat(x.shape[0] // resid.shape[0], 1, 1).to(x.dtype)
         if args:
             return (rr,) + tuple(args[1:]), kwargs
@@ -390,6 +393,11 @@ def start_at(model, start: int, resid: torch.Tensor, handles: list, swaps: Forwa
 def started_at(model, start: int, resid: torch.Tensor | None):
     """Within the block, forwards start at layer `start` from `resid` (the residual stream entering it, e.g. the
     clean run's); start 0 / resid None: nothing changes."""
+    n = model.cfg.n_layers
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < n:
+        raise ValueError(f"started_at: start must be a layer in 0..{n - 1}, got {start!r}")
+    if resid is not None and not isinstance(resid, torch.Tensor):
+        raise TypeError(f"started_at: resid must be a tensor [batch, pos, d_model] or None, got {type(resid).__name__}")
     handles: list = []
     swaps = ForwardSwaps()
     try:

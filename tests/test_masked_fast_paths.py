@@ -195,3 +195,18 @@ def test_head_patching_from_the_first_patched_layer_equals_whole_forwards(setup)
             want = float(metric(m.run_with_hooks(clean, interventions=[HeadMask(xi, baseline={l: cc[names[l]]})])))
             assert abs(float(got[l, h]) - (want - base)) < 1e-4, (l, h, float(got[l, h]), want - base)
     assert float(got.abs().sum()) > 0
+
+
+def test_started_at_bad_input(setup):
+    m, _, clean, _ = setup
+    with pytest.raises(ValueError, match="start must be a layer"):
+        with H.started_at(m, m.cfg.n_layers, None):
+            pass
+    with pytest.raises(TypeError, match="resid must be a tensor"):
+        with H.started_at(m, 1, [1.0]):
+            pass
+    wrong = torch.zeros(clean.shape[0], clean.shape[1] + 1, m.cfg.d_model)
+    with pytest.raises(ValueError, match="residual to start layer 1 from"):
+        with H.started_at(m, 1, wrong), torch.no_grad():
+            m.run_with_hooks(clean)
+    assert not any("forward" in vars(b) for b in m.blocks)  # undone after the error
