@@ -64,8 +64,9 @@ def peak_gib() -> float:
 def fixed_mmap_threshold(kib: int) -> bool:
     """glibc only: serve allocations of >= `kib` KiB by mmap, so a freed tensor goes back to the OS at once. glibc's
     default threshold grows to 32 MiB after the first large free, and freed blocks below it stay in the heap: at long
-    context RSS then measures the allocator's high-water mark, not live tensors (Gemma 3, 2k tokens, AtP: 3.96 GiB
-    peak by default vs 2.88 with a 64 KiB threshold and block checkpointing). False where mallopt is unavailable."""
+    context RSS then measures the allocator's high-water mark, not live tensors (Gemma 3, 2k tokens, AtP: 2.29 GiB
+    above the loaded model by default vs 0.81 with a 64 KiB threshold and block checkpointing,
+    examples/patching_memory.py). False where mallopt is unavailable."""
     import ctypes
     import ctypes.util
 
