@@ -14,7 +14,9 @@
 #   reuse     component reuse across tasks                                           (circuits_reuse.py)
 #   needle    the needle circuit at long context                                     (circuits_needle.py)
 # Environment: OUT (results; default out/gpu_circuits), STEP_LIMIT (seconds per step, default 540),
-# N_EDGES (prompts for `edges`, default 8), NEEDLE_CONTEXT (default "4096 8192").
+# N_EDGES (prompts for `edges`, default 8), NEEDLE_CONTEXT (default "4096 8192"), COMPARE_N (prompt counts for
+# `compare`, default 32), COMPARE_METHODS (default eap,eap-ig,acdc,sae; an ACDC checkpoint in the task's folder under
+# out/cfind/ is resumed, also one written on another device).
 set -u
 M=${1:?usage: gpu_circuits.sh MODEL STEP...}
 shift
@@ -48,12 +50,16 @@ for s in "$@"; do
       step classify $PY -c "import sys; from interp.batch.cli import main; sys.exit(main())" classify "$M" --device cuda --out "out/cfind/classify_$M" --context 256 --prompts 2 \
         --resume --no-progress
       step roles $PY examples/circuits_ioi.py roles --model "$M" --n 32 --classify "out/cfind/classify_$M/heads.csv" ;;
-    compare) step compare $PY examples/circuits_compare.py --model "$M" --n 32 --tau 0.01 --chunk $CHUNK ;;
+    compare)
+      for n in ${COMPARE_N:-32}; do
+        step "compare_n$n" $PY examples/circuits_compare.py --model "$M" --n "$n" --tau 0.01 --chunk $CHUNK \
+          --methods "${COMPARE_METHODS:-eap,eap-ig,acdc,sae}"
+      done ;;
     reuse) step reuse $PY examples/circuits_reuse.py --model "$M" --n 16 --steps 5 ;;
     needle)
       # shellcheck disable=SC2086
       step needle $PY examples/circuits_needle.py --model "$M" --context ${NEEDLE_CONTEXT:-4096 8192} --n 2 \
-        --top-k 10 $EDGES --out "out/needle/$M" ;;
+        --top-k 10 --max-gib "${NEEDLE_MAX_GIB:-100}" $EDGES --out "out/needle/$M" ;;
     *) echo "unknown step $s (heads edges ablations roles compare reuse needle)" >&2 ;;
   esac
 done

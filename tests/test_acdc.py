@@ -199,3 +199,20 @@ def test_toy_target_faithfulness_unreachable(toy, tmp_path):
         A.tau_sweep(model, task, batch, [1e6], graph=graph, target_faithfulness=0.9)
     res = A.tau_sweep(model, task, batch, [1e6], graph=graph, target_faithfulness=-1.0)
     assert res["chosen"] == 0 and res["rows"][0]["n_edges"] == 0
+
+
+def test_fingerprint_survives_float_noise_not_other_data(toy):
+    """A checkpoint written on one device resumes on another: float32 noise in the ablation values keeps the digest,
+    other ablation values or prompts change it."""
+    model, task, batch, graph = toy
+    obj = A.task_objective(model, graph, task, batch)
+    base = obj.fingerprint()
+    part = obj.parts[0]
+    abl = part.ablated.clone()
+    part.ablated = abl * (1 + 1e-6 * torch.randn_like(abl))  # a GPU's float32 rounding
+    assert obj.fingerprint() == base
+    part.ablated = abl * 1.01
+    assert obj.fingerprint() != base
+    part.ablated = abl
+    part.clean = part.clean.flip(1)
+    assert obj.fingerprint() != base

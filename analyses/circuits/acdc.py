@@ -152,13 +152,15 @@ class Objective:
         return out
 
     def fingerprint(self) -> str:
-        """A digest of the prompts, the ablation values and the read positions (for checkpoints)."""
+        """A digest of the prompts, the ablation values and the read positions (for checkpoints). The ablation values
+        enter as their sum and absolute sum to 4 significant digits, so a search started on one device resumes on
+        another (a CPU's and a GPU's float32 sums differ in the last digits) while other data is still refused."""
         h = hashlib.sha256(self.metric.encode())
         for p in self.parts:
             h.update(p.clean.detach().cpu().to(torch.int64).numpy().tobytes())
             h.update(p.positions.cpu().numpy().tobytes())
             a = p.ablated.detach().double()
-            h.update(f"{tuple(a.shape)} {float(a.sum()):.6g} {float(a.abs().sum()):.6g} {p.weight:.9g}".encode())
+            h.update(f"{tuple(a.shape)} {float(a.sum()):.4g} {float(a.abs().sum()):.4g} {p.weight:.9g}".encode())
         return h.hexdigest()[:16]
 
 
