@@ -15,7 +15,7 @@
 #   needle    the needle circuit at long context                                     (circuits_needle.py)
 # Environment: OUT (results; default out/gpu_circuits), STEP_LIMIT (seconds per step, default 540),
 # N_EDGES (prompts for `edges`, default 8), NEEDLE_CONTEXT (default "4096 8192"), COMPARE_N (prompt counts for
-# `compare`, default 32), COMPARE_METHODS (default eap,eap-ig,acdc,sae; an ACDC checkpoint in the task's folder under
+# `compare`, default 32), NEEDLE_OUT (default out/needle/MODEL; earlier contexts found there are compared), COMPARE_METHODS (default eap,eap-ig,acdc,sae; an ACDC checkpoint in the task's folder under
 # out/cfind/ is resumed, also one written on another device).
 set -u
 M=${1:?usage: gpu_circuits.sh MODEL STEP...}
@@ -59,7 +59,7 @@ for s in "$@"; do
     needle)
       # shellcheck disable=SC2086
       step needle $PY examples/circuits_needle.py --model "$M" --context ${NEEDLE_CONTEXT:-4096 8192} --n 2 \
-        --top-k 10 --max-gib "${NEEDLE_MAX_GIB:-100}" $EDGES --out "out/needle/$M" ;;
+        --top-k 10 --max-gib "${NEEDLE_MAX_GIB:-100}" $EDGES --out "${NEEDLE_OUT:-out/needle/$M}" ;;
     *) echo "unknown step $s (heads edges ablations roles compare reuse needle)" >&2 ;;
   esac
 done
