@@ -3,13 +3,13 @@
 # split it here, carry one part per call to the same warm machine, assemble it there under $INTERP_CACHE/gguf/.
 #
 #   bash examples/gpu_weights.sh split MODEL [MIB]   # here: .gguf/MODEL.partNN (+ MODEL.sha256), MIB per part (50)
-#   bash examples/gpu_weights.sh put PART            # there: copy one carried part to /tmp/gguf_parts (outside the repo)
+#   bash examples/gpu_weights.sh put PART            # there: copy one carried part to $GGUF_PARTS (/tmp/gguf_parts)
 #   bash examples/gpu_weights.sh assemble MODEL      # there: join the parts, check the sha256, install the file
 #
 # MODEL: smollm2-135m or gemma3-270m. After `assemble`, `interp.load(MODEL)` reads the file from
 # $INTERP_CACHE/gguf/ (default ~/.cache/interp/gguf/), as on any machine without the weights packages.
 set -euo pipefail
-PARTS=/tmp/gguf_parts
+PARTS=${GGUF_PARTS:-/tmp/gguf_parts}  # outside the repository folder, which each call replaces
 PY=${PYTHON:-python3}
 cmd=${1:?usage: gpu_weights.sh split|put|assemble ...}
 case $cmd in
@@ -30,10 +30,19 @@ case $cmd in
   assemble)
     m=${2:?model}
     cache=${INTERP_CACHE:-$HOME/.cache/interp}/gguf
-    mkdir -p "$cache"
+    [ -f "$PARTS/$m.sha256" ] || { echo "assemble: no $PARTS/$m.sha256 (put the parts first)" >&2; exit 1; }
+    compgen -G "$PARTS/$m.part*" >/dev/null || { echo "assemble: no parts of $m in $PARTS" >&2; exit 1; }
     name=$(awk '{print $2}' "$PARTS/$m.sha256")
-    cat "$PARTS/$m".part* >"$cache/$name"
-    (cd "$cache" && sha256sum -c "$PARTS/$m.sha256")
+    mkdir -p "$cache"
+    tmp="$cache/$name.partial"
+    cat "$PARTS/$m".part* >"$tmp"
+    if [ "$(sha256sum "$tmp" | awk '{print $1}')" != "$(awk '{print $1}' "$PARTS/$m.sha256")" ]; then
+      rm -f "$tmp"
+      echo "assemble: $name: sha256 mismatch (a part missing or damaged); nothing installed" >&2
+      exit 1
+    fi
+    mv "$tmp" "$cache/$name"
+    echo "$name: OK"
     rm -f "$PARTS/$m".part* ;;
   *) echo "unknown command $cmd (split, put, assemble)" >&2; exit 2 ;;
 esac
