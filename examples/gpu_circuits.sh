@@ -14,9 +14,10 @@
 #   reuse     component reuse across tasks                                           (circuits_reuse.py)
 #   needle    the needle circuit at long context                                     (circuits_needle.py)
 # Environment: OUT (results; default out/gpu_circuits), STEP_LIMIT (seconds per step, default 540),
-# N_EDGES (prompts for `edges`, default 8), NEEDLE_CONTEXT (default "4096 8192"), COMPARE_N (prompt counts for
-# `compare`, default 32), NEEDLE_OUT (default out/needle/MODEL; earlier contexts found there are compared), COMPARE_METHODS (default eap,eap-ig,acdc,sae; an ACDC checkpoint in the task's folder under
-# out/cfind/ is resumed, also one written on another device).
+# N_EDGES (prompts for `edges`, default 8), NEEDLE_CONTEXT (default "4096 8192"), NEEDLE_OUT (default
+# out/needle/MODEL; earlier contexts found there are compared), NEEDLE_MAX_GIB (default 100), COMPARE_N (prompt
+# counts for `compare`, default 32), COMPARE_METHODS (default eap,eap-ig,acdc,sae; an ACDC checkpoint in the task's
+# folder under out/cfind/ is resumed, also one written on another device).
 set -u
 M=${1:?usage: gpu_circuits.sh MODEL STEP...}
 shift

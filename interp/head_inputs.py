@@ -363,11 +363,18 @@ class InputPatch(Intervention):
         return forward
 
     def _check_start_resid(self, shape) -> None:
-        r, (batch, pos), d = self.start_resid, shape, self.model.cfg.d_model
-        if not isinstance(r, torch.Tensor) or r.dim() != 3 or batch % r.shape[0] or tuple(r.shape[1:]) != (pos, d):
-            raise ValueError(f"InputPatch: start_resid must be [batch, {pos}, {d}] (the residual entering layer "
-                             f"{self.start}) with the run's batch ({batch}) a multiple of its batch, got "
-                             f"{tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__}")
+        (batch, pos), d = shape, self.model.cfg.d_model
+        check_start_resid("InputPatch: start_resid", self.start_resid, self.start, batch, pos, d)
+
+
+def check_start_resid(who: str, resid, start: int, batch: int, pos: int, d: int) -> None:
+    """ValueError unless `resid` is [b, pos, d] with the run's `batch` a multiple of b (what start_at reads)."""
+    r = resid
+    if (not isinstance(r, torch.Tensor) or r.dim() != 3 or tuple(r.shape[1:]) != (pos, d) or r.shape[0] == 0
+            or batch % r.shape[0]):
+        raise ValueError(f"{who} must be [batch, {pos}, {d}] (the residual entering layer {start}) with the run's "
+                         f"batch ({batch}) a multiple of its batch, got "
+                         f"{tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__}")
 
 
 def start_at(model, start: int, resid: torch.Tensor, handles: list, swaps: ForwardSwaps) -> None:
@@ -376,9 +383,7 @@ def start_at(model, start: int, resid: torch.Tensor, handles: list, swaps: Forwa
     What is installed goes into handles / swaps for the caller to undo."""
     def hook(mod, args, kwargs):
         x = args[0] if args else kwargs["hidden_states"]
-        if resid.dim() != 3 or resid.shape[1:] != x.shape[1:] or x.shape[0] % resid.shape[0]:
-            raise ValueError(f"the residual to start layer {start} from must be [batch, {x.shape[1]}, {x.shape[2]}] "
-                             f"with the run's batch ({x.shape[0]}) a multiple of its batch, got {tuple(resid.shape)}")
+        check_start_resid(f"the residual to start layer {start} from", resid, start, *x.shape)
         rr = resid.repeat(x.shape[0] // resid.shape[0], 1, 1).to(x.dtype)
         if args:
             return (rr,) + tuple(args[1:]), kwargs
