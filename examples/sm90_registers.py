@@ -1,0 +1,146 @@
+"""Registers and spills of the statistics kernel on sm_90 (H100/H200), compiled here, without a GPU.
+
+Triton compiles for a named target without a device, and its wheel carries the same ptxas and cuobjdump that a GPU
+machine uses, so with the GPU machine's Triton version the register counts here are the GPU's. Check: with
+Triton 3.6.0 (the H100/H200 machines' version), the first config gives 206 registers for stats="query" and 241 for
+stats="all", as Nsight Compute measured there (docs/gpu/ncu_stats_h200.log). Other Triton versions differ.
+
+    python3 -m venv /tmp/t36 && /tmp/t36/bin/pip install triton==3.6.0
+    /tmp/t36/bin/python examples/sm90_registers.py [--configs all|first] [--variants query all ...]
+
+No torch needed: the kernel files are loaded on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)
+ROOT = Path(__file__).resolve().parents[1]
+
+# stats="..." variants as the launcher sets the WANT_* flags (lse alone launches no statistics kernel); "query" and
+# "all" without a span, as in the profiled run (a group given no span drops span_mass)
+ROW = dict(WANT_MAXP=True, WANT_ARG=True, WANT_ENT=True, WANT_SINK=True, WANT_LOCAL=True, WANT_SPAN=False)
+NONE = dict(WANT_MAXP=False, WANT_ARG=False, WANT_ENT=False, WANT_SINK=False, WANT_LOCAL=False, WANT_SPAN=False,
+            WANT_KEY=False, WANT_COUNT=False)
+VARIANTS = {
+    "query": {**NONE, **ROW},
+    "all": {**NONE, **ROW, "WANT_KEY": True, "WANT_COUNT": True},
+    "key": {**NONE, "WANT_KEY": True, "WANT_COUNT": True},
+    "max_prob": {**NONE, "WANT_MAXP": True},
+    "argmax": {**NONE, "WANT_ARG": True},
+    "entropy": {**NONE, "WANT_ENT": True},
+    "masses": {**NONE, "WANT_SINK": True, "WANT_LOCAL": True, "WANT_SPAN": True},
+    "query+span": {**NONE, **ROW, "WANT_SPAN": True},
+}
+
+
+def load_kernels():
+    """kernels/triton_forward.py and triton_stats.py as a package of their own (kernels/__init__ needs torch)."""
+    pkg = types.ModuleType("_k")
+    pkg.__path__ = [str(ROOT / "kernels")]
+    sys.modules["_k"] = pkg
+    mods = {}
+    for name in ("triton_forward", "triton_stats"):
+        spec = importlib.util.spec_from_file_location(f"_k.{name}", ROOT / "kernels" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[f"_k.{name}"] = mod
+        spec.loader.exec_module(mod)
+        mods[name] = mod
+    return mods
+
+
+# pointer element types and scalar types of attention_stats_kernel's runtime arguments
+POINTERS = dict(Q="*fp16", K="*fp16", LSE="*fp32", ROWS="*fp32", ARG="*i64", KMASS="*i64", KCOUNT="*fp32",
+                KVALID="*i8", QCUM="*i32", BIAS="*fp32", SPANS="*i64")
+FLOATS = ("qk_scale", "fix_scale")
+ONE = ("stride_qd", "stride_kd")  # contiguous head dim: Triton specialises a 1 into a constant
+# the profiled call's ints (8k tokens, 32 heads / 8 KV heads, q_offset 0, no window, local_window 64) are multiples of
+# 16, which Triton marks divisible; the group size G = 4 and sink_tokens = 4 are not
+NOT_16 = ("G", "sink_tokens")
+
+
+def compile_stats(mods, config, want: dict, head_dim=128, causal=True):
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    kernel = mods["triton_stats"].attention_stats_kernel.fn
+    slots = {"S_MAXP": 0, "S_ENT": 1, "S_SINK": 2, "S_LOCAL": 3, "S_SPAN": 4}
+    constants = dict(
+        HEAD_DIM=head_dim, BLOCK_D=max(16, 1 << (head_dim - 1).bit_length()), CAUSAL=causal, HAS_WINDOW=False,
+        HAS_VALID=False, HAS_BIAS=False, UPCAST=False, DOT_PREC=None, **want, **slots, **config.kwargs,
+    )
+    for name in ONE:
+        constants[name] = 1
+    signature, attrs = {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in constants:
+            signature[name] = "constexpr"
+            continue
+        signature[name] = POINTERS.get(name, "fp32" if name in FLOATS else "i32")
+        if name in POINTERS or (name not in FLOATS and name not in NOT_16):
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
+    target = GPUTarget("cuda", 90, 32)
+    backend = triton.compiler.make_backend(target)
+    opts = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    if getattr(config, "maxnreg", None):
+        opts["maxnreg"] = config.maxnreg
+    options = backend.parse_options(opts)
+    return triton.compile(src, target=target, options=options.__dict__)
+
+
+def resources(compiled) -> tuple[int, int]:
+    """(registers per thread, stack bytes) of the compiled cubin, from cuobjdump -res-usage."""
+    import triton
+
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        text = subprocess.run([str(cuobjdump), "-res-usage", f.name], capture_output=True, text=True,
+                              check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+)", text)
+    if m is None:
+        raise RuntimeError(f"no REG/STACK line in cuobjdump's output:\n{text}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def main(argv=None) -> int:
+    import triton
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", choices=["all", "first"], default="all")
+    ap.add_argument("--variants", nargs="+", default=["query", "all"], choices=sorted(VARIANTS))
+    ap.add_argument("--head-dim", type=int, default=128)
+    args = ap.parse_args(argv)
+    mods = load_kernels()
+    configs = mods["triton_stats"]._configs()
+    if args.configs == "first":
+        configs = configs[:1]
+    print(f"triton {triton.__version__}, sm_90, head_dim {args.head_dim}, fp16, causal")
+    print(f"{'config':<28} {'stats':<9} {'regs':>5} {'spill B':>8} {'CTAs/SM':>8} {'warps/SM':>9}")
+    for c in configs:
+        maxnreg = getattr(c, "maxnreg", None)
+        tag = (f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']} w{c.num_warps} s{c.num_stages}"
+               + (f" r{maxnreg}" if maxnreg else "") + (" split" if c.kwargs.get("SPLIT_MASSES") else ""))
+        for v in args.variants:
+            regs, stack = resources(compile_stats(mods, c, VARIANTS[v], head_dim=args.head_dim))
+            threads = 32 * c.num_warps
+            # registers are allocated per warp in units of 256 (8 per thread): 64K per SM, at most 32 CTAs
+            per_warp = -(-regs * 32 // 256) * 256
+            ctas = min(65536 // (per_warp * c.num_warps), 32, 2048 // threads)
+            print(f"{tag:<28} {v:<9} {regs:>5} {stack:>8} {ctas:>8} {ctas * c.num_warps:>9}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
