@@ -10,6 +10,7 @@ with `AttentionStats.lse` (natural log, float32 [batch, heads, q_len], -inf on r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -27,6 +28,9 @@ ROW_CONST = {"max_prob": "MAXP", "entropy": "ENT", "sink_mass": "SINK", "local_m
 KEY_STATS = {"key_mass", "key_mean", "key_count"}
 _dummies: dict = {}
 _tuned: dict = {}  # autotune key of the statistics kernel -> the config it chose
+# autotune keys cap the length at TUNE_LEN: longer inputs reuse its choice, and are tuned on a TUNE_LEN proxy
+TUNE_LEN = 8192
+_proxied: set = set()  # requests whose kernels were tuned on a proxy
 
 
 def _dummy(device, dtype=torch.float32):
@@ -39,7 +43,43 @@ def _dummy(device, dtype=torch.float32):
 
 def _len_bucket(spec: AttnSpec) -> int:
     """Autotune key for the sequence length: the next power of two, capped (longer inputs reuse 8k's choice)."""
-    return min(1 << (max(spec.q_len, spec.k_len) - 1).bit_length(), 8192)
+    return min(1 << (max(spec.q_len, spec.k_len) - 1).bit_length(), TUNE_LEN)
+
+
+def _proxy_spec(spec: AttnSpec, device) -> AttnSpec:
+    """The same request at most TUNE_LEN long, batch 1: same autotune keys (length bucket, flags, dtypes) and the
+    same choice between SDPA and the Triton forward, so tuning it fills the caches the real call reads."""
+    lq, lk = min(spec.q_len, TUNE_LEN), min(spec.k_len, TUNE_LEN)  # q_len <= k_len (checked)
+    if spec.q_len != spec.k_len and lq == lk:  # keep q_len != k_len (it decides whether SDPA applies)
+        lq = TUNE_LEN // 2
+    valid = torch.ones(1, lk, device=device, dtype=torch.bool) if spec.key_valid is not None else None
+    bias = None
+    if spec.key_bias is not None:
+        bias = torch.zeros(1, spec.heads, lk, device=device, dtype=spec.key_bias.dtype)
+    span = None
+    if spec.span is not None:
+        span = torch.tensor([[0, min(lk, 64)]], device=device, dtype=spec.span.dtype)
+    return dataclasses.replace(spec, batch=1, q_len=lq, k_len=lk, q_offset=lk - lq,
+                               key_valid=valid, key_bias=bias, span=span)
+
+
+def _tune_on_proxy(q, k, spec: AttnSpec) -> None:
+    """Autotune on a TUNE_LEN-token proxy before the first long call of a kind. The autotuner times every config
+    on the input it is given: at 1M tokens that was ~45 s a config (`docs/gpu/kspeed_notes.md`, round 3); on the
+    proxy it is milliseconds, and the long call then launches the chosen configs directly."""
+    if INTERPRET or not AUTOTUNE or max(spec.q_len, spec.k_len) <= TUNE_LEN:
+        return
+    key = (q.device, q.dtype, spec.heads, spec.kv_heads, spec.head_dim, spec.causal, spec.sliding_window is not None,
+           spec.key_valid is not None, None if spec.key_bias is None else spec.key_bias.dtype,
+           spec.span is not None, spec.stats, spec.q_len == 1, spec.q_len == spec.k_len)
+    if key in _proxied:
+        return
+    ps = _proxy_spec(spec, q.device)
+    g = torch.Generator(device=q.device).manual_seed(0)
+    qp = torch.randn(1, ps.heads, ps.q_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
+    kp = torch.randn(1, ps.kv_heads, ps.k_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
+    triton_attention(qp, kp, torch.randn_like(kp), ps)
+    _proxied.add(key)
 
 
 def _fix_scale(q_len: int) -> float:
@@ -98,6 +138,7 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     """Output (None when need_out=False) and the statistics spec.stats asks for."""
     if q.device.type == "cuda":
         check_fits_in_memory(q, spec)
+    _tune_on_proxy(q, k, spec)
     len_bucket = _len_bucket(spec)
 
     res = sdpa_out_lse(q, k, v, spec) if eligible(q, k, v, spec) else None
@@ -109,6 +150,7 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
     """The statistics spec.stats asks for, in one Triton pass from the row log-sum-exp `lse` [b, h, q_len]."""
     b, h, lq, lk, d = spec.batch, spec.heads, spec.q_len, spec.k_len, spec.head_dim
     dev = q.device
+    _tune_on_proxy(q, k, spec)
     want = set(spec.stats)
     len_bucket = _len_bucket(spec)
     st = AttentionStats()

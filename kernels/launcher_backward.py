@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
 import torch
 import triton
 
+from . import launcher
 from .checks import AttnSpec
 from .triton_backward import bwd_dkdv_kernel, bwd_dq_kernel, bwd_preprocess_kernel
-from .triton_forward import INTERPRET
+from .triton_forward import AUTOTUNE, INTERPRET
 
 LOG2E = 1.0 / math.log(2.0)
 PREPROCESS_BLOCK_M = 64
+_proxied: set = set()  # backward requests whose kernels were tuned on a proxy
 
 
 def _dummy(device, dtype=torch.float32):
@@ -61,11 +64,16 @@ def triton_attention_backward(
     None where not asked for. `split` overrides how many programs share a GQA group (tests)."""
     b, h, hk, lq, lk, d = spec.batch, spec.heads, spec.kv_heads, spec.q_len, spec.k_len, spec.head_dim
     dev = q.device
+    if split is None and (need_dkv or need_dbias):
+        split = group_split(spec, dev)
+    if split is not None and (split < 1 or spec.group % split):
+        raise ValueError(f"split must divide the GQA group size {spec.group}, got {split}")
+    _tune_on_proxy(q, spec, need_dq, need_dkv, need_dbias, split)
     f32 = dict(device=dev, dtype=torch.float32)
     upcast = INTERPRET and q.dtype == torch.bfloat16  # tl.dot on bf16 tiles is wrong in the CPU interpreter
     dot_prec = "ieee" if q.dtype == torch.float32 else None
     block_d = max(16, triton.next_power_of_2(d))
-    len_bucket = min(triton.next_power_of_2(max(lq, lk)), 8192)
+    len_bucket = launcher._len_bucket(spec)
     qk_scale = spec.scale * LOG2E
     window = spec.sliding_window or 0
     kvalid = spec.key_valid.to(torch.int8).contiguous() if spec.key_valid is not None else _dummy(dev, torch.int8)
@@ -86,9 +94,7 @@ def triton_attention_backward(
 
     dq = dk = dv = dbias = None
     if need_dkv or need_dbias:
-        n_split = split if split is not None else group_split(spec, dev)
-        if n_split < 1 or spec.group % n_split:
-            raise ValueError(f"split must divide the GQA group size {spec.group}, got {n_split}")
+        n_split = split
         if n_split == 1:
             dk = torch.empty(b, hk, lk, d, device=dev, dtype=k.dtype)
             dv = torch.empty(b, hk, lk, d, device=dev, dtype=v.dtype)
@@ -127,3 +133,25 @@ def triton_attention_backward(
             HEAD_DIM=d, BLOCK_D=block_d, **flags,
         )
     return dq, dk, dv, dbias
+
+
+def _tune_on_proxy(q, spec: AttnSpec, need_dq, need_dkv, need_dbias, split) -> None:
+    """The backward kernels' autotuning on a TUNE_LEN-token proxy (as `launcher._tune_on_proxy` does for the
+    forward): before the first long backward of a kind, so the autotuner never times configs on the long input."""
+    if INTERPRET or not AUTOTUNE or max(spec.q_len, spec.k_len) <= launcher.TUNE_LEN:
+        return
+    need_dbias = need_dbias and spec.key_bias is not None
+    key = (q.device, q.dtype, spec.heads, spec.kv_heads, spec.head_dim, spec.causal, spec.sliding_window is not None,
+           spec.key_valid is not None, None if spec.key_bias is None else spec.key_bias.dtype, need_dq,
+           need_dkv, need_dbias, split)
+    if key in _proxied:
+        return
+    ps = dataclasses.replace(launcher._proxy_spec(spec, q.device), stats=("lse",))
+    g = torch.Generator(device=q.device).manual_seed(0)
+    qp = torch.randn(1, ps.heads, ps.q_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
+    kp = torch.randn(1, ps.kv_heads, ps.k_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
+    vp = torch.randn_like(kp)
+    out, st = launcher.triton_attention(qp, kp, vp, ps)
+    triton_attention_backward(torch.randn_like(out), qp, kp, vp, out, st.lse, ps, need_dq=need_dq,
+                              need_dkv=need_dkv, need_dbias=need_dbias, split=split)
+    _proxied.add(key)

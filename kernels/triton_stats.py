@@ -5,8 +5,10 @@ and from `triton_forward.py` elsewhere. Knowing lse, each probability is final t
 p = 2^(s - lse2), so nothing is carried through an online softmax. One program owns BLOCK_M query rows of one
 (batch, head) and walks the key blocks they can see, recomputing s = q.k (QK^T only: half the forward's matrix work):
 
-    per query (row sums, in registers):  max score (max_prob = 2^(m - lse2), argmax: first occurrence wins),
-        sum p log2 p (entropy), mass on the sink / local-window / span keys
+    per query (row sums, in registers):  max score (max_prob = 2^(m - lse2)), argmax (first occurrence wins:
+        per block the first column equal to the block's max, kept where the row's max grows; no CTA-wide test),
+        sum p log2 p (entropy), mass on the sink / local-window / span keys (carried through the full walk, or,
+        with SPLIT_MASSES, in short walks of their own over the few key blocks they can touch: fewer registers)
     per key (column sums): each block's column sum of p, rounded to fixed point (2^FIX_BITS) and added with
         64-bit integer atomics. Integer addition is associative, so the key mass is bit-identical from run to run
         whatever order the programs finish in; the rounding error is below 2^-FIX_BITS per block (< 1e-11).
@@ -27,15 +29,23 @@ from .triton_forward import INTERPRET, fitting
 
 
 def _configs():
+    """Tile configs, autotuned per key. SPLIT_MASSES=1 walks the sink/local/span blocks again after the full walk
+    instead of carrying the masses through it: a few more QK^T blocks per program, far fewer registers in the
+    full walk. Registers per thread on sm_90, Triton 3.6 (`examples/sm90_registers.py`, the GPU machines' compiler;
+    its first-config numbers match Nsight Compute's), stats="query" / "all" at head_dim 128: 128x64 w8 s3 157 / 180
+    with the masses in the full walk, 128x64 w8 s2 split and capped 128 / 128, 128x32 w8 s3 split 98 / 127 (two
+    8-warp CTAs per SM at <= 128; one above)."""
     if INTERPRET:
-        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1}, num_warps=4, num_stages=1)]
     return [
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
-        triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "SPLIT_MASSES": 0}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "SPLIT_MASSES": 1}, num_warps=8, num_stages=2, maxnreg=128),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32, "SPLIT_MASSES": 1}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "SPLIT_MASSES": 0}, num_warps=8, num_stages=3),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "SPLIT_MASSES": 0}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 0}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32, "SPLIT_MASSES": 0}, num_warps=4, num_stages=2),
+        triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "SPLIT_MASSES": 0}, num_warps=4, num_stages=1),
     ]
 
 
@@ -92,15 +102,14 @@ def _stats_inner(
                 kv = tl.load(kvalid_base + offs_n, mask=offs_n < Lk, other=0)
                 ok = ok & (kv[None, :] != 0)
             s = tl.where(ok, s, float("-inf"))
+        if DO_MAX:  # before t and p: s need not stay live beside them
+            m_blk = tl.max(s, 1)
+            if DO_ARG:  # first column reaching the block's max; it matters only where the running max grows
+                blk_arg = tl.min(tl.where(s == m_blk[:, None], offs_n[None, :], 2147483647), 1)
+                a_i = tl.where(m_blk > m_i, blk_arg, a_i)
+            m_i = tl.maximum(m_i, m_blk)
         t = s - lse_row[:, None]  # log2 p; -inf where the key is hidden or the row sees nothing
         p = tl.exp2(t)
-        if DO_MAX:
-            m_blk = tl.max(s, 1)
-            if DO_ARG:  # the block's argmax matters only where the running max grows
-                if tl.sum((m_blk > m_i).to(tl.int32), 0) > 0:
-                    blk_arg = tl.argmax(s, 1) + start_n
-                    a_i = tl.where(m_blk > m_i, blk_arg, a_i)
-            m_i = tl.maximum(m_i, m_blk)
         if DO_ENT:  # sum p log2 p; p = 0 with t = -inf on hidden keys
             if MASKED or HAS_BIAS:
                 e_i += tl.sum(tl.where(p > 0.0, p * t, 0.0), 1)
@@ -141,6 +150,7 @@ def attention_stats_kernel(
     stride_kb, stride_kh, stride_kn, stride_kd,
     H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, fix_scale, rows_stride, LEN_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLIT_MASSES: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
     WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr,
     WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
@@ -155,6 +165,10 @@ def attention_stats_kernel(
     LN2: tl.constexpr = 0.6931471805599453
     WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
     FULL: tl.constexpr = (WANT_MAX or WANT_ENT) or WANT_KEY  # needs every visible key
+    # the masses ride along the full walk unless SPLIT_MASSES (a tile config choice) gives them walks of their own
+    MAIN_SINK: tl.constexpr = WANT_SINK and not SPLIT_MASSES
+    MAIN_LOCAL: tl.constexpr = WANT_LOCAL and not SPLIT_MASSES
+    MAIN_SPAN: tl.constexpr = WANT_SPAN and not SPLIT_MASSES
     ANY_ROW: tl.constexpr = (FULL or WANT_SINK) or (WANT_LOCAL or WANT_SPAN)
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -216,16 +230,16 @@ def attention_stats_kernel(
                 bias_base, km_base, qpos, offs_d, lo, mid, Lk, qk_scale, window, sink_tokens, local_window,
                 span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                 BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
-                WANT_ENT, WANT_SINK, WANT_LOCAL, WANT_SPAN, WANT_KEY, UPCAST, DOT_PREC,
+                WANT_ENT, MAIN_SINK, MAIN_LOCAL, MAIN_SPAN, WANT_KEY, UPCAST, DOT_PREC,
             )
             m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                 m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
                 bias_base, km_base, qpos, offs_d, mid, hi, Lk, qk_scale, window, sink_tokens, local_window,
                 span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                 BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
-                WANT_ENT, WANT_SINK, WANT_LOCAL, WANT_SPAN, WANT_KEY, UPCAST, DOT_PREC,
+                WANT_ENT, MAIN_SINK, MAIN_LOCAL, MAIN_SPAN, WANT_KEY, UPCAST, DOT_PREC,
             )
-        else:  # masses only: visit just the key blocks each mass can touch
+        if SPLIT_MASSES or not FULL:  # masses in walks of their own, over just the key blocks each can touch
             if WANT_SINK:
                 s_hi = tl.minimum(hi, sink_tokens)
                 m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(

@@ -1,0 +1,209 @@
+"""The statistics kernel under each code path its tile configs choose, against the PyTorch reference.
+
+The autotuner picks a config per key on a GPU; the CPU interpreter has one. Here the launcher's config cache is
+forced to a given config, so both ways of computing the masses (carried through the full walk, SPLIT_MASSES=0, or
+in walks of their own, SPLIT_MASSES=1) and small and ragged tiles run in CI.
+"""
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from interp.kernels import launcher  # noqa: E402
+from test_kernel_triton import check_against_reference, make  # noqa: E402
+
+
+class _Forced(dict):
+    """A config cache that answers every key with one config."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def get(self, key, default=None):
+        return self.config
+
+
+CONFIGS = {
+    "64x64-carried": triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 0}, num_warps=4, num_stages=1),
+    "64x64-split": triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1}, num_warps=4, num_stages=1),
+    "32x16-split": triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_MASSES": 1}, num_warps=4, num_stages=1),
+}
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def forced(request, monkeypatch):
+    monkeypatch.setattr(launcher, "_tuned", _Forced(CONFIGS[request.param]))
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_causal_gqa_every_statistic(forced, dtype, device):
+    q, k, v = make(1, 6, 2, 131, 131, 64, dtype, device, seed=11)
+    check_against_reference(q, k, v, causal=True, stats="all", sink_tokens=5, local_window=20, span=(60, 97))
+
+
+def test_chunked_prefill_window_padding(forced, device):
+    q, k, v = make(2, 4, 2, 45, 170, 32, torch.float32, device, seed=12)
+    mask = torch.ones(2, 170, dtype=torch.bool)
+    mask[0, :30] = False
+    mask[1, 150:] = False
+    check_against_reference(q, k, v, causal=True, sliding_window=50, attention_mask=mask.to(device), stats="all",
+                            sink_tokens=2, local_window=7, span=(100, 140))
+
+
+def test_noncausal_bias_masses_only(forced, device):
+    q, k, v = make(2, 4, 4, 70, 90, 32, torch.float32, device, seed=13)
+    bias = torch.zeros(2, 4, 90, device=device)
+    bias[:, 0, :3] = float("-inf")
+    bias[1, 2, 40] = 3.0
+    spans = torch.tensor([[0, 10], [35, 80]], device=device)
+    for stats in (["sink_mass", "local_mass", "span_mass"], ["entropy", "local_mass"], "all"):
+        check_against_reference(q, k, v, causal=False, key_bias=bias, span=spans, stats=stats, local_window=9)
+
+
+def test_argmax_is_the_first_maximum(forced, device):
+    """Exact ties (repeated keys) inside and across key blocks: the first position carrying the row's max wins."""
+    q, k, v = make(1, 2, 2, 100, 100, 32, torch.float32, device, seed=14)
+    k[:, :, 70] = k[:, :, 10]  # key 70 ties key 10 (another block at BLOCK_N 16 and 64)
+    k[:, :, 12] = k[:, :, 11]  # and two neighbours tie inside one block
+    q[:, :, 20:60] = 2 * k[:, :, 11:12]  # these rows' max: keys 11 and 12
+    q[:, :, 80:] = 2 * k[:, :, 10:11]  # these rows' max: keys 10 and 70
+    _, st = check_against_reference(q, k, v, causal=True, stats=["argmax", "max_prob"])
+    hidden = torch.ones(100, 100, dtype=torch.bool, device=device).triu(1)
+    scores = (q @ k.transpose(-1, -2)).masked_fill(hidden, float("-inf"))
+    first = scores.argmax(-1)  # torch returns the first maximal index
+    ties = (scores == scores.max(-1, keepdim=True).values).sum(-1) > 1
+    assert ties[0, 0, 20:60].all() and ties[0, 0, 80:].all()
+    assert torch.equal(st.argmax[ties], first[ties])
+    assert set(first[0, 0, 80:].tolist()) == {10} and set(first[0, 0, 20:60].tolist()) == {11}
+
+
+@pytest.fixture
+def tuned_as_on_gpu(monkeypatch):
+    """The launcher's GPU-side tuning logic (autotune on, not the interpreter's single-config path) with a
+    proxy length of 64 tokens, recording every statistics launch: (q_len, whether its config was cached)."""
+    monkeypatch.setattr(launcher, "INTERPRET", False)
+    monkeypatch.setattr(launcher, "AUTOTUNE", True)
+    monkeypatch.setattr(launcher, "TUNE_LEN", 64)
+    monkeypatch.setattr(launcher, "_tuned", {})
+    monkeypatch.setattr(launcher, "_proxied", set())
+    calls = []
+    real = launcher._launch_stats
+
+    def spy(args, consts, tune_key, lq, n_bh, kmass):
+        calls.append((lq, tune_key in launcher._tuned))
+        return real(args, consts, tune_key, lq, n_bh, kmass)
+
+    monkeypatch.setattr(launcher, "_launch_stats", spy)
+    return calls
+
+
+@pytest.mark.parametrize("case", ["causal", "chunked-window-padded", "decode"])
+def test_long_inputs_are_tuned_on_a_proxy(tuned_as_on_gpu, case, device):
+    """Past TUNE_LEN tokens the first call of a kind tunes on a TUNE_LEN proxy; the long call then launches the
+    cached config (and is still exact). A second long call of the same kind makes no proxy."""
+    calls = tuned_as_on_gpu
+    kw = dict(stats="all", span=(3, 40))
+    if case == "causal":
+        q, k, v = make(1, 4, 2, 150, 150, 32, torch.float16, device, seed=15)
+    elif case == "decode":
+        q, k, v = make(2, 4, 1, 1, 150, 32, torch.float16, device, seed=16)
+    else:
+        q, k, v = make(2, 4, 2, 90, 150, 32, torch.float32, device, seed=17)
+        mask = torch.ones(2, 150, dtype=torch.bool)
+        mask[1, :20] = False
+        kw.update(sliding_window=70, attention_mask=mask.to(device))
+    check_against_reference(q, k, v, causal=True, **kw)
+    proxy_lq = {"causal": 64, "decode": 1, "chunked-window-padded": 32}[case]  # q_len != k_len kept
+    assert calls == [(proxy_lq, False), (q.shape[2], True)], calls
+    del calls[:]
+    check_against_reference(q, k, v, causal=True, **kw)
+    assert calls == [(q.shape[2], True)]
+
+
+def test_short_inputs_make_no_proxy(tuned_as_on_gpu, device):
+    q, k, v = make(1, 2, 2, 64, 64, 32, torch.float32, device, seed=18)
+    check_against_reference(q, k, v, causal=True, stats="query")
+    assert tuned_as_on_gpu == [(64, False)] and not launcher._proxied
+
+
+def test_proxy_keeps_the_autotune_key_and_the_sdpa_choice():
+    from interp.kernels.checks import check_inputs
+
+    for lq, lk, causal in [(20000, 20000, True), (1, 30000, True), (9000, 20000, True), (12000, 20000, False),
+                           (100, 20000, True), (20000, 20000, False)]:
+        q = torch.empty(2, 8, lq, 64, dtype=torch.float16)
+        k = torch.empty(2, 2, lk, 64, dtype=torch.float16)
+        spec = check_inputs(q, k, k, causal=causal, scale=None, sliding_window=None, attention_mask=None,
+                            key_bias=None, stats="all", sink_tokens=4, local_window=64, span=None)
+        ps = launcher._proxy_spec(spec, "cpu")
+        assert launcher._len_bucket(ps) == launcher._len_bucket(spec) == launcher.TUNE_LEN
+        assert max(ps.q_len, ps.k_len) == launcher.TUNE_LEN and ps.batch == 1
+        assert (ps.q_len == ps.k_len) == (lq == lk) and (ps.q_len == 1) == (lq == 1)
+        assert ps.q_offset == ps.k_len - ps.q_len and ps.causal == causal
+
+
+def test_long_backward_is_tuned_on_a_proxy(monkeypatch, device):
+    """The backward kernels too: past TUNE_LEN the first backward of a kind runs on a proxy first, and the
+    gradients are exactly those of the unproxied path (same config in the interpreter)."""
+    from interp.kernels import attention_with_stats, launcher_backward as LB
+    from interp.kernels.checks import check_inputs
+
+    q, k, v = make(1, 4, 2, 150, 150, 32, torch.float32, device, seed=19)
+    bias = torch.randn(1, 4, 150, device=device)
+    spec = check_inputs(q, k, v, causal=True, scale=None, sliding_window=60, attention_mask=None, key_bias=bias,
+                        stats="lse", sink_tokens=4, local_window=64, span=None)
+    out, st = attention_with_stats(q, k, v, key_bias=bias, sliding_window=60, backend="triton", stats="lse")
+    do = torch.randn_like(out)
+    plain = LB.triton_attention_backward(do, q, k, v, out, st.lse, spec, need_dbias=True)
+
+    for mod in (launcher, LB):
+        monkeypatch.setattr(mod, "INTERPRET", False)
+        monkeypatch.setattr(mod, "AUTOTUNE", True)
+    monkeypatch.setattr(launcher, "TUNE_LEN", 64)
+    monkeypatch.setattr(launcher, "_proxied", set())
+    monkeypatch.setattr(LB, "_proxied", set())
+    lengths = []
+
+    class Spy:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                lengths.append(args[31])  # the dq kernel's Lq (after 9 pointers, 20 strides, h, group)
+                return self.kernel[grid](*args, **kw)
+            return launch
+
+    monkeypatch.setattr(LB, "bwd_dq_kernel", Spy(LB.bwd_dq_kernel))
+    proxied = LB.triton_attention_backward(do, q, k, v, out, st.lse, spec, need_dbias=True)
+    assert lengths == [64, 150] and len(LB._proxied) == 1
+    for a, b in zip(plain, proxied):
+        assert torch.equal(a, b)
+    LB.triton_attention_backward(do, q, k, v, out, st.lse, spec, need_dbias=True)
+    assert lengths == [64, 150, 150]  # tuned once per kind
+    with pytest.raises(ValueError, match="split must divide"):  # checked before any proxy runs
+        LB.triton_attention_backward(do, q, k, v, out, st.lse, spec, split=3)
+
+
+def test_sm90_register_report_compiles_without_a_gpu():
+    """examples/sm90_registers.py compiles the kernel for sm_90 on this CPU with the installed Triton and reads
+    registers from the cubin (the counts equal the GPU's only under the GPU machines' Triton version)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    res = subprocess.run([sys.executable, str(root / "examples" / "sm90_registers.py"), "--configs", "first",
+                          "--variants", "query"], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = re.search(r"128x64 w8 s3\s+query\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", res.stdout)
+    assert row, res.stdout
+    regs, spill, ctas, warps = map(int, row.groups())
+    assert 32 <= regs <= 255 and ctas >= 1 and warps == 8 * ctas
