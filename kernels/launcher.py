@@ -63,23 +63,31 @@ def _proxy_spec(spec: AttnSpec, device) -> AttnSpec:
                                key_valid=valid, key_bias=bias, span=span)
 
 
-def _tune_on_proxy(q, k, spec: AttnSpec) -> None:
+def _tune_on_proxy(q, k, spec: AttnSpec, sdpa: bool | None) -> None:
     """Autotune on a TUNE_LEN-token proxy before the first long call of a kind. The autotuner times every config
     on the input it is given: at 1M tokens that was ~45 s a config (`docs/gpu/kspeed_notes.md`, round 3); on the
-    proxy it is milliseconds, and the long call then launches the chosen configs directly."""
+    proxy it is milliseconds, and the long call then launches the chosen configs directly. `sdpa`: whether the
+    real call's output comes from SDPA (True) or the Triton forward (False), which the proxy then tunes; None
+    for a statistics-only call. The proxy draws from its own generator: the caller's random stream is untouched."""
     if INTERPRET or not AUTOTUNE or max(spec.q_len, spec.k_len) <= TUNE_LEN:
         return
-    key = (q.device, q.dtype, spec.heads, spec.kv_heads, spec.head_dim, spec.causal, spec.sliding_window is not None,
-           spec.key_valid is not None, None if spec.key_bias is None else spec.key_bias.dtype,
-           spec.span is not None, spec.stats, spec.q_len == 1, spec.q_len == spec.k_len)
-    if key in _proxied:
+    base = (q.device, q.dtype, spec.heads, spec.kv_heads, spec.head_dim, spec.causal,
+            spec.sliding_window is not None, spec.key_valid is not None,
+            None if spec.key_bias is None else spec.key_bias.dtype, spec.q_len == 1, spec.q_len == spec.k_len)
+    keys = [(*base, "stats", spec.stats, spec.span is not None)]
+    if sdpa is not None:
+        keys.append((*base, "forward", sdpa))
+    if all(key in _proxied for key in keys):
         return
     ps = _proxy_spec(spec, q.device)
     g = torch.Generator(device=q.device).manual_seed(0)
     qp = torch.randn(1, ps.heads, ps.q_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
     kp = torch.randn(1, ps.kv_heads, ps.k_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
-    triton_attention(qp, kp, torch.randn_like(kp), ps)
-    _proxied.add(key)
+    vp = torch.randn(kp.shape, device=q.device, dtype=q.dtype, generator=g)
+    res = sdpa_out_lse(qp, kp, vp, ps) if sdpa is not False and eligible(qp, kp, vp, ps) else None
+    _, lse = res if res is not None else triton_forward(qp, kp, vp, ps, _flags(ps, qp), _len_bucket(ps))
+    triton_stats(qp, kp, lse, ps)
+    _proxied.update(keys)
 
 
 def _fix_scale(q_len: int) -> float:
@@ -138,10 +146,11 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     """Output (None when need_out=False) and the statistics spec.stats asks for."""
     if q.device.type == "cuda":
         check_fits_in_memory(q, spec)
-    _tune_on_proxy(q, k, spec)
+    use_sdpa = eligible(q, k, v, spec)
+    _tune_on_proxy(q, k, spec, use_sdpa)
     len_bucket = _len_bucket(spec)
 
-    res = sdpa_out_lse(q, k, v, spec) if eligible(q, k, v, spec) else None
+    res = sdpa_out_lse(q, k, v, spec) if use_sdpa else None
     out, lse = res if res is not None else triton_forward(q, k, v, spec, _flags(spec, q), len_bucket)
     return (out if need_out else None), triton_stats(q, k, lse, spec)
 
@@ -150,7 +159,7 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
     """The statistics spec.stats asks for, in one Triton pass from the row log-sum-exp `lse` [b, h, q_len]."""
     b, h, lq, lk, d = spec.batch, spec.heads, spec.q_len, spec.k_len, spec.head_dim
     dev = q.device
-    _tune_on_proxy(q, k, spec)
+    _tune_on_proxy(q, k, spec, None)
     want = set(spec.stats)
     len_bucket = _len_bucket(spec)
     st = AttentionStats()

@@ -64,10 +64,11 @@ def triton_attention_backward(
     None where not asked for. `split` overrides how many programs share a GQA group (tests)."""
     b, h, hk, lq, lk, d = spec.batch, spec.heads, spec.kv_heads, spec.q_len, spec.k_len, spec.head_dim
     dev = q.device
-    if split is None and (need_dkv or need_dbias):
-        split = group_split(spec, dev)
-    if split is not None and (split < 1 or spec.group % split):
-        raise ValueError(f"split must divide the GQA group size {spec.group}, got {split}")
+    if need_dkv or need_dbias:
+        if split is None:
+            split = group_split(spec, dev)
+        elif split < 1 or spec.group % split:
+            raise ValueError(f"split must divide the GQA group size {spec.group}, got {split}")
     _tune_on_proxy(q, spec, need_dq, need_dkv, need_dbias, split)
     f32 = dict(device=dev, dtype=torch.float32)
     upcast = INTERPRET and q.dtype == torch.bfloat16  # tl.dot on bf16 tiles is wrong in the CPU interpreter
@@ -150,8 +151,9 @@ def _tune_on_proxy(q, spec: AttnSpec, need_dq, need_dkv, need_dbias, split) -> N
     g = torch.Generator(device=q.device).manual_seed(0)
     qp = torch.randn(1, ps.heads, ps.q_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
     kp = torch.randn(1, ps.kv_heads, ps.k_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
-    vp = torch.randn_like(kp)
+    vp = torch.randn(kp.shape, device=q.device, dtype=q.dtype, generator=g)
     out, st = launcher.triton_attention(qp, kp, vp, ps)
-    triton_attention_backward(torch.randn_like(out), qp, kp, vp, out, st.lse, ps, need_dq=need_dq,
+    do = torch.randn(out.shape, device=q.device, dtype=q.dtype, generator=g)  # (never the global generator)
+    triton_attention_backward(do, qp, kp, vp, out, st.lse, ps, need_dq=need_dq,
                               need_dkv=need_dkv, need_dbias=need_dbias, split=split)
     _proxied.add(key)

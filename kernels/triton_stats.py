@@ -32,7 +32,7 @@ def _configs():
     """Tile configs, autotuned per key. SPLIT_MASSES=1 walks the sink/local/span blocks again after the full walk
     instead of carrying the masses through it: a few more QK^T blocks per program, far fewer registers in the
     full walk. Registers per thread on sm_90, Triton 3.6 (`examples/sm90_registers.py`, the GPU machines' compiler;
-    its first-config numbers match Nsight Compute's), stats="query" / "all" at head_dim 128: 128x64 w8 s3 157 / 180
+    its first-config numbers match Nsight Compute's), stats="query" / "all" at head_dim 128: 128x64 w8 s3 159 / 221
     with the masses in the full walk, 128x64 w8 s2 split and capped 128 / 128, 128x32 w8 s3 split 98 / 127 (two
     8-warp CTAs per SM at <= 128; one above)."""
     if INTERPRET:
@@ -251,9 +251,10 @@ def attention_stats_kernel(
                 )
             if WANT_LOCAL:
                 l_lo = tl.maximum(lo, ((q_lo_abs - local_window + 1) // BLOCK_N) * BLOCK_N)
+                l_hi = tl.minimum(hi, q_hi_abs + 1)  # no local key lies after the tile's last query
                 m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                     m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
-                    bias_base, km_base, qpos, offs_d, l_lo, hi, Lk, qk_scale, window, sink_tokens, local_window,
+                    bias_base, km_base, qpos, offs_d, l_lo, l_hi, Lk, qk_scale, window, sink_tokens, local_window,
                     span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                     BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
                     False, False, True, False, False, UPCAST, DOT_PREC,

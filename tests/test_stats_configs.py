@@ -97,6 +97,13 @@ def tuned_as_on_gpu(monkeypatch):
         return real(args, consts, tune_key, lq, n_bh, kmass)
 
     monkeypatch.setattr(launcher, "_launch_stats", spy)
+    real_fwd = launcher.triton_forward
+
+    def spy_fwd(q, k, v, spec, flags, len_bucket):
+        calls.append(("forward", spec.q_len))
+        return real_fwd(q, k, v, spec, flags, len_bucket)
+
+    monkeypatch.setattr(launcher, "triton_forward", spy_fwd)
     return calls
 
 
@@ -115,18 +122,24 @@ def test_long_inputs_are_tuned_on_a_proxy(tuned_as_on_gpu, case, device):
         mask = torch.ones(2, 150, dtype=torch.bool)
         mask[1, :20] = False
         kw.update(sliding_window=70, attention_mask=mask.to(device))
+    torch.manual_seed(0)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(0)
     check_against_reference(q, k, v, causal=True, **kw)
+    assert torch.equal(torch.rand(3), expected_draw)  # the proxy leaves the global random stream alone
     proxy_lq = {"causal": 64, "decode": 1, "chunked-window-padded": 32}[case]  # q_len != k_len kept
-    assert calls == [(proxy_lq, False), (q.shape[2], True)], calls
+    lq = q.shape[2]
+    # the proxy's forward (on the CPU never SDPA) and statistics first, then the real call's, from the caches
+    assert calls == [("forward", proxy_lq), (proxy_lq, False), ("forward", lq), (lq, True)], calls
     del calls[:]
     check_against_reference(q, k, v, causal=True, **kw)
-    assert calls == [(q.shape[2], True)]
+    assert calls == [("forward", lq), (lq, True)]
 
 
 def test_short_inputs_make_no_proxy(tuned_as_on_gpu, device):
     q, k, v = make(1, 2, 2, 64, 64, 32, torch.float32, device, seed=18)
     check_against_reference(q, k, v, causal=True, stats="query")
-    assert tuned_as_on_gpu == [(64, False)] and not launcher._proxied
+    assert tuned_as_on_gpu == [("forward", 64), (64, False)] and not launcher._proxied
 
 
 def test_proxy_keeps_the_autotune_key_and_the_sdpa_choice():
@@ -178,7 +191,11 @@ def test_long_backward_is_tuned_on_a_proxy(monkeypatch, device):
             return launch
 
     monkeypatch.setattr(LB, "bwd_dq_kernel", Spy(LB.bwd_dq_kernel))
+    torch.manual_seed(0)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(0)
     proxied = LB.triton_attention_backward(do, q, k, v, out, st.lse, spec, need_dbias=True)
+    assert torch.equal(torch.rand(3), expected_draw)  # the proxy leaves the global random stream alone
     assert lengths == [64, 150] and len(LB._proxied) == 1
     for a, b in zip(plain, proxied):
         assert torch.equal(a, b)
