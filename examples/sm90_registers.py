@@ -127,18 +127,22 @@ def main(argv=None) -> int:
     if args.configs == "first":
         configs = configs[:1]
     print(f"triton {triton.__version__}, sm_90, head_dim {args.head_dim}, fp16, causal")
-    print(f"{'config':<28} {'stats':<9} {'regs':>5} {'spill B':>8} {'CTAs/SM':>8} {'warps/SM':>9}")
+    print(f"{'config':<28} {'stats':<9} {'regs':>5} {'spill B':>8} {'smem KiB':>9} {'CTAs/SM':>8} {'warps/SM':>9}")
     for c in configs:
         maxnreg = getattr(c, "maxnreg", None)
         tag = (f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']} w{c.num_warps} s{c.num_stages}"
                + (f" r{maxnreg}" if maxnreg else "") + (" split" if c.kwargs.get("SPLIT_MASSES") else ""))
         for v in args.variants:
-            regs, stack = resources(compile_stats(mods, c, VARIANTS[v], head_dim=args.head_dim))
+            compiled = compile_stats(mods, c, VARIANTS[v], head_dim=args.head_dim)
+            regs, stack = resources(compiled)
+            smem = compiled.metadata.shared
             threads = 32 * c.num_warps
-            # registers are allocated per warp in units of 256 (8 per thread): 64K per SM, at most 32 CTAs
+            # registers are allocated per warp in units of 256 (8 per thread): 64K per SM; shared memory: 228 KiB
+            # per SM, 1 KiB of it reserved per CTA; at most 32 CTAs and 64 warps
             per_warp = -(-regs * 32 // 256) * 256
-            ctas = min(65536 // (per_warp * c.num_warps), 32, 2048 // threads)
-            print(f"{tag:<28} {v:<9} {regs:>5} {stack:>8} {ctas:>8} {ctas * c.num_warps:>9}", flush=True)
+            ctas = min(65536 // (per_warp * c.num_warps), 233472 // (smem + 1024), 32, 2048 // threads)
+            print(f"{tag:<28} {v:<9} {regs:>5} {stack:>8} {smem / 1024:>9.1f} {ctas:>8} {ctas * c.num_warps:>9}",
+                  flush=True)
     return 0
 
 
