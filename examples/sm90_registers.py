@@ -6,7 +6,7 @@ Triton 3.6.0 (the H100/H200 machines' version), the first config gives 206 regis
 stats="all", as Nsight Compute measured there (docs/gpu/ncu_stats_h200.log). Other Triton versions differ.
 
     python3 -m venv /tmp/t36 && /tmp/t36/bin/pip install triton==3.6.0
-    /tmp/t36/bin/python examples/sm90_registers.py [--configs all|first] [--variants query all ...]
+    /tmp/t36/bin/python examples/sm90_registers.py [--configs all|first] [--variants query all ...] [--loops]
 
 No torch needed: the kernel files are loaded on their own.
 """
@@ -114,6 +114,42 @@ def resources(compiled) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def loop_schedules(compiled) -> list[str]:
+    """One line per loop of the SASS (a backward branch): its length and the order of the instructions that
+    matter for overlap: the tensor-core products (HGMMA) and the wait for them (WARPGROUP.DEPBAR), exponentials
+    (MUFU), warp shuffles (SHFL), CTA barriers (BAR) and async copies (LDGSTS); runs of one kind as `xN`."""
+    import triton
+
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        sass = subprocess.run([str(cuobjdump), "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    ins = [(int(m.group(1), 16), m.group(2).strip()) for m in
+           re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;/]*?)\s*;", sass)]
+    kinds = ("HGMMA", "WARPGROUP.DEPBAR", "MUFU", "SHFL", "BAR.SYNC", "LDGSTS")
+    lines = []
+    for addr, text in ins:
+        m = re.search(r"BRA (0x[0-9a-f]+)", text)
+        if not m or int(m.group(1), 16) >= addr:
+            continue
+        start = int(m.group(1), 16)
+        body = [t for a, t in ins if start <= a <= addr]
+        runs: list[list] = []
+        for t in body:
+            op = t.split()[1] if t.startswith("@") else t.split()[0]
+            kind = next((k for k in kinds if op.startswith(k)), None)
+            if kind is None:
+                continue
+            if runs and runs[-1][0] == kind:
+                runs[-1][1] += 1
+            else:
+                runs.append([kind, 1])
+        lines.append(f"loop {start:#x}-{addr:#x}, {len(body)} instructions: "
+                     + " ".join(k if n == 1 else f"{k}x{n}" for k, n in runs))
+    return lines
+
+
 def main(argv=None) -> int:
     import triton
 
@@ -121,6 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", choices=["all", "first"], default="all")
     ap.add_argument("--variants", nargs="+", default=["query", "all"], choices=sorted(VARIANTS))
     ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--loops", action="store_true", help="also print each loop's instruction schedule (SASS)")
     args = ap.parse_args(argv)
     mods = load_kernels()
     configs = mods["triton_stats"]._configs()
@@ -143,6 +180,9 @@ def main(argv=None) -> int:
             ctas = min(65536 // (per_warp * c.num_warps), 233472 // (smem + 1024), 32, 2048 // threads)
             print(f"{tag:<28} {v:<9} {regs:>5} {stack:>8} {smem / 1024:>9.1f} {ctas:>8} {ctas * c.num_warps:>9}",
                   flush=True)
+            if args.loops:
+                for line in loop_schedules(compiled):
+                    print("    " + line)
     return 0
 
 
