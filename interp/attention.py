@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .kernels import attention_with_stats
+from .kernels.checks import has_padding
 
 NAME = "interp"
 _registered = False
@@ -22,9 +23,9 @@ def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_f
     if attention_mask is None:
         return None
     attention_mask = attention_mask[:, -kv_length:].to(torch.bool)
-    if attention_mask.shape[1] == kv_length and bool(attention_mask.all()):
+    if attention_mask.shape[1] == kv_length and not has_padding(attention_mask):
         return None
-    return attention_mask
+    return attention_mask  # its answer is kept: the layers' input checks do not sync again
 
 
 def register() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,27 @@ def _names(stats, has_span: bool) -> tuple[str, ...]:
 def _span_tensor(start: int, end: int, batch: int, device) -> torch.Tensor:
     """[batch, 2] int64 on the device, made once per (span, batch, device): short calls skip the copy."""
     return torch.tensor([[start, end]], device=device, dtype=torch.int64).expand(batch, 2).contiguous()
+
+
+_mask_has_padding: dict = {}  # id(bool mask) -> (weak reference to it, its version, the answer)
+
+
+def has_padding(mask: torch.Tensor) -> bool:
+    """Does the bool padding mask hide any key? Asking costs a device sync, so the answer is kept per mask tensor
+    (until it is modified in place or freed): a model hands every layer the same mask, and only the first layer
+    syncs."""
+    key = id(mask)
+    known = _mask_has_padding.get(key)
+    if known is not None and known[0]() is mask and known[1] == mask._version:
+        return known[2]
+    answer = not bool(mask.all())
+
+    def forget(ref, key=key):
+        if _mask_has_padding.get(key, (None,))[0] is ref:
+            del _mask_has_padding[key]
+
+    _mask_has_padding[key] = (weakref.ref(mask, forget), mask._version, answer)
+    return answer
 
 
 def _is_int(x) -> bool:
@@ -160,7 +182,7 @@ def check_inputs(
         if attention_mask.device != q.device:
             raise ValueError(f"attention_mask is on {attention_mask.device} but q is on {q.device}")
         key_valid = attention_mask.to(torch.bool)
-        if bool(key_valid.all()):
+        if not has_padding(key_valid):
             key_valid = None
 
     if key_bias is not None:

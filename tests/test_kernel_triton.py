@@ -101,6 +101,47 @@ def test_padded_batch(dtype, device):
     check_against_reference(q, k, v, attention_mask=mask.to(device), stats="all")
 
 
+def test_padding_mask_syncs_once_per_mask(device, monkeypatch):
+    """Whether a padding mask hides anything costs a device sync; a model passes every layer the same mask, so it
+    is asked once per mask (again after an in-place change), not once per layer."""
+    from interp.kernels import checks
+
+    q, k, v = make(2, 2, 2, 9, 9, 16, torch.float32, device, seed=7)
+    mask = torch.ones(2, 9, dtype=torch.bool, device=device)
+    asked = []
+    real_all = torch.Tensor.all
+
+    def counting_all(self, *args, **kwargs):
+        asked.append(tuple(self.shape))
+        return real_all(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "all", counting_all)
+
+    def spec():
+        return checks.check_inputs(q, k, v, causal=True, scale=None, sliding_window=None, attention_mask=mask,
+                                   key_bias=None, stats="all", sink_tokens=4, local_window=8, span=None)
+
+    assert all(spec().key_valid is None for _ in range(4)) and len(asked) == 1  # no padding: SDPA-eligible
+    mask[1, :3] = False  # in place: asked again
+    assert all(spec().key_valid is not None for _ in range(4)) and len(asked) == 2
+    other = mask.clone()  # another tensor with the same values
+    assert checks.check_inputs(q, k, v, causal=True, scale=None, sliding_window=None, attention_mask=other,
+                               key_bias=None, stats="all", sink_tokens=4, local_window=8,
+                               span=None).key_valid is not None
+    assert len(asked) == 3
+    n = len(checks._mask_has_padding)
+    del other
+    assert len(checks._mask_has_padding) == n - 1  # freed masks leave the cache
+
+    from interp.attention import interp_mask  # a wrapped model: the mask function asks once for all layers
+
+    hf_mask = torch.ones(2, 9, dtype=torch.long, device=device)
+    hf_mask[0, :2] = 0
+    mask = interp_mask(2, 9, 9, attention_mask=hf_mask)
+    asked.clear()
+    assert all(spec().key_valid is not None for _ in range(4)) and asked == []
+
+
 def test_span_per_batch_row_and_key_bias(device):
     q, k, v = make(2, 4, 2, 64, 64, 32, torch.float32, device, seed=4)
     bias = torch.zeros(2, 4, 64, device=device)
