@@ -44,6 +44,20 @@ def test_causal_gqa_every_statistic(forced, dtype, device):
     check_against_reference(q, k, v, causal=True, stats="all", sink_tokens=5, local_window=20, span=(60, 97))
 
 
+@pytest.mark.parametrize("index", range(len(launcher.attention_stats_kernel.configs)))
+def test_every_autotune_candidate(index, device, monkeypatch):
+    """Each config the autotuner may pick (on a GPU all of them, maxnreg caps included; in the interpreter its
+    single one), forced, against the reference: fp16 GQA with every statistic, and a padded, windowed call."""
+    monkeypatch.setattr(launcher, "_tuned", _Forced(launcher.attention_stats_kernel.configs[index]))
+    q, k, v = make(1, 8, 2, 200, 200, 128, torch.float16, device, seed=20)
+    check_against_reference(q, k, v, causal=True, stats="all", sink_tokens=4, local_window=64, span=(90, 150))
+    q, k, v = make(2, 4, 1, 150, 150, 64, torch.float16, device, seed=21)
+    mask = torch.ones(2, 150, dtype=torch.bool)
+    mask[0, :17] = False
+    check_against_reference(q, k, v, causal=True, sliding_window=70, attention_mask=mask.to(device), stats="all",
+                            span=(0, 30))
+
+
 def test_chunked_prefill_window_padding(forced, device):
     q, k, v = make(2, 4, 2, 45, 170, 32, torch.float32, device, seed=12)
     mask = torch.ones(2, 170, dtype=torch.bool)
