@@ -28,9 +28,12 @@ import importlib
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -228,12 +231,52 @@ def compute_shard(job_name: str, model, shard: str, options: dict, checkpoint: P
     return result, time.perf_counter() - t0
 
 
+_interrupted = threading.Event()
+
+
+@contextmanager
+def _ctrl_c_sticks():
+    """Ctrl-C that cannot get lost. Python raises KeyboardInterrupt wherever the main thread is; inside a
+    finalizer (`__del__`, e.g. of a regex object collected mid-shard) it is printed as "Exception ignored" and
+    the job carries on. While a job runs, the SIGINT handler also sets a flag that `_stop_if_interrupted` checks
+    between shards and before any output is written. Only where Python's own handler is installed (main thread)."""
+    _interrupted.clear()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def on_sigint(signum, frame):
+        _interrupted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _stop_if_interrupted() -> None:
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+
+
 def run_job(job: Job | str, models, out, options: dict | None = None, *, device=None, dtype=None,
             resume: bool = False, recompute_mismatched: bool = False, ray_address: str | None = None,
             ray_timeout: float = 20.0, progress: bool = True, log=print):
     """Run `job` over `models` into `out`; returns what the job's assemble() returns.
 
-    dtype is recorded with the job's options (it changes results); device is not."""
+    dtype is recorded with the job's options (it changes results); device is not. Ctrl-C stops it between
+    shards at the latest (finished shards are kept; `resume=True` continues)."""
+    with _ctrl_c_sticks():
+        return _run_job(job, models, out, options, device=device, dtype=dtype, resume=resume,
+                        recompute_mismatched=recompute_mismatched, ray_address=ray_address,
+                        ray_timeout=ray_timeout, progress=progress, log=log)
+
+
+def _run_job(job, models, out, options, *, device, dtype, resume, recompute_mismatched, ray_address,
+             ray_timeout, progress, log):
     from tqdm.auto import tqdm
 
     job = get_job(job) if isinstance(job, str) else job
@@ -263,6 +306,7 @@ def run_job(job: Job | str, models, out, options: dict | None = None, *, device=
             elif progress:
                 bar.write(f"{model} {shard}: {seconds:.1f}s", file=sys.stdout)
             bar.update(1)
+            _stop_if_interrupted()
 
         if p.todo and ray_address is not None:
             from .ray_backend import run_on_ray
@@ -275,6 +319,7 @@ def run_job(job: Job | str, models, out, options: dict | None = None, *, device=
 
             loaded: dict = {}
             for m, s in p.todo:
+                _stop_if_interrupted()
                 started, load_s = time.time(), 0.0
                 if m not in loaded:
                     loaded.clear()  # one model in memory at a time
@@ -295,6 +340,7 @@ def run_job(job: Job | str, models, out, options: dict | None = None, *, device=
         raise
     finally:
         bar.close()
+    _stop_if_interrupted()
     from .workers import write_workers_csv
 
     write_workers_csv(out, [dict(workers.get((m, s)) or {}, model=m, shard=s) for m in p.models for s in p.shards[m]])
