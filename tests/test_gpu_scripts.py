@@ -1,0 +1,44 @@
+"""GPU scripts smoke-tested on the CPU (Triton interpreter): the command a GPU session runs must not fail there for
+a reason a CPU run could have caught."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, TRITON_INTERPRET="1", HF_HUB_OFFLINE="1")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, str(ROOT / "examples" / "long_context_gpu.py"), *args],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+
+
+def test_model_level_timing_script_runs_and_checks_itself():
+    r = _run("--device", "cpu", "--shape", "smollm2", "--layers", "2", "--tokens", "40", "--parity-tokens", "24",
+             "--vocab", "128", "--reps", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 layers of smollm2 shape, 40 tokens" in r.stdout and "median of 2" in r.stdout
+    ratio = re.search(r"all statistics, all layers:\s+[\d.]+ ms .*\(([\d.]+)x SDPA\)", r.stdout)
+    assert ratio and float(ratio.group(1)) > 0, r.stdout
+    assert len(re.findall(r"layer \d: sum_k key_mass = n", r.stdout)) == 2
+    assert "logits at 24 tokens (fp32)" in r.stdout
+
+
+def test_model_level_timing_script_bad_arguments():
+    r = _run("--device", "cpu", "--reps", "0")
+    assert r.returncode == 2 and "must be >= 1" in r.stderr
+    r = _run("--shape", "gpt5")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_model_level_timing_script_without_a_gpu():
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the default device works")
+    r = _run("--tokens", "8")
+    assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr and "--device cpu" in r.stderr
