@@ -13,6 +13,7 @@ mass sums to 1, so sum_k key_mass = number of queries) and, at a shorter length,
 """
 
 import argparse
+import os
 import statistics
 import time
 
@@ -70,8 +71,9 @@ def main():
     p.add_argument("--reps", type=int, default=1, help="timed calls per variant (median); 20+ for short inputs")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     args = p.parse_args()
-    if args.tokens < 1 or args.layers < 1 or args.reps < 1 or args.parity_tokens < 1:
-        p.error("--tokens, --layers, --reps and --parity-tokens must be >= 1")
+    if args.tokens < 1 or args.layers < 1 or args.reps < 1 or args.parity_tokens < 1 or (
+            args.vocab is not None and args.vocab < 1):
+        p.error("--tokens, --layers, --reps, --parity-tokens and --vocab must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda needs a CUDA GPU (--device cpu runs the script under the Triton interpreter)")
     dev = args.device
@@ -87,13 +89,14 @@ def main():
         hf.set_attn_implementation("sdpa")
         ref_short = hf(short).logits.float()
         hf(ids)  # warm-up
-        _, t_sdpa, mem_sdpa = timed(lambda: hf(ids).logits, dev, args.reps)
+        t_sdpa, mem_sdpa = timed(lambda: hf(ids).logits, dev, args.reps)[1:]  # (no output kept: peak memory)
     model = interp.load(hf)
     model(ids)  # warm-up: the kernels autotune once per length bucket
-    _, t_none, mem_none = timed(lambda: model(ids), dev, args.reps)
+    t_none, mem_none = timed(lambda: model(ids), dev, args.reps)[1:]
     model.run_with_cache(ids, stats="all")  # warm-up / autotune of the statistics variants
     (logits, cache), t_all, mem_all = timed(lambda: model.run_with_cache(ids, stats="all"), dev, args.reps)
-    name = torch.cuda.get_device_name() if dev == "cuda" else "CPU (interpreter)"
+    name = torch.cuda.get_device_name() if dev == "cuda" else "CPU" + (
+        " (Triton interpreter)" if os.environ.get("TRITON_INTERPRET") == "1" else "")
     dtype = "bf16" if dev == "cuda" else "fp32"
     print(f"model: {args.layers} layers of {args.shape} shape, {args.tokens} tokens, {dtype}, {name}, "
           f"median of {args.reps}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .kernels import attention_with_stats
-from .kernels.checks import has_padding
+from .kernels.checks import has_padding, mark_padded
 
 NAME = "interp"
 _registered = False
@@ -22,10 +22,11 @@ def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_f
     """Compact mask: the 2-D padding mask `[batch, kv_length]` (bool), or None when nothing is padded."""
     if attention_mask is None:
         return None
-    attention_mask = attention_mask[:, -kv_length:].to(torch.bool)
+    attention_mask = attention_mask[:, -kv_length:].to(torch.bool)  # a new tensor object for this forward
     if attention_mask.shape[1] == kv_length and not has_padding(attention_mask):
         return None
-    return attention_mask  # its answer is kept: the layers' input checks do not sync again
+    mark_padded(attention_mask)  # the layers' input checks do not sync again
+    return attention_mask
 
 
 def register() -> None:

@@ -73,25 +73,29 @@ def _span_tensor(start: int, end: int, batch: int, device) -> torch.Tensor:
     return torch.tensor([[start, end]], device=device, dtype=torch.int64).expand(batch, 2).contiguous()
 
 
-_mask_has_padding: dict = {}  # id(bool mask) -> (weak reference to it, its version, the answer)
+_known_padded: dict = {}  # id(mask) -> weak reference, for masks the model's mask function found padded
+
+
+def mark_padded(mask: torch.Tensor) -> None:
+    """Record that `mask` (made by the caller for this forward, e.g. interp.attention.interp_mask) hides keys, so
+    the per-layer checks skip the device sync that asking costs. Only the answer "padded" is kept: were it ever
+    wrong, the kernels would apply an all-true mask, which changes nothing but speed."""
+    key = id(mask)
+
+    def forget(ref, key=key):
+        if _known_padded.get(key) is ref:
+            del _known_padded[key]
+
+    _known_padded[key] = weakref.ref(mask, forget)
 
 
 def has_padding(mask: torch.Tensor) -> bool:
-    """Does the bool padding mask hide any key? Asking costs a device sync, so the answer is kept per mask tensor
-    (until it is modified in place or freed): a model hands every layer the same mask, and only the first layer
-    syncs."""
-    key = id(mask)
-    known = _mask_has_padding.get(key)
-    if known is not None and known[0]() is mask and known[1] == mask._version:
-        return known[2]
-    answer = not bool(mask.all())
-
-    def forget(ref, key=key):
-        if _mask_has_padding.get(key, (None,))[0] is ref:
-            del _mask_has_padding[key]
-
-    _mask_has_padding[key] = (weakref.ref(mask, forget), mask._version, answer)
-    return answer
+    """Does the bool padding mask hide any key? A device sync, except for masks marked by `mark_padded` (a model
+    hands every layer the same mask: its mask function asks once per forward, the layers not again)."""
+    ref = _known_padded.get(id(mask))
+    if ref is not None and ref() is mask:
+        return True
+    return not bool(mask.all())
 
 
 def _is_int(x) -> bool:

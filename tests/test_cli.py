@@ -190,8 +190,7 @@ def test_ctrl_c_inside_a_finalizer_still_stops_the_job(tmp_path, monkeypatch, ca
         calls.append(args[2])  # the shard
         result = real(*args, **kwargs)
         if len(calls) == 1:
-            obj = SendsCtrlC()
-            del obj  # its KeyboardInterrupt is swallowed
+            SendsCtrlC()  # freed at once: its KeyboardInterrupt is raised in __del__, and swallowed
         return result
 
     monkeypatch.setattr(runner, "compute_shard", compute)
@@ -206,6 +205,44 @@ def test_ctrl_c_inside_a_finalizer_still_stops_the_job(tmp_path, monkeypatch, ca
     assert "interrupted" in capsys.readouterr().err
     assert len(finished_shards(tmp_path / "shards")) == 1 and not (tmp_path / "heads.csv").exists()
     assert after is signal.default_int_handler  # the job's handler is gone again
+
+
+def test_ctrl_c_flag_belongs_to_the_job_that_installed_it():
+    """A nested job or one in another thread gets a check that never fires and leaves the outer flag alone; the
+    handler in place before the job comes back after it, unless the job installed one of its own."""
+    import threading
+
+    from interp.batch.runner import _ctrl_c_sticks
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with _ctrl_c_sticks() as outer:
+            handler = signal.getsignal(signal.SIGINT)
+            assert handler is not signal.default_int_handler
+            try:
+                handler(signal.SIGINT, None)  # what a Ctrl-C does
+            except KeyboardInterrupt:
+                pass
+            with _ctrl_c_sticks() as inner:
+                inner()  # never fires
+            seen = []
+            t = threading.Thread(target=lambda: seen.append(_ctrl_c_sticks().__enter__()()))
+            t.start()
+            t.join()
+            assert seen == [None]
+            with pytest.raises(KeyboardInterrupt):
+                outer()  # the outer job's flag survived both
+            assert signal.getsignal(signal.SIGINT) is handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+        def own(signum, frame):
+            pass
+
+        with _ctrl_c_sticks():
+            signal.signal(signal.SIGINT, own)  # the job's own handler stays
+        assert signal.getsignal(signal.SIGINT) is own
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_ctrl_c_exits_130_with_one_line_and_nothing_half_written(tmp_path):

@@ -20,7 +20,7 @@ def test_model_level_timing_script_runs_and_checks_itself():
     r = _run("--device", "cpu", "--shape", "smollm2", "--layers", "2", "--tokens", "40", "--parity-tokens", "24",
              "--vocab", "128", "--reps", "2")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "2 layers of smollm2 shape, 40 tokens" in r.stdout and "median of 2" in r.stdout
+    assert "2 layers of smollm2 shape, 40 tokens" in r.stdout and "CPU (Triton interpreter)" in r.stdout and "median of 2" in r.stdout
     ratio = re.search(r"all statistics, all layers:\s+[\d.]+ ms .*\(([\d.]+)x SDPA\)", r.stdout)
     assert ratio and float(ratio.group(1)) > 0, r.stdout
     assert len(re.findall(r"layer \d: sum_k key_mass = n", r.stdout)) == 2

@@ -231,35 +231,35 @@ def compute_shard(job_name: str, model, shard: str, options: dict, checkpoint: P
     return result, time.perf_counter() - t0
 
 
-_interrupted = threading.Event()
-
-
 @contextmanager
 def _ctrl_c_sticks():
     """Ctrl-C that cannot get lost. Python raises KeyboardInterrupt wherever the main thread is; inside a
     finalizer (`__del__`, e.g. of a regex object collected mid-shard) it is printed as "Exception ignored" and
-    the job carries on. While a job runs, the SIGINT handler also sets a flag that `_stop_if_interrupted` checks
-    between shards and before any output is written. Only where Python's own handler is installed (main thread)."""
-    _interrupted.clear()
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
+    the job carries on. While a job runs, its SIGINT handler also sets a flag of this call's own; the function
+    yielded raises KeyboardInterrupt once the flag is set (the job calls it between shards and before any output
+    is written). Only where Python's own handler is installed (the main thread; a nested job or one in another
+    thread gets a check that never fires, and leaves the outer job's flag alone)."""
+    flag = threading.Event()
+
+    def stop_if_interrupted() -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is not signal.default_int_handler:
+        yield lambda: None
         return
 
     def on_sigint(signum, frame):
-        _interrupted.set()
+        flag.set()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_sigint)
     try:
-        yield
+        signal.signal(signal.SIGINT, on_sigint)
+        yield stop_if_interrupted
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _stop_if_interrupted() -> None:
-    if _interrupted.is_set():
-        raise KeyboardInterrupt
+        if signal.getsignal(signal.SIGINT) is on_sigint:  # not if the job installed a handler of its own
+            signal.signal(signal.SIGINT, previous)
 
 
 def run_job(job: Job | str, models, out, options: dict | None = None, *, device=None, dtype=None,
@@ -269,14 +269,14 @@ def run_job(job: Job | str, models, out, options: dict | None = None, *, device=
 
     dtype is recorded with the job's options (it changes results); device is not. Ctrl-C stops it between
     shards at the latest (finished shards are kept; `resume=True` continues)."""
-    with _ctrl_c_sticks():
+    with _ctrl_c_sticks() as stop_if_interrupted:
         return _run_job(job, models, out, options, device=device, dtype=dtype, resume=resume,
                         recompute_mismatched=recompute_mismatched, ray_address=ray_address,
-                        ray_timeout=ray_timeout, progress=progress, log=log)
+                        ray_timeout=ray_timeout, progress=progress, log=log, stop_if_interrupted=stop_if_interrupted)
 
 
 def _run_job(job, models, out, options, *, device, dtype, resume, recompute_mismatched, ray_address,
-             ray_timeout, progress, log):
+             ray_timeout, progress, log, stop_if_interrupted):
     from tqdm.auto import tqdm
 
     job = get_job(job) if isinstance(job, str) else job
@@ -306,20 +306,23 @@ def _run_job(job, models, out, options, *, device, dtype, resume, recompute_mism
             elif progress:
                 bar.write(f"{model} {shard}: {seconds:.1f}s", file=sys.stdout)
             bar.update(1)
-            _stop_if_interrupted()
 
         if p.todo and ray_address is not None:
             from .ray_backend import run_on_ray
 
+            def finished_then_check(*args) -> None:
+                finished(*args)
+                stop_if_interrupted()
+
             run_on_ray(job.name, p.todo, options, dict(device=device, dtype=dtype),
-                       address=ray_address, timeout=ray_timeout, on_done=finished, log=log)
+                       address=ray_address, timeout=ray_timeout, on_done=finished_then_check, log=log)
         elif p.todo:
             from ..zoo import load
             from .workers import worker_info
 
             loaded: dict = {}
             for m, s in p.todo:
-                _stop_if_interrupted()
+                stop_if_interrupted()
                 started, load_s = time.time(), 0.0
                 if m not in loaded:
                     loaded.clear()  # one model in memory at a time
@@ -335,12 +338,13 @@ def _run_job(job, models, out, options, *, device, dtype, resume, recompute_mism
                 finished(m, s, result, seconds, worker_info(device, load_s=load_s, started=started))
                 if ck is not None:
                     ck.unlink(missing_ok=True)  # the shard file has the result now
+                stop_if_interrupted()
     except BaseException:
         bar.leave = False  # the error message, not a half-full bar, is the last thing on the terminal
         raise
     finally:
         bar.close()
-    _stop_if_interrupted()
+    stop_if_interrupted()
     from .workers import write_workers_csv
 
     write_workers_csv(out, [dict(workers.get((m, s)) or {}, model=m, shard=s) for m in p.models for s in p.shards[m]])
