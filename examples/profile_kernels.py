@@ -21,11 +21,7 @@ def pin(index: int):
     config = configs[index]
     print(f"statistics kernel pinned to config {index}: {config}", flush=True)
 
-    class Pinned(dict):
-        def get(self, key, default=None):
-            return config
-
-    launcher._tuned = Pinned()
+    launcher._tuned = launcher.PinnedConfig(config)
 
 
 def main():

@@ -98,16 +98,20 @@ def compile_stats(mods, config, want: dict, head_dim=128, causal=True):
     return triton.compile(src, target=target, options=options.__dict__)
 
 
-def resources(compiled) -> tuple[int, int]:
-    """(registers per thread, stack bytes) of the compiled cubin, from cuobjdump -res-usage."""
+def cuobjdump(compiled, flag: str) -> str:
+    """`cuobjdump <flag>` on the compiled cubin (the Triton wheel's own cuobjdump)."""
     import triton
 
-    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(compiled.asm["cubin"])
         f.flush()
-        text = subprocess.run([str(cuobjdump), "-res-usage", f.name], capture_output=True, text=True,
-                              check=True).stdout
+        return subprocess.run([str(tool), flag, f.name], capture_output=True, text=True, check=True).stdout
+
+
+def resources(compiled) -> tuple[int, int]:
+    """(registers per thread, stack bytes) of the compiled cubin, from cuobjdump -res-usage."""
+    text = cuobjdump(compiled, "-res-usage")
     m = re.search(r"REG:(\d+) STACK:(\d+)", text)
     if m is None:
         raise RuntimeError(f"no REG/STACK line in cuobjdump's output:\n{text}")
@@ -118,13 +122,7 @@ def loop_schedules(compiled) -> list[str]:
     """One line per loop of the SASS (a backward branch): its length and the order of the instructions that
     matter for overlap: the tensor-core products (HGMMA) and the wait for them (WARPGROUP.DEPBAR), exponentials
     (MUFU), warp shuffles (SHFL), CTA barriers (BAR) and async copies (LDGSTS); runs of one kind as `xN`."""
-    import triton
-
-    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(compiled.asm["cubin"])
-        f.flush()
-        sass = subprocess.run([str(cuobjdump), "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    sass = cuobjdump(compiled, "-sass")
     ins = [(int(m.group(1), 16), m.group(2).strip()) for m in
            re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;/]*?)\s*;", sass)]
     kinds = ("HGMMA", "WARPGROUP.DEPBAR", "MUFU", "SHFL", "BAR.SYNC", "LDGSTS")

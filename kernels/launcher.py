@@ -28,6 +28,20 @@ ROW_CONST = {"max_prob": "MAXP", "entropy": "ENT", "sink_mass": "SINK", "local_m
 KEY_STATS = {"key_mass", "key_mean", "key_count"}
 _dummies: dict = {}
 _tuned: dict = {}  # autotune key of the statistics kernel -> the config it chose
+
+
+class PinnedConfig(dict):
+    """A stand-in for `_tuned` that answers every key with one config: `launcher._tuned = PinnedConfig(c)` runs
+    every statistics launch with `c` (tests of each config; `examples/profile_kernels.py --config`)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def get(self, key, default=None):
+        return self.config
+
+
 # autotune keys cap the length at TUNE_LEN: longer inputs reuse its choice, and are tuned on a TUNE_LEN proxy
 TUNE_LEN = 8192
 _proxied: set = set()  # requests whose kernels were tuned on a proxy
@@ -63,6 +77,23 @@ def _proxy_spec(spec: AttnSpec, device) -> AttnSpec:
                                key_valid=valid, key_bias=bias, span=span)
 
 
+def proxy_kind(q, spec: AttnSpec) -> tuple:
+    """What decides the kernels' autotune keys and path besides the length: one proxy per kind and request."""
+    return (q.device, q.dtype, spec.heads, spec.kv_heads, spec.head_dim, spec.causal, spec.sliding_window is not None,
+            spec.key_valid is not None, None if spec.key_bias is None else spec.key_bias.dtype, spec.q_len == 1,
+            spec.q_len == spec.k_len)
+
+
+def proxy_inputs(ps: AttnSpec, q):
+    """Random q, k, v of the proxy's shapes in q's dtype and device, and the generator they came from (the
+    caller's random stream is never touched)."""
+    g = torch.Generator(device=q.device).manual_seed(0)
+    kw = dict(device=q.device, dtype=q.dtype, generator=g)
+    qp = torch.randn(1, ps.heads, ps.q_len, ps.head_dim, **kw)
+    kp = torch.randn(1, ps.kv_heads, ps.k_len, ps.head_dim, **kw)
+    return qp, kp, torch.randn(kp.shape, **kw), g
+
+
 def _tune_on_proxy(q, k, spec: AttnSpec, sdpa: bool | None) -> None:
     """Autotune on a TUNE_LEN-token proxy before the first long call of a kind. The autotuner times every config
     on the input it is given: at 1M tokens that was ~45 s a config (`docs/gpu/kspeed_notes.md`, round 3); on the
@@ -71,19 +102,14 @@ def _tune_on_proxy(q, k, spec: AttnSpec, sdpa: bool | None) -> None:
     for a statistics-only call. The proxy draws from its own generator: the caller's random stream is untouched."""
     if INTERPRET or not AUTOTUNE or max(spec.q_len, spec.k_len) <= TUNE_LEN:
         return
-    base = (q.device, q.dtype, spec.heads, spec.kv_heads, spec.head_dim, spec.causal,
-            spec.sliding_window is not None, spec.key_valid is not None,
-            None if spec.key_bias is None else spec.key_bias.dtype, spec.q_len == 1, spec.q_len == spec.k_len)
+    base = proxy_kind(q, spec)
     keys = [(*base, "stats", spec.stats, spec.span is not None)]
     if sdpa is not None:
         keys.append((*base, "forward", sdpa))
     if all(key in _proxied for key in keys):
         return
     ps = _proxy_spec(spec, q.device)
-    g = torch.Generator(device=q.device).manual_seed(0)
-    qp = torch.randn(1, ps.heads, ps.q_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
-    kp = torch.randn(1, ps.kv_heads, ps.k_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
-    vp = torch.randn(kp.shape, device=q.device, dtype=q.dtype, generator=g)
+    qp, kp, vp, _ = proxy_inputs(ps, q)
     res = sdpa_out_lse(qp, kp, vp, ps) if sdpa is not False and eligible(qp, kp, vp, ps) else None
     _, lse = res if res is not None else triton_forward(qp, kp, vp, ps, _flags(ps, qp), _len_bucket(ps))
     triton_stats(qp, kp, lse, ps)

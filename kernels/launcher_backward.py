@@ -95,27 +95,26 @@ def triton_attention_backward(
 
     dq = dk = dv = dbias = None
     if need_dkv or need_dbias:
-        n_split = split
-        if n_split == 1:
+        if split == 1:
             dk = torch.empty(b, hk, lk, d, device=dev, dtype=k.dtype)
             dv = torch.empty(b, hk, lk, d, device=dev, dtype=v.dtype)
             dk_buf, dv_buf, dk_strides = dk, dv, (0, *dk.stride())
         else:  # float32 partial sums per slice of the group, added up below (a fixed order: deterministic)
-            dk_buf = torch.empty(n_split, b, hk, lk, d, **f32)
-            dv_buf = torch.empty(n_split, b, hk, lk, d, **f32)
+            dk_buf = torch.empty(split, b, hk, lk, d, **f32)
+            dv_buf = torch.empty(split, b, hk, lk, d, **f32)
             dk_strides = dk_buf.stride()
         dbias = torch.empty(b, h, lk, **f32) if need_dbias else _dummy(dev)
 
         def grid_kv(meta):
-            return (n_split * b * hk, triton.cdiv(lk, meta["BLOCK_N"]))
+            return (split * b * hk, triton.cdiv(lk, meta["BLOCK_N"]))
 
         bwd_dkdv_kernel[grid_kv](
             q, k, v, do, lse2, delta, kvalid, bias, dk_buf, dv_buf, dbias,
             *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk_strides,
-            h, hk, spec.group, spec.group // n_split, lq, lk, spec.q_offset, qk_scale, spec.scale, window, len_bucket,
-            HEAD_DIM=d, BLOCK_D=block_d, WANT_DBIAS=need_dbias, SPLIT_OUT=n_split > 1, **flags,
+            h, hk, spec.group, spec.group // split, lq, lk, spec.q_offset, qk_scale, spec.scale, window, len_bucket,
+            HEAD_DIM=d, BLOCK_D=block_d, WANT_DBIAS=need_dbias, SPLIT_OUT=split > 1, **flags,
         )
-        if n_split > 1:
+        if split > 1:
             dk = dk_buf.sum(0).to(k.dtype)
             dv = dv_buf.sum(0).to(v.dtype)
         if not need_dbias:
@@ -142,16 +141,11 @@ def _tune_on_proxy(q, spec: AttnSpec, need_dq, need_dkv, need_dbias, split) -> N
     if INTERPRET or not AUTOTUNE or max(spec.q_len, spec.k_len) <= launcher.TUNE_LEN:
         return
     need_dbias = need_dbias and spec.key_bias is not None
-    key = (q.device, q.dtype, spec.heads, spec.kv_heads, spec.head_dim, spec.causal, spec.sliding_window is not None,
-           spec.key_valid is not None, None if spec.key_bias is None else spec.key_bias.dtype, need_dq,
-           need_dkv, need_dbias, split)
+    key = (*launcher.proxy_kind(q, spec), need_dq, need_dkv, need_dbias, split)
     if key in _proxied:
         return
     ps = dataclasses.replace(launcher._proxy_spec(spec, q.device), stats=("lse",))
-    g = torch.Generator(device=q.device).manual_seed(0)
-    qp = torch.randn(1, ps.heads, ps.q_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
-    kp = torch.randn(1, ps.kv_heads, ps.k_len, ps.head_dim, device=q.device, dtype=q.dtype, generator=g)
-    vp = torch.randn(kp.shape, device=q.device, dtype=q.dtype, generator=g)
+    qp, kp, vp, g = launcher.proxy_inputs(ps, q)
     out, st = launcher.triton_attention(qp, kp, vp, ps)
     do = torch.randn(out.shape, device=q.device, dtype=q.dtype, generator=g)  # (never the global generator)
     triton_attention_backward(do, qp, kp, vp, out, st.lse, ps, need_dq=need_dq,

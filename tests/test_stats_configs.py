@@ -14,17 +14,6 @@ from interp.kernels import launcher  # noqa: E402
 from test_kernel_triton import check_against_reference, make  # noqa: E402
 
 
-class _Forced(dict):
-    """A config cache that answers every key with one config."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-
-    def get(self, key, default=None):
-        return self.config
-
-
 CONFIGS = {
     "64x64-carried": triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 0}, num_warps=4, num_stages=1),
     "64x64-split": triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1}, num_warps=4, num_stages=1),
@@ -34,7 +23,7 @@ CONFIGS = {
 
 @pytest.fixture(params=sorted(CONFIGS))
 def forced(request, monkeypatch):
-    monkeypatch.setattr(launcher, "_tuned", _Forced(CONFIGS[request.param]))
+    monkeypatch.setattr(launcher, "_tuned", launcher.PinnedConfig(CONFIGS[request.param]))
     return request.param
 
 
@@ -48,7 +37,7 @@ def test_causal_gqa_every_statistic(forced, dtype, device):
 def test_every_autotune_candidate(index, device, monkeypatch):
     """Each config the autotuner may pick (on a GPU all of them, maxnreg caps included; in the interpreter its
     single one), forced, against the reference: fp16 GQA with every statistic, and a padded, windowed call."""
-    monkeypatch.setattr(launcher, "_tuned", _Forced(launcher.attention_stats_kernel.configs[index]))
+    monkeypatch.setattr(launcher, "_tuned", launcher.PinnedConfig(launcher.attention_stats_kernel.configs[index]))
     q, k, v = make(1, 8, 2, 200, 200, 128, torch.float16, device, seed=20)
     check_against_reference(q, k, v, causal=True, stats="all", sink_tokens=4, local_window=64, span=(90, 150))
     q, k, v = make(2, 4, 1, 150, 150, 64, torch.float16, device, seed=21)
