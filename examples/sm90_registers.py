@@ -166,7 +166,8 @@ def main(argv=None) -> int:
     for c in configs:
         maxnreg = getattr(c, "maxnreg", None)
         tag = (f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']} w{c.num_warps} s{c.num_stages}"
-               + (f" r{maxnreg}" if maxnreg else "") + (" split" if c.kwargs.get("SPLIT_MASSES") else ""))
+               + (f" r{maxnreg}" if maxnreg else "") + (" split" if c.kwargs.get("SPLIT_MASSES") else "")
+               + (f" kg{c.kwargs['KEY_GROUPS']}" if c.kwargs.get("KEY_GROUPS", 1) > 1 else ""))
         for v in args.variants:
             compiled = compile_stats(mods, c, VARIANTS[v], head_dim=args.head_dim)
             regs, stack = resources(compiled)

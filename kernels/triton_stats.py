@@ -9,9 +9,10 @@ p = 2^(s - lse2), so nothing is carried through an online softmax. One program o
         per block the first column equal to the block's max, kept where the row's max grows; no CTA-wide test),
         sum p log2 p (entropy), mass on the sink / local-window / span keys (carried through the full walk, or,
         with SPLIT_MASSES, in short walks of their own over the few key blocks they can touch: fewer registers)
-    per key (column sums): each block's column sum of p, rounded to fixed point (2^FIX_BITS) and added with
-        64-bit integer atomics. Integer addition is associative, so the key mass is bit-identical from run to run
-        whatever order the programs finish in; the rounding error is below 2^-FIX_BITS per block (< 1e-11).
+    per key (column sums): each block's column sum of p (over the tile, or per warp's rows: KEY_GROUPS), rounded
+        to fixed point (scale 2^(61 - bits of q_len)) and added with 64-bit integer atomics. Integer addition is
+        associative, so the key mass is bit-identical from run to run whatever order the programs finish in; the
+        rounding error is below 2^-41 per added sum, ~3e-8 per key at 1M tokens in 128-row tiles of 8 groups.
     key_count: closed form per key (queries that can see it, from the causal/window geometry and a prefix sum
         of the query padding mask), written by the same programs.
 
@@ -29,24 +30,52 @@ from .triton_forward import INTERPRET, fitting
 
 
 def _configs():
-    """Tile configs, autotuned per key. SPLIT_MASSES=1 walks the sink/local/span blocks again after the full walk
-    instead of carrying the masses through it: a few more QK^T blocks per program, far fewer registers in the
-    full walk. Registers per thread on sm_90, Triton 3.6 (`examples/sm90_registers.py`, the GPU machines' compiler;
-    its first-config numbers match Nsight Compute's), stats="query" / "all" at head_dim 128: 128x64 w8 s3 159 / 221
-    with the masses in the full walk, 128x64 w8 s2 split and capped 128 / 128, 128x32 w8 s3 split 98 / 127 (two
-    8-warp CTAs per SM at <= 128; one above)."""
+    """Tile configs, autotuned per key.
+
+    SPLIT_MASSES=1 walks the sink/local/span blocks again after the full walk instead of carrying the masses through
+    it: a few more QK^T blocks per program, far fewer registers in the full walk.
+    KEY_GROUPS: the key-mass column sums are taken over groups of BLOCK_M // KEY_GROUPS rows, each added with its
+    own atomics. 1: one sum over the tile, a reduction across every warp (shared memory, 3 more CTA barriers per key
+    block); BLOCK_M // 16: a sum per warp's rows, no cross-warp reduction, KEY_GROUPS times the atomics.
+
+    Registers per thread on sm_90, Triton 3.6 (`examples/sm90_registers.py`, the GPU machines' compiler; its
+    first-config numbers match Nsight Compute's), stats="query" / "all" at head_dim 128: 128x64 w8 s3 159 / 221
+    (KEY_GROUPS 8: 159 / 174, ~8 % fewer instructions per key block), 128x64 w8 s2 split capped 128 / 128,
+    128x32 w8 s3 split 98 / 125 (two 8-warp CTAs per SM at <= 128; one above); `docs/gpu/sm90_registers_t36.log`."""
     if INTERPRET:
-        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1}, num_warps=4, num_stages=1)]
-    return [
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "SPLIT_MASSES": 0}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "SPLIT_MASSES": 1}, num_warps=8, num_stages=2, maxnreg=128),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 32, "SPLIT_MASSES": 1}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "SPLIT_MASSES": 0}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "SPLIT_MASSES": 0}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 0}, num_warps=4, num_stages=3),
-        triton.Config({"BLOCK_M": 64, "BLOCK_N": 32, "SPLIT_MASSES": 0}, num_warps=4, num_stages=2),
-        triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "SPLIT_MASSES": 0}, num_warps=4, num_stages=1),
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1, "KEY_GROUPS": 4}, num_warps=4,
+                              num_stages=1)]
+
+    def c(bm, bn, split, groups, warps, stages, **kw):
+        return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_MASSES": split, "KEY_GROUPS": groups},
+                             num_warps=warps, num_stages=stages, **kw)
+
+    return [  # the first is the one INTERP_AUTOTUNE=0 and short inputs get
+        c(128, 64, 0, 1, 8, 3),
+        c(128, 64, 0, 8, 8, 3),
+        c(128, 64, 1, 8, 8, 2, maxnreg=128),
+        c(128, 32, 1, 8, 8, 3),
+        c(128, 128, 0, 1, 8, 3),
+        c(64, 128, 0, 1, 4, 3),
+        c(64, 64, 0, 4, 4, 3),
+        c(64, 32, 0, 4, 4, 2),
+        c(32, 32, 0, 2, 4, 1),
     ]
+
+
+def _without_key_duplicates(configs, want_key: bool):
+    """Without key statistics KEY_GROUPS changes nothing: configs differing only in it compile to the same kernel,
+    so only the first of them is timed."""
+    if want_key:
+        return configs
+    seen, kept = set(), []
+    for c in configs:
+        key = (tuple(sorted((k, v) for k, v in c.kwargs.items() if k != "KEY_GROUPS")), c.num_warps, c.num_stages,
+               getattr(c, "maxnreg", None))
+        if key not in seen:
+            seen.add(key)
+            kept.append(c)
+    return kept
 
 
 def _smem(c, block_d, elt):
@@ -55,7 +84,10 @@ def _smem(c, block_d, elt):
 
 
 def _prune(configs, named_args, **kwargs):
-    return configs if INTERPRET else fitting(configs, named_args, kwargs, _smem)
+    if INTERPRET:
+        return configs
+    configs = _without_key_duplicates(configs, bool(kwargs.get("WANT_KEY", named_args.get("WANT_KEY"))))
+    return fitting(configs, named_args, kwargs, _smem)
 
 
 @triton.jit
@@ -64,8 +96,9 @@ def _stats_inner(
     q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base,
     qpos, offs_d, lo, hi, Lk, qk_scale, window, sink_tokens, local_window, span_lo, span_hi, q_lo_abs, q_hi_abs,
     fix_scale,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
+    KEY_GROUPS: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
     DO_MAX: tl.constexpr, DO_ARG: tl.constexpr, DO_ENT: tl.constexpr, DO_SINK: tl.constexpr,
     DO_LOCAL: tl.constexpr, DO_SPAN: tl.constexpr, DO_KEY: tl.constexpr, UPCAST: tl.constexpr,
     DOT_PREC: tl.constexpr,
@@ -127,12 +160,19 @@ def _stats_inner(
                 in_span = (offs_n[None, :] >= span_lo) & (offs_n[None, :] < span_hi)
                 sp_i += tl.sum(tl.where(in_span, p, 0.0), 1)
         if DO_KEY:
+            pk = p
             if HAS_VALID:  # padding queries never count towards key statistics
-                col = tl.sum(tl.where(qv_row[:, None], p, 0.0), 0)
-            else:
-                col = tl.sum(p, 0)
-            fixed = (col * fix_scale + 0.5).to(tl.int64)  # col >= 0: round to nearest
-            tl.atomic_add(km_base + offs_n, fixed, mask=offs_n < Lk, sem="relaxed")
+                pk = tl.where(qv_row[:, None], p, 0.0)
+            if KEY_GROUPS == 1:  # one column sum over the tile: a reduction across every warp, then BLOCK_N atomics
+                col = tl.sum(pk, 0)
+                fixed = (col * fix_scale + 0.5).to(tl.int64)  # col >= 0: round to nearest
+                tl.atomic_add(km_base + offs_n, fixed, mask=offs_n < Lk, sem="relaxed")
+            else:  # a column sum per group of rows (a warp's, at BLOCK_M // 16 groups): no cross-warp reduction,
+                # no barrier, KEY_GROUPS times the atomics
+                col = tl.sum(tl.reshape(pk, [KEY_GROUPS, BLOCK_M // KEY_GROUPS, BLOCK_N]), 1)  # [groups, BLOCK_N]
+                fixed = (col * fix_scale + 0.5).to(tl.int64)
+                cols = tl.broadcast_to(offs_n[None, :], [KEY_GROUPS, BLOCK_N])
+                tl.atomic_add(km_base + cols, fixed, mask=cols < Lk, sem="relaxed")
     return m_i, a_i, e_i, sk_i, lc_i, sp_i
 
 
@@ -150,7 +190,7 @@ def attention_stats_kernel(
     stride_kb, stride_kh, stride_kn, stride_kd,
     H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, fix_scale, rows_stride, LEN_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPLIT_MASSES: tl.constexpr,
+    SPLIT_MASSES: tl.constexpr, KEY_GROUPS: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
     WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr,
     WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
@@ -229,14 +269,16 @@ def attention_stats_kernel(
                 m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
                 bias_base, km_base, qpos, offs_d, lo, mid, Lk, qk_scale, window, sink_tokens, local_window,
                 span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
-                BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
+                BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
+                False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
                 WANT_ENT, MAIN_SINK, MAIN_LOCAL, MAIN_SPAN, WANT_KEY, UPCAST, DOT_PREC,
             )
             m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                 m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
                 bias_base, km_base, qpos, offs_d, mid, hi, Lk, qk_scale, window, sink_tokens, local_window,
                 span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
-                BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
+                BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
+                True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
                 WANT_ENT, MAIN_SINK, MAIN_LOCAL, MAIN_SPAN, WANT_KEY, UPCAST, DOT_PREC,
             )
         if SPLIT_MASSES or not FULL:  # masses in walks of their own, over just the key blocks each can touch
@@ -246,7 +288,8 @@ def attention_stats_kernel(
                     m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
                     bias_base, km_base, qpos, offs_d, lo, s_hi, Lk, qk_scale, window, sink_tokens, local_window,
                     span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
-                    BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
+                    BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
+                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
                     False, True, False, False, False, UPCAST, DOT_PREC,
                 )
             if WANT_LOCAL:
@@ -256,7 +299,8 @@ def attention_stats_kernel(
                     m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
                     bias_base, km_base, qpos, offs_d, l_lo, l_hi, Lk, qk_scale, window, sink_tokens, local_window,
                     span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
-                    BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
+                    BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
+                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
                     False, False, True, False, False, UPCAST, DOT_PREC,
                 )
             if WANT_SPAN:
@@ -266,7 +310,8 @@ def attention_stats_kernel(
                     m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
                     bias_base, km_base, qpos, offs_d, p_lo, p_hi, Lk, qk_scale, window, sink_tokens, local_window,
                     span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
-                    BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
+                    BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
+                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
                     False, False, False, True, False, UPCAST, DOT_PREC,
                 )
 

@@ -31,3 +31,22 @@ def test_shared_memory_fit_before_the_short_rule(monkeypatch):
     assert len(kept) == 1 and F._smem(kept[0], 256, 4) * 1.25 <= F.SMEM_BUDGET  # the big tile does not fit
     monkeypatch.setattr(F, "AUTOTUNE", False)
     assert len(F.fitting(CONFIGS, _named(), {"BLOCK_D": 64, "LEN_BUCKET": 8192}, F._smem)) == 1
+
+
+def test_statistics_configs_without_key_stats_drop_key_group_duplicates(monkeypatch):
+    """KEY_GROUPS only changes how key mass is summed: without key statistics, configs differing in it alone are one
+    kernel, timed once; with them, every config is a candidate. The GPU's config list is checked here."""
+    from interp.kernels import triton_stats as S
+
+    monkeypatch.setattr(S, "INTERPRET", False)
+    configs = S._configs()
+    assert any(c.kwargs["KEY_GROUPS"] > 1 for c in configs) and configs[0].kwargs["KEY_GROUPS"] == 1
+    for c in configs:  # a group is at least one warp's 16 rows of the tensor-core tile
+        assert c.kwargs["BLOCK_M"] % c.kwargs["KEY_GROUPS"] == 0 and c.kwargs["BLOCK_M"] // c.kwargs["KEY_GROUPS"] >= 16
+    assert S._without_key_duplicates(configs, True) == configs
+    kept = S._without_key_duplicates(configs, False)
+    assert len(kept) == len(configs) - 1 and kept[0] is configs[0] and configs[1] not in kept  # 128x64 w8 s3 kg8
+    monkeypatch.setattr(F, "AUTOTUNE", True)
+    named = _named()
+    assert len(S._prune(configs, named, BLOCK_D=128, LEN_BUCKET=8192, WANT_KEY=False)) == len(kept)
+    assert len(S._prune(configs, named, BLOCK_D=128, LEN_BUCKET=8192, WANT_KEY=True)) == len(configs)

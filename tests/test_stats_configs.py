@@ -2,7 +2,8 @@
 
 The autotuner picks a config per key on a GPU; the CPU interpreter has one. Here the launcher's config cache is
 forced to a given config, so both ways of computing the masses (carried through the full walk, SPLIT_MASSES=0, or
-in walks of their own, SPLIT_MASSES=1) and small and ragged tiles run in CI.
+in walks of their own, SPLIT_MASSES=1), both ways of summing key mass (KEY_GROUPS 1: over the tile; more: per group
+of rows) and small and ragged tiles run in CI.
 """
 
 import pytest
@@ -14,10 +15,16 @@ from interp.kernels import launcher  # noqa: E402
 from test_kernel_triton import check_against_reference, make  # noqa: E402
 
 
-CONFIGS = {
-    "64x64-carried": triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 0}, num_warps=4, num_stages=1),
-    "64x64-split": triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1}, num_warps=4, num_stages=1),
-    "32x16-split": triton.Config({"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_MASSES": 1}, num_warps=4, num_stages=1),
+def _config(bm, bn, split, groups):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_MASSES": split, "KEY_GROUPS": groups}, num_warps=4,
+                         num_stages=1)
+
+
+CONFIGS = {  # masses carried or split; key-mass column sums over the tile (KEY_GROUPS 1) or per group of rows
+    "64x64-carried-tile": _config(64, 64, 0, 1),
+    "64x64-split-groups": _config(64, 64, 1, 4),
+    "32x16-split-tile": _config(32, 16, 1, 1),
+    "32x16-carried-groups": _config(32, 16, 0, 2),
 }
 
 
