@@ -121,10 +121,11 @@ def _stats_inner(
             s = tl.dot(q.to(tl.float32), kt.to(tl.float32), input_precision=DOT_PREC)
         else:
             s = tl.dot(q, kt, input_precision=DOT_PREC)
-        s = s * qk_scale  # [BLOCK_M, BLOCK_N], log2 units
+        # [BLOCK_M, BLOCK_N]: the raw q.k (scale > 0 keeps its order, so max and argmax need no scaling: t below is
+        # one fused multiply-add); with a key bias, the scaled and biased score in log2 units
         if HAS_BIAS:
             bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
-            s = s + bias[None, :] * LOG2E
+            s = s * qk_scale + bias[None, :] * LOG2E
         if MASKED:
             ok = offs_n[None, :] < Lk
             if CAUSAL:
@@ -141,7 +142,10 @@ def _stats_inner(
                 blk_arg = tl.min(tl.where(s == m_blk[:, None], offs_n[None, :], 2147483647), 1)
                 a_i = tl.where(m_blk > m_i, blk_arg, a_i)
             m_i = tl.maximum(m_i, m_blk)
-        t = s - lse_row[:, None]  # log2 p; -inf where the key is hidden or the row sees nothing
+        if HAS_BIAS:  # log2 p; -inf where the key is hidden or the row sees nothing
+            t = s - lse_row[:, None]
+        else:
+            t = s * qk_scale - lse_row[:, None]
         p = tl.exp2(t)
         if DO_ENT:  # sum p log2 p; p = 0 with t = -inf on hidden keys
             if MASKED or HAS_BIAS:
@@ -318,7 +322,8 @@ def attention_stats_kernel(
         out = row_base + offs_m
         rs = tl.cast(rows_stride, tl.int64)
         if WANT_MAXP:
-            tl.store(ROWS + S_MAXP * rs + out, tl.where(seen, tl.exp2(m_i - lse_row), 0.0), mask=row_ok)
+            m_log2 = m_i if HAS_BIAS else m_i * qk_scale  # the row's max score in log2 units
+            tl.store(ROWS + S_MAXP * rs + out, tl.where(seen, tl.exp2(m_log2 - lse_row), 0.0), mask=row_ok)
         if WANT_ARG:
             tl.store(ARG + out, a_i, mask=row_ok)
         if WANT_ENT:  # H = -sum p ln p
