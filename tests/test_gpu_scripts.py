@@ -42,3 +42,17 @@ def test_model_level_timing_script_without_a_gpu():
         pytest.skip("a GPU is here: the default device works")
     r = _run("--tokens", "8")
     assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr and "--device cpu" in r.stderr
+
+
+def test_short_call_anatomy_script_runs():
+    """examples/short_calls_gpu.py (host vs device time per short call) on the CPU: every method, its profile rows."""
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "short_calls_gpu.py"), "--device", "cpu", "--shape",
+                        "9x64/3", "--tokens", "24", "--reps", "1", "--top", "2"],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for m in ("sdpa", "ours-none", "ours-query", "ours-all"):
+        assert re.search(rf"N=24\s+{m}\s+host\s+[\d.]+ us\s+wall\s+[\d.]+ us", r.stdout), r.stdout
+    assert len(re.findall(r"^\s+[\d.]+ us\s+x", r.stdout, re.M)) == 8
+    bad = subprocess.run([sys.executable, str(ROOT / "examples" / "short_calls_gpu.py"), "--device", "cpu", "--reps",
+                          "0"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert bad.returncode == 2 and "must be >= 1" in bad.stderr
