@@ -13,12 +13,17 @@
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 
+from .interventions import _int_array_as_list
 from .stages import AttnCall, Intervention
+from .validate import _show, not_meta
 
 BASELINES = ("zero", "mean")
 
@@ -27,7 +32,7 @@ BASELINES = ("zero", "mean")
 class HeadMask(Intervention):
     mask: torch.Tensor  # [n_layers, n_heads] or [batch, n_layers, n_heads]
     baseline: str | dict = "zero"
-    only_layers: Sequence[int] | None = None  # act on these layers only (default: all)
+    only_layers: Sequence[int] | int | None = None  # act on these distinct layers only (default: all)
     _layers: list = field(default_factory=list, repr=False)
 
     stages = ("z",)
@@ -42,6 +47,7 @@ class HeadMask(Intervention):
         if m.dim() not in (2, 3) or tuple(m.shape[-2:]) != (n_layers, n_heads):
             raise ValueError(f"HeadMask.mask must be [{n_layers}, {n_heads}] or [batch, {n_layers}, {n_heads}] "
                              f"(layers x heads of this model), got {tuple(m.shape)}")
+        not_meta("HeadMask.mask", m)
         if not bool(torch.isfinite(m.detach()).all()):
             raise ValueError("HeadMask.mask has NaN or Inf entries")
         if isinstance(self.baseline, str):
@@ -56,15 +62,39 @@ class HeadMask(Intervention):
                     raise ValueError(f"HeadMask.baseline[{layer}] must be a tensor [batch, pos, {n_heads}, d_head] "
                                      f"(hook_z's shape; batch and pos may be 1), got "
                                      f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+                not_meta(f"HeadMask.baseline[{layer}]", t)
+                if not t.dtype.is_floating_point:
+                    raise TypeError(f"HeadMask.baseline[{layer}] must be a floating-point tensor, got {t.dtype}")
+                if not bool(torch.isfinite(t.detach()).all()):
+                    raise ValueError(f"HeadMask.baseline[{layer}] has NaN or Inf entries")
         else:
             raise TypeError(f"HeadMask.baseline must be 'zero', 'mean' or a dict {{layer: tensor}}, "
                             f"got {type(self.baseline).__name__}")
-        layers = range(n_layers) if self.only_layers is None else self.only_layers
-        self._layers = []
+        self._layers = self._check_layers(n_layers)
+
+    def _check_layers(self, n_layers: int) -> list[int]:
+        layers = self.only_layers
+        if layers is None:
+            return list(range(n_layers))
+        layers = _int_array_as_list(layers, "HeadMask.only_layers")
+        if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
+            layers = [layers]
+        allowed = f"an int layer, a list of distinct layers in 0..{n_layers - 1}, or None (every layer)"
+        if isinstance(layers, (str, bytes, torch.Tensor, np.ndarray)) or not isinstance(layers, Collection):
+            raise TypeError(f"HeadMask.only_layers must be {allowed}; got {_show(layers)}")
+        if len(layers) == 0:
+            raise ValueError(f"HeadMask.only_layers is empty, so the mask would act nowhere; give {allowed}")
+        out = []
         for l in layers:
-            if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < n_layers:
+            if isinstance(l, bool) or not isinstance(l, numbers.Integral):
+                raise TypeError(f"HeadMask.only_layers: layers must be ints, got {l!r}")
+            if not 0 <= l < n_layers:
                 raise ValueError(f"HeadMask.only_layers: layer {l!r} out of range 0..{n_layers - 1}")
-            self._layers.append(l)
+            if int(l) in out:
+                raise ValueError(f"HeadMask.only_layers repeats layer {int(l)}; each layer may appear once (a "
+                                 "repeated layer would apply the mask twice)")
+            out.append(int(l))
+        return out
 
     def layers(self, n_layers: int) -> list[int]:
         return list(self._layers)

@@ -7,33 +7,104 @@
   their share, so p'_S = factor * p_S exactly; with `redistribute="renormalize"` the scores get log(factor) added
   (softmax renormalises; runs in the Triton kernels too).
 
-Keys are given as positions (`[2, 5]`, applied to every batch row) or a boolean mask `[batch, k_len]`.
+Keys are given as distinct integer positions (an int, a list/tuple of ints or a 1-D integer tensor/array, e.g.
+`[2, 5]`, applied to every batch row; negative positions count from the end) or as a bool tensor/array mask `[k_len]`
+or `[batch, k_len]` (True = chosen). Floats, strings and 0/1 integer masks are rejected, not rounded or read as
+positions.
 Each class is an `interp.stages.Intervention`: it names the stage it acts at and implements that stage's method.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .stages import AttnCall, Intervention
+from .validate import _show, not_meta
+
+
+def _int_array_as_list(value, name: str):
+    """A 0-D/1-D integer tensor or numpy array -> a list of ints; anything else unchanged (checked by the caller)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim <= 1 and (
+            np.issubdtype(value.dtype, np.integer) if isinstance(value, np.ndarray)
+            else not (value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool)):
+        if isinstance(value, torch.Tensor):
+            not_meta(name, value)
+        return value.reshape(-1).tolist()
+    return value
 
 
 def _as_heads(heads, n_heads: int, what: str) -> list[int]:
     if heads is None:
         return list(range(n_heads))
-    if isinstance(heads, int):
+    heads = _int_array_as_list(heads, f"{what}.heads")
+    if isinstance(heads, numbers.Integral) and not isinstance(heads, bool):
         heads = [heads]
+    if isinstance(heads, (str, bytes, torch.Tensor, np.ndarray)) or not isinstance(heads, Collection):
+        raise TypeError(f"{what}: heads must be an int, a list of ints, a 1-D integer tensor/array or None (every "
+                        f"head), got {_show(heads)}")
+    if len(heads) == 0:
+        raise ValueError(f"{what}: heads must name at least one head, got an empty {type(heads).__name__} "
+                         "(heads=None means every head)")
     out = []
     for h in heads:
-        if isinstance(h, bool) or not isinstance(h, int):
+        if isinstance(h, bool) or not isinstance(h, numbers.Integral):
             raise TypeError(f"{what}: head indices must be ints, got {h!r}")
         if not 0 <= h < n_heads:
             raise ValueError(f"{what}: head {h} out of range; this layer has heads 0..{n_heads - 1}")
-        out.append(h)
+        out.append(int(h))
+    return out
+
+
+def _check_keys(keys, what: str):
+    """`keys` as given -> a list of distinct int positions or a bool mask tensor [k_len] / [batch, k_len]."""
+    allowed = ("an int position, a list/tuple of int positions, a 1-D integer tensor/array of positions, or a bool "
+               "tensor/array mask [k_len] or [batch, k_len]")
+    if keys is None or isinstance(keys, (str, bytes, float, bool)):
+        raise TypeError(f"{what}.keys must be {allowed}; got {_show(keys)}")
+    if isinstance(keys, np.ndarray):
+        if keys.dtype != np.bool_ and not np.issubdtype(keys.dtype, np.integer):
+            raise TypeError(f"{what}.keys must be {allowed}; got a numpy array of dtype {keys.dtype} (positions are "
+                            "not rounded; a 0/1 mask must have dtype bool)")
+        keys = torch.from_numpy(np.ascontiguousarray(keys))
+    if isinstance(keys, torch.Tensor):
+        not_meta(f"{what}.keys", keys)
+        if keys.dtype == torch.bool:
+            if keys.dim() not in (1, 2):
+                raise ValueError(f"{what}.keys: a bool mask must be [k_len] or [batch, k_len], got shape "
+                                 f"{tuple(keys.shape)}")
+            if not bool(keys.any()):
+                raise ValueError(f"{what}.keys: the bool mask selects no key (all False); it must choose at least one")
+            return keys
+        if keys.dtype.is_floating_point or keys.dtype.is_complex:
+            raise TypeError(f"{what}.keys must be {allowed}; got a {keys.dtype} tensor (positions are not rounded; "
+                            "a 0/1 mask must be a bool tensor: keys.bool())")
+        if keys.dim() > 1:
+            raise ValueError(f"{what}.keys: a tensor of positions must be 0-D or 1-D, got shape {tuple(keys.shape)} "
+                             "(for a per-row choice pass a bool mask [batch, k_len])")
+        keys = keys.reshape(-1).tolist()
+    elif isinstance(keys, numbers.Integral):
+        keys = [keys]
+    elif not isinstance(keys, Collection):
+        raise TypeError(f"{what}.keys must be {allowed}; got {_show(keys)}")
+    out, seen = [], set()
+    for pos in keys:
+        if isinstance(pos, bool) or not isinstance(pos, numbers.Integral):
+            raise TypeError(f"{what}.keys: positions must be ints, got {pos!r} in {_show(keys)} (positions are not "
+                            "rounded; a mask must be a bool tensor)")
+        if int(pos) in seen:
+            raise ValueError(f"{what}.keys repeats position {int(pos)}; positions must be distinct (a 0/1 mask must "
+                             "be a bool tensor, not integers)")
+        seen.add(int(pos))
+        out.append(int(pos))
+    if not out:
+        raise ValueError(f"{what}.keys must name at least one key position, got an empty {type(keys).__name__}")
     return out
 
 
@@ -44,23 +115,48 @@ def _check_layer(layer, n_layers: int, what: str) -> None:
         raise ValueError(f"{what}: layer {layer} out of range; the model has layers 0..{n_layers - 1}")
 
 
-def key_selector(keys, batch: int, k_len: int, device) -> torch.Tensor:
-    """Positions or a bool mask -> bool [batch, k_len]. Negative positions count from the end."""
-    if isinstance(keys, torch.Tensor) and keys.dtype == torch.bool:
+def key_selector(keys, batch: int, k_len: int, device, what: str = "key_selector") -> torch.Tensor:
+    """Positions or a bool mask (see `_check_keys`) -> bool [batch, k_len]. Negative positions count from the end."""
+    return _select(_check_keys(keys, what), batch, k_len, device, what)
+
+
+def _select(keys, batch: int, k_len: int, device, what: str) -> torch.Tensor:
+    """`_check_keys`'s result -> bool [batch, k_len], checked against this run's keys."""
+    if isinstance(keys, torch.Tensor):
+        shape = tuple(keys.shape)
         if keys.dim() == 1:
             keys = keys[None].expand(batch, -1)
         if keys.shape != (batch, k_len):
-            raise ValueError(f"key mask must be [batch, k_len] = [{batch}, {k_len}], got {tuple(keys.shape)}")
+            raise ValueError(f"{what}.keys: a bool mask must be [k_len] = [{k_len}] or [batch, k_len] = "
+                             f"[{batch}, {k_len}] (this run's keys), got {shape}")
         return keys.to(device)
-    if isinstance(keys, int):
-        keys = [keys]
     sel = torch.zeros(batch, k_len, dtype=torch.bool, device=device)
-    for pos in list(keys):
-        pos = int(pos)
+    for pos in keys:
         if not -k_len <= pos < k_len:
-            raise ValueError(f"key position {pos} out of range for {k_len} keys")
+            raise ValueError(f"{what}.keys: key position {pos} out of range for {k_len} keys "
+                             f"(allowed: {-k_len}..{k_len - 1})")
         sel[:, pos] = True
     return sel
+
+
+def _factor(factor) -> float:
+    """ScaleAttention.factor: a real number >= 0 (python, numpy scalar or 0-D tensor; not a bool) -> float."""
+    if isinstance(factor, torch.Tensor) and factor.dim() == 0 and not factor.dtype.is_complex \
+            and factor.dtype != torch.bool:
+        not_meta("ScaleAttention.factor", factor)
+        if factor.requires_grad:
+            raise TypeError("ScaleAttention.factor is a tensor that requires grad; ScaleAttention is not "
+                            "differentiable in factor: pass a number (factor.item())")
+        factor = factor.item()
+    elif isinstance(factor, np.ndarray) and factor.ndim == 0:
+        factor = factor.item()
+    if isinstance(factor, (bool, np.bool_)) or not isinstance(factor, numbers.Real):
+        raise TypeError(f"ScaleAttention.factor must be a real number >= 0 (int, float, numpy scalar or 0-D tensor), "
+                        f"got {_show(factor)}")
+    factor = float(factor)
+    if not math.isfinite(factor) or factor < 0:
+        raise ValueError(f"ScaleAttention.factor must be a finite number >= 0, got {factor}")
+    return factor
 
 
 @dataclass
@@ -75,6 +171,23 @@ class HeadAblation(Intervention):
         self._heads = _as_heads(self.heads, n_heads, "HeadAblation")
         if self.mode not in ("zero", "mean"):
             raise ValueError(f"HeadAblation.mode must be 'zero' or 'mean', got {self.mode!r}")
+        mv = self.mean_value
+        if mv is None:
+            return
+        if self.mode != "mean":
+            raise ValueError(f"HeadAblation.mean_value is only used with mode='mean', got mode={self.mode!r} "
+                             "(drop mean_value, or pass mode='mean')")
+        if not isinstance(mv, torch.Tensor):
+            raise TypeError(f"HeadAblation.mean_value must be a tensor [n_heads, d_head] = [{n_heads}, d_head], got "
+                            f"{_show(mv)}")
+        not_meta("HeadAblation.mean_value", mv)
+        if not mv.dtype.is_floating_point:
+            raise TypeError(f"HeadAblation.mean_value must be a floating-point tensor, got {mv.dtype}")
+        if mv.dim() != 2 or mv.shape[0] != n_heads:
+            raise ValueError(f"HeadAblation.mean_value must be [n_heads, d_head] = [{n_heads}, d_head] (one mean "
+                             f"hook_z per head of the layer), got {tuple(mv.shape)}")
+        if not bool(torch.isfinite(mv.detach()).all()):
+            raise ValueError("HeadAblation.mean_value has NaN or Inf entries")
 
     stages = ("z",)
 
@@ -88,7 +201,11 @@ class HeadAblation(Intervention):
         if self.mode == "zero":
             z[:, :, idx] = 0
         elif self.mean_value is not None:
-            z[:, :, idx] = self.mean_value[idx].to(z)
+            mv = self.mean_value
+            if tuple(mv.shape) != (z.shape[2], z.shape[3]):
+                raise ValueError(f"HeadAblation.mean_value must be [n_heads, d_head] = [{z.shape[2]}, {z.shape[3]}] "
+                                 f"(this layer's hook_z), got {tuple(mv.shape)}")
+            z[:, :, idx] = mv[idx].to(z)
         else:
             if valid is not None:
                 w = valid[:, -z.shape[1]:, None, None].to(z.dtype)
@@ -110,10 +227,11 @@ class KeyMask(Intervention):
     def validate(self, n_layers: int, n_heads: int) -> None:
         _check_layer(self.layer, n_layers, "KeyMask")
         self._heads = _as_heads(self.heads, n_heads, "KeyMask")
+        self._keys = _check_keys(self.keys, "KeyMask")
 
     def key_bias(self, call: AttnCall) -> torch.Tensor:
         batch, n_heads, k_len, device = call.batch, call.heads, call.k_len, call.device
-        sel = key_selector(self.keys, batch, k_len, device)  # [b, k]
+        sel = _select(self._keys, batch, k_len, device, "KeyMask")  # [b, k]
         bias = torch.zeros(batch, n_heads, k_len, device=device)
         heads = torch.zeros(n_heads, dtype=torch.bool, device=device)
         heads[self._heads] = True
@@ -132,29 +250,29 @@ class ScaleAttention(Intervention):
     def validate(self, n_layers: int, n_heads: int) -> None:
         _check_layer(self.layer, n_layers, "ScaleAttention")
         self._heads = _as_heads(self.heads, n_heads, "ScaleAttention")
-        if not isinstance(self.factor, (int, float)) or self.factor < 0 or not math.isfinite(self.factor):
-            raise ValueError(f"ScaleAttention.factor must be a finite number >= 0, got {self.factor!r}")
+        self._keys = _check_keys(self.keys, "ScaleAttention")
+        self._factor = _factor(self.factor)
         if self.redistribute not in ("proportional", "renormalize"):
             raise ValueError(
                 f"ScaleAttention.redistribute must be 'proportional' or 'renormalize', got {self.redistribute!r}"
             )
-        if self.redistribute == "proportional" and self.factor > 1:
+        if self.redistribute == "proportional" and self._factor > 1:
             raise ValueError("ScaleAttention with redistribute='proportional' takes 0 <= factor <= 1 "
-                             f"(got {self.factor}); use redistribute='renormalize' to boost a token")
+                             f"(got {self._factor}); use redistribute='renormalize' to boost a token")
 
     @property
     def stages(self) -> tuple[str, ...]:
         return ("probs",) if self.redistribute == "proportional" else ("key_bias",)
 
     def probs(self, p: torch.Tensor, q_start: int, call: AttnCall) -> torch.Tensor:
-        return self.transform(p, key_selector(self.keys, call.batch, call.k_len, call.device))
+        return self.transform(p, _select(self._keys, call.batch, call.k_len, call.device, "ScaleAttention"))
 
     def key_bias(self, call: AttnCall) -> torch.Tensor:
         batch, n_heads, k_len, device = call.batch, call.heads, call.k_len, call.device
-        sel = key_selector(self.keys, batch, k_len, device)
+        sel = _select(self._keys, batch, k_len, device, "ScaleAttention")
         heads = torch.zeros(n_heads, dtype=torch.bool, device=device)
         heads[self._heads] = True
-        val = math.log(self.factor) if self.factor > 0 else float("-inf")
+        val = math.log(self._factor) if self._factor > 0 else float("-inf")
         return torch.zeros(batch, n_heads, k_len, device=device).masked_fill(
             sel[:, None, :] & heads[None, :, None], val
         )
@@ -165,8 +283,9 @@ class ScaleAttention(Intervention):
         s = sel[:, None, None, :].to(p.dtype)
         p_s = (p * s).sum(-1, keepdim=True)  # [b, h, q, 1]
         rest = 1 - p_s
-        scale_rest = (1 - self.factor * p_s) / rest.clamp_min(1e-12)
-        new = torch.where(s.bool(), p * self.factor, p * scale_rest)
+        factor = self._factor if hasattr(self, "_factor") else _factor(self.factor)  # set by validate
+        scale_rest = (1 - factor * p_s) / rest.clamp_min(1e-12)
+        new = torch.where(s.bool(), p * factor, p * scale_rest)
         new = torch.where(rest > 1e-6, new, p)  # a row that sees only the chosen keys has nowhere to move mass
         out = p.clone()
         out[:, self._heads] = new[:, self._heads]
@@ -224,8 +343,15 @@ class GatedStreaming(Intervention):
 
     def validate(self, n_layers: int, n_heads: int) -> None:
         _check_layer(self.layer, n_layers, "GatedStreaming")
-        if not isinstance(self.gate_logits, torch.Tensor) or self.gate_logits.dim() != 1:
-            raise TypeError("GatedStreaming.gate_logits must be a 1-D tensor [kv_heads]")
+        g = self.gate_logits
+        if not isinstance(g, torch.Tensor) or g.dim() != 1:
+            raise TypeError(f"GatedStreaming.gate_logits must be a 1-D tensor [kv_heads], got {_show(g)}")
+        not_meta("GatedStreaming.gate_logits", g)
+        if g.numel() == 0:
+            raise ValueError(f"GatedStreaming.gate_logits is empty; give one logit per KV head (a number of gates "
+                             f"that divides the {n_heads} heads)")
+        if not bool(torch.isfinite(g.detach()).all()):
+            raise ValueError("GatedStreaming.gate_logits has NaN or Inf entries")
         if n_heads % self.gate_logits.numel():
             raise ValueError(f"GatedStreaming: {self.gate_logits.numel()} gates do not divide {n_heads} heads")
         self._stream = StreamingAttention(self.layer, None, self.sink_tokens, self.window)

@@ -249,7 +249,8 @@ def test_identity_hooks_everywhere_keep_the_logits(hf_ref, backend_model):
     assert len(hooks) >= 20
     torch.testing.assert_close(m.run_with_hooks(x, fwd_hooks=hooks, span=(1, 5)), want, atol=1e-5, rtol=1e-5)
     # the same with every statistic captured and interventions that do nothing
-    noop = [HeadAblation(layer=0, heads=[]), KeyMask(layer=1, keys=[], heads=[0]),
+    noop = [interp.HeadMask(torch.ones(m.cfg.n_layers, m.cfg.n_heads), only_layers=[0]),
+            ScaleAttention(layer=1, keys=[0], factor=1.0, redistribute="renormalize", heads=[0]),
             ScaleAttention(layer=1, keys=[0], factor=1.0, redistribute="renormalize")]
     logits = m.run_with_hooks(x, fwd_hooks=hooks, interventions=noop, stats="all", span=(1, 5))
     torch.testing.assert_close(logits, want, atol=1e-5, rtol=1e-5)
