@@ -13,57 +13,111 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .table import DEFAULT_THRESHOLDS, RULE_SCORES, label_head
+from interp.validate import int_arg
+
+from .table import LABELS, RULE_SCORES, label_head, thresholds_arg
 
 
 class HeadClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, method: str = "rules", thresholds: dict | None = None, n_clusters: int = 6,
-                 score_columns: tuple | None = None, random_state: int = 0):
+                 score_columns: str | tuple | None = None, random_state: int = 0):
         self.method = method
         self.thresholds = thresholds
         self.n_clusters = n_clusters
         self.score_columns = score_columns
         self.random_state = random_state
 
-    def _frame(self, X) -> pd.DataFrame:
+    def _score_columns(self) -> list[str] | None:
+        """score_columns as a list: None, one column name, or a sequence of distinct names."""
+        cols = self.score_columns
+        if cols is None:
+            return None
+        if isinstance(cols, str):
+            return [cols]
+        if not isinstance(cols, (list, tuple, np.ndarray, pd.Index)) or not all(isinstance(c, str) for c in cols):
+            raise TypeError(f"score_columns must be None, a column name or a list of column names, got {cols!r:.80}")
+        if len(cols) == 0 or len(set(cols)) != len(cols):
+            raise ValueError(f"score_columns must name distinct columns, at least one (None: the rule scores), "
+                             f"got {list(cols)}")
+        return list(cols)
+
+    def _frame(self, X, cols: list[str] | None) -> pd.DataFrame:
+        """X as a DataFrame; an array's columns are `cols` (score_columns in fit, the fitted columns in predict)."""
         if isinstance(X, pd.DataFrame):
             return X
-        cols = self.score_columns
-        if cols is None and hasattr(self, "feature_names_in_"):
-            cols = tuple(self.feature_names_in_)
-        X = np.asarray(X, dtype=float)
+        try:
+            X = np.asarray(X, dtype=float)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"X must be a DataFrame of heads or a numeric [heads, scores] array ({e})") from None
         if X.ndim != 2:
             raise ValueError(f"X must be a table of heads x scores, got shape {X.shape}")
-        if cols is None or len(cols) != X.shape[1]:
-            raise ValueError("an array X needs score_columns naming its columns")
-        return pd.DataFrame(X, columns=list(cols))
+        if cols is None:
+            raise ValueError("an array X needs score_columns naming its columns (or pass a DataFrame)")
+        if len(cols) != X.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} columns, expected {len(cols)}: {cols}")
+        return pd.DataFrame(X, columns=cols)
 
-    def _columns(self, df: pd.DataFrame) -> list[str]:
-        cols = list(self.score_columns) if self.score_columns else [c for c in RULE_SCORES.values() if c in df]
+    def _columns(self, df: pd.DataFrame, cols: list[str] | None) -> list[str]:
+        cols = cols or [c for c in RULE_SCORES.values() if c in df]
         missing = [c for c in cols if c not in df]
         if missing or not cols:
-            raise ValueError(f"X lacks score columns {missing or list(RULE_SCORES.values())}")
+            raise ValueError(f"X lacks score columns {missing or list(RULE_SCORES.values())}; it has "
+                             f"{list(df.columns)[:12]}")
+        if self.method == "rules" and not set(cols) & set(RULE_SCORES.values()):
+            raise ValueError(f"method='rules' labels heads by the rule scores {list(RULE_SCORES.values())}; "
+                             f"score_columns {cols} has none of them")
         return cols
+
+    @staticmethod
+    def _numeric(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+        bad = [c for c in cols if not (pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]))]
+        if bad:
+            raise TypeError(f"X's score columns must hold numbers; {bad} hold {[str(df[c].dtype) for c in bad]}")
+        return df
+
+    def _finite_for_kmeans(self, Z: np.ndarray, cols: list[str]) -> np.ndarray:
+        inf = [c for c, bad in zip(cols, np.isinf(Z).any(axis=0)) if bad]
+        if inf:
+            raise ValueError(f"X has infinite values (inf or -inf) in {inf}; k-means needs finite scores "
+                             "(NaN counts as 0)")
+        return np.nan_to_num(Z, nan=0.0)
+
+    def _labels(self, y, n: int) -> np.ndarray:
+        y = np.asarray(y, dtype=object)
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D, one known label per head, got shape {y.shape}")
+        if len(y) != n:
+            raise ValueError(f"y has {len(y)} labels for {n} heads")
+        unknown = sorted({repr(v.item() if isinstance(v, np.generic) else v) for v in y
+                          if not isinstance(v, str) or v not in LABELS})
+        if unknown:
+            raise ValueError(f"y has labels {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} that are not "
+                             f"head labels; allowed: {list(LABELS)}")
+        return y.astype(str)
 
     def fit(self, X, y=None):
         if self.method not in ("rules", "kmeans"):
             raise ValueError(f"method must be 'rules' or 'kmeans', got {self.method!r}")
-        df = self._frame(X)
-        cols = self._columns(df)
+        thresholds = thresholds_arg(self.thresholds, "HeadClassifier")
+        df = self._frame(X, self._score_columns())
+        cols = self._columns(df, self._score_columns())
+        if len(df) == 0:
+            raise ValueError("X has no heads (0 rows)")
         self.feature_names_in_ = np.array(cols, dtype=object)
-        self.scores_ = df[cols].to_numpy(dtype=float)
+        self.scores_ = self._numeric(df, cols)[cols].to_numpy(dtype=float)
         if self.method == "rules":
-            self.thresholds_ = dict(DEFAULT_THRESHOLDS, **(self.thresholds or {}))
+            self.thresholds_ = thresholds
             if y is not None:
-                self.thresholds_.update(self._calibrate(df, np.asarray(y)))
+                self.thresholds_.update(self._calibrate(df, self._labels(y, len(df))))
             self.labels_ = np.array([label_head(r, self.thresholds_) for r in df[cols].to_dict("records")])
         else:
             from sklearn.cluster import KMeans
             from sklearn.preprocessing import StandardScaler
 
-            Z = np.nan_to_num(self.scores_, nan=0.0)
+            k = int_arg("n_clusters", self.n_clusters, minimum=1, maximum=len(df), where="HeadClassifier")
+            Z = self._finite_for_kmeans(self.scores_, cols)
             self.scaler_ = StandardScaler().fit(Z)
-            self.kmeans_ = KMeans(n_clusters=self.n_clusters, n_init=10, random_state=self.random_state)
+            self.kmeans_ = KMeans(n_clusters=k, n_init=10, random_state=self.random_state)
             self.labels_ = self.kmeans_.fit_predict(self.scaler_.transform(Z))
             self.cluster_centers_ = pd.DataFrame(
                 self.scaler_.inverse_transform(self.kmeans_.cluster_centers_), columns=cols)
@@ -73,8 +127,6 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
     def _calibrate(self, df: pd.DataFrame, y: np.ndarray) -> dict:
         """Per role with known examples: the threshold that best separates those heads from the rest (balanced
         accuracy over a grid), so the toy models' known heads set the rules."""
-        if len(y) != len(df):
-            raise ValueError(f"y has {len(y)} labels for {len(df)} heads")
         out = {}
         for label, col in RULE_SCORES.items():
             if col not in df or not (y == label).any() or (y == label).all():
@@ -92,9 +144,13 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         check_is_fitted(self, "labels_")
-        df = self._frame(X)
         cols = list(self.feature_names_in_)
+        df = self._frame(X, cols)
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise ValueError(f"X lacks the score columns {missing} that the classifier was fitted on ({cols})")
+        self._numeric(df, cols)
         if self.method == "rules":
             return np.array([label_head(r, self.thresholds_) for r in df[cols].to_dict("records")])
-        Z = np.nan_to_num(df[cols].to_numpy(dtype=float), nan=0.0)
+        Z = self._finite_for_kmeans(df[cols].to_numpy(dtype=float), cols)
         return self.kmeans_.predict(self.scaler_.transform(Z))

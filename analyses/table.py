@@ -6,6 +6,9 @@ the plots and the report import them from here.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import pandas as pd
 import torch
 
@@ -34,9 +37,29 @@ INFO_COLUMNS = ("window",)
 COLUMNS = (*ID_COLUMNS, *SCORE_COLUMNS, *INFO_COLUMNS)
 
 
+def thresholds_arg(thresholds, where: str | None = None) -> dict:
+    """The full thresholds dict: DEFAULT_THRESHOLDS with the given keys overridden. A TypeError/ValueError names a
+    key that is not a rule score, or a value that is not a finite number (a NaN would switch its rule off)."""
+    pre = f"{where}: " if where else ""
+    if thresholds is None:
+        return dict(DEFAULT_THRESHOLDS)
+    if not isinstance(thresholds, dict):
+        raise TypeError(f"{pre}thresholds must be a dict {{score column: threshold}} or None, got "
+                        f"{type(thresholds).__name__}")
+    unknown = [k for k in thresholds if k not in DEFAULT_THRESHOLDS]
+    if unknown:
+        raise ValueError(f"{pre}thresholds has unknown keys {unknown}; the rule scores are {list(DEFAULT_THRESHOLDS)}")
+    for k, v in thresholds.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{pre}thresholds[{k!r}] must be a number, got {type(v).__name__} {v!r:.60}")
+        if not math.isfinite(v):
+            raise ValueError(f"{pre}thresholds[{k!r}] must be a finite number, got {v}")
+    return dict(DEFAULT_THRESHOLDS, **{k: float(v) for k, v in thresholds.items()})
+
+
 def describe_rules(thresholds: dict | None = None) -> str:
     """The labelling rules as text (for reports), from the same table the code applies."""
-    t = dict(DEFAULT_THRESHOLDS, **(thresholds or {}))
+    t = thresholds_arg(thresholds, "describe_rules")
     lines = ["Labels (a head's primary role; every score stays in the table):"]
     for label, score, _, what in RULES:
         lines.append(f"  {label:16s} {score} >= {t[score]:g}   ({what})")
@@ -76,11 +99,14 @@ def head_table(scores: dict[str, torch.Tensor], model_name: str = "", thresholds
     if len(shapes) != 1:
         raise ValueError(f"all scores must be [layer, head] of one shape, got {shapes}")
     (L, H), = shapes
+    if L == 0 or H == 0:
+        raise ValueError(f"scores are empty: [layer, head] shape {(L, H)}")
+    thresholds = thresholds_arg(thresholds, "head_table")
     rows = []
     for l in range(L):
         for h in range(H):
             row = dict(model=model_name, layer=l, head=h)
             row.update({k: float(v[l, h]) for k, v in scores.items()})
-            row["label"] = label_head(row, thresholds or DEFAULT_THRESHOLDS)
+            row["label"] = label_head(row, thresholds)
             rows.append(row)
     return pd.DataFrame(rows)

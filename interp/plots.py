@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
+import os
 import uuid
 from pathlib import Path
 
@@ -17,9 +19,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .validate import int_arg
+
 CELL = 22  # pixels per head cell in the grids
 PALETTE = ("#d62728", "#ff7f0e", "#9467bd", "#1f77b4", "#2ca02c", "#bcbd22", "#8c564b", "#e377c2", "#17becf")
 FALLBACK_COLOR = "#d9d9d9"
+MAX_GRID = 1024  # the most layers, or heads per layer, a grid draws (far above any model's)
 
 
 def label_rules():
@@ -55,21 +60,60 @@ def label_colors(labels=()) -> dict:
     return colors
 
 
-def _check_table(table, *needed):
+def _show(v) -> str:
+    return repr(v.item() if isinstance(v, np.generic) else v)
+
+
+def check_head_table(table, *needed, numeric=(), what: str = "table", row: str = "row") -> pd.DataFrame:
+    """A copy of the head table, checked for drawing as grids: a non-empty DataFrame with layer, head and the
+    `needed` columns; layer and head whole numbers in [0, MAX_GRID) (made ints); one row per head (model, layer,
+    head); no missing label when `label` is needed; the `numeric` columns numbers (made floats; NaN stays). Errors
+    name `what` and the first bad `row` (its index label)."""
     if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"table must be a pandas DataFrame (e.g. from interp.analyses.head_table), "
+        raise TypeError(f"{what} must be a pandas DataFrame (e.g. from interp.analyses.head_table), "
                         f"got {type(table).__name__}")
-    missing = [c for c in ("layer", "head", *needed) if c not in table.columns]
+    missing = [c for c in ("layer", "head", *needed, *numeric) if c not in table.columns]
     if missing:
-        raise ValueError(f"{missing[0]!r} is not a column of the table; columns: {list(table.columns)}")
+        raise ValueError(f"{missing[0]!r} is not a column of the {what}; columns: {list(table.columns)}")
     if table.empty:
-        raise ValueError("table has no rows")
+        raise ValueError(f"{what} has no rows")
+    rows = table.index if table.index.is_unique else pd.RangeIndex(len(table))  # positions if labels repeat
+
+    def fail(col, ok, want):
+        bad = np.flatnonzero(~ok.to_numpy())
+        if len(bad):
+            more = f" (and {len(bad) - 1} more {row}s)" if len(bad) > 1 else ""
+            raise ValueError(f"{what}: column {col!r} must hold {want}, got {_show(table[col].iloc[bad[0]])} in {row} "
+                             f"{rows[bad[0]]}{more}")
+
+    out = {}
+    for col in ("layer", "head", *numeric):
+        v = pd.to_numeric(table[col], errors="coerce").astype(float)
+        if col in ("layer", "head"):
+            ok = ~pd.Series(pd.api.types.is_bool_dtype(table[col]), index=v.index) & (v == np.floor(v)) & (v >= 0)
+            fail(col, ok & (v < MAX_GRID), f"{col} indices, whole numbers in [0, {MAX_GRID})")
+            v = v.astype(int)
+        fail(col, v.notna() | table[col].isna(), "numbers")
+        out[col] = v
+    if "label" in needed:
+        fail("label", table["label"].notna(), "a label for every head")
+    if "model" in table.columns:  # a missing model name (an empty CSV cell) is the unnamed model ""
+        out["model"] = table["model"].astype(object).where(table["model"].notna(), "").map(str)
+    keys = pd.DataFrame({k: out[k] for k in ("model", "layer", "head") if k in out})
+    dup = np.flatnonzero(keys.duplicated().to_numpy())
+    if len(dup):
+        first = keys.iloc[dup[0]]
+        same = rows[(keys == first).all(axis=1).to_numpy()]
+        raise ValueError(f"{what}: {len(dup)} {row}(s) repeat a head already in the table: "
+                         f"{', '.join(f'{k} {_show(v)}' for k, v in first.items())} is in {row}s {list(same)[:5]}; "
+                         "a head table has one row per head")
+    return table.assign(**out)
 
 
 def _by_model(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     if "model" not in table.columns:
         return [("", table)]
-    return [(str(m), sub) for m, sub in table.groupby("model", sort=False)]
+    return [(str(m), sub) for m, sub in table.groupby("model", sort=False, dropna=False)]
 
 
 def _hover(r: dict, cols) -> str:
@@ -115,7 +159,7 @@ def _cells(sub: pd.DataFrame, L: int, H: int, value, cols):
 def role_grid(table: pd.DataFrame, title: str = "every head's role (hover a cell for its scores)") -> go.Figure:
     """Layer x head grid coloured by each head's label (categorical colours, a legend with counts); hovering a cell
     shows the label and every score of that head. Several models (a `model` column) are drawn side by side."""
-    _check_table(table, "label")
+    table = check_head_table(table, "label")
     labels = list(dict.fromkeys(table["label"].astype(str)))
     colors = label_colors(labels)
     order = [lab for lab in colors if lab in labels]  # rule order, then the fallback, then the rest
@@ -146,10 +190,12 @@ def score_grid(table: pd.DataFrame, score: str, title: str | None = None) -> go.
     """Layer x head heatmap of one score (layer on y, 0 at the bottom; head on x); hovering a cell shows every score
     and the label of that head. Several models are drawn side by side on one colour scale. The title names the
     labelling rule that uses this score, if any."""
-    _check_table(table, score)
+    if not isinstance(score, str):
+        raise TypeError(f"score must be a column name (str), got {type(score).__name__}")
+    table = check_head_table(table, numeric=(score,))
+    vals = table[score]
     _, rules, _ = label_rules()
     rule = next((f" (label {lab} at ≥ {thr:g})" for lab, col, thr in rules if col == score), "")
-    vals = pd.to_numeric(table[score], errors="coerce")
     lo, hi = (float(vals.min()), float(vals.max())) if vals.notna().any() else (0.0, 1.0)
     if lo >= 0.0 and hi <= 1.0:  # scores in [0, 1] keep one fixed scale, comparable across reports
         lo, hi = 0.0, 1.0
@@ -164,10 +210,40 @@ def score_grid(table: pd.DataFrame, score: str, title: str | None = None) -> go.
     return fig
 
 
+def _array(x, name: str, ndim: int, doc: str, where: str) -> np.ndarray:
+    """A float array of `ndim` dimensions (leading dimensions of size 1 are dropped; a tensor may sit on any device)."""
+    if hasattr(x, "detach"):  # a torch tensor: off the graph, to the CPU, bf16 -> float
+        x = x.detach().float().cpu()
+    try:
+        a = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{where}: {name} must be a numeric array {doc}, got {type(x).__name__} ({e})") from None
+    while a.ndim > ndim and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != ndim:
+        raise ValueError(f"{where}: {name} must be {ndim}-D {doc}, got shape {a.shape}")
+    return a
+
+
+def _tokens(tokens, n: int, what: str, where: str) -> list[str]:
+    if isinstance(tokens, (str, bytes)) or not hasattr(tokens, "__len__") or not hasattr(tokens, "__iter__"):
+        raise TypeError(f"{where}: tokens must be a list of token strings, one per {what}, got {type(tokens).__name__}")
+    if len(tokens) != n:
+        raise ValueError(f"{where}: tokens has {len(tokens)} entries but there are {n} {what}s; give one token per "
+                         f"{what}")
+    return [f"{i}:{t}" for i, t in enumerate(tokens)]
+
+
 def attention_pattern(pattern, tokens: list[str], layer: int, head: int) -> go.Figure:
-    """One head's pattern for a short prompt, with token labels. pattern: [q, k]."""
-    p = np.asarray(pattern, dtype=float)
-    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    """One head's pattern for a short prompt, with token labels. pattern: [q, k], one row and column per token."""
+    where = "attention_pattern"
+    p = _array(pattern, "pattern", 2, "[query, key] of one head (e.g. cache[...][0, head])", where)
+    if p.shape[0] != p.shape[1]:
+        raise ValueError(f"{where}: pattern must be square [query, key], one row and column per token, got shape "
+                         f"{p.shape}")
+    labels = _tokens(tokens, p.shape[0], "position", where)
+    layer = int_arg("layer", layer, minimum=0, where=where)
+    head = int_arg("head", head, minimum=0, where=where)
     fig = go.Figure(go.Heatmap(z=p, x=labels, y=labels, colorscale="Blues",
                                hovertemplate="query %{y}<br>key %{x}<br>p=%{z:.3f}<extra></extra>"))
     fig.update_layout(title=f"layer {layer}, head {head}", yaxis_autorange="reversed", xaxis_title="key",
@@ -176,9 +252,9 @@ def attention_pattern(pattern, tokens: list[str], layer: int, head: int) -> go.F
 
 
 def sink_bars(alpha, tokens: list[str], title: str = "attention received per token (alpha_k)") -> go.Figure:
-    """Per-token received attention (alpha_k) for one head or averaged over heads."""
-    a = np.asarray(alpha, dtype=float)
-    fig = go.Figure(go.Bar(x=[f"{i}:{t}" for i, t in enumerate(tokens)], y=a))
+    """Per-token received attention (alpha_k) for one head or averaged over heads. alpha: [key], one per token."""
+    a = _array(alpha, "alpha", 1, "[key] (one head's, or the mean over heads)", "sink_bars")
+    fig = go.Figure(go.Bar(x=_tokens(tokens, len(a), "key", "sink_bars"), y=a))
     fig.update_layout(title=title, xaxis_title="token", yaxis_title="alpha", height=350)
     return fig
 
@@ -186,9 +262,19 @@ def sink_bars(alpha, tokens: list[str], title: str = "attention received per tok
 def retrieval_heatmap(per_trial: pd.DataFrame, value: str = "recall", title: str | None = None) -> go.Figure:
     """Needle-in-a-haystack results over context length x depth (the per-trial table of
     `interp.analyses.retrieval.retrieval_scores`)."""
+    if not isinstance(per_trial, pd.DataFrame):
+        raise TypeError(f"per_trial must be a pandas DataFrame (the per-trial table of retrieval_scores), got "
+                        f"{type(per_trial).__name__}")
+    if not isinstance(value, str):
+        raise TypeError(f"value must be a column name (str), got {type(value).__name__}")
     for col in ("context", "depth", value):
         if col not in per_trial.columns:
             raise ValueError(f"per-trial table lacks column {col!r}")
+    if per_trial.empty:
+        raise ValueError("per-trial table has no rows")
+    for col in ("depth", value):
+        if not pd.api.types.is_numeric_dtype(per_trial[col]):
+            raise TypeError(f"per-trial column {col!r} must hold numbers, got dtype {per_trial[col].dtype}")
     grid = per_trial.pivot_table(index="depth", columns="context", values=value, aggfunc="mean")
     fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[str(c) for c in grid.columns], y=[f"{d:.2f}" for d in grid.index],
                                colorscale="RdYlGn", zmin=0, zmax=1,
@@ -207,6 +293,9 @@ def scores_vs_context(scores_by_context: dict, score: str = "local_score", title
     median and interquartile band of all heads. The x axes are categorical: ticks at exactly the contexts used."""
     if not isinstance(scores_by_context, dict) or not scores_by_context:
         raise ValueError("scores_by_context must be a non-empty dict {context length: {score: [layer, head]}}")
+    top_k = int_arg("top_k", top_k, minimum=1, where="scores_vs_context")
+    if not all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in scores_by_context):
+        raise TypeError(f"scores_by_context's keys must be context lengths (numbers), got {list(scores_by_context)}")
     contexts = sorted(scores_by_context)
     grids = []
     for c in contexts:
@@ -306,6 +395,7 @@ def table_html(df: pd.DataFrame, digits: int = 3) -> HTML:
     (e.g. `label=sink layer>=12`). A `label` column is coloured by label. In Jupyter the result displays itself."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+    digits = int_arg("digits", digits, minimum=0, maximum=17, where="table_html")
     colors = label_colors(df["label"].astype(str).unique()) if "label" in df.columns else {}
     uid = f"interp-table-{uuid.uuid4().hex[:10]}"
     head = "".join(f"<th data-col='{html.escape(str(c), quote=True)}' title='click to sort'>{html.escape(str(c))}</th>"
@@ -337,11 +427,34 @@ def _figure_html(fig: go.Figure, first: bool) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=bool(first), config={"displaylogo": False})
 
 
+def _report_path(path) -> Path:
+    """The report's file path: not a folder, and its nearest existing parent a folder (missing ones are made)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"write_report: path must be a file path (str or Path), got {type(path).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"write_report: path {str(path)!r} is a folder; give the report's file path, e.g. "
+                         f"{str(path / 'report.html')!r}")
+    parent = next(p for p in path.parents if p.exists())  # the nearest existing one (at worst / or .)
+    if not parent.is_dir():
+        raise ValueError(f"write_report: cannot write {str(path)!r}: {str(parent)!r} is a file, not a folder")
+    return path
+
+
 def write_report(path, title: str, sections: list[tuple[str, object]]) -> Path:
     """sections: (heading, content), content one of: a plotly Figure; a list/tuple of Figures (laid out side by
     side, wrapping); a pandas DataFrame (a sortable, filterable table); an `HTML` fragment; a str (preformatted).
-    Writes one self-contained HTML file (plotly.js embedded once) atomically."""
-    path = Path(path)
+    Writes one self-contained HTML file (plotly.js embedded once) atomically; missing parent folders are made."""
+    path = _report_path(path)
+    if not isinstance(title, str):
+        raise TypeError(f"write_report: title must be a str, got {type(title).__name__}")
+    if not isinstance(sections, (list, tuple)):
+        raise TypeError(f"write_report: sections must be a list of (heading, content) pairs, got "
+                        f"{type(sections).__name__}")
+    for i, sec in enumerate(sections):
+        if not isinstance(sec, (list, tuple)) or len(sec) != 2 or not isinstance(sec[0], (str, type(None))):
+            raise TypeError(f"write_report: sections[{i}] must be a (heading, content) pair with a str heading, got "
+                            f"{type(sec).__name__} {repr(sec)[:60]}")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:1.5em 2em;max-width:1500px;color:#222} h2{margin:1.2em 0 .3em;"
              "font-size:1.2em;border-bottom:1px solid #ddd} .row{display:flex;flex-wrap:wrap;gap:4px 12px;"
@@ -371,7 +484,12 @@ def write_report(path, title: str, sections: list[tuple[str, object]]) -> Path:
             raise TypeError(f"section {heading!r}: content must be a plotly Figure, a list of Figures, a DataFrame, "
                             f"an interp.plots.HTML fragment or a str, got {type(obj).__name__}")
     parts.append("</body></html>")
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:  # a full disk, an interrupt: no half-written temp file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .plots import HTML, label_colors, label_rules, role_grid, score_grid, table_html, write_report
+from .plots import HTML, check_head_table, label_colors, label_rules, role_grid, score_grid, table_html, write_report
 
 
 def rules_html(table: pd.DataFrame) -> HTML:
@@ -35,14 +35,19 @@ def rules_html(table: pd.DataFrame) -> HTML:
                 + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
 
 
-def write_classification_report(table: pd.DataFrame, path) -> Path:
+def write_classification_report(table: pd.DataFrame, path, what: str = "the head table",
+                                row: str = "row") -> Path:
+    """The report of a head table (one row per head: model, layer, head, label, scores). `what` and `row` name the
+    table and its rows in errors (e.g. a CSV file and its data rows)."""
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"table must be a pandas DataFrame of heads, got {type(table).__name__}")
     scores, _, _ = label_rules()
     missing = [c for c in ("model", "layer", "head", "label") if c not in table.columns]
     if missing:
-        raise ValueError(f"the head table lacks columns {missing}; it has {list(table.columns)}")
+        raise ValueError(f"{what} lacks columns {missing}; it has {list(table.columns)}")
     present = [s for s in scores if s in table.columns and not table[s].isna().all()]
+    # whole, non-negative layer/head; one row per head; numeric scores (errors name the file and its row)
+    table = check_head_table(table, "label", numeric=present, what=what, row=row)
     models = list(dict.fromkeys(table["model"].astype(str)))
     intro = HTML(f"<p class='note'>{len(table)} heads of {len(models)} model(s): "
                  f"{html.escape(', '.join(models))}. Layer on the vertical axis (0 at the bottom), head on the "
@@ -58,6 +63,11 @@ def write_classification_report(table: pd.DataFrame, path) -> Path:
 def report_from_dir(out) -> Path:
     out = Path(out)
     csv = out / "heads.csv"
-    if not csv.exists():
+    if not csv.is_file():
         raise ValueError(f"{out} has no heads.csv; run `interp classify ... --out {out}` first")
-    return write_classification_report(pd.read_csv(csv), out / "report.html")
+    try:
+        table = pd.read_csv(csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{csv} is not a readable CSV file ({str(e).strip().splitlines()[0]})") from None
+    table.index += 1  # errors name data rows from 1, the first row after the header
+    return write_classification_report(table, out / "report.html", what=str(csv), row="data row")
