@@ -10,18 +10,23 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from interp.tokens import first_real
 from interp.validate import int_arg, model_arg, real_arg, tensor_arg, tokens_arg
 
 
 def first_token_alpha(model, tokens: torch.Tensor, layers=None) -> torch.Tensor:
-    """alpha_1 per head, averaged over prompts -> [layer, head] (NaN for layers not asked for)."""
+    """alpha_1 per head, averaged over prompts -> [layer, head] (NaN for layers not asked for).
+
+    The first token is each prompt's first real token (position 0 unless a `Tokens` batch is left-padded)."""
     model_arg(model, "first_token_alpha")
     tokens_arg(tokens, model, where="first_token_alpha")
     L, H = model.cfg.n_layers, model.cfg.n_heads
     out = torch.full((L, H), float("nan"))
     _, cache = model.run_with_cache(tokens, stats=["key_mean"], layers=layers, to_cpu=True)
+    first = first_real(cache.tokens).cpu()  # [batch]
+    rows = torch.arange(first.numel())
     for l in cache.layers_with("hook_key_mean"):
-        out[l] = cache[f"blocks.{l}.attn.hook_key_mean"][:, :, 0].mean(0)
+        out[l] = cache[f"blocks.{l}.attn.hook_key_mean"][rows, :, first].mean(0)
     return out
 
 

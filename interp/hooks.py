@@ -153,6 +153,12 @@ class RunContext:
                         f"hook {name!r} returned {getattr(out, 'shape', type(out).__name__)}; "
                         f"it must return None or a tensor of shape {tuple(tensor.shape)}"
                     )
+                if out.dtype != tensor.dtype or out.device != tensor.device:
+                    raise ValueError(
+                        f"hook {name!r} returned a {out.dtype} tensor on {out.device}; it must return None or a "
+                        f"tensor of the activation's dtype and device, {tensor.dtype} on {tensor.device} (cast with "
+                        f".to(t.dtype) or .to(t))"
+                    )
                 tensor = out
         return self._after(name, tensor, layer)
 
@@ -180,4 +186,7 @@ def _checked_grad(out, grad: torch.Tensor, name: str):
     if not isinstance(out, torch.Tensor) or out.shape != grad.shape:
         raise ValueError(f"backward hook at {name!r} returned {getattr(out, 'shape', type(out).__name__)}; it must "
                          f"return None or a gradient of shape {tuple(grad.shape)}")
+    if out.dtype != grad.dtype or out.device != grad.device:
+        raise ValueError(f"backward hook at {name!r} returned a {out.dtype} gradient on {out.device}; it must return "
+                         f"None or a gradient of the same dtype and device, {grad.dtype} on {grad.device}")
     return out

@@ -23,12 +23,13 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from . import attention as _attention
+from . import input_checks as checks
 from .cache import ActivationCache
 from .checkpointing import checkpointed_blocks
 from .config import ATTN_NAMES, MLP_NAMES, ModelConfig, find_blocks, find_child, head_output_weight
 from .hooks import HOOK_OF_STAT, RunContext, all_hook_names, differentiable, parse_hook_name
 from .stages import RESID_STAGES, AttnCall, Intervention, check_stages
-from .kernels import attention_with_stats, normalize_stats
+from .kernels import attention_with_stats
 from .memory import check_pattern_memory
 from .tokens import Tokens, to_tokens
 
@@ -65,7 +66,7 @@ class HookedModel:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         _attention.register()
         self.model = hf_model.eval().requires_grad_(False)  # interp takes gradients of activations, never weights
-        self.tokenizer = tokenizer
+        self.tokenizer = checks.tokenizer_arg(tokenizer, "HookedModel")
         self.name = name or getattr(hf_model.config, "name_or_path", None) or type(hf_model).__name__
         self.cfg = ModelConfig.from_hf(hf_model.config)
         self.backend = backend
@@ -102,8 +103,12 @@ class HookedModel:
         return all_hook_names(self.cfg.n_layers)
 
     def to_tokens(self, inputs, prepend_bos: bool | None = None) -> Tokens:
-        """Text, a list of texts, or token ids -> right-padded `Tokens(input_ids, attention_mask)`."""
-        return to_tokens(inputs, self.tokenizer, self.cfg, self.device, prepend_bos=prepend_bos)
+        """Text, a list of texts, or token ids -> right-padded `Tokens(input_ids, attention_mask)`.
+
+        prepend_bos: None keeps the tokenizer's default for text and token ids as given; True puts BOS first (text
+        and token ids alike, where it is not there already); False encodes text without special tokens."""
+        return to_tokens(inputs, self.tokenizer, self.cfg, self.device, prepend_bos=prepend_bos,
+                         bos_id=getattr(self.model.config, "bos_token_id", None))
 
     def to_string(self, ids) -> str:
         if self.tokenizer is None:
@@ -321,7 +326,7 @@ class HookedModel:
                 add(*item)
         ctx.grad = bool(ctx.bwd_hooks)
         ctx.checkpoint = checkpoint
-        names = normalize_stats(stats)
+        names = checks.stat_selection(stats, span)
         for layer in self._layers(layers):
             if names:
                 ctx.stats[layer] = tuple(dict.fromkeys(ctx.stats.get(layer, ()) + names))
@@ -335,16 +340,7 @@ class HookedModel:
             self._valid = None
 
     def _layers(self, layers) -> list[int]:
-        if layers is None:
-            return list(range(self.cfg.n_layers))
-        if isinstance(layers, int):
-            layers = [layers]
-        out = []
-        for l in layers:
-            if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < self.cfg.n_layers:
-                raise ValueError(f"layer {l!r} out of range; the model has layers 0..{self.cfg.n_layers - 1}")
-            out.append(l)
-        return out
+        return checks.layer_list(layers, self.cfg.n_layers)
 
     def __call__(self, inputs, prepend_bos: bool | None = None):
         """Logits `[batch, pos, d_vocab]` (no hooks)."""
@@ -363,6 +359,8 @@ class HookedModel:
         `xi.requires_grad_()`); otherwise it runs without grad. Model weights are frozen: gradients flow to
         activations, masks and hooks, never into `.grad` of the weights. `checkpoint=True` keeps only each block's
         input for the backward and recomputes the block there (long context; see `interp.checkpointing`)."""
+        checks.keywords("run_with_hooks", stat_options, checks.STAT_OPTIONS,
+                        "inputs, fwd_hooks, interventions, prepend_bos, bwd_hooks, grad, logits_at, checkpoint")
         with self.hooks(fwd_hooks=fwd_hooks, interventions=interventions, bwd_hooks=bwd_hooks,
                         checkpoint=checkpoint, **stat_options) as ctx:
             if grad is None:
@@ -379,7 +377,8 @@ class HookedModel:
 
         names / names_filter choose hook points (TransformerLens style); `stats=["key_mean", ...]` captures
         statistics (any length, O(n) memory) at `layers`; `pattern=True` captures full patterns (short inputs).
-        With nothing chosen, every statistic of every layer is captured.
+        With nothing chosen (all four left out), every statistic of every layer is captured; an explicit choice that
+        selects nothing (names=[], a names_filter matching no hook point, stats=[]) is refused.
 
         `grad_of=metric` (a function of the logits returning a scalar tensor, e.g. a task's logit difference) runs
         the forward with grad and returns `(logits, cache, grads)`: `grads[name]` is d metric / d activation at
@@ -397,12 +396,11 @@ class HookedModel:
         toks = self.to_tokens(inputs, prepend_bos)
         chosen = set()
         if names is not None:
-            if isinstance(names, str):
-                names = [names]
+            names = checks.hook_names(names)
             for n in names:
                 parse_hook_name(n, self.cfg.n_layers)
                 chosen.add(n)
-        if names_filter is not None:
+        if checks.names_filter_arg(names_filter) is not None:
             chosen.update(n for n in self.hook_names() if names_filter(n))
         layer_list = self._layers(layers)
         if pattern:
@@ -414,11 +412,13 @@ class HookedModel:
             if not chosen:
                 raise ValueError("grad_of needs the hook points whose gradients you want: names=[...] or "
                                  "names_filter=...")
-        stat_names = normalize_stats(stats)
-        if not chosen and stats is None and not pattern:
-            stat_names = normalize_stats("all")
+        everything = names is None and names_filter is None and stats is None and not pattern  # nothing chosen
+        stat_names = checks.stat_selection("all" if everything else stats, span)
         for l in layer_list:
-            chosen.update(f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for s in stat_names if s != "span_mass" or span)
+            chosen.update(f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for s in stat_names)
+        if not chosen:
+            raise checks.empty_selection(names, names_filter, None if stats is None else stat_names,
+                                         None if layers is None else layer_list)
         pattern_layers = [parse_hook_name(n, self.cfg.n_layers)[0] for n in chosen if n.endswith("attn.hook_pattern")]
         if pattern_layers:  # refuse before running when the patterns of all these layers cannot fit
             b, n = toks.input_ids.shape
@@ -471,6 +471,7 @@ class HookedModel:
     def generate(self, inputs, max_new_tokens: int = 20, **kwargs):
         """Greedy generation (left-padded batch); hooks from an enclosing `model.hooks(...)` stay active."""
         toks = to_tokens(inputs, self.tokenizer, self.cfg, self.device, padding_side="left")
+        max_new_tokens = checks.max_new_tokens_arg(max_new_tokens, toks.input_ids.shape[1], self.cfg.n_ctx)
         kwargs.setdefault("do_sample", False)
         pad = getattr(self.tokenizer, "pad_token_id", None) if self.tokenizer is not None else None
         with torch.no_grad():

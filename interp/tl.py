@@ -20,14 +20,18 @@ from .kernels.from_pattern import stats_from_pattern
 from .kernels.stats import normalize_stats
 
 
-def from_transformer_lens(obj, backend: str = "auto"):
+def from_transformer_lens(obj, backend: str = "auto", tokenizer=None):
+    """A bridge's HF model as a HookedModel (with `tokenizer`, else the bridge's), or a TLPatternModel."""
     from .model import HookedModel
 
     hf = getattr(obj, "original_model", None)
     if isinstance(hf, torch.nn.Module) and hasattr(hf, "config"):
-        return HookedModel(hf, getattr(obj, "tokenizer", None), name=getattr(hf.config, "name_or_path", None),
-                           backend=backend)
+        return HookedModel(hf, tokenizer if tokenizer is not None else getattr(obj, "tokenizer", None),
+                           name=getattr(hf.config, "name_or_path", None), backend=backend)
     if hasattr(obj, "run_with_cache") and hasattr(obj, "cfg"):
+        if tokenizer is not None:
+            raise ValueError("tokenizer= is not applied to a TransformerLens model read through its patterns (it "
+                             "tokenizes with its own); set the TransformerLens model's tokenizer instead")
         return TLPatternModel(obj)
     raise TypeError(f"unsupported TransformerLens object {type(obj).__name__}")
 
@@ -113,6 +117,8 @@ def to_transformer_lens(model, copy: bool = True):
     model (the toys) is refused here with a ValueError instead of a network error."""
     import copy as _copy
 
+    if not isinstance(copy, bool):
+        raise TypeError(f"to_transformer_lens: copy must be True or False, got {type(copy).__name__} {copy!r:.40}")
     from transformer_lens.model_bridge import TransformerBridge
 
     if model.tokenizer is None:

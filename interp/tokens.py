@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -11,6 +12,22 @@ class Tokens(NamedTuple):
     input_ids: torch.Tensor  # [batch, pos] int64
     attention_mask: torch.Tensor | None  # [batch, pos] bool, None when nothing is padded
     lengths: list[int]
+
+
+FORMS = "a text, a list of texts, a list of token ids (ints), a list of such lists, or an integer tensor"
+
+
+def _show(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def check_prepend_bos(prepend_bos) -> bool | None:
+    if prepend_bos is not None and not isinstance(prepend_bos, bool):
+        raise TypeError(f"prepend_bos must be True, False or None (the tokenizer's default), got {_show(prepend_bos)}")
+    return prepend_bos
 
 
 def _encode(text: str, tokenizer, prepend_bos: bool | None) -> list[int]:
@@ -26,41 +43,82 @@ def _encode(text: str, tokenizer, prepend_bos: bool | None) -> list[int]:
     return list(ids)
 
 
+def _id_seq(x, where: str) -> list[int]:
+    """One prompt's token ids: a list/tuple of ints (numpy ints too) or a 1-D integer tensor."""
+    if isinstance(x, torch.Tensor):
+        if x.device.type == "meta":
+            raise ValueError(f"{where} is on the meta device (no values); pass real token ids")
+        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise TypeError(f"{where} must be an integer tensor of token ids, got {x.dtype}")
+        if x.dim() != 1:
+            raise ValueError(f"{where} must be a 1-D tensor of token ids (one prompt), got shape {tuple(x.shape)}")
+        return x.tolist()
+    for j, t in enumerate(x):
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+            raise TypeError(f"token ids must be ints: {where}[{j}] is {_show(t)}; inputs must be {FORMS}")
+    return [int(t) for t in x]
+
+
+def _with_bos(seqs: list[list[int]], tokenizer, bos_id: int | None) -> list[list[int]]:
+    """prepend_bos=True for token ids: the BOS id first in every prompt that does not start with it."""
+    bos = tokenizer.bos_token_id if tokenizer is not None else bos_id
+    if bos is None:
+        raise ValueError("prepend_bos=True but the model has no BOS token (neither its tokenizer nor its config "
+                         "names one); pass the ids as they are (prepend_bos=None or False)")
+    return [s if s and s[0] == bos else [bos] + s for s in seqs]
+
+
 def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
-              padding_side: str = "right") -> Tokens:
+              padding_side: str = "right", bos_id: int | None = None) -> Tokens:
     """str | list[str] | list[int] | list[list[int]] | LongTensor [pos] or [batch, pos] | Tokens -> Tokens.
 
-    An already-built `Tokens` (e.g. a task batch's padded prompts) passes through, moved to `device`."""
+    An already-built `Tokens` (e.g. a task batch's padded prompts) passes through, moved to `device`.
+    `prepend_bos=True` puts the BOS id (the tokenizer's, else `bos_id`, the model config's) before every prompt
+    that does not start with it, for text and token ids alike; None keeps the tokenizer's default (ids as given)."""
+    check_prepend_bos(prepend_bos)
     if isinstance(inputs, Tokens):
         if padding_side != "right" and inputs.attention_mask is not None:
             raise ValueError(f"a padded Tokens batch is right-padded; {padding_side}-padding (generate) needs "
                              "texts or token-id lists instead")
-        return _checked_tokens(inputs, cfg, device)
+        toks = _checked_tokens(inputs, cfg, device)
+        if prepend_bos:
+            bos = tokenizer.bos_token_id if tokenizer is not None else bos_id
+            first = toks.input_ids[torch.arange(len(toks.lengths)), first_real(toks)]
+            if bos is None or bool((first != bos).any()):
+                raise ValueError("prepend_bos=True with a Tokens batch whose prompts do not all start with BOS: a "
+                                 "built Tokens is used as it is; give token ids or texts to have BOS prepended")
+        return toks
+    text = False  # text input: _encode has handled prepend_bos
     if isinstance(inputs, str):
-        seqs = [_encode(inputs, tokenizer, prepend_bos)]
+        seqs, text = [_encode(inputs, tokenizer, prepend_bos)], True
     elif isinstance(inputs, torch.Tensor):
         if inputs.device.type == "meta":
             raise ValueError("token ids are on the meta device (no values); pass real token ids")
-        if inputs.dtype.is_floating_point or inputs.dtype == torch.bool:
+        if inputs.dtype.is_floating_point or inputs.dtype.is_complex or inputs.dtype == torch.bool:
             raise TypeError(f"token ids must be an integer tensor, got {inputs.dtype}")
         if inputs.dim() == 1:
             inputs = inputs[None]
         if inputs.dim() != 2:
             raise ValueError(f"token ids must be [pos] or [batch, pos], got shape {tuple(inputs.shape)}")
+        if inputs.shape[0] == 0:
+            raise ValueError(f"token ids have no prompt (shape {tuple(inputs.shape)}); give at least one")
         seqs = [row.tolist() for row in inputs]
     elif isinstance(inputs, (list, tuple)):
         if len(inputs) == 0:
             raise ValueError("empty input: give a text, a list of texts or token ids")
         if all(isinstance(x, str) for x in inputs):
-            seqs = [_encode(x, tokenizer, prepend_bos) for x in inputs]
-        elif all(isinstance(x, int) and not isinstance(x, bool) for x in inputs):
-            seqs = [list(inputs)]
+            seqs, text = [_encode(x, tokenizer, prepend_bos) for x in inputs], True
         elif all(isinstance(x, (list, tuple, torch.Tensor)) for x in inputs):
-            seqs = [list(x.tolist() if isinstance(x, torch.Tensor) else x) for x in inputs]
+            seqs = [_id_seq(x, f"inputs[{i}]") for i, x in enumerate(inputs)]
+        elif any(isinstance(x, (str, list, tuple, torch.Tensor)) for x in inputs):
+            kinds = sorted({type(x).__name__ for x in inputs})
+            raise TypeError(f"inputs mixes {', '.join(kinds)}; inputs must be {FORMS}")
         else:
-            raise TypeError("inputs must be a text, a list of texts, a list of token ids or a list of such lists")
+            seqs = [_id_seq(inputs, "inputs")]
     else:
-        raise TypeError(f"inputs must be text or token ids, got {type(inputs).__name__}")
+        raise TypeError(f"inputs must be text or token ids ({FORMS}), got {type(inputs).__name__}")
+    if prepend_bos and not text:
+        seqs = _with_bos(seqs, tokenizer, bos_id)
     for i, s in enumerate(seqs):
         if len(s) == 0:
             raise ValueError(f"prompt {i} is empty (no tokens)")
@@ -87,17 +145,61 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
     return Tokens(ids, None if bool(mask.all()) else mask.to(device), lengths)
 
 
+def first_real(toks: Tokens) -> torch.Tensor:
+    """[batch] position of each row's first real token (0 unless left-padded)."""
+    if toks.attention_mask is None:
+        return torch.zeros(toks.input_ids.shape[0], dtype=torch.long, device=toks.input_ids.device)
+    return toks.attention_mask.long().argmax(-1)
+
+
 def _checked_tokens(toks: Tokens, cfg, device) -> Tokens:
+    """A user-built Tokens, checked: integer ids [batch >= 1, pos >= 1]; a 0/1 mask of the same shape whose rows
+    each hold >= 1 real token in one run (right- or left-padding, no holes); lengths = the mask's row sums."""
     ids, mask = toks.input_ids, toks.attention_mask
     if isinstance(ids, torch.Tensor) and ids.device.type == "meta":
         raise ValueError("Tokens.input_ids are on the meta device (no values); pass real token ids")
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
         raise TypeError("Tokens.input_ids must be an integer tensor [batch, pos]")
+    if ids.numel() == 0:
+        raise ValueError(f"Tokens.input_ids is empty (shape {tuple(ids.shape)}); give at least one prompt of at "
+                         "least one token")
     if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != ids.shape):
         raise ValueError(f"Tokens.attention_mask must be None or a tensor of shape {tuple(ids.shape)}")
     if ids.shape[1] > cfg.n_ctx:
         raise ValueError(f"Tokens have {ids.shape[1]} positions; the model's maximum context is {cfg.n_ctx}")
-    if ids.numel() and not (0 <= int(ids.min()) and int(ids.max()) < cfg.d_vocab):
+    if not (0 <= int(ids.min()) and int(ids.max()) < cfg.d_vocab):
         raise ValueError(f"Tokens.input_ids has ids outside the vocabulary [0, {cfg.d_vocab})")
-    return Tokens(ids.to(device), None if mask is None else mask.to(device=device, dtype=torch.bool),
-                  list(toks.lengths))
+    b, n = ids.shape
+    if mask is not None:
+        if mask.device.type == "meta":
+            raise ValueError("Tokens.attention_mask is on the meta device (no values); pass a real mask")
+        if mask.dtype.is_floating_point or mask.dtype.is_complex:
+            raise TypeError(f"Tokens.attention_mask must be a bool (or 0/1 integer) tensor, got {mask.dtype}")
+        if mask.dtype != torch.bool:
+            if bool(((mask != 0) & (mask != 1)).any()):
+                raise ValueError(f"Tokens.attention_mask must hold only 0 and 1 (or True/False), got values "
+                                 f"{sorted(set(mask.unique().tolist()))[:5]}")
+            mask = mask.bool()
+        counts = mask.sum(-1)
+        pos = torch.arange(n, device=mask.device)
+        right = (mask == (pos < counts[:, None])).all(-1)
+        left = (mask == (pos >= n - counts[:, None])).all(-1)
+        counts, ok = counts.tolist(), (right | left).tolist()
+        for i in range(b):
+            if counts[i] == 0:
+                raise ValueError(f"Tokens row {i} has no real token (its attention_mask row is all False); every "
+                                 "prompt needs at least one")
+            if not ok[i]:
+                raise ValueError(f"Tokens row {i} has an attention_mask with holes (a padding position between real "
+                                 "tokens); a padding mask is one run of True, padded on the right or on the left")
+    else:
+        counts = [n] * b
+    raw = toks.lengths.tolist() if isinstance(toks.lengths, torch.Tensor) else toks.lengths
+    if not isinstance(raw, (list, tuple)) or any(isinstance(x, bool) or not isinstance(x, numbers.Integral)
+                                                  for x in raw):
+        raise TypeError(f"Tokens.lengths must be a list of ints (real tokens per row), got {_show(toks.lengths)}")
+    lengths = [int(x) for x in raw]
+    if lengths != counts:
+        raise ValueError(f"Tokens.lengths {lengths[:8]} disagree with the attention mask, which has {counts[:8]} real "
+                         f"tokens per row (no mask: every row has all {n} positions)")
+    return Tokens(ids.to(device), None if mask is None else mask.to(device=device, dtype=torch.bool), lengths)

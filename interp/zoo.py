@@ -317,9 +317,13 @@ def load(source, *, device=None, dtype=None, tokenizer=None, backend: str = "aut
     (needs network), a loaded Hugging Face model, a HookedModel, or a TransformerLens model.
     check_weights: refuse weights with NaN/Inf (names the parameter); cheap, but can be turned off.
     """
+    from .input_checks import bool_arg, tokenizer_arg
     from .kernels.api import BACKENDS
 
     dtype = _check_dtype(dtype)
+    tokenizer = tokenizer_arg(tokenizer, "load")
+    cache = bool_arg("cache", cache, "load")
+    check_weights = bool_arg("check_weights", check_weights, "load")
     if device is None:
         device = default_device()
     if not isinstance(backend, str) or backend not in BACKENDS:
@@ -333,11 +337,14 @@ def load(source, *, device=None, dtype=None, tokenizer=None, backend: str = "aut
             raise ValueError("device='cuda' asked for, but no CUDA device is available here")
     name = None
     if isinstance(source, HookedModel):
+        if tokenizer is not None and tokenizer is not source.tokenizer:
+            raise ValueError("load: tokenizer= is not applied to an already-wrapped HookedModel (it keeps its own); "
+                             "set model.tokenizer = tokenizer instead")
         wrapped = source
     elif _is_transformer_lens(source):
         from .tl import from_transformer_lens
 
-        wrapped = from_transformer_lens(source, backend=backend)
+        wrapped = from_transformer_lens(source, backend=backend, tokenizer=tokenizer)
     elif isinstance(source, torch.nn.Module):
         if not hasattr(source, "config"):
             raise TypeError(f"cannot wrap {type(source).__name__}: not a Hugging Face or TransformerLens model")
