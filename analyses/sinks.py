@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from interp.tokens import first_real
+from interp.tokens import Tokens, first_real
 from interp.validate import int_arg, model_arg, real_arg, tensor_arg, tokens_arg
 
 
@@ -28,6 +28,15 @@ def first_token_alpha(model, tokens: torch.Tensor, layers=None) -> torch.Tensor:
     for l in cache.layers_with("hook_key_mean"):
         out[l] = cache[f"blocks.{l}.attn.hook_key_mean"][rows, :, first].mean(0)
     return out
+
+
+def _right_padded(tokens, where: str, name: str = "tokens") -> None:
+    """These analyses read positions (0 = the first token; the last rows are padding): a left-padded Tokens would
+    shift them, so it is refused (model.to_tokens pads on the right)."""
+    if isinstance(tokens, Tokens) and isinstance(tokens.attention_mask, torch.Tensor) and bool(
+            first_real(tokens).any()):
+        raise ValueError(f"{where}: {name} is left-padded (a row's first real token is not at position 0); these "
+                         "statistics are read by position: pad on the right, as model.to_tokens does")
 
 
 def sink_metric(alpha_first: torch.Tensor, eps: float = 0.3) -> float:
@@ -49,6 +58,7 @@ def hidden_sinks(model, tokens: torch.Tensor, threshold: float = 0.1, min_querie
     where = "hidden_sinks"
     model_arg(model, where)
     tokens_arg(tokens, model, where=where)
+    _right_padded(tokens, where)
     threshold = real_arg("threshold", threshold, low=0, high=1, high_open=True, where=where)
     min_queries = int_arg("min_queries", min_queries, minimum=1, where=where)
     rows = []
@@ -81,6 +91,7 @@ def dormant_heads(model, domains: dict[str, torch.Tensor], sink_threshold: float
                         f"{type(domains).__name__} {domains!r:.60}")
     for domain, toks in domains.items():
         tokens_arg(toks, model, name=f"domains[{domain!r}]", where=where)
+        _right_padded(toks, where, name=f"domains[{domain!r}]")
     sink_threshold = real_arg("sink_threshold", sink_threshold, low=0, high=1, high_open=True, where=where)
     norm_threshold = real_arg("norm_threshold", norm_threshold, low=0, high=1, low_open=True, where=where)
     rows = []
@@ -151,6 +162,7 @@ def value_drains(model, tokens: torch.Tensor, position: int = 0) -> torch.Tensor
     where = "value_drains"
     model_arg(model, where)
     tokens_arg(tokens, model, where=where)
+    _right_padded(tokens, where)
     n = tokens.shape[-1] if isinstance(tokens, torch.Tensor) else None
     position = int_arg("position", position, minimum=0, maximum=None if n is None else n - 1, where=where)
     if n == 1:
@@ -175,6 +187,7 @@ def massive_activations(model, tokens: torch.Tensor, top_dims: int = 4) -> pd.Da
     where = "massive_activations"
     model_arg(model, where)
     tokens_arg(tokens, model, where=where)
+    _right_padded(tokens, where)
     top_dims = int_arg("top_dims", top_dims, minimum=1, maximum=model.cfg.d_model, where=where)
     names = [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(tokens, names=names, to_cpu=True)

@@ -365,6 +365,8 @@ class HookedModel:
                         checkpoint=checkpoint, **stat_options) as ctx:
             if grad is None:
                 grad = ctx.grad or any(iv.requires_grad() for ivs in ctx.interventions.values() for iv in ivs)
+            else:
+                checks.bool_arg("grad", grad, "run_with_hooks")
             ctx.grad = ctx.grad or bool(grad)
             return self._forward(self.to_tokens(inputs, prepend_bos), grad=bool(grad), logits_at=logits_at)
 
@@ -393,6 +395,8 @@ class HookedModel:
         (`interp.checkpointing`): the autograd graph's memory drops from every block's internals to d_model floats
         per token and layer, for about one more forward of compute; cached hooks inside blocks run once more.
         """
+        checks.bool_arg("pattern", pattern, "run_with_cache")
+        checks.bool_arg("to_cpu", to_cpu, "run_with_cache")
         toks = self.to_tokens(inputs, prepend_bos)
         chosen = set()
         if names is not None:

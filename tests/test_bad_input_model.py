@@ -308,3 +308,27 @@ def test_nothing_chosen_still_means_every_statistic(toy):
     _, grouped = toy.run_with_cache(ids(), stats="all")  # a group without a span drops span_mass, as before
     assert set(grouped.keys()) == set(cache.keys())
     toy.run_with_hooks(ids(), stats="all")  # the same in hooks(): no span_mass error for a group
+
+
+@pytest.mark.parametrize("call,kw", [("run_with_cache", {"pattern": "yes"}), ("run_with_cache", {"to_cpu": "no"}),
+                                     ("run_with_hooks", {"grad": "no"}), ("run_with_hooks", {"grad": 1})])
+def test_flags_must_be_bools(toy, call, kw):
+    name = next(iter(kw))
+    with pytest.raises(TypeError, match=f"{call}: {name} must be True or False"):
+        getattr(toy, call)(ids(), **kw)
+
+
+def test_position_read_sink_analyses_refuse_left_padding(toy):
+    from analyses import sinks
+    from interp.tokens import Tokens
+
+    x = ids()
+    mask = torch.ones_like(x, dtype=torch.bool)
+    mask[0, :3] = False
+    left = Tokens(x, mask, mask.sum(-1).tolist())
+    for call in (lambda: sinks.hidden_sinks(toy, left), lambda: sinks.value_drains(toy, left),
+                 lambda: sinks.massive_activations(toy, left), lambda: sinks.dormant_heads(toy, {"a": left})):
+        with pytest.raises(ValueError, match="left-padded"):
+            call()
+    right = Tokens(x, mask.flip(-1), mask.sum(-1).tolist())
+    assert len(sinks.value_drains(toy, right)) == toy.cfg.n_layers
