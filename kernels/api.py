@@ -52,7 +52,8 @@ def attention_with_stats(
     scale: float | None = None,
     sliding_window: int | None = None,
     attention_mask: torch.Tensor | None = None,  # [batch, k_len] bool/int, True/1 = real token
-    key_bias: torch.Tensor | None = None,  # [batch|1, heads|1, k_len], added to the scaled scores
+    key_bias: torch.Tensor | None = None,  # [batch|1, heads|1, k_len] float, added to the scaled scores; -inf
+    # (or <= -1e30, e.g. torch.finfo(dtype).min) hides the key
     stats="all",
     sink_tokens: int = 4,
     local_window: int = 64,

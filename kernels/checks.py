@@ -12,11 +12,13 @@ import numbers
 import weakref
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .stats import normalize_stats
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MASK_BIAS = -1e30  # key_bias values at or below this hide the key (treated as -inf)
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
 
 
@@ -59,7 +61,12 @@ def _stat_names(stats, has_span: bool) -> tuple[str, ...]:
 
 
 def _names(stats, has_span: bool) -> tuple[str, ...]:
-    key = tuple(stats) if isinstance(stats, list) else stats
+    key = stats
+    if stats is not None and not isinstance(stats, (str, tuple)):
+        try:  # a list, a set, a generator (read once, here): a tuple of what it holds
+            key = tuple(stats)
+        except TypeError:  # not iterable: normalize_stats says what is wrong
+            pass
     try:
         hash(key)
     except TypeError:  # a set, a list of lists...: no caching, normalize_stats says what is wrong
@@ -106,8 +113,9 @@ def _is_int(x) -> bool:
 
 
 def _int_option(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)  # a NumPy integer too
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
@@ -153,22 +161,30 @@ def check_inputs(
         raise ValueError(f"q has head_dim {d} but k/v have head_dim {dk}")
     if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
         raise ValueError(f"head_dim must be between {MIN_HEAD_DIM} and {MAX_HEAD_DIM}, got {d}")
+    if h == 0:
+        raise ValueError(f"q has 0 heads (shape {tuple(q.shape)}); it needs at least one")
     if hk == 0 or h % hk != 0:
         raise ValueError(f"kv_heads ({hk}) must divide heads ({h}) (GQA/MQA)")
     if lq == 0 or lk == 0 or b == 0:
         raise ValueError(f"empty input: batch={b}, q_len={lq}, k_len={lk}; all must be >= 1")
     if lq > lk:
         raise ValueError(f"q_len ({lq}) > k_len ({lk}): queries are aligned to the end of the keys, so q_len <= k_len")
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be True or False, got {causal!r} ({type(causal).__module__}."
+                        f"{type(causal).__name__})")
+    causal = bool(causal)
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+    elif isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a positive finite number or None, got {type(scale).__name__}")
+    elif not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive finite number or None, got {scale!r}")
     if sliding_window is not None:
         sliding_window = _int_option("sliding_window", sliding_window, 1)
         if not causal:
             raise ValueError("sliding_window is only supported with causal=True")
+        if sliding_window >= lk:  # every key a causal query can see lies inside the window: no window at all
+            sliding_window = None
     sink_tokens = _int_option("sink_tokens", sink_tokens, 0)
     local_window = _int_option("local_window", local_window, 1)
 
@@ -188,6 +204,8 @@ def check_inputs(
         key_valid = attention_mask.to(torch.bool)
         if not has_padding(key_valid):
             key_valid = None
+        else:  # the kernels index the mask as b * k_len + j: a transposed (or other strided) mask must be copied
+            key_valid = key_valid.contiguous()
 
     if key_bias is not None:
         if not isinstance(key_bias, torch.Tensor):
@@ -198,7 +216,14 @@ def check_inputs(
             )
         if key_bias.device != q.device:
             raise ValueError(f"key_bias is on {key_bias.device} but q is on {q.device}")
-        key_bias = key_bias.to(torch.float32).expand(b, h, lk).contiguous()
+        if not key_bias.dtype.is_floating_point:
+            raise TypeError(f"key_bias must be a floating-point tensor (added to the scaled scores; -inf hides a key), "
+                            f"got dtype {key_bias.dtype}; to hide keys by a bool mask use attention_mask or "
+                            "torch.zeros(...).masked_fill(hide, float('-inf'))")
+        key_bias = key_bias.to(torch.float32)
+        # additive masks written as very large negative numbers (torch.finfo(dtype).min, -1e30...) mean "hidden":
+        # as -inf they are, on every backend (finite, they would overflow in log2 units or swamp float32 scores)
+        key_bias = key_bias.masked_fill(key_bias <= MASK_BIAS, float("-inf")).expand(b, h, lk).contiguous()
 
     names = _names(stats, span is not None)
     span_t = None
@@ -216,6 +241,8 @@ def check_inputs(
                 raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {span_t.tolist()}")
             span_t = span_t.contiguous()
         else:
+            if not isinstance(span, (tuple, list)):
+                raise TypeError(f"span must be (start, end) or a [batch, 2] tensor, got {type(span).__name__}")
             try:
                 start, end = span
             except (TypeError, ValueError):

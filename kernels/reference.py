@@ -77,10 +77,16 @@ def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook
     s = s.masked_fill(~allowed, float("-inf"))
     if bias is not None:  # a -inf bias hides the key as surely as a mask does
         allowed = allowed & ~torch.isneginf(bias[:, :, None, :])
-    lse = torch.logsumexp(s, dim=-1)  # [b, h, cq]; -inf on rows that see nothing
-    empty = torch.isneginf(lse)
-    p = torch.exp(s - lse.masked_fill(empty, 0.0)[..., None])  # exp(-inf) = 0 on masked keys
-    p = p.masked_fill(empty[..., None], 0.0)
+    # softmax as max-shifted exponentials over their sum: exact when every score of a row carries a huge shift
+    # (exp(s - lse) would lose the row's log(n) to float32 rounding there), and finite gradients for rows that see
+    # nothing (logsumexp's gradient over a row of -inf is NaN)
+    m = s.amax(dim=-1)  # [b, h, cq]; -inf on rows that see nothing
+    empty = torch.isneginf(m)
+    e = torch.exp(s - m.masked_fill(empty, 0.0)[..., None])  # exp(-inf) = 0 on masked keys
+    den = e.sum(-1)  # >= 1 on rows that see a key
+    p = e / den.masked_fill(empty, 1.0)[..., None]  # 0 on rows that see nothing
+    p = p.masked_fill(~allowed, 0.0)  # hidden keys get nothing, also from a row whose scores hold NaN
+    lse = m + torch.log(den)  # -inf (+ log 0) on rows that see nothing; NaN where the scores hold NaN
     if prob_hook is not None:
         replaced = prob_hook(p, qs)
         if replaced is not None:
@@ -148,7 +154,7 @@ def reference_attention(
             if "max_prob" in want:
                 st.max_prob[:, :, qs:qe] = mp
             if "argmax" in want:
-                st.argmax[:, :, qs:qe] = (am + lo).masked_fill(empty, -1)
+                st.argmax[:, :, qs:qe] = (am + lo).masked_fill(empty | torch.isnan(lse), -1)
         if "entropy" in want:
             st.entropy[:, :, qs:qe] = 0.0 - torch.special.xlogy(p, p).sum(-1)  # +0.0 (not -0.0) on empty rows
         if "sink_mass" in want:
@@ -162,12 +168,13 @@ def reference_attention(
             in_span = (kp[None, :] >= spec.span[:, :1]) & (kp[None, :] < spec.span[:, 1:])  # [b, hi - lo]
             st.span_mass[:, :, qs:qe] = (p * in_span[:, None, None, :]).sum(-1)
         if key_stats:
+            counted = ~torch.isnan(lse)[..., None]  # [b, h, cq, 1]: rows with NaN statistics add no key mass
             if qvalid is not None:
                 qv = qvalid[:, None, qs:qe, None]  # [b, 1, cq, 1]
-                key_mass[..., lo:hi] += (p * qv).sum(-2)
+                key_mass[..., lo:hi] += torch.where(qv & counted, p, 0.0).sum(-2)
                 key_count[..., lo:hi] += (allowed & qv).sum(-2, dtype=torch.float32)
             else:
-                key_mass[..., lo:hi] += p.sum(-2)
+                key_mass[..., lo:hi] += torch.where(counted, p, 0.0).sum(-2)
                 key_count[..., lo:hi] += allowed.sum(-2, dtype=torch.float32).expand(b, key_count.shape[1], hi - lo)
     if key_stats:
         finish_key_stats(st, want, key_mass, key_count.expand(b, h, lk))

@@ -197,7 +197,9 @@ def attention_fwd_kernel(
 
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
-    tl.store(LSE + pid_bh * Lq + offs_m, tl.where(seen, (m_i + tl.log2(l_safe)) * LN2, float("-inf")), mask=row_ok)
+    lse = tl.where(seen, (m_i + tl.log2(l_safe)) * LN2, float("-inf"))
+    lse = tl.where(l_i == l_i, lse, float("nan"))  # NaN in the row's scores: NaN, as SDPA gives (not "sees nothing")
+    tl.store(LSE + pid_bh * Lq + offs_m, lse, mask=row_ok)
     out = acc * (1.0 / l_safe)[:, None]  # rows that see no key: acc = 0, so the output is 0
     o_ptrs = (Out + b * stride_ob + h * stride_oh + m0.to(tl.int64) * stride_om
               + offs_m0[:, None] * stride_om + offs_d[None, :] * stride_od)

@@ -169,15 +169,26 @@ def _stats_inner(
                 pk = tl.where(qv_row[:, None], p, 0.0)
             if KEY_GROUPS == 1:  # one column sum over the tile: a reduction across every warp, then BLOCK_N atomics
                 col = tl.sum(pk, 0)
-                fixed = (col * fix_scale + 0.5).to(tl.int64)  # col >= 0: round to nearest
-                tl.atomic_add(km_base + offs_n, fixed, mask=offs_n < Lk, sem="relaxed")
+                cols = offs_n
             else:  # a column sum per group of rows (a warp's, at BLOCK_M // 16 groups): no cross-warp reduction,
                 # no barrier, KEY_GROUPS times the atomics
                 col = tl.sum(tl.reshape(pk, [KEY_GROUPS, BLOCK_M // KEY_GROUPS, BLOCK_N]), 1)  # [groups, BLOCK_N]
-                fixed = (col * fix_scale + 0.5).to(tl.int64)
                 cols = tl.broadcast_to(offs_n[None, :], [KEY_GROUPS, BLOCK_N])
-                tl.atomic_add(km_base + cols, fixed, mask=cols < Lk, sem="relaxed")
+            # col >= 0: round to nearest. A NaN sum (only where every row of it saw a NaN key, so every one of them
+            # is a bad row: see `_bad_rows`) adds 0 (fmax), as it does on a GPU's conversion, not INT64_MIN
+            fixed = (tl.maximum(col, 0.0) * fix_scale + 0.5).to(tl.int64)
+            tl.atomic_add(km_base + cols, fixed, mask=cols < Lk, sem="relaxed")
     return m_i, a_i, e_i, sk_i, lc_i, sp_i
+
+
+@triton.jit
+def _bad_rows(lse, LSE_LIMIT: tl.constexpr):
+    """Rows whose statistics cannot be formed and are reported as NaN: a NaN lse (NaN or Inf in the inputs), or
+    one so large that p = 2^(s - lse2) loses its precision in float32 (|lse| >= LSE_LIMIT: scores of that size).
+    True also on rows that see nothing (lse = -inf), which the caller tells apart. Bad rows add nothing to key
+    statistics: their q is zeroed and their lse taken as +inf, so p = 0 (NaN only on a NaN key, which only bad
+    rows see)."""
+    return ~(tl.abs(lse) < LSE_LIMIT)
 
 
 @triton.autotune(
@@ -207,6 +218,7 @@ def attention_stats_kernel(
     query padding mask (HAS_VALID only)."""
     LOG2E: tl.constexpr = 1.4426950408889634
     LN2: tl.constexpr = 0.6931471805599453
+    LSE_LIMIT: tl.constexpr = 100000.0  # = launcher.LSE_LIMIT
     WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
     FULL: tl.constexpr = (WANT_MAX or WANT_ENT) or WANT_KEY  # needs every visible key
     # the masses ride along the full walk unless SPLIT_MASSES (a tile config choice) gives them walks of their own
@@ -232,10 +244,11 @@ def attention_stats_kernel(
     if ANY_ROW:
         q_ptrs = (Q + b * stride_qb + h * stride_qh + m0.to(tl.int64) * stride_qm
                   + offs_m0[:, None] * stride_qm + offs_d[None, :] * stride_qd)
-        q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
         lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=float("-inf"))
-        seen = lse > float("-inf")
-        lse_row = tl.where(seen, lse * LOG2E, float("inf"))  # +inf: p = 0 on rows that see nothing
+        bad_in = _bad_rows(lse, LSE_LIMIT)  # (or sees nothing)
+        # bad rows get q = 0 and lse +inf: p = 0 for them on every finite key; rows that see nothing: p = 0
+        q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM) & ~bad_in[:, None], other=0.0)
+        lse_row = tl.where(bad_in, float("inf"), lse * LOG2E)
         qv_row = row_ok
         if HAS_VALID:
             qv_row = row_ok & (tl.load(kvalid_base + q_offset + offs_m, mask=row_ok, other=0) != 0)
@@ -318,22 +331,28 @@ def attention_stats_kernel(
                     True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
                     False, False, False, True, False, UPCAST, DOT_PREC,
                 )
+        lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=float("-inf"))  # again: fewer live registers
+        seen = lse > float("-inf")
+        bad = _bad_rows(lse, LSE_LIMIT) & (lse != float("-inf"))  # NaN included (NaN > -inf is False)
 
         out = row_base + offs_m
         rs = tl.cast(rows_stride, tl.int64)
+        nan = float("nan")
         if WANT_MAXP:
             m_log2 = m_i if HAS_BIAS else m_i * qk_scale  # the row's max score in log2 units
-            tl.store(ROWS + S_MAXP * rs + out, tl.where(seen, tl.exp2(m_log2 - lse_row), 0.0), mask=row_ok)
+            maxp = tl.where(seen, tl.exp2(m_log2 - lse_row), 0.0)
+            tl.store(ROWS + S_MAXP * rs + out, tl.where(bad, nan, maxp), mask=row_ok)
         if WANT_ARG:
-            tl.store(ARG + out, a_i, mask=row_ok)
+            tl.store(ARG + out, tl.where(bad, -1, a_i), mask=row_ok)
         if WANT_ENT:  # H = -sum p ln p
-            tl.store(ROWS + S_ENT * rs + out, tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0), mask=row_ok)
+            ent = tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0)
+            tl.store(ROWS + S_ENT * rs + out, tl.where(bad, nan, ent), mask=row_ok)
         if WANT_SINK:
-            tl.store(ROWS + S_SINK * rs + out, sk_i, mask=row_ok)
+            tl.store(ROWS + S_SINK * rs + out, tl.where(bad, nan, sk_i), mask=row_ok)
         if WANT_LOCAL:
-            tl.store(ROWS + S_LOCAL * rs + out, lc_i, mask=row_ok)
+            tl.store(ROWS + S_LOCAL * rs + out, tl.where(bad, nan, lc_i), mask=row_ok)
         if WANT_SPAN:
-            tl.store(ROWS + S_SPAN * rs + out, sp_i, mask=row_ok)
+            tl.store(ROWS + S_SPAN * rs + out, tl.where(bad, nan, sp_i), mask=row_ok)
 
     if WANT_COUNT:  # key_count in closed form: keys in chunks of BLOCK_M, spread over this row of programs
         n_chunks = tl.cdiv(Lk, BLOCK_M)
