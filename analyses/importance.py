@@ -19,6 +19,7 @@ Sign convention: a positive score means the head helps the task (removing it mak
 
 from __future__ import annotations
 
+import numbers
 import time
 from typing import Callable, Iterable, Sequence
 
@@ -27,7 +28,9 @@ import torch
 
 from interp.head_mask import HeadMask
 from interp.readout import logit_attribution
-from interp.validate import hooked_model_arg
+from interp.validate import hooked_model_arg, int_arg
+
+from .tasks.base import batch_arg, task_arg
 
 ABLATIONS = ("ablation_zero", "ablation_mean", "ablation_resample")
 METHODS = ABLATIONS + ("mask_gradient", "dla", "attention_influence")
@@ -45,6 +48,11 @@ def check_methods(methods) -> tuple[str, ...]:
     if unknown or not methods:
         raise ValueError(f"unknown importance method(s) {unknown or methods!r}; allowed: {list(METHODS)}")
     return methods
+
+
+def _task_batch(task, batch, where: str) -> tuple:
+    """(Task, TaskBatch): a task name is looked up like head_importance does; anything else is a TypeError."""
+    return task_arg(task, where), batch_arg(batch, where)
 
 
 def _loss_fn(task) -> Callable:
@@ -97,10 +105,14 @@ def _tile_baseline(base, k: int):
 
 def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_forward: int | None = None,
                    progress: Callable | None = None) -> torch.Tensor:
-    """[layer, head, batch] per-example task loss with each head ablated alone, the heads of a sweep batched."""
+    """[layer, head, batch] per-example task loss with each head ablated alone, the heads of a sweep batched.
+    `heads_per_forward`: heads ablated per batched forward (an int >= 1; None: as many as ~LOGIT_BUDGET allows)."""
     hooked_model_arg(model, "ablated_losses")
+    task, batch = _task_batch(task, batch, "ablated_losses")
     if kind not in ABLATIONS:
         raise ValueError(f"kind must be one of {ABLATIONS}, got {kind!r}")
+    heads_per_forward = int_arg("heads_per_forward", heads_per_forward, minimum=1, where="ablated_losses",
+                                optional=True)
     L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
     loss = _loss_fn(task)
     baseline = _baseline(model, batch, kind)
@@ -136,6 +148,8 @@ def relative_change(masked: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
 
 def clean_losses(model, task, batch) -> torch.Tensor:
     """[batch] per-example task loss of the unmodified model."""
+    hooked_model_arg(model, "clean_losses")
+    task, batch = _task_batch(task, batch, "clean_losses")
     with torch.no_grad():
         return _loss_fn(task)(model.run_with_hooks(batch.clean), batch).float().cpu()
 
@@ -155,6 +169,7 @@ def attention_influence_scores(model, task, batch, **kwargs) -> torch.Tensor:
 def mask_gradient_scores(model, task, batch, normalize: bool = True) -> torch.Tensor:
     """[layer, head] E_x |dL/dxi_h| at xi = 1 (Michel et al.), per-layer l2-normalised."""
     hooked_model_arg(model, "mask_gradient_scores")
+    task, batch = _task_batch(task, batch, "mask_gradient_scores")
     L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
     xi = torch.ones(b, L, H, device=model.device, requires_grad=True)
     logits = model.run_with_hooks(batch.clean, interventions=[HeadMask(xi)])
@@ -173,6 +188,7 @@ def dla_scores(model, task, batch) -> torch.Tensor:
     """[layer, head] mean direct logit attribution to the answer (minus the wrong answer) at the read position, or
     to the next token at every loss position for language-modelling tasks."""
     hooked_model_arg(model, "dla_scores")
+    task, batch = _task_batch(task, batch, "dla_scores")
     ids = batch.clean.input_ids
     b, p = ids.shape
     if batch.loss_mask is not None:  # position t predicts ids[t + 1]
@@ -195,23 +211,52 @@ def attention_influence(model, batch, heads: Iterable[tuple[int, int]], task=Non
 
     `task` gives the loss (default: next-token loss over the batch's loss_mask); returns [batch]."""
     hooked_model_arg(model, "attention_influence")
+    batch = batch_arg(batch, "attention_influence")
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    heads = [tuple(h) for h in heads]
-    if not heads:
-        raise ValueError("attention_influence needs at least one (layer, head) to mask")
     xi = torch.ones(L, H)
-    for l, h in heads:
-        if not (0 <= l < L and 0 <= h < H):
-            raise ValueError(f"head ({l}, {h}) out of range; the model has {L} layers x {H} heads")
+    for l, h in head_pairs(heads, L, H, "attention_influence"):
         xi[l, h] = 0
     if task is None:
         from .tasks.base import next_token_loss as loss
+
+        if batch.loss_mask is None:
+            raise ValueError(f"attention_influence: the batch of task {batch.task or '?'!r} has no loss_mask, so "
+                             "there is no next-token loss to use; pass task= (its metric gives the loss)")
     else:
-        loss = _loss_fn(task)
+        loss = _loss_fn(task_arg(task, "attention_influence"))
     with torch.no_grad():
         full = loss(model.run_with_hooks(batch.clean), batch)
         masked = loss(model.run_with_hooks(batch.clean, interventions=[HeadMask(xi.to(model.device))]), batch)
     return relative_change(masked, full).cpu()
+
+
+def _as_int(v):
+    if isinstance(v, torch.Tensor) and v.dim() == 0 and not (v.dtype.is_floating_point or v.dtype == torch.bool):
+        return int(v)
+    return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else None
+
+
+def head_pairs(heads, n_layers: int, n_heads: int, where: str) -> list[tuple[int, int]]:
+    """Checked (layer, head) int pairs inside the model: a TypeError / ValueError naming the bad entry otherwise."""
+    form = "a list of (layer, head) int pairs, e.g. [(0, 1), (1, 3)]"
+    if isinstance(heads, (str, bytes)) or not isinstance(heads, Iterable):
+        raise TypeError(f"{where}: heads must be {form}, got {type(heads).__name__} {str(heads)[:40]!r}")
+    out = []
+    for entry in heads:
+        rows = isinstance(entry, (tuple, list)) or getattr(entry, "ndim", None) == 1  # also tensor / array rows
+        pair = tuple(entry) if rows else None
+        ints = None if pair is None or len(pair) != 2 else [_as_int(x) for x in pair]
+        if ints is None or None in ints:
+            shown = entry.tolist() if hasattr(entry, "tolist") and not isinstance(entry, numbers.Number) else entry
+            raise TypeError(f"{where}: heads must be {form}; got the entry {shown!r}")
+        l, h = ints
+        if not (0 <= l < n_layers and 0 <= h < n_heads):
+            raise ValueError(f"{where}: head ({l}, {h}) out of range; the model has layers 0..{n_layers - 1} and "
+                             f"heads 0..{n_heads - 1}")
+        out.append((l, h))
+    if not out:
+        raise ValueError(f"{where} needs at least one (layer, head); heads is empty")
+    return out
 
 
 def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, seed: int = 0, batch=None,
@@ -225,9 +270,15 @@ def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, 
     methods = check_methods(methods)
     if isinstance(task, str):
         task = T.get_task(task, **task_options)
+    elif task_options:
+        raise ValueError(f"head_importance: task options {sorted(task_options)} go with a task name; set them on "
+                         "the Task itself (task.with_options(...))")
+    task = task_arg(task, "head_importance")
     if batch is None:
+        int_arg("n", n, minimum=1, where="head_importance")
+        T.check_batch_fits(model, task, n, seed, where="head_importance")
         batch = task.make(model, n=n, seed=seed)
-    batch = batch.to(model.device)
+    batch = batch_arg(batch, "head_importance").to(model.device)
     full = clean_losses(model, task, batch)
     sweeps: dict[str, torch.Tensor] = {}
 

@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 
 from interp.head_mask import HeadMask
-from interp.validate import hooked_model_arg
+from interp.validate import hooked_model_arg, int_arg, real_arg
 
-from .importance import _loss_fn, _rows_per_forward, _tile_batch
+from .importance import _loss_fn, _rows_per_forward, _task_batch, _tile_batch
 
 DEFAULT_FRACTIONS = tuple(i / 20 for i in range(20))  # 0 %, 5 %, ..., 95 % of the heads removed
 
@@ -50,22 +50,42 @@ def _losses_after_removing(model, task, batch, order, counts: Sequence[int]) -> 
     return out
 
 
-def _counts(n_heads: int, fractions) -> list[int]:
-    fr = [float(f) for f in fractions]
-    if any(not 0 <= f < 1 for f in fr):
-        raise ValueError(f"fractions must lie in [0, 1), got {list(fractions)}")
-    return sorted({int(round(f * n_heads)) for f in fr})
+def _counts(n_heads: int, fractions, where: str) -> list[int]:
+    """Heads removed at each fraction, sorted; 0 (the full model, the reference of rel_increase) always included."""
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, (list, tuple, np.ndarray, torch.Tensor)):
+        raise TypeError(f"{where}: fractions must be a list of numbers in [0, 1) (fractions of the heads removed), "
+                        f"got {type(fractions).__name__} {str(fractions)[:40]!r}")
+    fr = fractions.tolist() if isinstance(fractions, (np.ndarray, torch.Tensor)) else list(fractions)
+    if not fr:
+        raise ValueError(f"{where}: fractions is empty; give fractions of the heads to remove in [0, 1), "
+                         "e.g. [0, 0.25, 0.5]")
+    fr = [real_arg("fractions[]", f, low=0, high=1, high_open=True, where=where) for f in fr]
+    return sorted({0} | {int(round(f * n_heads)) for f in fr})
+
+
+def _check_scores(scores, L: int, H: int) -> torch.Tensor:
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (L, H):
+        raise ValueError(f"pruning_curve: scores must be a tensor [{L}, {H}] (layers x heads), got "
+                         f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__}")
+    if not (scores.dtype.is_floating_point or scores.dtype in (torch.int64, torch.int32, torch.int16, torch.int8,
+                                                               torch.uint8)):
+        raise TypeError(f"pruning_curve: scores must be a real-valued tensor, got {scores.dtype}")
+    bad = ~torch.isfinite(scores.float())
+    if bool(bad.any()):
+        l, h = bad.nonzero()[0].tolist()
+        raise ValueError(f"pruning_curve: scores are NaN/Inf ({int(bad.sum())} of {L * H}, first at layer {l} head "
+                         f"{h}); the removal order needs a finite score for every head")
+    return scores
 
 
 def pruning_curve(model, task, batch, scores: torch.Tensor, fractions=DEFAULT_FRACTIONS) -> pd.DataFrame:
     """Loss after removing the n least important heads by `scores` [layer, head] -> columns n_removed, fraction,
-    loss, rel_increase."""
+    loss, rel_increase. The full model (n_removed 0, the reference of rel_increase) is always measured."""
     hooked_model_arg(model, "pruning_curve")
+    task, batch = _task_batch(task, batch, "pruning_curve")
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (L, H):
-        raise ValueError(f"scores must be a tensor [{L}, {H}] (layers x heads), got "
-                         f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__}")
-    counts = _counts(L * H, fractions)
+    scores = _check_scores(scores, L, H)
+    counts = _counts(L * H, fractions, "pruning_curve")
     losses = _losses_after_removing(model, task, batch, _order(scores), counts)
     return _frame(counts, losses, L * H)
 
@@ -74,10 +94,11 @@ def random_pruning_curve(model, task, batch, fractions=DEFAULT_FRACTIONS, n_orde
                          seed: int = 0) -> pd.DataFrame:
     """The control: the same curve for random removal orders, averaged over `n_orders` orders."""
     hooked_model_arg(model, "random_pruning_curve")
-    if n_orders < 1:
-        raise ValueError(f"n_orders must be >= 1, got {n_orders}")
+    task, batch = _task_batch(task, batch, "random_pruning_curve")
+    int_arg("n_orders", n_orders, minimum=1, where="random_pruning_curve")
+    int_arg("seed", seed, where="random_pruning_curve")
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    counts = _counts(L * H, fractions)
+    counts = _counts(L * H, fractions, "random_pruning_curve")
     g = torch.Generator().manual_seed(seed)
     runs = []
     for _ in range(n_orders):
@@ -87,7 +108,7 @@ def random_pruning_curve(model, task, batch, fractions=DEFAULT_FRACTIONS, n_orde
 
 
 def _frame(counts, losses, n_heads) -> pd.DataFrame:
-    base = losses[0] if counts[0] == 0 else float("nan")
+    base = losses[0]  # counts[0] == 0: the full model
     df = pd.DataFrame({"n_removed": counts, "fraction": [c / n_heads for c in counts], "loss": losses})
     df["rel_increase"] = (df["loss"] - base) / abs(base)  # losses of higher-is-better metrics are negative
     return df
@@ -95,22 +116,50 @@ def _frame(counts, losses, n_heads) -> pd.DataFrame:
 
 def heads_removable(curve: pd.DataFrame, tolerance: float = 0.05) -> int:
     """The most heads removed (at a measured step) with loss within (1 + tolerance) of the full model's."""
-    if curve.empty or curve["n_removed"].iloc[0] != 0:
-        raise ValueError("the curve must start at n_removed = 0 (the full model)")
+    _frame_arg(curve, ("n_removed", "rel_increase"), "heads_removable", "curve", "pruning_curve")
+    tolerance = real_arg("tolerance", tolerance, low=0, where="heads_removable")
+    if curve.empty:
+        raise ValueError("heads_removable: curve is empty (no rows); pass the DataFrame pruning_curve returns")
+    if curve["n_removed"].iloc[0] != 0:
+        raise ValueError("heads_removable: the curve must start at n_removed = 0 (the full model)")
+    if not np.isfinite(curve["rel_increase"].iloc[0]):
+        raise ValueError("heads_removable: rel_increase of the full model (n_removed 0) is NaN/Inf: the curve has "
+                         "no finite reference loss (is the full model's loss 0 or NaN?)")
     ok = curve[curve["rel_increase"] <= tolerance]
-    # the first step that breaks the tolerance ends the run of acceptable steps
-    bad = curve[curve["rel_increase"] > tolerance]
+    # the first step that breaks the tolerance (or is NaN) ends the run of acceptable steps
+    bad = curve[~(curve["rel_increase"] <= tolerance)]
     limit = bad["n_removed"].min() if not bad.empty else float("inf")
     return int(ok[ok["n_removed"] < limit]["n_removed"].max())
 
 
+def _frame_arg(table, columns, where: str, name: str, maker: str) -> pd.DataFrame:
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{where}: {name} must be a pandas DataFrame (as {maker} returns), got "
+                        f"{type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{where}: {name} lacks column(s) {missing}; it needs {list(columns)} (as {maker} "
+                         f"returns), got columns {list(table.columns)}")
+    return table
+
+
 def method_agreement(table: pd.DataFrame, top_frac: float = 0.1) -> pd.DataFrame:
-    """Pairwise Spearman correlation and top-k overlap (k = top_frac of the heads) between the methods of a
-    `head_importance` table (one model)."""
-    if not {"method", "layer", "head", "score"} <= set(table.columns):
-        raise ValueError("table must have columns method, layer, head, score (as head_importance returns)")
-    if table["model"].nunique() > 1:
+    """Pairwise Spearman correlation and top-k overlap (k = top_frac of the heads, 0 < top_frac <= 1) between the
+    methods of a `head_importance` table (one model; the `model` column may be absent)."""
+    where = "method_agreement"
+    _frame_arg(table, ("layer", "head", "method", "score"), where, "table", "head_importance")
+    top_frac = real_arg("top_frac", top_frac, low=0, high=1, low_open=True, where=where)
+    if "model" in table.columns and table["model"].nunique() > 1:
         raise ValueError("method_agreement compares methods on one model; filter the table by model first")
+    dup = table.duplicated(["layer", "head", "method"], keep=False)
+    if bool(dup.any()):
+        first = table[dup].iloc[0]
+        raise ValueError(f"{where}: table has {int(dup.sum())} rows that repeat a (layer, head, method), e.g. layer "
+                         f"{first['layer']} head {first['head']} {first['method']}; give one score per head and "
+                         "method (drop duplicates or average them yourself)")
+    if table["method"].nunique() < 2:
+        raise ValueError(f"{where} compares methods: the table needs at least 2, got "
+                         f"{sorted(table['method'].unique().tolist())}")
     wide = table.pivot_table(index=["layer", "head"], columns="method", values="score")
     k = max(1, int(round(top_frac * len(wide))))
     rows = []

@@ -50,11 +50,13 @@ import torch
 
 from interp.validate import hooked_model_arg
 
+from ..tasks.base import batch_arg, task_arg
 from .evaluate import Circuit, _heads_of_slot, faithfulness
-from .graph import Graph
+from .graph import Graph, graph_arg
 from .patching import CleanRun, ablated_outputs, clean_run, masked_logits
 
 METRICS = ("kl", "task")
+WINDOW = 16  # the default window: candidate edges of one receiver tested per batched forward
 FORMAT = "interp-acdc-1"
 
 
@@ -237,7 +239,7 @@ def _receiver(obj: Objective, st: _State, slot: int, tau: float, window: int) ->
                 break
 
 
-def search(obj: Objective, tau: float, window: int = 16, skip_dead: bool = True, checkpoint=None,
+def search(obj: Objective, tau: float, window: int = WINDOW, skip_dead: bool = True, checkpoint=None,
            progress: Callable | None = None, max_receivers: int | None = None) -> Circuit:
     """ACDC over `obj.graph` with objective `obj` (see the module docstring). Returns the Circuit.
 
@@ -317,7 +319,7 @@ def _load(path: Path, settings: dict) -> _State | None:
 
 # ---------------------------------------------------------------------------------------------- entry points
 def acdc_batch(model, graph: Graph, clean, ablated: torch.Tensor, tau: float, metric: str = "kl",
-         task_metric: Callable | None = None, positions: torch.Tensor | None = None, window: int = 16,
+         task_metric: Callable | None = None, positions: torch.Tensor | None = None, window: int = WINDOW,
          chunk: int | None = None, skip_dead: bool = True, checkpoint=None, progress=None) -> Circuit:
     """ACDC on one equal-length batch: clean ids [batch, pos], ablated outputs [batch, pos, n_up, d] (from
     `patching.ablated_outputs`). `positions` [batch, pos] bool: where KL reads (default: the last position)."""
@@ -370,14 +372,15 @@ def _faithfulness(model, graph, task, batch, circuits: list, ablation: str, seed
 
 
 def acdc_task(model, task, batch, tau: float, metric: str = "kl", ablation: str = "corrupted",
-              graph: Graph | None = None, window: int = 16, chunk: int | None = None, checkpoint=None,
+              graph: Graph | None = None, window: int = WINDOW, chunk: int | None = None, checkpoint=None,
               evaluate: bool = True, progress=None, seed: int = 0, max_receivers: int | None = None) -> Circuit:
     """ACDC on a task's prompts (all equal-length buckets at once). meta["faithfulness"]: the task-metric f of the
     kept edges (when `evaluate`)."""
     hooked_model_arg(model, "acdc_task")
+    task, batch = task_arg(task, "acdc_task"), batch_arg(batch, "acdc_task")
     check_tau(tau)
     _check_int(window, "window")
-    graph = Graph.from_model(model) if graph is None else graph
+    graph = graph_arg(graph, model, "acdc_task")
     obj = task_objective(model, graph, task, batch, metric, ablation, chunk=window if chunk is None else chunk,
                          seed=seed)
     c = search(obj, tau, window=window, checkpoint=checkpoint, progress=progress, max_receivers=max_receivers)
@@ -388,7 +391,7 @@ def acdc_task(model, task, batch, tau: float, metric: str = "kl", ablation: str 
 
 
 def tau_sweep(model, task, batch, taus, metric: str = "kl", ablation: str = "corrupted",
-              graph: Graph | None = None, window: int = 16, chunk: int | None = None, checkpoint_dir=None,
+              graph: Graph | None = None, window: int = WINDOW, chunk: int | None = None, checkpoint_dir=None,
               target_faithfulness: float | None = None, progress=None, seed: int = 0) -> dict:
     """One ACDC search per tau: {"rows": [{tau, n_edges, f, metric, d_circuit, n_variants, search_s}],
     "circuits": [Circuit], "chosen": index of the smallest circuit with f >= target_faithfulness (or None)}.
@@ -406,7 +409,8 @@ def tau_sweep(model, task, batch, taus, metric: str = "kl", ablation: str = "cor
         raise ValueError(f"target_faithfulness must be a finite number (e.g. 0.8), got {target_faithfulness!r}")
     _check_metric(metric)
     _check_int(window, "window")
-    graph = Graph.from_model(model) if graph is None else graph
+    task, batch = task_arg(task, "tau_sweep"), batch_arg(batch, "tau_sweep")
+    graph = graph_arg(graph, model, "tau_sweep")
     obj = task_objective(model, graph, task, batch, metric, ablation, chunk=window if chunk is None else chunk,
                          seed=seed)
     cdir = None if checkpoint_dir is None else Path(checkpoint_dir)

@@ -13,14 +13,16 @@ import dataclasses
 import torch
 
 from interp.tokens import Tokens
-from interp.validate import hooked_model_arg
+from interp.validate import hooked_model_arg, int_arg
 
+from ..tasks.base import batch_arg, task_arg
 from . import atp, attribution, patching
 from .evaluate import Circuit
-from .graph import Graph
+from .graph import Graph, graph_arg
 
 METHODS = ("patching", "eap", "eap-ig", "eap-ig-act", "atp", "atp*", "acdc", "sae")
 ACDC_TAU = 0.01  # the default ACDC threshold of score_edges / find_circuit (and `interp circuit --method acdc`)
+PATCHING_CHUNK = 32  # edges per forward of method "patching" (score_edges' chunk)
 
 
 def buckets(batch) -> list:
@@ -46,11 +48,15 @@ def check_method(method: str) -> str:
 
 
 def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, ablation: str = "corrupted",
-                chunk: int = 32, tau: float = ACDC_TAU) -> torch.Tensor:
+                chunk: int = PATCHING_CHUNK, tau: float = ACDC_TAU) -> torch.Tensor:
     """[n_up, n_slots] edge scores ~ M(edge ablated) - M(clean), averaged over the task's prompts.
-    ("acdc": the KL change measured when each edge was tested, at threshold `tau`; see acdc.py.)"""
+    ("acdc": the KL change measured when each edge was tested, at threshold `tau`; see acdc.py.)
+    `task`: a Task or a task name; `chunk` (patching): edges per forward, an int >= 1."""
     hooked_model_arg(model, "score_edges")
     check_method(method)
+    task, batch = task_arg(task, "score_edges"), batch_arg(batch, "score_edges")
+    graph = graph_arg(graph, model, "score_edges")
+    int_arg("chunk", chunk, minimum=1, where="score_edges")
     if method == "sae":  # no ablations or gradients: discrete SAE codes (sae_codes.sae_circuit for its options)
         from .sae_codes import sae_circuit
 
@@ -86,9 +92,11 @@ def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, a
 def find_circuit(model, task, batch, method: str = "eap-ig", steps: int = 5, ablation: str = "corrupted",
                  graph: Graph | None = None, tau: float = ACDC_TAU, seed: int = 0) -> Circuit:
     """A scored Circuit; "acdc" also chooses its edges (in_circuit: the edges kept at threshold `tau`).
-    `seed`: the row permutation of ablation="resample" (ACDC; the scoring methods use seed 0)."""
+    `seed`: the row permutation of ablation="resample" (ACDC; the scoring methods use seed 0). `task`: a Task or
+    a task name (looked up with analyses.tasks.get_task)."""
     hooked_model_arg(model, "find_circuit")
-    graph = Graph.from_model(model) if graph is None else graph
+    task, batch = task_arg(task, "find_circuit"), batch_arg(batch, "find_circuit")
+    graph = graph_arg(graph, model, "find_circuit")
     if check_method(method) == "acdc":
         from .acdc import acdc_task
 
@@ -101,6 +109,11 @@ def find_circuit(model, task, batch, method: str = "eap-ig", steps: int = 5, abl
 def head_effects(model, task, batch, batched: bool = True, chunk: int = 16) -> torch.Tensor:
     """Exact head-output patching (clean -> corrupted) per head, [n_layers, n_heads], averaged over buckets."""
     hooked_model_arg(model, "head_effects")
+    task, batch = task_arg(task, "head_effects"), batch_arg(batch, "head_effects")
+    int_arg("chunk", chunk, minimum=1, where="head_effects")
+    if batch.corrupt is None:
+        raise ValueError(f"head_effects patches clean -> corrupted head outputs: task {task.name!r} gives no "
+                         "corrupted prompts (use induction, ioi, greater-than, needle or a file task with corrupt)")
     total, n = None, len(batch)
     for sub in buckets(batch):
         s = patching.head_patching(model, sub.clean.input_ids, sub.corrupt.input_ids,

@@ -17,6 +17,8 @@ from typing import Callable
 
 import torch
 
+from interp.validate import int_arg, real_arg
+
 from .graph import Graph
 from .patching import masked_logits, metric_of
 
@@ -32,11 +34,25 @@ class Circuit:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if not isinstance(self.graph, Graph):
+            raise TypeError(f"Circuit.graph must be a circuits Graph (Graph.from_model(model)), got "
+                            f"{type(self.graph).__name__}")
         shape = (self.graph.n_up, self.graph.n_slots)
+        if not isinstance(self.scores, torch.Tensor):
+            raise TypeError(f"Circuit.scores must be a tensor {list(shape)} (upstream nodes x inputs, NaN where no "
+                            f"edge), got {type(self.scores).__name__}")
         if tuple(self.scores.shape) != shape:
             raise ValueError(f"Circuit.scores must be {list(shape)} for this graph, got {tuple(self.scores.shape)}")
         if self.in_circuit is None:
             self.in_circuit = torch.zeros(shape, dtype=torch.bool)
+        elif not isinstance(self.in_circuit, torch.Tensor):
+            raise TypeError(f"Circuit.in_circuit must be a bool tensor {list(shape)} (the kept edges) or None, got "
+                            f"{type(self.in_circuit).__name__}")
+        elif tuple(self.in_circuit.shape) != shape:
+            raise ValueError(f"Circuit.in_circuit must be {list(shape)} for this graph (like scores), got "
+                             f"{tuple(self.in_circuit.shape)}")
+        else:
+            self.in_circuit = self.in_circuit.bool()
 
     # ------------------------------------------------------------------ selection
     def select(self, top_n: int | None = None, threshold: float | None = None, method: str = "topn",
@@ -50,6 +66,7 @@ class Circuit:
             raise ValueError("give exactly one of top_n (int) or threshold (float)")
         s = self._rank_scores(absolute)
         if threshold is not None:
+            threshold = real_arg("threshold", threshold, where="Circuit.select")
             chosen = s >= threshold
         else:
             if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0:
@@ -148,6 +165,17 @@ def greedy(graph: Graph, rank: torch.Tensor, n: int) -> torch.Tensor:
 def faithfulness(model, graph: Graph, clean, ablated: torch.Tensor, metric: Callable, circuits: list,
                  chunk: int = 4) -> dict:
     """f for each circuit (a [n_up, n_slots] bool mask of kept edges); also M(full) and M(empty)."""
+    int_arg("chunk", chunk, minimum=1, where="faithfulness")
+    shape = (graph.n_up, graph.n_slots)
+    if isinstance(circuits, torch.Tensor) or not isinstance(circuits, (list, tuple)):
+        raise TypeError(f"faithfulness: circuits must be a list of {list(shape)} bool masks (Circuit.in_circuit), "
+                        f"got {type(circuits).__name__}" + (" (wrap one mask in a list)"
+                                                            if isinstance(circuits, torch.Tensor) else ""))
+    for i, c in enumerate(circuits):
+        if not isinstance(c, torch.Tensor) or tuple(c.shape) != shape:
+            got = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+            raise ValueError(f"faithfulness: circuits[{i}] must be a {list(shape)} bool mask of kept edges "
+                             f"(upstream nodes x inputs of this graph), got {got}")
     valid = graph.valid()
     w = [torch.zeros(graph.n_up, graph.n_slots), valid.float()]  # full model, empty circuit
     w += [(valid & ~c.bool()).float() for c in circuits]
@@ -160,7 +188,18 @@ def faithfulness(model, graph: Graph, clean, ablated: torch.Tensor, metric: Call
 
 def faithfulness_curve(model, circuit: Circuit, clean, ablated: torch.Tensor, metric: Callable,
                        fractions=FRACTIONS, chunk: int = 4, prune: bool = False) -> dict:
-    """f at each fraction of the edges (top-|score|), and the CPR / CMD areas."""
+    """f at each fraction of the edges (top-|score|, fractions in (0, 1]), and the CPR / CMD areas."""
+    if not isinstance(circuit, Circuit):
+        raise TypeError(f"faithfulness_curve: circuit must be a Circuit, got {type(circuit).__name__}")
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, (list, tuple, torch.Tensor)):
+        raise TypeError(f"faithfulness_curve: fractions must be a list of numbers in (0, 1] (fractions of the "
+                        f"edges kept), got {type(fractions).__name__} {str(fractions)[:40]!r}")
+    fractions = fractions.tolist() if isinstance(fractions, torch.Tensor) else list(fractions)
+    if not fractions:
+        raise ValueError("faithfulness_curve: fractions is empty; give fractions of the edges in (0, 1], e.g. "
+                         f"{list(FRACTIONS)}")
+    fractions = [real_arg("fractions[]", f, low=0, high=1, low_open=True, where="faithfulness_curve")
+                 for f in fractions]
     rank = circuit._rank_scores(True)
     n_total = circuit.graph.n_edges
     masks, counts = [], []
@@ -184,6 +223,7 @@ def areas(fractions: list, f: list) -> dict:
 
 def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
     """Area under the ROC curve of |scores| against a known set of edges (valid edges only; ties count half)."""
+    _same_shape("roc_auc", "scores", scores, "positive", positive)
     valid = torch.isfinite(scores)
     s, y = scores[valid].abs().double(), positive[valid].bool()
     pos, neg = s[y], s[~y]
@@ -196,10 +236,22 @@ def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     """Rank correlation over the entries finite in both (average ranks for ties)."""
+    _same_shape("spearman", "a", a, "b", b)
     ok = torch.isfinite(a) & torch.isfinite(b)
+    if int(ok.sum()) < 2:
+        raise ValueError(f"spearman needs at least 2 entries finite in both a and b, got {int(ok.sum())}")
     ra, rb = _rank(a[ok].double()), _rank(b[ok].double())
     ra, rb = ra - ra.mean(), rb - rb.mean()
     return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def _same_shape(where: str, na: str, a, nb: str, b) -> None:
+    for name, t in ((na, a), (nb, b)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{where}: {name} must be a tensor, got {type(t).__name__}")
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(f"{where}: {na} {tuple(a.shape)} and {nb} {tuple(b.shape)} must have one shape (one entry "
+                         "per edge / node, in the same order)")
 
 
 def _rank(x: torch.Tensor) -> torch.Tensor:

@@ -90,8 +90,17 @@ def to_json(c: Circuit) -> dict:
 
 
 def write(c: Circuit, out_dir) -> list[Path]:
+    """edges.csv, nodes.csv and graph.json in the folder `out_dir` (made if missing; files in it are replaced)."""
+    if not isinstance(c, Circuit):
+        raise TypeError(f"write: c must be a Circuit, got {type(c).__name__}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"write: out_dir {str(out)!r} is a file, not a folder; write puts edges.csv, nodes.csv and "
+                         "graph.json in a folder: give a folder path (made if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"write: cannot make the folder {str(out)!r}: a part of that path is a file") from None
     files = {"edges.csv": edges_csv(c), "nodes.csv": nodes_csv(c), "graph.json": json.dumps(to_json(c))}
     paths = []
     for name, text in files.items():

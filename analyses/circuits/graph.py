@@ -153,6 +153,24 @@ class Graph:
                 "n_kv_heads": self.n_kv_heads, "mlp": self.mlp, "n_edges": self.n_edges}
 
 
+def graph_arg(graph, model, where: str) -> Graph:
+    """`graph` checked against `model` (None: the model's own graph): a TypeError for a non-Graph, a ValueError
+    naming what differs for the graph of another model (layers, heads, KV heads)."""
+    if graph is None:
+        return Graph.from_model(model)
+    if not isinstance(graph, Graph):
+        raise TypeError(f"{where}: graph must be a circuits Graph (Graph.from_model(model)) or None, got "
+                        f"{type(graph).__name__}")
+    c = model.cfg
+    diffs = [f"{what} {ours} in the graph, {theirs} in {model.name}" for what, ours, theirs in (
+        ("n_layers", graph.n_layers, c.n_layers), ("n_heads", graph.n_heads, c.n_heads),
+        ("n_kv_heads", graph.n_kv_heads, c.n_kv_heads)) if ours != theirs]
+    if diffs:
+        raise ValueError(f"{where}: graph is the graph of {graph.model_name or 'another model'}, not of "
+                         f"{model.name}: {'; '.join(diffs)}; pass Graph.from_model(model) or graph=None")
+    return graph
+
+
 def _mlp_is_zero(model) -> bool:
     from interp.head_inputs import node_outputs
 

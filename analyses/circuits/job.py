@@ -36,6 +36,7 @@ from .patching import ABLATIONS, ablated_outputs
 from .sae_codes import MIN_EXAMPLES
 
 SELECT = ("topn", "greedy")
+FLAGS = {"n": "--n", "steps": "--steps", "faith_n": "--faith-n"}  # how the command line spells the settings
 _FIXED = ("model", "graph", "task", "batch", "method", "steps", "ablation")  # score_edges arguments set by the job
 
 
@@ -47,7 +48,8 @@ def _positive_int(name: str, v, low: int = 1) -> int:
 
 def check_method_options(method_options: dict | None, method: str | None = None) -> dict:
     """Extra keyword options of `api.score_edges` for a method (ACDC's threshold `tau`); refused by name when
-    score_edges does not take them, and (given `method`) `tau` when the method is not "acdc" or tau is not >= 0."""
+    score_edges does not take them, and (given `method`) `tau` when the method is not "acdc" or tau is not >= 0,
+    `chunk` when the method is not "patching" or chunk is not an int >= 1."""
     method_options = dict(method_options or {})
     params = inspect.signature(api.score_edges).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -64,16 +66,21 @@ def check_method_options(method_options: dict | None, method: str | None = None)
         if method != "acdc":
             raise ValueError(f"method option tau is ACDC's threshold: it needs method acdc, not {method!r}")
         check_tau(method_options["tau"])
+    if method is not None and "chunk" in method_options:
+        if method != "patching":
+            raise ValueError(f"method option chunk is the edges per forward of method patching: it needs method "
+                             f"patching, not {method!r}")
+        _positive_int("method option chunk (edges per forward)", method_options["chunk"])
     return method_options
 
 
 def check_settings(method: str, n: int, steps: int, ablation: str, top_n: int, select: str, faith_n: int,
-                   eval_ablations, method_options: dict | None = None) -> tuple:
-    """Validated (eval_ablations tuple, method_options dict); clear ValueErrors before any model work."""
+                   eval_ablations, method_options: dict | None = None, flags: bool = False) -> tuple:
+    """Validated (eval_ablations tuple, method_options dict); clear ValueErrors before any model work.
+    `flags`: name the settings as the command line spells them (--n, --steps, --faith-n)."""
     api.check_method(method)
-    _positive_int("n", n)
-    _positive_int("steps", steps)
-    _positive_int("faith_n", faith_n)
+    for name, v in (("n", n), ("steps", steps), ("faith_n", faith_n)):
+        _positive_int(FLAGS[name] if flags else name, v)
     _positive_int("top_n", top_n, 0)
     if select not in SELECT:
         raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")

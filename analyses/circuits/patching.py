@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 
 from interp.head_inputs import InputPatch, check_unpadded, node_outputs
-from interp.validate import hooked_model_arg
+from interp.validate import hooked_model_arg, int_arg
 
 from .graph import Graph
 
@@ -130,7 +130,7 @@ def masked_logits(model, graph: Graph, clean, ablated: torch.Tensor, weights: to
                          "clean_run(model, graph, clean) for these")
     weights = weights * graph.valid().to(weights.device)  # no weight on edges that do not exist
     n_var = weights.shape[0]
-    chunk = n_var if chunk is None else max(1, chunk)
+    chunk = n_var if chunk is None else int_arg("chunk", chunk, minimum=1, where="masked_logits")
     outs = []
     for s in range(0, n_var, chunk):
         w = weights[s:s + chunk]
@@ -217,6 +217,7 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
     """Exact effect of ablating each edge alone: scores [n_up, n_slots] = M(edge ablated) - M(clean), NaN where no
     edge (or not in `edges`, a [n, 2] (up, slot) index tensor; default: every edge). `chunk` edges per forward."""
     hooked_model_arg(model, "edge_patching")
+    int_arg("chunk", chunk, minimum=1, where="edge_patching")
     idx = graph.edge_index() if edges is None else torch.as_tensor(edges).reshape(-1, 2)
     clean = check_unpadded(clean)
     with torch.no_grad():
@@ -245,12 +246,17 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
     from interp import HeadMask
     from interp.head_inputs import started_at
 
+    from ..importance import head_pairs
+
+    int_arg("chunk", chunk, minimum=1, where="head_patching")
+
     clean = check_unpadded(clean, "clean prompts")
     corrupt = check_unpadded(corrupt, "corrupted prompts")
     check_aligned(clean, corrupt)
     c = model.cfg
     names = [f"blocks.{l}.attn.hook_z" for l in range(c.n_layers)]
-    heads = [(l, h) for l in range(c.n_layers) for h in range(c.n_heads)] if heads is None else list(heads)
+    heads = ([(l, h) for l in range(c.n_layers) for h in range(c.n_heads)] if heads is None
+             else head_pairs(heads, c.n_layers, c.n_heads, "head_patching"))
     step = chunk if batched else 1
     parts = [heads[s:s + step] for s in range(0, len(heads), step)]
     starts = sorted({min(l for l, _ in part) for part in parts} - {0})  # where the forwards begin

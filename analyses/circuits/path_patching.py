@@ -29,7 +29,7 @@ import torch
 from interp.head_inputs import check_unpadded
 from interp.validate import hooked_model_arg
 
-from .graph import Graph
+from .graph import Graph, graph_arg
 from .patching import ablated_outputs, masked_logits, metric_of
 
 
@@ -101,7 +101,7 @@ def path_patching(model, clean, corrupt, metric: Callable, senders: list, receiv
     patched value (see `patching.ablated_outputs`); `ablated` passes precomputed ones.
     """
     hooked_model_arg(model, "path_patching")
-    graph = Graph.from_model(model) if graph is None else graph
+    graph = graph_arg(graph, model, "path_patching")
     senders, receivers = list(senders), list(receivers)
     w, has = path_weights(graph, senders, receivers)
     clean = check_unpadded(clean, "clean prompts")
@@ -123,7 +123,7 @@ def input_patching(model, clean, corrupt, metric: Callable, graph: Graph | None 
     stream, every incoming edge at once): {"q": [n_layers, n_heads], "k"/"v": [n_layers, n_kv_heads]} of
     M(input patched) - M(clean)."""
     hooked_model_arg(model, "input_patching")
-    graph = Graph.from_model(model) if graph is None else graph
+    graph = graph_arg(graph, model, "input_patching")
     clean = check_unpadded(clean, "clean prompts")
     if ablated is None:
         ablated = ablated_outputs(model, graph, clean, corrupt, ablation)

@@ -68,8 +68,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from interp.validate import hooked_model_arg
 
+from ..tasks.base import batch_arg, task_arg
 from .evaluate import Circuit
-from .graph import Graph
+from .graph import Graph, graph_arg
 
 MIN_EXAMPLES = 5  # positive and negative examples each (the paper: 5-10)
 MAX_CODES = 4096
@@ -259,6 +260,7 @@ def sae_circuit(model, task, batch, n_codes: int = 32, l1: float = 0.02, n_epoch
     (positive) and corrupted (negative) prompts. Needs at least 5 of each. Returns a Circuit (method "sae") with
     meta["head_scores"] [n_layers][n_heads] and meta["node_scores"] {node: score}."""
     hooked_model_arg(model, "sae_circuit")
+    task, batch = task_arg(task, "sae_circuit"), batch_arg(batch, "sae_circuit")
     n = len(batch)
     if batch.corrupt is None:
         raise ValueError(f"the SAE-code method needs negative examples: task {getattr(task, 'name', '?')!r} gives "
@@ -272,7 +274,7 @@ def sae_circuit(model, task, batch, n_codes: int = 32, l1: float = 0.02, n_epoch
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     sae = DiscreteSAE(n_codes=n_codes, l1=l1, n_epochs=n_epochs, lr=lr, shared=shared, random_state=seed)
     sae._check_params()  # before the model runs: nothing is computed for bad settings
-    graph = Graph.from_model(model) if graph is None else graph
+    graph = graph_arg(graph, model, "sae_circuit")
     X, y = node_vectors(model, graph, batch, positions)  # [2n, n_nodes, d], [2n]
     fit_rows = torch.cat([torch.arange(n_fit), n + torch.arange(n_fit)]) if n_fit else torch.arange(2 * n)
     codes = torch.from_numpy(sae.fit(X[fit_rows]).predict(X))  # [2n, n_nodes]

@@ -14,7 +14,7 @@ tokenizer-less toys), "ioi" (indirect-object identification), "greater-than" (te
 
 from __future__ import annotations
 
-from .base import Task, TaskBatch, adds_bos
+from .base import Task, TaskBatch, adds_bos, batch_arg, check_batch_fits, pass_bytes, task_arg
 from .file import FileTask, from_file, read_rows
 from .greater_than import GreaterThanTask
 from .ioi import CANDIDATE_NAMES, TEMPLATES, IOITask, single_token_names
@@ -36,5 +36,6 @@ def get_task(name: str, **options) -> Task:
 
 
 __all__ = ["CANDIDATE_NAMES", "DEFAULT_REPORT_TASKS", "FileTask", "GreaterThanTask", "IOITask", "InductionTask",
-           "LMTask", "NeedleTask", "TASKS", "TEMPLATES", "Task", "TaskBatch", "adds_bos", "from_file", "get_task", "read_rows",
-           "single_token_names", "task_metrics", "task_report"]
+           "LMTask", "NeedleTask", "TASKS", "TEMPLATES", "Task", "TaskBatch", "adds_bos", "batch_arg",
+           "check_batch_fits", "from_file", "get_task", "pass_bytes", "read_rows", "single_token_names", "task_arg",
+           "task_metrics", "task_report"]

@@ -109,6 +109,10 @@ class Task:
             raise ValueError(f"unknown option(s) {sorted(unknown)} for task {self.name!r}; allowed: {sorted(known)}")
         return dataclasses.replace(self, **options) if options else self
 
+    def n_rows(self) -> int | None:
+        """How many prompts the task has at most (None: as many as asked for)."""
+        return None
+
     def _make(self, model, n: int, seed: int) -> TaskBatch:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -201,3 +205,72 @@ def pad(model, seqs: list[list[int]]) -> Tokens:
 
 def last_positions(toks: Tokens) -> torch.Tensor:
     return torch.tensor(toks.lengths, dtype=torch.long, device=toks.input_ids.device) - 1
+
+
+# ---------------------------------------------------------------------------------------------- argument checks
+def task_arg(task, where: str | None = None) -> Task:
+    """A Task, or a task name looked up in the registry (`get_task(name)`); a TypeError naming what is allowed
+    otherwise (the same rule for every function that takes `task`)."""
+    from . import TASKS, get_task  # the registry imports this module: look it up when needed
+
+    if isinstance(task, str):
+        return get_task(task)
+    if isinstance(task, Task) or all(hasattr(task, a) for a in ("make", "metric", "higher_is_better")):
+        return task  # a Task (also one of another import of this package)
+    raise TypeError(f"{where + ': ' if where else ''}task must be a Task (analyses.tasks.get_task(name)) or a task "
+                    f"name, one of {', '.join(TASKS)}; got {type(task).__name__} {str(task)[:60]!r}")
+
+
+def batch_arg(batch, where: str | None = None) -> TaskBatch:
+    """A TaskBatch (what `task.make(model, n=...)` returns); a TypeError naming what it got otherwise."""
+    if isinstance(batch, TaskBatch) or all(hasattr(batch, a) for a in ("clean", "corrupt", "answer", "position")):
+        return batch
+    hint = (" (its .clean prompts alone are not enough: pass the whole batch, with answers and positions)"
+            if isinstance(batch, Tokens) else "")
+    raise TypeError(f"{where + ': ' if where else ''}batch must be a TaskBatch, as task.make(model, n=...) returns; "
+                    f"got {type(batch).__name__}{hint}")
+
+
+# ---------------------------------------------------------------------------------------------- memory
+FLOAT_BYTES = 4  # logits and activations are estimated as float32 (the metrics upcast the logits anyway)
+BUILD_BYTES_PER_TOKEN = 256  # building prompts: Python lists of ids, clean and corrupt, before they become tensors
+
+
+def pass_bytes(cfg, n: int, seq_len: int, extra_per_token: int = 0) -> int:
+    """Rough bytes of one batched pass (forward and backward) over `n` prompts of `seq_len` tokens: the logits
+    (and a float32 copy), every layer's activations (residual stream, q/k/v, MLP hidden, attention scores and
+    probabilities), the prompts while they are built, plus `extra_per_token` floats per token (e.g. the node
+    outputs of a circuit graph)."""
+    d_mlp = cfg.d_mlp or 4 * cfg.d_model
+    per_layer = 8 * cfg.d_model + 2 * d_mlp + 2 * cfg.n_heads * seq_len
+    floats = 2 * cfg.d_vocab + cfg.n_layers * per_layer + extra_per_token
+    return n * seq_len * (floats * FLOAT_BYTES + BUILD_BYTES_PER_TOKEN)
+
+
+def check_batch_fits(model, task, n: int, seed: int = 0, flag: str = "n", extra_per_token: int = 0,
+                     limit: int | None = None, where: str | None = None) -> int:
+    """Refuse (ValueError naming `flag`, the estimate and the largest n that fits) a batch of `n` prompts whose
+    pass would not fit in the free memory of the model's device (`limit` bytes if given); returns the estimate.
+
+    Called before the prompts are built: the token length comes from a probe batch of a few prompts."""
+    from interp.memory import GiB, available_bytes
+    from interp.validate import int_arg
+
+    int_arg(flag, n, minimum=1, where=where)
+    rows = task.n_rows()
+    n_eff = n if rows is None else min(n, rows)
+    probe = task.make(model, n=min(n_eff, 4), seed=seed)
+    p = probe.clean.input_ids.shape[1]
+    need = pass_bytes(model.cfg, n_eff, p, extra_per_token)
+    if limit is None:
+        limit = available_bytes(model.device)
+    if limit is None or need <= limit:
+        return need
+    per_prompt = pass_bytes(model.cfg, 1, p, extra_per_token)
+    largest = int(limit // per_prompt)
+    fits = (f"the largest {flag} that fits is about {largest}" if largest >= 1 else
+            "not even one prompt fits; free memory or use a smaller model / a shorter task")
+    raise ValueError(f"{where + ': ' if where else ''}{flag} {n} is too many prompts for {model.name}: one pass "
+                     f"over {n_eff} prompts of {p} tokens would take about {need / GiB:.1f} GiB (logits [{n_eff}, {p}, "
+                     f"{model.cfg.d_vocab}] and {model.cfg.n_layers} layers of activations), more than the "
+                     f"{limit / GiB:.1f} GiB available on {model.device}; {fits}")

@@ -17,8 +17,12 @@ OPTIONAL = ("corrupt", "wrong")
 
 def read_rows(path) -> list[dict]:
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise ValueError(f"task file {str(path)!r} is a folder, not a file; give a .jsonl or .csv file of rows")
+    if not p.exists():
         raise ValueError(f"task file {str(path)!r} does not exist")
+    if not p.is_file():
+        raise ValueError(f"task file {str(path)!r} is not a regular file; give a .jsonl or .csv file of rows")
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".json"):
         rows = []
@@ -103,6 +107,9 @@ class FileTask(Task):
         if n is None:
             n = len(read_rows(task.path))
         return Task.make(task, model, n=n, seed=seed)
+
+    def n_rows(self) -> int | None:
+        return None if self.path is None else len(read_rows(self.path))
 
     def _make(self, model, n, seed):
         rows = read_rows(self.path)[:n]

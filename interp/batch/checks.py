@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+SEED_LIMIT = 2**63  # seeds are 0 <= seed < 2**63 (torch.Generator.manual_seed and numpy take them)
+
 
 def first_nonfinite(model, tokens) -> str | None:
     """The first hook point (embedding, then each block's residual stream, then the logits) whose activations on
@@ -36,3 +38,12 @@ def check_scores(model, scores: dict, allowed_nan=()) -> None:
         l, h = (~torch.isfinite(v)).nonzero()[0].tolist()
         raise ValueError(f"{model.name}: {name} is non-finite (NaN/Inf) for layer {l} head {h}, although the "
                          "model's activations on a short probe are finite")
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A seed for the jobs' random prompts: an int with 0 <= seed < 2**63, else a ValueError naming `name`."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"{name} must be an int, got {seed!r}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{name} must be between 0 and 2**63 - 1 = {SEED_LIMIT - 1}, got {seed}")
+    return seed

@@ -38,6 +38,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .checks import check_seed
 from .runner import Job, atomic_write_text, register, slug
 
 SHARD = "circuit"
@@ -66,13 +67,29 @@ def _settings(options: dict) -> dict:
     return s
 
 
+def _graph_floats(options: dict, graph, d_model: int) -> int:
+    """Floats per prompt token a method keeps beyond one pass: the node outputs of the graph, [n_up, d_model], once
+    per variant of a batched patching forward (patching: `chunk` edges, ACDC: its window) or ~3 times (ablated
+    values, deltas and gradients of the attribution methods)."""
+    from ..analyses.circuits.acdc import WINDOW
+    from ..analyses.circuits.api import PATCHING_CHUNK
+
+    copies = {"patching": options["method_options"].get("chunk", PATCHING_CHUNK) + 2,
+              "acdc": WINDOW + 2}.get(options["method"], 3)
+    return copies * graph.n_up * d_model
+
+
 def compute(model, shard: str, options: dict, checkpoint=None) -> dict:
+    from ..analyses import tasks as T
     from ..analyses.circuits import job as J
     from ..analyses.circuits.graph import Graph
 
     task = _task(options)
-    batch = task.make(model, n=options["n"], seed=options["seed"])  # the file task: its first n rows
     graph = Graph.from_model(model)
+    # refused before the prompts are built when one pass over them cannot fit (--n 100000000 is not an OOM kill)
+    T.check_batch_fits(model, task, options["n"], options["seed"], flag="--n",
+                       extra_per_token=_graph_floats(options, graph, model.cfg.d_model))
+    batch = task.make(model, n=options["n"], seed=options["seed"])  # the file task: its first n rows
     settings = dict(_settings(options), model=model.name)
     circuit = J.method_circuit(model, task, batch, graph, options["method"], options["steps"], options["ablation"],
                                options["top_n"], options["select"], settings, options["method_options"],
@@ -187,14 +204,15 @@ def _options_from_args(args) -> dict:
                    steps=args.steps, ablation=args.ablation, top_n=args.top_n, select=args.select,
                    eval_ablations=args.eval_ablations, faith_n=args.faith_n,
                    task_options=_key_values(args.task_option, "--task-option"),
-                   method_options=_key_values(args.method_option, "--method-option"))
+                   method_options=_key_values(args.method_option, "--method-option"), flag_names=True)
 
 
 def options(task: str = "ioi", method: str = "eap-ig", n: int = 32, seed: int = 0, steps: int = 5,
             ablation: str = "corrupted", top_n: int = 200, select: str = "topn", eval_ablations=None,
             faith_n: int = 8, task_file=None, task_options: dict | None = None,
-            method_options: dict | None = None) -> dict:
-    """Validated job options (clear errors before any model is loaded)."""
+            method_options: dict | None = None, flag_names: bool = False) -> dict:
+    """Validated job options (clear errors before any model is loaded). `flag_names`: errors name the command
+    line's flags (--n, --steps, --seed, ...) rather than the keyword arguments."""
     from ..analyses.circuits import job as J
     from ..analyses.tasks import TASKS, get_task
 
@@ -207,11 +225,10 @@ def options(task: str = "ioi", method: str = "eap-ig", n: int = 32, seed: int = 
     if "path" in task_options:
         raise ValueError("give the file task's rows with --task-file ROWS, not as a task option")
     get_task(task, **task_options)  # unknown task options are refused by name
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    check_seed(seed, "--seed" if flag_names else "seed")
     eval_ablations = (ablation,) if eval_ablations is None else eval_ablations
     eval_ablations, method_options = J.check_settings(method, n, steps, ablation, top_n, select, faith_n,
-                                                      eval_ablations, method_options)
+                                                      eval_ablations, method_options, flags=flag_names)
     opts = dict(task=task, method=method, n=n, seed=seed, steps=steps, ablation=ablation, top_n=top_n,
                 select=select, eval_ablations=list(eval_ablations), faith_n=faith_n, task_options=task_options,
                 method_options=method_options)

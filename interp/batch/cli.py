@@ -73,11 +73,22 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
 
 
+def _start_line(job, args, options: dict) -> str:
+    """The first progress line, printed before any model is loaded: what runs and how progress is reported."""
+    models = list(dict.fromkeys(args.models))
+    shards = sum(len(job.shards(m, options)) for m in models)
+    return (f"interp {job.name}: {len(models)} model(s), {shards} shard(s) into {args.out}; a line as each "
+            f"shard finishes{' (finished shards are reused)' if args.resume else ''}")
+
+
 def _run_job(job, args) -> int:
     from ..zoo import resolve
+    from .checks import check_seed
     from .runner import run_job
 
     try:
+        if getattr(args, "seed", None) is not None:
+            check_seed(args.seed, "--seed")
         options = job.options_from_args(args) if job.options_from_args is not None else {}
         for m in args.models:
             resolve(m)  # every name checked before anything is loaded
@@ -85,7 +96,7 @@ def _run_job(job, args) -> int:
             raise ValueError(f"--ray-timeout must be positive, got {args.ray_timeout:g}")
         if args.recompute_mismatched and not args.resume:
             raise ValueError("--recompute-mismatched only makes sense with --resume")
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         _fail(e)
     if args.device == "cuda" and args.ray is None:  # with --ray the cluster's GPUs count (checked there)
         import torch
@@ -94,6 +105,8 @@ def _run_job(job, args) -> int:
             _fail("--device cuda asked for, but no CUDA device is available")
     out = _check_out(args.out)
     _quiet_libraries()
+    if not args.no_progress:  # early: a large model or a long shard may take minutes before its first line
+        print(_start_line(job, args, options), flush=True)
     try:
         run_job(job, args.models, out, options, device=args.device, dtype=args.dtype, resume=args.resume,
                 recompute_mismatched=args.recompute_mismatched, ray_address=args.ray, ray_timeout=args.ray_timeout,

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .checks import check_seed
 from .runner import Job, register
 
 SHARD_METHODS = {
@@ -37,6 +38,8 @@ def _batch(model, options):
     from ..analyses import tasks as T
 
     task = T.get_task(options["task"])
+    # refused before the prompts are built when one pass over them cannot fit (--n 100000000 is not a hang)
+    T.check_batch_fits(model, task, options["n"], options["seed"], flag="--n")
     return task, task.make(model, n=options["n"], seed=options["seed"]).to(model.device)
 
 
@@ -79,6 +82,7 @@ def _pruning(model, options: dict) -> list[dict]:
     else:
         sources = [(options["task"], T.get_task(options["task"]))]
     for source, task in sources:
+        T.check_batch_fits(model, task, options["n"], options["seed"] + 1, flag="--n")
         batch = task.make(model, n=options["n"], seed=options["seed"] + 1).to(model.device)
         grad = I.mask_gradient_scores(model, task, batch)
         curves = {"mask_gradient order": P.pruning_curve(model, task, batch, grad, fractions),
@@ -159,6 +163,7 @@ def options(task: str = "ioi", methods=None, n: int = 32, seed: int = 0, pruning
     methods = list(check_methods(methods if methods is not None else METHODS))
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"--n must be an int >= 2, got {n!r}")
+    check_seed(seed, "--seed")
     if not 0 < pruning_step < 1:
         raise ValueError(f"--pruning-step must be in (0, 1), got {pruning_step}")
     if isinstance(pruning_seq_len, bool) or not isinstance(pruning_seq_len, int) or pruning_seq_len < 4:
