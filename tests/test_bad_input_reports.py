@@ -264,3 +264,29 @@ def test_classification_report_names_the_table(tab, tmp_path):
     with pytest.raises(ValueError, match="the head table: column 'head' must hold head indices"):
         write_classification_report(tab.assign(head=tab["head"] - 1), tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("text, match", [("layer,head\n0,0\n", r"heads.csv.*model"), ("", r"not a readable CSV")])
+def test_cli_report_without_the_columns_or_rows(tmp_path, capsys, text, match):
+    from interp.batch.cli import main
+
+    (tmp_path / "heads.csv").write_text(text)
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and re.search(match, err), err
+
+
+def test_cli_report_os_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    """A folder the user may not read or write (simulated: tests may run as root) gives the OS's sentence."""
+    import interp.report
+    from interp.batch.cli import main
+
+    def denied(out):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "report.html"))
+
+    monkeypatch.setattr(interp.report, "report_from_dir", denied)
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.endswith(f"Permission denied: {tmp_path / 'report.html'}"), err

@@ -125,22 +125,14 @@ def _run_job(job, args) -> int:
 
 
 def _report(directory: str) -> int:
-    import pandas as pd
-
-    from ..analyses.table import ID_COLUMNS, require_columns
     from ..report import report_from_dir
 
-    csv = Path(directory) / "heads.csv"
     try:
-        if csv.exists():
-            try:
-                table = pd.read_csv(csv)
-            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-                raise ValueError(f"{csv} is not a readable CSV file ({str(e).strip().splitlines()[0]})") from None
-            require_columns(table, ID_COLUMNS, what=str(csv))
-        print(report_from_dir(directory))
+        print(report_from_dir(directory))  # reads and checks heads.csv, naming the file, column and row
     except (ValueError, TypeError, KeyError) as e:
         _fail(e)
+    except OSError as e:  # a folder without read or write permission: the OS's sentence, not a traceback
+        _fail(f"{e.strerror or e}{f': {e.filename}' if getattr(e, 'filename', None) else ''}")
     return 0
 
 
