@@ -39,9 +39,9 @@ def _configs():
     block); BLOCK_M // 16: a sum per warp's rows, no cross-warp reduction, KEY_GROUPS times the atomics.
 
     Registers per thread on sm_90, Triton 3.6 (`examples/sm90_registers.py`, the GPU machines' compiler; its
-    first-config numbers match Nsight Compute's), stats="query" / "all" at head_dim 128: 128x64 w8 s3 159 / 221
-    (KEY_GROUPS 8: 159 / 174, ~8 % fewer instructions per key block), 128x64 w8 s2 split capped 128 / 128,
-    128x32 w8 s3 split 98 / 125 (two 8-warp CTAs per SM at <= 128; one above); `docs/gpu/sm90_registers_t36.log`."""
+    first-config numbers match Nsight Compute's), stats="query" / "all" at head_dim 128: 128x64 w8 s3 155 / 224
+    (KEY_GROUPS 8: 155 / 174, ~10 % fewer instructions per key block), 128x64 w8 s2 split capped 128 / 128,
+    128x32 w8 s3 split 93 / 127 (two 8-warp CTAs per SM at <= 128; one above); `docs/gpu/sm90_registers_t36.log`."""
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1, "KEY_GROUPS": 4}, num_warps=4,
                               num_stages=1)]
