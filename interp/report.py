@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .analyses.table import require_columns
 from .plots import HTML, check_head_table, label_colors, label_rules, role_grid, score_grid, table_html, write_report
 
 
@@ -42,9 +43,7 @@ def write_classification_report(table: pd.DataFrame, path, what: str = "the head
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"table must be a pandas DataFrame of heads, got {type(table).__name__}")
     scores, _, _ = label_rules()
-    missing = [c for c in ("model", "layer", "head", "label") if c not in table.columns]
-    if missing:
-        raise ValueError(f"{what} lacks columns {missing}; it has {list(table.columns)}")
+    require_columns(table, ("model", "layer", "head", "label"), what=what)
     present = [s for s in scores if s in table.columns and not table[s].isna().all()]
     # whole, non-negative layer/head; one row per head; numeric scores (errors name the file and its row)
     table = check_head_table(table, "label", numeric=present, what=what, row=row)

@@ -40,7 +40,8 @@ def _configs():
 
     Registers per thread on sm_90, Triton 3.6 (`examples/sm90_registers.py`, the GPU machines' compiler; its
     first-config numbers match Nsight Compute's), stats="query" / "all" at head_dim 128: 128x64 w8 s3 155 / 224
-    (KEY_GROUPS 8: 155 / 174, ~10 % fewer instructions per key block), 128x64 w8 s2 split capped 128 / 128,
+    (KEY_GROUPS 8: 155 / 174, ~10 % fewer instructions per key block; capped at 128: no spills, 3-5 % more
+    instructions, two CTAs per SM), 128x64 w8 s2 split capped 128 / 128,
     128x32 w8 s3 split 93 / 127 (two 8-warp CTAs per SM at <= 128; one above); `docs/gpu/sm90_registers_t36.log`."""
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1, "KEY_GROUPS": 4}, num_warps=4,
@@ -53,6 +54,7 @@ def _configs():
     return [  # the first is the one INTERP_AUTOTUNE=0 and short inputs get
         c(128, 64, 0, 1, 8, 3),
         c(128, 64, 0, 8, 8, 3),
+        c(128, 64, 0, 8, 8, 3, maxnreg=128),  # the same at 128 registers, no spills: two CTAs per SM
         c(128, 64, 1, 8, 8, 2, maxnreg=128),
         c(128, 32, 1, 8, 8, 3),
         c(128, 128, 0, 1, 8, 3),
