@@ -27,7 +27,7 @@ from . import input_checks as checks
 from .cache import ActivationCache
 from .checkpointing import checkpointed_blocks
 from .config import ATTN_NAMES, MLP_NAMES, ModelConfig, find_blocks, find_child, head_output_weight
-from .hooks import HOOK_OF_STAT, RunContext, all_hook_names, differentiable, parse_hook_name
+from .hooks import HOOK_OF_STAT, STAT_HOOKS, RunContext, all_hook_names, differentiable, parse_hook_name
 from .stages import RESID_STAGES, AttnCall, Intervention, check_stages
 from .kernels import attention_with_stats
 from .memory import check_pattern_memory
@@ -429,9 +429,13 @@ class HookedModel:
             check_pattern_memory(self.cfg, b, n, n, pattern_layers, device=self.device)
         cache = ActivationCache(n_layers=self.cfg.n_layers)
 
+        # statistics are new tensors of each attention call, seen by no other hook here: kept as they are (one copy
+        # launch fewer per statistic and layer); activations may be edited in place downstream, so they are copied
+        fresh = {n for n in chosen if n.rsplit(".", 1)[-1] in STAT_HOOKS}
+
         def save(t, hook):
             t = t.detach()
-            cache[hook.name] = t.cpu() if to_cpu else t.clone()
+            cache[hook.name] = t.cpu() if to_cpu else (t if hook.name in fresh else t.clone())
 
         hooks = [(n, save) for n in sorted(chosen)]
         with self.hooks(fwd_hooks=hooks, interventions=interventions, sink_tokens=sink_tokens,
