@@ -221,9 +221,10 @@ def joint_patch(model, task, batch, heads: list, z_corrupt: dict, complement: bo
         xi[l, h] = 1.0 if complement else 0.0
     layers = sorted({l for l in range(L) if bool((xi[l] == 0).any())})
     last = batch.clean.input_ids.shape[1] - 1
+    ivs = [HeadMask(xi.to(model.device), baseline={l: z_corrupt[l] for l in layers}, only_layers=layers)] if layers \
+        else []  # every head kept (complement of all heads): nothing to patch
     with torch.no_grad():
-        lg = model.run_with_hooks(batch.clean, logits_at=[last], interventions=[
-            HeadMask(xi.to(model.device), baseline={l: z_corrupt[l] for l in layers}, only_layers=layers)])
+        lg = model.run_with_hooks(batch.clean, logits_at=[last], interventions=ivs)
     return last_metric(batch, per_example=True)(lg).tolist()
 
 

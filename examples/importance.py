@@ -46,9 +46,10 @@ def main():
     for method, sub in table.groupby("method", sort=False):
         best = sub.sort_values("score", ascending=False).head(6)
         print(f"  top {method}: " + ", ".join(f"L{r.layer}H{r.head} ({r.score:.3g})" for r in best.itertuples()))
-    agreement = P.method_agreement(table)
-    print(agreement.round(3).to_string(index=False))
-    agreement.to_csv(out / "agreement.csv", index=False)
+    if table["method"].nunique() > 1:  # agreement compares methods: one method has nothing to compare
+        agreement = P.method_agreement(table)
+        print(agreement.round(3).to_string(index=False))
+        agreement.to_csv(out / "agreement.csv", index=False)
 
     curves, rows = {}, []
     for source in ("prose", "code"):

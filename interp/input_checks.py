@@ -102,12 +102,13 @@ def max_new_tokens_arg(max_new_tokens, prompt_len: int, n_ctx: int) -> int:
         raise TypeError(f"generate: max_new_tokens must be an int >= 1, got {_show(max_new_tokens)}")
     if max_new_tokens < 1:
         raise ValueError(f"generate: max_new_tokens must be an int >= 1, got {max_new_tokens}")
-    if prompt_len + max_new_tokens > n_ctx:
-        room = (f"ask for at most {n_ctx - prompt_len} new tokens" if prompt_len < n_ctx
-                else "the prompt already fills it")
-        raise ValueError(f"generate: the prompt has {prompt_len} tokens and max_new_tokens={max_new_tokens}: "
-                         f"{prompt_len + max_new_tokens} positions exceed the model's maximum context (n_ctx) "
-                         f"{n_ctx}; shorten the prompt or {room}")
+    fed = prompt_len + max_new_tokens - 1  # the last new token is predicted, never fed back
+    if fed > n_ctx:
+        room = (f"ask for at most {n_ctx - prompt_len + 1} new tokens" if prompt_len <= n_ctx
+                else "the prompt alone is longer")
+        raise ValueError(f"generate: the prompt has {prompt_len} tokens and max_new_tokens={max_new_tokens}: the "
+                         f"model would read {fed} positions, beyond its maximum context (n_ctx) {n_ctx}; shorten the "
+                         f"prompt or {room}")
     return int(max_new_tokens)
 
 

@@ -153,9 +153,9 @@ def test_first_token_alpha_with_padding(toy):
 # ------------------------------------------------------------------------------------------------ 5: generate
 GENERATE = [
     ("past-n_ctx", torch.ones(1, 120, dtype=torch.long), 50, ValueError,
-     r"the prompt has 120 tokens and max_new_tokens=50: 170 positions exceed the model's maximum context \(n_ctx\) "
-     r"128; .*at most 8 new tokens"),
-    ("fills-n_ctx", torch.ones(1, 128, dtype=torch.long), 1, ValueError, "the prompt already fills it"),
+     r"the prompt has 120 tokens and max_new_tokens=50: the model would read 169 positions, beyond its maximum "
+     r"context \(n_ctx\) 128; .*at most 9 new tokens"),
+    ("fills-n_ctx", torch.ones(1, 128, dtype=torch.long), 2, ValueError, "at most 1 new tokens"),
     ("float", ids(1, 5), 2.5, TypeError, "max_new_tokens must be an int >= 1, got float 2.5"),
     ("bool", ids(1, 5), True, TypeError, "max_new_tokens must be an int >= 1, got bool True"),
     ("zero", ids(1, 5), 0, ValueError, "max_new_tokens must be an int >= 1, got 0"),
@@ -171,7 +171,9 @@ def test_generate_checks_max_new_tokens(toy, case):
 
 
 def test_generate_up_to_n_ctx(toy):
-    assert toy.generate(torch.ones(1, 120, dtype=torch.long), max_new_tokens=8).shape == (1, 8)
+    """The last new token is predicted from n_ctx positions, never fed back: a full prompt still gets one."""
+    assert toy.generate(torch.ones(1, 120, dtype=torch.long), max_new_tokens=9).shape == (1, 9)
+    assert toy.generate(torch.ones(1, 128, dtype=torch.long), max_new_tokens=1).shape == (1, 1)
     assert toy.generate(ids(1, 5), max_new_tokens=np.int64(2)).shape == (1, 2)
 
 
