@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ import torch
 from interp.validate import hooked_model_arg
 
 from ..tasks.base import batch_arg, task_arg
+from . import checkpoints
 from .evaluate import Circuit, _heads_of_slot, faithfulness
 from .graph import Graph, graph_arg
 from .patching import CleanRun, ablated_outputs, clean_run, masked_logits
@@ -296,25 +296,12 @@ def search(obj: Objective, tau: float, window: int = WINDOW, skip_dead: bool = T
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def _save(path: Path, settings: dict, st: _State) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"settings": settings, "state": {k: getattr(st, k) for k in st.__dataclass_fields__}}, tmp)
-    os.replace(tmp, path)
+    checkpoints.save(path, settings, {k: getattr(st, k) for k in st.__dataclass_fields__})
 
 
 def _load(path: Path, settings: dict) -> _State | None:
-    if not path.exists():
-        return None
-    try:
-        saved = torch.load(path)
-        old, state = saved["settings"], saved["state"]
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"checkpoint {path} is not an ACDC checkpoint ({type(e).__name__}: {e}); delete it or "
-                         f"pass another path") from None
-    if old != settings:
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        raise ValueError(f"checkpoint {path} was written by another search (differs in: {', '.join(diff)}); "
-                         f"delete it or pass another path")
-    return _State(**state)
+    state = checkpoints.load(path, settings, "an ACDC")
+    return None if state is None else _State(**state)
 
 
 # ---------------------------------------------------------------------------------------------- entry points

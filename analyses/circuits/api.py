@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 
@@ -48,10 +49,12 @@ def check_method(method: str) -> str:
 
 
 def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, ablation: str = "corrupted",
-                chunk: int = PATCHING_CHUNK, tau: float = ACDC_TAU) -> torch.Tensor:
+                chunk: int = PATCHING_CHUNK, tau: float = ACDC_TAU, checkpoint=None, progress=None) -> torch.Tensor:
     """[n_up, n_slots] edge scores ~ M(edge ablated) - M(clean), averaged over the task's prompts.
     ("acdc": the KL change measured when each edge was tested, at threshold `tau`; see acdc.py.)
-    `task`: a Task or a task name; `chunk` (patching): edges per forward, an int >= 1."""
+    `task`: a Task or a task name; `chunk` (patching): edges per forward, an int >= 1. "patching" with
+    `checkpoint=PATH` keeps its sweep there (one file per prompt-length bucket, PATH.b0, PATH.b1, ...) and continues
+    it when rerun; `progress(msg)` hears how far it got."""
     hooked_model_arg(model, "score_edges")
     check_method(method)
     task, batch = task_arg(task, "score_edges"), batch_arg(batch, "score_edges")
@@ -67,14 +70,16 @@ def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, a
         raise ValueError(f"{method} interpolates corrupt -> clean: it needs ablation='corrupted'")
     total = None
     n = len(batch)
-    for sub in buckets(batch):
+    for i, sub in enumerate(buckets(batch)):
         clean = sub.clean.input_ids
         corrupt = None if sub.corrupt is None else sub.corrupt.input_ids
         metric = (lambda lg, sub=sub: task.metric(lg, sub))
         lean = method in ("eap", "eap-ig", "eap-ig-act")  # these keep their deltas compact (long inputs)
         ablated = None if lean else patching.ablated_outputs(model, graph, clean, corrupt, ablation)
         if method == "patching":
-            s = patching.edge_patching(model, graph, clean, ablated, metric, chunk=chunk)
+            ck = None if checkpoint is None else Path(f"{checkpoint}.b{i}")
+            s = patching.edge_patching(model, graph, clean, ablated, metric, chunk=chunk, checkpoint=ck,
+                                       progress=progress)
         elif method == "eap":
             s = attribution.eap(model, graph, clean, metric, corrupt, ablation)
         elif method in ("atp", "atp*"):  # atp: EAP through the AtP* code path; atp*: QK fix + GradDrop (magnitudes)

@@ -100,10 +100,13 @@ def check_settings(method: str, n: int, steps: int, ablation: str, top_n: int, s
     return eval_ablations, check_method_options(method_options, method)
 
 
-def score_task(model, task, batch, graph: Graph, method: str, steps: int, ablation: str, method_options=None):
-    """[n_up, n_slots] edge scores (NaN where no edge) of `method` on the task's prompts."""
+def score_task(model, task, batch, graph: Graph, method: str, steps: int, ablation: str, method_options=None,
+               checkpoint=None, progress=None):
+    """[n_up, n_slots] edge scores (NaN where no edge) of `method` on the task's prompts (patching: resumable from
+    `checkpoint`, reporting to `progress`)."""
+    kw = dict(checkpoint=checkpoint, progress=progress) if method == "patching" else {}
     return api.score_edges(model, graph, task, batch, method, steps=steps, ablation=ablation,
-                           **check_method_options(method_options, method))
+                           **check_method_options(method_options, method), **kw)
 
 
 def select_circuit(graph: Graph, scores: torch.Tensor, method: str, meta: dict, top_n: int, how: str) -> Circuit:
@@ -135,13 +138,14 @@ def method_circuit(model, task, batch, graph: Graph, method: str, steps: int, ab
     Scores: the KL change measured when each edge was tested. meta["acdc"]: the search's counters, and
     "n_edges_unreached": kept edges whose sender no kept path from the input reaches (ACDC measured them as
     mattering with the sender fed its ablated inputs; `prune_to_connected` would drop them). `checkpoint`: ACDC's
-    per-receiver checkpoint file (a rerun continues it).
+    per-receiver checkpoint file, or edge patching's sweep (a rerun continues either).
     Every other method ("sae" too: its scores say how well the codes of an edge's two ends separate clean from
     corrupted prompts; it chooses no edges itself): the edge scores, then `top_n` by |score| or `greedy`, pruned to
     edges on a path input -> logits."""
     method_options = check_method_options(method_options, method)
     if method != "acdc":
-        scores = score_task(model, task, batch, graph, method, steps, ablation, method_options)
+        scores = score_task(model, task, batch, graph, method, steps, ablation, method_options,
+                            checkpoint=checkpoint, progress=progress)
         check_finite(model, graph, scores, method)
         return select_circuit(graph, scores, method, meta, top_n, select)
     from .acdc import acdc_task

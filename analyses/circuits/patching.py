@@ -17,7 +17,10 @@ Named sweeps on top: `edge_patching` (every edge, or a subset), `head_patching` 
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -25,6 +28,7 @@ import torch
 from interp.head_inputs import InputPatch, check_unpadded, node_outputs
 from interp.validate import hooked_model_arg, int_arg
 
+from . import checkpoints
 from .graph import Graph
 
 ABLATIONS = ("corrupted", "zero", "mean", "resample")
@@ -213,9 +217,14 @@ def metric_of(logits: torch.Tensor, metric: Callable) -> torch.Tensor:
 
 
 def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Callable, edges=None,
-                  chunk: int = 64) -> torch.Tensor:
+                  chunk: int = 64, checkpoint=None, progress: Callable | None = None,
+                  save_every_s: float = 30.0) -> torch.Tensor:
     """Exact effect of ablating each edge alone: scores [n_up, n_slots] = M(edge ablated) - M(clean), NaN where no
-    edge (or not in `edges`, a [n, 2] (up, slot) index tensor; default: every edge). `chunk` edges per forward."""
+    edge (or not in `edges`, a [n, 2] (up, slot) index tensor; default: every edge). `chunk` edges per forward.
+
+    A long sweep (70k edges on SmolLM2) can be stopped and continued: with `checkpoint=PATH` the scores so far are
+    saved there every `save_every_s` seconds and a rerun with the same model, graph, prompts and edges continues
+    from them (another sweep's file is refused). `progress(msg)` hears about it at each save."""
     hooked_model_arg(model, "edge_patching")
     int_arg("chunk", chunk, minimum=1, where="edge_patching")
     idx = graph.edge_index() if edges is None else torch.as_tensor(edges).reshape(-1, 2)
@@ -225,13 +234,38 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
     prefix = clean_run(model, graph, clean)  # each chunk's forward starts at the first layer its edges enter
     idx = idx[torch.argsort(idx[:, 1], stable=True)]  # slot-major: a chunk's edges end in nearby layers
     scores = torch.full((graph.n_up, graph.n_slots), float("nan"))
-    for s in range(0, len(idx), chunk):
+    start, path, settings = 0, None, None
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        settings = _sweep_settings(model, graph, clean, idx, chunk, base)
+        saved = checkpoints.load(path, settings, "an edge-patching")
+        if saved is not None:
+            start, scores = int(saved["done"]), saved["scores"]
+            if progress:
+                progress(f"resume: {path} at edge {start} of {len(idx)}")
+    t_save = time.perf_counter()
+    for s in range(start, len(idx), chunk):
         part = idx[s:s + chunk]
         w = torch.zeros(len(part), graph.n_up, graph.n_slots)
         w[torch.arange(len(part)), part[:, 0], part[:, 1]] = 1.0
         vals = metric_of(masked_logits(model, graph, clean, ablated, w, prefix=prefix), metric)
         scores[part[:, 0], part[:, 1]] = vals.float().cpu() - base
+        done = min(s + chunk, len(idx))
+        if path is not None and done < len(idx) and time.perf_counter() - t_save >= save_every_s:
+            checkpoints.save(path, settings, {"done": done, "scores": scores})
+            t_save = time.perf_counter()
+            if progress:
+                progress(f"patched {done} of {len(idx)} edges (saved to {path.name})")
     return scores
+
+
+def _sweep_settings(model, graph: Graph, clean: torch.Tensor, idx: torch.Tensor, chunk: int, base: float) -> dict:
+    """What a saved sweep must match to be continued: the graph, the prompts, the edges, the clean metric."""
+    digest = hashlib.sha256()
+    for t in (clean, idx):
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {"format": 1, "model": model.name, "graph": graph.describe(), "data": digest.hexdigest(),
+            "n_edges": int(len(idx)), "chunk": int(chunk), "base": base}
 
 
 def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batched: bool = True,

@@ -91,11 +91,13 @@ def compute(model, shard: str, options: dict, checkpoint=None) -> dict:
                        extra_per_token=_graph_floats(options, graph, model.cfg.d_model))
     batch = task.make(model, n=options["n"], seed=options["seed"])  # the file task: its first n rows
     settings = dict(_settings(options), model=model.name)
+    from .runner import shard_progress
+
     circuit = J.method_circuit(model, task, batch, graph, options["method"], options["steps"], options["ablation"],
                                options["top_n"], options["select"], settings, options["method_options"],
-                               options["seed"], checkpoint=checkpoint)
+                               options["seed"], checkpoint=checkpoint, progress=shard_progress)
     faith = J.faithfulness_results(model, task, batch, circuit, options["eval_ablations"], options["faith_n"],
-                                   options["seed"], progress=lambda *a: None)
+                                   options["seed"], progress=shard_progress)
     idx = graph.edge_index()
     result = {"graph": graph.describe(), "n_prompts": len(batch),
               "scores": circuit.scores[idx[:, 0], idx[:, 1]].tolist(),  # every edge, in graph.edge_index() order

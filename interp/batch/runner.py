@@ -223,6 +223,31 @@ def plan(job: Job, models, out: Path, options: dict, *, resume: bool = False, re
 
 
 # ---------------------------------------------------------------------------------------------- running
+_shard_log = None  # while a shard computes in this process: where shard_progress() writes (None: silent)
+SHARD_LOG_EVERY_S = 10.0  # at most one progress line per shard this often
+
+
+def shard_progress(msg: str) -> None:
+    """What a job's compute() reports while its shard runs (a long sweep's progress), shown as "model shard: msg"
+    when the run shows progress; silent otherwise, and on Ray workers (their shards report when finished)."""
+    if _shard_log is not None:
+        _shard_log(msg)
+
+
+def _throttled(write, every_s: float = SHARD_LOG_EVERY_S):
+    """`write`, passing at most one message per `every_s` seconds (the first always): a search that reports every
+    receiver stays readable."""
+    last = [-float("inf")]
+
+    def log(msg: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            write(msg)
+
+    return log
+
+
 def compute_shard(job_name: str, model, shard: str, options: dict, checkpoint: Path | None = None
                   ) -> tuple[dict, float]:
     t0 = time.perf_counter()
@@ -334,10 +359,18 @@ def _run_job(job, models, out, options, *, device, dtype, resume, recompute_mism
                 if ck is not None and not resume:
                     for old in ck.parent.glob(f"{s}.partial-*"):  # a fresh run continues nothing
                         old.unlink()
-                result, seconds = compute_shard(job.name, loaded[m], s, options, checkpoint=ck)
+                global _shard_log
+                if progress:
+                    _shard_log = _throttled(lambda msg, m=m, s=s: bar.write(f"{m} {s}: {msg}", file=sys.stdout)
+                                            if not bar.disable else log(f"{m} {s}: {msg}"))
+                try:
+                    result, seconds = compute_shard(job.name, loaded[m], s, options, checkpoint=ck)
+                finally:
+                    _shard_log = None
                 finished(m, s, result, seconds, worker_info(device, load_s=load_s, started=started))
-                if ck is not None:
-                    ck.unlink(missing_ok=True)  # the shard file has the result now
+                if ck is not None:  # the shard file has the result now (a job may keep ck.* files beside ck)
+                    for done in ck.parent.glob(f"{ck.name}*"):
+                        done.unlink(missing_ok=True)
                 stop_if_interrupted()
     except BaseException:
         bar.leave = False  # the error message, not a half-full bar, is the last thing on the terminal
