@@ -78,7 +78,7 @@ def _start_line(job, args, options: dict) -> str:
     models = list(dict.fromkeys(args.models))
     shards = sum(len(job.shards(m, options)) for m in models)
     return (f"interp {job.name}: {len(models)} model(s), {shards} shard(s) into {args.out}; a line as each "
-            f"shard finishes{' (finished shards are reused)' if args.resume else ''}")
+            f"shard finishes, and while a long one runs{' (finished shards are reused)' if args.resume else ''}")
 
 
 def _run_job(job, args) -> int:

@@ -56,7 +56,10 @@ def compute(model, shard: str, options: dict) -> dict:
     else:
         kind = "ablation_" + shard.split("_")[0]
         full = I.clean_losses(model, task, batch)
-        losses = I.ablated_losses(model, task, batch, kind)  # [layer, head, batch]
+        from .runner import shard_progress
+
+        losses = I.ablated_losses(model, task, batch, kind,  # [layer, head, batch]
+                                  progress=lambda done, total: shard_progress(f"{done} of {total} heads ablated"))
         scores = {kind: I.ablation_effect(losses, full)}
         if shard == "zero_ablation":
             scores["attention_influence"] = I.relative_change(losses, full).mean(-1)
