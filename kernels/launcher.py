@@ -177,8 +177,10 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     _tune_on_proxy(q, k, spec, use_sdpa)
     len_bucket = _len_bucket(spec)
 
-    res = sdpa_out_lse(q, k, v, spec) if use_sdpa else None
+    res = sdpa_out_lse(q, k, v, spec, need_lse=bool(spec.stats)) if use_sdpa else None
     out, lse = res if res is not None else triton_forward(q, k, v, spec, _flags(spec, q), len_bucket)
+    if not spec.stats:  # output only: no lse from cuDNN, no statistics pass
+        return (out if need_out else None), AttentionStats()
     return (out if need_out else None), triton_stats(q, k, lse, spec)
 
 

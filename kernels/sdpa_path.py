@@ -22,13 +22,13 @@ MODE = os.environ.get("INTERP_SDPA", "auto")
 _chosen: dict = {}  # (dtype, head_dim, gqa, causal) -> op name, or None where no op works
 
 
-def _cudnn(q, k, v, causal, scale):
-    out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False,
+def _cudnn(q, k, v, causal, scale, lse=True):
+    out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, lse, 0.0, causal, False,
                                                                    scale=scale)[:2]
     return out, lse
 
 
-def _flash(q, k, v, causal, scale):
+def _flash(q, k, v, causal, scale, lse=True):  # FlashAttention returns the lse whatever is asked
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)[:2]
     return out, lse
 
@@ -49,8 +49,9 @@ def eligible(q, k, v, spec) -> bool:
     return True
 
 
-def sdpa_out_lse(q, k, v, spec):
-    """(out [b, h, q_len, d], lse [b, h, q_len] float32 natural log, contiguous), or None where no op works."""
+def sdpa_out_lse(q, k, v, spec, need_lse: bool = True):
+    """(out [b, h, q_len, d], lse [b, h, q_len] float32 natural log, contiguous), or None where no op works.
+    need_lse=False (no statistic asked for): lse is None and cuDNN does not write it."""
     causal = spec.causal and spec.q_len > 1  # one query at the end of the keys sees every key
     key = (q.dtype, spec.head_dim, spec.heads != spec.kv_heads, causal)
     name = _chosen.get(key, "")
@@ -58,7 +59,7 @@ def sdpa_out_lse(q, k, v, spec):
         order = ORDER if MODE == "auto" else (MODE,)
         for cand in order:
             try:
-                out, lse = _run(OPS[cand], q, k, v, causal, spec)
+                out, lse = _run(OPS[cand], q, k, v, causal, spec, need_lse)
             except (RuntimeError, NotImplementedError):
                 continue
             _chosen[key] = cand
@@ -68,13 +69,15 @@ def sdpa_out_lse(q, k, v, spec):
     if name is None:
         return None
     try:
-        return _run(OPS[name], q, k, v, causal, spec)
+        return _run(OPS[name], q, k, v, causal, spec, need_lse)
     except (RuntimeError, NotImplementedError):  # e.g. strides this op refuses: the Triton forward instead
         return None
 
 
-def _run(op, q, k, v, causal, spec):
-    out, lse = op(q, k, v, causal, spec.scale)
+def _run(op, q, k, v, causal, spec, need_lse: bool = True):
+    out, lse = op(q, k, v, causal, spec.scale, need_lse)
+    if not need_lse:
+        return out, None
     b, h, lq = spec.batch, spec.heads, spec.q_len
     if lse.dim() != 3 or lse.shape[2] != lq:  # cuDNN: [b, h, lq, 1]; some builds pad the query axis
         lse = lse.reshape(b, h, -1)[:, :, :lq]

@@ -192,3 +192,41 @@ def test_span_must_be_a_pair_not_a_dict(device):
     q, k, v = make(1, 2, 2, 8, 8, 16, torch.float32, device, seed=12)
     with pytest.raises(TypeError, match="span must be"):
         attention_with_stats(q, k, v, span={0: 1, 2: 3}, stats=["span_mass"])
+
+
+def test_output_only_asks_sdpa_for_no_lse(monkeypatch):
+    """Output only: cuDNN is called without its lse and no statistics pass runs; with a statistic it is asked for.
+    (The dispatch, with a fake op on the CPU; the GPU runs the real one in test_output_only_matches_on_gpu.)"""
+    from interp.kernels import launcher, sdpa_path
+    from interp.kernels.checks import check_inputs
+
+    calls = []
+
+    def fake_cudnn(q, k, v, causal, scale, lse=True):
+        calls.append(lse)
+        out = torch.zeros(q.shape, dtype=q.dtype)
+        return out, (torch.zeros(q.shape[0], q.shape[1], q.shape[2], 1) if lse else torch.empty(0))
+
+    def no_stats_pass(*a, **k):
+        raise AssertionError("the statistics pass ran for an output-only call")
+
+    monkeypatch.setitem(sdpa_path.OPS, "cudnn", fake_cudnn)
+    monkeypatch.setattr(launcher, "eligible", lambda *a: True)
+    monkeypatch.setattr(sdpa_path, "_chosen", {})
+    q, k, v = make(1, 4, 2, 16, 16, 32, torch.float16, "cpu", seed=13)
+    kw = dict(causal=True, scale=None, sliding_window=None, attention_mask=None, key_bias=None, sink_tokens=4,
+              local_window=64, span=None)
+    with monkeypatch.context() as m:
+        m.setattr(launcher, "triton_stats", no_stats_pass)
+        out, st = launcher.triton_attention(q, k, v, check_inputs(q, k, v, stats="none", **kw))
+    assert calls == [False] and st.requested() == () and out.shape == q.shape
+    _, st = launcher.triton_attention(q, k, v, check_inputs(q, k, v, stats="lse", **kw))
+    assert calls == [False, True] and st.lse.shape == (1, 4, 16) and st.lse.is_contiguous()
+
+
+@pytest.mark.gpu
+def test_output_only_matches_on_gpu(device):
+    q, k, v = make(1, 8, 2, 512, 512, 128, torch.float16, device, seed=14)
+    out_none, _ = attention_with_stats(q, k, v, stats="none")
+    out_all, _ = attention_with_stats(q, k, v, stats="all")
+    assert torch.equal(out_none, out_all)
