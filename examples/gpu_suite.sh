@@ -14,7 +14,7 @@ python3 -c "import torch, triton, transformers; print('torch', torch.__version__
 STEP=${STEP:-all}
 if [ "$STEP" = all ] || [ "$STEP" = tests ]; then
   (cd tests && INTERP_AUTOTUNE=0 timeout 400 python3 -m pytest -q -p no:cacheprovider -n 8 -m "slow or not slow" \
-     --durations=5 test_kernel_triton.py test_kernel_reference.py test_stats_configs.py 2>&1 | tee "$OUT/tests.log" | tail -12)
+     --durations=5 test_kernel_triton.py test_kernel_reference.py test_stats_configs.py test_kernel_awkward.py 2>&1 | tee "$OUT/tests.log" | tail -12)
 fi
 if [ "$STEP" = all ] || [ "$STEP" = sdpa ]; then
   timeout 120 python3 examples/sdpa_ops.py 2>&1 | tee "$OUT/sdpa_ops.log"
