@@ -47,8 +47,20 @@ def pattern_bytes(cfg, batch: int, q_len: int, k_len: int, layers=None) -> int:
 
 def available_bytes(device) -> int | None:
     """Free memory on `device` (CUDA: the driver's free bytes; CPU: MemAvailable), or None if unknown."""
-    device = torch.device(device)
+    if not isinstance(device, (str, int, torch.device)) or isinstance(device, bool):
+        raise TypeError(f"available_bytes: device must be a device name ('cpu', 'cuda', 'cuda:N') or a torch.device, "
+                        f"got {type(device).__name__} {device!r:.40}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"available_bytes: unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"available_bytes: device {str(device)!r} asked for, but no CUDA device is available "
+                             "here; use 'cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"available_bytes: device {str(device)!r} does not exist; this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
         return int(torch.cuda.mem_get_info(device)[0])
     if device.type == "cpu":
         try:

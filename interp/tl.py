@@ -17,7 +17,7 @@ from .cache import ActivationCache
 from .config import ModelConfig
 from .hooks import HOOK_OF_STAT
 from .kernels.from_pattern import stats_from_pattern
-from .kernels.stats import normalize_stats
+from .tokens import Tokens
 
 
 def from_transformer_lens(obj, backend: str = "auto", tokenizer=None):
@@ -53,6 +53,9 @@ def config_from_tl(tl_cfg, name: str = "") -> ModelConfig:
         architecture=getattr(tl_cfg, "original_architecture", None) or name or "TransformerLens")
 
 
+TL_KEYWORDS = ("prepend_bos", "padding_side", "attention_mask")  # passed on to TransformerLens' run_with_cache
+
+
 class TLPatternModel:
     """A TransformerLens model whose statistics come from its own `hook_pattern` (eager, short inputs)."""
 
@@ -78,24 +81,57 @@ class TLPatternModel:
                          "interventions and gradients need interp's own wrapper: interp.load(hf_model) "
                          "(for a TransformerBridge, interp.load(bridge) runs its HF model through interp)")
 
+    def _check_run(self, tokens, stats, layers, sink_tokens, local_window, span, to_cpu, kwargs):
+        """HookedModel's checks of the same arguments (same helpers, same messages): -> (token ids, layers, stats)."""
+        from .kernels.checks import check_inputs
+
+        from . import input_checks as checks
+        from .validate import tokens_arg
+
+        where = "TLPatternModel.run_with_cache"
+        for key in ("names", "names_filter", "pattern", "interventions", "logits_at", "checkpoint"):
+            if key in kwargs:
+                raise TypeError(f"{where} got {key}=: a TLPatternModel gives statistics derived from TransformerLens "
+                                "patterns only (stats=, layers=); hook points, patterns and interventions need "
+                                "interp's own wrapper: interp.load(hf_model) (a TransformerBridge: interp.load(bridge))")
+        checks.keywords(where, kwargs, TL_KEYWORDS, "tokens, stats, layers, sink_tokens, local_window, span, to_cpu "
+                        "(and TransformerLens' own)")
+        checks.bool_arg("to_cpu", to_cpu, where)
+        if isinstance(tokens, str) or (isinstance(tokens, (list, tuple)) and tokens
+                                       and all(isinstance(t, str) for t in tokens)):
+            tokens = self.tl.to_tokens(tokens)
+        tokens = tokens_arg(tokens, self, where=where, tensor_only=True)
+        if layers is not None and not (isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__")):
+            layers = list(layers)
+            bad = [l for l in layers if isinstance(l, int) and not isinstance(l, bool) and not 0 <= l < self.n_layers]
+            if bad:
+                raise ValueError(f"layers must be in [0, {self.n_layers}), got {bad}")
+        layers = checks.layer_list(layers, self.n_layers)
+        if not layers:
+            raise checks.empty_selection(None, None, None, layers)
+        want = checks.stat_selection(stats, span)
+        if not want:
+            raise checks.empty_selection(None, None, want, None)
+        b, n = (1, tokens.shape[0]) if tokens.dim() == 1 else tokens.shape
+        shape = torch.zeros(()).expand(b, 1, n, 16)  # no data: check_inputs reads shapes only
+        check_inputs(shape, shape, shape, causal=True, scale=None, sliding_window=None, attention_mask=None,
+                     key_bias=None, stats=want, sink_tokens=sink_tokens, local_window=local_window, span=span)
+        return tokens, layers, want
+
     def run_with_cache(self, tokens, stats="all", layers=None, sink_tokens: int = 4, local_window: int = 64,
                        span=None, to_cpu: bool = False, grad_of=None, **kwargs):
         """(logits, ActivationCache of `blocks.{l}.attn.hook_*` statistics). `lse` comes from the model's
         `hook_attn_scores` (log-sum-exp over keys of the scaled, masked scores)."""
         if grad_of is not None:
             self.run_with_hooks()  # the same clear error: no gradients through pattern-derived statistics
-        if isinstance(tokens, str):
-            tokens = self.tl.to_tokens(tokens)
-        layers = list(range(self.n_layers)) if layers is None else list(layers)
-        bad = [l for l in layers if not (isinstance(l, int) and 0 <= l < self.n_layers)]
-        if bad:
-            raise ValueError(f"layers must be in [0, {self.n_layers}), got {bad}")
-        want = normalize_stats(stats)
+        tokens, layers, want = self._check_run(tokens, stats, layers, sink_tokens, local_window, span, to_cpu, kwargs)
         names = {f"blocks.{l}.attn.hook_pattern" for l in layers}
         if "lse" in want:
             names |= {f"blocks.{l}.attn.hook_attn_scores" for l in layers}
         logits, tl_cache = self.tl.run_with_cache(tokens, names_filter=lambda n: n in names, **kwargs)
         cache = ActivationCache(n_layers=self.n_layers)
+        ids = tokens if tokens.dim() == 2 else tokens[None]
+        cache.tokens = Tokens(ids, None, [ids.shape[-1]] * ids.shape[0])  # as HookedModel's cache: what was run
         for l in layers:
             pre = f"blocks.{l}.attn."
             st = dict(stats_from_pattern(tl_cache[pre + "hook_pattern"], tuple(n for n in want if n != "lse"),
@@ -117,6 +153,11 @@ def to_transformer_lens(model, copy: bool = True):
     model (the toys) is refused here with a ValueError instead of a network error."""
     import copy as _copy
 
+    from .model import HookedModel
+
+    if not isinstance(model, HookedModel):
+        raise TypeError(f"to_transformer_lens: model must be an interp HookedModel (e.g. interp.load('smollm2-135m')), "
+                        f"got {type(model).__name__} {model!r:.40}")
     if not isinstance(copy, bool):
         raise TypeError(f"to_transformer_lens: copy must be True or False, got {type(copy).__name__} {copy!r:.40}")
     from transformer_lens.model_bridge import TransformerBridge

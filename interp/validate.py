@@ -82,8 +82,22 @@ def tensor_arg(name: str, value, dims: tuple[int, ...] | None = None, floating: 
     return value
 
 
-def model_arg(model, where: str | None = None):
-    """An interp HookedModel (or anything with its public API: cfg, run_with_cache, run_with_hooks, to_tokens)."""
+# analyses that need only pattern statistics (run_with_cache(stats=...), cfg, to_tokens): a TLPatternModel runs them
+PATTERN_STATS_ANALYSES = frozenset({"first_token_alpha", "hidden_sinks", "hidden_sink_positions", "shape_scores",
+                                    "long_context_scores", "text_tokens", "make_trials"})
+
+
+def model_arg(model, where: str | None = None, pattern_stats_ok: bool | None = None):
+    """An interp HookedModel (or anything with its public API: cfg, run_with_cache, run_with_hooks, to_tokens).
+
+    A TLPatternModel passes only where pattern statistics suffice: `pattern_stats_ok=True`, or (None) an analysis
+    named in PATTERN_STATS_ANALYSES; elsewhere it gets hooked_model_arg's TypeError instead of a deep crash."""
+    from .tl import TLPatternModel
+
+    if isinstance(model, TLPatternModel):
+        ok = where in PATTERN_STATS_ANALYSES if pattern_stats_ok is None else pattern_stats_ok
+        if not ok:
+            hooked_model_arg(model, where)
     need = ("cfg", "run_with_cache", "run_with_hooks", "to_tokens")
     missing = [a for a in need if not hasattr(model, a)]
     if missing:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .model import HookedModel
+from .zoo_checks import check_config, check_loading_info, read_config, usable_cache_dir
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ def available() -> dict[str, str]:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
+    """$INTERP_CACHE, or ~/.cache/interp when it is unset or empty (an empty value is not the current folder)."""
+    env = os.environ.get("INTERP_CACHE", "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "interp"
 
 
 def _package_dir(package: str, pip: str) -> Path:
@@ -93,7 +96,7 @@ def _gguf_path(bundle: Bundled) -> Path:
     if bundle.filename is not None:
         return pkg / bundle.filename
     mod = importlib.import_module(bundle.package)  # gemma3 assembler: stdlib-only module
-    local.parent.mkdir(parents=True, exist_ok=True)
+    usable_cache_dir(local.parent)
     tmp = local.with_suffix(".partial")
     mod.assemble(tmp, overwrite=True)
     tmp.replace(local)
@@ -126,6 +129,8 @@ def _load_gguf(path: Path, dtype, label: str, cache: bool = True):
             raise ValueError(f"the cached weights of {label} in {key_dir} are corrupt ({_first_line(e)}); "
                              f"clear the cache with: rm -r {key_dir}") from None
         return model, tok
+    if cache:  # before the slow dequantising: an unusable $INTERP_CACHE is refused now, not after it
+        usable_cache_dir(key_dir.parent)
     try:
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
@@ -159,29 +164,28 @@ def _load_gguf(path: Path, dtype, label: str, cache: bool = True):
 
 
 def _load_dir(path: Path, dtype):
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    """A local Hugging Face folder; its config.json must describe its weights (checked: no random or dropped
+    parameters) and a model that fits in memory (checked before building)."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     if not (path / "config.json").exists():
         raise ValueError(f"{path} is a directory without config.json; a Hugging Face model folder needs "
                          "config.json, weights (*.safetensors or *.bin) and tokenizer files")
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (ValueError, KeyError) as e:
-        raise ValueError(f"unsupported architecture in {path}/config.json: {_first_line(e)}") from None
-    except OSError as e:  # invalid JSON and unreadable files arrive as OSError
-        raise ValueError(f"cannot read {path / 'config.json'}: {_first_line(e)}") from None
-    kw = dict(dtype=dtype or torch.float32)
+    config = read_config(path)
+    check_config(path, config, dtype)
+    kw = dict(config=config, dtype=dtype or torch.float32, output_loading_info=True)
     try:
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, **kw)
+            model, info = AutoModelForCausalLM.from_pretrained(path, **kw)
         except ValueError:
-            model = AutoModel.from_pretrained(path, **kw)  # encoders (BERT and friends)
+            model, info = AutoModel.from_pretrained(path, **kw)  # encoders (BERT and friends)
     except ValueError as e:
         raise ValueError(f"unsupported architecture {getattr(config, 'model_type', '?')!r} in {path}: "
                          f"{_first_line(e)}") from None
     except Exception as e:  # SafetensorError, OSError, RuntimeError, ... on missing, truncated or corrupt weights
         raise ValueError(f"cannot load the weights in {path}: {_first_line(e)} "
                          "(missing, truncated or corrupt weight files?)") from None
+    check_loading_info(path, model, info)
     tok = None
     try:
         tok = AutoTokenizer.from_pretrained(path)
