@@ -40,17 +40,27 @@ def _final_hidden(model, ids, interventions=(), grad=False):
     return captured["h"]
 
 
+L1_MAX = 1e6  # the L1 term times l1 must stay finite next to the relative MSE (~1)
+
+
 def train_gates(model, steps: int = 30, context: int = 256, l1: float = 0.05, lr: float = 0.1,
                 sink_tokens: int = 4, window: int = 16, seed: int = 0, log=None) -> DuoResult:
     where = "train_gates"
     model_arg(model, where)
     steps = int_arg("steps", steps, minimum=1, where=where)
     context = int_arg("context", context, minimum=1, maximum=model.cfg.n_ctx, where=where)
-    l1 = real_arg("l1", l1, low=0, where=where)
+    l1 = real_arg("l1", l1, low=0, high=L1_MAX, where=where)
     lr = real_arg("lr", lr, low=0, low_open=True, where=where)
     sink_tokens = int_arg("sink_tokens", sink_tokens, minimum=0, where=where)
     window = int_arg("window", window, minimum=1, where=where)
-    seed = int_arg("seed", seed, where=where)
+    seed = int_arg("seed", seed, minimum=0, maximum=2**63 - 1 - steps, where=where)
+    if log is not None and not callable(log):
+        raise TypeError(f"{where}: log must be None or a callable taking one str (e.g. print), got "
+                        f"{type(log).__name__} {log!r:.60}")
+    try:  # the trial builder knows the shortest prompt a needle fits in: ask it once, before any training
+        make_trials(model, contexts=(context,), depths=(0.5,), seed=seed)
+    except ValueError as e:
+        raise ValueError(f"{where}: context={context} is too short for a passkey trial ({e})") from None
     L, kvh = model.cfg.n_layers, model.cfg.n_kv_heads
     params = [p for p in model.model.parameters()]
     frozen = [p.requires_grad for p in params]
@@ -72,6 +82,9 @@ def train_gates(model, steps: int = 30, context: int = 256, l1: float = 0.05, lr
             mse = ((pred - target) ** 2).mean() / target.pow(2).mean().clamp_min(1e-12)
             reg = torch.sigmoid(logits).mean()
             loss = mse + l1 * reg
+            if not bool(torch.isfinite(loss)):
+                raise ValueError(f"{where}: the loss is {loss.item()} at step {step} (relative mse {mse.item()}, "
+                                 f"l1={l1}, lr={lr}): training diverged; use a smaller l1 or lr")
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -31,7 +31,26 @@ def _period_arg(period, bos, n: int, minimum: int, where: str) -> int:
 
 
 def _stat_arg(name: str, value, where: str) -> torch.Tensor:
-    return tensor_arg(name, value, floating=True, where=where, shape_doc="[..., query_pos] (kernel statistic)")
+    doc = "[..., query_pos] (kernel statistic)"
+    tensor_arg(name, value, floating=True, where=where, shape_doc=doc)
+    if value.dim() == 0:
+        raise ValueError(f"{where}: {name} must have at least 1 dim {doc}, got a 0-D tensor")
+    return value
+
+
+def _length_arg(n: int, sink_tokens: int, local_window: int, where: str, name: str = "tokens") -> None:
+    """The local/streaming score reads queries past the first sink_tokens + local_window positions: a shorter input
+    would score every head as local (all its keys are sinks or in the window)."""
+    if n <= sink_tokens + local_window:
+        raise ValueError(f"{where}: {name} has {n} positions; the local score needs an input longer than "
+                         f"sink_tokens + local_window = {sink_tokens} + {local_window} = {sink_tokens + local_window} "
+                         "(on a shorter one every head looks local): pass longer tokens or a smaller "
+                         "sink_tokens / local_window")
+
+
+def _tokens_len(tokens) -> int | None:
+    """Positions of a token-id tensor (None for text, known only once tokenized)."""
+    return tokens.shape[-1] if isinstance(tokens, torch.Tensor) else None
 
 
 def _offset_mass(pattern: torch.Tensor, offset: int, queries: torch.Tensor) -> torch.Tensor:
@@ -82,17 +101,21 @@ def local_score(sink_mass: torch.Tensor, local_mass: torch.Tensor, sink_tokens: 
     int_arg("sink_tokens", sink_tokens, minimum=0, where=where)
     int_arg("local_window", local_window, minimum=1, where=where)
     int_arg("valid_from", valid_from, minimum=0, where=where, optional=True)
-    start = sink_tokens + local_window if valid_from is None else valid_from
     q = sink_mass.shape[-1]
-    if start >= q:
-        start = max(0, q - 1)
+    if valid_from is None:
+        _length_arg(q, sink_tokens, local_window, where, name="sink_mass")
+        start = sink_tokens + local_window
+    elif valid_from >= q:
+        raise ValueError(f"{where}: valid_from must be below the {q} query positions of sink_mass, got {valid_from}")
+    else:
+        start = valid_from
     return (sink_mass[..., start:] + local_mass[..., start:]).mean(-1).clamp(max=1.0)
 
 
 def diffuseness(entropy: torch.Tensor, q_offset: int = 0) -> torch.Tensor:
     """Entropy over its maximum log(#visible keys), averaged over queries -> [batch, head] in [0, 1]."""
     _stat_arg("entropy", entropy, "diffuseness")
-    int_arg("q_offset", q_offset, minimum=0, where="diffuseness")
+    int_arg("q_offset", q_offset, minimum=0, maximum=2**53, where="diffuseness")
     n = entropy.shape[-1]
     visible = torch.arange(1, n + 1, device=entropy.device, dtype=torch.float32) + q_offset
     norm = torch.log(visible).clamp_min(1e-6)
@@ -103,13 +126,21 @@ def diffuseness(entropy: torch.Tensor, q_offset: int = 0) -> torch.Tensor:
 def head_pattern_scores(model, half: int = 48, n_prompts: int = 8, seed: int = 0, exclude_bos: bool = True):
     """previous-token, duplicate-token and induction scores per head, on repeated random tokens drawn from the
     model's own vocabulary -> dict of [layer, head] tensors."""
-    from .probes import bos_id, repeated_tokens
+    from interp.memory import pattern_bytes
+
+    from .probes import bos_id, fits_n_prompts, repeated_tokens
 
     where = "head_pattern_scores"
     model_arg(model, where)
     half = int_arg("half", half, minimum=2, maximum=(model.cfg.n_ctx - 1) // 2, where=where)
     if not isinstance(exclude_bos, bool):
         raise TypeError(f"{where}: exclude_bos must be True or False, got {exclude_bos!r}")
+    n_prompts = int_arg("n_prompts", n_prompts, minimum=1, where=where)
+    int_arg("seed", seed, minimum=0, maximum=2**63 - 1, where=where)
+    n = 2 * half + int(bos_id(model) is not None)
+    per_prompt = pattern_bytes(model.cfg, 1, n, n)  # the full patterns grow linearly with the prompts
+    fits_n_prompts(n_prompts, per_prompt, getattr(model, "device", "cpu"), where,
+                   what=f"full patterns of {n} x {n} positions at {model.cfg.n_layers} layers")
     toks = repeated_tokens(model, half=half, n_prompts=n_prompts, seed=seed, prepend_bos=bos_id(model) is not None)
     has_bos = bos_id(model) is not None
     _, cache = model.run_with_cache(toks, pattern=True)
@@ -132,10 +163,14 @@ def long_context_scores(model, tokens: torch.Tensor, sink_tokens: int = 4, local
     tokens_arg(tokens, model, where=where)
     int_arg("sink_tokens", sink_tokens, minimum=0, where=where)
     int_arg("local_window", local_window, minimum=1, where=where)
+    n = _tokens_len(tokens)
+    if n is not None:
+        _length_arg(n, sink_tokens, local_window, where)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     out = {k: torch.full((L, H), float("nan")) for k in ("local_score", "entropy", "diffuseness", "sink_score")}
     _, cache = model.run_with_cache(tokens, stats=["sink_mass", "local_mass", "entropy", "key_mean"], layers=layers,
                                     sink_tokens=sink_tokens, local_window=local_window, to_cpu=True)
+    _length_arg(cache.tokens.input_ids.shape[-1], sink_tokens, local_window, where)  # text: known once tokenized
     for l in cache.layers_with("hook_query_entropy"):
         pre = f"blocks.{l}.attn."
         out["local_score"][l] = local_score(cache[pre + "hook_query_sink_mass"], cache[pre + "hook_query_local_mass"],

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import torch
 
+from interp.memory import GiB, available_bytes
 from interp.validate import int_arg, model_arg
+
+SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 
 DATA = Path(__file__).parent / "data"
 DOMAINS = ("prose", "code")
@@ -43,6 +46,23 @@ def _bool_arg(name: str, value, where: str) -> bool:
     return value
 
 
+def fits_n_prompts(n_prompts: int, per_prompt_bytes: int, device, where: str, what: str) -> None:
+    """Refuse, before anything is built, n_prompts whose buffers (per_prompt_bytes each) exceed the free memory of
+    `device`; the message names n_prompts and the largest value that fits. Nothing is refused when the free memory
+    is unknown."""
+    limit = available_bytes(device)
+    if limit is None or n_prompts * per_prompt_bytes <= limit:
+        return
+    most = limit // max(1, per_prompt_bytes)
+    raise ValueError(f"{where}: n_prompts={n_prompts} needs {n_prompts * per_prompt_bytes / GiB:.1f} GiB for {what}, "
+                     f"more than the {limit / GiB:.1f} GiB free on {device}; n_prompts must be at most {most}")
+
+
+def _token_bytes(n_tokens: int) -> int:
+    """int64 ids, with room for the copies made while building them (draw, index, concatenate)."""
+    return 3 * 8 * n_tokens
+
+
 def bos_id(model) -> int | None:
     tok = model.tokenizer
     if tok is not None and tok.bos_token_id is not None:
@@ -56,12 +76,15 @@ def repeated_tokens(model, half: int = 64, n_prompts: int = 8, seed: int = 0, pr
     model_arg(model, where)
     half = int_arg("half", half, minimum=1, where=where)
     n_prompts = int_arg("n_prompts", n_prompts, minimum=1, where=where)
-    seed = int_arg("seed", seed, where=where)
+    seed = int_arg("seed", seed, minimum=0, maximum=SEED_MAX, where=where)
     _bool_arg("prepend_bos", prepend_bos, where)
     n_ctx = model.cfg.n_ctx
     need = 2 * half + int(prepend_bos)
     if need > n_ctx:
-        raise ValueError(f"repeated sequences of 2 x {half} tokens exceed the model's context ({n_ctx})")
+        raise ValueError(f"{where}: repeated sequences of 2 x half = 2 x {half} tokens"
+                         f"{' after BOS' if prepend_bos else ''} exceed the model's context ({n_ctx}); half must be "
+                         f"at most {(n_ctx - int(prepend_bos)) // 2}")
+    fits_n_prompts(n_prompts, _token_bytes(need), "cpu", where, f"[n_prompts, {need}] token ids")
     g = torch.Generator().manual_seed(seed)
     r = _ordinary_ids(model, g, (n_prompts, half))
     toks = torch.cat([r, r], dim=1)
@@ -78,7 +101,8 @@ def random_tokens(model, n_tokens: int = 256, n_prompts: int = 4, seed: int = 0,
     _bool_arg("prepend_bos", prepend_bos, where)
     n_tokens = int_arg("n_tokens", n_tokens, minimum=2, maximum=model.cfg.n_ctx, where=where)
     n_prompts = int_arg("n_prompts", n_prompts, minimum=1, where=where)
-    seed = int_arg("seed", seed, where=where)
+    seed = int_arg("seed", seed, minimum=0, maximum=SEED_MAX, where=where)
+    fits_n_prompts(n_prompts, _token_bytes(n_tokens), "cpu", where, f"[n_prompts, {n_tokens}] token ids")
     g = torch.Generator().manual_seed(seed)
     toks = _ordinary_ids(model, g, (n_prompts, n_tokens - int(prepend_bos)))
     b = bos_id(model)

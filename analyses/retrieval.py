@@ -10,6 +10,7 @@ statistics (`hook_query_argmax`), so no n x n map is formed at any length.
 
 from __future__ import annotations
 
+import numbers
 import random
 from dataclasses import dataclass
 
@@ -37,7 +38,8 @@ def _toy_trial(model, context: int, depth: float, rng: random.Random, n_values: 
     vocab = model.cfg.d_vocab
     hay = context - 2 * (n_values + 1) - 1
     if hay < 1:
-        raise ValueError(f"context {context} is too short for a needle of {n_values} tokens")
+        raise ValueError(f"make_trials: context {context} is too short for a needle of {n_values} tokens; "
+                         f"contexts must be at least {2 * (n_values + 1) + 2} for {model.name}")
     toks = [rng.randrange(2, vocab) for _ in range(context)]
     toks[0] = bos_id(model) or 0
     pos = 1 + int(round(depth * (hay - 1)))
@@ -60,7 +62,8 @@ def _text_trial(model, context: int, depth: float, rng: random.Random) -> Trial:
     head = [bos_id(model)] if tok("a")["input_ids"][:1] == [tok.bos_token_id] and tok.bos_token_id is not None else []
     room = context - len(head) - len(needle_ids) - len(q_ids)
     if room < 16:
-        raise ValueError(f"context {context} is too short for a needle-in-a-haystack trial")
+        raise ValueError(f"make_trials: context {context} is too short for a needle-in-a-haystack trial; contexts "
+                         f"must be at least {context - room + 16} for {model.name}'s tokenizer")
     hay = (hay_ids * (room // len(hay_ids) + 1))[:room]
     cut = int(round(depth * room))
     prompt = head + hay[:cut] + needle_ids + hay[cut:] + q_ids
@@ -106,13 +109,45 @@ def _seq_arg(name: str, value, where: str) -> list:
     return list(value)
 
 
-def _trials_arg(trials, where: str) -> list:
+def _trials_arg(trials, where: str, model=None) -> list:
     if isinstance(trials, Trial):
-        return [trials]
+        trials = [trials]
     if not isinstance(trials, (list, tuple)) or not trials or not all(isinstance(t, Trial) for t in trials):
         raise TypeError(f"{where}: trials must be a non-empty list of Trial (from make_trials), got "
                         f"{type(trials).__name__} {trials!r:.60}")
+    if model is not None:
+        for i, tr in enumerate(trials):
+            _trial_check(tr, model, where, f"trials[{i}]")
     return list(trials)
+
+
+def _trial_check(tr: Trial, model, where: str, name: str) -> None:
+    """A Trial as make_trials builds it: input_ids [1, n] ids of the vocabulary, a non-empty answer of ids of the
+    vocabulary, a needle_span inside the prompt, and room in the context to decode the answer."""
+    vocab = model.cfg.d_vocab
+    ids = tr.input_ids
+    tensor_arg(f"{name}.input_ids", ids, dims=(2,), floating=False, where=where, shape_doc="[1, n] of token ids")
+    if ids.shape[0] != 1:
+        raise ValueError(f"{where}: {name}.input_ids must be one prompt [1, n], got shape {tuple(ids.shape)}")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab:
+        raise ValueError(f"{where}: {name}.input_ids has ids outside the vocabulary [0, {vocab}): min {lo}, max {hi}")
+    ans = tr.answer
+    if (not isinstance(ans, (list, tuple)) or not ans
+            or not all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in ans)):
+        raise TypeError(f"{where}: {name}.answer must be a non-empty list of token ids, got {ans!r:.60}")
+    if not all(0 <= int(t) < vocab for t in ans):
+        raise ValueError(f"{where}: {name}.answer has ids outside the vocabulary [0, {vocab}): {list(ans)!r:.60}")
+    n = ids.shape[1]
+    if n + len(ans) > model.cfg.n_ctx:
+        raise ValueError(f"{where}: {name} has {n} prompt tokens + {len(ans)} answer tokens, more than the model's "
+                         f"context {model.cfg.n_ctx}")
+    span = tr.needle_span
+    if (not isinstance(span, (tuple, list)) or len(span) != 2
+            or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in span)
+            or not 0 <= span[0] < span[1] <= n):
+        raise ValueError(f"{where}: {name}.needle_span must be (start, end) with 0 <= start < end <= {n} (the prompt "
+                         f"length), got {span!r:.60}")
 
 
 def rouge1_recall(generated: list[int], reference: list[int]) -> float:
@@ -132,6 +167,7 @@ def decode_with_argmax(model, trial: Trial, interventions=()):
     model_arg(model, "decode_with_argmax")
     if not isinstance(trial, Trial):
         raise TypeError(f"decode_with_argmax: trial must be a Trial (from make_trials), got {type(trial).__name__}")
+    _trial_check(trial, model, "decode_with_argmax", "trial")
     L = model.cfg.n_layers
     steps = len(trial.answer)
     per_layer: dict[int, list[torch.Tensor]] = {l: [] for l in range(L)}
@@ -149,7 +185,23 @@ def decode_with_argmax(model, trial: Trial, interventions=()):
 def copy_hits(generated: list[int], argmax: torch.Tensor, prompt: list[int], span: tuple[int, int]) -> torch.Tensor:
     """Wu et al.'s copy-paste hits -> [layer, head] count. argmax: [steps, layer, head], the key each head attended
     most while generating token `generated[i]`; a hit needs that key inside `span` and holding that very token."""
-    start, end = span
+    where = "copy_hits"
+    if not isinstance(generated, (list, tuple)) or not all(
+            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in generated):
+        raise TypeError(f"{where}: generated must be a list of token ids, got {generated!r:.60}")
+    tensor_arg("argmax", argmax, dims=(3,), floating=False, where=where,
+               shape_doc="[steps, layer, head] of attended key positions")
+    if not isinstance(prompt, (list, tuple)) or not prompt or not all(
+            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in prompt):
+        raise (ValueError if isinstance(prompt, (list, tuple)) and not prompt else TypeError)(
+            f"{where}: prompt must be a non-empty list of token ids, got {prompt!r:.60}")
+    if (not isinstance(span, (tuple, list)) or len(span) != 2
+            or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in span)
+            or not 0 <= span[0] <= span[1] <= len(prompt)):
+        raise ValueError(f"{where}: span must be (start, end) with 0 <= start <= end <= {len(prompt)} (the prompt "
+                         f"length), got {span!r:.60}")
+    start, end = (int(x) for x in span)
+    argmax = argmax.cpu().long()
     hits = torch.zeros(argmax.shape[1:])
     for i, w in enumerate(generated[: argmax.shape[0]]):
         a = argmax[i]
@@ -163,7 +215,7 @@ def copy_hits(generated: list[int], argmax: torch.Tensor, prompt: list[int], spa
 def retrieval_scores(model, trials: list[Trial], recall_threshold: float = 0.5):
     """Wu et al.'s retrieval score per head -> ([layer, head] tensor, per-trial DataFrame)."""
     model_arg(model, "retrieval_scores")
-    trials = _trials_arg(trials, "retrieval_scores")
+    trials = _trials_arg(trials, "retrieval_scores", model)
     recall_threshold = real_arg("recall_threshold", recall_threshold, low=0, high=1, high_open=True,
                                 where="retrieval_scores")
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -186,7 +238,7 @@ def retrieval_scores(model, trials: list[Trial], recall_threshold: float = 0.5):
 def needle_accuracy(model, trials: list[Trial], interventions=()) -> dict:
     """Mean ROUGE-1 recall of the greedy answers and mean loss of the answer tokens, under interventions."""
     model_arg(model, "needle_accuracy")
-    trials = _trials_arg(trials, "needle_accuracy")
+    trials = _trials_arg(trials, "needle_accuracy", model)
     recalls, losses = [], []
     for tr in trials:
         with model.hooks(interventions=interventions):
@@ -200,20 +252,34 @@ def needle_accuracy(model, trials: list[Trial], interventions=()) -> dict:
     return {"recall": sum(recalls) / len(recalls), "answer_loss": sum(losses) / len(losses)}
 
 
+MAX_DRAWS = 10_000  # each draw decodes every trial: more would run for hours
+
+
 def masking_experiment(model, trials, scores: torch.Tensor, k: int, draws: int = 3, seed: int = 0) -> pd.DataFrame:
     """Ablate the top-k retrieval heads vs k random other heads (several draws): needle recall and answer loss."""
     from interp import HeadAblation
 
     where = "masking_experiment"
     model_arg(model, where)
-    trials = _trials_arg(trials, where)
+    trials = _trials_arg(trials, where, model)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     tensor_arg("scores", scores, dims=(2,), floating=True, where=where, shape_doc="[layer, head]")
     if tuple(scores.shape) != (L, H):
         raise ValueError(f"{where}: scores must be [layer, head] = [{L}, {H}], got {tuple(scores.shape)}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < L * H:
-        raise ValueError(f"k must be a positive int (heads to mask) below the {L * H} heads, got {k!r}")
-    draws = int_arg("draws", draws, minimum=0, where=where)
+    if bool(torch.isnan(scores).all()):
+        raise ValueError(f"{where}: scores are all NaN: no trial was answered (retrieval_scores gives NaN then), so "
+                         "there are no top retrieval heads to mask; use trials the model answers")
+    if bool(torch.isinf(scores).any()):
+        raise ValueError(f"{where}: scores hold inf; give retrieval scores (from retrieval_scores)")
+    # the random control draws k heads among the L*H - k others: k may be at most half the heads
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"{where}: k must be an int (heads to mask), got {type(k).__name__} {k!r:.60}")
+    k = int(k)
+    if not 1 <= k <= (L * H) // 2:
+        raise ValueError(f"{where}: k must be a positive int (heads to mask) below the {L * H} heads, at most "
+                         f"{(L * H) // 2} so that the random control can draw k heads among the {L * H} - k others; "
+                         f"got {k}")
+    draws = int_arg("draws", draws, minimum=0, maximum=MAX_DRAWS, where=where)
     seed = int_arg("seed", seed, where=where)
     flat = torch.nan_to_num(scores, nan=-1.0).flatten()
     top = flat.topk(k).indices.tolist()
@@ -230,7 +296,7 @@ def masking_experiment(model, trials, scores: torch.Tensor, k: int, draws: int =
     rng = random.Random(seed)
     others = [i for i in range(flat.numel()) if i not in top]
     for d in range(draws):
-        pick = rng.sample(others, min(k, len(others)))
+        pick = rng.sample(others, k)
         rows.append(dict(condition=f"random-{k} #{d + 1}", heads=" ".join(f"L{i // H}H{i % H}" for i in pick),
                          **needle_accuracy(model, trials, ablate(pick))))
     return pd.DataFrame(rows)

@@ -11,7 +11,7 @@ import torch
 
 from interp.validate import int_arg, model_arg, real_arg, tensor_arg, tokens_arg
 
-from .patterns import local_score
+from .patterns import _length_arg, _tokens_len, local_score
 
 SHAPES = ("a_shape", "vertical_slash", "block_sparse")
 
@@ -21,8 +21,9 @@ def vertical_share(key_mass: torch.Tensor, n_queries: int, top_frac: float = 0.0
     key_mass: [batch, head, k] -> [batch, head]."""
     where = "vertical_share"
     tensor_arg("key_mass", key_mass, floating=True, where=where, shape_doc="[batch, head, key_pos]")
-    if key_mass.shape[-1] < 2:
-        raise ValueError(f"{where}: key_mass needs at least 2 keys (the first is excluded), got {key_mass.shape[-1]}")
+    if key_mass.dim() == 0 or key_mass.shape[-1] < 2:
+        raise ValueError(f"{where}: key_mass needs at least 2 keys (the first is excluded), got shape "
+                         f"{tuple(key_mass.shape)}")
     int_arg("n_queries", n_queries, minimum=1, where=where)
     real_arg("top_frac", top_frac, low=0, high=1, low_open=True, where=where)
     km = key_mass[..., 1:]
@@ -39,12 +40,15 @@ def shape_scores(model, tokens: torch.Tensor, sink_tokens: int = 4, local_window
     int_arg("sink_tokens", sink_tokens, minimum=0, where=where)
     int_arg("local_window", local_window, minimum=1, where=where)
     real_arg("top_frac", top_frac, low=0, high=1, low_open=True, where=where)
+    if _tokens_len(tokens) is not None:
+        _length_arg(_tokens_len(tokens), sink_tokens, local_window, where)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     a = torch.zeros(L, H)
     v = torch.zeros(L, H)
     _, cache = model.run_with_cache(tokens, stats=["sink_mass", "local_mass", "key_mass"], sink_tokens=sink_tokens,
                                     local_window=local_window, to_cpu=True)
     n = cache.tokens.input_ids.shape[-1]
+    _length_arg(n, sink_tokens, local_window, where)  # text: known once tokenized
     for l in range(L):
         pre = f"blocks.{l}.attn."
         a[l] = local_score(cache[pre + "hook_query_sink_mass"], cache[pre + "hook_query_local_mass"], sink_tokens,
@@ -63,6 +67,11 @@ def shape_labels(scores: dict, threshold: float = 0.7) -> list[list[str]]:
     a, v = scores["a_shape_score"], scores["vertical_score"]
     for name, t in (("a_shape_score", a), ("vertical_score", v)):
         tensor_arg(f"scores[{name!r}]", t, dims=(2,), where=where, shape_doc="[layer, head]")
+        if t.dtype == torch.bool or t.dtype.is_complex:
+            raise TypeError(f"{where}: scores[{name!r}] must be a real-valued tensor, got {t.dtype}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{where}: scores[{name!r}] holds NaN or inf (a layer not measured?); every head needs a "
+                             "finite score to get a label")
     if a.shape != v.shape:
         raise ValueError(f"{where}: a_shape_score {tuple(a.shape)} and vertical_score {tuple(v.shape)} differ in shape")
     real_arg("threshold", threshold, low=0, high=1, low_open=True, where=where)

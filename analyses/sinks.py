@@ -30,6 +30,14 @@ def first_token_alpha(model, tokens: torch.Tensor, layers=None) -> torch.Tensor:
     return out
 
 
+def _min_positions(tokens, n: int | None, where: str, name: str, need: int, why: str) -> None:
+    """Refuse inputs of fewer than `need` positions (n: the tokenized length; None = read it off a tensor)."""
+    if n is None and isinstance(tokens, torch.Tensor):
+        n = tokens.shape[-1]
+    if n is not None and n < need:
+        raise ValueError(f"{where}: {name} has {n} position{'s' if n != 1 else ''}; it needs at least {need} ({why})")
+
+
 def _right_padded(tokens, where: str, name: str = "tokens") -> None:
     """These analyses read positions (0 = the first token; the last rows are padding): a left-padded Tokens would
     shift them, so it is refused (model.to_tokens pads on the right)."""
@@ -46,6 +54,9 @@ def sink_metric(alpha_first: torch.Tensor, eps: float = 0.3) -> float:
                shape_doc="of first-token alphas, [layer, head] (from first_token_alpha)")
     eps = real_arg("eps", eps, low=0, high=1, low_open=True, high_open=True, where="sink_metric")
     a = alpha_first[~torch.isnan(alpha_first)]
+    if a.numel() and not (bool(torch.isfinite(a).all()) and float(a.min()) >= 0 and float(a.max()) <= 1 + 1e-3):
+        raise ValueError(f"sink_metric: alpha_first must hold attention shares in [0, 1] (NaN = not measured), got "
+                         f"values from {float(a.min())} to {float(a.max())}")
     return float((a > eps).float().mean()) if a.numel() else float("nan")
 
 
@@ -77,6 +88,9 @@ def hidden_sinks(model, tokens: torch.Tensor, threshold: float = 0.1, min_querie
     return pd.DataFrame(rows, columns=["prompt", "layer", "head", "position", "token_id", "token", "alpha"])
 
 
+_DORMANT_WHY = "the output norm is read at the tokens after the first, the sink"
+
+
 def dormant_heads(model, domains: dict[str, torch.Tensor], sink_threshold: float = 0.5,
                   norm_threshold: float = 0.2) -> pd.DataFrame:
     """Per head and input domain: first-token alpha and the head's output norm relative to the layer's strongest
@@ -92,12 +106,14 @@ def dormant_heads(model, domains: dict[str, torch.Tensor], sink_threshold: float
     for domain, toks in domains.items():
         tokens_arg(toks, model, name=f"domains[{domain!r}]", where=where)
         _right_padded(toks, where, name=f"domains[{domain!r}]")
+        _min_positions(toks, None, where, f"domains[{domain!r}]", 2, _DORMANT_WHY)
     sink_threshold = real_arg("sink_threshold", sink_threshold, low=0, high=1, high_open=True, where=where)
     norm_threshold = real_arg("norm_threshold", norm_threshold, low=0, high=1, low_open=True, where=where)
     rows = []
     for domain, toks in domains.items():
         names = [f"blocks.{l}.attn.hook_result" for l in range(model.cfg.n_layers)]
         _, cache = model.run_with_cache(toks, names=names, stats=["key_mean"], to_cpu=True)
+        _min_positions(toks, cache.tokens.input_ids.shape[-1], where, f"domains[{domain!r}]", 2, _DORMANT_WHY)
         for l in range(model.cfg.n_layers):
             res = cache[f"blocks.{l}.attn.hook_result"][:, 1:]  # [batch, pos, head, d_model], skip the sink itself
             norms = res.norm(dim=-1).mean((0, 1))  # [head]
@@ -189,8 +205,11 @@ def massive_activations(model, tokens: torch.Tensor, top_dims: int = 4) -> pd.Da
     tokens_arg(tokens, model, where=where)
     _right_padded(tokens, where)
     top_dims = int_arg("top_dims", top_dims, minimum=1, maximum=model.cfg.d_model, where=where)
+    why = "the norms are compared with the median token's"
+    _min_positions(tokens, None, where, "tokens", 2, why)
     names = [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(tokens, names=names, to_cpu=True)
+    _min_positions(tokens, cache.tokens.input_ids.shape[-1], where, "tokens", 2, why)
     rows = []
     for l in range(model.cfg.n_layers):
         r = cache[f"blocks.{l}.hook_resid_post"][0]  # [pos, d_model]

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .config import find_child, head_output_weight
+from .validate import model_arg, tensor_arg
 
 
 def frozen_norm_scale(norm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -95,10 +96,12 @@ def logit_attribution(model, inputs, directions: torch.Tensor) -> LogitAttributi
       LongTensor [batch, pos] (the logit of that token at each position) or [batch, pos, 2] (logit of token 0
       minus logit of token 1, e.g. IO - S). Positions with id -1 get zeros.
     """
+    where = "logit_attribution"
+    model_arg(model, where)
     cfg = model.cfg
-    if not isinstance(directions, torch.Tensor) or directions.dtype in (torch.float16, torch.float32, torch.bfloat16,
-                                                                        torch.float64, torch.bool):
-        raise TypeError("directions must be an integer tensor of token ids [batch, pos] or [batch, pos, 2]")
+    tensor_arg("directions", directions, dims=(2, 3), floating=False, where=where,
+               shape_doc="of token ids, [batch, pos] or [batch, pos, 2] (-1 = unused position)")
+    directions = directions.long()  # before any comparison: -1 would wrap in an unsigned dtype
     names = ["hook_embed", f"blocks.{cfg.n_layers - 1}.hook_resid_post"]
     for l in range(cfg.n_layers):
         names += [f"blocks.{l}.attn.hook_z", f"blocks.{l}.hook_mlp_out", f"blocks.{l}.hook_attn_out"]
@@ -107,12 +110,13 @@ def logit_attribution(model, inputs, directions: torch.Tensor) -> LogitAttributi
     if directions.dim() == 2:
         directions = directions[..., None]
     if tuple(directions.shape[:2]) != (b, p) or directions.shape[-1] not in (1, 2):
-        raise ValueError(f"directions must be [batch, pos] = [{b}, {p}] or [{b}, {p}, 2] token ids, got "
+        raise ValueError(f"{where}: directions must be [batch, pos] = [{b}, {p}] or [{b}, {p}, 2] token ids, got "
                          f"{tuple(directions.shape)}")
     w_u = unembedding(model).float()  # [vocab, d_model]
     ids = directions.to(w_u.device)
     if bool((ids < -1).any()) or bool((ids >= w_u.shape[0]).any()):
-        raise ValueError(f"directions hold token ids outside [0, {w_u.shape[0]}) (-1 = unused position)")
+        raise ValueError(f"{where}: directions hold token ids outside [0, {w_u.shape[0]}) (-1 = unused position): "
+                         f"min {int(ids.min())}, max {int(ids.max())}")
     used = ids[..., 0] >= 0  # [b, p]
     ids = ids.clamp_min(0)
     d = w_u[ids[..., 0]]  # [b, p, d_model]
