@@ -6,6 +6,7 @@ the config saves at the trials' length.
 """
 
 import argparse
+from pathlib import Path
 
 import interp
 from interp import kvconfig
@@ -21,12 +22,31 @@ def main():
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    model = interp.load(args.model)
-    trials = R.make_trials(model, contexts=args.contexts, depths=args.depths)
+    if min(args.contexts) < 1:
+        p.error(f"--contexts must be >= 1, got {min(args.contexts)}")
+    if not all(0 <= d <= 1 for d in args.depths):
+        p.error(f"--depths must be fractions in [0, 1], got {args.depths}")
+    if args.sink_tokens < 0:
+        p.error(f"--sink-tokens must be >= 0, got {args.sink_tokens}")
+    if args.window < 1:
+        p.error(f"--window must be >= 1, got {args.window}")
+    if args.out is not None and (Path(args.out).is_dir() or not Path(args.out).parent.is_dir()):
+        p.error(f"--out must be a file path in an existing folder, got {args.out!r}")
+    try:
+        model = interp.load(args.model)
+    except (ValueError, TypeError, OSError, KeyError) as e:
+        p.error(f"--model {args.model!r}: cannot load it: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    try:
+        trials = R.make_trials(model, contexts=args.contexts, depths=args.depths)
+    except (ValueError, TypeError) as e:
+        p.error(f"--contexts/--depths: {e}")
     scores, _ = R.retrieval_scores(model, trials)
     cfg = kvconfig.config_from_scores(model, scores, sink_tokens=args.sink_tokens, window=args.window)
     if args.out:
-        kvconfig.save(cfg, args.out)
+        try:
+            kvconfig.save(cfg, args.out)
+        except ValueError as e:
+            p.error(f"--out: {e}")
     full = R.needle_accuracy(model, trials)
     streamed = R.needle_accuracy(model, trials, kvconfig.interventions(cfg, model))
     mem = kvconfig.kv_memory(cfg, n_tokens=max(args.contexts))

@@ -40,6 +40,7 @@ from .config import MLP_NAMES, OUT_PROJ_NAMES, find_child, head_output_weight
 from .readout import post_attention_norm, post_feedforward_norm
 from .stages import AttnCall, Intervention
 from .swaps import ForwardSwaps
+from .validate import _show, int_arg, model_arg, tensor_arg
 
 # the module whose input is the residual stream that the MLP reads (resid_mid), first match wins
 MLP_IN_NORMS = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "post_attn_layernorm")
@@ -129,6 +130,13 @@ class InputPatch(Intervention):
 
     def __init__(self, model, delta_fn: Callable | None = None, record: bool = True, compact: bool = False,
                  start: int = 0, start_resid: torch.Tensor | None = None):
+        model_arg(model, "InputPatch")
+        if delta_fn is not None and not callable(delta_fn):
+            raise TypeError(f"InputPatch: delta_fn must be a callable (layer, part, patch) -> {{slot: delta}} or None, "
+                            f"got {_show(delta_fn)}")
+        if start_resid is not None:
+            tensor_arg("start_resid", start_resid, dims=(3,), floating=True, where="InputPatch",
+                       shape_doc="[batch, pos, d_model]")
         if compact and delta_fn is not None:
             raise ValueError("InputPatch: compact=True records z instead of the head contributions that a delta_fn "
                              "reads; use it with delta_fn=None")
@@ -199,17 +207,47 @@ class InputPatch(Intervention):
         return z if g == 1 else z.repeat(g, 1, 1, 1)
 
     # -- the stages' work
-    def _deltas(self, layer: int, part: str) -> dict:
+    def _deltas(self, layer: int, part: str, shape) -> dict:
+        """delta_fn's {slot: delta} for this part, checked: known slots, tensors that add onto `shape`."""
         if self.delta_fn is None:
             return {}
-        return {s: d for s, d in self.delta_fn(layer, part, self).items() if d is not None}
+        got = self.delta_fn(layer, part, self)
+        where = f"InputPatch: delta_fn({layer}, {part!r}, patch)"
+        if not isinstance(got, dict):
+            raise TypeError(f"{where} must return a dict {{slot: delta tensor or None}}, got {_show(got)}")
+        out = {}
+        for slot, d in got.items():
+            self._check_slot(where, part, slot)
+            if d is None:
+                continue
+            if not isinstance(d, torch.Tensor) or not d.dtype.is_floating_point or d.device.type == "meta":
+                raise TypeError(f"{where}: the delta of slot {slot!r} must be a floating-point tensor with "
+                                f"values [batch, pos, d_model] or None, got {_show(d)}")
+            if d.dim() > len(shape) or any(a not in (1, b) for a, b in zip(reversed(d.shape), reversed(shape))):
+                raise ValueError(f"{where}: the delta of slot {slot!r} must be [batch, pos, d_model] = "
+                                 f"{list(shape)} (or broadcast to it), got shape {tuple(d.shape)}")
+            out[slot] = d
+        return out
+
+    def _check_slot(self, where: str, part: str, slot) -> None:
+        c = self.model.cfg
+        if part == "attn":
+            ok = (isinstance(slot, tuple) and len(slot) == 2 and slot[0] in ("q", "k", "v")
+                  and isinstance(slot[1], int) and not isinstance(slot[1], bool)
+                  and 0 <= slot[1] < (c.n_heads if slot[0] == "q" else c.n_kv_heads))
+            allowed = f"('q', 0..{c.n_heads - 1}), ('k', 0..{c.n_kv_heads - 1}) or ('v', 0..{c.n_kv_heads - 1})"
+        else:
+            ok = slot == (part,)
+            allowed = f"({part!r},)"
+        if not ok:
+            raise ValueError(f"{where}: unknown slot {slot!r}; part {part!r} takes {allowed}")
 
     def _expand(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         self._reset()
         self._batch, self._layer = x.shape[0], layer
         if layer == 0 and self.record:
             self.outputs["input"] = x
-        deltas = self._deltas(layer, "attn")
+        deltas = self._deltas(layer, "attn", x.shape)
         self._groups = [None] + list(deltas)
         if len(self._groups) == 1:
             return x
@@ -245,7 +283,7 @@ class InputPatch(Intervention):
         """The residual stream the MLP reads (resid_mid, [G*batch, pos, d_model]); the skip path keeps its own."""
         layer = self._layer
         self._record_heads(layer)
-        d = self._deltas(layer, "mlp").get(("mlp",))
+        d = self._deltas(layer, "mlp", x[:self._batch].shape).get(("mlp",))
         if d is None:
             return x
         x = x.clone()
@@ -261,7 +299,7 @@ class InputPatch(Intervention):
             if mlp is not None:
                 self.outputs[("mlp", layer)] = mlp[:b]
         if layer == self.n_layers - 1:
-            d = self._deltas(self.n_layers, "logits").get(("logits",))
+            d = self._deltas(self.n_layers, "logits", out.shape).get(("logits",))
             if d is not None:
                 out = out + d.to(out.dtype)
         return out
@@ -269,7 +307,9 @@ class InputPatch(Intervention):
     # -- running
     def run(self, model, tokens, fwd_hooks=(), grad: bool = False, logits_at=None):
         """Logits [batch, pos, vocab] of a run with this patch (module probes installed for the run only);
-        [batch, len(logits_at), vocab] at the positions `logits_at` only, when given."""
+        [batch, len(logits_at), vocab] at the positions `logits_at` only, when given. `model` must be the one the
+        patch was built for (its W_O turns the recorded z into head contributions)."""
+        self._check_model(model)
         tokens = check_unpadded(tokens)
         if self.start:
             self._check_start_resid(tokens.shape)
@@ -362,6 +402,17 @@ class InputPatch(Intervention):
             return out.reshape(g * b, *out.shape[2:])
         return forward
 
+    def _check_model(self, model) -> None:
+        model_arg(model, "InputPatch.run")
+        if model is self.model or getattr(model, "model", None) is getattr(self.model, "model", object()):
+            return
+        c, d = self.model.cfg, model.cfg
+        keys = ("n_layers", "n_heads", "d_head", "d_model")
+        what = ", ".join(f"{k} {getattr(d, k)} vs {getattr(c, k)}" for k in keys if getattr(d, k) != getattr(c, k))
+        raise ValueError(f"InputPatch.run: model {getattr(model, 'name', '?')!r} is not the model the patch was built "
+                         f"for ({getattr(self.model, 'name', '?')!r}{': ' + what if what else ', other weights'}); "
+                         "build an InputPatch for each model")
+
     def _check_start_resid(self, shape) -> None:
         (batch, pos), d = shape, self.model.cfg.d_model
         check_start_resid("InputPatch: start_resid", self.start_resid, self.start, batch, pos, d)
@@ -422,13 +473,17 @@ def _pass_through(*args, **kwargs):
 
 def head_weights(model, layer: int, d_head: int | None = None) -> torch.Tensor:
     """Layer `layer`'s W_O split by head: [head, d_head, d_model]."""
+    model_arg(model, "head_weights")
     c = model.cfg
+    int_arg("layer", layer, minimum=0, maximum=c.n_layers - 1, where="head_weights")
+    int_arg("d_head", d_head, minimum=1, where="head_weights", optional=True)
     return head_output_weight(model.attn_modules[layer], c.n_heads, c.d_head if d_head is None else d_head)
 
 
 def node_outputs(model, tokens, compact: bool = False) -> dict:
     """Every node's contribution to the residual stream in a plain run (see `InputPatch.outputs`), detached.
     `compact`: heads as z and sandwich-norm scale (see `InputPatch`), no logits."""
+    model_arg(model, "node_outputs")
     patch = InputPatch(model, compact=compact)
     with torch.no_grad():
         logits = patch.run(model, tokens)

@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .plots import score_grid, write_report
+from .validate import _show
 
 METHOD_DOC = """Scores are positive where a head helps the task (removing it makes the task worse).
   ablation_zero / _mean / _resample  loss increase when the head's output is replaced by zero / its mean /
@@ -17,11 +18,50 @@ METHOD_DOC = """Scores are positive where a head helps the task (removing it mak
   dla                                direct logit attribution to the answer (minus the wrong answer), frozen norms
   attention_influence                mean relative loss change (L_masked - L) / L (Hua et al. 2025)"""
 
+TABLE_COLUMNS = ("model", "layer", "head", "method", "score")
+CURVE_COLUMNS = ("fraction", "loss", "n_removed")
+
+
+def _check_table(table, where: str) -> pd.DataFrame:
+    """An importance table: one row per (model, layer, head, method) with a numeric score (NaN allowed)."""
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{where}: table must be a pandas DataFrame with columns {', '.join(TABLE_COLUMNS)}, got "
+                        f"{_show(table)}")
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{where}: table lacks column(s) {', '.join(missing)}; it needs {', '.join(TABLE_COLUMNS)} "
+                         f"(has {', '.join(map(str, table.columns)) or 'none'})")
+    if table.empty:
+        raise ValueError(f"{where}: table has no rows")
+    if table["score"].dtype == bool or not pd.api.types.is_numeric_dtype(table["score"]):
+        raise TypeError(f"{where}: table column 'score' must be numeric (NaN for a missing score), got dtype "
+                        f"{table['score'].dtype}")
+    dup = table.duplicated(list(TABLE_COLUMNS[:4]), keep=False)
+    if dup.any():
+        first = table.loc[dup, list(TABLE_COLUMNS[:4])].drop_duplicates().head(3).to_dict("records")
+        raise ValueError(f"{where}: table has {int(dup.sum())} rows that repeat a (model, layer, head, method), "
+                         f"e.g. {first}; give one score per head and method (average them yourself if intended)")
+    return table
+
+
+def _check_curve(label, df, where: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{where}: curve {label!r} must be a pruning_curve DataFrame, got {_show(df)}")
+    missing = [c for c in CURVE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{where}: curve {label!r} lacks column(s) {', '.join(missing)}; a pruning curve has "
+                         f"{', '.join(CURVE_COLUMNS)}")
+
 
 def pruning_figure(curves: dict[str, pd.DataFrame], title: str = "pruning curve") -> go.Figure:
     """curves: {label: pruning_curve frame}; the random control dashed."""
+    if not isinstance(curves, dict):
+        raise TypeError(f"pruning_figure: curves must be a dict {{label: pruning_curve frame}}, got {_show(curves)}")
+    for label, df in curves.items():
+        _check_curve(label, df, "pruning_figure")
     fig = go.Figure()
     for label, df in curves.items():
+        label = str(label)
         fig.add_trace(go.Scatter(x=df["fraction"] * 100, y=df["loss"], mode="lines+markers", name=label,
                                  line=dict(dash="dash" if "random" in label else "solid"),
                                  customdata=df["n_removed"],
@@ -32,7 +72,20 @@ def pruning_figure(curves: dict[str, pd.DataFrame], title: str = "pruning curve"
 
 
 def importance_sections(table: pd.DataFrame, curves: dict | None = None, agreement: dict | None = None) -> list:
-    """Report sections for one or several models' importance tables."""
+    """Report sections for one or several models' importance tables. curves: {model: {task: {label: frame}}};
+    agreement: {model: report content}."""
+    where = "importance_sections"
+    _check_table(table, where)
+    for name, arg in (("curves", curves), ("agreement", agreement)):
+        if arg is not None and not isinstance(arg, dict):
+            raise TypeError(f"{where}: {name} must be a dict keyed by model or None, got {_show(arg)}")
+    for model, by_task in (curves or {}).items():
+        if not isinstance(by_task, dict) or not all(isinstance(v, dict) for v in by_task.values()):
+            raise TypeError(f"{where}: curves[{model!r}] must be a dict {{task: {{label: pruning_curve frame}}}}, "
+                            f"got {_show(by_task)}")
+        for task, by_label in by_task.items():
+            for label, df in by_label.items():
+                _check_curve(label, df, f"{where}: curves[{model!r}][{task!r}]")
     sections: list = [("methods", METHOD_DOC)]
     for model, sub in table.groupby("model", sort=False):
         if agreement and model in agreement:
@@ -40,7 +93,9 @@ def importance_sections(table: pd.DataFrame, curves: dict | None = None, agreeme
         if curves and model in curves:
             for task, by_label in curves[model].items():
                 sections.append((f"{model}: pruning on {task}", pruning_figure(by_label, f"{model}: {task}")))
-        wide = sub.pivot_table(index=["layer", "head"], columns="method", values="score").reset_index()
+        # one row per (layer, head, method) (checked above): pivot keeps all-NaN methods, unlike pivot_table
+        wide = sub.pivot(index=["layer", "head"], columns="method", values="score").reset_index()
+        wide.columns.name = None
         for method in [m for m in sub["method"].unique()]:
             sections.append((f"{model}: {method}", score_grid(wide, method, title=f"{model}: {method}")))
     sections.append(("all scores", table))

@@ -9,9 +9,12 @@ projection, q/k norm, RoPE) to the residual stream, one head slot at a time, bat
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch
+
+from .validate import _show, model_arg
 
 
 def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None = None,
@@ -32,14 +35,32 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
     [1, batch, pos, d_model] with heads [0] for ("mlp", l) and ("logits",). `head_chunk`: heads per batched pull-back
     (default: all of a layer's), which bounds the transient memory to ~3 x head_chunk x batch x pos x d_model.
     `logits_at` (1-D positions): the metric is handed the logits at those positions only (long inputs).
+    A layer whose MLP output does not depend on its input (the toys' attention-only blocks: a zero MLP) gets a zero
+    ("mlp", l) gradient, which is exact; pass mlp=False to leave the MLP inputs out. A metric that does not depend on
+    the logits raises (its gradients would all be zero).
     """
     from .head_inputs import check_unpadded, mlp_input_norm  # noqa: PLC0415 - head_inputs re-exports this file
 
+    where = "input_gradients"
+    model_arg(model, where)
+    for name, fn, optional in (("metric", metric, False), ("embed_hook", embed_hook, True), ("sink", sink, True)):
+        if not callable(fn) and not (optional and fn is None):
+            raise TypeError(f"{where}: {name} must be a callable{' or None' if optional else ''}, got {_show(fn)}")
+    if not isinstance(mlp, bool):
+        raise TypeError(f"{where}: mlp must be True or False, got {_show(mlp)}")
     tokens = check_unpadded(tokens)
     n = model.cfg.n_layers
     if layers is None:
         layers = range(n)
-    layers = sorted(set(layers))
+    if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
+        layers = [layers]
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise TypeError(f"{where}: layers must be a layer index or a list of them (0..{n - 1}) or None, got "
+                        f"{_show(layers)}")
+    try:
+        layers = sorted(set(layers))
+    except TypeError:
+        raise TypeError(f"{where}: layers must be ints in 0..{n - 1}, got {_show(layers)}") from None
     if any(isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < n for l in layers):
         raise ValueError(f"input_gradients: layers must be ints in 0..{n - 1}, got {layers!r}")
     if head_chunk is not None and (isinstance(head_chunk, bool) or not isinstance(head_chunk, int) or head_chunk < 1):
@@ -79,13 +100,21 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
     with torch.enable_grad():
         value = metric(logits)
     if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.requires_grad:
-        raise ValueError("the metric must return a scalar tensor that depends on the logits")
+        raise ValueError(f"{where}: the metric must return a scalar tensor that depends on the logits, got "
+                         f"{_show(value)}")
     del logits
+    if mlp:  # an MLP whose output does not depend on anything that needs grad (a zero MLP): its gradient is 0
+        flat = [l for l in layers if not live[f"blocks.{l}.hook_mlp_out"].requires_grad]
+    else:
+        flat = []
     outs = [f"blocks.{l}.attn.hook_{x}" for l in layers for x in "qkv"]
     if mlp:
-        outs += [f"blocks.{l}.hook_mlp_out" for l in layers]
+        outs += [f"blocks.{l}.hook_mlp_out" for l in layers if l not in flat]
     outs.append(f"blocks.{n - 1}.hook_resid_post")
     got = torch.autograd.grad(value.reshape(()), [live[o] for o in outs], retain_graph=True, allow_unused=True)
+    if got[-1] is None:
+        raise ValueError(f"{where}: the metric's value does not depend on the logits it was given (every gradient "
+                         "would be zero); compute it from the logits argument")
     g_at = {o: (torch.zeros_like(live[o]) if g is None else g) for o, g in zip(outs, got)}
     del got
     sink(("logits",), g_at.pop(outs[-1]).detach()[None], [0])
@@ -105,7 +134,9 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
                 sink((x, l), gi.detach(), heads)  # [slot, batch, pos, d_model]
                 del gi
             del g
-        if mlp:
+        if mlp and l in flat:
+            sink(("mlp", l), torch.zeros_like(live[f"blocks.{l}.hook_mlp_out"])[None], [0])
+        elif mlp:
             mo = live[f"blocks.{l}.hook_mlp_out"]
             (gm,) = torch.autograd.grad(mo, live[("mid", l)], grad_outputs=g_at.pop(f"blocks.{l}.hook_mlp_out"),
                                         retain_graph=l < layers[-1], allow_unused=True)

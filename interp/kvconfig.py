@@ -10,17 +10,26 @@ from pathlib import Path
 import torch
 
 from .interventions import StreamingAttention
+from .validate import _show, int_arg, model_arg, real_arg, tensor_arg
 
 VERSION = 1
 
 
 def config_from_scores(model, retrieval_scores: torch.Tensor, threshold: float = 0.1, sink_tokens: int = 4,
                        window: int = 64) -> dict:
-    """Heads with retrieval score >= threshold keep the full cache; the rest stream."""
+    """Heads with retrieval score >= threshold keep the full cache; the rest stream (NaN scores count as 0)."""
+    where = "config_from_scores"
+    model_arg(model, where)
+    tensor_arg("retrieval_scores", retrieval_scores, dims=(2,), where=where, shape_doc="[n_layers, n_heads]")
+    threshold = real_arg("threshold", threshold, where=where)
+    sink_tokens = int_arg("sink_tokens", sink_tokens, minimum=0, where=where)
+    window = int_arg("window", window, minimum=1, where=where)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     if tuple(retrieval_scores.shape) != (L, H):
-        raise ValueError(f"retrieval_scores must be [{L}, {H}], got {tuple(retrieval_scores.shape)}")
-    full = torch.nan_to_num(retrieval_scores, nan=0.0) >= threshold
+        raise ValueError(f"{where}: retrieval_scores must be [{L}, {H}], got {tuple(retrieval_scores.shape)}")
+    if retrieval_scores.dtype == torch.bool or retrieval_scores.dtype.is_complex:
+        raise TypeError(f"{where}: retrieval_scores must be a real-valued tensor, got {retrieval_scores.dtype}")
+    full = torch.nan_to_num(retrieval_scores.detach().float().cpu(), nan=0.0) >= threshold
     layers = {str(l): {"full": [h for h in range(H) if full[l, h]], "streaming": [h for h in range(H) if not full[l, h]]}
               for l in range(L)}
     return {"version": VERSION, "model": model.name, "n_layers": L, "n_heads": H, "n_kv_heads": model.cfg.n_kv_heads,
@@ -30,31 +39,79 @@ def config_from_scores(model, retrieval_scores: torch.Tensor, threshold: float =
 def save(config: dict, path) -> Path:
     validate(config)
     path = Path(path)
-    path.write_text(json.dumps(config, indent=1) + "\n")
+    try:
+        path.write_text(json.dumps(config, indent=1) + "\n")
+    except OSError as e:
+        raise ValueError(f"kvconfig.save: cannot write KV config to {path} (give a file path in an existing, writable "
+                         f"folder): {e}") from None
     return path
 
 
 def load(path) -> dict:
     try:
         config = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read KV config {path}: {e}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"kvconfig.load: cannot read KV config {path} (a JSON file written by kvconfig.save): "
+                         f"{e}") from None
     validate(config)
     return config
 
 
+def _heads(l, roles, role, H):
+    where = f"kvconfig.validate: KV config layer {l}"
+    heads = roles.get(role) if isinstance(roles, dict) else None
+    if not isinstance(heads, list):
+        raise ValueError(f"{where} must be an object with lists 'full' and 'streaming' of head indices, got "
+                         f"{_show(roles)}")
+    for h in heads:
+        int_arg(f"a {role!r} head", h, minimum=0, maximum=H - 1, where=where)
+    return heads
+
+
 def validate(config: dict, model=None) -> None:
+    """Check a KV config (as written by config_from_scores / read by load) and, if given, that it fits the model."""
+    where = "kvconfig.validate"
+    if not isinstance(config, dict):
+        raise TypeError(f"{where}: config must be a dict (from config_from_scores or load), got {_show(config)}")
     for key in ("version", "n_layers", "n_heads", "sink_tokens", "window", "layers"):
         if key not in config:
-            raise ValueError(f"KV config lacks {key!r}")
-    L, H = config["n_layers"], config["n_heads"]
-    if model is not None and (model.cfg.n_layers, model.cfg.n_heads) != (L, H):
-        raise ValueError(f"KV config is for {L} layers x {H} heads, the model has "
-                         f"{model.cfg.n_layers} x {model.cfg.n_heads}")
-    for l, roles in config["layers"].items():
-        heads = sorted(roles.get("full", []) + roles.get("streaming", []))
-        if not 0 <= int(l) < L or heads != list(range(H)):
-            raise ValueError(f"KV config layer {l}: every head 0..{H - 1} must be either full or streaming once")
+            raise ValueError(f"{where}: KV config lacks {key!r}")
+    if isinstance(config["version"], bool) or config["version"] != VERSION:
+        raise ValueError(f"{where}: KV config version must be {VERSION}, got {config['version']!r}")
+    L = int_arg("n_layers", config["n_layers"], minimum=1, where=where)
+    H = int_arg("n_heads", config["n_heads"], minimum=1, where=where)
+    kvh = int_arg("n_kv_heads", config.get("n_kv_heads", H), minimum=1, maximum=H, where=where)
+    if H % kvh:
+        raise ValueError(f"{where}: n_kv_heads must divide n_heads ({H}), got {kvh}")
+    int_arg("sink_tokens", config["sink_tokens"], minimum=0, where=where)
+    int_arg("window", config["window"], minimum=1, where=where)
+    if config.get("threshold") is not None:
+        real_arg("threshold", config["threshold"], where=where)
+    if model is not None:
+        model_arg(model, where)
+        if (model.cfg.n_layers, model.cfg.n_heads) != (L, H):
+            raise ValueError(f"{where}: KV config is for {L} layers x {H} heads, the model has "
+                             f"{model.cfg.n_layers} x {model.cfg.n_heads}")
+        if "n_kv_heads" in config and model.cfg.n_kv_heads != kvh:
+            raise ValueError(f"{where}: KV config is for {kvh} KV heads, the model has {model.cfg.n_kv_heads}")
+    layers = config["layers"]
+    if not isinstance(layers, dict):
+        raise ValueError(f"{where}: KV config 'layers' must be an object mapping each layer '0'..'{L - 1}' to its "
+                         f"roles, got {_show(layers)}")
+    want = [str(l) for l in range(L)]
+    odd = [k for k in layers if k not in want]
+    if odd:
+        raise ValueError(f"{where}: KV config 'layers' keys must be the layer numbers '0'..'{L - 1}' written plainly "
+                         f"(no spaces, signs or leading zeros), got {', '.join(map(repr, odd))}")
+    for l, roles in layers.items():
+        heads = sorted(_heads(l, roles, "full", H) + _heads(l, roles, "streaming", H))
+        if heads != list(range(H)):
+            raise ValueError(f"{where}: KV config layer {l}: every head 0..{H - 1} must be either full or streaming "
+                             "once")
+    missing = [k for k in want if k not in layers]
+    if missing:
+        raise ValueError(f"{where}: KV config lacks layer(s) {', '.join(missing)}: every layer 0..{L - 1} needs "
+                         "its full and streaming heads")
 
 
 def interventions(config: dict, model=None) -> list:
@@ -65,6 +122,8 @@ def interventions(config: dict, model=None) -> list:
 
 def kv_memory(config: dict, n_tokens: int) -> dict:
     """KV entries kept at n_tokens: a KV head can drop its old entries only if all its query heads stream."""
+    validate(config)
+    n_tokens = int_arg("n_tokens", n_tokens, minimum=1, where="kv_memory")
     L, H = config["n_layers"], config["n_heads"]
     kvh = config.get("n_kv_heads", H)
     g = H // kvh

@@ -66,7 +66,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from interp.validate import hooked_model_arg
+from interp.validate import _show, hooked_model_arg, int_arg
 
 from ..tasks.base import batch_arg, task_arg
 from .evaluate import Circuit
@@ -110,6 +110,7 @@ class DiscreteSAE(TransformerMixin, BaseEstimator):
             raise ValueError(f"n_epochs must be a positive int, got {e!r}")
         if not isinstance(self.shared, bool):
             raise TypeError(f"shared must be a bool, got {self.shared!r}")
+        int_arg("random_state (seed)", self.random_state, minimum=-2**63, maximum=2**64 - 1, where="DiscreteSAE")
 
     def _as3d(self, X) -> torch.Tensor:
         X = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X).detach().float().cpu()
@@ -127,7 +128,7 @@ class DiscreteSAE(TransformerMixin, BaseEstimator):
         X = self._as3d(X)  # [n, g, d]
         n, g, d = X.shape
         self.n_groups_in_, self.n_features_in_ = g, d
-        rms = X.pow(2).mean().sqrt()
+        rms = X.double().pow(2).mean().sqrt()  # float64: float32 squares of values near 1e38 overflow to inf
         self.scale_ = float(rms) if float(rms) > 0 else 1.0
         Z = self._groups(X / self.scale_)  # [G, m, d]: G dictionaries, m samples each
         G, k = Z.shape[0], int(self.n_codes)
@@ -195,8 +196,17 @@ def separation(ids: torch.Tensor, labels: torch.Tensor, score: str = "unique") -
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     ids = torch.as_tensor(ids)
-    y = torch.as_tensor(labels).bool()
+    if ids.dim() < 1 or ids.shape[0] < 1 or ids.dtype.is_floating_point or ids.dtype.is_complex:
+        raise ValueError(f"separation: ids must be integer ids [n, ...] with n >= 1, got {_show(ids)}")
+    y = torch.as_tensor(labels)
     n = ids.shape[0]
+    if y.dim() != 1 or y.shape[0] != n:
+        raise ValueError(f"separation: labels must be 1-D with one label per example (n = {n}), got shape "
+                         f"{tuple(y.shape)}")
+    if not ((y == 0) | (y == 1)).all():
+        raise ValueError(f"separation: labels must be 0/1 or bool (1 = positive, 0 = negative), got values "
+                         f"{sorted(set(y.tolist()))[:6]}")
+    y = y.bool()
     same_pos = torch.zeros(ids.shape, dtype=torch.float64)  # per example: how many positives share its id
     same_neg = torch.zeros(ids.shape, dtype=torch.float64)
     for i in range(n):  # O(n) memory per step: [n, *shape]
@@ -261,6 +271,11 @@ def sae_circuit(model, task, batch, n_codes: int = 32, l1: float = 0.02, n_epoch
     meta["head_scores"] [n_layers][n_heads] and meta["node_scores"] {node: score}."""
     hooked_model_arg(model, "sae_circuit")
     task, batch = task_arg(task, "sae_circuit"), batch_arg(batch, "sae_circuit")
+    made_by, name = getattr(batch, "task", ""), getattr(task, "name", "")
+    if made_by and name and made_by != name:
+        raise ValueError(f"sae_circuit: batch was made by task {made_by!r}, not by task {name!r}; pass the task that "
+                         f"made it (task.make(model, n=...))")
+    seed = int_arg("seed", seed, minimum=-2**63, maximum=2**64 - 1, where="sae_circuit")
     n = len(batch)
     if batch.corrupt is None:
         raise ValueError(f"the SAE-code method needs negative examples: task {getattr(task, 'name', '?')!r} gives "
