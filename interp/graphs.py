@@ -1,0 +1,104 @@
+"""CUDA graphs for short inputs: capture one forward with its statistics once, replay it for new prompts.
+
+At 1k tokens a model's forward is bound by the host, not the GPU: Python, the per-layer attention calls and their
+kernel launches (`docs/gpu/kspeed_notes.md`, round 5: 190-260 us of host time per attention call with statistics
+against 56-74 us of kernels). A CUDA graph records the kernels of one forward and replays them with one launch:
+
+    run = interp.graphs.GraphedRun(model, ids, stats="all")     # ids: [batch, pos] token ids on the GPU
+    logits, cache = run()                                       # replays the captured forward
+    logits, cache = run(other_ids)                              # same shape: copied into the graph's input
+
+Measured on an H100 (`python examples/cuda_graphs_gpu.py`): a 30-layer SmolLM2-shaped model with every statistic
+at every layer replays at 1.03x the replayed HF SDPA forward at 1k tokens (`docs/gpu/cuda_graphs_api_round5.log`,
+this class; replays equal eager `run_with_cache` results), and the same capture done by hand at 1.02x (1k) and
+0.89x (4k) (`docs/gpu/cuda_graphs_round5.log`), where the eager call takes 1.4-2.4x the eager HF forward.
+
+What a graph fixes: the shapes (batch and length of `tokens`), the statistics and hook points captured, the hook
+functions' effects (they run once, at capture: the cache holds the capture's tensors, which every replay
+overwrites in place — copy what you keep), and interventions (none here). No padding mask (full rows only).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .cache import ActivationCache
+from .hooks import HOOK_OF_STAT
+from .kernels.stats import normalize_stats
+from .model import HookedModel
+
+
+class GraphedRun:
+    """A HookedModel forward with statistics (and any other hook points named in `names`) captured as a CUDA graph.
+
+    `tokens`: integer token ids [batch, pos] on the model's CUDA device, no padding. `stats`, `layers`,
+    `sink_tokens`, `local_window` as in `run_with_cache` (no span). Calling the object replays the graph and returns
+    `(logits, cache)`: the graph's own output tensors, overwritten by the next call."""
+
+    def __init__(self, model: HookedModel, tokens: torch.Tensor, *, stats="all", layers=None, names=(),
+                 sink_tokens: int = 4, local_window: int = 64, warmup: int = 2):
+        if not isinstance(model, HookedModel):
+            raise TypeError(f"GraphedRun needs an interp HookedModel (interp.load(...)), got {type(model).__name__}")
+        if model.device.type != "cuda":
+            raise ValueError(f"GraphedRun needs a model on a CUDA device (CUDA graphs), got one on {model.device}")
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype.is_floating_point or \
+                tokens.dtype == torch.bool or tokens.numel() == 0:
+            raise TypeError("GraphedRun: tokens must be a non-empty integer tensor of token ids [batch, pos], got "
+                            f"{getattr(tokens, 'dtype', type(tokens).__name__)} {tuple(getattr(tokens, 'shape', ()))}")
+        if tokens.device != model.device:
+            raise ValueError(f"GraphedRun: tokens are on {tokens.device}, the model on {model.device}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+            raise ValueError(f"GraphedRun: warmup must be an int >= 1 (autotuning and caches happen there), got "
+                             f"{warmup!r}")
+        names = [names] if isinstance(names, str) else list(names)
+        stat_names = normalize_stats(stats)
+        if "span_mass" in stat_names:
+            if stats == "span_mass" or (not isinstance(stats, str) and "span_mass" in stats):
+                raise ValueError("GraphedRun captures no span: span_mass cannot be asked for")
+            stat_names = tuple(s for s in stat_names if s != "span_mass")
+        layer_list = model._layers(layers)
+        chosen = sorted(set(names) | {f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for l in layer_list for s in stat_names})
+        if not chosen:
+            raise ValueError("GraphedRun: nothing to capture (stats and names select no hook point)")
+        lo, hi = int(tokens.min()), int(tokens.max())  # checked here, once: a replay checks nothing
+        if lo < 0 or hi >= model.cfg.d_vocab:
+            raise ValueError(f"GraphedRun: token ids must lie in [0, {model.cfg.d_vocab}), got min {lo}, max {hi}")
+        if tokens.shape[1] > model.cfg.n_ctx:
+            raise ValueError(f"GraphedRun: {tokens.shape[1]} positions exceed the model's context {model.cfg.n_ctx}")
+        self.model = model
+        self.tokens = tokens.clone()  # the graph's input: run(new) copies into it
+        self._cache = ActivationCache(n_layers=model.cfg.n_layers)
+
+        def keep(t, hook):
+            self._cache[hook.name] = t.detach()
+
+        def forward():
+            return model.model(input_ids=self.tokens, use_cache=False).logits
+
+        with torch.no_grad(), model.hooks(fwd_hooks=[(n, keep) for n in chosen], sink_tokens=sink_tokens,
+                                          local_window=local_window):
+            side = torch.cuda.Stream(device=model.device)
+            side.wait_stream(torch.cuda.current_stream(model.device))
+            with torch.cuda.stream(side):
+                for _ in range(warmup):  # autotuning, cuDNN plans and lazy caches before the capture
+                    forward()
+            torch.cuda.current_stream(model.device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = forward()
+
+    def __call__(self, tokens: torch.Tensor | None = None):
+        """Replay (after copying `tokens`, of the captured shape, into the graph's input): (logits, cache)."""
+        if tokens is not None:
+            if not isinstance(tokens, torch.Tensor) or tokens.shape != self.tokens.shape or \
+                    tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+                raise ValueError(f"GraphedRun: tokens must be integer ids of the captured shape "
+                                 f"{tuple(self.tokens.shape)}, got {getattr(tokens, 'dtype', type(tokens).__name__)} "
+                                 f"{tuple(getattr(tokens, 'shape', ()))}")
+            lo, hi = (int(x) for x in tokens.aminmax())  # an id outside the vocabulary would be a device-side error
+            if lo < 0 or hi >= self.model.cfg.d_vocab:
+                raise ValueError(f"GraphedRun: token ids must lie in [0, {self.model.cfg.d_vocab}), got min {lo}, "
+                                 f"max {hi}")
+            self.tokens.copy_(tokens)
+        self.graph.replay()
+        return self.logits, self._cache
