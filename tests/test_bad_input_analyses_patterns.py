@@ -8,7 +8,7 @@ import torch
 
 import interp
 from interp import analyses as A
-from interp.analyses import duo, probes, retrieval, shapes, sinks
+from interp.analyses import duo, retrieval, shapes, sinks
 from interp.readout import logit_attribution
 
 
