@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from interp.head_mask import HeadMask
-from interp.validate import hooked_model_arg, int_arg, real_arg
+from interp.validate import frame_arg, hooked_model_arg, int_arg, real_arg
 
 from .importance import _loss_fn, _rows_per_forward, _task_batch, _tile_batch
 
@@ -116,7 +116,7 @@ def _frame(counts, losses, n_heads) -> pd.DataFrame:
 
 def heads_removable(curve: pd.DataFrame, tolerance: float = 0.05) -> int:
     """The most heads removed (at a measured step) with loss within (1 + tolerance) of the full model's."""
-    _frame_arg(curve, ("n_removed", "rel_increase"), "heads_removable", "curve", "pruning_curve")
+    frame_arg(curve, ("n_removed", "rel_increase"), "heads_removable", "curve", "pruning_curve")
     tolerance = real_arg("tolerance", tolerance, low=0, where="heads_removable")
     if curve.empty:
         raise ValueError("heads_removable: curve is empty (no rows); pass the DataFrame pruning_curve returns")
@@ -132,22 +132,11 @@ def heads_removable(curve: pd.DataFrame, tolerance: float = 0.05) -> int:
     return int(ok[ok["n_removed"] < limit]["n_removed"].max())
 
 
-def _frame_arg(table, columns, where: str, name: str, maker: str) -> pd.DataFrame:
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"{where}: {name} must be a pandas DataFrame (as {maker} returns), got "
-                        f"{type(table).__name__}")
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{where}: {name} lacks column(s) {missing}; it needs {list(columns)} (as {maker} "
-                         f"returns), got columns {list(table.columns)}")
-    return table
-
-
 def method_agreement(table: pd.DataFrame, top_frac: float = 0.1) -> pd.DataFrame:
     """Pairwise Spearman correlation and top-k overlap (k = top_frac of the heads, 0 < top_frac <= 1) between the
     methods of a `head_importance` table (one model; the `model` column may be absent)."""
     where = "method_agreement"
-    _frame_arg(table, ("layer", "head", "method", "score"), where, "table", "head_importance")
+    frame_arg(table, ("layer", "head", "method", "score"), where, "table", "head_importance")
     top_frac = real_arg("top_frac", top_frac, low=0, high=1, low_open=True, where=where)
     if "model" in table.columns and table["model"].nunique() > 1:
         raise ValueError("method_agreement compares methods on one model; filter the table by model first")

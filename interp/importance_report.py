@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .plots import score_grid, write_report
-from .validate import _show
+from .validate import _show, frame_arg
 
 METHOD_DOC = """Scores are positive where a head helps the task (removing it makes the task worse).
   ablation_zero / _mean / _resample  loss increase when the head's output is replaced by zero / its mean /
@@ -24,13 +24,7 @@ CURVE_COLUMNS = ("fraction", "loss", "n_removed")
 
 def _check_table(table, where: str) -> pd.DataFrame:
     """An importance table: one row per (model, layer, head, method) with a numeric score (NaN allowed)."""
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"{where}: table must be a pandas DataFrame with columns {', '.join(TABLE_COLUMNS)}, got "
-                        f"{_show(table)}")
-    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"{where}: table lacks column(s) {', '.join(missing)}; it needs {', '.join(TABLE_COLUMNS)} "
-                         f"(has {', '.join(map(str, table.columns)) or 'none'})")
+    frame_arg(table, TABLE_COLUMNS, where, "table", "head_importance")
     if table.empty:
         raise ValueError(f"{where}: table has no rows")
     if table["score"].dtype == bool or not pd.api.types.is_numeric_dtype(table["score"]):
@@ -44,21 +38,12 @@ def _check_table(table, where: str) -> pd.DataFrame:
     return table
 
 
-def _check_curve(label, df, where: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{where}: curve {label!r} must be a pruning_curve DataFrame, got {_show(df)}")
-    missing = [c for c in CURVE_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{where}: curve {label!r} lacks column(s) {', '.join(missing)}; a pruning curve has "
-                         f"{', '.join(CURVE_COLUMNS)}")
-
-
 def pruning_figure(curves: dict[str, pd.DataFrame], title: str = "pruning curve") -> go.Figure:
     """curves: {label: pruning_curve frame}; the random control dashed."""
     if not isinstance(curves, dict):
         raise TypeError(f"pruning_figure: curves must be a dict {{label: pruning_curve frame}}, got {_show(curves)}")
     for label, df in curves.items():
-        _check_curve(label, df, "pruning_figure")
+        frame_arg(df, CURVE_COLUMNS, "pruning_figure", f"curve {label!r}", "pruning_curve")
     fig = go.Figure()
     for label, df in curves.items():
         label = str(label)
@@ -85,7 +70,8 @@ def importance_sections(table: pd.DataFrame, curves: dict | None = None, agreeme
                             f"got {_show(by_task)}")
         for task, by_label in by_task.items():
             for label, df in by_label.items():
-                _check_curve(label, df, f"{where}: curves[{model!r}][{task!r}]")
+                frame_arg(df, CURVE_COLUMNS, f"{where}: curves[{model!r}][{task!r}]", f"curve {label!r}",
+                          "pruning_curve")
     sections: list = [("methods", METHOD_DOC)]
     for model, sub in table.groupby("model", sort=False):
         if agreement and model in agreement:

@@ -148,3 +148,17 @@ def tokens_arg(value, model=None, name: str = "tokens", where: str | None = None
     if isinstance(value, (str, list, tuple)) and len(value) == 0:
         raise ValueError(f"{_where(where)}{name} is empty; give {allowed}")
     raise TypeError(f"{_where(where)}{name} must be {allowed}, got {_show(value)}")
+
+
+def frame_arg(table, columns, where: str, name: str, maker: str):
+    """A pandas DataFrame holding `columns` (as `maker` returns); TypeError / ValueError naming what is missing."""
+    import pandas as pd
+
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{where}: {name} must be a pandas DataFrame (as {maker} returns), got "
+                        f"{type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{where}: {name} lacks column(s) {missing}; it needs {list(columns)} (as {maker} "
+                         f"returns), got columns {list(table.columns)}")
+    return table
