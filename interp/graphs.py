@@ -24,7 +24,7 @@ import torch
 
 from .cache import ActivationCache
 from .hooks import HOOK_OF_STAT
-from .kernels.stats import normalize_stats
+from .input_checks import stat_selection
 from .model import HookedModel
 
 
@@ -39,6 +39,12 @@ class GraphedRun:
                  sink_tokens: int = 4, local_window: int = 64, warmup: int = 2):
         if not isinstance(model, HookedModel):
             raise TypeError(f"GraphedRun needs an interp HookedModel (interp.load(...)), got {type(model).__name__}")
+        names = [names] if isinstance(names, str) else list(names)
+        stat_names = stat_selection(stats, None)  # no span here: span_mass by name is refused, a group drops it
+        layer_list = model._layers(layers)
+        chosen = sorted(set(names) | {f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for l in layer_list for s in stat_names})
+        if not chosen:
+            raise ValueError("GraphedRun: nothing to capture (stats and names select no hook point)")
         if model.device.type != "cuda":
             raise ValueError(f"GraphedRun needs a model on a CUDA device (CUDA graphs), got one on {model.device}")
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype.is_floating_point or \
@@ -50,16 +56,6 @@ class GraphedRun:
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
             raise ValueError(f"GraphedRun: warmup must be an int >= 1 (autotuning and caches happen there), got "
                              f"{warmup!r}")
-        names = [names] if isinstance(names, str) else list(names)
-        stat_names = normalize_stats(stats)
-        if "span_mass" in stat_names:
-            if stats == "span_mass" or (not isinstance(stats, str) and "span_mass" in stats):
-                raise ValueError("GraphedRun captures no span: span_mass cannot be asked for")
-            stat_names = tuple(s for s in stat_names if s != "span_mass")
-        layer_list = model._layers(layers)
-        chosen = sorted(set(names) | {f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for l in layer_list for s in stat_names})
-        if not chosen:
-            raise ValueError("GraphedRun: nothing to capture (stats and names select no hook point)")
         lo, hi = int(tokens.min()), int(tokens.max())  # checked here, once: a replay checks nothing
         if lo < 0 or hi >= model.cfg.d_vocab:
             raise ValueError(f"GraphedRun: token ids must lie in [0, {model.cfg.d_vocab}), got min {lo}, max {hi}")

@@ -17,6 +17,10 @@ def test_graphed_run_needs_a_cuda_model_and_token_ids(toy):
     ids = torch.randint(1, 64, (2, 20))
     with pytest.raises(TypeError, match="needs an interp HookedModel"):
         GraphedRun(toy.model, ids)
+    with pytest.raises(ValueError, match="span_mass"):  # options are checked before the device
+        GraphedRun(toy, ids, stats=["span_mass"])
+    with pytest.raises(ValueError, match="nothing to capture"):
+        GraphedRun(toy, ids, stats=None)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs a model on a CUDA device"):
             GraphedRun(toy, ids)
