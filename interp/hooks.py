@@ -8,6 +8,7 @@ tell the function where it is.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -60,6 +61,13 @@ def parse_hook_name(name: str, n_layers: int) -> tuple[int | None, str]:
     """'blocks.3.attn.hook_z' -> (3, 'blocks.{l}.attn.hook_z'). Unknown names raise with close matches."""
     if not isinstance(name, str):
         raise TypeError(f"hook names are strings, got {type(name).__name__}")
+    return _parse_hook_name(name, n_layers)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_hook_name(name: str, n_layers: int) -> tuple[int | None, str]:
+    """parse_hook_name's work, remembered: a run with every statistic names 9 hook points per layer, parsed at
+    every run (exceptions are not cached: a bad name raises each time)."""
     m = _LAYER_RE.match(name)
     if m:
         layer, rest = int(m.group(1)), m.group(2)
@@ -73,6 +81,14 @@ def parse_hook_name(name: str, n_layers: int) -> tuple[int | None, str]:
     close = difflib.get_close_matches(name, all_hook_names(n_layers), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"unknown hook name {name!r}{hint} (model.hook_names() lists all of them)")
+
+
+@functools.lru_cache(maxsize=None)
+def _template_info(template: str) -> tuple[str | None, bool]:
+    """(the statistic a hook point publishes, or None; whether its hooks may replace the tensor)."""
+    last = template.rsplit(".", 1)[-1]
+    stat = STAT_HOOKS[last] if template.startswith("blocks.{l}.attn.hook_") and last in STAT_HOOKS else None
+    return stat, HOOK_POINTS[template][1]
 
 
 @dataclass
@@ -106,16 +122,23 @@ class RunContext:
     grad: bool = False  # record a graph from the embeddings on (gradients of activations requested)
     checkpoint: bool = False  # gradient runs keep block inputs only and recompute blocks in the backward
     recomputing: bool = False  # a checkpointed block is being recomputed (during the backward): no bookkeeping
+    points: dict[str, "HookPoint"] = field(default_factory=dict)  # hook name -> the HookPoint its functions get
 
     def add_hook(self, name: str, fn: HookFn) -> None:
         layer, template = parse_hook_name(name, self.n_layers)
         if not callable(fn):
             raise TypeError(f"hook function for {name!r} must be callable, got {type(fn).__name__}")
-        if template.startswith("blocks.{l}.attn.hook_") and template.split(".")[-1] in STAT_HOOKS:
-            stat = STAT_HOOKS[template.split(".")[-1]]
-            self.stats[layer] = tuple(dict.fromkeys(self.stats.get(layer, ()) + (stat,)))
-        self.hooks.setdefault(name, []).append(fn)
-        self.writable[name] = HOOK_POINTS[template][1]
+        stat, writable = _template_info(template)
+        if stat is not None:
+            have = self.stats.get(layer, ())
+            if stat not in have:
+                self.stats[layer] = have + (stat,)
+        fns = self.hooks.get(name)
+        if fns is None:
+            self.hooks[name] = [fn]
+        else:
+            fns.append(fn)
+        self.writable[name] = writable
 
     def add_bwd_hook(self, name: str, fn: HookFn) -> None:
         layer, template = parse_hook_name(name, self.n_layers)
@@ -141,7 +164,9 @@ class RunContext:
         fns = self.hooks.get(name)
         if not fns:
             return self._after(name, tensor, layer)
-        point = HookPoint(name, layer)
+        point = self.points.get(name)
+        if point is None:
+            point = self.points[name] = HookPoint(name, layer)
         writable = self.writable[name]
         for fn in fns:
             out = fn(tensor, point)

@@ -60,6 +60,8 @@ def _configs():
         c(128, 128, 0, 1, 8, 3),
         c(64, 128, 0, 1, 4, 3),
         c(64, 64, 0, 4, 4, 3),
+        c(64, 64, 1, 4, 4, 2, maxnreg=128),  # one warpgroup per CTA, four CTAs (16 warps) per SM
+        c(64, 64, 0, 4, 4, 2, maxnreg=160),  # three per SM
         c(64, 32, 0, 4, 4, 2),
         c(32, 32, 0, 2, 4, 1),
     ]
