@@ -273,8 +273,8 @@ def output_and_stats_bytes(spec: AttnSpec, element_size: int) -> int:
     total = rows * spec.head_dim * element_size + rows * 4  # output + lse
     total += rows * 4 * len(want & {"max_prob", "entropy", "sink_mass", "local_mass", "span_mass"})
     total += rows * 8 * ("argmax" in want)
-    if want & {"key_mass", "key_mean"}:  # int64 sums + a counter per (batch, head), key_mass, key_mean
-        total += keys * 8 + spec.batch * spec.heads * 8 + keys * 4 + keys * 4 * ("key_mean" in want)
+    if want & {"key_mass", "key_mean"}:
+        total += keys * 8 + keys * 4 * len(want & {"key_mass", "key_mean"})
     total += keys * 4 * bool(want & {"key_count", "key_mean"})
     return total
 

@@ -203,12 +203,8 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
         rows = torch.empty(len(row), b, h, lq, **f32) if row else _dummy(dev)  # one buffer, a slot per statistic
         slots = {f"S_{ROW_CONST[n]}": (row.index(n) if n in want else 0) for n in ROW_STATS}
         arg = torch.empty(b, h, lq, device=dev, dtype=torch.int64) if "argmax" in want else _dummy(dev, torch.int64)
-        # fixed-point key sums, then a finished-program counter per (batch, head); key_mass / key_mean written by
-        # the kernel's last program of each head
-        kmass = torch.zeros(b * h * lk + b * h, device=dev, dtype=torch.int64) if want_key else _dummy(dev, torch.int64)
+        kmass = torch.zeros(b, h, lk, device=dev, dtype=torch.int64) if want_key else _dummy(dev, torch.int64)
         kcount = torch.empty(b, h, lk, **f32) if want_count else _dummy(dev)
-        kmf = torch.empty(b, h, lk, **f32) if want_key else _dummy(dev)
-        kmean = torch.empty(b, h, lk, **f32) if "key_mean" in want else _dummy(dev)
         if spec.key_valid is not None:
             kvalid = spec.key_valid.to(torch.int8)
             qcum = torch.zeros(b, lq + 1, device=dev, dtype=torch.int32)
@@ -223,9 +219,9 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
             HEAD_DIM=d, BLOCK_D=max(16, 1 << (d - 1).bit_length()),
             WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
             WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
-            WANT_KEY=want_key, WANT_COUNT=want_count, WANT_MEAN="key_mean" in want, **slots, **_flags(spec, q),
+            WANT_KEY=want_key, WANT_COUNT=want_count, **slots, **_flags(spec, q),
         )
-        args = (q, k, lse, rows, arg, kmass, kcount, kmf, kmean, kvalid, qcum, bias, spans, *q.stride(), *k.stride(),
+        args = (q, k, lse, rows, arg, kmass, kcount, kvalid, qcum, bias, spans, *q.stride(), *k.stride(),
                 h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0,
                 spec.sink_tokens, spec.local_window, fix, b * h * lq, len_bucket)
         _launch_stats(args, consts, (len_bucket, q.dtype, *consts.values()), lq, b * h, kmass if want_key else None)
@@ -233,10 +229,12 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
             setattr(st, n, rows[i])
         if "argmax" in want:
             st.argmax = arg
-        if "key_mass" in want:
-            st.key_mass = kmf
-        if "key_mean" in want:  # mass is exactly 0 where count is 0, so 0/0 gives the documented NaN
-            st.key_mean = kmean
+        if want_key:
+            mass = kmass * (1.0 / fix)  # int64 * float -> float32
+            if "key_mass" in want:
+                st.key_mass = mass
+            if "key_mean" in want:  # mass is exactly 0 where count is 0, so 0/0 gives the documented NaN
+                st.key_mean = mass / kcount
         if "key_count" in want:
             st.key_count = kcount
     return st

@@ -186,29 +186,6 @@ def _stats_inner(
 
 
 @triton.jit
-def _finish_keys(KMASS, KCOUNT, KMF, KMEAN, pid_bh, Lk, fix_scale, CHUNK: tl.constexpr, WANT_MEAN: tl.constexpr):
-    """Each program takes a ticket after its last key-mass atomic and key_count store; the one holding the last
-    ticket of its (batch, head) reads the finished sums (acquire: every other program's adds and stores of that
-    head happened before their own tickets) and writes key_mass = sum / fix_scale and key_mean = key_mass /
-    key_count (0 / 0 = NaN where no query sees the key). One launch instead of three more (convert, divide)."""
-    counters = KMASS + tl.num_programs(1).to(tl.int64) * Lk
-    ticket = tl.atomic_add(counters + pid_bh, 1, sem="acq_rel")
-    if ticket == tl.num_programs(0) - 1:
-        inv = 1.0 / fix_scale  # a power of two: exact
-        base = pid_bh * Lk
-        offs0 = tl.arange(0, CHUNK)
-        for c in range(0, Lk, CHUNK):
-            offs = c + offs0
-            k_in = offs < Lk
-            fixed = tl.load(KMASS + base + offs, mask=k_in, other=0, cache_modifier=".cg")  # from L2
-            mass = fixed.to(tl.float32) * inv
-            tl.store(KMF + base + offs, mass, mask=k_in)
-            if WANT_MEAN:
-                cnt = tl.load(KCOUNT + base + offs, mask=k_in, other=1.0, cache_modifier=".cg")
-                tl.store(KMEAN + base + offs, tl.math.div_rn(mass, cnt), mask=k_in)
-
-
-@triton.jit
 def _bad_rows(lse, LSE_LIMIT: tl.constexpr):
     """Rows whose statistics cannot be formed and are reported as NaN: a NaN lse (NaN or Inf in the inputs), or
     one so large that p = 2^(s - lse2) loses its precision in float32 (|lse| >= LSE_LIMIT: scores of that size).
@@ -221,13 +198,13 @@ def _bad_rows(lse, LSE_LIMIT: tl.constexpr):
 @triton.autotune(
     configs=_configs(),
     key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "WANT_MAXP", "WANT_ARG",
-         "WANT_ENT", "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "WANT_KEY", "WANT_COUNT", "WANT_MEAN"],
+         "WANT_ENT", "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "WANT_KEY", "WANT_COUNT"],
     prune_configs_by={"early_config_prune": _prune},
     reset_to_zero=["KMASS"],
 )
 @triton.jit
 def attention_stats_kernel(
-    Q, K, LSE, ROWS, ARG, KMASS, KCOUNT, KMF, KMEAN, KVALID, QCUM, BIAS, SPANS,
+    Q, K, LSE, ROWS, ARG, KMASS, KCOUNT, KVALID, QCUM, BIAS, SPANS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, fix_scale, rows_stride, LEN_BUCKET,
@@ -236,15 +213,13 @@ def attention_stats_kernel(
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
     WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr,
     WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
-    WANT_MEAN: tl.constexpr,
     S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """LSE [b, h, Lq] natural log (-inf on empty rows); ROWS [slots, b, h, Lq] float32, one slot per requested
-    per-query statistic (S_* = its slot); ARG [b, h, Lq] int64; KMASS [b * h * Lk + b * h] int64, zeroed by the
-    caller: the fixed-point key sums, then one finished-program counter per (batch, head); KCOUNT [b, h, Lk] float32;
-    KMF, KMEAN [b, h, Lk] float32: key_mass and key_mean, written by the last program of each (batch, head);
-    QCUM [b, Lq + 1] int32 prefix sums of the query padding mask (HAS_VALID only)."""
+    per-query statistic (S_* = its slot); ARG [b, h, Lq] int64; KMASS [b, h, Lk] int64
+    fixed point (zeroed by the caller); KCOUNT [b, h, Lk] float32; QCUM [b, Lq + 1] int32 prefix sums of the
+    query padding mask (HAS_VALID only)."""
     LOG2E: tl.constexpr = 1.4426950408889634
     LN2: tl.constexpr = 0.6931471805599453
     LSE_LIMIT: tl.constexpr = 100000.0  # = launcher.LSE_LIMIT
@@ -405,6 +380,3 @@ def attention_stats_kernel(
                 bias_k = tl.load(bias_base + offs_k, mask=k_in, other=0.0)
                 cnt = tl.where(bias_k > float("-inf"), cnt, 0)
             tl.store(KCOUNT + pid_bh * Lk + offs_k, cnt.to(tl.float32), mask=k_in)
-
-    if WANT_KEY:  # the last program of this (batch, head) to finish turns the key sums into key_mass and key_mean
-        _finish_keys(KMASS, KCOUNT, KMF, KMEAN, pid_bh, Lk, fix_scale, BLOCK_M, WANT_MEAN)
