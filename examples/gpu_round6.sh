@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Issue 18, round 6, one GPU call: where a wrapped model's statistics time goes (host syncs, host ops, kernels),
-# CUDA graphs on the Llama-3-8B shape, the tile configs the autotuner picks (with the two one-warpgroup configs of
-# round 6), fp16 and bf16 benchmarks side by side with SDPA, and Nsight Compute's stall reasons for the stats kernel.
+# Issue 18, round 6, one GPU call (< 10 min): the statistics kernel's config tests (the two one-warpgroup configs
+# of round 6 included), where a wrapped model's statistics time goes (host syncs, host ops, kernels), fp16 and bf16
+# benchmarks side by side with SDPA with the configs the autotuner picked, CUDA graphs on the Llama-3-8B shape.
 #   bash examples/gpu_round6.sh            # logs under ${OUT:-out/gpu}
 set -uo pipefail
 OUT=${OUT:-out/gpu}
@@ -10,27 +10,19 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
-(cd examples && timeout 150 python3 model_overhead_gpu.py --tokens 1024 4096 --reps 10 2>&1 | grep -v Warning \
-  >"$OUT/overhead.log"; grep -E "^==|sync|model.py|launcher|checks|File" "$OUT/overhead.log" | head -40)
-(cd examples && timeout 120 python3 cuda_graphs_gpu.py --tokens 1024 --model-tokens 1024 4096 \
-  --model-shape llama3-8b --reps 50 2>&1 | grep -v Warning | tee "$OUT/graphs_llama.log")
-timeout 90 python3 -c "
-import torch
-from interp.kernels import attention_with_stats as a, launcher as L
-for dt in (torch.float16, torch.bfloat16):
-    for n in (1024, 8192, 32768):
-        q = torch.randn(1, 32, n, 128, device='cuda', dtype=dt); k = torch.randn(1, 8, n, 128, device='cuda', dtype=dt)
-        for s in ('all', 'query'):
-            a(q, k, k, stats=s)
-for key, c in L._tuned.items():  # in call order: all, query per length and dtype
-    print('tuned', key[0], key[1], c)
-" 2>&1 | grep -v Warning | tee "$OUT/tuned.log"
+(cd tests && timeout 140 python3 -m pytest -q -p no:cacheprovider -n 8 test_stats_configs.py 2>&1 | tail -2 \
+  | tee "$OUT/tests_configs.log")
+(cd examples && timeout 100 python3 model_overhead_gpu.py --tokens 1024 4096 --reps 10 2>&1 | grep -v Warning \
+  >"$OUT/overhead.log"; grep -E "^==|sync|File|CUDA runtime" "$OUT/overhead.log" | head -30)
 for dt in float16 bfloat16; do
-  timeout 150 python3 -m interp.kernels.bench --dtype $dt --shapes 32x128/8 --lengths 1024 8192 32768 \
-    --methods sdpa ours-none ours-query ours-all --per-stat-lengths --long-lengths --flex-lengths 2>&1 \
-    | grep -v Warning | tee "$OUT/bench_$dt.log" | tail -8
+  timeout 120 python3 -c "
+import sys
+from interp.kernels import bench, launcher
+bench.main(sys.argv[1:])
+for key, c in launcher._tuned.items():
+    print('tuned', key[0], key[1], c)
+" --dtype $dt --shapes 32x128/8 --lengths 1024 8192 32768 --methods sdpa ours-query ours-all \
+    --per-stat-lengths --long-lengths --flex-lengths 2>&1 | grep -v Warning | tee "$OUT/bench_$dt.log" | tail -12
 done
-INTERP_AUTOTUNE=0 timeout 120 ncu --clock-control none -k regex:attention_stats_kernel --launch-skip 3 \
-  --section SchedulerStats --section WarpStateStats python3 examples/profile_kernels.py --n 8192 --config 2 \
-  >"$OUT/ncu_stalls_c2.log" 2>&1
-grep -E "Stall|Issue|Eligible|Warp Cycles|No Eligible|Active Warps" "$OUT/ncu_stalls_c2.log" | head -30
+(cd examples && timeout 100 python3 cuda_graphs_gpu.py --tokens 1024 --model-tokens 1024 4096 \
+  --model-shape llama3-8b --reps 50 2>&1 | grep -v Warning | tee "$OUT/graphs_llama.log")
