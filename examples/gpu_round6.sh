@@ -8,7 +8,7 @@ set -uo pipefail
 OUT=${OUT:-out/gpu}
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 INTERP_STATS_TRIAL_CONFIGS=1  # round 6's two trial configs in
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
 (cd tests && timeout 140 python3 -m pytest -q -p no:cacheprovider -n 8 test_stats_configs.py 2>&1 | tail -2 \
