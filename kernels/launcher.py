@@ -11,6 +11,7 @@ with `AttentionStats.lse` (natural log, float32 [batch, heads, q_len], -inf on r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -124,11 +125,15 @@ def _fix_scale(q_len: int) -> float:
 
 
 def _flags(spec: AttnSpec, q):
+    return _flag_values(q.dtype, spec.causal, spec.sliding_window is not None, spec.key_valid is not None,
+                        spec.key_bias is not None)
+
+
+def _flag_values(dtype, causal: bool, has_window: bool, has_valid: bool, has_bias: bool) -> dict:
     return dict(
-        CAUSAL=spec.causal, HAS_WINDOW=spec.sliding_window is not None, HAS_VALID=spec.key_valid is not None,
-        HAS_BIAS=spec.key_bias is not None,
-        UPCAST=INTERPRET and q.dtype == torch.bfloat16,  # tl.dot on bf16 tiles is wrong in the CPU interpreter
-        DOT_PREC="ieee" if q.dtype == torch.float32 else None,  # exact fp32 products; fp16/bf16 the default
+        CAUSAL=causal, HAS_WINDOW=has_window, HAS_VALID=has_valid, HAS_BIAS=has_bias,
+        UPCAST=INTERPRET and dtype == torch.bfloat16,  # tl.dot on bf16 tiles is wrong in the CPU interpreter
+        DOT_PREC="ieee" if dtype == torch.float32 else None,  # exact fp32 products; fp16/bf16 the default
     )
 
 
@@ -184,24 +189,43 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     return (out if need_out else None), triton_stats(q, k, lse, spec)
 
 
+@functools.lru_cache(maxsize=4096)
+def _stats_plan(stats: tuple, head_dim: int, dtype: torch.dtype, causal: bool, has_window: bool, has_valid: bool,
+                has_bias: bool, len_bucket: int):
+    """What a statistics request launches, worked out once per kind of request (the hot path of short calls):
+    (row statistics in slot order, want key sums, want key_count, the kernel's constexprs, its autotune key)."""
+    want = set(stats)
+    row = tuple(n for n in ROW_STATS if n in want)
+    want_key = "key_mass" in want or "key_mean" in want
+    want_count = "key_count" in want or "key_mean" in want
+    slots = {f"S_{ROW_CONST[n]}": (row.index(n) if n in want else 0) for n in ROW_STATS}
+    consts = dict(
+        HEAD_DIM=head_dim, BLOCK_D=max(16, 1 << (head_dim - 1).bit_length()),
+        WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
+        WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
+        WANT_KEY=want_key, WANT_COUNT=want_count, **slots,
+        **_flag_values(dtype, causal, has_window, has_valid, has_bias),
+    )
+    return row, want_key, want_count, consts, (len_bucket, dtype, *consts.values())
+
+
 def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
     """The statistics spec.stats asks for, in one Triton pass from the row log-sum-exp `lse` [b, h, q_len]."""
     b, h, lq, lk, d = spec.batch, spec.heads, spec.q_len, spec.k_len, spec.head_dim
     dev = q.device
     _tune_on_proxy(q, k, spec, None)
-    want = set(spec.stats)
+    want = spec.stats
     len_bucket = _len_bucket(spec)
     st = AttentionStats()
     if "lse" in want:
         st.lse = lse
 
-    row = [n for n in ROW_STATS if n in want]
-    want_key = "key_mass" in want or "key_mean" in want
-    want_count = "key_count" in want or "key_mean" in want
+    row, want_key, want_count, consts, tune_key = _stats_plan(
+        tuple(spec.stats), d, q.dtype, spec.causal, spec.sliding_window is not None, spec.key_valid is not None,
+        spec.key_bias is not None, len_bucket)
     if row or "argmax" in want or want_key or want_count:
         f32 = dict(device=dev, dtype=torch.float32)
         rows = torch.empty(len(row), b, h, lq, **f32) if row else _dummy(dev)  # one buffer, a slot per statistic
-        slots = {f"S_{ROW_CONST[n]}": (row.index(n) if n in want else 0) for n in ROW_STATS}
         arg = torch.empty(b, h, lq, device=dev, dtype=torch.int64) if "argmax" in want else _dummy(dev, torch.int64)
         kmass = torch.zeros(b, h, lk, device=dev, dtype=torch.int64) if want_key else _dummy(dev, torch.int64)
         kcount = torch.empty(b, h, lk, **f32) if want_count else _dummy(dev)
@@ -215,16 +239,10 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
         spans = spec.span if spec.span is not None else _dummy(dev, torch.int64)
         fix = _fix_scale(lq)
 
-        consts = dict(
-            HEAD_DIM=d, BLOCK_D=max(16, 1 << (d - 1).bit_length()),
-            WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
-            WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
-            WANT_KEY=want_key, WANT_COUNT=want_count, **slots, **_flags(spec, q),
-        )
         args = (q, k, lse, rows, arg, kmass, kcount, kvalid, qcum, bias, spans, *q.stride(), *k.stride(),
                 h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0,
                 spec.sink_tokens, spec.local_window, fix, b * h * lq, len_bucket)
-        _launch_stats(args, consts, (len_bucket, q.dtype, *consts.values()), lq, b * h, kmass if want_key else None)
+        _launch_stats(args, consts, tune_key, lq, b * h, kmass if want_key else None)
         for i, n in enumerate(row):
             setattr(st, n, rows[i])
         if "argmax" in want:
