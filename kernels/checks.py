@@ -113,6 +113,8 @@ def _is_int(x) -> bool:
 
 
 def _int_option(name: str, value, minimum: int) -> int:
+    if type(value) is int and value >= minimum:  # the common case, without the ABC checks below
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     value = int(value)  # a NumPy integer too
@@ -175,6 +177,8 @@ def check_inputs(
     causal = bool(causal)
     if scale is None:
         scale = 1.0 / math.sqrt(d)
+    elif type(scale) is float and 0 < scale < math.inf:  # the common case (a model's scaling), checks skipped
+        pass
     elif isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
         raise TypeError(f"scale must be a positive finite number or None, got {type(scale).__name__}")
     elif not math.isfinite(scale) or scale <= 0:
