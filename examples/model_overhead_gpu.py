@@ -38,13 +38,17 @@ def main(argv=None):
     from long_context_gpu import build
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", default="llama3-8b")
+    p.add_argument("--shape", choices=["llama3-8b", "smollm2"], default="llama3-8b")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--tokens", nargs="+", type=int, default=[1024, 4096])
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--top", type=int, default=14)
     args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        p.error("needs a CUDA GPU (host syncs and kernel times are what it measures)")
+    if args.layers < 1 or args.reps < 1 or args.vocab < 2 or args.top < 1 or any(n < 1 for n in args.tokens):
+        p.error("--layers, --reps, --top and --tokens must be >= 1, --vocab >= 2")
     hf = build(args.shape, args.layers, args.vocab, "cuda")
     hf.set_attn_implementation("sdpa")
     model = interp.load(hf)
