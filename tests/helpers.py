@@ -1,3 +1,9 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 
 
@@ -65,3 +71,30 @@ def tiny_olmo2(seed=0):
     cfg = Olmo2Config(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=64)
     return _jitter_norms(Olmo2ForCausalLM(cfg).eval(), mean=1.0)
+
+
+def raises_clear_error(err, match, call, *args):
+    """`call(*args)` raises exactly `err` (not a subclass from deep inside torch or pandas), with a one-line message
+    matching `match`; returns the exception."""
+    with pytest.raises(err, match=match) as info:
+        call(*args)
+    assert type(info.value) is err, type(info.value)
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+def fork_cli(cases: list, spec: Path, results: Path, env: dict, timeout: float) -> list:
+    """Run command-line cases through tests/cli_fork.py (imports once, forks a child per case); their results
+    ({returncode, stdout, stderr, seconds}), in order."""
+    spec.write_text(json.dumps(cases))
+    driver = Path(__file__).parent / "cli_fork.py"
+    subprocess.run([sys.executable, str(driver), str(spec), str(results)], env=env, check=True, timeout=timeout)
+    return json.loads(results.read_text())
+
+
+def one_line_exit_2(r: dict) -> str:
+    """The single stderr line of a refused command line, after checking it exited with 2 and printed no traceback."""
+    lines = [line for line in r["stderr"].splitlines() if line.strip()]
+    assert r["returncode"] == 2, (r["returncode"], r["stderr"][-3000:])
+    assert len(lines) == 1 and "Traceback" not in r["stderr"], r["stderr"][-3000:]
+    return lines[0]

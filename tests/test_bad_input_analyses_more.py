@@ -7,9 +7,6 @@ from __future__ import annotations
 import math
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,6 +21,7 @@ from interp.analyses import pruning as P
 from interp.analyses import tasks as T
 from interp.analyses.circuits import job as J
 from interp.analyses.circuits.graph import Graph
+from helpers import fork_cli, one_line_exit_2, raises_clear_error
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
 NAN = float("nan")
@@ -182,10 +180,7 @@ CASES = [
 
 @pytest.mark.parametrize("call, err, match", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_gets_a_clear_error(x, call, err, match):
-    with pytest.raises(err, match=match) as info:
-        call(x)
-    assert type(info.value) is err  # not a subclass from deep inside torch or pandas
-    assert "\n" not in str(info.value)
+    raises_clear_error(err, match, call, x)
 
 
 # ------------------------------------------------------------------------------------------------ good input
@@ -326,11 +321,7 @@ def cli_results(tmp_path_factory):
     cases = [dict(args=[*[a.replace("{d}", str(d)) for a in args], "--out", str(d / cid), "--no-progress"],
                   timeout=300) for cid, args, _ in BAD_CLI]
     cases.append(dict(args=[*GOOD_CLI, "--out", str(d / "good")], timeout=600))
-    (d / "cases.json").write_text(json.dumps(cases))
-    driver = Path(__file__).parent / "cli_fork.py"
-    subprocess.run([sys.executable, str(driver), str(d / "cases.json"), str(d / "results.json")], env=ENV,
-                   check=True, timeout=1800)
-    results = json.loads((d / "results.json").read_text())
+    results = fork_cli(cases, d / "cases.json", d / "results.json", ENV, 1800)
     return d, dict(zip([c[0] for c in BAD_CLI] + ["good"], results))
 
 
@@ -341,10 +332,8 @@ def test_cli_bad_input_is_one_line_exit_2(case, cli_results):
     cid, _, message = case
     d, results = cli_results
     r = results[cid]
-    lines = [line for line in r["stderr"].splitlines() if line.strip()]
-    assert r["returncode"] == 2, (r["returncode"], r["stderr"][-3000:])
-    assert len(lines) == 1 and "Traceback" not in r["stderr"], r["stderr"][-3000:]
-    assert re.search(message, lines[0]), lines[0]
+    line = one_line_exit_2(r)
+    assert re.search(message, line), line
     assert r["seconds"] < 120, r["seconds"]  # refused up front, not after building 10^8 prompts
     out = d / cid
     left = [p.name for p in out.iterdir() if p.name != "shards"] if out.exists() else []

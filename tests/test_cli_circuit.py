@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import interp
-from helpers import tiny_llama
+from helpers import fork_cli, one_line_exit_2, tiny_llama
 
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
 FAST = ["--task-option", "half=6", "--n", "3", "--faith-n", "3", "--top-n", "12", "--no-progress"]
@@ -247,11 +247,7 @@ def bad_results(folders, tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
     cases = [dict(args=["circuit", *[a.replace("{m}", str(folders)) for a in args], "--out", str(d / cid),
                         "--no-progress"], timeout=300) for cid, args, _ in BAD]
-    (d / "cases.json").write_text(json.dumps(cases))
-    driver = Path(__file__).parent / "cli_fork.py"
-    subprocess.run([sys.executable, str(driver), str(d / "cases.json"), str(d / "results.json")], env=ENV,
-                   check=True, timeout=1800)
-    return d, dict(zip([c[0] for c in BAD], json.loads((d / "results.json").read_text())))
+    return d, dict(zip([c[0] for c in BAD], fork_cli(cases, d / "cases.json", d / "results.json", ENV, 1800)))
 
 
 @pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
@@ -259,10 +255,8 @@ def test_bad_input_is_one_line_exit_2_no_files(case, bad_results):
     cid, _, message = case
     d, results = bad_results
     r = results[cid]
-    lines = [line for line in r["stderr"].splitlines() if line.strip()]
-    assert r["returncode"] == 2, (r["returncode"], r["stderr"][-3000:])
-    assert len(lines) == 1 and "Traceback" not in r["stderr"], r["stderr"][-3000:]
-    assert message in lines[0], lines[0]
+    line = one_line_exit_2(r)
+    assert message in line, line
     out = d / cid
     left = [p.name for p in out.iterdir() if p.name != "shards"] if out.exists() else []
     assert left == [], left  # no summary, no per-model folder
