@@ -59,6 +59,8 @@ def test_edge_patching_continues_after_a_kill(setup, tmp_path):
     torch.testing.assert_close(again, full, equal_nan=True)
     with pytest.raises(ValueError, match=r"written under other settings \(differs in: chunk\)"):
         edge_patching(model, graph, clean, ablated, metric, chunk=4, checkpoint=ck)
+    with pytest.raises(ValueError, match=r"written under other settings \(differs in: data\)"):  # other ablation
+        edge_patching(model, graph, clean, torch.zeros_like(ablated), metric, chunk=8, checkpoint=ck)
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="is not an edge-patching checkpoint"):
         edge_patching(model, graph, clean, ablated, metric, chunk=8, checkpoint=tmp_path / "junk.pt")

@@ -161,8 +161,8 @@ class Objective:
         for p in self.parts:
             h.update(p.clean.detach().cpu().to(torch.int64).numpy().tobytes())
             h.update(p.positions.cpu().numpy().tobytes())
-            a = p.ablated.detach().double()
-            h.update(f"{tuple(a.shape)} {float(a.sum()):.4g} {float(a.abs().sum()):.4g} {p.weight:.9g}".encode())
+            h.update(checkpoints.ablation_summary(p.ablated))
+            h.update(f" {p.weight:.9g}".encode())
         return h.hexdigest()[:16]
 
 

@@ -9,6 +9,14 @@ from pathlib import Path
 import torch
 
 
+def ablation_summary(ablated: torch.Tensor) -> bytes:
+    """What a checkpoint records of the ablation values: their shape, sum and absolute sum to 4 significant digits,
+    so a search started on one device resumes on another (a CPU's and a GPU's float32 sums differ in the last
+    digits) while other ablation data is refused."""
+    a = ablated.detach().double()
+    return f"{tuple(a.shape)} {float(a.sum()):.4g} {float(a.abs().sum()):.4g}".encode()
+
+
 def save(path: Path, settings: dict, state: dict) -> None:
     """Write {settings, state} to `path` atomically (a kill mid-write leaves the previous file)."""
     tmp = path.with_name(path.name + ".tmp")

@@ -237,7 +237,7 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
     start, path, settings = 0, None, None
     if checkpoint is not None:
         path = Path(checkpoint)
-        settings = _sweep_settings(model, graph, clean, idx, chunk, base)
+        settings = _sweep_settings(model, graph, clean, ablated, idx, chunk, base)
         saved = checkpoints.load(path, settings, "an edge-patching")
         if saved is not None:
             start, scores = int(saved["done"]), saved["scores"]
@@ -259,11 +259,14 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
     return scores
 
 
-def _sweep_settings(model, graph: Graph, clean: torch.Tensor, idx: torch.Tensor, chunk: int, base: float) -> dict:
-    """What a saved sweep must match to be continued: the graph, the prompts, the edges, the clean metric."""
+def _sweep_settings(model, graph: Graph, clean: torch.Tensor, ablated: torch.Tensor, idx: torch.Tensor, chunk: int,
+                    base: float) -> dict:
+    """What a saved sweep must match to be continued: the graph, the prompts, the ablation values, the edges, the
+    clean metric."""
     digest = hashlib.sha256()
     for t in (clean, idx):
         digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(checkpoints.ablation_summary(ablated))
     return {"format": 1, "model": model.name, "graph": graph.describe(), "data": digest.hexdigest(),
             "n_edges": int(len(idx)), "chunk": int(chunk), "base": base}
 
