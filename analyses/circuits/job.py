@@ -37,7 +37,8 @@ from .sae_codes import MIN_EXAMPLES
 
 SELECT = ("topn", "greedy")
 FLAGS = {"n": "--n", "steps": "--steps", "faith_n": "--faith-n"}  # how the command line spells the settings
-_FIXED = ("model", "graph", "task", "batch", "method", "steps", "ablation")  # score_edges arguments set by the job
+# score_edges arguments set by the job (checkpoint: the job's shard file; progress: its progress lines)
+_FIXED = ("model", "graph", "task", "batch", "method", "steps", "ablation", "checkpoint", "progress")
 
 
 def _positive_int(name: str, v, low: int = 1) -> int:
@@ -104,9 +105,8 @@ def score_task(model, task, batch, graph: Graph, method: str, steps: int, ablati
                checkpoint=None, progress=None):
     """[n_up, n_slots] edge scores (NaN where no edge) of `method` on the task's prompts (patching: resumable from
     `checkpoint`, reporting to `progress`)."""
-    kw = dict(checkpoint=checkpoint, progress=progress) if method == "patching" else {}
     return api.score_edges(model, graph, task, batch, method, steps=steps, ablation=ablation,
-                           **check_method_options(method_options, method), **kw)
+                           checkpoint=checkpoint, progress=progress, **check_method_options(method_options, method))
 
 
 def select_circuit(graph: Graph, scores: torch.Tensor, method: str, meta: dict, top_n: int, how: str) -> Circuit:
