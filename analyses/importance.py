@@ -275,7 +275,6 @@ def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, 
                          "the Task itself (task.with_options(...))")
     task = task_arg(task, "head_importance")
     if batch is None:
-        int_arg("n", n, minimum=1, where="head_importance")
         T.check_batch_fits(model, task, n, seed, where="head_importance")
         batch = task.make(model, n=n, seed=seed)
     batch = batch_arg(batch, "head_importance").to(model.device)

@@ -40,8 +40,9 @@ def shape_scores(model, tokens: torch.Tensor, sink_tokens: int = 4, local_window
     int_arg("sink_tokens", sink_tokens, minimum=0, where=where)
     int_arg("local_window", local_window, minimum=1, where=where)
     real_arg("top_frac", top_frac, low=0, high=1, low_open=True, where=where)
-    if _tokens_len(tokens) is not None:
-        _length_arg(_tokens_len(tokens), sink_tokens, local_window, where)
+    n = _tokens_len(tokens)
+    if n is not None:
+        _length_arg(n, sink_tokens, local_window, where)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     a = torch.zeros(L, H)
     v = torch.zeros(L, H)

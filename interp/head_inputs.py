@@ -235,11 +235,11 @@ class InputPatch(Intervention):
             ok = (isinstance(slot, tuple) and len(slot) == 2 and slot[0] in ("q", "k", "v")
                   and isinstance(slot[1], int) and not isinstance(slot[1], bool)
                   and 0 <= slot[1] < (c.n_heads if slot[0] == "q" else c.n_kv_heads))
-            allowed = f"('q', 0..{c.n_heads - 1}), ('k', 0..{c.n_kv_heads - 1}) or ('v', 0..{c.n_kv_heads - 1})"
         else:
             ok = slot == (part,)
-            allowed = f"({part!r},)"
-        if not ok:
+        if not ok:  # the message is built only here: this runs per layer and part of every patched forward
+            allowed = (f"('q', 0..{c.n_heads - 1}), ('k', 0..{c.n_kv_heads - 1}) or ('v', 0..{c.n_kv_heads - 1})"
+                       if part == "attn" else f"({part!r},)")
             raise ValueError(f"{where}: unknown slot {slot!r}; part {part!r} takes {allowed}")
 
     def _expand(self, x: torch.Tensor, layer: int) -> torch.Tensor:

@@ -164,9 +164,7 @@ class RunContext:
         fns = self.hooks.get(name)
         if not fns:
             return self._after(name, tensor, layer)
-        point = self.points.get(name)
-        if point is None:
-            point = self.points[name] = HookPoint(name, layer)
+        point = self._point(name, layer)
         writable = self.writable[name]
         for fn in fns:
             out = fn(tensor, point)
@@ -187,13 +185,20 @@ class RunContext:
                 tensor = out
         return self._after(name, tensor, layer)
 
+    def _point(self, name: str, layer: int | None) -> HookPoint:
+        """The HookPoint hook functions at `name` receive: one object per name and run."""
+        point = self.points.get(name)
+        if point is None:
+            point = self.points[name] = HookPoint(name, layer)
+        return point
+
     def _after(self, name: str, tensor: torch.Tensor, layer: int | None) -> torch.Tensor:
         if self.recomputing:  # tracked tensors and backward hooks belong to the first pass
             return tensor
         if name in self.grad_names:
             self.live[name] = tensor
         if name in self.bwd_hooks and tensor.requires_grad:
-            point = HookPoint(name, layer)
+            point = self._point(name, layer)
             for fn in self.bwd_hooks[name]:
                 tensor.register_hook(lambda g, fn=fn: _checked_grad(fn(g, point), g, name))
         return tensor

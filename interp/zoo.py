@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .model import HookedModel
-from .zoo_checks import check_config, check_loading_info, read_config, usable_cache_dir
+from .zoo_checks import _first_line, check_config, check_loading_info, read_config, usable_cache_dir
 
 
 @dataclass(frozen=True)
@@ -194,11 +194,6 @@ def _load_dir(path: Path, dtype):
     if tok is not None and getattr(tok, "vocab_size", 1) == 0:  # no tokenizer files: transformers gives an empty one
         tok = None
     return model, tok
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
 
 
 def _looks_like_path(s: str) -> bool:

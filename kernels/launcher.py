@@ -27,7 +27,6 @@ LOG2E = 1.0 / math.log(2.0)
 ROW_STATS = ("max_prob", "entropy", "sink_mass", "local_mass", "span_mass")
 ROW_CONST = {"max_prob": "MAXP", "entropy": "ENT", "sink_mass": "SINK", "local_mass": "LOCAL", "span_mass": "SPAN"}
 KEY_STATS = {"key_mass", "key_mean", "key_count"}
-LSE_LIMIT = 1e5  # rows with |lse| >= this get NaN statistics: p = exp(s - lse) is not float32-precise there
 _dummies: dict = {}
 _tuned: dict = {}  # autotune key of the statistics kernel -> the config it chose
 

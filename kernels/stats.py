@@ -26,7 +26,7 @@ is 0 rather than NaN so that averages over rows that include them (left-padding 
 Rows whose scores hold NaN (NaN or Inf in q or k, an overflow upstream) are not mistaken for either: on every
 backend they get lse NaN, NaN for every float statistic and argmax -1, and they add nothing to key_mass (key_count,
 which is geometry, still counts them; so key_mean = key_mass / key_count reads low there: check lse for NaN). The
-Triton backend treats rows with |lse| >= 1e5 (`launcher.LSE_LIMIT`) the same way: scores that large leave
+Triton backend treats rows with |lse| >= 1e5 (`triton_stats.LSE_LIMIT`) the same way: scores that large leave
 p = exp(s - lse) without float32 precision; the reference, which normalises by the row's max, stays exact there.
 key_bias values <= -1e30 (torch.finfo(...).min masks) hide their key, as -inf does.
 """

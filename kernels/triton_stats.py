@@ -31,6 +31,8 @@ import triton.language as tl
 from .triton_forward import INTERPRET, fitting
 
 TRIAL_CONFIGS = os.environ.get("INTERP_STATS_TRIAL_CONFIGS") == "1"
+# rows with |lse| >= LSE_LIMIT get NaN statistics: p = 2^(s - lse2) is not float32-precise there (see `_bad_rows`)
+LSE_LIMIT = tl.constexpr(100000.0)
 
 
 def _configs():
@@ -228,7 +230,6 @@ def attention_stats_kernel(
     query padding mask (HAS_VALID only)."""
     LOG2E: tl.constexpr = 1.4426950408889634
     LN2: tl.constexpr = 0.6931471805599453
-    LSE_LIMIT: tl.constexpr = 100000.0  # = launcher.LSE_LIMIT
     WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
     FULL: tl.constexpr = (WANT_MAX or WANT_ENT) or WANT_KEY  # needs every visible key
     # the masses ride along the full walk unless SPLIT_MASSES (a tile config choice) gives them walks of their own

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 
 from .checks import check_seed
-from .runner import Job, atomic_write_text, register, slug
+from .runner import Job, atomic_write_text, register, shard_progress, slug
 
 SHARD = "circuit"
 
@@ -91,7 +91,6 @@ def compute(model, shard: str, options: dict, checkpoint=None) -> dict:
                        extra_per_token=_graph_floats(options, graph, model.cfg.d_model))
     batch = task.make(model, n=options["n"], seed=options["seed"])  # the file task: its first n rows
     settings = dict(_settings(options), model=model.name)
-    from .runner import shard_progress
 
     circuit = J.method_circuit(model, task, batch, graph, options["method"], options["steps"], options["ablation"],
                                options["top_n"], options["select"], settings, options["method_options"],

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from .checks import check_seed
-from .runner import Job, register
+from .runner import Job, register, shard_progress
 
 SHARD_METHODS = {
     "zero_ablation": ("ablation_zero", "attention_influence"),
@@ -56,7 +56,6 @@ def compute(model, shard: str, options: dict) -> dict:
     else:
         kind = "ablation_" + shard.split("_")[0]
         full = I.clean_losses(model, task, batch)
-        from .runner import shard_progress
 
         losses = I.ablated_losses(model, task, batch, kind,  # [layer, head, batch]
                                   progress=lambda done, total: shard_progress(f"{done} of {total} heads ablated"))
