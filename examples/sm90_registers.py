@@ -6,7 +6,7 @@ Triton 3.6.0 (the H100/H200 machines' version), the first config gives 206 regis
 stats="all", as Nsight Compute measured there (docs/gpu/ncu_stats_h200.log). Other Triton versions differ.
 
     python3 -m venv /tmp/t36 && /tmp/t36/bin/pip install triton==3.6.0
-    /tmp/t36/bin/python examples/sm90_registers.py [--configs all|first] [--variants query all ...] [--loops]
+    /tmp/t36/bin/python examples/sm90_registers.py [--configs all|first] [--variants query all ...] [--loops] [--mix]
 
 No torch needed: the kernel files are loaded on their own.
 """
@@ -148,6 +148,35 @@ def loop_schedules(compiled) -> list[str]:
     return lines
 
 
+def loop_mix(compiled, top: int = 12) -> list[str]:
+    """One line per key loop (a backward branch over more than 0x3000 bytes of SASS): its instructions, those on the
+    common path (forward-branched regions of more than 60 instructions left out: the sink / local-window blocks,
+    which run on a few key blocks only) and the most frequent opcodes there (kspeed_notes round 6)."""
+    import collections
+
+    sass = cuobjdump(compiled, "-sass")
+    ins = [(int(m.group(1), 16), m.group(2).strip()) for m in
+           re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;/]*?)\s*;", sass)]
+    lines = []
+    for addr, text in ins:
+        m = re.search(r"BRA (0x[0-9a-f]+)", text)
+        if not m or int(m.group(1), 16) >= addr or addr - int(m.group(1), 16) <= 0x3000:
+            continue
+        body = [(a, t) for a, t in ins if int(m.group(1), 16) <= a <= addr]
+        skip = set()
+        for a, t in body:
+            fwd = re.search(r"^@!?U?P\d BRA (0x[0-9a-f]+)", t)
+            if fwd:
+                inside = [b for b, _ in body if a < b < int(fwd.group(1), 16)]
+                if len(inside) > 60:
+                    skip.update(inside)
+        common = [t for a, t in body if a not in skip]
+        ops = collections.Counter((t.split()[1] if t.startswith("@") else t.split()[0]).split(".")[0] for t in common)
+        lines.append(f"loop {int(m.group(1), 16):#x}-{addr:#x}: {len(body)} instructions, {len(common)} on the common "
+                     "path: " + " ".join(f"{op} {n}" for op, n in ops.most_common(top)))
+    return lines
+
+
 def main(argv=None) -> int:
     import triton
 
@@ -156,6 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", default=["query", "all"], choices=sorted(VARIANTS))
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--loops", action="store_true", help="also print each loop's instruction schedule (SASS)")
+    ap.add_argument("--mix", action="store_true", help="also print each key loop's common-path instruction mix")
     args = ap.parse_args(argv)
     mods = load_kernels()
     configs = mods["triton_stats"]._configs()
@@ -181,6 +211,9 @@ def main(argv=None) -> int:
                   flush=True)
             if args.loops:
                 for line in loop_schedules(compiled):
+                    print("    " + line)
+            if args.mix:
+                for line in loop_mix(compiled):
                     print("    " + line)
     return 0
 
