@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from interp.head_mask import HeadMask
-from interp.validate import frame_arg, hooked_model_arg, int_arg, real_arg
+from interp.validate import fraction_list, frame_arg, hooked_model_arg, int_arg, real_arg
 
 from .importance import _loss_fn, _rows_per_forward, _task_batch, _tile_batch
 
@@ -52,14 +52,8 @@ def _losses_after_removing(model, task, batch, order, counts: Sequence[int]) -> 
 
 def _counts(n_heads: int, fractions, where: str) -> list[int]:
     """Heads removed at each fraction, sorted; 0 (the full model, the reference of rel_increase) always included."""
-    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, (list, tuple, np.ndarray, torch.Tensor)):
-        raise TypeError(f"{where}: fractions must be a list of numbers in [0, 1) (fractions of the heads removed), "
-                        f"got {type(fractions).__name__} {str(fractions)[:40]!r}")
-    fr = fractions.tolist() if isinstance(fractions, (np.ndarray, torch.Tensor)) else list(fractions)
-    if not fr:
-        raise ValueError(f"{where}: fractions is empty; give fractions of the heads to remove in [0, 1), "
-                         "e.g. [0, 0.25, 0.5]")
-    fr = [real_arg("fractions[]", f, low=0, high=1, high_open=True, where=where) for f in fr]
+    fr = fraction_list("fractions", fractions, low_open=False, high_open=True,
+                       meaning="fractions of the heads removed", example=[0, 0.25, 0.5], where=where)
     return sorted({0} | {int(round(f * n_heads)) for f in fr})
 
 

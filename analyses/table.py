@@ -12,6 +12,8 @@ import numbers
 import pandas as pd
 import torch
 
+from interp.validate import frame_arg
+
 # A head's primary label is the first rule it passes, in this order (thresholds calibrated on the toy models'
 # known heads; see README). A head can score high on several roles: the columns keep every score.
 #   (label, score column, threshold, what the score measures)
@@ -70,12 +72,7 @@ def describe_rules(thresholds: dict | None = None) -> str:
 
 def require_columns(table, columns=ID_COLUMNS, what: str = "the head table") -> None:
     """ValueError naming the missing columns unless `table` (a DataFrame) has all of `columns`."""
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"{what} must be a pandas DataFrame, got {type(table).__name__}")
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{what} lacks the columns {missing} (has {list(table.columns)[:12]}); "
-                         f"a head table needs {list(columns)}")
+    frame_arg(table, columns, None, what, "head_table")
 
 
 def label_head(row: dict, thresholds: dict = DEFAULT_THRESHOLDS) -> str:

@@ -56,6 +56,22 @@ def real_arg(name: str, value, low: float | None = None, high: float | None = No
     return value
 
 
+def fraction_list(name: str, value, *, low_open: bool, high_open: bool, meaning: str, example: list,
+                  where: str | None = None) -> list[float]:
+    """A non-empty list/tuple/array/tensor of numbers between 0 and 1 (ends open as given); `meaning` says what a
+    fraction counts (e.g. "fractions of the edges kept") in the messages."""
+    interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+    if isinstance(value, (str, bytes)) or not (isinstance(value, (list, tuple, torch.Tensor))
+                                               or type(value).__name__ == "ndarray"):
+        raise TypeError(f"{_where(where)}{name} must be a list of numbers in {interval} ({meaning}), got "
+                        f"{_show(value)}")
+    items = value.tolist() if hasattr(value, "tolist") else list(value)
+    if not items:
+        raise ValueError(f"{_where(where)}{name} is empty; give {meaning} in {interval}, e.g. {list(example)}")
+    return [real_arg(f"{name}[]", f, low=0, high=1, low_open=low_open, high_open=high_open, where=where)
+            for f in items]
+
+
 def not_meta(name: str, t: torch.Tensor, where: str | None = None) -> torch.Tensor:
     if t.device.type == "meta":
         raise ValueError(f"{_where(where)}{name} is on the meta device (shape only, no data); pass a tensor with "
@@ -150,15 +166,15 @@ def tokens_arg(value, model=None, name: str = "tokens", where: str | None = None
     raise TypeError(f"{_where(where)}{name} must be {allowed}, got {_show(value)}")
 
 
-def frame_arg(table, columns, where: str, name: str, maker: str):
+def frame_arg(table, columns, where: str | None, name: str, maker: str):
     """A pandas DataFrame holding `columns` (as `maker` returns); TypeError / ValueError naming what is missing."""
     import pandas as pd
 
     if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"{where}: {name} must be a pandas DataFrame (as {maker} returns), got "
+        raise TypeError(f"{_where(where)}{name} must be a pandas DataFrame (as {maker} returns), got "
                         f"{type(table).__name__}")
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise ValueError(f"{where}: {name} lacks column(s) {missing}; it needs {list(columns)} (as {maker} "
-                         f"returns), got columns {list(table.columns)}")
+        raise ValueError(f"{_where(where)}{name} lacks column(s) {missing}; it needs {list(columns)} (as {maker} "
+                         f"returns), got columns {list(table.columns)[:12]}")
     return table

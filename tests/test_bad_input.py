@@ -141,7 +141,7 @@ CLI_CASES = [
     ("ray-auto-no-cluster", ["classify", "toy-induction", "--out", "{tmp}/o", "--ray", "auto"],
      "--ray auto found no running Ray cluster", {"RAY_TMPDIR": "{tmp}/no-ray", "RAY_ADDRESS": ""}),
     ("report-no-csv", ["report", "{tmp}"], "has no heads.csv", {}),
-    ("report-csv-without-columns", ["report", "{files}/csv"], "lacks the columns ['model', 'layer', 'head', 'label']",
+    ("report-csv-without-columns", ["report", "{files}/csv"], "lacks column(s) ['model', 'layer', 'head', 'label']",
      {}),
     ("report-binary-csv", ["report", "{files}/binary_csv"], "is not a readable CSV file", {}),
 ]
@@ -203,7 +203,7 @@ API_CASES = [
     ("load-nan-weights", lambda d: interp.load(str(d / "nan")), ValueError,
      r"parameter model\.layers\.0\.self_attn\.q_proj\.weight .* non-finite"),
     ("head-table-none", lambda d: head_table(None), TypeError, "scores must be a non-empty dict"),
-    ("require-columns", lambda d: require_columns(pd.DataFrame({"a": [1]})), ValueError, "lacks the columns"),
+    ("require-columns", lambda d: require_columns(pd.DataFrame({"a": [1]})), ValueError, "lacks column"),
     ("classify-context-7", _classify(context=7), ValueError, "context must be an integer of at least 8"),
     ("classify-no-model", _classify(models=[]), ValueError, "no model given"),
     ("classify-resume-other-options", lambda d: _classify(out=d / "resume64", resume=True, context=128)(d),

@@ -105,7 +105,7 @@ def test_report_shows_rules_from_code(tmp_path, monkeypatch):
     assert "sink_score ≥ 0.42" in html and "sink_score ≥ 0.3" not in html
     assert html.index("every head&#x27;s role") < html.index("scores per head") < html.index("all heads")
     assert html.count("plotly-graph-div") >= 2 and 'src="http' not in html
-    with pytest.raises(ValueError, match="lacks the columns"):
+    with pytest.raises(ValueError, match="lacks column"):
         write_classification_report(table.drop(columns="label"), tmp_path / "x.html")
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from interp.validate import int_arg, real_arg
+from interp.validate import fraction_list, int_arg, real_arg
 
 from .graph import Graph
 from .patching import masked_logits, metric_of
@@ -191,15 +191,8 @@ def faithfulness_curve(model, circuit: Circuit, clean, ablated: torch.Tensor, me
     """f at each fraction of the edges (top-|score|, fractions in (0, 1]), and the CPR / CMD areas."""
     if not isinstance(circuit, Circuit):
         raise TypeError(f"faithfulness_curve: circuit must be a Circuit, got {type(circuit).__name__}")
-    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, (list, tuple, torch.Tensor)):
-        raise TypeError(f"faithfulness_curve: fractions must be a list of numbers in (0, 1] (fractions of the "
-                        f"edges kept), got {type(fractions).__name__} {str(fractions)[:40]!r}")
-    fractions = fractions.tolist() if isinstance(fractions, torch.Tensor) else list(fractions)
-    if not fractions:
-        raise ValueError("faithfulness_curve: fractions is empty; give fractions of the edges in (0, 1], e.g. "
-                         f"{list(FRACTIONS)}")
-    fractions = [real_arg("fractions[]", f, low=0, high=1, low_open=True, where="faithfulness_curve")
-                 for f in fractions]
+    fractions = fraction_list("fractions", fractions, low_open=True, high_open=False,
+                              meaning="fractions of the edges kept", example=FRACTIONS, where="faithfulness_curve")
     rank = circuit._rank_scores(True)
     n_total = circuit.graph.n_edges
     masks, counts = [], []
