@@ -26,6 +26,7 @@ from .cache import ActivationCache
 from .hooks import HOOK_OF_STAT
 from .input_checks import stat_selection
 from .model import HookedModel
+from .validate import int_arg, tokens_arg
 
 
 class GraphedRun:
@@ -47,20 +48,10 @@ class GraphedRun:
             raise ValueError("GraphedRun: nothing to capture (stats and names select no hook point)")
         if model.device.type != "cuda":
             raise ValueError(f"GraphedRun needs a model on a CUDA device (CUDA graphs), got one on {model.device}")
-        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype.is_floating_point or \
-                tokens.dtype == torch.bool or tokens.numel() == 0:
-            raise TypeError("GraphedRun: tokens must be a non-empty integer tensor of token ids [batch, pos], got "
-                            f"{getattr(tokens, 'dtype', type(tokens).__name__)} {tuple(getattr(tokens, 'shape', ()))}")
+        tokens = tokens_arg(tokens, model, where="GraphedRun", tensor_only=True, dims=(2,))  # vocabulary, context
         if tokens.device != model.device:
             raise ValueError(f"GraphedRun: tokens are on {tokens.device}, the model on {model.device}")
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
-            raise ValueError(f"GraphedRun: warmup must be an int >= 1 (autotuning and caches happen there), got "
-                             f"{warmup!r}")
-        lo, hi = int(tokens.min()), int(tokens.max())  # checked here, once: a replay checks nothing
-        if lo < 0 or hi >= model.cfg.d_vocab:
-            raise ValueError(f"GraphedRun: token ids must lie in [0, {model.cfg.d_vocab}), got min {lo}, max {hi}")
-        if tokens.shape[1] > model.cfg.n_ctx:
-            raise ValueError(f"GraphedRun: {tokens.shape[1]} positions exceed the model's context {model.cfg.n_ctx}")
+        int_arg("warmup", warmup, minimum=1, where="GraphedRun (autotuning and caches happen in the warm-up)")
         self.model = model
         self.tokens = tokens.clone()  # the graph's input: run(new) copies into it
         self._cache = ActivationCache(n_layers=model.cfg.n_layers)
@@ -86,15 +77,10 @@ class GraphedRun:
     def __call__(self, tokens: torch.Tensor | None = None):
         """Replay (after copying `tokens`, of the captured shape, into the graph's input): (logits, cache)."""
         if tokens is not None:
-            if not isinstance(tokens, torch.Tensor) or tokens.shape != self.tokens.shape or \
-                    tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
-                raise ValueError(f"GraphedRun: tokens must be integer ids of the captured shape "
-                                 f"{tuple(self.tokens.shape)}, got {getattr(tokens, 'dtype', type(tokens).__name__)} "
-                                 f"{tuple(getattr(tokens, 'shape', ()))}")
-            lo, hi = (int(x) for x in tokens.aminmax())  # an id outside the vocabulary would be a device-side error
-            if lo < 0 or hi >= self.model.cfg.d_vocab:
-                raise ValueError(f"GraphedRun: token ids must lie in [0, {self.model.cfg.d_vocab}), got min {lo}, "
-                                 f"max {hi}")
+            tokens_arg(tokens, self.model, where="GraphedRun", tensor_only=True, dims=(2,))  # a bad id: device error
+            if tokens.shape != self.tokens.shape:
+                raise ValueError(f"GraphedRun: tokens must have the captured shape {tuple(self.tokens.shape)}, got "
+                                 f"{tuple(tokens.shape)}")
             self.tokens.copy_(tokens)
         self.graph.replay()
         return self.logits, self._cache

@@ -142,15 +142,16 @@ def hooked_model_arg(model, where: str | None = None):
                     f"{_show(model)}")
 
 
-def tokens_arg(value, model=None, name: str = "tokens", where: str | None = None, tensor_only: bool = False):
+def tokens_arg(value, model=None, name: str = "tokens", where: str | None = None, tensor_only: bool = False,
+               dims: tuple[int, ...] = (1, 2)):
     """Model input: an integer tensor of token ids [pos] or [batch, pos] (checked here: kind, shape, emptiness,
     meta device, vocabulary), or, unless tensor_only, text / a list of texts / lists of ids (checked by
-    model.to_tokens when it runs)."""
-    shape_doc = "of token ids, [pos] or [batch, pos]"
+    model.to_tokens when it runs). `dims=(2,)` allows [batch, pos] only."""
+    shape_doc = "of token ids, " + " or ".join({1: "[pos]", 2: "[batch, pos]"}[d] for d in dims)
     if isinstance(value, torch.Tensor):
-        tensor_arg(name, value, dims=(1, 2), floating=False, where=where, shape_doc=shape_doc)
+        tensor_arg(name, value, dims=dims, floating=False, where=where, shape_doc=shape_doc)
         if model is not None:
-            lo, hi = int(value.min()), int(value.max())
+            lo, hi = (int(x) for x in value.aminmax())  # one device sync
             if lo < 0 or hi >= model.cfg.d_vocab:
                 raise ValueError(f"{_where(where)}{name} has ids outside the vocabulary [0, {model.cfg.d_vocab}): "
                                  f"min {lo}, max {hi}")
