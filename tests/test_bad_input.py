@@ -124,7 +124,7 @@ CLI_CASES = [
     ("nan-activations", ["classify", "{files}/overflow", "--out", "{tmp}/o", "--no-progress"],
      "activations become non-finite (NaN/Inf) at blocks.1.hook_resid_post", {}),
     ("context-below-minimum", ["classify", "toy-induction", "--out", "{tmp}/o", "--context", "7"],
-     "--context must be at least 8, got 7", {}),
+     "--context must be an integer of at least 8, got 7", {}),
     ("prompts-zero", ["classify", "toy-induction", "--out", "{tmp}/o", "--prompts", "0"], "--prompts must be", {}),
     ("unknown-option", ["classify", "toy-induction", "--out", "{tmp}/o", "--bogus"], "unrecognized arguments", {}),
     ("unwritable-out", ["classify", "toy-induction", "--out", "/proc/forbidden/x"], "cannot create --out", {}),

@@ -259,6 +259,12 @@ def test_job_seeds_are_checked_before_any_model_loads():
         BC.options(task="induction", method="eap", seed=2**64)
     with pytest.raises(ValueError, match=r"^--seed must be between 0 and 2\*\*63 - 1 = \d+, got -1"):
         BI.options(task="induction", seed=-1)
+    from interp.batch import classify as BK
+
+    with pytest.raises(ValueError, match=r"^seed must be between 0 and 2\*\*63 - 1 = \d+, got -5"):
+        BK.classify(["toy-induction"], "unused-out", seed=-5)  # the Python entry point checks it too
+    with pytest.raises(ValueError, match=r"^seed must be an int, got 1.5"):
+        BK.options(seed=1.5)
 
 
 # ------------------------------------------------------------------------------------------------ memory (finding 1)

@@ -70,7 +70,7 @@ def test_resume_after_kill_gives_identical_table(tmp_path):
     (["classify", "{tmp}", "--out", "{tmp}/o"], "without config.json"),
     (["classify", "toy-induction", "--out", "/proc/forbidden/x"], "cannot create --out"),
     (["classify", "toy-induction", "--out", "{tmp}", "--bogus"], "unrecognized arguments"),
-    (["classify", "toy-induction", "--out", "{tmp}", "--context", "2"], "--context must be at least 8"),
+    (["classify", "toy-induction", "--out", "{tmp}", "--context", "2"], "--context must be an integer of at least 8"),
     (["report", "{tmp}"], "has no heads.csv"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):

@@ -17,7 +17,7 @@ import torch
 
 from ..analyses.table import COLUMNS as TABLE_COLUMNS
 from ..analyses.table import INFO_COLUMNS, SCORE_COLUMNS
-from .checks import check_activations, check_scores
+from .checks import check_activations, check_scores, check_seed
 from .runner import Job, register, run_job
 
 COLUMNS = list(TABLE_COLUMNS)
@@ -169,12 +169,22 @@ def _add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def options(context: int | None = None, prompts: int = 4, seed: int = 0, flag_names: bool = False) -> dict:
+    """Validated job options (clear errors before any model is loaded); messages name the command line's flags
+    (--context, ...) when `flag_names`, else the keyword arguments."""
+    def name(n):
+        return f"--{n}" if flag_names else n
+
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 8):
+        raise ValueError(f"{name('context')} must be an integer of at least 8, got {context!r}")
+    if isinstance(prompts, bool) or not isinstance(prompts, int) or prompts < 1:
+        raise ValueError(f"{name('prompts')} must be a positive integer, got {prompts!r}")
+    check_seed(seed, name("seed"))
+    return dict(context=context, prompts=prompts, seed=seed)
+
+
 def _options_from_args(args) -> dict:
-    if args.context is not None and args.context < 8:
-        raise ValueError(f"--context must be at least 8, got {args.context}")
-    if args.prompts < 1:
-        raise ValueError(f"--prompts must be at least 1, got {args.prompts}")
-    return dict(context=args.context, prompts=args.prompts, seed=args.seed)
+    return options(context=args.context, prompts=args.prompts, seed=args.seed, flag_names=True)
 
 
 JOB = register(Job(
@@ -187,12 +197,9 @@ def classify(models, out, *, context: int | None = None, prompts: int = 4, devic
              resume: bool = False, recompute_mismatched: bool = False, seed: int = 0, progress: bool = True,
              log=print, ray_address: str | None = None, ray_timeout: float = 20.0) -> pd.DataFrame:
     """Score and label every head of every model; writes DIR/heads.csv (+ parquet, report) and returns the table."""
-    if context is not None and (not isinstance(context, int) or context < 8):
-        raise ValueError(f"context must be an integer of at least 8, got {context!r}")
-    if not isinstance(prompts, int) or prompts < 1:
-        raise ValueError(f"prompts must be a positive integer, got {prompts!r}")
+    opts = options(context=context, prompts=prompts, seed=seed)
     t0 = time.time()
-    table = run_job(JOB, models, out, dict(context=context, prompts=prompts, seed=seed), device=device, dtype=dtype,
+    table = run_job(JOB, models, out, opts, device=device, dtype=dtype,
                     resume=resume, recompute_mismatched=recompute_mismatched, ray_address=ray_address,
                     ray_timeout=ray_timeout, progress=progress, log=log)
     log(f"done in {time.time() - t0:.1f}s")

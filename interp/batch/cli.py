@@ -83,12 +83,9 @@ def _start_line(job, args, options: dict) -> str:
 
 def _run_job(job, args) -> int:
     from ..zoo import resolve
-    from .checks import check_seed
     from .runner import run_job
 
     try:
-        if getattr(args, "seed", None) is not None:
-            check_seed(args.seed, "--seed")
         options = job.options_from_args(args) if job.options_from_args is not None else {}
         for m in args.models:
             resolve(m)  # every name checked before anything is loaded
