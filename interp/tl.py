@@ -101,11 +101,6 @@ class TLPatternModel:
                                        and all(isinstance(t, str) for t in tokens)):
             tokens = self.tl.to_tokens(tokens)
         tokens = tokens_arg(tokens, self, where=where, tensor_only=True)
-        if layers is not None and not (isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__")):
-            layers = list(layers)
-            bad = [l for l in layers if isinstance(l, int) and not isinstance(l, bool) and not 0 <= l < self.n_layers]
-            if bad:
-                raise ValueError(f"layers must be in [0, {self.n_layers}), got {bad}")
         layers = checks.layer_list(layers, self.n_layers)
         if not layers:
             raise checks.empty_selection(None, None, None, layers)

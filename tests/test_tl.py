@@ -33,7 +33,7 @@ def test_pattern_model_has_cfg_and_lse_matching_the_kernels(tiny_pair):
 
 def test_bad_layers_and_non_tl_objects(tiny_pair):
     _, tlm = tiny_pair
-    with pytest.raises(ValueError, match=r"layers must be in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"^layer 5 out of range; the model has layers 0..1$"):  # as HookedModel says
         tlm.run_with_cache(torch.tensor([[1, 2, 3]]), layers=[5])
     with pytest.raises(TypeError, match="needs a TransformerLens model"):
         interp.TLPatternModel(object())
