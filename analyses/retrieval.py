@@ -168,6 +168,11 @@ def decode_with_argmax(model, trial: Trial, interventions=()):
     if not isinstance(trial, Trial):
         raise TypeError(f"decode_with_argmax: trial must be a Trial (from make_trials), got {type(trial).__name__}")
     _trial_check(trial, model, "decode_with_argmax", "trial")
+    return _decode_with_argmax(model, trial, interventions)
+
+
+def _decode_with_argmax(model, trial: Trial, interventions=()):
+    """decode_with_argmax on a checked trial."""
     L = model.cfg.n_layers
     steps = len(trial.answer)
     per_layer: dict[int, list[torch.Tensor]] = {l: [] for l in range(L)}
@@ -222,7 +227,7 @@ def retrieval_scores(model, trials: list[Trial], recall_threshold: float = 0.5):
     total = torch.zeros(L, H)
     rows, counted = [], 0
     for tr in trials:
-        gen, arg = decode_with_argmax(model, tr)
+        gen, arg = _decode_with_argmax(model, tr)  # trials checked above
         recall = rouge1_recall(gen, tr.answer)
         start, end = tr.needle_span
         score = copy_hits(gen, arg, tr.input_ids[0].tolist(), tr.needle_span) / max(1, end - start)
@@ -239,6 +244,11 @@ def needle_accuracy(model, trials: list[Trial], interventions=()) -> dict:
     """Mean ROUGE-1 recall of the greedy answers and mean loss of the answer tokens, under interventions."""
     model_arg(model, "needle_accuracy")
     trials = _trials_arg(trials, "needle_accuracy", model)
+    return _needle_accuracy(model, trials, interventions)
+
+
+def _needle_accuracy(model, trials: list[Trial], interventions=()) -> dict:
+    """needle_accuracy on checked trials."""
     recalls, losses = [], []
     for tr in trials:
         with model.hooks(interventions=interventions):
@@ -290,13 +300,13 @@ def masking_experiment(model, trials, scores: torch.Tensor, k: int, draws: int =
             by.setdefault(i // H, []).append(i % H)
         return [HeadAblation(layer=l, heads=hs) for l, hs in by.items()]
 
-    rows = [dict(condition="none", heads="", **needle_accuracy(model, trials))]
+    rows = [dict(condition="none", heads="", **_needle_accuracy(model, trials))]
     rows.append(dict(condition=f"top-{k} retrieval", heads=" ".join(f"L{i // H}H{i % H}" for i in top),
-                     **needle_accuracy(model, trials, ablate(top))))
+                     **_needle_accuracy(model, trials, ablate(top))))
     rng = random.Random(seed)
     others = [i for i in range(flat.numel()) if i not in top]
     for d in range(draws):
         pick = rng.sample(others, k)
         rows.append(dict(condition=f"random-{k} #{d + 1}", heads=" ".join(f"L{i // H}H{i % H}" for i in pick),
-                         **needle_accuracy(model, trials, ablate(pick))))
+                         **_needle_accuracy(model, trials, ablate(pick))))
     return pd.DataFrame(rows)
