@@ -57,8 +57,14 @@ def train_gates(model, steps: int = 30, context: int = 256, l1: float = 0.05, lr
     if log is not None and not callable(log):
         raise TypeError(f"{where}: log must be None or a callable taking one str (e.g. print), got "
                         f"{type(log).__name__} {log!r:.60}")
-    try:  # the trial builder knows the shortest prompt a needle fits in: ask it once, before any training
-        make_trials(model, contexts=(context,), depths=(0.5,), seed=seed)
+    rng = torch.Generator().manual_seed(seed)
+
+    def trial_at(step: int):
+        depth = float(torch.rand(1, generator=rng))
+        return make_trials(model, contexts=(context,), depths=(depth,), seed=seed + step)[0]
+
+    try:  # the trial builder knows the shortest prompt a needle fits in: step 0's trial, before any training
+        first = trial_at(0)
     except ValueError as e:
         raise ValueError(f"{where}: context={context} is too short for a passkey trial ({e})") from None
     L, kvh = model.cfg.n_layers, model.cfg.n_kv_heads
@@ -68,12 +74,10 @@ def train_gates(model, steps: int = 30, context: int = 256, l1: float = 0.05, lr
         p.requires_grad_(False)
     logits = torch.full((L, kvh), 3.0, requires_grad=True)  # alpha ~ 0.95: start from full attention
     opt = torch.optim.Adam([logits], lr=lr)
-    rng = torch.Generator().manual_seed(seed)
     losses = []
     try:
         for step in range(steps):
-            depth = float(torch.rand(1, generator=rng))
-            trial = make_trials(model, contexts=(context,), depths=(depth,), seed=seed + step)[0]
+            trial = first if step == 0 else trial_at(step)
             with torch.no_grad():
                 target = _final_hidden(model, trial.input_ids).float()
             ivs = [GatedStreaming(layer=l, gate_logits=logits[l], sink_tokens=sink_tokens, window=window)
