@@ -8,10 +8,10 @@ maps: one working buffer per layer while it runs, plus the copy the cache keeps 
 from __future__ import annotations
 
 import os
-from typing import Iterable
 
 import torch
 
+from .input_checks import layer_list
 from .validate import int_arg
 
 PATTERN_DTYPE_BYTES = 4  # patterns are float32 whatever the model's dtype
@@ -19,18 +19,8 @@ GiB = 2**30
 
 
 def _layer_list(cfg, layers) -> list[int]:
-    if layers is None:
-        return list(range(cfg.n_layers))
-    if isinstance(layers, int) and not isinstance(layers, bool):
-        layers = [layers]
-    if not isinstance(layers, Iterable) or isinstance(layers, (str, bytes)):
-        raise TypeError(f"layers must be None, an int or a list of ints, got {type(layers).__name__}")
-    out = []
-    for l in layers:
-        if isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < cfg.n_layers:
-            raise ValueError(f"layer {l!r} out of range; the model has layers 0..{cfg.n_layers - 1}")
-        out.append(l)
-    return sorted(set(out))
+    """The distinct layers asked for (input_checks.layer_list's checks and messages)."""
+    return sorted(set(layer_list(layers, cfg.n_layers)))
 
 
 def pattern_bytes(cfg, batch: int, q_len: int, k_len: int, layers=None) -> int:

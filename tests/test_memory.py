@@ -56,8 +56,9 @@ def test_default_limit_is_the_free_memory():
     (dict(q_len=-3), ValueError, "q_len must be >= 1"),
     (dict(k_len="8"), TypeError, "k_len must be an int"),
     (dict(layers=[30]), ValueError, r"layer 30 out of range; the model has layers 0\.\.29"),
-    (dict(layers=[True]), ValueError, "layer True out of range"),
-    (dict(layers="0"), TypeError, "layers must be None, an int or a list of ints"),
+    (dict(layers=[True]), TypeError, r"layers must be an int in 0\.\.29, a list of them, or None \(all layers\); "
+                                     r"layer bool True is not an int"),
+    (dict(layers="0"), TypeError, r"layers must be an int in 0\.\.29, a list of them, or None \(all layers\), got str"),
 ])
 def test_bad_arguments(kwargs, err, match):
     args = dict(batch=1, q_len=8, k_len=8, layers=None) | kwargs
