@@ -11,8 +11,8 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 INTERP_STATS_TRIAL_CONFIGS=1  # round 6's two trial configs in
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
-(cd tests && timeout 140 python3 -m pytest -q -p no:cacheprovider -n 8 test_stats_configs.py 2>&1 | tail -2 \
-  | tee "$OUT/tests_configs.log")
+(cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider -n 8 test_stats_configs.py test_graphs.py 2>&1 \
+  | tail -4 | tee "$OUT/tests_configs.log")
 (cd examples && timeout 100 python3 model_overhead_gpu.py --tokens ${MODEL_TOKENS:-1024 4096} --reps 10 2>&1 | grep -v Warning \
   >"$OUT/overhead.log"; grep -E "^==|sync|File|CUDA runtime" "$OUT/overhead.log" | head -30)
 for dt in ${DTYPES:-float16 bfloat16}; do
