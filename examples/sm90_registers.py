@@ -49,7 +49,7 @@ def load_kernels():
     pkg.__path__ = [str(ROOT / "kernels")]
     sys.modules["_k"] = pkg
     mods = {}
-    for name in ("triton_forward", "triton_stats"):
+    for name in ("triton_forward", "triton_stats_t", "triton_stats"):
         spec = importlib.util.spec_from_file_location(f"_k.{name}", ROOT / "kernels" / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
         sys.modules[f"_k.{name}"] = mod
@@ -149,7 +149,7 @@ def loop_schedules(compiled) -> list[str]:
 
 
 def loop_mix(compiled, top: int = 12) -> list[str]:
-    """One line per key loop (a backward branch over more than 0x3000 bytes of SASS): its instructions, those on the
+    """One line per key loop (a backward branch over a block with tensor-core products): its instructions, those on the
     common path (forward-branched regions of more than 60 instructions left out: the sink / local-window blocks,
     which run on a few key blocks only) and the most frequent opcodes there (kspeed_notes round 6)."""
     import collections
@@ -160,9 +160,11 @@ def loop_mix(compiled, top: int = 12) -> list[str]:
     lines = []
     for addr, text in ins:
         m = re.search(r"BRA (0x[0-9a-f]+)", text)
-        if not m or int(m.group(1), 16) >= addr or addr - int(m.group(1), 16) <= 0x3000:
+        if not m or int(m.group(1), 16) >= addr:
             continue
         body = [(a, t) for a, t in ins if int(m.group(1), 16) <= a <= addr]
+        if not any("HGMMA" in t for _, t in body):
+            continue
         skip = set()
         for a, t in body:
             fwd = re.search(r"^@!?U?P\d BRA (0x[0-9a-f]+)", t)
@@ -197,7 +199,8 @@ def main(argv=None) -> int:
         maxnreg = getattr(c, "maxnreg", None)
         tag = (f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']} w{c.num_warps} s{c.num_stages}"
                + (f" r{maxnreg}" if maxnreg else "") + (" split" if c.kwargs.get("SPLIT_MASSES") else "")
-               + (f" kg{c.kwargs['KEY_GROUPS']}" if c.kwargs.get("KEY_GROUPS", 1) > 1 else ""))
+               + (f" kg{c.kwargs['KEY_GROUPS']}" if c.kwargs.get("KEY_GROUPS", 1) > 1 else "")
+               + (" T" if c.kwargs.get("TRANSPOSE") else ""))
         for v in args.variants:
             compiled = compile_stats(mods, c, VARIANTS[v], head_dim=args.head_dim)
             regs, stack = resources(compiled)

@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from .triton_forward import INTERPRET, fitting
+from .triton_stats_t import _finish_t, _stats_inner_t
 
 TRIAL_CONFIGS = os.environ.get("INTERP_STATS_TRIAL_CONFIGS") == "1"
 # rows with |lse| >= LSE_LIMIT get NaN statistics: p = 2^(s - lse2) is not float32-precise there (see `_bad_rows`)
@@ -50,12 +51,12 @@ def _configs():
     instructions, two CTAs per SM), 128x64 w8 s2 split capped 128 / 128,
     128x32 w8 s3 split 93 / 127 (two 8-warp CTAs per SM at <= 128; one above); `docs/gpu/sm90_registers_t36.log`."""
     if INTERPRET:
-        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1, "KEY_GROUPS": 4}, num_warps=4,
-                              num_stages=1)]
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1, "KEY_GROUPS": 4, "TRANSPOSE": 0},
+                              num_warps=4, num_stages=1)]
 
     def c(bm, bn, split, groups, warps, stages, **kw):
-        return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_MASSES": split, "KEY_GROUPS": groups},
-                             num_warps=warps, num_stages=stages, **kw)
+        return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_MASSES": split, "KEY_GROUPS": groups,
+                              "TRANSPOSE": kw.pop("transpose", 0)}, num_warps=warps, num_stages=stages, **kw)
 
     return [  # the first is the one INTERP_AUTOTUNE=0 and short inputs get
         c(128, 64, 0, 1, 8, 3),
@@ -72,6 +73,11 @@ def _configs():
         # config tests and benchmarks of a GPU session can take them in before they join the list above
         c(64, 64, 1, 4, 4, 2, maxnreg=128),  # one warpgroup per CTA, four CTAs (16 warps) per SM, no spills
         c(64, 64, 0, 4, 4, 2, maxnreg=160),  # three per SM
+        # key-by-query tiles (`triton_stats_t.py`; masses split): 352-358 instructions per key block on the
+        # unmasked walk against 513-525 above (32 scores per thread), no spill inside the walks
+        c(64, 64, 1, 1, 4, 2, transpose=1, maxnreg=168),  # three CTAs per SM (spills only between the walks)
+        c(64, 64, 1, 1, 4, 2, transpose=1),  # 255 registers: two per SM
+        c(64, 128, 1, 1, 8, 2, transpose=1),  # 255 registers: one per SM
     ] if TRIAL_CONFIGS else [])
 
 
@@ -203,6 +209,26 @@ def _bad_rows(lse, LSE_LIMIT: tl.constexpr):
     return ~(tl.abs(lse) < LSE_LIMIT)
 
 
+@triton.jit
+def _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, out, row_ok, lse_row, qk_scale, rs, S_MAXP: tl.constexpr,
+                     S_ENT: tl.constexpr, HAS_BIAS: tl.constexpr, WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr,
+                     WANT_ENT: tl.constexpr):
+    """max_prob, argmax and entropy of the rows at `out`, NaN / -1 on bad rows, 0 / -1 on rows that see nothing."""
+    LN2: tl.constexpr = 0.6931471805599453
+    lse = tl.load(LSE + out, mask=row_ok, other=float("-inf"))
+    seen = lse > float("-inf")
+    bad = _bad_rows(lse, LSE_LIMIT) & (lse != float("-inf"))  # NaN included (NaN > -inf is False)
+    if WANT_MAXP:
+        m_log2 = m_i if HAS_BIAS else m_i * qk_scale  # the row's max score in log2 units
+        maxp = tl.where(seen, tl.exp2(m_log2 - lse_row), 0.0)
+        tl.store(ROWS + S_MAXP * rs + out, tl.where(bad, float("nan"), maxp), mask=row_ok)
+    if WANT_ARG:
+        tl.store(ARG + out, tl.where(bad, -1, a_i), mask=row_ok)
+    if WANT_ENT:  # H = -sum p ln p
+        ent = tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0)
+        tl.store(ROWS + S_ENT * rs + out, tl.where(bad, float("nan"), ent), mask=row_ok)
+
+
 @triton.autotune(
     configs=_configs(),
     key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "WANT_MAXP", "WANT_ARG",
@@ -217,7 +243,7 @@ def attention_stats_kernel(
     stride_kb, stride_kh, stride_kn, stride_kd,
     H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, fix_scale, rows_stride, LEN_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPLIT_MASSES: tl.constexpr, KEY_GROUPS: tl.constexpr,
+    SPLIT_MASSES: tl.constexpr, KEY_GROUPS: tl.constexpr, TRANSPOSE: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
     WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr,
     WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
@@ -229,13 +255,14 @@ def attention_stats_kernel(
     fixed point (zeroed by the caller); KCOUNT [b, h, Lk] float32; QCUM [b, Lq + 1] int32 prefix sums of the
     query padding mask (HAS_VALID only)."""
     LOG2E: tl.constexpr = 1.4426950408889634
-    LN2: tl.constexpr = 0.6931471805599453
     WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
     FULL: tl.constexpr = (WANT_MAX or WANT_ENT) or WANT_KEY  # needs every visible key
     # the masses ride along the full walk unless SPLIT_MASSES (a tile config choice) gives them walks of their own
-    MAIN_SINK: tl.constexpr = WANT_SINK and not SPLIT_MASSES
-    MAIN_LOCAL: tl.constexpr = WANT_LOCAL and not SPLIT_MASSES
-    MAIN_SPAN: tl.constexpr = WANT_SPAN and not SPLIT_MASSES
+    # (a TRANSPOSE walk carries none: `triton_stats_t.py`)
+    SPLIT: tl.constexpr = SPLIT_MASSES or TRANSPOSE
+    MAIN_SINK: tl.constexpr = WANT_SINK and not SPLIT
+    MAIN_LOCAL: tl.constexpr = WANT_LOCAL and not SPLIT
+    MAIN_SPAN: tl.constexpr = WANT_SPAN and not SPLIT
     ANY_ROW: tl.constexpr = (FULL or WANT_SINK) or (WANT_LOCAL or WANT_SPAN)
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -258,7 +285,9 @@ def attention_stats_kernel(
         lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=float("-inf"))
         bad_in = _bad_rows(lse, LSE_LIMIT)  # (or sees nothing)
         # bad rows get q = 0 and lse +inf: p = 0 for them on every finite key; rows that see nothing: p = 0
-        q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM) & ~bad_in[:, None], other=0.0)
+        q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM) & ~bad_in[:, None]
+        if not TRANSPOSE:
+            q = tl.load(q_ptrs, mask=q_mask, other=0.0)
         lse_row = tl.where(bad_in, float("inf"), lse * LOG2E)
         qv_row = row_ok
         if HAS_VALID:
@@ -292,7 +321,27 @@ def attention_stats_kernel(
         sk_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         lc_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         sp_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-        if FULL:  # one walk over every visible key block: unmasked blocks, then the masked ones
+        if FULL and TRANSPOSE:  # the same walk on k q^T tiles (`triton_stats_t.py`)
+            qt_ptrs = (Q + b * stride_qb + h * stride_qh + m0.to(tl.int64) * stride_qm
+                       + offs_d[:, None] * stride_qd + offs_m0[None, :] * stride_qm)  # [BLOCK_D, BLOCK_M]
+            qt = tl.load(qt_ptrs, mask=(offs_d[:, None] < HEAD_DIM) & row_ok[None, :] & ~bad_in[None, :], other=0.0)
+            m_acc = tl.full([BLOCK_N // 16, 8, BLOCK_M], float("-inf"), dtype=tl.float32)
+            a_acc = tl.full([BLOCK_N // 16, 8, BLOCK_M], -1, dtype=tl.int32)
+            e_acc = tl.zeros([BLOCK_N // 16, 8, BLOCK_M], dtype=tl.float32)
+            m_acc, a_acc, e_acc = _stats_inner_t(
+                m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
+                km_base, qpos, offs_d, lo, mid, Lk, qk_scale, window, fix_scale,
+                BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
+                WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
+            )
+            m_acc, a_acc, e_acc = _stats_inner_t(
+                m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
+                km_base, qpos, offs_d, mid, hi, Lk, qk_scale, window, fix_scale,
+                BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
+                WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
+            )
+            m_i, a_i, e_i = _finish_t(m_acc, a_acc, e_acc, BLOCK_M, BLOCK_N)
+        if FULL and not TRANSPOSE:  # one walk over every visible key block: unmasked blocks, then the masked ones
             m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                 m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
                 bias_base, km_base, qpos, offs_d, lo, mid, Lk, qk_scale, window, sink_tokens, local_window,
@@ -309,7 +358,15 @@ def attention_stats_kernel(
                 True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
                 WANT_ENT, MAIN_SINK, MAIN_LOCAL, MAIN_SPAN, WANT_KEY, UPCAST, DOT_PREC,
             )
-        if SPLIT_MASSES or not FULL:  # masses in walks of their own, over just the key blocks each can touch
+        if FULL:  # the full walk's row statistics are final: stored now, not carried through the mass walks
+            _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok, lse_row, qk_scale,
+                             tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, WANT_MAXP, WANT_ARG, WANT_ENT)
+            m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+            a_i = tl.full([BLOCK_M], -1, dtype=tl.int32)
+            e_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        if SPLIT or not FULL:  # masses in walks of their own, over just the key blocks each can touch
+            if TRANSPOSE:
+                q = tl.load(q_ptrs, mask=q_mask, other=0.0)
             if WANT_SINK:
                 s_hi = tl.minimum(hi, sink_tokens)
                 m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
@@ -349,15 +406,6 @@ def attention_stats_kernel(
         out = row_base + offs_m
         rs = tl.cast(rows_stride, tl.int64)
         nan = float("nan")
-        if WANT_MAXP:
-            m_log2 = m_i if HAS_BIAS else m_i * qk_scale  # the row's max score in log2 units
-            maxp = tl.where(seen, tl.exp2(m_log2 - lse_row), 0.0)
-            tl.store(ROWS + S_MAXP * rs + out, tl.where(bad, nan, maxp), mask=row_ok)
-        if WANT_ARG:
-            tl.store(ARG + out, tl.where(bad, -1, a_i), mask=row_ok)
-        if WANT_ENT:  # H = -sum p ln p
-            ent = tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0)
-            tl.store(ROWS + S_ENT * rs + out, tl.where(bad, nan, ent), mask=row_ok)
         if WANT_SINK:
             tl.store(ROWS + S_SINK * rs + out, tl.where(bad, nan, sk_i), mask=row_ok)
         if WANT_LOCAL:

@@ -15,9 +15,9 @@ from interp.kernels import launcher  # noqa: E402
 from test_kernel_triton import check_against_reference, make  # noqa: E402
 
 
-def _config(bm, bn, split, groups):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_MASSES": split, "KEY_GROUPS": groups}, num_warps=4,
-                         num_stages=1)
+def _config(bm, bn, split, groups, transpose=0):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_MASSES": split, "KEY_GROUPS": groups,
+                          "TRANSPOSE": transpose}, num_warps=4, num_stages=1)
 
 
 CONFIGS = {  # masses carried or split; key-mass column sums over the tile (KEY_GROUPS 1) or per group of rows
@@ -25,6 +25,8 @@ CONFIGS = {  # masses carried or split; key-mass column sums over the tile (KEY_
     "64x64-split-groups": _config(64, 64, 1, 4),
     "32x16-split-tile": _config(32, 16, 1, 1),
     "32x16-carried-groups": _config(32, 16, 0, 2),
+    "64x64-transposed": _config(64, 64, 1, 1, transpose=1),  # key-by-query tiles (`triton_stats_t.py`)
+    "32x32-transposed": _config(32, 32, 0, 1, transpose=1),  # (masses split whatever SPLIT_MASSES says)
 }
 
 
@@ -78,16 +80,19 @@ def test_argmax_is_the_first_maximum(forced, device):
     q, k, v = make(1, 2, 2, 100, 100, 32, torch.float32, device, seed=14)
     k[:, :, 70] = k[:, :, 10]  # key 70 ties key 10 (another block at BLOCK_N 16 and 64)
     k[:, :, 12] = k[:, :, 11]  # and two neighbours tie inside one block
-    q[:, :, 20:60] = 2 * k[:, :, 11:12]  # these rows' max: keys 11 and 12
+    k[:, :, 40] = k[:, :, 32]  # 8 apart: one thread's two rows of a 16-key group in a transposed tile
+    q[:, :, 20:32] = 2 * k[:, :, 11:12]  # these rows' max: keys 11 and 12
+    q[:, :, 44:60] = 2 * k[:, :, 32:33]  # these rows' max: keys 32 and 40
     q[:, :, 80:] = 2 * k[:, :, 10:11]  # these rows' max: keys 10 and 70
     _, st = check_against_reference(q, k, v, causal=True, stats=["argmax", "max_prob"])
     hidden = torch.ones(100, 100, dtype=torch.bool, device=device).triu(1)
     scores = (q @ k.transpose(-1, -2)).masked_fill(hidden, float("-inf"))
     first = scores.argmax(-1)  # torch returns the first maximal index
     ties = (scores == scores.max(-1, keepdim=True).values).sum(-1) > 1
-    assert ties[0, 0, 20:60].all() and ties[0, 0, 80:].all()
+    assert ties[0, 0, 20:32].all() and ties[0, 0, 44:60].all() and ties[0, 0, 80:].all()
     assert torch.equal(st.argmax[ties], first[ties])
-    assert set(first[0, 0, 80:].tolist()) == {10} and set(first[0, 0, 20:60].tolist()) == {11}
+    assert set(first[0, 0, 80:].tolist()) == {10} and set(first[0, 0, 20:32].tolist()) == {11}
+    assert set(first[0, 0, 44:60].tolist()) == {32}
 
 
 @pytest.fixture

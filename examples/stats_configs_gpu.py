@@ -1,0 +1,93 @@
+"""The statistics kernel's tile configs timed one by one (each pinned, no autotuning) beside SDPA, and each checked
+against the float32 reference (PyTorch): how a config candidate (e.g. the key-by-query TRANSPOSE tiles of
+`kernels/triton_stats_t.py`) compares with the ones the autotuner already has.
+
+    INTERP_STATS_TRIAL_CONFIGS=1 python examples/stats_configs_gpu.py --lengths 8192 32768 [--configs 2 10 11 12]
+
+Time: median of triton.testing.do_bench over the whole `attention_with_stats` call (SDPA output + lse, then the
+statistics pass), fp16 or bf16, causal, 32 heads x 128, GQA 32/8, batch 1. Configs index `triton_stats._configs()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+import triton
+
+from interp.kernels import attention_with_stats, launcher, triton_stats
+
+
+def tag(c) -> str:
+    kw = c.kwargs
+    return (f"{kw['BLOCK_M']}x{kw['BLOCK_N']} w{c.num_warps} s{c.num_stages}"
+            + (f" r{c.maxnreg}" if getattr(c, "maxnreg", None) else "") + (" split" if kw["SPLIT_MASSES"] else "")
+            + (f" kg{kw['KEY_GROUPS']}" if kw["KEY_GROUPS"] > 1 else "") + (" T" if kw.get("TRANSPOSE") else ""))
+
+
+def check(q, k, v, stats: str, ref) -> float:
+    """Largest error of the pinned config against the PyTorch reference's statistics `ref`: absolute on the
+    per-query statistics, relative to the largest on key_mass, argmax as the fraction of rows that differ."""
+    _, st = attention_with_stats(q, k, v, stats=stats, backend="triton")
+    worst = 0.0
+    for name, want in ref.items():
+        got = getattr(st, name)
+        if name == "argmax":
+            worst = max(worst, float((got != want).double().mean()))
+        elif name in ("key_mass", "key_mean", "key_count"):
+            worst = max(worst, float((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-30)))
+        else:
+            worst = max(worst, float((got.double() - want).abs().nan_to_num(0.0).max()))
+    return worst
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lengths", nargs="+", type=int, default=[8192, 32768])
+    p.add_argument("--configs", nargs="*", type=int, default=None, help="indices (default: every config)")
+    p.add_argument("--stats", nargs="+", default=["all"], choices=["query", "all"])
+    p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    p.add_argument("--smoke", action="store_true", help="CPU (Triton interpreter), 128 tokens, 4 heads: the script's "
+                   "own check, not a timing")
+    a = p.parse_args(argv)
+    dev, heads, kv = ("cpu", 4, 2) if a.smoke else ("cuda", 32, 8)
+    if a.smoke:
+        a.lengths, a.dtype = [128], "float32"
+        triton.testing.do_bench = lambda fn: (fn(), 1.0)[1]
+    dtype = getattr(torch, a.dtype)
+    configs = triton_stats._configs()
+    chosen = a.configs if a.configs is not None else list(range(len(configs)))
+    print(f"{torch.cuda.get_device_name() if not a.smoke else 'CPU smoke'}, {a.dtype}, causal, {heads}x128 GQA "
+          f"{heads}/{kv}; time relative to SDPA in the same run; err (N <= 8192): worst error vs the reference "
+          "(key statistics relative; argmax: fraction of rows differing)", flush=True)
+    for n in a.lengths:
+        g = torch.Generator(device=dev).manual_seed(0)
+        q = torch.randn(1, heads, n, 128, device=dev, dtype=dtype, generator=g)
+        k = torch.randn(1, kv, n, 128, device=dev, dtype=dtype, generator=g)
+        v = torch.randn(1, kv, n, 128, device=dev, dtype=dtype, generator=g)
+        base = triton.testing.do_bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                              enable_gqa=True))
+        print(f"N={n}: SDPA {base:.3f} ms", flush=True)
+        refs = {}
+        if n <= 8192:  # the float32 reference (PyTorch) takes minutes beyond
+            for stats in a.stats:
+                refs[stats] = attention_with_stats(q, k, v, stats=stats,
+                                                   backend="reference")[1]
+        for i in chosen:
+            launcher._tuned = launcher.PinnedConfig(configs[i])
+            for stats in a.stats:
+                try:
+                    err = check(q, k, v, stats, refs[stats]) if stats in refs else float("nan")
+                    t = triton.testing.do_bench(lambda: attention_with_stats(q, k, v, stats=stats, backend="triton"))
+                    print(f"  [{i:2d}] {tag(configs[i]):<28} {stats:<6} {t:8.3f} ms {t / base:6.2f}x  err {err:.1e}",
+                          flush=True)
+                except Exception as e:  # a config that does not fit this GPU (shared memory) or fails to compile
+                    print(f"  [{i:2d}] {tag(configs[i]):<28} {stats:<6} failed: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:120]}", flush=True)
+        launcher._tuned = {}
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

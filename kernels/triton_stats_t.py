@@ -1,0 +1,111 @@
+"""The statistics pass's full walk on a transposed tile (TRANSPOSE=1 configs of `triton_stats.py`).
+
+The query-major walk forms s = q k^T as a [BLOCK_M queries, BLOCK_N keys] tile. There, per-key mass is a column
+sum: a butterfly across the 8 lanes that share a column and a reduction across warps, every key block (about 170 of
+the loop's 525 instructions per thread on sm_90; `docs/gpu/kspeed_notes.md`, round 6).
+
+Here the same program (BLOCK_M queries of one head, walking the key blocks) forms s^T = k q^T, a [BLOCK_N keys,
+BLOCK_M queries] tile, so that
+    per key: a row sum, which in the tensor-core accumulator layout stays inside one warp (2 shuffles per row), then
+        the same fixed-point int64 atomics as the query-major walk (bit-identical reruns);
+    per query (max, argmax, sum p log2 p): column statistics, but no reduction per key block: each thread folds the
+        two rows it holds of each 16-row group into running partials [BLOCK_N // 16, 8, BLOCK_M] (a reshape that
+        splits the accumulator's rows into (warp group of 16, register row, lane row) keeps the fold inside the
+        thread) and the partials are reduced across lanes and warps once, after the walk.
+The argmax keeps, per partial, the first key index reaching its running max (strictly greater replaces); after the
+walk the smallest index among the partials equal to the row's max wins: the first occurrence, as in the reference.
+Sink / local / span masses are not carried here: TRANSPOSE configs take them in walks of their own (SPLIT_MASSES).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _stats_inner_t(
+    m_acc, a_acc, e_acc,
+    qt, lse_col, qv_col, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base,
+    qpos_col, offs_d, lo, hi, Lk, qk_scale, window, fix_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
+    MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr,
+    HAS_BIAS: tl.constexpr, DO_MAX: tl.constexpr, DO_ARG: tl.constexpr, DO_ENT: tl.constexpr, DO_KEY: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    """m_acc, a_acc, e_acc: [BLOCK_N // 16, 8, BLOCK_M] running partials (max score, its first key, sum p log2 p);
+    qt [BLOCK_D, BLOCK_M] the queries, transposed; lse_col, qv_col, qpos_col [BLOCK_M]."""
+    LOG2E: tl.constexpr = 1.4426950408889634
+    EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
+    G: tl.constexpr = BLOCK_N // 16
+    offs_n0 = tl.arange(0, BLOCK_N)
+    dmask = offs_d < HEAD_DIM
+    # key index of each partial's first register row: group g, lane row l -> 16 g + l (the second row is + 8)
+    row0 = (tl.arange(0, G)[:, None, None] * 16 + tl.arange(0, 8)[None, :, None])  # [G, 8, 1]
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        k_ptrs = (k_base + tl.cast(start_n, tl.int64) * stride_kn
+                  + offs_n0[:, None] * stride_kn + offs_d[None, :] * stride_kd)  # [BLOCK_N, BLOCK_D]
+        if MASKED:
+            k = tl.load(k_ptrs, mask=(offs_n[:, None] < Lk) & dmask[None, :], other=0.0)
+        elif EVEN_D:
+            k = tl.load(k_ptrs)
+        else:
+            k = tl.load(k_ptrs, mask=dmask[None, :], other=0.0)
+        if UPCAST:
+            s = tl.dot(k.to(tl.float32), qt.to(tl.float32), input_precision=DOT_PREC)
+        else:
+            s = tl.dot(k, qt, input_precision=DOT_PREC)
+        # [BLOCK_N, BLOCK_M]: keys x queries; raw q.k unless a key bias makes it the scaled score in log2 units
+        if HAS_BIAS:
+            bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
+            s = s * qk_scale + bias[:, None] * LOG2E
+        if MASKED:
+            ok = offs_n[:, None] < Lk
+            if CAUSAL:
+                ok = ok & (offs_n[:, None] <= qpos_col[None, :])
+            if HAS_WINDOW:
+                ok = ok & ((qpos_col[None, :] - offs_n[:, None]) < window)
+            if HAS_VALID:
+                kv = tl.load(kvalid_base + offs_n, mask=offs_n < Lk, other=0)
+                ok = ok & (kv[:, None] != 0)
+            s = tl.where(ok, s, float("-inf"))
+        if DO_MAX:  # fold the thread's two rows of each group, then into the running partials
+            s0, s1 = tl.split(tl.permute(tl.reshape(s, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
+            second = s1 > s0  # ties keep the first (lower) key
+            m_blk = tl.where(second, s1, s0)
+            if DO_ARG:
+                key = start_n + row0 + tl.where(second, 8, 0)
+                a_acc = tl.where(m_blk > m_acc, key, a_acc)
+            m_acc = tl.maximum(m_acc, m_blk)
+        if HAS_BIAS:  # log2 p; -inf where the key is hidden or the row sees nothing
+            t = s - lse_col[None, :]
+        else:
+            t = s * qk_scale - lse_col[None, :]
+        p = tl.exp2(t)
+        if DO_ENT:  # sum p log2 p; p = 0 with t = -inf on hidden keys
+            if MASKED or HAS_BIAS:
+                pt = tl.where(p > 0.0, p * t, 0.0)
+            else:
+                pt = p * t
+            e_acc += tl.sum(tl.reshape(pt, [G, 2, 8, BLOCK_M]), 1)
+        if DO_KEY:
+            pk = p
+            if HAS_VALID:  # padding queries never count towards key statistics
+                pk = tl.where(qv_col[None, :], p, 0.0)
+            row = tl.sum(pk, 1)  # [BLOCK_N]: inside one warp
+            fixed = (tl.maximum(row, 0.0) * fix_scale + 0.5).to(tl.int64)
+            tl.atomic_add(km_base + offs_n, fixed, mask=offs_n < Lk, sem="relaxed")
+    return m_acc, a_acc, e_acc
+
+
+@triton.jit
+def _finish_t(m_acc, a_acc, e_acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The partials reduced across lanes and warps: (max score, its first key or -1, sum p log2 p), each [BLOCK_M]."""
+    R: tl.constexpr = (BLOCK_N // 16) * 8
+    m2 = tl.reshape(m_acc, [R, BLOCK_M])
+    m_i = tl.max(m2, 0)
+    a_i = tl.min(tl.where(m2 == m_i[None, :], tl.reshape(a_acc, [R, BLOCK_M]), 2147483647), 0)
+    a_i = tl.where(a_i == 2147483647, -1, a_i)
+    e_i = tl.sum(tl.reshape(e_acc, [R, BLOCK_M]), 0)
+    return m_i, a_i, e_i
