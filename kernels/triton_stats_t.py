@@ -70,14 +70,16 @@ def _stats_inner_t(
                 kv = tl.load(kvalid_base + offs_n, mask=offs_n < Lk, other=0)
                 ok = ok & (kv[:, None] != 0)
             s = tl.where(ok, s, float("-inf"))
-        if DO_MAX:  # fold the thread's two rows of each group, then into the running partials
+        if DO_MAX:  # the thread's two rows of each group (keys key0 and key0 + 8) into the running partials
             s0, s1 = tl.split(tl.permute(tl.reshape(s, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
-            second = s1 > s0  # ties keep the first (lower) key
-            m_blk = tl.where(second, s1, s0)
-            if DO_ARG:
-                key = start_n + row0 + tl.where(second, 8, 0)
-                a_acc = tl.where(m_blk > m_acc, key, a_acc)
-            m_acc = tl.maximum(m_acc, m_blk)
+            if DO_ARG:  # strictly greater replaces: ties keep the first (lower) key
+                key0 = start_n + row0
+                a_acc = tl.where(s0 > m_acc, key0, a_acc)
+                m_acc = tl.maximum(m_acc, s0)
+                a_acc = tl.where(s1 > m_acc, key0 + 8, a_acc)
+                m_acc = tl.maximum(m_acc, s1)
+            else:
+                m_acc = tl.maximum(m_acc, tl.maximum(s0, s1))
         if HAS_BIAS:  # log2 p; -inf where the key is hidden or the row sees nothing
             t = s - lse_col[None, :]
         else:
@@ -86,9 +88,12 @@ def _stats_inner_t(
         if DO_ENT:  # sum p log2 p; p = 0 with t = -inf on hidden keys
             if MASKED or HAS_BIAS:
                 pt = tl.where(p > 0.0, p * t, 0.0)
-            else:
-                pt = p * t
-            e_acc += tl.sum(tl.reshape(pt, [G, 2, 8, BLOCK_M]), 1)
+                e_acc += tl.sum(tl.reshape(pt, [G, 2, 8, BLOCK_M]), 1)
+            else:  # two fused multiply-adds per partial
+                p0, p1 = tl.split(tl.permute(tl.reshape(p, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
+                t0, t1 = tl.split(tl.permute(tl.reshape(t, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
+                e_acc = e_acc + p0 * t0
+                e_acc = e_acc + p1 * t1
         if DO_KEY:
             pk = p
             if HAS_VALID:  # padding queries never count towards key statistics
