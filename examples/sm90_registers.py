@@ -2,8 +2,8 @@
 
 Triton compiles for a named target without a device, and its wheel carries the same ptxas and cuobjdump that a GPU
 machine uses, so with the GPU machine's Triton version the register counts here are the GPU's. Check: with
-Triton 3.6.0 (the H100/H200 machines' version), the first config gives 206 registers for stats="query" and 241 for
-stats="all", as Nsight Compute measured there (docs/gpu/ncu_stats_h200.log). Other Triton versions differ.
+Triton 3.6.0 (the H100/H200 machines' version), the 128x64 w8 s3 config (then the first) gives 206 registers for
+stats="query" and 241 for stats="all", as Nsight Compute measured there (docs/gpu/ncu_stats_h200.log). Other Triton versions differ.
 
     python3 -m venv /tmp/t36 && /tmp/t36/bin/pip install triton==3.6.0
     /tmp/t36/bin/python examples/sm90_registers.py [--configs all|first] [--variants query all ...] [--loops] [--mix]

@@ -44,6 +44,8 @@ def _configs():
     KEY_GROUPS: the key-mass column sums are taken over groups of BLOCK_M // KEY_GROUPS rows, each added with its
     own atomics. 1: one sum over the tile, a reduction across every warp (shared memory, 3 more CTA barriers per key
     block); BLOCK_M // 16: a sum per warp's rows, no cross-warp reduction, KEY_GROUPS times the atomics.
+    TRANSPOSE=1: the full walk on [BLOCK_N keys, BLOCK_M queries] tiles (`triton_stats_t.py`; KEY_GROUPS unused,
+    masses always in walks of their own).
 
     Registers per thread on sm_90, Triton 3.6 (`examples/sm90_registers.py`, the GPU machines' compiler; its
     first-config numbers match Nsight Compute's), stats="query" / "all" at head_dim 128: 128x64 w8 s3 155 / 224
@@ -58,7 +60,13 @@ def _configs():
         return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_MASSES": split, "KEY_GROUPS": groups,
                               "TRANSPOSE": kw.pop("transpose", 0)}, num_warps=warps, num_stages=stages, **kw)
 
-    return [  # the first is the one INTERP_AUTOTUNE=0 and short inputs get
+    return [  # the first is the one INTERP_AUTOTUNE=0 pins
+        # key-by-query tiles (`triton_stats_t.py`; masses in walks of their own): 330-342 instructions per key block
+        # on the unmasked walk against 513-525 for the query-by-key tiles below (32 scores per thread), no spill
+        # inside the walks. H100, stats="all", 32x128 GQA 32/8, each config pinned
+        # (`docs/gpu/stats_configs_round7.log`): 2.21x / 2.02x SDPA at 8k / 32k, the best query-by-key one 2.47x / 2.26x
+        c(64, 64, 1, 1, 4, 2, transpose=1, maxnreg=168),  # three CTAs per SM (spills only between the walks)
+        c(64, 64, 1, 1, 4, 2, transpose=1),  # 255 registers: two per SM
         c(128, 64, 0, 1, 8, 3),
         c(128, 64, 0, 8, 8, 3),
         c(128, 64, 0, 8, 8, 3, maxnreg=128),  # the same at 128 registers, no spills: two CTAs per SM
@@ -67,17 +75,11 @@ def _configs():
         c(128, 128, 0, 1, 8, 3),
         c(64, 128, 0, 1, 4, 3),
         c(64, 64, 0, 4, 4, 3),
+        c(64, 64, 0, 4, 4, 2, maxnreg=160),  # one warpgroup, three CTAs per SM: the autotuner's pick at 1k
         c(64, 32, 0, 4, 4, 2),
         c(32, 32, 0, 2, 4, 1),
-    ] + ([  # candidates not yet run on a GPU: tried only when asked for (INTERP_STATS_TRIAL_CONFIGS=1), so the
-        # config tests and benchmarks of a GPU session can take them in before they join the list above
-        c(64, 64, 1, 4, 4, 2, maxnreg=128),  # one warpgroup per CTA, four CTAs (16 warps) per SM, no spills
-        c(64, 64, 0, 4, 4, 2, maxnreg=160),  # three per SM
-        # key-by-query tiles (`triton_stats_t.py`; masses split): 330-342 instructions per key block on the
-        # unmasked walk against 513-525 above (32 scores per thread), no spill inside the walks
-        c(64, 64, 1, 1, 4, 2, transpose=1, maxnreg=168),  # three CTAs per SM (spills only between the walks)
-        c(64, 64, 1, 1, 4, 2, transpose=1),  # 255 registers: two per SM
-        c(64, 128, 1, 1, 8, 2, transpose=1),  # 255 registers: one per SM
+    ] + ([  # candidates not yet run on a GPU go here: tried only when asked for (INTERP_STATS_TRIAL_CONFIGS=1), so
+        # the config tests and benchmarks of a GPU session can take them in before they join the list above
     ] if TRIAL_CONFIGS else [])
 
 
