@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_forward import INTERPRET, fitting
+from .triton_forward import INTERPRET, _visible, fitting
 
 
 def _fit(configs, named_args, kwargs, smem_bytes):
@@ -311,14 +311,7 @@ def _dq_inner(
             bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
             s = s + bias[None, :] * LOG2E
         if MASKED:
-            ok = offs_n[None, :] < Lk
-            if CAUSAL:
-                ok = ok & (offs_n[None, :] <= qpos[:, None])
-            if HAS_WINDOW:
-                ok = ok & ((qpos[:, None] - offs_n[None, :]) < window)
-            if HAS_VALID:
-                kv = tl.load(kvalid_base + offs_n, mask=offs_n < Lk, other=0)
-                ok = ok & (kv[None, :] != 0)
+            ok = _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL, HAS_WINDOW, HAS_VALID)
             s = tl.where(ok, s, float("-inf"))
         p = tl.exp2(s - lse2[:, None])
         if UPCAST:

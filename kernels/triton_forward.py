@@ -66,6 +66,32 @@ def _prune(configs, named_args, **kwargs):
     return configs if INTERPRET else fitting(configs, named_args, kwargs, _smem)
 
 
+
+@triton.jit
+def _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+             HAS_VALID: tl.constexpr, KEYS_FIRST: tl.constexpr = False):
+    """Which (query, key) pairs of a tile are visible: key inside the sequence, causal, inside the window, key not
+    padding. offs_n [BLOCK_N] key positions, qpos [BLOCK_M] absolute query positions; the mask is
+    [BLOCK_M, BLOCK_N], or [BLOCK_N, BLOCK_M] when KEYS_FIRST (the key-by-query tiles of `triton_stats_t.py`)."""
+    if KEYS_FIRST:
+        kn = offs_n[:, None]
+        qp = qpos[None, :]
+    else:
+        kn = offs_n[None, :]
+        qp = qpos[:, None]
+    ok = kn < Lk
+    if CAUSAL:
+        ok = ok & (kn <= qp)
+    if HAS_WINDOW:
+        ok = ok & ((qp - kn) < window)
+    if HAS_VALID:
+        kv = tl.load(kvalid_base + offs_n, mask=offs_n < Lk, other=0)
+        if KEYS_FIRST:
+            ok = ok & (kv[:, None] != 0)
+        else:
+            ok = ok & (kv[None, :] != 0)
+    return ok
+
 @triton.jit
 def _fwd_inner(
     acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
@@ -97,14 +123,7 @@ def _fwd_inner(
             bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
             s = s + bias[None, :] * LOG2E
         if MASKED:
-            ok = offs_n[None, :] < Lk
-            if CAUSAL:
-                ok = ok & (offs_n[None, :] <= qpos[:, None])
-            if HAS_WINDOW:
-                ok = ok & ((qpos[:, None] - offs_n[None, :]) < window)
-            if HAS_VALID:
-                kv = tl.load(kvalid_base + offs_n, mask=offs_n < Lk, other=0)
-                ok = ok & (kv[None, :] != 0)
+            ok = _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL, HAS_WINDOW, HAS_VALID)
             s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)

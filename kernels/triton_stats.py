@@ -28,7 +28,7 @@ import os
 import triton
 import triton.language as tl
 
-from .triton_forward import INTERPRET, fitting
+from .triton_forward import INTERPRET, _visible, fitting
 from .triton_stats_t import _finish_t, _stats_inner_t
 
 TRIAL_CONFIGS = os.environ.get("INTERP_STATS_TRIAL_CONFIGS") == "1"
@@ -147,14 +147,7 @@ def _stats_inner(
             bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
             s = s * qk_scale + bias[None, :] * LOG2E
         if MASKED:
-            ok = offs_n[None, :] < Lk
-            if CAUSAL:
-                ok = ok & (offs_n[None, :] <= qpos[:, None])
-            if HAS_WINDOW:
-                ok = ok & ((qpos[:, None] - offs_n[None, :]) < window)
-            if HAS_VALID:
-                kv = tl.load(kvalid_base + offs_n, mask=offs_n < Lk, other=0)
-                ok = ok & (kv[None, :] != 0)
+            ok = _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL, HAS_WINDOW, HAS_VALID)
             s = tl.where(ok, s, float("-inf"))
         if DO_MAX:  # before t and p: s need not stay live beside them
             m_blk = tl.max(s, 1)

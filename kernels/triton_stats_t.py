@@ -22,6 +22,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .triton_forward import _visible
+
 
 @triton.jit
 def _stats_inner_t(
@@ -61,14 +63,7 @@ def _stats_inner_t(
             bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
             s = s * qk_scale + bias[:, None] * LOG2E
         if MASKED:
-            ok = offs_n[:, None] < Lk
-            if CAUSAL:
-                ok = ok & (offs_n[:, None] <= qpos_col[None, :])
-            if HAS_WINDOW:
-                ok = ok & ((qpos_col[None, :] - offs_n[:, None]) < window)
-            if HAS_VALID:
-                kv = tl.load(kvalid_base + offs_n, mask=offs_n < Lk, other=0)
-                ok = ok & (kv[:, None] != 0)
+            ok = _visible(offs_n, qpos_col, kvalid_base, Lk, window, CAUSAL, HAS_WINDOW, HAS_VALID, True)
             s = tl.where(ok, s, float("-inf"))
         if DO_MAX:  # the thread's two rows of each group (keys key0 and key0 + 8) into the running partials
             s0, s1 = tl.split(tl.permute(tl.reshape(s, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
