@@ -16,6 +16,10 @@ p = 2^(s - lse2), so nothing is carried through an online softmax. One program o
     key_count: closed form per key (queries that can see it, from the causal/window geometry and a prefix sum
         of the query padding mask), written by the same programs.
 
+TRANSPOSE configs (the first ones tried) do the full walk on key-by-query tiles instead (`triton_stats_t.py`): the
+same statistics and fixed-point atomics, per-key sums as row sums inside a warp, per-query ones folded per thread and
+reduced once after the walk; the masses then always take walks of their own (query-by-key, as above).
+
 Only the rows that see a key contribute; a row that sees nothing (all keys padding or -inf bias) has p = 0
 everywhere: max_prob 0, argmax -1, entropy 0, masses 0, and it counts towards no key. Every offset that can pass
 2^31 elements is 64-bit.
