@@ -242,3 +242,24 @@ def test_sm90_register_report_compiles_without_a_gpu():
     assert row, res.stdout
     bm, bn, w, regs, spill, smem_kib, ctas, warps = (float(x) for x in row.groups())
     assert 32 <= regs <= 255 and 16 <= smem_kib <= 227 and ctas >= 1 and warps == w * ctas
+
+
+EDGE_CASES = {  # the awkward-row tests of test_kernel_triton / test_kernel_awkward, re-run under each forced walk
+    "empty-padding": ("test_kernel_triton", "test_rows_with_nothing_to_attend_to", {"case": "padding"}),
+    "empty-bias": ("test_kernel_triton", "test_rows_with_nothing_to_attend_to", {"case": "bias"}),
+    "empty-bias+window": ("test_kernel_triton", "test_rows_with_nothing_to_attend_to", {"case": "bias+window"}),
+    "nan-q": ("test_kernel_awkward", "test_nan_scores_give_nan_statistics_not_empty_rows", {"where": "q"}),
+    "nan-k": ("test_kernel_awkward", "test_nan_scores_give_nan_statistics_not_empty_rows", {"where": "k"}),
+    "nan-padding-query": ("test_kernel_awkward", "test_nan_in_a_padding_query_does_not_poison_key_statistics", {}),
+    "finfo-min-bias": ("test_kernel_awkward", "test_finfo_min_bias_hides_keys_like_minus_inf", {"backend": "triton"}),
+}
+
+
+@pytest.mark.parametrize("edge", sorted(EDGE_CASES))
+def test_awkward_rows_under_each_walk(forced, edge, device):
+    """Rows that see nothing, NaN scores, NaN in a padding query, finfo.min masks: the same answers whichever walk
+    (query-by-key, key-by-query, masses carried or split) the pinned config takes."""
+    import importlib
+
+    module, name, kwargs = EDGE_CASES[edge]
+    getattr(importlib.import_module(module), name)(device=device, **kwargs)
