@@ -58,6 +58,10 @@ def main(argv=None) -> int:
     dtype = getattr(torch, a.dtype)
     configs = triton_stats._configs()
     chosen = a.configs if a.configs is not None else list(range(len(configs)))
+    bad = [i for i in chosen if not 0 <= i < len(configs)]
+    if bad:
+        p.error(f"--configs {bad}: the list has {len(configs)} configs here (0..{len(configs) - 1}; the CPU "
+                "interpreter has one)")
     print(f"{torch.cuda.get_device_name() if not a.smoke else 'CPU smoke'}, {a.dtype}, causal, {heads}x128 GQA "
           f"{heads}/{kv}; time relative to SDPA in the same run; err (N <= 8192): worst error vs the reference "
           "(key statistics relative; argmax: fraction of rows differing)", flush=True)

@@ -56,3 +56,17 @@ def test_short_call_anatomy_script_runs():
     bad = subprocess.run([sys.executable, str(ROOT / "examples" / "short_calls_gpu.py"), "--device", "cpu", "--reps",
                           "0"], capture_output=True, text=True, env=ENV, timeout=120)
     assert bad.returncode == 2 and "must be >= 1" in bad.stderr
+
+
+def test_config_timing_script_runs_and_checks_itself():
+    """examples/stats_configs_gpu.py --smoke: the interpreter's config pinned, checked against the reference."""
+    script = str(ROOT / "examples" / "stats_configs_gpu.py")
+    r = subprocess.run([sys.executable, script, "--smoke", "--stats", "query", "all"], capture_output=True, text=True,
+                       env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = re.findall(r"^\s+\[ 0\] \S.*?\s+(query|all)\s+[\d.]+ ms\s+[\d.]+x\s+err ([\d.e+-]+)$", r.stdout, re.M)
+    assert [s for s, _ in rows] == ["query", "all"], r.stdout
+    assert all(float(e) < 1e-4 for _, e in rows), rows
+    bad = subprocess.run([sys.executable, script, "--smoke", "--configs", "5"], capture_output=True, text=True,
+                         env=ENV, timeout=120)
+    assert bad.returncode == 2 and "--configs [5]" in bad.stderr, bad.stderr[-500:]
