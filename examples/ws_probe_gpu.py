@@ -13,6 +13,9 @@ of the specialisation itself on identical work. Findings on the CPU with Triton 
     alternate key blocks.
 
     /tmp/t36/bin/python examples/ws_probe_gpu.py --compile-only       # sm_90 compile here, no GPU
+
+Triton 3.6 is the GPU machines' version; with the Triton 3.9 of this repository's CPU environment the WS=True
+compile fails in the MLIR pipeline (the pass changed), so the findings above are 3.6's.
     python3 examples/ws_probe_gpu.py --n 8192 32768                   # GPU: check against torch, time WS off / on
 
 Not part of the package: a probe whose numbers decide whether the real kernel should take this route.
