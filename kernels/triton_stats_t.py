@@ -39,6 +39,7 @@ def _stats_inner_t(
     qt [BLOCK_D, BLOCK_M] the queries, transposed; lse_col, qv_col, qpos_col [BLOCK_M]."""
     LOG2E: tl.constexpr = 1.4426950408889634
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
+    tl.static_assert(BLOCK_N % 16 == 0, "TRANSPOSE configs need BLOCK_N a multiple of 16 (one warp's rows)")
     G: tl.constexpr = BLOCK_N // 16
     offs_n0 = tl.arange(0, BLOCK_N)
     dmask = offs_d < HEAD_DIM

@@ -11,7 +11,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from interp.kernels import launcher  # noqa: E402
+from interp.kernels import attention_with_stats, launcher  # noqa: E402
 from test_kernel_triton import check_against_reference, make  # noqa: E402
 
 
@@ -263,3 +263,54 @@ def test_awkward_rows_under_each_walk(forced, edge, device):
 
     module, name, kwargs = EDGE_CASES[edge]
     getattr(importlib.import_module(module), name)(device=device, **kwargs)
+
+
+TIE_CASES = {  # (q_len, k_len, causal, extra arguments)
+    "causal": (150, 150, True, {}),
+    "chunked": (45, 170, True, {}),
+    "noncausal": (45, 170, False, {}),
+    "window": (150, 150, True, {"sliding_window": 37}),
+    "padding": (150, 150, True, {"pad": True}),
+    "bias": (150, 150, False, {"bias": True}),
+    "decode": (1, 170, True, {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TIE_CASES))
+def test_argmax_first_maximum_with_many_exact_ties(forced, case, device):
+    """Scores from integer q and k (exact in float32), half the keys copies of others: ties inside a block, across
+    blocks, between the two rows a thread folds and between keys BLOCK_N apart (one partial of a key-by-query walk).
+    The argmax must equal the first maximal key exactly (float64 reference), with a non-power-of-two head_dim."""
+    lq, lk, causal, extra = TIE_CASES[case]
+    g = torch.Generator().manual_seed(sorted(TIE_CASES).index(case))
+    q = torch.randint(-1, 2, (2, 4, lq, 40), generator=g).float()
+    k = torch.randint(-1, 2, (2, 2, lk, 40), generator=g).float()
+    k[:, :, torch.randint(0, lk, (lk // 2,), generator=g)] = k[:, :, torch.randint(0, lk, (lk // 2,), generator=g)]
+    k[:, :, 64:128] = k[:, :, 0:64]  # keys 64 apart: same partial, next block, at BLOCK_N 64 (and 32, 16)
+    v = torch.randn(2, 2, lk, 40, generator=g)
+    kw = dict(causal=causal, scale=0.25)
+    qpos = torch.arange(lq)[:, None] + (lk - lq)
+    ok = torch.ones(2, 4, lq, lk, dtype=torch.bool)
+    if causal:
+        ok &= torch.arange(lk)[None, :] <= qpos
+    if "sliding_window" in extra:
+        kw["sliding_window"] = extra["sliding_window"]
+        ok &= (qpos - torch.arange(lk)[None, :]) < extra["sliding_window"]
+    if extra.get("pad"):
+        valid = torch.ones(2, lk, dtype=torch.bool)
+        valid[0, :30] = False
+        valid[1, 100:] = False
+        kw["attention_mask"] = valid.to(device)
+        ok &= valid[:, None, None, :]
+    if extra.get("bias"):
+        bias = torch.zeros(2, 4, lk)
+        bias[:, 1] = float("-inf")  # head 1 sees nothing
+        bias[0, 2, ::3] = float("-inf")
+        kw["key_bias"] = bias.to(device)
+        ok &= ~torch.isneginf(bias)[:, :, None, :]
+    _, st = attention_with_stats(q.to(device), k.to(device), v.to(device), backend="triton",
+                                 stats=["argmax", "max_prob"], **kw)
+    s = (q.double() @ k.double().repeat_interleave(2, 1).transpose(-1, -2)).masked_fill(~ok, float("-inf"))
+    want = s.argmax(-1).masked_fill(~ok.any(-1), -1)
+    assert ((s == s.max(-1, keepdim=True).values) & ok).sum(-1).gt(1).any()  # there are ties to break
+    assert torch.equal(st.argmax.cpu(), want), (st.argmax.cpu() != want).sum().item()
