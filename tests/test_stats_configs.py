@@ -1,9 +1,10 @@
 """The statistics kernel under each code path its tile configs choose, against the PyTorch reference.
 
-The autotuner picks a config per key on a GPU; the CPU interpreter has one. Here the launcher's config cache is
-forced to a given config, so both ways of computing the masses (carried through the full walk, SPLIT_MASSES=0, or
-in walks of their own, SPLIT_MASSES=1), both ways of summing key mass (KEY_GROUPS 1: over the tile; more: per group
-of rows) and small and ragged tiles run in CI.
+The autotuner picks a config per key on a GPU; the CPU interpreter has one (the GPU's first: a key-by-query walk).
+Here the launcher's config cache is forced to a given config, so both tile orientations (query-by-key, and
+key-by-query: TRANSPOSE), both ways of computing the masses (carried through the full walk, SPLIT_MASSES=0, or in
+walks of their own, SPLIT_MASSES=1), both ways of summing key mass (KEY_GROUPS 1: over the tile; more: per group of
+rows) and small and ragged tiles run in CI.
 """
 
 import pytest
