@@ -66,7 +66,6 @@ def _prune(configs, named_args, **kwargs):
     return configs if INTERPRET else fitting(configs, named_args, kwargs, _smem)
 
 
-
 @triton.jit
 def _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
              HAS_VALID: tl.constexpr, KEYS_FIRST: tl.constexpr = False):
@@ -91,6 +90,7 @@ def _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL: tl.constexpr, HAS_WI
         else:
             ok = ok & (kv[None, :] != 0)
     return ok
+
 
 @triton.jit
 def _fwd_inner(

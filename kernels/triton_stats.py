@@ -32,8 +32,8 @@ import os
 import triton
 import triton.language as tl
 
-from .triton_forward import INTERPRET, _visible, fitting
-from .triton_stats_t import _finish_t, _stats_inner_t
+from .triton_forward import INTERPRET, fitting
+from .triton_stats_t import _finish_t, _key_scores, _stats_inner_t
 
 TRIAL_CONFIGS = os.environ.get("INTERP_STATS_TRIAL_CONFIGS") == "1"
 # rows with |lse| >= LSE_LIMIT get NaN statistics: p = 2^(s - lse2) is not float32-precise there (see `_bad_rows`)
@@ -127,32 +127,14 @@ def _stats_inner(
     DO_LOCAL: tl.constexpr, DO_SPAN: tl.constexpr, DO_KEY: tl.constexpr, UPCAST: tl.constexpr,
     DOT_PREC: tl.constexpr,
 ):
-    LOG2E: tl.constexpr = 1.4426950408889634
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
     offs_n0 = tl.arange(0, BLOCK_N)
     dmask = offs_d < HEAD_DIM
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k_ptrs = (k_base + tl.cast(start_n, tl.int64) * stride_kn
-                  + offs_n0[None, :] * stride_kn + offs_d[:, None] * stride_kd)  # [BLOCK_D, BLOCK_N]
-        if MASKED:
-            kt = tl.load(k_ptrs, mask=(offs_n[None, :] < Lk) & dmask[:, None], other=0.0)
-        elif EVEN_D:
-            kt = tl.load(k_ptrs)
-        else:
-            kt = tl.load(k_ptrs, mask=dmask[:, None], other=0.0)
-        if UPCAST:
-            s = tl.dot(q.to(tl.float32), kt.to(tl.float32), input_precision=DOT_PREC)
-        else:
-            s = tl.dot(q, kt, input_precision=DOT_PREC)
-        # [BLOCK_M, BLOCK_N]: the raw q.k (scale > 0 keeps its order, so max and argmax need no scaling: t below is
-        # one fused multiply-add); with a key bias, the scaled and biased score in log2 units
-        if HAS_BIAS:
-            bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
-            s = s * qk_scale + bias[None, :] * LOG2E
-        if MASKED:
-            ok = _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL, HAS_WINDOW, HAS_VALID)
-            s = tl.where(ok, s, float("-inf"))
+        s = _key_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, bias_base,
+                        qk_scale, kvalid_base, qpos, window, MASKED, EVEN_D, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS,
+                        UPCAST, DOT_PREC, False)  # [BLOCK_M, BLOCK_N]
         if DO_MAX:  # before t and p: s need not stay live beside them
             m_blk = tl.max(s, 1)
             if DO_ARG:  # first column reaching the block's max; it matters only where the running max grows
@@ -209,14 +191,20 @@ def _bad_rows(lse, LSE_LIMIT: tl.constexpr):
 
 
 @triton.jit
+def _row_flags(LSE, out, row_ok):
+    """(rows that see a key, rows whose statistics are NaN: `_bad_rows` but not merely empty), from the lse at `out`,
+    loaded again where it is needed (fewer live registers than keeping it)."""
+    lse = tl.load(LSE + out, mask=row_ok, other=float("-inf"))
+    return lse > float("-inf"), _bad_rows(lse, LSE_LIMIT) & (lse != float("-inf"))  # NaN included (NaN > -inf: no)
+
+
+@triton.jit
 def _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, out, row_ok, lse_row, qk_scale, rs, S_MAXP: tl.constexpr,
                      S_ENT: tl.constexpr, HAS_BIAS: tl.constexpr, WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr,
                      WANT_ENT: tl.constexpr):
     """max_prob, argmax and entropy of the rows at `out`, NaN / -1 on bad rows, 0 / -1 on rows that see nothing."""
     LN2: tl.constexpr = 0.6931471805599453
-    lse = tl.load(LSE + out, mask=row_ok, other=float("-inf"))
-    seen = lse > float("-inf")
-    bad = _bad_rows(lse, LSE_LIMIT) & (lse != float("-inf"))  # NaN included (NaN > -inf is False)
+    seen, bad = _row_flags(LSE, out, row_ok)
     if WANT_MAXP:
         m_log2 = m_i if HAS_BIAS else m_i * qk_scale  # the row's max score in log2 units
         maxp = tl.where(seen, tl.exp2(m_log2 - lse_row), 0.0)
@@ -398,11 +386,8 @@ def attention_stats_kernel(
                     True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
                     False, False, False, True, False, UPCAST, DOT_PREC,
                 )
-        lse = tl.load(LSE + row_base + offs_m, mask=row_ok, other=float("-inf"))  # again: fewer live registers
-        seen = lse > float("-inf")
-        bad = _bad_rows(lse, LSE_LIMIT) & (lse != float("-inf"))  # NaN included (NaN > -inf is False)
-
         out = row_base + offs_m
+        _, bad = _row_flags(LSE, out, row_ok)
         rs = tl.cast(rows_stride, tl.int64)
         nan = float("nan")
         if WANT_SINK:

@@ -26,6 +26,54 @@ from .triton_forward import _visible
 
 
 @triton.jit
+def _key_scores(qx, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, bias_base, qk_scale,
+                kvalid_base, qpos, window, MASKED: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
+                HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
+                DOT_PREC: tl.constexpr, KEYS_FIRST: tl.constexpr):
+    """One key block's scores for both statistics walks: the K tile loaded, its product with the queries, the key
+    bias and, in masked blocks, -inf where a key is hidden. qx is q [BLOCK_M, BLOCK_D] and the result
+    [BLOCK_M, BLOCK_N]; with KEYS_FIRST, qx is q transposed [BLOCK_D, BLOCK_M] and the result [BLOCK_N, BLOCK_M].
+    The raw q.k (scale > 0 keeps its order, so max and argmax need no scaling), or, with a key bias, the scaled and
+    biased score in log2 units."""
+    LOG2E: tl.constexpr = 1.4426950408889634
+    base = k_base + tl.cast(start_n, tl.int64) * stride_kn
+    if KEYS_FIRST:
+        k_ptrs = base + offs_n0[:, None] * stride_kn + offs_d[None, :] * stride_kd  # [BLOCK_N, BLOCK_D]
+        in_keys = (offs_n[:, None] < Lk) & dmask[None, :]
+        in_d = dmask[None, :]
+    else:
+        k_ptrs = base + offs_n0[None, :] * stride_kn + offs_d[:, None] * stride_kd  # [BLOCK_D, BLOCK_N]
+        in_keys = (offs_n[None, :] < Lk) & dmask[:, None]
+        in_d = dmask[:, None]
+    if MASKED:
+        kx = tl.load(k_ptrs, mask=in_keys, other=0.0)
+    elif EVEN_D:
+        kx = tl.load(k_ptrs)
+    else:
+        kx = tl.load(k_ptrs, mask=in_d, other=0.0)
+    if KEYS_FIRST:
+        a = kx
+        b = qx
+    else:
+        a = qx
+        b = kx
+    if UPCAST:
+        s = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=DOT_PREC)
+    else:
+        s = tl.dot(a, b, input_precision=DOT_PREC)
+    if HAS_BIAS:
+        bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
+        if KEYS_FIRST:
+            s = s * qk_scale + bias[:, None] * LOG2E
+        else:
+            s = s * qk_scale + bias[None, :] * LOG2E
+    if MASKED:
+        ok = _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL, HAS_WINDOW, HAS_VALID, KEYS_FIRST)
+        s = tl.where(ok, s, float("-inf"))
+    return s
+
+
+@triton.jit
 def _stats_inner_t(
     m_acc, a_acc, e_acc,
     qt, lse_col, qv_col, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base,
@@ -37,7 +85,6 @@ def _stats_inner_t(
 ):
     """m_acc, a_acc, e_acc: [BLOCK_N // 16, 8, BLOCK_M] running partials (max score, its first key, sum p log2 p);
     qt [BLOCK_D, BLOCK_M] the queries, transposed; lse_col, qv_col, qpos_col [BLOCK_M]."""
-    LOG2E: tl.constexpr = 1.4426950408889634
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
     tl.static_assert(BLOCK_N % 16 == 0, "TRANSPOSE configs need BLOCK_N a multiple of 16 (one warp's rows)")
     G: tl.constexpr = BLOCK_N // 16
@@ -47,25 +94,9 @@ def _stats_inner_t(
     row0 = (tl.arange(0, G)[:, None, None] * 16 + tl.arange(0, 8)[None, :, None])  # [G, 8, 1]
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k_ptrs = (k_base + tl.cast(start_n, tl.int64) * stride_kn
-                  + offs_n0[:, None] * stride_kn + offs_d[None, :] * stride_kd)  # [BLOCK_N, BLOCK_D]
-        if MASKED:
-            k = tl.load(k_ptrs, mask=(offs_n[:, None] < Lk) & dmask[None, :], other=0.0)
-        elif EVEN_D:
-            k = tl.load(k_ptrs)
-        else:
-            k = tl.load(k_ptrs, mask=dmask[None, :], other=0.0)
-        if UPCAST:
-            s = tl.dot(k.to(tl.float32), qt.to(tl.float32), input_precision=DOT_PREC)
-        else:
-            s = tl.dot(k, qt, input_precision=DOT_PREC)
-        # [BLOCK_N, BLOCK_M]: keys x queries; raw q.k unless a key bias makes it the scaled score in log2 units
-        if HAS_BIAS:
-            bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
-            s = s * qk_scale + bias[:, None] * LOG2E
-        if MASKED:
-            ok = _visible(offs_n, qpos_col, kvalid_base, Lk, window, CAUSAL, HAS_WINDOW, HAS_VALID, True)
-            s = tl.where(ok, s, float("-inf"))
+        s = _key_scores(qt, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, bias_base,
+                        qk_scale, kvalid_base, qpos_col, window, MASKED, EVEN_D, CAUSAL, HAS_WINDOW, HAS_VALID,
+                        HAS_BIAS, UPCAST, DOT_PREC, True)  # [BLOCK_N, BLOCK_M]: keys x queries
         if DO_MAX:  # the thread's two rows of each group (keys key0 and key0 + 8) into the running partials
             s0, s1 = tl.split(tl.permute(tl.reshape(s, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
             if DO_ARG:  # strictly greater replaces: ties keep the first (lower) key
