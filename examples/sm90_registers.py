@@ -3,7 +3,8 @@
 Triton compiles for a named target without a device, and its wheel carries the same ptxas and cuobjdump that a GPU
 machine uses, so with the GPU machine's Triton version the register counts here are the GPU's. Check: with
 Triton 3.6.0 (the H100/H200 machines' version), the 128x64 w8 s3 config (then the first) gives 206 registers for
-stats="query" and 241 for stats="all", as Nsight Compute measured there (docs/gpu/ncu_stats_h200.log). Other Triton versions differ.
+stats="query" and 241 for stats="all", as Nsight Compute measured there (docs/gpu/ncu_stats_h200.log). Other
+Triton versions differ.
 
     python3 -m venv /tmp/t36 && /tmp/t36/bin/pip install triton==3.6.0
     /tmp/t36/bin/python examples/sm90_registers.py [--configs all|first] [--variants query all ...] [--loops] [--mix]
@@ -196,11 +197,7 @@ def main(argv=None) -> int:
     print(f"triton {triton.__version__}, sm_90, head_dim {args.head_dim}, fp16, causal")
     print(f"{'config':<28} {'stats':<9} {'regs':>5} {'spill B':>8} {'smem KiB':>9} {'CTAs/SM':>8} {'warps/SM':>9}")
     for c in configs:
-        maxnreg = getattr(c, "maxnreg", None)
-        tag = (f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']} w{c.num_warps} s{c.num_stages}"
-               + (f" r{maxnreg}" if maxnreg else "") + (" split" if c.kwargs.get("SPLIT_MASSES") else "")
-               + (f" kg{c.kwargs['KEY_GROUPS']}" if c.kwargs.get("KEY_GROUPS", 1) > 1 else "")
-               + (" T" if c.kwargs.get("TRANSPOSE") else ""))
+        tag = mods["triton_stats"].config_tag(c)
         for v in args.variants:
             compiled = compile_stats(mods, c, VARIANTS[v], head_dim=args.head_dim)
             regs, stack = resources(compiled)

@@ -19,13 +19,6 @@ import triton
 from interp.kernels import attention_with_stats, launcher, triton_stats
 
 
-def tag(c) -> str:
-    kw = c.kwargs
-    return (f"{kw['BLOCK_M']}x{kw['BLOCK_N']} w{c.num_warps} s{c.num_stages}"
-            + (f" r{c.maxnreg}" if getattr(c, "maxnreg", None) else "") + (" split" if kw["SPLIT_MASSES"] else "")
-            + (f" kg{kw['KEY_GROUPS']}" if kw["KEY_GROUPS"] > 1 else "") + (" T" if kw.get("TRANSPOSE") else ""))
-
-
 def check(q, k, v, stats: str, ref) -> float:
     """Largest error of the pinned config against the PyTorch reference's statistics `ref`: absolute on the
     per-query statistics, relative to the largest on key_mass, argmax as the fraction of rows that differ."""
@@ -79,15 +72,16 @@ def main(argv=None) -> int:
                 refs[stats] = attention_with_stats(q, k, v, stats=stats,
                                                    backend="reference")[1]
         for i in chosen:
+            name = triton_stats.config_tag(configs[i])
             launcher._tuned = launcher.PinnedConfig(configs[i])
             for stats in a.stats:
                 try:
                     err = check(q, k, v, stats, refs[stats]) if stats in refs else float("nan")
                     t = triton.testing.do_bench(lambda: attention_with_stats(q, k, v, stats=stats, backend="triton"))
-                    print(f"  [{i:2d}] {tag(configs[i]):<28} {stats:<6} {t:8.3f} ms {t / base:6.2f}x  err {err:.1e}",
+                    print(f"  [{i:2d}] {name:<28} {stats:<6} {t:8.3f} ms {t / base:6.2f}x  err {err:.1e}",
                           flush=True)
                 except Exception as e:  # a config that does not fit this GPU (shared memory) or fails to compile
-                    print(f"  [{i:2d}] {tag(configs[i]):<28} {stats:<6} failed: {type(e).__name__}: "
+                    print(f"  [{i:2d}] {name:<28} {stats:<6} failed: {type(e).__name__}: "
                           f"{str(e).splitlines()[0][:120]}", flush=True)
         launcher._tuned = {}
     return 0

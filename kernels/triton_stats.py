@@ -87,6 +87,15 @@ def _configs():
     ] if TRIAL_CONFIGS else [])
 
 
+def config_tag(c) -> str:
+    """A config in one short line, as the logs name them: '64x64 w4 s2 r168 split T'."""
+    kw = c.kwargs
+    maxnreg = getattr(c, "maxnreg", None)
+    return (f"{kw['BLOCK_M']}x{kw['BLOCK_N']} w{c.num_warps} s{c.num_stages}" + (f" r{maxnreg}" if maxnreg else "")
+            + (" split" if kw.get("SPLIT_MASSES") else "")
+            + (f" kg{kw['KEY_GROUPS']}" if kw.get("KEY_GROUPS", 1) > 1 else "") + (" T" if kw.get("TRANSPOSE") else ""))
+
+
 def _without_key_duplicates(configs, want_key: bool):
     """Without key statistics KEY_GROUPS changes nothing: configs differing only in it compile to the same kernel,
     so only the first of them is timed."""
