@@ -5,9 +5,10 @@
 1. One attention call (32 heads x 128, GQA 32/8, fp16) with every statistic: eager, and captured once in a
    torch.cuda.CUDAGraph and replayed (the graph holds the kernel launches; replay costs one launch on the host).
    SDPA eager beside it. Replayed outputs and statistics are checked equal to the eager call's.
-2. A 30-layer SmolLM2-shaped model (or `--model-shape llama3-8b`: 4 layers; random weights, bf16) with every statistic captured at every layer: HF SDPA
-   eager and graph-replayed, interp's `run_with_cache(stats="all")` eager, and `interp.graphs.GraphedRun` (the
-   same forward captured once and replayed for new prompts; checked equal to eager runs).
+2. A 30-layer SmolLM2-shaped model (or `--model-shape llama3-8b`: 4 layers; random weights, bf16) with every
+   statistic captured at every layer: HF SDPA eager and graph-replayed, interp's `run_with_cache(stats="all")`
+   eager, and `interp.graphs.GraphedRun` (the same forward captured once and replayed for new prompts; checked
+   equal to eager runs).
 Times: wall time per call over `reps` back-to-back calls (host and device together, as a user sees them).
 """
 
@@ -116,7 +117,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         p.error("needs a CUDA GPU")
-    if a.reps < 1 or any(n < 1 for n in a.tokens + a.model_tokens) or (a.model_layers is not None and a.model_layers < 1):
+    if a.reps < 1 or any(n < 1 for n in a.tokens + a.model_tokens) or (
+            a.model_layers is not None and a.model_layers < 1):
         p.error("--reps, --model-layers and token counts must be >= 1")
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
     attention_calls(a.tokens, a.reps)

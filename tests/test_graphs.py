@@ -31,8 +31,10 @@ def test_graphed_run_replays_what_run_with_cache_computes(device):
     model = interp.load("toy-induction", device=device)
     g = torch.Generator().manual_seed(0)
     ids, other = (torch.randint(1, 64, (2, 40), generator=g).to(device) for _ in range(2))
-    for bad, err, match in [(ids.float(), TypeError, "integer tensor"), (ids[0], ValueError, r"must be 2-D of token ids, \[batch, pos\]"),
-                            (ids.cpu(), ValueError, "tokens are on cpu"), (ids * 0 + 64, ValueError, "outside the vocabulary")]:
+    for bad, err, match in [(ids.float(), TypeError, "integer tensor"),
+                            (ids[0], ValueError, r"must be 2-D of token ids, \[batch, pos\]"),
+                            (ids.cpu(), ValueError, "tokens are on cpu"),
+                            (ids * 0 + 64, ValueError, "outside the vocabulary")]:
         with pytest.raises(err, match=match):
             GraphedRun(model, bad)
     with pytest.raises(ValueError, match="span_mass"):
