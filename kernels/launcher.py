@@ -142,14 +142,14 @@ def _launch_stats(args, consts, tune_key, lq, n_bh, kmass):
     config = _tuned.get(tune_key)
     if config is not None:
         meta = config.all_kwargs()
-        attention_stats_kernel.fn[(triton.cdiv(lq, meta["BLOCK_M"]), n_bh)](*args, **consts, **meta)
+        attention_stats_kernel.fn[(triton.cdiv(lq, meta["BLOCK_M"]) * n_bh,)](*args, **consts, **meta)
         return
-    attention_stats_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), n_bh)](*args, **consts)
+    attention_stats_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]) * n_bh,)](*args, **consts)
     if INTERPRET:
         return
     if kmass is not None and AUTOTUNE:  # timing runs of the autotuner may have added to the atomic key sums,
         kmass.zero_()  # whatever the Triton version does with reset_to_zero: run the chosen config once more
-        attention_stats_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), n_bh)](*args, **consts)
+        attention_stats_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]) * n_bh,)](*args, **consts)
     _tuned[tune_key] = attention_stats_kernel.best_config
 
 
@@ -163,7 +163,7 @@ def triton_forward(q, k, v, spec: AttnSpec, flags, len_bucket):
     bias = spec.key_bias if spec.key_bias is not None else _dummy(dev)
 
     def grid(meta):
-        return (triton.cdiv(lq, meta["BLOCK_M"]), b * h)
+        return (triton.cdiv(lq, meta["BLOCK_M"]) * b * h,)
 
     attention_fwd_kernel[grid](
         q, k, v, out, lse, kvalid, bias, *q.stride(), *k.stride(), *v.stride(), *out.stride(),

@@ -88,7 +88,7 @@ def triton_attention_backward(
     delta = torch.empty(b, h, lq, **f32)
     lse2 = torch.empty(b, h, lq, **f32)
     lse = lse.contiguous()
-    bwd_preprocess_kernel[(triton.cdiv(lq, PREPROCESS_BLOCK_M), b * h)](
+    bwd_preprocess_kernel[(b * h, triton.cdiv(lq, PREPROCESS_BLOCK_M))](
         out, do, lse, delta, lse2, *out.stride(), *do.stride(), h, lq,
         HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=PREPROCESS_BLOCK_M,
     )

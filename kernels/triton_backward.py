@@ -86,8 +86,8 @@ def bwd_preprocess_kernel(
 ):
     """DELTA = rowsum(dO * O) (float32); LSE2 = lse * log2(e), +inf where lse = -inf."""
     LOG2E: tl.constexpr = 1.4426950408889634
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1).to(tl.int64)
+    pid_bh = tl.program_id(0).to(tl.int64)  # batch x heads on the first grid axis: no 65,535 limit there
+    pid_m = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     m0 = tl.cast(pid_m * BLOCK_M, tl.int64)  # 64-bit block start: row * stride may pass 2^31 at 1M tokens

@@ -70,3 +70,33 @@ def test_config_timing_script_runs_and_checks_itself():
     bad = subprocess.run([sys.executable, script, "--smoke", "--configs", "5"], capture_output=True, text=True,
                          env=ENV, timeout=120)
     assert bad.returncode == 2 and "--configs [5]" in bad.stderr, bad.stderr[-500:]
+
+
+def test_gqa_packing_probe_kernel_is_exact():
+    """examples/gqa_pack_probe_gpu.py (round 8's K-traffic probe): its walk, one head per program and 2 / 4 GQA heads
+    packed, against its float64 reference, in the interpreter (the script's own check runs on the GPU)."""
+    code = f"""
+import sys, torch
+sys.path.insert(0, {str(ROOT / "examples")!r})
+import gqa_pack_probe_gpu as P
+torch.manual_seed(0)
+H, KVH, D, n = 8, 2, 128, 192
+G, scale, fix = H // KVH, D ** -0.5, 2.0 ** 40
+q, k = torch.randn(H, n, D).half(), torch.randn(KVH, n, D).half()
+s = (q.float() @ k.float().repeat_interleave(G, 0).transpose(-1, -2)) * scale
+lse = torch.logsumexp(s + torch.full((n, n), float("-inf")).triu(1), -1)
+mx, arg, ent, km = P.reference(q, k, lse, G, scale)
+ok = mx.isfinite()
+assert ok.sum() > 0 and (~ok).sum() > 0  # rows of the first 64-block see no earlier block
+for pack in (1, 2, 4):
+    kmass, rows = torch.zeros(H, n, dtype=torch.int64), torch.zeros(3, H, n)
+    P.launch(q, k, lse, kmass, rows, G, pack, scale, fix, 4, 2)
+    assert (rows[0] - mx)[ok].abs().max() < 1e-4, pack
+    assert torch.equal(rows[1].long()[ok], arg[ok]), pack
+    assert (rows[2] - ent).abs().max() < 1e-4, pack
+    assert (kmass.double() / fix - km).abs().max() < 1e-5, pack
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]

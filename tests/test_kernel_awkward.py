@@ -230,3 +230,17 @@ def test_output_only_matches_on_gpu(device):
     out_none, _ = attention_with_stats(q, k, v, stats="none")
     out_all, _ = attention_with_stats(q, k, v, stats="all")
     assert torch.equal(out_none, out_all)
+
+
+@pytest.mark.parametrize("n", [200, 8192 + 65])
+def test_both_program_orders_cover_every_row(n, device):
+    """Programs run heads-first, last query block first up to HEAVY_FIRST_MAX query tokens and head by head above it
+    (`triton_forward._program`, one grid axis of query blocks x batch x heads): every (batch, head, row) is computed
+    once, by the right program, either way. A sliding window keeps the long case's walks short on the CPU
+    interpreter (and makes the Triton forward, with the same program order, give the output on a GPU); 2 heads over
+    2 batches make a wrong batch / head split show."""
+    from interp.kernels.triton_forward import HEAVY_FIRST_MAX
+
+    assert (n <= HEAVY_FIRST_MAX) == (n == 200)
+    q, k, v = make(2, 2, 1, n, n, 16, torch.float32, device, seed=7)
+    check_against_reference(q, k, v, sliding_window=24, stats="all")
