@@ -6,6 +6,9 @@ against the float32 reference (PyTorch): how a config candidate (e.g. the key-by
 
 Time: median of triton.testing.do_bench over the whole `attention_with_stats` call (SDPA output + lse, then the
 statistics pass), fp16 or bf16, causal, 32 heads x 128, GQA 32/8, batch 1. Configs index `triton_stats._configs()`.
+At 1k-2k tokens a single call is host-bound: `--graph` captures each call (and SDPA) in a CUDA graph once and times
+its replay, i.e. the GPU's time, which is what the configs change:
+    INTERP_STATS_TRIAL_CONFIGS=1 python examples/stats_configs_gpu.py --lengths 1024 2048 --graph --configs 0 10 13
 """
 
 from __future__ import annotations
@@ -35,15 +38,33 @@ def check(q, k, v, stats: str, ref) -> float:
     return worst
 
 
+def timed(fn, graph: bool) -> float:
+    """Median ms of fn (triton.testing.do_bench); graph: of replaying fn captured once in a CUDA graph."""
+    if not graph:
+        return triton.testing.do_bench(fn)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the capture: compilation, cuDNN plans, the allocator
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return triton.testing.do_bench(g.replay)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", nargs="+", type=int, default=[8192, 32768])
     p.add_argument("--configs", nargs="*", type=int, default=None, help="indices (default: every config)")
     p.add_argument("--stats", nargs="+", default=["all"], choices=["query", "all"])
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    p.add_argument("--graph", action="store_true", help="time CUDA-graph replays (device time; for 1k-2k)")
     p.add_argument("--smoke", action="store_true", help="CPU (Triton interpreter), 128 tokens, 4 heads: the script's "
                    "own check, not a timing")
     a = p.parse_args(argv)
+    if a.graph and a.smoke:
+        p.error("--graph needs a CUDA GPU; --smoke runs on the CPU")
     dev, heads, kv = ("cpu", 4, 2) if a.smoke else ("cuda", 32, 8)
     if a.smoke:
         a.lengths, a.dtype = [128], "float32"
@@ -63,8 +84,7 @@ def main(argv=None) -> int:
         q = torch.randn(1, heads, n, 128, device=dev, dtype=dtype, generator=g)
         k = torch.randn(1, kv, n, 128, device=dev, dtype=dtype, generator=g)
         v = torch.randn(1, kv, n, 128, device=dev, dtype=dtype, generator=g)
-        base = triton.testing.do_bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                                              enable_gqa=True))
+        base = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), a.graph)
         print(f"N={n}: SDPA {base:.3f} ms", flush=True)
         refs = {}
         if n <= 8192:  # the float32 reference (PyTorch) takes minutes beyond
@@ -77,7 +97,7 @@ def main(argv=None) -> int:
             for stats in a.stats:
                 try:
                     err = check(q, k, v, stats, refs[stats]) if stats in refs else float("nan")
-                    t = triton.testing.do_bench(lambda: attention_with_stats(q, k, v, stats=stats, backend="triton"))
+                    t = timed(lambda: attention_with_stats(q, k, v, stats=stats, backend="triton"), a.graph)
                     print(f"  [{i:2d}] {name:<28} {stats:<6} {t:8.3f} ms {t / base:6.2f}x  err {err:.1e}",
                           flush=True)
                 except Exception as e:  # a config that does not fit this GPU (shared memory) or fails to compile

@@ -86,6 +86,8 @@ def _configs():
         # the config tests and benchmarks of a GPU session can take them in before they join the list above
         # (round 8, H200, stats="all", against the first config: 3 stages 1.00x / 0.98x at 8k / 32k, 128 registers =
         # four CTAs per SM with spills in the walk 1.14x / 1.17x, 1 stage 1.05x / 1.04x; none joined)
+        c(32, 64, 1, 1, 4, 2, transpose=1),
+        c(32, 64, 1, 1, 4, 2, transpose=1, maxnreg=128),
     ] if TRIAL_CONFIGS else [])
 
 

@@ -70,6 +70,9 @@ def test_config_timing_script_runs_and_checks_itself():
     bad = subprocess.run([sys.executable, script, "--smoke", "--configs", "5"], capture_output=True, text=True,
                          env=ENV, timeout=120)
     assert bad.returncode == 2 and "--configs [5]" in bad.stderr, bad.stderr[-500:]
+    bad = subprocess.run([sys.executable, script, "--smoke", "--graph"], capture_output=True, text=True, env=ENV,
+                         timeout=120)
+    assert bad.returncode == 2 and "--graph needs a CUDA GPU" in bad.stderr, bad.stderr[-500:]
 
 
 def test_gqa_packing_probe_kernel_is_exact():
