@@ -267,8 +267,8 @@ def main(argv=None) -> int:
         return 0
 
     import torch
+    from gqa_pack_probe_gpu import check_case, errors, timing_inputs
     from gqa_pack_probe_gpu import launch as triton_launch
-    from gqa_pack_probe_gpu import reference
 
     torch.manual_seed(0)
     H, KVH, D = 32, 8, 128
@@ -278,31 +278,16 @@ def main(argv=None) -> int:
                 ("gluon pipelined r168", dict(pipeline=True, maxnreg=168)),
                 ("gluon pipelined, no barrier", dict(pipeline=True, sync=False))]
     n = 1024
-    q = torch.randn(H, n, D, device="cuda", dtype=torch.float16)
-    k = torch.randn(KVH, n, D, device="cuda", dtype=torch.float16)
-    s = (q.float() @ k.float().repeat_interleave(G, 0).transpose(-1, -2)) * scale
-    lse = torch.logsumexp(s + torch.full((n, n), float("-inf"), device="cuda").triu(1), -1)
-    mx, arg, ent, km = reference(q, k, lse, G, scale)
-    ok = mx.isfinite()
-    mx_t = (mx * scale - lse.double()) * 1.4426950408889634
+    q, k, lse, (mx, arg, ent, km) = check_case(n, H, KVH, D)
+    mx_t = (mx * scale - lse.double()) * 1.4426950408889634  # the kernel's ROWS[0] is the max of log2 p
     for name, kw in variants:
         for rep in range(3):  # races would show as run-to-run differences
             kmass = torch.zeros(H, n, dtype=torch.int64, device="cuda")
             rows = torch.zeros(3, H, n, device="cuda")
             launch(q, k, lse, kmass, rows, G, scale, fix, **kw)
-            print(f"{name} (run {rep}): max log2 p err {float((rows[0] - mx_t)[ok].abs().max()):.1e}, argmax agree "
-                  f"{float((rows[1].long() == arg)[ok].double().mean()):.4f}, entropy err "
-                  f"{float((rows[2] - ent)[ok].abs().max()):.1e}, key mass err "
-                  f"{float((kmass.double() / fix - km).abs().max()):.1e}", flush=True)
+            print(f"{name} (run {rep}): {errors(rows, kmass, mx_t, arg, ent, km, fix)}", flush=True)
     for n in a.n:
-        q = torch.randn(H, n, D, device="cuda", dtype=torch.float16)
-        k = torch.randn(KVH, n, D, device="cuda", dtype=torch.float16)
-        v = torch.randn(KVH, n, D, device="cuda", dtype=torch.float16)
-        lse = torch.full((H, n), 8.0, device="cuda")
-        kmass = torch.zeros(H, n, dtype=torch.int64, device="cuda")
-        rows = torch.zeros(3, H, n, device="cuda")
-        sdpa = triton.testing.do_bench(lambda: torch.nn.functional.scaled_dot_product_attention(
-            q[None], k[None], v[None], is_causal=True, enable_gqa=True))
+        q, k, lse, kmass, rows, sdpa = timing_inputs(n, H, KVH, D)
         line = f"N={n}: SDPA {sdpa:.3f} ms"
         t = triton.testing.do_bench(lambda: triton_launch(q, k, lse, kmass, rows, G, 1, scale, fix, 4, 2))
         line += f" | triton walk {t:.3f} ms ({t / sdpa:.2f}x)"

@@ -16,6 +16,14 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
+kernel_tests() {  # the four kernel test files on the GPU, failures named; $1: seconds, $2: log name
+  (cd tests && timeout "$1" python3 -m pytest -q -x -n 8 -p no:cacheprovider -rf --tb=line test_kernel_triton.py \
+    test_kernel_awkward.py test_kernel_backward.py test_stats_configs.py 2>&1 | grep -E "FAILED|passed|failed") \
+    | tee "$OUT/$2"
+}
+swap_ab() {  # ab new / old / new with the kernel files of ab_new/ and ab_old/; $1: log name
+  { ab new; cp ab_old/*.py kernels/ && ab old; cp ab_new/*.py kernels/ && ab new; } 2>&1 | tee "$OUT/$1"
+}
 if [ "${PART:-a}" = a ]; then
   # 1. WS off / on on identical work, checked against torch (float64), two tilings (BLOCK_M:BLOCK_N:warps:stages)
   for T in 64:128:4:2 64:64:4:2; do
@@ -43,9 +51,7 @@ elif [ "$PART" = b ]; then
 elif [ "$PART" = c ]; then
   # 6. kernel tests on the GPU, then heavy-first program order A/B: the kernels before (ab_old/) and after (ab_new/)
   #    swapped in this run, config 0 pinned in both (INTERP_AUTOTUNE=0), new / old / new
-  (cd tests && timeout 240 python3 -m pytest -q -x -n 8 -p no:cacheprovider -rf --tb=line test_kernel_triton.py \
-    test_kernel_awkward.py test_kernel_backward.py test_stats_configs.py 2>&1 | grep -E "FAILED|passed|failed") \
-    | tee "$OUT/tests_round8.log"
+  kernel_tests 240 tests_round8.log
   ab() {
     echo "== $1"
     INTERP_AUTOTUNE=0 timeout 100 python3 -m interp.kernels.bench --shapes 32x128/8 --lengths 1024 2048 8192 32768 \
@@ -53,14 +59,11 @@ elif [ "$PART" = c ]; then
     INTERP_AUTOTUNE=0 timeout 80 python3 examples/cuda_graphs_gpu.py --tokens 1024 2048 --model-tokens --reps 200 \
       2>&1 | grep -v -i warn | tail -4
   }
-  { ab new; cp ab_old/*.py kernels/ && ab old; cp ab_new/*.py kernels/ && ab new; } 2>&1 \
-    | tee "$OUT/ab_heavy_first.log"
+  swap_ab ab_heavy_first.log
 elif [ "$PART" = e ]; then
   # 7. the program order switched by length (heads-first, longest first up to 8192 queries; head by head above):
   #    kernel tests, then short graph-replayed calls and 256k per-query / per-key statistics, new / old / new
-  (cd tests && timeout 220 python3 -m pytest -q -x -n 8 -p no:cacheprovider -rf --tb=line test_kernel_triton.py \
-    test_kernel_awkward.py test_kernel_backward.py test_stats_configs.py 2>&1 | grep -E "FAILED|passed|failed") \
-    | tee "$OUT/tests_round8e.log"
+  kernel_tests 220 tests_round8e.log
   ab() {
     echo "== $1"
     INTERP_AUTOTUNE=0 timeout 60 python3 examples/cuda_graphs_gpu.py --tokens 1024 2048 --model-tokens --reps 200 \
@@ -68,8 +71,7 @@ elif [ "$PART" = e ]; then
     INTERP_AUTOTUNE=0 timeout 60 python3 -m interp.kernels.bench --shapes 32x128/8 --lengths --long-lengths 262144 \
       --long-methods sdpa ours-query ours-keymass 2>&1 | grep -E "^32x128"
   }
-  { ab new; cp ab_old/*.py kernels/ && ab old; cp ab_new/*.py kernels/ && ab new; } 2>&1 \
-    | tee "$OUT/ab_order_round8e.log"
+  swap_ab ab_order_round8e.log
 else
   timeout 300 python3 examples/stats_configs_gpu.py --lengths 8192 32768 --stats query all --configs 0 1 4 9 10 \
     2>&1 | grep -v Warning | tee "$OUT/stats_configs_query_all.log"

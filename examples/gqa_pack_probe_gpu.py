@@ -114,6 +114,45 @@ def reference(q, k, lse, G: int, scale: float):
     return s.max(-1).values, arg, ent, p.sum(-2)
 
 
+def check_case(n: int, H: int, KVH: int, D: int, device: str = "cuda"):
+    """Random fp16 q [H, n, D], k [KVH, n, D], their causal lse, and the float64 reference statistics: the inputs of
+    each probe's correctness check. (Shared with examples/gluon_walk_probe_gpu.py.)"""
+    import torch
+
+    G, scale = H // KVH, D ** -0.5
+    q = torch.randn(H, n, D, device=device, dtype=torch.float16)
+    k = torch.randn(KVH, n, D, device=device, dtype=torch.float16)
+    s = (q.float() @ k.float().repeat_interleave(G, 0).transpose(-1, -2)) * scale
+    lse = torch.logsumexp(s + torch.full((n, n), float("-inf"), device=device).triu(1), -1)
+    return q, k, lse, reference(q, k, lse, G, scale)
+
+
+def errors(rows, kmass, want_max, arg, ent, km, fix: float) -> str:
+    """One line of errors against the float64 reference, over rows that see some key: ROWS[0] against want_max,
+    argmax agreement, entropy, per-key mass. (Shared with examples/gluon_walk_probe_gpu.py.)"""
+    ok = want_max.isfinite()
+    return (f"max err {float((rows[0] - want_max)[ok].abs().max()):.1e}, argmax agree "
+            f"{float((rows[1].long() == arg)[ok].double().mean()):.4f}, entropy err "
+            f"{float((rows[2] - ent)[ok].abs().max()):.1e}, key mass err "
+            f"{float((kmass.double() / fix - km).abs().max()):.1e}")
+
+
+def timing_inputs(n: int, H: int, KVH: int, D: int):
+    """Random fp16 q [H, n, D], k [KVH, n, D], a constant lse, zeroed outputs, and SDPA's time on the same shapes
+    (ms): what each probe's timing loop starts from."""
+    import torch
+
+    q = torch.randn(H, n, D, device="cuda", dtype=torch.float16)
+    k = torch.randn(KVH, n, D, device="cuda", dtype=torch.float16)
+    v = torch.randn(KVH, n, D, device="cuda", dtype=torch.float16)
+    lse = torch.full((H, n), 8.0, device="cuda")
+    kmass = torch.zeros(H, n, dtype=torch.int64, device="cuda")
+    rows = torch.zeros(3, H, n, device="cuda")
+    sdpa = triton.testing.do_bench(lambda: torch.nn.functional.scaled_dot_product_attention(
+        q[None], k[None], v[None], is_causal=True, enable_gqa=True))
+    return q, k, lse, kmass, rows, sdpa
+
+
 def compile_only(pack: int, warps: int, stages: int):
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     import sm90_registers as R
@@ -155,29 +194,14 @@ def main(argv=None) -> int:
     G = H // KVH
     scale, fix = D ** -0.5, 2.0 ** 40
     n = 1024
-    q = torch.randn(H, n, D, device="cuda", dtype=torch.float16)
-    k = torch.randn(KVH, n, D, device="cuda", dtype=torch.float16)
-    s = (q.float() @ k.float().repeat_interleave(G, 0).transpose(-1, -2)) * scale
-    lse = torch.logsumexp(s + torch.full((n, n), float("-inf"), device="cuda").triu(1), -1)
-    mx, arg, ent, km = reference(q, k, lse, G, scale)
+    q, k, lse, (mx, arg, ent, km) = check_case(n, H, KVH, D)
     for pack in (1, 2, 4):
         kmass = torch.zeros(H, n, dtype=torch.int64, device="cuda")
         rows = torch.zeros(3, H, n, device="cuda")
         launch(q, k, lse, kmass, rows, G, pack, scale, fix, a.warps, a.stages)
-        ok = mx.isfinite()
-        print(f"pack {pack}: max err {float((rows[0] - mx)[ok].abs().max()):.1e}, argmax agree "
-              f"{float((rows[1].long() == arg)[ok].double().mean()):.4f}, entropy err "
-              f"{float((rows[2] - ent).abs().max()):.1e}, key mass err "
-              f"{float((kmass.double() / fix - km).abs().max()):.1e}", flush=True)
+        print(f"pack {pack}: {errors(rows, kmass, mx, arg, ent, km, fix)}", flush=True)
     for n in a.n:
-        q = torch.randn(H, n, D, device="cuda", dtype=torch.float16)
-        k = torch.randn(KVH, n, D, device="cuda", dtype=torch.float16)
-        v = torch.randn(KVH, n, D, device="cuda", dtype=torch.float16)
-        lse = torch.full((H, n), 8.0, device="cuda")
-        kmass = torch.zeros(H, n, dtype=torch.int64, device="cuda")
-        rows = torch.zeros(3, H, n, device="cuda")
-        sdpa = triton.testing.do_bench(lambda: torch.nn.functional.scaled_dot_product_attention(
-            q[None], k[None], v[None], is_causal=True, enable_gqa=True))
+        q, k, lse, kmass, rows, sdpa = timing_inputs(n, H, KVH, D)
         line = f"N={n}: SDPA {sdpa:.3f} ms"
         for pack in (1, 2, 4):
             t = triton.testing.do_bench(lambda: launch(q, k, lse, kmass, rows, G, pack, scale, fix, a.warps,
