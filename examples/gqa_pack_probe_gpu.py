@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import triton
 import triton.language as tl
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ws_probe_gpu import fold_block  # noqa: E402  (the per-block fold, shared with the warp-specialisation probe)
 
 
 @triton.jit
@@ -62,18 +66,7 @@ def walk_kernel(Q, K, LSE, KMASS, ROWS, H, Lq, Lk, qk_scale, fix_scale,
     for start_n in range(0, hi, BLOCK_N):
         kx = tl.load(k_base + (start_n + offs_n0)[:, None] * D + offs_d[None, :])
         s = tl.dot(kx, qt)  # [BLOCK_N keys, BLOCK_M columns]
-        s0, s1 = tl.split(tl.permute(tl.reshape(s, [G8, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
-        key0 = start_n + row0
-        a_acc = tl.where(s0 > m_acc, key0, a_acc)
-        m_acc = tl.maximum(m_acc, s0)
-        a_acc = tl.where(s1 > m_acc, key0 + 8, a_acc)
-        m_acc = tl.maximum(m_acc, s1)
-        t = s * qk_scale - lse[None, :]
-        p = tl.exp2(t)
-        p0, p1 = tl.split(tl.permute(tl.reshape(p, [G8, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
-        t0, t1 = tl.split(tl.permute(tl.reshape(t, [G8, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
-        e_acc = e_acc + p0 * t0
-        e_acc = e_acc + p1 * t1
+        p, m_acc, a_acc, e_acc = fold_block(s, start_n, row0, lse, qk_scale, m_acc, a_acc, e_acc, G8, BLOCK_M)
         if PACK == 1:
             fixed = (tl.sum(p, 1) * fix_scale + 0.5).to(tl.int64)  # [BLOCK_N]
             tl.atomic_add(KMASS + pid_h.to(tl.int64) * Lk + start_n + offs_n0, fixed, sem="relaxed")
@@ -154,8 +147,7 @@ def timing_inputs(n: int, H: int, KVH: int, D: int):
 
 
 def compile_only(pack: int, warps: int, stages: int):
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    import sm90_registers as R
+    import sm90_registers as R  # beside this file: on sys.path above
     from triton.backends.compiler import GPUTarget
 
     sig = dict(Q="*fp16", K="*fp16", LSE="*fp32", KMASS="*i64", ROWS="*fp32", H="i32", Lq="i32", Lk="i32",

@@ -40,6 +40,27 @@ RED = tl.constexpr("{ .reg .u32 l; .reg .pred p; mov.u32 l, %laneid; and.b32 l, 
 
 
 @triton.jit
+def fold_block(s, start_n, row0, lse, qk_scale, m_acc, a_acc, e_acc, G8: tl.constexpr, BLOCK_M: tl.constexpr):
+    """One unmasked key block of the key-by-query walk, as `kernels/triton_stats_t.py` folds it: s [BLOCK_N keys,
+    BLOCK_M queries] raw q.k; each thread's two rows of a 16-row group into the [G8, 8, BLOCK_M] running max / first
+    key / sum p log2 p partials (row0: each partial's first key in a block). Returns (p, m_acc, a_acc, e_acc).
+    (Shared with examples/gqa_pack_probe_gpu.py.)"""
+    s0, s1 = tl.split(tl.permute(tl.reshape(s, [G8, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
+    key0 = start_n + row0
+    a_acc = tl.where(s0 > m_acc, key0, a_acc)
+    m_acc = tl.maximum(m_acc, s0)
+    a_acc = tl.where(s1 > m_acc, key0 + 8, a_acc)
+    m_acc = tl.maximum(m_acc, s1)
+    t = s * qk_scale - lse[None, :]
+    p = tl.exp2(t)
+    p0, p1 = tl.split(tl.permute(tl.reshape(p, [G8, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
+    t0, t1 = tl.split(tl.permute(tl.reshape(t, [G8, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
+    e_acc = e_acc + p0 * t0
+    e_acc = e_acc + p1 * t1
+    return p, m_acc, a_acc, e_acc
+
+
+@triton.jit
 def probe_kernel(Q, K, LSE, KMASS, ROWS, H, G, Lq, Lk, qk_scale, fix_scale,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, WS: tl.constexpr):
     """Q [B*H*Lq, D], K [B*KVH*Lk, D] fp16/bf16 rows; LSE [B*H*Lq] natural log; KMASS [B*H, Lk] int64 (zeroed);
@@ -63,18 +84,7 @@ def probe_kernel(Q, K, LSE, KMASS, ROWS, H, G, Lq, Lk, qk_scale, fix_scale,
     kbase = (b * (H // G) + kvh) * Lk
     for start_n in tl.range(0, m0, BLOCK_N, warp_specialize=WS):
         s = tl.dot(k_desc.load([kbase + start_n, 0]), qt)  # [BLOCK_N keys, BLOCK_M queries]
-        s0, s1 = tl.split(tl.permute(tl.reshape(s, [G8, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
-        key0 = start_n + row0
-        a_acc = tl.where(s0 > m_acc, key0, a_acc)
-        m_acc = tl.maximum(m_acc, s0)
-        a_acc = tl.where(s1 > m_acc, key0 + 8, a_acc)
-        m_acc = tl.maximum(m_acc, s1)
-        t = s * qk_scale - lse[None, :]
-        p = tl.exp2(t)
-        p0, p1 = tl.split(tl.permute(tl.reshape(p, [G8, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
-        t0, t1 = tl.split(tl.permute(tl.reshape(t, [G8, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
-        e_acc = e_acc + p0 * t0
-        e_acc = e_acc + p1 * t1
+        p, m_acc, a_acc, e_acc = fold_block(s, start_n, row0, lse, qk_scale, m_acc, a_acc, e_acc, G8, BLOCK_M)
         fixed = (tl.maximum(tl.sum(p, 1), 0.0) * fix_scale + 0.5).to(tl.int64)
         ptrs = KMASS + pid_bh.to(tl.int64) * Lk + start_n + tl.arange(0, BLOCK_N)
         done = tl.inline_asm_elementwise(RED, "=r,l,l", [ptrs, fixed], dtype=tl.int32, is_pure=False, pack=1)
