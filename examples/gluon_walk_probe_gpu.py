@@ -240,13 +240,11 @@ def serialised(compiled) -> bool:
 def schedule(compiled) -> str:
     """The SASS order of products, waits, exp2s, atomics and barriers, one letter each: overlap shows as a run of
     H (block j + 1's product issued), one D (block j's product waited for), then block j's m's."""
-    import re
-
     import sm90_registers as R
 
     letters = []
-    for text in re.findall(r"/\*[0-9a-f]{4,}\*/\s+([^;/]*?)\s*;", R.cuobjdump(compiled, "-sass")):
-        op = text.split()[1] if text.startswith("@") else text.split()[0]
+    for _, text in R.sass_instructions(compiled):
+        op = R.opcode(text)
         name = op.split(".")[0]
         tag = {"HGMMA": "H", "MUFU": "m", "REDG": "R", "BAR": "B"}.get(name, "D" if "DEPBAR" in op else "")
         letters.append(tag)

@@ -119,24 +119,38 @@ def resources(compiled) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def loop_schedules(compiled) -> list[str]:
-    """One line per loop of the SASS (a backward branch): its length and the order of the instructions that
-    matter for overlap: the tensor-core products (HGMMA) and the wait for them (WARPGROUP.DEPBAR), exponentials
-    (MUFU), warp shuffles (SHFL), CTA barriers (BAR) and async copies (LDGSTS); runs of one kind as `xN`."""
+def sass_instructions(compiled) -> list[tuple[int, str]]:
+    """(address, instruction text) of every SASS instruction of the compiled cubin, in order."""
     sass = cuobjdump(compiled, "-sass")
-    ins = [(int(m.group(1), 16), m.group(2).strip()) for m in
-           re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;/]*?)\s*;", sass)]
-    kinds = ("HGMMA", "WARPGROUP.DEPBAR", "MUFU", "SHFL", "BAR.SYNC", "LDGSTS")
-    lines = []
+    return [(int(m.group(1), 16), m.group(2).strip()) for m in
+            re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;/]*?)\s*;", sass)]
+
+
+def opcode(text: str) -> str:
+    """The opcode of one instruction's text, without its predicate (`@P0 BRA ...` -> `BRA`)."""
+    return text.split()[1] if text.startswith("@") else text.split()[0]
+
+
+def loops(ins: list[tuple[int, str]]):
+    """(start, end, body) of each loop: a backward branch and the instructions from its target to it."""
     for addr, text in ins:
         m = re.search(r"BRA (0x[0-9a-f]+)", text)
         if not m or int(m.group(1), 16) >= addr:
             continue
         start = int(m.group(1), 16)
-        body = [t for a, t in ins if start <= a <= addr]
+        yield start, addr, [(a, t) for a, t in ins if start <= a <= addr]
+
+
+def loop_schedules(compiled) -> list[str]:
+    """One line per loop of the SASS (a backward branch): its length and the order of the instructions that
+    matter for overlap: the tensor-core products (HGMMA) and the wait for them (WARPGROUP.DEPBAR), exponentials
+    (MUFU), warp shuffles (SHFL), CTA barriers (BAR) and async copies (LDGSTS); runs of one kind as `xN`."""
+    kinds = ("HGMMA", "WARPGROUP.DEPBAR", "MUFU", "SHFL", "BAR.SYNC", "LDGSTS")
+    lines = []
+    for start, addr, body in loops(sass_instructions(compiled)):
         runs: list[list] = []
-        for t in body:
-            op = t.split()[1] if t.startswith("@") else t.split()[0]
+        for _, t in body:
+            op = opcode(t)
             kind = next((k for k in kinds if op.startswith(k)), None)
             if kind is None:
                 continue
@@ -155,15 +169,8 @@ def loop_mix(compiled, top: int = 12) -> list[str]:
     which run on a few key blocks only) and the most frequent opcodes there (kspeed_notes round 6)."""
     import collections
 
-    sass = cuobjdump(compiled, "-sass")
-    ins = [(int(m.group(1), 16), m.group(2).strip()) for m in
-           re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;/]*?)\s*;", sass)]
     lines = []
-    for addr, text in ins:
-        m = re.search(r"BRA (0x[0-9a-f]+)", text)
-        if not m or int(m.group(1), 16) >= addr:
-            continue
-        body = [(a, t) for a, t in ins if int(m.group(1), 16) <= a <= addr]
+    for start, addr, body in loops(sass_instructions(compiled)):
         if not any("HGMMA" in t for _, t in body):
             continue
         skip = set()
@@ -174,8 +181,8 @@ def loop_mix(compiled, top: int = 12) -> list[str]:
                 if len(inside) > 60:
                     skip.update(inside)
         common = [t for a, t in body if a not in skip]
-        ops = collections.Counter((t.split()[1] if t.startswith("@") else t.split()[0]).split(".")[0] for t in common)
-        lines.append(f"loop {int(m.group(1), 16):#x}-{addr:#x}: {len(body)} instructions, {len(common)} on the common "
+        ops = collections.Counter(opcode(t).split(".")[0] for t in common)
+        lines.append(f"loop {start:#x}-{addr:#x}: {len(body)} instructions, {len(common)} on the common "
                      "path: " + " ".join(f"{op} {n}" for op, n in ops.most_common(top)))
     return lines
 

@@ -139,17 +139,20 @@ def _flag_values(dtype, causal: bool, has_window: bool, has_valid: bool, has_bia
 def _launch_stats(args, consts, tune_key, lq, n_bh, kmass):
     """Launch the statistics kernel. The first call per autotune key goes through the autotuner; later ones launch
     the chosen config directly (no autotuner bookkeeping on the hot path, which short inputs feel)."""
+    def grid(meta):  # one axis: query blocks x (batch x heads), ordered by `triton_forward._program`
+        return (triton.cdiv(lq, meta["BLOCK_M"]) * n_bh,)
+
     config = _tuned.get(tune_key)
     if config is not None:
         meta = config.all_kwargs()
-        attention_stats_kernel.fn[(triton.cdiv(lq, meta["BLOCK_M"]) * n_bh,)](*args, **consts, **meta)
+        attention_stats_kernel.fn[grid(meta)](*args, **consts, **meta)
         return
-    attention_stats_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]) * n_bh,)](*args, **consts)
+    attention_stats_kernel[grid](*args, **consts)
     if INTERPRET:
         return
     if kmass is not None and AUTOTUNE:  # timing runs of the autotuner may have added to the atomic key sums,
         kmass.zero_()  # whatever the Triton version does with reset_to_zero: run the chosen config once more
-        attention_stats_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]) * n_bh,)](*args, **consts)
+        attention_stats_kernel[grid](*args, **consts)
     _tuned[tune_key] = attention_stats_kernel.best_config
 
 
