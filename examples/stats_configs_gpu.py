@@ -39,17 +39,13 @@ def check(q, k, v, stats: str, ref) -> float:
 
 
 def timed(fn, graph: bool) -> float:
-    """Median ms of fn (triton.testing.do_bench); graph: of replaying fn captured once in a CUDA graph."""
+    """Median ms of fn (triton.testing.do_bench); graph: of replaying fn captured once in a CUDA graph (after a
+    warm-up call outside the capture: compilation, cuDNN plans, the allocator)."""
     if not graph:
         return triton.testing.do_bench(fn)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up outside the capture: compilation, cuDNN plans, the allocator
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
+    from cuda_graphs_gpu import graphed  # beside this script
+
+    g, _ = graphed(fn, warmup=1)
     return triton.testing.do_bench(g.replay)
 
 
