@@ -102,6 +102,8 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
             raise ValueError(f"token ids must be [pos] or [batch, pos], got shape {tuple(inputs.shape)}")
         if inputs.shape[0] == 0:
             raise ValueError(f"token ids have no prompt (shape {tuple(inputs.shape)}); give at least one")
+        if not prepend_bos:
+            return _tensor_tokens(inputs, cfg, device)
         seqs = [row.tolist() for row in inputs]
     elif isinstance(inputs, (list, tuple)):
         if len(inputs) == 0:
@@ -124,8 +126,8 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
             raise ValueError(f"prompt {i} is empty (no tokens)")
         if len(s) > cfg.n_ctx:
             raise ValueError(f"prompt {i} has {len(s)} tokens; the model's maximum context is {cfg.n_ctx}")
-        bad = [t for t in s if not 0 <= int(t) < cfg.d_vocab]
-        if bad:
+        if min(s) < 0 or max(s) >= cfg.d_vocab:  # C loops; the list is only walked in Python to name the bad ids
+            bad = [t for t in s if not 0 <= int(t) < cfg.d_vocab]
             raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {cfg.d_vocab}): {bad[:5]}")
     lengths = [len(s) for s in seqs]
     n = max(lengths)
@@ -143,6 +145,24 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
             mask[i, n - len(s):] = True
     ids = ids.to(device)
     return Tokens(ids, None if bool(mask.all()) else mask.to(device), lengths)
+
+
+def _tensor_tokens(ids: torch.Tensor, cfg, device) -> Tokens:
+    """An integer tensor [batch, pos] of ids taken as it is (every row pos tokens, nothing padded): one min/max
+    read checks the vocabulary range (a single device sync on a GPU tensor, no per-token Python, no copy through
+    host lists), then the ids move to `device` as int64."""
+    b, n = ids.shape
+    if n == 0:
+        raise ValueError("prompt 0 is empty (no tokens)")
+    if n > cfg.n_ctx:
+        raise ValueError(f"prompt 0 has {n} tokens; the model's maximum context is {cfg.n_ctx}")
+    lo, hi = torch.stack(torch.aminmax(ids)).tolist()
+    if lo < 0 or hi >= cfg.d_vocab:
+        outside = (ids < 0) | (ids >= cfg.d_vocab)
+        i = int(outside.any(1).long().argmax())
+        raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {cfg.d_vocab}): "
+                         f"{ids[i][outside[i]][:5].tolist()}")
+    return Tokens(ids.to(device=device, dtype=torch.long), None, [n] * b)
 
 
 def first_real(toks: Tokens) -> torch.Tensor:

@@ -74,6 +74,24 @@ def test_prepend_bos_on_token_ids_toy(toy):  # the toy's BOS id (0) comes from i
     assert toy.to_tokens(torch.tensor([[5, 6]]), prepend_bos=True).input_ids.tolist() == [[0, 5, 6]]
 
 
+def test_tensor_ids_fast_path_matches_lists(toy):
+    """A [batch, pos] integer tensor skips the host lists (one min/max read): same Tokens as the list path, any
+    integer dtype in, int64 out, and out-of-vocabulary ids named with the prompt they sit in."""
+    rows = [[5, 6, 7], [1, 2, 3]]
+    want = toy.to_tokens(rows)
+    for dtype in (torch.int64, torch.int32, torch.uint8):
+        got = toy.to_tokens(torch.tensor(rows, dtype=dtype))
+        assert got.input_ids.dtype == torch.int64 and got.input_ids.equal(want.input_ids)
+        assert got.attention_mask is None and got.lengths == want.lengths == [3, 3]
+    v = toy.cfg.d_vocab
+    with pytest.raises(ValueError, match=rf"prompt 1 has token ids outside the vocabulary \[0, {v}\): \[{v}, -1\]"):
+        toy.to_tokens(torch.tensor([[5, 6, 7, 8], [1, v, -1, 2]]))
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        toy.to_tokens(torch.zeros(2, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="maximum context"):
+        toy.to_tokens(torch.zeros(1, toy.cfg.n_ctx + 1, dtype=torch.long))
+
+
 def test_prepend_bos_on_token_ids_smollm2(smollm2):
     bos = smollm2.tokenizer.bos_token_id
     assert bos is not None
