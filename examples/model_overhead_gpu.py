@@ -3,16 +3,18 @@
     python examples/model_overhead_gpu.py [--shape llama3-8b] [--layers 4] [--tokens 1024 4096] [--reps 10]
 
 For each length: wall time of the HF SDPA forward, interp without statistics and `run_with_cache(stats="all")`
-(median of `reps`), then, for the statistics run,
-1. host-device syncs: the run repeated under `torch.cuda.set_sync_debug_mode("error")`, which raises at the first
-   synchronising call (the traceback says where), and, separately, the CUDA runtime's sync calls counted by the
-   profiler;
-2. the torch profiler's top host ops (self CPU time) and top kernels (device time) of one run.
+(medians of `reps` interleaved rounds; per call as a user waits for it, and per call in bursts of 5 back to back,
+see `timings`), then, for the statistics run,
+1. host-device syncs: the run repeated under `torch.cuda.set_sync_debug_mode("warn")`, each synchronising call
+   listed with the chain of this repository's frames that made it, and, separately, the CUDA runtime's sync calls
+   counted by the profiler;
+2. the Python functions that take the most host time (cProfile, 5 runs), and the torch profiler's top host ops (self CPU time) and top kernels (device time) of one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import traceback
@@ -20,17 +22,55 @@ import traceback
 import torch
 
 
-def wall(fn, reps):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
+def timings(fns: dict, reps: int, burst: int = 5) -> dict:
+    """Per method, median seconds per call, measured interleaved (method after method, `reps` rounds, after two
+    warm-up calls each) so that drift in the host's speed hits every method alike:
+    'latency': one call, synchronised before and after (what a user who reads the result waits);
+    'burst': `burst` calls back to back, one synchronise at the end (host work of one call overlaps the device
+    work of the one before), per call."""
+    for fn in fns.values():
         fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        fn()
+    lat = {name: [] for name in fns}
+    bur = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            lat[name].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for _ in range(burst):
+                fn()
+            torch.cuda.synchronize()
+            bur[name].append((time.perf_counter() - t) / burst)
+    return {name: {"latency": statistics.median(lat[name]), "burst": statistics.median(bur[name])} for name in fns}
+
+
+def sync_sites(fn, root: str) -> list[str]:
+    """Every synchronising CUDA call made by fn(), each as the chain of this repository's frames (under `root`) that
+    led to it: torch's sync debug mode 'warn' warns at each one, and the warning hook records the stack."""
+    import os
+    import warnings
+
+    sites = []
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1] if f.filename.startswith(root)]
+        sites.append(" <- ".join(f"{os.path.relpath(f.filename, root)}:{f.lineno} {f.name}" for f in reversed(frames))
+                     or f"{filename}:{lineno}")
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return sites
 
 
 def main(argv=None):
@@ -45,32 +85,42 @@ def main(argv=None):
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--top", type=int, default=14)
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        p.error("needs a CUDA GPU (host syncs and kernel times are what it measures)")
     if args.layers < 1 or args.reps < 1 or args.vocab < 2 or args.top < 1 or any(n < 1 for n in args.tokens):
         p.error("--layers, --reps, --top and --tokens must be >= 1, --vocab >= 2")
+    if not torch.cuda.is_available():
+        p.error("needs a CUDA GPU (host syncs and kernel times are what it measures)")
     hf = build(args.shape, args.layers, args.vocab, "cuda")
     hf.set_attn_implementation("sdpa")
     model = interp.load(hf)
     for n in args.tokens:
         ids = torch.randint(0, args.vocab, (1, n), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
-        with torch.no_grad():
-            t_hf = wall(lambda: hf(ids, use_cache=False).logits, args.reps)
-        t_none = wall(lambda: model(ids), args.reps)
-        t_all = wall(lambda: model.run_with_cache(ids, stats="all"), args.reps)
-        print(f"== {args.layers} layers of {args.shape}, {n} tokens: HF SDPA {t_hf * 1e3:.2f} ms, interp none "
-              f"{t_none * 1e3:.2f} ms ({t_none / t_hf:.2f}x), run_with_cache(stats='all') {t_all * 1e3:.2f} ms "
-              f"({t_all / t_hf:.2f}x)", flush=True)
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
+        def hf_forward():
+            with torch.no_grad():
+                return hf(ids, use_cache=False).logits
+
+        t = timings({"hf": hf_forward, "none": lambda: model(ids),
+                     "all": lambda: model.run_with_cache(ids, stats="all")}, args.reps)
+        for kind in ("latency", "burst"):
+            hf_t, none_t, all_t = (t[m][kind] for m in ("hf", "none", "all"))
+            print(f"== {args.layers} layers of {args.shape}, {n} tokens, {kind}: HF SDPA {hf_t * 1e3:.2f} ms, interp "
+                  f"none {none_t * 1e3:.2f} ms ({none_t / hf_t:.2f}x), run_with_cache(stats='all') "
+                  f"{all_t * 1e3:.2f} ms ({all_t / hf_t:.2f}x)", flush=True)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(interp.__file__)))
+        sites = sync_sites(lambda: model.run_with_cache(ids, stats="all"), root)
+        print(f"synchronising calls in one run_with_cache: {len(sites)}")
+        for site in sites:
+            print("   ", site)
+        import cProfile
+        import pstats
+
+        prof_py = cProfile.Profile()
+        prof_py.enable()
+        for _ in range(5):
             model.run_with_cache(ids, stats="all")
-            print("sync debug mode 'error': no synchronising call in run_with_cache", flush=True)
-        except RuntimeError:
-            print("first synchronising call in run_with_cache:")
-            print("".join(traceback.format_exc().splitlines(keepends=True)[-16:]), flush=True)
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
+        prof_py.disable()
+        torch.cuda.synchronize()
+        print("Python functions of 5 run_with_cache(stats='all') calls (cProfile, by own time):")
+        pstats.Stats(prof_py).sort_stats("tottime").print_stats(args.top)
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

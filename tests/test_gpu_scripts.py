@@ -100,3 +100,19 @@ print("ok")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                        env={**os.environ, "TRITON_INTERPRET": "1"})
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_host_time_scripts_refuse_without_a_gpu():
+    """examples/model_overhead_gpu.py and host_split_gpu.py time the host's side of GPU launches: without a GPU they
+    stop at once with a clear message (exit 2), and their bad arguments are named."""
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the scripts run")
+    for script, bad in (("model_overhead_gpu.py", ["--reps", "0"]), ("host_split_gpu.py", ["--tokens", "0"])):
+        path = str(ROOT / "examples" / script)
+        r = subprocess.run([sys.executable, path], capture_output=True, text=True, env=ENV, timeout=300)
+        assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr, (script, r.stderr[-2000:])
+        r = subprocess.run([sys.executable, path, *bad], capture_output=True, text=True, env=ENV, timeout=300)
+        assert r.returncode == 2 and "must be >= 1" in r.stderr, (script, r.stderr[-2000:])

@@ -1,0 +1,140 @@
+"""Where the host time of one short statistics call goes, piece by piece (one GPU).
+
+    python examples/host_split_gpu.py [--tokens 1024] [--reps 300]
+
+At 1k tokens `attention_with_stats(stats="all")` is bound by the host (`short_calls_gpu.py`): the device finishes
+its kernels before Python has issued the next call. This times, per call, the host cost of issuing `reps` calls
+back to back (then one synchronise; each piece's device work is shorter than its host work, so the time is the
+host's), for:
+    sdpa             F.scaled_dot_product_attention (what the HF forward issues per layer)
+    out+lse          the cuDNN call that gives the output and the log-sum-exp (`sdpa_path.sdpa_out_lse`)
+    stats launch     the Triton statistics launch alone, its arguments built once (`launcher._launch_stats`)
+    ours none / all  `attention_with_stats(stats=...)`, everything
+    all, no launch   the same with the Triton launch replaced by a no-op (all - this = the launch's share)
+    all, no kernels  the cuDNN call and the launch both replaced (interp's own Python and tensor ops)
+and, at 64 tokens (the launch's device work is a few microseconds, so its host cost shows), the statistics
+kernel launched through Triton's JIT path (`JITFunction.run`: argument binding and specialisation, cache key,
+grid, launch metadata, each call) against the same compiled kernel launched directly (`CompiledKernel[grid]`),
+after checking that both write the same statistics. 32 heads x 128, GQA 32/8, fp16, causal, batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def host_us(fn, reps: int) -> float:
+    """Host microseconds per call: `reps` calls back to back, then one synchronise (median of 5 batches)."""
+    for _ in range(20):
+        fn()
+    torch.cuda.synchronize()
+    runs = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        runs.append((time.perf_counter() - t) / reps * 1e6)
+        torch.cuda.synchronize()
+    return sorted(runs)[2]
+
+
+def main(argv=None):
+    from interp.kernels import attention_with_stats, launcher
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", nargs="+", type=int, default=[1024])
+    p.add_argument("--reps", type=int, default=300)
+    a = p.parse_args(argv)
+    if a.reps < 1 or any(n < 1 for n in a.tokens):
+        p.error("--reps and --tokens must be >= 1")
+    if not torch.cuda.is_available():
+        p.error("needs a CUDA GPU (it times the host's side of GPU launches)")
+    for n in a.tokens:
+        g = torch.Generator("cuda").manual_seed(0)
+        q = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.float16, generator=g)
+        k = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.float16, generator=g)
+        v = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.float16, generator=g)
+        out, st = attention_with_stats(q, k, v, stats="all")  # compiles, tunes, picks the cuDNN op
+        spec_seen, launch_seen = [], []
+        real_sdpa, real_launch = launcher.sdpa_out_lse, launcher._launch_stats
+
+        def spy_sdpa(q_, k_, v_, spec, need_lse=True):
+            spec_seen.append(spec)
+            return real_sdpa(q_, k_, v_, spec, need_lse)
+
+        def spy_launch(*args):
+            launch_seen.append(args)
+            return real_launch(*args)
+
+        launcher.sdpa_out_lse, launcher._launch_stats = spy_sdpa, spy_launch
+        attention_with_stats(q, k, v, stats="all")
+        launcher.sdpa_out_lse, launcher._launch_stats = real_sdpa, real_launch
+        spec, launch_args = spec_seen[-1], launch_seen[-1]
+        lse = st.lse
+        rows = {
+            "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
+            "out+lse": lambda: real_sdpa(q, k, v, spec),
+            "stats launch": lambda: real_launch(*launch_args),
+            "ours none": lambda: attention_with_stats(q, k, v, stats="none"),
+            "ours all": lambda: attention_with_stats(q, k, v, stats="all"),
+        }
+        times = {name: host_us(fn, a.reps) for name, fn in rows.items()}
+        try:
+            launcher._launch_stats = lambda *args: None
+            times["all, no launch"] = host_us(lambda: attention_with_stats(q, k, v, stats="all"), a.reps)
+            launcher.sdpa_out_lse = lambda q_, k_, v_, spec_, need_lse=True: (out, lse)
+            times["all, no kernels"] = host_us(lambda: attention_with_stats(q, k, v, stats="all"), a.reps)
+        finally:
+            launcher.sdpa_out_lse, launcher._launch_stats = real_sdpa, real_launch
+        print(f"N={n}: host microseconds per call ({torch.cuda.get_device_name()}, {a.reps} calls back to back)")
+        for name, us in times.items():
+            print(f"  {name:<16} {us:7.1f} us")
+    print(launch_paths(a.reps))
+
+
+def launch_paths(reps: int, n: int = 64) -> str:
+    """Host us per statistics launch at n tokens: Triton's JIT path against a direct CompiledKernel launch."""
+    from interp.kernels import attention_with_stats, launcher
+
+    g = torch.Generator("cuda").manual_seed(1)
+    q = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.float16, generator=g)
+    k = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.float16, generator=g)
+    seen, real_launch = [], launcher._launch_stats
+    launcher._launch_stats = lambda *args: (seen.append(args), real_launch(*args))[1]
+    try:
+        attention_with_stats(q, k, k, stats="all")
+        attention_with_stats(q, k, k, stats="all")  # the second call launches the tuned config directly
+    finally:
+        launcher._launch_stats = real_launch
+    args, consts, tune_key, lq, n_bh, kmass = seen[-1]
+    meta = launcher._tuned[tune_key].all_kwargs()
+    fn = launcher.attention_stats_kernel.fn
+    grid = (triton_cdiv(lq, meta["BLOCK_M"]) * n_bh, 1, 1)
+    compiled = fn[grid](*args, **consts, **meta)
+    named = dict(zip(fn.arg_names, args))
+    named.update({key: val for key, val in {**consts, **meta}.items() if key in fn.arg_names})
+    ordered = [named[name] for name in fn.arg_names]
+    rows, arg = args[3], args[4]
+    results = []
+    for launch in (lambda: fn[grid](*args, **consts, **meta), lambda: compiled[grid](*ordered)):
+        kmass.zero_()
+        launch()
+        torch.cuda.synchronize()
+        results.append((rows.clone(), arg.clone(), kmass.clone()))
+    same = all(torch.equal(x, y) for x, y in zip(*results))
+    jit = host_us(lambda: fn[grid](*args, **consts, **meta), reps)
+    direct = host_us(lambda: compiled[grid](*ordered), reps)
+    return (f"N={n}: statistics launch, host us per call: Triton JIT path {jit:.1f}, compiled kernel launched "
+            f"directly {direct:.1f}; same statistics: {same}")
+
+
+def triton_cdiv(x: int, y: int) -> int:
+    return -(-x // y)
+
+
+if __name__ == "__main__":
+    main()
