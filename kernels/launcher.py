@@ -18,6 +18,7 @@ import torch
 import triton
 
 from .checks import AttnSpec, check_fits_in_memory
+from .direct_launch import DirectLauncher
 from .sdpa_path import eligible, sdpa_out_lse
 from .stats import AttentionStats
 from .triton_forward import AUTOTUNE, INTERPRET, attention_fwd_kernel
@@ -29,6 +30,8 @@ ROW_CONST = {"max_prob": "MAXP", "entropy": "ENT", "sink_mass": "SINK", "local_m
 KEY_STATS = {"key_mass", "key_mean", "key_count"}
 _dummies: dict = {}
 _tuned: dict = {}  # autotune key of the statistics kernel -> the config it chose
+# tuned statistics launches skip Triton's per-call JIT path once compiled (`direct_launch.py`); not in the interpreter
+_direct_stats = DirectLauncher(attention_stats_kernel.fn, enabled=not INTERPRET)
 
 
 class PinnedConfig(dict):
@@ -145,7 +148,7 @@ def _launch_stats(args, consts, tune_key, lq, n_bh, kmass):
     config = _tuned.get(tune_key)
     if config is not None:
         meta = config.all_kwargs()
-        attention_stats_kernel.fn[grid(meta)](*args, **consts, **meta)
+        _direct_stats(grid(meta), args, {**consts, **meta}, (tune_key, tuple(meta.items())))
         return
     attention_stats_kernel[grid](*args, **consts)
     if INTERPRET:

@@ -1,0 +1,131 @@
+"""kernels/direct_launch.py: a compiled kernel is launched directly only for arguments it was compiled for.
+
+The keying is tested on the CPU with a stand-in for a JITFunction that records how each call was launched; the
+launch itself (a real compiled kernel, the statistics against the reference on repeated calls) on a GPU."""
+
+import numpy as np
+import pytest
+import torch
+
+from interp.kernels.direct_launch import DirectLauncher, signature
+
+
+class FakeCompiled:
+    def __init__(self, log):
+        self.log = log
+
+    def __getitem__(self, grid):
+        return lambda *args: self.log.append(("direct", grid, args))
+
+
+class FakeJIT:
+    arg_names = ["x_ptr", "n", "scale", "flag", "BLOCK", "EVEN"]
+
+    def __init__(self):
+        self.log = []
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            self.log.append(("jit", grid, args, kwargs))
+            return FakeCompiled(self.log)
+
+        return run
+
+
+@pytest.fixture
+def launcher(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    fn = FakeJIT()
+    return DirectLauncher(fn), fn.log
+
+
+def _kinds(log):
+    return [entry[0] for entry in log]
+
+
+def test_second_call_with_the_same_key_is_direct(launcher):
+    launch, log = launcher
+    x = torch.zeros(64, dtype=torch.float16)
+    kw = dict(BLOCK=64, EVEN=True, num_warps=4, num_stages=2)
+    launch((5,), (x, 32, 0.5, True), kw, "cfg")
+    launch((5,), (x, 32, 0.25, True), kw, "cfg")  # floats are never specialised
+    assert _kinds(log) == ["jit", "direct"]
+    assert log[1][1] == (5, 1, 1)  # the grid padded to three axes
+    assert log[1][2] == (x, 32, 0.25, True, 64, True)  # positional, then the constexprs in parameter order
+
+
+@pytest.mark.parametrize("change", ["dtype", "alignment", "divisible", "one", "flag", "config"])
+def test_a_change_triton_specialises_on_takes_the_jit_path(launcher, change):
+    launch, log = launcher
+    x = torch.zeros(64, dtype=torch.float16)
+    kw = dict(BLOCK=64, EVEN=True)
+    launch((5,), (x, 32, 0.5, True), kw, "cfg")
+    args, key = [x, 32, 0.5, True], "cfg"
+    if change == "dtype":
+        args[0] = torch.zeros(64, dtype=torch.bfloat16)
+    elif change == "alignment":
+        args[0] = x[1:]  # 2 bytes past a 16-byte boundary
+        assert args[0].data_ptr() % 16
+    elif change == "divisible":
+        args[1] = 33
+    elif change == "one":
+        args[1] = 1
+    elif change == "flag":
+        args[3] = False
+    else:
+        key = "another config"
+    launch((5,), tuple(args), kw, key)
+    assert _kinds(log) == ["jit", "jit"]
+    launch((5,), tuple(args), kw, key)  # and that key, once compiled, is direct in turn
+    assert _kinds(log) == ["jit", "jit", "direct"]
+
+
+def test_ints_alike_for_triton_share_a_kernel(launcher):
+    launch, log = launcher
+    x = torch.zeros(64)
+    launch((1,), (x, 33, 0.5, True), dict(BLOCK=64, EVEN=True), "cfg")
+    launch((1,), (x, 35, 0.5, True), dict(BLOCK=64, EVEN=True), "cfg")  # neither 1 nor a multiple of 16
+    launch((1,), (x, 2**40, 0.5, True), dict(BLOCK=64, EVEN=True), "cfg")  # int64 now
+    assert _kinds(log) == ["jit", "direct", "jit"]
+
+
+def test_unknown_arguments_always_take_the_jit_path(launcher):
+    launch, log = launcher
+    x = torch.zeros(64)
+    for _ in range(2):
+        launch((1,), (x, np.int64(32), 0.5, True), dict(BLOCK=64, EVEN=True), "cfg")  # a numpy int
+        launch((1,), (x, 32, 0.5, True), dict(BLOCK=64, EVEN=True, SURPRISE=1), "cfg2")  # not a parameter
+        launch((1,), (x, 32, 0.5, True), dict(BLOCK=64), "cfg3")  # a parameter left to its default
+    assert _kinds(log) == ["jit"] * 6
+    assert signature((x, np.int64(3))) is None
+
+
+def test_disabled_always_takes_the_jit_path():
+    fn = FakeJIT()
+    launch = DirectLauncher(fn, enabled=False)
+    for _ in range(3):
+        launch((1,), (torch.zeros(4), 32, 0.5, True), dict(BLOCK=64, EVEN=True), "cfg")
+    assert _kinds(fn.log) == ["jit"] * 3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_repeated_statistics_calls_launch_directly_and_agree(dtype, device, monkeypatch):
+    """On a GPU the second call of a kind launches the compiled statistics kernel directly (the third call here):
+    every statistic equals, bit for bit, that of the same call through Triton's JIT path (the key sums are
+    fixed-point, so reruns are identical)."""
+    from interp.kernels import attention_with_stats, launcher
+
+    g = torch.Generator(device).manual_seed(3)
+    q = torch.randn(1, 8, 333, 64, device=device, dtype=dtype, generator=g)
+    k = torch.randn(1, 2, 333, 64, device=device, dtype=dtype, generator=g)
+    v = torch.randn(1, 2, 333, 64, device=device, dtype=dtype, generator=g)
+    launcher._direct_stats.clear()
+    direct = [attention_with_stats(q, k, v, stats="all", span=(3, 40))[1] for _ in range(3)][-1]
+    entries = list(launcher._direct_stats._compiled.values())
+    assert entries and all(e is not None for e in entries), "the statistics launch never became direct"
+    monkeypatch.setattr(launcher._direct_stats, "enabled", False)
+    _, jit = attention_with_stats(q, k, v, stats="all", span=(3, 40))
+    assert direct.requested() == jit.requested()
+    for name, want in jit.items():
+        torch.testing.assert_close(getattr(direct, name), want, rtol=0, atol=0, equal_nan=True, msg=name)
