@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -22,15 +20,9 @@ import torch  # noqa: E402
 
 
 def per_call_us(fn, reps: int) -> float:
-    for _ in range(50):
-        fn()
-    runs = []
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        runs.append((time.perf_counter() - t) / reps * 1e6)
-    return statistics.median(runs)
+    from host_split_gpu import host_us  # beside this script
+
+    return host_us(fn, reps, sync=None)
 
 
 def main(argv=None):

@@ -10,6 +10,8 @@ host's), for:
     out+lse          the cuDNN call that gives the output and the log-sum-exp (`sdpa_path.sdpa_out_lse`)
     stats launch     the Triton statistics launch alone, its arguments built once (`launcher._launch_stats`)
     ours none / all  `attention_with_stats(stats=...)`, everything
+    all, JIT launch  the same with the statistics kernel launched through Triton's JIT path every call (what
+                     `kernels/direct_launch.py` skips once the kernel is compiled)
     all, no launch   the same with the Triton launch replaced by a no-op (all - this = the launch's share)
     all, no kernels  the cuDNN call and the launch both replaced (interp's own Python and tensor ops)
 and, at 64 tokens (the launch's device work is a few microseconds, so its host cost shows), the statistics
@@ -27,18 +29,21 @@ import torch
 import torch.nn.functional as F
 
 
-def host_us(fn, reps: int) -> float:
-    """Host microseconds per call: `reps` calls back to back, then one synchronise (median of 5 batches)."""
+def host_us(fn, reps: int, sync=torch.cuda.synchronize) -> float:
+    """Host microseconds per call: `reps` calls back to back, then `sync()` (None: nothing to wait for, e.g. on the
+    CPU), after 20 warm-up calls; the median of 5 batches."""
     for _ in range(20):
         fn()
-    torch.cuda.synchronize()
+    if sync is not None:
+        sync()
     runs = []
     for _ in range(5):
         t = time.perf_counter()
         for _ in range(reps):
             fn()
         runs.append((time.perf_counter() - t) / reps * 1e6)
-        torch.cuda.synchronize()
+        if sync is not None:
+            sync()
     return sorted(runs)[2]
 
 
@@ -83,6 +88,11 @@ def main(argv=None):
             "ours all": lambda: attention_with_stats(q, k, v, stats="all"),
         }
         times = {name: host_us(fn, a.reps) for name, fn in rows.items()}
+        launcher._direct_stats.enabled = False
+        try:
+            times["all, JIT launch"] = host_us(lambda: attention_with_stats(q, k, v, stats="all"), a.reps)
+        finally:
+            launcher._direct_stats.enabled = True
         try:
             launcher._launch_stats = lambda *args: None
             times["all, no launch"] = host_us(lambda: attention_with_stats(q, k, v, stats="all"), a.reps)
