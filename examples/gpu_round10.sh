@@ -5,12 +5,7 @@
 # ran only test_kernel_triton + test_stats_configs to the end); 3. whole models, interleaved, both shapes.
 #   bash examples/gpu_round10.sh            # logs under ${OUT:-out/gpu}
 set -uo pipefail
-OUT=${OUT:-out/gpu}
-case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1
+source "$(dirname "$0")/gpu_setup.sh"
 (cd examples && timeout 90 python3 host_split_gpu.py --tokens 1024 2>&1 | grep -v Warn) | tee "$OUT/host_split_round10.log"
 (cd tests && timeout 330 python3 -m pytest -q -n 8 -p no:cacheprovider -rf --tb=line test_kernel_triton.py \
   test_kernel_awkward.py test_kernel_backward.py test_stats_configs.py test_direct_launch.py test_graphs.py 2>&1 \

@@ -5,12 +5,8 @@
 #   bash examples/gpu_round6.sh            # logs under ${OUT:-out/gpu}
 #   LENGTHS="1024 8192" DTYPES=float16 GRAPHS=0 bash examples/gpu_round6.sh   # a shorter call
 set -uo pipefail
-OUT=${OUT:-out/gpu}
-case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 INTERP_STATS_TRIAL_CONFIGS=1  # round 6's two trial configs in
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1
-nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/gpu_setup.sh"
+export INTERP_STATS_TRIAL_CONFIGS=1  # round 6's two trial configs in kernels/triton_stats.py
 (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider -n 8 test_stats_configs.py test_graphs.py 2>&1 \
   | tail -4 | tee "$OUT/tests_configs.log")
 (cd examples && timeout 100 python3 model_overhead_gpu.py --tokens ${MODEL_TOKENS:-1024 4096} --reps 10 2>&1 | grep -v Warning \

@@ -4,12 +4,8 @@
 # the kernel config tests with them forced; then fp16 and bf16 benchmarks with the autotuner free to pick them.
 #   bash examples/gpu_round7.sh            # logs under ${OUT:-out/gpu}
 set -uo pipefail
-OUT=${OUT:-out/gpu}
-case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 INTERP_STATS_TRIAL_CONFIGS=1  # the trial configs in
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1
-nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/gpu_setup.sh"
+export INTERP_STATS_TRIAL_CONFIGS=1  # the trial configs in kernels/triton_stats.py
 timeout ${CONFIG_SECONDS:-240} python3 examples/stats_configs_gpu.py --lengths ${CONFIG_LENGTHS:-8192 32768} \
   --configs ${CONFIGS:-0 2 10 11 12 13 14} --stats all 2>&1 | grep -v Warning | tee "$OUT/stats_configs.log"
 (cd tests && timeout 150 python3 -m pytest -q -p no:cacheprovider -n 8 test_stats_configs.py test_graphs.py 2>&1 \

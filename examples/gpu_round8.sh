@@ -10,12 +10,7 @@
 #     git show a17c4f8:kernels/$f.py >ab_old/$f.py; cp kernels/$f.py ab_new/; done      # (ab_*/ untracked: they travel)
 # logs under ${OUT:-out/gpu}
 set -uo pipefail
-OUT=${OUT:-out/gpu}
-case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1
-nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/gpu_setup.sh"
 kernel_tests() {  # the four kernel test files on the GPU, failures named; $1: seconds, $2: log name
   (cd tests && timeout "$1" python3 -m pytest -q -x -n 8 -p no:cacheprovider -rf --tb=line test_kernel_triton.py \
     test_kernel_awkward.py test_kernel_backward.py test_stats_configs.py 2>&1 | grep -E "FAILED|passed|failed") \

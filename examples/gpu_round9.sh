@@ -6,12 +6,7 @@
 # Gluon walk for its unmasked key blocks.
 #   bash examples/gpu_round9.sh            # logs under ${OUT:-out/gpu}
 set -uo pipefail
-OUT=${OUT:-out/gpu}
-case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1
+source "$(dirname "$0")/gpu_setup.sh"
 timeout 200 python3 examples/gluon_walk_probe_gpu.py --n 8192 32768 2>&1 | grep -v Warning | tee "$OUT/gluon_walk.log"
 # 2. the 1k-2k tiles (device time: CUDA-graph replays): config 0 (the default), 10 (the autotuner's 1k pick in round
 #    7) and the two trial key-by-query configs with 32-query tiles (13: 190 registers, 14: capped at 128), each checked
