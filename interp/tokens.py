@@ -102,7 +102,7 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
             raise ValueError(f"token ids must be [pos] or [batch, pos], got shape {tuple(inputs.shape)}")
         if inputs.shape[0] == 0:
             raise ValueError(f"token ids have no prompt (shape {tuple(inputs.shape)}); give at least one")
-        if not prepend_bos:
+        if not prepend_bos and inputs.dtype in _FAST_ID_DTYPES:
             return _tensor_tokens(inputs, cfg, device)
         seqs = [row.tolist() for row in inputs]
     elif isinstance(inputs, (list, tuple)):
@@ -147,10 +147,15 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
     return Tokens(ids, None if bool(mask.all()) else mask.to(device), lengths)
 
 
+# integer dtypes torch.aminmax takes on every device (not uint16/32/64: those take the list path)
+_FAST_ID_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
 def _tensor_tokens(ids: torch.Tensor, cfg, device) -> Tokens:
     """An integer tensor [batch, pos] of ids taken as it is (every row pos tokens, nothing padded): one min/max
     read checks the vocabulary range (a single device sync on a GPU tensor, no per-token Python, no copy through
-    host lists), then the ids move to `device` as int64."""
+    host lists), then the ids are copied to `device` as contiguous int64 (a copy: the caller's tensor stays theirs,
+    and a cache's tokens do not change when it does)."""
     b, n = ids.shape
     if n == 0:
         raise ValueError("prompt 0 is empty (no tokens)")
@@ -162,7 +167,8 @@ def _tensor_tokens(ids: torch.Tensor, cfg, device) -> Tokens:
         i = int(outside.any(1).long().argmax())
         raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {cfg.d_vocab}): "
                          f"{ids[i][outside[i]][:5].tolist()}")
-    return Tokens(ids.to(device=device, dtype=torch.long), None, [n] * b)
+    ids = ids.to(device=device, dtype=torch.long, copy=True, memory_format=torch.contiguous_format)
+    return Tokens(ids, None, [n] * b)
 
 
 def first_real(toks: Tokens) -> torch.Tensor:

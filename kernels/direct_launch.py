@@ -11,11 +11,14 @@ key launch it directly. The key is stricter than what Triton specialises on, so 
 compiled for other arguments:
     config_key   the caller's: whatever fixes the keyword arguments (constexprs, tile config, warps, stages)
     device       the current CUDA device (compiled kernels are loaded per device)
+    knobs        Triton's debug and instrumentation settings (compiled into the kernel)
     per tensor   dtype and whether its address is 16-byte aligned (Triton's pointer specialisation)
     per int      == 1, divisible by 16, fits int32, >= 2**63 (Triton's integer specialisations and types)
     per bool     its value; per float: nothing (passed as fp32, never specialised)
-Any other argument type, a keyword argument that is not a kernel parameter, a Triton without `CompiledKernel`
-grid launches, or the CPU interpreter: the JIT path, every call.
+Any other argument type, a keyword argument that is not a kernel parameter, a constexpr passed by position, a
+Triton without `CompiledKernel` grid launches, or the CPU interpreter: the JIT path, every call. Not repeated on
+direct launches: `JITFunction.run`'s pre-run hooks and its check that the kernel's global values have not changed
+(the statistics kernel's globals are module constants, and it has no pre-run hooks).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class DirectLauncher:
             self.fn[grid](*args, **kwargs)
             return
         sig = signature(args)
-        key = None if sig is None else (config_key, torch.cuda.current_device(), sig)
+        key = None if sig is None else (config_key, torch.cuda.current_device(), _knobs(), sig)
         entry = self._compiled.get(key) if key is not None else None
         if entry is not None:
             compiled, rest = entry
@@ -72,12 +75,25 @@ class DirectLauncher:
         rest_names = names[n_positional:]
         if not names or set(kwargs) - set(rest_names) - _OPTIONS or any(n not in kwargs for n in rest_names):
             return None
+        constexprs = getattr(self.fn, "constexprs", None)
+        if constexprs is None or any(i in constexprs for i in range(n_positional)):
+            return None  # a constexpr passed by position would be keyed by its class, not by its value
         if compiled is None or not hasattr(type(compiled), "__getitem__"):
             return None
         return compiled, tuple(kwargs[n] for n in rest_names)
 
     def clear(self) -> None:
         self._compiled.clear()
+
+
+def _knobs():
+    """The Triton settings `JITFunction.run` reads on every call and compiles into a kernel (debug mode,
+    instrumentation): a change takes the JIT path again. None where this Triton has no such knobs."""
+    try:
+        from triton import knobs
+    except ImportError:
+        return None
+    return (getattr(knobs.runtime, "debug", None), getattr(knobs.compilation, "instrumentation_mode", None))
 
 
 # launch options a config carries beside the kernel's parameters (`triton.Config.all_kwargs()`)

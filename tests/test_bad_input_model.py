@@ -83,6 +83,14 @@ def test_tensor_ids_fast_path_matches_lists(toy):
         got = toy.to_tokens(torch.tensor(rows, dtype=dtype))
         assert got.input_ids.dtype == torch.int64 and got.input_ids.equal(want.input_ids)
         assert got.attention_mask is None and got.lengths == want.lengths == [3, 3]
+    src = torch.tensor(rows)
+    got = toy.to_tokens(src)
+    src[0, 0] = 9  # the tokens are a copy: editing the caller's tensor later changes nothing
+    assert got.input_ids.equal(want.input_ids)
+    got = toy.to_tokens(torch.tensor(rows).T.contiguous().T)  # a transposed view in: contiguous ids out
+    assert got.input_ids.is_contiguous() and got.input_ids.equal(want.input_ids)
+    for dtype in (torch.uint16, torch.uint32):  # no aminmax on these: the list path, same result
+        assert toy.to_tokens(torch.tensor(rows, dtype=dtype)).input_ids.equal(want.input_ids)
     v = toy.cfg.d_vocab
     with pytest.raises(ValueError, match=rf"prompt 1 has token ids outside the vocabulary \[0, {v}\): \[{v}, -1\]"):
         toy.to_tokens(torch.tensor([[5, 6, 7, 8], [1, v, -1, 2]]))

@@ -20,6 +20,7 @@ class FakeCompiled:
 
 class FakeJIT:
     arg_names = ["x_ptr", "n", "scale", "flag", "BLOCK", "EVEN"]
+    constexprs = [4, 5]
 
     def __init__(self):
         self.log = []
@@ -32,9 +33,13 @@ class FakeJIT:
         return run
 
 
+DEVICE = [0]
+
+
 @pytest.fixture
 def launcher(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    DEVICE[0] = 0
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: DEVICE[0])
     fn = FakeJIT()
     return DirectLauncher(fn), fn.log
 
@@ -54,24 +59,38 @@ def test_second_call_with_the_same_key_is_direct(launcher):
     assert log[1][2] == (x, 32, 0.25, True, 64, True)  # positional, then the constexprs in parameter order
 
 
-@pytest.mark.parametrize("change", ["dtype", "alignment", "divisible", "one", "flag", "config"])
-def test_a_change_triton_specialises_on_takes_the_jit_path(launcher, change):
+@pytest.mark.parametrize("change", ["dtype", "alignment", "divisible", "one", "int64", "uint64", "flag", "config",
+                                    "device", "knobs"])
+def test_a_change_triton_specialises_on_takes_the_jit_path(launcher, change, monkeypatch):
+    """Each part of the key on its own: the first int is 3 (not 1, not a multiple of 16, int32) so that every
+    change below alters exactly one of its classes."""
+    from interp.kernels import direct_launch
+
     launch, log = launcher
     x = torch.zeros(64, dtype=torch.float16)
     kw = dict(BLOCK=64, EVEN=True)
-    launch((5,), (x, 32, 0.5, True), kw, "cfg")
-    args, key = [x, 32, 0.5, True], "cfg"
+    first = 2**62 + 1 if change == "uint64" else 3
+    launch((5,), (x, first, 0.5, True), kw, "cfg")
+    args, key = [x, first, 0.5, True], "cfg"
     if change == "dtype":
         args[0] = torch.zeros(64, dtype=torch.bfloat16)
     elif change == "alignment":
         args[0] = x[1:]  # 2 bytes past a 16-byte boundary
         assert args[0].data_ptr() % 16
     elif change == "divisible":
-        args[1] = 33
+        args[1] = 48
     elif change == "one":
         args[1] = 1
+    elif change == "int64":
+        args[1] = 2**40 + 1
+    elif change == "uint64":
+        args[1] = 2**63 + 1
     elif change == "flag":
         args[3] = False
+    elif change == "device":
+        DEVICE[0] = 1
+    elif change == "knobs":
+        monkeypatch.setattr(direct_launch, "_knobs", lambda: ("debug", None))
     else:
         key = "another config"
     launch((5,), tuple(args), kw, key)
@@ -85,7 +104,7 @@ def test_ints_alike_for_triton_share_a_kernel(launcher):
     x = torch.zeros(64)
     launch((1,), (x, 33, 0.5, True), dict(BLOCK=64, EVEN=True), "cfg")
     launch((1,), (x, 35, 0.5, True), dict(BLOCK=64, EVEN=True), "cfg")  # neither 1 nor a multiple of 16
-    launch((1,), (x, 2**40, 0.5, True), dict(BLOCK=64, EVEN=True), "cfg")  # int64 now
+    launch((1,), (x, 2**40 + 1, 0.5, True), dict(BLOCK=64, EVEN=True), "cfg")  # int64 now
     assert _kinds(log) == ["jit", "direct", "jit"]
 
 
@@ -96,7 +115,8 @@ def test_unknown_arguments_always_take_the_jit_path(launcher):
         launch((1,), (x, np.int64(32), 0.5, True), dict(BLOCK=64, EVEN=True), "cfg")  # a numpy int
         launch((1,), (x, 32, 0.5, True), dict(BLOCK=64, EVEN=True, SURPRISE=1), "cfg2")  # not a parameter
         launch((1,), (x, 32, 0.5, True), dict(BLOCK=64), "cfg3")  # a parameter left to its default
-    assert _kinds(log) == ["jit"] * 6
+        launch((1,), (x, 32, 0.5, True, 64), dict(EVEN=True), "cfg4")  # a constexpr by position
+    assert _kinds(log) == ["jit"] * 8
     assert signature((x, np.int64(3))) is None
 
 
