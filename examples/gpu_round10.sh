@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 18, round 10 (next GPU call, < 9 min): 1. the host time of a 1k statistics call with the statistics kernel
 # launched directly (kernels/direct_launch.py) and through Triton's JIT path, side by side on one machine
-# (examples/host_split_gpu.py: "ours all" vs "all, JIT launch"); 2. the kernel tests with the direct launch (round 9
+# (examples/host_split_gpu.py: "ours all" vs "all, JIT launch", and "all, no cuDNN" for the cuDNN call's share with
+# the statistics kernel running); 2. the kernel tests with the direct launch (round 9
 # ran only test_kernel_triton + test_stats_configs to the end); 3. whole models, interleaved, both shapes.
 #   bash examples/gpu_round10.sh            # logs under ${OUT:-out/gpu}
 set -uo pipefail

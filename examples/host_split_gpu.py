@@ -12,6 +12,7 @@ host's), for:
     ours none / all  `attention_with_stats(stats=...)`, everything
     all, JIT launch  the same with the statistics kernel launched through Triton's JIT path every call (what
                      `kernels/direct_launch.py` skips once the kernel is compiled)
+    all, no cuDNN    the same with the cuDNN call replaced by the output and lse of an earlier call (the launch kept)
     all, no launch   the same with the Triton launch replaced by a no-op (all - this = the launch's share)
     all, no kernels  the cuDNN call and the launch both replaced (interp's own Python and tensor ops)
 and, at 64 tokens (the launch's device work is a few microseconds, so its host cost shows), the statistics
@@ -94,6 +95,9 @@ def main(argv=None):
         finally:
             launcher._direct_stats.enabled = True
         try:
+            launcher.sdpa_out_lse = lambda q_, k_, v_, spec_, need_lse=True: (out, lse)
+            times["all, no cuDNN"] = host_us(lambda: attention_with_stats(q, k, v, stats="all"), a.reps)
+            launcher.sdpa_out_lse = real_sdpa
             launcher._launch_stats = lambda *args: None
             times["all, no launch"] = host_us(lambda: attention_with_stats(q, k, v, stats="all"), a.reps)
             launcher.sdpa_out_lse = lambda q_, k_, v_, spec_, need_lse=True: (out, lse)
