@@ -3,7 +3,8 @@
 # launched directly (kernels/direct_launch.py) and through Triton's JIT path, side by side on one machine
 # (examples/host_split_gpu.py: "ours all" vs "all, JIT launch", and "all, no cuDNN" for the cuDNN call's share with
 # the statistics kernel running); 2. the kernel tests with the direct launch (round 9
-# ran only test_kernel_triton + test_stats_configs to the end); 3. whole models, interleaved, both shapes.
+# ran only test_kernel_triton + test_stats_configs to the end; test_direct_launch.py included); 3. the 4-layer
+# Llama-3-8B-shaped model, interleaved.
 #   bash examples/gpu_round10.sh            # logs under ${OUT:-out/gpu}
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh"
