@@ -2,7 +2,7 @@
 
 `JITFunction.run` binds and specialises every argument, builds a cache key, looks the kernel up and builds its
 launch metadata on each call: 63 us of host time per statistics launch on the H100 machine, against 17.5 us for
-the same compiled kernel launched directly (`examples/host_split_gpu.py`, `docs/gpu/host_split_round9.log`). At
+the same compiled kernel launched directly (`examples/host_split_gpu.py`, `docs/gpu/host_split_round9b.log`). At
 1k-2k tokens the statistics call is bound by the host, so that difference is time the user waits.
 
 `DirectLauncher(jit_fn)(grid, args, kwargs, config_key)` launches like `jit_fn[grid](*args, **kwargs)`. The first
