@@ -122,13 +122,9 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
     if prepend_bos and not text:
         seqs = _with_bos(seqs, tokenizer, bos_id)
     for i, s in enumerate(seqs):
-        if len(s) == 0:
-            raise ValueError(f"prompt {i} is empty (no tokens)")
-        if len(s) > cfg.n_ctx:
-            raise ValueError(f"prompt {i} has {len(s)} tokens; the model's maximum context is {cfg.n_ctx}")
+        _check_length(i, len(s), cfg)
         if min(s) < 0 or max(s) >= cfg.d_vocab:  # C loops; the list is only walked in Python to name the bad ids
-            bad = [t for t in s if not 0 <= int(t) < cfg.d_vocab]
-            raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {cfg.d_vocab}): {bad[:5]}")
+            _outside_vocabulary(i, [t for t in s if not 0 <= int(t) < cfg.d_vocab], cfg)
     lengths = [len(s) for s in seqs]
     n = max(lengths)
     pad_id = 0
@@ -147,6 +143,19 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
     return Tokens(ids, None if bool(mask.all()) else mask.to(device), lengths)
 
 
+def _check_length(i: int, n: int, cfg) -> None:
+    """Prompt i's n tokens: at least one, at most the model's context."""
+    if n == 0:
+        raise ValueError(f"prompt {i} is empty (no tokens)")
+    if n > cfg.n_ctx:
+        raise ValueError(f"prompt {i} has {n} tokens; the model's maximum context is {cfg.n_ctx}")
+
+
+def _outside_vocabulary(i: int, bad: list, cfg):
+    """The error for prompt i, naming its first ids outside the vocabulary."""
+    raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {cfg.d_vocab}): {bad[:5]}")
+
+
 # integer dtypes torch.aminmax takes on every device (not uint16/32/64: those take the list path)
 _FAST_ID_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
@@ -157,16 +166,12 @@ def _tensor_tokens(ids: torch.Tensor, cfg, device) -> Tokens:
     host lists), then the ids are copied to `device` as contiguous int64 (a copy: the caller's tensor stays theirs,
     and a cache's tokens do not change when it does)."""
     b, n = ids.shape
-    if n == 0:
-        raise ValueError("prompt 0 is empty (no tokens)")
-    if n > cfg.n_ctx:
-        raise ValueError(f"prompt 0 has {n} tokens; the model's maximum context is {cfg.n_ctx}")
+    _check_length(0, n, cfg)  # every row has n tokens
     lo, hi = torch.stack(torch.aminmax(ids)).tolist()
     if lo < 0 or hi >= cfg.d_vocab:
         outside = (ids < 0) | (ids >= cfg.d_vocab)
         i = int(outside.any(1).long().argmax())
-        raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {cfg.d_vocab}): "
-                         f"{ids[i][outside[i]][:5].tolist()}")
+        _outside_vocabulary(i, ids[i][outside[i]][:5].tolist(), cfg)
     ids = ids.to(device=device, dtype=torch.long, copy=True, memory_format=torch.contiguous_format)
     return Tokens(ids, None, [n] * b)
 
