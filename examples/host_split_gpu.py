@@ -17,8 +17,10 @@ host's), for:
     all, no kernels  the cuDNN call and the launch both replaced (interp's own Python and tensor ops)
 and, at 64 tokens (the launch's device work is a few microseconds, so its host cost shows), the statistics
 kernel launched through Triton's JIT path (`JITFunction.run`: argument binding and specialisation, cache key,
-grid, launch metadata, each call) against the same compiled kernel launched directly (`CompiledKernel[grid]`),
-after checking that both write the same statistics. 32 heads x 128, GQA 32/8, fp16, causal, batch 1.
+grid, launch metadata, each call) against the same compiled kernel launched by `kernels/direct_launch.py`
+(its key computed each call, as in the statistics path), after checking that both write the same statistics.
+(Round 9's logs of this section, `docs/gpu/host_split_round9b.log` and `host_split_direct_round9.log`, came from
+its first form: the compiled kernel launched with a hand-built argument list, without the key.) 32 heads x 128, GQA 32/8, fp16, causal, batch 1.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+import triton
 
 
 def host_us(fn, reps: int, sync=torch.cuda.synchronize) -> float:
@@ -65,21 +68,8 @@ def main(argv=None):
         k = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.float16, generator=g)
         v = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.float16, generator=g)
         out, st = attention_with_stats(q, k, v, stats="all")  # compiles, tunes, picks the cuDNN op
-        spec_seen, launch_seen = [], []
+        spec, launch_args = captured_call(q, k, v)
         real_sdpa, real_launch = launcher.sdpa_out_lse, launcher._launch_stats
-
-        def spy_sdpa(q_, k_, v_, spec, need_lse=True):
-            spec_seen.append(spec)
-            return real_sdpa(q_, k_, v_, spec, need_lse)
-
-        def spy_launch(*args):
-            launch_seen.append(args)
-            return real_launch(*args)
-
-        launcher.sdpa_out_lse, launcher._launch_stats = spy_sdpa, spy_launch
-        attention_with_stats(q, k, v, stats="all")
-        launcher.sdpa_out_lse, launcher._launch_stats = real_sdpa, real_launch
-        spec, launch_args = spec_seen[-1], launch_seen[-1]
         lse = st.lse
         rows = {
             "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
@@ -110,44 +100,61 @@ def main(argv=None):
     print(launch_paths(a.reps))
 
 
-def launch_paths(reps: int, n: int = 64) -> str:
-    """Host us per statistics launch at n tokens: Triton's JIT path against a direct CompiledKernel launch."""
+def captured_call(q, k, v):
+    """(the AttnSpec, the `launcher._launch_stats` arguments) of one `attention_with_stats(q, k, v, stats="all")`
+    call, after a first call has compiled and tuned its kernels."""
     from interp.kernels import attention_with_stats, launcher
+
+    attention_with_stats(q, k, v, stats="all")
+    seen = {}
+    real_sdpa, real_launch = launcher.sdpa_out_lse, launcher._launch_stats
+
+    def spy_sdpa(q_, k_, v_, spec, need_lse=True):
+        seen["spec"] = spec
+        return real_sdpa(q_, k_, v_, spec, need_lse)
+
+    def spy_launch(*args):
+        seen["launch"] = args
+        return real_launch(*args)
+
+    launcher.sdpa_out_lse, launcher._launch_stats = spy_sdpa, spy_launch
+    try:
+        attention_with_stats(q, k, v, stats="all")
+    finally:
+        launcher.sdpa_out_lse, launcher._launch_stats = real_sdpa, real_launch
+    return seen["spec"], seen["launch"]
+
+
+def launch_paths(reps: int, n: int = 64) -> str:
+    """Host us per statistics launch at n tokens: Triton's JIT path against `DirectLauncher` (its key included),
+    after checking that both write the same statistics."""
+    from interp.kernels import launcher
+    from interp.kernels.direct_launch import DirectLauncher
 
     g = torch.Generator("cuda").manual_seed(1)
     q = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.float16, generator=g)
     k = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.float16, generator=g)
-    seen, real_launch = [], launcher._launch_stats
-    launcher._launch_stats = lambda *args: (seen.append(args), real_launch(*args))[1]
-    try:
-        attention_with_stats(q, k, k, stats="all")
-        attention_with_stats(q, k, k, stats="all")  # the second call launches the tuned config directly
-    finally:
-        launcher._launch_stats = real_launch
-    args, consts, tune_key, lq, n_bh, kmass = seen[-1]
+    _, (args, consts, tune_key, lq, n_bh, kmass) = captured_call(q, k, k)
     meta = launcher._tuned[tune_key].all_kwargs()
+    kwargs = {**consts, **meta}
     fn = launcher.attention_stats_kernel.fn
-    grid = (triton_cdiv(lq, meta["BLOCK_M"]) * n_bh, 1, 1)
-    compiled = fn[grid](*args, **consts, **meta)
-    named = dict(zip(fn.arg_names, args))
-    named.update({key: val for key, val in {**consts, **meta}.items() if key in fn.arg_names})
-    ordered = [named[name] for name in fn.arg_names]
+    grid = (triton.cdiv(lq, meta["BLOCK_M"]) * n_bh,)
+    direct = DirectLauncher(fn)
+    key = (tune_key, tuple(meta.items()))
+    direct(grid, args, kwargs, key)  # through Triton once: keeps the compiled kernel
+    assert all(e is not None for e in direct._compiled.values()), "the launch did not become direct"
     rows, arg = args[3], args[4]
     results = []
-    for launch in (lambda: fn[grid](*args, **consts, **meta), lambda: compiled[grid](*ordered)):
+    for launch in (lambda: fn[grid](*args, **kwargs), lambda: direct(grid, args, kwargs, key)):
         kmass.zero_()
         launch()
         torch.cuda.synchronize()
         results.append((rows.clone(), arg.clone(), kmass.clone()))
     same = all(torch.equal(x, y) for x, y in zip(*results))
-    jit = host_us(lambda: fn[grid](*args, **consts, **meta), reps)
-    direct = host_us(lambda: compiled[grid](*ordered), reps)
-    return (f"N={n}: statistics launch, host us per call: Triton JIT path {jit:.1f}, compiled kernel launched "
-            f"directly {direct:.1f}; same statistics: {same}")
-
-
-def triton_cdiv(x: int, y: int) -> int:
-    return -(-x // y)
+    jit = host_us(lambda: fn[grid](*args, **kwargs), reps)
+    direct_us = host_us(lambda: direct(grid, args, kwargs, key), reps)
+    return (f"N={n}: statistics launch, host us per call: Triton JIT path {jit:.1f}, DirectLauncher "
+            f"{direct_us:.1f}; same statistics: {same}")
 
 
 if __name__ == "__main__":

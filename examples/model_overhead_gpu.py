@@ -14,10 +14,13 @@ see `timings`), then, for the statistics run,
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import statistics
 import time
 import traceback
+import warnings
 
 import torch
 
@@ -51,8 +54,6 @@ def timings(fns: dict, reps: int, burst: int = 5) -> dict:
 def sync_sites(fn, root: str) -> list[str]:
     """Every synchronising CUDA call made by fn(), each as the chain of this repository's frames (under `root`) that
     led to it: torch's sync debug mode 'warn' warns at each one, and the warning hook records the stack."""
-    import os
-    import warnings
 
     sites = []
 
@@ -94,6 +95,7 @@ def main(argv=None):
     model = interp.load(hf)
     for n in args.tokens:
         ids = torch.randint(0, args.vocab, (1, n), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+
         def hf_forward():
             with torch.no_grad():
                 return hf(ids, use_cache=False).logits
@@ -110,9 +112,6 @@ def main(argv=None):
         print(f"synchronising calls in one run_with_cache: {len(sites)}")
         for site in sites:
             print("   ", site)
-        import cProfile
-        import pstats
-
         prof_py = cProfile.Profile()
         prof_py.enable()
         for _ in range(5):
