@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Issue 18, round 10 (next GPU call, < 9 min): 1. the host time of a 1k statistics call with the statistics kernel
+# Issue 18, round 10 (next GPU call, < 10 min): 1. the host time of a 1k statistics call with the statistics kernel
 # launched directly (kernels/direct_launch.py) and through Triton's JIT path, side by side on one machine
 # (examples/host_split_gpu.py: "ours all" vs "all, JIT launch", and "all, no cuDNN" for the cuDNN call's share with
 # the statistics kernel running); 2. the kernel tests with the direct launch (round 9
 # ran only test_kernel_triton + test_stats_configs to the end; test_direct_launch.py included); 3. the 4-layer
-# Llama-3-8B-shaped model, interleaved.
+# Llama-3-8B-shaped model and the 30-layer SmolLM2-shaped one at 1k, interleaved. host_split also issues each call
+# behind a long sleep kernel (pure host time; a call that synchronises shows as 'waited') and times the sections of
+# one call in place.
 #   bash examples/gpu_round10.sh            # logs under ${OUT:-out/gpu}
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh"
@@ -15,3 +17,6 @@ source "$(dirname "$0")/gpu_setup.sh"
 (cd examples && timeout 60 python3 model_overhead_gpu.py --shape llama3-8b --layers 4 --tokens 1024 4096 --reps 15 \
   --top 10 2>&1 | grep -v Warning >"$OUT/model_overhead_llama_round10.log")
 grep "==" "$OUT/model_overhead_llama_round10.log"
+(cd examples && timeout 75 python3 model_overhead_gpu.py --shape smollm2 --layers 30 --tokens 1024 --reps 10 \
+  --top 10 2>&1 | grep -v Warning >"$OUT/model_overhead_smollm2_round10.log")
+grep "==" "$OUT/model_overhead_smollm2_round10.log"

@@ -97,7 +97,85 @@ def main(argv=None):
         print(f"N={n}: host microseconds per call ({torch.cuda.get_device_name()}, {a.reps} calls back to back)")
         for name, us in times.items():
             print(f"  {name:<16} {us:7.1f} us")
+        print(f"N={n}: the same calls issued while the GPU is busy (behind a ~0.1 s sleep kernel: pure host time; "
+              "'waited' = the call blocked until the GPU got to it)")
+        for name, fn in rows.items():
+            us, waited = behind_sleep_us(fn)
+            print(f"  {name:<16} {us:7.1f} us{'  waited' if waited else ''}")
+        call = lambda: attention_with_stats(q, k, v, stats="all")  # noqa: E731
+        back, behind = sections(call, a.reps), sections(call, a.reps, behind=True)
+        print(f"N={n}: host us per 'ours all' call in each section (each function wrapped in place by a timer): "
+              "back to back | behind a sleep kernel")
+        for name in back:
+            print(f"  {name:<28} {back[name]:7.1f} | {behind.get(name, float('nan')):7.1f} us")
     print(launch_paths(a.reps))
+    print(lse_ops(a.tokens, a.reps))
+
+
+def lse_ops(tokens, reps: int) -> str:
+    """Host and device us per call of the two torch ops that give the output and the lse (`sdpa_path.OPS`),
+    beside plain SDPA, at each length (32 query and 32 KV heads: the flash op has no GQA): device time from CUDA
+    events around `reps` calls back to back."""
+    from interp.kernels import sdpa_path
+
+    lines = []
+    for n in tokens:
+        g = torch.Generator("cuda").manual_seed(2)
+        q = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.float16, generator=g)
+        k = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.float16, generator=g).repeat_interleave(4, 1)
+        ops = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, k, is_causal=True)}  # 32 KV heads: flash has no GQA
+        for name, op in sdpa_path.OPS.items():
+            ops[name] = lambda op=op: op(q, k, k, True, 128 ** -0.5)
+        for name, fn in ops.items():
+            try:
+                host = host_us(fn, reps)
+            except (RuntimeError, NotImplementedError) as e:
+                lines.append(f"N={n}: {name}: fails ({type(e).__name__})")
+                continue
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(reps):
+                fn()
+            end.record()
+            torch.cuda.synchronize()
+            dev = start.elapsed_time(end) * 1e3 / reps
+            lines.append(f"N={n}: {name:<7} host {host:6.1f} us, device+gaps {dev:7.1f} us per call")
+    return "\n".join(lines)
+
+
+def behind_sleep_us(fn, calls: int = 20) -> tuple[float, bool]:
+    """Median host us of `calls` single calls of fn issued while the GPU spins in a long sleep kernel, so that no
+    call can overlap the device finishing earlier work: what is left is pure host time, unless a call synchronises,
+    which then waits for the sleep (returned as True)."""
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(200_000_000)  # ~0.1 s at H100 clocks
+    times = []
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    total = time.perf_counter() - t0
+    torch.cuda.synchronize()
+    waited = max(times) > 0.02 or total > 0.05
+    return sorted(times)[calls // 2] * 1e6, waited
+
+
+def sections(fn, reps: int, behind: bool = False) -> dict:
+    """Host us per call of fn spent inside each of the statistics path's functions (`host_sections.py`);
+    `behind`: at most 20 calls, issued behind a long sleep kernel (as in `behind_sleep_us`)."""
+    import interp.kernels.api as api
+    from host_sections import timed_sections
+    from interp.kernels import direct_launch, launcher
+
+    targets = [(api, "check_inputs"), (launcher, "sdpa_out_lse"), (launcher, "triton_stats"),
+               (launcher, "_launch_stats"), (launcher, "_direct_stats"), (direct_launch, "signature"),
+               (launcher, "_stats_plan")]
+    if behind:
+        return timed_sections(fn, targets, min(reps, 20), sync=torch.cuda.synchronize,
+                              before=lambda: torch.cuda._sleep(200_000_000))
+    return timed_sections(fn, targets, reps, sync=torch.cuda.synchronize)
 
 
 def captured_call(q, k, v):
