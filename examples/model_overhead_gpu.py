@@ -2,8 +2,8 @@
 
     python examples/model_overhead_gpu.py [--shape llama3-8b] [--layers 4] [--tokens 1024 4096] [--reps 10]
 
-For each length: wall time of the HF SDPA forward, interp without statistics and `run_with_cache(stats="all")`
-(medians of `reps` interleaved rounds; per call as a user waits for it, and per call in bursts of 5 back to back,
+For each length: wall time of the HF SDPA forward, interp without statistics, `run_with_cache(stats="all")` and the
+same with `interp.layer_batch` switched off (a statistics call in every layer) (medians of `reps` interleaved rounds; per call as a user waits for it, and per call in bursts of 5 back to back,
 see `timings`), then, for the statistics run,
 1. host-device syncs: the run repeated under `torch.cuda.set_sync_debug_mode("warn")`, each synchronising call
    listed with the chain of this repository's frames that made it, and, separately, the CUDA runtime's sync calls
@@ -74,6 +74,37 @@ def sync_sites(fn, root: str) -> list[str]:
     return sites
 
 
+def per_layer(fn):
+    """fn() with `interp.layer_batch` switched off: each layer makes its own statistics call (the path before)."""
+    import interp.layer_batch as layer_batch
+
+    layer_batch.ENABLED = False
+    try:
+        return fn()
+    finally:
+        layer_batch.ENABLED = True
+
+
+def model_sections(model, fn, reps: int = 10) -> dict:
+    """Host us per forward of fn inside the wrapper's, the kernels' and the HF modules' main functions
+    (`host_sections.py`), calls back to back."""
+    import interp.attention as attention
+    import interp.layer_batch as layer_batch
+    import interp.model as imodel
+    from host_sections import timed_sections
+    from interp.hooks import RunContext
+    from interp.kernels import api, launcher
+
+    block, attn = model.blocks[0], model.attn_modules[0]
+    targets = [(imodel.HookedModel, "_forward"), (type(block), "forward"), (type(attn), "forward"),
+               (imodel.HookedModel, "attention_call"), (imodel, "attention_with_stats"),
+               (attention, "attention_with_stats"), (api, "check_inputs"), (launcher, "sdpa_out_lse"),
+               (launcher, "triton_stats"), (launcher, "_launch_stats"), (RunContext, "apply"),
+               (imodel.HookedModel, "to_tokens"), (layer_batch.LayerBatch, "flush"),
+               (layer_batch.LayerBatch, "add")]
+    return timed_sections(fn, targets, reps, sync=torch.cuda.synchronize)
+
+
 def main(argv=None):
     import interp
     from long_context_gpu import build
@@ -101,12 +132,26 @@ def main(argv=None):
                 return hf(ids, use_cache=False).logits
 
         t = timings({"hf": hf_forward, "none": lambda: model(ids),
-                     "all": lambda: model.run_with_cache(ids, stats="all")}, args.reps)
+                     "all": lambda: model.run_with_cache(ids, stats="all"),
+                     "per layer": lambda: per_layer(lambda: model.run_with_cache(ids, stats="all"))}, args.reps)
         for kind in ("latency", "burst"):
-            hf_t, none_t, all_t = (t[m][kind] for m in ("hf", "none", "all"))
+            hf_t, none_t, all_t, per_t = (t[m][kind] for m in ("hf", "none", "all", "per layer"))
             print(f"== {args.layers} layers of {args.shape}, {n} tokens, {kind}: HF SDPA {hf_t * 1e3:.2f} ms, interp "
                   f"none {none_t * 1e3:.2f} ms ({none_t / hf_t:.2f}x), run_with_cache(stats='all') "
-                  f"{all_t * 1e3:.2f} ms ({all_t / hf_t:.2f}x)", flush=True)
+                  f"{all_t * 1e3:.2f} ms ({all_t / hf_t:.2f}x), the same with a statistics call per layer "
+                  f"{per_t * 1e3:.2f} ms ({per_t / hf_t:.2f}x)", flush=True)
+        _, batched = model.run_with_cache(ids, stats="all")
+        _, own = per_layer(lambda: model.run_with_cache(ids, stats="all"))
+        same = set(batched) == set(own) and all(
+            batched[name].shape == t.shape and bool(((batched[name] == t) | (batched[name].isnan() & t.isnan())).all())
+            for name, t in own.items())
+        print(f"statistics of the batched pass equal the per-layer calls' bit for bit ({len(own)} hook points): {same}")
+        print(f"host us per forward inside each function (in place; a caller's row includes its callees'), {n} "
+              "tokens: interp none | run_with_cache(stats='all')")
+        none_s = model_sections(model, lambda: model(ids))
+        all_s = model_sections(model, lambda: model.run_with_cache(ids, stats="all"))
+        for label in {**none_s, **all_s}:
+            print(f"  {label:<34} {none_s.get(label, 0.0):9.1f} | {all_s.get(label, 0.0):9.1f}")
         root = os.path.dirname(os.path.dirname(os.path.abspath(interp.__file__)))
         sites = sync_sites(lambda: model.run_with_cache(ids, stats="all"), root)
         print(f"synchronising calls in one run_with_cache: {len(sites)}")

@@ -29,7 +29,8 @@ from .checkpointing import checkpointed_blocks
 from .config import ATTN_NAMES, MLP_NAMES, ModelConfig, find_blocks, find_child, head_output_weight
 from .hooks import HOOK_OF_STAT, STAT_HOOKS, RunContext, all_hook_names, differentiable, parse_hook_name
 from .stages import RESID_STAGES, AttnCall, Intervention, check_stages
-from .kernels import attention_with_stats
+from .kernels import AttentionStats, attention_with_stats, pick_backend
+from . import layer_batch
 from .memory import check_pattern_memory
 from .tokens import Tokens, to_tokens
 
@@ -224,7 +225,20 @@ class HookedModel:
 
             prob_hook = capture_and_edit
 
-        out, st = attend(prob_hook, ctx.stats.get(layer, ()))
+        stats = ctx.stats.get(layer, ())
+        batch = ctx.layer_batch
+        if (batch is not None and bias is None and prob_hook is None and any(n != "lse" for n in stats)
+                and not torch.is_grad_enabled() and batch.accepts(call.query, call.key)
+                and pick_backend(ctx.backend, call.device) == "triton"):
+            out, lse_only = attend(None, ("lse",))  # output and lse now; the statistics pass runs for many layers
+            batch.add(ctx, layer, call.query, call.key, lse_only.lse, mask=mask, causal=causal, scale=scaling,
+                      sliding_window=sliding_window, stats=stats, options=opts)
+            st = AttentionStats()  # published by batch.flush
+        else:
+            out, st = attend(prob_hook, stats)
+            if batch is not None and stats:  # published after the pending layers', in layer order
+                batch.add_computed(layer, st)
+                st = AttentionStats()
         if pattern is not None:
             edited = ctx.apply(pre + "hook_pattern", pattern, layer)
             if edited is not pattern or ctx.tracked(pre + "hook_pattern"):
@@ -445,7 +459,11 @@ class HookedModel:
                 for n in chosen:
                     if differentiable(parse_hook_name(n, self.cfg.n_layers)[1]):
                         ctx.track(n)
+            if grad_of is None and layer_batch.ENABLED:  # statistics of many layers per pass
+                ctx.layer_batch = layer_batch.LayerBatch()
             logits = self._forward(toks, grad=grad_of is not None, logits_at=logits_at)
+            if ctx.layer_batch is not None:
+                ctx.layer_batch.flush(ctx)
             live = dict(ctx.live)
         cache.tokens = toks
         if grad_of is None:

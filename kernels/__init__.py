@@ -30,7 +30,7 @@ def _pypi_kernels():  # pragma: no cover - exercised in a subprocess by tests/te
 
 
 if __name__ != "kernels" or _pypi_kernels() is None:
-    from .api import BACKENDS, attention_with_stats, pick_backend
+    from .api import BACKENDS, attention_with_stats, pick_backend, stats_from_lse
     from .checks import AttnSpec, check_inputs
     from .reference import reference_attention
     from .from_pattern import stats_from_pattern
@@ -38,5 +38,5 @@ if __name__ != "kernels" or _pypi_kernels() is None:
 
 __all__ = [
     "ALL_STATS", "AttentionStats", "AttnSpec", "BACKENDS", "KEY_STATS", "QUERY_STATS", "attention_with_stats",
-    "check_inputs", "normalize_stats", "pick_backend", "reference_attention", "stats_from_pattern",
+    "check_inputs", "normalize_stats", "pick_backend", "reference_attention", "stats_from_lse", "stats_from_pattern",
 ]

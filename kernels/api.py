@@ -94,3 +94,39 @@ def attention_with_stats(
 
         return triton_attention(q, k, v, spec, need_out=need_out)
     return reference_attention(q, k, v, spec, prob_hook=prob_hook, need_out=need_out)
+
+
+def stats_from_lse(
+    q: torch.Tensor,  # [batch, heads, q_len, head_dim]
+    k: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
+    lse: torch.Tensor,  # [batch, heads, q_len] float32: the `lse` statistic of an earlier call on these q, k
+    *,
+    causal: bool = True,
+    scale: float | None = None,
+    sliding_window: int | None = None,
+    attention_mask: torch.Tensor | None = None,
+    stats="all",
+    sink_tokens: int = 4,
+    local_window: int = 64,
+    span=None,
+) -> AttentionStats:
+    """The statistics of attention whose row log-sum-exp is already known: one Triton statistics pass, no forward.
+
+    `lse` must come from `attention_with_stats` on the same q, k and options (its `lse` statistic, or what the model
+    wrapper kept of it): every statistic is computed from it, and a wrong lse gives wrong statistics. Used to run
+    the statistics of many layers in one pass (`interp.layer_batch`). Triton backend only (CUDA, or the CPU
+    interpreter under TRITON_INTERPRET=1); no key_bias (its statistics depend on the bias, which is not kept)."""
+    spec = check_inputs(
+        q, k, k, causal=causal, scale=scale, sliding_window=sliding_window, attention_mask=attention_mask,
+        key_bias=None, stats=stats, sink_tokens=sink_tokens, local_window=local_window, span=span,
+    )
+    if not isinstance(lse, torch.Tensor):
+        raise TypeError(f"lse must be a torch.Tensor, got {type(lse).__name__}")
+    want = (spec.batch, spec.heads, spec.q_len)
+    if tuple(lse.shape) != want or lse.dtype != torch.float32 or lse.device != q.device:
+        raise ValueError(f"lse must be a float32 tensor of shape [batch, heads, q_len] = {list(want)} on {q.device} "
+                         f"(the lse statistic of the same call), got {lse.dtype} {tuple(lse.shape)} on {lse.device}")
+    pick_backend("triton", q.device)  # a clear error where the Triton kernels cannot run
+    from .launcher import triton_stats
+
+    return triton_stats(q, k, lse.contiguous(), spec)
