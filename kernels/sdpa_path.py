@@ -79,7 +79,9 @@ def _run(op, q, k, v, causal, spec, need_lse: bool = True):
     if not need_lse:
         return out, None
     b, h, lq = spec.batch, spec.heads, spec.q_len
-    if lse.dim() != 3 or lse.shape[2] != lq:  # cuDNN: [b, h, lq, 1]; some builds pad the query axis
+    if lse.dim() == 4 and lse.shape[2] == lq and lse.shape[3] == 1:  # cuDNN: [b, h, lq, 1], one view op
+        lse = lse.squeeze(3)
+    elif lse.dim() != 3 or lse.shape[2] != lq:  # some builds pad the query axis
         lse = lse.reshape(b, h, -1)[:, :, :lq]
     if lse.dtype != torch.float32 or not lse.is_contiguous():
         lse = lse.float().contiguous()

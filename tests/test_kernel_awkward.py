@@ -244,3 +244,25 @@ def test_both_program_orders_cover_every_row(n, device):
     assert (n <= HEAVY_FIRST_MAX) == (n == 200)
     q, k, v = make(2, 2, 1, n, n, 16, torch.float32, device, seed=7)
     check_against_reference(q, k, v, sliding_window=24, stats="all")
+
+
+@pytest.mark.parametrize("layout", ["cudnn", "padded", "plain"])
+def test_sdpa_lse_layouts_become_b_h_q(layout):
+    """`sdpa_path._run` turns each op's lse layout into [batch, heads, q_len] float32 (cuDNN: [b, h, lq, 1];
+    some builds pad the query axis; FlashAttention: [b, h, lq]) without changing a value."""
+    from types import SimpleNamespace
+
+    from interp.kernels import sdpa_path
+
+    b, h, lq = 2, 3, 5
+    want = torch.arange(b * h * lq, dtype=torch.float32).reshape(b, h, lq)
+    if layout == "cudnn":
+        lse = want.unsqueeze(-1).clone()
+    elif layout == "padded":
+        lse = torch.cat([want, torch.full((b, h, 3), -7.0)], dim=2)
+    else:
+        lse = want.clone()
+    spec = SimpleNamespace(batch=b, heads=h, q_len=lq, scale=0.5)
+    out, got = sdpa_path._run(lambda *a: (torch.zeros(1), lse), None, None, None, True, spec)
+    assert got.shape == (b, h, lq) and got.dtype == torch.float32 and got.is_contiguous()
+    assert torch.equal(got, want)
