@@ -16,7 +16,10 @@ compiled for other arguments:
     per int      == 1, divisible by 16, fits int32, >= 2**63 (Triton's integer specialisations and types)
     per bool     its value; per float: nothing (passed as fp32, never specialised)
 Any other argument type, a keyword argument that is not a kernel parameter, a constexpr passed by position, a
-Triton without `CompiledKernel` grid launches, or the CPU interpreter: the JIT path, every call. Not repeated on
+Triton without `CompiledKernel` grid launches, or the CPU interpreter: the JIT path, every call. A direct launch
+calls the compiled kernel's launcher itself (`CompiledKernel.run`, as `compiled[grid](...)` does, without building
+a closure and looking up the device and stream through Triton's driver each time), unless a Triton launch hook is
+set (then `compiled[grid](...)`, which calls the hooks). Not repeated on
 direct launches: `JITFunction.run`'s pre-run hooks and its check that the kernel's global values have not changed
 (the statistics kernel's globals are module constants, and it has no pre-run hooks).
 """
@@ -28,17 +31,25 @@ import torch
 
 def signature(args) -> tuple | None:
     """The specialisation key of positional kernel arguments (see the module doc), or None if one of them is of a
-    type this does not know (the caller then takes Triton's own path)."""
+    type this does not know (the caller then takes Triton's own path). Per int one code for its classes: int32
+    range: 1 (== 1), 16 (divisible by 16), 0; beyond: 32 / 48 (divisible) as int64, 64 / 80 (divisible) from 2^63."""
     sig = []
+    append = sig.append
+    tensor = torch.Tensor
     for a in args:
-        if isinstance(a, torch.Tensor):
-            sig.append((a.dtype, a.data_ptr() % 16 == 0))
-        elif isinstance(a, bool):
-            sig.append(a)
-        elif isinstance(a, int):
-            sig.append((a == 1, a % 16 == 0, -(2**31) <= a < 2**31, a >= 2**63))
-        elif isinstance(a, float):
-            sig.append(0.5)
+        t = type(a)
+        if t is int:
+            if -2147483648 <= a < 2147483648:
+                append(1 if a == 1 else (0 if a % 16 else 16))
+            else:
+                append((64 if a >= 2**63 else 32) + (0 if a % 16 else 16))
+        elif t is tensor or isinstance(a, tensor):
+            append(a.dtype)
+            append(not a.data_ptr() % 16)
+        elif t is bool:
+            append(a)
+        elif t is float:
+            append(0.5)
         else:
             return None
     return tuple(sig)
@@ -51,26 +62,37 @@ class DirectLauncher:
     def __init__(self, jit_fn, enabled: bool = True):
         self.fn = jit_fn
         self.enabled = enabled
-        self._compiled: dict = {}  # key -> (compiled kernel, the keyword arguments in parameter order) or None
+        # key -> (compiled kernel, the keyword arguments in parameter order, whether its launcher can be called
+        # directly) or None
+        self._compiled: dict = {}
 
     def __call__(self, grid: tuple, args: tuple, kwargs: dict, config_key) -> None:
         if not self.enabled:
             self.fn[grid](*args, **kwargs)
             return
         sig = signature(args)
-        key = None if sig is None else (config_key, torch.cuda.current_device(), _knobs(), sig)
+        device = torch.cuda.current_device()
+        key = None if sig is None else (config_key, device, _knobs(), sig)
         entry = self._compiled.get(key) if key is not None else None
         if entry is not None:
-            compiled, rest = entry
-            compiled[(grid + (1, 1))[:3]](*args, *rest)
+            compiled, rest, raw = entry
+            grid = (grid + (1, 1))[:3]
+            runtime = _triton_knobs().runtime if raw else None
+            if raw and _no_hook(runtime.launch_enter_hook) and _no_hook(runtime.launch_exit_hook):
+                # what `compiled[grid](...)` does, without its closure and its device and stream lookups
+                compiled.run(grid[0], grid[1], grid[2], _stream(device), compiled.function,
+                             compiled.packed_metadata, None, None, None, *args, *rest)
+            else:
+                compiled[grid](*args, *rest)
             return
         compiled = self.fn[grid](*args, **kwargs)
         if key is not None and key not in self._compiled:
             self._compiled[key] = self._entry(compiled, len(args), kwargs)
 
     def _entry(self, compiled, n_positional: int, kwargs: dict):
-        """(compiled, the remaining parameters' values in order) when a direct launch can take this call's
-        arguments, else None (the key then keeps the JIT path)."""
+        """(compiled, the remaining parameters' values in order, whether its launcher `compiled.run` can be called
+        directly) when a direct launch can take this call's arguments, else None (the key then keeps the JIT
+        path)."""
         names = list(getattr(self.fn, "arg_names", ()))
         rest_names = names[n_positional:]
         if not names or set(kwargs) - set(rest_names) - _OPTIONS or any(n not in kwargs for n in rest_names):
@@ -80,20 +102,52 @@ class DirectLauncher:
             return None  # a constexpr passed by position would be keyed by its class, not by its value
         if compiled is None or not hasattr(type(compiled), "__getitem__"):
             return None
-        return compiled, tuple(kwargs[n] for n in rest_names)
+        raw = _triton_knobs() is not None and all(
+            hasattr(compiled, a) for a in ("run", "_init_handles", "packed_metadata"))
+        if raw:
+            compiled._init_handles()  # loads the kernel: `function` is set from here on
+            raw = getattr(compiled, "function", None) is not None
+        return compiled, tuple(kwargs[n] for n in rest_names), raw
 
     def clear(self) -> None:
         self._compiled.clear()
 
 
+_KNOBS: list = []
+
+
+def _triton_knobs():
+    """`triton.knobs`, imported once; None where this Triton has none."""
+    if not _KNOBS:
+        try:
+            from triton import knobs
+        except ImportError:
+            knobs = None
+        _KNOBS.append(knobs)
+    return _KNOBS[0]
+
+
 def _knobs():
     """The Triton settings `JITFunction.run` reads on every call and compiles into a kernel (debug mode,
     instrumentation): a change takes the JIT path again. None where this Triton has no such knobs."""
-    try:
-        from triton import knobs
-    except ImportError:
+    knobs = _triton_knobs()
+    if knobs is None:
         return None
     return (getattr(knobs.runtime, "debug", None), getattr(knobs.compilation, "instrumentation_mode", None))
+
+
+def _no_hook(hook) -> bool:
+    """No launch hook is set: None (Triton 3.6) or an empty `HookChain` (later Tritons), which calls nothing."""
+    return hook is None or (type(hook).__name__ == "HookChain" and not getattr(hook, "calls", True))
+
+
+def _stream(device: int):
+    """The current CUDA stream's handle on `device`, as Triton's driver gets it."""
+    try:
+        from torch._C import _cuda_getCurrentRawStream
+    except ImportError:
+        return torch.cuda.current_stream(device).cuda_stream
+    return _cuda_getCurrentRawStream(device)
 
 
 # launch options a config carries beside the kernel's parameters (`triton.Config.all_kwargs()`)

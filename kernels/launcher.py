@@ -30,6 +30,9 @@ ROW_CONST = {"max_prob": "MAXP", "entropy": "ENT", "sink_mass": "SINK", "local_m
 KEY_STATS = {"key_mass", "key_mean", "key_count"}
 _dummies: dict = {}
 _tuned: dict = {}  # autotune key of the statistics kernel -> the config it chose
+# autotune key -> (its config, BLOCK_M, the launch's keyword arguments, a small id of both for the direct launcher)
+_launch_plans: dict = {}
+_config_ids: dict = {}  # (autotune key, the config's arguments) -> a small int
 # tuned statistics launches skip Triton's per-call JIT path once compiled (`direct_launch.py`); not in the interpreter
 _direct_stats = DirectLauncher(attention_stats_kernel.fn, enabled=not INTERPRET)
 
@@ -142,14 +145,20 @@ def _flag_values(dtype, causal: bool, has_window: bool, has_valid: bool, has_bia
 def _launch_stats(args, consts, tune_key, lq, n_bh, kmass):
     """Launch the statistics kernel. The first call per autotune key goes through the autotuner; later ones launch
     the chosen config directly (no autotuner bookkeeping on the hot path, which short inputs feel)."""
+    config = _tuned.get(tune_key)
+    if config is not None:
+        plan = _launch_plans.get(tune_key)
+        if plan is None or plan[0] is not config:  # worked out once per key and config (PinnedConfig swaps them)
+            meta = config.all_kwargs()
+            key = _config_ids.setdefault((tune_key, tuple(meta.items())), len(_config_ids))
+            plan = _launch_plans[tune_key] = (config, meta["BLOCK_M"], {**consts, **meta}, key)
+        _, block_m, kwargs, key = plan
+        _direct_stats((triton.cdiv(lq, block_m) * n_bh,), args, kwargs, key)
+        return
+
     def grid(meta):  # one axis: query blocks x (batch x heads), ordered by `triton_forward._program`
         return (triton.cdiv(lq, meta["BLOCK_M"]) * n_bh,)
 
-    config = _tuned.get(tune_key)
-    if config is not None:
-        meta = config.all_kwargs()
-        _direct_stats(grid(meta), args, {**consts, **meta}, (tune_key, tuple(meta.items())))
-        return
     attention_stats_kernel[grid](*args, **consts)
     if INTERPRET:
         return
@@ -248,8 +257,9 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
                 h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0,
                 spec.sink_tokens, spec.local_window, fix, b * h * lq, len_bucket)
         _launch_stats(args, consts, tune_key, lq, b * h, kmass if want_key else None)
-        for i, n in enumerate(row):
-            setattr(st, n, rows[i])
+        if row:
+            for n, t in zip(row, rows.unbind(0)):  # one op for every slot's view
+                setattr(st, n, t)
         if "argmax" in want:
             st.argmax = arg
         if want_key:

@@ -149,3 +149,60 @@ def test_repeated_statistics_calls_launch_directly_and_agree(dtype, device, monk
     assert direct.requested() == jit.requested()
     for name, want in jit.items():
         torch.testing.assert_close(getattr(direct, name), want, rtol=0, atol=0, equal_nan=True, msg=name)
+
+
+class FakeRawCompiled(FakeCompiled):
+    """A compiled kernel with Triton's launcher interface: `run(gx, gy, gz, stream, function, packed_metadata,
+    launch_metadata, enter_hook, exit_hook, *args)`, loaded by `_init_handles`."""
+
+    packed_metadata = "packed"
+
+    def __init__(self, log):
+        super().__init__(log)
+        self.function = None
+
+    def _init_handles(self):
+        self.function = "fn-handle"
+
+    def run(self, gx, gy, gz, stream, function, packed, meta, enter, exit_, *args):
+        self.log.append(("raw", (gx, gy, gz), stream, function, packed, (meta, enter, exit_), args))
+
+
+@pytest.fixture
+def raw_launcher(monkeypatch):
+    from interp.kernels import direct_launch
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(direct_launch, "_stream", lambda device: f"stream{device}")
+
+    class JIT(FakeJIT):
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                self.log.append(("jit", grid, args, kwargs))
+                return FakeRawCompiled(self.log)
+            return run
+
+    fn = JIT()
+    return DirectLauncher(fn), fn.log
+
+
+def test_direct_launch_calls_the_kernels_launcher(raw_launcher):
+    launch, log = raw_launcher
+    x = torch.zeros(64, dtype=torch.float16)
+    kw = dict(BLOCK=64, EVEN=True, num_warps=4)
+    launch((7,), (x, 32, 0.5, True), kw, "cfg")
+    launch((7, 2), (x, 32, 0.25, True), kw, "cfg")
+    assert _kinds(log) == ["jit", "raw"]
+    assert log[1][1:] == ((7, 2, 1), "stream0", "fn-handle", "packed", (None, None, None), (x, 32, 0.25, True, 64, True))
+
+
+def test_a_launch_hook_takes_the_grid_launch_that_calls_it(raw_launcher, monkeypatch):
+    from triton import knobs
+
+    launch, log = raw_launcher
+    x = torch.zeros(64, dtype=torch.float16)
+    kw = dict(BLOCK=64, EVEN=True)
+    launch((3,), (x, 32, 0.5, True), kw, "cfg")
+    monkeypatch.setattr(knobs.runtime, "launch_enter_hook", lambda *a: None)
+    launch((3,), (x, 32, 0.5, True), kw, "cfg")
+    assert _kinds(log) == ["jit", "direct"]
