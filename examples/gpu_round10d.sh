@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 18, round 10d (< 5 min): 1. the kernel tests with the leaner direct launch (the compiled kernel's launcher
+# Issue 18, round 10d (< 5 min; not run yet: no device time was left in round 10): 1. the kernel tests with the leaner direct launch (the compiled kernel's launcher
 # called directly) and the layer batch; 2. host time of single statistics calls at 1k, this commit's launch path
 # against the one before it on the same machine (BEFORE=dir: a folder holding kernels/direct_launch.py and
 # kernels/launcher.py of the earlier commit, copied in for the second run and restored after); 3. whole models

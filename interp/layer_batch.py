@@ -7,15 +7,19 @@ its output and lse only, hands the layer's q, k and lse to a `LayerBatch`, and r
 of one kind (same shapes, dtype and attention options) as one call, the layers stacked along the batch axis:
     q [layers x batch, heads, q_len, head_dim], k [layers x batch, kv_heads, k_len, head_dim], lse likewise.
 Batch rows are independent in the statistics kernel, it picks its tile config by length and kind (not batch), and
-its key sums are integers, so each layer's statistics equal what its own call gives, bit for bit (tested).
+its key sums are integers, so each layer's statistics equal what its own call gives with the same tile config, bit
+for bit (tested; the config of a kind is tuned by its first call, stacked or not, and kept for both paths).
 
 Only layers whose q and k take at most LAYER_BYTES join (a 4-layer Llama-3-8B shape at 4k tokens, 42 MB a layer,
 measured 1.09x HF per layer and 1.13x batched: there the kernels hide the host's time and stacking only adds
 copies); longer layers make their own call in the layer, as before. Statistics are published at their hook points,
-layer by layer in the order the layers ran, when the forward ends (`flush`) or earlier, when the q and k held for
-pending layers would pass `budget_bytes` (memory stays bounded). Only `run_with_cache` uses this: its only
-hook functions at statistics hook points store the tensors, so publishing them after the layer ran changes no
-result. Layers with a key_bias, a prob_hook or captured patterns, or on the reference backend, keep their own call.
+layer by layer in the order the layers ran, when the forward ends (`flush`) or earlier: when the q and k held for
+pending layers would pass `budget_bytes` (memory stays bounded), and before a layer that makes its own call (a
+key_bias, a prob_hook or captured patterns, the reference backend, a long layer) publishes its statistics in the
+layer, as before. Only `run_with_cache` uses this: its only hook functions at statistics hook points store the
+tensors, so publishing them after the layer ran changes no value; what changes is the cache's insertion order
+(batched statistics come after the other hook points of their layers), and each published statistic is a view of
+its pass's [layers x batch, ...] tensor.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ class LayerBatch:
     def __init__(self, budget_bytes: int | None = None):
         self.budget = DEFAULT_BUDGET if budget_bytes is None else budget_bytes
         self._groups: dict = {}  # kind -> [(order, layer, q, k, lse)]
-        self._ready: list = []  # (order, layer, [(name, tensor)]) of layers that made their own statistics call
         self._held = 0
         self._order = 0
 
@@ -57,7 +60,7 @@ class LayerBatch:
         span = options.get("span")
         kind = (query.shape, key.shape, query.dtype, query.device, causal, scale, sliding_window, id(mask), stats,
                 options.get("sink_tokens", 4), options.get("local_window", 64),
-                id(span) if isinstance(span, torch.Tensor) else span)
+                id(span) if isinstance(span, torch.Tensor) else (None if span is None else tuple(span)))
         entry = self._groups.get(kind)
         if entry is None:
             entry = self._groups[kind] = dict(mask=mask, causal=causal, scale=scale, window=sliding_window,
@@ -66,16 +69,11 @@ class LayerBatch:
         self._order += 1
         self._held += size
 
-    def add_computed(self, layer: int, stats) -> None:
-        """A layer whose statistics came from its own call (a key_bias, say): published with the pending layers,
-        so that every layer's statistics still arrive in the order the layers ran."""
-        self._ready.append((self._order, layer, stats.items()))
-        self._order += 1
-
     def flush(self, ctx) -> None:
         """One statistics pass per kind of pending layer, then every pending layer's statistics published at its
         hook points in the order the layers ran."""
-        groups, done, self._groups, self._ready, self._held = self._groups, self._ready, {}, [], 0
+        groups, self._groups, self._held = self._groups, {}, 0
+        done = []
         for entry in groups.values():
             layers = entry["layers"]
             n = len(layers)

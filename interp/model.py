@@ -235,10 +235,9 @@ class HookedModel:
                       sliding_window=sliding_window, stats=stats, options=opts)
             st = AttentionStats()  # published by batch.flush
         else:
+            if batch is not None and stats:  # pending layers' statistics first: every layer's arrive in layer order
+                batch.flush(ctx)
             out, st = attend(prob_hook, stats)
-            if batch is not None and stats:  # published after the pending layers', in layer order
-                batch.add_computed(layer, st)
-                st = AttentionStats()
         if pattern is not None:
             edited = ctx.apply(pre + "hook_pattern", pattern, layer)
             if edited is not pattern or ctx.tracked(pre + "hook_pattern"):
@@ -461,9 +460,12 @@ class HookedModel:
                         ctx.track(n)
             if grad_of is None and layer_batch.ENABLED:  # statistics of many layers per pass
                 ctx.layer_batch = layer_batch.LayerBatch()
-            logits = self._forward(toks, grad=grad_of is not None, logits_at=logits_at)
-            if ctx.layer_batch is not None:
-                ctx.layer_batch.flush(ctx)
+            try:
+                logits = self._forward(toks, grad=grad_of is not None, logits_at=logits_at)
+                if ctx.layer_batch is not None:
+                    ctx.layer_batch.flush(ctx)
+            finally:
+                ctx.layer_batch = None  # a forward that raised leaves no q and k held by a traceback
             live = dict(ctx.live)
         cache.tokens = toks
         if grad_of is None:

@@ -17,22 +17,30 @@ compiled for other arguments:
     per bool     its value; per float: nothing (passed as fp32, never specialised)
 Any other argument type, a keyword argument that is not a kernel parameter, a constexpr passed by position, a
 Triton without `CompiledKernel` grid launches, or the CPU interpreter: the JIT path, every call. A direct launch
-calls the compiled kernel's launcher itself (`CompiledKernel.run`, as `compiled[grid](...)` does, without building
-a closure and looking up the device and stream through Triton's driver each time), unless a Triton launch hook is
-set (then `compiled[grid](...)`, which calls the hooks). Not repeated on
+is `compiled[grid](...)`; with RAW_LAUNCH (env INTERP_RAW_LAUNCH=1; not yet run on a GPU, so off by default) it
+calls the compiled kernel's launcher itself (`CompiledKernel.run`, as `compiled[grid](...)` does in Triton 3.6,
+without building a closure and looking up the device and stream through Triton's driver each time), unless a
+Triton launch hook is set. Not repeated on
 direct launches: `JITFunction.run`'s pre-run hooks and its check that the kernel's global values have not changed
 (the statistics kernel's globals are module constants, and it has no pre-run hooks).
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+# Call the compiled kernel's launcher itself (below). Off by default until its kernel tests have run on a GPU
+# (`examples/gpu_round10e.sh` runs them with INTERP_RAW_LAUNCH=1); the CPU tests cover both settings.
+RAW_LAUNCH = os.environ.get("INTERP_RAW_LAUNCH", "0") == "1"
 
 
 def signature(args) -> tuple | None:
     """The specialisation key of positional kernel arguments (see the module doc), or None if one of them is of a
     type this does not know (the caller then takes Triton's own path). Per int one code for its classes: int32
-    range: 1 (== 1), 16 (divisible by 16), 0; beyond: 32 / 48 (divisible) as int64, 64 / 80 (divisible) from 2^63."""
+    range: 1 (== 1), 16 (divisible by 16), 0; beyond: 32 / 48 (divisible) as int64, 64 / 80 (divisible) from 2^63.
+    Per tensor its dtype and "a" (16-byte aligned) or "u"; per bool "T" or "F"; per float 0.5."""
     sig = []
     append = sig.append
     tensor = torch.Tensor
@@ -45,9 +53,9 @@ def signature(args) -> tuple | None:
                 append((64 if a >= 2**63 else 32) + (0 if a % 16 else 16))
         elif t is tensor or isinstance(a, tensor):
             append(a.dtype)
-            append(not a.data_ptr() % 16)
+            append("u" if a.data_ptr() % 16 else "a")  # strings: never equal to an int's or a bool's code
         elif t is bool:
-            append(a)
+            append("T" if a else "F")
         elif t is float:
             append(0.5)
         else:
@@ -102,7 +110,7 @@ class DirectLauncher:
             return None  # a constexpr passed by position would be keyed by its class, not by its value
         if compiled is None or not hasattr(type(compiled), "__getitem__"):
             return None
-        raw = _triton_knobs() is not None and all(
+        raw = RAW_LAUNCH and _triton_knobs() is not None and all(
             hasattr(compiled, a) for a in ("run", "_init_handles", "packed_metadata"))
         if raw:
             compiled._init_handles()  # loads the kernel: `function` is set from here on
@@ -138,7 +146,8 @@ def _knobs():
 
 def _no_hook(hook) -> bool:
     """No launch hook is set: None (Triton 3.6) or an empty `HookChain` (later Tritons), which calls nothing."""
-    return hook is None or (type(hook).__name__ == "HookChain" and not getattr(hook, "calls", True))
+    chain = getattr(_triton_knobs(), "HookChain", None)
+    return hook is None or (chain is not None and isinstance(hook, chain) and not hook.calls)
 
 
 def _stream(device: int):

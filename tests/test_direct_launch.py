@@ -174,6 +174,7 @@ def raw_launcher(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(direct_launch, "_stream", lambda device: f"stream{device}")
+    monkeypatch.setattr(direct_launch, "RAW_LAUNCH", True)
 
     class JIT(FakeJIT):
         def __getitem__(self, grid):
@@ -204,5 +205,45 @@ def test_a_launch_hook_takes_the_grid_launch_that_calls_it(raw_launcher, monkeyp
     kw = dict(BLOCK=64, EVEN=True)
     launch((3,), (x, 32, 0.5, True), kw, "cfg")
     monkeypatch.setattr(knobs.runtime, "launch_enter_hook", lambda *a: None)
+    launch((3,), (x, 32, 0.5, True), kw, "cfg")
+    assert _kinds(log) == ["jit", "direct"]
+
+
+def test_a_hook_in_tritons_hook_chain_takes_the_grid_launch(raw_launcher):
+    from triton import knobs
+
+    chain = knobs.runtime.launch_enter_hook
+    if not hasattr(chain, "add"):
+        pytest.skip("this Triton's launch hooks are not a HookChain")
+    launch, log = raw_launcher
+    x = torch.zeros(64, dtype=torch.float16)
+    kw = dict(BLOCK=64, EVEN=True)
+    launch((3,), (x, 32, 0.5, True), kw, "cfg")
+    launch((3,), (x, 32, 0.5, True), kw, "cfg")
+    hook = lambda *a: None  # noqa: E731
+    chain.add(hook)
+    try:
+        launch((3,), (x, 32, 0.5, True), kw, "cfg")
+    finally:
+        chain.remove(hook)
+    assert _kinds(log) == ["jit", "raw", "direct"]
+
+
+def test_bools_ints_and_alignment_never_share_a_code():
+    x = torch.zeros(64, dtype=torch.float16)
+    assert signature((True,)) != signature((1,))
+    assert signature((False,)) != signature((0,))
+    assert signature((x, 1)) != signature((x, True))
+    assert signature((x,)) != signature((x[1:],))
+
+
+def test_raw_launch_is_off_unless_asked(raw_launcher, monkeypatch):
+    from interp.kernels import direct_launch
+
+    monkeypatch.setattr(direct_launch, "RAW_LAUNCH", False)
+    launch, log = raw_launcher
+    x = torch.zeros(64, dtype=torch.float16)
+    kw = dict(BLOCK=64, EVEN=True)
+    launch((3,), (x, 32, 0.5, True), kw, "cfg")
     launch((3,), (x, 32, 0.5, True), kw, "cfg")
     assert _kinds(log) == ["jit", "direct"]

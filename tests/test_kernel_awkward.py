@@ -246,7 +246,7 @@ def test_both_program_orders_cover_every_row(n, device):
     check_against_reference(q, k, v, sliding_window=24, stats="all")
 
 
-@pytest.mark.parametrize("layout", ["cudnn", "padded", "plain"])
+@pytest.mark.parametrize("layout", ["cudnn", "cudnn-padded", "padded", "plain"])
 def test_sdpa_lse_layouts_become_b_h_q(layout):
     """`sdpa_path._run` turns each op's lse layout into [batch, heads, q_len] float32 (cuDNN: [b, h, lq, 1];
     some builds pad the query axis; FlashAttention: [b, h, lq]) without changing a value."""
@@ -258,6 +258,8 @@ def test_sdpa_lse_layouts_become_b_h_q(layout):
     want = torch.arange(b * h * lq, dtype=torch.float32).reshape(b, h, lq)
     if layout == "cudnn":
         lse = want.unsqueeze(-1).clone()
+    elif layout == "cudnn-padded":
+        lse = torch.cat([want, torch.full((b, h, 3), -7.0)], dim=2).unsqueeze(-1).clone()
     elif layout == "padded":
         lse = torch.cat([want, torch.full((b, h, 3), -7.0)], dim=2)
     else:

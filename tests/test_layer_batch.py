@@ -145,7 +145,8 @@ def test_stats_from_lse_matches_one_call_and_checks_lse():
 
 def test_layer_with_key_bias_keeps_its_own_call(llama, monkeypatch):
     """A KeyMask at layer 1 adds a key_bias there: that layer's statistics come from its own call (they depend on
-    the bias), the other two layers from one batched pass; all equal the per-layer path."""
+    the bias), published in the layer after layer 0's pending pass; layer 2 gets a pass of its own at the end; all
+    equal the per-layer path, in layer order."""
     from interp.interventions import KeyMask
 
     ids = torch.randint(0, 100, (1, 23), generator=torch.Generator().manual_seed(6))
@@ -154,9 +155,51 @@ def test_layer_with_key_bias_keeps_its_own_call(llama, monkeypatch):
     real = layer_batch.stats_from_lse
     monkeypatch.setattr(layer_batch, "stats_from_lse", lambda *a, **k: shapes.append(a[0].shape[0]) or real(*a, **k))
     _, cache = llama.run_with_cache(ids, stats=["key_mass", "max_prob"], interventions=ivs)
-    assert shapes == [2]
+    assert shapes == [1, 1]
     names = [f"blocks.{l}.attn.{h}" for l in range(3) for h in ("hook_query_max_prob", "hook_key_mass")]
     expected = per_layer(llama, ids, names, interventions=ivs)
     assert list(cache) == list(expected)
     for name, t in expected.items():
         assert torch.equal(cache[name], t), name
+
+
+@pytest.mark.parametrize("span", [[2, 9], (2, 9), torch.tensor([2, 9])], ids=["list", "tuple", "tensor[2]"])
+def test_every_span_form_is_batched(llama, span):
+    ids = torch.randint(0, 100, (2, 17), generator=torch.Generator().manual_seed(9))
+    names = [f"blocks.{l}.attn.hook_query_span_mass" for l in range(3)]
+    _, cache = llama.run_with_cache(ids, stats=["span_mass"], span=span)
+    expected = per_layer(llama, ids, names, span=span)
+    for name, t in expected.items():
+        assert torch.equal(cache[name], t), name
+
+
+def test_layers_with_different_scales_form_their_own_passes(monkeypatch):
+    """GPT-2 with scale_attn_by_inverse_layer_idx scales layer l's scores by 1 / (l + 1): each layer is its own
+    kind, and each layer's statistics equal its own call's."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=60, n_positions=64, n_embd=64, n_layer=2, n_head=4,
+                     scale_attn_by_inverse_layer_idx=True)
+    m = HookedModel(GPT2LMHeadModel(cfg).eval().to(DEV), backend="triton")
+    scales = []
+    real = layer_batch.stats_from_lse
+    monkeypatch.setattr(layer_batch, "stats_from_lse", lambda *a, **k: scales.append(k["scale"]) or real(*a, **k))
+    ids = torch.randint(0, 60, (1, 15), generator=torch.Generator().manual_seed(10))
+    _, cache = m.run_with_cache(ids, stats=["entropy", "key_mass"])
+    assert len(scales) == 2 and scales[0] != scales[1]
+    expected = per_layer(m, ids, [f"blocks.{l}.attn.{h}" for l in range(2)
+                                  for h in ("hook_query_entropy", "hook_key_mass")])
+    for name, t in expected.items():
+        assert torch.equal(cache[name], t), name
+
+
+def test_to_cpu_and_other_hook_points_alongside(llama):
+    ids = torch.randint(0, 100, (1, 11), generator=torch.Generator().manual_seed(11))
+    names = [f"blocks.{l}.attn.hook_z" for l in range(3)]
+    stat_names = [f"blocks.{l}.attn.hook_query_max_prob" for l in range(3)]
+    _, cache = llama.run_with_cache(ids, names=names, stats=["max_prob"], to_cpu=True)
+    expected = per_layer(llama, ids, names + stat_names)
+    assert set(cache) == set(expected)
+    for name, t in expected.items():
+        assert cache[name].device.type == "cpu" and torch.equal(cache[name], t.cpu()), name
