@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Issue 18, round 10d (< 5 min; not run yet: no device time was left in round 10): 1. the kernel tests with the leaner direct launch (the compiled kernel's launcher
-# called directly) and the layer batch; 2. host time of single statistics calls at 1k, this commit's launch path
+# Issue 18, round 10d (< 5 min; not run yet: no device time was left in round 10): 1. the kernel tests with the
+# leaner direct launch and the layer batch; 2. host time of single statistics calls at 1k, this commit's launch path
 # against the one before it on the same machine (BEFORE=dir: a folder holding kernels/direct_launch.py and
 # kernels/launcher.py of the earlier commit, copied in for the second run and restored after); 3. whole models
 # (30-layer SmolLM2 shape at 1k and 4k, 4-layer Llama-3-8B shape at 4k), batched statistics against per-layer calls.
-#   BEFORE=.exp/before bash examples/gpu_round10d.sh        # logs under ${OUT:-out/gpu}
+#   mkdir -p .exp/before/kernels && for f in direct_launch launcher; do
+#     git show c2a0867:kernels/$f.py > .exp/before/kernels/$f.py; done   # .exp/ listed in .git/info/exclude
+#   BEFORE=.exp/before bash examples/gpu_round10d.sh        # run with carry=[".exp"]; logs under ${OUT:-out/gpu}
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh"
 (cd tests && timeout 110 python3 -m pytest -q -n 8 -p no:cacheprovider -rf --tb=short test_direct_launch.py \
