@@ -48,23 +48,23 @@ class LayerBatch:
         """Whether a layer with these q and k joins the batch: short inputs only (q and k within LAYER_BYTES),
         where the host's per-call cost is what a statistics call costs. Longer layers keep their own call: their
         kernels hide the host's time, and stacking would only add copies (and hold q and k past the layer)."""
-        return query.numel() * query.element_size() + key.numel() * key.element_size() <= LAYER_BYTES
+        return _bytes(query, key) <= LAYER_BYTES
 
     def add(self, ctx, layer: int, query, key, lse, *, mask, causal: bool, scale, sliding_window, stats: tuple,
             options: dict) -> None:
         """Keep one layer's attention inputs (q [batch, heads, q_len, d], k [batch, kv_heads, k_len, d], the lse
         of its call); publishes every pending layer first when holding this one too would pass the budget."""
-        size = query.numel() * query.element_size() + key.numel() * key.element_size()
+        size = _bytes(query, key)
         if self._held and self._held + size > self.budget:
             self.flush(ctx)
-        span = options.get("span")
+        sink, local, span = options.get("sink_tokens", 4), options.get("local_window", 64), options.get("span")
         kind = (query.shape, key.shape, query.dtype, query.device, causal, scale, sliding_window, id(mask), stats,
-                options.get("sink_tokens", 4), options.get("local_window", 64),
-                id(span) if isinstance(span, torch.Tensor) else (None if span is None else tuple(span)))
+                sink, local, id(span) if isinstance(span, torch.Tensor) else (None if span is None else tuple(span)))
         entry = self._groups.get(kind)
         if entry is None:
-            entry = self._groups[kind] = dict(mask=mask, causal=causal, scale=scale, window=sliding_window,
-                                              stats=stats, options=options, layers=[])
+            entry = self._groups[kind] = dict(mask=mask, span=span, layers=[], options=dict(
+                causal=causal, scale=scale, sliding_window=sliding_window, stats=stats, sink_tokens=sink,
+                local_window=local))
         entry["layers"].append((self._order, layer, query, key, lse))
         self._order += 1
         self._held += size
@@ -80,7 +80,7 @@ class LayerBatch:
             q = layers[0][2] if n == 1 else torch.cat([e[2] for e in layers])
             k = layers[0][3] if n == 1 else torch.cat([e[3] for e in layers])
             lse = layers[0][4] if n == 1 else torch.cat([e[4] for e in layers])
-            mask, span = entry["mask"], entry["options"].get("span")
+            mask, span = entry["mask"], entry["span"]
             if mask is not None and n > 1:
                 padded = has_padding(mask)
                 mask = mask.repeat(n, 1)
@@ -88,10 +88,7 @@ class LayerBatch:
                     mark_padded(mask)
             if isinstance(span, torch.Tensor) and span.dim() == 2 and n > 1:
                 span = span.repeat(n, 1)
-            st = stats_from_lse(q, k, lse, causal=entry["causal"], scale=entry["scale"],
-                                sliding_window=entry["window"], attention_mask=mask, stats=entry["stats"],
-                                sink_tokens=entry["options"].get("sink_tokens", 4),
-                                local_window=entry["options"].get("local_window", 64), span=span)
+            st = stats_from_lse(q, k, lse, attention_mask=mask, span=span, **entry["options"])
             per_layer = [[] for _ in range(n)]
             for name, t in st.items():
                 for i, part in enumerate(t.chunk(n) if n > 1 else (t,)):  # layer i's rows: [batch, heads, len]
@@ -101,3 +98,8 @@ class LayerBatch:
             pre = f"blocks.{layer}.attn."
             for name, t in items:
                 ctx.apply(pre + HOOK_OF_STAT[name], t, layer)
+
+
+def _bytes(query, key) -> int:
+    """What a layer's q and k take."""
+    return query.numel() * query.element_size() + key.numel() * key.element_size()
