@@ -33,6 +33,9 @@ import torch.nn.functional as F
 import triton
 
 
+SLEEP_CYCLES = 200_000_000  # the sleep kernel that keeps the GPU busy while calls are issued: ~0.1 s on an H100
+
+
 def host_us(fn, reps: int, sync=torch.cuda.synchronize) -> float:
     """Host microseconds per call: `reps` calls back to back, then `sync()` (None: nothing to wait for, e.g. on the
     CPU), after 20 warm-up calls; the median of 5 batches."""
@@ -149,7 +152,7 @@ def behind_sleep_us(fn, calls: int = 20) -> tuple[float, bool]:
     which then waits for the sleep (returned as True)."""
     fn()
     torch.cuda.synchronize()
-    torch.cuda._sleep(200_000_000)  # ~0.1 s at H100 clocks
+    torch.cuda._sleep(SLEEP_CYCLES)
     times = []
     t0 = time.perf_counter()
     for _ in range(calls):
@@ -174,7 +177,7 @@ def sections(fn, reps: int, behind: bool = False) -> dict:
                (launcher, "_stats_plan")]
     if behind:
         return timed_sections(fn, targets, min(reps, 20), sync=torch.cuda.synchronize,
-                              before=lambda: torch.cuda._sleep(200_000_000))
+                              before=lambda: torch.cuda._sleep(SLEEP_CYCLES))
     return timed_sections(fn, targets, reps, sync=torch.cuda.synchronize)
 
 

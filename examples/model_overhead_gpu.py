@@ -3,8 +3,10 @@
     python examples/model_overhead_gpu.py [--shape llama3-8b] [--layers 4] [--tokens 1024 4096] [--reps 10]
 
 For each length: wall time of the HF SDPA forward, interp without statistics, `run_with_cache(stats="all")` and the
-same with `interp.layer_batch` switched off (a statistics call in every layer) (medians of `reps` interleaved rounds; per call as a user waits for it, and per call in bursts of 5 back to back,
-see `timings`), then, for the statistics run,
+same with `interp.layer_batch` switched off (a statistics call in every layer) (medians of `reps` interleaved
+rounds; per call as a user waits for it, and per call in bursts of 5 back to back, see `timings`); whether the
+batched and per-layer statistics are equal bit for bit; the host time inside the main functions of one forward
+(`model_sections`); then, for the statistics run,
 1. host-device syncs: the run repeated under `torch.cuda.set_sync_debug_mode("warn")`, each synchronising call
    listed with the chain of this repository's frames that made it, and, separately, the CUDA runtime's sync calls
    counted by the profiler;
