@@ -270,15 +270,15 @@ CHECK_MEMORY_ABOVE = 256 * 2**20  # bytes; smaller calls skip the free-memory qu
 
 def output_and_stats_bytes(spec: AttnSpec, element_size: int) -> int:
     """GPU memory a Triton-backend call allocates beyond its inputs: the output (the forward writes it even when
-    need_out=False), lse, each requested statistic, and the key pass's int64 sums."""
+    need_out=False), lse, each requested statistic, and the key pass's int64 sums and tickets."""
     rows = spec.batch * spec.heads * spec.q_len
     keys = spec.batch * spec.heads * spec.k_len
     want = set(spec.stats)
     total = rows * spec.head_dim * element_size + rows * 4  # output + lse
     total += rows * 4 * len(want & {"max_prob", "entropy", "sink_mass", "local_mass", "span_mass"})
     total += rows * 8 * ("argmax" in want)
-    if want & {"key_mass", "key_mean"}:
-        total += keys * 8 + keys * 4 * len(want & {"key_mass", "key_mean"})
+    if want & {"key_mass", "key_mean"}:  # int64 sums + a ticket per head, key_mass (also under key_mean), key_mean
+        total += keys * 8 + spec.batch * spec.heads * 8 + keys * 4 * (1 + ("key_mean" in want))
     total += keys * 4 * bool(want & {"key_count", "key_mean"})
     return total
 

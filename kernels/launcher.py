@@ -217,7 +217,7 @@ def _stats_plan(stats: tuple, head_dim: int, dtype: torch.dtype, causal: bool, h
         HEAD_DIM=head_dim, BLOCK_D=max(16, 1 << (head_dim - 1).bit_length()),
         WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
         WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
-        WANT_KEY=want_key, WANT_COUNT=want_count, **slots,
+        WANT_KEY=want_key, WANT_COUNT=want_count, WANT_KMEAN="key_mean" in want, **slots,
         **_flag_values(dtype, causal, has_window, has_valid, has_bias),
     )
     return row, want_key, want_count, consts, (len_bucket, dtype, *consts.values())
@@ -241,8 +241,11 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
         f32 = dict(device=dev, dtype=torch.float32)
         rows = torch.empty(len(row), b, h, lq, **f32) if row else _dummy(dev)  # one buffer, a slot per statistic
         arg = torch.empty(b, h, lq, device=dev, dtype=torch.int64) if "argmax" in want else _dummy(dev, torch.int64)
-        kmass = torch.zeros(b, h, lk, device=dev, dtype=torch.int64) if want_key else _dummy(dev, torch.int64)
+        # fixed-point key sums [b, h, lk], then one ticket counter per (batch, head): zeroed in one fill
+        kmass = torch.zeros(b * h * (lk + 1), device=dev, dtype=torch.int64) if want_key else _dummy(dev, torch.int64)
         kcount = torch.empty(b, h, lk, **f32) if want_count else _dummy(dev)
+        mass = torch.empty(b, h, lk, **f32) if want_key else _dummy(dev)
+        mean = torch.empty(b, h, lk, **f32) if "key_mean" in want else _dummy(dev)
         if spec.key_valid is not None:
             kvalid = spec.key_valid.to(torch.int8)
             qcum = torch.zeros(b, lq + 1, device=dev, dtype=torch.int32)
@@ -253,21 +256,19 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
         spans = spec.span if spec.span is not None else _dummy(dev, torch.int64)
         fix = _fix_scale(lq)
 
-        args = (q, k, lse, rows, arg, kmass, kcount, kvalid, qcum, bias, spans, *q.stride(), *k.stride(),
-                h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0,
-                spec.sink_tokens, spec.local_window, fix, b * h * lq, len_bucket)
+        args = (q, k, lse, rows, arg, kmass, kcount, mass, mean, kvalid, qcum, bias, spans, *q.stride(),
+                *k.stride(), h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0,
+                spec.sink_tokens, spec.local_window, fix, 1.0 / fix, b * h, b * h * lq, len_bucket)
         _launch_stats(args, consts, tune_key, lq, b * h, kmass if want_key else None)
         if row:
             for n, t in zip(row, rows.unbind(0)):  # one op for every slot's view
                 setattr(st, n, t)
         if "argmax" in want:
             st.argmax = arg
-        if want_key:
-            mass = kmass * (1.0 / fix)  # int64 * float -> float32
-            if "key_mass" in want:
-                st.key_mass = mass
-            if "key_mean" in want:  # mass is exactly 0 where count is 0, so 0/0 gives the documented NaN
-                st.key_mean = mass / kcount
+        if "key_mass" in want:  # key_mass and key_mean come out of the kernel (its last program per head)
+            st.key_mass = mass
+        if "key_mean" in want:  # mass is exactly 0 where count is 0, so 0/0 gives the documented NaN
+            st.key_mean = mean
         if "key_count" in want:
             st.key_count = kcount
     return st

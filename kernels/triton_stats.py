@@ -15,6 +15,9 @@ p = 2^(s - lse2), so nothing is carried through an online softmax. One program o
         rounding error is below 2^-41 per added sum, ~3e-8 per key at 1M tokens in 128-row tiles of 8 groups.
     key_count: closed form per key (queries that can see it, from the causal/window geometry and a prefix sum
         of the query padding mask), written by the same programs.
+    key_mass / key_mean: each program takes a ticket from its (batch, head)'s counter once its atomics and key_count
+        stores are fenced; the last one to finish converts that head's fixed-point sums (no torch ops after the
+        kernel: short calls feel each one).
 
 TRANSPOSE configs (the first ones tried) do the full walk on key-by-query tiles instead (`triton_stats_t.py`): the
 same statistics and fixed-point atomics, per-key sums as row sums inside a warp, per-query ones folded per thread and
@@ -38,6 +41,7 @@ from .triton_stats_t import _finish_t, _key_scores, _stats_inner_t
 TRIAL_CONFIGS = os.environ.get("INTERP_STATS_TRIAL_CONFIGS") == "1"
 # rows with |lse| >= LSE_LIMIT get NaN statistics: p = 2^(s - lse2) is not float32-precise there (see `_bad_rows`)
 LSE_LIMIT = tl.constexpr(100000.0)
+ON_GPU = tl.constexpr(not INTERPRET)
 
 
 def _configs():
@@ -229,31 +233,61 @@ def _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, out, row_ok, lse_row, qk_sca
         tl.store(ROWS + S_ENT * rs + out, tl.where(bad, float("nan"), ent), mask=row_ok)
 
 
+@triton.jit
+def _fence(x):
+    """fence.acq_rel.gpu in every thread, once per element of x it holds (a no-op in the CPU interpreter, which runs
+    programs one at a time)."""
+    if ON_GPU:
+        tl.inline_asm_elementwise("fence.acq_rel.gpu;\n mov.u32 $0, $1;", "=r,r", [x], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+
+@triton.jit
+def _finalize_keys(KM, KC, OUT, MEAN, Lk, inv_fix, BLOCK: tl.constexpr, WANT_KMEAN: tl.constexpr):
+    """key_mass = fixed-point sum * inv_fix (int64 -> float32, then the product: as torch's `kmass * (1 / fix)`), and
+    key_mean = key_mass / key_count (NaN where no query sees the key), for one (batch, head)'s Lk keys. Loads go to
+    L2 (.cg): the atomics of other programs live there, not in this SM's L1. Wide chunks (BLOCK = 1024: 8 per thread
+    at 4 warps) keep the serial loop short: it runs at the end of the kernel, after the head's other programs."""
+    offs = tl.arange(0, BLOCK)
+    for c in range(0, Lk, BLOCK):
+        o = c + offs
+        ok = o < Lk
+        mass = tl.load(KM + o, mask=ok, other=0, cache_modifier=".cg").to(tl.float32) * inv_fix
+        tl.store(OUT + o, mass, mask=ok)
+        if WANT_KMEAN:
+            cnt = tl.load(KC + o, mask=ok, other=1.0, cache_modifier=".cg")
+            tl.store(MEAN + o, mass / cnt, mask=ok)
+
+
 @triton.autotune(
     configs=_configs(),
     key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "WANT_MAXP", "WANT_ARG",
-         "WANT_ENT", "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "WANT_KEY", "WANT_COUNT"],
+         "WANT_ENT", "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "WANT_KEY", "WANT_COUNT", "WANT_KMEAN"],
     prune_configs_by={"early_config_prune": _prune},
     reset_to_zero=["KMASS"],
 )
 @triton.jit
 def attention_stats_kernel(
-    Q, K, LSE, ROWS, ARG, KMASS, KCOUNT, KVALID, QCUM, BIAS, SPANS,
+    Q, K, LSE, ROWS, ARG, KMASS, KCOUNT, KM_OUT, KMEAN_OUT, KVALID, QCUM, BIAS, SPANS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
-    H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, fix_scale, rows_stride, LEN_BUCKET,
+    H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, fix_scale, inv_fix, N_BH, rows_stride,
+    LEN_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     SPLIT_MASSES: tl.constexpr, KEY_GROUPS: tl.constexpr, TRANSPOSE: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
     WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr,
     WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
-    S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
+    WANT_KMEAN: tl.constexpr, S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr,
+    S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """LSE [b, h, Lq] natural log (-inf on empty rows); ROWS [slots, b, h, Lq] float32, one slot per requested
-    per-query statistic (S_* = its slot); ARG [b, h, Lq] int64; KMASS [b, h, Lk] int64
-    fixed point (zeroed by the caller); KCOUNT [b, h, Lk] float32; QCUM [b, Lq + 1] int32 prefix sums of the
-    query padding mask (HAS_VALID only)."""
+    per-query statistic (S_* = its slot); ARG [b, h, Lq] int64; KMASS [b * h * Lk + b * h] int64, zeroed by the
+    caller: the fixed-point key sums, then one ticket counter per (batch, head) = N_BH of them; KCOUNT [b, h, Lk]
+    float32; KM_OUT, KMEAN_OUT [b, h, Lk] float32: key_mass = sums * inv_fix and key_mean, written by the last
+    program of each (batch, head) to finish; QCUM [b, Lq + 1] int32 prefix sums of the query padding mask
+    (HAS_VALID only)."""
     LOG2E: tl.constexpr = 1.4426950408889634
     WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
     FULL: tl.constexpr = (WANT_MAX or WANT_ENT) or WANT_KEY  # needs every visible key
@@ -431,3 +465,12 @@ def attention_stats_kernel(
                 bias_k = tl.load(bias_base + offs_k, mask=k_in, other=0.0)
                 cnt = tl.where(bias_k > float("-inf"), cnt, 0)
             tl.store(KCOUNT + pid_bh * Lk + offs_k, cnt.to(tl.float32), mask=k_in)
+
+    if WANT_KEY:  # the last program of this (batch, head) turns the fixed-point sums into key_mass / key_mean
+        _fence(offs_m0)  # this thread's key atomics and key_count stores, ordered before the ticket
+        tl.debug_barrier()  # ... and every thread's, before the ticket is taken
+        ticket = tl.atomic_add(KMASS + N_BH * Lk + pid_bh, 1, sem="acq_rel", scope="gpu")
+        if ticket == tl.cdiv(Lq, BLOCK_M) - 1:
+            _fence(offs_m0)
+            _finalize_keys(KMASS + pid_bh * Lk, KCOUNT + pid_bh * Lk, KM_OUT + pid_bh * Lk,
+                           KMEAN_OUT + pid_bh * Lk, Lk, inv_fix, 1024, WANT_KMEAN)

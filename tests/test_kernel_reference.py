@@ -124,8 +124,12 @@ def test_memory_estimate_refuses_before_launching():
                         stats="all", sink_tokens=4, local_window=8, span=None)
     big = dataclasses.replace(spec, q_len=2**20, k_len=2**20)
     need = output_and_stats_bytes(big, 2)
-    # output 8 GiB + lse + 4 float row statistics (no span given) + int64 argmax; int64 sums, mass, mean, count
-    assert need == 32 * 2**20 * (128 * 2 + 4 + 4 * 4 + 8) + 32 * 2**20 * (8 + 4 + 4 + 4)
+    # output 8 GiB + lse + 4 float row statistics (no span given) + int64 argmax; int64 sums, mass, mean, count;
+    # an int64 ticket per head
+    assert need == 32 * 2**20 * (128 * 2 + 4 + 4 * 4 + 8) + 32 * 2**20 * (8 + 4 + 4 + 4) + 32 * 8
+    # key_mean alone still allocates the key_mass it divides (and key_count)
+    mean_only = dataclasses.replace(big, stats=("key_mean",))
+    assert output_and_stats_bytes(mean_only, 2) == 32 * 2**20 * (128 * 2 + 4) + 32 * 2**20 * (8 + 4 + 4 + 4) + 32 * 8
     with pytest.raises(ValueError, match=r"needs 9\.\d\d GiB .* only 4\.00 GiB"):
         check_fits_in_memory(q, big, free=4 * 2**30, total=80 * 2**30)
     check_fits_in_memory(q, big, free=need + 1, total=80 * 2**30)  # fits: no error
