@@ -17,10 +17,11 @@ compiled for other arguments:
     per bool     its value; per float: nothing (passed as fp32, never specialised)
 Any other argument type, a keyword argument that is not a kernel parameter, a constexpr passed by position, a
 Triton without `CompiledKernel` grid launches, or the CPU interpreter: the JIT path, every call. A direct launch
-is `compiled[grid](...)`; with RAW_LAUNCH (env INTERP_RAW_LAUNCH=1; not yet run on a GPU, so off by default) it
-calls the compiled kernel's launcher itself (`CompiledKernel.run`, as `compiled[grid](...)` does in Triton 3.6,
-without building a closure and looking up the device and stream through Triton's driver each time), unless a
-Triton launch hook is set. Not repeated on
+is `compiled[grid](...)`; with RAW_LAUNCH (the default on Triton 3.6-3.9; env INTERP_RAW_LAUNCH=0 / 1 turns it
+off / on) it calls the compiled kernel's launcher itself (`CompiledKernel.run`, as `compiled[grid](...)` does in
+Triton 3.6 and 3.9, without building a closure and looking up the device and stream through Triton's driver each
+time), unless a Triton launch hook is set: 11 us less host time per 1k statistics call on the H100 machine
+(`docs/gpu/host_split_round11*.log`). Not repeated on
 direct launches: `JITFunction.run`'s pre-run hooks and its check that the kernel's global values have not changed
 (the statistics kernel's globals are module constants, and it has no pre-run hooks).
 """
@@ -30,10 +31,26 @@ from __future__ import annotations
 import os
 
 import torch
+import triton
 
-# Call the compiled kernel's launcher itself (below). Off by default until its kernel tests have run on a GPU
-# (`examples/gpu_round10e.sh` runs them with INTERP_RAW_LAUNCH=1); the CPU tests cover both settings.
-RAW_LAUNCH = os.environ.get("INTERP_RAW_LAUNCH", "0") == "1"
+
+
+def raw_launch_default(env: str | None, version: str) -> bool:
+    """Whether to call the compiled kernel's launcher itself: env INTERP_RAW_LAUNCH "1" / "0" decides; unset, on for
+    the Triton versions whose `CompiledKernel.__getitem__` calls `run` with the arguments passed here (3.6, whose
+    kernel tests pass this way on the H100, `docs/gpu/COMMANDS.md` round 11, through 3.9)."""
+    if env is not None:
+        if env not in ("0", "1"):
+            raise ValueError(f"INTERP_RAW_LAUNCH must be '0' or '1', got {env!r}")
+        return env == "1"
+    try:
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return False
+    return (3, 6) <= (major, minor) <= (3, 9)
+
+
+RAW_LAUNCH = raw_launch_default(os.environ.get("INTERP_RAW_LAUNCH"), triton.__version__)
 
 
 def signature(args) -> tuple | None:

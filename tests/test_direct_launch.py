@@ -237,7 +237,7 @@ def test_bools_ints_and_alignment_never_share_a_code():
     assert signature((x,)) != signature((x[1:],))
 
 
-def test_raw_launch_is_off_unless_asked(raw_launcher, monkeypatch):
+def test_raw_launch_off_takes_the_grid_launch(raw_launcher, monkeypatch):
     from interp.kernels import direct_launch
 
     monkeypatch.setattr(direct_launch, "RAW_LAUNCH", False)
@@ -247,3 +247,30 @@ def test_raw_launch_is_off_unless_asked(raw_launcher, monkeypatch):
     launch((3,), (x, 32, 0.5, True), kw, "cfg")
     launch((3,), (x, 32, 0.5, True), kw, "cfg")
     assert _kinds(log) == ["jit", "direct"]
+
+
+def test_raw_launch_default_by_env_and_triton_version():
+    from interp.kernels.direct_launch import raw_launch_default
+
+    assert raw_launch_default(None, "3.6.0") and raw_launch_default(None, "3.9.1")
+    assert not any(raw_launch_default(None, v) for v in ("3.5.1", "4.0.0", "main"))
+    assert raw_launch_default("1", "3.2.0") and not raw_launch_default("0", "3.6.0")
+    with pytest.raises(ValueError, match="INTERP_RAW_LAUNCH must be '0' or '1'"):
+        raw_launch_default("yes", "3.6.0")
+
+
+def test_installed_tritons_grid_launch_calls_run_as_the_raw_launch_does():
+    """Where the raw launch is on by default, this Triton's `compiled[grid](...)` passes `run` the arguments
+    DirectLauncher passes (grid, stream, function, packed metadata, launch metadata, two hooks, then the args)."""
+    import inspect
+
+    import triton
+    from triton.compiler.compiler import CompiledKernel
+
+    from interp.kernels.direct_launch import raw_launch_default
+
+    if not raw_launch_default(None, triton.__version__):
+        pytest.skip(f"raw launch not on by default for Triton {triton.__version__}")
+    src = " ".join(inspect.getsource(CompiledKernel.__getitem__).split())
+    assert ("self.run(grid[0], grid[1], grid[2], stream, self.function, self.packed_metadata, launch_metadata, "
+            "knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *args)") in src
