@@ -2,7 +2,7 @@
 # Issue 18, round 11b (< 3 min; < 5 with TESTS=1): 1. with TESTS=1, the kernel tests with this commit's defaults
 # (the raw launcher on; round 11 ran them with INTERP_RAW_LAUNCH=1); 2. the in-kernel key finalize at long inputs,
 # where its serial loop (one program per head converts Lk sums) could show: every statistic at 8k / 32k, config 0
-# pinned, this commit against BEFORE (c2a0867's kernels/*.py swapped in), twice in alternating order.
+# pinned, this commit against BEFORE (c2a0867's kernels/*.py swapped in), ROUNDS (default 2) times in alternating order.
 #   BEFORE=.exp/before bash examples/gpu_round11b.sh     # carry=[".exp"]; .exp/before as for gpu_round11.sh
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh"
@@ -15,7 +15,7 @@ restore() { cp /tmp/after/kernels/*.py kernels/; }
   | tee "$OUT/tests_round11b.log"
 long() { (cd examples && timeout 70 python3 stats_configs_gpu.py --lengths 8192 32768 --configs 0 2>&1 \
   | grep -v Warn); }
-for i in 1 2; do
+for i in $(seq "${ROUNDS:-2}"); do
   long > "$OUT/long_round11b_after$i.log"
   swap; long > "$OUT/long_round11b_before$i.log"; restore
 done
