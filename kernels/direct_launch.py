@@ -34,7 +34,6 @@ import torch
 import triton
 
 
-
 def raw_launch_default(env: str | None, version: str) -> bool:
     """Whether to call the compiled kernel's launcher itself: env INTERP_RAW_LAUNCH "1" / "0" decides; unset, on for
     the Triton versions whose `CompiledKernel.__getitem__` calls `run` with the arguments passed here (3.6, whose
