@@ -8,7 +8,9 @@ back to back (then one synchronise; each piece's device work is shorter than its
 host's), for:
     sdpa             F.scaled_dot_product_attention (what the HF forward issues per layer)
     out+lse          the cuDNN call that gives the output and the log-sum-exp (`sdpa_path.sdpa_out_lse`)
-    stats launch     the Triton statistics launch alone, its arguments built once (`launcher._launch_stats`)
+    stats launch     the Triton statistics launch alone, its arguments built once (`launcher._launch_stats`; its
+                     tickets are not re-zeroed, so after the first call the kernel skips the key finalize: device
+                     work only, the host cost is the same)
     ours none / all  `attention_with_stats(stats=...)`, everything
     all, JIT launch  the same with the statistics kernel launched through Triton's JIT path every call (what
                      `kernels/direct_launch.py` skips once the kernel is compiled)
@@ -20,7 +22,8 @@ kernel launched through Triton's JIT path (`JITFunction.run`: argument binding a
 grid, launch metadata, each call) against the same compiled kernel launched by `kernels/direct_launch.py`
 (its key computed each call, as in the statistics path), after checking that both write the same statistics.
 (Round 9's logs of this section, `docs/gpu/host_split_round9b.log` and `host_split_direct_round9.log`, came from
-its first form: the compiled kernel launched with a hand-built argument list, without the key.) 32 heads x 128, GQA 32/8, fp16, causal, batch 1.
+its first form: the compiled kernel launched with a hand-built argument list, without the key.) 32 heads x 128,
+GQA 32/8, fp16, causal, batch 1.
 """
 
 from __future__ import annotations
@@ -224,13 +227,15 @@ def launch_paths(reps: int, n: int = 64) -> str:
     key = (tune_key, tuple(meta.items()))
     direct(grid, args, kwargs, key)  # through Triton once: keeps the compiled kernel
     assert all(e is not None for e in direct._compiled.values()), "the launch did not become direct"
-    rows, arg = args[3], args[4]
+    outs = args[3], args[4], args[7], args[8]  # rows, argmax, key_mass and key_mean (the in-kernel finalize's)
     results = []
     for launch in (lambda: fn[grid](*args, **kwargs), lambda: direct(grid, args, kwargs, key)):
-        kmass.zero_()
+        kmass.zero_()  # the sums and the per-head tickets: a launch whose tickets are not zeroed does not finalize
+        for t in outs:
+            t.fill_(-1)
         launch()
         torch.cuda.synchronize()
-        results.append((rows.clone(), arg.clone(), kmass.clone()))
+        results.append(tuple(t.clone() for t in outs) + (kmass.clone(),))
     same = all(torch.equal(x, y) for x, y in zip(*results))
     jit = host_us(lambda: fn[grid](*args, **kwargs), reps)
     direct_us = host_us(lambda: direct(grid, args, kwargs, key), reps)

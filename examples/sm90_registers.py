@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # "all" without a span, as in the profiled run (a group given no span drops span_mass)
 ROW = dict(WANT_MAXP=True, WANT_ARG=True, WANT_ENT=True, WANT_SINK=True, WANT_LOCAL=True, WANT_SPAN=False)
 NONE = dict(WANT_MAXP=False, WANT_ARG=False, WANT_ENT=False, WANT_SINK=False, WANT_LOCAL=False, WANT_SPAN=False,
-            WANT_KEY=False, WANT_COUNT=False)
+            WANT_KEY=False, WANT_COUNT=False, WANT_KMEAN=False)
 VARIANTS = {
     "query": {**NONE, **ROW},
-    "all": {**NONE, **ROW, "WANT_KEY": True, "WANT_COUNT": True},
-    "key": {**NONE, "WANT_KEY": True, "WANT_COUNT": True},
+    "all": {**NONE, **ROW, "WANT_KEY": True, "WANT_COUNT": True, "WANT_KMEAN": True},
+    "key": {**NONE, "WANT_KEY": True, "WANT_COUNT": True, "WANT_KMEAN": True},
     "max_prob": {**NONE, "WANT_MAXP": True},
     "argmax": {**NONE, "WANT_ARG": True},
     "entropy": {**NONE, "WANT_ENT": True},
@@ -61,8 +61,8 @@ def load_kernels():
 
 # pointer element types and scalar types of attention_stats_kernel's runtime arguments
 POINTERS = dict(Q="*fp16", K="*fp16", LSE="*fp32", ROWS="*fp32", ARG="*i64", KMASS="*i64", KCOUNT="*fp32",
-                KVALID="*i8", QCUM="*i32", BIAS="*fp32", SPANS="*i64")
-FLOATS = ("qk_scale", "fix_scale")
+                KM_OUT="*fp32", KMEAN_OUT="*fp32", KVALID="*i8", QCUM="*i32", BIAS="*fp32", SPANS="*i64")
+FLOATS = ("qk_scale", "fix_scale", "inv_fix")
 ONE = ("stride_qd", "stride_kd")  # contiguous head dim: Triton specialises a 1 into a constant
 # the profiled call's ints (8k tokens, 32 heads / 8 KV heads, q_offset 0, no window, local_window 64) are multiples of
 # 16, which Triton marks divisible; the group size G = 4 and sink_tokens = 4 are not

@@ -256,7 +256,7 @@ def _finalize_keys(KM, KC, OUT, MEAN, Lk, inv_fix, BLOCK: tl.constexpr, WANT_KME
         tl.store(OUT + o, mass, mask=ok)
         if WANT_KMEAN:
             cnt = tl.load(KC + o, mask=ok, other=1.0, cache_modifier=".cg")
-            tl.store(MEAN + o, mass / cnt, mask=ok)
+            tl.store(MEAN + o, tl.math.div_rn(mass, cnt), mask=ok)  # rounded as torch's division
 
 
 @triton.autotune(
@@ -469,7 +469,8 @@ def attention_stats_kernel(
     if WANT_KEY:  # the last program of this (batch, head) turns the fixed-point sums into key_mass / key_mean
         _fence(offs_m0)  # this thread's key atomics and key_count stores, ordered before the ticket
         tl.debug_barrier()  # ... and every thread's, before the ticket is taken
-        ticket = tl.atomic_add(KMASS + N_BH * Lk + pid_bh, 1, sem="acq_rel", scope="gpu")
+        # (64-bit: b * h * Lk can pass 2^31 with many heads and a long key axis)
+        ticket = tl.atomic_add(KMASS + tl.cast(N_BH, tl.int64) * Lk + pid_bh, 1, sem="acq_rel", scope="gpu")
         if ticket == tl.cdiv(Lq, BLOCK_M) - 1:
             _fence(offs_m0)
             _finalize_keys(KMASS + pid_bh * Lk, KCOUNT + pid_bh * Lk, KM_OUT + pid_bh * Lk,
