@@ -11,9 +11,6 @@
 #   BEFORE=.exp/before bash examples/gpu_round11.sh        # run with carry=[".exp"]; logs under ${OUT:-out/gpu}
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh"
-swap() { mkdir -p /tmp/after/kernels && for f in "$BEFORE"/kernels/*.py; do
-  cp "kernels/$(basename "$f")" /tmp/after/kernels/ && cp "$f" kernels/; done; }
-restore() { cp /tmp/after/kernels/*.py kernels/; }
 (cd tests && INTERP_RAW_LAUNCH=1 timeout 170 python3 -m pytest -q -n 8 -p no:cacheprovider -rf --tb=short \
   test_direct_launch.py test_kernel_triton.py test_layer_batch.py test_graphs.py test_stats_configs.py 2>&1 \
   | grep -E "FAILED|passed|failed|error" | tail -12) | tee "$OUT/tests_round11.log"

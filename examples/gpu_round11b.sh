@@ -6,9 +6,6 @@
 #   BEFORE=.exp/before bash examples/gpu_round11b.sh     # carry=[".exp"]; .exp/before as for gpu_round11.sh
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh"
-swap() { mkdir -p /tmp/after/kernels && for f in "$BEFORE"/kernels/*.py; do
-  cp "kernels/$(basename "$f")" /tmp/after/kernels/ && cp "$f" kernels/; done; }
-restore() { cp /tmp/after/kernels/*.py kernels/; }
 [ "${TESTS:-0}" = 1 ] && (cd tests && timeout 150 python3 -m pytest -q -n 8 -p no:cacheprovider -rf --tb=short \
   test_direct_launch.py test_kernel_triton.py test_layer_batch.py 2>&1 | grep -E "FAILED|passed|failed|error" \
   | tail -12) \

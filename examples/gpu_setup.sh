@@ -1,8 +1,13 @@
 # Sourced by the examples/gpu_round*.sh scripts (run from the repository root): OUT made absolute and created
-# (default out/gpu), unbuffered Python, no hub access, interp installed in place, the GPU's name in $OUT/gpu.txt.
+# (default out/gpu), unbuffered Python, no hub access, interp installed in place, the GPU's name in $OUT/gpu.txt;
+# swap / restore: an A/B against an earlier commit, whose kernels/*.py lie in $BEFORE/kernels (each swapped in,
+# this tree's copy kept in /tmp/after until restore).
 OUT=${OUT:-out/gpu}
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
+swap() { mkdir -p /tmp/after/kernels && for f in "$BEFORE"/kernels/*.py; do
+  cp "kernels/$(basename "$f")" /tmp/after/kernels/ && cp "$f" kernels/; done; }
+restore() { cp /tmp/after/kernels/*.py kernels/; }

@@ -20,10 +20,11 @@ Triton without `CompiledKernel` grid launches, or the CPU interpreter: the JIT p
 is `compiled[grid](...)`; with RAW_LAUNCH (the default on Triton 3.6-3.9; env INTERP_RAW_LAUNCH=0 / 1 turns it
 off / on) it calls the compiled kernel's launcher itself (`CompiledKernel.run`, as `compiled[grid](...)` does in
 Triton 3.6 and 3.9, without building a closure and looking up the device and stream through Triton's driver each
-time), unless a Triton launch hook is set: 11 us less host time per 1k statistics call on the H100 machine
-(`docs/gpu/host_split_round11*.log`). Not repeated on
-direct launches: `JITFunction.run`'s pre-run hooks and its check that the kernel's global values have not changed
-(the statistics kernel's globals are module constants, and it has no pre-run hooks).
+time), unless a Triton launch hook is set: 10-13 us less host time per 1k statistics call on the H100 machine
+(whole call 134.9 -> 124.7 us back to back, 136.2 -> 123.5 behind a sleep kernel;
+`docs/gpu/host_split_round11*.log`). Not repeated on direct launches: `JITFunction.run`'s pre-run hooks and its
+check that the kernel's global values have not changed (the statistics kernel's globals are module constants, and
+it has no pre-run hooks).
 """
 
 from __future__ import annotations
