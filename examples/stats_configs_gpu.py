@@ -5,10 +5,12 @@ against the float32 reference (PyTorch): how a config candidate (e.g. the key-by
     INTERP_STATS_TRIAL_CONFIGS=1 python examples/stats_configs_gpu.py --lengths 8192 32768 [--configs 2 10 11 12]
 
 Time: median of triton.testing.do_bench over the whole `attention_with_stats` call (SDPA output + lse, then the
-statistics pass), fp16 or bf16, causal, 32 heads x 128, GQA 32/8, batch 1. Configs index `triton_stats._configs()`.
+statistics pass), fp16 or bf16, causal, 32 heads x 128, GQA 32/8 (or `--shape`), batch 1. Configs index `triton_stats._configs()`.
 At 1k-2k tokens a single call is host-bound: `--graph` captures each call (and SDPA) in a CUDA graph once and times
 its replay, i.e. the GPU's time, which is what the configs change:
     INTERP_STATS_TRIAL_CONFIGS=1 python examples/stats_configs_gpu.py --lengths 1024 2048 --graph --configs 0 10 13
+`--shape` times the bundled models' attention shapes instead (heads x head_dim / KV heads, as `kernels/bench.py`
+names them): 9x64/3 (SmolLM2-135M) or 4x256/1 (Gemma 3 270M).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch.nn.functional as F
 import triton
 
 from interp.kernels import attention_with_stats, launcher, triton_stats
+
+SHAPES = {"32x128/8": (32, 8, 128), "9x64/3": (9, 3, 64), "4x256/1": (4, 1, 256)}  # heads, KV heads, head_dim
 
 
 def check(q, k, v, stats: str, ref) -> float:
@@ -55,13 +59,17 @@ def main(argv=None) -> int:
     p.add_argument("--configs", nargs="*", type=int, default=None, help="indices (default: every config)")
     p.add_argument("--stats", nargs="+", default=["all"], choices=["query", "all"])
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    p.add_argument("--shape", default="32x128/8", choices=list(SHAPES), help="heads x head_dim / KV heads")
     p.add_argument("--graph", action="store_true", help="time CUDA-graph replays (device time; for 1k-2k)")
     p.add_argument("--smoke", action="store_true", help="CPU (Triton interpreter), 128 tokens, 4 heads: the script's "
                    "own check, not a timing")
     a = p.parse_args(argv)
     if a.graph and a.smoke:
         p.error("--graph needs a CUDA GPU; --smoke runs on the CPU")
-    dev, heads, kv = ("cpu", 4, 2) if a.smoke else ("cuda", 32, 8)
+    heads, kv, dim = SHAPES[a.shape]
+    dev = "cpu" if a.smoke else "cuda"
+    if a.smoke:
+        heads, kv = (4, 2) if kv > 1 else (4, 1)
     if a.smoke:
         a.lengths, a.dtype = [128], "float32"
         triton.testing.do_bench = lambda fn: (fn(), 1.0)[1]
@@ -72,14 +80,14 @@ def main(argv=None) -> int:
     if bad:
         p.error(f"--configs {bad}: the list has {len(configs)} configs here (0..{len(configs) - 1}; the CPU "
                 "interpreter has one)")
-    print(f"{torch.cuda.get_device_name() if not a.smoke else 'CPU smoke'}, {a.dtype}, causal, {heads}x128 GQA "
+    print(f"{torch.cuda.get_device_name() if not a.smoke else 'CPU smoke'}, {a.dtype}, causal, {heads}x{dim} GQA "
           f"{heads}/{kv}; time relative to SDPA in the same run; err (N <= 8192): worst error vs the reference "
           "(key statistics relative; argmax: fraction of rows differing)", flush=True)
     for n in a.lengths:
         g = torch.Generator(device=dev).manual_seed(0)
-        q = torch.randn(1, heads, n, 128, device=dev, dtype=dtype, generator=g)
-        k = torch.randn(1, kv, n, 128, device=dev, dtype=dtype, generator=g)
-        v = torch.randn(1, kv, n, 128, device=dev, dtype=dtype, generator=g)
+        q = torch.randn(1, heads, n, dim, device=dev, dtype=dtype, generator=g)
+        k = torch.randn(1, kv, n, dim, device=dev, dtype=dtype, generator=g)
+        v = torch.randn(1, kv, n, dim, device=dev, dtype=dtype, generator=g)
         base = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), a.graph)
         print(f"N={n}: SDPA {base:.3f} ms", flush=True)
         refs = {}

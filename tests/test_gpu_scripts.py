@@ -67,6 +67,11 @@ def test_config_timing_script_runs_and_checks_itself():
     rows = re.findall(r"^\s+\[ 0\] \S.*?\s+(query|all)\s+[\d.]+ ms\s+[\d.]+x\s+err ([\d.e+-]+)$", r.stdout, re.M)
     assert [s for s, _ in rows] == ["query", "all"], r.stdout
     assert all(float(e) < 1e-4 for _, e in rows), rows
+    r = subprocess.run([sys.executable, script, "--smoke", "--shape", "4x256/1"], capture_output=True, text=True,
+                       env=ENV, timeout=600)  # a bundled model's shape: MQA, head_dim 256
+    assert r.returncode == 0 and "4x256 GQA 4/1" in r.stdout, r.stderr[-3000:]
+    err = re.findall(r"^\s+\[ 0\] .* all\s+[\d.]+ ms\s+[\d.]+x\s+err ([\d.e+-]+)$", r.stdout, re.M)
+    assert len(err) == 1 and float(err[0]) < 1e-4, r.stdout
     bad = subprocess.run([sys.executable, script, "--smoke", "--configs", "5"], capture_output=True, text=True,
                          env=ENV, timeout=120)
     assert bad.returncode == 2 and "--configs [5]" in bad.stderr, bad.stderr[-500:]
