@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # "all" without a span, as in the profiled run (a group given no span drops span_mass)
 ROW = dict(WANT_MAXP=True, WANT_ARG=True, WANT_ENT=True, WANT_SINK=True, WANT_LOCAL=True, WANT_SPAN=False)
 NONE = dict(WANT_MAXP=False, WANT_ARG=False, WANT_ENT=False, WANT_SINK=False, WANT_LOCAL=False, WANT_SPAN=False,
-            WANT_KEY=False, WANT_COUNT=False, WANT_KMEAN=False)
+            WANT_KEY=False, WANT_COUNT=False, WANT_KMEAN=False, FINALIZE=True)
 VARIANTS = {
     "query": {**NONE, **ROW},
     "all": {**NONE, **ROW, "WANT_KEY": True, "WANT_COUNT": True, "WANT_KMEAN": True},

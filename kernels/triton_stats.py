@@ -278,15 +278,15 @@ def attention_stats_kernel(
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
     WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr,
     WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
-    WANT_KMEAN: tl.constexpr, S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr,
-    S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
+    WANT_KMEAN: tl.constexpr, FINALIZE: tl.constexpr,
+    S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """LSE [b, h, Lq] natural log (-inf on empty rows); ROWS [slots, b, h, Lq] float32, one slot per requested
     per-query statistic (S_* = its slot); ARG [b, h, Lq] int64; KMASS [b * h * Lk + b * h] int64, zeroed by the
     caller: the fixed-point key sums, then one ticket counter per (batch, head) = N_BH of them; KCOUNT [b, h, Lk]
     float32; KM_OUT, KMEAN_OUT [b, h, Lk] float32: key_mass = sums * inv_fix and key_mean, written by the last
-    program of each (batch, head) to finish; QCUM [b, Lq + 1] int32 prefix sums of the query padding mask
+    program of each (batch, head) to finish (FINALIZE; without it the caller converts the sums); QCUM [b, Lq + 1] int32 prefix sums of the query padding mask
     (HAS_VALID only)."""
     LOG2E: tl.constexpr = 1.4426950408889634
     WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
@@ -466,7 +466,7 @@ def attention_stats_kernel(
                 cnt = tl.where(bias_k > float("-inf"), cnt, 0)
             tl.store(KCOUNT + pid_bh * Lk + offs_k, cnt.to(tl.float32), mask=k_in)
 
-    if WANT_KEY:  # the last program of this (batch, head) turns the fixed-point sums into key_mass / key_mean
+    if WANT_KEY and FINALIZE:  # the last program of this (batch, head) turns the sums into key_mass / key_mean
         _fence(offs_m0)  # this thread's key atomics and key_count stores, ordered before the ticket
         tl.debug_barrier()  # ... and every thread's, before the ticket is taken
         # (64-bit: b * h * Lk can pass 2^31 with many heads and a long key axis)

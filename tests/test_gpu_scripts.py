@@ -121,3 +121,17 @@ def test_host_time_scripts_refuse_without_a_gpu():
         assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr, (script, r.stderr[-2000:])
         r = subprocess.run([sys.executable, path, *bad], capture_output=True, text=True, env=ENV, timeout=300)
         assert r.returncode == 2 and "must be >= 1" in r.stderr, (script, r.stderr[-2000:])
+
+
+def test_finalize_ab_script_checks_both_forms():
+    """examples/finalize_ab_gpu.py --smoke: the in-kernel key finalize and the torch conversion, both run and checked
+    equal bit for bit (the script raises otherwise); the launcher's limit is restored afterwards."""
+    script = str(ROOT / "examples" / "finalize_ab_gpu.py")
+    r = subprocess.run([sys.executable, script, "--smoke", "--rounds", "2"], capture_output=True, text=True, env=ENV,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"^N=128: SDPA .*in kernel: \S+ \S+ .*torch ops: \S+ \S+ .*in kernel / torch ops", r.stdout,
+                     re.M), r.stdout
+    bad = subprocess.run([sys.executable, script, "--smoke", "--rounds", "0"], capture_output=True, text=True,
+                         env=ENV, timeout=120)
+    assert bad.returncode == 2 and "--rounds must be >= 1" in bad.stderr

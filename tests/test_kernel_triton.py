@@ -169,6 +169,32 @@ def test_bit_identical_reruns(device):
         assert torch.equal(x.nan_to_num(-7), y.nan_to_num(-7)), n
 
 
+@pytest.mark.parametrize("case", ["causal", "padding+bias"])
+def test_key_stats_finalized_in_kernel_or_after_it_are_identical(case, device, monkeypatch):
+    """key_mass / key_mean come from the kernel's last program per head up to `FINALIZE_MAX_Q` queries and from two
+    torch ops above it (long inputs): both forms round the same way, bit for bit, NaN key_mean where no query sees a
+    key included, and both match the reference."""
+    from interp.kernels import launcher
+
+    dtype = torch.float16 if case == "causal" else torch.float32  # (the float64 check of the output takes no bias)
+    q, k, v = make(2, 4, 2, 70, 70, 64, dtype, device, seed=8)
+    kw = dict(causal=True, stats=["key_mass", "key_mean", "key_count", "entropy"])
+    if case == "padding+bias":
+        valid = torch.ones(2, 70, dtype=torch.bool, device=device)
+        valid[1, :9] = False
+        bias = torch.zeros(2, 4, 70, device=device)
+        bias[:, 1, 30:40] = float("-inf")
+        kw.update(attention_mask=valid, key_bias=bias)
+    _, inside = check_against_reference(q, k, v, **kw)
+    monkeypatch.setattr(launcher, "FINALIZE_MAX_Q", 69)  # 70 queries: the torch conversion
+    _, after = check_against_reference(q, k, v, **kw)
+    for name in ("key_mass", "key_mean", "key_count", "entropy"):
+        x, y = getattr(inside, name), getattr(after, name)
+        assert torch.equal(x.nan_to_num(-7), y.nan_to_num(-7)), name
+    if case == "padding+bias":
+        assert torch.isnan(after.key_mean[:, 1, 30:40]).all() and torch.isnan(after.key_mean[1, :, :9]).all()
+
+
 def test_output_rows_are_all_written(device, monkeypatch):
     """Poison every buffer the launcher allocates (NaN, or a huge int): every element must come out written."""
     real_empty = torch.empty
