@@ -30,9 +30,10 @@ ROW_CONST = {"max_prob": "MAXP", "entropy": "ENT", "sink_mass": "SINK", "local_m
 KEY_STATS = {"key_mass", "key_mean", "key_count"}
 _dummies: dict = {}
 _tuned: dict = {}  # autotune key of the statistics kernel -> the config it chose
-# autotune key -> (its config, BLOCK_M, the launch's keyword arguments, a small id of both for the direct launcher)
+# (autotune key, FINALIZE) -> (its config, BLOCK_M, the launch's keyword arguments, a small id of all of them for the
+# direct launcher, which keeps one compiled kernel per id)
 _launch_plans: dict = {}
-_config_ids: dict = {}  # (autotune key, the config's arguments) -> a small int
+_config_ids: dict = {}  # ((autotune key, FINALIZE), the config's arguments) -> a small int
 # tuned statistics launches skip Triton's per-call JIT path once compiled (`direct_launch.py`); not in the interpreter
 _direct_stats = DirectLauncher(attention_stats_kernel.fn, enabled=not INTERPRET)
 
@@ -53,8 +54,9 @@ class PinnedConfig(dict):
 TUNE_LEN = 8192
 _proxied: set = set()  # requests whose kernels were tuned on a proxy
 # key_mass / key_mean finalized inside the statistics kernel (its last program per head; no torch ops after the
-# launch, which short calls feel on the host) up to this many queries; above it two torch ops convert the fixed-point
-# sums, since the per-program fence and ticket measured 1.6-2.3 % of a 32k call (H200, round 12)
+# launch, which short calls feel on the host) while neither axis is longer than this; beyond it two torch ops convert
+# the fixed-point sums: the per-program fence and ticket measured 1.6-2.3 % of a 32k call (H200, round 12), and with
+# a long key axis (a decode step against a long cache) one program per head would convert every key serially
 FINALIZE_MAX_Q = 8192
 
 
@@ -262,7 +264,7 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
         bias = spec.key_bias if spec.key_bias is not None else _dummy(dev)
         spans = spec.span if spec.span is not None else _dummy(dev, torch.int64)
         fix = _fix_scale(lq)
-        finalize = lq <= FINALIZE_MAX_Q
+        finalize = not want_key or max(lq, lk) <= FINALIZE_MAX_Q  # (no key sums: one kernel for every length)
 
         args = (q, k, lse, rows, arg, kmass, kcount, mass, mean, kvalid, qcum, bias, spans, *q.stride(),
                 *k.stride(), h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0,
@@ -273,8 +275,9 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
                 setattr(st, n, t)
         if "argmax" in want:
             st.argmax = arg
-        if want_key and not finalize:  # as the kernel's finalize: int64 -> float32, times float32(1 / fix)
-            torch.mul(kmass[:b * h * lk].view(b, h, lk), 1.0 / fix, out=mass)
+        if not finalize:  # as the kernel's finalize: int64 -> float32 (nearest), then times 1 / fix in float32 (exact:
+            # a power of two) whatever torch's default dtype
+            mass.copy_(kmass[:b * h * lk].view(b, h, lk)).mul_(1.0 / fix)
             if "key_mean" in want:  # correctly rounded, as the kernel's div_rn
                 torch.div(mass, kcount, out=mean)
         if "key_mass" in want:  # key_mass and key_mean: from the kernel's last program per head, or just above

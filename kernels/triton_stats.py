@@ -286,8 +286,8 @@ def attention_stats_kernel(
     per-query statistic (S_* = its slot); ARG [b, h, Lq] int64; KMASS [b * h * Lk + b * h] int64, zeroed by the
     caller: the fixed-point key sums, then one ticket counter per (batch, head) = N_BH of them; KCOUNT [b, h, Lk]
     float32; KM_OUT, KMEAN_OUT [b, h, Lk] float32: key_mass = sums * inv_fix and key_mean, written by the last
-    program of each (batch, head) to finish (FINALIZE; without it the caller converts the sums); QCUM [b, Lq + 1] int32 prefix sums of the query padding mask
-    (HAS_VALID only)."""
+    program of each (batch, head) to finish (FINALIZE; without it the caller converts the sums); QCUM [b, Lq + 1]
+    int32 prefix sums of the query padding mask (HAS_VALID only)."""
     LOG2E: tl.constexpr = 1.4426950408889634
     WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
     FULL: tl.constexpr = (WANT_MAX or WANT_ENT) or WANT_KEY  # needs every visible key

@@ -169,15 +169,27 @@ def test_bit_identical_reruns(device):
         assert torch.equal(x.nan_to_num(-7), y.nan_to_num(-7)), n
 
 
-@pytest.mark.parametrize("case", ["causal", "padding+bias"])
+def _poisoned_empty(real_empty):
+    """torch.empty whose buffers start as NaN (or a huge int): a statistic nobody writes cannot pass as a value."""
+    def empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        if t.dtype.is_floating_point:
+            return t.fill_(float("nan"))
+        return t.fill_(True if t.dtype == torch.bool else torch.iinfo(t.dtype).max)
+    return empty
+
+
+@pytest.mark.parametrize("case", ["causal", "padding+bias", "decode"])
 def test_key_stats_finalized_in_kernel_or_after_it_are_identical(case, device, monkeypatch):
-    """key_mass / key_mean come from the kernel's last program per head up to `FINALIZE_MAX_Q` queries and from two
-    torch ops above it (long inputs): both forms round the same way, bit for bit, NaN key_mean where no query sees a
-    key included, and both match the reference."""
+    """key_mass / key_mean come from the kernel's last program per head while q_len and k_len are at most
+    `FINALIZE_MAX_Q`, and from two torch ops beyond it (long inputs, or one query against a long cache): both forms
+    round the same way, bit for bit, NaN key_mean where no query sees a key included, and both match the reference.
+    Buffers start poisoned, the torch form runs first, and the kernel is seen launched with FINALIZE off, then on."""
     from interp.kernels import launcher
 
-    dtype = torch.float16 if case == "causal" else torch.float32  # (the float64 check of the output takes no bias)
-    q, k, v = make(2, 4, 2, 70, 70, 64, dtype, device, seed=8)
+    dtype = torch.float16 if case != "padding+bias" else torch.float32  # (the float64 output check takes no bias)
+    lq, limit = (1, 100) if case == "decode" else (70, 69)  # the decode step: 1 query, 160 keys
+    q, k, v = make(2, 4, 2, lq, 160 if case == "decode" else 70, 64, dtype, device, seed=8)
     kw = dict(causal=True, stats=["key_mass", "key_mean", "key_count", "entropy"])
     if case == "padding+bias":
         valid = torch.ones(2, 70, dtype=torch.bool, device=device)
@@ -185,28 +197,35 @@ def test_key_stats_finalized_in_kernel_or_after_it_are_identical(case, device, m
         bias = torch.zeros(2, 4, 70, device=device)
         bias[:, 1, 30:40] = float("-inf")
         kw.update(attention_mask=valid, key_bias=bias)
-    _, inside = check_against_reference(q, k, v, **kw)
-    monkeypatch.setattr(launcher, "FINALIZE_MAX_Q", 69)  # 70 queries: the torch conversion
-    _, after = check_against_reference(q, k, v, **kw)
+    seen, real_launch = [], launcher._launch_stats
+
+    def spy(args, consts, *rest):
+        seen.append(consts["FINALIZE"])
+        return real_launch(args, consts, *rest)
+
+    monkeypatch.setattr(launcher, "_launch_stats", spy)
+    monkeypatch.setattr(torch, "empty", _poisoned_empty(torch.empty))
+    results = []
+    for finalize_max_q in (limit, launcher.FINALIZE_MAX_Q):  # the torch form, then the kernel's
+        monkeypatch.setattr(launcher, "FINALIZE_MAX_Q", finalize_max_q)
+        results.append(attention_with_stats(q, k, v, backend="triton", **kw)[1])
+    monkeypatch.undo()
+    assert seen == [False, True]
+    after, inside = results
+    _, ref = attention_with_stats(q, k, v, backend="reference", **kw)
     for name in ("key_mass", "key_mean", "key_count", "entropy"):
         x, y = getattr(inside, name), getattr(after, name)
         assert torch.equal(x.nan_to_num(-7), y.nan_to_num(-7)), name
+        torch.testing.assert_close(y, getattr(ref, name), equal_nan=True, msg=name, **STAT_TOL)
+    assert not after.key_mass.isnan().any()
     if case == "padding+bias":
         assert torch.isnan(after.key_mean[:, 1, 30:40]).all() and torch.isnan(after.key_mean[1, :, :9]).all()
 
 
 def test_output_rows_are_all_written(device, monkeypatch):
     """Poison every buffer the launcher allocates (NaN, or a huge int): every element must come out written."""
-    real_empty = torch.empty
-
-    def poisoned_empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        if t.dtype.is_floating_point:
-            return t.fill_(float("nan"))
-        return t.fill_(True if t.dtype == torch.bool else torch.iinfo(t.dtype).max)
-
     q, k, v = make(2, 3, 3, 77, 77, 64, torch.float16, device, seed=7)
-    monkeypatch.setattr(torch, "empty", poisoned_empty)
+    monkeypatch.setattr(torch, "empty", _poisoned_empty(torch.empty))
     out, st = attention_with_stats(q, k, v, backend="triton", stats="all", span=(3, 40))
     monkeypatch.undo()
     assert torch.isfinite(out).all()
