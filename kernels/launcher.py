@@ -54,9 +54,9 @@ class PinnedConfig(dict):
 TUNE_LEN = 8192
 _proxied: set = set()  # requests whose kernels were tuned on a proxy
 # key_mass / key_mean finalized inside the statistics kernel (its last program per head; no torch ops after the
-# launch, which short calls feel on the host) while neither axis is longer than this; beyond it two torch ops convert
-# the fixed-point sums: the per-program fence and ticket measured 1.6-2.3 % of a 32k call (H200, round 12), and with
-# a long key axis (a decode step against a long cache) one program per head would convert every key serially
+# launch; 8 % less device time at 2k) while neither axis is longer than this; beyond it two torch ops convert the
+# fixed-point sums: there neither form is measurably faster (H100 and H200, round 12), and with a long key axis (a
+# decode step against a long cache) one program per head would convert every key serially
 FINALIZE_MAX_Q = 8192
 
 
