@@ -135,3 +135,16 @@ def test_finalize_ab_script_checks_both_forms():
     bad = subprocess.run([sys.executable, script, "--smoke", "--rounds", "0"], capture_output=True, text=True,
                          env=ENV, timeout=120)
     assert bad.returncode == 2 and "--rounds must be >= 1" in bad.stderr
+
+
+def test_kernel_profile_script_runs():
+    """examples/kernel_profile_gpu.py --device cpu: the profiler path runs and lists what each call spends time on."""
+    script = str(ROOT / "examples" / "kernel_profile_gpu.py")
+    r = subprocess.run([sys.executable, script, "--device", "cpu", "--reps", "2"], capture_output=True, text=True,
+                       env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"^N=64 sdpa: [\d.]+ us", r.stdout, re.M) and re.search(r"^N=64 all: [\d.]+ us", r.stdout, re.M)
+    assert len(re.findall(r"per call, +[\d.]+ us each$", r.stdout, re.M)) >= 2, r.stdout
+    bad = subprocess.run([sys.executable, script, "--device", "cpu", "--reps", "0"], capture_output=True, text=True,
+                         env=ENV, timeout=120)
+    assert bad.returncode == 2 and "--reps must be >= 1" in bad.stderr

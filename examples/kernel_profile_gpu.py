@@ -1,0 +1,68 @@
+"""Which kernels one short call runs, and how long each takes on the device: SDPA against
+`attention_with_stats(stats="all")` (32 heads x 128, GQA 32/8, fp16, causal), from torch.profiler over `--reps` calls.
+
+    python examples/kernel_profile_gpu.py [--tokens 1024 2048] [--reps 20]
+
+It splits a short call's device time between cuDNN's attention (output and lse), the fill that zeroes the key sums
+and the statistics kernel. `--device cpu` is the script's own smoke run (the Triton interpreter, 64 tokens, 4 heads,
+CPU ops instead of kernels).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from interp.kernels import attention_with_stats
+
+
+def kernel_times(fn, reps: int, device: str) -> list:
+    """[(name, calls, mean device us per call of it)] of what fn runs, over reps calls after warm-up ones."""
+    for _ in range(5):  # compilation, autotuning, cuDNN plans, the allocator
+        fn()
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for _ in range(reps):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        us = e.self_device_time_total if cuda else e.self_cpu_time_total
+        if us > 0 and (not cuda or e.device_type.name == "CUDA"):
+            rows.append((e.key, e.count, us / e.count))
+    return sorted(rows, key=lambda r: -r[2] * r[1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", nargs="+", type=int, default=[1024, 2048])
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    a = p.parse_args(argv)
+    if a.reps < 1:
+        p.error(f"--reps must be >= 1, got {a.reps}")
+    cpu = a.device == "cpu"
+    heads, kv, dim, dtype = (4, 2, 64, torch.float32) if cpu else (32, 8, 128, torch.float16)
+    tokens = [64] if cpu else a.tokens
+    for n in tokens:
+        g = torch.Generator(device=a.device).manual_seed(0)
+        q, k, v = (torch.randn(1, h, n, dim, device=a.device, dtype=dtype, generator=g) for h in (heads, kv, kv))
+        calls = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
+                 "all": lambda: attention_with_stats(q, k, v, stats="all")}
+        for name, fn in calls.items():
+            rows = kernel_times(fn, a.reps, a.device)
+            total = sum(c * us for _, c, us in rows) / a.reps
+            print(f"N={n} {name}: {total:.1f} us of {'device' if not cpu else 'CPU'} time per call", flush=True)
+            for key, count, us in rows[:8]:
+                print(f"   {key[:88]:<88} {count / a.reps:4.1f} per call, {us:8.1f} us each", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
