@@ -123,28 +123,28 @@ def test_host_time_scripts_refuse_without_a_gpu():
         assert r.returncode == 2 and "must be >= 1" in r.stderr, (script, r.stderr[-2000:])
 
 
+def _example(name: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """examples/<name> run with args, its output captured."""
+    return subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], capture_output=True, text=True,
+                          env=ENV, timeout=timeout)
+
+
 def test_finalize_ab_script_checks_both_forms():
     """examples/finalize_ab_gpu.py --smoke: the in-kernel key finalize and the torch conversion, both run and checked
     equal bit for bit (the script raises otherwise); the launcher's limit is restored afterwards."""
-    script = str(ROOT / "examples" / "finalize_ab_gpu.py")
-    r = subprocess.run([sys.executable, script, "--smoke", "--rounds", "2"], capture_output=True, text=True, env=ENV,
-                       timeout=600)
+    r = _example("finalize_ab_gpu.py", "--smoke", "--rounds", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"^N=128: SDPA .*in kernel: \S+ \S+ .*torch ops: \S+ \S+ .*in kernel / torch ops", r.stdout,
                      re.M), r.stdout
-    bad = subprocess.run([sys.executable, script, "--smoke", "--rounds", "0"], capture_output=True, text=True,
-                         env=ENV, timeout=120)
+    bad = _example("finalize_ab_gpu.py", "--smoke", "--rounds", "0", timeout=120)
     assert bad.returncode == 2 and "--rounds must be >= 1" in bad.stderr
 
 
 def test_kernel_profile_script_runs():
     """examples/kernel_profile_gpu.py --device cpu: the profiler path runs and lists what each call spends time on."""
-    script = str(ROOT / "examples" / "kernel_profile_gpu.py")
-    r = subprocess.run([sys.executable, script, "--device", "cpu", "--reps", "2"], capture_output=True, text=True,
-                       env=ENV, timeout=600)
+    r = _example("kernel_profile_gpu.py", "--device", "cpu", "--reps", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"^N=64 sdpa: [\d.]+ us", r.stdout, re.M) and re.search(r"^N=64 all: [\d.]+ us", r.stdout, re.M)
     assert len(re.findall(r"per call, +[\d.]+ us each$", r.stdout, re.M)) >= 2, r.stdout
-    bad = subprocess.run([sys.executable, script, "--device", "cpu", "--reps", "0"], capture_output=True, text=True,
-                         env=ENV, timeout=120)
+    bad = _example("kernel_profile_gpu.py", "--device", "cpu", "--reps", "0", timeout=120)
     assert bad.returncode == 2 and "--reps must be >= 1" in bad.stderr
