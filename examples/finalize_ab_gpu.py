@@ -6,7 +6,7 @@ causal, batch 1), and their key statistics checked equal bit for bit.
     python examples/finalize_ab_gpu.py [--lengths 2048 8192 32768 131072] [--rounds 3]
 
 Lengths up to 2048 time CUDA-graph replays (device time; a single eager call is host-bound there), longer ones
-`triton.testing.do_bench` on eager calls. `launcher.FINALIZE_MAX_Q` picks the form per call; this script sets it
+`triton.testing.do_bench` on eager calls. `launcher.FINALIZE_MAX_LEN` picks the form per call; this script sets it
 to force one or the other.
 """
 
@@ -21,7 +21,7 @@ import triton
 
 from interp.kernels import attention_with_stats, launcher
 
-FORMS = {"in kernel": 1 << 62, "torch ops": -1}  # FINALIZE_MAX_Q for each form
+FORMS = {"in kernel": 1 << 62, "torch ops": -1}  # FINALIZE_MAX_LEN for each form
 
 
 def timed(fn, graph: bool) -> float:
@@ -41,7 +41,7 @@ def run(n: int, rounds: int, device: str, heads=32, kv=8, dim=128) -> dict:
     graph = device == "cuda" and n <= 2048
     keys = {}
     for form, limit in FORMS.items():
-        launcher.FINALIZE_MAX_Q = limit
+        launcher.FINALIZE_MAX_LEN = limit
         st = attention_with_stats(q, k, v, stats="all")[1]
         keys[form] = (st.key_mass.clone(), st.key_mean.clone())
     (ma, ea), (mb, eb) = keys.values()
@@ -52,7 +52,7 @@ def run(n: int, rounds: int, device: str, heads=32, kv=8, dim=128) -> dict:
     for r in range(rounds):
         order = list(FORMS) if r % 2 == 0 else list(FORMS)[::-1]
         for form in order:
-            launcher.FINALIZE_MAX_Q = FORMS[form]
+            launcher.FINALIZE_MAX_LEN = FORMS[form]
             times[form].append(timed(lambda: attention_with_stats(q, k, v, stats="all"), graph))
     return {"sdpa": sdpa, **times}
 
@@ -66,13 +66,13 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.rounds < 1:
         p.error(f"--rounds must be >= 1, got {a.rounds}")
-    default = launcher.FINALIZE_MAX_Q
+    default = launcher.FINALIZE_MAX_LEN
     device, shape = ("cpu", dict(heads=4, kv=2, dim=64)) if a.smoke else ("cuda", {})
     if a.smoke:
         a.lengths = [128]
         triton.testing.do_bench = lambda fn: (fn(), 1.0)[1]
     print(f"{'CPU smoke' if a.smoke else torch.cuda.get_device_name()}; every statistic, ms (median per round); "
-          f"key statistics equal bit for bit in both forms; default FINALIZE_MAX_Q = {default}", flush=True)
+          f"key statistics equal bit for bit in both forms; default FINALIZE_MAX_LEN = {default}", flush=True)
     try:
         for n in a.lengths:
             res = run(n, a.rounds, device, **shape)
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
             ratio = statistics.median(res["in kernel"]) / statistics.median(res["torch ops"])
             print(f"N={n}: SDPA {sdpa:.3f}  {cells}  in kernel / torch ops {ratio:.4f}", flush=True)
     finally:
-        launcher.FINALIZE_MAX_Q = default
+        launcher.FINALIZE_MAX_LEN = default
     return 0
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 18, round 12b (< 6 min): the key statistics finalized inside the kernel or by two torch ops after it
-# (`launcher.FINALIZE_MAX_Q`, 8192 by default after round 12), side by side at 2k-128k in alternating rounds
+# (`launcher.FINALIZE_MAX_LEN`, 8192 by default after round 12), side by side at 2k-128k in alternating rounds
 # (examples/finalize_ab_gpu.py), after the kernel tests with this commit (the torch form included).
 #   bash examples/gpu_round12b.sh        # logs under ${OUT:-out/gpu}
 set -uo pipefail

@@ -57,7 +57,7 @@ _proxied: set = set()  # requests whose kernels were tuned on a proxy
 # launch; 8 % less device time at 2k) while neither axis is longer than this; beyond it two torch ops convert the
 # fixed-point sums: there neither form is measurably faster (H100 and H200, round 12), and with a long key axis (a
 # decode step against a long cache) one program per head would convert every key serially
-FINALIZE_MAX_Q = 8192
+FINALIZE_MAX_LEN = 8192
 
 
 def _dummy(device, dtype=torch.float32):
@@ -264,7 +264,7 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
         bias = spec.key_bias if spec.key_bias is not None else _dummy(dev)
         spans = spec.span if spec.span is not None else _dummy(dev, torch.int64)
         fix = _fix_scale(lq)
-        finalize = not want_key or max(lq, lk) <= FINALIZE_MAX_Q  # (no key sums: one kernel for every length)
+        finalize = not want_key or max(lq, lk) <= FINALIZE_MAX_LEN  # (no key sums: one kernel for every length)
 
         args = (q, k, lse, rows, arg, kmass, kcount, mass, mean, kvalid, qcum, bias, spans, *q.stride(),
                 *k.stride(), h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0,

@@ -182,7 +182,7 @@ def _poisoned_empty(real_empty):
 @pytest.mark.parametrize("case", ["causal", "padding+bias", "decode"])
 def test_key_stats_finalized_in_kernel_or_after_it_are_identical(case, device, monkeypatch):
     """key_mass / key_mean come from the kernel's last program per head while q_len and k_len are at most
-    `FINALIZE_MAX_Q`, and from two torch ops beyond it (long inputs, or one query against a long cache): both forms
+    `FINALIZE_MAX_LEN`, and from two torch ops beyond it (long inputs, or one query against a long cache): both forms
     round the same way, bit for bit, NaN key_mean where no query sees a key included, and both match the reference.
     Buffers start poisoned, the torch form runs first, and the kernel is seen launched with FINALIZE off, then on."""
     from interp.kernels import launcher
@@ -206,8 +206,8 @@ def test_key_stats_finalized_in_kernel_or_after_it_are_identical(case, device, m
     monkeypatch.setattr(launcher, "_launch_stats", spy)
     monkeypatch.setattr(torch, "empty", _poisoned_empty(torch.empty))
     results = []
-    for finalize_max_q in (limit, launcher.FINALIZE_MAX_Q):  # the torch form, then the kernel's
-        monkeypatch.setattr(launcher, "FINALIZE_MAX_Q", finalize_max_q)
+    for finalize_max_len in (limit, launcher.FINALIZE_MAX_LEN):  # the torch form, then the kernel's
+        monkeypatch.setattr(launcher, "FINALIZE_MAX_LEN", finalize_max_len)
         results.append(attention_with_stats(q, k, v, backend="triton", **kw)[1])
     monkeypatch.undo()
     assert seen == [False, True]
