@@ -1,7 +1,8 @@
 """Where should key_mass / key_mean be finalized: inside the statistics kernel (the last program of each head
 converts the fixed-point sums, after a fence and a ticket in every program) or by two torch ops after it?
 Both forms side by side on one GPU, in alternating rounds, with every statistic (32 heads x 128, GQA 32/8, fp16,
-causal, batch 1), and their key statistics checked equal bit for bit.
+causal, batch 1), and their key statistics checked equal bit for bit (within the statistics tests' tolerance in
+the CPU smoke run, whose float32 launches in the interpreter can differ from one another by ~1e-5 relative).
 
     python examples/finalize_ab_gpu.py [--lengths 2048 8192 32768 131072] [--rounds 3]
 
@@ -45,7 +46,12 @@ def run(n: int, rounds: int, device: str, heads=32, kv=8, dim=128) -> dict:
         st = attention_with_stats(q, k, v, stats="all")[1]
         keys[form] = (st.key_mass.clone(), st.key_mean.clone())
     (ma, ea), (mb, eb) = keys.values()
-    if not (torch.equal(ma, mb) and torch.equal(ea.nan_to_num(-7), eb.nan_to_num(-7))):
+    if device == "cuda":  # the GPU's launches are bit-reproducible, so the two forms must agree bit for bit
+        same = torch.equal(ma, mb) and torch.equal(ea.nan_to_num(-7), eb.nan_to_num(-7))
+    else:  # the CPU interpreter's float32 launches can differ by ~1e-5 relative: the statistics tests' tolerance
+        same = torch.allclose(ma, mb, rtol=3e-4, atol=3e-5) and torch.allclose(ea, eb, rtol=3e-4, atol=3e-5,
+                                                                               equal_nan=True)
+    if not same:
         raise AssertionError(f"N={n}: key_mass / key_mean differ between the two forms")
     times = {form: [] for form in FORMS}
     sdpa = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), graph)
@@ -72,7 +78,8 @@ def main(argv=None) -> int:
         a.lengths = [128]
         triton.testing.do_bench = lambda fn: (fn(), 1.0)[1]
     print(f"{'CPU smoke' if a.smoke else torch.cuda.get_device_name()}; every statistic, ms (median per round); "
-          f"key statistics equal bit for bit in both forms; default FINALIZE_MAX_LEN = {default}", flush=True)
+          f"key statistics equal in both forms (bit for bit on a GPU); default FINALIZE_MAX_LEN = {default}",
+          flush=True)
     try:
         for n in a.lengths:
             res = run(n, a.rounds, device, **shape)
