@@ -21,17 +21,9 @@ import torch.nn.functional as F
 import triton
 
 from interp.kernels import attention_with_stats, launcher
+from stats_configs_gpu import timed  # beside this script: do_bench, or of CUDA-graph replays
 
 FORMS = {"in kernel": 1 << 62, "torch ops": -1}  # FINALIZE_MAX_LEN for each form
-
-
-def timed(fn, graph: bool) -> float:
-    if not graph:
-        return triton.testing.do_bench(fn)
-    from cuda_graphs_gpu import graphed  # beside this script
-
-    g, _ = graphed(fn, warmup=1)
-    return triton.testing.do_bench(g.replay)
 
 
 def run(n: int, rounds: int, device: str, heads=32, kv=8, dim=128) -> dict:

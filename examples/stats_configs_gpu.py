@@ -5,7 +5,8 @@ against the float32 reference (PyTorch): how a config candidate (e.g. the key-by
     INTERP_STATS_TRIAL_CONFIGS=1 python examples/stats_configs_gpu.py --lengths 8192 32768 [--configs 2 10 11 12]
 
 Time: median of triton.testing.do_bench over the whole `attention_with_stats` call (SDPA output + lse, then the
-statistics pass), fp16 or bf16, causal, 32 heads x 128, GQA 32/8 (or `--shape`), batch 1. Configs index `triton_stats._configs()`.
+statistics pass), fp16 or bf16, causal, 32 heads x 128, GQA 32/8 (or `--shape`), batch 1. Configs index
+`triton_stats._configs()`.
 At 1k-2k tokens a single call is host-bound: `--graph` captures each call (and SDPA) in a CUDA graph once and times
 its replay, i.e. the GPU's time, which is what the configs change:
     INTERP_STATS_TRIAL_CONFIGS=1 python examples/stats_configs_gpu.py --lengths 1024 2048 --graph --configs 0 10 13
@@ -70,7 +71,6 @@ def main(argv=None) -> int:
     dev = "cpu" if a.smoke else "cuda"
     if a.smoke:
         heads, kv = (4, 2) if kv > 1 else (4, 1)
-    if a.smoke:
         a.lengths, a.dtype = [128], "float32"
         triton.testing.do_bench = lambda fn: (fn(), 1.0)[1]
     dtype = getattr(torch, a.dtype)
