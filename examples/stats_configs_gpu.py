@@ -10,6 +10,7 @@ statistics pass), fp16 or bf16, causal, 32 heads x 128, GQA 32/8 (or `--shape`),
 At 1k-2k tokens a single call is host-bound: `--graph` captures each call (and SDPA) in a CUDA graph once and times
 its replay, i.e. the GPU's time, which is what the configs change:
     INTERP_STATS_TRIAL_CONFIGS=1 python examples/stats_configs_gpu.py --lengths 1024 2048 --graph --configs 0 10 13
+`--window W` adds a sliding window (`--stats none` then times the Triton forward alone).
 `--shape` times the bundled models' attention shapes instead (heads x head_dim / KV heads, as `kernels/bench.py`
 names them): 9x64/3 (SmolLM2-135M) or 4x256/1 (Gemma 3 270M).
 """
@@ -25,12 +26,15 @@ import triton
 from interp.kernels import attention_with_stats, launcher, triton_stats
 
 SHAPES = {"32x128/8": (32, 8, 128), "9x64/3": (9, 3, 64), "4x256/1": (4, 1, 256)}  # heads, KV heads, head_dim
+# --stats choices: "nomass" is every statistic but the sink / local / span masses (what their walks cost)
+STATS = {"none": "none", "query": "query", "all": "all",
+         "nomass": ("max_prob", "argmax", "entropy", "key_mass", "key_mean", "key_count")}
 
 
-def check(q, k, v, stats: str, ref) -> float:
+def check(q, k, v, stats: str, ref, win: dict) -> float:
     """Largest error of the pinned config against the PyTorch reference's statistics `ref`: absolute on the
     per-query statistics, relative to the largest on key_mass, argmax as the fraction of rows that differ."""
-    _, st = attention_with_stats(q, k, v, stats=stats, backend="triton")
+    _, st = attention_with_stats(q, k, v, stats=STATS[stats], backend="triton", **win)
     worst = 0.0
     for name, want in ref.items():
         got = getattr(st, name)
@@ -58,10 +62,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lengths", nargs="+", type=int, default=[8192, 32768])
     p.add_argument("--configs", nargs="*", type=int, default=None, help="indices (default: every config)")
-    p.add_argument("--stats", nargs="+", default=["all"], choices=["query", "all"])
+    p.add_argument("--stats", nargs="+", default=["all"], choices=list(STATS))
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     p.add_argument("--shape", default="32x128/8", choices=list(SHAPES), help="heads x head_dim / KV heads")
     p.add_argument("--graph", action="store_true", help="time CUDA-graph replays (device time; for 1k-2k)")
+    p.add_argument("--window", type=int, default=None, help="a sliding window (the Triton forward gives the output; "
+                   "the SDPA column stays plain causal attention)")
     p.add_argument("--smoke", action="store_true", help="CPU (Triton interpreter), 128 tokens, 4 heads: the script's "
                    "own check, not a timing")
     a = p.parse_args(argv)
@@ -74,13 +80,15 @@ def main(argv=None) -> int:
         a.lengths, a.dtype = [128], "float32"
         triton.testing.do_bench = lambda fn: (fn(), 1.0)[1]
     dtype = getattr(torch, a.dtype)
+    win = {} if a.window is None else {"sliding_window": a.window}
     configs = triton_stats._configs()
     chosen = a.configs if a.configs is not None else list(range(len(configs)))
     bad = [i for i in chosen if not 0 <= i < len(configs)]
     if bad:
         p.error(f"--configs {bad}: the list has {len(configs)} configs here (0..{len(configs) - 1}; the CPU "
                 "interpreter has one)")
-    print(f"{torch.cuda.get_device_name() if not a.smoke else 'CPU smoke'}, {a.dtype}, causal, {heads}x{dim} GQA "
+    print(f"{torch.cuda.get_device_name() if not a.smoke else 'CPU smoke'}, {a.dtype}, causal"
+          f"{'' if a.window is None else f', window {a.window}'}, {heads}x{dim} GQA "
           f"{heads}/{kv}; time relative to SDPA in the same run; err (N <= 8192): worst error vs the reference "
           "(key statistics relative; argmax: fraction of rows differing)", flush=True)
     for n in a.lengths:
@@ -93,15 +101,15 @@ def main(argv=None) -> int:
         refs = {}
         if n <= 8192:  # the float32 reference (PyTorch) takes minutes beyond
             for stats in a.stats:
-                refs[stats] = attention_with_stats(q, k, v, stats=stats,
-                                                   backend="reference")[1]
+                refs[stats] = attention_with_stats(q, k, v, stats=STATS[stats], backend="reference", **win)[1]
         for i in chosen:
             name = triton_stats.config_tag(configs[i])
             launcher._tuned = launcher.PinnedConfig(configs[i])
             for stats in a.stats:
                 try:
-                    err = check(q, k, v, stats, refs[stats]) if stats in refs else float("nan")
-                    t = timed(lambda: attention_with_stats(q, k, v, stats=stats, backend="triton"), a.graph)
+                    err = check(q, k, v, stats, refs[stats], win) if stats in refs else float("nan")
+                    t = timed(lambda: attention_with_stats(q, k, v, stats=STATS[stats], backend="triton", **win),
+                              a.graph)
                     print(f"  [{i:2d}] {name:<28} {stats:<6} {t:8.3f} ms {t / base:6.2f}x  err {err:.1e}",
                           flush=True)
                 except Exception as e:  # a config that does not fit this GPU (shared memory) or fails to compile

@@ -76,6 +76,11 @@ def test_config_timing_script_runs_and_checks_itself():
     assert r.returncode == 0 and "4x256 GQA 4/1" in r.stdout, r.stderr[-3000:]
     err = re.findall(r"^\s+\[ 0\] .* all\s+[\d.]+ ms\s+[\d.]+x\s+err ([\d.e+-]+)$", r.stdout, re.M)
     assert len(err) == 1 and float(err[0]) < 1e-4, r.stdout
+    # a sliding window; every statistic but the masses, and none (round 13's options)
+    r = _example("stats_configs_gpu.py", "--smoke", "--stats", "nomass", "none", "--window", "40")
+    assert r.returncode == 0 and "causal, window 40, 4x128" in r.stdout, r.stderr[-3000:]
+    err = re.findall(r"^\s+\[ 0\] .* (nomass|none)\s+[\d.]+ ms\s+[\d.]+x\s+err ([\d.e+-]+)$", r.stdout, re.M)
+    assert [s for s, _ in err] == ["nomass", "none"] and all(float(e) < 1e-4 for _, e in err), r.stdout
     bad = subprocess.run([sys.executable, script, "--smoke", "--configs", "5"], capture_output=True, text=True,
                          env=ENV, timeout=120)
     assert bad.returncode == 2 and "--configs [5]" in bad.stderr, bad.stderr[-500:]
@@ -146,3 +151,25 @@ def test_kernel_profile_script_runs():
     assert len(re.findall(r"per call, +[\d.]+ us each$", r.stdout, re.M)) >= 2, r.stdout
     bad = _example("kernel_profile_gpu.py", "--device", "cpu", "--reps", "0", timeout=120)
     assert bad.returncode == 2 and "--reps must be >= 1" in bad.stderr
+
+
+def test_source_segments_summary(tmp_path):
+    """examples/ncu_source_segments.py groups Nsight Compute's per-instruction counts into runs executed equally
+    often: a 3-instruction loop run 10 times per warp between straight-line code, on a hand-made export."""
+    rows = ['"Kernel Name","k",', '"Address","Source","Warp Stall Sampling (All Samples)","# Samples",'
+            '"Instructions Executed"']
+    counts = [2, 2, 20, 20, 20, 2]
+    rows += [f'"0x{0x1000 + 16 * i:x}","  OP R{i}","{i}","{i}","{c}"' for i, c in enumerate(counts)]
+    path = tmp_path / "rep.csv"
+    path.write_text("\n".join(rows) + "\n")
+    r = _example("ncu_source_segments.py", str(path), "--warps", "2", "--min-share", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("  0x")]
+    assert "66 warp instructions executed, 33 per warp" in r.stdout, r.stdout
+    assert [ln.split()[0] for ln in lines] == ["0x00000-0x00010", "0x00020-0x00040", "0x00050-0x00050"], lines
+    assert "3 instructions x        20 (  10.0 per warp):  90.9 %" in lines[1], lines[1]
+    bad = _example("ncu_source_segments.py", str(path), "--warps", "0")
+    assert bad.returncode == 2 and "--warps must be >= 1, got 0" in bad.stderr, bad.stderr[-500:]
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    bad = _example("ncu_source_segments.py", str(tmp_path / "x.csv"))
+    assert bad.returncode == 2 and "not an `ncu --page source --csv` export" in bad.stderr, bad.stderr[-500:]

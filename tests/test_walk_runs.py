@@ -1,0 +1,75 @@
+"""How the forward and statistics walks split a query tile's key blocks into runs, against the PyTorch reference.
+
+`triton_forward._walk_bounds` gives each tile a masked run over the sliding window's lower edge, an unmasked run over
+the blocks every query of the tile sees in full, and a masked run over the diagonal / ragged end (with a padding mask,
+every block is masked). Windows wider than two blocks leave unmasked blocks in the middle; the sink, local and span
+masses, padding and key bias must come out the same whichever run a key falls in, on both tile orientations.
+"""
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from interp.kernels import launcher  # noqa: E402
+from test_kernel_triton import check_against_reference, make  # noqa: E402
+from test_stats_configs import CONFIGS  # noqa: E402
+
+# (q_len, k_len, keyword arguments): sink and local ranges longer than a block, chunked prefill, windows whose
+# tiles have unmasked blocks in the middle, padding, a key bias, no causal mask
+CASES = {
+    "long-sink-local": (200, 200, dict(sink_tokens=70, local_window=100)),
+    "chunked-prefill-window": (45, 170, dict(sliding_window=100, sink_tokens=3, local_window=20, span=(100, 140))),
+    "window-interior": (260, 260, dict(sliding_window=150, sink_tokens=4, local_window=64, span=(30, 200))),
+    "window-padding": (200, 200, dict(sliding_window=90, sink_tokens=2, local_window=40, pad=True)),
+    "window-bias": (200, 200, dict(sliding_window=140, sink_tokens=4, local_window=30, bias=True)),
+    "noncausal": (130, 150, dict(causal=False, sink_tokens=5, local_window=33, span=(20, 90))),
+}
+
+
+def _inputs(case, device):
+    lq, lk, kw = CASES[case]
+    kw = dict(kw)
+    q, k, v = make(2, 4, 2, lq, lk, 32, torch.float32, device, seed=len(case))
+    if kw.pop("pad", False):
+        mask = torch.ones(2, lk, dtype=torch.bool)
+        mask[0, :37] = False
+        mask[1, lk - 20:] = False
+        kw["attention_mask"] = mask.to(device)
+    if kw.pop("bias", False):
+        bias = torch.zeros(2, 4, lk)
+        bias[:, 1, :5] = float("-inf")  # the sink keys hidden from one head
+        bias[1, 2, 60:90] = -2.0
+        kw["key_bias"] = bias.to(device)
+    return q, k, v, kw
+
+
+# every case on the key-by-query 64-key tiles; the two that cross the most block edges also on 32-key ones and on
+# query-by-key tiles with the masses carried through the walk
+RUNS = [(c, "64x64-transposed") for c in sorted(CASES)] + [
+    (c, cfg) for c in ("long-sink-local", "window-padding") for cfg in ("32x32-transposed", "64x64-carried-tile")]
+
+
+@pytest.mark.parametrize("case,config", RUNS)
+def test_every_statistic_whichever_run_a_key_falls_in(case, config, device, monkeypatch):
+    monkeypatch.setattr(launcher, "_tuned", launcher.PinnedConfig(CONFIGS[config]))
+    q, k, v, kw = _inputs(case, device)
+    check_against_reference(q, k, v, stats="all", **kw)
+    check_against_reference(q, k, v, stats=["local_mass", "entropy"], **kw)  # one row statistic beside a mass
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("window", [150, 200, 63])
+def test_sliding_window_tiles_with_unmasked_blocks(window, dtype, device):
+    """Windows wider than two blocks leave blocks inside every query's window: they run unmasked, in the forward
+    kernel (the output: SDPA takes no window) and in the statistics walks."""
+    from interp.kernels.triton_forward import _configs
+
+    bn = _configs()[0].kwargs["BLOCK_N"]
+    # the last tile's queries [256, 320) see every key of the blocks from ceil((319 - window + 1) / bn) to 256
+    interior = 256 - -(-(319 - window + 1) // bn) * bn
+    if window > 2 * bn:
+        assert interior > 0
+    q, k, v = make(1, 4, 2, 320, 320, 64, dtype, device, seed=window)
+    check_against_reference(q, k, v, sliding_window=window, stats="all", sink_tokens=4, local_window=48,
+                            span=(100, 180))
