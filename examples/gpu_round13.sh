@@ -6,6 +6,9 @@
 #   PART=b ...                            # per-SASS-instruction counts at 2k (Nsight Compute source counters)
 #   BEFORE=<dir> PART=c ...               # kernel tests; A/B against the kernels in <dir>/kernels: 1k-32k
 #   BEFORE=<dir> PART=d ...               # A/B on the bundled models' shapes and on sliding windows
+#   BEFORE=<dir> PART=e ...               # Gemma 3's windowed shape: each kernel's device time, A/B
+#   BEFORE=<dir> PART=f ...               # the same for a 4096 window at head_dim 256 and a 512 one at 128
+#   BEFORE=<dir> PART=g ...               # window tests on the GPU, then PART=f again (after the run threshold)
 # (<dir>: the previous commit's kernels/*.py, e.g. under .exp/, passed with `carry`)
 set -uo pipefail
 source "$(dirname "$0")/gpu_setup.sh"
@@ -59,4 +62,27 @@ if [ "${PART:-a}" = d ]; then
   export INTERP_AUTOTUNE=0
   { ab --shape 4x256/1 --window 512 --lengths 8192 32768 --configs 0 --stats none all
     ab --window 4096 --lengths 32768 --configs 0 --stats none all; } 2>&1 | tee "$OUT/ab_window_round13.log"
+fi
+if [ "${PART:-a}" = e ]; then
+  # (< 3 min) Gemma 3's windowed shape: each kernel's own device time (torch.profiler), configs 0 and 1 pinned, this
+  # tree / $BEFORE's kernels / this tree: is the statistics kernel or the forward slower with the window's interior?
+  prof() { for C in 0 1; do echo "== $1 config $C"; (cd examples && timeout 100 python3 kernel_profile_gpu.py \
+    --shape 4x256/1 --window 512 --tokens 8192 32768 --config $C --reps 20 2>&1 | grep -E "^N=|attention_(stats|fwd)_kernel|cudnn"); done; }
+  { prof after; swap; prof before; restore; prof after; } 2>&1 | tee "$OUT/window_kernels_round13.log"
+fi
+if [ "${PART:-a}" = f ]; then
+  # (< 3 min) window size against head_dim: 4x256 with a 4096 window (config 1), 32x128 with a 512 window (config 0)
+  prof() { echo "== $1"; (cd examples && timeout 100 python3 kernel_profile_gpu.py --shape 4x256/1 --window 4096 \
+      --tokens 32768 --config 1 --reps 10 2>&1 | grep -E "^N=|attention_(stats|fwd)_kernel"
+    timeout 100 python3 kernel_profile_gpu.py --window 512 --tokens 8192 32768 --config 0 --reps 10 2>&1 \
+      | grep -E "^N=|attention_(stats|fwd)_kernel"); }
+  { prof after; swap; prof before; restore; prof after; } 2>&1 | tee "$OUT/window_sizes_round13.log"
+fi
+if [ "${PART:-a}" = g ]; then
+  # (< 4 min) after the window-run threshold: its tests on the GPU (a long window splits), then PART=f's A/B again
+  (cd tests && timeout 120 python3 -m pytest -q -n 8 -p no:cacheprovider -rf --tb=short test_walk_runs.py \
+    test_kernel_triton.py -k "window or walk_runs or long_window" 2>&1 | grep -E "FAILED|passed|failed|error" | tail -8) \
+    | tee "$OUT/tests_window_round13.log"
+  PART=f bash "$0" >/dev/null 2>&1; cp "$OUT/window_sizes_round13.log" "$OUT/window_sizes_threshold_round13.log"
+  cat "$OUT/window_sizes_threshold_round13.log"
 fi

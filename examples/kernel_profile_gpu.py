@@ -1,11 +1,14 @@
 """Which kernels one short call runs, and how long each takes on the device: SDPA against
 `attention_with_stats(stats="all")` (32 heads x 128, GQA 32/8, fp16, causal), from torch.profiler over `--reps` calls.
 
-    python examples/kernel_profile_gpu.py [--tokens 1024 2048] [--reps 20]
+    python examples/kernel_profile_gpu.py [--tokens 1024 2048] [--reps 20] [--shape 4x256/1] [--window 512]
+                                          [--config I]
 
 It splits a short call's device time between cuDNN's attention (output and lse), the fill that zeroes the key sums
 and the statistics kernel. `--device cpu` is the script's own smoke run (the Triton interpreter, 64 tokens, 4 heads,
-CPU ops instead of kernels).
+CPU ops instead of kernels). `--shape` takes a bundled model's attention shape (`examples/stats_configs_gpu.py`'s
+names), `--window` a sliding window (the output then comes from the Triton forward), `--config` pins the statistics
+kernel's config (`examples/profile_kernels.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from interp.kernels import attention_with_stats
+from profile_kernels import pin  # beside this script
+from stats_configs_gpu import SHAPES
 
 
 def kernel_times(fn, reps: int, device: str) -> list:
@@ -44,17 +49,26 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", nargs="+", type=int, default=[1024, 2048])
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--shape", default="32x128/8", choices=list(SHAPES), help="heads x head_dim / KV heads")
+    p.add_argument("--window", type=int, default=None, help="a sliding window (SDPA stays plain causal)")
+    p.add_argument("--config", type=int, default=None, help="pin the statistics kernel's config (an index)")
     a = p.parse_args(argv)
     if a.reps < 1:
         p.error(f"--reps must be >= 1, got {a.reps}")
+    if a.window is not None and a.window < 1:
+        p.error(f"--window must be >= 1, got {a.window}")
+    if a.config is not None:
+        pin(a.config)  # (a bad index: ValueError naming the range)
     cpu = a.device == "cpu"
-    heads, kv, dim, dtype = (4, 2, 64, torch.float32) if cpu else (32, 8, 128, torch.float16)
+    heads, kv, dim = SHAPES[a.shape]
+    heads, kv, dim, dtype = (4, min(kv, 2), min(dim, 64), torch.float32) if cpu else (heads, kv, dim, torch.float16)
     tokens = [64] if cpu else a.tokens
+    win = {} if a.window is None else {"sliding_window": a.window}
     for n in tokens:
         g = torch.Generator(device=a.device).manual_seed(0)
         q, k, v = (torch.randn(1, h, n, dim, device=a.device, dtype=dtype, generator=g) for h in (heads, kv, kv))
         calls = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
-                 "all": lambda: attention_with_stats(q, k, v, stats="all")}
+                 "all": lambda: attention_with_stats(q, k, v, stats="all", **win)}
         for name, fn in calls.items():
             rows = kernel_times(fn, a.reps, a.device)
             total = sum(c * us for _, c, us in rows) / a.reps

@@ -1,9 +1,10 @@
-"""How the forward and statistics walks split a query tile's key blocks into runs, against the PyTorch reference.
+"""Statistics where a query tile's window, sink, local, span, padding and bias ranges cross key-block edges, against
+the PyTorch reference.
 
-`triton_forward._walk_bounds` gives each tile a masked run over the sliding window's lower edge, an unmasked run over
-the blocks every query of the tile sees in full, and a masked run over the diagonal / ragged end (with a padding mask,
-every block is masked). Windows wider than two blocks leave unmasked blocks in the middle; the sink, local and span
-masses, padding and key bias must come out the same whichever run a key falls in, on both tile orientations.
+Each tile walks its key blocks in runs: unmasked blocks every query sees in full, masked ones at the causal diagonal,
+the ragged end, and (today) every block under a sliding window or a padding mask. Round 13 tried an unmasked run for a
+window's interior (`docs/gpu/kspeed_notes.md`: 20 % faster with a 4096 window, up to 20 % slower with a 512 one;
+reverted); these cases, which it was written for, keep every such crossing checked on both tile orientations.
 """
 
 import pytest
@@ -61,8 +62,9 @@ def test_every_statistic_whichever_run_a_key_falls_in(case, config, device, monk
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("window", [150, 200, 63])
 def test_sliding_window_tiles_with_unmasked_blocks(window, dtype, device):
-    """Windows wider than two blocks leave blocks inside every query's window: they run unmasked, in the forward
-    kernel (the output: SDPA takes no window) and in the statistics walks."""
+    """Windows wider than two blocks leave blocks inside every query's window (an unmasked run, in round 13's
+    reverted split; today every windowed block is masked): the forward kernel (the output: SDPA takes no window)
+    and the statistics walks must give the reference's values either way."""
     from interp.kernels.triton_forward import _configs
 
     bn = _configs()[0].kwargs["BLOCK_N"]
@@ -73,3 +75,4 @@ def test_sliding_window_tiles_with_unmasked_blocks(window, dtype, device):
     q, k, v = make(1, 4, 2, 320, 320, 64, dtype, device, seed=window)
     check_against_reference(q, k, v, sliding_window=window, stats="all", sink_tokens=4, local_window=48,
                             span=(100, 180))
+
