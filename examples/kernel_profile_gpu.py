@@ -2,13 +2,14 @@
 `attention_with_stats(stats="all")` (32 heads x 128, GQA 32/8, fp16, causal), from torch.profiler over `--reps` calls.
 
     python examples/kernel_profile_gpu.py [--tokens 1024 2048] [--reps 20] [--shape 4x256/1] [--window 512]
-                                          [--config I]
+                                          [--pad 100] [--config I]
 
 It splits a short call's device time between cuDNN's attention (output and lse), the fill that zeroes the key sums
 and the statistics kernel. `--device cpu` is the script's own smoke run (the Triton interpreter, 64 tokens, 4 heads,
 CPU ops instead of kernels). `--shape` takes a bundled model's attention shape (`examples/stats_configs_gpu.py`'s
-names), `--window` a sliding window (the output then comes from the Triton forward), `--config` pins the statistics
-kernel's config (`examples/profile_kernels.py`).
+names), `--window` a sliding window, `--pad N` a padding mask hiding the first N keys (with either, the output comes from the
+Triton forward and every key block is masked), `--config` pins the statistics kernel's config
+(`examples/profile_kernels.py`).
 """
 
 from __future__ import annotations
@@ -51,12 +52,15 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--shape", default="32x128/8", choices=list(SHAPES), help="heads x head_dim / KV heads")
     p.add_argument("--window", type=int, default=None, help="a sliding window (SDPA stays plain causal)")
+    p.add_argument("--pad", type=int, default=0, help="hide the first N keys with a padding mask (left padding)")
     p.add_argument("--config", type=int, default=None, help="pin the statistics kernel's config (an index)")
     a = p.parse_args(argv)
     if a.reps < 1:
         p.error(f"--reps must be >= 1, got {a.reps}")
     if a.window is not None and a.window < 1:
         p.error(f"--window must be >= 1, got {a.window}")
+    if a.pad < 0 or any(a.pad >= n for n in ([64] if a.device == "cpu" else a.tokens)):
+        p.error(f"--pad must be >= 0 and below every length, got {a.pad}")
     if a.config is not None:
         pin(a.config)  # (a bad index: ValueError naming the range)
     cpu = a.device == "cpu"
@@ -67,6 +71,10 @@ def main(argv=None) -> int:
     for n in tokens:
         g = torch.Generator(device=a.device).manual_seed(0)
         q, k, v = (torch.randn(1, h, n, dim, device=a.device, dtype=dtype, generator=g) for h in (heads, kv, kv))
+        if a.pad:
+            mask = torch.ones(1, n, dtype=torch.bool, device=a.device)
+            mask[:, :a.pad] = False
+            win["attention_mask"] = mask
         calls = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
                  "all": lambda: attention_with_stats(q, k, v, stats="all", **win)}
         for name, fn in calls.items():

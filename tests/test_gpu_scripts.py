@@ -153,11 +153,13 @@ def test_kernel_profile_script_runs():
     assert bad.returncode == 2 and "--reps must be >= 1" in bad.stderr
     # a bundled model's shape under a sliding window, the statistics config pinned (round 13's options)
     r = _example("kernel_profile_gpu.py", "--device", "cpu", "--reps", "1", "--shape", "4x256/1", "--window", "20",
-                 "--config", "0")
+                 "--pad", "5", "--config", "0")
     assert r.returncode == 0 and "pinned to config 0" in r.stdout, r.stderr[-3000:]
     assert re.search(r"^N=64 all: [\d.]+ us", r.stdout, re.M), r.stdout
     bad = _example("kernel_profile_gpu.py", "--device", "cpu", "--window", "0", timeout=120)
     assert bad.returncode == 2 and "--window must be >= 1, got 0" in bad.stderr
+    bad = _example("kernel_profile_gpu.py", "--device", "cpu", "--pad", "64", timeout=120)
+    assert bad.returncode == 2 and "--pad must be >= 0 and below every length, got 64" in bad.stderr
 
 
 def test_source_segments_summary(tmp_path):
