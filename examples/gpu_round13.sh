@@ -19,6 +19,7 @@ side() {  # $1: label; the rest: examples/stats_configs_gpu.py arguments
 ab() {  # this tree / the kernels in $BEFORE (swapped in) / this tree, one machine
   side after "$@"; swap; side before "$@"; restore; side after "$@"
 }
+case "${PART:-a}" in c|d|e|f|g) : "${BEFORE:?PART=$PART compares against the kernels in \$BEFORE/kernels: set BEFORE}";; esac
 if [ "${PART:-a}" = a ]; then
   (cd examples && timeout 150 python3 stats_configs_gpu.py --lengths 1024 2048 --graph --configs 0 1 10 \
     --stats all nomass 2>&1 | grep -v Warn) | tee "$OUT/short_nomass_round13.log"

@@ -62,12 +62,18 @@ def main(argv=None) -> int:
     if a.pad < 0 or any(a.pad >= n for n in ([64] if a.device == "cpu" else a.tokens)):
         p.error(f"--pad must be >= 0 and below every length, got {a.pad}")
     if a.config is not None:
-        pin(a.config)  # (a bad index: ValueError naming the range)
+        try:
+            pin(a.config)
+        except ValueError as e:  # an index outside the config list
+            p.error(str(e))
     cpu = a.device == "cpu"
     heads, kv, dim = SHAPES[a.shape]
     heads, kv, dim, dtype = (4, min(kv, 2), min(dim, 64), torch.float32) if cpu else (heads, kv, dim, torch.float16)
     tokens = [64] if cpu else a.tokens
     win = {} if a.window is None else {"sliding_window": a.window}
+    print(f"{heads}x{dim} GQA {heads}/{kv}, {dtype}, causal"
+          f"{'' if a.window is None else f', window {a.window}'}{f', {a.pad} padding keys' if a.pad else ''}, "
+          f"statistics config {'autotuned' if a.config is None else a.config}", flush=True)
     for n in tokens:
         g = torch.Generator(device=a.device).manual_seed(0)
         q, k, v = (torch.randn(1, h, n, dim, device=a.device, dtype=dtype, generator=g) for h in (heads, kv, kv))

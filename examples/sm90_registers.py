@@ -8,6 +8,7 @@ Triton versions differ.
 
     python3 -m venv /tmp/t36 && /tmp/t36/bin/pip install triton==3.6.0
     /tmp/t36/bin/python examples/sm90_registers.py [--configs all|first] [--variants query all ...] [--loops] [--mix]
+                                                   [--head-dim 256] [--window] [--root OTHER_TREE]
 
 No torch needed: the kernel files are loaded on their own.
 """
@@ -69,14 +70,14 @@ ONE = ("stride_qd", "stride_kd")  # contiguous head dim: Triton specialises a 1 
 NOT_16 = ("G", "sink_tokens")
 
 
-def compile_stats(mods, config, want: dict, head_dim=128, causal=True):
+def compile_stats(mods, config, want: dict, head_dim=128, causal=True, window=False):
     import triton
     from triton.backends.compiler import GPUTarget
 
     kernel = mods["triton_stats"].attention_stats_kernel.fn
     slots = {"S_MAXP": 0, "S_ENT": 1, "S_SINK": 2, "S_LOCAL": 3, "S_SPAN": 4}
     constants = dict(
-        HEAD_DIM=head_dim, BLOCK_D=max(16, 1 << (head_dim - 1).bit_length()), CAUSAL=causal, HAS_WINDOW=False,
+        HEAD_DIM=head_dim, BLOCK_D=max(16, 1 << (head_dim - 1).bit_length()), CAUSAL=causal, HAS_WINDOW=window,
         HAS_VALID=False, HAS_BIAS=False, UPCAST=False, DOT_PREC=None, **want, **slots, **config.kwargs,
     )
     for name in ONE:
@@ -194,19 +195,27 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", choices=["all", "first"], default="all")
     ap.add_argument("--variants", nargs="+", default=["query", "all"], choices=sorted(VARIANTS))
     ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--window", action="store_true", help="the sliding-window variant (HAS_WINDOW)")
+    ap.add_argument("--root", default=None, help="compile the kernels/ of another tree (default: this one)")
     ap.add_argument("--loops", action="store_true", help="also print each loop's instruction schedule (SASS)")
     ap.add_argument("--mix", action="store_true", help="also print each key loop's common-path instruction mix")
     args = ap.parse_args(argv)
+    if args.root is not None:
+        global ROOT
+        ROOT = Path(args.root).resolve()
+        if not (ROOT / "kernels" / "triton_stats.py").is_file():
+            ap.error(f"--root {args.root}: no kernels/triton_stats.py there")
     mods = load_kernels()
     configs = mods["triton_stats"]._configs()
     if args.configs == "first":
         configs = configs[:1]
-    print(f"triton {triton.__version__}, sm_90, head_dim {args.head_dim}, fp16, causal")
+    print(f"triton {triton.__version__}, sm_90, head_dim {args.head_dim}, fp16, causal"
+          f"{', sliding window' if args.window else ''}{f', kernels of {args.root}' if args.root else ''}")
     print(f"{'config':<28} {'stats':<9} {'regs':>5} {'spill B':>8} {'smem KiB':>9} {'CTAs/SM':>8} {'warps/SM':>9}")
     for c in configs:
         tag = mods["triton_stats"].config_tag(c)
         for v in args.variants:
-            compiled = compile_stats(mods, c, VARIANTS[v], head_dim=args.head_dim)
+            compiled = compile_stats(mods, c, VARIANTS[v], head_dim=args.head_dim, window=args.window)
             regs, stack = resources(compiled)
             smem = compiled.metadata.shared
             threads = 32 * c.num_warps

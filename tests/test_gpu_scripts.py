@@ -81,6 +81,10 @@ def test_config_timing_script_runs_and_checks_itself():
     assert r.returncode == 0 and "causal, window 40, 4x128" in r.stdout, r.stderr[-3000:]
     err = re.findall(r"^\s+\[ 0\] .* (nomass|none)\s+[\d.]+ ms\s+[\d.]+x\s+err ([\d.e+-]+)$", r.stdout, re.M)
     assert [s for s, _ in err] == ["nomass", "none"] and all(float(e) < 1e-4 for _, e in err), r.stdout
+    assert float(err[1][1]) > 0, r.stdout  # "none" checks the output itself (float32 rounding: never exactly 0)
+    bad = subprocess.run([sys.executable, script, "--smoke", "--window", "0"], capture_output=True, text=True,
+                         env=ENV, timeout=120)
+    assert bad.returncode == 2 and "--window must be >= 1, got 0" in bad.stderr, bad.stderr[-500:]
     bad = subprocess.run([sys.executable, script, "--smoke", "--configs", "5"], capture_output=True, text=True,
                          env=ENV, timeout=120)
     assert bad.returncode == 2 and "--configs [5]" in bad.stderr, bad.stderr[-500:]
@@ -155,7 +159,10 @@ def test_kernel_profile_script_runs():
     r = _example("kernel_profile_gpu.py", "--device", "cpu", "--reps", "1", "--shape", "4x256/1", "--window", "20",
                  "--pad", "5", "--config", "0")
     assert r.returncode == 0 and "pinned to config 0" in r.stdout, r.stderr[-3000:]
+    assert "4x64 GQA 4/1, torch.float32, causal, window 20, 5 padding keys, statistics config 0" in r.stdout, r.stdout
     assert re.search(r"^N=64 all: [\d.]+ us", r.stdout, re.M), r.stdout
+    bad = _example("kernel_profile_gpu.py", "--device", "cpu", "--config", "99", timeout=120)
+    assert bad.returncode == 2 and "--config must be in 0..0, got 99" in bad.stderr, bad.stderr[-500:]
     bad = _example("kernel_profile_gpu.py", "--device", "cpu", "--window", "0", timeout=120)
     assert bad.returncode == 2 and "--window must be >= 1, got 0" in bad.stderr
     bad = _example("kernel_profile_gpu.py", "--device", "cpu", "--pad", "64", timeout=120)
