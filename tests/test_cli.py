@@ -245,6 +245,29 @@ def test_ctrl_c_flag_belongs_to_the_job_that_installed_it():
         signal.signal(signal.SIGINT, before)
 
 
+def test_ctrl_c_turned_into_another_error_is_still_a_ctrl_c():
+    """Raised inside a callback from C++, a KeyboardInterrupt can come out of the job as another error (a CI run saw
+    torch turn one into "could not determine the shape of object type 'torch.storage.UntypedStorage'", and the CLI
+    reported an error, exit 2, instead of the interruption): after a Ctrl-C the job reports the Ctrl-C; without one,
+    an error passes through unchanged."""
+    from interp.batch.runner import _ctrl_c_sticks
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as info:
+            with _ctrl_c_sticks():
+                try:
+                    signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # what a Ctrl-C does
+                except KeyboardInterrupt:
+                    raise TypeError("could not determine the shape of object type 'torch.storage.UntypedStorage'")
+        assert isinstance(info.value.__cause__, TypeError)
+        with pytest.raises(TypeError, match="a real error"):
+            with _ctrl_c_sticks():
+                raise TypeError("a real error")
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_ctrl_c_exits_130_with_one_line_and_nothing_half_written(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "interp.cli", "classify", "toy-induction", "toy-needle", "--out",
                              str(tmp_path), "--no-progress"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -262,8 +262,9 @@ def _ctrl_c_sticks():
     finalizer (`__del__`, e.g. of a regex object collected mid-shard) it is printed as "Exception ignored" and
     the job carries on. While a job runs, its SIGINT handler also sets a flag of this call's own; the function
     yielded raises KeyboardInterrupt once the flag is set (the job calls it between shards and before any output
-    is written). Only where Python's own handler is installed (the main thread; a nested job or one in another
-    thread gets a check that never fires, and leaves the outer job's flag alone)."""
+    is written), and any other error that leaves the job after a Ctrl-C is reported as the Ctrl-C. Only where
+    Python's own handler is installed (the main thread; a nested job or one in another thread gets a check that
+    never fires, and leaves the outer job's flag alone)."""
     flag = threading.Event()
 
     def stop_if_interrupted() -> None:
@@ -282,6 +283,12 @@ def _ctrl_c_sticks():
     try:
         signal.signal(signal.SIGINT, on_sigint)
         yield stop_if_interrupted
+    except Exception as err:
+        # raised inside a callback from C++, the KeyboardInterrupt may come out as another error (torch once gave
+        # "could not determine the shape of object type 'torch.storage.UntypedStorage'"): after a Ctrl-C it is one
+        if flag.is_set():
+            raise KeyboardInterrupt from err
+        raise
     finally:
         if signal.getsignal(signal.SIGINT) is on_sigint:  # not if the job installed a handler of its own
             signal.signal(signal.SIGINT, previous)
