@@ -59,17 +59,17 @@ def main(argv=None) -> int:
         p.error(f"--reps must be >= 1, got {a.reps}")
     if a.window is not None and a.window < 1:
         p.error(f"--window must be >= 1, got {a.window}")
-    if a.pad < 0 or any(a.pad >= n for n in ([64] if a.device == "cpu" else a.tokens)):
+    cpu = a.device == "cpu"
+    tokens = [64] if cpu else a.tokens
+    if a.pad < 0 or any(a.pad >= n for n in tokens):
         p.error(f"--pad must be >= 0 and below every length, got {a.pad}")
     if a.config is not None:
         try:
             pin(a.config)
         except ValueError as e:  # an index outside the config list
             p.error(str(e))
-    cpu = a.device == "cpu"
     heads, kv, dim = SHAPES[a.shape]
     heads, kv, dim, dtype = (4, min(kv, 2), min(dim, 64), torch.float32) if cpu else (heads, kv, dim, torch.float16)
-    tokens = [64] if cpu else a.tokens
     win = {} if a.window is None else {"sliding_window": a.window}
     print(f"{heads}x{dim} GQA {heads}/{kv}, {dtype}, causal"
           f"{'' if a.window is None else f', window {a.window}'}{f', {a.pad} padding keys' if a.pad else ''}, "

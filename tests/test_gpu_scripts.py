@@ -51,23 +51,19 @@ def test_model_level_timing_script_without_a_gpu():
 
 def test_short_call_anatomy_script_runs():
     """examples/short_calls_gpu.py (host vs device time per short call) on the CPU: every method, its profile rows."""
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / "short_calls_gpu.py"), "--device", "cpu", "--shape",
-                        "9x64/3", "--tokens", "24", "--reps", "1", "--top", "2"],
-                       capture_output=True, text=True, env=ENV, timeout=600)
+    r = _example("short_calls_gpu.py", "--device", "cpu", "--shape", "9x64/3", "--tokens", "24", "--reps", "1", "--top",
+                 "2")
     assert r.returncode == 0, r.stderr[-3000:]
     for m in ("sdpa", "ours-none", "ours-query", "ours-all"):
         assert re.search(rf"N=24\s+{m}\s+host\s+[\d.]+ us\s+wall\s+[\d.]+ us", r.stdout), r.stdout
     assert len(re.findall(r"^\s+[\d.]+ us\s+x", r.stdout, re.M)) == 8
-    bad = subprocess.run([sys.executable, str(ROOT / "examples" / "short_calls_gpu.py"), "--device", "cpu", "--reps",
-                          "0"], capture_output=True, text=True, env=ENV, timeout=120)
+    bad = _example("short_calls_gpu.py", "--device", "cpu", "--reps", "0", timeout=120)
     assert bad.returncode == 2 and "must be >= 1" in bad.stderr
 
 
 def test_config_timing_script_runs_and_checks_itself():
     """examples/stats_configs_gpu.py --smoke: the interpreter's config pinned, checked against the reference."""
-    script = str(ROOT / "examples" / "stats_configs_gpu.py")
-    r = subprocess.run([sys.executable, script, "--smoke", "--stats", "query", "all"], capture_output=True, text=True,
-                       env=ENV, timeout=600)
+    r = _example("stats_configs_gpu.py", "--smoke", "--stats", "query", "all")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = re.findall(r"^\s+\[ 0\] \S.*?\s+(query|all)\s+[\d.]+ ms\s+[\d.]+x\s+err ([\d.e+-]+)$", r.stdout, re.M)
     assert [s for s, _ in rows] == ["query", "all"], r.stdout
@@ -82,14 +78,11 @@ def test_config_timing_script_runs_and_checks_itself():
     err = re.findall(r"^\s+\[ 0\] .* (nomass|none)\s+[\d.]+ ms\s+[\d.]+x\s+err ([\d.e+-]+)$", r.stdout, re.M)
     assert [s for s, _ in err] == ["nomass", "none"] and all(float(e) < 1e-4 for _, e in err), r.stdout
     assert float(err[1][1]) > 0, r.stdout  # "none" checks the output itself (float32 rounding: never exactly 0)
-    bad = subprocess.run([sys.executable, script, "--smoke", "--window", "0"], capture_output=True, text=True,
-                         env=ENV, timeout=120)
+    bad = _example("stats_configs_gpu.py", "--smoke", "--window", "0", timeout=120)
     assert bad.returncode == 2 and "--window must be >= 1, got 0" in bad.stderr, bad.stderr[-500:]
-    bad = subprocess.run([sys.executable, script, "--smoke", "--configs", "5"], capture_output=True, text=True,
-                         env=ENV, timeout=120)
+    bad = _example("stats_configs_gpu.py", "--smoke", "--configs", "5", timeout=120)
     assert bad.returncode == 2 and "--configs [5]" in bad.stderr, bad.stderr[-500:]
-    bad = subprocess.run([sys.executable, script, "--smoke", "--graph"], capture_output=True, text=True, env=ENV,
-                         timeout=120)
+    bad = _example("stats_configs_gpu.py", "--smoke", "--graph", timeout=120)
     assert bad.returncode == 2 and "--graph needs a CUDA GPU" in bad.stderr, bad.stderr[-500:]
 
 
