@@ -8,7 +8,7 @@ Triton versions differ.
 
     python3 -m venv /tmp/t36 && /tmp/t36/bin/pip install triton==3.6.0
     /tmp/t36/bin/python examples/sm90_registers.py [--configs all|first] [--variants query all ...] [--loops] [--mix]
-                                                   [--head-dim 256] [--window] [--root OTHER_TREE]
+                                                   [--head-dim 256] [--window [narrow|wide]] [--root TREE]
 
 No torch needed: the kernel files are loaded on their own.
 """
@@ -70,7 +70,7 @@ ONE = ("stride_qd", "stride_kd")  # contiguous head dim: Triton specialises a 1 
 NOT_16 = ("G", "sink_tokens")
 
 
-def compile_stats(mods, config, want: dict, head_dim=128, causal=True, window=False):
+def compile_stats(mods, config, want: dict, head_dim=128, causal=True, window=0):
     import triton
     from triton.backends.compiler import GPUTarget
 
@@ -195,7 +195,9 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", choices=["all", "first"], default="all")
     ap.add_argument("--variants", nargs="+", default=["query", "all"], choices=sorted(VARIANTS))
     ap.add_argument("--head-dim", type=int, default=128)
-    ap.add_argument("--window", action="store_true", help="the sliding-window variant (HAS_WINDOW)")
+    ap.add_argument("--window", nargs="?", const="narrow", default=None, choices=["narrow", "wide"],
+                    help="a sliding-window variant: narrow (HAS_WINDOW = 1, every block masked; the default) or "
+                         "wide (HAS_WINDOW = 2, an unmasked interior run)")
     ap.add_argument("--root", default=None, help="compile the kernels/ of another tree (default: this one)")
     ap.add_argument("--loops", action="store_true", help="also print each loop's instruction schedule (SASS)")
     ap.add_argument("--mix", action="store_true", help="also print each key loop's common-path instruction mix")
@@ -209,13 +211,15 @@ def main(argv=None) -> int:
     configs = mods["triton_stats"]._configs()
     if args.configs == "first":
         configs = configs[:1]
-    print(f"triton {triton.__version__}, sm_90, head_dim {args.head_dim}, fp16, causal"
-          f"{', sliding window' if args.window else ''}{f', kernels of {args.root}' if args.root else ''}")
+    window = f", {args.window} sliding window" if args.window else ""
+    print(f"triton {triton.__version__}, sm_90, head_dim {args.head_dim}, fp16, causal{window}"
+          f"{f', kernels of {args.root}' if args.root else ''}")
     print(f"{'config':<28} {'stats':<9} {'regs':>5} {'spill B':>8} {'smem KiB':>9} {'CTAs/SM':>8} {'warps/SM':>9}")
     for c in configs:
         tag = mods["triton_stats"].config_tag(c)
         for v in args.variants:
-            compiled = compile_stats(mods, c, VARIANTS[v], head_dim=args.head_dim, window=args.window)
+            compiled = compile_stats(mods, c, VARIANTS[v], head_dim=args.head_dim,
+                                     window={None: 0, "narrow": 1, "wide": 2}[args.window])
             regs, stack = resources(compiled)
             smem = compiled.metadata.shared
             threads = 32 * c.num_warps

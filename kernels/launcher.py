@@ -21,7 +21,7 @@ from .checks import AttnSpec, check_fits_in_memory
 from .direct_launch import DirectLauncher
 from .sdpa_path import eligible, sdpa_out_lse
 from .stats import AttentionStats
-from .triton_forward import AUTOTUNE, INTERPRET, attention_fwd_kernel
+from .triton_forward import AUTOTUNE, INTERPRET, attention_fwd_kernel, window_kind
 from .triton_stats import attention_stats_kernel
 
 LOG2E = 1.0 / math.log(2.0)
@@ -92,7 +92,7 @@ def _proxy_spec(spec: AttnSpec, device) -> AttnSpec:
 
 def proxy_kind(q, spec: AttnSpec) -> tuple:
     """What decides the kernels' autotune keys and path besides the length: one proxy per kind and request."""
-    return (q.device, q.dtype, spec.heads, spec.kv_heads, spec.head_dim, spec.causal, spec.sliding_window is not None,
+    return (q.device, q.dtype, spec.heads, spec.kv_heads, spec.head_dim, spec.causal, window_kind(spec.sliding_window),
             spec.key_valid is not None, None if spec.key_bias is None else spec.key_bias.dtype, spec.q_len == 1,
             spec.q_len == spec.k_len)
 
@@ -136,11 +136,12 @@ def _fix_scale(q_len: int) -> float:
 
 
 def _flags(spec: AttnSpec, q):
-    return _flag_values(q.dtype, spec.causal, spec.sliding_window is not None, spec.key_valid is not None,
+    return _flag_values(q.dtype, spec.causal, window_kind(spec.sliding_window), spec.key_valid is not None,
                         spec.key_bias is not None)
 
 
-def _flag_values(dtype, causal: bool, has_window: bool, has_valid: bool, has_bias: bool) -> dict:
+def _flag_values(dtype, causal: bool, has_window: int, has_valid: bool, has_bias: bool) -> dict:
+    """has_window: `window_kind` (0 none, 1 narrow, 2 wide)."""
     return dict(
         CAUSAL=causal, HAS_WINDOW=has_window, HAS_VALID=has_valid, HAS_BIAS=has_bias,
         UPCAST=INTERPRET and dtype == torch.bfloat16,  # tl.dot on bf16 tiles is wrong in the CPU interpreter
@@ -211,7 +212,7 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
 
 
 @functools.lru_cache(maxsize=4096)
-def _stats_plan(stats: tuple, head_dim: int, dtype: torch.dtype, causal: bool, has_window: bool, has_valid: bool,
+def _stats_plan(stats: tuple, head_dim: int, dtype: torch.dtype, causal: bool, has_window: int, has_valid: bool,
                 has_bias: bool, len_bucket: int):
     """What a statistics request launches, worked out once per kind of request (the hot path of short calls):
     (row statistics in slot order, want key sums, want key_count, the kernel's constexprs with the key statistics
@@ -244,7 +245,7 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
         st.lse = lse
 
     row, want_key, want_count, consts_by, tune_key = _stats_plan(
-        tuple(spec.stats), d, q.dtype, spec.causal, spec.sliding_window is not None, spec.key_valid is not None,
+        tuple(spec.stats), d, q.dtype, spec.causal, window_kind(spec.sliding_window), spec.key_valid is not None,
         spec.key_bias is not None, len_bucket)
     if row or "argmax" in want or want_key or want_count:
         f32 = dict(device=dev, dtype=torch.float32)

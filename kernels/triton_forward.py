@@ -5,10 +5,11 @@ one program owns BLOCK_M query rows of one (batch, head) and streams the key/val
 online softmax (running max m, running sum l, output accumulator). The statistics are computed afterwards from the
 log-sum-exp by `triton_stats.py`, the same pass whichever kernel produced the output.
 
-Blocks that every row can see in full run without masks (MASKED=False); only diagonal, window, padding and ragged
-blocks pay for the mask arithmetic. Every offset that can pass 2^31 elements (batch/head bases, block starts times
-strides) is formed in 64 bits; offsets inside a tile stay 32-bit. Autotune configurations live here, beside the
-kernel.
+Blocks that every row can see in full run without masks (MASKED=False); only diagonal, padding and ragged blocks pay
+for the mask arithmetic, and, under a sliding window, its lower edge (a wide window, HAS_WINDOW = 2) or every block (a
+narrow one, HAS_WINDOW = 1: `window_kind`, `_walk_bounds`). Every offset that can pass 2^31 elements (batch/head
+bases, block starts times strides) is formed in 64 bits; offsets inside a tile stay 32-bit. Autotune configurations
+live here, beside the kernel.
 """
 
 from __future__ import annotations
@@ -21,6 +22,17 @@ import triton.language as tl
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # INTERP_AUTOTUNE=0 pins the first config of each kernel (quick compiles for correctness runs on a GPU)
 AUTOTUNE = os.environ.get("INTERP_AUTOTUNE", "1") != "0"
+# sliding windows of at least this many keys walk their interior unmasked (HAS_WINDOW = 2); narrower ones walk every
+# block masked (HAS_WINDOW = 1). H100, 32x128 statistics kernel (`docs/gpu/variants_round14.log`): the interior run
+# saves 17 % at a 4096 window and costs 8 % at a 512 one; INTERP_WIDE_WINDOW moves the line (the GPU A/B sets it)
+WIDE_WINDOW = int(os.environ.get("INTERP_WIDE_WINDOW", "2048"))
+
+
+def window_kind(window) -> int:
+    """The HAS_WINDOW constexpr of the kernels for a sliding window of `window` keys (None: no window)."""
+    if window is None:
+        return 0
+    return 2 if window >= WIDE_WINDOW else 1
 
 
 def _configs():
@@ -93,6 +105,35 @@ def _program(Lq, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
+def _walk_bounds(q_lo_abs, q_hi_abs, Lk, window, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+                 HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr):
+    """The key blocks a tile of queries at absolute positions [q_lo_abs, q_hi_abs] walks, in three runs:
+    [lo, lo_full) masked (a wide sliding window's lower edge), [lo_full, mid) unmasked (every query of the tile sees
+    every key of these blocks), [mid, hi) masked (the causal diagonal, the ragged end; with a padding mask or a
+    narrow window every block: lo_full = mid = lo). Without a wide window lo_full = lo, and the kernels compile no
+    lower-edge run at all (its mere presence slowed the 512-token window's walks by 8 %: `docs/gpu/kspeed_notes.md`,
+    round 14)."""
+    lo = 0
+    if HAS_WINDOW:
+        lo = tl.maximum(0, q_lo_abs - window + 1)
+        lo = (lo // BLOCK_N) * BLOCK_N
+    if CAUSAL:
+        hi = tl.minimum(Lk, q_hi_abs + 1)
+        mid = ((q_lo_abs + 1) // BLOCK_N) * BLOCK_N
+    else:
+        hi = Lk
+        mid = (Lk // BLOCK_N) * BLOCK_N
+    if HAS_VALID or HAS_WINDOW == 1:
+        mid = lo
+    mid = tl.minimum(tl.maximum(mid, lo), hi)
+    lo_full = lo
+    if HAS_WINDOW == 2:  # the tile's last query sees keys after q_hi_abs - window: every query sees them
+        lo_full = tl.cdiv(tl.maximum(q_hi_abs - window + 1, 0), BLOCK_N) * BLOCK_N
+        lo_full = tl.minimum(tl.maximum(lo_full, lo), mid)
+    return lo, lo_full, mid, hi
+
+
+@triton.jit
 def _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
              HAS_VALID: tl.constexpr, KEYS_FIRST: tl.constexpr = False):
     """Which (query, key) pairs of a tile are visible: key inside the sequence, causal, inside the window, key not
@@ -104,9 +145,10 @@ def _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL: tl.constexpr, HAS_WI
     else:
         kn = offs_n[None, :]
         qp = qpos[:, None]
-    ok = kn < Lk
-    if CAUSAL:
-        ok = ok & (kn <= qp)
+    if CAUSAL:  # inside the sequence and not after the query: one compare against min(query, Lk - 1)
+        ok = kn <= tl.minimum(qp, Lk - 1)
+    else:
+        ok = kn < Lk
     if HAS_WINDOW:
         ok = ok & ((qp - kn) < window)
     if HAS_VALID:
@@ -211,26 +253,20 @@ def attention_fwd_kernel(
 
     q_lo_abs = m0 + q_offset
     q_hi_abs = tl.minimum(m0 + BLOCK_M, Lq) - 1 + q_offset
-    lo = 0
-    if HAS_WINDOW:
-        lo = tl.maximum(0, q_lo_abs - window + 1)
-        lo = (lo // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        hi = tl.minimum(Lk, q_hi_abs + 1)
-        mid = ((q_lo_abs + 1) // BLOCK_N) * BLOCK_N
-    else:
-        hi = Lk
-        mid = (Lk // BLOCK_N) * BLOCK_N
-    if HAS_WINDOW or HAS_VALID:
-        mid = lo
-    mid = tl.minimum(tl.maximum(mid, lo), hi)
+    lo, lo_full, mid, hi = _walk_bounds(q_lo_abs, q_hi_abs, Lk, window, BLOCK_N, CAUSAL, HAS_WINDOW, HAS_VALID)
 
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if HAS_WINDOW == 2:  # a wide window's lower edge
+        acc, m_i, l_i = _fwd_inner(
+            acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
+            qpos, offs_d, lo, lo_full, Lk, qk_scale, window,
+            BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, UPCAST, DOT_PREC,
+        )
     acc, m_i, l_i = _fwd_inner(
         acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
-        qpos, offs_d, lo, mid, Lk, qk_scale, window,
+        qpos, offs_d, lo_full, mid, Lk, qk_scale, window,
         BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, UPCAST, DOT_PREC,
     )
     acc, m_i, l_i = _fwd_inner(

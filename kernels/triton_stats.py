@@ -35,7 +35,7 @@ import os
 import triton
 import triton.language as tl
 
-from .triton_forward import INTERPRET, _program, fitting
+from .triton_forward import INTERPRET, _program, _walk_bounds, fitting
 from .triton_stats_t import _finish_t, _key_scores, _stats_inner_t
 
 TRIAL_CONFIGS = os.environ.get("INTERP_STATS_TRIAL_CONFIGS") == "1"
@@ -163,9 +163,9 @@ def _stats_inner(
         else:
             t = s * qk_scale - lse_row[:, None]
         p = tl.exp2(t)
-        if DO_ENT:  # sum p log2 p; p = 0 with t = -inf on hidden keys
-            if MASKED or HAS_BIAS:
-                e_i += tl.sum(tl.where(p > 0.0, p * t, 0.0), 1)
+        if DO_ENT:  # sum p log2 p
+            if MASKED or HAS_BIAS:  # p = 0 where t = -inf (a hidden key): p * max(t, -1e30) = 0, not NaN
+                e_i += tl.sum(p * tl.maximum(t, -1e30), 1)
             else:
                 e_i += tl.sum(p * t, 1)
         if DO_SINK:
@@ -334,19 +334,7 @@ def attention_stats_kernel(
             span_hi = tl.load(SPANS + 2 * b + 1)
         q_lo_abs = m0 + q_offset
         q_hi_abs = tl.minimum(m0 + BLOCK_M, Lq) - 1 + q_offset
-        lo = 0
-        if HAS_WINDOW:
-            lo = tl.maximum(0, q_lo_abs - window + 1)
-            lo = (lo // BLOCK_N) * BLOCK_N
-        if CAUSAL:
-            hi = tl.minimum(Lk, q_hi_abs + 1)
-            mid = ((q_lo_abs + 1) // BLOCK_N) * BLOCK_N
-        else:
-            hi = Lk
-            mid = (Lk // BLOCK_N) * BLOCK_N
-        if HAS_WINDOW or HAS_VALID:
-            mid = lo
-        mid = tl.minimum(tl.maximum(mid, lo), hi)
+        lo, lo_full, mid, hi = _walk_bounds(q_lo_abs, q_hi_abs, Lk, window, BLOCK_N, CAUSAL, HAS_WINDOW, HAS_VALID)
 
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         a_i = tl.full([BLOCK_M], -1, dtype=tl.int32)
@@ -361,9 +349,16 @@ def attention_stats_kernel(
             m_acc = tl.full([BLOCK_N // 16, 8, BLOCK_M], float("-inf"), dtype=tl.float32)
             a_acc = tl.full([BLOCK_N // 16, 8, BLOCK_M], -1, dtype=tl.int32)
             e_acc = tl.zeros([BLOCK_N // 16, 8, BLOCK_M], dtype=tl.float32)
+            if HAS_WINDOW == 2:  # a wide window's lower edge (masked), then the blocks every row sees in full
+                m_acc, a_acc, e_acc = _stats_inner_t(
+                    m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
+                    km_base, qpos, offs_d, lo, lo_full, Lk, qk_scale, window, fix_scale,
+                    BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
+                    WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
+                )
             m_acc, a_acc, e_acc = _stats_inner_t(
                 m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
-                km_base, qpos, offs_d, lo, mid, Lk, qk_scale, window, fix_scale,
+                km_base, qpos, offs_d, lo_full, mid, Lk, qk_scale, window, fix_scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
                 WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
             )
@@ -375,9 +370,18 @@ def attention_stats_kernel(
             )
             m_i, a_i, e_i = _finish_t(m_acc, a_acc, e_acc, BLOCK_M, BLOCK_N)
         if FULL and not TRANSPOSE:  # one walk over every visible key block: unmasked blocks, then the masked ones
+            if HAS_WINDOW == 2:  # (a wide window's lower edge first, masked)
+                m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
+                    m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
+                    bias_base, km_base, qpos, offs_d, lo, lo_full, Lk, qk_scale, window, sink_tokens, local_window,
+                    span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
+                    BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
+                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
+                    WANT_ENT, MAIN_SINK, MAIN_LOCAL, MAIN_SPAN, WANT_KEY, UPCAST, DOT_PREC,
+                )
             m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                 m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
-                bias_base, km_base, qpos, offs_d, lo, mid, Lk, qk_scale, window, sink_tokens, local_window,
+                bias_base, km_base, qpos, offs_d, lo_full, mid, Lk, qk_scale, window, sink_tokens, local_window,
                 span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
                 False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,

@@ -112,15 +112,13 @@ def _stats_inner_t(
         else:
             t = s * qk_scale - lse_col[None, :]
         p = tl.exp2(t)
-        if DO_ENT:  # sum p log2 p; p = 0 with t = -inf on hidden keys
-            if MASKED or HAS_BIAS:
-                pt = tl.where(p > 0.0, p * t, 0.0)
-                e_acc += tl.sum(tl.reshape(pt, [G, 2, 8, BLOCK_M]), 1)
-            else:  # two fused multiply-adds per partial
-                p0, p1 = tl.split(tl.permute(tl.reshape(p, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
-                t0, t1 = tl.split(tl.permute(tl.reshape(t, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
-                e_acc = e_acc + p0 * t0
-                e_acc = e_acc + p1 * t1
+        if DO_ENT:  # sum p log2 p: two fused multiply-adds per partial
+            if MASKED or HAS_BIAS:  # p = 0 where t = -inf (a hidden key): p * max(t, -1e30) = 0, not NaN
+                t = tl.maximum(t, -1e30)
+            p0, p1 = tl.split(tl.permute(tl.reshape(p, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
+            t0, t1 = tl.split(tl.permute(tl.reshape(t, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
+            e_acc = e_acc + p0 * t0
+            e_acc = e_acc + p1 * t1
         if DO_KEY:
             pk = p
             if HAS_VALID:  # padding queries never count towards key statistics

@@ -246,12 +246,15 @@ def test_sm90_register_report_compiles_without_a_gpu():
         assert row, res.stdout
         bm, bn, w, regs, spill, smem_kib, ctas, warps = (float(x) for x in row.groups())
         assert 32 <= regs <= 255 and 16 <= smem_kib <= 227 and ctas >= 1 and warps == w * ctas
-    # the sliding-window variant, the kernels read from a tree named by --root (round 13's options)
-    res = subprocess.run([sys.executable, str(root / "examples" / "sm90_registers.py"), "--configs", "first",
-                          "--variants", "all", "--window", "--root", str(root)], capture_output=True, text=True,
-                         env=env, timeout=300)
-    assert res.returncode == 0 and f"causal, sliding window, kernels of {root}" in res.stdout, res.stderr[-2000:]
-    assert re.search(r"^\d+x\d+ w\d+ .*?\s+all\s+\d+\s+\d+", res.stdout, re.M), res.stdout
+    # the sliding-window variants (narrow, the default of a bare --window, and wide), the kernels read from a tree
+    # named by --root (round 13's and 14's options)
+    for args, kind in ((["--window"], "narrow"), (["--window", "wide"], "wide")):
+        res = subprocess.run([sys.executable, str(root / "examples" / "sm90_registers.py"), "--configs", "first",
+                              "--variants", "all", *args, "--root", str(root)], capture_output=True, text=True,
+                             env=env, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert f"causal, {kind} sliding window, kernels of {root}" in res.stdout, res.stdout
+        assert re.search(r"^\d+x\d+ w\d+ .*?\s+all\s+\d+\s+\d+", res.stdout, re.M), res.stdout
     bad = subprocess.run([sys.executable, str(root / "examples" / "sm90_registers.py"), "--root", str(root / "tests")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "no kernels/triton_stats.py there" in bad.stderr, bad.stderr[-500:]

@@ -1,10 +1,11 @@
 """Statistics where a query tile's window, sink, local, span, padding and bias ranges cross key-block edges, against
 the PyTorch reference.
 
-Each tile walks its key blocks in runs: unmasked blocks every query sees in full, masked ones at the causal diagonal,
-the ragged end, and (today) every block under a sliding window or a padding mask. Round 13 tried an unmasked run for a
-window's interior (`docs/gpu/kspeed_notes.md`: 20 % faster with a 4096 window, 9-15 % slower with a 512 one;
-reverted); these cases, which it was written for, keep every such crossing checked on both tile orientations.
+Each tile walks its key blocks in runs: unmasked blocks every query sees in full, masked ones at the causal diagonal
+and the ragged end, every block under a padding mask, and under a sliding window either every block (a narrow window,
+HAS_WINDOW = 1) or a masked lower edge, an unmasked interior and the masked diagonal (a wide one, HAS_WINDOW = 2;
+`triton_forward.window_kind`, `docs/gpu/kspeed_notes.md` rounds 13-14). Every windowed case runs both ways (the
+`wide` parameter moves `WIDE_WINDOW` below or above the case's window), on both tile orientations.
 """
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from interp.kernels import launcher  # noqa: E402
+from interp.kernels import launcher, triton_forward  # noqa: E402
 from test_kernel_triton import check_against_reference, make  # noqa: E402
 from test_stats_configs import CONFIGS  # noqa: E402
 
@@ -49,25 +50,45 @@ def _inputs(case, device):
 # query-by-key tiles with the masses carried through the walk
 RUNS = [(c, "64x64-transposed") for c in sorted(CASES)] + [
     (c, cfg) for c in ("long-sink-local", "window-padding") for cfg in ("32x32-transposed", "64x64-carried-tile")]
+RUNS = [(c, cfg, wide) for c, cfg in RUNS for wide in ((False, True) if "sliding_window" in CASES[c][2] else (False,))]
 
 
-@pytest.mark.parametrize("case,config", RUNS)
-def test_every_statistic_whichever_run_a_key_falls_in(case, config, device, monkeypatch):
+def _window_kind(monkeypatch, wide: bool):
+    """Every window wide (an unmasked interior run) or every window narrow (every block masked)."""
+    monkeypatch.setattr(triton_forward, "WIDE_WINDOW", 1 if wide else 1 << 40)
+
+
+@pytest.mark.parametrize("case,config,wide", RUNS)
+def test_every_statistic_whichever_run_a_key_falls_in(case, config, wide, device, monkeypatch):
     monkeypatch.setattr(launcher, "_tuned", launcher.PinnedConfig(CONFIGS[config]))
+    _window_kind(monkeypatch, wide)
     q, k, v, kw = _inputs(case, device)
     check_against_reference(q, k, v, stats="all", **kw)
     check_against_reference(q, k, v, stats=["local_mass", "entropy"], **kw)  # one row statistic beside a mass
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("window", [150, 200, 63])
-def test_sliding_window_tiles_with_unmasked_blocks(window, dtype, device):
-    """Windows wider than two blocks leave blocks inside every query's window (an unmasked run, in round 13's
-    reverted split; today every windowed block is masked): the forward kernel (the output: SDPA takes no window)
+def test_sliding_window_tiles_with_unmasked_blocks(window, dtype, wide, device, monkeypatch):
+    """Windows wider than two blocks leave blocks inside every query's window (an unmasked run when the window
+    counts as wide; every windowed block masked when narrow): the forward kernel (the output: SDPA takes no window)
     and the statistics walks must give the reference's values either way."""
+    _window_kind(monkeypatch, wide)
     # (with 64-key blocks, the last tile's queries [256, 320) all see the keys from ceil((320 - window) / 64) * 64 to
     # 256: two blocks at window 200, one at 150, none at 63)
     q, k, v = make(1, 4, 2, 320, 320, 64, dtype, device, seed=window)
     check_against_reference(q, k, v, sliding_window=window, stats="all", sink_tokens=4, local_window=48,
                             span=(100, 180))
 
+
+
+def test_window_kind_picks_the_walk_from_the_window_width(monkeypatch):
+    monkeypatch.setattr(triton_forward, "WIDE_WINDOW", 2048)
+    assert [triton_forward.window_kind(w) for w in (None, 1, 2047, 2048, 10 ** 6)] == [0, 1, 1, 2, 2]
+    q = torch.zeros(1, 2, 8, 16)
+    for window, kind in ((None, 0), (512, 1), (4096, 2)):
+        spec = launcher.AttnSpec(batch=1, heads=2, kv_heads=2, q_len=8, k_len=8, head_dim=16, q_offset=0,
+                                 causal=True, scale=0.25, sliding_window=window, key_valid=None, key_bias=None,
+                                 stats=("entropy",), sink_tokens=4, local_window=64, span=None)
+        assert launcher._flags(spec, q)["HAS_WINDOW"] == kind
