@@ -298,6 +298,7 @@ def attention_stats_kernel(
     MAIN_LOCAL: tl.constexpr = WANT_LOCAL and not SPLIT
     MAIN_SPAN: tl.constexpr = WANT_SPAN and not SPLIT
     ANY_ROW: tl.constexpr = (FULL or WANT_SINK) or (WANT_LOCAL or WANT_SPAN)
+    SINK_N: tl.constexpr = min(BLOCK_N, 16)  # the sink walk's key block (`lo`, a multiple of BLOCK_N, is one of it)
     pid_m, pid_bh = _program(Lq, BLOCK_M)
     b = pid_bh // H
     h = pid_bh % H
@@ -404,13 +405,13 @@ def attention_stats_kernel(
         if SPLIT or not FULL:  # masses in walks of their own, over just the key blocks each can touch
             if TRANSPOSE:
                 q = tl.load(q_ptrs, mask=q_mask, other=0.0)
-            if WANT_SINK:
+            if WANT_SINK:  # in blocks of 16 keys: the default 4 sink tokens take one, not a 64-key block
                 s_hi = tl.minimum(hi, sink_tokens)
                 m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                     m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
                     bias_base, km_base, qpos, offs_d, lo, s_hi, Lk, qk_scale, window, sink_tokens, local_window,
                     span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
-                    BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
+                    BLOCK_M, SINK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
                     True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
                     False, True, False, False, False, UPCAST, DOT_PREC,
                 )
