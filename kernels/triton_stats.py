@@ -349,28 +349,27 @@ def attention_stats_kernel(
             qt = tl.load(qt_ptrs, mask=(offs_d[:, None] < HEAD_DIM) & row_ok[None, :] & ~bad_in[None, :], other=0.0)
             m_acc = tl.full([BLOCK_N // 16, 8, BLOCK_M], float("-inf"), dtype=tl.float32)
             a_acc = tl.full([BLOCK_N // 16, 8, BLOCK_M], -1, dtype=tl.int32)
-            c_acc = tl.full([BLOCK_N // 16, 8, BLOCK_M], float("-inf"), dtype=tl.float32)
             e_acc = tl.zeros([BLOCK_N // 16, 8, BLOCK_M], dtype=tl.float32)
             if HAS_WINDOW == 2:  # a wide window's lower edge (masked), then the blocks every row sees in full
-                m_acc, a_acc, c_acc, e_acc = _stats_inner_t(
-                    m_acc, a_acc, c_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
-                    bias_base, km_base, qpos, offs_d, lo, lo_full, Lk, qk_scale, window, fix_scale,
+                m_acc, a_acc, e_acc = _stats_inner_t(
+                    m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
+                    km_base, qpos, offs_d, lo, lo_full, Lk, qk_scale, window, fix_scale,
                     BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
                     WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
                 )
-            m_acc, a_acc, c_acc, e_acc = _stats_inner_t(
-                m_acc, a_acc, c_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
+            m_acc, a_acc, e_acc = _stats_inner_t(
+                m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
                 km_base, qpos, offs_d, lo_full, mid, Lk, qk_scale, window, fix_scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
                 WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
             )
-            m_acc, a_acc, c_acc, e_acc = _stats_inner_t(
-                m_acc, a_acc, c_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
+            m_acc, a_acc, e_acc = _stats_inner_t(
+                m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
                 km_base, qpos, offs_d, mid, hi, Lk, qk_scale, window, fix_scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
                 WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
             )
-            m_i, a_i, e_i = _finish_t(m_acc, a_acc, c_acc, e_acc, BLOCK_M, BLOCK_N)
+            m_i, a_i, e_i = _finish_t(m_acc, a_acc, e_acc, BLOCK_M, BLOCK_N)
         if FULL and not TRANSPOSE:  # one walk over every visible key block: unmasked blocks, then the masked ones
             if HAS_WINDOW == 2:  # (a wide window's lower edge first, masked)
                 m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(

@@ -12,11 +12,8 @@ BLOCK_M queries] tile, so that
         two rows it holds of each 16-row group into running partials [BLOCK_N // 16, 8, BLOCK_M] (a reshape that
         splits the accumulator's rows into (warp group of 16, register row, lane row) keeps the fold inside the
         thread) and the partials are reduced across lanes and warps once, after the walk.
-The argmax folds a thread's two rows first: where max(s0, s1) strictly beats the partial's running max, the partial
-keeps the block's start and s0 (5 instructions per pair against 6 for two compare-and-selects; the unmasked loop
-340 -> 322 instructions per key block, sm_90). After the walk a partial's key is that start + 16 g + l, + 8 unless s0
-held the max; the smallest key among the partials equal to the row's max wins: the first occurrence, as in the
-reference.
+The argmax keeps, per partial, the first key index reaching its running max (strictly greater replaces); after the
+walk the smallest index among the partials equal to the row's max wins: the first occurrence, as in the reference.
 Sink / local / span masses are not carried here: TRANSPOSE configs take them in walks of their own (SPLIT_MASSES).
 """
 
@@ -78,7 +75,7 @@ def _key_scores(qx, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, 
 
 @triton.jit
 def _stats_inner_t(
-    m_acc, a_acc, c_acc, e_acc,
+    m_acc, a_acc, e_acc,
     qt, lse_col, qv_col, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base,
     qpos_col, offs_d, lo, hi, Lk, qk_scale, window, fix_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -86,14 +83,15 @@ def _stats_inner_t(
     HAS_BIAS: tl.constexpr, DO_MAX: tl.constexpr, DO_ARG: tl.constexpr, DO_ENT: tl.constexpr, DO_KEY: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
-    """m_acc, a_acc, c_acc, e_acc: [BLOCK_N // 16, 8, BLOCK_M] running partials (max score; the start of the first
-    key block where it was reached, -1 before any; the partial's first-row score in that block; sum p log2 p);
+    """m_acc, a_acc, e_acc: [BLOCK_N // 16, 8, BLOCK_M] running partials (max score, its first key, sum p log2 p);
     qt [BLOCK_D, BLOCK_M] the queries, transposed; lse_col, qv_col, qpos_col [BLOCK_M]."""
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
     tl.static_assert(BLOCK_N % 16 == 0, "TRANSPOSE configs need BLOCK_N a multiple of 16 (one warp's rows)")
     G: tl.constexpr = BLOCK_N // 16
     offs_n0 = tl.arange(0, BLOCK_N)
     dmask = offs_d < HEAD_DIM
+    # key index of each partial's first register row: group g, lane row l -> 16 g + l (the second row is + 8)
+    row0 = (tl.arange(0, G)[:, None, None] * 16 + tl.arange(0, 8)[None, :, None])  # [G, 8, 1]
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         s = _key_scores(qt, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, bias_base,
@@ -101,13 +99,14 @@ def _stats_inner_t(
                         HAS_BIAS, UPCAST, DOT_PREC, True)  # [BLOCK_N, BLOCK_M]: keys x queries
         if DO_MAX:  # the thread's two rows of each group (keys key0 and key0 + 8) into the running partials
             s0, s1 = tl.split(tl.permute(tl.reshape(s, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
-            mb = tl.maximum(s0, s1)
-            if DO_ARG:  # where the pair's max beats the partial's (strictly: ties keep the earlier block), keep the
-                # block and the first row's score: `_finish_t` tells the row from it (5 instructions a pair, not 6)
-                grow = mb > m_acc
-                a_acc = tl.where(grow, start_n, a_acc)
-                c_acc = tl.where(grow, s0, c_acc)
-            m_acc = tl.maximum(m_acc, mb)
+            if DO_ARG:  # strictly greater replaces: ties keep the first (lower) key
+                key0 = start_n + row0
+                a_acc = tl.where(s0 > m_acc, key0, a_acc)
+                m_acc = tl.maximum(m_acc, s0)
+                a_acc = tl.where(s1 > m_acc, key0 + 8, a_acc)
+                m_acc = tl.maximum(m_acc, s1)
+            else:
+                m_acc = tl.maximum(m_acc, tl.maximum(s0, s1))
         if HAS_BIAS:  # log2 p; -inf where the key is hidden or the row sees nothing
             t = s - lse_col[None, :]
         else:
@@ -127,21 +126,16 @@ def _stats_inner_t(
             row = tl.sum(pk, 1)  # [BLOCK_N]: inside one warp
             fixed = (tl.maximum(row, 0.0) * fix_scale + 0.5).to(tl.int64)
             tl.atomic_add(km_base + offs_n, fixed, mask=offs_n < Lk, sem="relaxed")
-    return m_acc, a_acc, c_acc, e_acc
+    return m_acc, a_acc, e_acc
 
 
 @triton.jit
-def _finish_t(m_acc, a_acc, c_acc, e_acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """The partials reduced across lanes and warps: (max score, its first key or -1, sum p log2 p), each [BLOCK_M].
-    A partial's key: its block's start, plus 16 g + l for its group g and lane row l, plus 8 unless its first row
-    held the max (a tie within the pair keeps the first row, as the reference's first occurrence)."""
+def _finish_t(m_acc, a_acc, e_acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The partials reduced across lanes and warps: (max score, its first key or -1, sum p log2 p), each [BLOCK_M]."""
     R: tl.constexpr = (BLOCK_N // 16) * 8
-    G: tl.constexpr = BLOCK_N // 16
-    row0 = (tl.arange(0, G)[:, None, None] * 16 + tl.arange(0, 8)[None, :, None])  # [G, 8, 1]
-    key = tl.where(a_acc >= 0, a_acc + row0 + tl.where(c_acc == m_acc, 0, 8), -1)
     m2 = tl.reshape(m_acc, [R, BLOCK_M])
     m_i = tl.max(m2, 0)
-    a_i = tl.min(tl.where(m2 == m_i[None, :], tl.reshape(key, [R, BLOCK_M]), 2147483647), 0)
+    a_i = tl.min(tl.where(m2 == m_i[None, :], tl.reshape(a_acc, [R, BLOCK_M]), 2147483647), 0)
     a_i = tl.where(a_i == 2147483647, -1, a_i)
     e_i = tl.sum(tl.reshape(e_acc, [R, BLOCK_M]), 0)
     return m_i, a_i, e_i
