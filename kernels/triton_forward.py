@@ -23,8 +23,9 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # INTERP_AUTOTUNE=0 pins the first config of each kernel (quick compiles for correctness runs on a GPU)
 AUTOTUNE = os.environ.get("INTERP_AUTOTUNE", "1") != "0"
 # sliding windows of at least this many keys walk their interior unmasked (HAS_WINDOW = 2); narrower ones walk every
-# block masked (HAS_WINDOW = 1). H100, 32x128 statistics kernel (`docs/gpu/variants_round14.log`): the interior run
-# saves 17 % at a 4096 window and costs 8 % at a 512 one; INTERP_WIDE_WINDOW moves the line (the GPU A/B sets it)
+# block masked (HAS_WINDOW = 1). H100, 32x128 statistics kernel against every block masked: -19 % at a 4096 window,
+# -2 to -9 % at 2048, +3-5 % at 1024, +14-19 % at 512 (`docs/gpu/variants_round14.log`, `window_kind_round15.log`);
+# INTERP_WIDE_WINDOW moves the line (the GPU A/B sets it)
 WIDE_WINDOW = int(os.environ.get("INTERP_WIDE_WINDOW", "2048"))
 
 

@@ -92,6 +92,9 @@ def _configs():
         # four CTAs per SM with spills in the walk 1.14x / 1.17x, 1 stage 1.05x / 1.04x; none joined)
         c(32, 64, 1, 1, 4, 2, transpose=1),
         c(32, 64, 1, 1, 4, 2, transpose=1, maxnreg=128),
+        # key-by-query tiles of 32 keys (sm_90 compile, `docs/gpu/sm90_mix_round15.log`): three CTAs per SM at
+        # head_dim 256 (168 registers, 72 B of stack) where config 1 gets two at 255; for the 4x256 shape
+        c(64, 32, 1, 1, 4, 2, transpose=1, maxnreg=168),
     ] if TRIAL_CONFIGS else [])
 
 

@@ -182,3 +182,17 @@ def test_source_segments_summary(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     bad = _example("ncu_source_segments.py", str(tmp_path / "x.csv"))
     assert bad.returncode == 2 and "not an `ncu --page source --csv` export" in bad.stderr, bad.stderr[-500:]
+
+
+def test_every_gpu_shell_script_parses_and_refuses_unknown_steps():
+    """The GPU sessions' shell scripts (one call each, no second chance on the device): bash must parse every one, and
+    the round scripts with steps must refuse a step they do not know before doing anything."""
+    scripts = sorted((ROOT / "examples").glob("*.sh"))
+    assert len(scripts) >= 10
+    for s in scripts:
+        r = subprocess.run(["bash", "-n", str(s)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"{s.name}: {r.stderr}"
+    for name in ("gpu_round14.sh", "gpu_round15.sh"):
+        r = subprocess.run(["bash", str(ROOT / "examples" / name), "nonsense"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2 and "usage: bash examples/" + name in r.stderr, r.stderr

@@ -22,6 +22,9 @@ from test_stats_configs import CONFIGS  # noqa: E402
 CASES = {
     "long-sink-local": (200, 200, dict(sink_tokens=70, local_window=100)),
     "chunked-prefill-window": (45, 170, dict(sliding_window=100, sink_tokens=3, local_window=20, span=(100, 140))),
+    # queries at 255-299 under a 200-key window: keys [128, 256) are inside every query's window (a wide window's
+    # unmasked interior, after a q_offset of 255)
+    "chunked-prefill-interior": (45, 300, dict(sliding_window=200, sink_tokens=4, local_window=30, span=(60, 280))),
     "window-interior": (260, 260, dict(sliding_window=150, sink_tokens=4, local_window=64, span=(30, 200))),
     "window-padding": (200, 200, dict(sliding_window=90, sink_tokens=2, local_window=40, pad=True)),
     "window-bias": (200, 200, dict(sliding_window=140, sink_tokens=4, local_window=30, bias=True)),
@@ -49,7 +52,10 @@ def _inputs(case, device):
 # every case on the key-by-query 64-key tiles; the two that cross the most block edges also on 32-key ones and on
 # query-by-key tiles with the masses carried through the walk
 RUNS = [(c, "64x64-transposed") for c in sorted(CASES)] + [
-    (c, cfg) for c in ("long-sink-local", "window-padding") for cfg in ("32x32-transposed", "64x64-carried-tile")]
+    (c, cfg) for c in ("long-sink-local", "window-padding") for cfg in ("32x32-transposed", "64x64-carried-tile")] + [
+    # windows with an unmasked interior on the query-by-key walk, masses carried and split
+    (c, cfg) for c in ("window-interior", "window-bias", "chunked-prefill-interior")
+    for cfg in ("64x64-carried-tile", "64x64-split-groups")]
 RUNS = [(c, cfg, wide) for c, cfg in RUNS for wide in ((False, True) if "sliding_window" in CASES[c][2] else (False,))]
 
 
@@ -80,7 +86,6 @@ def test_sliding_window_tiles_with_unmasked_blocks(window, dtype, wide, device, 
     q, k, v = make(1, 4, 2, 320, 320, 64, dtype, device, seed=window)
     check_against_reference(q, k, v, sliding_window=window, stats="all", sink_tokens=4, local_window=48,
                             span=(100, 180))
-
 
 
 def test_window_kind_picks_the_walk_from_the_window_width(monkeypatch):
