@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_forward import INTERPRET, _visible, fitting
+from .triton_forward import INTERPRET, _visible, _walk_bounds, fitting
 
 
 def _fit(configs, named_args, kwargs, smem_bytes):
@@ -370,19 +370,8 @@ def bwd_dq_kernel(
     # the forward pass's key range: [lo, mid) without masks, [mid, hi) masked (diagonal, window, padding, ragged)
     q_lo_abs = pid_m * BLOCK_M + q_offset
     q_hi_abs = tl.minimum(pid_m * BLOCK_M + BLOCK_M, Lq) - 1 + q_offset
-    lo = 0
-    if HAS_WINDOW:
-        lo = tl.maximum(0, q_lo_abs - window + 1)
-        lo = (lo // BLOCK_N) * BLOCK_N
-    if CAUSAL:
-        hi = tl.minimum(Lk, q_hi_abs + 1)
-        mid = ((q_lo_abs + 1) // BLOCK_N) * BLOCK_N
-    else:
-        hi = Lk
-        mid = (Lk // BLOCK_N) * BLOCK_N
-    if HAS_WINDOW or HAS_VALID:
-        mid = lo
-    mid = tl.minimum(tl.maximum(mid, lo), hi)
+    # (HAS_WINDOW is a bool here: a window walks every block masked, as `window_kind`'s narrow windows do)
+    lo, _, mid, hi = _walk_bounds(q_lo_abs, q_hi_abs, Lk, window, BLOCK_N, CAUSAL, HAS_WINDOW, HAS_VALID)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     dq = _dq_inner(
