@@ -2,14 +2,15 @@
 `attention_with_stats(stats="all")` (32 heads x 128, GQA 32/8, fp16, causal), from torch.profiler over `--reps` calls.
 
     python examples/kernel_profile_gpu.py [--tokens 1024 2048] [--reps 20] [--shape 4x256/1] [--window 512]
-                                          [--pad 100] [--config I]
+                                          [--pad 100] [--config I] [--stats all none ...]
 
 It splits a short call's device time between cuDNN's attention (output and lse), the fill that zeroes the key sums
 and the statistics kernel. `--device cpu` is the script's own smoke run (the Triton interpreter, 64 tokens, 4 heads,
 CPU ops instead of kernels). `--shape` takes a bundled model's attention shape (`examples/stats_configs_gpu.py`'s
 names), `--window` a sliding window, `--pad N` a padding mask hiding the first N keys (with either, the output comes from the
 Triton forward and every key block is masked), `--config` pins the statistics kernel's config
-(`examples/profile_kernels.py`).
+(`examples/profile_kernels.py`), `--stats` names the requests timed beside SDPA (`stats_configs_gpu.STATS`: "none" is
+the output alone).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from interp.kernels import attention_with_stats
 from profile_kernels import pin  # beside this script
-from stats_configs_gpu import SHAPES
+from stats_configs_gpu import SHAPES, STATS
 
 
 def kernel_times(fn, reps: int, device: str) -> list:
@@ -54,6 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=int, default=None, help="a sliding window (SDPA stays plain causal)")
     p.add_argument("--pad", type=int, default=0, help="hide the first N keys with a padding mask (left padding)")
     p.add_argument("--config", type=int, default=None, help="pin the statistics kernel's config (an index)")
+    p.add_argument("--stats", nargs="+", default=["all"], choices=list(STATS), help="requests timed beside SDPA")
     a = p.parse_args(argv)
     if a.reps < 1:
         p.error(f"--reps must be >= 1, got {a.reps}")
@@ -81,8 +83,9 @@ def main(argv=None) -> int:
             mask = torch.ones(1, n, dtype=torch.bool, device=a.device)
             mask[:, :a.pad] = False
             win["attention_mask"] = mask
-        calls = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True),
-                 "all": lambda: attention_with_stats(q, k, v, stats="all", **win)}
+        calls = {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)}
+        for name in a.stats:
+            calls[name] = lambda st=STATS[name]: attention_with_stats(q, k, v, stats=st, **win)
         for name, fn in calls.items():
             rows = kernel_times(fn, a.reps, a.device)
             total = sum(c * us for _, c, us in rows) / a.reps

@@ -142,9 +142,10 @@ def test_finalize_ab_script_checks_both_forms():
 
 def test_kernel_profile_script_runs():
     """examples/kernel_profile_gpu.py --device cpu: the profiler path runs and lists what each call spends time on."""
-    r = _example("kernel_profile_gpu.py", "--device", "cpu", "--reps", "2")
+    r = _example("kernel_profile_gpu.py", "--device", "cpu", "--reps", "2", "--stats", "all", "none")
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"^N=64 sdpa: [\d.]+ us", r.stdout, re.M) and re.search(r"^N=64 all: [\d.]+ us", r.stdout, re.M)
+    assert re.search(r"^N=64 none: [\d.]+ us", r.stdout, re.M), r.stdout
     assert len(re.findall(r"per call, +[\d.]+ us each$", r.stdout, re.M)) >= 2, r.stdout
     bad = _example("kernel_profile_gpu.py", "--device", "cpu", "--reps", "0", timeout=120)
     assert bad.returncode == 2 and "--reps must be >= 1" in bad.stderr
@@ -196,3 +197,6 @@ def test_every_gpu_shell_script_parses_and_refuses_unknown_steps():
         r = subprocess.run(["bash", str(ROOT / "examples" / name), "nonsense"], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 2 and "usage: bash examples/" + name in r.stderr, r.stderr
+    r = subprocess.run(["bash", str(ROOT / "examples" / "gpu_round16.sh")], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PART="z"))
+    assert r.returncode == 2 and "usage: PART=a|b|c bash examples/gpu_round16.sh" in r.stderr, r.stderr
