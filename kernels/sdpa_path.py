@@ -19,6 +19,8 @@ import torch
 
 ORDER = ("cudnn", "flash")
 MODE = os.environ.get("INTERP_SDPA", "auto")
+if MODE not in ("auto", "off", *ORDER):
+    raise ValueError(f"INTERP_SDPA must be one of {['auto', 'off', *ORDER]}, got {MODE!r}")
 _chosen: dict = {}  # (dtype, head_dim, gqa, causal) -> op name, or None where no op works
 
 

@@ -26,7 +26,16 @@ AUTOTUNE = os.environ.get("INTERP_AUTOTUNE", "1") != "0"
 # block masked (HAS_WINDOW = 1). H100, 32x128 statistics kernel against every block masked: -19 % at a 4096 window,
 # -2 to -9 % at 2048, +3-5 % at 1024, +14-19 % at 512 (`docs/gpu/variants_round14.log`, `window_kind_round15.log`);
 # INTERP_WIDE_WINDOW moves the line (the GPU A/B sets it)
-WIDE_WINDOW = int(os.environ.get("INTERP_WIDE_WINDOW", "2048"))
+def wide_window_from_env(env: str | None) -> int:
+    """`WIDE_WINDOW` from env INTERP_WIDE_WINDOW (unset: 2048 keys); a clear error for anything but a positive int."""
+    if env is None:
+        return 2048
+    if not env.strip().isdigit() or int(env) < 1:
+        raise ValueError(f"INTERP_WIDE_WINDOW must be a positive number of keys (default 2048), got {env!r}")
+    return int(env)
+
+
+WIDE_WINDOW = wide_window_from_env(os.environ.get("INTERP_WIDE_WINDOW"))
 
 
 def window_kind(window) -> int:

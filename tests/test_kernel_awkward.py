@@ -2,6 +2,7 @@
 against each other and against hand-computed answers."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -268,3 +269,16 @@ def test_sdpa_lse_layouts_become_b_h_q(layout):
     out, got = sdpa_path._run(lambda *a: (torch.zeros(1), lse), None, None, None, True, spec)
     assert got.shape == (b, h, lq) and got.dtype == torch.float32 and got.is_contiguous()
     assert torch.equal(got, want)
+
+
+def test_a_bad_sdpa_mode_is_refused_at_import():
+    """INTERP_SDPA names the op that gives the output and lse: anything but auto / off / an op is a clear error when
+    the launcher loads (on the first call), not a KeyError from deep inside the first CUDA call."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, INTERP_SDPA="cudnnn")
+    r = subprocess.run([sys.executable, "-c", "import interp.kernels.sdpa_path"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode != 0, r.stderr
+    assert "INTERP_SDPA must be one of ['auto', 'off', 'cudnn', 'flash'], got 'cudnnn'" in r.stderr, r.stderr

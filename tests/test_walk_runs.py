@@ -97,3 +97,10 @@ def test_window_kind_picks_the_walk_from_the_window_width(monkeypatch):
                                  causal=True, scale=0.25, sliding_window=window, key_valid=None, key_bias=None,
                                  stats=("entropy",), sink_tokens=4, local_window=64, span=None)
         assert launcher._flags(spec, q)["HAS_WINDOW"] == kind
+
+
+def test_wide_window_env_is_checked():
+    assert triton_forward.wide_window_from_env(None) == 2048 and triton_forward.wide_window_from_env("4096") == 4096
+    for bad in ("abc", "0", "-5", "2.5", ""):
+        with pytest.raises(ValueError, match="INTERP_WIDE_WINDOW must be a positive number of keys"):
+            triton_forward.wide_window_from_env(bad)
