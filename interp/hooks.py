@@ -44,7 +44,8 @@ for _h in STAT_HOOKS:
     )
 HOOK_OF_STAT = {s: h for h, s in STAT_HOOKS.items()}  # "entropy" -> "hook_query_entropy"
 
-_LAYER_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_LAYER_RE = re.compile(r"^blocks\.([^.]+)\.(.+)$")
+_PLAIN_INT = re.compile(r"^(0|[1-9][0-9]*)$")  # ASCII digits, no leading zero: the only spelling hooks fire under
 
 
 def all_hook_names(n_layers: int) -> list[str]:
@@ -69,10 +70,13 @@ def _parse_hook_name(name: str, n_layers: int) -> tuple[int | None, str]:
     """parse_hook_name's work, remembered: a run with every statistic names 9 hook points per layer, parsed at
     every run (exceptions are not cached: a bad name raises each time)."""
     m = _LAYER_RE.match(name)
+    if m and "blocks.{l}." + m.group(2) in HOOK_POINTS and not _PLAIN_INT.match(m.group(1)):
+        raise ValueError(f"hook {name!r}: the layer must be a plain number (ASCII digits, no leading zero, e.g. "
+                         f"'blocks.1.{m.group(2)}'), got {m.group(1)!r}")
     if m:
-        layer, rest = int(m.group(1)), m.group(2)
+        layer, rest = int(m.group(1)) if _PLAIN_INT.match(m.group(1)) else -1, m.group(2)
         template = "blocks.{l}." + rest
-        if template in HOOK_POINTS:
+        if template in HOOK_POINTS and layer >= 0:
             if layer >= n_layers:
                 raise ValueError(f"hook {name!r}: layer {layer} out of range; the model has layers 0..{n_layers - 1}")
             return layer, template

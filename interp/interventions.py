@@ -109,7 +109,7 @@ def _check_keys(keys, what: str):
 
 
 def _check_layer(layer, n_layers: int, what: str) -> None:
-    if isinstance(layer, bool) or not isinstance(layer, int):
+    if isinstance(layer, (bool, np.bool_)) or not isinstance(layer, numbers.Integral):  # (NumPy ints too, as layers=)
         raise TypeError(f"{what}: layer must be an int, got {layer!r}")
     if not 0 <= layer < n_layers:
         raise ValueError(f"{what}: layer {layer} out of range; the model has layers 0..{n_layers - 1}")

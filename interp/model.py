@@ -304,6 +304,10 @@ class HookedModel:
     def _check_interventions(self, interventions) -> dict[int, list]:
         if isinstance(interventions, Intervention):
             interventions = [interventions]
+        if isinstance(interventions, (str, bytes, type)) or not (interventions is None
+                                                                or hasattr(interventions, "__iter__")):
+            raise TypeError(f"interventions must be a list of Intervention objects (HeadAblation(...), KeyMask(...), "
+                            f"...), got {interventions!r}")
         by_layer: dict[int, list] = {}
         for iv in interventions or ():
             if not isinstance(iv, Intervention):

@@ -302,9 +302,8 @@ def _check_dtype(dtype):
         dtype = getattr(torch, dtype)
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype or its name ('float32', 'bfloat16', ...), got {dtype!r}")
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point dtype (torch.float32, torch.float16, torch.bfloat16), "
-                        f"got {dtype}")
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):  # what the attention kernels take
+        raise TypeError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
     return dtype
 
 
@@ -334,6 +333,8 @@ def load(source, *, device=None, dtype=None, tokenizer=None, backend: str = "aut
             raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' asked for, but no CUDA device is available here")
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {str(device)!r}")
     name = None
     if isinstance(source, HookedModel):
         if tokenizer is not None and tokenizer is not source.tokenizer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from .checks import check_inputs
@@ -53,7 +54,7 @@ def attention_with_stats(
     sliding_window: int | None = None,
     attention_mask: torch.Tensor | None = None,  # [batch, k_len] bool/int, True/1 = real token
     key_bias: torch.Tensor | None = None,  # [batch|1, heads|1, k_len] float, added to the scaled scores; -inf
-    # (or <= -1e30, e.g. torch.finfo(dtype).min) hides the key
+    # (or <= -1e30, or torch.finfo(its dtype).min) hides the key; NaN and +inf are refused
     stats="all",
     sink_tokens: int = 4,
     local_window: int = 64,
@@ -78,6 +79,11 @@ def attention_with_stats(
         key_bias=key_bias, stats=stats, sink_tokens=sink_tokens, local_window=local_window, span=span,
     )
     chosen = pick_backend(backend, q.device)
+    if not isinstance(need_out, (bool, np.bool_)):
+        raise TypeError(f"need_out must be True or False, got {need_out!r}")
+    if prob_hook is not None and not callable(prob_hook):
+        raise TypeError(f"prob_hook must be a callable prob_hook(p, q_start) -> p or None, got "
+                        f"{type(prob_hook).__name__}")
     if prob_hook is not None:
         if backend == "triton":
             raise ValueError("prob_hook needs the probabilities themselves, which the Triton kernels never form; "

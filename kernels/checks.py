@@ -18,7 +18,9 @@ import torch
 from .stats import normalize_stats
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-MASK_BIAS = -1e30  # key_bias values at or below this hide the key (treated as -inf)
+# key_bias values at or below this, or at the minimum of the bias's own dtype (float16's -65504: the mask value
+# of float16 models), hide the key (treated as -inf)
+MASK_BIAS = -1e30
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
 
 
@@ -189,8 +191,9 @@ def check_inputs(
             raise ValueError("sliding_window is only supported with causal=True")
         if sliding_window >= lk:  # every key a causal query can see lies inside the window: no window at all
             sliding_window = None
-    sink_tokens = _int_option("sink_tokens", sink_tokens, 0)
-    local_window = _int_option("local_window", local_window, 1)
+    # (beyond k_len both mean every key: clamped, so that a huge int never reaches a kernel's 32/64-bit argument)
+    sink_tokens = min(_int_option("sink_tokens", sink_tokens, 0), lk)
+    local_window = min(_int_option("local_window", local_window, 1), lk)
 
     key_valid = None
     if attention_mask is not None:
@@ -201,8 +204,9 @@ def check_inputs(
                 f"attention_mask must be a 2-D padding mask [batch, k_len] = [{b}, {lk}] (True/1 = real token), "
                 f"got shape {tuple(attention_mask.shape)}"
             )
-        if attention_mask.dtype.is_floating_point:
-            raise TypeError("attention_mask must be bool or integer (1 = keep), not an additive float mask")
+        if attention_mask.dtype.is_floating_point or attention_mask.dtype.is_complex:
+            raise TypeError("attention_mask must be bool or integer (1 = keep), not an additive float mask, got "
+                            f"dtype {attention_mask.dtype}")
         if attention_mask.device != q.device:
             raise ValueError(f"attention_mask is on {attention_mask.device} but q is on {q.device}")
         key_valid = attention_mask.to(torch.bool)
@@ -224,10 +228,13 @@ def check_inputs(
             raise TypeError(f"key_bias must be a floating-point tensor (added to the scaled scores; -inf hides a key), "
                             f"got dtype {key_bias.dtype}; to hide keys by a bool mask use attention_mask or "
                             "torch.zeros(...).masked_fill(hide, float('-inf'))")
+        hide_at = max(MASK_BIAS, torch.finfo(key_bias.dtype).min)
         key_bias = key_bias.to(torch.float32)
+        if bool((torch.isnan(key_bias) | (key_bias == float("inf"))).any()):  # (one device sync)
+            raise ValueError("key_bias has NaN or +inf values; a key bias must be finite, or -inf to hide the key")
         # additive masks written as very large negative numbers (torch.finfo(dtype).min, -1e30...) mean "hidden":
         # as -inf they are, on every backend (finite, they would overflow in log2 units or swamp float32 scores)
-        key_bias = key_bias.masked_fill(key_bias <= MASK_BIAS, float("-inf")).expand(b, h, lk).contiguous()
+        key_bias = key_bias.masked_fill(key_bias <= hide_at, float("-inf")).expand(b, h, lk).contiguous()
 
     names = _names(stats, span is not None)
     span_t = None

@@ -28,7 +28,8 @@ backend they get lse NaN, NaN for every float statistic and argmax -1, and they 
 which is geometry, still counts them; so key_mean = key_mass / key_count reads low there: check lse for NaN). The
 Triton backend treats rows with |lse| >= 1e5 (`triton_stats.LSE_LIMIT`) the same way: scores that large leave
 p = exp(s - lse) without float32 precision; the reference, which normalises by the row's max, stays exact there.
-key_bias values <= -1e30 (torch.finfo(...).min masks) hide their key, as -inf does.
+key_bias values <= -1e30 or at their dtype's minimum (torch.finfo(dtype).min masks, float16's -65504 included) hide
+their key, as -inf does; NaN or +inf biases are refused.
 """
 
 from __future__ import annotations

@@ -140,6 +140,11 @@ CLI_CASES = [
                        "--ray-timeout", "3"], "within 3s", {}),
     ("ray-auto-no-cluster", ["classify", "toy-induction", "--out", "{tmp}/o", "--ray", "auto"],
      "--ray auto found no running Ray cluster", {"RAY_TMPDIR": "{tmp}/no-ray", "RAY_ADDRESS": ""}),
+    ("ray-timeout-nan", ["classify", "toy-induction", "--out", "{tmp}/o", "--ray-timeout", "nan"],
+     "--ray-timeout must be a positive number of seconds, got nan", {}),
+    ("out-empty", ["classify", "toy-induction", "--out", ""], "--out must name a directory, got an empty string", {}),
+    ("importance-task-file", ["importance", "toy-induction", "--task", "file", "--out", "{tmp}/o"],
+     "unknown task 'file'", {}),
     ("report-no-csv", ["report", "{tmp}"], "has no heads.csv", {}),
     ("report-csv-without-columns", ["report", "{files}/csv"], "lacks column(s) ['model', 'layer', 'head', 'label']",
      {}),
@@ -190,7 +195,11 @@ def _classify(**kw):
 API_CASES = [
     ("load-empty", lambda d: interp.load(""), ValueError, "model source is empty"),
     ("load-int-dtype", lambda d: interp.load("toy-induction", dtype=torch.int64), TypeError,
-     "dtype must be a floating-point dtype.*int64"),
+     "dtype must be torch.float32, torch.float16 or torch.bfloat16, got torch.int64"),
+    ("load-float64", lambda d: interp.load("toy-induction", dtype="float64"), TypeError,  # (every forward failed)
+     "dtype must be torch.float32, torch.float16 or torch.bfloat16, got torch.float64"),
+    ("load-meta-device", lambda d: interp.load("toy-induction", device="meta"), ValueError,  # (failed in transformers)
+     "device must be 'cpu', 'cuda' or 'cuda:N', got 'meta'"),
     ("load-unknown-backend", lambda d: interp.load("toy-induction", backend="x"), ValueError,
      r"backend must be one of \('auto', 'triton', 'reference'\), got 'x'"),
     ("load-hub-id-offline", lambda d: interp.load("someone/some-model"), ValueError,
@@ -260,3 +269,23 @@ def test_hub_ids_resolve_the_same_for_cli_and_load(tmp_path):
         assert resolve("org/name").kind == "dir"  # a local folder of that name wins, for both
     finally:
         os.chdir(cwd)
+
+
+def test_intervention_and_mask_types_from_a_bad_input_sweep():
+    """Round 15's sweep: a string of interventions was read letter by letter ("unknown intervention 'H'"), a NumPy
+    layer was refused though layers= takes NumPy ints, and a complex attention_mask went through as a padding mask."""
+    import numpy as np
+
+    from interp.interventions import HeadAblation
+    from interp.kernels import attention_with_stats
+
+    m = interp.load("toy-induction")
+    ids = torch.randint(0, 32, (1, 10), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match="interventions must be a list of Intervention objects"):
+        m.run_with_hooks(ids, interventions="HeadAblation")
+    a = m.run_with_hooks(ids, interventions=[HeadAblation(layer=np.int64(0), heads=[0])])
+    b = m.run_with_hooks(ids, interventions=[HeadAblation(layer=0, heads=[0])])
+    torch.testing.assert_close(a, b)
+    q = torch.randn(1, 2, 6, 16)
+    with pytest.raises(TypeError, match="attention_mask must be bool or integer.*complex64"):
+        attention_with_stats(q, q, q, attention_mask=torch.ones(1, 6, dtype=torch.complex64))

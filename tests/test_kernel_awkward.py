@@ -93,12 +93,15 @@ def test_huge_uniform_bias_is_exact_on_the_reference_and_flagged_on_triton(devic
     assert (st_t.key_mass == 0).all()  # rows with NaN statistics add no key mass
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("backend", ["reference", "triton"])
-def test_finfo_min_bias_hides_keys_like_minus_inf(backend, device):
-    """Additive masks written as torch.finfo(float32).min: hidden keys on every backend (the two once disagreed)."""
+def test_finfo_min_bias_hides_keys_like_minus_inf(backend, dtype, device):
+    """Additive masks written as torch.finfo(dtype).min: hidden keys on every backend (the two once disagreed for
+    float32's; float16's, -65504, once hid nothing: rows whose keys all carried it got lse -65504 and key mass on the
+    "hidden" keys)."""
     q, k, v = make(1, 2, 2, 8, 8, 16, torch.float32, device, seed=5)
-    big = torch.finfo(torch.float32).min
-    bias = torch.zeros(1, 2, 8, device=device)
+    big = torch.finfo(dtype).min
+    bias = torch.zeros(1, 2, 8, device=device, dtype=dtype)
     bias[0, 0] = big  # head 0: every key hidden
     bias[0, 1, :3] = big  # head 1: the first three
     inf = torch.where(bias == big, float("-inf"), bias)
@@ -108,6 +111,20 @@ def test_finfo_min_bias_hides_keys_like_minus_inf(backend, device):
     for name, t in st_b.items():
         torch.testing.assert_close(getattr(st_a, name), t, equal_nan=True, msg=name)
     assert torch.isneginf(st_a.lse[0, 0]).all() and (st_a.key_count[0, 1, :3] == 0).all()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_nan_or_plus_inf_key_bias_is_refused(backend, bad, device):
+    """A NaN or +inf bias once went through: NaN rows, and key_count / key_mean differing between the backends."""
+    q, k, v = make(1, 2, 1, 8, 8, 16, torch.float32, device, seed=5)
+    bias = torch.zeros(1, 2, 8, device=device)
+    bias[0, 0, 2] = bad
+    with pytest.raises(ValueError, match="key_bias has NaN or \\+inf values"):
+        attention_with_stats(q, k, v, key_bias=bias, backend=backend)
+    bias16 = torch.zeros(1, 2, 8, device=device, dtype=torch.float16)
+    bias16[..., :2] = torch.finfo(torch.float16).min  # a float16 mask is fine
+    attention_with_stats(q, k, v, key_bias=bias16, backend=backend)
 
 
 @pytest.mark.parametrize("where", ["q", "k"])
@@ -282,3 +299,23 @@ def test_a_bad_sdpa_mode_is_refused_at_import():
                        timeout=300)
     assert r.returncode != 0, r.stderr
     assert "INTERP_SDPA must be one of ['auto', 'off', 'cudnn', 'flash'], got 'cudnnn'" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_huge_sink_and_local_sizes_mean_every_key(backend, device):
+    """sink_tokens / local_window past k_len mean every key; a huge int once overflowed inside Triton's launcher
+    (or the reference's index arithmetic)."""
+    q, k, v = make(1, 2, 1, 8, 8, 16, torch.float32, device, seed=7)
+    _, huge = attention_with_stats(q, k, v, backend=backend, sink_tokens=2 ** 70, local_window=2 ** 64)
+    _, exact = attention_with_stats(q, k, v, backend=backend, sink_tokens=8, local_window=8)
+    torch.testing.assert_close(huge.sink_mass, exact.sink_mass)
+    torch.testing.assert_close(huge.local_mass, exact.local_mass)
+    torch.testing.assert_close(huge.sink_mass, torch.ones_like(huge.sink_mass))
+
+
+def test_need_out_and_prob_hook_are_checked(device):
+    q, k, v = make(1, 2, 1, 8, 8, 16, torch.float32, device, seed=7)
+    with pytest.raises(TypeError, match="need_out must be True or False, got 'no'"):
+        attention_with_stats(q, k, v, need_out="no")
+    with pytest.raises(TypeError, match="prob_hook must be a callable"):
+        attention_with_stats(q, k, v, prob_hook=5, backend="reference")

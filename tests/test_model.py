@@ -120,6 +120,12 @@ def test_bad_input_errors(pair):
         m.run_with_cache(ids(), names=["blocks.0.attn.hook_patern"])
     with pytest.raises(ValueError, match="out of range"):
         m.run_with_cache(ids(), names=["blocks.7.attn.hook_z"])
+    # a layer spelt with a leading zero or non-ASCII digits once matched no hook point and fired nothing, silently
+    for bad in ("blocks.01.attn.hook_z", "blocks.\u0660.attn.hook_z", "blocks.-1.attn.hook_z"):
+        with pytest.raises(ValueError, match="the layer must be a plain number"):
+            m.run_with_cache(ids(), names=[bad])
+        with pytest.raises(ValueError, match="the layer must be a plain number"):
+            m.run_with_hooks(ids(), fwd_hooks=[(bad, lambda z, hook: z * 0)])
     with pytest.raises(ValueError, match="head 9 out of range"):
         m.run_with_hooks(ids(), interventions=[HeadAblation(layer=0, heads=[9])])
     with pytest.raises(ValueError, match="layer 5 out of range"):

@@ -15,6 +15,7 @@ one line and exits with status 2, leaving no output files; Ctrl-C prints one lin
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -34,6 +35,8 @@ def _fail(msg: str):
 
 
 def _check_out(out: str) -> Path:
+    if not out.strip():  # Path("") is the current directory: every output file would land there
+        _fail("--out must name a directory, got an empty string")
     p = Path(out)
     try:
         p.mkdir(parents=True, exist_ok=True)
@@ -89,8 +92,8 @@ def _run_job(job, args) -> int:
         options = job.options_from_args(args) if job.options_from_args is not None else {}
         for m in args.models:
             resolve(m)  # every name checked before anything is loaded
-        if args.ray_timeout <= 0:
-            raise ValueError(f"--ray-timeout must be positive, got {args.ray_timeout:g}")
+        if not 0 < args.ray_timeout < math.inf:  # (NaN fails this too)
+            raise ValueError(f"--ray-timeout must be a positive number of seconds, got {args.ray_timeout:g}")
         if args.recompute_mismatched and not args.resume:
             raise ValueError("--recompute-mismatched only makes sense with --resume")
     except (ValueError, TypeError) as e:

@@ -139,7 +139,8 @@ def _add_arguments(p) -> None:
     from ..analyses.importance import METHODS
     from ..analyses.tasks import TASKS
 
-    p.add_argument("--task", default="ioi", help=f"one of {', '.join(TASKS)} (default ioi)")
+    p.add_argument("--task", default="ioi",  # (task files: `interp circuit --task file`)
+                   help=f"one of {', '.join(t for t in TASKS if t != 'file')} (default ioi)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), metavar="METHOD",
                    help=f"any of {', '.join(METHODS)} (default: all)")
     p.add_argument("--n", type=int, default=32, help="examples (default 32)")
