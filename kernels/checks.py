@@ -230,8 +230,12 @@ def check_inputs(
                             "torch.zeros(...).masked_fill(hide, float('-inf'))")
         hide_at = max(MASK_BIAS, torch.finfo(key_bias.dtype).min)
         key_bias = key_bias.to(torch.float32)
-        if bool((torch.isnan(key_bias) | (key_bias == float("inf"))).any()):  # (one device sync)
-            raise ValueError("key_bias has NaN or +inf values; a key bias must be finite, or -inf to hide the key")
+        # one device sync (not while a CUDA graph is being captured, where a sync is an error: graphed calls are
+        # checked when they run eagerly first)
+        capturing = key_bias.is_cuda and torch.cuda.is_current_stream_capturing()
+        if not capturing and bool((torch.isnan(key_bias) | (key_bias == float("inf"))).any()):
+            raise ValueError("key_bias has NaN or +inf values (a float64 bias beyond float32's range included); a "
+                             "key bias must be finite, or -inf to hide the key")
         # additive masks written as very large negative numbers (torch.finfo(dtype).min, -1e30...) mean "hidden":
         # as -inf they are, on every backend (finite, they would overflow in log2 units or swamp float32 scores)
         key_bias = key_bias.masked_fill(key_bias <= hide_at, float("-inf")).expand(b, h, lk).contiguous()

@@ -123,8 +123,9 @@ def test_nan_or_plus_inf_key_bias_is_refused(backend, bad, device):
     with pytest.raises(ValueError, match="key_bias has NaN or \\+inf values"):
         attention_with_stats(q, k, v, key_bias=bias, backend=backend)
     bias16 = torch.zeros(1, 2, 8, device=device, dtype=torch.float16)
-    bias16[..., :2] = torch.finfo(torch.float16).min  # a float16 mask is fine
-    attention_with_stats(q, k, v, key_bias=bias16, backend=backend)
+    bias16[..., :2] = torch.finfo(torch.float16).min  # a float16 mask is fine: it hides its keys
+    _, st = attention_with_stats(q, k, v, key_bias=bias16, backend=backend)
+    assert (st.key_count[..., :2] == 0).all() and (st.key_mass[..., :2] == 0).all()
 
 
 @pytest.mark.parametrize("where", ["q", "k"])

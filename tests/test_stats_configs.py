@@ -267,7 +267,10 @@ EDGE_CASES = {  # the awkward-row tests of test_kernel_triton / test_kernel_awkw
     "nan-q": ("test_kernel_awkward", "test_nan_scores_give_nan_statistics_not_empty_rows", {"where": "q"}),
     "nan-k": ("test_kernel_awkward", "test_nan_scores_give_nan_statistics_not_empty_rows", {"where": "k"}),
     "nan-padding-query": ("test_kernel_awkward", "test_nan_in_a_padding_query_does_not_poison_key_statistics", {}),
-    "finfo-min-bias": ("test_kernel_awkward", "test_finfo_min_bias_hides_keys_like_minus_inf", {"backend": "triton"}),
+    "finfo-min-bias": ("test_kernel_awkward", "test_finfo_min_bias_hides_keys_like_minus_inf",
+                       {"backend": "triton", "dtype": torch.float32}),
+    "finfo-min-bias-f16": ("test_kernel_awkward", "test_finfo_min_bias_hides_keys_like_minus_inf",
+                           {"backend": "triton", "dtype": torch.float16}),
 }
 
 
