@@ -70,13 +70,13 @@ def _parse_hook_name(name: str, n_layers: int) -> tuple[int | None, str]:
     """parse_hook_name's work, remembered: a run with every statistic names 9 hook points per layer, parsed at
     every run (exceptions are not cached: a bad name raises each time)."""
     m = _LAYER_RE.match(name)
-    if m and "blocks.{l}." + m.group(2) in HOOK_POINTS and not _PLAIN_INT.match(m.group(1)):
-        raise ValueError(f"hook {name!r}: the layer must be a plain number (ASCII digits, no leading zero, e.g. "
-                         f"'blocks.1.{m.group(2)}'), got {m.group(1)!r}")
     if m:
-        layer, rest = int(m.group(1)) if _PLAIN_INT.match(m.group(1)) else -1, m.group(2)
-        template = "blocks.{l}." + rest
-        if template in HOOK_POINTS and layer >= 0:
+        template = "blocks.{l}." + m.group(2)
+        if template in HOOK_POINTS:
+            if not _PLAIN_INT.match(m.group(1)):
+                raise ValueError(f"hook {name!r}: the layer must be a plain number (ASCII digits, no leading zero, "
+                                 f"e.g. 'blocks.1.{m.group(2)}'), got {m.group(1)!r}")
+            layer = int(m.group(1))
             if layer >= n_layers:
                 raise ValueError(f"hook {name!r}: layer {layer} out of range; the model has layers 0..{n_layers - 1}")
             return layer, template

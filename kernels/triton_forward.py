@@ -22,10 +22,8 @@ import triton.language as tl
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # INTERP_AUTOTUNE=0 pins the first config of each kernel (quick compiles for correctness runs on a GPU)
 AUTOTUNE = os.environ.get("INTERP_AUTOTUNE", "1") != "0"
-# sliding windows of at least this many keys walk their interior unmasked (HAS_WINDOW = 2); narrower ones walk every
-# block masked (HAS_WINDOW = 1). H100, 32x128 statistics kernel against every block masked: -19 % at a 4096 window,
-# -2 to -9 % at 2048, +3-5 % at 1024, +14-19 % at 512 (`docs/gpu/variants_round14.log`, `window_kind_round15.log`);
-# INTERP_WIDE_WINDOW moves the line (the GPU A/B sets it)
+
+
 def wide_window_from_env(env: str | None) -> int:
     """`WIDE_WINDOW` from env INTERP_WIDE_WINDOW (unset: 2048 keys); a clear error for anything but a positive int."""
     if env is None:
@@ -35,6 +33,10 @@ def wide_window_from_env(env: str | None) -> int:
     return int(env)
 
 
+# sliding windows of at least this many keys walk their interior unmasked (HAS_WINDOW = 2); narrower ones walk every
+# block masked (HAS_WINDOW = 1). H100, 32x128 statistics kernel against every block masked: -19 % at a 4096 window,
+# -2 to -9 % at 2048, +3-5 % at 1024, +14-19 % at 512 (`docs/gpu/variants_round14.log`, `window_kind_round15.log`);
+# INTERP_WIDE_WINDOW moves the line (the GPU A/B sets it)
 WIDE_WINDOW = wide_window_from_env(os.environ.get("INTERP_WIDE_WINDOW"))
 
 
