@@ -6,7 +6,8 @@ eager-with-probabilities, side by side in one run on one GPU; then every statist
     python -m interp.kernels.bench --smoke              # tiny sizes, one timed call each (CPU: Triton interpreter)
 
 Time: median of triton.testing.do_bench (CUDA events around each call, so Python launch overhead counts where it
-dominates); from 256k tokens one timed call after a warm-up call (two at 1M would take minutes). TFLOP/s counts
+dominates; at --graph-lengths, 1k-2k by default, also the replay of each call captured in a CUDA graph: the
+GPU's time); from 256k tokens one timed call after a warm-up call (two at 1M would take minutes). TFLOP/s counts
 the attention forward only (4 * b * h * n^2 * d, halved when causal) for every method, so the column compares like
 with like. Peak memory: torch.cuda.max_memory_allocated above the inputs, for one call.
 """
@@ -115,6 +116,26 @@ def time_ms(fn, smoke=False):
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
+def graph_ms(fn):
+    """Median ms of replaying fn captured once in a CUDA graph: the GPU's time without the host's launch path, which
+    a single call at 1k-2k tokens is bound by. Warm-up calls on a side stream first (the autotuner picks its
+    configs there, on the real input, and cuDNN makes its plans)."""
+    import triton
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    ms = triton.testing.do_bench(g.replay, warmup=25, rep=100, return_mode="median")
+    del g
+    return ms
+
+
 def time_once_with_peak(fn, base, warm=True):
     """One call timed with CUDA events (after one warm-up call), and its peak memory above `base`."""
     if warm:
@@ -148,7 +169,7 @@ def inputs(shape, n, dtype, device):
     return q, k, v
 
 
-def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex, long=False):
+def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex, long=False, graph=False):
     h, hk, d = SHAPES[shape]
     q, k, v = inputs(shape, n, dtype, device)
     base = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
@@ -166,6 +187,8 @@ def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex, lo
             try:
                 if long:
                     ms, peak = time_once_with_peak(fn, base, warm=n < 1048576)
+                elif graph:
+                    ms, peak = graph_ms(fn), float("nan")
                 else:
                     ms = time_ms(fn, smoke)
                     peak = peak_gib(fn, base)
@@ -177,7 +200,7 @@ def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex, lo
         ms = f"{row['ms']:10.3f}" if row.get("ms") is not None else "         -"
         extra = (f"{row['tflops']:7.1f} TFLOP/s  {row['peak_gib']:7.2f} GiB" if row.get("ms") is not None
                  else row.get("note", ""))
-        print(f"{shape:9s} {n:8d} {m:17s} {ms} ms  {extra}", flush=True)
+        print(f"{shape:9s} {n:8d} {m + (' (graph)' if graph else ''):17s} {ms} ms  {extra}", flush=True)
     run.clear()  # drop the closures that hold q, k, v before the next size
     del q, k, v
     if torch.cuda.is_available():
@@ -199,6 +222,9 @@ def main(argv=None):
     p.add_argument("--eager-limit-gib", type=float, default=70.0)
     p.add_argument("--flex-lengths", nargs="*", type=int, default=[2048, 8192, 32768],
                    help="lengths at which FlexAttention runs (each one compiles)")
+    p.add_argument("--graph-lengths", nargs="*", type=int, default=[1024, 2048],
+                   help="lengths at which SDPA, output only and everything are also timed as CUDA-graph replays (the "
+                   "GPU's time: short single calls are bound by the host's launch path)")
     p.add_argument("--json", help="also write every row here")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one timed call each (CPU: Triton interpreter)")
     args = p.parse_args(argv)
@@ -220,10 +246,19 @@ def main(argv=None):
     if device == "cuda" and not args.smoke and "32x128/8" in args.shapes:
         for n in args.long_lengths:
             long_rows.extend(bench_one("32x128/8", n, dtype, device, args.long_methods, False, 0, None, long=True))
+    graph_rows = []
+    if device == "cuda" and not args.smoke:
+        for shape in args.shapes:
+            for n in args.graph_lengths:
+                graph_rows.extend(bench_one(shape, n, dtype, device, ["sdpa", "ours-none", "ours-all"], False, 0,
+                                            None, graph=True))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows + long_rows, f, indent=1)
+            json.dump(rows + long_rows + [{**r, "graph": True} for r in graph_rows], f, indent=1)
     print_table(rows)
+    if graph_rows:
+        print("\n# device time: each call captured once in a CUDA graph and its replay timed")
+        print_table(graph_rows)
     per_stat = [r for r in rows if r["n"] in args.per_stat_lengths and (r["method"] in PER_STAT
                                                                          or r["method"] in ("sdpa", "ours-none"))]
     if per_stat:
@@ -232,7 +267,7 @@ def main(argv=None):
     if long_rows:
         print("\n# 32x128/8 at 256k-1M tokens: one timed call each")
         print_long(long_rows)
-    return rows + long_rows
+    return rows + long_rows + graph_rows
 
 
 def _by(rows):
@@ -262,7 +297,9 @@ def print_table(rows):
             t = _ms(d, m)
             cells.append(f"{t:.3f} ({t / s:.2f}x)" if t else (d[m].get("note", "")[:12] if m in d else ""))
         peak = d.get("ours-all", {}).get("peak_gib")
-        print(f"| {shape} | {n if n < 1024 else str(n // 1024) + 'k'} | {s:.3f} | " + " | ".join(cells) + f" | {peak if peak is None else round(peak, 2)} |")
+        peak = "-" if peak is None or peak != peak else round(peak, 2)  # None: not run; NaN: not measured (graphs)
+        length = n if n < 1024 else f"{n // 1024}k"
+        print(f"| {shape} | {length} | {s:.3f} | " + " | ".join(cells) + f" | {peak} |")
 
 
 def print_long(rows):
