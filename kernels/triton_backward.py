@@ -20,6 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .device_bench import autotune_timer
 from .triton_forward import INTERPRET, _visible, _walk_bounds, fitting
 
 
@@ -174,6 +175,7 @@ def _dkdv_inner(
     configs=_dkdv_configs(),
     key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "WANT_DBIAS", "SPLIT_OUT"],
     prune_configs_by={"early_config_prune": _prune_dkdv},
+    **autotune_timer(),  # device time, warm caches (`device_bench.py`)
 )
 @triton.jit
 def bwd_dkdv_kernel(
@@ -330,6 +332,7 @@ def _dq_inner(
     configs=_dq_configs(),
     key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS"],
     prune_configs_by={"early_config_prune": _prune_dq},
+    **autotune_timer(),  # device time, warm caches (`device_bench.py`)
 )
 @triton.jit
 def bwd_dq_kernel(

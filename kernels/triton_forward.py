@@ -19,6 +19,8 @@ import os
 import triton
 import triton.language as tl
 
+from .device_bench import autotune_timer
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # INTERP_AUTOTUNE=0 pins the first config of each kernel (quick compiles for correctness runs on a GPU)
 AUTOTUNE = os.environ.get("INTERP_AUTOTUNE", "1") != "0"
@@ -230,6 +232,7 @@ def _fwd_inner(
     configs=_configs(),
     key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS"],
     prune_configs_by={"early_config_prune": _prune},
+    **autotune_timer(),  # device time, warm caches (`device_bench.py`)
 )
 @triton.jit
 def attention_fwd_kernel(

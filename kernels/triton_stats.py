@@ -35,6 +35,7 @@ import os
 import triton
 import triton.language as tl
 
+from .device_bench import autotune_timer
 from .triton_forward import INTERPRET, _program, _walk_bounds, fitting
 from .triton_stats_t import _finish_t, _key_scores, _stats_inner_t
 
@@ -86,15 +87,17 @@ def _configs():
         c(64, 64, 0, 4, 4, 2, maxnreg=160),  # one warpgroup, three CTAs per SM: the autotuner's pick at 1k
         c(64, 32, 0, 4, 4, 2),
         c(32, 32, 0, 2, 4, 1),
+        # 32 queries x 64 keys, four CTAs per SM (head_dim 64: 16 B of spills): few heads at 2k-4k. 9x64 GQA 9/3,
+        # CUDA-graph replays against SDPA (`docs/gpu/narrow_blocks_round16.log`): 2.15x / 2.24x at 2k / 4k where the
+        # next best config gives 2.45x / 2.54x
+        c(32, 64, 1, 1, 4, 2, transpose=1, maxnreg=128),
     ] + ([  # candidates not yet run on a GPU go here: tried only when asked for (INTERP_STATS_TRIAL_CONFIGS=1), so
         # the config tests and benchmarks of a GPU session can take them in before they join the list above
         # (round 8, H200, stats="all", against the first config: 3 stages 1.00x / 0.98x at 8k / 32k, 128 registers =
-        # four CTAs per SM with spills in the walk 1.14x / 1.17x, 1 stage 1.05x / 1.04x; none joined)
+        # four CTAs per SM with spills in the walk 1.14x / 1.17x, 1 stage 1.05x / 1.04x; none joined. Round 16:
+        # key-by-query tiles of 32 keys, 64x32 r168, 2.66x against config 1's 1.70x at 4x256 8k; 16 queries per
+        # block, 16x64 / 16x128 / 32x128, no better than the configs above at 1k-4k for any bundled shape: dropped)
         c(32, 64, 1, 1, 4, 2, transpose=1),
-        c(32, 64, 1, 1, 4, 2, transpose=1, maxnreg=128),
-        # key-by-query tiles of 32 keys (sm_90 compile, `docs/gpu/sm90_mix_round15.log`): three CTAs per SM at
-        # head_dim 256 (168 registers, 72 B of stack) where config 1 gets two at 255; for the 4x256 shape
-        c(64, 32, 1, 1, 4, 2, transpose=1, maxnreg=168),
     ] if TRIAL_CONFIGS else [])
 
 
@@ -268,6 +271,7 @@ def _finalize_keys(KM, KC, OUT, MEAN, Lk, inv_fix, BLOCK: tl.constexpr, WANT_KME
          "WANT_ENT", "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "WANT_KEY", "WANT_COUNT", "WANT_KMEAN"],
     prune_configs_by={"early_config_prune": _prune},
     reset_to_zero=["KMASS"],
+    **autotune_timer(),  # device time, warm caches (`device_bench.py`)
 )
 @triton.jit
 def attention_stats_kernel(
