@@ -208,21 +208,34 @@ def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex, lo
     return rows
 
 
+def _length(text: str) -> int:
+    """argparse type of the length options: a whole number of tokens, at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a length must be a whole number of tokens, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"a length must be at least 1 token, got {n}")
+    return n
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    p.add_argument("--lengths", nargs="*", type=int, default=DEFAULT_LENGTHS)
-    p.add_argument("--methods", nargs="+", default=TABLE + ["eager+probs"])
-    p.add_argument("--long-lengths", nargs="*", type=int, default=LONG_LENGTHS,
+    p.add_argument("--lengths", nargs="*", type=_length, default=DEFAULT_LENGTHS)
+    names = list(runners(None, None, None, 2, None))
+    p.add_argument("--methods", nargs="+", default=TABLE + ["eager+probs"], choices=names)
+    p.add_argument("--long-lengths", nargs="*", type=_length, default=LONG_LENGTHS,
                    help="32x128/8 only: every statistic separately, one timed call each")
-    p.add_argument("--long-methods", nargs="+", default=["sdpa", "ours-none", "ours-query", "ours-all", "ours-keymass"])
-    p.add_argument("--per-stat-lengths", nargs="*", type=int, default=[8192, 32768],
+    p.add_argument("--long-methods", nargs="+", default=["sdpa", "ours-none", "ours-query", "ours-all", "ours-keymass"],
+                   choices=names)
+    p.add_argument("--per-stat-lengths", nargs="*", type=_length, default=[8192, 32768],
                    help="lengths at which each statistic is also timed on its own")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
     p.add_argument("--eager-limit-gib", type=float, default=70.0)
-    p.add_argument("--flex-lengths", nargs="*", type=int, default=[2048, 8192, 32768],
+    p.add_argument("--flex-lengths", nargs="*", type=_length, default=[2048, 8192, 32768],
                    help="lengths at which FlexAttention runs (each one compiles)")
-    p.add_argument("--graph-lengths", nargs="*", type=int, default=[1024, 2048],
+    p.add_argument("--graph-lengths", nargs="*", type=_length, default=[1024, 2048],
                    help="lengths at which SDPA, output only and everything are also timed as CUDA-graph replays (the "
                    "GPU's time: short single calls are bound by the host's launch path)")
     p.add_argument("--json", help="also write every row here")

@@ -28,3 +28,17 @@ def test_graph_timer_replays_the_call():
     ms = bench.graph_ms(fn)
     assert ms > 0 and len(calls) == 4  # 3 warm-up calls + the capture
     assert x[0].item() > 4  # the replays ran the captured kernel
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "1.5", "8k"])
+@pytest.mark.parametrize("option", ["--lengths", "--graph-lengths", "--long-lengths"])
+def test_lengths_must_be_positive_whole_numbers(option, bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--smoke", option, bad])
+    assert e.value.code == 2 and "length must be" in capsys.readouterr().err
+
+
+def test_unknown_method_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--smoke", "--methods", "ours_all"])
+    assert e.value.code == 2 and "ours-all" in capsys.readouterr().err  # the allowed names are listed
