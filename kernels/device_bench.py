@@ -19,8 +19,8 @@ import inspect
 import math
 import time
 
-import torch
-import triton
+import triton  # (torch is imported where it is used: the Triton kernels' modules load without it, for
+# `examples/sm90_registers.py`'s compiles on a machine with Triton alone)
 
 BATCH_MS = 1.0  # GPU time per timed batch
 REPS = 7  # batches; the median is the config's time
@@ -31,6 +31,8 @@ _cycles_per_ms: list[float] = []  # the sleep kernel's rate, measured once
 
 
 def _sleep_rate() -> float:
+    import torch
+
     if not _cycles_per_ms:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda._sleep(1_000_000)  # warm-up
@@ -45,6 +47,8 @@ def _sleep_rate() -> float:
 def device_bench(fn, quantiles=None, **_ignored):
     """Device ms per call of fn: the median over REPS batches (with quantiles, the values at those quantiles, as
     `triton.testing.do_bench` returns them)."""
+    import torch
+
     if not torch.cuda.is_available():  # (the autotuners time only on a GPU; this keeps the function whole)
         times = []
         for _ in range(REPS):
