@@ -218,7 +218,9 @@ def launch_paths(reps: int, n: int = 64) -> str:
     g = torch.Generator("cuda").manual_seed(1)
     q = torch.randn(1, 32, n, 128, device="cuda", dtype=torch.float16, generator=g)
     k = torch.randn(1, 8, n, 128, device="cuda", dtype=torch.float16, generator=g)
-    _, (args, consts, tune_key, lq, n_bh, kmass) = captured_call(q, k, k)
+    _, (args, consts, tune_key, lq, n_bh, kmass, parts) = captured_call(q, k, k)
+    if parts is not None:
+        raise SystemExit("run it with INTERP_STATS_PARTS off: its grid is one program per query block")
     meta = launcher._tuned[tune_key].all_kwargs()
     kwargs = {**consts, **meta}
     fn = launcher.attention_stats_kernel.fn

@@ -62,7 +62,8 @@ def load_kernels():
 
 # pointer element types and scalar types of attention_stats_kernel's runtime arguments
 POINTERS = dict(Q="*fp16", K="*fp16", LSE="*fp32", ROWS="*fp32", ARG="*i64", KMASS="*i64", KCOUNT="*fp32",
-                KM_OUT="*fp32", KMEAN_OUT="*fp32", KVALID="*i8", QCUM="*i32", BIAS="*fp32", SPANS="*i64")
+                KM_OUT="*fp32", KMEAN_OUT="*fp32", KVALID="*i8", QCUM="*i32", BIAS="*fp32", SPANS="*i64",
+                PART="*fp32", TICKET="*i32")
 FLOATS = ("qk_scale", "fix_scale", "inv_fix")
 ONE = ("stride_qd", "stride_kd")  # contiguous head dim: Triton specialises a 1 into a constant
 # the profiled call's ints (8k tokens, 32 heads / 8 KV heads, q_offset 0, no window, local_window 64) are multiples of
@@ -70,7 +71,7 @@ ONE = ("stride_qd", "stride_kd")  # contiguous head dim: Triton specialises a 1 
 NOT_16 = ("G", "sink_tokens")
 
 
-def compile_stats(mods, config, want: dict, head_dim=128, causal=True, window=0):
+def compile_stats(mods, config, want: dict, head_dim=128, causal=True, window=0, parted=False):
     import triton
     from triton.backends.compiler import GPUTarget
 
@@ -80,6 +81,8 @@ def compile_stats(mods, config, want: dict, head_dim=128, causal=True, window=0)
         HEAD_DIM=head_dim, BLOCK_D=max(16, 1 << (head_dim - 1).bit_length()), CAUSAL=causal, HAS_WINDOW=window,
         HAS_VALID=False, HAS_BIAS=False, UPCAST=False, DOT_PREC=None, **want, **slots, **config.kwargs,
     )
+    if "PARTED" in kernel.arg_names:  # (trees before the parted walks have no such flag)
+        constants["PARTED"] = parted
     for name in ONE:
         constants[name] = 1
     signature, attrs = {}, {}
@@ -198,6 +201,8 @@ def main(argv=None) -> int:
     ap.add_argument("--window", nargs="?", const="narrow", default=None, choices=["narrow", "wide"],
                     help="a sliding-window variant: narrow (HAS_WINDOW = 1, every block masked; the default) or "
                          "wide (HAS_WINDOW = 2, an unmasked interior run)")
+    ap.add_argument("--parted", action="store_true", help="the variant a call that may be parted compiles "
+                    "(`kernels/walk_parts.py`)")
     ap.add_argument("--root", default=None, help="compile the kernels/ of another tree (default: this one)")
     ap.add_argument("--loops", action="store_true", help="also print each loop's instruction schedule (SASS)")
     ap.add_argument("--mix", action="store_true", help="also print each key loop's common-path instruction mix")
@@ -219,7 +224,7 @@ def main(argv=None) -> int:
         tag = mods["triton_stats"].config_tag(c)
         for v in args.variants:
             compiled = compile_stats(mods, c, VARIANTS[v], head_dim=args.head_dim,
-                                     window={None: 0, "narrow": 1, "wide": 2}[args.window])
+                                     window={None: 0, "narrow": 1, "wide": 2}[args.window], parted=args.parted)
             regs, stack = resources(compiled)
             smem = compiled.metadata.shared
             threads = 32 * c.num_warps

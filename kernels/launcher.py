@@ -23,6 +23,7 @@ from .sdpa_path import eligible, sdpa_out_lse
 from .stats import AttentionStats
 from .triton_forward import AUTOTUNE, INTERPRET, attention_fwd_kernel, window_kind
 from .triton_stats import attention_stats_kernel
+from . import walk_parts
 
 LOG2E = 1.0 / math.log(2.0)
 ROW_STATS = ("max_prob", "entropy", "sink_mass", "local_mass", "span_mass")
@@ -116,7 +117,11 @@ def _tune_on_proxy(q, k, spec: AttnSpec, sdpa: bool | None) -> None:
     if INTERPRET or not AUTOTUNE or max(spec.q_len, spec.k_len) <= TUNE_LEN:
         return
     base = proxy_kind(q, spec)
-    keys = [(*base, "stats", spec.stats, spec.span is not None)]
+    parted = None  # the proxy tunes the real call's kernel variant: parted or not as the real call is
+    if walk_parts.TARGET != 0:
+        full = any(n in spec.stats for n in ("max_prob", "argmax", "entropy", "key_mass", "key_mean"))
+        parted = walk_parts.may_part(spec.q_len, spec.batch * spec.heads, walk_parts.target_programs(q.device), full)
+    keys = [(*base, "stats", spec.stats, spec.span is not None, parted)]
     if sdpa is not None:
         keys.append((*base, "forward", sdpa))
     if all(key in _proxied for key in keys):
@@ -125,7 +130,7 @@ def _tune_on_proxy(q, k, spec: AttnSpec, sdpa: bool | None) -> None:
     qp, kp, vp, _ = proxy_inputs(ps, q)
     res = sdpa_out_lse(qp, kp, vp, ps) if sdpa is not False and eligible(qp, kp, vp, ps) else None
     _, lse = res if res is not None else triton_forward(qp, kp, vp, ps, _flags(ps, qp), _len_bucket(ps))
-    triton_stats(qp, kp, lse, ps)
+    triton_stats(qp, kp, lse, ps, parted=parted)
     _proxied.update(keys)
 
 
@@ -149,9 +154,10 @@ def _flag_values(dtype, causal: bool, has_window: int, has_valid: bool, has_bias
     )
 
 
-def _launch_stats(args, consts, tune_key, lq, n_bh, kmass):
+def _launch_stats(args, consts, tune_key, lq, n_bh, kmass, parts=None):
     """Launch the statistics kernel. The first call per autotune key goes through the autotuner; later ones launch
-    the chosen config directly (no autotuner bookkeeping on the hot path, which short inputs feel)."""
+    the chosen config directly (no autotuner bookkeeping on the hot path, which short inputs feel). parts(meta):
+    the parts per query block for a config (`walk_parts.n_parts`; None: 1)."""
     config = _tuned.get(tune_key)
     if config is not None:
         plan_key = (tune_key, consts["FINALIZE"])  # FINALIZE is a constexpr outside the autotune key
@@ -159,13 +165,13 @@ def _launch_stats(args, consts, tune_key, lq, n_bh, kmass):
         if plan is None or plan[0] is not config:  # worked out once per key and config (PinnedConfig swaps them)
             meta = config.all_kwargs()
             key = _config_ids.setdefault((plan_key, tuple(meta.items())), len(_config_ids))
-            plan = _launch_plans[plan_key] = (config, meta["BLOCK_M"], {**consts, **meta}, key)
-        _, block_m, kwargs, key = plan
-        _direct_stats((triton.cdiv(lq, block_m) * n_bh,), args, kwargs, key)
+            plan = _launch_plans[plan_key] = (config, meta, {**consts, **meta}, key)
+        _, meta, kwargs, key = plan
+        _direct_stats((triton.cdiv(lq, meta["BLOCK_M"]) * n_bh * (parts(meta) if parts else 1),), args, kwargs, key)
         return
 
-    def grid(meta):  # one axis: query blocks x (batch x heads), ordered by `triton_forward._program`
-        return (triton.cdiv(lq, meta["BLOCK_M"]) * n_bh,)
+    def grid(meta):  # one axis: (query blocks x (batch x heads)) x parts, ordered by `triton_forward._program_at`
+        return (triton.cdiv(lq, meta["BLOCK_M"]) * n_bh * (parts(meta) if parts else 1),)
 
     attention_stats_kernel[grid](*args, **consts)
     if INTERPRET:
@@ -213,7 +219,7 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
 
 @functools.lru_cache(maxsize=4096)
 def _stats_plan(stats: tuple, head_dim: int, dtype: torch.dtype, causal: bool, has_window: int, has_valid: bool,
-                has_bias: bool, len_bucket: int):
+                has_bias: bool, len_bucket: int, parted: bool = False):
     """What a statistics request launches, worked out once per kind of request (the hot path of short calls):
     (row statistics in slot order, want key sums, want key_count, the kernel's constexprs with the key statistics
     finalized in the kernel and without (FINALIZE True / False: one autotune key for both), its autotune key)."""
@@ -226,15 +232,16 @@ def _stats_plan(stats: tuple, head_dim: int, dtype: torch.dtype, causal: bool, h
         HEAD_DIM=head_dim, BLOCK_D=max(16, 1 << (head_dim - 1).bit_length()),
         WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
         WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
-        WANT_KEY=want_key, WANT_COUNT=want_count, WANT_KMEAN="key_mean" in want, **slots,
+        WANT_KEY=want_key, WANT_COUNT=want_count, WANT_KMEAN="key_mean" in want, PARTED=parted, **slots,
         **_flag_values(dtype, causal, has_window, has_valid, has_bias),
     )
     tune_key = (len_bucket, dtype, *consts.values())
     return row, want_key, want_count, {f: {**consts, "FINALIZE": f} for f in (True, False)}, tune_key
 
 
-def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
-    """The statistics spec.stats asks for, in one Triton pass from the row log-sum-exp `lse` [b, h, q_len]."""
+def triton_stats(q, k, lse, spec: AttnSpec, parted: bool | None = None) -> AttentionStats:
+    """The statistics spec.stats asks for, in one Triton pass from the row log-sum-exp `lse` [b, h, q_len]. parted:
+    whether to compile the parts' code (`walk_parts.py`; None: as this call's shape says, when parts are on)."""
     b, h, lq, lk, d = spec.batch, spec.heads, spec.q_len, spec.k_len, spec.head_dim
     dev = q.device
     _tune_on_proxy(q, k, spec, None)
@@ -244,9 +251,17 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
     if "lse" in want:
         st.lse = lse
 
+    part_bufs = None  # (the partial row statistics and tickets of a call that may be parted: `walk_parts.py`)
+    if walk_parts.TARGET != 0:
+        target = walk_parts.target_programs(dev)
+        full = any(n in want for n in ("max_prob", "argmax", "entropy", "key_mass", "key_mean"))
+        if parted is None:
+            parted = walk_parts.may_part(lq, b * h, target, full)
+        if parted:
+            part_bufs = walk_parts.buffers(lq, b * h, dev)
     row, want_key, want_count, consts_by, tune_key = _stats_plan(
         tuple(spec.stats), d, q.dtype, spec.causal, window_kind(spec.sliding_window), spec.key_valid is not None,
-        spec.key_bias is not None, len_bucket)
+        spec.key_bias is not None, len_bucket, part_bufs is not None)
     if row or "argmax" in want or want_key or want_count:
         f32 = dict(device=dev, dtype=torch.float32)
         rows = torch.empty(len(row), b, h, lq, **f32) if row else _dummy(dev)  # one buffer, a slot per statistic
@@ -266,11 +281,19 @@ def triton_stats(q, k, lse, spec: AttnSpec) -> AttentionStats:
         spans = spec.span if spec.span is not None else _dummy(dev, torch.int64)
         fix = _fix_scale(lq)
         finalize = not want_key or max(lq, lk) <= FINALIZE_MAX_LEN  # (no key sums: one kernel for every length)
+        parts = None
+        if part_bufs is not None:
+            masses = any(n in want for n in ("sink_mass", "local_mass", "span_mass"))
 
-        args = (q, k, lse, rows, arg, kmass, kcount, mass, mean, kvalid, qcum, bias, spans, *q.stride(),
-                *k.stride(), h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E, spec.sliding_window or 0,
-                spec.sink_tokens, spec.local_window, fix, 1.0 / fix, b * h, b * h * lq, len_bucket)
-        _launch_stats(args, consts_by[finalize], tune_key, lq, b * h, kmass if want_key else None)
+            def parts(meta):
+                return walk_parts.n_parts(meta, lq, lk, b * h, target, full, masses)
+        part, ticket = part_bufs if part_bufs is not None else (_dummy(dev), _dummy(dev, torch.int32))
+
+        args = (q, k, lse, rows, arg, kmass, kcount, mass, mean, kvalid, qcum, bias, spans, part, ticket,
+                *q.stride(), *k.stride(), h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E,
+                spec.sliding_window or 0, spec.sink_tokens, spec.local_window, fix, 1.0 / fix, b * h, b * h * lq,
+                len_bucket)
+        _launch_stats(args, consts_by[finalize], tune_key, lq, b * h, kmass if want_key else None, parts)
         if row:
             for n, t in zip(row, rows.unbind(0)):  # one op for every slot's view
                 setattr(st, n, t)

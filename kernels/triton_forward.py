@@ -106,10 +106,15 @@ def _program(Lq, BLOCK_M: tl.constexpr):
     190.9 us; `docs/gpu/ab_order_round8.log`). Longer, the order before: the query blocks of one head vary
     fastest, from the first (heads-first was 5-9 % slower at 256k-512k for the per-query and per-key statistics,
     H200, `docs/gpu/ab_heavy_first_long_round8.log`)."""
+    return _program_at(tl.program_id(0), tl.num_programs(0), Lq, BLOCK_M)
+
+
+@triton.jit
+def _program_at(pid, n_programs, Lq, BLOCK_M: tl.constexpr):
+    """`_program` for program `pid` of `n_programs` (the statistics pass numbers the query blocks it splits)."""
     n_m = tl.cdiv(Lq, BLOCK_M)
-    pid = tl.program_id(0)
     if Lq <= HEAVY_FIRST_MAX:
-        n_bh = tl.num_programs(0) // n_m
+        n_bh = n_programs // n_m
         pid_m = n_m - 1 - pid // n_bh
         pid_bh = pid % n_bh
     else:

@@ -36,13 +36,11 @@ import triton
 import triton.language as tl
 
 from .device_bench import autotune_timer
-from .triton_forward import INTERPRET, _program, _walk_bounds, fitting
+from .triton_forward import INTERPRET, _program_at, _walk_bounds, fitting
+from .triton_stats_rows import LSE_LIMIT, _bad_rows, _combine_parts, _fence, _finalize_keys, _row_flags, _store_full_walk
 from .triton_stats_t import _finish_t, _key_scores, _stats_inner_t
 
 TRIAL_CONFIGS = os.environ.get("INTERP_STATS_TRIAL_CONFIGS") == "1"
-# rows with |lse| >= LSE_LIMIT get NaN statistics: p = 2^(s - lse2) is not float32-precise there (see `_bad_rows`)
-LSE_LIMIT = tl.constexpr(100000.0)
-ON_GPU = tl.constexpr(not INTERPRET)
 
 
 def _configs():
@@ -203,79 +201,17 @@ def _stats_inner(
     return m_i, a_i, e_i, sk_i, lc_i, sp_i
 
 
-@triton.jit
-def _bad_rows(lse, LSE_LIMIT: tl.constexpr):
-    """Rows whose statistics cannot be formed and are reported as NaN: a NaN lse (NaN or Inf in the inputs), or
-    one so large that p = 2^(s - lse2) loses its precision in float32 (|lse| >= LSE_LIMIT: scores of that size).
-    True also on rows that see nothing (lse = -inf), which the caller tells apart. Bad rows add nothing to key
-    statistics: their q is zeroed and their lse taken as +inf, so p = 0 (NaN only on a NaN key, which only bad
-    rows see)."""
-    return ~(tl.abs(lse) < LSE_LIMIT)
-
-
-@triton.jit
-def _row_flags(LSE, out, row_ok):
-    """(rows that see a key, rows whose statistics are NaN: `_bad_rows` but not merely empty), from the lse at `out`,
-    loaded again where it is needed (fewer live registers than keeping it)."""
-    lse = tl.load(LSE + out, mask=row_ok, other=float("-inf"))
-    return lse > float("-inf"), _bad_rows(lse, LSE_LIMIT) & (lse != float("-inf"))  # NaN included (NaN > -inf: no)
-
-
-@triton.jit
-def _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, out, row_ok, lse_row, qk_scale, rs, S_MAXP: tl.constexpr,
-                     S_ENT: tl.constexpr, HAS_BIAS: tl.constexpr, WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr,
-                     WANT_ENT: tl.constexpr):
-    """max_prob, argmax and entropy of the rows at `out`, NaN / -1 on bad rows, 0 / -1 on rows that see nothing."""
-    LN2: tl.constexpr = 0.6931471805599453
-    seen, bad = _row_flags(LSE, out, row_ok)
-    if WANT_MAXP:
-        m_log2 = m_i if HAS_BIAS else m_i * qk_scale  # the row's max score in log2 units
-        maxp = tl.where(seen, tl.exp2(m_log2 - lse_row), 0.0)
-        tl.store(ROWS + S_MAXP * rs + out, tl.where(bad, float("nan"), maxp), mask=row_ok)
-    if WANT_ARG:
-        tl.store(ARG + out, tl.where(bad, -1, a_i), mask=row_ok)
-    if WANT_ENT:  # H = -sum p ln p
-        ent = tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0)
-        tl.store(ROWS + S_ENT * rs + out, tl.where(bad, float("nan"), ent), mask=row_ok)
-
-
-@triton.jit
-def _fence(x):
-    """fence.acq_rel.gpu in every thread, once per element of x it holds (a no-op in the CPU interpreter, which runs
-    programs one at a time)."""
-    if ON_GPU:
-        tl.inline_asm_elementwise("fence.acq_rel.gpu;\n mov.u32 $0, $1;", "=r,r", [x], dtype=tl.int32,
-                                  is_pure=False, pack=1)
-
-
-@triton.jit
-def _finalize_keys(KM, KC, OUT, MEAN, Lk, inv_fix, BLOCK: tl.constexpr, WANT_KMEAN: tl.constexpr):
-    """key_mass = fixed-point sum * inv_fix (int64 -> float32, then the product: as torch's `kmass * (1 / fix)`), and
-    key_mean = key_mass / key_count (NaN where no query sees the key), for one (batch, head)'s Lk keys. Loads go to
-    L2 (.cg): the atomics of other programs live there, not in this SM's L1. Wide chunks (BLOCK = 1024: 8 per thread
-    at 4 warps) keep the serial loop short: it runs at the end of the kernel, after the head's other programs."""
-    offs = tl.arange(0, BLOCK)
-    for c in range(0, Lk, BLOCK):
-        o = c + offs
-        ok = o < Lk
-        mass = tl.load(KM + o, mask=ok, other=0, cache_modifier=".cg").to(tl.float32) * inv_fix
-        tl.store(OUT + o, mass, mask=ok)
-        if WANT_KMEAN:
-            cnt = tl.load(KC + o, mask=ok, other=1.0, cache_modifier=".cg")
-            tl.store(MEAN + o, tl.math.div_rn(mass, cnt), mask=ok)  # rounded as torch's division
-
-
 @triton.autotune(
     configs=_configs(),
     key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "WANT_MAXP", "WANT_ARG",
-         "WANT_ENT", "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "WANT_KEY", "WANT_COUNT", "WANT_KMEAN"],
+         "WANT_ENT", "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "WANT_KEY", "WANT_COUNT", "WANT_KMEAN", "PARTED"],
     prune_configs_by={"early_config_prune": _prune},
     reset_to_zero=["KMASS"],
     **autotune_timer(),  # device time, warm caches (`device_bench.py`)
 )
 @triton.jit
 def attention_stats_kernel(
-    Q, K, LSE, ROWS, ARG, KMASS, KCOUNT, KM_OUT, KMEAN_OUT, KVALID, QCUM, BIAS, SPANS,
+    Q, K, LSE, ROWS, ARG, KMASS, KCOUNT, KM_OUT, KMEAN_OUT, KVALID, QCUM, BIAS, SPANS, PART, TICKET,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     H, G, Lq, Lk, q_offset, qk_scale, window, sink_tokens, local_window, fix_scale, inv_fix, N_BH, rows_stride,
@@ -285,7 +221,7 @@ def attention_stats_kernel(
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
     WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr,
     WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
-    WANT_KMEAN: tl.constexpr, FINALIZE: tl.constexpr,
+    WANT_KMEAN: tl.constexpr, FINALIZE: tl.constexpr, PARTED: tl.constexpr,
     S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
     UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
@@ -294,7 +230,12 @@ def attention_stats_kernel(
     caller: the fixed-point key sums, then one ticket counter per (batch, head) = N_BH of them; KCOUNT [b, h, Lk]
     float32; KM_OUT, KMEAN_OUT [b, h, Lk] float32: key_mass = sums * inv_fix and key_mean, written by the last
     program of each (batch, head) to finish (FINALIZE; without it the caller converts the sums); QCUM [b, Lq + 1]
-    int32 prefix sums of the query padding mask (HAS_VALID only)."""
+    int32 prefix sums of the query padding mask (HAS_VALID only).
+    PARTED (a call that may be parted; else none of this is compiled): a grid of n_parts x cdiv(Lq, BLOCK_M) x N_BH
+    programs (n_parts > 1 only where `walk_parts.n_parts` says) splits each query block's full walk into n_parts runs
+    of consecutive key blocks, one per program; PART [>= n_parts, 3, N_BH * Lq] float32 takes their partial row
+    statistics and TICKET [>= N_BH * cdiv(Lq, BLOCK_M)] int32, zeroed, counts them in (`_combine_parts`, which
+    leaves it zeroed again). Part 0 also walks the masses and counts keys."""
     LOG2E: tl.constexpr = 1.4426950408889634
     WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
     FULL: tl.constexpr = (WANT_MAX or WANT_ENT) or WANT_KEY  # needs every visible key
@@ -305,8 +246,19 @@ def attention_stats_kernel(
     MAIN_LOCAL: tl.constexpr = WANT_LOCAL and not SPLIT
     MAIN_SPAN: tl.constexpr = WANT_SPAN and not SPLIT
     ANY_ROW: tl.constexpr = (FULL or WANT_SINK) or (WANT_LOCAL or WANT_SPAN)
+    # a config that carries the masses through its full walk is never parted (`walk_parts.n_parts`): it compiles none
+    # of the parts' code
+    PARTS: tl.constexpr = PARTED and (SPLIT or not (WANT_SINK or WANT_LOCAL or WANT_SPAN))
     SINK_N: tl.constexpr = min(BLOCK_N, 16)  # the sink walk's key block (`lo`, a multiple of BLOCK_N, is one of it)
-    pid_m, pid_bh = _program(Lq, BLOCK_M)
+    n_m = tl.cdiv(Lq, BLOCK_M)
+    if PARTS:
+        n_parts = tl.num_programs(0) // (n_m * N_BH)
+        part = tl.program_id(0) % n_parts  # the parts of one query block run side by side
+        pid_m, pid_bh = _program_at(tl.program_id(0) // n_parts, n_m * N_BH, Lq, BLOCK_M)
+    else:
+        n_parts = 1
+        part = 0
+        pid_m, pid_bh = _program_at(tl.program_id(0), tl.num_programs(0), Lq, BLOCK_M)
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // G
@@ -343,6 +295,16 @@ def attention_stats_kernel(
         q_lo_abs = m0 + q_offset
         q_hi_abs = tl.minimum(m0 + BLOCK_M, Lq) - 1 + q_offset
         lo, lo_full, mid, hi = _walk_bounds(q_lo_abs, q_hi_abs, Lk, window, BLOCK_N, CAUSAL, HAS_WINDOW, HAS_VALID)
+        # this program's part of the full walk: its key blocks, the three runs clipped to them (all of it when
+        # n_parts is 1); the mass walks below keep lo / hi
+        w_lo, w_full, w_mid, w_hi, mass_hi = lo, lo_full, mid, hi, hi
+        if PARTS:
+            chunk = tl.cdiv(tl.cdiv(hi - lo, BLOCK_N), n_parts) * BLOCK_N
+            w_lo = tl.minimum(lo + part * chunk, hi)
+            w_hi = tl.minimum(w_lo + chunk, hi)
+            w_full = tl.minimum(tl.maximum(lo_full, w_lo), w_hi)
+            w_mid = tl.minimum(tl.maximum(mid, w_lo), w_hi)
+            mass_hi = tl.where(part == 0, hi, lo)  # the mass walks: part 0's (empty for the others)
 
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         a_i = tl.full([BLOCK_M], -1, dtype=tl.int32)
@@ -360,19 +322,19 @@ def attention_stats_kernel(
             if HAS_WINDOW == 2:  # a wide window's lower edge (masked), then the blocks every row sees in full
                 m_acc, a_acc, e_acc = _stats_inner_t(
                     m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
-                    km_base, qpos, offs_d, lo, lo_full, Lk, qk_scale, window, fix_scale,
+                    km_base, qpos, offs_d, w_lo, w_full, Lk, qk_scale, window, fix_scale,
                     BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
                     WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
                 )
             m_acc, a_acc, e_acc = _stats_inner_t(
                 m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
-                km_base, qpos, offs_d, lo_full, mid, Lk, qk_scale, window, fix_scale,
+                km_base, qpos, offs_d, w_full, w_mid, Lk, qk_scale, window, fix_scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
                 WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
             )
             m_acc, a_acc, e_acc = _stats_inner_t(
                 m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
-                km_base, qpos, offs_d, mid, hi, Lk, qk_scale, window, fix_scale,
+                km_base, qpos, offs_d, w_mid, w_hi, Lk, qk_scale, window, fix_scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
                 WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
             )
@@ -381,7 +343,7 @@ def attention_stats_kernel(
             if HAS_WINDOW == 2:  # (a wide window's lower edge first, masked)
                 m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                     m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
-                    bias_base, km_base, qpos, offs_d, lo, lo_full, Lk, qk_scale, window, sink_tokens, local_window,
+                    bias_base, km_base, qpos, offs_d, w_lo, w_full, Lk, qk_scale, window, sink_tokens, local_window,
                     span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                     BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
                     True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
@@ -389,7 +351,7 @@ def attention_stats_kernel(
                 )
             m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                 m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
-                bias_base, km_base, qpos, offs_d, lo_full, mid, Lk, qk_scale, window, sink_tokens, local_window,
+                bias_base, km_base, qpos, offs_d, w_full, w_mid, Lk, qk_scale, window, sink_tokens, local_window,
                 span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
                 False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
@@ -397,15 +359,27 @@ def attention_stats_kernel(
             )
             m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                 m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
-                bias_base, km_base, qpos, offs_d, mid, hi, Lk, qk_scale, window, sink_tokens, local_window,
+                bias_base, km_base, qpos, offs_d, w_mid, w_hi, Lk, qk_scale, window, sink_tokens, local_window,
                 span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
                 True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
                 WANT_ENT, MAIN_SINK, MAIN_LOCAL, MAIN_SPAN, WANT_KEY, UPCAST, DOT_PREC,
             )
         if FULL:  # the full walk's row statistics are final: stored now, not carried through the mass walks
-            _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok, lse_row, qk_scale,
-                             tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, WANT_MAXP, WANT_ARG, WANT_ENT)
+            if PARTS:  # ... once every part's are in: by the last part to finish
+                last = n_parts > 0  # (True)
+                if n_parts > 1:
+                    m_i, a_i, e_i, last = _combine_parts(PART, TICKET, m_i, a_i, e_i, part, n_parts,
+                                                         pid_bh * n_m + pid_m, row_base + offs_m, row_ok,
+                                                         tl.cast(N_BH, tl.int64) * Lq)
+                if last:
+                    _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok, lse_row, qk_scale,
+                                     tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, WANT_MAXP, WANT_ARG,
+                                     WANT_ENT)
+            else:
+                _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok, lse_row, qk_scale,
+                                 tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, WANT_MAXP, WANT_ARG,
+                                 WANT_ENT)
             m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
             a_i = tl.full([BLOCK_M], -1, dtype=tl.int32)
             e_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -413,7 +387,7 @@ def attention_stats_kernel(
             if TRANSPOSE:
                 q = tl.load(q_ptrs, mask=q_mask, other=0.0)
             if WANT_SINK:  # in blocks of 16 keys: the default 4 sink tokens take one, not a 64-key block
-                s_hi = tl.minimum(hi, sink_tokens)
+                s_hi = tl.minimum(mass_hi, sink_tokens)
                 m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                     m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
                     bias_base, km_base, qpos, offs_d, lo, s_hi, Lk, qk_scale, window, sink_tokens, local_window,
@@ -424,7 +398,7 @@ def attention_stats_kernel(
                 )
             if WANT_LOCAL:
                 l_lo = tl.maximum(lo, ((q_lo_abs - local_window + 1) // BLOCK_N) * BLOCK_N)
-                l_hi = tl.minimum(hi, q_hi_abs + 1)  # no local key lies after the tile's last query
+                l_hi = tl.minimum(mass_hi, q_hi_abs + 1)  # no local key lies after the tile's last query
                 m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                     m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
                     bias_base, km_base, qpos, offs_d, l_lo, l_hi, Lk, qk_scale, window, sink_tokens, local_window,
@@ -435,7 +409,7 @@ def attention_stats_kernel(
                 )
             if WANT_SPAN:
                 p_lo = tl.maximum(lo, (span_lo // BLOCK_N) * BLOCK_N)
-                p_hi = tl.minimum(hi, span_hi)
+                p_hi = tl.minimum(mass_hi, span_hi)
                 m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
                     m_i, a_i, e_i, sk_i, lc_i, sp_i, q, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base,
                     bias_base, km_base, qpos, offs_d, p_lo, p_hi, Lk, qk_scale, window, sink_tokens, local_window,
@@ -446,18 +420,24 @@ def attention_stats_kernel(
                 )
         out = row_base + offs_m
         _, bad = _row_flags(LSE, out, row_ok)
+        mass_rows = row_ok
+        if PARTS:
+            mass_rows = row_ok & ((offs_m0 * 0 + part) == 0)  # part 0 stores the masses
         rs = tl.cast(rows_stride, tl.int64)
         nan = float("nan")
         if WANT_SINK:
-            tl.store(ROWS + S_SINK * rs + out, tl.where(bad, nan, sk_i), mask=row_ok)
+            tl.store(ROWS + S_SINK * rs + out, tl.where(bad, nan, sk_i), mask=mass_rows)
         if WANT_LOCAL:
-            tl.store(ROWS + S_LOCAL * rs + out, tl.where(bad, nan, lc_i), mask=row_ok)
+            tl.store(ROWS + S_LOCAL * rs + out, tl.where(bad, nan, lc_i), mask=mass_rows)
         if WANT_SPAN:
-            tl.store(ROWS + S_SPAN * rs + out, tl.where(bad, nan, sp_i), mask=row_ok)
+            tl.store(ROWS + S_SPAN * rs + out, tl.where(bad, nan, sp_i), mask=mass_rows)
 
     if WANT_COUNT:  # key_count in closed form: keys in chunks of BLOCK_M, spread over this row of programs
         n_chunks = tl.cdiv(Lk, BLOCK_M)
-        for c in range(pid_m, n_chunks, tl.cdiv(Lq, BLOCK_M)):
+        c0 = pid_m
+        if PARTS:
+            c0 = tl.where(part == 0, pid_m, n_chunks)  # (part 0's)
+        for c in range(c0, n_chunks, n_m):
             offs_k = c * BLOCK_M + offs_m0
             k_in = offs_k < Lk
             q_lo = tl.zeros([BLOCK_M], dtype=tl.int32)
@@ -483,7 +463,7 @@ def attention_stats_kernel(
         tl.debug_barrier()  # ... and every thread's, before the ticket is taken
         # (64-bit: b * h * Lk can pass 2^31 with many heads and a long key axis)
         ticket = tl.atomic_add(KMASS + tl.cast(N_BH, tl.int64) * Lk + pid_bh, 1, sem="acq_rel", scope="gpu")
-        if ticket == tl.cdiv(Lq, BLOCK_M) - 1:
+        if ticket == n_m * n_parts - 1:
             _fence(offs_m0)
             _finalize_keys(KMASS + pid_bh * Lk, KCOUNT + pid_bh * Lk, KM_OUT + pid_bh * Lk,
                            KMEAN_OUT + pid_bh * Lk, Lk, inv_fix, 1024, WANT_KMEAN)

@@ -197,9 +197,10 @@ def test_every_gpu_shell_script_parses_and_refuses_unknown_steps():
         r = subprocess.run(["bash", str(ROOT / "examples" / name), "nonsense"], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 2 and "usage: bash examples/" + name in r.stderr, r.stderr
-    r = subprocess.run(["bash", str(ROOT / "examples" / "gpu_round16.sh")], capture_output=True, text=True, timeout=60,
-                       env=dict(os.environ, PART="z"))
-    assert r.returncode == 2 and "usage: PART=a|" in r.stderr and "bash examples/gpu_round16.sh" in r.stderr, r.stderr
+    for name in ("gpu_round16.sh", "gpu_round17.sh"):
+        r = subprocess.run(["bash", str(ROOT / "examples" / name)], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, PART="z"))
+        assert r.returncode == 2 and "usage: PART=a|" in r.stderr and "bash examples/" + name in r.stderr, r.stderr
 
 
 def test_kernel_modules_load_without_torch():

@@ -108,9 +108,9 @@ def tuned_as_on_gpu(monkeypatch):
     calls = []
     real = launcher._launch_stats
 
-    def spy(args, consts, tune_key, lq, n_bh, kmass):
+    def spy(args, consts, tune_key, lq, n_bh, kmass, *rest):
         calls.append((lq, tune_key in launcher._tuned))
-        return real(args, consts, tune_key, lq, n_bh, kmass)
+        return real(args, consts, tune_key, lq, n_bh, kmass, *rest)
 
     monkeypatch.setattr(launcher, "_launch_stats", spy)
     real_fwd = launcher.triton_forward

@@ -1,0 +1,82 @@
+"""Parts: a short call's statistics walks split over several programs each, so that few heads fill the GPU.
+
+A statistics call runs one program per (query block, batch x head), and each walks every key its queries see. With
+few heads and few tokens there are fewer programs than the GPU holds at once, and the call lasts as long as its
+longest walk: 9 heads at 1k tokens make 144 programs of 64 queries for 132 SMs, and the last query block walks all
+1,024 keys while most SMs idle (`docs/gpu/kspeed_notes.md`, rounds 15-16: 9x64 takes ~2.2x SDPA's device time at
+1k-2k against ~1.9x for 32 heads). Parting each query block's walk into n consecutive key ranges, one program each,
+multiplies the programs by n and divides the longest walk by n; the last part of a block to finish combines the
+partial row statistics in key order (`triton_stats_rows._combine_parts`: deterministic, and the same argmax as one
+walk; the entropy's sum is added in another order, so it can differ from an unparted call in its last bits). Key
+sums are atomics already; part 0 alone walks the sink / local / span masses and counts keys.
+
+Off unless asked for (not yet timed on a GPU): INTERP_STATS_PARTS=auto aims at 4 programs per SM, an integer >= 2
+at that many programs; unset, 0 or off: never.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+ENV = "INTERP_STATS_PARTS"
+MAX_PARTS = 8
+MIN_BLOCK_M = 16  # no tile config has fewer query rows: the combine tickets are sized for it
+MAX_BLOCK_M = 128  # nor more: with it a call has the fewest programs
+
+
+def target_from_env(value: str | None) -> int | None:
+    """INTERP_STATS_PARTS -> 0 (off), None (auto: 4 programs per SM) or a number of programs."""
+    if value is None or value.strip().lower() in ("", "0", "off"):
+        return 0
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 2:
+        raise ValueError(f"{ENV}={value!r}: use 'auto', 'off' / 0, or a number of programs >= 2")
+    return n
+
+
+TARGET = target_from_env(os.environ.get(ENV))
+
+
+@functools.lru_cache(maxsize=16)
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def target_programs(device: torch.device) -> int:
+    """How many programs a statistics call should have before its walks are parted (0: never part)."""
+    if TARGET is None:
+        return 4 * _sm_count(device) if device.type == "cuda" else 0
+    return TARGET
+
+
+def n_parts(meta: dict, lq: int, lk: int, n_bh: int, target: int, full: bool, masses: bool) -> int:
+    """Parts per query block for a tile config's `meta`: 1 unless the call has fewer programs than `target` and
+    walks every key (`full`); never for a config that carries the masses through its full walk."""
+    if target <= 0 or not full or (masses and not (meta["SPLIT_MASSES"] or meta["TRANSPOSE"])):
+        return 1
+    programs = -(-lq // meta["BLOCK_M"]) * n_bh
+    if programs >= target:
+        return 1
+    key_blocks = -(-lk // meta["BLOCK_N"])
+    return max(1, min(MAX_PARTS, target // programs, key_blocks // 2))
+
+
+def may_part(lq: int, n_bh: int, target: int, full: bool) -> bool:
+    """Whether some tile config parts this call (then its kernels compile the parts' code: PARTED)."""
+    return target > 0 and full and -(-lq // MAX_BLOCK_M) * n_bh < target
+
+
+def buffers(lq: int, n_bh: int, device):
+    """(PART, TICKET) for a call that may be parted: the partial row statistics [MAX_PARTS, 3, n_bh * lq] float32 and
+    one zeroed int32 ticket per (batch x head, query block) of the smallest tile."""
+    part = torch.empty(MAX_PARTS * 3 * n_bh * lq, device=device, dtype=torch.float32)
+    ticket = torch.zeros(n_bh * -(-lq // MIN_BLOCK_M), device=device, dtype=torch.int32)
+    return part, ticket
