@@ -34,16 +34,9 @@ def per_call_us(fn, reps):
 
 def graphed(fn, warmup=3):
     """(graph, static result of fn): fn captured once after warm-up calls on a side stream."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        out = fn()
-    return g, out
+    from interp.kernels.cuda_graph import capture
+
+    return capture(fn, warmup)
 
 
 def attention_calls(tokens, reps):

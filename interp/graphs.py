@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from .cache import ActivationCache
+from .kernels.cuda_graph import capture
 from .hooks import HOOK_OF_STAT
 from .input_checks import stat_selection
 from .model import HookedModel
@@ -64,15 +65,8 @@ class GraphedRun:
 
         with torch.no_grad(), model.hooks(fwd_hooks=[(n, keep) for n in chosen], sink_tokens=sink_tokens,
                                           local_window=local_window):
-            side = torch.cuda.Stream(device=model.device)
-            side.wait_stream(torch.cuda.current_stream(model.device))
-            with torch.cuda.stream(side):
-                for _ in range(warmup):  # autotuning, cuDNN plans and lazy caches before the capture
-                    forward()
-            torch.cuda.current_stream(model.device).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.logits = forward()
+            # autotuning, cuDNN plans and lazy caches in the warm-up calls, before the capture
+            self.graph, self.logits = capture(forward, warmup, model.device)
 
     def __call__(self, tokens: torch.Tensor | None = None):
         """Replay (after copying `tokens`, of the captured shape, into the graph's input): (logits, cache)."""

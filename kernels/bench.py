@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .api import attention_with_stats
+from .cuda_graph import capture
 
 SHAPES = {"32x128/8": (32, 8, 128), "9x64/3": (9, 3, 64), "4x256/1": (4, 1, 256)}
 DEFAULT_LENGTHS = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
@@ -122,15 +123,7 @@ def graph_ms(fn):
     configs there, on the real input, and cuDNN makes its plans)."""
     import triton
 
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
+    g, _ = capture(fn, warmup=3)
     ms = triton.testing.do_bench(g.replay, warmup=25, rep=100, return_mode="median")
     del g
     return ms
