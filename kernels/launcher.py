@@ -117,10 +117,8 @@ def _tune_on_proxy(q, k, spec: AttnSpec, sdpa: bool | None) -> None:
     if INTERPRET or not AUTOTUNE or max(spec.q_len, spec.k_len) <= TUNE_LEN:
         return
     base = proxy_kind(q, spec)
-    parted = None  # the proxy tunes the real call's kernel variant: parted or not as the real call is
-    if walk_parts.TARGET != 0:
-        full = any(n in spec.stats for n in ("max_prob", "argmax", "entropy", "key_mass", "key_mean"))
-        parted = walk_parts.may_part(spec.q_len, spec.batch * spec.heads, walk_parts.target_programs(q.device), full)
+    # the proxy tunes the real call's kernel variant: parted or not as the real call is
+    parted = walk_parts.call_may_part(spec.stats, spec.q_len, spec.batch * spec.heads, q.device)
     keys = [(*base, "stats", spec.stats, spec.span is not None, parted)]
     if sdpa is not None:
         keys.append((*base, "forward", sdpa))
@@ -251,17 +249,11 @@ def triton_stats(q, k, lse, spec: AttnSpec, parted: bool | None = None) -> Atten
     if "lse" in want:
         st.lse = lse
 
-    part_bufs = None  # (the partial row statistics and tickets of a call that may be parted: `walk_parts.py`)
-    if walk_parts.TARGET != 0:
-        target = walk_parts.target_programs(dev)
-        full = any(n in want for n in ("max_prob", "argmax", "entropy", "key_mass", "key_mean"))
-        if parted is None:
-            parted = walk_parts.may_part(lq, b * h, target, full)
-        if parted:
-            part_bufs = walk_parts.buffers(lq, b * h, dev)
+    if parted is None:
+        parted = walk_parts.call_may_part(want, lq, b * h, dev)
     row, want_key, want_count, consts_by, tune_key = _stats_plan(
         tuple(spec.stats), d, q.dtype, spec.causal, window_kind(spec.sliding_window), spec.key_valid is not None,
-        spec.key_bias is not None, len_bucket, part_bufs is not None)
+        spec.key_bias is not None, len_bucket, parted)
     if row or "argmax" in want or want_key or want_count:
         f32 = dict(device=dev, dtype=torch.float32)
         rows = torch.empty(len(row), b, h, lq, **f32) if row else _dummy(dev)  # one buffer, a slot per statistic
@@ -281,13 +273,10 @@ def triton_stats(q, k, lse, spec: AttnSpec, parted: bool | None = None) -> Atten
         spans = spec.span if spec.span is not None else _dummy(dev, torch.int64)
         fix = _fix_scale(lq)
         finalize = not want_key or max(lq, lk) <= FINALIZE_MAX_LEN  # (no key sums: one kernel for every length)
-        parts = None
-        if part_bufs is not None:
-            masses = any(n in want for n in ("sink_mass", "local_mass", "span_mass"))
-
-            def parts(meta):
-                return walk_parts.n_parts(meta, lq, lk, b * h, target, full, masses)
-        part, ticket = part_bufs if part_bufs is not None else (_dummy(dev), _dummy(dev, torch.int32))
+        parts, part, ticket = None, _dummy(dev), _dummy(dev, torch.int32)
+        if parted:  # the partial row statistics and tickets of a call that may be parted (`walk_parts.py`)
+            parts = walk_parts.parts_of_call(want, lq, lk, b * h, dev)
+            part, ticket = walk_parts.buffers(lq, b * h, dev)
 
         args = (q, k, lse, rows, arg, kmass, kcount, mass, mean, kvalid, qcum, bias, spans, part, ticket,
                 *q.stride(), *k.stride(), h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E,

@@ -367,17 +367,14 @@ def attention_stats_kernel(
                 WANT_ENT, MAIN_SINK, MAIN_LOCAL, MAIN_SPAN, WANT_KEY, UPCAST, DOT_PREC,
             )
         if FULL:  # the full walk's row statistics are final: stored now, not carried through the mass walks
+            last = True
             if PARTS:  # ... once every part's are in: by the last part to finish
                 last = n_parts > 0  # (True)
                 if n_parts > 1:
                     m_i, a_i, e_i, last = _combine_parts(PART, TICKET, m_i, a_i, e_i, part, n_parts,
                                                          pid_bh * n_m + pid_m, row_base + offs_m, row_ok,
                                                          tl.cast(N_BH, tl.int64) * Lq)
-                if last:
-                    _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok, lse_row, qk_scale,
-                                     tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, WANT_MAXP, WANT_ARG,
-                                     WANT_ENT)
-            else:
+            if last:
                 _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok, lse_row, qk_scale,
                                  tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, WANT_MAXP, WANT_ARG,
                                  WANT_ENT)

@@ -25,6 +25,8 @@ ENV = "INTERP_STATS_PARTS"
 MAX_PARTS = 8
 MIN_BLOCK_M = 16  # no tile config has fewer query rows: the combine tickets are sized for it
 MAX_BLOCK_M = 128  # nor more: with it a call has the fewest programs
+FULL_WALK = ("max_prob", "argmax", "entropy", "key_mass", "key_mean")  # the statistics that walk every visible key
+MASSES = ("sink_mass", "local_mass", "span_mass")  # the statistics in walks of their own (part 0's)
 
 
 def target_from_env(value: str | None) -> int | None:
@@ -72,6 +74,17 @@ def n_parts(meta: dict, lq: int, lk: int, n_bh: int, target: int, full: bool, ma
 def may_part(lq: int, n_bh: int, target: int, full: bool) -> bool:
     """Whether some tile config parts this call (then its kernels compile the parts' code: PARTED)."""
     return target > 0 and full and -(-lq // MAX_BLOCK_M) * n_bh < target
+
+
+def call_may_part(stats, lq: int, n_bh: int, device) -> bool:
+    """`may_part` for a call asking for `stats` (False at once while parts are off: the hot path of short calls)."""
+    return TARGET != 0 and may_part(lq, n_bh, target_programs(device), any(n in stats for n in FULL_WALK))
+
+
+def parts_of_call(stats, lq: int, lk: int, n_bh: int, device):
+    """parts(meta) -> `n_parts` of this call for a tile config, for a call that compiles the parts' code."""
+    return functools.partial(n_parts, lq=lq, lk=lk, n_bh=n_bh, target=target_programs(device),
+                             full=any(n in stats for n in FULL_WALK), masses=any(n in stats for n in MASSES))
 
 
 def buffers(lq: int, n_bh: int, device):
