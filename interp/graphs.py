@@ -23,9 +23,9 @@ from __future__ import annotations
 import torch
 
 from .cache import ActivationCache
-from .kernels.cuda_graph import capture
 from .hooks import HOOK_OF_STAT
 from .input_checks import stat_selection
+from .kernels.cuda_graph import capture
 from .model import HookedModel
 from .validate import int_arg, tokens_arg
 

@@ -124,9 +124,7 @@ def graph_ms(fn):
     import triton
 
     g, _ = capture(fn, warmup=3)
-    ms = triton.testing.do_bench(g.replay, warmup=25, rep=100, return_mode="median")
-    del g
-    return ms
+    return triton.testing.do_bench(g.replay, warmup=25, rep=100, return_mode="median")
 
 
 def time_once_with_peak(fn, base, warm=True):

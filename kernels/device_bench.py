@@ -15,6 +15,7 @@ keep Triton's timer, whose picks there are the measured ones.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import time
@@ -27,21 +28,20 @@ REPS = 7  # batches; the median is the config's time
 # calls of at least this many ms keep Triton's timer. Timed with this one, the 8k proxy that picks the config of
 # every longer call (`launcher.TUNE_LEN`) once took one 18 % slower at 128k for 32 x 128 (`bench_round16b.log`)
 LONG_MS = 0.2
-_cycles_per_ms: list[float] = []  # the sleep kernel's rate, measured once
 
 
+@functools.lru_cache(maxsize=1)
 def _sleep_rate() -> float:
+    """The sleep kernel's cycles per ms, measured once."""
     import torch
 
-    if not _cycles_per_ms:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(1_000_000)  # warm-up
-        start.record()
-        torch.cuda._sleep(10_000_000)
-        end.record()
-        end.synchronize()
-        _cycles_per_ms.append(10_000_000 / max(start.elapsed_time(end), 1e-3))
-    return _cycles_per_ms[0]
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda._sleep(1_000_000)  # warm-up
+    start.record()
+    torch.cuda._sleep(10_000_000)
+    end.record()
+    end.synchronize()
+    return 10_000_000 / max(start.elapsed_time(end), 1e-3)
 
 
 def device_bench(fn, quantiles=None, **_ignored):

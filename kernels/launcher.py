@@ -17,13 +17,13 @@ import math
 import torch
 import triton
 
+from . import walk_parts
 from .checks import AttnSpec, check_fits_in_memory
 from .direct_launch import DirectLauncher
 from .sdpa_path import eligible, sdpa_out_lse
 from .stats import AttentionStats
 from .triton_forward import AUTOTUNE, INTERPRET, attention_fwd_kernel, window_kind
 from .triton_stats import attention_stats_kernel
-from . import walk_parts
 
 LOG2E = 1.0 / math.log(2.0)
 ROW_STATS = ("max_prob", "entropy", "sink_mass", "local_mass", "span_mass")
