@@ -63,7 +63,7 @@ def load_kernels():
 # pointer element types and scalar types of attention_stats_kernel's runtime arguments
 POINTERS = dict(Q="*fp16", K="*fp16", LSE="*fp32", ROWS="*fp32", ARG="*i64", KMASS="*i64", KCOUNT="*fp32",
                 KM_OUT="*fp32", KMEAN_OUT="*fp32", KVALID="*i8", QCUM="*i32", BIAS="*fp32", SPANS="*i64",
-                PART="*fp32", TICKET="*i32")
+                PART="*fp32", TICKET="*i64")
 FLOATS = ("qk_scale", "fix_scale", "inv_fix")
 ONE = ("stride_qd", "stride_kd")  # contiguous head dim: Triton specialises a 1 into a constant
 # the profiled call's ints (8k tokens, 32 heads / 8 KV heads, q_offset 0, no window, local_window 64) are multiples of

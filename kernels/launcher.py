@@ -258,8 +258,11 @@ def triton_stats(q, k, lse, spec: AttnSpec, parted: bool | None = None) -> Atten
         f32 = dict(device=dev, dtype=torch.float32)
         rows = torch.empty(len(row), b, h, lq, **f32) if row else _dummy(dev)  # one buffer, a slot per statistic
         arg = torch.empty(b, h, lq, device=dev, dtype=torch.int64) if "argmax" in want else _dummy(dev, torch.int64)
-        # fixed-point key sums [b, h, lk], then one ticket counter per (batch, head): zeroed in one fill
-        kmass = torch.zeros(b * h * (lk + 1), device=dev, dtype=torch.int64) if want_key else _dummy(dev, torch.int64)
+        # fixed-point key sums [b, h, lk], then one ticket counter per (batch, head), then a parted call's combine
+        # tickets (`walk_parts.py`): zeroed in one fill
+        tickets = walk_parts.n_tickets(lq, b * h) if parted else 0
+        kmass = (torch.zeros(b * h * (lk + 1) * want_key + tickets, device=dev, dtype=torch.int64)
+                 if want_key or parted else _dummy(dev, torch.int64))
         kcount = torch.empty(b, h, lk, **f32) if want_count else _dummy(dev)
         mass = torch.empty(b, h, lk, **f32) if want_key else _dummy(dev)
         mean = torch.empty(b, h, lk, **f32) if "key_mean" in want else _dummy(dev)
@@ -273,10 +276,10 @@ def triton_stats(q, k, lse, spec: AttnSpec, parted: bool | None = None) -> Atten
         spans = spec.span if spec.span is not None else _dummy(dev, torch.int64)
         fix = _fix_scale(lq)
         finalize = not want_key or max(lq, lk) <= FINALIZE_MAX_LEN  # (no key sums: one kernel for every length)
-        parts, part, ticket = None, _dummy(dev), _dummy(dev, torch.int32)
+        parts, part, ticket = None, _dummy(dev), _dummy(dev, torch.int64)
         if parted:  # the partial row statistics and tickets of a call that may be parted (`walk_parts.py`)
             parts = walk_parts.parts_of_call(want, lq, lk, b * h, dev)
-            part, ticket = walk_parts.buffers(lq, b * h, dev)
+            part, ticket = walk_parts.partials(lq, b * h, dev), kmass[kmass.numel() - tickets:]
 
         args = (q, k, lse, rows, arg, kmass, kcount, mass, mean, kvalid, qcum, bias, spans, part, ticket,
                 *q.stride(), *k.stride(), h, spec.group, lq, lk, spec.q_offset, spec.scale * LOG2E,

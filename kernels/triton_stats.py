@@ -235,8 +235,8 @@ def attention_stats_kernel(
     PARTED (a call that may be parted; else none of this is compiled): a grid of n_parts x cdiv(Lq, BLOCK_M) x N_BH
     programs (n_parts > 1 only where `walk_parts.n_parts` says) splits each query block's full walk into n_parts runs
     of consecutive key blocks, one per program; PART [>= n_parts, 3, N_BH * Lq] float32 takes their partial row
-    statistics and TICKET [>= N_BH * cdiv(Lq, BLOCK_M)] int32, zeroed, counts them in (`_combine_parts`, which
-    leaves it zeroed again). Part 0 also walks the masses and counts keys."""
+    statistics and TICKET [>= N_BH * cdiv(Lq, 16)] int64, zeroed (the tail of the key sums' fill), counts them in
+    (`_combine_parts`, which leaves it zeroed again). Part 0 also walks the masses and counts keys."""
     LOG2E: tl.constexpr = 1.4426950408889634
     WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
     FULL: tl.constexpr = (WANT_MAX or WANT_ENT) or WANT_KEY  # needs every visible key

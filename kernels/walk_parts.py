@@ -87,9 +87,13 @@ def parts_of_call(stats, lq: int, lk: int, n_bh: int, device):
                              full=any(n in stats for n in FULL_WALK), masses=any(n in stats for n in MASSES))
 
 
-def buffers(lq: int, n_bh: int, device):
-    """(PART, TICKET) for a call that may be parted: the partial row statistics [MAX_PARTS, 3, n_bh * lq] float32 and
-    one zeroed int32 ticket per (batch x head, query block) of the smallest tile."""
-    part = torch.empty(MAX_PARTS * 3 * n_bh * lq, device=device, dtype=torch.float32)
-    ticket = torch.zeros(n_bh * -(-lq // MIN_BLOCK_M), device=device, dtype=torch.int32)
-    return part, ticket
+def n_tickets(lq: int, n_bh: int) -> int:
+    """Combine tickets a call that may be parted needs: one per (batch x head, query block) of the smallest tile. The
+    launcher takes them from the zero fill of the key sums (int64), so they cost no fill of their own."""
+    return n_bh * -(-lq // MIN_BLOCK_M)
+
+
+def partials(lq: int, n_bh: int, device):
+    """PART for a call that may be parted: the partial row statistics [MAX_PARTS, 3, n_bh * lq] float32 (never read
+    before a part writes them: not filled)."""
+    return torch.empty(MAX_PARTS * 3 * n_bh * lq, device=device, dtype=torch.float32)
