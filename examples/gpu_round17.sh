@@ -6,8 +6,9 @@
 #                                         # parts off, auto (4 programs per SM) and targets of 264 and 1056 programs
 #   PART=c ...                            # (< 4 min) whole models at 1k / 4k, parts off / auto / off
 #   PART=d ...                            # (< 9 min) after b and a pinned look showed parted calls slower (16 fences
-#                                         # per thread in the combine; tickets in a fill of their own): pinned configs 0 / 13
-#                                         # parts off / auto, graph replays off / auto, and the parted tests
+#                                         # per thread in the combine; tickets in a fill of their own): pinned configs
+#                                         # 0 / 13 and graph replays with parts off / auto / 1056 programs (twice
+#                                         # auto's: a causal call's work is a triangle), and the parted tests
 # Logs under ${OUT:-out/gpu}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,12 +39,12 @@ if [ "$PART" = c ]; then
 fi
 if [ "$PART" = d ]; then
   (cd examples
-   for parts in off auto; do for s in 9x64/3 4x256/1; do
+   for parts in off auto 1056; do for s in 9x64/3 4x256/1; do
      echo "# INTERP_STATS_PARTS=$parts $s"
      INTERP_STATS_PARTS=$parts timeout 100 python3 stats_configs_gpu.py --graph --shape $s --lengths 1024 2048 \
-       --stats all --configs 0 13 2>--stats all --configs 0 1 13 2>&11 | grep -v Warn
+       --stats all --configs 0 13 2>&1 | grep -v Warn
    done; done) 2>&1 | tee "$OUT/parts_pinned_round17b.log"
-  for parts in off auto; do
+  for parts in off auto 1056; do
     echo "# INTERP_STATS_PARTS=$parts"
     INTERP_STATS_PARTS=$parts timeout 80 python3 -m interp.kernels.bench --shapes 32x128/8 9x64/3 4x256/1 --lengths \
       --long-lengths --methods sdpa ours-none ours-all --graph-lengths 1024 2048 4096 | grep "^|"
