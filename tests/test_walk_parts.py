@@ -146,3 +146,29 @@ def test_tile_configs_fit_the_tickets(monkeypatch):
     monkeypatch.setattr(triton_stats, "TRIAL_CONFIGS", True)
     sizes = {c.kwargs["BLOCK_M"] for c in triton_stats._configs()} | {c.kwargs["BLOCK_M"] for c in CONFIGS.values()}
     assert walk_parts.MIN_BLOCK_M <= min(sizes) and max(sizes) <= walk_parts.MAX_BLOCK_M
+
+
+def test_combine_fences_once_per_thread():
+    """The combine's GPU-scope fences cost the parted walks 1.3-1.5x at 1k on the H100 while they were issued once per
+    element of the argmax partials (16 per thread in the key-by-query layout: 34 fences in the PTX against the
+    unparted kernel's 2; `docs/gpu/kspeed_notes.md`, round 17). Compiled for sm_90 on this CPU (the installed Triton),
+    a parted kernel may add two fences (before and after its ticket), no more."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import json, sys; sys.path.insert(0, 'examples'); import sm90_registers as R; mods = R.load_kernels(); "
+        "config = mods['triton_stats']._configs()[0]; assert config.kwargs['TRANSPOSE'] == 1; "
+        "print(json.dumps([R.compile_stats(mods, config, R.VARIANTS['all'], head_dim=64, parted=p).asm['ptx']"
+        ".count('fence.acq_rel.gpu') for p in (False, True)]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    unparted, parted = json.loads(res.stdout.strip().splitlines()[-1])
+    assert unparted >= 1 and parted <= unparted + 2, (unparted, parted)
