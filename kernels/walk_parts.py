@@ -10,8 +10,10 @@ partial row statistics in key order (`triton_stats_rows._combine_parts`: determi
 walk; the entropy's sum is added in another order, so it can differ from an unparted call in its last bits). Key
 sums are atomics already; part 0 alone walks the sink / local / span masses and counts keys.
 
-Off unless asked for (not yet timed on a GPU): INTERP_STATS_PARTS=auto aims at 4 programs per SM, an integer >= 2
-at that many programs; unset, 0 or off: never.
+Off unless asked for: INTERP_STATS_PARTS=auto aims at 4 programs per SM, an integer >= 2 at that many programs;
+unset, 0 or off: never. Timed on the H100 in round 17 (`docs/gpu/kspeed_notes.md`): parted calls were 1.3-1.5x slower
+at 1k, from a combine that fenced once per element of the argmax partials and tickets with a fill of their own; both
+fixed since (one fence per thread, tickets in the key sums' fill), the fixed version not yet timed.
 """
 
 from __future__ import annotations
