@@ -4,12 +4,15 @@ eager-with-probabilities, side by side in one run on one GPU; then every statist
     python -m interp.kernels.bench                      # the README tables (needs a CUDA GPU)
     python -m interp.kernels.bench --shapes 32x128/8 --lengths 8192 32768 --long-lengths
     python -m interp.kernels.bench --smoke              # tiny sizes, one timed call each (CPU: Triton interpreter)
+    python -m interp.kernels.bench --lengths --long-lengths --graph-lengths --decode-lengths 8192 131072
+                                                        # one decode step against 8k / 128k cached keys
 
 Time: median of triton.testing.do_bench (CUDA events around each call, so Python launch overhead counts where it
 dominates; at --graph-lengths, 1k-2k by default, also the replay of each call captured in a CUDA graph: the
-GPU's time); from 256k tokens one timed call after a warm-up call (two at 1M would take minutes). TFLOP/s counts
-the attention forward only (4 * b * h * n^2 * d, halved when causal) for every method, so the column compares like
-with like. Peak memory: torch.cuda.max_memory_allocated above the inputs, for one call.
+GPU's time); from 256k tokens one timed call after a warm-up call (two at 1M would take minutes). A decode step
+(--decode-lengths: the last query of each head against every cached key, as a model's generation step issues it) is
+timed as CUDA-graph replays too. TFLOP/s counts the attention forward only (4 * b * h * n^2 * d, halved when causal;
+4 * b * h * n * d for a decode step) for every method, so the column compares like with like. Peak memory: torch.cuda.max_memory_allocated above the inputs, for one call.
 """
 
 from __future__ import annotations
@@ -43,7 +46,10 @@ def eager_bytes(b, h, n):
 
 
 def sdpa(q, k, v):
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1])
+    """Causal attention; a decode step's single query (bottom-right, as `attention_with_stats` aligns it) sees every
+    key, where SDPA's is_causal would align it top-left and show it the first key only."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] == k.shape[2],
+                                          enable_gqa=q.shape[1] != k.shape[1])
 
 
 def eager_with_probs(q, k, v):
@@ -160,16 +166,20 @@ def inputs(shape, n, dtype, device):
     return q, k, v
 
 
-def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex, long=False, graph=False):
+def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex, long=False, graph=False,
+              decode=False):
+    """Rows of each method at n tokens (decode: one decode step, the last query per head against n cached keys)."""
     h, hk, d = SHAPES[shape]
     q, k, v = inputs(shape, n, dtype, device)
+    if decode:
+        q = q[:, :, -1:].contiguous()
     base = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
-    fl = flops(1, h, n, d)
+    fl = 4.0 * h * n * d if decode else flops(1, h, n, d)
     rows = []
     run = runners(q, k, v, n, flex)
     for m in methods:
         fn = run.get(m)
-        row = dict(shape=shape, n=n, method=m)
+        row = dict(shape=shape, n=n, method=m, **({"decode": True} if decode else {}))
         if fn is None:
             row.update(ms=None, note="unavailable")
         elif m == "eager+probs" and eager_bytes(1, h, n) / 2**30 > eager_limit_gib:
@@ -191,7 +201,8 @@ def bench_one(shape, n, dtype, device, methods, smoke, eager_limit_gib, flex, lo
         ms = f"{row['ms']:10.3f}" if row.get("ms") is not None else "         -"
         extra = (f"{row['tflops']:7.1f} TFLOP/s  {row['peak_gib']:7.2f} GiB" if row.get("ms") is not None
                  else row.get("note", ""))
-        print(f"{shape:9s} {n:8d} {m + (' (graph)' if graph else ''):17s} {ms} ms  {extra}", flush=True)
+        tag = m + (" (decode)" if decode else "") + (" (graph)" if graph else "")
+        print(f"{shape:9s} {n:8d} {tag:17s} {ms} ms  {extra}", flush=True)
     run.clear()  # drop the closures that hold q, k, v before the next size
     del q, k, v
     if torch.cuda.is_available():
@@ -229,6 +240,9 @@ def main(argv=None):
     p.add_argument("--graph-lengths", nargs="*", type=_length, default=[1024, 2048],
                    help="lengths at which SDPA, output only and everything are also timed as CUDA-graph replays (the "
                    "GPU's time: short single calls are bound by the host's launch path)")
+    p.add_argument("--decode-lengths", nargs="*", type=_length, default=[],
+                   help="cache lengths at which one decode step (one query per head against that many cached keys) "
+                   "is timed as CUDA-graph replays: SDPA, output only, everything (default: none)")
     p.add_argument("--json", help="also write every row here")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one timed call each (CPU: Triton interpreter)")
     args = p.parse_args(argv)
@@ -256,9 +270,18 @@ def main(argv=None):
             for n in args.graph_lengths:
                 graph_rows.extend(bench_one(shape, n, dtype, device, ["sdpa", "ours-none", "ours-all"], False, 0,
                                             None, graph=True))
+    decode_rows = []
+    decode_lengths = [130] if args.smoke and args.decode_lengths else args.decode_lengths
+    if device == "cuda" or args.smoke:  # (smoke: one plain timed call each, the interpreter's path)
+        for shape in args.shapes:
+            for n in decode_lengths:
+                decode_rows.extend(bench_one(shape, n, dtype, device, ["sdpa", "ours-none", "ours-all"], args.smoke, 0,
+                                             None, graph=device == "cuda" and not args.smoke, decode=True))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows + long_rows + [{**r, "graph": True} for r in graph_rows], f, indent=1)
+            replayed = device == "cuda" and not args.smoke
+            json.dump(rows + long_rows + [{**r, "graph": True} for r in graph_rows]
+                      + [{**r, "graph": replayed} for r in decode_rows], f, indent=1)
     print_table(rows)
     if graph_rows:
         print("\n# device time: each call captured once in a CUDA graph and its replay timed")
@@ -271,7 +294,11 @@ def main(argv=None):
     if long_rows:
         print("\n# 32x128/8 at 256k-1M tokens: one timed call each")
         print_long(long_rows)
-    return rows + long_rows + graph_rows
+    if decode_rows:
+        print("\n# one decode step: the last query of each head against N cached keys"
+              + ("" if args.smoke else ", CUDA-graph replays"))
+        print_table(decode_rows)
+    return rows + long_rows + graph_rows + decode_rows
 
 
 def _by(rows):

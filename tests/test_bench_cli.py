@@ -42,3 +42,29 @@ def test_unknown_method_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--smoke", "--methods", "ours_all"])
     assert e.value.code == 2 and "ours-all" in capsys.readouterr().err  # the allowed names are listed
+
+
+def test_smoke_decode_step_rows(capsys, tmp_path):
+    """--decode-lengths: one query per head against the cache, every method on the same step; in smoke mode one cache
+    of 130 keys, timed once (no CUDA graph on the CPU)."""
+    out_json = tmp_path / "rows.json"
+    rows = bench.main(["--smoke", "--shapes", "9x64/3", "--lengths", "--methods", "sdpa", "--decode-lengths", "4096",
+                       "--json", str(out_json)])
+    decode = [r for r in rows if r.get("decode")]
+    assert {(r["n"], r["method"]) for r in decode} == {(130, m) for m in ("sdpa", "ours-none", "ours-all")}
+    assert all(r["ms"] is not None and r["ms"] > 0 for r in decode)
+    assert "# one decode step" in capsys.readouterr().out
+    import json
+
+    assert all(r["graph"] is False for r in json.loads(out_json.read_text()) if r.get("decode"))
+
+
+def test_decode_step_sdpa_sees_every_key():
+    """The benchmark's SDPA for a decode step attends to every cached key (SDPA's is_causal would align a single
+    query top-left, to the first key alone), as attention_with_stats does."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, n, 16, generator=g) for n in (1, 40, 40))
+    full = torch.softmax(q @ k.transpose(-1, -2) / 4.0, -1) @ v
+    torch.testing.assert_close(bench.sdpa(q, k, v), full)
+    out, _ = bench.attention_with_stats(q, k, v, stats="none")
+    torch.testing.assert_close(out, full)
