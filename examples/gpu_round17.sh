@@ -5,10 +5,12 @@
 #   PART=b ...                            # (< 6 min) the benchmark's graph replays at 1k / 2k / 4k and 8k eager, with
 #                                         # parts off, auto (4 programs per SM) and targets of 264 and 1056 programs
 #   PART=c ...                            # (< 4 min) whole models at 1k / 4k, parts off / auto / off
-#   PART=d ...                            # (< 9 min) after b and a pinned look showed parted calls slower (16 fences
+#   PART=d ...                            # (< 10 min) after b and a pinned look showed parted calls slower (16 fences
 #                                         # per thread in the combine; tickets in a fill of their own): pinned configs
 #                                         # 0 / 13 and graph replays with parts off / auto / 1056 programs (twice
-#                                         # auto's: a causal call's work is a triangle), and the parted tests
+#                                         # auto's: a causal call's work is a triangle), decode steps against 8k /
+#                                         # 128k cached keys (never measured; one program per head), and the
+#                                         # parted tests
 # Logs under ${OUT:-out/gpu}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,8 +48,9 @@ if [ "$PART" = d ]; then
    done; done) 2>&1 | tee "$OUT/parts_pinned_round17b.log"
   for parts in off auto 1056; do
     echo "# INTERP_STATS_PARTS=$parts"
-    INTERP_STATS_PARTS=$parts timeout 80 python3 -m interp.kernels.bench --shapes 32x128/8 9x64/3 4x256/1 --lengths \
-      --long-lengths --methods sdpa ours-none ours-all --graph-lengths 1024 2048 4096 | grep "^|"
+    INTERP_STATS_PARTS=$parts timeout 110 python3 -m interp.kernels.bench --shapes 32x128/8 9x64/3 4x256/1 --lengths \
+      --long-lengths --methods sdpa ours-none ours-all --graph-lengths 1024 2048 4096 --decode-lengths 8192 131072 \
+      | grep "^|"
   done 2>&1 | tee "$OUT/bench_parts_round17b.log"
   (cd tests && INTERP_STATS_PARTS=auto timeout 120 python3 -m pytest -q -n 16 -p no:cacheprovider -rf --tb=short \
      test_walk_parts.py test_kernel_triton.py) 2>&1 | tail -15 | tee "$OUT/tests_parts_round17b.log"

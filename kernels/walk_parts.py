@@ -5,7 +5,7 @@ few heads and few tokens there are fewer programs than the GPU holds at once, an
 longest walk: 9 heads at 1k tokens make 144 programs of 64 queries for 132 SMs, and the last query block walks all
 1,024 keys while most SMs idle (`docs/gpu/kspeed_notes.md`, rounds 15-16: 9x64 takes ~2.2x SDPA's device time at
 1k-2k against ~1.9x for 32 heads). Parting each query block's walk into n consecutive key ranges, one program each,
-multiplies the programs by n and divides the longest walk by n; the last part of a block to finish combines the
+multiplies the programs by n (up to 8; 64 for a decode step) and divides the longest walk by n; the last part of a block to finish combines the
 partial row statistics in key order (`triton_stats_rows._combine_parts`: deterministic, and the same argmax as one
 walk; the entropy's sum is added in another order, so it can differ from an unparted call in its last bits). Key
 sums are atomics already; part 0 alone walks the sink / local / span masses and counts keys.
@@ -25,6 +25,7 @@ import torch
 
 ENV = "INTERP_STATS_PARTS"
 MAX_PARTS = 8
+SHORT_MAX_PARTS = 64  # ... for a call of at most MAX_BLOCK_M queries (a decode step: one program per head unparted)
 MIN_BLOCK_M = 16  # no tile config has fewer query rows: the combine tickets are sized for it
 MAX_BLOCK_M = 128  # nor more: with it a call has the fewest programs
 FULL_WALK = ("max_prob", "argmax", "entropy", "key_mass", "key_mean")  # the statistics that walk every visible key
@@ -70,7 +71,14 @@ def n_parts(meta: dict, lq: int, lk: int, n_bh: int, target: int, full: bool, ma
     if programs >= target:
         return 1
     key_blocks = -(-lk // meta["BLOCK_N"])
-    return max(1, min(MAX_PARTS, target // programs, key_blocks // 2))
+    return max(1, min(max_parts(lq), target // programs, key_blocks // 2))
+
+
+def max_parts(lq: int) -> int:
+    """The most parts a query block's walk takes: 8, or 64 for a call of at most MAX_BLOCK_M queries (a decode step,
+    whose few programs each walk the whole cache: 9 heads against 128k keys are 9 walks of 2,048 key blocks). PART
+    holds that many partials per row."""
+    return SHORT_MAX_PARTS if lq <= MAX_BLOCK_M else MAX_PARTS
 
 
 def may_part(lq: int, n_bh: int, target: int, full: bool) -> bool:
@@ -96,6 +104,6 @@ def n_tickets(lq: int, n_bh: int) -> int:
 
 
 def partials(lq: int, n_bh: int, device):
-    """PART for a call that may be parted: the partial row statistics [MAX_PARTS, 3, n_bh * lq] float32 (never read
-    before a part writes them: not filled)."""
-    return torch.empty(MAX_PARTS * 3 * n_bh * lq, device=device, dtype=torch.float32)
+    """PART for a call that may be parted: the partial row statistics [max_parts(lq), 3, n_bh * lq] float32 (never
+    read before a part writes them: not filled)."""
+    return torch.empty(max_parts(lq) * 3 * n_bh * lq, device=device, dtype=torch.float32)

@@ -52,7 +52,10 @@ def test_how_many_parts():
     assert walk_parts.n_parts(meta, 1024, 1024, 9, 528, False, True) == 1  # no full walk
     assert walk_parts.n_parts({**meta, "SPLIT_MASSES": 0, "TRANSPOSE": 0}, 1024, 1024, 9, 528, True, True) == 1
     assert walk_parts.n_parts({**meta, "SPLIT_MASSES": 0, "TRANSPOSE": 0}, 1024, 1024, 9, 528, True, False) == 3
-    assert walk_parts.n_parts(meta, 1, 100_000, 32, 528, True, True) == walk_parts.MAX_PARTS  # a decode step
+    assert walk_parts.n_parts(meta, 1, 100_000, 32, 528, True, True) == 16  # a decode step: 528 // 32 programs
+    assert walk_parts.n_parts(meta, 1, 100_000, 4, 528, True, True) == walk_parts.SHORT_MAX_PARTS  # (132 wanted)
+    assert walk_parts.n_parts(meta, 1024, 100_000, 1, 528, True, True) == walk_parts.MAX_PARTS  # 16 query blocks
+    assert walk_parts.max_parts(walk_parts.MAX_BLOCK_M + 1) == walk_parts.MAX_PARTS
     assert walk_parts.n_parts(meta, 64, 150, 1, 10**6, True, True) == 1  # 3 key blocks: one part each is too few
 
 
@@ -81,14 +84,23 @@ def test_parted_walk_runs(parted, monkeypatch, case, wide, device):
 
 @pytest.mark.parametrize("finalize", [True, False], ids=["in-kernel-finalize", "torch-finalize"])
 def test_decode_step_parted(parted, monkeypatch, finalize, device):
-    """A few queries against a long key axis (8 parts), with the key sums finalized in the kernel's last program or
-    by torch after it (as past FINALIZE_MAX_LEN keys)."""
+    """A few queries against a long key axis (16 parts: half its 32 key blocks; a decode step may take up to 64), with
+    the key sums finalized in the kernel's last program or by torch after it (as past FINALIZE_MAX_LEN keys)."""
     _pin(monkeypatch, "32x16-split-tile")
     if not finalize:
         monkeypatch.setattr(launcher, "FINALIZE_MAX_LEN", 100)
     q, k, v = make(2, 4, 1, 3, 500, 32, torch.float32, device, seed=9)
     check_against_reference(q, k, v, causal=True, stats="all", sink_tokens=4, local_window=50)
-    assert parted[0] == 2 * 4 * walk_parts.MAX_PARTS
+    assert parted[0] == 2 * 4 * 16 and 16 > walk_parts.MAX_PARTS
+
+
+def test_decode_step_in_64_parts(parted, monkeypatch, device):
+    """One query per head against 2,100 keys (132 blocks of 16): the decode cap, 64 parts of two or three key blocks,
+    every partial slot of PART used."""
+    _pin(monkeypatch, "32x16-split-tile")
+    q, k, v = make(1, 2, 1, 1, 2100, 32, torch.float32, device, seed=4)
+    check_against_reference(q, k, v, causal=True, stats="all", sink_tokens=4, local_window=50)
+    assert parted[0] == 2 * walk_parts.SHORT_MAX_PARTS
 
 
 @pytest.mark.parametrize("name", PARTED)
