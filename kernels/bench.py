@@ -12,7 +12,8 @@ dominates; at --graph-lengths, 1k-2k by default, also the replay of each call ca
 GPU's time); from 256k tokens one timed call after a warm-up call (two at 1M would take minutes). A decode step
 (--decode-lengths: the last query of each head against every cached key, as a model's generation step issues it) is
 timed as CUDA-graph replays too. TFLOP/s counts the attention forward only (4 * b * h * n^2 * d, halved when causal;
-4 * b * h * n * d for a decode step) for every method, so the column compares like with like. Peak memory: torch.cuda.max_memory_allocated above the inputs, for one call.
+4 * b * h * n * d for a decode step) for every method, so the column compares like with like. Peak memory:
+torch.cuda.max_memory_allocated above the inputs, for one call.
 """
 
 from __future__ import annotations
