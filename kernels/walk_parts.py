@@ -5,10 +5,10 @@ few heads and few tokens there are fewer programs than the GPU holds at once, an
 longest walk: 9 heads at 1k tokens make 144 programs of 64 queries for 132 SMs, and the last query block walks all
 1,024 keys while most SMs idle (`docs/gpu/kspeed_notes.md`, rounds 15-16: 9x64 takes ~2.2x SDPA's device time at
 1k-2k against ~1.9x for 32 heads). Parting each query block's walk into n consecutive key ranges, one program each,
-multiplies the programs by n (up to 8; 64 for a decode step) and divides the longest walk by n; the last part of a block to finish combines the
-partial row statistics in key order (`triton_stats_rows._combine_parts`: deterministic, and the same argmax as one
-walk; the entropy's sum is added in another order, so it can differ from an unparted call in its last bits). Key
-sums are atomics already; part 0 alone walks the sink / local / span masses and counts keys.
+multiplies the programs by n (up to 8; 64 for a decode step) and divides the longest walk by n; the last part of a
+block to finish combines the partial row statistics in key order (`triton_stats_rows._combine_parts`: deterministic,
+and the same argmax as one walk; the entropy's sum is added in another order, so it can differ from an unparted call
+in its last bits). Key sums are atomics already; part 0 alone walks the sink / local / span masses and counts keys.
 
 Off unless asked for: INTERP_STATS_PARTS=auto aims at 4 programs per SM, an integer >= 2 at that many programs;
 unset, 0 or off: never. Timed on the H100 in round 17 (`docs/gpu/kspeed_notes.md`): parted calls were 1.3-1.5x slower
