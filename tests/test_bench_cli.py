@@ -31,7 +31,7 @@ def test_graph_timer_replays_the_call():
 
 
 @pytest.mark.parametrize("bad", ["0", "-5", "1.5", "8k"])
-@pytest.mark.parametrize("option", ["--lengths", "--graph-lengths", "--long-lengths"])
+@pytest.mark.parametrize("option", ["--lengths", "--graph-lengths", "--long-lengths", "--decode-lengths"])
 def test_lengths_must_be_positive_whole_numbers(option, bad, capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--smoke", option, bad])
