@@ -118,7 +118,7 @@ def _tune_on_proxy(q, k, spec: AttnSpec, sdpa: bool | None) -> None:
         return
     base = proxy_kind(q, spec)
     # the proxy tunes the real call's kernel variant: parted or not as the real call is
-    parted = walk_parts.call_may_part(spec.stats, spec.q_len, spec.batch * spec.heads, q.device)
+    parted = walk_parts.call_may_part(spec.stats, spec.q_len, spec.k_len, spec.batch * spec.heads, q.device)
     keys = [(*base, "stats", spec.stats, spec.span is not None, parted)]
     if sdpa is not None:
         keys.append((*base, "forward", sdpa))
@@ -250,7 +250,7 @@ def triton_stats(q, k, lse, spec: AttnSpec, parted: bool | None = None) -> Atten
         st.lse = lse
 
     if parted is None:
-        parted = walk_parts.call_may_part(want, lq, b * h, dev)
+        parted = walk_parts.call_may_part(want, lq, lk, b * h, dev)
     row, want_key, want_count, consts_by, tune_key = _stats_plan(
         tuple(spec.stats), d, q.dtype, spec.causal, window_kind(spec.sliding_window), spec.key_valid is not None,
         spec.key_bias is not None, len_bucket, parted)

@@ -236,7 +236,8 @@ def attention_stats_kernel(
     programs (n_parts > 1 only where `walk_parts.n_parts` says) splits each query block's full walk into n_parts runs
     of consecutive key blocks, one per program; PART [>= n_parts, 3, N_BH * Lq] float32 takes their partial row
     statistics and TICKET [>= N_BH * cdiv(Lq, 16)] int64, zeroed (the tail of the key sums' fill), counts them in
-    (`_combine_parts`, which leaves it zeroed again). Part 0 also walks the masses and counts keys."""
+    (`_combine_parts`, which leaves it zeroed again). Part 0 also walks the masses; each part counts its share of
+    the keys."""
     LOG2E: tl.constexpr = 1.4426950408889634
     WANT_MAX: tl.constexpr = WANT_MAXP or WANT_ARG
     FULL: tl.constexpr = (WANT_MAX or WANT_ENT) or WANT_KEY  # needs every visible key
@@ -433,9 +434,11 @@ def attention_stats_kernel(
     if WANT_COUNT:  # key_count in closed form: keys in chunks of BLOCK_M, spread over this row of programs
         n_chunks = tl.cdiv(Lk, BLOCK_M)
         c0 = pid_m
-        if PARTS:
-            c0 = tl.where(part == 0, pid_m, n_chunks)  # (part 0's)
-        for c in range(c0, n_chunks, n_m):
+        c_step = n_m
+        if PARTS:  # ... spread over the parts too (a decode step's one query block against a long cache)
+            c0 = pid_m * n_parts + part
+            c_step = n_m * n_parts
+        for c in range(c0, n_chunks, c_step):
             offs_k = c * BLOCK_M + offs_m0
             k_in = offs_k < Lk
             q_lo = tl.zeros([BLOCK_M], dtype=tl.int32)

@@ -8,12 +8,15 @@ longest walk: 9 heads at 1k tokens make 144 programs of 64 queries for 132 SMs, 
 multiplies the programs by n (up to 8; 64 for a decode step) and divides the longest walk by n; the last part of a
 block to finish combines the partial row statistics in key order (`triton_stats_rows._combine_parts`: deterministic,
 and the same argmax as one walk; the entropy's sum is added in another order, so it can differ from an unparted call
-in its last bits). Key sums are atomics already; part 0 alone walks the sink / local / span masses and counts keys.
+in its last bits). Key sums are atomics already; part 0 alone walks the sink / local / span masses, and the key
+counts are spread over every part.
 
-Off unless asked for: INTERP_STATS_PARTS=auto aims at 4 programs per SM, an integer >= 2 at that many programs;
-unset, 0 or off: never. Timed on the H100 in round 17 (`docs/gpu/kspeed_notes.md`): parted calls were 1.3-1.5x slower
-at 1k, from a combine that fenced once per element of the argmax partials and tickets with a fill of their own; both
-fixed since (one fence per thread, tickets in the key sums' fill), the fixed version not yet timed.
+By default only short-query calls part: at most MAX_BLOCK_M queries (a decode step, a short chunk) against at least
+SHORT_MIN_KEYS keys, aiming at 4 programs per SM. There the unparted call is a handful of programs walking the whole
+cache. Longer calls stay unparted. On the H100 in round 17 (`docs/gpu/kspeed_notes.md`), with the combine fixed,
+parting 1k-2k prefills (9x64, 4x256) was no faster and up to 13 % slower per tile config.
+INTERP_STATS_PARTS=auto parts every call with fewer programs than 4 per SM; an integer >= 2 sets that target for
+every call; off or 0: never; unset or "short": the default.
 """
 
 from __future__ import annotations
@@ -32,22 +35,29 @@ FULL_WALK = ("max_prob", "argmax", "entropy", "key_mass", "key_mean")  # the sta
 MASSES = ("sink_mass", "local_mass", "span_mass")  # the statistics in walks of their own (part 0's)
 
 
-def target_from_env(value: str | None) -> int | None:
-    """INTERP_STATS_PARTS -> 0 (off), None (auto: 4 programs per SM) or a number of programs."""
-    if value is None or value.strip().lower() in ("", "0", "off"):
-        return 0
-    if value.strip().lower() == "auto":
-        return None
+SHORT_MIN_KEYS = 1024  # the default parts only calls of at most MAX_BLOCK_M queries against at least this many keys
+
+
+def mode_from_env(value: str | None) -> tuple[int | None, bool]:
+    """INTERP_STATS_PARTS -> (target, short_only). target: 0 (never part), None (4 programs per SM) or a number of
+    programs; short_only: only calls of at most MAX_BLOCK_M queries against at least SHORT_MIN_KEYS keys part."""
+    v = "" if value is None else value.strip().lower()
+    if v in ("", "short"):
+        return None, True
+    if v in ("0", "off"):
+        return 0, False
+    if v == "auto":
+        return None, False
     try:
-        n = int(value)
+        n = int(v)
     except ValueError:
         n = -1
     if n < 2:
-        raise ValueError(f"{ENV}={value!r}: use 'auto', 'off' / 0, or a number of programs >= 2")
-    return n
+        raise ValueError(f"{ENV}={value!r}: use 'short' (the default), 'auto', 'off' / 0, or a number of programs >= 2")
+    return n, False
 
 
-TARGET = target_from_env(os.environ.get(ENV))
+TARGET, SHORT_ONLY = mode_from_env(os.environ.get(ENV))
 
 
 @functools.lru_cache(maxsize=16)
@@ -81,14 +91,19 @@ def max_parts(lq: int) -> int:
     return SHORT_MAX_PARTS if lq <= MAX_BLOCK_M else MAX_PARTS
 
 
-def may_part(lq: int, n_bh: int, target: int, full: bool) -> bool:
+def may_part(lq: int, lk: int, n_bh: int, target: int, full: bool, short_only: bool = False) -> bool:
     """Whether some tile config parts this call (then its kernels compile the parts' code: PARTED)."""
+    if short_only and (lq > MAX_BLOCK_M or lk < SHORT_MIN_KEYS):
+        return False
     return target > 0 and full and -(-lq // MAX_BLOCK_M) * n_bh < target
 
 
-def call_may_part(stats, lq: int, n_bh: int, device) -> bool:
-    """`may_part` for a call asking for `stats` (False at once while parts are off: the hot path of short calls)."""
-    return TARGET != 0 and may_part(lq, n_bh, target_programs(device), any(n in stats for n in FULL_WALK))
+def call_may_part(stats, lq: int, lk: int, n_bh: int, device) -> bool:
+    """`may_part` for a call asking for `stats` under INTERP_STATS_PARTS (False at once for a prefill by default:
+    the hot path of short calls)."""
+    if TARGET == 0 or (SHORT_ONLY and (lq > MAX_BLOCK_M or lk < SHORT_MIN_KEYS)):
+        return False
+    return may_part(lq, lk, n_bh, target_programs(device), any(n in stats for n in FULL_WALK), SHORT_ONLY)
 
 
 def parts_of_call(stats, lq: int, lk: int, n_bh: int, device):

@@ -3,6 +3,8 @@ the partial row statistics. Forced on here (a huge program target) for the tile 
 PyTorch reference; parted and unparted calls agree exactly on max_prob, argmax and the key sums; ties across parts
 keep the first key; configs that carry the masses through their walk never part."""
 
+import functools
+
 import pytest
 import torch
 
@@ -18,8 +20,9 @@ PARTED = ("32x16-split-tile", "32x32-transposed", "64x64-transposed")  # masses 
 
 @pytest.fixture
 def parted(monkeypatch):
-    """Parts on, a target no test call reaches; every statistics launch's grid recorded."""
+    """Parts on for every call, a target no test call reaches; every statistics launch's grid recorded."""
     monkeypatch.setattr(walk_parts, "TARGET", 10**6)
+    monkeypatch.setattr(walk_parts, "SHORT_ONLY", False)
     grids = []
     real = launcher._direct_stats
 
@@ -36,12 +39,28 @@ def _pin(monkeypatch, name):
 
 
 def test_env_values():
-    assert walk_parts.target_from_env(None) == 0 and walk_parts.target_from_env("off") == 0
-    assert walk_parts.target_from_env("0") == 0 and walk_parts.target_from_env(" Auto ") is None
-    assert walk_parts.target_from_env("600") == 600
+    assert walk_parts.mode_from_env(None) == (None, True) == walk_parts.mode_from_env(" Short ")  # the default
+    assert walk_parts.mode_from_env("off") == (0, False) == walk_parts.mode_from_env("0")
+    assert walk_parts.mode_from_env(" Auto ") == (None, False) and walk_parts.mode_from_env("600") == (600, False)
     for bad in ("1", "-3", "yes", "1.5"):
         with pytest.raises(ValueError, match="INTERP_STATS_PARTS"):
-            walk_parts.target_from_env(bad)
+            walk_parts.mode_from_env(bad)
+
+
+def test_default_parts_short_queries_only(monkeypatch):
+    """By default a decode step or short chunk against a long cache parts; a prefill, or a short cache, never."""
+    monkeypatch.setattr(walk_parts, "TARGET", None)
+    monkeypatch.setattr(walk_parts, "SHORT_ONLY", True)
+    monkeypatch.setattr(walk_parts, "target_programs", lambda device: 528)
+    may = functools.partial(walk_parts.call_may_part, ("entropy",), n_bh=32, device=None)
+    assert may(lq=1, lk=131072) and may(lq=walk_parts.MAX_BLOCK_M, lk=walk_parts.SHORT_MIN_KEYS)
+    assert not may(lq=walk_parts.MAX_BLOCK_M + 1, lk=131072) and not may(lq=1024, lk=1024)
+    assert not may(lq=1, lk=walk_parts.SHORT_MIN_KEYS - 1)
+    assert not walk_parts.call_may_part(("sink_mass",), 1, 131072, 32, None)  # no full walk: nothing to part
+    monkeypatch.setattr(walk_parts, "SHORT_ONLY", False)  # INTERP_STATS_PARTS=auto: any call with few programs
+    assert may(lq=1024, lk=1024) and not may(lq=8192, lk=8192)
+    monkeypatch.setattr(walk_parts, "TARGET", 0)  # off
+    assert not may(lq=1, lk=131072)
 
 
 def test_how_many_parts():
@@ -118,6 +137,7 @@ def test_parted_equals_unparted(monkeypatch, name, device):
     kw = dict(causal=True, stats=["max_prob", "argmax", "entropy", "key_mass", "key_mean", "sink_mass"],
               backend="triton")
     monkeypatch.setattr(walk_parts, "TARGET", 0)
+    monkeypatch.setattr(walk_parts, "SHORT_ONLY", False)
     _, one = attention_with_stats(q, k, v, **kw)
     monkeypatch.setattr(walk_parts, "TARGET", 10**6)
     _, parted = attention_with_stats(q, k, v, **kw)
@@ -145,7 +165,8 @@ def test_proxy_tunes_the_real_calls_variant(tuned_as_on_gpu, monkeypatch, device
     """A long call tuned on a shorter proxy: the proxy compiles and tunes the kernel variant (parted or not) of the
     real call, whose config is then cached, though the proxy alone would have been parted."""
     monkeypatch.setattr(walk_parts, "TARGET", 6)
-    assert not walk_parts.may_part(150, 4, 6, True) and walk_parts.may_part(64, 4, 6, True)
+    monkeypatch.setattr(walk_parts, "SHORT_ONLY", False)
+    assert not walk_parts.may_part(150, 150, 4, 6, True) and walk_parts.may_part(64, 64, 4, 6, True)
     q, k, v = make(1, 4, 2, 150, 150, 32, torch.float32, device, seed=15)
     check_against_reference(q, k, v, causal=True, stats="all")
     assert tuned_as_on_gpu[-1] == (150, True), tuned_as_on_gpu
