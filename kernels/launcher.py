@@ -53,6 +53,11 @@ class PinnedConfig(dict):
 
 # autotune keys cap the length at TUNE_LEN: longer inputs reuse its choice, and are tuned on a TUNE_LEN proxy
 TUNE_LEN = 8192
+# ... except short-query calls (at most walk_parts.MAX_BLOCK_M queries: decode steps), whose work grows with the keys
+# alone: they are tuned at their own length up to SHORT_TUNE_LEN keys. On the 8k proxy the autotuner picked 128-query
+# tiles for a 9x64 decode step, whose 128k call then spent 152 us in statistics for one query row per tile against
+# cuDNN's 41 us (`docs/gpu/decode_profile_round18.log`)
+SHORT_TUNE_LEN = 1 << 20
 _proxied: set = set()  # requests whose kernels were tuned on a proxy
 # key_mass / key_mean finalized inside the statistics kernel (its last program per head; no torch ops after the
 # launch; 8 % less device time at 2k) while neither axis is longer than this; beyond it two torch ops convert the
@@ -69,17 +74,24 @@ def _dummy(device, dtype=torch.float32):
     return t
 
 
+def tune_cap(spec: AttnSpec) -> int:
+    """The longest input tuned at its own length: TUNE_LEN, or SHORT_TUNE_LEN for a short-query call."""
+    return SHORT_TUNE_LEN if spec.q_len <= walk_parts.MAX_BLOCK_M else TUNE_LEN
+
+
 def _len_bucket(spec: AttnSpec) -> int:
-    """Autotune key for the sequence length: the next power of two, capped (longer inputs reuse 8k's choice)."""
-    return min(1 << (max(spec.q_len, spec.k_len) - 1).bit_length(), TUNE_LEN)
+    """Autotune key for the sequence length: the next power of two, capped at `tune_cap` (longer inputs reuse its
+    choice)."""
+    return min(1 << (max(spec.q_len, spec.k_len) - 1).bit_length(), tune_cap(spec))
 
 
 def _proxy_spec(spec: AttnSpec, device) -> AttnSpec:
-    """The same request at most TUNE_LEN long, batch 1: same autotune keys (length bucket, flags, dtypes) and the
+    """The same request at most `tune_cap` long, batch 1: same autotune keys (length bucket, flags, dtypes) and the
     same choice between SDPA and the Triton forward, so tuning it fills the caches the real call reads."""
-    lq, lk = min(spec.q_len, TUNE_LEN), min(spec.k_len, TUNE_LEN)  # q_len <= k_len (checked)
+    cap = tune_cap(spec)
+    lq, lk = min(spec.q_len, cap), min(spec.k_len, cap)  # q_len <= k_len (checked)
     if spec.q_len != spec.k_len and lq == lk:  # keep q_len != k_len (it decides whether SDPA applies)
-        lq = TUNE_LEN // 2
+        lq = cap // 2
     valid = torch.ones(1, lk, device=device, dtype=torch.bool) if spec.key_valid is not None else None
     bias = None
     if spec.key_bias is not None:
@@ -109,12 +121,12 @@ def proxy_inputs(ps: AttnSpec, q):
 
 
 def _tune_on_proxy(q, k, spec: AttnSpec, sdpa: bool | None) -> None:
-    """Autotune on a TUNE_LEN-token proxy before the first long call of a kind. The autotuner times every config
+    """Autotune on a `tune_cap`-token proxy before the first long call of a kind. The autotuner times every config
     on the input it is given: at 1M tokens that was ~45 s a config (`docs/gpu/kspeed_notes.md`, round 3); on the
     proxy it is milliseconds, and the long call then launches the chosen configs directly. `sdpa`: whether the
     real call's output comes from SDPA (True) or the Triton forward (False), which the proxy then tunes; None
     for a statistics-only call. The proxy draws from its own generator: the caller's random stream is untouched."""
-    if INTERPRET or not AUTOTUNE or max(spec.q_len, spec.k_len) <= TUNE_LEN:
+    if INTERPRET or not AUTOTUNE or max(spec.q_len, spec.k_len) <= tune_cap(spec):
         return
     base = proxy_kind(q, spec)
     # the proxy tunes the real call's kernel variant: parted or not as the real call is

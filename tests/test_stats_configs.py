@@ -99,10 +99,11 @@ def test_argmax_is_the_first_maximum(forced, device):
 @pytest.fixture
 def tuned_as_on_gpu(monkeypatch):
     """The launcher's GPU-side tuning logic (autotune on, not the interpreter's single-config path) with a
-    proxy length of 64 tokens, recording every statistics launch: (q_len, whether its config was cached)."""
+    proxy length of 64 tokens (128 for short-query calls), recording every statistics launch: (q_len, whether its config was cached)."""
     monkeypatch.setattr(launcher, "INTERPRET", False)
     monkeypatch.setattr(launcher, "AUTOTUNE", True)
     monkeypatch.setattr(launcher, "TUNE_LEN", 64)
+    monkeypatch.setattr(launcher, "SHORT_TUNE_LEN", 128)
     monkeypatch.setattr(launcher, "_tuned", {})
     monkeypatch.setattr(launcher, "_proxied", set())
     calls = []
@@ -131,7 +132,7 @@ def test_long_inputs_are_tuned_on_a_proxy(tuned_as_on_gpu, case, device):
     kw = dict(stats="all", span=(3, 40))
     if case == "causal":
         q, k, v = make(1, 4, 2, 150, 150, 32, torch.float16, device, seed=15)
-    elif case == "decode":
+    elif case == "decode":  # (past SHORT_TUNE_LEN keys)
         q, k, v = make(2, 4, 1, 1, 150, 32, torch.float16, device, seed=16)
     else:
         q, k, v = make(2, 4, 2, 90, 150, 32, torch.float32, device, seed=17)
@@ -143,7 +144,7 @@ def test_long_inputs_are_tuned_on_a_proxy(tuned_as_on_gpu, case, device):
     torch.manual_seed(0)
     check_against_reference(q, k, v, causal=True, **kw)
     assert torch.equal(torch.rand(3), expected_draw)  # the proxy leaves the global random stream alone
-    proxy_lq = {"causal": 64, "decode": 1, "chunked-window-padded": 32}[case]  # q_len != k_len kept
+    proxy_lq = {"causal": 64, "decode": 1, "chunked-window-padded": 90}[case]  # q_len != k_len kept
     lq = q.shape[2]
     # the proxy's forward and statistics first, then the real call's, from the caches; the forward runs in
     # Triton on the CPU, and on a GPU wherever SDPA cannot (window and padding), else in SDPA (not recorded)
@@ -161,6 +162,15 @@ def test_short_inputs_make_no_proxy(tuned_as_on_gpu, device):
     assert tuned_as_on_gpu == [("forward", 64), (64, False)] and not launcher._proxied
 
 
+def test_decode_steps_tune_at_their_own_length(tuned_as_on_gpu, device):
+    """A short-query call past TUNE_LEN keys (64 here) but within SHORT_TUNE_LEN (128) is tuned on itself, under its
+    own length bucket: its work grows with the keys alone, and a shorter proxy misjudged its tiles."""
+    q, k, v = make(1, 2, 1, 2, 100, 32, torch.float16, device, seed=20)
+    check_against_reference(q, k, v, causal=True, stats="all")
+    # (two queries: the Triton forward, also on a GPU), no proxy call before them
+    assert tuned_as_on_gpu == [("forward", 2), (2, False)] and not launcher._proxied
+
+
 def test_proxy_keeps_the_autotune_key_and_the_sdpa_choice():
     from interp.kernels.checks import check_inputs
 
@@ -171,8 +181,9 @@ def test_proxy_keeps_the_autotune_key_and_the_sdpa_choice():
         spec = check_inputs(q, k, k, causal=causal, scale=None, sliding_window=None, attention_mask=None,
                             key_bias=None, stats="all", sink_tokens=4, local_window=64, span=None)
         ps = launcher._proxy_spec(spec, "cpu")
-        assert launcher._len_bucket(ps) == launcher._len_bucket(spec) == launcher.TUNE_LEN
-        assert max(ps.q_len, ps.k_len) == launcher.TUNE_LEN and ps.batch == 1
+        cap = launcher.SHORT_TUNE_LEN if lq <= 128 else launcher.TUNE_LEN  # short-query calls tune at their length
+        assert launcher._len_bucket(ps) == launcher._len_bucket(spec) == min(cap, 1 << (lk - 1).bit_length())
+        assert max(ps.q_len, ps.k_len) == min(cap, lk) and ps.batch == 1
         assert (ps.q_len == ps.k_len) == (lq == lk) and (ps.q_len == 1) == (lq == 1)
         assert ps.q_offset == ps.k_len - ps.q_len and ps.causal == causal
 
