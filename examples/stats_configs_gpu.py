@@ -10,7 +10,8 @@ statistics pass), fp16 or bf16, causal, 32 heads x 128, GQA 32/8 (or `--shape`),
 At 1k-2k tokens a single call is host-bound: `--graph` captures each call (and SDPA) in a CUDA graph once and times
 its replay, i.e. the GPU's time, which is what the configs change:
     INTERP_STATS_TRIAL_CONFIGS=1 python examples/stats_configs_gpu.py --lengths 1024 2048 --graph --configs 0 10 13
-`--window W` adds a sliding window (`--stats none` then times the Triton forward alone).
+`--window W` adds a sliding window (`--stats none` then times the Triton forward alone). `--decode` times one decode
+step per length (the last query of each head against N cached keys).
 `--shape` times the bundled models' attention shapes instead (heads x head_dim / KV heads, as `kernels/bench.py`
 names them): 9x64/3 (SmolLM2-135M) or 4x256/1 (Gemma 3 270M).
 """
@@ -72,6 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("--graph", action="store_true", help="time CUDA-graph replays (device time; for 1k-2k)")
     p.add_argument("--window", type=int, default=None, help="a sliding window (the Triton forward gives the output; "
                    "the SDPA column stays plain causal attention)")
+    p.add_argument("--decode", action="store_true", help="one decode step per length: the last query of each head "
+                   "against N cached keys (its reference is cheap: checked at every length)")
     p.add_argument("--smoke", action="store_true", help="CPU (Triton interpreter), 128 tokens, 4 heads: the script's "
                    "own check, not a timing")
     a = p.parse_args(argv)
@@ -102,10 +105,13 @@ def main(argv=None) -> int:
         q = torch.randn(1, heads, n, dim, device=dev, dtype=dtype, generator=g)
         k = torch.randn(1, kv, n, dim, device=dev, dtype=dtype, generator=g)
         v = torch.randn(1, kv, n, dim, device=dev, dtype=dtype, generator=g)
-        base = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), a.graph)
-        print(f"N={n}: SDPA {base:.3f} ms", flush=True)
+        if a.decode:  # (SDPA's is_causal would show a single query the first key only: it sees every key)
+            q = q[:, :, -1:].contiguous()
+        base = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=not a.decode, enable_gqa=True),
+                     a.graph)
+        print(f"N={n}{' (decode)' if a.decode else ''}: SDPA {base:.3f} ms", flush=True)
         refs = {}
-        if n <= 8192:  # the float32 reference (PyTorch) takes minutes beyond
+        if n <= 8192 or a.decode:  # the float32 reference (PyTorch) takes minutes beyond
             for stats in a.stats:
                 refs[stats] = attention_with_stats(q, k, v, stats=STATS[stats], backend="reference", **win)
         for i in chosen:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 
 import torch
 import triton
@@ -56,8 +57,24 @@ TUNE_LEN = 8192
 # ... except short-query calls (at most walk_parts.MAX_BLOCK_M queries: decode steps), whose work grows with the keys
 # alone: they are tuned at their own length up to SHORT_TUNE_LEN keys. On the 8k proxy the autotuner picked 128-query
 # tiles for a 9x64 decode step, whose 128k call then spent 152 us in statistics for one query row per tile against
-# cuDNN's 41 us (`docs/gpu/decode_profile_round18.log`)
-SHORT_TUNE_LEN = 1 << 20
+# cuDNN's 41 us (`docs/gpu/decode_profile_round18.log`). Env INTERP_SHORT_TUNE_LEN (a power of two >= TUNE_LEN; 8192
+# gives round 18's first form, every length on the 8k proxy) is for A/Bs
+
+
+def short_tune_len(value: str | None) -> int:
+    """INTERP_SHORT_TUNE_LEN -> SHORT_TUNE_LEN (unset: 2^20)."""
+    if value is None:
+        return 1 << 20
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < TUNE_LEN or n & (n - 1):
+        raise ValueError(f"INTERP_SHORT_TUNE_LEN must be a power of two >= {TUNE_LEN}, got {value!r}")
+    return n
+
+
+SHORT_TUNE_LEN = short_tune_len(os.environ.get("INTERP_SHORT_TUNE_LEN"))
 _proxied: set = set()  # requests whose kernels were tuned on a proxy
 # key_mass / key_mean finalized inside the statistics kernel (its last program per head; no torch ops after the
 # launch; 8 % less device time at 2k) while neither axis is longer than this; beyond it two torch ops convert the

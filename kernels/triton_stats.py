@@ -97,6 +97,10 @@ def _configs():
         # key-by-query tiles of 32 keys, 64x32 r168, 2.66x against config 1's 1.70x at 4x256 8k; 16 queries per
         # block, 16x64 / 16x128 / 32x128, no better than the configs above at 1k-4k for any bundled shape: dropped)
         c(32, 64, 1, 1, 4, 2, transpose=1),
+        # round 18: 16-query tiles for decode steps (one query row per head: a 32-row tile computes 31 rows for
+        # nothing; key-by-query, so the product's M is still 64 / 128 keys)
+        c(16, 64, 1, 1, 4, 2, transpose=1),
+        c(16, 128, 1, 1, 4, 2, transpose=1),
     ] if TRIAL_CONFIGS else [])
 
 

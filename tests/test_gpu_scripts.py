@@ -78,6 +78,10 @@ def test_config_timing_script_runs_and_checks_itself():
     err = re.findall(r"^\s+\[ 0\] .* (nomass|none)\s+[\d.]+ ms\s+[\d.]+x\s+err ([\d.e+-]+)$", r.stdout, re.M)
     assert [s for s, _ in err] == ["nomass", "none"] and all(float(e) < 1e-4 for _, e in err), r.stdout
     assert float(err[1][1]) > 0, r.stdout  # "none" checks the output itself (float32 rounding: never exactly 0)
+    r = _example("stats_configs_gpu.py", "--smoke", "--decode", "--shape", "9x64/3")  # one decode step
+    assert r.returncode == 0 and "N=128 (decode)" in r.stdout, r.stderr[-3000:]
+    err = re.findall(r"^\s+\[ 0\] .* all\s+[\d.]+ ms\s+[\d.]+x\s+err ([\d.e+-]+)$", r.stdout, re.M)
+    assert len(err) == 1 and float(err[0]) < 1e-4, r.stdout
     bad = _example("stats_configs_gpu.py", "--smoke", "--window", "0", timeout=120)
     assert bad.returncode == 2 and "--window must be >= 1, got 0" in bad.stderr, bad.stderr[-500:]
     bad = _example("stats_configs_gpu.py", "--smoke", "--configs", "5", timeout=120)

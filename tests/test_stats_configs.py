@@ -171,6 +171,13 @@ def test_decode_steps_tune_at_their_own_length(tuned_as_on_gpu, device):
     assert tuned_as_on_gpu == [("forward", 2), (2, False)] and not launcher._proxied
 
 
+def test_short_tune_len_env():
+    assert launcher.short_tune_len(None) == 1 << 20 and launcher.short_tune_len("8192") == launcher.TUNE_LEN
+    for bad in ("5000", "4096", "abc", ""):
+        with pytest.raises(ValueError, match="INTERP_SHORT_TUNE_LEN"):
+            launcher.short_tune_len(bad)
+
+
 def test_proxy_keeps_the_autotune_key_and_the_sdpa_choice():
     from interp.kernels.checks import check_inputs
 
