@@ -27,8 +27,8 @@ def main():
     attention_with_stats(q, k, v, causal=True, stats="all")  # tunes
     torch.cuda.synchronize()
     for key, config in launcher._tuned.items():
-        meta = config.all_kwargs()
-        print(f"{a.shape} n={a.n}: config {config}, parts {walk_parts.n_parts(meta, 1, a.n, h, walk_parts.target_programs(q.device), True, True)}")
+        parts = walk_parts.n_parts(config.all_kwargs(), 1, a.n, h, walk_parts.target_programs(q.device), True, True)
+        print(f"{a.shape} n={a.n}: config {config}, parts {parts}")
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(a.reps):
             attention_with_stats(q, k, v, causal=True, stats="all")

@@ -8,10 +8,11 @@ of one kind (same shapes, dtype and attention options) as one call, the layers s
     q [layers x batch, heads, q_len, head_dim], k [layers x batch, kv_heads, k_len, head_dim], lse likewise.
 Batch rows are independent in the statistics kernel, it picks its tile config by length and kind (not batch), and
 its key sums are integers, so each layer's statistics equal what its own call gives with the same tile config, bit
-for bit (tested; the config of a kind is tuned by its first call, stacked or not, and kept for both paths). One
-exception on the GPU: a call of at most 128 queries against at least 1,024 cached keys splits its walks into parts
-(`kernels/walk_parts.py`), as many as its number of programs asks for, and a part's entropy sum is added in another
-order, so a stacked decode step's entropy can differ from its own call's in the last bits.
+for bit (tested; the config of a kind is tuned by its first call, stacked or not, and kept for both paths). Not so
+on the GPU for a call of at most 128 queries against at least 1,024 cached keys: such a call splits its walks into
+parts (`kernels/walk_parts.py`) when it has fewer programs than the GPU holds, so a stack of many layers may run
+unparted (another kernel variant, tuned apart) where each layer's own call is parted, and its entropy and key sums
+can then differ in their last bits.
 
 Only layers whose q and k take at most LAYER_BYTES join (a 4-layer Llama-3-8B shape at 4k tokens, 42 MB a layer,
 measured 1.09x HF per layer and 1.13x batched: there the kernels hide the host's time and stacking only adds

@@ -121,10 +121,11 @@ def _proxy_spec(spec: AttnSpec, device) -> AttnSpec:
 
 
 def proxy_kind(q, spec: AttnSpec) -> tuple:
-    """What decides the kernels' autotune keys and path besides the length: one proxy per kind and request."""
+    """What decides the kernels' autotune keys and path besides the length: one proxy per kind and request (the
+    tuning cap too: a short-query chunk and a longer one of the same kind tune different length buckets)."""
     return (q.device, q.dtype, spec.heads, spec.kv_heads, spec.head_dim, spec.causal, window_kind(spec.sliding_window),
             spec.key_valid is not None, None if spec.key_bias is None else spec.key_bias.dtype, spec.q_len == 1,
-            spec.q_len == spec.k_len)
+            spec.q_len == spec.k_len, tune_cap(spec))
 
 
 def proxy_inputs(ps: AttnSpec, q):

@@ -136,7 +136,7 @@ def triton_attention_backward(
 
 
 def _tune_on_proxy(q, spec: AttnSpec, need_dq, need_dkv, need_dbias, split) -> None:
-    """The backward kernels' autotuning on a TUNE_LEN-token proxy (as `launcher._tune_on_proxy` does for the
+    """The backward kernels' autotuning on a `launcher.tune_cap`-token proxy (as `launcher._tune_on_proxy` does for the
     forward): before the first long backward of a kind, so the autotuner never times configs on the long input."""
     if INTERPRET or not AUTOTUNE or max(spec.q_len, spec.k_len) <= launcher.tune_cap(spec):
         return

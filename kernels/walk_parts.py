@@ -13,8 +13,9 @@ counts are spread over every part.
 
 By default only short-query calls part: at most MAX_BLOCK_M queries (a decode step, a short chunk) against at least
 SHORT_MIN_KEYS keys, aiming at 4 programs per SM. There the unparted call is a handful of programs walking the whole
-cache. Longer calls stay unparted. On the H100 in round 17 (`docs/gpu/kspeed_notes.md`), with the combine fixed,
-parting 1k-2k prefills (9x64, 4x256) was no faster and up to 13 % slower per tile config.
+cache: parted, a decode step with every statistic ran 2.4-11x faster on the H100 (round 18,
+`docs/gpu/kspeed_notes.md`). Longer calls stay unparted: there, with the combine fixed, parting 1k-2k prefills (9x64,
+4x256) won one cell of eight and was up to 13 % slower in others.
 INTERP_STATS_PARTS=auto parts every call with fewer programs than 4 per SM; an integer >= 2 sets that target for
 every call; off or 0: never; unset or "short": the default.
 """

@@ -99,7 +99,8 @@ def test_argmax_is_the_first_maximum(forced, device):
 @pytest.fixture
 def tuned_as_on_gpu(monkeypatch):
     """The launcher's GPU-side tuning logic (autotune on, not the interpreter's single-config path) with a
-    proxy length of 64 tokens (128 for short-query calls), recording every statistics launch: (q_len, whether its config was cached)."""
+    proxy length of 64 tokens (128 for short-query calls), recording every statistics launch: (q_len, whether its
+    config was cached)."""
     monkeypatch.setattr(launcher, "INTERPRET", False)
     monkeypatch.setattr(launcher, "AUTOTUNE", True)
     monkeypatch.setattr(launcher, "TUNE_LEN", 64)
@@ -124,18 +125,20 @@ def tuned_as_on_gpu(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("case", ["causal", "chunked-window-padded", "decode"])
+@pytest.mark.parametrize("case", ["causal", "chunked-window-padded", "short-chunk-window-padded", "decode"])
 def test_long_inputs_are_tuned_on_a_proxy(tuned_as_on_gpu, case, device):
-    """Past TUNE_LEN tokens the first call of a kind tunes on a TUNE_LEN proxy; the long call then launches the
-    cached config (and is still exact). A second long call of the same kind makes no proxy."""
+    """Past `tune_cap` tokens (TUNE_LEN; SHORT_TUNE_LEN keys for a call of at most 128 queries) the first call of a
+    kind tunes on a proxy of that length; the long call then launches the cached config (and is still exact). A
+    second long call of the same kind makes no proxy."""
     calls = tuned_as_on_gpu
     kw = dict(stats="all", span=(3, 40))
     if case == "causal":
         q, k, v = make(1, 4, 2, 150, 150, 32, torch.float16, device, seed=15)
     elif case == "decode":  # (past SHORT_TUNE_LEN keys)
         q, k, v = make(2, 4, 1, 1, 150, 32, torch.float16, device, seed=16)
-    else:
-        q, k, v = make(2, 4, 2, 90, 150, 32, torch.float32, device, seed=17)
+    else:  # a chunk of more than 128 queries (tuned past TUNE_LEN) or of fewer (past SHORT_TUNE_LEN)
+        lq = 140 if case == "chunked-window-padded" else 90
+        q, k, v = make(2, 4, 2, lq, 150, 32, torch.float32, device, seed=17)
         mask = torch.ones(2, 150, dtype=torch.bool)
         mask[1, :20] = False
         kw.update(sliding_window=70, attention_mask=mask.to(device))
@@ -144,11 +147,12 @@ def test_long_inputs_are_tuned_on_a_proxy(tuned_as_on_gpu, case, device):
     torch.manual_seed(0)
     check_against_reference(q, k, v, causal=True, **kw)
     assert torch.equal(torch.rand(3), expected_draw)  # the proxy leaves the global random stream alone
-    proxy_lq = {"causal": 64, "decode": 1, "chunked-window-padded": 90}[case]  # q_len != k_len kept
+    # q_len != k_len kept (140 queries and 150 keys: 64 of each past the cap, so the proxy takes half)
+    proxy_lq = {"causal": 64, "decode": 1, "chunked-window-padded": 32, "short-chunk-window-padded": 90}[case]
     lq = q.shape[2]
     # the proxy's forward and statistics first, then the real call's, from the caches; the forward runs in
     # Triton on the CPU, and on a GPU wherever SDPA cannot (window and padding), else in SDPA (not recorded)
-    sdpa = q.is_cuda and case != "chunked-window-padded"
+    sdpa = q.is_cuda and "window" not in case
     fwd = (lambda n: []) if sdpa else (lambda n: [("forward", n)])
     assert calls == [*fwd(proxy_lq), (proxy_lq, False), *fwd(lq), (lq, True)], calls
     del calls[:]
@@ -160,6 +164,18 @@ def test_short_inputs_make_no_proxy(tuned_as_on_gpu, device):
     q, k, v = make(1, 2, 2, 64, 64, 32, torch.float32, device, seed=18)
     check_against_reference(q, k, v, causal=True, stats="query")
     assert tuned_as_on_gpu == [("forward", 64), (64, False)] and not launcher._proxied
+
+
+@pytest.mark.parametrize("short_first", [True, False], ids=["short-first", "long-first"])
+def test_short_and_long_chunks_tune_apart(tuned_as_on_gpu, short_first, device):
+    """A chunk of at most 128 queries and a longer one of the same kind and key length tune different length buckets
+    (SHORT_TUNE_LEN and TUNE_LEN): each makes its own proxy, whichever comes first."""
+    calls = tuned_as_on_gpu
+    chunks = [make(1, 4, 2, lq, 300, 32, torch.float32, device, seed=22) for lq in (100, 150)]
+    for q, k, v in (chunks if short_first else chunks[::-1]):
+        del calls[:]
+        check_against_reference(q, k, v, causal=True, stats="all")
+        assert calls[-1] == (q.shape[2], True) and len([c for c in calls if c[0] != "forward"]) == 2, calls
 
 
 def test_decode_steps_tune_at_their_own_length(tuned_as_on_gpu, device):
