@@ -12,10 +12,12 @@
 #   PART=d ...                            # (< 8 min) decode steps autotuned at their own length (the default since
 #                                         # round 18) against INTERP_SHORT_TUNE_LEN=8192 (every length on the 8k
 #                                         # proxy), trial configs in the list
+#   PART=e ...                            # (< 9 min) the packed decode kernel (INTERP_DECODE_PACK=1): its tests and
+#                                         # the kernel tests with it on, then decode steps packed / not packed
 # Logs under ${OUT:-out/gpu}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-case "${PART:-}" in a|b|c|d) ;; *) echo "usage: PART=a|b|c|d bash examples/gpu_round18.sh" >&2; exit 2;; esac
+case "${PART:-}" in a|b|c|d|e) ;; *) echo "usage: PART=a|b|c|d|e bash examples/gpu_round18.sh" >&2; exit 2;; esac
 source examples/gpu_setup.sh
 decode() {
   echo "# INTERP_STATS_PARTS=$1 ${3:-}"
@@ -42,4 +44,12 @@ if [ "$PART" = d ]; then
   export INTERP_STATS_TRIAL_CONFIGS=1 GRAPH=--graph-lengths  # (no prefill replays)
   decode short 250 INTERP_SHORT_TUNE_LEN=8192 2>&1 | tee "$OUT/decode_tune_round18.log"
   decode short 250 2>&1 | tee -a "$OUT/decode_tune_round18.log"
+fi
+if [ "$PART" = e ]; then
+  (cd tests && INTERP_DECODE_PACK=1 timeout 150 python3 -m pytest -q -n 16 -p no:cacheprovider -rf --tb=short \
+     test_stats_decode.py test_kernel_triton.py test_walk_parts.py) 2>&1 | tail -8 \
+    | tee "$OUT/tests_decode_pack_round18.log"
+  export GRAPH=--graph-lengths  # (no prefill replays)
+  decode short 180 INTERP_DECODE_PACK=1 2>&1 | tee "$OUT/decode_pack_round18.log"
+  decode short 180 2>&1 | tee -a "$OUT/decode_pack_round18.log"
 fi

@@ -18,7 +18,7 @@ import os
 import torch
 import triton
 
-from . import walk_parts
+from . import launcher_decode, walk_parts
 from .checks import AttnSpec, check_fits_in_memory
 from .direct_launch import DirectLauncher
 from .sdpa_path import eligible, sdpa_out_lse
@@ -272,8 +272,12 @@ def triton_stats(q, k, lse, spec: AttnSpec, parted: bool | None = None) -> Atten
     whether to compile the parts' code (`walk_parts.py`; None: as this call's shape says, when parts are on)."""
     b, h, lq, lk, d = spec.batch, spec.heads, spec.q_len, spec.k_len, spec.head_dim
     dev = q.device
-    _tune_on_proxy(q, k, spec, None)
     want = spec.stats
+    if launcher_decode.eligible(spec) and any(n != "lse" for n in want):  # a decode step, heads packed (opt-in)
+        f = _flag_values(q.dtype, False, 0, False, False)
+        return launcher_decode.decode_stats(q, k, lse, spec, tuple(n for n in ROW_STATS if n in want),
+                                            dict(UPCAST=f["UPCAST"], DOT_PREC=f["DOT_PREC"]))
+    _tune_on_proxy(q, k, spec, None)
     len_bucket = _len_bucket(spec)
     st = AttentionStats()
     if "lse" in want:

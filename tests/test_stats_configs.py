@@ -101,6 +101,9 @@ def tuned_as_on_gpu(monkeypatch):
     """The launcher's GPU-side tuning logic (autotune on, not the interpreter's single-config path) with a
     proxy length of 64 tokens (128 for short-query calls), recording every statistics launch: (q_len, whether its
     config was cached)."""
+    from interp.kernels import launcher_decode
+
+    monkeypatch.setattr(launcher_decode, "ENABLED", False)  # (the packed decode kernel is not autotuned)
     monkeypatch.setattr(launcher, "INTERPRET", False)
     monkeypatch.setattr(launcher, "AUTOTUNE", True)
     monkeypatch.setattr(launcher, "TUNE_LEN", 64)

@@ -10,7 +10,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from interp.kernels import attention_with_stats, launcher, triton_stats, walk_parts  # noqa: E402
+from interp.kernels import attention_with_stats, launcher, launcher_decode, triton_stats, walk_parts  # noqa: E402
 from test_kernel_triton import check_against_reference, make  # noqa: E402
 from test_stats_configs import CONFIGS, tuned_as_on_gpu  # noqa: E402, F401 (a fixture)
 from test_walk_runs import CASES, _inputs, _window_kind  # noqa: E402
@@ -20,7 +20,9 @@ PARTED = ("32x16-split-tile", "32x32-transposed", "64x64-transposed")  # masses 
 
 @pytest.fixture
 def parted(monkeypatch):
-    """Parts on for every call, a target no test call reaches; every statistics launch's grid recorded."""
+    """Parts on for every call, a target no test call reaches; every statistics launch's grid recorded (the general
+    kernel's: the packed decode path, `launcher_decode`, off)."""
+    monkeypatch.setattr(launcher_decode, "ENABLED", False)
     monkeypatch.setattr(walk_parts, "TARGET", 10**6)
     monkeypatch.setattr(walk_parts, "SHORT_ONLY", False)
     grids = []

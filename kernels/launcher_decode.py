@@ -1,0 +1,103 @@
+"""Launcher of the packed decode-step statistics (`triton_stats_decode.py`): which calls take it, how many parts,
+and the two launches (the walk, then the combine of its parts).
+
+Off unless INTERP_DECODE_PACK=1: written and tested in the CPU interpreter (round 18), not yet timed on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import walk_parts
+from .checks import AttnSpec
+from .stats import AttentionStats
+from .triton_stats_decode import decode_combine_kernel, decode_walk_kernel
+
+ENV = "INTERP_DECODE_PACK"
+
+
+def enabled_from_env(value: str | None) -> bool:
+    """INTERP_DECODE_PACK: "1" on; unset, "" or "0" off."""
+    v = (value or "").strip()
+    if v not in ("", "0", "1"):
+        raise ValueError(f"{ENV}={value!r}: use 1 (on) or 0 (off, the default)")
+    return v == "1"
+
+
+ENABLED = enabled_from_env(os.environ.get(ENV))
+MAX_GROUP = 64  # query heads per KV head packed into one tile (BLOCK_G rows)
+CPU_PARTS = 3  # in the interpreter (no GPU to fill), still more than one part, so that the combine is tested
+COMBINE_BLOCK = 128
+SLOT = {"max_prob": "S_MAXP", "entropy": "S_ENT", "sink_mass": "S_SINK", "local_mass": "S_LOCAL",
+        "span_mass": "S_SPAN"}
+
+
+def eligible(spec: AttnSpec) -> bool:
+    """A decode step this path covers: one query per head, no padding mask, key bias or window, G <= MAX_GROUP."""
+    return (ENABLED and spec.q_len == 1 and spec.key_valid is None and spec.key_bias is None
+            and spec.sliding_window is None and spec.group <= MAX_GROUP)
+
+
+def n_parts(n_programs: int, key_blocks: int, device) -> int:
+    """Parts per (batch x KV head): enough programs for 4 per SM (`walk_parts.target_programs`), at most one per
+    key block."""
+    target = walk_parts.target_programs(device) if device.type == "cuda" else 0
+    want = target // n_programs if target > 0 else CPU_PARTS
+    return max(1, min(key_blocks, want))
+
+
+def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, flags: dict) -> AttentionStats:
+    """The statistics spec.stats asks for, for a decode step: q [b, h, 1, d], k [b, kv_heads, Lk, d], lse [b, h, 1]
+    float32 (natural log). row: the per-query statistics besides argmax, in slot order (`launcher._stats_plan`);
+    flags: UPCAST and DOT_PREC as the general kernel takes them."""
+    b, h, kvh, lk, d, g = spec.batch, spec.heads, spec.kv_heads, spec.k_len, spec.head_dim, spec.group
+    dev = q.device
+    want = set(spec.stats)
+    st = AttentionStats()
+    if "lse" in want:
+        st.lse = lse
+    f32 = dict(device=dev, dtype=torch.float32)
+    block_n = 64 if d <= 128 else 32
+    parts = n_parts(b * kvh, -(-lk // block_n), dev)
+    n_rows = b * h
+    pf = torch.empty(5, parts, n_rows, **f32)
+    pa = torch.empty(parts, n_rows, device=dev, dtype=torch.int32)
+    want_key = "key_mass" in want or "key_mean" in want
+    want_count = "key_count" in want or "key_mean" in want
+    dummy = pf
+    km = torch.empty(b, h, lk, **f32) if want_key else dummy
+    kc = torch.empty(b, h, lk, **f32) if want_count else dummy
+    kmean = torch.empty(b, h, lk, **f32) if "key_mean" in want else dummy
+    spans = spec.span if spec.span is not None else pa
+    want_max = "max_prob" in want or "argmax" in want
+    decode_walk_kernel[(b * kvh * parts,)](
+        q, k, lse, pf, pa, km, kc, kmean, spans, q.stride(0), q.stride(1), q.stride(3), *k.stride(),
+        h, g, kvh, lk, spec.q_offset, spec.scale * 1.4426950408889634, spec.sink_tokens, spec.local_window, n_rows,
+        HEAD_DIM=d, BLOCK_D=max(16, 1 << (d - 1).bit_length()), BLOCK_G=max(16, 1 << (g - 1).bit_length()),
+        BLOCK_N=block_n, WANT_MAX=want_max, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
+        WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
+        WANT_KEY=want_key, WANT_COUNT=want_count, WANT_KMEAN="key_mean" in want, num_warps=4, **flags,
+    )
+    rows = torch.empty(len(row), b, h, 1, **f32) if row else dummy
+    arg = torch.empty(b, h, 1, device=dev, dtype=torch.int64) if "argmax" in want else pa
+    if row or "argmax" in want:
+        slots = {SLOT[n]: (row.index(n) if n in row else 0) for n in SLOT}
+        decode_combine_kernel[(-(-n_rows // COMBINE_BLOCK),)](
+            lse, pf, pa, rows, arg, parts, n_rows, spec.scale * 1.4426950408889634, n_rows,
+            BLOCK=COMBINE_BLOCK, WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want,
+            WANT_ENT="entropy" in want, WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want,
+            WANT_SPAN="span_mass" in want, **slots, num_warps=4,
+        )
+    for n, t in zip(row, rows.unbind(0) if row else ()):
+        setattr(st, n, t)
+    if "argmax" in want:
+        st.argmax = arg
+    if "key_mass" in want:
+        st.key_mass = km
+    if "key_mean" in want:
+        st.key_mean = kmean
+    if "key_count" in want:
+        st.key_count = kc
+    return st

@@ -1,0 +1,159 @@
+"""Statistics of a decode step (one query per head), the query heads of each KV head packed into one tile.
+
+The general statistics kernel (`triton_stats.py`) runs one program per query block and head. In a decode step a
+query block holds one live row, so a 32-row tile computes 31 rows for nothing, and each of a KV head's G query heads
+walks the same K on its own (round 18, `docs/gpu/kspeed_notes.md`: at 128k cached keys, 9x64 spent 152 us in
+statistics against cuDNN's 41 us for the output; 32x128 212 us against 185 us). Here one program takes the G query
+heads of a KV head as the rows of one tile [BLOCK_G >= 16, keys]: K is read once per KV head, G rows of each tile
+live. The cache is split into `n_parts` runs of consecutive key blocks, one program each; a second kernel combines
+the parts' row partials in key order (the first of equal maxima, as one walk).
+
+With one query per head, a head's key_mass is its probability row: stored as float32, no atomics, no fixed point
+(the general kernel's int64 sums give the same value to float32 rounding), key_count is 1 for every key and key_mean
+equals key_mass. Applies to q_len == 1 with no padding mask, key bias or window (`launcher.decode_eligible`); off
+unless INTERP_DECODE_PACK=1 until timed on a GPU.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .triton_stats_rows import LSE_LIMIT, _bad_rows, _row_flags
+from .triton_stats_t import _key_scores
+
+
+@triton.jit
+def decode_walk_kernel(
+    Q, K, LSE, PF, PA, KM_OUT, KCOUNT, KMEAN_OUT, SPANS,
+    stride_qb, stride_qh, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+    H, G, KVH, Lk, q_pos, qk_scale, sink_tokens, local_window, n_rows,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
+    WANT_MAX: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr,
+    WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
+    WANT_KMEAN: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    """One (batch x KV head, part) per program, parts fastest. LSE [b * H] float32 (natural log); PF [5, n_parts,
+    n_rows] float32 partials (max score, sum p log2 p, sink / local / span mass) and PA [n_parts, n_rows] int32 (the
+    first key of the max), n_rows = b * H; KM_OUT, KCOUNT, KMEAN_OUT [b * H, Lk] float32; SPANS [b, 2] int64."""
+    LOG2E: tl.constexpr = 1.4426950408889634
+    n_parts = tl.num_programs(0) // (n_rows // G)
+    part = tl.program_id(0) % n_parts
+    pid_bk = tl.program_id(0) // n_parts  # batch x KV head
+    b = pid_bk // KVH
+    kvh = pid_bk % KVH
+    offs_g = tl.arange(0, BLOCK_G)
+    g_ok = offs_g < G
+    row = b * H + kvh * G + offs_g  # [BLOCK_G]: the packed rows' (batch x head), = their row of the outputs
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < HEAD_DIM
+    lse = tl.load(LSE + row, mask=g_ok, other=float("-inf"))
+    bad = _bad_rows(lse, LSE_LIMIT)  # (or sees nothing): q = 0 and lse +inf give p = 0 on every finite key
+    q_ptrs = Q + b * stride_qb + (kvh * G + offs_g)[:, None] * stride_qh + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=g_ok[:, None] & dmask[None, :] & ~bad[:, None], other=0.0)
+    lse_row = tl.where(bad, float("inf"), lse * LOG2E)
+    k_base = K + b * stride_kb + kvh * stride_kh
+    span_lo = 0
+    span_hi = 0
+    if WANT_SPAN:
+        span_lo = tl.load(SPANS + 2 * b)
+        span_hi = tl.load(SPANS + 2 * b + 1)
+    chunk = tl.cdiv(tl.cdiv(Lk, BLOCK_N), n_parts) * BLOCK_N
+    lo = part * chunk
+    hi = tl.minimum(lo + chunk, Lk)
+    m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
+    a_i = tl.full([BLOCK_G], -1, dtype=tl.int32)
+    e_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    sk_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    lc_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    sp_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    qpos = tl.zeros([BLOCK_G], dtype=tl.int32) + q_pos
+    out_base = row.to(tl.int64)[:, None] * Lk  # [BLOCK_G, 1]
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        # every key is visible to the step's query: only the end of the cache is masked
+        s = _key_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, K, qk_scale,
+                        K, qpos, 0, True, False, False, 0, False, False, UPCAST, DOT_PREC, False)
+        if WANT_MAX:
+            m_blk = tl.max(s, 1)
+            if WANT_ARG:  # the block's first key at its max; kept only where the running max grows
+                blk_arg = tl.min(tl.where(s == m_blk[:, None], offs_n[None, :], 2147483647), 1)
+                a_i = tl.where(m_blk > m_i, blk_arg, a_i)
+            m_i = tl.maximum(m_i, m_blk)
+        t = s * qk_scale - lse_row[:, None]
+        p = tl.exp2(t)
+        if WANT_ENT:  # p = 0 where t = -inf (past the cache): p * max(t, -1e30) = 0, not NaN
+            e_i += tl.sum(p * tl.maximum(t, -1e30), 1)
+        if WANT_SINK:
+            if start_n < sink_tokens:
+                sk_i += tl.sum(tl.where(offs_n[None, :] < sink_tokens, p, 0.0), 1)
+        if WANT_LOCAL:
+            dist = q_pos - offs_n
+            lc_i += tl.sum(tl.where(((dist >= 0) & (dist < local_window))[None, :], p, 0.0), 1)
+        if WANT_SPAN:
+            sp_i += tl.sum(tl.where(((offs_n >= span_lo) & (offs_n < span_hi))[None, :], p, 0.0), 1)
+        k_in = g_ok[:, None] & (offs_n < Lk)[None, :]
+        if WANT_KEY:  # a head's key mass is its probability row; bad rows add nothing (NaN only on a NaN key)
+            mass = tl.where(bad[:, None], 0.0, p)
+            tl.store(KM_OUT + out_base + offs_n[None, :], mass, mask=k_in)
+            if WANT_KMEAN:  # key_count is 1: mean = mass
+                tl.store(KMEAN_OUT + out_base + offs_n[None, :], mass, mask=k_in)
+        if WANT_COUNT:  # geometry: every key seen by the step's query, bad rows included
+            tl.store(KCOUNT + out_base + offs_n[None, :], tl.full([BLOCK_G, BLOCK_N], 1.0, tl.float32), mask=k_in)
+    at = part * n_rows + row
+    tl.store(PF + at, m_i, mask=g_ok)
+    tl.store(PF + n_parts * n_rows + at, e_i, mask=g_ok)
+    tl.store(PF + 2 * n_parts * n_rows + at, sk_i, mask=g_ok)
+    tl.store(PF + 3 * n_parts * n_rows + at, lc_i, mask=g_ok)
+    tl.store(PF + 4 * n_parts * n_rows + at, sp_i, mask=g_ok)
+    tl.store(PA + at, a_i, mask=g_ok)
+
+
+@triton.jit
+def decode_combine_kernel(
+    LSE, PF, PA, ROWS, ARG, n_parts, n_rows, qk_scale, rows_stride,
+    BLOCK: tl.constexpr, WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr,
+    WANT_SINK: tl.constexpr, WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr,
+    S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
+):
+    """The parts' partials of BLOCK rows combined in key order, then the row statistics stored as the general
+    kernel stores them (NaN / -1 on bad rows; max_prob, entropy 0 and argmax -1 on rows that see nothing)."""
+    LOG2E: tl.constexpr = 1.4426950408889634
+    LN2: tl.constexpr = 0.6931471805599453
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = rows < n_rows
+    m_i = tl.full([BLOCK], float("-inf"), dtype=tl.float32)
+    a_i = tl.full([BLOCK], -1, dtype=tl.int32)
+    e_i = tl.zeros([BLOCK], dtype=tl.float32)
+    sk_i = tl.zeros([BLOCK], dtype=tl.float32)
+    lc_i = tl.zeros([BLOCK], dtype=tl.float32)
+    sp_i = tl.zeros([BLOCK], dtype=tl.float32)
+    for part in range(0, n_parts):
+        at = part * n_rows + rows
+        m_p = tl.load(PF + at, mask=ok, other=float("-inf"))
+        a_p = tl.load(PA + at, mask=ok, other=-1)
+        a_i = tl.where(m_p > m_i, a_p, a_i)  # strictly greater: a tie keeps the earlier part's (lower) key
+        m_i = tl.maximum(m_i, m_p)
+        e_i += tl.load(PF + n_parts * n_rows + at, mask=ok, other=0.0)
+        sk_i += tl.load(PF + 2 * n_parts * n_rows + at, mask=ok, other=0.0)
+        lc_i += tl.load(PF + 3 * n_parts * n_rows + at, mask=ok, other=0.0)
+        sp_i += tl.load(PF + 4 * n_parts * n_rows + at, mask=ok, other=0.0)
+    seen, bad = _row_flags(LSE, rows, ok)
+    lse_row = tl.load(LSE + rows, mask=ok, other=0.0) * LOG2E
+    rs = tl.cast(rows_stride, tl.int64)
+    nan = float("nan")
+    if WANT_MAXP:
+        maxp = tl.where(seen, tl.exp2(m_i * qk_scale - lse_row), 0.0)
+        tl.store(ROWS + S_MAXP * rs + rows, tl.where(bad, nan, maxp), mask=ok)
+    if WANT_ARG:
+        tl.store(ARG + rows, tl.where(bad | ~seen, -1, a_i).to(tl.int64), mask=ok)
+    if WANT_ENT:  # H = -sum p ln p
+        ent = tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0)
+        tl.store(ROWS + S_ENT * rs + rows, tl.where(bad, nan, ent), mask=ok)
+    if WANT_SINK:
+        tl.store(ROWS + S_SINK * rs + rows, tl.where(bad, nan, sk_i), mask=ok)
+    if WANT_LOCAL:
+        tl.store(ROWS + S_LOCAL * rs + rows, tl.where(bad, nan, lc_i), mask=ok)
+    if WANT_SPAN:
+        tl.store(ROWS + S_SPAN * rs + rows, tl.where(bad, nan, sp_i), mask=ok)
