@@ -27,7 +27,8 @@ def enabled_from_env(value: str | None) -> bool:
 
 
 ENABLED = enabled_from_env(os.environ.get(ENV))
-MAX_GROUP = 64  # query heads per KV head packed into one tile (BLOCK_G rows)
+MAX_GROUP = 16  # query heads per KV head packed into one 16-row tile (more: the general kernel; larger tiles would
+# hold a 32 / 64-row q tile in registers, already at 248-255 with 16 rows on sm_90)
 CPU_PARTS = 3  # in the interpreter (no GPU to fill), still more than one part, so that the combine is tested
 COMBINE_BLOCK = 128
 SLOT = {"max_prob": "S_MAXP", "entropy": "S_ENT", "sink_mass": "S_SINK", "local_mass": "S_LOCAL",
@@ -35,16 +36,21 @@ SLOT = {"max_prob": "S_MAXP", "entropy": "S_ENT", "sink_mass": "S_SINK", "local_
 
 
 def eligible(spec: AttnSpec) -> bool:
-    """A decode step this path covers: one query per head, no padding mask, key bias or window, G <= MAX_GROUP."""
+    """A decode step this path covers: one query per head at the end of the keys (it sees every key), no padding
+    mask, key bias or window, G <= MAX_GROUP."""
     return (ENABLED and spec.q_len == 1 and spec.key_valid is None and spec.key_bias is None
-            and spec.sliding_window is None and spec.group <= MAX_GROUP)
+            and spec.sliding_window is None and spec.group <= MAX_GROUP
+            and (not spec.causal or spec.q_offset == spec.k_len - 1))
 
 
 def n_parts(n_programs: int, key_blocks: int, device) -> int:
-    """Parts per (batch x KV head): enough programs for 4 per SM (`walk_parts.target_programs`), at most one per
-    key block."""
-    target = walk_parts.target_programs(device) if device.type == "cuda" else 0
-    want = target // n_programs if target > 0 else CPU_PARTS
+    """Parts per (batch x KV head): enough programs for 4 per SM (`walk_parts.target_programs`; one part while
+    INTERP_STATS_PARTS is off), at most one per key block; CPU_PARTS in the interpreter."""
+    if device.type == "cuda":
+        target = walk_parts.target_programs(device)
+        want = target // n_programs if target > 0 else 1
+    else:
+        want = CPU_PARTS
     return max(1, min(key_blocks, want))
 
 

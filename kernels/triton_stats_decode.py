@@ -10,7 +10,7 @@ the parts' row partials in key order (the first of equal maxima, as one walk).
 
 With one query per head, a head's key_mass is its probability row: stored as float32, no atomics, no fixed point
 (the general kernel's int64 sums give the same value to float32 rounding), key_count is 1 for every key and key_mean
-equals key_mass. Applies to q_len == 1 with no padding mask, key bias or window (`launcher.decode_eligible`); off
+equals key_mass. Applies to q_len == 1 with no padding mask, key bias or window (`launcher_decode.eligible`); off
 unless INTERP_DECODE_PACK=1 until timed on a GPU.
 """
 
@@ -49,10 +49,11 @@ def decode_walk_kernel(
     dmask = offs_d < HEAD_DIM
     lse = tl.load(LSE + row, mask=g_ok, other=float("-inf"))
     bad = _bad_rows(lse, LSE_LIMIT)  # (or sees nothing): q = 0 and lse +inf give p = 0 on every finite key
-    q_ptrs = Q + b * stride_qb + (kvh * G + offs_g)[:, None] * stride_qh + offs_d[None, :] * stride_qd
+    b64 = b.to(tl.int64)  # (a sliced cache buffer can pass 2^31 elements)
+    q_ptrs = Q + b64 * stride_qb + (kvh * G + offs_g).to(tl.int64)[:, None] * stride_qh + offs_d[None, :] * stride_qd
     q = tl.load(q_ptrs, mask=g_ok[:, None] & dmask[None, :] & ~bad[:, None], other=0.0)
     lse_row = tl.where(bad, float("inf"), lse * LOG2E)
-    k_base = K + b * stride_kb + kvh * stride_kh
+    k_base = K + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
     span_lo = 0
     span_hi = 0
     if WANT_SPAN:
@@ -88,11 +89,13 @@ def decode_walk_kernel(
         if WANT_SINK:
             if start_n < sink_tokens:
                 sk_i += tl.sum(tl.where(offs_n[None, :] < sink_tokens, p, 0.0), 1)
-        if WANT_LOCAL:
-            dist = q_pos - offs_n
-            lc_i += tl.sum(tl.where(((dist >= 0) & (dist < local_window))[None, :], p, 0.0), 1)
+        if WANT_LOCAL:  # (only the blocks the window reaches)
+            if start_n + BLOCK_N > q_pos - local_window + 1:
+                dist = q_pos - offs_n
+                lc_i += tl.sum(tl.where(((dist >= 0) & (dist < local_window))[None, :], p, 0.0), 1)
         if WANT_SPAN:
-            sp_i += tl.sum(tl.where(((offs_n >= span_lo) & (offs_n < span_hi))[None, :], p, 0.0), 1)
+            if (start_n < span_hi) & (start_n + BLOCK_N > span_lo):
+                sp_i += tl.sum(tl.where(((offs_n >= span_lo) & (offs_n < span_hi))[None, :], p, 0.0), 1)
         k_in = g_ok[:, None] & (offs_n < Lk)[None, :]
         if WANT_KEY:  # a head's key mass is its probability row; bad rows add nothing (NaN only on a NaN key)
             mass = tl.where(bad[:, None], 0.0, p)

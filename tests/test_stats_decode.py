@@ -107,6 +107,39 @@ def test_other_calls_take_the_general_kernel(packed, device):
     assert packed == []
 
 
+def test_views_batches_and_empty_parts(packed, monkeypatch, device):
+    """q as the last query of a longer q (a view), k transposed from [b, Lk, kv_heads, d] (not contiguous), batch 3
+    with G = 5, and more parts than key blocks (empty parts)."""
+    g = torch.Generator().manual_seed(37)
+    q = torch.randn(3, 10, 9, 48, generator=g).to(device, torch.float16)[:, :, -1:]
+    k = torch.randn(3, 130, 2, 48, generator=g).to(device, torch.float16).transpose(1, 2)
+    v = torch.randn(3, 2, 130, 48, generator=g).to(device, torch.float16)
+    check_against_reference(q, k, v, causal=True, stats="all", sink_tokens=2, local_window=70, span=(3, 129))
+    monkeypatch.setattr(launcher_decode, "CPU_PARTS", 7)  # 3 key blocks of 64: at most 3 parts
+    check_against_reference(q, k, v, causal=False, stats="all")
+    assert packed[-1] == 3
+
+
+def test_large_groups_and_offset_queries_take_the_general_kernel(packed, device):
+    """G > MAX_GROUP, and a single causal query that is not at the end of the keys (it must not see them all)."""
+    from interp.kernels.checks import check_inputs
+
+    q, k, v = make(1, 2 * (launcher_decode.MAX_GROUP + 1), 2, 1, 100, 16, torch.float32, device, seed=38)
+    check_against_reference(q, k, v, causal=True, stats="all")
+    assert packed == []
+    spec = check_inputs(q, k, v, causal=True, scale=None, sliding_window=None, attention_mask=None, key_bias=None,
+                        stats="all", sink_tokens=4, local_window=64, span=None)
+    import dataclasses
+
+    assert not launcher_decode.eligible(dataclasses.replace(spec, heads=4, q_offset=50))
+    assert launcher_decode.eligible(dataclasses.replace(spec, heads=4))
+
+
+def test_parts_off_is_one_part(monkeypatch):
+    monkeypatch.setattr(launcher_decode.walk_parts, "target_programs", lambda device: 0)
+    assert launcher_decode.n_parts(8, 100, torch.device("cuda")) == 1  # (no GPU needed: nothing launched)
+
+
 def test_env_values():
     assert launcher_decode.enabled_from_env("1") and not launcher_decode.enabled_from_env(None)
     assert not launcher_decode.enabled_from_env("0") and not launcher_decode.enabled_from_env("")
