@@ -19,8 +19,15 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_stats_rows import LSE_LIMIT, _bad_rows, _row_flags
+from .triton_stats_rows import LSE_LIMIT, _bad_rows, _row_flags, _store_full_walk
 from .triton_stats_t import _key_scores
+
+
+@triton.jit
+def _row_partials(N: tl.constexpr):
+    """Empty row partials of N rows: max score -inf, its key -1, sum p log2 p and the sink / local / span masses 0."""
+    zero = tl.zeros([N], dtype=tl.float32)
+    return tl.full([N], float("-inf"), dtype=tl.float32), tl.full([N], -1, dtype=tl.int32), zero, zero, zero, zero
 
 
 @triton.jit
@@ -62,12 +69,7 @@ def decode_walk_kernel(
     chunk = tl.cdiv(tl.cdiv(Lk, BLOCK_N), n_parts) * BLOCK_N
     lo = part * chunk
     hi = tl.minimum(lo + chunk, Lk)
-    m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
-    a_i = tl.full([BLOCK_G], -1, dtype=tl.int32)
-    e_i = tl.zeros([BLOCK_G], dtype=tl.float32)
-    sk_i = tl.zeros([BLOCK_G], dtype=tl.float32)
-    lc_i = tl.zeros([BLOCK_G], dtype=tl.float32)
-    sp_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    m_i, a_i, e_i, sk_i, lc_i, sp_i = _row_partials(BLOCK_G)
     offs_n0 = tl.arange(0, BLOCK_N)
     qpos = tl.zeros([BLOCK_G], dtype=tl.int32) + q_pos
     out_base = row.to(tl.int64)[:, None] * Lk  # [BLOCK_G, 1]
@@ -120,18 +122,12 @@ def decode_combine_kernel(
     WANT_SINK: tl.constexpr, WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr,
     S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
 ):
-    """The parts' partials of BLOCK rows combined in key order, then the row statistics stored as the general
-    kernel stores them (NaN / -1 on bad rows; max_prob, entropy 0 and argmax -1 on rows that see nothing)."""
+    """The parts' partials of BLOCK rows combined in key order, then the row statistics stored by the general
+    kernel's own code (NaN / -1 on bad rows; max_prob, entropy 0 and argmax -1 on rows that see nothing)."""
     LOG2E: tl.constexpr = 1.4426950408889634
-    LN2: tl.constexpr = 0.6931471805599453
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = rows < n_rows
-    m_i = tl.full([BLOCK], float("-inf"), dtype=tl.float32)
-    a_i = tl.full([BLOCK], -1, dtype=tl.int32)
-    e_i = tl.zeros([BLOCK], dtype=tl.float32)
-    sk_i = tl.zeros([BLOCK], dtype=tl.float32)
-    lc_i = tl.zeros([BLOCK], dtype=tl.float32)
-    sp_i = tl.zeros([BLOCK], dtype=tl.float32)
+    m_i, a_i, e_i, sk_i, lc_i, sp_i = _row_partials(BLOCK)
     for part in range(0, n_parts):
         at = part * n_rows + rows
         m_p = tl.load(PF + at, mask=ok, other=float("-inf"))
@@ -142,18 +138,12 @@ def decode_combine_kernel(
         sk_i += tl.load(PF + 2 * n_parts * n_rows + at, mask=ok, other=0.0)
         lc_i += tl.load(PF + 3 * n_parts * n_rows + at, mask=ok, other=0.0)
         sp_i += tl.load(PF + 4 * n_parts * n_rows + at, mask=ok, other=0.0)
-    seen, bad = _row_flags(LSE, rows, ok)
     lse_row = tl.load(LSE + rows, mask=ok, other=0.0) * LOG2E
     rs = tl.cast(rows_stride, tl.int64)
+    _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, rows, ok, lse_row, qk_scale, rs, S_MAXP, S_ENT, False, WANT_MAXP,
+                     WANT_ARG, WANT_ENT)
+    _, bad = _row_flags(LSE, rows, ok)
     nan = float("nan")
-    if WANT_MAXP:
-        maxp = tl.where(seen, tl.exp2(m_i * qk_scale - lse_row), 0.0)
-        tl.store(ROWS + S_MAXP * rs + rows, tl.where(bad, nan, maxp), mask=ok)
-    if WANT_ARG:
-        tl.store(ARG + rows, tl.where(bad | ~seen, -1, a_i).to(tl.int64), mask=ok)
-    if WANT_ENT:  # H = -sum p ln p
-        ent = tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0)
-        tl.store(ROWS + S_ENT * rs + rows, tl.where(bad, nan, ent), mask=ok)
     if WANT_SINK:
         tl.store(ROWS + S_SINK * rs + rows, tl.where(bad, nan, sk_i), mask=ok)
     if WANT_LOCAL:
