@@ -5,6 +5,7 @@ kernels of 20 calls under torch.profiler (after a tuning call), with the statist
 """
 
 import argparse
+import re
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -18,12 +19,17 @@ def main():
     p.add_argument("--n", type=int, default=131072, help="cached keys")
     p.add_argument("--reps", type=int, default=20)
     a = p.parse_args()
-    hd, hk = a.shape.split("/")
-    h, d = (int(x) for x in hd.split("x"))
+    shape = re.fullmatch(r"(\d+)x(\d+)/(\d+)", a.shape)
+    if shape is None or min(int(x) for x in shape.groups()) < 1 or a.n < 1 or a.reps < 1:
+        p.error(f"--shape must read HEADSxDIM/KV_HEADS (e.g. 9x64/3) and --n, --reps be >= 1; got {a.shape!r}, "
+                f"{a.n}, {a.reps}")
+    h, d, hk = (int(x) for x in shape.groups())
+    if h % hk:
+        p.error(f"--shape: heads ({h}) must be a multiple of KV heads ({hk})")
     g = torch.Generator("cuda").manual_seed(0)
     kw = dict(device="cuda", dtype=torch.float16, generator=g)
     q = torch.randn(1, h, 1, d, **kw)
-    k, v = (torch.randn(1, int(hk), a.n, d, **kw) for _ in range(2))
+    k, v = (torch.randn(1, hk, a.n, d, **kw) for _ in range(2))
     attention_with_stats(q, k, v, causal=True, stats="all")  # tunes
     torch.cuda.synchronize()
     for key, config in launcher._tuned.items():

@@ -273,14 +273,14 @@ def main(argv=None):
                                             None, graph=True))
     decode_rows = []
     decode_lengths = [130] if args.smoke and args.decode_lengths else args.decode_lengths
-    if device == "cuda" or args.smoke:  # (smoke: one plain timed call each, the interpreter's path)
+    replayed = device == "cuda" and not args.smoke  # (smoke: one plain timed call each, the interpreter's path)
+    if device == "cuda" or args.smoke:
         for shape in args.shapes:
             for n in decode_lengths:
                 decode_rows.extend(bench_one(shape, n, dtype, device, ["sdpa", "ours-none", "ours-all"], args.smoke, 0,
-                                             None, graph=device == "cuda" and not args.smoke, decode=True))
+                                             None, graph=replayed, decode=True))
     if args.json:
         with open(args.json, "w") as f:
-            replayed = device == "cuda" and not args.smoke
             json.dump(rows + long_rows + [{**r, "graph": True} for r in graph_rows]
                       + [{**r, "graph": replayed} for r in decode_rows], f, indent=1)
     print_table(rows)

@@ -245,6 +245,11 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     return (out if need_out else None), triton_stats(q, k, lse, spec)
 
 
+def _row_slots(row: tuple) -> dict:
+    """The statistics kernels' S_* constexprs: each per-query statistic's slot in ROWS (0 where not asked for)."""
+    return {f"S_{ROW_CONST[n]}": (row.index(n) if n in row else 0) for n in ROW_STATS}
+
+
 @functools.lru_cache(maxsize=4096)
 def _stats_plan(stats: tuple, head_dim: int, dtype: torch.dtype, causal: bool, has_window: int, has_valid: bool,
                 has_bias: bool, len_bucket: int, parted: bool = False):
@@ -255,7 +260,7 @@ def _stats_plan(stats: tuple, head_dim: int, dtype: torch.dtype, causal: bool, h
     row = tuple(n for n in ROW_STATS if n in want)
     want_key = "key_mass" in want or "key_mean" in want
     want_count = "key_count" in want or "key_mean" in want
-    slots = {f"S_{ROW_CONST[n]}": (row.index(n) if n in want else 0) for n in ROW_STATS}
+    slots = _row_slots(row)
     consts = dict(
         HEAD_DIM=head_dim, BLOCK_D=max(16, 1 << (head_dim - 1).bit_length()),
         WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
@@ -275,7 +280,8 @@ def triton_stats(q, k, lse, spec: AttnSpec, parted: bool | None = None) -> Atten
     want = spec.stats
     if launcher_decode.eligible(spec) and any(n != "lse" for n in want):  # a decode step, heads packed (opt-in)
         f = _flag_values(q.dtype, False, 0, False, False)
-        return launcher_decode.decode_stats(q, k, lse, spec, tuple(n for n in ROW_STATS if n in want),
+        row = tuple(n for n in ROW_STATS if n in want)
+        return launcher_decode.decode_stats(q, k, lse, spec, row, _row_slots(row), spec.scale * LOG2E,
                                             dict(UPCAST=f["UPCAST"], DOT_PREC=f["DOT_PREC"]))
     _tune_on_proxy(q, k, spec, None)
     len_bucket = _len_bucket(spec)

@@ -31,8 +31,6 @@ MAX_GROUP = 16  # query heads per KV head packed into one 16-row tile (more: the
 # hold a 32 / 64-row q tile in registers, already at 248-255 with 16 rows on sm_90)
 CPU_PARTS = 3  # in the interpreter (no GPU to fill), still more than one part, so that the combine is tested
 COMBINE_BLOCK = 128
-SLOT = {"max_prob": "S_MAXP", "entropy": "S_ENT", "sink_mass": "S_SINK", "local_mass": "S_LOCAL",
-        "span_mass": "S_SPAN"}
 
 
 def eligible(spec: AttnSpec) -> bool:
@@ -54,10 +52,11 @@ def n_parts(n_programs: int, key_blocks: int, device) -> int:
     return max(1, min(key_blocks, want))
 
 
-def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, flags: dict) -> AttentionStats:
+def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, slots: dict, qk_scale: float, flags: dict) -> AttentionStats:
     """The statistics spec.stats asks for, for a decode step: q [b, h, 1, d], k [b, kv_heads, Lk, d], lse [b, h, 1]
-    float32 (natural log). row: the per-query statistics besides argmax, in slot order (`launcher._stats_plan`);
-    flags: UPCAST and DOT_PREC as the general kernel takes them."""
+    float32 (natural log). row: the per-query statistics besides argmax, in slot order, and slots their S_*
+    constexprs (`launcher._row_slots`); qk_scale: the softmax scale times log2(e); flags: UPCAST and DOT_PREC as the
+    general kernel takes them."""
     b, h, kvh, lk, d, g = spec.batch, spec.heads, spec.kv_heads, spec.k_len, spec.head_dim, spec.group
     dev = q.device
     want = set(spec.stats)
@@ -80,7 +79,7 @@ def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, flags: dict) -> Attentio
     want_max = "max_prob" in want or "argmax" in want
     decode_walk_kernel[(b * kvh * parts,)](
         q, k, lse, pf, pa, km, kc, kmean, spans, q.stride(0), q.stride(1), q.stride(3), *k.stride(),
-        h, g, kvh, lk, spec.q_offset, spec.scale * 1.4426950408889634, spec.sink_tokens, spec.local_window, n_rows,
+        h, g, kvh, lk, spec.q_offset, qk_scale, spec.sink_tokens, spec.local_window, n_rows,
         HEAD_DIM=d, BLOCK_D=max(16, 1 << (d - 1).bit_length()), BLOCK_G=max(16, 1 << (g - 1).bit_length()),
         BLOCK_N=block_n, WANT_MAX=want_max, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
         WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
@@ -89,9 +88,8 @@ def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, flags: dict) -> Attentio
     rows = torch.empty(len(row), b, h, 1, **f32) if row else dummy
     arg = torch.empty(b, h, 1, device=dev, dtype=torch.int64) if "argmax" in want else pa
     if row or "argmax" in want:
-        slots = {SLOT[n]: (row.index(n) if n in row else 0) for n in SLOT}
         decode_combine_kernel[(-(-n_rows // COMBINE_BLOCK),)](
-            lse, pf, pa, rows, arg, parts, n_rows, spec.scale * 1.4426950408889634, n_rows,
+            lse, pf, pa, rows, arg, parts, n_rows, qk_scale, n_rows,
             BLOCK=COMBINE_BLOCK, WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want,
             WANT_ENT="entropy" in want, WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want,
             WANT_SPAN="span_mass" in want, **slots, num_warps=4,

@@ -38,7 +38,7 @@ import triton.language as tl
 from .device_bench import autotune_timer
 from .triton_forward import INTERPRET, _program_at, _walk_bounds, fitting
 from .triton_stats_rows import (LSE_LIMIT, _bad_rows, _combine_parts, _fence, _finalize_keys, _row_flags,
-                                 _store_full_walk)
+                                 _store_full_walk, _store_masses)
 from .triton_stats_t import _finish_t, _key_scores, _stats_inner_t
 
 TRIAL_CONFIGS = os.environ.get("INTERP_STATS_TRIAL_CONFIGS") == "1"
@@ -426,14 +426,8 @@ def attention_stats_kernel(
         mass_rows = row_ok
         if PARTS:
             mass_rows = row_ok & ((offs_m0 * 0 + part) == 0)  # part 0 stores the masses
-        rs = tl.cast(rows_stride, tl.int64)
-        nan = float("nan")
-        if WANT_SINK:
-            tl.store(ROWS + S_SINK * rs + out, tl.where(bad, nan, sk_i), mask=mass_rows)
-        if WANT_LOCAL:
-            tl.store(ROWS + S_LOCAL * rs + out, tl.where(bad, nan, lc_i), mask=mass_rows)
-        if WANT_SPAN:
-            tl.store(ROWS + S_SPAN * rs + out, tl.where(bad, nan, sp_i), mask=mass_rows)
+        _store_masses(sk_i, lc_i, sp_i, bad, ROWS, out, mass_rows, tl.cast(rows_stride, tl.int64), S_SINK, S_LOCAL,
+                      S_SPAN, WANT_SINK, WANT_LOCAL, WANT_SPAN)
 
     if WANT_COUNT:  # key_count in closed form: keys in chunks of BLOCK_M, spread over this row of programs
         n_chunks = tl.cdiv(Lk, BLOCK_M)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_stats_rows import LSE_LIMIT, _bad_rows, _row_flags, _store_full_walk
+from .triton_stats_rows import LSE_LIMIT, _bad_rows, _row_flags, _store_full_walk, _store_masses
 from .triton_stats_t import _key_scores
 
 
@@ -143,10 +143,4 @@ def decode_combine_kernel(
     _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, rows, ok, lse_row, qk_scale, rs, S_MAXP, S_ENT, False, WANT_MAXP,
                      WANT_ARG, WANT_ENT)
     _, bad = _row_flags(LSE, rows, ok)
-    nan = float("nan")
-    if WANT_SINK:
-        tl.store(ROWS + S_SINK * rs + rows, tl.where(bad, nan, sk_i), mask=ok)
-    if WANT_LOCAL:
-        tl.store(ROWS + S_LOCAL * rs + rows, tl.where(bad, nan, lc_i), mask=ok)
-    if WANT_SPAN:
-        tl.store(ROWS + S_SPAN * rs + rows, tl.where(bad, nan, sp_i), mask=ok)
+    _store_masses(sk_i, lc_i, sp_i, bad, ROWS, rows, ok, rs, S_SINK, S_LOCAL, S_SPAN, WANT_SINK, WANT_LOCAL, WANT_SPAN)

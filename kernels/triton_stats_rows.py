@@ -51,6 +51,19 @@ def _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, out, row_ok, lse_row, qk_sca
 
 
 @triton.jit
+def _store_masses(sk_i, lc_i, sp_i, bad, ROWS, out, mask, rs, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr,
+                  S_SPAN: tl.constexpr, WANT_SINK: tl.constexpr, WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr):
+    """sink / local / span mass of the rows at `out` (NaN on `bad` rows: `_row_flags`), stored where `mask`."""
+    nan = float("nan")
+    if WANT_SINK:
+        tl.store(ROWS + S_SINK * rs + out, tl.where(bad, nan, sk_i), mask=mask)
+    if WANT_LOCAL:
+        tl.store(ROWS + S_LOCAL * rs + out, tl.where(bad, nan, lc_i), mask=mask)
+    if WANT_SPAN:
+        tl.store(ROWS + S_SPAN * rs + out, tl.where(bad, nan, sp_i), mask=mask)
+
+
+@triton.jit
 def _fence(x):
     """fence.acq_rel.gpu in every thread, once per element of x it holds (a no-op in the CPU interpreter, which runs
     programs one at a time)."""

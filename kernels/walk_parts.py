@@ -34,8 +34,6 @@ MIN_BLOCK_M = 16  # no tile config has fewer query rows: the combine tickets are
 MAX_BLOCK_M = 128  # nor more: with it a call has the fewest programs
 FULL_WALK = ("max_prob", "argmax", "entropy", "key_mass", "key_mean")  # the statistics that walk every visible key
 MASSES = ("sink_mass", "local_mass", "span_mass")  # the statistics in walks of their own (part 0's)
-
-
 SHORT_MIN_KEYS = 1024  # the default parts only calls of at most MAX_BLOCK_M queries against at least this many keys
 
 
@@ -92,19 +90,24 @@ def max_parts(lq: int) -> int:
     return SHORT_MAX_PARTS if lq <= MAX_BLOCK_M else MAX_PARTS
 
 
+def short_query(lq: int, lk: int) -> bool:
+    """A call the default parts: at most MAX_BLOCK_M queries against at least SHORT_MIN_KEYS keys."""
+    return lq <= MAX_BLOCK_M and lk >= SHORT_MIN_KEYS
+
+
 def may_part(lq: int, lk: int, n_bh: int, target: int, full: bool, short_only: bool = False) -> bool:
     """Whether some tile config parts this call (then its kernels compile the parts' code: PARTED)."""
-    if short_only and (lq > MAX_BLOCK_M or lk < SHORT_MIN_KEYS):
+    if short_only and not short_query(lq, lk):
         return False
     return target > 0 and full and -(-lq // MAX_BLOCK_M) * n_bh < target
 
 
 def call_may_part(stats, lq: int, lk: int, n_bh: int, device) -> bool:
     """`may_part` for a call asking for `stats` under INTERP_STATS_PARTS (False at once for a prefill by default:
-    the hot path of short calls)."""
-    if TARGET == 0 or (SHORT_ONLY and (lq > MAX_BLOCK_M or lk < SHORT_MIN_KEYS)):
+    the hot path of short calls; the GPU's program target is looked up only past that)."""
+    if TARGET == 0 or (SHORT_ONLY and not short_query(lq, lk)):
         return False
-    return may_part(lq, lk, n_bh, target_programs(device), any(n in stats for n in FULL_WALK), SHORT_ONLY)
+    return may_part(lq, lk, n_bh, target_programs(device), any(n in stats for n in FULL_WALK))
 
 
 def parts_of_call(stats, lq: int, lk: int, n_bh: int, device):
