@@ -30,7 +30,8 @@ ENABLED = enabled_from_env(os.environ.get(ENV))
 MAX_GROUP = 16  # query heads per KV head packed into one 16-row tile (more: the general kernel; larger tiles would
 # hold a 32 / 64-row q tile in registers, already at 248-255 with 16 rows on sm_90)
 CPU_PARTS = 3  # in the interpreter (no GPU to fill), still more than one part, so that the combine is tested
-COMBINE_BLOCK = 128
+COMBINE_BLOCK = 16  # rows per combine program
+COMBINE_PARTS = 128  # parts loaded at once by a combine program ([16, 128] tiles)
 
 
 def eligible(spec: AttnSpec) -> bool:
@@ -90,7 +91,7 @@ def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, slots: dict, qk_scale: f
     if row or "argmax" in want:
         decode_combine_kernel[(-(-n_rows // COMBINE_BLOCK),)](
             lse, pf, pa, rows, arg, parts, n_rows, qk_scale, n_rows,
-            BLOCK=COMBINE_BLOCK, WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want,
+            BLOCK=COMBINE_BLOCK, BLOCK_P=COMBINE_PARTS, WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want,
             WANT_ENT="entropy" in want, WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want,
             WANT_SPAN="span_mass" in want, **slots, num_warps=4,
         )

@@ -118,26 +118,40 @@ def decode_walk_kernel(
 @triton.jit
 def decode_combine_kernel(
     LSE, PF, PA, ROWS, ARG, n_parts, n_rows, qk_scale, rows_stride,
-    BLOCK: tl.constexpr, WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr,
-    WANT_SINK: tl.constexpr, WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_P: tl.constexpr, WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr,
+    WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr, WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr,
     S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
 ):
     """The parts' partials of BLOCK rows combined in key order, then the row statistics stored by the general
-    kernel's own code (NaN / -1 on bad rows; max_prob, entropy 0 and argmax -1 on rows that see nothing)."""
+    kernel's own code (NaN / -1 on bad rows; max_prob, entropy 0 and argmax -1 on rows that see nothing).
+
+    BLOCK_P parts at a time, loaded as one [BLOCK, BLOCK_P] tile and reduced across it: a loop over single parts
+    waits for each part's loads in turn (round 19: ~0.6 us a part, 77 of a 9x64 8k step's 92 us at 128 parts)."""
     LOG2E: tl.constexpr = 1.4426950408889634
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = rows < n_rows
     m_i, a_i, e_i, sk_i, lc_i, sp_i = _row_partials(BLOCK)
-    for part in range(0, n_parts):
-        at = part * n_rows + rows
-        m_p = tl.load(PF + at, mask=ok, other=float("-inf"))
-        a_p = tl.load(PA + at, mask=ok, other=-1)
-        a_i = tl.where(m_p > m_i, a_p, a_i)  # strictly greater: a tie keeps the earlier part's (lower) key
-        m_i = tl.maximum(m_i, m_p)
-        e_i += tl.load(PF + n_parts * n_rows + at, mask=ok, other=0.0)
-        sk_i += tl.load(PF + 2 * n_parts * n_rows + at, mask=ok, other=0.0)
-        lc_i += tl.load(PF + 3 * n_parts * n_rows + at, mask=ok, other=0.0)
-        sp_i += tl.load(PF + 4 * n_parts * n_rows + at, mask=ok, other=0.0)
+    offs_p = tl.arange(0, BLOCK_P)
+    for p0 in range(0, n_parts, BLOCK_P):
+        pp = p0 + offs_p
+        msk = ok[:, None] & (pp < n_parts)[None, :]
+        at = pp[None, :] * n_rows + rows[:, None]  # [BLOCK, BLOCK_P]
+        m_p = tl.load(PF + at, mask=msk, other=float("-inf"))
+        a_p = tl.load(PA + at, mask=msk, other=-1)
+        m_c = tl.max(m_p, 1)
+        # the first key among the parts at the chunk's max: parts run in key order and each part's key is its own
+        # first at its max (all -inf: the parts' -1)
+        a_c = tl.min(tl.where(m_p == m_c[:, None], a_p, 2147483647), 1)
+        a_i = tl.where(m_c > m_i, a_c, a_i)  # strictly greater: a tie keeps the earlier chunk's (lower) key
+        m_i = tl.maximum(m_i, m_c)
+        if WANT_ENT:
+            e_i += tl.sum(tl.load(PF + n_parts * n_rows + at, mask=msk, other=0.0), 1)
+        if WANT_SINK:
+            sk_i += tl.sum(tl.load(PF + 2 * n_parts * n_rows + at, mask=msk, other=0.0), 1)
+        if WANT_LOCAL:
+            lc_i += tl.sum(tl.load(PF + 3 * n_parts * n_rows + at, mask=msk, other=0.0), 1)
+        if WANT_SPAN:
+            sp_i += tl.sum(tl.load(PF + 4 * n_parts * n_rows + at, mask=msk, other=0.0), 1)
     lse_row = tl.load(LSE + rows, mask=ok, other=0.0) * LOG2E
     rs = tl.cast(rows_stride, tl.int64)
     _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, rows, ok, lse_row, qk_scale, rs, S_MAXP, S_ENT, False, WANT_MAXP,
