@@ -6,7 +6,9 @@ order and their thresholds are read from the labelling code (`interp.plots.label
 
 from __future__ import annotations
 
+import csv
 import html
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -36,17 +38,46 @@ def rules_html(table: pd.DataFrame) -> HTML:
                 + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
 
 
-def write_classification_report(table: pd.DataFrame, path, what: str = "the head table",
-                                row: str = "row") -> Path:
-    """The report of a head table (one row per head: model, layer, head, label, scores). `what` and `row` name the
-    table and its rows in errors (e.g. a CSV file and its data rows)."""
+def _checked_table(table, what: str, row: str) -> tuple[pd.DataFrame, list[str]]:
+    """The head table checked for the report (errors name `what` and its `row`s) and its scores that have values."""
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"table must be a pandas DataFrame of heads, got {type(table).__name__}")
     scores, _, _ = label_rules()
     require_columns(table, ("model", "layer", "head", "label"), what=what)
     present = [s for s in scores if s in table.columns and not table[s].isna().all()]
     # whole, non-negative layer/head; one row per head; numeric scores (errors name the file and its row)
-    table = check_head_table(table, "label", numeric=present, what=what, row=row)
+    return check_head_table(table, "label", numeric=present, what=what, row=row), present
+
+
+def _writable_report(path) -> Path:
+    """The report's path, checked before any figure is drawn: a file path (not a folder) whose nearest existing
+    folder lets us create files (tried: os.access says yes to root on /sys or a read-only mount)."""
+    from .batch.runner import writable_folder
+
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise TypeError(f"path must be the report's file path (a str or pathlib.Path), got {type(path).__name__}")
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"path {str(p)!r} is a folder; give the report's file path, e.g. {str(p / 'report.html')!r}")
+    parent = next(a for a in p.absolute().parents if a.exists())  # missing folders below it are made
+    if not parent.is_dir():
+        raise ValueError(f"cannot write the report {str(p)!r}: {str(parent)!r} is a file, not a folder")
+    if not writable_folder(parent):
+        raise ValueError(f"cannot write the report {str(p)!r}: no permission to create files in {str(parent)!r}")
+    return p
+
+
+def write_classification_report(table: pd.DataFrame, path, what: str = "the head table",
+                                row: str = "row") -> Path:
+    """The report of a head table (one row per head: model, layer, head, label, scores). `what` and `row` name the
+    table and its rows in errors (e.g. a CSV file and its data rows). A path that cannot be written is refused
+    before anything is drawn."""
+    table, present = _checked_table(table, what, row)
+    path = _writable_report(path)
+    return _write(table, present, path)
+
+
+def _write(table: pd.DataFrame, present: list[str], path: Path) -> Path:
     models = list(dict.fromkeys(table["model"].astype(str)))
     intro = HTML(f"<p class='note'>{len(table)} heads of {len(models)} model(s): "
                  f"{html.escape(', '.join(models))}. Layer on the vertical axis (0 at the bottom), head on the "
@@ -59,14 +90,51 @@ def write_classification_report(table: pd.DataFrame, path, what: str = "the head
     return write_report(path, "interp head classification", sections)
 
 
+def _check_rows_whole(path: Path, rerun: str) -> None:
+    """ValueError naming the first data row of the CSV file with fewer fields than its header (pandas would read
+    the missing cells as empty): what a file cut mid-row (an interrupted copy or write) looks like."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = csv.reader(f)
+            header = next(rows, None)
+            i = 0
+            for fields in rows:
+                if not fields:  # a blank line (pandas skips it too)
+                    continue
+                i += 1
+                if header is not None and len(fields) < len(header):
+                    raise ValueError(f"{path}: data row {i} has {len(fields)} of the header's {len(header)} fields; "
+                                     f"the file looks cut short (an interrupted copy?): {rerun}")
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path} is not a readable CSV file ({str(e).strip().splitlines()[0]})") from None
+
+
+def _check_every_head(table: pd.DataFrame, path: Path, rerun: str) -> None:
+    """ValueError naming a model whose heads are not all in the table (layers 0..L-1 x heads 0..H-1, as
+    `interp classify` writes them): a file cut at a row boundary would otherwise draw a report with holes."""
+    for model, sub in table.groupby("model", sort=False):
+        L, H = int(sub["layer"].max()) + 1, int(sub["head"].max()) + 1
+        if len(sub) == L * H:  # (one row per head is checked already)
+            continue
+        have = set(zip(sub["layer"], sub["head"]))
+        missing = [(l, h) for l in range(L) for h in range(H) if (l, h) not in have]
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ValueError(f"{path}: model {model!r} has {len(sub)} of its {L} x {H} heads; layer {missing[0][0]} head "
+                         f"{missing[0][1]} is missing{more}, so the file looks cut short or edited: {rerun}")
+
+
 def report_from_dir(out) -> Path:
     out = Path(out)
-    csv = out / "heads.csv"
-    if not csv.is_file():
+    path = out / "heads.csv"
+    if not path.is_file():
         raise ValueError(f"{out} has no heads.csv; run `interp classify ... --out {out}` first")
+    rerun = f"run `interp classify MODEL ... --out {out}` again to rewrite it"
+    _check_rows_whole(path, rerun)
     try:
-        table = pd.read_csv(csv)
+        table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"{csv} is not a readable CSV file ({str(e).strip().splitlines()[0]})") from None
+        raise ValueError(f"{path} is not a readable CSV file ({str(e).strip().splitlines()[0]})") from None
     table.index += 1  # errors name data rows from 1, the first row after the header
-    return write_classification_report(table, out / "report.html", what=str(csv), row="data row")
+    table, present = _checked_table(table, str(path), "data row")
+    _check_every_head(table, path, rerun)
+    return _write(table, present, _writable_report(out / "report.html"))

@@ -3,7 +3,7 @@ the options and model fingerprint that produced them, resumable after a kill, an
 
     runner.py      Job (shards, compute one, assemble), run_job, the shard files and --resume checks
     ray_backend.py the same shards as Ray tasks (bounded connection time, one-line task errors)
-    checks.py      non-finite results: find the first layer whose activations go NaN/Inf
+    checks.py      non-finite results (the first layer whose activations go NaN/Inf); shard-result validators
     classify.py    the `classify` job (head scores and labels -> heads.csv, heads.parquet, report.html)
     importance.py  the `importance` job (head importance by many methods -> importance.csv, report.html)
     circuit.py     the `circuit` job (edge scores, circuit, faithfulness -> per model edges.csv, graph.json, ...)

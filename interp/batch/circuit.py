@@ -38,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .checks import check_seed
+from .checks import check_count, check_keys, check_numbers, check_seed
 from .runner import Job, atomic_write_text, register, shard_progress, slug
 
 SHARD = "circuit"
@@ -109,6 +109,66 @@ def compute(model, shard: str, options: dict, checkpoint=None) -> dict:
     result["notes"] = [f"{model.name}: {circuit.n_edges} of {graph.n_edges} edges ({how}); f = "
                        + ", ".join(f"{c['circuit']['f']:.3g} ({ab})" for ab, c in faith.items())]
     return result
+
+
+FAITH_KEYS = ("full", "empty", "metric", "f", "fractions", "n_edges", "cpr", "cmd", "circuit")
+
+
+def check_result(shard: str, result: dict, options: dict) -> tuple[int, int]:
+    """The circuit shard's result read back from disk (--resume): its graph (positive layer/head counts, the edge
+    count those give), one finite score per edge (and, for acdc, one kept flag per edge and the search's meta), and
+    per evaluation ablation the faithfulness curve (fractions in (0, 1], edge counts within the graph, finite
+    metrics; f, CPR and CMD may be NaN when the full and empty circuits score the same) -> (layers, heads). Else a
+    ValueError saying what is wrong."""
+    from ..analyses.circuits.graph import Graph
+
+    acdc = options["method"] == "acdc"
+    check_keys(result, "result", required=("graph", "n_prompts", "scores", "faithfulness")
+               + (("in_circuit", "meta") if acdc else ()), optional=("notes",))
+    d = check_keys(result["graph"], "result.graph", required=("model", "n_layers", "n_heads", "n_kv_heads", "mlp",
+                                                              "n_edges"), extra_ok=True)  # (Graph.describe())
+    L, H, KV = (check_count(d[k], f"result.graph.{k}", low=1) for k in ("n_layers", "n_heads", "n_kv_heads"))
+    if not isinstance(d["mlp"], bool) or not isinstance(d["model"], str):
+        raise ValueError(f"result.graph.mlp must be true or false and result.graph.model a str, got "
+                         f"{d['mlp']!r:.20} and {d['model']!r:.40}")
+    if H % KV:
+        raise ValueError(f"result.graph: n_heads {H} is not a multiple of n_kv_heads {KV}")
+    n_edges = Graph.from_config(L, H, KV, d["mlp"], d["model"]).n_edges
+    if d["n_edges"] != n_edges:
+        raise ValueError(f"result.graph.n_edges is {d['n_edges']!r:.20}, but a graph of {L} layers x {H} heads has "
+                         f"{n_edges} edges")
+    check_count(result["n_prompts"], "result.n_prompts", low=1, high=options["n"])
+    check_numbers(result["scores"], "result.scores")
+    if len(result["scores"]) != n_edges:
+        raise ValueError(f"result.scores has {len(result['scores'])} edge scores, the graph {n_edges} edges")
+    if acdc:
+        kept = result["in_circuit"]
+        if not isinstance(kept, list) or len(kept) != n_edges or not all(isinstance(k, bool) for k in kept):
+            raise ValueError(f"result.in_circuit must be a list of {n_edges} true/false flags (one per edge)")
+        meta = check_keys(result["meta"], "result.meta", required=("acdc", "n_edges_unreached"))
+        if not isinstance(meta["acdc"], dict):
+            raise ValueError(f"result.meta.acdc must be an object (the search's counters), got {meta['acdc']!r:.40}")
+        check_count(meta["n_edges_unreached"], "result.meta.n_edges_unreached", high=n_edges)
+    faith = check_keys(result["faithfulness"], "result.faithfulness", required=tuple(options["eval_ablations"]))
+    for ab, c in faith.items():
+        what = f"result.faithfulness.{ab}"
+        check_keys(c, what, required=FAITH_KEYS, extra_ok=True)  # (what analyses.circuits measures)
+        for k in ("full", "empty"):
+            check_numbers([c[k]], f"{what}.{k}", where=lambda _: "")
+        check_numbers(c["fractions"], f"{what}.fractions", low=0, high=1)
+        if not c["fractions"] or 0 in c["fractions"]:
+            raise ValueError(f"{what}.fractions must be fractions of the edges in (0, 1], got {c['fractions']!r:.60}")
+        check_numbers(c["n_edges"], f"{what}.n_edges", low=0, high=n_edges, whole=True)
+        check_numbers(c["metric"], f"{what}.metric")
+        check_numbers(c["f"], f"{what}.f", nan_ok=True)
+        if not len(c["fractions"]) == len(c["n_edges"]) == len(c["metric"]) == len(c["f"]):
+            raise ValueError(f"{what}: fractions, n_edges, metric and f must have one entry per point of the curve")
+        check_numbers([c["cpr"], c["cmd"]], f"{what}", nan_ok=True, where=lambda i: (".cpr", ".cmd")[i])
+        own = check_keys(c["circuit"], f"{what}.circuit", required=("n_edges", "f", "metric"), extra_ok=True)
+        check_count(own["n_edges"], f"{what}.circuit.n_edges", high=n_edges)
+        check_numbers([own["f"]], f"{what}.circuit.f", nan_ok=True, where=lambda _: "")
+        check_numbers([own["metric"]], f"{what}.circuit.metric", where=lambda _: "")
+    return L, H
 
 
 def circuit_of(model: str, result: dict, options: dict):
@@ -248,6 +308,7 @@ def options(task: str = "ioi", method: str = "eap-ig", n: int = 32, seed: int = 
 
 JOB = register(Job(
     name="circuit", version=2, checkpoints=True, shards=lambda model, opts: [SHARD], compute=compute, assemble=assemble,
+    check=check_result,
     outputs=("summary.csv", "faithfulness.csv"), add_arguments=_add_arguments, options_from_args=_options_from_args,
     help="find a task's circuit (edge scores, selected circuit, faithfulness) in one or many models",
 ))

@@ -17,7 +17,7 @@ import torch
 
 from ..analyses.table import COLUMNS as TABLE_COLUMNS
 from ..analyses.table import INFO_COLUMNS, SCORE_COLUMNS
-from .checks import check_activations, check_scores, check_seed
+from .checks import check_activations, check_count, check_grid, check_keys, check_scores, check_seed
 from .runner import Job, register, run_job
 
 COLUMNS = list(TABLE_COLUMNS)
@@ -25,6 +25,14 @@ SHARDS = ("patterns", "long_context", "retrieval")
 MAY_BE_NAN = ("retrieval_score", "local_score_arch", "window")  # no answered trial / no sliding window
 RETRIEVAL_MAX = 512  # needle trials use at most this many tokens (they decode token by token)
 ANSWER_ROOM = 16  # tokens kept free after a text needle prompt for the decoded answer
+SHARD_SCORES = {  # the scores each shard returns (checked when a shard is read back on --resume)
+    "patterns": ("previous_token_score", "duplicate_token_score", "induction_score"),
+    "long_context": ("local_score", "entropy", "diffuseness", "sink_score", "window", "local_score_arch"),
+    "retrieval": ("retrieval_score",),
+}
+# each score's documented range: attention masses and ratios in [0, 1], entropy in nats >= 0; window: see below
+SCORE_RANGE = {name: (0.0, 1.0) for names in SHARD_SCORES.values() for name in names}
+SCORE_RANGE["entropy"] = (0.0, None)
 
 
 def plan_context(model, context: int | None) -> tuple[int, str | None]:
@@ -112,6 +120,30 @@ def compute(model, shard: str, options: dict) -> dict:
             "scores": {k: v.tolist() for k, v in scores.items()}, "notes": notes}
 
 
+def check_result(shard: str, result: dict, options: dict) -> tuple[int, int]:
+    """A shard's result read back from disk (--resume): every score of the shard, each a [layer, head] list of the
+    shard's recorded shape, finite (NaN only where MAY_BE_NAN) and in its documented range -> (layers, heads);
+    else a ValueError saying what is wrong."""
+    if shard not in SHARD_SCORES:
+        raise ValueError(f"unknown classify shard {shard!r}")
+    check_keys(result, "result", required=("shape", "name", "context", "scores"), optional=("notes",))
+    shape = result["shape"]
+    if not isinstance(shape, list) or len(shape) != 2:
+        raise ValueError(f"result.shape must be [layers, heads], got {shape!r:.60}")
+    L, H = (check_count(v, f"result.shape[{i}]", low=1) for i, v in enumerate(shape))
+    if not isinstance(result["name"], str):
+        raise ValueError(f"result.name must be the model's name, got {result['name']!r:.60}")
+    check_count(result["context"], "result.context", low=1)
+    scores = check_keys(result["scores"], "result.scores", required=SHARD_SCORES[shard])
+    for name, value in scores.items():
+        what = f"result.scores.{name}"
+        if name == "window":  # each head's sliding window in tokens; NaN for full attention
+            check_grid(value, what, (L, H), low=1, whole=True, nan_ok=True)
+        else:
+            check_grid(value, what, (L, H), unit=SCORE_RANGE[name], nan_ok=name in MAY_BE_NAN)
+    return L, H
+
+
 def model_table(name: str, parts: dict[str, dict], n_layers: int, n_heads: int) -> pd.DataFrame:
     from ..analyses import head_table
 
@@ -189,6 +221,7 @@ def _options_from_args(args) -> dict:
 
 JOB = register(Job(
     name="classify", version=2, shards=lambda model, options: SHARDS, compute=compute, assemble=assemble,
+    check=check_result,
     outputs=("heads.csv", "heads.parquet", "report.html"), add_arguments=_add_arguments,
     options_from_args=_options_from_args, help="score and label every head of one or more models"))
 

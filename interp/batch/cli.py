@@ -15,7 +15,6 @@ one line and exits with status 2, leaving no output files; Ctrl-C prints one lin
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -35,16 +34,13 @@ def _fail(msg: str):
 
 
 def _check_out(out: str) -> Path:
-    if not out.strip():  # Path("") is the current directory: every output file would land there
-        _fail("--out must name a directory, got an empty string")
-    p = Path(out)
+    """--out made and checked writable (the same check as the Python entry points': runner.check_out)."""
+    from .runner import check_out
+
     try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        _fail(f"cannot create --out {out}: {e.strerror}")
-    if not os.access(p, os.W_OK):
-        _fail(f"--out {out} is not writable")
-    return p
+        return check_out(out, "--out")
+    except (ValueError, TypeError) as e:
+        _fail(e)
 
 
 def _add_job_parser(sub, job) -> None:
@@ -86,14 +82,14 @@ def _start_line(job, args, options: dict) -> str:
 
 def _run_job(job, args) -> int:
     from ..zoo import resolve
+    from .checks import check_timeout
     from .runner import run_job
 
     try:
         options = job.options_from_args(args) if job.options_from_args is not None else {}
         for m in args.models:
             resolve(m)  # every name checked before anything is loaded
-        if not 0 < args.ray_timeout < math.inf:  # (NaN fails this too)
-            raise ValueError(f"--ray-timeout must be a positive number of seconds, got {args.ray_timeout:g}")
+        check_timeout(args.ray_timeout, "--ray-timeout")  # NaN, inf, <= 0 refused; 1e10 waits as long as it may
         if args.recompute_mismatched and not args.resume:
             raise ValueError("--recompute-mismatched only makes sense with --resume")
     except (ValueError, TypeError) as e:

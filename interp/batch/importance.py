@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .checks import check_seed
+from .checks import check_grid, check_keys, check_numbers, check_seed
 from .runner import Job, register, shard_progress
 
 SHARD_METHODS = {
@@ -67,6 +67,43 @@ def compute(model, shard: str, options: dict) -> dict:
             raise ValueError(f"{model.name}: {name} scores are NaN/Inf (the model's outputs are not finite)")
     wanted = set(options["methods"])
     return {"scores": {k: v.tolist() for k, v in scores.items() if k in wanted}}
+
+
+PRUNING_ORDERS = ("mask_gradient order", "random order")
+CURVE_KEYS = ("n_removed", "fraction", "loss", "rel_increase", "source", "order")
+
+
+def check_result(shard: str, result: dict, options: dict):
+    """A shard's result read back from disk (--resume): the scores of the shard's methods the run asked for, each
+    a finite [layer, head] list, all of one shape -> (layers, heads); the pruning shard's curves, each point with
+    its heads removed (a whole number), fraction in [0, 1], finite loss and its source and order -> None. Else a
+    ValueError saying what is wrong."""
+    if shard == "pruning":
+        curves = check_keys(result, "result", required=("curves",))["curves"]
+        if not isinstance(curves, list) or not curves:
+            raise ValueError("result.curves must be a non-empty list of curve points")
+        for i, point in enumerate(curves):
+            what = f"result.curves[{i}]"
+            check_keys(point, what, required=CURVE_KEYS)
+            check_numbers([point["n_removed"]], f"{what}.n_removed", low=0, whole=True, where=lambda _: "")
+            check_numbers([point["fraction"]], f"{what}.fraction", low=0, high=1, where=lambda _: "")
+            check_numbers([point["loss"]], f"{what}.loss", where=lambda _: "")
+            check_numbers([point["rel_increase"]], f"{what}.rel_increase", nan_ok=True, finite=False,
+                          where=lambda _: "")
+            if not isinstance(point["source"], str):
+                raise ValueError(f"{what}.source must be a str, got {point['source']!r:.40}")
+            if point["order"] not in PRUNING_ORDERS:
+                raise ValueError(f"{what}.order must be one of {PRUNING_ORDERS}, got {point['order']!r:.40}")
+        return None
+    if shard not in SHARD_METHODS:
+        raise ValueError(f"unknown importance shard {shard!r}")
+    wanted = [m for m in SHARD_METHODS[shard] if m in options["methods"]]
+    scores = check_keys(check_keys(result, "result", required=("scores",))["scores"], "result.scores",
+                        required=wanted)
+    shape = None
+    for method in wanted:
+        shape = check_grid(scores[method], f"result.scores.{method}", shape)
+    return shape
 
 
 def _pruning(model, options: dict) -> list[dict]:
@@ -176,7 +213,7 @@ def options(task: str = "ioi", methods=None, n: int = 32, seed: int = 0, pruning
 
 
 JOB = register(Job(
-    name="importance", version=1, shards=_shards, compute=compute, assemble=assemble,
+    name="importance", version=1, shards=_shards, compute=compute, assemble=assemble, check=check_result,
     outputs=("importance.csv", "importance.parquet", "agreement.csv", "pruning.csv", "report.html"),
     add_arguments=_add_arguments, options_from_args=_options_from_args,
     help="score every head's importance on a task (ablations, mask gradients, DLA, AttentionInfluence)",

@@ -36,6 +36,7 @@ import time
 from contextlib import contextmanager
 
 LOCAL_START_S = 180.0  # starting a local Ray instance takes 10-20 s on a busy 2-core machine
+WAIT_MAX_S = threading.TIMEOUT_MAX  # the longest wait threading allows (a longer timeout waits this long)
 RETRIES_ENV = "INTERP_RAY_MAX_RETRIES"
 TASK_DEVICE_ENV = "INTERP_RAY_TASK_DEVICE"
 DEFAULT_RETRIES = 2
@@ -120,10 +121,11 @@ def connect(address: str, timeout: float = 20.0):
         import ray
     except ImportError:
         raise ValueError("--ray needs the optional dependency: pip install 'interp-heads[ray]'") from None
+    from .checks import check_timeout
+
+    timeout = check_timeout(timeout, "the Ray connection timeout")
     if ray.is_initialized():
         return ray
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ValueError(f"the Ray connection timeout must be a positive number of seconds, got {timeout!r}")
     if address not in ("local", "auto"):
         host, port = _parse_address(address)
         try:
@@ -149,7 +151,7 @@ def connect(address: str, timeout: float = 20.0):
             # them exits: this thread stays (asleep, a daemon) for as long as the process runs.
             threading.Event().wait()
 
-    wait = max(timeout, LOCAL_START_S) if address == "local" else timeout
+    wait = min(max(timeout, LOCAL_START_S) if address == "local" else timeout, WAIT_MAX_S)  # 1e10 s: no OverflowError
     with _quiet_stderr() as (real_stderr, state):
         threading.Thread(target=init, name="ray-init", daemon=True).start()
         answered = done.wait(wait)

@@ -8,7 +8,8 @@ assemble the final files from every shard's result. The runner does the rest, th
   the options that shape the result and a fingerprint of the model's config and weights;
 - on `resume`, keeps a finished shard only when all of those match, and otherwise refuses before computing
   anything, naming the option that differs and both values (or, with `recompute_mismatched`, recomputes those
-  shards and says so); an unreadable shard file is named and recomputed;
+  shards and says so); an unreadable shard file, or one whose result fails the job's `check` (a missing score, a
+  NaN or out-of-range value, a shape that is not the model's heads), is named and recomputed;
 - gives a job with `checkpoints` a path per unfinished shard (`checkpoint_path`, local runs only) where compute()
   may keep its progress; `resume` continues from it, a fresh run deletes it, a finished shard removes it;
 - computes the rest in this process or as Ray tasks (`ray_backend`), showing progress, and assembles;
@@ -52,6 +53,10 @@ class Job:
     max_models: int | None = None  # e.g. 1 for a job over one model
     add_arguments: Callable | None = None  # (argparse parser) -> None: the job's own CLI options
     checkpoints: bool = False  # compute() takes checkpoint=PATH: where it may keep an unfinished shard's progress
+    # (shard, result, options) -> the model dims the result implies (e.g. (layers, heads)) or None; a ValueError
+    # says what is wrong with a result read back on --resume (the shard is then recomputed). The shards of one
+    # model must imply the same dims.
+    check: Callable[[str, dict, dict], object] | None = None
     options_from_args: Callable | None = None  # (argparse namespace) -> dict of the job's options
     help: str = ""
 
@@ -90,6 +95,46 @@ def checkpoint_path(out: Path, header: dict, shard: str) -> Path:
     of the shard's header (options and model fingerprint), so a run with other settings never continues it."""
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:12]
     return shard_path(out, header["model"], shard).with_name(f"{shard}.partial-{digest}.pt")
+
+
+def writable_folder(folder: Path) -> bool:
+    """Whether a file can be created in the existing `folder`: tried with a small temporary file, since
+    os.access says yes to root on a read-only or virtual file system (/sys, /proc)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".interp-write-test-")
+    except OSError:
+        return False
+    os.close(fd)
+    Path(tmp).unlink(missing_ok=True)
+    return True
+
+
+def check_out(out, flag: str = "out", create: bool = True) -> Path:
+    """The output folder `out` as a Path, made if missing and checked writable, or a TypeError/ValueError naming
+    `flag` -- before any model is loaded (an empty string would put every file in the current directory; a file,
+    or a folder the user may not write, would fail only after the first shard). create=False: the checks that
+    touch nothing (type, empty, a file in the way)."""
+    if isinstance(out, (bytes, bytearray)) or not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"{flag} must be a folder path (a str or pathlib.Path), got {type(out).__name__} {out!r:.60}")
+    text = os.fspath(out)
+    if not isinstance(text, str):
+        raise TypeError(f"{flag} must be a folder path (a str or pathlib.Path), got {type(out).__name__} {out!r:.60}")
+    if not text.strip():  # Path("") is the current directory: every output file would land there
+        raise ValueError(f"{flag} must name a directory, got an empty string")
+    p = Path(text)
+    blocking = next((a for a in (p, *p.parents) if a.exists()), None)  # the nearest existing one
+    if blocking is not None and not blocking.is_dir():
+        raise ValueError(f"{flag} {text} is a file, not a folder; give a folder for the output files" if blocking == p
+                         else f"cannot create {flag} {text}: {blocking} is a file, not a folder")
+    if not create:
+        return p
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create {flag} {text}: {e.strerror or e}") from None
+    if not writable_folder(p):
+        raise ValueError(f"{flag} {text} is not writable")
+    return p
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -144,9 +189,7 @@ def canonical_models(models, log=print) -> list[str]:
     with a note; two different models that would share a shard folder are refused."""
     from ..zoo import resolve
 
-    if isinstance(models, (str, Path)):
-        models = [models]
-    models = [str(m) for m in models]
+    models = _model_sources(models)
     if not models:
         raise ValueError("no model given (a bundled or toy name, a folder, a .gguf file or a hub id)")
     seen: dict[str, str] = {}
@@ -165,6 +208,34 @@ def canonical_models(models, log=print) -> list[str]:
         seen[key], folders[slug(m)] = m, m
         out.append(m)
     return out
+
+
+def _is_loaded_model(obj) -> bool:
+    import torch
+
+    return isinstance(obj, torch.nn.Module) or (hasattr(obj, "cfg") and hasattr(obj, "run_with_hooks"))
+
+
+def _model_sources(models) -> list[str]:
+    """The model sources as strings: one name or path, or a list/tuple of them; a TypeError naming what else was
+    given (a loaded model above all: the jobs load each model themselves, one at a time or in Ray workers)."""
+    def one(m, where: str) -> str:
+        if isinstance(m, (str, os.PathLike)) and isinstance(os.fspath(m), str):
+            return os.fspath(m)
+        if _is_loaded_model(m):
+            name = getattr(m, "name", None)
+            example = f", e.g. {name!r}" if isinstance(name, str) and name else " (e.g. 'toy-induction')"
+            raise TypeError(f"{where} is a loaded model ({type(m).__name__}); batch jobs load each model themselves "
+                            f"(one at a time, or in Ray workers), so they take its name or path{example}")
+        raise TypeError(f"{where} must be a model name or path (a bundled or toy name, a folder, a .gguf file or a "
+                        f"hub id), got {type(m).__name__} {m!r:.60}")
+
+    if isinstance(models, (list, tuple)):
+        return [one(m, f"models[{i}]") for i, m in enumerate(models)]
+    if isinstance(models, (str, os.PathLike)) or _is_loaded_model(models):
+        return [one(models, "models")]
+    raise TypeError(f"models must be a model name or path, or a list of them, got {type(models).__name__} "
+                    f"{models!r:.60}")
 
 
 @dataclass
@@ -192,26 +263,46 @@ def plan(job: Job, models, out: Path, options: dict, *, resume: bool = False, re
         headers[m] = dict(format=SHARD_FORMAT, job=job.name, version=job.version, model=m,
                           fingerprint=fingerprint(m), options=options)
         shards[m] = list(job.shards(m, options))
+        reused, dims = {}, {}  # shard -> (the file's content, its path); shard -> the model dims it implies
         for s in shards[m]:
             path = shard_path(out, m, s)
             if not (resume and path.exists()):
-                todo.append((m, s))
                 continue
             try:
                 saved = json.loads(path.read_text())
                 if not isinstance(saved, dict) or "result" not in saved:
                     raise ValueError("no result in it")
+                if not isinstance(saved.get("options", {}), dict):
+                    raise ValueError("its options are not an object")
             except (ValueError, UnicodeDecodeError, OSError) as e:
                 log(f"note: {path} is not a readable shard file ({str(e).splitlines()[0][:80]}); recomputing it")
-                todo.append((m, s))
                 continue
             diffs = differences(saved, headers[m])
             if diffs:
                 mismatched.append((path, diffs))
+                continue
+            problem = result_problem(job, s, saved["result"], options)
+            if isinstance(problem, str):
+                log(f"note: {path} holds an invalid result ({problem[:200]}); recomputing it")
+                continue
+            reused[s], dims[s] = (saved, path), problem
+        first = {}  # model dims -> the first reused shard implying them
+        for s, d in dims.items():
+            if d is not None:
+                first.setdefault(d, s)
+        if len(first) > 1:  # which one is right is unknown: recompute them all
+            (da, a), (db, b) = list(first.items())[:2]
+            log(f"note: the shards of {m} disagree on the model's size ({reused[a][1]}: {da}, "
+                f"{reused[b][1]}: {db}); recomputing {len(reused)} shard(s)")
+            reused = {}
+        for s in shards[m]:
+            if s not in reused:
                 todo.append((m, s))
-            else:
-                done[(m, s)] = saved["result"]
-                workers[(m, s)] = dict(saved.get("worker") or {}, seconds=saved.get("seconds"))
+                continue
+            saved = reused[s][0]
+            done[(m, s)] = saved["result"]
+            worker = saved.get("worker")
+            workers[(m, s)] = dict(worker if isinstance(worker, dict) else {}, seconds=saved.get("seconds"))
     if mismatched:
         path, diffs = mismatched[0]
         more = f" (and {len(mismatched) - 1} more shard(s))" if len(mismatched) > 1 else ""
@@ -220,6 +311,20 @@ def plan(job: Job, models, out: Path, options: dict, *, resume: bool = False, re
                                 "add --recompute-mismatched to recompute such shards, or use another --out")
         log(f"note: recomputing {len(mismatched)} shard(s) computed with other settings, e.g. {path}: {diffs[0]}")
     return Plan(models, headers, shards, done, todo, workers)
+
+
+def result_problem(job: Job, shard: str, result, options: dict):
+    """What is wrong with a shard's result read back from disk, in words (a str), else the model dims the job's
+    `check` says it implies (None when the job has no check or the shard implies none)."""
+    if not isinstance(result, dict):
+        return f"result must be an object, got {type(result).__name__}"
+    if job.check is None:
+        return None
+    try:
+        dims = job.check(shard, result, options)
+    except (ValueError, TypeError) as e:
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return None if dims is None else tuple(dims)
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -294,6 +399,26 @@ def _ctrl_c_sticks():
             signal.signal(signal.SIGINT, previous)
 
 
+def check_run_args(*, out, resume, recompute_mismatched, progress, log, ray_address, ray_timeout) -> None:
+    """The run's own arguments, checked before anything is planned or loaded (a TypeError/ValueError naming the
+    argument): flags True or False, `log` a callable, a Ray address a str, a Ray timeout a positive number."""
+    from .checks import check_timeout
+
+    for name, value in (("resume", resume), ("recompute_mismatched", recompute_mismatched), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r:.40}")
+    if recompute_mismatched and not resume:
+        raise ValueError("recompute_mismatched only makes sense with resume=True")
+    if not callable(log):
+        raise TypeError(f"log must be a callable taking one str (e.g. print, or `lambda *a: None` for silence), got "
+                        f"{type(log).__name__} {log!r:.40}")
+    if ray_address is not None and not isinstance(ray_address, str):
+        raise TypeError(f"ray_address must be None (run here), 'local', 'auto' or 'host:port', got "
+                        f"{type(ray_address).__name__} {ray_address!r:.40}")
+    check_timeout(ray_timeout, "ray_timeout")
+    check_out(out, create=False)
+
+
 def run_job(job: Job | str, models, out, options: dict | None = None, *, device=None, dtype=None,
             resume: bool = False, recompute_mismatched: bool = False, ray_address: str | None = None,
             ray_timeout: float = 20.0, progress: bool = True, log=print):
@@ -312,11 +437,14 @@ def _run_job(job, models, out, options, *, device, dtype, resume, recompute_mism
     from tqdm.auto import tqdm
 
     job = get_job(job) if isinstance(job, str) else job
+    check_run_args(out=out, resume=resume, recompute_mismatched=recompute_mismatched, progress=progress, log=log,
+                   ray_address=ray_address, ray_timeout=ray_timeout)
     out = Path(out)
     dtype_name = None if dtype is None else str(dtype).replace("torch.", "")
     options = dict(options or {}, dtype=dtype_name)
     options = _jsonable(options)
     p = plan(job, models, out, options, resume=resume, recompute_mismatched=recompute_mismatched, log=log)
+    check_out(out)  # made and checked writable once the models are known, before any is loaded
     results = dict(p.done)
     workers = {k: dict(w, run="earlier") for k, w in p.workers.items()}  # (model, shard) -> where it ran
     total = sum(len(v) for v in p.shards.values())
