@@ -84,13 +84,39 @@ def mlp_input_norm(block):
                      f"{', '.join(MLP_IN_NORMS)}); MLP nodes are not supported for this architecture")
 
 
+UNPADDED_FORMS = ("an integer tensor of token ids [batch, pos] (one row per prompt, all of one length) or the "
+                  "Tokens of model.to_tokens(...)")
+
+
 def check_unpadded(tokens, what: str = "inputs"):
-    """Tokens / token ids -> ids [batch, pos]; padded batches raise (rows must have one length)."""
-    mask = getattr(tokens, "attention_mask", None)
+    """Tokens / token ids -> ids [batch, pos]; anything else (text, lists, a TaskBatch, None, 1-D or float ids, an
+    empty tensor) raises a TypeError / ValueError naming `what`, and padded batches raise (rows must have one
+    length)."""
+    if isinstance(tokens, torch.Tensor):
+        ids, mask = tokens, None
+    elif hasattr(tokens, "input_ids"):  # interp Tokens, a Hugging Face BatchEncoding
+        ids, mask = tokens.input_ids, getattr(tokens, "attention_mask", None)
+    else:
+        hint = ""
+        if hasattr(tokens, "clean") and hasattr(tokens, "corrupt"):
+            hint = " (this is a TaskBatch: pass batch.clean / batch.corrupt, one prompt length per call)"
+        elif isinstance(tokens, (str, list, tuple)):
+            hint = " (turn text or lists of ids into tokens with model.to_tokens(...) first)"
+        raise TypeError(f"{what} must be {UNPADDED_FORMS}, got {_show(tokens)}{hint}")
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"{what} must be {UNPADDED_FORMS}; its input_ids are {_show(ids)}")
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"{what} must be {UNPADDED_FORMS}, got a {ids.dtype} tensor (token ids are integers)")
+    if ids.dim() != 2:
+        hint = "; add the batch dimension: ids[None]" if ids.dim() == 1 else ""
+        raise ValueError(f"{what} must be {UNPADDED_FORMS}, got shape {tuple(ids.shape)}{hint}")
+    if ids.numel() == 0:
+        raise ValueError(f"{what} are empty (shape {tuple(ids.shape)}); give at least one prompt of at least one "
+                         "token")
     if mask is not None and not bool(mask.all()):
         raise ValueError(f"{what} are padded (rows of different token lengths); edge patching and attribution need "
                          "rows of one length: bucket the prompts by length (analyses.circuits does this for tasks)")
-    return getattr(tokens, "input_ids", tokens)
+    return ids
 
 
 def head_contributions(z: torch.Tensor, scale: torch.Tensor | None, w_o: torch.Tensor) -> torch.Tensor:

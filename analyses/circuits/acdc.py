@@ -47,13 +47,14 @@ from typing import Callable
 
 import torch
 
+from interp.input_checks import bool_arg
 from interp.validate import hooked_model_arg
 
 from ..tasks.base import batch_arg, task_arg
 from . import checkpoints
 from .evaluate import Circuit, _heads_of_slot, faithfulness
 from .graph import Graph, graph_arg
-from .patching import CleanRun, ablated_outputs, clean_run, masked_logits
+from .patching import CleanRun, ablated_outputs, check_metric_value, clean_run, masked_logits, progress_arg
 
 METRICS = ("kl", "task")
 WINDOW = 16  # the default window: candidate edges of one receiver tested per batched forward
@@ -135,7 +136,7 @@ class Objective:
 
     def _value(self, logits: torch.Tensor, part: Part) -> float:
         if self.metric == "task":
-            return float(part.task_metric(logits).reshape(()))
+            return float(check_metric_value(part.task_metric(logits), "acdc (metric='task')"))
         logp = self._logp(logits, part)  # [n_read, vocab]
         ref = part.ref_logp
         return float((ref.exp() * (ref - logp)).sum(-1).mean())
@@ -247,6 +248,7 @@ def search(obj: Objective, tau: float, window: int = WINDOW, skip_dead: bool = T
     then has meta["complete"] = False and the later receivers' edges all kept (a partial search, for timing)."""
     tau = check_tau(tau)
     window = _check_int(window, "window")
+    bool_arg("skip_dead", skip_dead, "acdc")
     if max_receivers is not None:
         _check_int(max_receivers, "max_receivers")
     graph = obj.graph
@@ -254,8 +256,9 @@ def search(obj: Objective, tau: float, window: int = WINDOW, skip_dead: bool = T
     t0 = time.perf_counter()
     settings = {"format": FORMAT, "graph": graph.describe(), "tau": tau, "metric": obj.metric,
                 "skip_dead": bool(skip_dead), "data": obj.fingerprint()}
-    path = None if checkpoint is None else Path(checkpoint)
-    st = _load(path, settings) if path is not None else None
+    progress_arg(progress, "acdc")
+    path = None if checkpoint is None else checkpoints.checkpoint_path(checkpoint, "acdc")
+    st = _load(path, settings, graph) if path is not None else None
     if st is None:
         scores = torch.full((graph.n_up, graph.n_slots), float("nan"))
         st = _State(torch.zeros(graph.n_up, graph.n_slots, dtype=torch.bool), scores)
@@ -299,9 +302,39 @@ def _save(path: Path, settings: dict, st: _State) -> None:
     checkpoints.save(path, settings, {k: getattr(st, k) for k in st.__dataclass_fields__})
 
 
-def _load(path: Path, settings: dict) -> _State | None:
+def _load(path: Path, settings: dict, graph: Graph) -> _State | None:
+    """The saved search state, None without a file; a ValueError naming the file for a malformed state (missing or
+    unknown fields, `next` outside the receivers, `removed` / `scores` not [n_up, n_slots])."""
     state = checkpoints.load(path, settings, "an ACDC")
-    return None if state is None else _State(**state)
+    if state is None:
+        return None
+
+    def bad(why):
+        return checkpoints.invalid(path, "an ACDC", why)
+
+    fields = set(_State.__dataclass_fields__)
+    if not isinstance(state, dict) or set(state) != fields:
+        have = set(state) if isinstance(state, dict) else set()
+        raise bad(f"its state must hold exactly {sorted(fields)}; missing {sorted(fields - have)}, unknown "
+                  f"{sorted(have - fields)}" if isinstance(state, dict) else f"its state is a {type(state).__name__}")
+    shape = (graph.n_up, graph.n_slots)
+    for key, want in (("removed", torch.bool), ("scores", None)):
+        t = state[key]
+        if (not isinstance(t, torch.Tensor) or tuple(t.shape) != shape
+                or (t.dtype != torch.bool if want is torch.bool else not t.dtype.is_floating_point)):
+            kind = "bool" if want is torch.bool else "float"
+            raise bad(f"{key!r} must be a {kind} tensor {list(shape)}, got "
+                      f"{type(t).__name__}{tuple(t.shape) if isinstance(t, torch.Tensor) else ''}")
+    nxt = state["next"]
+    if isinstance(nxt, bool) or not isinstance(nxt, int) or not 0 <= nxt <= graph.n_slots:
+        raise bad(f"'next' must be a receiver position in 0..{graph.n_slots}, got {nxt!r}")
+    for key in ("d_cur", "d_full", "wall_s"):
+        if isinstance(state[key], bool) or not isinstance(state[key], (int, float)):
+            raise bad(f"{key!r} must be a number, got {state[key]!r}")
+    for key in ("n_tested", "n_skipped", "n_variants", "n_forwards"):
+        if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
+            raise bad(f"{key!r} must be an int >= 0, got {state[key]!r}")
+    return _State(**state)
 
 
 # ---------------------------------------------------------------------------------------------- entry points
@@ -311,6 +344,13 @@ def acdc_batch(model, graph: Graph, clean, ablated: torch.Tensor, tau: float, me
     """ACDC on one equal-length batch: clean ids [batch, pos], ablated outputs [batch, pos, n_up, d] (from
     `patching.ablated_outputs`). `positions` [batch, pos] bool: where KL reads (default: the last position)."""
     hooked_model_arg(model, "acdc_batch")
+    progress_arg(progress, "acdc_batch")
+    if task_metric is not None and not callable(task_metric):
+        raise TypeError(f"acdc_batch: task_metric must be a callable logits [batch, pos, vocab] -> scalar tensor or "
+                        f"None, got {type(task_metric).__name__}")
+    bool_arg("skip_dead", skip_dead, "acdc_batch")
+    if checkpoint is not None:
+        checkpoints.checkpoint_path(checkpoint, "acdc_batch")
     check_tau(tau)
     _check_metric(metric)
     _check_int(window, "window")
@@ -364,6 +404,10 @@ def acdc_task(model, task, batch, tau: float, metric: str = "kl", ablation: str 
     """ACDC on a task's prompts (all equal-length buckets at once). meta["faithfulness"]: the task-metric f of the
     kept edges (when `evaluate`)."""
     hooked_model_arg(model, "acdc_task")
+    progress_arg(progress, "acdc_task")
+    bool_arg("evaluate", evaluate, "acdc_task")
+    if checkpoint is not None:  # a bad path is refused before the prompts run
+        checkpoints.checkpoint_path(checkpoint, "acdc_task")
     task, batch = task_arg(task, "acdc_task"), batch_arg(batch, "acdc_task")
     check_tau(tau)
     _check_int(window, "window")
@@ -390,6 +434,7 @@ def tau_sweep(model, task, batch, taus, metric: str = "kl", ablation: str = "cor
     if not taus:
         raise ValueError("taus must be a non-empty list of finite numbers >= 0, got an empty list")
     taus = [check_tau(t, "every tau in taus") for t in taus]
+    progress_arg(progress, "tau_sweep")
     if target_faithfulness is not None and (isinstance(target_faithfulness, bool)
                                             or not isinstance(target_faithfulness, (int, float))
                                             or not math.isfinite(float(target_faithfulness))):

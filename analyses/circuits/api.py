@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
+from interp.input_checks import bool_arg
 from interp.tokens import Tokens
 from interp.validate import hooked_model_arg, int_arg
 
 from ..tasks.base import batch_arg, task_arg
-from . import atp, attribution, patching
+from . import atp, attribution, checkpoints, patching
 from .evaluate import Circuit
 from .graph import Graph, graph_arg
 
@@ -54,18 +55,23 @@ def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, a
     ("acdc": the KL change measured when each edge was tested, at threshold `tau`; see acdc.py.)
     `task`: a Task or a task name; `chunk` (patching): edges per forward, an int >= 1. "patching" with
     `checkpoint=PATH` keeps its sweep there (one file per prompt-length bucket, PATH.b0, PATH.b1, ...) and continues
-    it when rerun; `progress(msg)` hears how far it got."""
+    it when rerun, "acdc" its search (PATH itself); `progress(msg)` hears how far it got. The other methods run in
+    one pass and leave `checkpoint` unused."""
     hooked_model_arg(model, "score_edges")
     check_method(method)
     task, batch = task_arg(task, "score_edges"), batch_arg(batch, "score_edges")
     graph = graph_arg(graph, model, "score_edges")
     int_arg("chunk", chunk, minimum=1, where="score_edges")
+    patching.progress_arg(progress, "score_edges")
+    if checkpoint is not None and method in ("patching", "acdc"):  # refuse a bad path before the sweep starts
+        checkpoints.checkpoint_path(checkpoint, "score_edges")
     if method == "sae":  # no ablations or gradients: discrete SAE codes (sae_codes.sae_circuit for its options)
         from .sae_codes import sae_circuit
 
         return sae_circuit(model, task, batch, graph=graph).scores
     if method == "acdc":
-        return find_circuit(model, task, batch, method, ablation=ablation, graph=graph, tau=tau).scores
+        return find_circuit(model, task, batch, method, ablation=ablation, graph=graph, tau=tau,
+                            checkpoint=checkpoint, progress=progress).scores
     if method in ("eap-ig", "eap-ig-act") and ablation != "corrupted":
         raise ValueError(f"{method} interpolates corrupt -> clean: it needs ablation='corrupted'")
     total = None
@@ -95,18 +101,32 @@ def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, a
 
 
 def find_circuit(model, task, batch, method: str = "eap-ig", steps: int = 5, ablation: str = "corrupted",
-                 graph: Graph | None = None, tau: float = ACDC_TAU, seed: int = 0) -> Circuit:
+                 graph: Graph | None = None, tau: float = ACDC_TAU, seed: int = 0, checkpoint=None,
+                 progress=None) -> Circuit:
     """A scored Circuit; "acdc" also chooses its edges (in_circuit: the edges kept at threshold `tau`).
     `seed`: the row permutation of ablation="resample" (ACDC; the scoring methods use seed 0). `task`: a Task or
-    a task name (looked up with analyses.tasks.get_task)."""
+    a task name (looked up with analyses.tasks.get_task).
+
+    The long searches resume: "patching" and "acdc" with `checkpoint=PATH` keep their progress there (see
+    `score_edges`, `acdc_task`) and a rerun continues it; `progress(msg)` hears how far they got. The other methods
+    run in one pass and take no checkpoint."""
     hooked_model_arg(model, "find_circuit")
+    method = check_method(method)
+    patching.progress_arg(progress, "find_circuit")
+    if checkpoint is not None:
+        if method not in ("patching", "acdc"):
+            raise ValueError(f"find_circuit: checkpoint is for the long searches, method 'patching' or 'acdc'; "
+                             f"method {method!r} runs in one pass (pass checkpoint=None)")
+        checkpoints.checkpoint_path(checkpoint, "find_circuit")
     task, batch = task_arg(task, "find_circuit"), batch_arg(batch, "find_circuit")
     graph = graph_arg(graph, model, "find_circuit")
-    if check_method(method) == "acdc":
+    if method == "acdc":
         from .acdc import acdc_task
 
-        return acdc_task(model, task, batch, tau, ablation=ablation, graph=graph, seed=seed)
-    scores = score_edges(model, graph, task, batch, method, steps=steps, ablation=ablation)
+        return acdc_task(model, task, batch, tau, ablation=ablation, graph=graph, seed=seed, checkpoint=checkpoint,
+                         progress=progress)
+    scores = score_edges(model, graph, task, batch, method, steps=steps, ablation=ablation, checkpoint=checkpoint,
+                         progress=progress)
     return Circuit(graph, scores, method=method, meta={"task": getattr(task, "name", ""), "n": len(batch),
                                                         "steps": steps, "ablation": ablation})
 
@@ -116,6 +136,7 @@ def head_effects(model, task, batch, batched: bool = True, chunk: int = 16) -> t
     hooked_model_arg(model, "head_effects")
     task, batch = task_arg(task, "head_effects"), batch_arg(batch, "head_effects")
     int_arg("chunk", chunk, minimum=1, where="head_effects")
+    bool_arg("batched", batched, "head_effects")
     if batch.corrupt is None:
         raise ValueError(f"head_effects patches clean -> corrupted head outputs: task {task.name!r} gives no "
                          "corrupted prompts (use induction, ioi, greater-than, needle or a file task with corrupt)")

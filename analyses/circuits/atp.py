@@ -27,12 +27,13 @@ import torch
 
 from interp.head_inputs import check_unpadded, node_outputs
 from interp.input_gradients import input_gradients
+from interp.input_checks import bool_arg
 from interp.stages import Intervention
-from interp.validate import hooked_model_arg
+from interp.validate import hooked_model_arg, int_arg
 
 from .attribution import _contract, _scores_init
-from .graph import Graph
-from .patching import ablated_outputs, check_aligned, stack_outputs
+from .graph import Graph, graph_arg
+from .patching import ablated_outputs, check_aligned, metric_arg, stack_outputs
 
 
 class _ZeroGrad(torch.autograd.Function):
@@ -114,6 +115,9 @@ def atp_nodes(model, clean, corrupt, metric: Callable, qk_fix: bool = True, grad
     `qk_fix`: q and k through the exact softmax (AtP*), else linear in q/k (AtP). `graddrop`: GradDrop magnitudes.
     """
     hooked_model_arg(model, "atp_nodes")
+    bool_arg("qk_fix", qk_fix, "atp_nodes")
+    bool_arg("graddrop", graddrop, "atp_nodes")
+    metric_arg(metric, "atp_nodes")
     clean = check_unpadded(clean, "clean prompts")
     corrupt = check_unpadded(corrupt, "corrupted prompts")
     check_aligned(clean, corrupt)
@@ -180,6 +184,11 @@ def atp_star(model, graph: Graph, clean, metric: Callable, corrupt=None, ablatio
     forward of the QK fix (the batch grows `chunk`-fold).
     """
     hooked_model_arg(model, "atp_star")
+    graph = graph_arg(graph, model, "atp_star")
+    bool_arg("qk_fix", qk_fix, "atp_star")
+    bool_arg("graddrop", graddrop, "atp_star")
+    int_arg("chunk", chunk, minimum=1, where="atp_star")
+    metric_arg(metric, "atp_star")
     clean = check_unpadded(clean, "clean prompts")
     if ablated is None:
         ablated = ablated_outputs(model, graph, clean, corrupt, ablation)

@@ -35,7 +35,7 @@ from interp.input_gradients import input_gradients
 from interp.validate import hooked_model_arg
 
 from .deltas import DenseDeltas, node_deltas
-from .graph import Graph
+from .graph import Graph, graph_arg
 from .patching import check_aligned
 
 GRAD_ELEMENTS = 2 ** 29  # elements of one batched pull-back [heads, batch, pos, d_model] (1 GiB in bf16)
@@ -122,6 +122,7 @@ def eap(model, graph: Graph, clean, metric: Callable, corrupt=None, ablation: st
     per expanded delta chunk (default: ~`deltas.CHUNK_ELEMENTS` elements); `head_chunk`: heads per gradient pull-back
     (default: ~`GRAD_ELEMENTS` elements). Neither changes the result beyond floating-point summation order."""
     hooked_model_arg(model, "eap")
+    graph = graph_arg(graph, model, "eap")
     check_chunk(pos_chunk, "pos_chunk")
     check_chunk(head_chunk, "head_chunk")
     deltas = node_deltas(model, graph, clean, corrupt, ablation, ablated)
@@ -135,6 +136,7 @@ def eap_reference(model, graph: Graph, clean, metric: Callable, corrupt=None, ab
     """`eap` computed the direct way, for tests and memory comparisons: every delta [n_up, batch*pos*d_model] and
     every input gradient [n_slots, batch, pos, d_model] materialised at once, then one contraction."""
     hooked_model_arg(model, "eap_reference")
+    graph = graph_arg(graph, model, "eap_reference")
     from interp.head_inputs import node_outputs
 
     from .patching import ablated_outputs, stack_outputs
@@ -168,6 +170,7 @@ def eap_ig(model, graph: Graph, clean, metric: Callable, corrupt, steps: int = 5
     """EAP with integrated gradients over input embeddings interpolated from corrupt to clean (m = `steps`).
     `ablated`, `pos_chunk`, `head_chunk`: as in `eap`."""
     hooked_model_arg(model, "eap_ig")
+    graph = graph_arg(graph, model, "eap_ig")
     check_chunk(pos_chunk, "pos_chunk")
     check_chunk(head_chunk, "head_chunk")
     clean, corrupt, deltas = _ig_inputs(model, graph, clean, corrupt, steps, ablated,
@@ -195,23 +198,24 @@ def atp_heads(model, clean, metric: Callable, corrupt=None, ablation: str = "cor
 
     (z_ablated - z_clean) . dM/dz at the clean input, summed over batch, positions and d_head."""
     hooked_model_arg(model, "atp_heads")
+    if ablation not in ("corrupted", "zero", "mean"):
+        raise ValueError(f"atp_heads: ablation must be 'corrupted', 'zero' or 'mean', got {ablation!r}")
     clean = check_unpadded(clean, "clean prompts")
+    if ablation == "corrupted":
+        if corrupt is None:
+            raise ValueError("atp_heads: ablation='corrupted' needs corrupted prompts")
+        corrupt = check_unpadded(corrupt, "corrupted prompts")
+        check_aligned(clean, corrupt)
     c = model.cfg
     names = [f"blocks.{l}.attn.hook_z" for l in range(c.n_layers)]
     _, cache, grads = model.run_with_cache(clean, names=names, grad_of=metric)
     if ablation == "corrupted":
-        if corrupt is None:
-            raise ValueError("ablation='corrupted' needs corrupted prompts")
-        corrupt = check_unpadded(corrupt, "corrupted prompts")
-        check_aligned(clean, corrupt)
         _, abl = model.run_with_cache(corrupt, names=names)
         base = {n: abl[n] for n in names}
     elif ablation == "zero":
         base = {n: torch.zeros_like(cache[n]) for n in names}
-    elif ablation == "mean":
-        base = {n: cache[n].mean(0, keepdim=True).expand_as(cache[n]) for n in names}
     else:
-        raise ValueError(f"atp_heads: ablation must be 'corrupted', 'zero' or 'mean', got {ablation!r}")
+        base = {n: cache[n].mean(0, keepdim=True).expand_as(cache[n]) for n in names}
     out = torch.zeros(c.n_layers, c.n_heads)
     for l, n in enumerate(names):
         out[l] = ((base[n] - cache[n]) * grads[n]).sum((0, 1, 3)).float().cpu()
@@ -232,6 +236,7 @@ def eap_ig_act(model, graph: Graph, clean, metric: Callable, corrupt, steps: int
     `ablated`, `pos_chunk`, `head_chunk`: as in `eap`.
     """
     hooked_model_arg(model, "eap_ig_act")
+    graph = graph_arg(graph, model, "eap_ig_act")
     check_chunk(pos_chunk, "pos_chunk")
     check_chunk(head_chunk, "head_chunk")
     clean, corrupt, deltas = _ig_inputs(model, graph, clean, corrupt, steps, ablated,

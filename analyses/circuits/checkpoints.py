@@ -17,6 +17,34 @@ def ablation_summary(ablated: torch.Tensor) -> bytes:
     return f"{tuple(a.shape)} {float(a.sum()):.4g} {float(a.abs().sum()):.4g}".encode()
 
 
+def checkpoint_path(checkpoint, where: str) -> Path:
+    """A checkpoint argument checked before any work: a file path (str or PathLike) that is not a folder, whose
+    folder exists (created here when missing) and is writable; else a TypeError / ValueError naming it."""
+    if isinstance(checkpoint, bool) or not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"{where}: checkpoint must be a file path (str or pathlib.Path) or None, got "
+                        f"{type(checkpoint).__name__} {checkpoint!r:.60}")
+    path = Path(checkpoint)
+    if str(checkpoint) == "" or path.is_dir():
+        raise ValueError(f"{where}: checkpoint {str(checkpoint)!r} is a folder; pass a file path inside it, e.g. "
+                         f"{str(path / 'sweep.pt')!r}")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{where}: cannot create the folder {str(folder)!r} of checkpoint {str(path)!r} "
+                         f"({type(e).__name__}: {e}); pass a path in a writable folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{where}: the folder {str(folder)!r} of checkpoint {str(path)!r} is not writable; pass a "
+                         "path in a writable folder")
+    return path
+
+
+def invalid(path: Path, kind: str, why: str) -> ValueError:
+    """The error for a checkpoint file that loads but holds a malformed state (tampered, or another version's)."""
+    return ValueError(f"checkpoint {path} is damaged or not {kind} checkpoint: {why}; delete it or pass another "
+                      "path")
+
+
 def save(path: Path, settings: dict, state: dict) -> None:
     """Write {settings, state} to `path` atomically (a kill mid-write leaves the previous file)."""
     tmp = path.with_name(path.name + ".tmp")

@@ -17,9 +17,10 @@ from typing import Callable
 
 import torch
 
+from interp.input_checks import bool_arg
 from interp.validate import fraction_list, int_arg, real_arg
 
-from .graph import Graph
+from .graph import Graph, graph_arg
 from .patching import masked_logits, metric_of
 
 FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -62,6 +63,8 @@ class Circuit:
         edges on a path input -> logits. Returns self."""
         if method not in ("topn", "greedy"):
             raise ValueError(f"selection method must be 'topn' or 'greedy', got {method!r}")
+        bool_arg("absolute", absolute, "Circuit.select")
+        bool_arg("prune", prune, "Circuit.select")
         if (top_n is None) == (threshold is None):
             raise ValueError("give exactly one of top_n (int) or threshold (float)")
         s = self._rank_scores(absolute)
@@ -166,6 +169,7 @@ def faithfulness(model, graph: Graph, clean, ablated: torch.Tensor, metric: Call
                  chunk: int = 4) -> dict:
     """f for each circuit (a [n_up, n_slots] bool mask of kept edges); also M(full) and M(empty)."""
     int_arg("chunk", chunk, minimum=1, where="faithfulness")
+    graph = graph_arg(graph, model, "faithfulness")
     shape = (graph.n_up, graph.n_slots)
     if isinstance(circuits, torch.Tensor) or not isinstance(circuits, (list, tuple)):
         raise TypeError(f"faithfulness: circuits must be a list of {list(shape)} bool masks (Circuit.in_circuit), "
@@ -179,7 +183,9 @@ def faithfulness(model, graph: Graph, clean, ablated: torch.Tensor, metric: Call
     valid = graph.valid()
     w = [torch.zeros(graph.n_up, graph.n_slots), valid.float()]  # full model, empty circuit
     w += [(valid & ~c.bool()).float() for c in circuits]
-    vals = metric_of(masked_logits(model, graph, clean, ablated, torch.stack(w), chunk=chunk), metric).float()
+    names = ["the full model", "the empty circuit"] + [f"circuit {i}" for i in range(len(w) - 2)]
+    vals = metric_of(masked_logits(model, graph, clean, ablated, torch.stack(w), chunk=chunk), metric, "faithfulness",
+                     names.__getitem__).float()
     full, empty = float(vals[0]), float(vals[1])
     denom = full - empty
     f = [(float(v) - empty) / denom if denom != 0 else float("nan") for v in vals[2:]]
@@ -191,6 +197,7 @@ def faithfulness_curve(model, circuit: Circuit, clean, ablated: torch.Tensor, me
     """f at each fraction of the edges (top-|score|, fractions in (0, 1]), and the CPR / CMD areas."""
     if not isinstance(circuit, Circuit):
         raise TypeError(f"faithfulness_curve: circuit must be a Circuit, got {type(circuit).__name__}")
+    bool_arg("prune", prune, "faithfulness_curve")
     fractions = fraction_list("fractions", fractions, low_open=True, high_open=False,
                               meaning="fractions of the edges kept", example=FRACTIONS, where="faithfulness_curve")
     rank = circuit._rank_scores(True)

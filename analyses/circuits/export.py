@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from interp.input_checks import bool_arg
+
 from .evaluate import Circuit
 from .graph import Graph
 
@@ -125,6 +127,7 @@ def read_json(path, model=None, same_name: bool = True) -> Circuit:
     """A circuit from graph.json. With `model`, the file must describe that model's graph (layers, heads, KV
     heads, MLP nodes) and, unless same_name=False, have been written for a model of the same name; otherwise a
     one-line ValueError naming what differs."""
+    bool_arg("same_name", same_name, "read_json")
     path = Path(path)
     try:
         d = json.loads(path.read_text())

@@ -50,6 +50,8 @@ class Graph:
         for what, v in (("n_layers", n_layers), ("n_heads", n_heads), ("n_kv_heads", n_kv_heads)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"Graph: {what} must be a positive int, got {v!r}")
+        if not isinstance(mlp, bool):
+            raise TypeError(f"Graph: mlp must be True or False, got {type(mlp).__name__} {mlp!r:.40}")
         if n_heads % n_kv_heads:
             raise ValueError(f"Graph: n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
         g = cls(n_layers, n_heads, n_kv_heads, mlp, model_name)
@@ -72,6 +74,9 @@ class Graph:
     def from_model(cls, model, mlp: bool | None = None):
         """The graph of a wrapped model; `mlp=None` detects attention-only models (MLP outputs all zero)."""
         c = model.cfg
+        if mlp is not None and not isinstance(mlp, bool):
+            raise TypeError(f"Graph.from_model: mlp must be True, False or None (detect), got {type(mlp).__name__} "
+                            f"{mlp!r:.40}")
         if mlp is None:
             mlp = not _mlp_is_zero(model)
         return cls.from_config(c.n_layers, c.n_heads, c.n_kv_heads, mlp, model.name)

@@ -32,7 +32,7 @@ import torch
 from . import api, draw, export
 from .evaluate import Circuit, faithfulness, faithfulness_curve
 from .graph import Graph
-from .patching import ABLATIONS, ablated_outputs
+from .patching import ABLATIONS, ablated_outputs, progress_arg
 from .sae_codes import MIN_EXAMPLES
 
 SELECT = ("topn", "greedy")
@@ -220,6 +220,10 @@ def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", 
 
     eval_ablations, method_options = check_settings(method, n, steps, ablation, top_n, select, faith_n,
                                                     eval_ablations, method_options)
+    if not isinstance(faithfulness, bool):
+        raise TypeError(f"run_circuit_job: faithfulness must be True or False, got {type(faithfulness).__name__} "
+                        f"{faithfulness!r:.40}")
+    progress_arg(progress, "run_circuit_job")
     task = T.get_task(task) if isinstance(task, str) else task
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ Named sweeps on top: `edge_patching` (every edge, or a subset), `head_patching` 
 from __future__ import annotations
 
 import hashlib
+import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,11 @@ from typing import Callable
 import torch
 
 from interp.head_inputs import InputPatch, check_unpadded, node_outputs
-from interp.validate import hooked_model_arg, int_arg
+from interp.input_checks import bool_arg
+from interp.validate import _show, hooked_model_arg, int_arg, real_arg
 
 from . import checkpoints
-from .graph import Graph
+from .graph import Graph, graph_arg
 
 ABLATIONS = ("corrupted", "zero", "mean", "resample")
 
@@ -49,6 +51,7 @@ def ablated_outputs(model, graph: Graph, clean, corrupt=None, ablation: str = "c
                     seed: int = 0) -> torch.Tensor:
     """The ablated value of every node's output: [batch, pos, n_up, d_model]."""
     hooked_model_arg(model, "ablated_outputs")
+    graph = graph_arg(graph, model, "ablated_outputs")
     clean, corrupt = check_ablation(clean, corrupt, ablation)
     if ablation == "corrupted":
         return stack_outputs(node_outputs(model, corrupt), graph)
@@ -103,6 +106,7 @@ class CleanRun:
 def clean_run(model, graph: Graph, clean) -> CleanRun:
     """One clean forward recording every node's output and every layer's resid_pre (for `masked_logits`)."""
     hooked_model_arg(model, "clean_run")
+    graph = graph_arg(graph, model, "clean_run")
     clean = check_unpadded(clean, "clean prompts")
     names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)]
     with torch.no_grad():
@@ -120,8 +124,16 @@ def masked_logits(model, graph: Graph, clean, ablated: torch.Tensor, weights: to
     from the clean run's residual stream there (the layers before it compute the clean run anyway): ACDC and edge
     sweeps whose edges end late in the model cost only the layers they touch.
     """
+    hooked_model_arg(model, "masked_logits")
+    graph = graph_arg(graph, model, "masked_logits")
     clean = check_unpadded(clean, "clean prompts")
     b, p = clean.shape
+    if not isinstance(weights, torch.Tensor) or weights.dim() not in (2, 3):
+        raise TypeError(f"masked_logits: weights must be a tensor [variant, {graph.n_up}, {graph.n_slots}] or "
+                        f"[{graph.n_up}, {graph.n_slots}], got {_show(weights)}")
+    if not isinstance(ablated, torch.Tensor):
+        raise TypeError(f"masked_logits: ablated outputs must be a tensor [{b}, {p}, {graph.n_up}, d_model] "
+                        f"(ablated_outputs(...)), got {_show(ablated)}")
     if weights.dim() == 2:
         weights = weights[None]
     if weights.shape[1:] != (graph.n_up, graph.n_slots):
@@ -211,36 +223,147 @@ def _new_outputs(outputs: dict, graph: Graph, layer: int, part: str) -> list:
     return parts
 
 
-def metric_of(logits: torch.Tensor, metric: Callable) -> torch.Tensor:
-    """metric(logits [batch, pos, vocab]) for each variant of [variant, batch, pos, vocab] -> [variant]."""
-    return torch.stack([metric(lg).reshape(()) for lg in logits])
+def metric_arg(metric, where: str) -> Callable:
+    if not callable(metric):
+        raise TypeError(f"{where}: metric must be a callable logits [batch, pos, vocab] -> scalar tensor (e.g. "
+                        f"lambda lg: task.metric(lg, batch)), got {_show(metric)}")
+    return metric
+
+
+def check_metric_value(value, where: str, when: str = "", batch: int | None = None) -> torch.Tensor:
+    """A metric's return value checked: a finite real tensor, a scalar (one element; returned as shape ()) or, with
+    `batch`, one value per example (shape [batch]). Anything else raises a TypeError / ValueError naming the shape
+    expected and the one got; `when` says which run it was (e.g. " for the clean run")."""
+    want = ("a scalar tensor (one number for the batch)" if batch is None else
+            f"a tensor of shape [{batch}] (one value per example, per_example=True)")
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where}: metric must return {want}, got {_show(value)}{when}")
+    if value.dtype.is_complex or value.dtype == torch.bool:
+        raise TypeError(f"{where}: metric must return {want} of real numbers, got a {value.dtype} tensor{when}")
+    if batch is None and value.numel() != 1:
+        raise ValueError(f"{where}: metric must return {want}; got shape {tuple(value.shape)}{when} (a per-example "
+                         "metric, e.g. task.metric(logits, batch, per_example=True), gives [batch]: average it or "
+                         "drop per_example)")
+    if batch is not None and tuple(value.shape) != (batch,):
+        raise ValueError(f"{where}: metric must return {want}; got shape {tuple(value.shape)}{when}")
+    value = value.reshape(()) if batch is None else value
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{where}: metric returned a non-finite value ({value.detach().flatten()[:4].tolist()})"
+                         f"{when}; it must be finite")
+    return value
+
+
+def metric_of(logits: torch.Tensor, metric: Callable, where: str = "metric_of", label=None) -> torch.Tensor:
+    """metric(logits [batch, pos, vocab]) for each variant of [variant, batch, pos, vocab] -> [variant], each return
+    checked (`check_metric_value`: a finite scalar tensor). `label(i)`: what variant i patches, for the messages."""
+    def when(i):
+        return f" for {label(i)}" if label is not None else f" for patched variant {i}"
+
+    vals = []
+    for i, lg in enumerate(logits):
+        v = metric(lg)
+        if not isinstance(v, torch.Tensor) or v.numel() != 1 or v.dtype.is_complex or v.dtype == torch.bool:
+            check_metric_value(v, where, when(i))
+        vals.append(v.reshape(()))
+    out = torch.stack(vals)
+    bad = ~torch.isfinite(out)
+    if bool(bad.any()):  # one sync for the whole chunk
+        i = int(bad.nonzero()[0, 0])
+        check_metric_value(out[i], where, when(i))
+    return out
+
+
+def base_metric(model, clean: torch.Tensor, metric: Callable, where: str) -> float:
+    """M(clean): the metric of the clean run, checked."""
+    with torch.no_grad():
+        return float(check_metric_value(metric(model(clean)), where, " for the clean run"))
+
+
+def edge_index_arg(edges, graph: Graph, where: str = "edge_patching") -> torch.Tensor:
+    """`edges` checked against the graph -> a long [n, 2] tensor of (up, slot) pairs (None: every edge). Pairs that
+    are no edge of the graph raise (naming the first one and what it would mean)."""
+    if edges is None:
+        return graph.edge_index()
+    allowed = ("an int [n, 2] tensor of (up, slot) pairs that are edges of the graph (rows of graph.edge_index(); "
+               "None: every edge)")
+    if isinstance(edges, torch.Tensor):
+        t = edges
+    elif isinstance(edges, (list, tuple)) or type(edges).__name__ == "ndarray":
+        if len(edges) == 0:
+            raise ValueError(f"{where}: edges is empty; give {allowed}")
+        try:
+            t = torch.as_tensor(edges)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"{where}: edges must be {allowed}, got {_show(edges)} ({e})") from None
+    else:
+        raise TypeError(f"{where}: edges must be {allowed}, got {_show(edges)}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{where}: edges must be {allowed}, got a {t.dtype} tensor")
+    if t.dim() != 2 or t.shape[1] != 2:
+        raise ValueError(f"{where}: edges must be {allowed}, got shape {tuple(t.shape)}")
+    if len(t) == 0:
+        raise ValueError(f"{where}: edges is empty; give {allowed}")
+    t = t.detach().to("cpu", torch.long)
+    up, slot = t[:, 0], t[:, 1]
+    out = (up < 0) | (up >= graph.n_up) | (slot < 0) | (slot >= graph.n_slots)
+    if bool(out.any()):
+        i = int(out.nonzero()[0, 0])
+        raise ValueError(f"{where}: edges must be {allowed}; edges[{i}] = ({int(up[i])}, {int(slot[i])}) is out of "
+                         f"range: up must be in 0..{graph.n_up - 1} (graph.up, the upstream nodes) and slot in "
+                         f"0..{graph.n_slots - 1} (graph.slots, the inputs they feed)")
+    ok = graph.valid()[up, slot]
+    if not bool(ok.all()):
+        i = int((~ok).nonzero()[0, 0])
+        u, v = int(up[i]), int(slot[i])
+        raise ValueError(f"{where}: edges must be {allowed}; edges[{i}] = ({u}, {v}) is not an edge: "
+                         f"{graph.up[u]} does not feed {graph.slots[v].name} (input {v} reads upstream nodes "
+                         f"0..{graph.n_up_of_slot[v] - 1} only, the ones written before it)")
+    return t
+
+
+def progress_arg(progress, where: str):
+    if progress is not None and not callable(progress):
+        raise TypeError(f"{where}: progress must be a callable taking a message (e.g. print) or None, got "
+                        f"{_show(progress)}")
+    return progress
 
 
 def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Callable, edges=None,
                   chunk: int = 64, checkpoint=None, progress: Callable | None = None,
                   save_every_s: float = 30.0) -> torch.Tensor:
     """Exact effect of ablating each edge alone: scores [n_up, n_slots] = M(edge ablated) - M(clean), NaN where no
-    edge (or not in `edges`, a [n, 2] (up, slot) index tensor; default: every edge). `chunk` edges per forward.
+    edge (or not in `edges`, an int [n, 2] tensor or list of (up, slot) pairs, each an edge of the graph, as the
+    rows of graph.edge_index(); default: every edge; a pair that is no edge raises). `chunk` edges per forward.
+    `metric(logits)` must return a finite scalar tensor (checked for every run).
 
-    A long sweep (70k edges on SmolLM2) can be stopped and continued: with `checkpoint=PATH` the scores so far are
-    saved there every `save_every_s` seconds and a rerun with the same model, graph, prompts and edges continues
-    from them (another sweep's file is refused). `progress(msg)` hears about it at each save."""
-    hooked_model_arg(model, "edge_patching")
-    int_arg("chunk", chunk, minimum=1, where="edge_patching")
-    idx = graph.edge_index() if edges is None else torch.as_tensor(edges).reshape(-1, 2)
-    clean = check_unpadded(clean)
-    with torch.no_grad():
-        base = float(metric(model(clean)).reshape(()))
+    A long sweep (70k edges on SmolLM2) can be stopped and continued: with `checkpoint=PATH` (its folder is made
+    if missing) the scores so far are saved there every `save_every_s` seconds (a number >= 0; 0: after every
+    chunk) and a rerun with the same model, graph, prompts and edges continues from them (another sweep's file, or
+    a damaged one, is refused). `progress(msg)` hears about it at each save."""
+    where = "edge_patching"
+    hooked_model_arg(model, where)
+    graph = graph_arg(graph, model, where)
+    int_arg("chunk", chunk, minimum=1, where=where)
+    metric_arg(metric, where)
+    progress_arg(progress, where)
+    save_every_s = real_arg("save_every_s", save_every_s, low=0, where=where)
+    path = None if checkpoint is None else checkpoints.checkpoint_path(checkpoint, where)
+    idx = edge_index_arg(edges, graph, where)
+    clean = check_unpadded(clean, "clean prompts")
+    b, p = clean.shape
+    if not isinstance(ablated, torch.Tensor) or tuple(ablated.shape[:3]) != (b, p, graph.n_up):
+        raise ValueError(f"{where}: ablated outputs must be a tensor [{b}, {p}, {graph.n_up}, d_model] "
+                         f"(ablated_outputs(model, graph, clean, ...)), got {_show(ablated)}")
+    base = base_metric(model, clean, metric, where)
     prefix = clean_run(model, graph, clean)  # each chunk's forward starts at the first layer its edges enter
     idx = idx[torch.argsort(idx[:, 1], stable=True)]  # slot-major: a chunk's edges end in nearby layers
     scores = torch.full((graph.n_up, graph.n_slots), float("nan"))
-    start, path, settings = 0, None, None
-    if checkpoint is not None:
-        path = Path(checkpoint)
+    start, settings = 0, None
+    if path is not None:
         settings = _sweep_settings(model, graph, clean, ablated, idx, chunk, base)
         saved = checkpoints.load(path, settings, "an edge-patching")
         if saved is not None:
-            start, scores = int(saved["done"]), saved["scores"]
+            start, scores = _sweep_state(saved, path, graph, idx, chunk)
             if progress:
                 progress(f"resume: {path} at edge {start} of {len(idx)}")
     t_save = time.perf_counter()
@@ -248,7 +371,8 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
         part = idx[s:s + chunk]
         w = torch.zeros(len(part), graph.n_up, graph.n_slots)
         w[torch.arange(len(part)), part[:, 0], part[:, 1]] = 1.0
-        vals = metric_of(masked_logits(model, graph, clean, ablated, w, prefix=prefix), metric)
+        vals = metric_of(masked_logits(model, graph, clean, ablated, w, prefix=prefix), metric, where,
+                         lambda i, part=part: "edge " + _edge_name(graph, *part[i].tolist()))
         scores[part[:, 0], part[:, 1]] = vals.float().cpu() - base
         done = min(s + chunk, len(idx))
         if path is not None and done < len(idx) and time.perf_counter() - t_save >= save_every_s:
@@ -257,6 +381,34 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
             if progress:
                 progress(f"patched {done} of {len(idx)} edges (saved to {path.name})")
     return scores
+
+
+def _edge_name(graph: Graph, u: int, s: int) -> str:
+    return f"{graph.up[u]} -> {graph.slots[s].name}"
+
+
+def _sweep_state(saved, path: Path, graph: Graph, idx: torch.Tensor, chunk: int) -> tuple[int, torch.Tensor]:
+    """(edges done, scores) of a saved sweep, checked: `done` a whole number of chunks within the sweep, scores
+    [n_up, n_slots] float with a finite score on every finished edge. Anything else: a ValueError naming the file."""
+    kind = "an edge-patching"
+    if not isinstance(saved, dict) or not {"done", "scores"} <= set(saved):
+        have = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise checkpoints.invalid(path, kind, f"its state must hold 'done' and 'scores', got {have}")
+    done, scores = saved["done"], saved["scores"]
+    n = len(idx)
+    if (isinstance(done, bool) or not isinstance(done, numbers.Integral) or not 0 <= done <= n
+            or (done % chunk and done != n)):
+        raise checkpoints.invalid(path, kind, f"'done' must be a whole number of chunks of {chunk} edges in 0..{n}, "
+                                              f"got {done!r}")
+    if (not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (graph.n_up, graph.n_slots)
+            or not scores.dtype.is_floating_point):
+        raise checkpoints.invalid(path, kind, f"'scores' must be a float tensor [{graph.n_up}, {graph.n_slots}], "
+                                              f"got {_show(scores)}")
+    first = idx[:int(done)]
+    if not bool(torch.isfinite(scores[first[:, 0], first[:, 1]]).all()):
+        raise checkpoints.invalid(path, kind, f"'scores' lacks a finite score on some of the {int(done)} edges "
+                                              "it says are done")
+    return int(done), scores.float().clone()
 
 
 def _sweep_settings(model, graph: Graph, clean: torch.Tensor, ablated: torch.Tensor, idx: torch.Tensor, chunk: int,
@@ -279,13 +431,16 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
     logits at these positions only ([batch, len(logits_at), vocab]; long prompts, large vocabularies). Each forward
     starts at its first patched layer from the clean run's residual stream there (the layers before it compute the
     clean run anyway)."""
-    hooked_model_arg(model, "head_patching")
+    where = "head_patching"
+    hooked_model_arg(model, where)
     from interp import HeadMask
     from interp.head_inputs import started_at
 
     from ..importance import head_pairs
 
-    int_arg("chunk", chunk, minimum=1, where="head_patching")
+    int_arg("chunk", chunk, minimum=1, where=where)
+    bool_arg("batched", batched, where)
+    metric_arg(metric, where)
 
     clean = check_unpadded(clean, "clean prompts")
     corrupt = check_unpadded(corrupt, "corrupted prompts")
@@ -305,7 +460,7 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
             lg, rc = model.run_with_cache(clean, names=resid_names, logits_at=logits_at)
         else:
             lg, rc = model.run_with_hooks(clean, logits_at=logits_at), {}
-        base = float(metric(lg).reshape(()))
+        base = float(check_metric_value(metric(lg), where, " for the clean run"))
     out = torch.zeros(c.n_layers, c.n_heads)
     b = clean.shape[0]
     for part in parts:
@@ -319,7 +474,8 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
         with torch.no_grad(), started_at(model, start, rc[f"blocks.{start}.hook_resid_pre"] if start else None):
             lg = model.run_with_hooks(clean.repeat(v, 1), logits_at=logits_at, interventions=[
                 HeadMask(xi.reshape(v * b, c.n_layers, c.n_heads), baseline=baseline, only_layers=layers)])
-        vals = metric_of(lg.reshape(v, b, *lg.shape[1:]), metric)
+        vals = metric_of(lg.reshape(v, b, *lg.shape[1:]), metric, where,
+                         lambda i, part=part: "head L{}H{} patched".format(*part[i]))
         for i, (l, h) in enumerate(part):
             out[l, h] = float(vals[i]) - base
     return out

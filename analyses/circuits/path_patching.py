@@ -30,7 +30,7 @@ from interp.head_inputs import check_unpadded
 from interp.validate import hooked_model_arg
 
 from .graph import Graph, graph_arg
-from .patching import ablated_outputs, masked_logits, metric_of
+from .patching import ablated_outputs, base_metric, masked_logits, metric_arg, metric_of
 
 
 def _as_group(x) -> list:
@@ -100,19 +100,29 @@ def path_patching(model, clean, corrupt, metric: Callable, senders: list, receiv
     `resolve_receiver`, or lists of them. `ablation` ("corrupted", "mean", "zero", "resample") picks the sender's
     patched value (see `patching.ablated_outputs`); `ablated` passes precomputed ones.
     """
-    hooked_model_arg(model, "path_patching")
-    graph = graph_arg(graph, model, "path_patching")
+    where = "path_patching"
+    hooked_model_arg(model, where)
+    graph = graph_arg(graph, model, where)
+    metric_arg(metric, where)
+    for name, v in (("senders", senders), ("receivers", receivers)):
+        if isinstance(v, (str, tuple)) or not hasattr(v, "__iter__"):
+            raise TypeError(f"{where}: {name} must be a list (of node names, or of lists of them patched jointly), "
+                            f"e.g. {name}=[{v!r}], got {type(v).__name__} {v!r:.60}")
     senders, receivers = list(senders), list(receivers)
     w, has = path_weights(graph, senders, receivers)
     clean = check_unpadded(clean, "clean prompts")
     if ablated is None:
         ablated = ablated_outputs(model, graph, clean, corrupt, ablation)
-    with torch.no_grad():
-        base = float(metric(model(clean)).reshape(()))
+    base = base_metric(model, clean, metric, where)
     keep = has.flatten().nonzero().flatten()
     out = torch.full((len(senders) * len(receivers),), float("nan"))
     if len(keep):
-        vals = metric_of(masked_logits(model, graph, clean, ablated, w[keep].to(ablated.device), chunk=chunk), metric)
+        def label(i):
+            k = int(keep[i])
+            return f"the path {senders[k // len(receivers)]!r} -> {receivers[k % len(receivers)]!r}"
+
+        vals = metric_of(masked_logits(model, graph, clean, ablated, w[keep].to(ablated.device), chunk=chunk), metric,
+                         where, label)
         out[keep] = vals.float().cpu() - base
     return out.reshape(len(senders), len(receivers))
 
@@ -122,8 +132,10 @@ def input_patching(model, clean, corrupt, metric: Callable, graph: Graph | None 
     """Exact patching of each head's q input and each KV head's k and v input (the input reads the ablated residual
     stream, every incoming edge at once): {"q": [n_layers, n_heads], "k"/"v": [n_layers, n_kv_heads]} of
     M(input patched) - M(clean)."""
-    hooked_model_arg(model, "input_patching")
-    graph = graph_arg(graph, model, "input_patching")
+    where = "input_patching"
+    hooked_model_arg(model, where)
+    graph = graph_arg(graph, model, where)
+    metric_arg(metric, where)
     clean = check_unpadded(clean, "clean prompts")
     if ablated is None:
         ablated = ablated_outputs(model, graph, clean, corrupt, ablation)
@@ -132,9 +144,9 @@ def input_patching(model, clean, corrupt, metric: Callable, graph: Graph | None 
     w = torch.zeros(len(idx), graph.n_up, graph.n_slots)
     for r, i in enumerate(idx):
         w[r, :, i] = valid[:, i].float()
-    with torch.no_grad():
-        base = float(metric(model(clean)).reshape(()))
-    vals = metric_of(masked_logits(model, graph, clean, ablated, w.to(ablated.device), chunk=chunk), metric)
+    base = base_metric(model, clean, metric, where)
+    vals = metric_of(masked_logits(model, graph, clean, ablated, w.to(ablated.device), chunk=chunk), metric, where,
+                     lambda r: f"input {graph.slots[idx[r]].name} patched")
     out = {"q": torch.zeros(graph.n_layers, graph.n_heads), "k": torch.zeros(graph.n_layers, graph.n_kv_heads),
            "v": torch.zeros(graph.n_layers, graph.n_kv_heads)}
     for r, i in enumerate(idx):
