@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -15,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from interp.validate import int_arg
 
-from .table import LABELS, RULE_SCORES, label_head, thresholds_arg
+from .table import LABELS, NEAR_MISS, RULE_SCORES, label_head, near_miss_columns, thresholds_arg
 
 
 class HeadClassifier(ClassifierMixin, BaseEstimator):
@@ -58,10 +60,15 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
         return pd.DataFrame(X, columns=cols)
 
     def _columns(self, df: pd.DataFrame, cols: list[str] | None) -> list[str]:
+        if cols is None:  # the rule scores X has: a misspelt one would be left out silently
+            near_miss_columns(list(df.columns), "HeadClassifier", "X")
         cols = cols or [c for c in RULE_SCORES.values() if c in df]
         missing = [c for c in cols if c not in df]
         if missing or not cols:
-            raise ValueError(f"X lacks score columns {missing or list(RULE_SCORES.values())}; it has "
+            close = difflib.get_close_matches((missing or list(RULE_SCORES.values()))[0],
+                                              [c for c in df.columns if isinstance(c, str)], n=1, cutoff=NEAR_MISS)
+            hint = f" (did you mean {close[0]!r}?)" if close and missing else ""
+            raise ValueError(f"X lacks score columns {missing or list(RULE_SCORES.values())}{hint}; it has "
                              f"{list(df.columns)[:12]}")
         if self.method == "rules" and not set(cols) & set(RULE_SCORES.values()):
             raise ValueError(f"method='rules' labels heads by the rule scores {list(RULE_SCORES.values())}; "

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from interp.head_mask import HeadMask
+from interp.input_checks import bool_arg
 from interp.readout import logit_attribution
 from interp.validate import hooked_model_arg, int_arg
 
@@ -55,10 +56,46 @@ def _task_batch(task, batch, where: str) -> tuple:
     return task_arg(task, where), batch_arg(batch, where)
 
 
-def _loss_fn(task) -> Callable:
-    """Per-example loss (lower is better) from the task metric."""
+def _name(task) -> str:
+    return str(getattr(task, "name", None) or type(task).__name__)
+
+
+def _loss_fn(task, where: str = "head importance") -> Callable:
+    """Per-example loss (lower is better) from the task metric, which must give one value per example: a float
+    tensor [batch] from `task.metric(logits, batch, per_example=True)` (a TypeError / ValueError otherwise)."""
     sign = -1.0 if task.higher_is_better else 1.0
-    return lambda logits, batch: sign * task.metric(logits, batch, per_example=True)
+    name = _name(task)
+
+    def loss(logits, batch):
+        m = task.metric(logits, batch, per_example=True)
+        n = len(batch)
+        if not isinstance(m, torch.Tensor):
+            raise TypeError(f"{where}: task {name!r}: metric(logits, batch, per_example=True) must return a tensor "
+                            f"of shape [batch] (one value per example; this batch has {n} rows), got "
+                            f"{type(m).__name__} {m!r:.40}")
+        if tuple(m.shape) != (n,):
+            raise ValueError(f"{where}: task {name!r}: metric(logits, batch, per_example=True) must return one value "
+                             f"per example, a tensor of shape [batch] (this batch has {n} rows: shape ({n},)); got "
+                             f"shape {tuple(m.shape)}"
+                             + (" (a scalar: does the metric ignore per_example?)" if m.dim() == 0 else ""))
+        if not m.dtype.is_floating_point:
+            raise TypeError(f"{where}: task {name!r}: metric(logits, batch, per_example=True) must return a float "
+                            f"tensor, got {m.dtype}")
+        return sign * m
+
+    return loss
+
+
+def _finite(values: torch.Tensor, where: str, task: str, context: Callable[[list[int]], str]) -> torch.Tensor:
+    """values [..., batch] of the task loss: a ValueError naming where the metric is NaN/Inf (context(index of
+    the leading dims) says under which ablation), since every score computed from it would be NaN."""
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        idx = bad.nonzero()[0].tolist()
+        raise ValueError(f"{where}: the loss of task {task!r} is NaN/Inf{context(idx[:-1])} "
+                         f"for {int(bad.sum())} of {values.numel()} values (first: example {idx[-1]}); every score "
+                         "computed from it would be NaN: check the task's metric and the model's logits")
+    return values
 
 
 def _rows_per_forward(model, batch) -> int:
@@ -114,7 +151,7 @@ def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_fo
     heads_per_forward = int_arg("heads_per_forward", heads_per_forward, minimum=1, where="ablated_losses",
                                 optional=True)
     L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
-    loss = _loss_fn(task)
+    loss = _loss_fn(task, "ablated_losses")
     baseline = _baseline(model, batch, kind)
     k = heads_per_forward or max(1, _rows_per_forward(model, batch) // b)
     heads = [(l, h) for l in range(L) for h in range(H)]
@@ -129,6 +166,8 @@ def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_fo
         mask = HeadMask(xi.to(model.device), baseline=_tile_baseline(baseline, len(chunk)))
         with torch.no_grad():
             per = loss(model.run_with_hooks(tiled.clean, interventions=[mask]), tiled).reshape(len(chunk), b)
+        _finite(per, "ablated_losses", _name(task),
+                lambda j: " with head L{}H{} ablated ({})".format(*chunk[j[0]], kind))
         for j, (l, h) in enumerate(chunk):
             out[l, h] = per[j].float().cpu()
         if progress:
@@ -151,7 +190,8 @@ def clean_losses(model, task, batch) -> torch.Tensor:
     hooked_model_arg(model, "clean_losses")
     task, batch = _task_batch(task, batch, "clean_losses")
     with torch.no_grad():
-        return _loss_fn(task)(model.run_with_hooks(batch.clean), batch).float().cpu()
+        full = _loss_fn(task, "clean_losses")(model.run_with_hooks(batch.clean), batch).float().cpu()
+    return _finite(full, "clean_losses", _name(task), lambda _: " on the unmodified model")
 
 
 def ablation_scores(model, task, batch, kind: str = "ablation_zero", **kwargs) -> torch.Tensor:
@@ -167,17 +207,19 @@ def attention_influence_scores(model, task, batch, **kwargs) -> torch.Tensor:
 
 
 def mask_gradient_scores(model, task, batch, normalize: bool = True) -> torch.Tensor:
-    """[layer, head] E_x |dL/dxi_h| at xi = 1 (Michel et al.), per-layer l2-normalised."""
+    """[layer, head] E_x |dL/dxi_h| at xi = 1 (Michel et al.), per-layer l2-normalised (normalize=False: raw)."""
     hooked_model_arg(model, "mask_gradient_scores")
     task, batch = _task_batch(task, batch, "mask_gradient_scores")
+    bool_arg("normalize", normalize, "mask_gradient_scores")
     L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
     xi = torch.ones(b, L, H, device=model.device, requires_grad=True)
     logits = model.run_with_hooks(batch.clean, interventions=[HeadMask(xi)])
-    per = _loss_fn(task)(logits, batch)  # [b]
+    per = _loss_fn(task, "mask_gradient_scores")(logits, batch)  # [b]
+    _finite(per.detach(), "mask_gradient_scores", _name(task), lambda _: " on the unmodified model")
     (g,) = torch.autograd.grad(per.sum(), xi)  # row i of xi only reaches example i: per-example gradients
     if not bool(torch.isfinite(g).all()):
         bad = sorted({int(l) for l in (~torch.isfinite(g)).nonzero()[:, 1]})
-        raise ValueError(f"mask gradients are NaN/Inf at layer(s) {bad}")
+        raise ValueError(f"mask_gradient_scores: mask gradients are NaN/Inf at layer(s) {bad}")
     imp = g.abs().mean(0).float().cpu()  # [L, H]
     if normalize:
         imp = imp / imp.norm(dim=1, keepdim=True).clamp_min(1e-20)
@@ -223,11 +265,16 @@ def attention_influence(model, batch, heads: Iterable[tuple[int, int]], task=Non
             raise ValueError(f"attention_influence: the batch of task {batch.task or '?'!r} has no loss_mask, so "
                              "there is no next-token loss to use; pass task= (its metric gives the loss)")
     else:
-        loss = _loss_fn(task_arg(task, "attention_influence"))
+        task = task_arg(task, "attention_influence")
+        loss = _loss_fn(task, "attention_influence")
     with torch.no_grad():
         full = loss(model.run_with_hooks(batch.clean), batch)
         masked = loss(model.run_with_hooks(batch.clean, interventions=[HeadMask(xi.to(model.device))]), batch)
-    return relative_change(masked, full).cpu()
+    full, masked = full.float().cpu(), masked.float().cpu()
+    name = _name(task) if task is not None else f"{batch.task or '?'} (next-token loss)"
+    _finite(full, "attention_influence", name, lambda _: " on the unmodified model")
+    _finite(masked, "attention_influence", name, lambda _: " with the heads masked")
+    return relative_change(masked, full)
 
 
 def _as_int(v):

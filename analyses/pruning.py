@@ -18,7 +18,7 @@ import torch
 from interp.head_mask import HeadMask
 from interp.validate import fraction_list, frame_arg, hooked_model_arg, int_arg, real_arg
 
-from .importance import _loss_fn, _rows_per_forward, _task_batch, _tile_batch
+from .importance import _finite, _loss_fn, _name, _rows_per_forward, _task_batch, _tile_batch
 
 DEFAULT_FRACTIONS = tuple(i / 20 for i in range(20))  # 0 %, 5 %, ..., 95 % of the heads removed
 
@@ -31,9 +31,9 @@ def _order(scores: torch.Tensor) -> list[tuple[int, int]]:
     return [(i // H, i % H) for i in idx]
 
 
-def _losses_after_removing(model, task, batch, order, counts: Sequence[int]) -> list[float]:
+def _losses_after_removing(model, task, batch, order, counts: Sequence[int], where: str) -> list[float]:
     L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
-    loss = _loss_fn(task)
+    loss = _loss_fn(task, where)
     k = max(1, _rows_per_forward(model, batch) // b)
     out = []
     for start in range(0, len(counts), k):
@@ -46,6 +46,7 @@ def _losses_after_removing(model, task, batch, order, counts: Sequence[int]) -> 
         mask = HeadMask(xi.repeat_interleave(b, 0).to(model.device))
         with torch.no_grad():
             per = loss(model.run_with_hooks(tiled.clean, interventions=[mask]), tiled).reshape(len(chunk), b)
+        _finite(per, where, _name(task), lambda j: f" with {chunk[j[0]]} heads removed")
         out.extend(float(v) for v in per.float().mean(1))
     return out
 
@@ -80,7 +81,7 @@ def pruning_curve(model, task, batch, scores: torch.Tensor, fractions=DEFAULT_FR
     L, H = model.cfg.n_layers, model.cfg.n_heads
     scores = _check_scores(scores, L, H)
     counts = _counts(L * H, fractions, "pruning_curve")
-    losses = _losses_after_removing(model, task, batch, _order(scores), counts)
+    losses = _losses_after_removing(model, task, batch, _order(scores), counts, "pruning_curve")
     return _frame(counts, losses, L * H)
 
 
@@ -97,7 +98,8 @@ def random_pruning_curve(model, task, batch, fractions=DEFAULT_FRACTIONS, n_orde
     runs = []
     for _ in range(n_orders):
         perm = torch.randperm(L * H, generator=g).tolist()
-        runs.append(_losses_after_removing(model, task, batch, [(i // H, i % H) for i in perm], counts))
+        runs.append(_losses_after_removing(model, task, batch, [(i // H, i % H) for i in perm], counts,
+                                           "random_pruning_curve"))
     return _frame(counts, np.mean(runs, axis=0).tolist(), L * H)
 
 

@@ -150,7 +150,25 @@ def _trial_check(tr: Trial, model, where: str, name: str) -> None:
                          f"length), got {span!r:.60}")
 
 
+def _id_list(name: str, value, where: str) -> list[int]:
+    """Token ids: a list / tuple of ints (numpy ints too) or a 1-D integer tensor -> list of ints."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 1 or value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+            raise TypeError(f"{where}: {name} must be token ids, a list of ints or a 1-D integer tensor, got a "
+                            f"{value.dtype} tensor of shape {tuple(value.shape)}")
+        return value.tolist()
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in value):
+        raise TypeError(f"{where}: {name} must be token ids, a list of ints or a 1-D integer tensor, got "
+                        f"{type(value).__name__} {value!r:.60}")
+    return [int(t) for t in value]
+
+
 def rouge1_recall(generated: list[int], reference: list[int]) -> float:
+    """Share of the reference tokens found in `generated` (each generated token matches once); 0.0 for an empty
+    reference. Both are token ids: lists of ints or 1-D integer tensors."""
+    generated = _id_list("generated", generated, "rouge1_recall")
+    reference = _id_list("reference", reference, "rouge1_recall")
     if not reference:
         return 0.0
     pool = list(generated)

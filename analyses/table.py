@@ -6,6 +6,7 @@ the plots and the report import them from here.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 
@@ -37,11 +38,37 @@ SCORE_COLUMNS = ("sink_score", "previous_token_score", "induction_score", "dupli
                  "local_score", "entropy", "diffuseness", "local_score_arch")
 INFO_COLUMNS = ("window",)
 COLUMNS = (*ID_COLUMNS, *SCORE_COLUMNS, *INFO_COLUMNS)
+NEAR_MISS = 0.8  # difflib similarity above which an unknown score name is taken for a typo of a known one
+
+
+def near_miss_columns(names, where: str | None = None, what: str = "scores") -> None:
+    """Extra score columns are welcome, but a name that is not a known column and looks like a typo of a known
+    column that is absent (its closest known column, difflib ratio >= NEAR_MISS, e.g. 'inductoin_score' for
+    'induction_score') is refused with "did you mean": kept as an extra column, it would leave the known score
+    missing and change the labels silently. A variant beside the column it resembles ('local_score_2' next to
+    'local_score') is kept."""
+    names = [n for n in names if isinstance(n, str)]
+    known = (*SCORE_COLUMNS, *INFO_COLUMNS)
+    for name in names:
+        if name in known or name in ID_COLUMNS:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=NEAR_MISS)
+        if close and close[0] not in names:
+            raise ValueError(f"{where + ': ' if where else ''}{what} has a column {name!r} (did you mean "
+                             f"{close[0]!r}?); the known score columns are {list(SCORE_COLUMNS)} (other names are kept "
+                             "as extra columns, but not a near miss of an absent known column: rename it if it is "
+                             "really another score)")
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=NEAR_MISS)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def thresholds_arg(thresholds, where: str | None = None) -> dict:
     """The full thresholds dict: DEFAULT_THRESHOLDS with the given keys overridden. A TypeError/ValueError names a
-    key that is not a rule score, or a value that is not a finite number (a NaN would switch its rule off)."""
+    key that is not a rule score, or a value that is not a number in [0, 1], the range of every rule score (a NaN
+    or a threshold above 1 would switch its rule off silently)."""
     pre = f"{where}: " if where else ""
     if thresholds is None:
         return dict(DEFAULT_THRESHOLDS)
@@ -50,12 +77,17 @@ def thresholds_arg(thresholds, where: str | None = None) -> dict:
                         f"{type(thresholds).__name__}")
     unknown = [k for k in thresholds if k not in DEFAULT_THRESHOLDS]
     if unknown:
-        raise ValueError(f"{pre}thresholds has unknown keys {unknown}; the rule scores are {list(DEFAULT_THRESHOLDS)}")
+        hint = _did_you_mean(unknown[0], DEFAULT_THRESHOLDS) if isinstance(unknown[0], str) else ""
+        raise ValueError(f"{pre}thresholds has unknown keys {unknown}; the rule scores are "
+                         f"{list(DEFAULT_THRESHOLDS)}{hint}")
     for k, v in thresholds.items():
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
             raise TypeError(f"{pre}thresholds[{k!r}] must be a number, got {type(v).__name__} {v!r:.60}")
         if not math.isfinite(v):
             raise ValueError(f"{pre}thresholds[{k!r}] must be a finite number, got {v}")
+        if not 0 <= v <= 1:
+            raise ValueError(f"{pre}thresholds[{k!r}] must be in [0, 1], the range of {k} (a threshold outside it "
+                             f"would switch its rule off or on for every head), got {v}")
     return dict(DEFAULT_THRESHOLDS, **{k: float(v) for k, v in thresholds.items()})
 
 
@@ -84,7 +116,10 @@ def label_head(row: dict, thresholds: dict = DEFAULT_THRESHOLDS) -> str:
 
 
 def head_table(scores: dict[str, torch.Tensor], model_name: str = "", thresholds: dict | None = None) -> pd.DataFrame:
-    """{score name: [layer, head] tensor} -> DataFrame(model, layer, head, <scores>, label)."""
+    """{score name: [layer, head] tensor} -> DataFrame(model, layer, head, <scores>, label).
+
+    Scores named in SCORE_COLUMNS feed the labelling RULES; any other name is kept as an extra column, except a
+    near miss of a known column that is absent (e.g. 'inductoin_score'): a ValueError with "did you mean"."""
     if not isinstance(scores, dict) or not scores:
         raise TypeError(f"scores must be a non-empty dict {{score name: [layer, head] tensor}}, got "
                         f"{type(scores).__name__ if not isinstance(scores, dict) else 'an empty dict'}")
@@ -98,6 +133,7 @@ def head_table(scores: dict[str, torch.Tensor], model_name: str = "", thresholds
     (L, H), = shapes
     if L == 0 or H == 0:
         raise ValueError(f"scores are empty: [layer, head] shape {(L, H)}")
+    near_miss_columns(list(scores), "head_table")
     thresholds = thresholds_arg(thresholds, "head_table")
     rows = []
     for l in range(L):

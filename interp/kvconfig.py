@@ -5,6 +5,7 @@ through the same attention function (`StreamingAttention` interventions), and co
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -17,11 +18,14 @@ VERSION = 1
 
 def config_from_scores(model, retrieval_scores: torch.Tensor, threshold: float = 0.1, sink_tokens: int = 4,
                        window: int = 64) -> dict:
-    """Heads with retrieval score >= threshold keep the full cache; the rest stream (NaN scores count as 0)."""
+    """Heads with retrieval score >= threshold (in [0, 1], as the scores) keep the full cache; the rest stream.
+
+    A NaN score counts as 0 (that head streams), with a warning; all-NaN scores are refused: retrieval_scores gives
+    them when the model answered no trial, so they say nothing about any head (pass zeros to stream every head)."""
     where = "config_from_scores"
     model_arg(model, where)
     tensor_arg("retrieval_scores", retrieval_scores, dims=(2,), where=where, shape_doc="[n_layers, n_heads]")
-    threshold = real_arg("threshold", threshold, where=where)
+    threshold = real_arg("threshold", threshold, low=0, high=1, where=where)
     sink_tokens = int_arg("sink_tokens", sink_tokens, minimum=0, where=where)
     window = int_arg("window", window, minimum=1, where=where)
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -29,7 +33,17 @@ def config_from_scores(model, retrieval_scores: torch.Tensor, threshold: float =
         raise ValueError(f"{where}: retrieval_scores must be [{L}, {H}], got {tuple(retrieval_scores.shape)}")
     if retrieval_scores.dtype == torch.bool or retrieval_scores.dtype.is_complex:
         raise TypeError(f"{where}: retrieval_scores must be a real-valued tensor, got {retrieval_scores.dtype}")
-    full = torch.nan_to_num(retrieval_scores.detach().float().cpu(), nan=0.0) >= threshold
+    scores = retrieval_scores.detach().float().cpu()
+    nan = torch.isnan(scores)
+    if bool(nan.all()):
+        raise ValueError(f"{where}: retrieval_scores are all NaN: no trial was answered (retrieval_scores gives NaN "
+                         "then), so no head is known to retrieve and every head would stream; use trials the model "
+                         "answers (shorter contexts), or pass torch.zeros to stream every head on purpose")
+    if bool(nan.any()):
+        first = nan.nonzero()[0].tolist()
+        warnings.warn(f"{where}: {int(nan.sum())} of {nan.numel()} retrieval scores are NaN (first: layer {first[0]} "
+                      f"head {first[1]}); they count as 0, so those heads stream", stacklevel=2)
+    full = torch.nan_to_num(scores, nan=0.0) >= threshold
     layers = {str(l): {"full": [h for h in range(H) if full[l, h]], "streaming": [h for h in range(H) if not full[l, h]]}
               for l in range(L)}
     return {"version": VERSION, "model": model.name, "n_layers": L, "n_heads": H, "n_kv_heads": model.cfg.n_kv_heads,
@@ -86,7 +100,7 @@ def validate(config: dict, model=None) -> None:
     int_arg("sink_tokens", config["sink_tokens"], minimum=0, where=where)
     int_arg("window", config["window"], minimum=1, where=where)
     if config.get("threshold") is not None:
-        real_arg("threshold", config["threshold"], where=where)
+        real_arg("threshold", config["threshold"], low=0, high=1, where=where)
     if model is not None:
         model_arg(model, where)
         if (model.cfg.n_layers, model.cfg.n_heads) != (L, H):

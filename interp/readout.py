@@ -94,7 +94,8 @@ def logit_attribution(model, inputs, directions: torch.Tensor) -> LogitAttributi
 
     directions: [batch, pos, d_vocab] is not materialised; give token ids instead:
       LongTensor [batch, pos] (the logit of that token at each position) or [batch, pos, 2] (logit of token 0
-      minus logit of token 1, e.g. IO - S). Positions with id -1 get zeros.
+      minus logit of token 1, e.g. IO - S). Positions with id -1 get zeros; padding positions of a padded batch
+      must have -1 (a ValueError otherwise: their logits read no token).
     """
     where = "logit_attribution"
     model_arg(model, where)
@@ -105,7 +106,8 @@ def logit_attribution(model, inputs, directions: torch.Tensor) -> LogitAttributi
     names = ["hook_embed", f"blocks.{cfg.n_layers - 1}.hook_resid_post"]
     for l in range(cfg.n_layers):
         names += [f"blocks.{l}.attn.hook_z", f"blocks.{l}.hook_mlp_out", f"blocks.{l}.hook_attn_out"]
-    _, cache = model.run_with_cache(inputs, names=names)
+    toks = model.to_tokens(inputs)  # the padding mask of text / lists of ids, checked before the run
+    _, cache = model.run_with_cache(toks, names=names)
     b, p = cache["hook_embed"].shape[:2]
     if directions.dim() == 2:
         directions = directions[..., None]
@@ -118,6 +120,13 @@ def logit_attribution(model, inputs, directions: torch.Tensor) -> LogitAttributi
         raise ValueError(f"{where}: directions hold token ids outside [0, {w_u.shape[0]}) (-1 = unused position): "
                          f"min {int(ids.min())}, max {int(ids.max())}")
     used = ids[..., 0] >= 0  # [b, p]
+    if toks.attention_mask is not None:
+        on_pad = (used & ~toks.attention_mask.to(device=used.device, dtype=torch.bool)).nonzero()
+        if len(on_pad):
+            r, q = on_pad[0].tolist()
+            raise ValueError(f"{where}: directions give token id {int(ids[r, q, 0])} at row {r} position {q}, which is "
+                             f"padding (row {r} has {toks.lengths[r]} real tokens); put -1 (unused) at padding "
+                             f"positions ({len(on_pad)} such entries)")
     ids = ids.clamp_min(0)
     d = w_u[ids[..., 0]]  # [b, p, d_model]
     if ids.shape[-1] == 2:

@@ -2,8 +2,9 @@
 
 A task turns a loaded `HookedModel` into a `TaskBatch` built from the model's own tokenizer (or vocabulary, for
 tokenizer-less toys) and scores logits with a scalar, differentiable metric. Patching code relies on three
-invariants checked here: `clean` and `corrupt` have the same shape and padding, `position` is each row's last real
-token, and every id is inside the model's vocabulary.
+invariants checked here: `clean` and `corrupt` have the same shape and padding, `position` is a real token of each
+row (the last one, for the built-in tasks; never padding, never negative), and `answer` / `wrong` are int ids inside
+the vocabulary (`d_vocab`, recorded by `Task.make`; the logits a metric reads must have that width).
 """
 
 from __future__ import annotations
@@ -29,10 +30,24 @@ class TaskBatch:
     notes: str = ""
     task: str = ""
     extra: dict = field(default_factory=dict)  # task-specific tensors with a leading [batch] dim (e.g. digit ids)
+    d_vocab: int | None = None  # the model's vocabulary size (Task.make sets it); answer / wrong ids lie below it
 
     def __post_init__(self):
         ids = self.clean.input_ids
         b, p = ids.shape
+        if self.d_vocab is not None and (isinstance(self.d_vocab, bool) or not isinstance(self.d_vocab, int)
+                                         or self.d_vocab < 1):
+            raise TypeError(f"TaskBatch: d_vocab must be a positive int (the model's vocabulary size) or None, got "
+                            f"{self.d_vocab!r:.60}")
+        for name in ("answer", "wrong", "position"):
+            t = getattr(self, name)
+            if t is None and name != "wrong":
+                raise TypeError(f"TaskBatch: {name} must be an int64 tensor [batch], got None")
+            if t is not None and (not isinstance(t, torch.Tensor) or t.dtype.is_floating_point or t.dtype.is_complex
+                                  or t.dtype == torch.bool):
+                what = f"a {t.dtype} tensor" if isinstance(t, torch.Tensor) else type(t).__name__
+                raise TypeError(f"TaskBatch: {name} must be an integer tensor [batch] of "
+                                f"{'positions' if name == 'position' else 'token ids'}, got {what}")
         if self.corrupt is not None:
             if self.corrupt.input_ids.shape != ids.shape:
                 raise ValueError(f"corrupt shape {tuple(self.corrupt.input_ids.shape)} differs from clean "
@@ -45,6 +60,41 @@ class TaskBatch:
                 raise ValueError(f"{name} must have shape [{b}], got {tuple(t.shape)}")
         if self.loss_mask is not None and tuple(self.loss_mask.shape) != (b, p):
             raise ValueError(f"loss_mask must have shape [{b}, {p}], got {tuple(self.loss_mask.shape)}")
+        self._check_values(b, p)
+
+    def _check_values(self, b: int, p: int) -> None:
+        """Ids inside [0, d_vocab) and positions on real tokens; records the largest id a metric reads
+        (`_id_max`, compared with the logits' width by check_logits without another device sync)."""
+        if b == 0:
+            self._id_max = -1
+            return
+        ids = [t.reshape(-1).long().cpu() for t in (self.answer, self.wrong) if t is not None]
+        lo = min(int(t.min()) for t in ids)
+        hi = max(int(t.max()) for t in ids)
+        if self.loss_mask is not None:  # next-token losses read the clean ids themselves
+            hi = max(hi, int(self.clean.input_ids.max()))
+        vocab = f"[0, {self.d_vocab})" if self.d_vocab is not None else "[0, d_vocab)"
+        if lo < 0 or (self.d_vocab is not None and hi >= self.d_vocab):
+            for name in ("answer", "wrong"):
+                t = getattr(self, name)
+                if t is None:
+                    continue
+                bad = ((t < 0) | (t >= (self.d_vocab if self.d_vocab is not None else hi + 1))).nonzero()
+                if len(bad):
+                    r = int(bad[0])
+                    raise ValueError(f"TaskBatch: {name} must hold token ids inside the vocabulary {vocab}; row {r} "
+                                     f"has {int(t[r])}")
+            raise ValueError(f"TaskBatch: the clean prompts hold ids outside the vocabulary {vocab}: max {hi}")
+        self._id_max = hi
+        pos = self.position.reshape(-1).long().cpu()
+        lengths = torch.tensor([int(n) for n in self.clean.lengths], dtype=torch.long)
+        bad = ((pos < 0) | (pos >= lengths)).nonzero()
+        if len(bad):
+            r = int(bad[0])
+            raise ValueError(f"TaskBatch: position must be, per row, the position whose logits are read: a real token "
+                             f"in [0, length of the row) (the last real token for the built-in tasks; negative "
+                             f"positions and padding are not allowed); row {r} has {int(pos[r])}, its length is "
+                             f"{int(lengths[r])} (batch of [{b}, {p}])")
 
     def __len__(self) -> int:
         return self.clean.input_ids.shape[0]
@@ -99,6 +149,7 @@ class Task:
             raise ValueError(f"task {self.name!r} needs a tokenizer; {model.name} has none (tokenizer-less models "
                              f"support: {ok})")
         batch = task._make(model, n, seed)
+        batch = dataclasses.replace(batch, d_vocab=model.cfg.d_vocab)  # re-checks the ids against the vocabulary
         batch.task = self.name
         return batch
 
@@ -107,6 +158,13 @@ class Task:
         unknown = set(options) - known
         if unknown:
             raise ValueError(f"unknown option(s) {sorted(unknown)} for task {self.name!r}; allowed: {sorted(known)}")
+        kinds = {f.name: str(f.type) for f in dataclasses.fields(self)}
+        for key, value in options.items():  # flags: a string such as "no" would read as True
+            if kinds[key] in ("bool", "bool | None") and not (isinstance(value, bool)
+                                                                 or (value is None and kinds[key] != "bool")):
+                allowed = "True or False" + (" or None (the model's convention)" if kinds[key] != "bool" else "")
+                raise TypeError(f"task {self.name!r}: option {key} must be {allowed}, got {type(value).__name__} "
+                                f"{value!r:.60}")
         return dataclasses.replace(self, **options) if options else self
 
     def n_rows(self) -> int | None:
@@ -118,8 +176,15 @@ class Task:
 
     def metric(self, logits: torch.Tensor, batch: TaskBatch, per_example: bool = False) -> torch.Tensor:
         """Scalar (mean over the batch), or [batch] with per_example=True; differentiable in `logits`."""
+        if not isinstance(per_example, bool):
+            raise TypeError(f"{self.name} metric: per_example must be True or False, got {type(per_example).__name__} "
+                            f"{per_example!r:.60}")
         check_logits(logits, batch)
         m = self._metric(logits, batch)  # [batch]
+        if not isinstance(m, torch.Tensor) or tuple(m.shape) != (len(batch),):
+            got = f"shape {tuple(m.shape)}" if isinstance(m, torch.Tensor) else type(m).__name__
+            raise ValueError(f"task {self.name!r}: _metric must return one value per example, a tensor of shape "
+                             f"[{len(batch)}]; got {got}")
         return m if per_example else m.mean()
 
     def accuracy(self, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
@@ -144,6 +209,16 @@ def check_logits(logits, batch: TaskBatch) -> None:
     if logits.dim() != 3 or tuple(logits.shape[:2]) != shape:
         raise ValueError(f"logits must have shape [{shape[0]}, {shape[1]}, d_vocab] to match the batch, "
                          f"got {tuple(logits.shape)}")
+    width = logits.shape[-1]
+    d_vocab = getattr(batch, "d_vocab", None)
+    if d_vocab is not None and width != d_vocab:
+        raise ValueError(f"logits have {width} vocabulary entries but the batch was built for a model with d_vocab "
+                         f"{d_vocab}; score the logits of the model the batch was made for (shape [{shape[0]}, "
+                         f"{shape[1]}, {d_vocab}])")
+    id_max = getattr(batch, "_id_max", None)
+    if id_max is not None and id_max >= width:
+        raise ValueError(f"logits have {width} vocabulary entries but the batch reads token id {id_max}; the logits "
+                         f"must cover the batch's vocabulary (shape [{shape[0]}, {shape[1]}, d_vocab > {id_max}])")
 
 
 def at_position(logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:

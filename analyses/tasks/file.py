@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,23 +25,21 @@ def read_rows(path) -> list[dict]:
     if not p.is_file():
         raise ValueError(f"task file {str(path)!r} is not a regular file; give a .jsonl or .csv file of rows")
     suffix = p.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        rows = []
-        for i, line in enumerate(p.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p.name} line {i} is not valid JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{p.name} line {i}: each line must be a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    elif suffix == ".csv":
-        with p.open(newline="") as f:
-            rows = [dict(r) for r in csv.DictReader(f)]
-    else:
+    if suffix not in (".jsonl", ".json", ".csv"):
         raise ValueError(f"task file must end in .jsonl, .json or .csv, got {p.name!r}")
+    try:
+        text = p.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (spreadsheet exports) is dropped
+    except UnicodeDecodeError as e:
+        raise ValueError(f"task file {str(path)!r} is not UTF-8 text (byte {e.start} is "
+                         f"{e.object[e.start:e.start + 1]!r}); save it as UTF-8") from None
+    except OSError as e:
+        raise ValueError(f"cannot read task file {str(path)!r}: {e.strerror or e}") from None
+    if suffix == ".csv":
+        rows = [dict(r) for r in csv.DictReader(io.StringIO(text, newline=""))]
+    elif suffix == ".json" and text.lstrip().startswith("["):
+        rows = _json_array(text, p.name)
+    else:
+        rows = _json_lines(text, p.name, suffix)
     if not rows:
         raise ValueError(f"task file {p.name} has no rows")
     for i, row in enumerate(rows):
@@ -53,6 +52,41 @@ def read_rows(path) -> list[dict]:
         if any(has) and not all(has):
             raise ValueError(f"{p.name}: column {col!r} is set in some rows but not in row {has.index(False)}; "
                              "give it in every row or in none")
+    return rows
+
+
+def _json_array(text: str, name: str) -> list[dict]:
+    """A .json file holding one JSON array of row objects."""
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name} is not valid JSON (line {e.lineno}: {e.msg}); give a JSON array of row objects "
+                         "or JSON Lines (one object per line)") from None
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{name} row {i}: each element of the JSON array must be an object with 'clean' and "
+                             f"'answer', got {type(row).__name__}")
+    return rows
+
+
+def _json_lines(text: str, name: str, suffix: str) -> list[dict]:
+    """JSON Lines: one row object a line (blank lines skipped)."""
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            hint = (" (a .json file may also hold one JSON array of row objects)" if suffix == ".json" else "")
+            raise ValueError(f"{name} line {i} is not valid JSON: {e.msg}; JSON Lines (one object per line) "
+                             f"expected{hint}") from None
+        if not isinstance(row, dict):
+            hint = ("; a JSON array of rows goes in a .json file" if isinstance(row, list) and suffix == ".jsonl"
+                    else "")
+            raise ValueError(f"{name} line {i}: JSON Lines (one object per line) expected, got a JSON "
+                             f"{type(row).__name__}{hint}")
+        rows.append(row)
     return rows
 
 
@@ -86,10 +120,10 @@ def _token_id(model, value, where: str) -> int:
 
 @dataclass(frozen=True)
 class FileTask(Task):
-    """Rows from `path` (JSONL: one object a line; CSV: a header row): `clean` (text, or token ids in JSONL),
-    `answer` (a string that is one token, or an int id in JSONL), optional `corrupt` (same token length as
-    clean) and `wrong` (as answer). Each column is in every row or in none. Text follows the model's BOS
-    convention. `make(model, n=None)` takes every row (or the first n).
+    """Rows from `path` (UTF-8; JSONL: one object a line; .json: JSON Lines or one JSON array of objects; CSV: a
+    header row): `clean` (text, or token ids in JSON), `answer` (a string that is one token, or an int id in JSON),
+    optional `corrupt` (same token length as clean) and `wrong` (as answer). Each column is in every row or in
+    none. Text follows the model's BOS convention. `make(model, n=None)` takes every row (or the first n).
     metric: logit[answer] - logit[wrong] at the last token when `wrong` is given, else log P(answer)
     (higher is better either way); accuracy: logit[answer] > logit[wrong], else answer is the top-1 token."""
 
