@@ -32,9 +32,16 @@ from .stages import RESID_STAGES, AttnCall, Intervention, check_stages
 from .kernels import AttentionStats, attention_with_stats, pick_backend
 from . import layer_batch
 from .memory import check_pattern_memory
-from .tokens import Tokens, to_tokens
+from .tokens import Tokens, to_string_ids, to_tokens
 
 PATTERN_BYTES_LIMIT = 4 * 2**30
+SPAN_HOOK = ".attn." + HOOK_OF_STAT["span_mass"]  # the one hook point that needs an option (span=) to exist
+
+
+def span_hook_error(name: str, why: str = "") -> str:
+    return (f"{why + ': ' if why else ''}hook point {name!r} is the attention mass on a span of keys, and no "
+            "span=(start, end) was given; pass span=(start, end) (key positions), or leave that hook point out "
+            "(names_filter=... skips span_mass hook points when no span is given)")
 
 
 def check_pattern_size(batch: int, heads: int, q_len: int, k_len: int, layer) -> None:
@@ -57,14 +64,28 @@ def _hook_order(name: str):
     return (0 if name == "hook_embed" else 2, 0, name)
 
 
+def check_weight_dtype(hf_model: torch.nn.Module, label: str = "the model") -> None:
+    """ValueError for float64 weights: their activations reach attention as float64, which every backend refuses
+    (at the first forward); caught here, when the model is wrapped. (Other dtypes, e.g. float8 weights behind a
+    quantizer, may compute in a dtype the kernels take: left to the kernels' own check.)"""
+    from .kernels.checks import SUPPORTED_DTYPES
+
+    bad = next(((n, p.dtype) for n, p in hf_model.named_parameters() if p.dtype == torch.float64), None)
+    if bad is not None:
+        allowed = ", ".join(str(d).replace("torch.", "") for d in SUPPORTED_DTYPES)
+        raise ValueError(f"{label}: parameter {bad[0]} is {bad[1]}; interp's attention kernels take {allowed} "
+                         f"weights. Convert it: interp.load(model, dtype='float32') (or model.to(torch.float32))")
+
+
 class HookedModel:
     def __init__(self, hf_model, tokenizer=None, name: str | None = None, backend: str = "auto"):
         if not isinstance(hf_model, torch.nn.Module) or not hasattr(hf_model, "config"):
             raise TypeError(f"HookedModel wraps a Hugging Face PreTrainedModel, got {type(hf_model).__name__}")
         from .kernels.api import BACKENDS
 
-        if backend not in BACKENDS:
+        if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        check_weight_dtype(hf_model, name or type(hf_model).__name__)
         _attention.register()
         self.model = hf_model.eval().requires_grad_(False)  # interp takes gradients of activations, never weights
         self.tokenizer = checks.tokenizer_arg(tokenizer, "HookedModel")
@@ -111,10 +132,22 @@ class HookedModel:
         return to_tokens(inputs, self.tokenizer, self.cfg, self.device, prepend_bos=prepend_bos,
                          bos_id=getattr(self.model.config, "bos_token_id", None))
 
-    def to_string(self, ids) -> str:
+    def to_string(self, ids) -> str | list[str]:
+        """Token ids -> text: an id or a 1-D list/tensor of ids gives a string, a 2-D one a list of strings (one per
+        row). Ids must be ints in the vocabulary (a tokenizer would decode unknown ids to '' or overflow)."""
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer")
-        return self.tokenizer.decode(ids)
+        rows, flat = to_string_ids(ids, self._decode_vocab())
+        out = [self.tokenizer.decode(r) for r in rows]
+        return out[0] if flat else out
+
+    def _decode_vocab(self) -> int:
+        """Ids to_string decodes: [0, this) — the model's vocabulary, or the tokenizer's where that is larger."""
+        try:
+            n = len(self.tokenizer)
+        except TypeError:
+            n = 0
+        return max(self.cfg.d_vocab, n)
 
     # ------------------------------------------------------------------ module hooks (residual stream)
     def _install_module_hooks(self) -> None:
@@ -290,8 +323,25 @@ class HookedModel:
 
     @staticmethod
     def _logits_positions(logits_at, n_pos: int) -> torch.Tensor:
-        """`logits_at` (positions, 1-D) -> a sorted-as-given int64 index tensor, checked against n_pos."""
-        t = torch.as_tensor(logits_at)
+        """`logits_at` (positions, 1-D; or a slice of the positions, e.g. slice(-1, None) for the last) -> an
+        int64 index tensor in the order given, checked against n_pos."""
+        if isinstance(logits_at, slice):
+            try:
+                picked = range(n_pos)[logits_at]
+            except (TypeError, ValueError):
+                raise TypeError(f"logits_at as a slice needs int bounds and a non-zero step, got "
+                                f"{logits_at!r}") from None
+            if len(picked) == 0:
+                raise ValueError(f"logits_at={logits_at!r} selects no position of the {n_pos}-token prompt")
+            return torch.tensor(list(picked), dtype=torch.long)
+        allowed = ("logits_at must be a non-empty 1-D list/tensor of integer positions (e.g. [n - 1]) or a slice of "
+                   "the positions (e.g. slice(-1, None): the last)")
+        if isinstance(logits_at, (str, bytes, dict, set)):
+            raise TypeError(f"{allowed}, got {type(logits_at).__name__} {logits_at!r:.40}")
+        try:
+            t = torch.as_tensor(logits_at)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{allowed}, got {type(logits_at).__name__} {logits_at!r:.40}") from None
         if t.dim() != 1 or t.numel() == 0 or t.dtype in (torch.bool,) or t.is_floating_point():
             raise ValueError(f"logits_at must be a non-empty 1-D list/tensor of integer positions, got "
                              f"{logits_at!r}")
@@ -347,6 +397,10 @@ class HookedModel:
         for layer in self._layers(layers):
             if names:
                 ctx.stats[layer] = tuple(dict.fromkeys(ctx.stats.get(layer, ()) + names))
+        if span is None:
+            for n in ctx.hooks:
+                if n.endswith(SPAN_HOOK):
+                    raise ValueError(span_hook_error(n))
         ctx.stat_options = dict(sink_tokens=sink_tokens, local_window=local_window, span=span)
         ctx.interventions = self._check_interventions(interventions)
         self._ctx = ctx
@@ -367,9 +421,9 @@ class HookedModel:
                        grad: bool | None = None, logits_at=None, checkpoint: bool = False, **stat_options):
         """Logits with hooks and interventions active.
 
-        `logits_at` (1-D positions): logits [batch, len(logits_at), vocab] at those positions only; the
-        unembedding runs only there (through transformers' `logits_to_keep`), which is most of a forward's cost
-        for short prompts and large vocabularies (Gemma 3: 262k).
+        `logits_at` (1-D positions, or a slice such as slice(-1, None)): logits [batch, len(logits_at), vocab] at
+        those positions only; the unembedding runs only there (through transformers' `logits_to_keep`), which is
+        most of a forward's cost for short prompts and large vocabularies (Gemma 3: 262k).
 
         The run records a graph (so `loss.backward()` works on the logits) when `grad=True`, or by default when
         backward hooks are given or an intervention holds a tensor that requires grad (e.g. `HeadMask(xi)` with
@@ -397,7 +451,9 @@ class HookedModel:
         names / names_filter choose hook points (TransformerLens style); `stats=["key_mean", ...]` captures
         statistics (any length, O(n) memory) at `layers`; `pattern=True` captures full patterns (short inputs).
         With nothing chosen (all four left out), every statistic of every layer is captured; an explicit choice that
-        selects nothing (names=[], a names_filter matching no hook point, stats=[]) is refused.
+        selects nothing (names=[], a names_filter matching no hook point, stats=[]) is refused. The span_mass hook
+        points exist only with `span=(start, end)`: without a span a names_filter skips them (so
+        `names_filter=lambda n: True` works), while naming one in `names` is refused.
 
         `grad_of=metric` (a function of the logits returning a scalar tensor, e.g. a task's logit difference) runs
         the forward with grad and returns `(logits, cache, grads)`: `grads[name]` is d metric / d activation at
@@ -421,8 +477,14 @@ class HookedModel:
             for n in names:
                 parse_hook_name(n, self.cfg.n_layers)
                 chosen.add(n)
+        skipped = []  # span_mass hook points a names_filter matched, with no span to compute them on
         if checks.names_filter_arg(names_filter) is not None:
-            chosen.update(n for n in self.hook_names() if names_filter(n))
+            for n in self.hook_names():
+                if names_filter(n):
+                    if span is None and n.endswith(SPAN_HOOK):
+                        skipped.append(n)
+                    else:
+                        chosen.add(n)
         layer_list = self._layers(layers)
         if pattern:
             chosen.update(f"blocks.{l}.attn.hook_pattern" for l in layer_list)
@@ -437,6 +499,8 @@ class HookedModel:
         stat_names = checks.stat_selection("all" if everything else stats, span)
         for l in layer_list:
             chosen.update(f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for s in stat_names)
+        if not chosen and skipped:
+            raise ValueError(span_hook_error(skipped[0], "names_filter matches only span_mass hook points"))
         if not chosen:
             raise checks.empty_selection(names, names_filter, None if stats is None else stat_names,
                                          None if layers is None else layer_list)
@@ -500,9 +564,11 @@ class HookedModel:
         grads.metric = float(value.detach())
         return grads
 
-    def generate(self, inputs, max_new_tokens: int = 20, **kwargs):
-        """Greedy generation (left-padded batch); hooks from an enclosing `model.hooks(...)` stay active."""
-        toks = to_tokens(inputs, self.tokenizer, self.cfg, self.device, padding_side="left")
+    def generate(self, inputs, max_new_tokens: int = 20, prepend_bos: bool | None = None, **kwargs):
+        """Greedy generation (left-padded batch); hooks from an enclosing `model.hooks(...)` stay active.
+        prepend_bos as in `to_tokens`; other keywords go to transformers' `generate`."""
+        toks = to_tokens(inputs, self.tokenizer, self.cfg, self.device, padding_side="left", prepend_bos=prepend_bos,
+                         bos_id=getattr(self.model.config, "bos_token_id", None))
         max_new_tokens = checks.max_new_tokens_arg(max_new_tokens, toks.input_ids.shape[1], self.cfg.n_ctx)
         kwargs.setdefault("do_sample", False)
         pad = getattr(self.tokenizer, "pad_token_id", None) if self.tokenizer is not None else None

@@ -59,6 +59,47 @@ def _id_seq(x, where: str) -> list[int]:
     return [int(t) for t in x]
 
 
+def to_string_ids(ids, vocab: int) -> tuple[list[list[int]], bool]:
+    """What `HookedModel.to_string` decodes: an id, a 1-D list/tensor of ids (-> one row, flat=True) or a 2-D one
+    (-> rows, flat=False), every id an int in [0, vocab). -> (rows, flat)."""
+    forms = "an int id, a list of int ids, a list of such lists, or an integer tensor [pos] or [batch, pos]"
+    if type(ids).__module__ == "numpy":
+        ids = torch.as_tensor(ids) if hasattr(ids, "shape") and ids.shape != () else ids.item()
+    if isinstance(ids, torch.Tensor):
+        if ids.device.type == "meta":
+            raise ValueError("to_string: the ids are on the meta device (no values); pass real token ids")
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise TypeError(f"to_string: ids must be {forms}, got {_show(ids)}")
+        if ids.dim() > 2:
+            raise ValueError(f"to_string: ids must be {forms}, got a tensor of shape {tuple(ids.shape)}")
+        flat = ids.dim() < 2
+        rows = [[ids.item()]] if ids.dim() == 0 else [ids.tolist()] if flat else ids.tolist()
+    elif isinstance(ids, numbers.Integral) and not isinstance(ids, bool):
+        rows, flat = [[int(ids)]], True
+    elif isinstance(ids, (list, tuple)):
+        def row(x, where):
+            if isinstance(x, torch.Tensor):
+                return _id_seq(x, where)
+            for j, t in enumerate(x):
+                if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+                    raise TypeError(f"to_string: token ids must be ints: {where}[{j}] is {_show(t)}; ids must be "
+                                    f"{forms}")
+            return [int(t) for t in x]
+
+        if ids and all(isinstance(x, (list, tuple, torch.Tensor)) for x in ids):
+            rows, flat = [row(x, f"ids[{i}]") for i, x in enumerate(ids)], False
+        else:
+            rows, flat = [row(ids, "ids")], True
+    else:
+        raise TypeError(f"to_string: ids must be {forms}, got {_show(ids)}")
+    for i, r in enumerate(rows):
+        bad = [t for t in r if not 0 <= t < vocab]
+        if bad:
+            where = "" if flat else f" (row {i})"
+            raise ValueError(f"to_string: token ids outside the vocabulary [0, {vocab}){where}: {bad[:5]}")
+    return rows, flat
+
+
 def _with_bos(seqs: list[list[int]], tokenizer, bos_id: int | None) -> list[list[int]]:
     """prepend_bos=True for token ids: the BOS id first in every prompt that does not start with it."""
     bos = tokenizer.bos_token_id if tokenizer is not None else bos_id
@@ -189,8 +230,9 @@ def _checked_tokens(toks: Tokens, cfg, device) -> Tokens:
     ids, mask = toks.input_ids, toks.attention_mask
     if isinstance(ids, torch.Tensor) and ids.device.type == "meta":
         raise ValueError("Tokens.input_ids are on the meta device (no values); pass real token ids")
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-        raise TypeError("Tokens.input_ids must be an integer tensor [batch, pos]")
+    if (not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype.is_complex
+            or ids.dtype == torch.bool):
+        raise TypeError(f"Tokens.input_ids must be an integer tensor [batch, pos], got {_show(ids)}")
     if ids.numel() == 0:
         raise ValueError(f"Tokens.input_ids is empty (shape {tuple(ids.shape)}); give at least one prompt of at "
                          "least one token")
@@ -198,7 +240,12 @@ def _checked_tokens(toks: Tokens, cfg, device) -> Tokens:
         raise ValueError(f"Tokens.attention_mask must be None or a tensor of shape {tuple(ids.shape)}")
     if ids.shape[1] > cfg.n_ctx:
         raise ValueError(f"Tokens have {ids.shape[1]} positions; the model's maximum context is {cfg.n_ctx}")
-    if not (0 <= int(ids.min()) and int(ids.max()) < cfg.d_vocab):
+    if ids.dtype not in _FAST_ID_DTYPES:  # uint16/32/64: no min/max kernels on every device; Python ints instead
+        values = ids.tolist()
+        if not all(0 <= t < cfg.d_vocab for row in values for t in row):
+            raise ValueError(f"Tokens.input_ids has ids outside the vocabulary [0, {cfg.d_vocab})")
+        ids = torch.tensor(values, dtype=torch.long, device=ids.device)
+    elif not (0 <= int(ids.min()) and int(ids.max()) < cfg.d_vocab):
         raise ValueError(f"Tokens.input_ids has ids outside the vocabulary [0, {cfg.d_vocab})")
     b, n = ids.shape
     if mask is not None:

@@ -11,6 +11,7 @@ paths); bundled names then load from it.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import os
@@ -104,14 +105,27 @@ def _gguf_path(bundle: Bundled) -> Path:
 
 
 def default_device():
-    """$INTERP_DEVICE as a torch.device, or None when unset."""
+    """$INTERP_DEVICE as a torch.device (checked as `load`'s device= is, errors naming INTERP_DEVICE), or None when
+    unset."""
     env = os.environ.get("INTERP_DEVICE", "").strip()
     if not env:
         return None
+    return _device_arg(env, f"INTERP_DEVICE={env!r}")
+
+
+def _device_arg(device, where: str) -> torch.device:
+    """A device `load` can put a model on: cpu, or cuda where CUDA is available. `where` names what gave it
+    (device=... or INTERP_DEVICE=...)."""
     try:
-        return torch.device(env)
+        dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"INTERP_DEVICE={env!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
+        raise ValueError(f"{where} is not a device (unknown device {str(device)!r}); use 'cpu', 'cuda' or "
+                         "'cuda:N'") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{where}: the device must be 'cpu', 'cuda' or 'cuda:N', got {str(dev)!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{where} asks for CUDA, but no CUDA device is available here; use 'cpu'")
+    return dev
 
 
 def _load_gguf(path: Path, dtype, label: str, cache: bool = True):
@@ -205,6 +219,25 @@ def _looks_like_hub_id(s: str) -> bool:
     return len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~"))
 
 
+def _check_not_a_mistyped_folder(s: str) -> None:
+    """'models/foo' where ./models is a local folder (without foo): a mistyped path, refused at once, instead of a
+    hub lookup that retries for tens of seconds without network. A hub id whose organisation is no local folder
+    ('org/name') is untouched."""
+    head, tail = s.split("/")
+    folder = Path(head).expanduser()
+    if not folder.is_dir():
+        return
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError:
+        entries = []
+    close = difflib.get_close_matches(tail, entries, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(f'{head}/{c}') for c in close)}?" if close else ""
+    raise ValueError(f"no such file or directory: {s} (the folder {head!r} exists here, but holds no {tail!r}{hint}). "
+                     f"If you meant the Hugging Face hub repository {s!r}, load it with transformers "
+                     f"(AutoModelForCausalLM.from_pretrained({s!r})) and pass that model to interp.load")
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a model named by a string comes from; `key` is the same for two spellings of one model."""
@@ -217,7 +250,8 @@ def resolve(source) -> Source:
     """The one resolver of model names, used by `load` and the CLI: checks the name without loading anything.
 
     Order: bundled name, toy name, existing folder (needs config.json), existing .gguf file, hub id `org/name`
-    (loads only with network), else a ValueError saying what is accepted."""
+    (loads only with network; refused at once when `org` is a local folder: a mistyped path), else a ValueError
+    saying what is accepted."""
     from .toy import TOYS
 
     if not isinstance(source, (str, Path)):
@@ -241,6 +275,7 @@ def resolve(source) -> Source:
             raise ValueError(f"{s} is a file but not a .gguf; give a GGUF file or a Hugging Face model folder")
         return Source("gguf", str(p.resolve()), p)
     if _looks_like_hub_id(s):
+        _check_not_a_mistyped_folder(s)
         return Source("hub", s)
     if _looks_like_path(s):
         raise ValueError(f"no such file or directory: {s}")
@@ -291,7 +326,7 @@ def check_finite_weights(model: torch.nn.Module, label: str = "the model") -> No
             bad = int((~torch.isfinite(p)).sum())
         if bad:
             raise ValueError(f"{label}: parameter {name} {tuple(p.shape)} has {bad} non-finite values (NaN/Inf) "
-                             "of " f"{p.numel()}; the checkpoint is corrupt (load(..., check_weights=False) skips "
+                             "of " f"{p.numel()}; the weights are corrupt (load(..., check_weights=False) skips "
                              "this check)")
 
 
@@ -307,12 +342,29 @@ def _check_dtype(dtype):
     return dtype
 
 
-def load(source, *, device=None, dtype=None, tokenizer=None, backend: str = "auto", cache: bool = True,
+def _prepared(model: torch.nn.Module, dtype, check_weights: bool, label: str) -> torch.nn.Module:
+    """An already-built module handed to `load`: `dtype` applied (in place, as device= is), then its weights' dtype
+    checked against what the attention kernels take and, with check_weights, its weights checked for NaN/Inf."""
+    from .model import check_weight_dtype
+
+    if dtype is not None and any(p.is_floating_point() and p.dtype != dtype for p in model.parameters()):
+        model.to(dtype)
+    check_weight_dtype(model, label)
+    if check_weights:
+        check_finite_weights(model, label)
+    return model
+
+
+def load(source, *, device=None, dtype=None, tokenizer=None, backend: str | None = None, cache: bool = True,
          check_weights: bool = True) -> HookedModel:
     """Load a model and wrap it for hooks and statistics.
 
     source: a bundled name (`interp.available()`), a toy name, a local Hugging Face folder, a `.gguf` file, a hub id
     (needs network), a loaded Hugging Face model, a HookedModel, or a TransformerLens model.
+    device, dtype: where and in what precision the weights go (float32, float16 or bfloat16: what the attention
+    kernels take). An already-loaded model (Hugging Face module, HookedModel, TransformerBridge) is moved / converted
+    in place; one in float64 is refused unless dtype= converts it.
+    backend: the attention backend ("auto", "triton", "reference"); None: "auto", or a HookedModel's own setting.
     check_weights: refuse weights with NaN/Inf (names the parameter); cheap, but can be turned off.
     """
     from .input_checks import bool_arg, tokenizer_arg
@@ -322,33 +374,42 @@ def load(source, *, device=None, dtype=None, tokenizer=None, backend: str = "aut
     tokenizer = tokenizer_arg(tokenizer, "load")
     cache = bool_arg("cache", cache, "load")
     check_weights = bool_arg("check_weights", check_weights, "load")
-    if device is None:
-        device = default_device()
-    if not isinstance(backend, str) or backend not in BACKENDS:
+    if backend is not None and (not isinstance(backend, str) or backend not in BACKENDS):
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if device is not None:
-        try:
-            device = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device='cuda' asked for, but no CUDA device is available here")
-        if device.type not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {str(device)!r}")
+    given_device = device is not None
+    device = _device_arg(device, f"device={device!r}") if given_device else default_device()
     name = None
     if isinstance(source, HookedModel):
         if tokenizer is not None and tokenizer is not source.tokenizer:
             raise ValueError("load: tokenizer= is not applied to an already-wrapped HookedModel (it keeps its own); "
                              "set model.tokenizer = tokenizer instead")
+        _prepared(source.model, dtype, check_weights, source.name)
+        if backend is not None:
+            source.backend = backend
         wrapped = source
     elif _is_transformer_lens(source):
         from .tl import from_transformer_lens
 
-        wrapped = from_transformer_lens(source, backend=backend, tokenizer=tokenizer)
+        hf = getattr(source, "original_model", None)
+        if isinstance(hf, torch.nn.Module) and hasattr(hf, "config"):  # a bridge: its HF model is wrapped
+            _prepared(hf, dtype, check_weights, type(source).__name__)
+        else:  # read through its patterns (TLPatternModel): TransformerLens runs it as it is
+            given = [k for k, v in (("device", device if given_device else None), ("dtype", dtype),
+                                    ("backend", backend)) if v is not None]
+            if given:
+                raise ValueError(f"load: {'=, '.join(given)}= {'does' if len(given) == 1 else 'do'} not apply to a "
+                                 f"{type(source).__name__}, which interp reads through its own patterns "
+                                 "(TransformerLens runs it); move or convert it with TransformerLens first "
+                                 "(model.to(...)), or load the Hugging Face model itself")
+            device = None  # $INTERP_DEVICE is for models interp runs
+            if check_weights and isinstance(source, torch.nn.Module):
+                check_finite_weights(source, type(source).__name__)
+        wrapped = from_transformer_lens(source, backend=backend or "auto", tokenizer=tokenizer)
     elif isinstance(source, torch.nn.Module):
         if not hasattr(source, "config"):
             raise TypeError(f"cannot wrap {type(source).__name__}: not a Hugging Face or TransformerLens model")
-        wrapped = HookedModel(source, tokenizer, backend=backend)
+        label = getattr(source.config, "name_or_path", None) or type(source).__name__
+        wrapped = HookedModel(_prepared(source, dtype, check_weights, label), tokenizer, backend=backend or "auto")
     elif isinstance(source, (str, Path)):
         from .toy import load_toy
 
@@ -370,10 +431,10 @@ def load(source, *, device=None, dtype=None, tokenizer=None, backend: str = "aut
             model, tok = _load_hub(s, dtype)
         if check_weights:
             check_finite_weights(model, name or s)
-        wrapped = HookedModel(model, tokenizer or tok, name=name or s, backend=backend)
+        wrapped = HookedModel(model, tokenizer or tok, name=name or s, backend=backend or "auto")
     else:
         raise TypeError(f"cannot load a model from {type(source).__name__}; give a name, a path or a model")
-    if device is not None and wrapped.device != device:
+    if device is not None and getattr(wrapped, "device", device) != device:
         wrapped.model.to(device)
     return wrapped
 

@@ -22,15 +22,30 @@ import triton.language as tl
 from .device_bench import autotune_timer
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+FLAG_ON, FLAG_OFF = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
+
+
+def flag_from_env(name: str, value: str | None, default: bool) -> bool:
+    """An on/off environment variable: unset or empty -> `default`; 1/true/on/yes or 0/false/off/no (any case) ->
+    on/off; anything else a ValueError naming the variable and the spellings it takes."""
+    v = (value or "").strip().lower()
+    if not v:
+        return default
+    if v in FLAG_ON or v in FLAG_OFF:
+        return v in FLAG_ON
+    raise ValueError(f"{name}={value!r}: use {'/'.join(FLAG_ON)} (on) or {'/'.join(FLAG_OFF)} (off); unset is "
+                     f"{'on' if default else 'off'}")
+
+
 # INTERP_AUTOTUNE=0 pins the first config of each kernel (quick compiles for correctness runs on a GPU)
-AUTOTUNE = os.environ.get("INTERP_AUTOTUNE", "1") != "0"
+AUTOTUNE = flag_from_env("INTERP_AUTOTUNE", os.environ.get("INTERP_AUTOTUNE"), True)
 
 
 def wide_window_from_env(env: str | None) -> int:
     """`WIDE_WINDOW` from env INTERP_WIDE_WINDOW (unset: 2048 keys); a clear error for anything but a positive int."""
     if env is None:
         return 2048
-    if not env.strip().isdigit() or int(env) < 1:
+    if not (env.strip().isascii() and env.strip().isdigit()) or int(env) < 1:
         raise ValueError(f"INTERP_WIDE_WINDOW must be a positive number of keys (default 2048), got {env!r}")
     return int(env)
 

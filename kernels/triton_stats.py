@@ -36,12 +36,12 @@ import triton
 import triton.language as tl
 
 from .device_bench import autotune_timer
-from .triton_forward import INTERPRET, _program_at, _walk_bounds, fitting
+from .triton_forward import INTERPRET, _program_at, flag_from_env, _walk_bounds, fitting
 from .triton_stats_rows import (LSE_LIMIT, _bad_rows, _combine_parts, _fence, _finalize_keys, _row_flags,
                                  _store_full_walk, _store_masses)
 from .triton_stats_t import _finish_t, _key_scores, _stats_inner_t
 
-TRIAL_CONFIGS = os.environ.get("INTERP_STATS_TRIAL_CONFIGS") == "1"
+TRIAL_CONFIGS = flag_from_env("INTERP_STATS_TRIAL_CONFIGS", os.environ.get("INTERP_STATS_TRIAL_CONFIGS"), False)
 
 
 def _configs():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import time
 from pathlib import Path
 
@@ -106,6 +108,8 @@ def _sampler(task, device: str, chunk: int = 32):
 def train(name: str, out_dir: Path = CKPT_DIR, log=print, device: str = "cpu", **overrides) -> dict:
     from safetensors.torch import save_file
 
+    if name not in RECIPES:
+        raise ValueError(f"unknown toy {name!r}; choose from {list(RECIPES)}")
     recipe = dict(RECIPES[name], **{k: v for k, v in overrides.items() if v is not None})
     task = make_task(TOYS[name].task, recipe.get("task_args"))  # experiments: e.g. {"source": "random"}
     spec = dict(recipe["spec"], name=name, task=task.name, bos=0, task_args=recipe.get("task_args", {}))
@@ -167,21 +171,79 @@ def train(name: str, out_dir: Path = CKPT_DIR, log=print, device: str = "cpu", *
     return result
 
 
+def _int_at_least(low: int, high: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if v < low or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}{f' and <= {high}' if high else ''}, "
+                                             f"got {v}")
+        return v
+    return parse
+
+
+def _finite(positive: bool):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(v) or v < 0 or (positive and v == 0):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'> 0' if positive else '>= 0'}, got {text!r}")
+        return v
+    return parse
+
+
+def _device_error(text: str) -> str | None:
+    """Why `text` is not a device this machine can train on, or None."""
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, TypeError, ValueError):
+        return f"--device {text!r} is not a device; use cpu, cuda or cuda:N"
+    if dev.type not in ("cpu", "cuda"):
+        return f"--device must be cpu, cuda or cuda:N, got {text!r}"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"--device {text!r}: no CUDA device is available here; use --device cpu"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"--device {text!r}: this machine has CUDA devices 0..{torch.cuda.device_count() - 1}"
+    return None
+
+
+def _out_error(out: Path) -> str | None:
+    """Why checkpoints cannot be written to the folder `out` (created here when missing), or None."""
+    if out.exists() and not out.is_dir():
+        return f"--out {str(out)!r} is a file, not a folder"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"--out {str(out)!r}: cannot create the folder ({e.strerror or e})"
+    if not os.access(out, os.W_OK | os.X_OK):
+        return f"--out {str(out)!r} is not writable"
+    return None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", default=list(RECIPES), help=f"toys to train (default: all of {list(RECIPES)})")
     p.add_argument("--out", type=Path, default=CKPT_DIR)
-    p.add_argument("--steps", type=int, help="override the recipe (experiments)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--wd", type=float)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=_int_at_least(1), help="override the recipe (experiments)")
+    p.add_argument("--lr", type=_finite(positive=True))
+    p.add_argument("--wd", type=_finite(positive=False))
+    p.add_argument("--batch", type=_int_at_least(1))
+    p.add_argument("--seed", type=_int_at_least(0, 2**63 - 1))
     p.add_argument("--device", default="cpu", help="cpu or cuda (the Bigram-Backcopy recipe wants a GPU)")
     args = p.parse_args(argv)
+    unknown = [n for n in args.names if n not in RECIPES]  # every name checked before any training
+    if unknown:
+        p.error(f"unknown toy {unknown[0]!r}; choose from {list(RECIPES)}")
+    for why in (_device_error(args.device), _out_error(args.out)):
+        if why:
+            p.error(why)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for n in args.names:
-        if n not in RECIPES:
-            p.error(f"unknown toy {n!r}; choose from {list(RECIPES)}")
         print(f"== training {n}", flush=True)
         print(train(n, args.out, device=args.device, steps=args.steps, lr=args.lr, wd=args.wd, batch=args.batch,
                     seed=args.seed), flush=True)
