@@ -28,29 +28,15 @@ from .cache import ActivationCache
 from .checkpointing import checkpointed_blocks
 from .config import ATTN_NAMES, MLP_NAMES, ModelConfig, find_blocks, find_child, head_output_weight
 from .hooks import HOOK_OF_STAT, STAT_HOOKS, RunContext, all_hook_names, differentiable, parse_hook_name
-from .stages import RESID_STAGES, AttnCall, Intervention, check_stages
+from .stages import RESID_STAGES, AttnCall
 from .kernels import AttentionStats, attention_with_stats, pick_backend
 from . import layer_batch
 from .memory import check_pattern_memory
 from .tokens import Tokens, to_string_ids, to_tokens
-
-PATTERN_BYTES_LIMIT = 4 * 2**30
-SPAN_HOOK = ".attn." + HOOK_OF_STAT["span_mass"]  # the one hook point that needs an option (span=) to exist
-
-
-def span_hook_error(name: str, why: str = "") -> str:
-    return (f"{why + ': ' if why else ''}hook point {name!r} is the attention mass on a span of keys, and no "
-            "span=(start, end) was given; pass span=(start, end) (key positions), or leave that hook point out "
-            "(names_filter=... skips span_mass hook points when no span is given)")
-
-
-def check_pattern_size(batch: int, heads: int, q_len: int, k_len: int, layer) -> None:
-    need = batch * heads * q_len * k_len * 4
-    if need > PATTERN_BYTES_LIMIT:
-        raise ValueError(
-            f"hook_pattern at layer {layer} would take {need / 2**30:.1f} GiB ([{batch}, {heads}, {q_len}, {k_len}] "
-            "float32); capture statistics instead (stats=...), which need O(n) memory"
-        )
+# check_weight_dtype and the names before it were defined here (interp.zoo imports it from here)
+from .model_checks import (PATTERN_BYTES_LIMIT, SPAN_HOOK, check_grad_of, check_interventions,  # noqa: F401
+                           check_metric_value, check_pattern_size, check_span_hooks, check_weight_dtype,
+                           logits_positions, span_hook_error)
 
 
 def _at(interventions, stage: str) -> list:
@@ -62,19 +48,6 @@ def _hook_order(name: str):
     if name.startswith("blocks."):
         return (1, int(name.split(".")[1]), name)
     return (0 if name == "hook_embed" else 2, 0, name)
-
-
-def check_weight_dtype(hf_model: torch.nn.Module, label: str = "the model") -> None:
-    """ValueError for float64 weights: their activations reach attention as float64, which every backend refuses
-    (at the first forward); caught here, when the model is wrapped. (Other dtypes, e.g. float8 weights behind a
-    quantizer, may compute in a dtype the kernels take: left to the kernels' own check.)"""
-    from .kernels.checks import SUPPORTED_DTYPES
-
-    bad = next(((n, p.dtype) for n, p in hf_model.named_parameters() if p.dtype == torch.float64), None)
-    if bad is not None:
-        allowed = ", ".join(str(d).replace("torch.", "") for d in SUPPORTED_DTYPES)
-        raise ValueError(f"{label}: parameter {bad[0]} is {bad[1]}; interp's attention kernels take {allowed} "
-                         f"weights. Convert it: interp.load(model, dtype='float32') (or model.to(torch.float32))")
 
 
 class HookedModel:
@@ -302,7 +275,7 @@ class HookedModel:
         position_ids = None
         if toks.attention_mask is not None:
             position_ids = (toks.attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        keep = None if logits_at is None else self._logits_positions(logits_at, toks.input_ids.shape[1])
+        keep = None if logits_at is None else logits_positions(logits_at, toks.input_ids.shape[1])
         native = keep is not None and self._keeps_logits()
         if native:
             kwargs["logits_to_keep"] = keep.to(toks.input_ids.device)
@@ -320,55 +293,6 @@ class HookedModel:
 
             self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         return self._logits_to_keep
-
-    @staticmethod
-    def _logits_positions(logits_at, n_pos: int) -> torch.Tensor:
-        """`logits_at` (positions, 1-D; or a slice of the positions, e.g. slice(-1, None) for the last) -> an
-        int64 index tensor in the order given, checked against n_pos."""
-        if isinstance(logits_at, slice):
-            try:
-                picked = range(n_pos)[logits_at]
-            except (TypeError, ValueError):
-                raise TypeError(f"logits_at as a slice needs int bounds and a non-zero step, got "
-                                f"{logits_at!r}") from None
-            if len(picked) == 0:
-                raise ValueError(f"logits_at={logits_at!r} selects no position of the {n_pos}-token prompt")
-            return torch.tensor(list(picked), dtype=torch.long)
-        allowed = ("logits_at must be a non-empty 1-D list/tensor of integer positions (e.g. [n - 1]) or a slice of "
-                   "the positions (e.g. slice(-1, None): the last)")
-        if isinstance(logits_at, (str, bytes, dict, set)):
-            raise TypeError(f"{allowed}, got {type(logits_at).__name__} {logits_at!r:.40}")
-        try:
-            t = torch.as_tensor(logits_at)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"{allowed}, got {type(logits_at).__name__} {logits_at!r:.40}") from None
-        if t.dim() != 1 or t.numel() == 0 or t.dtype in (torch.bool,) or t.is_floating_point():
-            raise ValueError(f"logits_at must be a non-empty 1-D list/tensor of integer positions, got "
-                             f"{logits_at!r}")
-        t = t.long().cpu()
-        if bool((t < 0).any()) or bool((t >= n_pos).any()):
-            raise ValueError(f"logits_at positions must lie in 0..{n_pos - 1} (the prompt has {n_pos} tokens), got "
-                             f"{t.tolist()}")
-        return t
-
-    def _check_interventions(self, interventions) -> dict[int, list]:
-        if isinstance(interventions, Intervention):
-            interventions = [interventions]
-        if isinstance(interventions, (str, bytes, type)) or not (interventions is None
-                                                                or hasattr(interventions, "__iter__")):
-            raise TypeError(f"interventions must be a list of Intervention objects (HeadAblation(...), KeyMask(...), "
-                            f"...), got {interventions!r}")
-        by_layer: dict[int, list] = {}
-        for iv in interventions or ():
-            if not isinstance(iv, Intervention):
-                raise TypeError(f"unknown intervention {iv!r}; interventions are interp.stages.Intervention "
-                                "subclasses (HeadAblation, HeadMask, KeyMask, ScaleAttention, StreamingAttention, "
-                                "GatedStreaming, ...)")
-            check_stages(iv)
-            iv.validate(self.cfg.n_layers, self.cfg.n_heads)
-            for layer in iv.layers(self.cfg.n_layers):
-                by_layer.setdefault(layer, []).append(iv)
-        return by_layer
 
     @contextlib.contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple[str, Callable]] = (), interventions: Iterable = (),
@@ -397,12 +321,9 @@ class HookedModel:
         for layer in self._layers(layers):
             if names:
                 ctx.stats[layer] = tuple(dict.fromkeys(ctx.stats.get(layer, ()) + names))
-        if span is None:
-            for n in ctx.hooks:
-                if n.endswith(SPAN_HOOK):
-                    raise ValueError(span_hook_error(n))
+        check_span_hooks(ctx.hooks, span)
         ctx.stat_options = dict(sink_tokens=sink_tokens, local_window=local_window, span=span)
-        ctx.interventions = self._check_interventions(interventions)
+        ctx.interventions = check_interventions(interventions, self.cfg.n_layers, self.cfg.n_heads)
         self._ctx = ctx
         try:
             yield ctx
@@ -488,13 +409,7 @@ class HookedModel:
         layer_list = self._layers(layers)
         if pattern:
             chosen.update(f"blocks.{l}.attn.hook_pattern" for l in layer_list)
-        if grad_of is not None:
-            if not callable(grad_of):
-                raise TypeError(f"grad_of must be a function of the logits returning a scalar, got "
-                                f"{type(grad_of).__name__}")
-            if not chosen:
-                raise ValueError("grad_of needs the hook points whose gradients you want: names=[...] or "
-                                 "names_filter=...")
+        check_grad_of(grad_of, chosen)
         everything = names is None and names_filter is None and stats is None and not pattern  # nothing chosen
         stat_names = checks.stat_selection("all" if everything else stats, span)
         for l in layer_list:
@@ -544,11 +459,7 @@ class HookedModel:
     def _grads_of(self, metric_fn, logits, live: dict, to_cpu: bool) -> ActivationCache:
         with torch.enable_grad():
             value = metric_fn(logits)
-        if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            raise ValueError(f"grad_of must return a scalar tensor (e.g. a mean over the batch), got "
-                             f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
-        if not value.requires_grad:
-            raise ValueError("the grad_of metric does not depend on the logits it was given (no gradient)")
+        check_metric_value(value)
         names = sorted(live, key=_hook_order)
         got = torch.autograd.grad(value.reshape(()), [live[n] for n in names], allow_unused=True)
         grads = ActivationCache(n_layers=self.cfg.n_layers)

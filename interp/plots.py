@@ -428,7 +428,9 @@ def _figure_html(fig: go.Figure, first: bool) -> str:
 
 
 def _report_path(path) -> Path:
-    """The report's file path: not a folder, and its nearest existing parent a folder (missing ones are made)."""
+    """The report's file path: not a folder; its nearest existing parent a folder files can be made in (tried)."""
+    from .batch.arguments import writable_folder
+
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"write_report: path must be a file path (str or Path), got {type(path).__name__}")
     path = Path(path)
@@ -438,6 +440,8 @@ def _report_path(path) -> Path:
     parent = next(p for p in path.parents if p.exists())  # the nearest existing one (at worst / or .)
     if not parent.is_dir():
         raise ValueError(f"write_report: cannot write {str(path)!r}: {str(parent)!r} is a file, not a folder")
+    if not writable_folder(parent):
+        raise ValueError(f"write_report: cannot write {str(path)!r}: no permission to create files in {str(parent)!r}")
     return path
 
 

@@ -18,7 +18,7 @@ import torch
 
 import interp
 import interp.zoo
-from interp.batch import runner
+from interp.batch import arguments
 from interp.batch.circuit import circuit
 from interp.batch.classify import classify, model_table
 from interp.batch.importance import importance
@@ -67,7 +67,7 @@ def test_unwritable_out_is_refused_before_loading(tmp_path, monkeypatch, no_load
     """A folder the user may not write (simulated: tests may run as root, for whom os.access says yes)."""
     from interp.batch.cli import main
 
-    monkeypatch.setattr(runner, "writable_folder", lambda folder: False)
+    monkeypatch.setattr(arguments, "writable_folder", lambda folder: False)
     with pytest.raises(ValueError, match=f"out {tmp_path / 'o'} is not writable"):
         classify(["toy-induction"], tmp_path / "o", progress=False, log=quiet)
     with pytest.raises(SystemExit) as e:
@@ -387,3 +387,14 @@ def test_report_to_a_path_that_cannot_be_written(where, tmp_path):
         write_classification_report(table, where)
     with pytest.raises(TypeError, match="path must be the report's file path"):
         write_classification_report(table, None)
+
+
+@pytest.mark.parametrize("where", ["/proc/forbidden/r.html", "/proc/r.html"])
+def test_write_report_to_a_path_that_cannot_be_written(where):
+    """interp.plots.write_report raised a raw FileNotFoundError/PermissionError from its final write (/proc refuses
+    even root); now a ValueError naming the path and the folder, before anything is drawn."""
+    from interp.plots import write_report
+
+    with pytest.raises(ValueError, match=f"write_report: cannot write '{where}': no permission to create files in "
+                                         "'/proc'"):
+        write_report(where, "t", [("s", "text")])

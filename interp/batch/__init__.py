@@ -2,6 +2,7 @@
 the options and model fingerprint that produced them, resumable after a kill, and assembled into final files.
 
     runner.py      Job (shards, compute one, assemble), run_job, the shard files and --resume checks
+    arguments.py   the run's own arguments (out folder made and tried writable, model sources, flags, Ray options)
     ray_backend.py the same shards as Ray tasks (bounded connection time, one-line task errors)
     checks.py      non-finite results (the first layer whose activations go NaN/Inf); shard-result validators
     classify.py    the `classify` job (head scores and labels -> heads.csv, heads.parquet, report.html)

@@ -34,8 +34,8 @@ def _fail(msg: str):
 
 
 def _check_out(out: str) -> Path:
-    """--out made and checked writable (the same check as the Python entry points': runner.check_out)."""
-    from .runner import check_out
+    """--out made and checked writable (the same check as the Python entry points': arguments.check_out)."""
+    from .arguments import check_out
 
     try:
         return check_out(out, "--out")
