@@ -18,8 +18,9 @@ from interp.head_inputs import check_unpadded
 TOKENS = r"clean prompts must be an integer tensor of token ids \[batch, pos\]"
 
 
-@pytest.fixture(scope="module")
-def setup():
+def induction_setup():
+    """toy-induction, its induction task (3 rows), graph, clean / corrupt ids, corrupted activations and the task's
+    metric (shared with tests/test_long_jobs.py)."""
     model = interp.load("toy-induction")
     task = T.get_task("induction", half=6)
     batch = task.make(model, n=3, seed=0)
@@ -31,6 +32,11 @@ def setup():
         return task.metric(lg, batch)
 
     return model, task, batch, graph, clean, corrupt, ablated, metric
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return induction_setup()
 
 
 # ---------------------------------------------------------------------------------------------- item 6: tokens

@@ -10,26 +10,17 @@ import sys
 import pytest
 import torch
 
-import interp
+from test_badinput_circuits import induction_setup
+
 from interp.analyses import circuits as C
 from interp.analyses import tasks as T
-from interp.analyses.circuits.graph import Graph
-from interp.analyses.circuits.patching import ablated_outputs, edge_patching
+from interp.analyses.circuits.patching import edge_patching
 from interp.batch import runner
 
 
 @pytest.fixture(scope="module")
 def setup():
-    model = interp.load("toy-induction")
-    task = T.get_task("induction", half=6)
-    batch = task.make(model, n=3, seed=0)
-    graph = Graph.from_model(model)
-    clean, corrupt = batch.clean.input_ids, batch.corrupt.input_ids
-    ablated = ablated_outputs(model, graph, clean, corrupt, "corrupted")
-
-    def metric(lg):
-        return task.metric(lg, batch)
-
+    model, _, _, graph, clean, _, ablated, metric = induction_setup()
     return model, graph, clean, ablated, metric
 
 
