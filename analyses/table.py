@@ -45,19 +45,35 @@ def near_miss_columns(names, where: str | None = None, what: str = "scores") -> 
     """Extra score columns are welcome, but a name that is not a known column and looks like a typo of a known
     column that is absent (its closest known column, difflib ratio >= NEAR_MISS, e.g. 'inductoin_score' for
     'induction_score') is refused with "did you mean": kept as an extra column, it would leave the known score
-    missing and change the labels silently. A variant beside the column it resembles ('local_score_2' next to
-    'local_score') is kept."""
+    missing and change the labels silently. Only typos count (at most two edits, a swap of neighbours one edit):
+    variants such as 'sink_score_4k', 'local_score_w64' or 'prev_token_score' are kept, as is a variant beside the
+    column it resembles ('local_score_2' next to 'local_score')."""
     names = [n for n in names if isinstance(n, str)]
     known = (*SCORE_COLUMNS, *INFO_COLUMNS)
     for name in names:
         if name in known or name in ID_COLUMNS:
             continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=NEAR_MISS)
+        close = [c for c in difflib.get_close_matches(name, known, n=1, cutoff=NEAR_MISS) if _typo_of(name, c)]
         if close and close[0] not in names:
             raise ValueError(f"{where + ': ' if where else ''}{what} has a column {name!r} (did you mean "
                              f"{close[0]!r}?); the known score columns are {list(SCORE_COLUMNS)} (other names are kept "
                              "as extra columns, but not a near miss of an absent known column: rename it if it is "
                              "really another score)")
+
+
+def _typo_of(a: str, b: str, most: int = 2) -> bool:
+    """Whether a is at most `most` edits from b (insert, delete, replace, swap of neighbours)."""
+    if abs(len(a) - len(b)) > most:
+        return False
+    prev2, prev = None, list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1] <= most
 
 
 def _did_you_mean(name: str, known) -> str:

@@ -41,7 +41,10 @@ def main():
     except (ValueError, TypeError) as e:
         p.error(f"--contexts/--depths: {e}")
     scores, _ = R.retrieval_scores(model, trials)
-    cfg = kvconfig.config_from_scores(model, scores, sink_tokens=args.sink_tokens, window=args.window)
+    try:
+        cfg = kvconfig.config_from_scores(model, scores, sink_tokens=args.sink_tokens, window=args.window)
+    except ValueError as e:  # all-NaN scores: the model answered no needle trial, so no head can be chosen
+        raise SystemExit(f"kv_config: {e}") from None
     if args.out:
         try:
             kvconfig.save(cfg, args.out)

@@ -99,8 +99,8 @@ def validate(config: dict, model=None) -> None:
         raise ValueError(f"{where}: n_kv_heads must divide n_heads ({H}), got {kvh}")
     int_arg("sink_tokens", config["sink_tokens"], minimum=0, where=where)
     int_arg("window", config["window"], minimum=1, where=where)
-    if config.get("threshold") is not None:
-        real_arg("threshold", config["threshold"], low=0, high=1, where=where)
+    if config.get("threshold") is not None:  # only recorded (configs saved before round 19 took any threshold)
+        real_arg("threshold", config["threshold"], where=where)
     if model is not None:
         model_arg(model, where)
         if (model.cfg.n_layers, model.cfg.n_heads) != (L, H):

@@ -219,23 +219,21 @@ def _looks_like_hub_id(s: str) -> bool:
     return len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~"))
 
 
-def _check_not_a_mistyped_folder(s: str) -> None:
-    """'models/foo' where ./models is a local folder (without foo): a mistyped path, refused at once, instead of a
-    hub lookup that retries for tens of seconds without network. A hub id whose organisation is no local folder
-    ('org/name') is untouched."""
+def _local_folder_hint(s: str) -> str:
+    """For a hub id 'org/name' that did not load: where ./org is a local folder, the close matches of name in it (a
+    mistyped path rather than a hub id), else ''. Hub ids are not refused up front: a local folder may share an
+    organisation's name ('google/...' downloaded with --local-dir) while the id itself loads from the hub cache."""
     head, tail = s.split("/")
     folder = Path(head).expanduser()
     if not folder.is_dir():
-        return
+        return ""
     try:
         entries = sorted(os.listdir(folder))
     except OSError:
         entries = []
     close = difflib.get_close_matches(tail, entries, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(repr(f'{head}/{c}') for c in close)}?" if close else ""
-    raise ValueError(f"no such file or directory: {s} (the folder {head!r} exists here, but holds no {tail!r}{hint}). "
-                     f"If you meant the Hugging Face hub repository {s!r}, load it with transformers "
-                     f"(AutoModelForCausalLM.from_pretrained({s!r})) and pass that model to interp.load")
+    return (f"; the folder {head!r} exists here but holds no {tail!r}"
+            + (f": did you mean {', '.join(repr(f'{head}/{c}') for c in close)}?" if close else ""))
 
 
 @dataclass(frozen=True)
@@ -250,7 +248,7 @@ def resolve(source) -> Source:
     """The one resolver of model names, used by `load` and the CLI: checks the name without loading anything.
 
     Order: bundled name, toy name, existing folder (needs config.json), existing .gguf file, hub id `org/name`
-    (loads only with network; refused at once when `org` is a local folder: a mistyped path), else a ValueError
+    (loads only with network; its error names close matches where `org` is a local folder), else a ValueError
     saying what is accepted."""
     from .toy import TOYS
 
@@ -275,7 +273,6 @@ def resolve(source) -> Source:
             raise ValueError(f"{s} is a file but not a .gguf; give a GGUF file or a Hugging Face model folder")
         return Source("gguf", str(p.resolve()), p)
     if _looks_like_hub_id(s):
-        _check_not_a_mistyped_folder(s)
         return Source("hub", s)
     if _looks_like_path(s):
         raise ValueError(f"no such file or directory: {s}")
@@ -451,7 +448,7 @@ def _load_hub(repo_id: str, dtype):
             f"could not load {repo_id!r} from the Hugging Face hub"
             f"{' (HF_HUB_OFFLINE=1 is set)' if offline else ' (no network, or no such repository?)'}: "
             f"{_first_line(e).rstrip('.')}. Offline, use a bundled model ({', '.join(BUNDLED)}), a toy model, "
-            f"or a local folder / .gguf file (there is no local folder {repo_id!r} either)"
+            f"or a local folder / .gguf file (there is no local folder {repo_id!r} either{_local_folder_hint(repo_id)})"
         ) from None
     return model, tok
 

@@ -21,6 +21,7 @@ from interp.analyses import tasks as T
 from interp.analyses.retrieval import rouge1_recall
 from interp.analyses.tasks.sequence import InductionTask
 from interp.readout import logit_attribution
+from interp.tokens import Tokens
 from helpers import raises_clear_error
 
 NAN = float("nan")
@@ -125,9 +126,8 @@ def test_good_metrics_still_score(m, batch):
     ("answer", torch.full((4,), 3.0), TypeError, "answer must be an integer tensor"),
     ("answer", [1, 2, 3, 4], TypeError, "answer must be an integer tensor"),
     ("wrong", torch.full((4,), 64), ValueError, r"wrong must hold token ids inside the vocabulary \[0, 64\)"),
-    ("position", torch.full((4,), 1000), ValueError, r"position must be.*in \[0, length of the row\).*has 1000"),
-    ("position", torch.full((4,), -1), ValueError, "position must be.*negative positions and padding are not "
-                                                   "allowed.*has -1"),
+    ("position", torch.full((4,), 1000), ValueError, r"position must index the batch's \d+ positions.*has 1000"),
+    ("position", torch.full((4,), -1000), ValueError, r"position must index the batch's \d+ positions.*has -1000"),
     ("position", torch.full((4,), 2.0), TypeError, "position must be an integer tensor"),
 ])
 def test_task_batch_checks_ids_and_positions(batch, field, value, err, match):
@@ -135,25 +135,34 @@ def test_task_batch_checks_ids_and_positions(batch, field, value, err, match):
 
 
 def test_task_batch_position_on_padding(m):
+    """The read position must be a real token: right padding, left padding, negative indices (as in tensors)."""
     ids = [[0, 5, 6, 7, 8], [0, 9, 10]]
-    clean = m.to_tokens(ids)
+    clean = m.to_tokens(ids)  # right-padded
     ok = T.TaskBatch(clean, None, torch.tensor([1, 2]), None, torch.tensor([4, 2]))
     assert ok.d_vocab is None
-    raises_clear_error(ValueError, "row 1 has 3, its length is 3",
-                       lambda: T.TaskBatch(clean, None, torch.tensor([1, 2]), None, torch.tensor([4, 3])))
+    for bad in ([4, 3], [-1, -1]):  # row 1's positions 3 and 4 are padding
+        raises_clear_error(ValueError, f"row 1 has {bad[1]}, which is padding in that row",
+                           lambda: T.TaskBatch(clean, None, torch.tensor([1, 2]), None, torch.tensor(bad)))
+    unpadded = m.to_tokens([[0, 5, 6, 7, 8], [0, 9, 10, 11, 12]])
+    T.TaskBatch(unpadded, None, torch.tensor([1, 2]), None, torch.tensor([-1, -1]))  # the last token of each row
+    left = Tokens(torch.tensor([[0, 5, 6, 7, 8], [0, 0, 0, 9, 10]]),
+                  torch.tensor([[True] * 5, [False, False, True, True, True]]), [5, 3])
+    T.TaskBatch(left, None, torch.tensor([1, 2]), None, torch.tensor([4, 4]))  # left padding: the last column is real
+    raises_clear_error(ValueError, "row 1 has 1, which is padding in that row",
+                       lambda: T.TaskBatch(left, None, torch.tensor([1, 2]), None, torch.tensor([4, 1])))
 
 
 def test_metric_checks_the_vocabulary_of_the_logits(m, batch):
+    """Logits must cover every id the batch reads; a wider vocabulary (another model padding the same tokenizer's
+    vocabulary to another size) is fine."""
     task = T.get_task("induction", half=6)
     assert batch.d_vocab == m.cfg.d_vocab
     logits = m(batch.clean)
-    raises_clear_error(ValueError, "logits have 10 vocabulary entries but the batch was built for a model with d_vocab "
-                       "64", task.metric, logits[..., :10], batch)
-    raises_clear_error(ValueError, "logits have 10 vocabulary entries", task.accuracy, logits[..., :10], batch)
-    loose = dataclasses.replace(batch, d_vocab=None)  # a batch built by hand: the ids it reads bound the width
     raises_clear_error(ValueError, r"logits have 10 vocabulary entries but the batch reads token id \d+",
-                       task.metric, logits[..., :10], loose)
-    assert torch.isfinite(task.metric(logits, loose))
+                       task.metric, logits[..., :10], batch)
+    raises_clear_error(ValueError, "logits have 10 vocabulary entries", task.accuracy, logits[..., :10], batch)
+    wider = torch.cat([logits, torch.full_like(logits[..., :16], -1e4)], -1)  # 16 padded entries, never chosen
+    torch.testing.assert_close(task.metric(wider, batch), task.metric(logits, batch))
 
 
 # ---------------------------------------------------------------------------------------------- item 13: flags
@@ -185,8 +194,8 @@ def test_kv_config_refuses_all_nan_scores_and_bad_thresholds(m):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         kvconfig.config_from_scores(m, torch.zeros(2, 4))
-    raises_clear_error(ValueError, r"threshold must be a finite number in \[0, 1\]",
-                       kvconfig.validate, dict(cfg, threshold=5.0))
+    kvconfig.validate(dict(cfg, threshold=5.0))  # a saved config's threshold is only recorded (older ones took any)
+    raises_clear_error(ValueError, "threshold must be a finite number", kvconfig.validate, dict(cfg, threshold=NAN))
 
 
 def test_head_table_thresholds_and_typos():
@@ -203,6 +212,10 @@ def test_head_table_thresholds_and_typos():
     # genuinely extra columns are kept, and so is a variant next to the known score it resembles
     t = head_table({"induction_score": s, "local_score": s, "local_score_2": s, "my_metric": s, "a_shape_score": s})
     assert {"local_score_2", "my_metric", "a_shape_score"} <= set(t.columns) and len(t) == 6
+    # variants whose base column is absent are not typos (more than two edits away)
+    v = head_table({"induction_score": s, "sink_score_4k": s, "local_score_w64": s, "prev_token_score": s,
+                    "retrieval_rate": s})
+    assert {"sink_score_4k", "local_score_w64", "prev_token_score", "retrieval_rate"} <= set(v.columns)
     assert head_table({"sink_score": s}, thresholds={"sink_score": 1.0})["label"].isin(["mixed", "sink"]).all()
 
 

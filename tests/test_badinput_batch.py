@@ -11,6 +11,7 @@ import shutil
 import sys
 import time
 import types
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -91,7 +92,7 @@ API_CASES = [
     ("log-none", dict(log=None), TypeError, r"log must be a callable taking one str \(e.g. print"),
     ("log-str", dict(log="print"), TypeError, "log must be a callable"),
     ("models-int", dict(models=3), TypeError, "models must be a model name or path, or a list of them, got int 3"),
-    ("models-dict", dict(models={"toy-induction": 1}), TypeError, "models must be a model name or path"),
+    ("models-bytes", dict(models=b"toy-induction"), TypeError, "models must be a model name or path"),
     ("models-none-inside", dict(models=["toy-induction", None]), TypeError,
      r"models\[1\] must be a model name or path .*got NoneType"),
     ("resume-str", dict(resume="yes"), TypeError, "resume must be True or False, got str 'yes'"),
@@ -398,3 +399,12 @@ def test_write_report_to_a_path_that_cannot_be_written(where):
     with pytest.raises(ValueError, match=f"write_report: cannot write '{where}': no permission to create files in "
                                          "'/proc'"):
         write_report(where, "t", [("s", "text")])
+
+
+def test_models_may_be_any_iterable_of_names():
+    """A list, a tuple, interp.available()'s dict (its keys), a set or a generator of names."""
+    want = ["toy-induction", "toy-needle"]
+    for models in (want, tuple(want), dict.fromkeys(want, 1), (m for m in want)):
+        assert arguments._model_sources(models) == want
+    assert arguments._model_sources({"toy-induction"}) == ["toy-induction"]
+    assert arguments._model_sources(Path("some/folder")) == ["some/folder"]

@@ -371,3 +371,17 @@ def test_score_edges_refuses_a_bad_checkpoint_before_the_sweep(setup, tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ValueError, match=r"score_edges: cannot create the folder"):
         api.score_edges(model, graph, task, batch, "patching", checkpoint=tmp_path / "f" / "s.pt")
+
+
+def test_tuple_senders_and_numpy_bools_still_work(setup):
+    """A tuple of senders (only a bare tuple of receivers is ambiguous: a receiver may be a tuple) and numpy's bool
+    for Graph's mlp flag, both taken before the round-19 checks."""
+    import numpy as np
+
+    model, _, _, graph, clean, corrupt, ablated, metric = setup
+    a = C.path_patching(model, clean, corrupt, metric, ("L0H0", "L0H1"), ["logits"], graph=graph, ablated=ablated)
+    b = C.path_patching(model, clean, corrupt, metric, ["L0H0", "L0H1"], ["logits"], graph=graph, ablated=ablated)
+    torch.testing.assert_close(a, b)
+    assert Graph.from_config(2, 4, 4, mlp=np.bool_(False)).mlp is False
+    with pytest.raises(TypeError, match="receivers must be a list"):
+        C.path_patching(model, clean, corrupt, metric, ["L0H0"], ("logits",), graph=graph, ablated=ablated)

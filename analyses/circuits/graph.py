@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -50,6 +51,8 @@ class Graph:
         for what, v in (("n_layers", n_layers), ("n_heads", n_heads), ("n_kv_heads", n_kv_heads)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"Graph: {what} must be a positive int, got {v!r}")
+        if isinstance(mlp, np.bool_):
+            mlp = bool(mlp)
         if not isinstance(mlp, bool):
             raise TypeError(f"Graph: mlp must be True or False, got {type(mlp).__name__} {mlp!r:.40}")
         if n_heads % n_kv_heads:

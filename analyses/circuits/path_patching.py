@@ -105,7 +105,8 @@ def path_patching(model, clean, corrupt, metric: Callable, senders: list, receiv
     graph = graph_arg(graph, model, where)
     metric_arg(metric, where)
     for name, v in (("senders", senders), ("receivers", receivers)):
-        if isinstance(v, (str, tuple)) or not hasattr(v, "__iter__"):
+        # (a receiver may be a (layer, head, slot) tuple, so a bare tuple of receivers is ambiguous; senders are not)
+        if isinstance(v, str) or (name == "receivers" and isinstance(v, tuple)) or not hasattr(v, "__iter__"):
             raise TypeError(f"{where}: {name} must be a list (of node names, or of lists of them patched jointly), "
                             f"e.g. {name}=[{v!r}], got {type(v).__name__} {v!r:.60}")
     senders, receivers = list(senders), list(receivers)

@@ -3,8 +3,8 @@
 A task turns a loaded `HookedModel` into a `TaskBatch` built from the model's own tokenizer (or vocabulary, for
 tokenizer-less toys) and scores logits with a scalar, differentiable metric. Patching code relies on three
 invariants checked here: `clean` and `corrupt` have the same shape and padding, `position` is a real token of each
-row (the last one, for the built-in tasks; never padding, never negative), and `answer` / `wrong` are int ids inside
-the vocabulary (`d_vocab`, recorded by `Task.make`; the logits a metric reads must have that width).
+row (the last one, for the built-in tasks; never padding; negative indices count from the end, as in tensors),
+and `answer` / `wrong` are int ids inside the vocabulary (`d_vocab`, recorded by `Task.make`; the logits a metric reads must cover every id it reads).
 """
 
 from __future__ import annotations
@@ -87,14 +87,20 @@ class TaskBatch:
             raise ValueError(f"TaskBatch: the clean prompts hold ids outside the vocabulary {vocab}: max {hi}")
         self._id_max = hi
         pos = self.position.reshape(-1).long().cpu()
-        lengths = torch.tensor([int(n) for n in self.clean.lengths], dtype=torch.long)
-        bad = ((pos < 0) | (pos >= lengths)).nonzero()
-        if len(bad):
-            r = int(bad[0])
-            raise ValueError(f"TaskBatch: position must be, per row, the position whose logits are read: a real token "
-                             f"in [0, length of the row) (the last real token for the built-in tasks; negative "
-                             f"positions and padding are not allowed); row {r} has {int(pos[r])}, its length is "
-                             f"{int(lengths[r])} (batch of [{b}, {p}])")
+        out = ((pos < -p) | (pos >= p)).nonzero()
+        if len(out):
+            r = int(out[0])
+            raise ValueError(f"TaskBatch: position must index the batch's {p} positions ([-{p}, {p}), as tensor "
+                             f"indexing does); row {r} has {int(pos[r])}")
+        mask = self.clean.attention_mask
+        if mask is not None:  # the read position must be a real token, on either side of the padding
+            at = pos % p
+            pad = (~mask.cpu().bool()[torch.arange(b), at]).nonzero()
+            if len(pad):
+                r = int(pad[0])
+                raise ValueError(f"TaskBatch: position must be a real token of each row, not padding (the last real "
+                                 f"token for the built-in tasks); row {r} has {int(pos[r])}, which is padding in "
+                                 f"that row (batch of [{b}, {p}])")
 
     def __len__(self) -> int:
         return self.clean.input_ids.shape[0]
@@ -210,11 +216,6 @@ def check_logits(logits, batch: TaskBatch) -> None:
         raise ValueError(f"logits must have shape [{shape[0]}, {shape[1]}, d_vocab] to match the batch, "
                          f"got {tuple(logits.shape)}")
     width = logits.shape[-1]
-    d_vocab = getattr(batch, "d_vocab", None)
-    if d_vocab is not None and width != d_vocab:
-        raise ValueError(f"logits have {width} vocabulary entries but the batch was built for a model with d_vocab "
-                         f"{d_vocab}; score the logits of the model the batch was made for (shape [{shape[0]}, "
-                         f"{shape[1]}, {d_vocab}])")
     id_max = getattr(batch, "_id_max", None)
     if id_max is not None and id_max >= width:
         raise ValueError(f"logits have {width} vocabulary entries but the batch reads token id {id_max}; the logits "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -56,7 +57,7 @@ def _is_loaded_model(obj) -> bool:
 
 
 def _model_sources(models) -> list[str]:
-    """The model sources as strings: one name or path, or a list/tuple of them; a TypeError naming what else was
+    """The model sources as strings: one name or path, or an iterable of them (a list, `interp.available()`); a TypeError naming what else was
     given (a loaded model above all: the jobs load each model themselves, one at a time or in Ray workers)."""
     def one(m, where: str) -> str:
         if isinstance(m, (str, os.PathLike)) and isinstance(os.fspath(m), str):
@@ -69,10 +70,11 @@ def _model_sources(models) -> list[str]:
         raise TypeError(f"{where} must be a model name or path (a bundled or toy name, a folder, a .gguf file or a "
                         f"hub id), got {type(m).__name__} {m!r:.60}")
 
-    if isinstance(models, (list, tuple)):
-        return [one(m, f"models[{i}]") for i, m in enumerate(models)]
     if isinstance(models, (str, os.PathLike)) or _is_loaded_model(models):
         return [one(models, "models")]
+    if isinstance(models, Iterable) and not isinstance(models, (bytes, bytearray)):
+        # a list, a tuple, interp.available()'s dict (its keys), a set, a generator
+        return [one(m, f"models[{i}]") for i, m in enumerate(models)]
     raise TypeError(f"models must be a model name or path, or a list of them, got {type(models).__name__} "
                     f"{models!r:.60}")
 
