@@ -427,21 +427,23 @@ def _figure_html(fig: go.Figure, first: bool) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=bool(first), config={"displaylogo": False})
 
 
-def _report_path(path) -> Path:
-    """The report's file path: not a folder; its nearest existing parent a folder files can be made in (tried)."""
+def report_path(path, where: str = "write_report: ", what: str = "") -> Path:
+    """A report's file path checked before anything is drawn: not a folder; its nearest existing parent a folder
+    files can be made in (tried). Errors start with `where` and call the file `what` (e.g. "the report ")."""
     from .batch.arguments import writable_folder
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"write_report: path must be a file path (str or Path), got {type(path).__name__}")
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        noun = "the report's file path" if what else "a file path"
+        raise TypeError(f"{where}path must be {noun} (a str or pathlib.Path), got {type(path).__name__}")
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"write_report: path {str(path)!r} is a folder; give the report's file path, e.g. "
+        raise ValueError(f"{where}path {str(path)!r} is a folder; give the report's file path, e.g. "
                          f"{str(path / 'report.html')!r}")
-    parent = next(p for p in path.parents if p.exists())  # the nearest existing one (at worst / or .)
+    parent = next(p for p in path.absolute().parents if p.exists())  # the nearest existing one; missing ones are made
     if not parent.is_dir():
-        raise ValueError(f"write_report: cannot write {str(path)!r}: {str(parent)!r} is a file, not a folder")
+        raise ValueError(f"{where}cannot write {what}{str(path)!r}: {str(parent)!r} is a file, not a folder")
     if not writable_folder(parent):
-        raise ValueError(f"write_report: cannot write {str(path)!r}: no permission to create files in {str(parent)!r}")
+        raise ValueError(f"{where}cannot write {what}{str(path)!r}: no permission to create files in {str(parent)!r}")
     return path
 
 
@@ -449,7 +451,7 @@ def write_report(path, title: str, sections: list[tuple[str, object]]) -> Path:
     """sections: (heading, content), content one of: a plotly Figure; a list/tuple of Figures (laid out side by
     side, wrapping); a pandas DataFrame (a sortable, filterable table); an `HTML` fragment; a str (preformatted).
     Writes one self-contained HTML file (plotly.js embedded once) atomically; missing parent folders are made."""
-    path = _report_path(path)
+    path = report_path(path)
     if not isinstance(title, str):
         raise TypeError(f"write_report: title must be a str, got {type(title).__name__}")
     if not isinstance(sections, (list, tuple)):

@@ -50,21 +50,10 @@ def _checked_table(table, what: str, row: str) -> tuple[pd.DataFrame, list[str]]
 
 
 def _writable_report(path) -> Path:
-    """The report's path, checked before any figure is drawn: a file path (not a folder) whose nearest existing
-    folder lets us create files (tried: os.access says yes to root on /sys or a read-only mount)."""
-    from .batch.runner import writable_folder
+    """The report's path, checked before any figure is drawn (`plots.report_path`)."""
+    from .plots import report_path
 
-    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
-        raise TypeError(f"path must be the report's file path (a str or pathlib.Path), got {type(path).__name__}")
-    p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"path {str(p)!r} is a folder; give the report's file path, e.g. {str(p / 'report.html')!r}")
-    parent = next(a for a in p.absolute().parents if a.exists())  # missing folders below it are made
-    if not parent.is_dir():
-        raise ValueError(f"cannot write the report {str(p)!r}: {str(parent)!r} is a file, not a folder")
-    if not writable_folder(parent):
-        raise ValueError(f"cannot write the report {str(p)!r}: no permission to create files in {str(parent)!r}")
-    return p
+    return report_path(path, where="", what="the report ")
 
 
 def write_classification_report(table: pd.DataFrame, path, what: str = "the head table",

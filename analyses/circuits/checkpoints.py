@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from interp.batch.arguments import writable_folder
+
 
 def ablation_summary(ablated: torch.Tensor) -> bytes:
     """What a checkpoint records of the ablation values: their shape, sum and absolute sum to 4 significant digits,
@@ -33,7 +35,7 @@ def checkpoint_path(checkpoint, where: str) -> Path:
     except OSError as e:
         raise ValueError(f"{where}: cannot create the folder {str(folder)!r} of checkpoint {str(path)!r} "
                          f"({type(e).__name__}: {e}); pass a path in a writable folder") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not writable_folder(folder):  # (tried: os.access says yes to root on a read-only mount)
         raise ValueError(f"{where}: the folder {str(folder)!r} of checkpoint {str(path)!r} is not writable; pass a "
                          "path in a writable folder")
     return path

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..batch.arguments import writable_folder
 from .model import build_toy_model
 from .registry import CKPT_DIR, TOYS
 from .tasks import make_task
@@ -220,7 +220,7 @@ def _out_error(out: Path) -> str | None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         return f"--out {str(out)!r}: cannot create the folder ({e.strerror or e})"
-    if not os.access(out, os.W_OK | os.X_OK):
+    if not writable_folder(out):  # (tried: os.access says yes to root on a read-only mount)
         return f"--out {str(out)!r} is not writable"
     return None
 
