@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numbers
 import time
+import warnings
 from typing import Callable, Iterable, Sequence
 
 import pandas as pd
@@ -180,9 +181,26 @@ def ablation_effect(ablated: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
     return ablated.mean(-1) - full.mean()
 
 
+ZERO_LOSS = 1e-6  # |L| below this: the relative change of that example is undefined (NaN)
+
+
 def relative_change(masked: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
-    """AttentionInfluence per example: (L_masked - L) / L, [..., batch] against [batch]."""
-    return (masked - full) / full.abs().clamp_min(1e-6)
+    """AttentionInfluence per example: (L_masked - L) / |L|, [..., batch] against [batch]; NaN for the examples
+    whose clean loss is 0 (|L| < 1e-6), where a relative change is undefined (it used to divide by 1e-6)."""
+    return torch.where(full.abs() < ZERO_LOSS, torch.nan, (masked - full) / full.abs().clamp_min(ZERO_LOSS))
+
+
+def mean_relative_change(masked: torch.Tensor, full: torch.Tensor, where: str) -> torch.Tensor:
+    """[..., batch] -> [...] mean relative change over the examples with a nonzero clean loss; a warning names how
+    many were left out, a ValueError when every clean loss is 0."""
+    zero = int((full.abs() < ZERO_LOSS).sum())
+    if zero == full.numel():
+        raise ValueError(f"{where}: every clean loss is 0 (|L| < {ZERO_LOSS:g}), so the relative change "
+                         f"(L_masked - L) / |L| is undefined; use ablation_zero (the absolute change) instead")
+    if zero:
+        warnings.warn(f"{where}: {zero} of {full.numel()} examples have clean loss 0 (|L| < {ZERO_LOSS:g}); "
+                      "their relative change is undefined and left out of the mean", stacklevel=3)
+    return relative_change(masked, full).nanmean(-1)
 
 
 def clean_losses(model, task, batch) -> torch.Tensor:
@@ -203,7 +221,7 @@ def attention_influence_scores(model, task, batch, **kwargs) -> torch.Tensor:
     """[layer, head] mean relative loss change (L_masked - L) / L when the head alone is masked (zero output)."""
     full = clean_losses(model, task, batch)
     masked = ablated_losses(model, task, batch, "ablation_zero", **kwargs)
-    return relative_change(masked, full).mean(-1)
+    return mean_relative_change(masked, full, "attention_influence_scores")
 
 
 def mask_gradient_scores(model, task, batch, normalize: bool = True) -> torch.Tensor:
@@ -251,7 +269,8 @@ def dla_scores(model, task, batch) -> torch.Tensor:
 def attention_influence(model, batch, heads: Iterable[tuple[int, int]], task=None) -> torch.Tensor:
     """Per-example AttentionInfluence of a set of heads: (L_masked - L) / L, heads masked by zeroing their output.
 
-    `task` gives the loss (default: next-token loss over the batch's loss_mask); returns [batch]."""
+    `task` gives the loss (default: next-token loss over the batch's loss_mask); returns [batch], NaN for an
+    example whose clean loss is 0 (the relative change is undefined there)."""
     hooked_model_arg(model, "attention_influence")
     batch = batch_arg(batch, "attention_influence")
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -339,7 +358,7 @@ def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, 
         if method in ABLATIONS:
             scores = ablation_effect(sweep(method), full)
         elif method == "attention_influence":
-            scores = relative_change(sweep("ablation_zero"), full).mean(-1)
+            scores = mean_relative_change(sweep("ablation_zero"), full, "head_importance")
         elif method == "mask_gradient":
             scores = mask_gradient_scores(model, task, batch)
         else:

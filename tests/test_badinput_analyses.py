@@ -282,3 +282,18 @@ def test_rouge1_recall_checks_its_arguments(generated, reference, match):
 def test_rouge1_recall_takes_tensors():
     assert rouge1_recall(torch.tensor([1, 2]), torch.tensor([1, 2, 3, 3])) == 0.5
     assert rouge1_recall([], [1]) == 0.0 and rouge1_recall([1], []) == 0.0
+
+
+def test_relative_change_is_undefined_at_zero_clean_loss():
+    full = torch.tensor([2.0, 0.0, -0.5])
+    masked = torch.tensor([[3.0, 1.0, -1.0]])
+    got = I.relative_change(masked, full)
+    assert got[0, 0] == 0.5 and torch.isnan(got[0, 1]) and got[0, 2] == -1.0  # (L_m - L) / |L|
+    with pytest.warns(UserWarning, match=r"where: 1 of 3 examples have clean loss 0"):
+        mean = I.mean_relative_change(masked, full, "where")
+    torch.testing.assert_close(mean, torch.tensor([-0.25]))
+    with pytest.raises(ValueError, match=r"where: every clean loss is 0 .* use ablation_zero"):
+        I.mean_relative_change(masked, torch.zeros(3), "where")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(I.mean_relative_change(masked, torch.ones(3), "where"), torch.tensor([0.0]))

@@ -385,3 +385,11 @@ def test_tuple_senders_and_numpy_bools_still_work(setup):
     assert Graph.from_config(2, 4, 4, mlp=np.bool_(False)).mlp is False
     with pytest.raises(TypeError, match="receivers must be a list"):
         C.path_patching(model, clean, corrupt, metric, ["L0H0"], ("logits",), graph=graph, ablated=ablated)
+
+
+@pytest.mark.parametrize("method", ["eap", "eap-ig", "atp"])
+def test_score_edges_refuses_a_checkpoint_for_one_pass_methods(setup, tmp_path, method):
+    model, task, batch, graph, *_ = setup
+    with pytest.raises(ValueError, match=rf"score_edges: checkpoint is for the long searches.*'{method}' runs in one"):
+        C.score_edges(model, graph, task, batch, method, checkpoint=tmp_path / "s.pt")
+    assert not (tmp_path / "s.pt").exists()

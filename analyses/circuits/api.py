@@ -56,14 +56,17 @@ def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, a
     `task`: a Task or a task name; `chunk` (patching): edges per forward, an int >= 1. "patching" with
     `checkpoint=PATH` keeps its sweep there (one file per prompt-length bucket, PATH.b0, PATH.b1, ...) and continues
     it when rerun, "acdc" its search (PATH itself); `progress(msg)` hears how far it got. The other methods run in
-    one pass and leave `checkpoint` unused."""
+    one pass and take no checkpoint (a ValueError, as in find_circuit)."""
     hooked_model_arg(model, "score_edges")
     check_method(method)
     task, batch = task_arg(task, "score_edges"), batch_arg(batch, "score_edges")
     graph = graph_arg(graph, model, "score_edges")
     int_arg("chunk", chunk, minimum=1, where="score_edges")
     patching.progress_arg(progress, "score_edges")
-    if checkpoint is not None and method in ("patching", "acdc"):  # refuse a bad path before the sweep starts
+    if checkpoint is not None:  # refuse a bad path before the sweep starts
+        if method not in ("patching", "acdc"):
+            raise ValueError(f"score_edges: checkpoint is for the long searches, method 'patching' or 'acdc'; "
+                             f"method {method!r} runs in one pass (pass checkpoint=None)")
         checkpoints.checkpoint_path(checkpoint, "score_edges")
     if method == "sae":  # no ablations or gradients: discrete SAE codes (sae_codes.sae_circuit for its options)
         from .sae_codes import sae_circuit

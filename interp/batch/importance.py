@@ -61,7 +61,7 @@ def compute(model, shard: str, options: dict) -> dict:
                                   progress=lambda done, total: shard_progress(f"{done} of {total} heads ablated"))
         scores = {kind: I.ablation_effect(losses, full)}
         if shard == "zero_ablation":
-            scores["attention_influence"] = I.relative_change(losses, full).mean(-1)
+            scores["attention_influence"] = I.mean_relative_change(losses, full, model.name)
     for name, s in scores.items():
         if not bool(torch.isfinite(s).all()):
             raise ValueError(f"{model.name}: {name} scores are NaN/Inf (the model's outputs are not finite)")
