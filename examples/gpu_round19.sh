@@ -8,10 +8,12 @@
 #   PART=b ...                            # (< 5 min) the same without the 8k-proxy run and the profile
 #   PART=c ...                            # (< 9 min) part b, plus the packed kernel with fewer parts
 #                                         # (INTERP_STATS_PARTS=132: 1 program per SM instead of 4)
+#   PART=d ...                            # (< 4 min) the packed tests and packed decode steps only (the general
+#                                         # kernel's figures: decode_pack_round19.log, another machine)
 # Every row is printed as it is measured. Logs under ${OUT:-out/gpu}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-case "${PART:-}" in a|b|c) ;; *) echo "usage: PART=a|b|c bash examples/gpu_round19.sh" >&2; exit 2;; esac
+case "${PART:-}" in a|b|c|d) ;; *) echo "usage: PART=a|b|c|d bash examples/gpu_round19.sh" >&2; exit 2;; esac
 source examples/gpu_setup.sh
 decode() {
   echo "# $*"
@@ -34,4 +36,9 @@ if [ "$PART" = a ]; then
   (cd examples && for n in 8192 131072; do
      INTERP_DECODE_PACK=1 timeout 60 python3 decode_profile_gpu.py --shape 9x64/3 --n $n 2>&1 | grep -v Warn; done) \
     2>&1 | tee "$OUT/decode_profile_round19.log"
+fi
+if [ "$PART" = d ]; then
+  (cd tests && INTERP_DECODE_PACK=1 timeout 90 python3 -m pytest -q -n 16 -p no:cacheprovider -rf --tb=short \
+     test_stats_decode.py) 2>&1 | tail -4 | tee "$OUT/tests_decode_pack_round20.log"
+  decode INTERP_DECODE_PACK=1 2>&1 | tee "$OUT/decode_packed_round20.log"
 fi
