@@ -370,3 +370,26 @@ def test_argmax_first_maximum_with_many_exact_ties(forced, case, device):
     want = s.argmax(-1).masked_fill(~ok.any(-1), -1)
     assert ((s == s.max(-1, keepdim=True).values) & ok).sum(-1).gt(1).any()  # there are ties to break
     assert torch.equal(st.argmax.cpu(), want), (st.argmax.cpu() != want).sum().item()
+
+
+def test_sm90_decode_report_compiles_without_a_gpu():
+    """examples/sm90_decode.py compiles the packed decode kernels for sm_90 here: the walk at three head dims, and a
+    combine that reads COMBINE_PARTS parts per iteration of one loop (f465149; before it, one part at a time)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, str(root / "examples" / "sm90_decode.py"), "--parts", "128", "528"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    walks = re.findall(r"^walk\s+head_dim (\d+)\s+BLOCK_N \d+\s+registers\s+(\d+)\s+spill B (\d+)$", res.stdout, re.M)
+    assert [int(d) for d, _, _ in walks] == [64, 128, 256], res.stdout
+    assert all(32 <= int(r) <= 255 for _, r, _ in walks), res.stdout
+    m = re.search(r"^combine\s+BLOCK 16 BLOCK_P 128\s+registers\s+(\d+)\s+spill B 0\s+global loads per loop "
+                  r"iteration \[(\d+)\]$", res.stdout, re.M)
+    assert m and int(m.group(2)) >= 5 * 16, res.stdout  # five [16, 128] tiles of partials over 128 threads
+    assert "128 parts: 1, 528 parts: 5" in res.stdout, res.stdout
