@@ -43,6 +43,9 @@ def buckets(batch) -> list:
     return out
 
 
+RESUMABLE = ("patching", "acdc")  # the methods that take a checkpoint (the long searches)
+
+
 def check_method(method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
@@ -64,7 +67,7 @@ def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, a
     int_arg("chunk", chunk, minimum=1, where="score_edges")
     patching.progress_arg(progress, "score_edges")
     if checkpoint is not None:  # refuse a bad path before the sweep starts
-        if method not in ("patching", "acdc"):
+        if method not in RESUMABLE:
             raise ValueError(f"score_edges: checkpoint is for the long searches, method 'patching' or 'acdc'; "
                              f"method {method!r} runs in one pass (pass checkpoint=None)")
         checkpoints.checkpoint_path(checkpoint, "score_edges")
@@ -117,7 +120,7 @@ def find_circuit(model, task, batch, method: str = "eap-ig", steps: int = 5, abl
     method = check_method(method)
     patching.progress_arg(progress, "find_circuit")
     if checkpoint is not None:
-        if method not in ("patching", "acdc"):
+        if method not in RESUMABLE:
             raise ValueError(f"find_circuit: checkpoint is for the long searches, method 'patching' or 'acdc'; "
                              f"method {method!r} runs in one pass (pass checkpoint=None)")
         checkpoints.checkpoint_path(checkpoint, "find_circuit")

@@ -106,7 +106,8 @@ def score_task(model, task, batch, graph: Graph, method: str, steps: int, ablati
     """[n_up, n_slots] edge scores (NaN where no edge) of `method` on the task's prompts (patching: resumable from
     `checkpoint`, reporting to `progress`)."""
     return api.score_edges(model, graph, task, batch, method, steps=steps, ablation=ablation,
-                           checkpoint=checkpoint, progress=progress, **check_method_options(method_options, method))
+                           checkpoint=checkpoint if method in api.RESUMABLE else None, progress=progress,
+                           **check_method_options(method_options, method))
 
 
 def select_circuit(graph: Graph, scores: torch.Tensor, method: str, meta: dict, top_n: int, how: str) -> Circuit:
