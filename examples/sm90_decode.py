@@ -32,34 +32,13 @@ SLOTS = dict(S_MAXP=0, S_ENT=1, S_SINK=2, S_LOCAL=3, S_SPAN=4)
 
 def load(root: Path):
     R.ROOT = root
-    mods = R.load_kernels()
-    import importlib.util
-
-    for name in ("triton_stats_rows", "triton_stats_decode"):
-        spec = importlib.util.spec_from_file_location(f"_k.{name}", root / "kernels" / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[f"_k.{name}"] = mod
-        spec.loader.exec_module(mod)
-        mods[name] = mod
-    return mods
+    return R.load_kernels(extra=("triton_stats_rows", "triton_stats_decode"))
 
 
 def compile_kernel(fn, constants: dict, pointers: dict, num_warps: int = 4):
-    import triton
-    from triton.backends.compiler import GPUTarget
-
-    signature, attrs = {}, {}
-    for i, name in enumerate(fn.arg_names):
-        if name in constants:
-            signature[name] = "constexpr"
-            continue
-        signature[name] = pointers.get(name, "fp32" if name in FLOATS else "i32")
-        if name in pointers:
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
-    target = GPUTarget("cuda", 90, 32)
-    options = triton.compiler.make_backend(target).parse_options({"num_warps": num_warps, "num_stages": 1})
-    return triton.compile(src, target=target, options=options.__dict__)
+    """sm_90 compile as the launcher calls it (4 warps); the ints are not marked divisible by 16 (G, H, Lk vary)."""
+    ints = [n for n in fn.arg_names if n not in constants and n not in pointers and n not in FLOATS]
+    return R.compile_sm90(fn, constants, pointers, FLOATS, ints, {"num_warps": num_warps, "num_stages": 1})
 
 
 def loop_loads(compiled) -> list[int]:

@@ -45,13 +45,14 @@ VARIANTS = {
 }
 
 
-def load_kernels():
-    """kernels/triton_forward.py and triton_stats.py as a package of their own (kernels/__init__ needs torch)."""
+def load_kernels(extra: tuple = ()):
+    """kernels/triton_forward.py and triton_stats.py (and the modules named in `extra`, in order) as a package of
+    their own (kernels/__init__ needs torch)."""
     pkg = types.ModuleType("_k")
     pkg.__path__ = [str(ROOT / "kernels")]
     sys.modules["_k"] = pkg
     mods = {}
-    for name in ("triton_forward", "triton_stats_t", "triton_stats"):
+    for name in ("triton_forward", "triton_stats_t", "triton_stats", *extra):
         spec = importlib.util.spec_from_file_location(f"_k.{name}", ROOT / "kernels" / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
         sys.modules[f"_k.{name}"] = mod
@@ -72,9 +73,6 @@ NOT_16 = ("G", "sink_tokens")
 
 
 def compile_stats(mods, config, want: dict, head_dim=128, causal=True, window=0, parted=False):
-    import triton
-    from triton.backends.compiler import GPUTarget
-
     kernel = mods["triton_stats"].attention_stats_kernel.fn
     slots = {"S_MAXP": 0, "S_ENT": 1, "S_SINK": 2, "S_LOCAL": 3, "S_SPAN": 4}
     constants = dict(
@@ -85,21 +83,30 @@ def compile_stats(mods, config, want: dict, head_dim=128, causal=True, window=0,
         constants["PARTED"] = parted
     for name in ONE:
         constants[name] = 1
+    opts = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    if getattr(config, "maxnreg", None):
+        opts["maxnreg"] = config.maxnreg
+    return compile_sm90(kernel, constants, POINTERS, FLOATS, NOT_16, opts)
+
+
+def compile_sm90(kernel, constants: dict, pointers: dict, floats=(), not_16=(), opts=None):
+    """`kernel` (a JITFunction) compiled for sm_90: `constants` as constexprs, the other arguments typed by name
+    (`pointers`: element types, `floats`: fp32 scalars, else i32), each pointer and each int outside `not_16` marked
+    divisible by 16 as Triton marks the multiples of 16 it is called with; `opts`: num_warps, num_stages, maxnreg."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
     signature, attrs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in constants:
             signature[name] = "constexpr"
             continue
-        signature[name] = POINTERS.get(name, "fp32" if name in FLOATS else "i32")
-        if name in POINTERS or (name not in FLOATS and name not in NOT_16):
+        signature[name] = pointers.get(name, "fp32" if name in floats else "i32")
+        if name in pointers or (name not in floats and name not in not_16):
             attrs[(i,)] = [["tt.divisibility", 16]]
     src = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs)
     target = GPUTarget("cuda", 90, 32)
-    backend = triton.compiler.make_backend(target)
-    opts = {"num_warps": config.num_warps, "num_stages": config.num_stages}
-    if getattr(config, "maxnreg", None):
-        opts["maxnreg"] = config.maxnreg
-    options = backend.parse_options(opts)
+    options = triton.compiler.make_backend(target).parse_options(opts or {})
     return triton.compile(src, target=target, options=options.__dict__)
 
 
