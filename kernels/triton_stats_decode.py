@@ -11,7 +11,7 @@ the parts' row partials in key order (the first of equal maxima, as one walk).
 With one query per head, a head's key_mass is its probability row: stored as float32, no atomics, no fixed point
 (the general kernel's int64 sums give the same value to float32 rounding), key_count is 1 for every key and key_mean
 equals key_mass. Applies to q_len == 1 with no padding mask, key bias or window (`launcher_decode.eligible`); off
-unless INTERP_DECODE_PACK=1 until timed on a GPU.
+unless INTERP_DECODE_PACK=1 until it beats the general kernel on a GPU (`launcher_decode`).
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def decode_combine_kernel(
     kernel's own code (NaN / -1 on bad rows; max_prob, entropy 0 and argmax -1 on rows that see nothing).
 
     BLOCK_P parts at a time, loaded as one [BLOCK, BLOCK_P] tile and reduced across it: a loop over single parts
-    waits for each part's loads in turn (round 19: ~0.6 us a part, 77 of a 9x64 8k step's 92 us at 128 parts)."""
+    (unrolled by four on sm_90, `examples/sm90_decode.py`) waits for its loads every iteration. Round 19 suspected it
+    of most of a 9x64 8k step's 92 us at 128 parts (an estimate from the code, not profiled)."""
     LOG2E: tl.constexpr = 1.4426950408889634
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = rows < n_rows
