@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -17,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from interp.validate import int_arg
 
-from .table import LABELS, NEAR_MISS, RULE_SCORES, label_head, near_miss_columns, thresholds_arg
+from .table import LABELS, RULE_SCORES, _did_you_mean, label_head, near_miss_columns, thresholds_arg
 
 
 class HeadClassifier(ClassifierMixin, BaseEstimator):
@@ -65,9 +63,7 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
         cols = cols or [c for c in RULE_SCORES.values() if c in df]
         missing = [c for c in cols if c not in df]
         if missing or not cols:
-            close = difflib.get_close_matches((missing or list(RULE_SCORES.values()))[0],
-                                              [c for c in df.columns if isinstance(c, str)], n=1, cutoff=NEAR_MISS)
-            hint = f" (did you mean {close[0]!r}?)" if close and missing else ""
+            hint = _did_you_mean(missing[0], [c for c in df.columns if isinstance(c, str)]) if missing else ""
             raise ValueError(f"X lacks score columns {missing or list(RULE_SCORES.values())}{hint}; it has "
                              f"{list(df.columns)[:12]}")
         if self.method == "rules" and not set(cols) & set(RULE_SCORES.values()):

@@ -16,9 +16,11 @@ from .tokens import _show
 STAT_OPTIONS = ("stats", "layers", "sink_tokens", "local_window", "span", "backend")  # run_with_hooks' **stat_options
 
 
-def bool_arg(name: str, value, where: str) -> bool:
+def bool_arg(name: str, value, where: str = "") -> bool:
+    """`value` if it is a bool, else a TypeError "{where}: {name} must be True or False, got ..." (no prefix when
+    `where` is empty)."""
     if not isinstance(value, bool):
-        raise TypeError(f"{where}: {name} must be True or False, got {_show(value)}")
+        raise TypeError(f"{where + ': ' if where else ''}{name} must be True or False, got {_show(value)}")
     return value
 
 

@@ -43,8 +43,9 @@ def _encode(text: str, tokenizer, prepend_bos: bool | None) -> list[int]:
     return list(ids)
 
 
-def _id_seq(x, where: str) -> list[int]:
-    """One prompt's token ids: a list/tuple of ints (numpy ints too) or a 1-D integer tensor."""
+def _id_seq(x, where: str, caller: str = "", forms: str = f"inputs must be {FORMS}") -> list[int]:
+    """One prompt's token ids: a list/tuple of ints (numpy ints too) or a 1-D integer tensor. A non-int id's error
+    starts with `caller` and ends with `forms` (what the caller takes)."""
     if isinstance(x, torch.Tensor):
         if x.device.type == "meta":
             raise ValueError(f"{where} is on the meta device (no values); pass real token ids")
@@ -55,7 +56,7 @@ def _id_seq(x, where: str) -> list[int]:
         return x.tolist()
     for j, t in enumerate(x):
         if isinstance(t, bool) or not isinstance(t, numbers.Integral):
-            raise TypeError(f"token ids must be ints: {where}[{j}] is {_show(t)}; inputs must be {FORMS}")
+            raise TypeError(f"{caller}token ids must be ints: {where}[{j}] is {_show(t)}; {forms}")
     return [int(t) for t in x]
 
 
@@ -78,13 +79,7 @@ def to_string_ids(ids, vocab: int) -> tuple[list[list[int]], bool]:
         rows, flat = [[int(ids)]], True
     elif isinstance(ids, (list, tuple)):
         def row(x, where):
-            if isinstance(x, torch.Tensor):
-                return _id_seq(x, where)
-            for j, t in enumerate(x):
-                if isinstance(t, bool) or not isinstance(t, numbers.Integral):
-                    raise TypeError(f"to_string: token ids must be ints: {where}[{j}] is {_show(t)}; ids must be "
-                                    f"{forms}")
-            return [int(t) for t in x]
+            return _id_seq(x, where, "to_string: ", f"ids must be {forms}")
 
         if ids and all(isinstance(x, (list, tuple, torch.Tensor)) for x in ids):
             rows, flat = [row(x, f"ids[{i}]") for i, x in enumerate(ids)], False

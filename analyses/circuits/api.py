@@ -46,6 +46,16 @@ def buckets(batch) -> list:
 RESUMABLE = ("patching", "acdc")  # the methods that take a checkpoint (the long searches)
 
 
+def _checkpoint_arg(checkpoint, method: str, where: str) -> None:
+    """A checkpoint is for the long searches only, and its path is checked before any work starts."""
+    if checkpoint is None:
+        return
+    if method not in RESUMABLE:
+        raise ValueError(f"{where}: checkpoint is for the long searches, method 'patching' or 'acdc'; "
+                         f"method {method!r} runs in one pass (pass checkpoint=None)")
+    checkpoints.checkpoint_path(checkpoint, where)
+
+
 def check_method(method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
@@ -66,11 +76,7 @@ def score_edges(model, graph: Graph, task, batch, method: str, steps: int = 5, a
     graph = graph_arg(graph, model, "score_edges")
     int_arg("chunk", chunk, minimum=1, where="score_edges")
     patching.progress_arg(progress, "score_edges")
-    if checkpoint is not None:  # refuse a bad path before the sweep starts
-        if method not in RESUMABLE:
-            raise ValueError(f"score_edges: checkpoint is for the long searches, method 'patching' or 'acdc'; "
-                             f"method {method!r} runs in one pass (pass checkpoint=None)")
-        checkpoints.checkpoint_path(checkpoint, "score_edges")
+    _checkpoint_arg(checkpoint, method, "score_edges")
     if method == "sae":  # no ablations or gradients: discrete SAE codes (sae_codes.sae_circuit for its options)
         from .sae_codes import sae_circuit
 
@@ -119,11 +125,7 @@ def find_circuit(model, task, batch, method: str = "eap-ig", steps: int = 5, abl
     hooked_model_arg(model, "find_circuit")
     method = check_method(method)
     patching.progress_arg(progress, "find_circuit")
-    if checkpoint is not None:
-        if method not in RESUMABLE:
-            raise ValueError(f"find_circuit: checkpoint is for the long searches, method 'patching' or 'acdc'; "
-                             f"method {method!r} runs in one pass (pass checkpoint=None)")
-        checkpoints.checkpoint_path(checkpoint, "find_circuit")
+    _checkpoint_arg(checkpoint, method, "find_circuit")
     task, batch = task_arg(task, "find_circuit"), batch_arg(batch, "find_circuit")
     graph = graph_arg(graph, model, "find_circuit")
     if method == "acdc":

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from interp.input_checks import bool_arg
+
 
 @dataclass(frozen=True)
 class Slot:
@@ -51,10 +53,7 @@ class Graph:
         for what, v in (("n_layers", n_layers), ("n_heads", n_heads), ("n_kv_heads", n_kv_heads)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"Graph: {what} must be a positive int, got {v!r}")
-        if isinstance(mlp, np.bool_):
-            mlp = bool(mlp)
-        if not isinstance(mlp, bool):
-            raise TypeError(f"Graph: mlp must be True or False, got {type(mlp).__name__} {mlp!r:.40}")
+        mlp = bool_arg("mlp", bool(mlp) if isinstance(mlp, np.bool_) else mlp, "Graph")
         if n_heads % n_kv_heads:
             raise ValueError(f"Graph: n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
         g = cls(n_layers, n_heads, n_kv_heads, mlp, model_name)

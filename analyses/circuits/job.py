@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from interp.input_checks import bool_arg
+
 from . import api, draw, export
 from .evaluate import Circuit, faithfulness, faithfulness_curve
 from .graph import Graph
@@ -221,9 +223,7 @@ def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", 
 
     eval_ablations, method_options = check_settings(method, n, steps, ablation, top_n, select, faith_n,
                                                     eval_ablations, method_options)
-    if not isinstance(faithfulness, bool):
-        raise TypeError(f"run_circuit_job: faithfulness must be True or False, got {type(faithfulness).__name__} "
-                        f"{faithfulness!r:.40}")
+    bool_arg("faithfulness", faithfulness, "run_circuit_job")
     progress_arg(progress, "run_circuit_job")
     task = T.get_task(task) if isinstance(task, str) else task
     out = Path(out_dir)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from interp.input_checks import bool_arg
 from interp.tokens import Tokens
 
 from ..probes import bos_id
@@ -182,9 +183,7 @@ class Task:
 
     def metric(self, logits: torch.Tensor, batch: TaskBatch, per_example: bool = False) -> torch.Tensor:
         """Scalar (mean over the batch), or [batch] with per_example=True; differentiable in `logits`."""
-        if not isinstance(per_example, bool):
-            raise TypeError(f"{self.name} metric: per_example must be True or False, got {type(per_example).__name__} "
-                            f"{per_example!r:.60}")
+        bool_arg("per_example", per_example, f"{self.name} metric")
         check_logits(logits, batch)
         m = self._metric(logits, batch)  # [batch]
         if not isinstance(m, torch.Tensor) or tuple(m.shape) != (len(batch),):

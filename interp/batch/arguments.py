@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..input_checks import bool_arg
+
 
 def writable_folder(folder: Path) -> bool:
     """Whether a file can be created in the existing `folder`: tried with a small temporary file, since
@@ -85,8 +87,7 @@ def check_run_args(*, out, resume, recompute_mismatched, progress, log, ray_addr
     from .checks import check_timeout
 
     for name, value in (("resume", resume), ("recompute_mismatched", recompute_mismatched), ("progress", progress)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r:.40}")
+        bool_arg(name, value)
     if recompute_mismatched and not resume:
         raise ValueError("recompute_mismatched only makes sense with resume=True")
     if not callable(log):

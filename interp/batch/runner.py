@@ -39,8 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-# the run's arguments; writable_folder is imported from here too (interp.report)
-from .arguments import _model_sources, check_out, check_run_args, writable_folder  # noqa: F401
+from .arguments import _model_sources, check_out, check_run_args
 
 SHARD_FORMAT = 1  # layout of a shard file (the header keys); a job's own `version` covers its results
 
