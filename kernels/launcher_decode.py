@@ -1,8 +1,9 @@
 """Launcher of the packed decode-step statistics (`triton_stats_decode.py`): which calls take it, how many parts,
 and the two launches (the walk, then the combine of its parts).
 
-Off unless INTERP_DECODE_PACK=1: timed once on the H100 (round 19: faster than the general kernel only for
-32x128 at 32k-128k), before its combine was tiled; to become the default only where it wins.
+On by default since round 21: with its combine tiled (128 parts a load), a decode step with every statistic took
+1.36-1.64x SDPA's time on the H200 against the general kernel's 2.18-3.59x in the same run (8k-128k cached keys,
+32x128, 9x64, 4x256; `docs/gpu/decode_round21.log`). INTERP_DECODE_PACK=0 restores the general kernel.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ ENV = "INTERP_DECODE_PACK"
 
 
 def enabled_from_env(value: str | None) -> bool:
-    """INTERP_DECODE_PACK: "1" on; unset, "" or "0" off."""
+    """INTERP_DECODE_PACK: unset, "" or "1" on (the default); "0" off (the general kernel)."""
     v = (value or "").strip()
     if v not in ("", "0", "1"):
-        raise ValueError(f"{ENV}={value!r}: use 1 (on) or 0 (off, the default)")
-    return v == "1"
+        raise ValueError(f"{ENV}={value!r}: use 1 (on, the default) or 0 (off: the general kernel)")
+    return v != "0"
 
 
 ENABLED = enabled_from_env(os.environ.get(ENV))

@@ -10,8 +10,8 @@ the parts' row partials in key order (the first of equal maxima, as one walk).
 
 With one query per head, a head's key_mass is its probability row: stored as float32, no atomics, no fixed point
 (the general kernel's int64 sums give the same value to float32 rounding), key_count is 1 for every key and key_mean
-equals key_mass. Applies to q_len == 1 with no padding mask, key bias or window (`launcher_decode.eligible`); off
-unless INTERP_DECODE_PACK=1 until it beats the general kernel on a GPU (`launcher_decode`).
+equals key_mass. Applies to q_len == 1 with no padding mask, key bias or window (`launcher_decode.eligible`); on
+by default (INTERP_DECODE_PACK=0: the general kernel; `launcher_decode`).
 """
 
 from __future__ import annotations

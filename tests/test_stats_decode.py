@@ -1,7 +1,7 @@
-"""Packed decode-step statistics (`kernels/triton_stats_decode.py`, opt-in: INTERP_DECODE_PACK=1): one query per
-head, the G query heads of a KV head in one tile, the cache in parts. Against the PyTorch reference and the general
-kernel (argmax and max_prob exactly, key mass to float32 rounding), ties across parts, NaN rows, and the calls the
-path leaves to the general kernel."""
+"""Packed decode-step statistics (`kernels/triton_stats_decode.py`, the default; off with INTERP_DECODE_PACK=0):
+one query per head, the G query heads of a KV head in one tile, the cache in parts. Against the PyTorch reference
+and the general kernel (argmax and max_prob exactly, key mass to float32 rounding), ties across parts, NaN rows, and
+the calls the path leaves to the general kernel."""
 
 import pytest
 import torch
@@ -96,7 +96,8 @@ def test_combine_in_chunks_of_parts(packed, monkeypatch, device):
     monkeypatch.setattr(launcher_decode, "CPU_PARTS", 5)
     q, k, v = _ties_case(device)
     if device.type == "cuda":
-        monkeypatch.setattr(launcher_decode.walk_parts, "target_programs", lambda dev: 10)  # 5 parts per KV head
+        # 20 programs: 5 parts per KV head for both calls (2 KV heads, 5 key blocks; then 2 x 2 KV heads, 6 blocks)
+        monkeypatch.setattr(launcher_decode.walk_parts, "target_programs", lambda dev: 20)
     _, st = attention_with_stats(q, k, v, causal=True, stats=["argmax", "max_prob"], backend="triton")
     assert packed[-1] == 5 and (st.argmax == 10).all()
     q, k, v = make(2, 6, 2, 1, 333, 32, torch.float32, device, seed=39)
@@ -167,8 +168,8 @@ def test_parts_off_is_one_part(monkeypatch):
 
 
 def test_env_values():
-    assert launcher_decode.enabled_from_env("1") and not launcher_decode.enabled_from_env(None)
-    assert not launcher_decode.enabled_from_env("0") and not launcher_decode.enabled_from_env("")
+    assert launcher_decode.enabled_from_env("1") and launcher_decode.enabled_from_env(None)
+    assert not launcher_decode.enabled_from_env("0") and launcher_decode.enabled_from_env(" ")
     for bad in ("yes", "2", "on"):
         with pytest.raises(ValueError, match="INTERP_DECODE_PACK"):
             launcher_decode.enabled_from_env(bad)
