@@ -24,6 +24,10 @@ import sm90_registers as R  # noqa: E402  (the package loader, cuobjdump and res
 WALK_PTRS = dict(Q="*fp16", K="*fp16", LSE="*fp32", PF="*fp32", PA="*i32", KM_OUT="*fp32", KCOUNT="*fp32",
                  KMEAN_OUT="*fp32", SPANS="*i64")
 COMBINE_PTRS = dict(LSE="*fp32", PF="*fp32", PA="*i32", ROWS="*fp32", ARG="*i64")
+FUSED_WALK_PTRS = dict(Q="*fp16", K="*fp16", V="*fp16", PF="*fp32", PA="*i32", PO="*fp32", KM_OUT="*fp32",
+                       SPANS="*i64")
+FUSED_COMBINE_PTRS = dict(PF="*fp32", PA="*i32", PO="*fp32", KM="*fp32", KC="*fp32", KMEAN="*fp32", OUT="*fp16",
+                          LSE="*fp32", ROWS="*fp32", ARG="*i64")
 FLOATS = ("qk_scale",)
 ALL = dict(WANT_MAX=True, WANT_ARG=True, WANT_ENT=True, WANT_SINK=True, WANT_LOCAL=True, WANT_SPAN=False,
            WANT_KEY=True, WANT_COUNT=True, WANT_KMEAN=True)
@@ -32,7 +36,7 @@ SLOTS = dict(S_MAXP=0, S_ENT=1, S_SINK=2, S_LOCAL=3, S_SPAN=4)
 
 def load(root: Path):
     R.ROOT = root
-    return R.load_kernels(extra=("triton_stats_rows", "triton_stats_decode"))
+    return R.load_kernels(extra=("triton_stats_rows", "triton_stats_decode", "triton_decode_fused"))
 
 
 def compile_kernel(fn, constants: dict, pointers: dict, num_warps: int = 4):
@@ -82,6 +86,20 @@ def main(argv=None) -> int:
           f"iteration {loop_loads(compiled)}")
     print(f"combine: {per} part(s) per source iteration (the compiler may unroll: the loads per loop above); "
           "tiles for " + ", ".join(f"{p} parts: {-(-p // per)}" for p in args.parts))
+    fused = mods.get("triton_decode_fused")
+    if fused is not None:  # (round 21) output and statistics in one walk
+        want = dict(WANT_ARG=True, WANT_ENT=True, WANT_SINK=True, WANT_LOCAL=True, WANT_SPAN=False, WANT_KEY=True)
+        for d in (64, 128, 256):
+            const = dict(HEAD_DIM=d, BLOCK_D=d, BLOCK_G=16, BLOCK_N=64 if d <= 128 else 32, UPCAST=False,
+                         DOT_PREC=None, stride_qd=1, stride_kd=1, stride_vd=1, WANT_OUT=True, **want)
+            regs, stack = R.resources(compile_kernel(fused.fused_decode_walk_kernel, const, FUSED_WALK_PTRS))
+            print(f"fused walk     head_dim {d:<4} BLOCK_N {const['BLOCK_N']:<3} registers {regs:>3}  spill B {stack}")
+        for d in (64, 128, 256):
+            const = dict(BLOCK_P=max(16, 4096 // d), BLOCK_K=1024, BLOCK_D=d, HEAD_DIM=d, WANT_OUT=True,
+                         WANT_MAXP=True, WANT_COUNT=True, WANT_KMEAN=True, **want, **SLOTS)
+            const.pop("BLOCK_N", None)
+            regs, stack = R.resources(compile_kernel(fused.fused_decode_combine_kernel, const, FUSED_COMBINE_PTRS))
+            print(f"fused combine  head_dim {d:<4} BLOCK_P {const['BLOCK_P']:<3} registers {regs:>3}  spill B {stack}")
     return 0
 
 

@@ -234,6 +234,11 @@ def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     """Output (None when need_out=False) and the statistics spec.stats asks for."""
     if q.device.type == "cuda":
         check_fits_in_memory(q, spec)
+    if launcher_decode.fused_eligible(spec):  # a decode step with statistics: output and statistics in one walk
+        f = _flag_values(q.dtype, False, 0, False, False)
+        row = tuple(n for n in ROW_STATS if n in spec.stats)
+        return launcher_decode.fused_decode(q, k, v, spec, row, _row_slots(row), spec.scale * LOG2E,
+                                            dict(UPCAST=f["UPCAST"], DOT_PREC=f["DOT_PREC"]), need_out)
     use_sdpa = eligible(q, k, v, spec)
     _tune_on_proxy(q, k, spec, use_sdpa)
     len_bucket = _len_bucket(spec)

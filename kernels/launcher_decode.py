@@ -15,16 +15,17 @@ import torch
 from . import walk_parts
 from .checks import AttnSpec
 from .stats import AttentionStats
+from .triton_decode_fused import N_PF, fused_decode_combine_kernel, fused_decode_walk_kernel
 from .triton_stats_decode import decode_combine_kernel, decode_walk_kernel
 
 ENV = "INTERP_DECODE_PACK"
 
 
-def enabled_from_env(value: str | None) -> bool:
-    """INTERP_DECODE_PACK: unset, "" or "1" on (the default); "0" off (the general kernel)."""
+def enabled_from_env(value: str | None, env: str = ENV) -> bool:
+    """INTERP_DECODE_PACK or INTERP_DECODE_FUSED: unset, "" or "1" on (the default); "0" off."""
     v = (value or "").strip()
     if v not in ("", "0", "1"):
-        raise ValueError(f"{ENV}={value!r}: use 1 (on, the default) or 0 (off: the general kernel)")
+        raise ValueError(f"{env}={value!r}: use 1 (on, the default) or 0 (off)")
     return v != "0"
 
 
@@ -34,6 +35,10 @@ MAX_GROUP = 16  # query heads per KV head packed into one 16-row tile (more: the
 CPU_PARTS = 3  # in the interpreter (no GPU to fill), still more than one part, so that the combine is tested
 COMBINE_BLOCK = 16  # rows per combine program
 COMBINE_PARTS = 128  # parts loaded at once by a combine program ([16, 128] tiles)
+FUSED_ENV = "INTERP_DECODE_FUSED"
+FUSED = enabled_from_env(os.environ.get(FUSED_ENV), FUSED_ENV)  # output and statistics in one walk (with ENABLED)
+FUSED_TILE = {64: (64, 4), 128: (64, 4), 256: (32, 4)}  # fused walk (BLOCK_N, warps) by padded head dim (16-256)
+FUSED_KEY_CHUNK = 4096  # keys finalized per program of the fused combine (128k keys: 32 programs a row)
 
 
 def eligible(spec: AttnSpec) -> bool:
@@ -53,6 +58,11 @@ def n_parts(n_programs: int, key_blocks: int, device) -> int:
     else:
         want = CPU_PARTS
     return max(1, min(key_blocks, want))
+
+
+def fused_eligible(spec: AttnSpec) -> bool:
+    """A decode step (`eligible`) asking for a statistic besides lse, with the fused walk on."""
+    return FUSED and eligible(spec) and any(n != "lse" for n in spec.stats)
 
 
 def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, slots: dict, qk_scale: float, flags: dict) -> AttentionStats:
@@ -108,3 +118,61 @@ def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, slots: dict, qk_scale: f
     if "key_count" in want:
         st.key_count = kc
     return st
+
+
+def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: float, flags: dict, need_out: bool):
+    """Output (None unless need_out) and the statistics spec.stats asks for, lse included, of a decode step in one
+    walk over the cache (`triton_decode_fused.py`): q [b, h, 1, d], k and v [b, kv_heads, Lk, d]. row, slots,
+    qk_scale and flags as `decode_stats` takes them."""
+    b, h, kvh, lk, d, g = spec.batch, spec.heads, spec.kv_heads, spec.k_len, spec.head_dim, spec.group
+    dev = q.device
+    want = set(spec.stats)
+    f32 = dict(device=dev, dtype=torch.float32)
+    block_d = max(16, 1 << (d - 1).bit_length())
+    block_n, warps = FUSED_TILE[max(64, block_d)]
+    parts = n_parts(b * kvh, -(-lk // block_n), dev)
+    n_rows = b * h
+    pf = torch.empty(N_PF, parts, n_rows, **f32)
+    pa = torch.empty(parts, n_rows, device=dev, dtype=torch.int32)
+    po = torch.empty(parts, n_rows, block_d, **f32) if need_out else pf
+    want_key = "key_mass" in want or "key_mean" in want
+    want_count = "key_count" in want or "key_mean" in want
+    km = torch.empty(b, h, lk, **f32) if want_key else pf
+    kc = torch.empty(b, h, lk, **f32) if want_count else pf
+    kmean = torch.empty(b, h, lk, **f32) if "key_mean" in want else pf
+    spans = spec.span if spec.span is not None else pa
+    fused_decode_walk_kernel[(b * kvh * parts,)](
+        q, k, v, pf, pa, po, km, spans, q.stride(0), q.stride(1), q.stride(3), *k.stride(), *v.stride(),
+        h, g, kvh, lk, spec.q_offset, qk_scale, spec.sink_tokens, spec.local_window, n_rows,
+        HEAD_DIM=d, BLOCK_D=block_d, BLOCK_G=max(16, 1 << (g - 1).bit_length()), BLOCK_N=block_n,
+        WANT_OUT=need_out, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want, WANT_SINK="sink_mass" in want,
+        WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want, WANT_KEY=want_key, num_warps=warps, **flags,
+    )
+    out = torch.empty(b, h, 1, d, device=dev, dtype=q.dtype) if need_out else q
+    lse = torch.empty(b, h, 1, **f32)
+    rows = torch.empty(len(row), b, h, 1, **f32) if row else pf
+    arg = torch.empty(b, h, 1, device=dev, dtype=torch.int64) if "argmax" in want else pa
+    chunk = FUSED_KEY_CHUNK if (want_key or want_count) else lk
+    n_chunks = -(-lk // chunk)
+    fused_decode_combine_kernel[(n_rows * n_chunks,)](
+        pf, pa, po, km, kc, kmean, out, lse, rows, arg, parts, n_rows, lk, chunk, qk_scale, n_rows,
+        out.stride(0) if need_out else 0, out.stride(1) if need_out else 0, h,
+        BLOCK_P=max(16, 4096 // block_d), BLOCK_K=1024, BLOCK_D=block_d, HEAD_DIM=d, WANT_OUT=need_out,
+        WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
+        WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
+        WANT_KEY=want_key, WANT_COUNT=want_count, WANT_KMEAN="key_mean" in want, **slots, num_warps=4,
+    )
+    st = AttentionStats()
+    if "lse" in want:
+        st.lse = lse
+    for n, t in zip(row, rows.unbind(0) if row else ()):
+        setattr(st, n, t)
+    if "argmax" in want:
+        st.argmax = arg
+    if "key_mass" in want:
+        st.key_mass = km
+    if "key_mean" in want:
+        st.key_mean = kmean
+    if "key_count" in want:
+        st.key_count = kc
+    return (out if need_out else None), st

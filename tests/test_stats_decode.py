@@ -15,10 +15,12 @@ STATS = ["lse", "max_prob", "argmax", "entropy", "sink_mass", "local_mass", "spa
          "key_count"]
 
 
-@pytest.fixture
-def packed(monkeypatch):
-    """The packed path on; every call of it recorded (batch x KV heads, parts)."""
+@pytest.fixture(params=["fused", "walk"])
+def packed(monkeypatch, request):
+    """The packed path on, as the fused walk (output and statistics in one pass, the default) or as the statistics
+    walk after the forward (INTERP_DECODE_FUSED=0); every call of it recorded (batch x KV heads, parts)."""
     monkeypatch.setattr(launcher_decode, "ENABLED", True)
+    monkeypatch.setattr(launcher_decode, "FUSED", request.param == "fused")
     calls = []
     real = launcher_decode.n_parts
 
@@ -173,6 +175,8 @@ def test_env_values():
     for bad in ("yes", "2", "on"):
         with pytest.raises(ValueError, match="INTERP_DECODE_PACK"):
             launcher_decode.enabled_from_env(bad)
+        with pytest.raises(ValueError, match="INTERP_DECODE_FUSED='"):
+            launcher_decode.enabled_from_env(bad, launcher_decode.FUSED_ENV)
 
 
 def test_parts_per_program():

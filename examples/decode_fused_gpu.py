@@ -1,0 +1,95 @@
+"""A decode step with every statistic, side by side on the GPU (CUDA-graph replays, one process): SDPA's output
+alone, the packed statistics walk after cuDNN's forward (INTERP_DECODE_FUSED=0), and the fused walk
+(`kernels/triton_decode_fused.py`) under its default tile and the variants given; then where the fused step's time
+goes (torch.profiler).
+
+    python examples/decode_fused_gpu.py --lengths 8192 32768 131072 --tiles 64x4 32x4 64x8 --parts 4 2 8
+    python examples/decode_fused_gpu.py --profile 131072   # the kernels of 20 fused steps per shape at 128k
+
+--tiles: fused walk BLOCK_NxWARPS for head dims <= 128 (256: half the BLOCK_N); --parts: programs per SM the
+cache is split for (`walk_parts.target_programs`: 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import torch
+
+from interp.kernels import attention_with_stats, launcher_decode, walk_parts
+from interp.kernels.bench import graph_ms, sdpa
+
+SHAPES = ("32x128/8", "9x64/3", "4x256/1")
+
+
+def _inputs(shape: str, n: int):
+    h, d, hk = (int(x) for x in re.fullmatch(r"(\d+)x(\d+)/(\d+)", shape).groups())
+    g = torch.Generator("cuda").manual_seed(n)
+    kw = dict(device="cuda", dtype=torch.float16, generator=g)
+    return torch.randn(1, h, 1, d, **kw), torch.randn(1, hk, n, d, **kw), torch.randn(1, hk, n, d, **kw)
+
+
+def _tile(text: str):
+    m = re.fullmatch(r"(\d+)x(\d+)", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"tile must read BLOCK_NxWARPS (e.g. 64x4), got {text!r}")
+    bn, w = int(m.group(1)), int(m.group(2))
+    return {64: (bn, w), 128: (bn, w), 256: (max(16, bn // 2), w)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES))
+    p.add_argument("--lengths", nargs="*", type=int, default=[8192, 32768, 131072])
+    p.add_argument("--tiles", nargs="*", type=_tile, default=[])
+    p.add_argument("--parts", nargs="*", type=int, default=[], help="programs per SM (default 4)")
+    p.add_argument("--profile", nargs="*", type=int, default=[], help="lengths to profile the fused step at")
+    a = p.parse_args(argv)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    default_tile = dict(launcher_decode.FUSED_TILE)
+    real_target = walk_parts.target_programs
+    print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, fp16, one query per head, every statistic")
+    print("| shape | N | SDPA us | packed walk after cuDNN | fused (default) | " + " | ".join(
+        [f"fused {t[64][0]}x{t[64][1]}" for t in a.tiles] + [f"fused {k}/SM" for k in a.parts]) + " |")
+    for shape in a.shapes:
+        for n in a.lengths:
+            q, k, v = _inputs(shape, n)
+            span = (n // 2, min(n, n // 2 + 64))
+
+            def ours():
+                return attention_with_stats(q, k, v, stats="all", span=span)
+
+            base = graph_ms(lambda: sdpa(q, k, v)) * 1e3
+            cells = []
+            launcher_decode.FUSED = False
+            cells.append(graph_ms(ours) * 1e3)
+            launcher_decode.FUSED = True
+            cells.append(graph_ms(ours) * 1e3)
+            for t in a.tiles:
+                launcher_decode.FUSED_TILE.update(t)
+                cells.append(graph_ms(ours) * 1e3)
+                launcher_decode.FUSED_TILE.update(default_tile)
+            for per in a.parts:
+                walk_parts.target_programs = lambda dev, per=per: per * sms
+                cells.append(graph_ms(ours) * 1e3)
+                walk_parts.target_programs = real_target
+            print(f"| {shape} | {n // 1024}k | {base:.1f} | " + " | ".join(f"{c:.1f} ({c / base:.2f}x)" for c in cells)
+                  + " |", flush=True)
+    for n in a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for shape in a.shapes:
+            q, k, v = _inputs(shape, n)
+            attention_with_stats(q, k, v, stats="all")
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(20):
+                    attention_with_stats(q, k, v, stats="all")
+                torch.cuda.synchronize()
+            print(f"# {shape} n={n}, 20 fused steps")
+            print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=6, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""A decode step's output and statistics in one pass over the cache (the packed walk of `triton_stats_decode.py`
+with V as well): no separate forward.
+
+The packed statistics walk reads K once more after cuDNN's forward has read K and V: at 128k cached keys that
+second read is what keeps a step at ~1.4-1.6x SDPA (round 21, H200). Here each part of the cache is walked once,
+flash-decoding style: the G query heads of a KV head as the rows of one tile, a running max per row, the output
+accumulated from V, and every row statistic kept relative to the running max, so parts combine without the lse:
+
+    per part (raw max m, x = s * qk_scale in log2 units, M = m * qk_scale):
+        l = sum 2^(x - M),  u = sum 2^(x - M) (x - M),  sink / local / span = sum 2^(x - M) over their keys,
+        acc = sum 2^(x - M) v
+    combined (lse2 = log2 sum_parts 2^M l, w = 2^(M - lse2)):
+        sum p log2 p = sum_parts w (u + (M - lse2) l),  masses = sum_parts w mass,  out = sum_parts w acc
+
+The walk stores each key's raw score in key_mass's buffer; the combine turns it into 2^(x - lse2) once the lse is
+known. The relative forms (x - M <= 0) keep entropy's sum free of the cancellation that sum p x - lse2 would have
+at large scores. Launcher: `launcher_decode.fused_decode`.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .triton_stats_rows import LSE_LIMIT, _bad_rows, _store_full_walk, _store_masses
+from .triton_stats_t import _key_scores
+
+N_PF = 6  # per-part row partials in PF: raw max, l, u, sink, local, span
+
+
+@triton.jit
+def _rescale(old, alpha):
+    """A running sum of 2^(x - M) terms carried to a new max (alpha = 2^(M_old - M_new))."""
+    return old * alpha
+
+
+@triton.jit
+def fused_decode_walk_kernel(
+    Q, K, V, PF, PA, PO, KM_OUT, SPANS,
+    stride_qb, stride_qh, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    H, G, KVH, Lk, q_pos, qk_scale, sink_tokens, local_window, n_rows,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
+    WANT_OUT: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr,
+    WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, UPCAST: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    """One (batch x KV head, part) per program, parts fastest. PF [N_PF, n_parts, n_rows] float32 and PA [n_parts,
+    n_rows] int32 (the first key at the raw max); PO [n_parts, n_rows, BLOCK_D] float32 (acc, unnormalised); KM_OUT
+    [b * H, Lk] float32 (raw scores, made key_mass by the combine); SPANS [b, 2] int64; n_rows = b * H."""
+    n_parts = tl.num_programs(0) // (n_rows // G)
+    part = tl.program_id(0) % n_parts
+    pid_bk = tl.program_id(0) // n_parts  # batch x KV head
+    b = pid_bk // KVH
+    kvh = pid_bk % KVH
+    offs_g = tl.arange(0, BLOCK_G)
+    g_ok = offs_g < G
+    row = b * H + kvh * G + offs_g  # [BLOCK_G]: the packed rows' (batch x head)
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < HEAD_DIM
+    b64 = b.to(tl.int64)
+    q_ptrs = Q + b64 * stride_qb + (kvh * G + offs_g).to(tl.int64)[:, None] * stride_qh + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=g_ok[:, None] & dmask[None, :], other=0.0)
+    k_base = K + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
+    v_base = V + b64 * stride_vb + kvh.to(tl.int64) * stride_vh
+    span_lo = 0
+    span_hi = 0
+    if WANT_SPAN:
+        span_lo = tl.load(SPANS + 2 * b)
+        span_hi = tl.load(SPANS + 2 * b + 1)
+    chunk = tl.cdiv(tl.cdiv(Lk, BLOCK_N), n_parts) * BLOCK_N
+    lo = part * chunk
+    hi = tl.minimum(lo + chunk, Lk)
+    zero = tl.zeros([BLOCK_G], dtype=tl.float32)
+    m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)  # raw max score (scale > 0 keeps the order)
+    a_i = tl.full([BLOCK_G], -1, dtype=tl.int32)
+    l_i, u_i, sk_i, lc_i, sp_i = zero, zero, zero, zero, zero
+    acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    qpos = tl.zeros([BLOCK_G], dtype=tl.int32) + q_pos
+    out_base = row.to(tl.int64)[:, None] * Lk  # [BLOCK_G, 1]
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        # every key is visible to the step's query: only the end of the cache is masked (-inf)
+        s = _key_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, K, qk_scale,
+                        K, qpos, 0, True, False, False, 0, False, False, UPCAST, DOT_PREC, False)
+        m_blk = tl.max(s, 1)
+        if WANT_ARG:  # the block's first key at its max; kept only where the running max grows
+            blk_arg = tl.min(tl.where(s == m_blk[:, None], offs_n[None, :], 2147483647), 1)
+            a_i = tl.where(m_blk > m_i, blk_arg, a_i)
+        m_new = tl.maximum(m_i, m_blk)
+        big = m_new * qk_scale  # the new max in log2 units
+        big = tl.where(big == float("-inf"), 0.0, big)  # (a row with no finite score yet: nothing to rescale)
+        alpha = tl.exp2(m_i * qk_scale - big)  # 0 on the first block (m_i = -inf)
+        t = s * qk_scale - big[:, None]  # x - M_new <= 0; -inf past the cache
+        p = tl.exp2(t)
+        if WANT_ENT:  # u carried to the new max: 2^(x - M_new) (x - M_new) = alpha 2^(x - M_old) ((x - M_old) + d)
+            shift = tl.where(l_i > 0, m_i * qk_scale - big, 0.0)  # d = M_old - M_new (0 before any mass)
+            u_i = alpha * (u_i + shift * l_i) + tl.sum(p * tl.maximum(t, -1e30), 1)
+        l_i = alpha * l_i + tl.sum(p, 1)
+        if WANT_SINK:
+            sk_i = _rescale(sk_i, alpha)
+            if start_n < sink_tokens:
+                sk_i += tl.sum(tl.where(offs_n[None, :] < sink_tokens, p, 0.0), 1)
+        if WANT_LOCAL:
+            lc_i = _rescale(lc_i, alpha)
+            if start_n + BLOCK_N > q_pos - local_window + 1:  # (only the blocks the window reaches)
+                dist = q_pos - offs_n
+                lc_i += tl.sum(tl.where(((dist >= 0) & (dist < local_window))[None, :], p, 0.0), 1)
+        if WANT_SPAN:
+            sp_i = _rescale(sp_i, alpha)
+            if (start_n < span_hi) & (start_n + BLOCK_N > span_lo):
+                sp_i += tl.sum(tl.where(((offs_n >= span_lo) & (offs_n < span_hi))[None, :], p, 0.0), 1)
+        if WANT_OUT:
+            v_ptrs = v_base + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd
+            vx = tl.load(v_ptrs, mask=(offs_n < Lk)[:, None] & dmask[None, :], other=0.0)  # [BLOCK_N, BLOCK_D]
+            acc = acc * alpha[:, None]
+            if UPCAST:
+                acc = tl.dot(p, vx.to(tl.float32), acc, input_precision=DOT_PREC)
+            else:
+                acc = tl.dot(p.to(vx.dtype), vx, acc, input_precision=DOT_PREC)
+        if WANT_KEY:  # raw scores, turned into probabilities by the combine
+            tl.store(KM_OUT + out_base + offs_n[None, :], s, mask=g_ok[:, None] & (offs_n < Lk)[None, :])
+        m_i = m_new
+    at = part * n_rows + row
+    tl.store(PF + at, m_i, mask=g_ok)
+    tl.store(PF + n_parts * n_rows + at, l_i, mask=g_ok)
+    tl.store(PF + 2 * n_parts * n_rows + at, u_i, mask=g_ok)
+    tl.store(PF + 3 * n_parts * n_rows + at, sk_i, mask=g_ok)
+    tl.store(PF + 4 * n_parts * n_rows + at, lc_i, mask=g_ok)
+    tl.store(PF + 5 * n_parts * n_rows + at, sp_i, mask=g_ok)
+    tl.store(PA + at, a_i, mask=g_ok)
+    if WANT_OUT:
+        o_ptrs = PO + at.to(tl.int64)[:, None] * BLOCK_D + offs_d[None, :]
+        tl.store(o_ptrs, acc, mask=g_ok[:, None])
+
+
+@triton.jit
+def _row_lse2(PF, row, n_parts, n_rows, qk_scale, BLOCK_P: tl.constexpr):
+    """A row's lse in log2 units from its parts' (raw max, l): log2 sum 2^(M_p) l_p, M_p = max_p * qk_scale (empty
+    parts, max -inf, add nothing). NaN where a part's sum is NaN."""
+    offs_p = tl.arange(0, BLOCK_P)
+    big = tl.full([1], float("-inf"), dtype=tl.float32)
+    tot = tl.zeros([1], dtype=tl.float32)
+    for p0 in range(0, n_parts, BLOCK_P):
+        pp = p0 + offs_p
+        ok = pp < n_parts
+        m_p = tl.load(PF + pp * n_rows + row, mask=ok, other=float("-inf")) * qk_scale
+        l_p = tl.load(PF + n_parts * n_rows + pp * n_rows + row, mask=ok, other=0.0)
+        new = tl.maximum(big, tl.max(m_p, 0))
+        safe = tl.where(new == float("-inf"), 0.0, new)
+        tot = tot * tl.exp2(big - safe) + tl.sum(tl.where(l_p > 0, l_p * tl.exp2(m_p - safe), l_p), 0)
+        big = new
+    return big + tl.log2(tot)
+
+
+@triton.jit
+def fused_decode_combine_kernel(
+    PF, PA, PO, KM, KC, KMEAN, OUT, LSE, ROWS, ARG, n_parts, n_rows, Lk, chunk, qk_scale, rows_stride,
+    stride_ob, stride_oh, H,
+    BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
+    WANT_OUT: tl.constexpr, WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr,
+    WANT_SINK: tl.constexpr, WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr,
+    WANT_COUNT: tl.constexpr, WANT_KMEAN: tl.constexpr,
+    S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
+):
+    """One (row, key chunk) per program, chunks fastest. Each works out its row's lse from the parts (a few hundred
+    floats) and turns its `chunk` keys' raw scores into key_mass (0 on bad rows, as the general kernel: NaN, or
+    |lse| >= LSE_LIMIT), key_mean and key_count; chunk 0 also stores the lse, the row statistics and the output
+    (OUT [b, H, 1, HEAD_DIM] in the query's dtype, strides of batch and head). Rows are [1]-vectors so that the
+    general kernel's row stores serve (`triton_stats_rows`)."""
+    LOG2E: tl.constexpr = 1.4426950408889634
+    n_chunks = tl.num_programs(0) // n_rows
+    r = tl.program_id(0) // n_chunks
+    c = tl.program_id(0) % n_chunks
+    row = r + tl.zeros([1], dtype=tl.int32)  # [1]
+    lse2 = _row_lse2(PF, row, n_parts, n_rows, qk_scale, BLOCK_P)  # [1]
+    bad = _bad_rows(lse2 / LOG2E, LSE_LIMIT)  # (every row sees its keys: none is empty)
+    if WANT_KEY or WANT_COUNT:
+        offs = tl.arange(0, BLOCK_K)
+        base = row.to(tl.int64) * Lk
+        end = tl.minimum(c * chunk + chunk, Lk)  # (a chunk need not be a multiple of BLOCK_K)
+        for k0 in range(c * chunk, end, BLOCK_K):
+            o = k0 + offs
+            ok = o < end
+            if WANT_KEY:
+                x = tl.load(KM + base + o, mask=ok, other=0.0)
+                mass = tl.where(bad, 0.0, tl.exp2(x * qk_scale - lse2))
+                tl.store(KM + base + o, mass, mask=ok)
+                if WANT_KMEAN:  # key_count is 1: mean = mass
+                    tl.store(KMEAN + base + o, mass, mask=ok)
+            if WANT_COUNT:
+                tl.store(KC + base + o, tl.full([BLOCK_K], 1.0, tl.float32), mask=ok)
+    if c == 0:
+        ok1 = row < n_rows  # [1] True
+        tl.store(LSE + row, lse2 / LOG2E)
+        tl.debug_barrier()  # (the row stores below load it back)
+        offs_p = tl.arange(0, BLOCK_P)
+        m_i = tl.full([1], float("-inf"), dtype=tl.float32)
+        a_i = tl.full([1], -1, dtype=tl.int32)
+        e_i = tl.zeros([1], dtype=tl.float32)
+        sk_i = tl.zeros([1], dtype=tl.float32)
+        lc_i = tl.zeros([1], dtype=tl.float32)
+        sp_i = tl.zeros([1], dtype=tl.float32)
+        offs_d = tl.arange(0, BLOCK_D)
+        o_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for p0 in range(0, n_parts, BLOCK_P):
+            pp = p0 + offs_p
+            ok = pp < n_parts
+            at = pp * n_rows + r
+            m_raw = tl.load(PF + at, mask=ok, other=float("-inf"))
+            big = m_raw * qk_scale
+            w = tl.where(m_raw == float("-inf"), 0.0, tl.exp2(big - lse2))  # the part's share of the row's mass
+            if WANT_ARG:  # the first part at the max: parts run in key order, each part's key its own first
+                m_c = tl.max(m_raw, 0)
+                a_p = tl.load(PA + at, mask=ok, other=-1)
+                a_c = tl.min(tl.where(m_raw == m_c, a_p, 2147483647), 0)
+                a_i = tl.where(m_c > m_i, a_c, a_i)  # strictly greater: a tie keeps the earlier tile's key
+            m_i = tl.maximum(m_i, tl.max(m_raw, 0))
+            if WANT_ENT:
+                l_p = tl.load(PF + n_parts * n_rows + at, mask=ok, other=0.0)
+                u_p = tl.load(PF + 2 * n_parts * n_rows + at, mask=ok, other=0.0)
+                shift = tl.where(m_raw == float("-inf"), 0.0, big - lse2)
+                e_i += tl.sum(w * (u_p + shift * l_p), 0)
+            if WANT_SINK:
+                sk_i += tl.sum(w * tl.load(PF + 3 * n_parts * n_rows + at, mask=ok, other=0.0), 0)
+            if WANT_LOCAL:
+                lc_i += tl.sum(w * tl.load(PF + 4 * n_parts * n_rows + at, mask=ok, other=0.0), 0)
+            if WANT_SPAN:
+                sp_i += tl.sum(w * tl.load(PF + 5 * n_parts * n_rows + at, mask=ok, other=0.0), 0)
+            if WANT_OUT:
+                acc = tl.load(PO + at.to(tl.int64)[:, None] * BLOCK_D + offs_d[None, :], mask=ok[:, None], other=0.0)
+                o_acc += tl.sum(w[:, None] * acc, 0)
+        if WANT_OUT:
+            bh = r
+            o_ptrs = OUT + (bh // H).to(tl.int64) * stride_ob + (bh % H).to(tl.int64) * stride_oh + offs_d
+            tl.store(o_ptrs, o_acc.to(OUT.dtype.element_ty), mask=offs_d < HEAD_DIM)
+        rs = tl.cast(rows_stride, tl.int64)
+        _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row, ok1, lse2, qk_scale, rs, S_MAXP, S_ENT, False,
+                         WANT_MAXP, WANT_ARG, WANT_ENT)
+        _store_masses(sk_i, lc_i, sp_i, bad, ROWS, row, ok1, rs, S_SINK, S_LOCAL, S_SPAN, WANT_SINK, WANT_LOCAL,
+                      WANT_SPAN)

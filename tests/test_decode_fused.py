@@ -1,0 +1,109 @@
+"""The fused decode walk (`kernels/triton_decode_fused.py`): a decode step's output, lse and statistics in one pass
+over the cache. Beside `test_stats_decode.py` (which runs its cases through both packed paths): what is the fused
+walk's own — the lse and output it forms, entropy at large scores (kept relative to each part's max), empty parts,
+the combine's key chunks, a call without output, and gradients through a step."""
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from interp.kernels import attention_with_stats, launcher_decode  # noqa: E402
+from test_kernel_triton import STAT_TOL, check_against_reference, make  # noqa: E402
+
+
+@pytest.fixture
+def fused(monkeypatch):
+    """The fused walk on; its calls recorded (need_out of each)."""
+    monkeypatch.setattr(launcher_decode, "ENABLED", True)
+    monkeypatch.setattr(launcher_decode, "FUSED", True)
+    calls = []
+    real = launcher_decode.fused_decode
+
+    def spy(*args, **kw):
+        calls.append(args[-1])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(launcher_decode, "fused_decode", spy)
+    return calls
+
+
+def test_lse_and_output_against_float64(fused, device):
+    """lse and output are the kernel's own here (no cuDNN forward): against float64 attention."""
+    q, k, v = make(2, 6, 2, 1, 700, 64, torch.float32, device, seed=51)
+    out, st = attention_with_stats(q, k, v, stats=["lse", "entropy"], backend="triton")
+    assert fused == [True]
+    kk = k.double().repeat_interleave(3, 1)
+    s = q.double() @ kk.transpose(-1, -2) / 8.0  # [2, 6, 1, 700]
+    torch.testing.assert_close(st.lse, torch.logsumexp(s, -1).float(), atol=2e-6, rtol=2e-6)
+    want = torch.softmax(s, -1) @ v.double().repeat_interleave(3, 1)
+    torch.testing.assert_close(out.double(), want, atol=2e-6, rtol=2e-5)
+
+
+def test_entropy_at_large_scores(fused, device):
+    """Scores in the thousands (a shared offset of 2000 plus a spread of ~100; lse ~ 2.5e3 < LSE_LIMIT): entropy
+    from sums relative to each part's max, close to float64 (the scores' own float32 rounding, ~1e-4 here, is
+    the limit)."""
+    q, k, v = make(1, 4, 1, 1, 300, 32, torch.float32, device, seed=52)
+    q = q * 150.0
+    k[..., 0] = 1.0
+    q[..., 0] = 2000 * 32 ** 0.5
+    out, st = attention_with_stats(q, k, v, stats=["entropy", "max_prob", "lse"], backend="triton")
+    s = q.double() @ k.double().transpose(-1, -2) / 32 ** 0.5
+    p = torch.softmax(s, -1)
+    ent = -(p * torch.log_softmax(s, -1)).sum(-1)
+    assert st.lse.min() > 2000 and ent.max() > 0.3  # (a row with real spread)
+    torch.testing.assert_close(st.entropy, ent.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(st.max_prob, p.max(-1).values.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(st.lse, torch.logsumexp(s, -1).float(), atol=1e-3, rtol=1e-6)
+
+
+def test_empty_parts_and_key_chunks(fused, monkeypatch, device):
+    """More parts than the key blocks fill (5 blocks in 4 parts of 2 blocks: the last part empty) on the CPU, and
+    key statistics finalized in chunks of 128 keys (3 chunks a row, the last partial)."""
+    monkeypatch.setattr(launcher_decode, "CPU_PARTS", 4)
+    monkeypatch.setattr(launcher_decode, "FUSED_KEY_CHUNK", 128)
+    if device.type == "cuda":
+        monkeypatch.setattr(launcher_decode.walk_parts, "target_programs", lambda dev: 8)  # 2 KV heads x 4 parts
+    q, k, v = make(1, 6, 2, 1, 300, 32, torch.float16, device, seed=53)
+    check_against_reference(q, k, v, causal=True, stats="all", sink_tokens=5, local_window=100, span=(64, 257))
+    assert fused == [True]
+
+
+def test_without_output(fused, device):
+    """need_out=False: no output, no V read, the same statistics."""
+    q, k, v = make(1, 8, 2, 1, 250, 48, torch.bfloat16, device, seed=54)
+    out, st = attention_with_stats(q, k, v, stats="all", need_out=False, backend="triton")
+    _, full = attention_with_stats(q, k, v, stats="all", backend="triton")
+    assert out is None and fused == [False, True]
+    for name, t in full.items():
+        torch.testing.assert_close(getattr(st, name), t, equal_nan=True, msg=name, atol=0, rtol=0)
+
+
+def test_off_takes_the_forward_then_the_statistics_walk(fused, monkeypatch, device):
+    monkeypatch.setattr(launcher_decode, "FUSED", False)
+    q, k, v = make(1, 4, 2, 1, 150, 32, torch.float32, device, seed=55)
+    out, st = attention_with_stats(q, k, v, stats="all", backend="triton")
+    monkeypatch.setattr(launcher_decode, "FUSED", True)
+    out2, st2 = attention_with_stats(q, k, v, stats="all", backend="triton")
+    assert fused == [True]
+    torch.testing.assert_close(out2, out, atol=2e-6, rtol=2e-5)
+    for name, t in st.items():
+        if name == "argmax":
+            assert torch.equal(getattr(st2, name), t)
+        else:
+            torch.testing.assert_close(getattr(st2, name), t, equal_nan=True, msg=name, **STAT_TOL)
+
+
+def test_gradients_through_a_fused_step(fused, device):
+    """The differentiable path's forward takes the fused walk; its output and lse feed the backward kernels."""
+    q, k, v = make(2, 4, 2, 1, 200, 32, torch.float32, device, seed=56)
+    grads = []
+    for backend in ("triton", "reference"):
+        qq, kk, vv = (t.clone().requires_grad_(True) for t in (q, k, v))
+        out, st = attention_with_stats(qq, kk, vv, stats=["entropy", "key_mass"], backend=backend)
+        (out * torch.linspace(-1, 1, 32, device=device)).sum().backward()
+        grads.append((qq.grad, kk.grad, vv.grad, st.entropy))
+    assert fused == [True]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-4)
