@@ -20,7 +20,7 @@ if [ "$PART" = a ]; then
     | tee "$OUT/decode_round21b.log"
   more="--tiles 32x4 64x8 32x8 --parts 2 8"
 else
-  more="--tiles 32x4 64x8"
+  more="--tiles 64x8 --parts 2"
 fi
 timeout 200 python3 examples/decode_fused_gpu.py $more --profile 131072 2>&1 | grep -v Warn \
   | tee "$OUT/decode_fused_round21.log"

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
             regs, stack = R.resources(compile_kernel(fused.fused_decode_walk_kernel, const, FUSED_WALK_PTRS))
             print(f"fused walk     head_dim {d:<4} BLOCK_N {const['BLOCK_N']:<3} registers {regs:>3}  spill B {stack}")
         for d in (64, 128, 256):
-            const = dict(BLOCK_P=max(16, 4096 // d), BLOCK_K=1024, BLOCK_D=d, HEAD_DIM=d, WANT_OUT=True,
+            const = dict(BLOCK_P=128, BLOCK_K=1024, BLOCK_D=d, D_SLICE=32, HEAD_DIM=d, WANT_OUT=True,
                          WANT_MAXP=True, WANT_COUNT=True, WANT_KMEAN=True, **want, **SLOTS)
             const.pop("BLOCK_N", None)
             regs, stack = R.resources(compile_kernel(fused.fused_decode_combine_kernel, const, FUSED_COMBINE_PTRS))

@@ -38,7 +38,8 @@ COMBINE_PARTS = 128  # parts loaded at once by a combine program ([16, 128] tile
 FUSED_ENV = "INTERP_DECODE_FUSED"
 FUSED = enabled_from_env(os.environ.get(FUSED_ENV), FUSED_ENV)  # output and statistics in one walk (with ENABLED)
 FUSED_TILE = {64: (64, 4), 128: (64, 4), 256: (32, 4)}  # fused walk (BLOCK_N, warps) by padded head dim (16-256)
-FUSED_KEY_CHUNK = 4096  # keys finalized per program of the fused combine (128k keys: 32 programs a row)
+FUSED_KEY_CHUNK = 2048  # keys finalized per program of the fused combine (128k keys: 64 programs a row)
+FUSED_D_SLICE = 32  # output dims combined per program of the fused combine (4x256: 8 programs a head)
 
 
 def eligible(spec: AttnSpec) -> bool:
@@ -153,11 +154,11 @@ def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: flo
     rows = torch.empty(len(row), b, h, 1, **f32) if row else pf
     arg = torch.empty(b, h, 1, device=dev, dtype=torch.int64) if "argmax" in want else pa
     chunk = FUSED_KEY_CHUNK if (want_key or want_count) else lk
-    n_chunks = -(-lk // chunk)
-    fused_decode_combine_kernel[(n_rows * n_chunks,)](
+    n_prog = max(-(-lk // chunk), -(-d // FUSED_D_SLICE) if need_out else 1)  # key chunks, output slices
+    fused_decode_combine_kernel[(n_rows * n_prog,)](
         pf, pa, po, km, kc, kmean, out, lse, rows, arg, parts, n_rows, lk, chunk, qk_scale, n_rows,
         out.stride(0) if need_out else 0, out.stride(1) if need_out else 0, h,
-        BLOCK_P=max(16, 4096 // block_d), BLOCK_K=1024, BLOCK_D=block_d, HEAD_DIM=d, WANT_OUT=need_out,
+        BLOCK_P=128, BLOCK_K=1024, BLOCK_D=block_d, D_SLICE=FUSED_D_SLICE, HEAD_DIM=d, WANT_OUT=need_out,
         WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
         WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
         WANT_KEY=want_key, WANT_COUNT=want_count, WANT_KMEAN="key_mean" in want, **slots, num_warps=4,

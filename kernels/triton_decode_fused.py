@@ -158,24 +158,27 @@ def _row_lse2(PF, row, n_parts, n_rows, qk_scale, BLOCK_P: tl.constexpr):
 def fused_decode_combine_kernel(
     PF, PA, PO, KM, KC, KMEAN, OUT, LSE, ROWS, ARG, n_parts, n_rows, Lk, chunk, qk_scale, rows_stride,
     stride_ob, stride_oh, H,
-    BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
-    WANT_OUT: tl.constexpr, WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr, WANT_ENT: tl.constexpr,
-    WANT_SINK: tl.constexpr, WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr,
-    WANT_COUNT: tl.constexpr, WANT_KMEAN: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr, D_SLICE: tl.constexpr,
+    HEAD_DIM: tl.constexpr, WANT_OUT: tl.constexpr, WANT_MAXP: tl.constexpr, WANT_ARG: tl.constexpr,
+    WANT_ENT: tl.constexpr, WANT_SINK: tl.constexpr, WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr,
+    WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr, WANT_KMEAN: tl.constexpr,
     S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
 ):
-    """One (row, key chunk) per program, chunks fastest. Each works out its row's lse from the parts (a few hundred
-    floats) and turns its `chunk` keys' raw scores into key_mass (0 on bad rows, as the general kernel: NaN, or
-    |lse| >= LSE_LIMIT), key_mean and key_count; chunk 0 also stores the lse, the row statistics and the output
-    (OUT [b, H, 1, HEAD_DIM] in the query's dtype, strides of batch and head). Rows are [1]-vectors so that the
-    general kernel's row stores serve (`triton_stats_rows`)."""
+    """n_prog programs per row (rows slowest): program c works out its row's lse from the parts (a few hundred
+    floats), turns the raw scores of key chunk c (`chunk` keys; none past the last chunk) into key_mass (0 on bad
+    rows, as the general kernel: NaN, or |lse| >= LSE_LIMIT), key_mean and key_count, and combines the output's
+    head-dim slice c (D_SLICE wide; none past the head dim) into OUT [b, H, 1, HEAD_DIM] (the query's dtype,
+    strides of batch and head): a head's parts are spread over programs, not read by one (528 parts x 256 dims at
+    MQA 128k took one program 66 us). Program 0 also stores the lse and the row statistics. Rows are [1]-vectors
+    so that the general kernel's row stores serve (`triton_stats_rows`)."""
     LOG2E: tl.constexpr = 1.4426950408889634
-    n_chunks = tl.num_programs(0) // n_rows
-    r = tl.program_id(0) // n_chunks
-    c = tl.program_id(0) % n_chunks
+    n_prog = tl.num_programs(0) // n_rows
+    r = tl.program_id(0) // n_prog
+    c = tl.program_id(0) % n_prog
     row = r + tl.zeros([1], dtype=tl.int32)  # [1]
     lse2 = _row_lse2(PF, row, n_parts, n_rows, qk_scale, BLOCK_P)  # [1]
     bad = _bad_rows(lse2 / LOG2E, LSE_LIMIT)  # (every row sees its keys: none is empty)
+    offs_p = tl.arange(0, BLOCK_P)
     if WANT_KEY or WANT_COUNT:
         offs = tl.arange(0, BLOCK_K)
         base = row.to(tl.int64) * Lk
@@ -191,19 +194,31 @@ def fused_decode_combine_kernel(
                     tl.store(KMEAN + base + o, mass, mask=ok)
             if WANT_COUNT:
                 tl.store(KC + base + o, tl.full([BLOCK_K], 1.0, tl.float32), mask=ok)
+    if WANT_OUT:
+        if c * D_SLICE < HEAD_DIM:
+            offs_d = c * D_SLICE + tl.arange(0, D_SLICE)
+            o_acc = tl.zeros([D_SLICE], dtype=tl.float32)
+            for p0 in range(0, n_parts, BLOCK_P):
+                pp = p0 + offs_p
+                ok = pp < n_parts
+                at = pp * n_rows + r
+                m_raw = tl.load(PF + at, mask=ok, other=float("-inf"))
+                w = tl.where(m_raw == float("-inf"), 0.0, tl.exp2(m_raw * qk_scale - lse2))  # the part's share
+                in_po = ok[:, None] & (offs_d < BLOCK_D)[None, :]  # (head dims of 16: a slice wider than the row)
+                acc = tl.load(PO + at.to(tl.int64)[:, None] * BLOCK_D + offs_d[None, :], mask=in_po, other=0.0)
+                o_acc += tl.sum(w[:, None] * acc, 0)
+            o_ptrs = OUT + (r // H).to(tl.int64) * stride_ob + (r % H).to(tl.int64) * stride_oh + offs_d
+            tl.store(o_ptrs, o_acc.to(OUT.dtype.element_ty), mask=offs_d < HEAD_DIM)
     if c == 0:
         ok1 = row < n_rows  # [1] True
         tl.store(LSE + row, lse2 / LOG2E)
         tl.debug_barrier()  # (the row stores below load it back)
-        offs_p = tl.arange(0, BLOCK_P)
         m_i = tl.full([1], float("-inf"), dtype=tl.float32)
         a_i = tl.full([1], -1, dtype=tl.int32)
         e_i = tl.zeros([1], dtype=tl.float32)
         sk_i = tl.zeros([1], dtype=tl.float32)
         lc_i = tl.zeros([1], dtype=tl.float32)
         sp_i = tl.zeros([1], dtype=tl.float32)
-        offs_d = tl.arange(0, BLOCK_D)
-        o_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         for p0 in range(0, n_parts, BLOCK_P):
             pp = p0 + offs_p
             ok = pp < n_parts
@@ -228,13 +243,6 @@ def fused_decode_combine_kernel(
                 lc_i += tl.sum(w * tl.load(PF + 4 * n_parts * n_rows + at, mask=ok, other=0.0), 0)
             if WANT_SPAN:
                 sp_i += tl.sum(w * tl.load(PF + 5 * n_parts * n_rows + at, mask=ok, other=0.0), 0)
-            if WANT_OUT:
-                acc = tl.load(PO + at.to(tl.int64)[:, None] * BLOCK_D + offs_d[None, :], mask=ok[:, None], other=0.0)
-                o_acc += tl.sum(w[:, None] * acc, 0)
-        if WANT_OUT:
-            bh = r
-            o_ptrs = OUT + (bh // H).to(tl.int64) * stride_ob + (bh % H).to(tl.int64) * stride_oh + offs_d
-            tl.store(o_ptrs, o_acc.to(OUT.dtype.element_ty), mask=offs_d < HEAD_DIM)
         rs = tl.cast(rows_stride, tl.int64)
         _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row, ok1, lse2, qk_scale, rs, S_MAXP, S_ENT, False,
                          WANT_MAXP, WANT_ARG, WANT_ENT)
