@@ -37,6 +37,8 @@ COMBINE_BLOCK = 16  # rows per combine program
 COMBINE_PARTS = 128  # parts loaded at once by a combine program ([16, 128] tiles)
 FUSED_ENV = "INTERP_DECODE_FUSED"
 FUSED = enabled_from_env(os.environ.get(FUSED_ENV), FUSED_ENV)  # output and statistics in one walk (with ENABLED)
+FUSED_MAX_HEAD_DIM = 128  # head dim 256 (Gemma 3) keeps cuDNN + the packed walk: the fused step timed 1.74-2.51x there
+# on the H100 (round 21) against 1.41-1.49x, before its combine was spread over programs (untimed since)
 FUSED_TILE = {64: (64, 4), 128: (64, 4), 256: (32, 4)}  # fused walk (BLOCK_N, warps) by padded head dim (16-256)
 FUSED_KEY_CHUNK = 2048  # keys finalized per program of the fused combine (128k keys: 64 programs a row)
 FUSED_D_SLICE = 32  # output dims combined per program of the fused combine (4x256: 8 programs a head)
@@ -62,8 +64,10 @@ def n_parts(n_programs: int, key_blocks: int, device) -> int:
 
 
 def fused_eligible(spec: AttnSpec) -> bool:
-    """A decode step (`eligible`) asking for a statistic besides lse, with the fused walk on."""
-    return FUSED and eligible(spec) and any(n != "lse" for n in spec.stats)
+    """A decode step (`eligible`) asking for a statistic besides lse, head dim <= FUSED_MAX_HEAD_DIM, with the fused
+    walk on."""
+    return (FUSED and spec.head_dim <= FUSED_MAX_HEAD_DIM and eligible(spec)
+            and any(n != "lse" for n in spec.stats))
 
 
 def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, slots: dict, qk_scale: float, flags: dict) -> AttentionStats:

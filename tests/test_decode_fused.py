@@ -17,6 +17,7 @@ def fused(monkeypatch):
     """The fused walk on; its calls recorded (need_out of each)."""
     monkeypatch.setattr(launcher_decode, "ENABLED", True)
     monkeypatch.setattr(launcher_decode, "FUSED", True)
+    monkeypatch.setattr(launcher_decode, "FUSED_MAX_HEAD_DIM", 256)
     calls = []
     real = launcher_decode.fused_decode
 
@@ -107,3 +108,18 @@ def test_gradients_through_a_fused_step(fused, device):
     assert fused == [True]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-4)
+
+
+def test_head_dim_256_takes_the_forward_by_default(monkeypatch, device):
+    """Until the fused combine is timed at head dim 256 (round 21), such steps take cuDNN's forward and the packed
+    statistics walk."""
+    from interp.kernels.checks import check_inputs
+
+    monkeypatch.setattr(launcher_decode, "ENABLED", True)
+    monkeypatch.setattr(launcher_decode, "FUSED", True)
+    q, k, v = make(1, 4, 1, 1, 100, 256, torch.float16, device, seed=57)
+    kw = dict(causal=True, scale=None, sliding_window=None, attention_mask=None, key_bias=None, stats="all",
+              sink_tokens=4, local_window=64, span=None)
+    assert not launcher_decode.fused_eligible(check_inputs(q, k, v, **kw))
+    q2, k2, v2 = make(1, 4, 1, 1, 100, 128, torch.float16, device, seed=57)
+    assert launcher_decode.fused_eligible(check_inputs(q2, k2, v2, **kw))

@@ -21,6 +21,7 @@ def packed(monkeypatch, request):
     walk after the forward (INTERP_DECODE_FUSED=0); every call of it recorded (batch x KV heads, parts)."""
     monkeypatch.setattr(launcher_decode, "ENABLED", True)
     monkeypatch.setattr(launcher_decode, "FUSED", request.param == "fused")
+    monkeypatch.setattr(launcher_decode, "FUSED_MAX_HEAD_DIM", 256)  # (the fused kernel at every head dim)
     calls = []
     real = launcher_decode.n_parts
 
