@@ -1,9 +1,12 @@
-"""Launcher of the packed decode-step statistics (`triton_stats_decode.py`): which calls take it, how many parts,
-and the two launches (the walk, then the combine of its parts).
+"""Launcher of a decode step's packed paths: which calls take them, how many parts, and the launches.
 
-On by default since round 21: with its combine tiled (128 parts a load), a decode step with every statistic took
-1.36-1.64x SDPA's time on the H200 against the general kernel's 2.18-3.59x in the same run (8k-128k cached keys,
-32x128, 9x64, 4x256; `docs/gpu/decode_round21.log`). INTERP_DECODE_PACK=0 restores the general kernel.
+- `fused_decode` (`triton_decode_fused.py`, on for head dims <= 128; INTERP_DECODE_FUSED=0 off): output, lse and
+  statistics in one walk over K and V, then a combine. Round 21 (H100, CUDA-graph replays, every statistic, 8k /
+  32k / 128k cached keys; `docs/gpu/decode_fused_round21.log`): 32x128 1.32x / 1.27x / 1.36x SDPA, 9x64 1.49x /
+  1.55x / 1.49x, against the packed walk's 1.53x / 1.51x / 1.59x and 1.58x / 1.54x / 1.52x in the same run.
+- `decode_stats` (`triton_stats_decode.py`): the statistics alone, after cuDNN's forward gave the lse (head dim
+  256, INTERP_DECODE_FUSED=0, and `stats_from_lse`). INTERP_DECODE_PACK=0 turns both off (the general kernel). With its combine tiled it took 1.36-1.64x SDPA on the H200
+  against the general kernel's 2.18-3.59x in the same run (`docs/gpu/decode_round21.log`).
 """
 
 from __future__ import annotations
