@@ -115,17 +115,7 @@ def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, slots: dict, qk_scale: f
             WANT_ENT="entropy" in want, WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want,
             WANT_SPAN="span_mass" in want, **slots, num_warps=4,
         )
-    for n, t in zip(row, rows.unbind(0) if row else ()):
-        setattr(st, n, t)
-    if "argmax" in want:
-        st.argmax = arg
-    if "key_mass" in want:
-        st.key_mass = km
-    if "key_mean" in want:
-        st.key_mean = kmean
-    if "key_count" in want:
-        st.key_count = kc
-    return st
+    return _fill(st, want, row, rows, arg, km, kmean, kc)
 
 
 def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: float, flags: dict, need_out: bool):
@@ -173,6 +163,12 @@ def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: flo
     st = AttentionStats()
     if "lse" in want:
         st.lse = lse
+    return (out if need_out else None), _fill(st, want, row, rows, arg, km, kmean, kc)
+
+
+def _fill(st: AttentionStats, want: set, row: tuple, rows, arg, km, kmean, kc) -> AttentionStats:
+    """st with the statistics `want` asks for: the per-query ones from their slots of rows [len(row), b, h, 1],
+    argmax, and the key statistics [b, h, Lk]."""
     for n, t in zip(row, rows.unbind(0) if row else ()):
         setattr(st, n, t)
     if "argmax" in want:
@@ -183,4 +179,4 @@ def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: flo
         st.key_mean = kmean
     if "key_count" in want:
         st.key_count = kc
-    return (out if need_out else None), st
+    return st

@@ -22,8 +22,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .triton_stats_decode import _block_scores, _packed_program, _span_of
 from .triton_stats_rows import LSE_LIMIT, _bad_rows, _store_full_walk, _store_masses
-from .triton_stats_t import _key_scores
 
 N_PF = 6  # per-part row partials in PF: raw max, l, u, sink, local, span
 
@@ -48,14 +48,7 @@ def fused_decode_walk_kernel(
     """One (batch x KV head, part) per program, parts fastest. PF [N_PF, n_parts, n_rows] float32 and PA [n_parts,
     n_rows] int32 (the first key at the raw max); PO [n_parts, n_rows, BLOCK_D] float32 (acc, unnormalised); KM_OUT
     [b * H, Lk] float32 (raw scores, made key_mass by the combine); SPANS [b, 2] int64; n_rows = b * H."""
-    n_parts = tl.num_programs(0) // (n_rows // G)
-    part = tl.program_id(0) % n_parts
-    pid_bk = tl.program_id(0) // n_parts  # batch x KV head
-    b = pid_bk // KVH
-    kvh = pid_bk % KVH
-    offs_g = tl.arange(0, BLOCK_G)
-    g_ok = offs_g < G
-    row = b * H + kvh * G + offs_g  # [BLOCK_G]: the packed rows' (batch x head)
+    n_parts, part, b, kvh, offs_g, g_ok, row, lo, hi = _packed_program(n_rows, G, H, KVH, Lk, BLOCK_G, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < HEAD_DIM
     b64 = b.to(tl.int64)
@@ -63,14 +56,7 @@ def fused_decode_walk_kernel(
     q = tl.load(q_ptrs, mask=g_ok[:, None] & dmask[None, :], other=0.0)
     k_base = K + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
     v_base = V + b64 * stride_vb + kvh.to(tl.int64) * stride_vh
-    span_lo = 0
-    span_hi = 0
-    if WANT_SPAN:
-        span_lo = tl.load(SPANS + 2 * b)
-        span_hi = tl.load(SPANS + 2 * b + 1)
-    chunk = tl.cdiv(tl.cdiv(Lk, BLOCK_N), n_parts) * BLOCK_N
-    lo = part * chunk
-    hi = tl.minimum(lo + chunk, Lk)
+    span_lo, span_hi = _span_of(SPANS, b, WANT_SPAN)
     zero = tl.zeros([BLOCK_G], dtype=tl.float32)
     m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)  # raw max score (scale > 0 keeps the order)
     a_i = tl.full([BLOCK_G], -1, dtype=tl.int32)
@@ -81,9 +67,8 @@ def fused_decode_walk_kernel(
     out_base = row.to(tl.int64)[:, None] * Lk  # [BLOCK_G, 1]
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        # every key is visible to the step's query: only the end of the cache is masked (-inf)
-        s = _key_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, K, qk_scale,
-                        K, qpos, 0, True, False, False, 0, False, False, UPCAST, DOT_PREC, False)
+        s = _block_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, qk_scale,
+                          qpos, UPCAST, DOT_PREC)
         m_blk = tl.max(s, 1)
         if WANT_ARG:  # the block's first key at its max; kept only where the running max grows
             blk_arg = tl.min(tl.where(s == m_blk[:, None], offs_n[None, :], 2147483647), 1)

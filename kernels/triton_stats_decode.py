@@ -31,6 +31,45 @@ def _row_partials(N: tl.constexpr):
 
 
 @triton.jit
+def _packed_program(n_rows, G, H, KVH, Lk, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's share of a packed decode walk, one (batch x KV head, part) per program, parts fastest:
+    (parts per KV head, this part, batch, KV head, the tile's row offsets [BLOCK_G], which of them are live query
+    heads, their (batch x head) = their row of the outputs, and the part's keys [lo, hi): consecutive key blocks,
+    none for a part past the cache)."""
+    n_parts = tl.num_programs(0) // (n_rows // G)
+    part = tl.program_id(0) % n_parts
+    pid_bk = tl.program_id(0) // n_parts  # batch x KV head
+    b = pid_bk // KVH
+    kvh = pid_bk % KVH
+    offs_g = tl.arange(0, BLOCK_G)
+    g_ok = offs_g < G
+    row = b * H + kvh * G + offs_g
+    chunk = tl.cdiv(tl.cdiv(Lk, BLOCK_N), n_parts) * BLOCK_N
+    lo = part * chunk
+    return n_parts, part, b, kvh, offs_g, g_ok, row, lo, tl.minimum(lo + chunk, Lk)
+
+
+@triton.jit
+def _block_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, qk_scale, qpos,
+                  UPCAST: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Raw scores q.k of one key block [BLOCK_G, BLOCK_N]: every key is visible to the step's query, so only the
+    end of the cache is masked (-inf)."""
+    return _key_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, k_base,
+                       qk_scale, k_base, qpos, 0, True, False, False, 0, False, False, UPCAST, DOT_PREC, False)
+
+
+@triton.jit
+def _span_of(SPANS, b, WANT_SPAN: tl.constexpr):
+    """Batch b's span [lo, hi) from SPANS [b, 2] int64 (0, 0 when no span is asked for)."""
+    span_lo = 0
+    span_hi = 0
+    if WANT_SPAN:
+        span_lo = tl.load(SPANS + 2 * b)
+        span_hi = tl.load(SPANS + 2 * b + 1)
+    return span_lo, span_hi
+
+
+@triton.jit
 def decode_walk_kernel(
     Q, K, LSE, PF, PA, KM_OUT, KCOUNT, KMEAN_OUT, SPANS,
     stride_qb, stride_qh, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
@@ -44,14 +83,7 @@ def decode_walk_kernel(
     n_rows] float32 partials (max score, sum p log2 p, sink / local / span mass) and PA [n_parts, n_rows] int32 (the
     first key of the max), n_rows = b * H; KM_OUT, KCOUNT, KMEAN_OUT [b * H, Lk] float32; SPANS [b, 2] int64."""
     LOG2E: tl.constexpr = 1.4426950408889634
-    n_parts = tl.num_programs(0) // (n_rows // G)
-    part = tl.program_id(0) % n_parts
-    pid_bk = tl.program_id(0) // n_parts  # batch x KV head
-    b = pid_bk // KVH
-    kvh = pid_bk % KVH
-    offs_g = tl.arange(0, BLOCK_G)
-    g_ok = offs_g < G
-    row = b * H + kvh * G + offs_g  # [BLOCK_G]: the packed rows' (batch x head), = their row of the outputs
+    n_parts, part, b, kvh, offs_g, g_ok, row, lo, hi = _packed_program(n_rows, G, H, KVH, Lk, BLOCK_G, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < HEAD_DIM
     lse = tl.load(LSE + row, mask=g_ok, other=float("-inf"))
@@ -61,23 +93,15 @@ def decode_walk_kernel(
     q = tl.load(q_ptrs, mask=g_ok[:, None] & dmask[None, :] & ~bad[:, None], other=0.0)
     lse_row = tl.where(bad, float("inf"), lse * LOG2E)
     k_base = K + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
-    span_lo = 0
-    span_hi = 0
-    if WANT_SPAN:
-        span_lo = tl.load(SPANS + 2 * b)
-        span_hi = tl.load(SPANS + 2 * b + 1)
-    chunk = tl.cdiv(tl.cdiv(Lk, BLOCK_N), n_parts) * BLOCK_N
-    lo = part * chunk
-    hi = tl.minimum(lo + chunk, Lk)
+    span_lo, span_hi = _span_of(SPANS, b, WANT_SPAN)
     m_i, a_i, e_i, sk_i, lc_i, sp_i = _row_partials(BLOCK_G)
     offs_n0 = tl.arange(0, BLOCK_N)
     qpos = tl.zeros([BLOCK_G], dtype=tl.int32) + q_pos
     out_base = row.to(tl.int64)[:, None] * Lk  # [BLOCK_G, 1]
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        # every key is visible to the step's query: only the end of the cache is masked
-        s = _key_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, K, qk_scale,
-                        K, qpos, 0, True, False, False, 0, False, False, UPCAST, DOT_PREC, False)
+        s = _block_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, qk_scale,
+                          qpos, UPCAST, DOT_PREC)
         if WANT_MAX:
             m_blk = tl.max(s, 1)
             if WANT_ARG:  # the block's first key at its max; kept only where the running max grows
