@@ -48,6 +48,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     default_tile = dict(launcher_decode.FUSED_TILE)
+    launcher_decode.FUSED_MAX_HEAD_DIM = 256  # the fused walk at every head dim here (the library keeps 256 off)
     real_target = walk_parts.target_programs
     print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, fp16, one query per head, every statistic")
     print("| shape | N | SDPA us | packed walk after cuDNN | fused (default) | " + " | ".join(

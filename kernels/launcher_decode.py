@@ -44,6 +44,7 @@ FUSED_MAX_HEAD_DIM = 128  # head dim 256 (Gemma 3) keeps cuDNN + the packed walk
 # on the H100 (round 21) against 1.41-1.49x, before its combine was spread over programs (untimed since)
 FUSED_TILE = {64: (64, 4), 128: (64, 4), 256: (32, 4)}  # fused walk (BLOCK_N, warps) by padded head dim (16-256)
 FUSED_KEY_CHUNK = 2048  # keys finalized per program of the fused combine (128k keys: 64 programs a row)
+FUSED_COMBINE_PARTS = 128  # parts loaded at once by a fused combine program (its row's lse, statistics, output)
 FUSED_D_SLICE = 32  # output dims combined per program of the fused combine (4x256: 8 programs a head)
 
 
@@ -155,7 +156,7 @@ def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: flo
     fused_decode_combine_kernel[(n_rows * n_prog,)](
         pf, pa, po, km, kc, kmean, out, lse, rows, arg, parts, n_rows, lk, chunk, qk_scale, n_rows,
         out.stride(0) if need_out else 0, out.stride(1) if need_out else 0, h,
-        BLOCK_P=128, BLOCK_K=1024, BLOCK_D=block_d, D_SLICE=FUSED_D_SLICE, HEAD_DIM=d, WANT_OUT=need_out,
+        BLOCK_P=FUSED_COMBINE_PARTS, BLOCK_K=1024, BLOCK_D=block_d, D_SLICE=FUSED_D_SLICE, HEAD_DIM=d, WANT_OUT=need_out,
         WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
         WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
         WANT_KEY=want_key, WANT_COUNT=want_count, WANT_KMEAN="key_mean" in want, **slots, num_warps=4,

@@ -162,7 +162,9 @@ def fused_decode_combine_kernel(
     c = tl.program_id(0) % n_prog
     row = r + tl.zeros([1], dtype=tl.int32)  # [1]
     lse2 = _row_lse2(PF, row, n_parts, n_rows, qk_scale, BLOCK_P)  # [1]
-    bad = _bad_rows(lse2 / LOG2E, LSE_LIMIT)  # (every row sees its keys: none is empty)
+    # bad rows get key_mass 0 (also where every score overflowed to -inf: lse -inf, 2^(x - lse2) NaN); their row
+    # statistics follow `_row_flags` (NaN, but 0 / -1 on rows that see nothing, as the other kernels)
+    bad = _bad_rows(lse2 / LOG2E, LSE_LIMIT)
     offs_p = tl.arange(0, BLOCK_P)
     if WANT_KEY or WANT_COUNT:
         offs = tl.arange(0, BLOCK_K)
@@ -231,5 +233,5 @@ def fused_decode_combine_kernel(
         rs = tl.cast(rows_stride, tl.int64)
         _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row, ok1, lse2, qk_scale, rs, S_MAXP, S_ENT, False,
                          WANT_MAXP, WANT_ARG, WANT_ENT)
-        _store_masses(sk_i, lc_i, sp_i, bad, ROWS, row, ok1, rs, S_SINK, S_LOCAL, S_SPAN, WANT_SINK, WANT_LOCAL,
+        _store_masses(sk_i, lc_i, sp_i, bad & (lse2 != float("-inf")), ROWS, row, ok1, rs, S_SINK, S_LOCAL, S_SPAN, WANT_SINK, WANT_LOCAL,
                       WANT_SPAN)

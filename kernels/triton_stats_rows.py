@@ -44,7 +44,7 @@ def _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, out, row_ok, lse_row, qk_sca
         maxp = tl.where(seen, tl.exp2(m_log2 - lse_row), 0.0)
         tl.store(ROWS + S_MAXP * rs + out, tl.where(bad, float("nan"), maxp), mask=row_ok)
     if WANT_ARG:
-        tl.store(ARG + out, tl.where(bad, -1, a_i), mask=row_ok)
+        tl.store(ARG + out, tl.where(bad | ~seen, -1, a_i), mask=row_ok)  # (a packed walk zeroes q on such rows)
     if WANT_ENT:  # H = -sum p ln p
         ent = tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0)
         tl.store(ROWS + S_ENT * rs + out, tl.where(bad, float("nan"), ent), mask=row_ok)

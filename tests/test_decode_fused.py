@@ -67,7 +67,44 @@ def test_empty_parts_and_key_chunks(fused, monkeypatch, device):
     if device.type == "cuda":
         monkeypatch.setattr(launcher_decode.walk_parts, "target_programs", lambda dev: 8)  # 2 KV heads x 4 parts
     q, k, v = make(1, 6, 2, 1, 300, 32, torch.float16, device, seed=53)
+    parts = []
+    real = launcher_decode.n_parts
+    monkeypatch.setattr(launcher_decode, "n_parts", lambda *a: parts.append(real(*a)) or parts[-1])
     check_against_reference(q, k, v, causal=True, stats="all", sink_tokens=5, local_window=100, span=(64, 257))
+    assert fused == [True] and parts == [4]
+
+
+def test_equals_the_general_kernel(fused, monkeypatch, device):
+    """argmax and key_count exactly as the general kernel's, the rest to float32 rounding (each path forms its own
+    lse); head dim 16, narrower than one combine slice of the output."""
+    q, k, v = make(2, 8, 2, 1, 500, 16, torch.float32, device, seed=58)
+    kw = dict(causal=True, stats="all", span=(40, 300), backend="triton")
+    out, st = attention_with_stats(q, k, v, **kw)
+    monkeypatch.setattr(launcher_decode, "ENABLED", False)
+    out_g, general = attention_with_stats(q, k, v, **kw)
+    assert fused == [True]
+    torch.testing.assert_close(out, out_g, atol=2e-6, rtol=2e-5)
+    for n in ("argmax", "key_count"):
+        assert torch.equal(getattr(st, n), getattr(general, n)), n
+    for n, t in general.items():
+        torch.testing.assert_close(getattr(st, n), t, atol=2e-6, rtol=2e-5, msg=n)
+
+
+def test_rows_whose_scores_all_overflow(fused, monkeypatch, device):
+    """Finite inputs whose every score is -inf for one KV head's query heads (q.k = -1e40 in float32): those rows
+    see nothing (lse -inf), so masses, max_prob and entropy are 0, argmax -1 and key mass 0, as the reference says;
+    the statistics walk after a forward agrees."""
+    q, k, v = make(1, 4, 2, 1, 150, 32, torch.float32, device, seed=59)
+    q[..., 0] = 1e20
+    k[0, 1, :, 0] = -1e20
+    kw = dict(causal=True, stats="all", sink_tokens=3, local_window=20, span=(1, 100))
+    _, ref = attention_with_stats(q, k, v, backend="reference", **kw)
+    assert (ref.lse[0, 2:] == float("-inf")).all() and (ref.argmax[0, 2:] == -1).all()
+    for on in (True, False):
+        monkeypatch.setattr(launcher_decode, "FUSED", on)
+        _, st = attention_with_stats(q, k, v, backend="triton", **kw)
+        for n in ("lse", "argmax", "max_prob", "entropy", "sink_mass", "local_mass", "span_mass", "key_mass"):
+            assert torch.equal(getattr(st, n)[0, 2:], getattr(ref, n)[0, 2:]), (on, n)
     assert fused == [True]
 
 

@@ -96,6 +96,7 @@ def test_combine_in_chunks_of_parts(packed, monkeypatch, device):
     """More parts than one combine tile takes (2 parts a tile, 5 parts: three tiles, the last half empty): the tie
     across tiles keeps the first key, and every statistic matches the reference."""
     monkeypatch.setattr(launcher_decode, "COMBINE_PARTS", 2)
+    monkeypatch.setattr(launcher_decode, "FUSED_COMBINE_PARTS", 2)
     monkeypatch.setattr(launcher_decode, "CPU_PARTS", 5)
     q, k, v = _ties_case(device)
     if device.type == "cuda":
