@@ -5,8 +5,10 @@
   32k / 128k cached keys; `docs/gpu/decode_fused_round21.log`): 32x128 1.32x / 1.27x / 1.36x SDPA, 9x64 1.49x /
   1.55x / 1.49x, against the packed walk's 1.53x / 1.51x / 1.59x and 1.58x / 1.54x / 1.52x in the same run.
 - `decode_stats` (`triton_stats_decode.py`): the statistics alone, after cuDNN's forward gave the lse (head dim
-  256, INTERP_DECODE_FUSED=0, and `stats_from_lse`). INTERP_DECODE_PACK=0 turns both off (the general kernel). With its combine tiled it took 1.36-1.64x SDPA on the H200
+  256, INTERP_DECODE_FUSED=0, and `stats_from_lse`). With its combine tiled it took 1.36-1.64x SDPA on the H200
   against the general kernel's 2.18-3.59x in the same run (`docs/gpu/decode_round21.log`).
+
+INTERP_DECODE_PACK=0 turns both off (the general kernel).
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ COMBINE_BLOCK = 16  # rows per combine program
 COMBINE_PARTS = 128  # parts loaded at once by a combine program ([16, 128] tiles)
 FUSED_ENV = "INTERP_DECODE_FUSED"
 FUSED = enabled_from_env(os.environ.get(FUSED_ENV), FUSED_ENV)  # output and statistics in one walk (with ENABLED)
-FUSED_MAX_HEAD_DIM = 128  # head dim 256 (Gemma 3) keeps cuDNN + the packed walk: the fused step timed 1.74-2.51x there
-# on the H100 (round 21) against 1.41-1.49x, before its combine was spread over programs (untimed since)
+# head dim 256 (Gemma 3) keeps cuDNN + the packed walk: the fused step timed 1.74-2.51x SDPA there on the H100
+# (round 21) against 1.41-1.49x, before its combine was spread over programs (untimed since)
+FUSED_MAX_HEAD_DIM = 128
 FUSED_TILE = {64: (64, 4), 128: (64, 4), 256: (32, 4)}  # fused walk (BLOCK_N, warps) by padded head dim (16-256)
 FUSED_KEY_CHUNK = 2048  # keys finalized per program of the fused combine (128k keys: 64 programs a row)
 FUSED_COMBINE_PARTS = 128  # parts loaded at once by a fused combine program (its row's lse, statistics, output)
@@ -145,7 +148,8 @@ def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: flo
         h, g, kvh, lk, spec.q_offset, qk_scale, spec.sink_tokens, spec.local_window, n_rows,
         HEAD_DIM=d, BLOCK_D=block_d, BLOCK_G=max(16, 1 << (g - 1).bit_length()), BLOCK_N=block_n,
         WANT_OUT=need_out, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want, WANT_SINK="sink_mass" in want,
-        WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want, WANT_KEY=want_key, num_warps=warps, **flags,
+        WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want, WANT_KEY=want_key, num_warps=warps,
+        **flags,
     )
     out = torch.empty(b, h, 1, d, device=dev, dtype=q.dtype) if need_out else q
     lse = torch.empty(b, h, 1, **f32)
@@ -156,8 +160,8 @@ def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: flo
     fused_decode_combine_kernel[(n_rows * n_prog,)](
         pf, pa, po, km, kc, kmean, out, lse, rows, arg, parts, n_rows, lk, chunk, qk_scale, n_rows,
         out.stride(0) if need_out else 0, out.stride(1) if need_out else 0, h,
-        BLOCK_P=FUSED_COMBINE_PARTS, BLOCK_K=1024, BLOCK_D=block_d, D_SLICE=FUSED_D_SLICE, HEAD_DIM=d, WANT_OUT=need_out,
-        WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
+        BLOCK_P=FUSED_COMBINE_PARTS, BLOCK_K=1024, BLOCK_D=block_d, D_SLICE=FUSED_D_SLICE, HEAD_DIM=d,
+        WANT_OUT=need_out, WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
         WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
         WANT_KEY=want_key, WANT_COUNT=want_count, WANT_KMEAN="key_mean" in want, **slots, num_warps=4,
     )

@@ -233,5 +233,6 @@ def fused_decode_combine_kernel(
         rs = tl.cast(rows_stride, tl.int64)
         _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row, ok1, lse2, qk_scale, rs, S_MAXP, S_ENT, False,
                          WANT_MAXP, WANT_ARG, WANT_ENT)
-        _store_masses(sk_i, lc_i, sp_i, bad & (lse2 != float("-inf")), ROWS, row, ok1, rs, S_SINK, S_LOCAL, S_SPAN, WANT_SINK, WANT_LOCAL,
-                      WANT_SPAN)
+        nan_rows = bad & (lse2 != float("-inf"))  # (rows that see nothing: masses 0)
+        _store_masses(sk_i, lc_i, sp_i, nan_rows, ROWS, row, ok1, rs, S_SINK, S_LOCAL, S_SPAN, WANT_SINK,
+                      WANT_LOCAL, WANT_SPAN)
