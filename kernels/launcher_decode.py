@@ -94,12 +94,7 @@ def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, slots: dict, qk_scale: f
     n_rows = b * h
     pf = torch.empty(5, parts, n_rows, **f32)
     pa = torch.empty(parts, n_rows, device=dev, dtype=torch.int32)
-    want_key = "key_mass" in want or "key_mean" in want
-    want_count = "key_count" in want or "key_mean" in want
-    dummy = pf
-    km = torch.empty(b, h, lk, **f32) if want_key else dummy
-    kc = torch.empty(b, h, lk, **f32) if want_count else dummy
-    kmean = torch.empty(b, h, lk, **f32) if "key_mean" in want else dummy
+    want_key, want_count, km, kc, kmean, rows, arg = _stat_buffers(want, row, spec, pf, pa)
     spans = spec.span if spec.span is not None else pa
     want_max = "max_prob" in want or "argmax" in want
     decode_walk_kernel[(b * kvh * parts,)](
@@ -110,8 +105,6 @@ def decode_stats(q, k, lse, spec: AttnSpec, row: tuple, slots: dict, qk_scale: f
         WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
         WANT_KEY=want_key, WANT_COUNT=want_count, WANT_KMEAN="key_mean" in want, num_warps=4, **flags,
     )
-    rows = torch.empty(len(row), b, h, 1, **f32) if row else dummy
-    arg = torch.empty(b, h, 1, device=dev, dtype=torch.int64) if "argmax" in want else pa
     if row or "argmax" in want:
         decode_combine_kernel[(-(-n_rows // COMBINE_BLOCK),)](
             lse, pf, pa, rows, arg, parts, n_rows, qk_scale, n_rows,
@@ -137,11 +130,7 @@ def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: flo
     pf = torch.empty(N_PF, parts, n_rows, **f32)
     pa = torch.empty(parts, n_rows, device=dev, dtype=torch.int32)
     po = torch.empty(parts, n_rows, block_d, **f32) if need_out else pf
-    want_key = "key_mass" in want or "key_mean" in want
-    want_count = "key_count" in want or "key_mean" in want
-    km = torch.empty(b, h, lk, **f32) if want_key else pf
-    kc = torch.empty(b, h, lk, **f32) if want_count else pf
-    kmean = torch.empty(b, h, lk, **f32) if "key_mean" in want else pf
+    want_key, want_count, km, kc, kmean, rows, arg = _stat_buffers(want, row, spec, pf, pa)
     spans = spec.span if spec.span is not None else pa
     fused_decode_walk_kernel[(b * kvh * parts,)](
         q, k, v, pf, pa, po, km, spans, q.stride(0), q.stride(1), q.stride(3), *k.stride(), *v.stride(),
@@ -153,8 +142,6 @@ def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: flo
     )
     out = torch.empty(b, h, 1, d, device=dev, dtype=q.dtype) if need_out else q
     lse = torch.empty(b, h, 1, **f32)
-    rows = torch.empty(len(row), b, h, 1, **f32) if row else pf
-    arg = torch.empty(b, h, 1, device=dev, dtype=torch.int64) if "argmax" in want else pa
     chunk = FUSED_KEY_CHUNK if (want_key or want_count) else lk
     n_prog = max(-(-lk // chunk), -(-d // FUSED_D_SLICE) if need_out else 1)  # key chunks, output slices
     fused_decode_combine_kernel[(n_rows * n_prog,)](
@@ -169,6 +156,22 @@ def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: flo
     if "lse" in want:
         st.lse = lse
     return (out if need_out else None), _fill(st, want, row, rows, arg, km, kmean, kc)
+
+
+def _stat_buffers(want: set, row: tuple, spec: AttnSpec, dummy: torch.Tensor, dummy_i32: torch.Tensor):
+    """The outputs a packed decode path writes: (want key sums, want key_count, key_mass, key_count, key_mean
+    [b, h, Lk], the per-query statistics' slots rows [len(row), b, h, 1] float32, argmax [b, h, 1] int64), with
+    `dummy` (float32) or `dummy_i32` in place of those not asked for."""
+    b, h, lk = spec.batch, spec.heads, spec.k_len
+    f32 = dict(device=dummy.device, dtype=torch.float32)
+    want_key = "key_mass" in want or "key_mean" in want
+    want_count = "key_count" in want or "key_mean" in want
+    km = torch.empty(b, h, lk, **f32) if want_key else dummy
+    kc = torch.empty(b, h, lk, **f32) if want_count else dummy
+    kmean = torch.empty(b, h, lk, **f32) if "key_mean" in want else dummy
+    rows = torch.empty(len(row), b, h, 1, **f32) if row else dummy
+    arg = torch.empty(b, h, 1, device=dummy.device, dtype=torch.int64) if "argmax" in want else dummy_i32
+    return want_key, want_count, km, kc, kmean, rows, arg
 
 
 def _fill(st: AttentionStats, want: set, row: tuple, rows, arg, km, kmean, kc) -> AttentionStats:

@@ -22,16 +22,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_stats_decode import _block_scores, _packed_program, _span_of
-from .triton_stats_rows import LSE_LIMIT, _bad_rows, _store_full_walk, _store_masses
+from .triton_stats_decode import _block_scores, _packed_program, _row_partials, _span_of
+from .triton_stats_rows import LSE_LIMIT, _bad_rows, _row_flags, _store_full_walk, _store_masses
 
 N_PF = 6  # per-part row partials in PF: raw max, l, u, sink, local, span
 
 
 @triton.jit
-def _rescale(old, alpha):
-    """A running sum of 2^(x - M) terms carried to a new max (alpha = 2^(M_old - M_new))."""
-    return old * alpha
+def _part_weight(m_raw, qk_scale, lse2):
+    """A part's share of its row's mass, 2^(M - lse2) with M its raw max in log2 units (0 for an empty part)."""
+    return tl.where(m_raw == float("-inf"), 0.0, tl.exp2(m_raw * qk_scale - lse2))
 
 
 @triton.jit
@@ -57,10 +57,8 @@ def fused_decode_walk_kernel(
     k_base = K + b64 * stride_kb + kvh.to(tl.int64) * stride_kh
     v_base = V + b64 * stride_vb + kvh.to(tl.int64) * stride_vh
     span_lo, span_hi = _span_of(SPANS, b, WANT_SPAN)
-    zero = tl.zeros([BLOCK_G], dtype=tl.float32)
-    m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)  # raw max score (scale > 0 keeps the order)
-    a_i = tl.full([BLOCK_G], -1, dtype=tl.int32)
-    l_i, u_i, sk_i, lc_i, sp_i = zero, zero, zero, zero, zero
+    m_i, a_i, u_i, sk_i, lc_i, sp_i = _row_partials(BLOCK_G)  # (m_i: the raw max; scale > 0 keeps the order)
+    l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
     acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
     offs_n0 = tl.arange(0, BLOCK_N)
     qpos = tl.zeros([BLOCK_G], dtype=tl.int32) + q_pos
@@ -84,16 +82,16 @@ def fused_decode_walk_kernel(
             u_i = alpha * (u_i + shift * l_i) + tl.sum(p * tl.maximum(t, -1e30), 1)
         l_i = alpha * l_i + tl.sum(p, 1)
         if WANT_SINK:
-            sk_i = _rescale(sk_i, alpha)
+            sk_i = sk_i * alpha  # (carried to the new max)
             if start_n < sink_tokens:
                 sk_i += tl.sum(tl.where(offs_n[None, :] < sink_tokens, p, 0.0), 1)
         if WANT_LOCAL:
-            lc_i = _rescale(lc_i, alpha)
+            lc_i = lc_i * alpha  # (carried to the new max)
             if start_n + BLOCK_N > q_pos - local_window + 1:  # (only the blocks the window reaches)
                 dist = q_pos - offs_n
                 lc_i += tl.sum(tl.where(((dist >= 0) & (dist < local_window))[None, :], p, 0.0), 1)
         if WANT_SPAN:
-            sp_i = _rescale(sp_i, alpha)
+            sp_i = sp_i * alpha  # (carried to the new max)
             if (start_n < span_hi) & (start_n + BLOCK_N > span_lo):
                 sp_i += tl.sum(tl.where(((offs_n >= span_lo) & (offs_n < span_hi))[None, :], p, 0.0), 1)
         if WANT_OUT:
@@ -190,7 +188,7 @@ def fused_decode_combine_kernel(
                 ok = pp < n_parts
                 at = pp * n_rows + r
                 m_raw = tl.load(PF + at, mask=ok, other=float("-inf"))
-                w = tl.where(m_raw == float("-inf"), 0.0, tl.exp2(m_raw * qk_scale - lse2))  # the part's share
+                w = _part_weight(m_raw, qk_scale, lse2)
                 in_po = ok[:, None] & (offs_d < BLOCK_D)[None, :]  # (head dims of 16: a slice wider than the row)
                 acc = tl.load(PO + at.to(tl.int64)[:, None] * BLOCK_D + offs_d[None, :], mask=in_po, other=0.0)
                 o_acc += tl.sum(w[:, None] * acc, 0)
@@ -200,19 +198,13 @@ def fused_decode_combine_kernel(
         ok1 = row < n_rows  # [1] True
         tl.store(LSE + row, lse2 / LOG2E)
         tl.debug_barrier()  # (the row stores below load it back)
-        m_i = tl.full([1], float("-inf"), dtype=tl.float32)
-        a_i = tl.full([1], -1, dtype=tl.int32)
-        e_i = tl.zeros([1], dtype=tl.float32)
-        sk_i = tl.zeros([1], dtype=tl.float32)
-        lc_i = tl.zeros([1], dtype=tl.float32)
-        sp_i = tl.zeros([1], dtype=tl.float32)
+        m_i, a_i, e_i, sk_i, lc_i, sp_i = _row_partials(1)
         for p0 in range(0, n_parts, BLOCK_P):
             pp = p0 + offs_p
             ok = pp < n_parts
             at = pp * n_rows + r
             m_raw = tl.load(PF + at, mask=ok, other=float("-inf"))
-            big = m_raw * qk_scale
-            w = tl.where(m_raw == float("-inf"), 0.0, tl.exp2(big - lse2))  # the part's share of the row's mass
+            w = _part_weight(m_raw, qk_scale, lse2)
             if WANT_ARG:  # the first part at the max: parts run in key order, each part's key its own first
                 m_c = tl.max(m_raw, 0)
                 a_p = tl.load(PA + at, mask=ok, other=-1)
@@ -222,7 +214,7 @@ def fused_decode_combine_kernel(
             if WANT_ENT:
                 l_p = tl.load(PF + n_parts * n_rows + at, mask=ok, other=0.0)
                 u_p = tl.load(PF + 2 * n_parts * n_rows + at, mask=ok, other=0.0)
-                shift = tl.where(m_raw == float("-inf"), 0.0, big - lse2)
+                shift = tl.where(m_raw == float("-inf"), 0.0, m_raw * qk_scale - lse2)
                 e_i += tl.sum(w * (u_p + shift * l_p), 0)
             if WANT_SINK:
                 sk_i += tl.sum(w * tl.load(PF + 3 * n_parts * n_rows + at, mask=ok, other=0.0), 0)
@@ -233,6 +225,6 @@ def fused_decode_combine_kernel(
         rs = tl.cast(rows_stride, tl.int64)
         _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row, ok1, lse2, qk_scale, rs, S_MAXP, S_ENT, False,
                          WANT_MAXP, WANT_ARG, WANT_ENT)
-        nan_rows = bad & (lse2 != float("-inf"))  # (rows that see nothing: masses 0)
+        _, nan_rows = _row_flags(LSE, row, ok1)  # (rows that see nothing, lse -inf: masses 0)
         _store_masses(sk_i, lc_i, sp_i, nan_rows, ROWS, row, ok1, rs, S_SINK, S_LOCAL, S_SPAN, WANT_SINK,
                       WANT_LOCAL, WANT_SPAN)
