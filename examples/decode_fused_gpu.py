@@ -18,16 +18,13 @@ import re
 import torch
 
 from interp.kernels import attention_with_stats, launcher_decode, walk_parts
-from interp.kernels.bench import graph_ms, sdpa
-
-SHAPES = ("32x128/8", "9x64/3", "4x256/1")
+from interp.kernels.bench import SHAPES, graph_ms, inputs, sdpa
 
 
 def _inputs(shape: str, n: int):
-    h, d, hk = (int(x) for x in re.fullmatch(r"(\d+)x(\d+)/(\d+)", shape).groups())
-    g = torch.Generator("cuda").manual_seed(n)
-    kw = dict(device="cuda", dtype=torch.float16, generator=g)
-    return torch.randn(1, h, 1, d, **kw), torch.randn(1, hk, n, d, **kw), torch.randn(1, hk, n, d, **kw)
+    """The benchmark's inputs (`interp.kernels.bench`), the last query of each head kept: a decode step."""
+    q, k, v = inputs(shape, n, torch.float16, "cuda")
+    return q[:, :, -1:].contiguous(), k, v
 
 
 def _tile(text: str):
@@ -35,17 +32,23 @@ def _tile(text: str):
     if m is None:
         raise argparse.ArgumentTypeError(f"tile must read BLOCK_NxWARPS (e.g. 64x4), got {text!r}")
     bn, w = int(m.group(1)), int(m.group(2))
+    if bn < 32 or bn & (bn - 1) or w not in (1, 2, 4, 8):
+        raise argparse.ArgumentTypeError(f"tile {text!r}: BLOCK_N must be a power of two >= 32 and WARPS 1, 2, 4 or 8")
     return {64: (bn, w), 128: (bn, w), 256: (max(16, bn // 2), w)}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shapes", nargs="+", default=list(SHAPES))
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--lengths", nargs="*", type=int, default=[8192, 32768, 131072])
     p.add_argument("--tiles", nargs="*", type=_tile, default=[])
     p.add_argument("--parts", nargs="*", type=int, default=[], help="programs per SM (default 4)")
     p.add_argument("--profile", nargs="*", type=int, default=[], help="lengths to profile the fused step at")
     a = p.parse_args(argv)
+    if min(a.lengths + a.parts + a.profile, default=1) < 1:
+        p.error("--lengths, --parts and --profile must be >= 1")
+    if not torch.cuda.is_available():
+        p.error("needs a CUDA GPU (it times decode steps on the device)")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     default_tile = dict(launcher_decode.FUSED_TILE)
     launcher_decode.FUSED_MAX_HEAD_DIM = 256  # the fused walk at every head dim here (the library keeps 256 off)

@@ -118,14 +118,15 @@ print("ok")
 
 
 def test_host_time_scripts_refuse_without_a_gpu():
-    """examples/model_overhead_gpu.py and host_split_gpu.py time the host's side of GPU launches: without a GPU they
-    stop at once with a clear message (exit 2), and their bad arguments are named."""
+    """examples/model_overhead_gpu.py and host_split_gpu.py time the host's side of GPU launches, decode_fused_gpu.py
+    decode steps: without a GPU they stop at once with a clear message (exit 2), and their bad arguments are named."""
     import pytest
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the scripts run")
-    for script, bad in (("model_overhead_gpu.py", ["--reps", "0"]), ("host_split_gpu.py", ["--tokens", "0"])):
+    for script, bad in (("model_overhead_gpu.py", ["--reps", "0"]), ("host_split_gpu.py", ["--tokens", "0"]),
+                        ("decode_fused_gpu.py", ["--lengths", "0"])):
         path = str(ROOT / "examples" / script)
         r = subprocess.run([sys.executable, path], capture_output=True, text=True, env=ENV, timeout=300)
         assert r.returncode == 2 and "needs a CUDA GPU" in r.stderr, (script, r.stderr[-2000:])
