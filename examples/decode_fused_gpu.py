@@ -3,11 +3,11 @@ alone, the packed statistics walk after cuDNN's forward (INTERP_DECODE_FUSED=0),
 (`kernels/triton_decode_fused.py`) under its default tile and the variants given; then where the fused step's time
 goes (torch.profiler).
 
-    python examples/decode_fused_gpu.py --lengths 8192 32768 131072 --tiles 64x4 32x4 64x8 --parts 4 2 8
+    python examples/decode_fused_gpu.py --lengths 8192 32768 131072 --tiles 64x4 32x4 64x8 --parts 4 8
     python examples/decode_fused_gpu.py --profile 131072   # the kernels of 20 fused steps per shape at 128k
 
 --tiles: fused walk BLOCK_NxWARPS for head dims <= 128 (256: half the BLOCK_N); --parts: programs per SM the
-cache is split for (`walk_parts.target_programs`: 4).
+cache is split for (`launcher_decode.FUSED_PER_SM`: 2).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 
 import torch
 
-from interp.kernels import attention_with_stats, launcher_decode, walk_parts
+from interp.kernels import attention_with_stats, launcher_decode
 from interp.kernels.bench import SHAPES, graph_ms, inputs, sdpa
 
 
@@ -42,17 +42,14 @@ def main(argv=None):
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--lengths", nargs="*", type=int, default=[8192, 32768, 131072])
     p.add_argument("--tiles", nargs="*", type=_tile, default=[])
-    p.add_argument("--parts", nargs="*", type=int, default=[], help="programs per SM (default 4)")
+    p.add_argument("--parts", nargs="*", type=int, default=[], help="programs per SM (default 2)")
     p.add_argument("--profile", nargs="*", type=int, default=[], help="lengths to profile the fused step at")
     a = p.parse_args(argv)
     if min(a.lengths + a.parts + a.profile, default=1) < 1:
         p.error("--lengths, --parts and --profile must be >= 1")
     if not torch.cuda.is_available():
         p.error("needs a CUDA GPU (it times decode steps on the device)")
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    default_tile = dict(launcher_decode.FUSED_TILE)
-    launcher_decode.FUSED_MAX_HEAD_DIM = 256  # the fused walk at every head dim here (the library keeps 256 off)
-    real_target = walk_parts.target_programs
+    default_tile, default_per_sm = dict(launcher_decode.FUSED_TILE), launcher_decode.FUSED_PER_SM
     print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, fp16, one query per head, every statistic")
     print("| shape | N | SDPA us | packed walk after cuDNN | fused (default) | " + " | ".join(
         [f"fused {t[64][0]}x{t[64][1]}" for t in a.tiles] + [f"fused {k}/SM" for k in a.parts]) + " |")
@@ -75,9 +72,9 @@ def main(argv=None):
                 cells.append(graph_ms(ours) * 1e3)
                 launcher_decode.FUSED_TILE.update(default_tile)
             for per in a.parts:
-                walk_parts.target_programs = lambda dev, per=per: per * sms
+                launcher_decode.FUSED_PER_SM = per
                 cells.append(graph_ms(ours) * 1e3)
-                walk_parts.target_programs = real_target
+                launcher_decode.FUSED_PER_SM = default_per_sm
             print(f"| {shape} | {n // 1024}k | {base:.1f} | " + " | ".join(f"{c:.1f} ({c / base:.2f}x)" for c in cells)
                   + " |", flush=True)
     for n in a.profile:

@@ -1,15 +1,15 @@
 """Launcher of a decode step's packed paths: which calls take them, how many parts, and the launches.
 
-- `fused_decode` (`triton_decode_fused.py`, on for head dims <= 128; INTERP_DECODE_FUSED=0 off): output, lse and
-  statistics in one walk over K and V, then a combine. Round 21 (H100, CUDA-graph replays, every statistic, 8k /
-  32k / 128k cached keys; `docs/gpu/decode_fused_round21.log`): 32x128 1.32x / 1.27x / 1.36x SDPA, 9x64 1.49x /
-  1.55x / 1.49x, against the packed walk's 1.53x / 1.51x / 1.59x and 1.58x / 1.54x / 1.52x in the same run.
-- `decode_stats` (`triton_stats_decode.py`): the statistics alone, after cuDNN's forward gave the lse (head dim
-  256, INTERP_DECODE_FUSED=0, and `stats_from_lse`). With its combine tiled it took 1.36-1.64x SDPA on the H200
+- `fused_decode` (`triton_decode_fused.py`, on at every head dim; INTERP_DECODE_FUSED=0 off): output, lse and
+  statistics in one walk over K and V, then a combine, with the cache parted for 2 programs per SM. Round 21b (H100,
+  CUDA-graph replays, every statistic, 8k / 32k / 128k cached keys; `docs/gpu/decode_fused_round21b.log`): 32x128
+  1.15x / 1.13x / 1.20x SDPA, 9x64 1.21x / 1.12x / 1.16x, 4x256 1.05x / 0.95x / 0.85x, against the packed walk's
+  1.41-1.60x in the same run.
+- `decode_stats` (`triton_stats_decode.py`): the statistics alone, after cuDNN's forward gave the lse
+  (INTERP_DECODE_FUSED=0, and `stats_from_lse`). With its combine tiled it took 1.36-1.64x SDPA on the H200
   against the general kernel's 2.18-3.59x in the same run (`docs/gpu/decode_round21.log`).
 
-INTERP_DECODE_PACK=0 turns both off (the general kernel).
-"""
+INTERP_DECODE_PACK=0 turns both off (the general kernel)."""
 
 from __future__ import annotations
 
@@ -42,9 +42,11 @@ COMBINE_BLOCK = 16  # rows per combine program
 COMBINE_PARTS = 128  # parts loaded at once by a combine program ([16, 128] tiles)
 FUSED_ENV = "INTERP_DECODE_FUSED"
 FUSED = enabled_from_env(os.environ.get(FUSED_ENV), FUSED_ENV)  # output and statistics in one walk (with ENABLED)
-# head dim 256 (Gemma 3) keeps cuDNN + the packed walk: the fused step timed 1.74-2.51x SDPA there on the H100
-# (round 21) against 1.41-1.49x, before its combine was spread over programs (untimed since)
-FUSED_MAX_HEAD_DIM = 128
+# head dim 256 (Gemma 3) too since its combine was spread over programs: 1.74-2.51x SDPA before, 0.85-1.05x after
+# (H100, round 21b)
+FUSED_MAX_HEAD_DIM = 256
+FUSED_PER_SM = 2  # fused walk programs per SM: against 4 (the other walks' target) and 8, the fastest of the three
+# in 7 cells of 9 and within 3 % in the other two; up to 20 % ahead of 4 per SM (H100, round 21b)
 FUSED_TILE = {64: (64, 4), 128: (64, 4), 256: (32, 4)}  # fused walk (BLOCK_N, warps) by padded head dim (16-256)
 FUSED_KEY_CHUNK = 2048  # keys finalized per program of the fused combine (128k keys: 64 programs a row)
 FUSED_COMBINE_PARTS = 128  # parts loaded at once by a fused combine program (its row's lse, statistics, output)
@@ -59,11 +61,11 @@ def eligible(spec: AttnSpec) -> bool:
             and (not spec.causal or spec.q_offset == spec.k_len - 1))
 
 
-def n_parts(n_programs: int, key_blocks: int, device) -> int:
-    """Parts per (batch x KV head): enough programs for 4 per SM (`walk_parts.target_programs`; one part while
+def n_parts(n_programs: int, key_blocks: int, device, per_sm: int = walk_parts.PER_SM) -> int:
+    """Parts per (batch x KV head): enough programs for per_sm per SM (`walk_parts.target_programs`; one part while
     INTERP_STATS_PARTS is off), at most one per key block; CPU_PARTS in the interpreter."""
     if device.type == "cuda":
-        target = walk_parts.target_programs(device)
+        target = walk_parts.target_programs(device, per_sm)
         want = target // n_programs if target > 0 else 1
     else:
         want = CPU_PARTS
@@ -125,7 +127,7 @@ def fused_decode(q, k, v, spec: AttnSpec, row: tuple, slots: dict, qk_scale: flo
     f32 = dict(device=dev, dtype=torch.float32)
     block_d = max(16, 1 << (d - 1).bit_length())
     block_n, warps = FUSED_TILE[max(64, block_d)]
-    parts = n_parts(b * kvh, -(-lk // block_n), dev)
+    parts = n_parts(b * kvh, -(-lk // block_n), dev, FUSED_PER_SM)
     n_rows = b * h
     pf = torch.empty(N_PF, parts, n_rows, **f32)
     pa = torch.empty(parts, n_rows, device=dev, dtype=torch.int32)

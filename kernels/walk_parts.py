@@ -34,6 +34,7 @@ MIN_BLOCK_M = 16  # no tile config has fewer query rows: the combine tickets are
 MAX_BLOCK_M = 128  # nor more: with it a call has the fewest programs
 FULL_WALK = ("max_prob", "argmax", "entropy", "key_mass", "key_mean")  # the statistics that walk every visible key
 MASSES = ("sink_mass", "local_mass", "span_mass")  # the statistics in walks of their own (part 0's)
+PER_SM = 4  # programs per SM the default parting aims at
 SHORT_MIN_KEYS = 1024  # the default parts only calls of at most MAX_BLOCK_M queries against at least this many keys
 
 
@@ -64,10 +65,11 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def target_programs(device: torch.device) -> int:
-    """How many programs a statistics call should have before its walks are parted (0: never part)."""
+def target_programs(device: torch.device, per_sm: int = PER_SM) -> int:
+    """How many programs a statistics call should have before its walks are parted (0: never part): per_sm per SM
+    unless INTERP_STATS_PARTS sets a number or turns parting off."""
     if TARGET is None:
-        return 4 * _sm_count(device) if device.type == "cuda" else 0
+        return per_sm * _sm_count(device) if device.type == "cuda" else 0
     return TARGET
 
 

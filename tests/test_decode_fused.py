@@ -17,7 +17,6 @@ def fused(monkeypatch):
     """The fused walk on; its calls recorded (need_out of each)."""
     monkeypatch.setattr(launcher_decode, "ENABLED", True)
     monkeypatch.setattr(launcher_decode, "FUSED", True)
-    monkeypatch.setattr(launcher_decode, "FUSED_MAX_HEAD_DIM", 256)
     calls = []
     real = launcher_decode.fused_decode
 
@@ -65,7 +64,7 @@ def test_empty_parts_and_key_chunks(fused, monkeypatch, device):
     monkeypatch.setattr(launcher_decode, "CPU_PARTS", 4)
     monkeypatch.setattr(launcher_decode, "FUSED_KEY_CHUNK", 128)
     if device.type == "cuda":
-        monkeypatch.setattr(launcher_decode.walk_parts, "target_programs", lambda dev: 8)  # 2 KV heads x 4 parts
+        monkeypatch.setattr(launcher_decode.walk_parts, "target_programs", lambda *a: 8)  # 2 KV heads x 4 parts
     q, k, v = make(1, 6, 2, 1, 300, 32, torch.float16, device, seed=53)
     parts = []
     real = launcher_decode.n_parts
@@ -147,16 +146,18 @@ def test_gradients_through_a_fused_step(fused, device):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-4)
 
 
-def test_head_dim_256_takes_the_forward_by_default(monkeypatch, device):
-    """Until the fused combine is timed at head dim 256 (round 21), such steps take cuDNN's forward and the packed
-    statistics walk."""
+def test_every_head_dim_takes_the_fused_walk_by_default(monkeypatch, device):
+    """Head dims 64-256 (256 since its combine was timed, round 21b) take the fused walk when statistics are asked
+    for; an lse alone, or INTERP_DECODE_FUSED=0, does not."""
     from interp.kernels.checks import check_inputs
 
     monkeypatch.setattr(launcher_decode, "ENABLED", True)
     monkeypatch.setattr(launcher_decode, "FUSED", True)
-    q, k, v = make(1, 4, 1, 1, 100, 256, torch.float16, device, seed=57)
     kw = dict(causal=True, scale=None, sliding_window=None, attention_mask=None, key_bias=None, stats="all",
               sink_tokens=4, local_window=64, span=None)
+    for d in (64, 128, 256):
+        q, k, v = make(1, 4, 1, 1, 100, d, torch.float16, device, seed=57)
+        assert launcher_decode.fused_eligible(check_inputs(q, k, v, **kw)), d
+        assert not launcher_decode.fused_eligible(check_inputs(q, k, v, **{**kw, "stats": ("lse",)})), d
+    monkeypatch.setattr(launcher_decode, "FUSED", False)
     assert not launcher_decode.fused_eligible(check_inputs(q, k, v, **kw))
-    q2, k2, v2 = make(1, 4, 1, 1, 100, 128, torch.float16, device, seed=57)
-    assert launcher_decode.fused_eligible(check_inputs(q2, k2, v2, **kw))

@@ -21,12 +21,11 @@ def packed(monkeypatch, request):
     walk after the forward (INTERP_DECODE_FUSED=0); every call of it recorded (batch x KV heads, parts)."""
     monkeypatch.setattr(launcher_decode, "ENABLED", True)
     monkeypatch.setattr(launcher_decode, "FUSED", request.param == "fused")
-    monkeypatch.setattr(launcher_decode, "FUSED_MAX_HEAD_DIM", 256)  # (the fused kernel at every head dim)
     calls = []
     real = launcher_decode.n_parts
 
-    def spy(n_programs, key_blocks, device):
-        calls.append(real(n_programs, key_blocks, device))
+    def spy(n_programs, key_blocks, device, *per_sm):
+        calls.append(real(n_programs, key_blocks, device, *per_sm))
         return calls[-1]
 
     monkeypatch.setattr(launcher_decode, "n_parts", spy)
@@ -101,7 +100,7 @@ def test_combine_in_chunks_of_parts(packed, monkeypatch, device):
     q, k, v = _ties_case(device)
     if device.type == "cuda":
         # 20 programs: 5 parts per KV head for both calls (2 KV heads, 5 key blocks; then 2 x 2 KV heads, 6 blocks)
-        monkeypatch.setattr(launcher_decode.walk_parts, "target_programs", lambda dev: 20)
+        monkeypatch.setattr(launcher_decode.walk_parts, "target_programs", lambda *a: 20)
     _, st = attention_with_stats(q, k, v, causal=True, stats=["argmax", "max_prob"], backend="triton")
     assert packed[-1] == 5 and (st.argmax == 10).all()
     q, k, v = make(2, 6, 2, 1, 333, 32, torch.float32, device, seed=39)
@@ -167,7 +166,7 @@ def test_large_groups_and_offset_queries_take_the_general_kernel(packed, device)
 
 
 def test_parts_off_is_one_part(monkeypatch):
-    monkeypatch.setattr(launcher_decode.walk_parts, "target_programs", lambda device: 0)
+    monkeypatch.setattr(launcher_decode.walk_parts, "target_programs", lambda *a: 0)
     assert launcher_decode.n_parts(8, 100, torch.device("cuda")) == 1  # (no GPU needed: nothing launched)
 
 
