@@ -28,6 +28,9 @@ backend they get lse NaN, NaN for every float statistic and argmax -1, and they 
 which is geometry, still counts them; so key_mean = key_mass / key_count reads low there: check lse for NaN). The
 Triton backend treats rows with |lse| >= 1e5 (`triton_stats.LSE_LIMIT`) the same way: scores that large leave
 p = exp(s - lse) without float32 precision; the reference, which normalises by the row's max, stays exact there.
+A score that overflows float32 to -inf from finite inputs (|q.k| past 3e38: entries near 1e20) hides its key on
+every backend, except for the Triton backend's entropy, which reads NaN on such a row (the walk adds 0 * -inf and
+cannot tell what was lost); the fused decode walk keeps it exact.
 key_bias values <= -1e30 or at their dtype's minimum (torch.finfo(dtype).min masks, float16's -65504 included) hide
 their key, as -inf does; NaN or +inf biases are refused.
 """

@@ -45,8 +45,10 @@ def _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, out, row_ok, lse_row, qk_sca
         tl.store(ROWS + S_MAXP * rs + out, tl.where(bad, float("nan"), maxp), mask=row_ok)
     if WANT_ARG:
         tl.store(ARG + out, tl.where(bad | ~seen, -1, a_i), mask=row_ok)  # (a packed walk zeroes q on such rows)
-    if WANT_ENT:  # H = -sum p ln p
-        ent = tl.where(seen, tl.maximum(-LN2 * e_i, 0.0), 0.0)
+    if WANT_ENT:  # H = -sum p ln p, >= 0; NaN stays NaN: a score that overflowed float32 to -inf (finite inputs
+        # near 1e20) added p * t = 0 * -inf to the row's sum, and the walk cannot tell what it lost (`stats.py`)
+        ent = -LN2 * e_i
+        ent = tl.where(seen, tl.where(ent < 0.0, 0.0, ent), 0.0)
         tl.store(ROWS + S_ENT * rs + out, tl.where(bad, float("nan"), ent), mask=row_ok)
 
 

@@ -320,3 +320,26 @@ def test_need_out_and_prob_hook_are_checked(device):
         attention_with_stats(q, k, v, need_out="no")
     with pytest.raises(TypeError, match="prob_hook must be a callable"):
         attention_with_stats(q, k, v, prob_hook=5, backend="reference")
+
+
+def test_scores_that_overflow_to_minus_inf(device):
+    """q.k = -1e40 (finite inputs near 1e20) overflows float32 to -inf on the first 64 keys: the reference hides those
+    keys. The Triton walk does too for every statistic but entropy, which reads NaN on rows that met such a score in
+    an unmasked block (it once read 0: `stats.py`); never a wrong number. The fused decode walk is exact."""
+    q, k, v = make(1, 4, 2, 150, 150, 32, torch.float32, device, seed=59)
+    q[..., 0] = 1e20
+    k[..., 0] = 0.0
+    k[0, :, :64, 0] = -1e20
+    kw = dict(causal=True, stats="all", sink_tokens=3, local_window=20, span=(1, 100))
+    _, ref = attention_with_stats(q, k, v, backend="reference", **kw)
+    _, st = attention_with_stats(q, k, v, backend="triton", **kw)
+    assert torch.isfinite(ref.entropy).all() and (ref.entropy[..., 100:] > 1).all()
+    for name, t in ref.items():
+        if name != "entropy":
+            torch.testing.assert_close(getattr(st, name), t, atol=2e-5, rtol=2e-4, equal_nan=True, msg=name)
+    ent = st.entropy
+    assert torch.isnan(ent[..., -1]).all()  # the last query's first key block is never a masked one
+    ok = ~torch.isnan(ent)
+    torch.testing.assert_close(ent[ok], ref.entropy[ok], atol=2e-5, rtol=2e-4)
+    _, dec = attention_with_stats(q[:, :, -1:], k, v, backend="triton", **kw)  # a decode step: the fused walk
+    torch.testing.assert_close(dec.entropy, ref.entropy[..., -1:], atol=2e-5, rtol=2e-4)
