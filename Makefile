@@ -30,11 +30,14 @@ demo: $(STAMP)
 
 # -rs prints why a test was skipped (e.g. the browser test without Chromium: `apt-get install chromium`);
 # under CI=true that test fails instead of skipping (.ci/run sets CI=true).
+# TEST_WORKERS pytest-xdist processes, a test file each at a time (--dist loadfile: a file's session fixtures,
+# such as a loaded model, are built once per worker); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -rs tests
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile tests
 
 test-all: $(STAMP)
-	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -rs -m "slow or not slow" tests
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile -m "slow or not slow" tests
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

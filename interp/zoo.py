@@ -98,9 +98,16 @@ def _gguf_path(bundle: Bundled) -> Path:
         return pkg / bundle.filename
     mod = importlib.import_module(bundle.package)  # gemma3 assembler: stdlib-only module
     usable_cache_dir(local.parent)
-    tmp = local.with_suffix(".partial")
-    mod.assemble(tmp, overwrite=True)
-    tmp.replace(local)
+    # a name of its own: two processes assembling at once (parallel test workers, two notebooks) each write their
+    # own file, and the second replace swaps in identical bytes
+    fd, name = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".partial")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        mod.assemble(tmp, overwrite=True)
+        tmp.replace(local)
+    finally:
+        tmp.unlink(missing_ok=True)
     return local
 
 
@@ -166,9 +173,15 @@ def _load_gguf(path: Path, dtype, label: str, cache: bool = True):
         try:
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
-            if key_dir.exists():
-                shutil.rmtree(key_dir)
-            tmp.rename(key_dir)  # atomic: a half-written cache is never taken for a complete one
+            if key_dir.exists() and not (key_dir / "config.json").exists():
+                shutil.rmtree(key_dir)  # a leftover that was never a cache (a complete one has its config.json)
+            try:
+                tmp.rename(key_dir)  # atomic: a half-written cache is never taken for a complete one
+            except OSError:
+                if not (key_dir / "config.json").exists():
+                    raise
+                # another process cached the same file meanwhile (same key, same bytes): keep its copy, which it
+                # may be reading now
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

