@@ -22,7 +22,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_stats_decode import _block_scores, _packed_program, _row_partials, _span_of
+from .triton_stats_decode import (_add_masses, _block_scores, _packed_program, _row_partials, _running_max,
+                                  _span_of)
 from .triton_stats_rows import LSE_LIMIT, _bad_rows, _row_flags, _store_full_walk, _store_masses
 
 N_PF = 6  # per-part row partials in PF: raw max, l, u, sink, local, span
@@ -32,6 +33,16 @@ N_PF = 6  # per-part row partials in PF: raw max, l, u, sink, local, span
 def _part_weight(m_raw, qk_scale, lse2):
     """A part's share of its row's mass, 2^(M - lse2) with M its raw max in log2 units (0 for an empty part)."""
     return tl.where(m_raw == float("-inf"), 0.0, tl.exp2(m_raw * qk_scale - lse2))
+
+
+@triton.jit
+def _part_tile(PF, p0, offs_p, n_parts, n_rows, r, qk_scale, lse2):
+    """Parts [p0, p0 + BLOCK_P) of row r: which exist, their offset in PF's planes and PA, raw max and weight."""
+    pp = p0 + offs_p
+    ok = pp < n_parts
+    at = pp * n_rows + r
+    m_raw = tl.load(PF + at, mask=ok, other=float("-inf"))
+    return ok, at, m_raw, _part_weight(m_raw, qk_scale, lse2)
 
 
 @triton.jit
@@ -67,11 +78,7 @@ def fused_decode_walk_kernel(
         offs_n = start_n + offs_n0
         s = _block_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, qk_scale,
                           qpos, UPCAST, DOT_PREC)
-        m_blk = tl.max(s, 1)
-        if WANT_ARG:  # the block's first key at its max; kept only where the running max grows
-            blk_arg = tl.min(tl.where(s == m_blk[:, None], offs_n[None, :], 2147483647), 1)
-            a_i = tl.where(m_blk > m_i, blk_arg, a_i)
-        m_new = tl.maximum(m_i, m_blk)
+        m_new, a_i = _running_max(s, offs_n, m_i, a_i, WANT_ARG)
         big = m_new * qk_scale  # the new max in log2 units
         big = tl.where(big == float("-inf"), 0.0, big)  # (a row with no finite score yet: nothing to rescale)
         alpha = tl.exp2(m_i * qk_scale - big)  # 0 on the first block (m_i = -inf)
@@ -81,19 +88,14 @@ def fused_decode_walk_kernel(
             shift = tl.where(l_i > 0, m_i * qk_scale - big, 0.0)  # d = M_old - M_new (0 before any mass)
             u_i = alpha * (u_i + shift * l_i) + tl.sum(p * tl.maximum(t, -1e30), 1)
         l_i = alpha * l_i + tl.sum(p, 1)
-        if WANT_SINK:
-            sk_i = sk_i * alpha  # (carried to the new max)
-            if start_n < sink_tokens:
-                sk_i += tl.sum(tl.where(offs_n[None, :] < sink_tokens, p, 0.0), 1)
+        if WANT_SINK:  # the masses carried to the new max, then the block's added
+            sk_i = sk_i * alpha
         if WANT_LOCAL:
-            lc_i = lc_i * alpha  # (carried to the new max)
-            if start_n + BLOCK_N > q_pos - local_window + 1:  # (only the blocks the window reaches)
-                dist = q_pos - offs_n
-                lc_i += tl.sum(tl.where(((dist >= 0) & (dist < local_window))[None, :], p, 0.0), 1)
+            lc_i = lc_i * alpha
         if WANT_SPAN:
-            sp_i = sp_i * alpha  # (carried to the new max)
-            if (start_n < span_hi) & (start_n + BLOCK_N > span_lo):
-                sp_i += tl.sum(tl.where(((offs_n >= span_lo) & (offs_n < span_hi))[None, :], p, 0.0), 1)
+            sp_i = sp_i * alpha
+        sk_i, lc_i, sp_i = _add_masses(sk_i, lc_i, sp_i, p, start_n, offs_n, q_pos, sink_tokens, local_window,
+                                       span_lo, span_hi, BLOCK_N, WANT_SINK, WANT_LOCAL, WANT_SPAN)
         if WANT_OUT:
             v_ptrs = v_base + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd
             vx = tl.load(v_ptrs, mask=(offs_n < Lk)[:, None] & dmask[None, :], other=0.0)  # [BLOCK_N, BLOCK_D]
@@ -184,11 +186,7 @@ def fused_decode_combine_kernel(
             offs_d = c * D_SLICE + tl.arange(0, D_SLICE)
             o_acc = tl.zeros([D_SLICE], dtype=tl.float32)
             for p0 in range(0, n_parts, BLOCK_P):
-                pp = p0 + offs_p
-                ok = pp < n_parts
-                at = pp * n_rows + r
-                m_raw = tl.load(PF + at, mask=ok, other=float("-inf"))
-                w = _part_weight(m_raw, qk_scale, lse2)
+                ok, at, _, w = _part_tile(PF, p0, offs_p, n_parts, n_rows, r, qk_scale, lse2)
                 in_po = ok[:, None] & (offs_d < BLOCK_D)[None, :]  # (head dims of 16: a slice wider than the row)
                 acc = tl.load(PO + at.to(tl.int64)[:, None] * BLOCK_D + offs_d[None, :], mask=in_po, other=0.0)
                 o_acc += tl.sum(w[:, None] * acc, 0)
@@ -200,11 +198,7 @@ def fused_decode_combine_kernel(
         tl.debug_barrier()  # (the row stores below load it back)
         m_i, a_i, e_i, sk_i, lc_i, sp_i = _row_partials(1)
         for p0 in range(0, n_parts, BLOCK_P):
-            pp = p0 + offs_p
-            ok = pp < n_parts
-            at = pp * n_rows + r
-            m_raw = tl.load(PF + at, mask=ok, other=float("-inf"))
-            w = _part_weight(m_raw, qk_scale, lse2)
+            ok, at, m_raw, w = _part_tile(PF, p0, offs_p, n_parts, n_rows, r, qk_scale, lse2)
             if WANT_ARG:  # the first part at the max: parts run in key order, each part's key its own first
                 m_c = tl.max(m_raw, 0)
                 a_p = tl.load(PA + at, mask=ok, other=-1)

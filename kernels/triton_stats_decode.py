@@ -70,6 +70,35 @@ def _span_of(SPANS, b, WANT_SPAN: tl.constexpr):
 
 
 @triton.jit
+def _running_max(s, offs_n, m_i, a_i, WANT_ARG: tl.constexpr):
+    """Each row's running max score and its first key, after key block s [BLOCK_G, BLOCK_N] (keys offs_n): the
+    block's first key at its max, kept only where the max grows (a tie keeps the earlier block's key)."""
+    m_blk = tl.max(s, 1)
+    if WANT_ARG:
+        blk_arg = tl.min(tl.where(s == m_blk[:, None], offs_n[None, :], 2147483647), 1)
+        a_i = tl.where(m_blk > m_i, blk_arg, a_i)
+    return tl.maximum(m_i, m_blk), a_i
+
+
+@triton.jit
+def _add_masses(sk_i, lc_i, sp_i, p, start_n, offs_n, q_pos, sink_tokens, local_window, span_lo, span_hi,
+                BLOCK_N: tl.constexpr, WANT_SINK: tl.constexpr, WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr):
+    """A key block's share p [BLOCK_G, BLOCK_N] of each row's sink / local / span mass, added where the block
+    reaches those keys (the local window: the step's query at q_pos)."""
+    if WANT_SINK:
+        if start_n < sink_tokens:
+            sk_i += tl.sum(tl.where(offs_n[None, :] < sink_tokens, p, 0.0), 1)
+    if WANT_LOCAL:  # (only the blocks the window reaches)
+        if start_n + BLOCK_N > q_pos - local_window + 1:
+            dist = q_pos - offs_n
+            lc_i += tl.sum(tl.where(((dist >= 0) & (dist < local_window))[None, :], p, 0.0), 1)
+    if WANT_SPAN:
+        if (start_n < span_hi) & (start_n + BLOCK_N > span_lo):
+            sp_i += tl.sum(tl.where(((offs_n >= span_lo) & (offs_n < span_hi))[None, :], p, 0.0), 1)
+    return sk_i, lc_i, sp_i
+
+
+@triton.jit
 def decode_walk_kernel(
     Q, K, LSE, PF, PA, KM_OUT, KCOUNT, KMEAN_OUT, SPANS,
     stride_qb, stride_qh, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
@@ -103,25 +132,13 @@ def decode_walk_kernel(
         s = _block_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, qk_scale,
                           qpos, UPCAST, DOT_PREC)
         if WANT_MAX:
-            m_blk = tl.max(s, 1)
-            if WANT_ARG:  # the block's first key at its max; kept only where the running max grows
-                blk_arg = tl.min(tl.where(s == m_blk[:, None], offs_n[None, :], 2147483647), 1)
-                a_i = tl.where(m_blk > m_i, blk_arg, a_i)
-            m_i = tl.maximum(m_i, m_blk)
+            m_i, a_i = _running_max(s, offs_n, m_i, a_i, WANT_ARG)
         t = s * qk_scale - lse_row[:, None]
         p = tl.exp2(t)
         if WANT_ENT:  # p = 0 where t = -inf (past the cache): p * max(t, -1e30) = 0, not NaN
             e_i += tl.sum(p * tl.maximum(t, -1e30), 1)
-        if WANT_SINK:
-            if start_n < sink_tokens:
-                sk_i += tl.sum(tl.where(offs_n[None, :] < sink_tokens, p, 0.0), 1)
-        if WANT_LOCAL:  # (only the blocks the window reaches)
-            if start_n + BLOCK_N > q_pos - local_window + 1:
-                dist = q_pos - offs_n
-                lc_i += tl.sum(tl.where(((dist >= 0) & (dist < local_window))[None, :], p, 0.0), 1)
-        if WANT_SPAN:
-            if (start_n < span_hi) & (start_n + BLOCK_N > span_lo):
-                sp_i += tl.sum(tl.where(((offs_n >= span_lo) & (offs_n < span_hi))[None, :], p, 0.0), 1)
+        sk_i, lc_i, sp_i = _add_masses(sk_i, lc_i, sp_i, p, start_n, offs_n, q_pos, sink_tokens, local_window,
+                                       span_lo, span_hi, BLOCK_N, WANT_SINK, WANT_LOCAL, WANT_SPAN)
         k_in = g_ok[:, None] & (offs_n < Lk)[None, :]
         if WANT_KEY:  # a head's key mass is its probability row; bad rows add nothing (NaN only on a NaN key)
             mass = tl.where(bad[:, None], 0.0, p)
