@@ -5,6 +5,7 @@ goes (torch.profiler).
 
     python examples/decode_fused_gpu.py --lengths 8192 32768 131072 --tiles 64x4 32x4 64x8 --parts 4 8
     python examples/decode_fused_gpu.py --profile 131072   # the kernels of 20 fused steps per shape at 128k
+    python examples/decode_fused_gpu.py --dtypes fp16 bf16  # both input dtypes (default fp16)
 
 --tiles: fused walk BLOCK_NxWARPS for head dims <= 128 (256: half the BLOCK_N); --parts: programs per SM the
 cache is split for (`launcher_decode.FUSED_PER_SM`: 2).
@@ -21,9 +22,12 @@ from interp.kernels import attention_with_stats, launcher_decode
 from interp.kernels.bench import SHAPES, graph_ms, inputs, sdpa
 
 
-def _inputs(shape: str, n: int):
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _inputs(shape: str, n: int, dtype=torch.float16):
     """The benchmark's inputs (`interp.kernels.bench`), the last query of each head kept: a decode step."""
-    q, k, v = inputs(shape, n, torch.float16, "cuda")
+    q, k, v = inputs(shape, n, dtype, "cuda")
     return q[:, :, -1:].contiguous(), k, v
 
 
@@ -44,39 +48,39 @@ def main(argv=None):
     p.add_argument("--tiles", nargs="*", type=_tile, default=[])
     p.add_argument("--parts", nargs="*", type=int, default=[], help="programs per SM (default 2)")
     p.add_argument("--profile", nargs="*", type=int, default=[], help="lengths to profile the fused step at")
+    p.add_argument("--dtypes", nargs="+", default=["fp16"], choices=list(DTYPES))
     a = p.parse_args(argv)
     if min(a.lengths + a.parts + a.profile, default=1) < 1:
         p.error("--lengths, --parts and --profile must be >= 1")
     if not torch.cuda.is_available():
         p.error("needs a CUDA GPU (it times decode steps on the device)")
     default_tile, default_per_sm = dict(launcher_decode.FUSED_TILE), launcher_decode.FUSED_PER_SM
-    print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, fp16, one query per head, every statistic")
-    print("| shape | N | SDPA us | packed walk after cuDNN | fused (default) | " + " | ".join(
+    print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, one query per head, every statistic")
+    print("| shape | dtype | N | SDPA us | packed walk after cuDNN | fused (default) | " + " | ".join(
         [f"fused {t[64][0]}x{t[64][1]}" for t in a.tiles] + [f"fused {k}/SM" for k in a.parts]) + " |")
-    for shape in a.shapes:
-        for n in a.lengths:
-            q, k, v = _inputs(shape, n)
-            span = (n // 2, min(n, n // 2 + 64))
+    for shape, dt, n in ((s, t, n) for s in a.shapes for t in a.dtypes for n in a.lengths):
+        q, k, v = _inputs(shape, n, DTYPES[dt])
+        span = (n // 2, min(n, n // 2 + 64))
 
-            def ours():
-                return attention_with_stats(q, k, v, stats="all", span=span)
+        def ours():
+            return attention_with_stats(q, k, v, stats="all", span=span)
 
-            base = graph_ms(lambda: sdpa(q, k, v)) * 1e3
-            cells = []
-            launcher_decode.FUSED = False
+        base = graph_ms(lambda: sdpa(q, k, v)) * 1e3
+        cells = []
+        launcher_decode.FUSED = False
+        cells.append(graph_ms(ours) * 1e3)
+        launcher_decode.FUSED = True
+        cells.append(graph_ms(ours) * 1e3)
+        for t in a.tiles:
+            launcher_decode.FUSED_TILE.update(t)
             cells.append(graph_ms(ours) * 1e3)
-            launcher_decode.FUSED = True
+            launcher_decode.FUSED_TILE.update(default_tile)
+        for per in a.parts:
+            launcher_decode.FUSED_PER_SM = per
             cells.append(graph_ms(ours) * 1e3)
-            for t in a.tiles:
-                launcher_decode.FUSED_TILE.update(t)
-                cells.append(graph_ms(ours) * 1e3)
-                launcher_decode.FUSED_TILE.update(default_tile)
-            for per in a.parts:
-                launcher_decode.FUSED_PER_SM = per
-                cells.append(graph_ms(ours) * 1e3)
-                launcher_decode.FUSED_PER_SM = default_per_sm
-            print(f"| {shape} | {n // 1024}k | {base:.1f} | " + " | ".join(f"{c:.1f} ({c / base:.2f}x)" for c in cells)
-                  + " |", flush=True)
+            launcher_decode.FUSED_PER_SM = default_per_sm
+        print(f"| {shape} | {dt} | {n // 1024}k | {base:.1f} | "
+              + " | ".join(f"{c:.1f} ({c / base:.2f}x)" for c in cells) + " |", flush=True)
     for n in a.profile:
         from torch.profiler import ProfilerActivity, profile
 

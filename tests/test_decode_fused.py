@@ -161,3 +161,44 @@ def test_every_head_dim_takes_the_fused_walk_by_default(monkeypatch, device):
         assert not launcher_decode.fused_eligible(check_inputs(q, k, v, **{**kw, "stats": ("lse",)})), d
     monkeypatch.setattr(launcher_decode, "FUSED", False)
     assert not launcher_decode.fused_eligible(check_inputs(q, k, v, **kw))
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_decode_step_over_a_million_keys(device):
+    """One query per head against 2^20 cached keys, batch 3 (K and V of 3 x 2^30 elements each: batch offsets pass
+    2^31), 32 heads x 128, GQA 32/8, fp16, every statistic, the default decode path (the fused walk): the first and
+    last heads of the last batch row against float64, key mass of every key included (one query: its probabilities)."""
+    n, b, h, hk, d = 2**20, 3, 32, 8, 128
+    if torch.cuda.mem_get_info()[0] < 24 * 2**30:
+        pytest.skip("needs 24 GiB of free GPU memory")
+    g = torch.Generator(device=device).manual_seed(60)
+    q = torch.randn(b, h, 1, d, device=device, dtype=torch.float16, generator=g)
+    k = (torch.randn(b, hk, n, d, device=device, generator=g) * 1.5).half()
+    v = torch.randn(b, hk, n, d, device=device, dtype=torch.float16, generator=g)
+    span = (n // 2, n // 2 + 64)
+    called = []
+    real = launcher_decode.fused_decode
+    launcher_decode.fused_decode = lambda *a, **kw: called.append(1) or real(*a, **kw)
+    try:
+        out, st = attention_with_stats(q, k, v, stats="all", span=span)
+    finally:
+        launcher_decode.fused_decode = real
+    torch.cuda.synchronize()
+    assert called, "the fused decode walk was not taken"
+    assert (st.key_mass.double().sum(-1) - 1).abs().max().item() < 1e-5
+    assert torch.equal(st.key_count[0, 0], torch.ones(n, device=device))
+    for head in (0, h - 1):
+        kd, vd = k[-1, head // (h // hk)].double(), v[-1, head // (h // hk)].double()  # [n, d]
+        s = (kd @ q[-1, head, 0].double()) * d ** -0.5  # [n]
+        lse = torch.logsumexp(s, 0)
+        p = torch.exp(s - lse)
+        assert (out[-1, head, 0].double() - p @ vd).abs().max().item() < 2e-3, head
+        want = dict(lse=lse, max_prob=p.max(), entropy=-torch.special.xlogy(p, p).sum(), sink_mass=p[:4].sum(),
+                    local_mass=p[-64:].sum(), span_mass=p[span[0]:span[1]].sum())
+        for name, val in want.items():
+            got = getattr(st, name)[-1, head, 0].item()
+            assert abs(got - val.item()) < 2e-5 + 2e-5 * abs(val.item()), (name, head, got, val.item())
+        arg = st.argmax[-1, head, 0].item()
+        assert arg == p.argmax().item() or p.max() - p[arg] < 1e-6, head
+        torch.testing.assert_close(st.key_mass[-1, head].double(), p, rtol=2e-4, atol=1e-9)
