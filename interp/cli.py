@@ -1,4 +1,4 @@
-"""`python -m interp.cli` and older imports: the command line lives in `interp.batch.cli`."""
+"""`python -m interp.cli` (or `python -m interp`) and older imports: the command line lives in `interp.batch.cli`."""
 
 import sys
 

@@ -209,6 +209,9 @@ def check_inputs(
                             f"dtype {attention_mask.dtype}")
         if attention_mask.device != q.device:
             raise ValueError(f"attention_mask is on {attention_mask.device} but q is on {q.device}")
+        if attention_mask.dtype != torch.bool and bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+            bad = attention_mask[(attention_mask != 0) & (attention_mask != 1)][0].item()
+            raise ValueError(f"attention_mask must hold 0 / 1 (or be bool: True/1 = real token), got the value {bad}")
         key_valid = attention_mask.to(torch.bool)
         if not has_padding(key_valid):
             key_valid = None

@@ -61,6 +61,22 @@ def _chunk_size(spec: AttnSpec, chunk: int | None) -> int:
     return max(1, min(spec.q_len, DEFAULT_CHUNK_BYTES // max(per_row, 1)))
 
 
+def _hook_result(replaced, p: torch.Tensor) -> torch.Tensor:
+    """A prob_hook's replacement for p, checked: a floating tensor of p's shape on p's device, no negative or +inf
+    probability (NaN passes: it follows the inputs' NaN policy); returned as float32."""
+    if not isinstance(replaced, torch.Tensor) or not replaced.is_floating_point():
+        raise TypeError(f"prob_hook must return None or a floating tensor of the probabilities' shape "
+                        f"{tuple(p.shape)}, got {type(replaced).__name__}"
+                        + (f" of dtype {replaced.dtype}" if isinstance(replaced, torch.Tensor) else ""))
+    if replaced.shape != p.shape or replaced.device != p.device:
+        raise ValueError(f"prob_hook must return probabilities of shape {tuple(p.shape)} on {p.device} "
+                         f"([batch, heads, chunk, k_len], as it was given), got {tuple(replaced.shape)} on "
+                         f"{replaced.device}")
+    if bool(((replaced < 0) | torch.isposinf(replaced)).any()):
+        raise ValueError("prob_hook returned negative or +inf probabilities; they must be finite and >= 0")
+    return replaced.float()
+
+
 def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook | None, need_out: bool = True,
                   k_lo: int = 0):
     """One query chunk against the keys k_lo..k_lo+kf.shape[-2]-1: qc [b, h, cq, d], kf/vf [b, hk, 1, nk, d],
@@ -90,7 +106,7 @@ def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook
     if prob_hook is not None:
         replaced = prob_hook(p, qs)
         if replaced is not None:
-            p = replaced
+            p = _hook_result(replaced, p)
     o = torch.matmul(p.reshape(b, hk, g, cq, lk), vf).reshape(b, h, cq, d) if need_out else None
     return o, p, lse, allowed, empty
 

@@ -289,6 +289,20 @@ def test_intervention_and_mask_types_from_a_bad_input_sweep():
         attention_with_stats(q, q, q, attention_mask=torch.ones(1, 6, dtype=torch.complex64))
 
 
+def test_integer_mask_values_other_than_0_and_1_are_refused():
+    """Round 22's sweep: an integer attention_mask of [-1, 2, 1, 0] counted -1 and 2 as real tokens (key_count
+    [3, 2, 1, 0]) without a word. 0 / 1 integers and bool masks pass, and mean the same."""
+    from interp.kernels import attention_with_stats
+
+    q = torch.randn(1, 2, 4, 16)
+    for backend in ("reference", "triton"):
+        with pytest.raises(ValueError, match="attention_mask must hold 0 / 1 .* got the value -1"):
+            attention_with_stats(q, q, q, attention_mask=torch.tensor([[-1, 2, 1, 0]]), backend=backend)
+    _, a = attention_with_stats(q, q, q, attention_mask=torch.tensor([[1, 1, 1, 0]]), stats=["key_count"])
+    _, b = attention_with_stats(q, q, q, attention_mask=torch.tensor([[True, True, True, False]]), stats=["key_count"])
+    assert torch.equal(a.key_count, b.key_count)
+
+
 def test_importance_help_lists_only_the_tasks_it_takes():
     """`interp importance --help` once listed a `file` task that the command then refused ("unknown task 'file'")."""
     import subprocess

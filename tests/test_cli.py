@@ -81,6 +81,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "heads.csv").exists()
 
 
+def test_python_dash_m_interp_is_the_same_command_line(tmp_path):
+    """`python -m interp` runs the `interp` script's command line: its model list, and its one-line errors."""
+    r = subprocess.run([sys.executable, "-m", "interp", "models"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0 and "toy-induction" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "interp", "classify", "nope", "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 2 and "unknown model 'nope'" in r.stderr, r.stderr
+
+
 def test_context_is_clamped_to_toy_maximum(tmp_path):
     r = cli("classify", "toy-induction", "--out", str(tmp_path), "--context", "4096", "--no-progress")
     assert r.returncode == 0, r.stderr

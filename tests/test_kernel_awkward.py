@@ -322,6 +322,26 @@ def test_need_out_and_prob_hook_are_checked(device):
         attention_with_stats(q, k, v, prob_hook=5, backend="reference")
 
 
+@pytest.mark.parametrize("hook, err, match", [
+    (lambda p, qs: p[..., :2], ValueError, r"must return probabilities of shape \(1, 2, 8, 8\)"),
+    (lambda p, qs: "x", TypeError, "got str"),
+    (lambda p, qs: (p > 0.1).long(), TypeError, "of dtype torch.int64"),
+    (lambda p, qs: -p, ValueError, "negative or \\+inf"),
+    (lambda p, qs: p / 0.0, ValueError, "negative or \\+inf"),
+])
+def test_prob_hook_results_are_checked(hook, err, match, device):
+    """What a prob_hook returns is checked before it is used: a clear error, not one from inside the matmul, nor
+    negative key mass and NaN entropy from negative probabilities. float64 is taken (as float32); NaN passes (the
+    inputs' NaN policy)."""
+    q, k, v = make(1, 2, 1, 8, 8, 16, torch.float32, device, seed=7)
+    with pytest.raises(err, match=match):
+        attention_with_stats(q, k, v, prob_hook=hook)
+    out, st = attention_with_stats(q, k, v, prob_hook=lambda p, qs: p.double())
+    ref_out, ref = attention_with_stats(q, k, v, backend="reference")
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(st.key_mass, ref.key_mass)
+
+
 def test_scores_that_overflow_to_minus_inf(device):
     """q.k = -1e40 (finite inputs near 1e20) overflows float32 to -inf on the first 64 keys: the reference hides those
     keys. The Triton walk does too for every statistic but entropy, which reads NaN on rows that met such a score in

@@ -126,6 +126,22 @@ def test_tokenizer_less_model_gets_only_induction(toy):
     assert report.set_index("task").loc["induction", "n"] == 8
 
 
+def test_a_batch_from_another_task_is_refused(toy):
+    """A metric given another task's batch (without the fields it scores) says so, instead of an AttributeError
+    from inside the metric; head_importance with such a batch= too."""
+    from interp.analyses import importance
+
+    needle, induction = T.get_task("needle").make(toy, n=2), T.get_task("induction").make(toy, n=2)
+    with pytest.raises(ValueError, match=r"task 'induction' scores batch.loss_mask, which this batch \(made by task "
+                                         r"'needle'\) does not have"):
+        T.get_task("induction").metric(toy(needle.clean), needle)
+    with pytest.raises(ValueError, match="task 'needle' scores batch.wrong, which"):
+        T.get_task("needle").accuracy(toy(induction.clean), induction)
+    with pytest.raises(ValueError, match="task 'induction' scores batch.loss_mask"):
+        importance.head_importance(toy, T.get_task("induction"), methods=["ablation_zero"], batch=needle)
+    assert torch.isfinite(T.get_task("needle").metric(toy(needle.clean), needle))
+
+
 def test_induction_ground_truth_on_toy(toy):
     """toy-induction copies the repeat: low loss on r r, high when the second half is fresh random tokens."""
     task = T.get_task("induction")

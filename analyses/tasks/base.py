@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -142,6 +143,7 @@ class Task:
     higher_is_better = True
     metric_name = "metric"
     needs_tokenizer = True
+    reads: ClassVar[tuple[str, ...]] = ()  # batch fields (or "extra.<key>") the metric reads: checked first
 
     def make(self, model, n: int = 32, seed: int = 0, **options) -> TaskBatch:
         task = self.with_options(**options)
@@ -185,6 +187,7 @@ class Task:
         """Scalar (mean over the batch), or [batch] with per_example=True; differentiable in `logits`."""
         bool_arg("per_example", per_example, f"{self.name} metric")
         check_logits(logits, batch)
+        self._check_reads(batch)
         m = self._metric(logits, batch)  # [batch]
         if not isinstance(m, torch.Tensor) or tuple(m.shape) != (len(batch),):
             got = f"shape {tuple(m.shape)}" if isinstance(m, torch.Tensor) else type(m).__name__
@@ -195,8 +198,19 @@ class Task:
     def accuracy(self, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
         """[batch] float in [0, 1]: per-example success (see each task's docstring)."""
         check_logits(logits, batch)
+        self._check_reads(batch)
         with torch.no_grad():
             return self._accuracy(logits, batch).float()
+
+    def _check_reads(self, batch: TaskBatch) -> None:
+        """A clear error for a batch without what this task scores (one made by another task), not an
+        AttributeError from inside the metric."""
+        missing = [f for f in self.reads
+                   if (batch.extra.get(f[6:]) if f.startswith("extra.") else getattr(batch, f, None)) is None]
+        if missing:
+            made = f"made by task {batch.task!r}" if batch.task else "made by hand"
+            raise ValueError(f"task {self.name!r} scores batch.{', batch.'.join(missing)}, which this batch ({made}) "
+                             f"does not have; pass one made by get_task({self.name!r}).make(model, n)")
 
     def _metric(self, logits, batch):  # pragma: no cover - abstract
         raise NotImplementedError

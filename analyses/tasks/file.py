@@ -131,6 +131,7 @@ class FileTask(Task):
 
     name = "file"
     metric_name = "logit diff / log p"
+    reads = ("answer",)
     needs_tokenizer = False
 
     def make(self, model, n: int | None = None, seed: int = 0, **options) -> TaskBatch:

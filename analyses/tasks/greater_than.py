@@ -29,6 +29,7 @@ class GreaterThanTask(Task):
 
     name = "greater-than"
     metric_name = "P(>)-P(<)"
+    reads = ("extra.digit_ids", "extra.tens")
 
     def _make(self, model, n, seed):
         rng = random.Random(seed)

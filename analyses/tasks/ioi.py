@@ -57,6 +57,7 @@ class IOITask(Task):
 
     name = "ioi"
     metric_name = "logit diff IO-S"
+    reads = ("answer", "wrong")
 
     def _make(self, model, n, seed):
         if self.corrupt not in ("abc", "abc-all"):

@@ -26,6 +26,7 @@ class NeedleTask(Task):
     name = "needle"
     higher_is_better = True
     metric_name = "logit diff (answer - other value)"
+    reads = ("answer", "wrong")
     needs_tokenizer = False
 
     def _make(self, model, n, seed):

@@ -25,6 +25,7 @@ class LMTask(Task):
     name = "lm"
     higher_is_better = False
     metric_name = "loss"
+    reads = ("loss_mask",)
 
     def _make(self, model, n, seed):
         if self.source not in DOMAINS:
@@ -73,6 +74,7 @@ class InductionTask(Task):
     name = "induction"
     higher_is_better = False
     metric_name = "loss (2nd repeat)"
+    reads = ("loss_mask",)
     needs_tokenizer = False
 
     def _make(self, model, n, seed):
