@@ -111,6 +111,37 @@ def _check_every_head(table: pd.DataFrame, path: Path, rerun: str) -> None:
                          f"{missing[0][1]} is missing{more}, so the file looks cut short or edited: {rerun}")
 
 
+def _check_scores_and_labels(table: pd.DataFrame, present: list[str], path: Path, rerun: str) -> None:
+    """ValueError naming the data row of a score outside its documented range (as `interp classify` checks its
+    shards: attention masses and ratios in [0, 1], entropy >= 0, a sliding window a whole number of tokens >= 1)
+    or of a label the rules never give: an edited heads.csv would otherwise draw a report of impossible heads."""
+    from .batch.checks import RANGE_SLACK
+    from .batch.classify import SCORE_RANGE
+
+    for col in present:
+        if col not in SCORE_RANGE:
+            continue
+        x = table[col].astype(float)
+        if col == "window":
+            bad = (x < 1) | (x != x.round())
+            allowed = "a whole number of tokens >= 1, or empty for full attention"
+        else:
+            lo, hi = SCORE_RANGE[col]
+            bad = (x < lo - RANGE_SLACK) | ((x > hi + RANGE_SLACK) if hi is not None else False)
+            allowed = f"in [{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
+        if bad.any():
+            i = bad[bad].index[0]
+            raise ValueError(f"{path}: data row {i}: {col} is {float(table.at[i, col]):g}, outside its range ({allowed}); "
+                             f"{rerun}")
+    _, rules, fallback = label_rules()
+    labels = {lab for lab, _, _ in rules} | {fallback}
+    odd = ~table["label"].isin(labels)
+    if odd.any():
+        i = odd[odd].index[0]
+        raise ValueError(f"{path}: data row {i}: label {table.at[i, 'label']!r} is not one `interp classify` gives "
+                         f"({', '.join(sorted(labels))}); {rerun}")
+
+
 def report_from_dir(out) -> Path:
     out = Path(out)
     path = out / "heads.csv"
@@ -125,4 +156,5 @@ def report_from_dir(out) -> Path:
     table.index += 1  # errors name data rows from 1, the first row after the header
     table, present = _checked_table(table, str(path), "data row")
     _check_every_head(table, path, rerun)
+    _check_scores_and_labels(table, present, path, rerun)
     return _write(table, present, _writable_report(out / "report.html"))

@@ -141,6 +141,22 @@ def test_role_grid_refuses_bad_layer_head_and_label(tab, edit, match):
         plots.role_grid(edit(tab))
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda t: t.assign(induction_score=7.5), r"data row 1: induction_score is 7.5, outside its range \(in \[0, 1\]\)"),
+    (lambda t: t.assign(entropy=-0.5), r"entropy is -0.5, outside its range \(>= 0\)"),
+    (lambda t: t.assign(window=2.5), r"window is 2.5, outside its range \(a whole number of tokens >= 1"),
+    (lambda t: t.assign(label=["bogus_label"] + list(t.label[1:])), r"data row 1: label 'bogus_label' is not one "),
+])
+def test_report_refuses_impossible_scores_and_labels(tab, tmp_path, edit, match):
+    """Round 22's sweep: `interp report` drew an edited heads.csv with an induction score of 7.5 or a label no rule
+    gives. Scores in their shard ranges (window NaN = full attention) pass."""
+    tab.assign(entropy=1.5, window=np.nan).to_csv(tmp_path / "heads.csv", index=False)
+    assert "plotly-graph-div" in report_from_dir(tmp_path).read_text()
+    edit(tab.assign(entropy=1.5, window=512.0)).to_csv(tmp_path / "heads.csv", index=False)
+    with pytest.raises(ValueError, match=match):
+        report_from_dir(tmp_path)
+
+
 def test_grids_accept_whole_floats_and_unnamed_models(tab, tmp_path):
     fig = plots.role_grid(tab.assign(layer=tab.layer.astype(float)))  # e.g. read back from a CSV
     assert np.asarray(fig.data[0].z).shape == (3, 4)
