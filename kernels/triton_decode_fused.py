@@ -74,18 +74,23 @@ def fused_decode_walk_kernel(
     offs_n0 = tl.arange(0, BLOCK_N)
     qpos = tl.zeros([BLOCK_G], dtype=tl.int32) + q_pos
     out_base = row.to(tl.int64)[:, None] * Lk  # [BLOCK_G, 1]
+    # the running max in log2 units, carried from block to block rather than formed again from m_i: the compiler
+    # contracts m_i * qk_scale - big into one FMA, which leaves the product's rounding error (~1e-7) where the max
+    # has not moved, so every block rescaled the sums by 2^(that error): lse off by up to 1e-4 over ~1,500 blocks
+    # (a decode step over 2^20 keys in 11 parts, H100). Carried, the exponent is exactly 0 there.
+    m2_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         s = _block_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, qk_scale,
                           qpos, UPCAST, DOT_PREC)
         m_new, a_i = _running_max(s, offs_n, m_i, a_i, WANT_ARG)
-        big = m_new * qk_scale  # the new max in log2 units
-        big = tl.where(big == float("-inf"), 0.0, big)  # (a row with no finite score yet: nothing to rescale)
-        alpha = tl.exp2(m_i * qk_scale - big)  # 0 on the first block (m_i = -inf)
+        m2_new = m_new * qk_scale  # the new max in log2 units
+        big = tl.where(m2_new == float("-inf"), 0.0, m2_new)  # (a row with no finite score yet: nothing to rescale)
+        alpha = tl.exp2(m2_i - big)  # 0 on the first block (m2_i = -inf); exactly 1 while the max stays
         t = s * qk_scale - big[:, None]  # x - M_new <= 0; -inf past the cache
         p = tl.exp2(t)
         if WANT_ENT:  # u carried to the new max: 2^(x - M_new) (x - M_new) = alpha 2^(x - M_old) ((x - M_old) + d)
-            shift = tl.where(l_i > 0, m_i * qk_scale - big, 0.0)  # d = M_old - M_new (0 before any mass)
+            shift = tl.where(l_i > 0, m2_i - big, 0.0)  # d = M_old - M_new (0 before any mass)
             u_i = alpha * (u_i + shift * l_i) + tl.sum(p * tl.maximum(t, -1e30), 1)
         l_i = alpha * l_i + tl.sum(p, 1)
         if WANT_SINK:  # the masses carried to the new max, then the block's added
@@ -107,6 +112,7 @@ def fused_decode_walk_kernel(
         if WANT_KEY:  # raw scores, turned into probabilities by the combine
             tl.store(KM_OUT + out_base + offs_n[None, :], s, mask=g_ok[:, None] & (offs_n < Lk)[None, :])
         m_i = m_new
+        m2_i = m2_new
     at = part * n_rows + row
     tl.store(PF + at, m_i, mask=g_ok)
     tl.store(PF + n_parts * n_rows + at, l_i, mask=g_ok)
