@@ -6,10 +6,12 @@
 #                                         # side by side in fp16 and bf16 (examples/decode_fused_gpu.py)
 #   PART=b bash examples/gpu_round22.sh   # (< 10 min) the benchmark (prefill 1k-128k, graph replays at 1k / 2k,
 #                                         # decode steps 8k-128k) in fp16, then in bf16
+#   PART=c bash examples/gpu_round22.sh   # (< 4 min) after 6d353c9 (the fused walk's carried max): the 1M-key probe
+#                                         # and test, the decode tests, decode steps side by side (speed unchanged?)
 # Logs under ${OUT:-out/gpu}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-case "${PART:-}" in a|b) ;; *) echo "usage: PART=a|b bash examples/gpu_round22.sh" >&2; exit 2;; esac
+case "${PART:-}" in a|b|c) ;; *) echo "usage: PART=a|b|c bash examples/gpu_round22.sh" >&2; exit 2;; esac
 source examples/gpu_setup.sh
 if [ "$PART" = a ]; then
   (cd tests && timeout 280 python3 -m pytest -q -n 16 -p no:cacheprovider -rf --tb=short test_stats_decode.py \
@@ -20,6 +22,12 @@ if [ "$PART" = a ]; then
     2>&1 | tail -8 | tee "$OUT/tests_million_round22.log"
   timeout 150 python3 examples/decode_fused_gpu.py --dtypes fp16 bf16 --tiles 64x8 2>&1 | grep -v Warn \
     | tee "$OUT/decode_fused_round22.log"
+elif [ "$PART" = c ]; then
+  timeout 60 python3 examples/decode_million_probe.py 2>&1 | grep -v Warn | tee "$OUT/decode_million_probe_round22c.log"
+  (cd tests && timeout 100 python3 -m pytest -q -n 16 -p no:cacheprovider -rf --tb=short test_stats_decode.py \
+    test_decode_fused.py && timeout 60 python3 -m pytest -q -p no:cacheprovider -rf --tb=short -m slow \
+    test_decode_fused.py::test_decode_step_over_a_million_keys) 2>&1 | tail -6 | tee "$OUT/tests_round22c.log"
+  timeout 100 python3 examples/decode_fused_gpu.py 2>&1 | grep -v Warn | tee "$OUT/decode_fused_round22c.log"
 else
   for dt in float16 bfloat16; do
     timeout 270 python3 -m interp.kernels.bench --dtype $dt --shapes 32x128/8 9x64/3 4x256/1 \
