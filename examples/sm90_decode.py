@@ -45,6 +45,29 @@ def compile_kernel(fn, constants: dict, pointers: dict, num_warps: int = 4):
     return R.compile_sm90(fn, constants, pointers, FLOATS, ints, {"num_warps": num_warps, "num_stages": 1})
 
 
+def compile_kernel_stages(fn, constants: dict, pointers: dict, num_stages: int, num_warps: int = 4):
+    """As compile_kernel, at a given num_stages (the launcher leaves Triton's default)."""
+    ints = [n for n in fn.arg_names if n not in constants and n not in pointers and n not in FLOATS]
+    return R.compile_sm90(fn, constants, pointers, FLOATS, ints, {"num_warps": num_warps, "num_stages": num_stages})
+
+
+def ex2_feeds(ptx: str) -> list[tuple[str, int, str]]:
+    """Each ex2 of the PTX as (source file name, line, the opcode that defined its operand): which arithmetic feeds
+    each exponential (`.loc` line info; a register defined twice keeps its last definition)."""
+    files = {m.group(1): Path(m.group(2)).name for m in re.finditer(r'^\s*\.file\s+(\d+)\s+"([^"]+)"', ptx, re.M)}
+    defs, out, loc = {}, [], ("?", 0)
+    for line in ptx.splitlines():
+        m = re.match(r"\s*([a-z][a-z0-9.]*)\s+(%[a-z]*\d+),", line)
+        if m:
+            defs[m.group(2)] = m.group(1)
+        m = re.match(r"\s*\.loc\s+(\d+)\s+(\d+)", line)
+        if m:
+            loc = (files.get(m.group(1), "?"), int(m.group(2)))
+        if "ex2.approx" in line:
+            out.append((*loc, defs.get(line.strip().rstrip(";").split(",")[-1].strip(), "?")))
+    return out
+
+
 def loop_loads(compiled) -> list[int]:
     """Global loads (LDG) inside each backward-branch loop of the SASS."""
     ins = R.sass_instructions(compiled)

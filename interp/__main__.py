@@ -4,4 +4,5 @@ import sys
 
 from .batch.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # (not when imported, e.g. by pydoc)
+    sys.exit(main())

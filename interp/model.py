@@ -227,7 +227,7 @@ class HookedModel:
                     p = iv.probs(p, qs, call)
                 if pattern is not None:
                     pattern[:, :, qs:qs + p.shape[2]] = p
-                return p
+                return p if prob_ivs else None  # (None: nothing edited, so nothing for the reference to check)
 
             prob_hook = capture_and_edit
 

@@ -123,7 +123,7 @@ def _check_scores_and_labels(table: pd.DataFrame, present: list[str], path: Path
             continue
         x = table[col].astype(float)
         if col == "window":
-            bad = (x < 1) | (x != x.round())
+            bad = x.notna() & ((x < 1) | (x != x.round()))  # NaN: full attention (a global layer)
             allowed = "a whole number of tokens >= 1, or empty for full attention"
         else:
             lo, hi = SCORE_RANGE[col]
@@ -139,7 +139,8 @@ def _check_scores_and_labels(table: pd.DataFrame, present: list[str], path: Path
     if odd.any():
         i = odd[odd].index[0]
         raise ValueError(f"{path}: data row {i}: label {table.at[i, 'label']!r} is not one `interp classify` gives "
-                         f"({', '.join(sorted(labels))}); {rerun}")
+                         f"({', '.join(sorted(labels))}); {rerun} (a table with labels of your own draws with "
+                         f"interp.report.write_classification_report)")
 
 
 def report_from_dir(out) -> Path:

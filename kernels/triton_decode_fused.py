@@ -6,7 +6,8 @@ second read is what keeps a step at ~1.4-1.6x SDPA (round 21, H200). Here each p
 flash-decoding style: the G query heads of a KV head as the rows of one tile, a running max per row, the output
 accumulated from V, and every row statistic kept relative to the running max, so parts combine without the lse:
 
-    per part (raw max m, x = s * qk_scale in log2 units, M = m * qk_scale):
+    per part (raw max m, x = s * qk_scale in log2 units, M = m * qk_scale rounded once, by the walk, and stored:
+    the combine reads that M, so no part is weighted by a product rounded otherwise):
         l = sum 2^(x - M),  u = sum 2^(x - M) (x - M),  sink / local / span = sum 2^(x - M) over their keys,
         acc = sum 2^(x - M) v
     combined (lse2 = log2 sum_parts 2^M l, w = 2^(M - lse2)):
@@ -26,23 +27,27 @@ from .triton_stats_decode import (_add_masses, _block_scores, _packed_program, _
                                   _span_of)
 from .triton_stats_rows import LSE_LIMIT, _bad_rows, _row_flags, _store_full_walk, _store_masses
 
-N_PF = 6  # per-part row partials in PF: raw max, l, u, sink, local, span
+N_PF = 7  # per-part row partials in PF: raw max, l, u, sink, local, span, M (the max in log2 units)
 
 
 @triton.jit
-def _part_weight(m_raw, qk_scale, lse2):
-    """A part's share of its row's mass, 2^(M - lse2) with M its raw max in log2 units (0 for an empty part)."""
-    return tl.where(m_raw == float("-inf"), 0.0, tl.exp2(m_raw * qk_scale - lse2))
+def _part_weight(m2, lse2):
+    """A part's share of its row's mass, 2^(M - lse2) with M its max in log2 units as the walk rounded it (0 for an
+    empty part). (Formed again as m_raw * qk_scale - lse2, the compiler makes it one FMA: the exact product, not the
+    rounded M that the part's sums are relative to.)"""
+    return tl.where(m2 == float("-inf"), 0.0, tl.exp2(m2 - lse2))
 
 
 @triton.jit
-def _part_tile(PF, p0, offs_p, n_parts, n_rows, r, qk_scale, lse2):
-    """Parts [p0, p0 + BLOCK_P) of row r: which exist, their offset in PF's planes and PA, raw max and weight."""
+def _part_tile(PF, p0, offs_p, n_parts, n_rows, r, lse2):
+    """Parts [p0, p0 + BLOCK_P) of row r: which exist, their offset in PF's planes and PA, raw max, max in log2
+    units and weight."""
     pp = p0 + offs_p
     ok = pp < n_parts
     at = pp * n_rows + r
     m_raw = tl.load(PF + at, mask=ok, other=float("-inf"))
-    return ok, at, m_raw, _part_weight(m_raw, qk_scale, lse2)
+    m2 = tl.load(PF + 6 * n_parts * n_rows + at, mask=ok, other=float("-inf"))
+    return ok, at, m_raw, m2, _part_weight(m2, lse2)
 
 
 @triton.jit
@@ -120,6 +125,7 @@ def fused_decode_walk_kernel(
     tl.store(PF + 3 * n_parts * n_rows + at, sk_i, mask=g_ok)
     tl.store(PF + 4 * n_parts * n_rows + at, lc_i, mask=g_ok)
     tl.store(PF + 5 * n_parts * n_rows + at, sp_i, mask=g_ok)
+    tl.store(PF + 6 * n_parts * n_rows + at, m2_i, mask=g_ok)
     tl.store(PA + at, a_i, mask=g_ok)
     if WANT_OUT:
         o_ptrs = PO + at.to(tl.int64)[:, None] * BLOCK_D + offs_d[None, :]
@@ -127,16 +133,16 @@ def fused_decode_walk_kernel(
 
 
 @triton.jit
-def _row_lse2(PF, row, n_parts, n_rows, qk_scale, BLOCK_P: tl.constexpr):
-    """A row's lse in log2 units from its parts' (raw max, l): log2 sum 2^(M_p) l_p, M_p = max_p * qk_scale (empty
-    parts, max -inf, add nothing). NaN where a part's sum is NaN."""
+def _row_lse2(PF, row, n_parts, n_rows, BLOCK_P: tl.constexpr):
+    """A row's lse in log2 units from its parts' (M, l): log2 sum 2^(M_p) l_p, M_p the walk's stored max in log2
+    units (empty parts, max -inf, add nothing). NaN where a part's sum is NaN."""
     offs_p = tl.arange(0, BLOCK_P)
     big = tl.full([1], float("-inf"), dtype=tl.float32)
     tot = tl.zeros([1], dtype=tl.float32)
     for p0 in range(0, n_parts, BLOCK_P):
         pp = p0 + offs_p
         ok = pp < n_parts
-        m_p = tl.load(PF + pp * n_rows + row, mask=ok, other=float("-inf")) * qk_scale
+        m_p = tl.load(PF + 6 * n_parts * n_rows + pp * n_rows + row, mask=ok, other=float("-inf"))
         l_p = tl.load(PF + n_parts * n_rows + pp * n_rows + row, mask=ok, other=0.0)
         new = tl.maximum(big, tl.max(m_p, 0))
         safe = tl.where(new == float("-inf"), 0.0, new)
@@ -167,7 +173,7 @@ def fused_decode_combine_kernel(
     r = tl.program_id(0) // n_prog
     c = tl.program_id(0) % n_prog
     row = r + tl.zeros([1], dtype=tl.int32)  # [1]
-    lse2 = _row_lse2(PF, row, n_parts, n_rows, qk_scale, BLOCK_P)  # [1]
+    lse2 = _row_lse2(PF, row, n_parts, n_rows, BLOCK_P)  # [1]
     # bad rows get key_mass 0 (also where every score overflowed to -inf: lse -inf, 2^(x - lse2) NaN); their row
     # statistics follow `_row_flags` (NaN, but 0 / -1 on rows that see nothing, as the other kernels)
     bad = _bad_rows(lse2 / LOG2E, LSE_LIMIT)
@@ -192,7 +198,7 @@ def fused_decode_combine_kernel(
             offs_d = c * D_SLICE + tl.arange(0, D_SLICE)
             o_acc = tl.zeros([D_SLICE], dtype=tl.float32)
             for p0 in range(0, n_parts, BLOCK_P):
-                ok, at, _, w = _part_tile(PF, p0, offs_p, n_parts, n_rows, r, qk_scale, lse2)
+                ok, at, _, _, w = _part_tile(PF, p0, offs_p, n_parts, n_rows, r, lse2)
                 in_po = ok[:, None] & (offs_d < BLOCK_D)[None, :]  # (head dims of 16: a slice wider than the row)
                 acc = tl.load(PO + at.to(tl.int64)[:, None] * BLOCK_D + offs_d[None, :], mask=in_po, other=0.0)
                 o_acc += tl.sum(w[:, None] * acc, 0)
@@ -204,7 +210,7 @@ def fused_decode_combine_kernel(
         tl.debug_barrier()  # (the row stores below load it back)
         m_i, a_i, e_i, sk_i, lc_i, sp_i = _row_partials(1)
         for p0 in range(0, n_parts, BLOCK_P):
-            ok, at, m_raw, w = _part_tile(PF, p0, offs_p, n_parts, n_rows, r, qk_scale, lse2)
+            ok, at, m_raw, m2, w = _part_tile(PF, p0, offs_p, n_parts, n_rows, r, lse2)
             if WANT_ARG:  # the first part at the max: parts run in key order, each part's key its own first
                 m_c = tl.max(m_raw, 0)
                 a_p = tl.load(PA + at, mask=ok, other=-1)
@@ -214,7 +220,7 @@ def fused_decode_combine_kernel(
             if WANT_ENT:
                 l_p = tl.load(PF + n_parts * n_rows + at, mask=ok, other=0.0)
                 u_p = tl.load(PF + 2 * n_parts * n_rows + at, mask=ok, other=0.0)
-                shift = tl.where(m_raw == float("-inf"), 0.0, m_raw * qk_scale - lse2)
+                shift = tl.where(m2 == float("-inf"), 0.0, m2 - lse2)
                 e_i += tl.sum(w * (u_p + shift * l_p), 0)
             if WANT_SINK:
                 sk_i += tl.sum(w * tl.load(PF + 3 * n_parts * n_rows + at, mask=ok, other=0.0), 0)

@@ -152,6 +152,9 @@ def test_report_refuses_impossible_scores_and_labels(tab, tmp_path, edit, match)
     gives. Scores in their shard ranges (window NaN = full attention) pass."""
     tab.assign(entropy=1.5, window=np.nan).to_csv(tmp_path / "heads.csv", index=False)
     assert "plotly-graph-div" in report_from_dir(tmp_path).read_text()
+    # Gemma's layers: sliding (a window) and global (NaN) in one column, as `interp classify` writes them
+    tab.assign(entropy=1.5, window=[512.0] * 8 + [np.nan] * 4).to_csv(tmp_path / "heads.csv", index=False)
+    assert "plotly-graph-div" in report_from_dir(tmp_path).read_text()
     edit(tab.assign(entropy=1.5, window=512.0)).to_csv(tmp_path / "heads.csv", index=False)
     with pytest.raises(ValueError, match=match):
         report_from_dir(tmp_path)

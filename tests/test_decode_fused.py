@@ -216,8 +216,10 @@ def test_the_rescale_exponent_is_not_contracted():
     """The walk rescales its sums by 2^(M_old - M_new) each key block. Formed as m_i * qk_scale - big, the compiler
     contracted it into one FMA, which keeps the product's rounding error where the max has not moved (M_old = M_new):
     2^(~1e-7) on every block, lse off by 1e-4 over a decode step's 1,500 blocks on the H100 (round 22, the interpreter
-    never contracts). The max is now carried in log2 units, so the exponent is a subtraction. Compiled for sm_90 on
-    this CPU (the installed Triton): some ex2 in the walk's PTX takes a sub.f32 (each took an fma.rn.f32 before)."""
+    never contracts). The max is now carried in log2 units, so the exponent is a subtraction; the combine weighs each
+    part by the M the walk stored (not m_raw * qk_scale again, contracted the same way). Compiled for sm_90 on this
+    CPU (the installed Triton) at 1 and 3 stages: every ex2 on those source lines takes a sub (each took an fma.rn.f32
+    before)."""
     import json
     import os
     import subprocess
@@ -225,20 +227,26 @@ def test_the_rescale_exponent_is_not_contracted():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
+    src = (root / "kernels" / "triton_decode_fused.py").read_text().splitlines()
+    marks = ("alpha = tl.exp2(", "tl.exp2(m2 - lse2)", "l_p * tl.exp2(m_p - safe)")
+    lines = [next(i + 1 for i, t in enumerate(src) if m in t) for m in marks]
     code = (
-        "import json, re, sys; sys.path.insert(0, 'examples'); import sm90_decode as S; from pathlib import Path; "
+        "import json, sys; sys.path.insert(0, 'examples'); import sm90_decode as S; from pathlib import Path; "
         "fused = S.load(Path('.'))['triton_decode_fused']; "
-        "want = dict(WANT_ARG=True, WANT_ENT=True, WANT_SINK=True, WANT_LOCAL=True, WANT_SPAN=False, WANT_KEY=True); "
-        "const = dict(HEAD_DIM=64, BLOCK_D=64, BLOCK_G=16, BLOCK_N=64, UPCAST=False, DOT_PREC=None, stride_qd=1, "
+        "want = dict(WANT_ARG=True, WANT_ENT=True, WANT_SINK=True, WANT_LOCAL=True, WANT_SPAN=True, WANT_KEY=True); "
+        "walk = dict(HEAD_DIM=64, BLOCK_D=64, BLOCK_G=16, BLOCK_N=64, UPCAST=False, DOT_PREC=None, stride_qd=1, "
         "stride_kd=1, stride_vd=1, WANT_OUT=True, **want); "
-        "ptx = S.compile_kernel(fused.fused_decode_walk_kernel, const, S.FUSED_WALK_PTRS).asm['ptx']; "
-        "defs = {m.group(2): m.group(1) for m in re.finditer(r'\\n\\s*([a-z0-9.]+)\\s+(%[a-z]*\\d+),', ptx)}; "
-        "print(json.dumps([defs.get(l.strip().rstrip(';').split(',')[-1].strip(), '?') for l in ptx.splitlines() "
-        "if 'ex2.approx' in l]))"
+        "comb = dict(BLOCK_P=128, BLOCK_K=1024, BLOCK_D=64, D_SLICE=32, HEAD_DIM=64, WANT_OUT=True, WANT_MAXP=True, "
+        "WANT_COUNT=True, WANT_KMEAN=True, **want, **S.SLOTS); "
+        "print(json.dumps([S.ex2_feeds(S.compile_kernel_stages(fn, c, ptrs, ns).asm['ptx']) for ns in (1, 3) "
+        "for fn, c, ptrs in ((fused.fused_decode_walk_kernel, walk, S.FUSED_WALK_PTRS), "
+        "(fused.fused_decode_combine_kernel, comb, S.FUSED_COMBINE_PTRS))]))"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    feeds = json.loads(res.stdout.strip().splitlines()[-1])
-    assert feeds and "sub.f32" in feeds, feeds
+    feeds = [f for kernel in json.loads(res.stdout.strip().splitlines()[-1]) for f in kernel]
+    on_lines = [(line, op) for name, line, op in feeds if name == "triton_decode_fused.py" and line in lines]
+    assert {line for line, _ in on_lines} == set(lines), (lines, feeds)  # each marked exponential was found
+    assert all(op.startswith("sub") for _, op in on_lines), on_lines
