@@ -98,3 +98,18 @@ def one_line_exit_2(r: dict) -> str:
     assert r["returncode"] == 2, (r["returncode"], r["stderr"][-3000:])
     assert len(lines) == 1 and "Traceback" not in r["stderr"], r["stderr"][-3000:]
     return lines[0]
+
+
+def sm90_compile_json(code: str):
+    """Run `code` (Python, from the repository root, `examples/` importable) without the Triton interpreter and with
+    fp fusion on, as a GPU build compiles: it compiles kernels for sm_90 on this CPU and prints one JSON line; that
+    line, parsed. (A subprocess: TRITON_INTERPRET is read when Triton is imported.)"""
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    res = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'examples'); " + code],
+                         capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])

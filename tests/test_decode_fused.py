@@ -220,18 +220,16 @@ def test_the_rescale_exponent_is_not_contracted():
     part by the M the walk stored (not m_raw * qk_scale again, contracted the same way). Compiled for sm_90 on this
     CPU (the installed Triton) at 1 and 3 stages: every ex2 on those source lines takes a sub (each took an fma.rn.f32
     before)."""
-    import json
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
+
+    from helpers import sm90_compile_json
 
     root = Path(__file__).resolve().parents[1]
     src = (root / "kernels" / "triton_decode_fused.py").read_text().splitlines()
     marks = ("alpha = tl.exp2(", "tl.exp2(m2 - lse2)", "l_p * tl.exp2(m_p - safe)")
     lines = [next(i + 1 for i, t in enumerate(src) if m in t) for m in marks]
-    code = (
-        "import json, sys; sys.path.insert(0, 'examples'); import sm90_decode as S; from pathlib import Path; "
+    feeds = [f for kernel in sm90_compile_json(
+        "import json, sm90_decode as S; from pathlib import Path; "
         "fused = S.load(Path('.'))['triton_decode_fused']; "
         "want = dict(WANT_ARG=True, WANT_ENT=True, WANT_SINK=True, WANT_LOCAL=True, WANT_SPAN=True, WANT_KEY=True); "
         "walk = dict(HEAD_DIM=64, BLOCK_D=64, BLOCK_G=16, BLOCK_N=64, UPCAST=False, DOT_PREC=None, stride_qd=1, "
@@ -240,13 +238,7 @@ def test_the_rescale_exponent_is_not_contracted():
         "WANT_COUNT=True, WANT_KMEAN=True, **want, **S.SLOTS); "
         "print(json.dumps([S.ex2_feeds(S.compile_kernel_stages(fn, c, ptrs, ns).asm['ptx']) for ns in (1, 3) "
         "for fn, c, ptrs in ((fused.fused_decode_walk_kernel, walk, S.FUSED_WALK_PTRS), "
-        "(fused.fused_decode_combine_kernel, comb, S.FUSED_COMBINE_PTRS))]))"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    feeds = [f for kernel in json.loads(res.stdout.strip().splitlines()[-1]) for f in kernel]
+        "(fused.fused_decode_combine_kernel, comb, S.FUSED_COMBINE_PTRS))]))") for f in kernel]
     on_lines = [(line, op) for name, line, op in feeds if name == "triton_decode_fused.py" and line in lines]
     assert {line for line, _ in on_lines} == set(lines), (lines, feeds)  # each marked exponential was found
     assert all(op.startswith("sub") for _, op in on_lines), on_lines

@@ -188,22 +188,11 @@ def test_combine_fences_once_per_thread():
     element of the argmax partials (16 per thread in the key-by-query layout: 34 fences in the PTX against the
     unparted kernel's 2; `docs/gpu/kspeed_notes.md`, round 17). Compiled for sm_90 on this CPU (the installed Triton),
     a parted kernel may add two fences (before and after its ticket), no more."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from helpers import sm90_compile_json
 
-    root = Path(__file__).resolve().parents[1]
-    code = (
-        "import json, sys; sys.path.insert(0, 'examples'); import sm90_registers as R; mods = R.load_kernels(); "
+    unparted, parted = sm90_compile_json(
+        "import json, sm90_registers as R; mods = R.load_kernels(); "
         "config = mods['triton_stats']._configs()[0]; assert config.kwargs['TRANSPOSE'] == 1; "
         "print(json.dumps([R.compile_stats(mods, config, R.VARIANTS['all'], head_dim=64, parted=p).asm['ptx']"
-        ".count('fence.acq_rel.gpu') for p in (False, True)]))"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    unparted, parted = json.loads(res.stdout.strip().splitlines()[-1])
+        ".count('fence.acq_rel.gpu') for p in (False, True)]))")
     assert unparted >= 1 and parted <= unparted + 2, (unparted, parted)
