@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 
 from .cache import ActivationCache
-from .hooks import HOOK_OF_STAT
-from .input_checks import stat_selection
+from .hooks import HOOK_OF_STAT, parse_hook_name
+from .input_checks import hook_names, stat_selection
 from .kernels.cuda_graph import capture
 from .model import HookedModel
 from .validate import int_arg, tokens_arg
@@ -41,9 +41,14 @@ class GraphedRun:
                  sink_tokens: int = 4, local_window: int = 64, warmup: int = 2):
         if not isinstance(model, HookedModel):
             raise TypeError(f"GraphedRun needs an interp HookedModel (interp.load(...)), got {type(model).__name__}")
-        names = [names] if isinstance(names, str) else list(names)
+        names = hook_names(() if names is None else names)
+        for n in names:
+            parse_hook_name(n, model.cfg.n_layers)  # a TypeError / ValueError with close matches, before sorting
         stat_names = stat_selection(stats, None)  # no span here: span_mass by name is refused, a group drops it
         layer_list = model._layers(layers)
+        int_arg("sink_tokens", sink_tokens, minimum=0, where="GraphedRun")
+        int_arg("local_window", local_window, minimum=1, where="GraphedRun")
+        int_arg("warmup", warmup, minimum=1, where="GraphedRun (autotuning and caches happen in the warm-up)")
         chosen = sorted(set(names) | {f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for l in layer_list for s in stat_names})
         if not chosen:
             raise ValueError("GraphedRun: nothing to capture (stats and names select no hook point)")
@@ -52,9 +57,8 @@ class GraphedRun:
         tokens = tokens_arg(tokens, model, where="GraphedRun", tensor_only=True, dims=(2,))  # vocabulary, context
         if tokens.device != model.device:
             raise ValueError(f"GraphedRun: tokens are on {tokens.device}, the model on {model.device}")
-        int_arg("warmup", warmup, minimum=1, where="GraphedRun (autotuning and caches happen in the warm-up)")
         self.model = model
-        self.tokens = tokens.clone()  # the graph's input: run(new) copies into it
+        self.tokens = tokens.to(torch.long, copy=True)  # the graph's input (int64 ids): run(new) copies into it
         self._cache = ActivationCache(n_layers=model.cfg.n_layers)
 
         def keep(t, hook):

@@ -56,7 +56,7 @@ class HeadMask(Intervention):
                                  f"got {self.baseline!r}")
         elif isinstance(self.baseline, dict):
             for layer, t in self.baseline.items():
-                if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+                if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < n_layers:
                     raise ValueError(f"HeadMask.baseline keys must be layers 0..{n_layers - 1}, got {layer!r}")
                 if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[2] != n_heads:
                     raise ValueError(f"HeadMask.baseline[{layer}] must be a tensor [batch, pos, {n_heads}, d_head] "

@@ -10,6 +10,8 @@ import difflib
 import numbers
 import os
 
+import torch
+
 from .kernels import normalize_stats
 from .tokens import _show
 
@@ -39,6 +41,10 @@ def layer_list(layers, n_layers: int) -> list[int]:
     if layers is None:
         return list(range(n_layers))
     allowed = f"an int in 0..{n_layers - 1}, a list of them, or None (all layers)"
+    if isinstance(layers, torch.Tensor):  # (a 0-d tensor is iterable by type but not in fact)
+        if layers.dtype.is_floating_point or layers.dtype.is_complex or layers.dtype == torch.bool or layers.dim() > 1:
+            raise TypeError(f"layers must be {allowed}; got a {layers.dim()}-D {layers.dtype} tensor")
+        layers = layers.tolist()
     if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
         layers = [layers]
     elif isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):

@@ -9,11 +9,11 @@ projection, q/k norm, RoPE) to the residual stream, one head slot at a time, bat
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable
 
 import torch
 
+from .input_checks import layer_list
 from .validate import _show, model_arg
 
 
@@ -50,19 +50,14 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
         raise TypeError(f"{where}: mlp must be True or False, got {_show(mlp)}")
     tokens = check_unpadded(tokens)
     n = model.cfg.n_layers
-    if layers is None:
-        layers = range(n)
-    if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
-        layers = [layers]
-    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
-        raise TypeError(f"{where}: layers must be a layer index or a list of them (0..{n - 1}) or None, got "
-                        f"{_show(layers)}")
     try:
-        layers = sorted(set(layers))
-    except TypeError:
-        raise TypeError(f"{where}: layers must be ints in 0..{n - 1}, got {_show(layers)}") from None
-    if any(isinstance(l, bool) or not isinstance(l, int) or not 0 <= l < n for l in layers):
-        raise ValueError(f"input_gradients: layers must be ints in 0..{n - 1}, got {layers!r}")
+        layers = sorted(set(layer_list(layers, n)))  # None: all; numpy ints too
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
+    if not layers:
+        raise ValueError(f"{where}: layers selects no layer; give layers in 0..{n - 1}, or None for all")
+    if isinstance(fwd_hooks, (str, bytes)) or not hasattr(fwd_hooks, "__iter__"):
+        raise TypeError(f"{where}: fwd_hooks must be a list of (hook name, fn) pairs, got {_show(fwd_hooks)}")
     if head_chunk is not None and (isinstance(head_chunk, bool) or not isinstance(head_chunk, int) or head_chunk < 1):
         raise ValueError(f"input_gradients: head_chunk must be a positive int or None, got {head_chunk!r}")
     grads: dict = {}
@@ -102,6 +97,9 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
     if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.requires_grad:
         raise ValueError(f"{where}: the metric must return a scalar tensor that depends on the logits, got "
                          f"{_show(value)}")
+    if not bool(torch.isfinite(value.detach()).all()):
+        raise ValueError(f"{where}: the metric is {float(value.detach().reshape(()))} (every gradient would be NaN); "
+                         "check it on these logits (e.g. a log of a zero probability)")
     del logits
     if mlp:  # an MLP whose output does not depend on anything that needs grad (a zero MLP): its gradient is 0
         flat = [l for l in layers if not live[f"blocks.{l}.hook_mlp_out"].requires_grad]
@@ -115,6 +113,9 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
     if got[-1] is None:
         raise ValueError(f"{where}: the metric's value does not depend on the logits it was given (every gradient "
                          "would be zero); compute it from the logits argument")
+    if not bool(torch.isfinite(got[-1]).all()):
+        raise ValueError(f"{where}: the gradient of the metric is NaN/Inf at the logits' input (blocks.{n - 1}."
+                         "hook_resid_post) though the metric is finite; check the metric's backward on these logits")
     g_at = {o: (torch.zeros_like(live[o]) if g is None else g) for o, g in zip(outs, got)}
     del got
     sink(("logits",), g_at.pop(outs[-1]).detach()[None], [0])

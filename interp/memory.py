@@ -20,7 +20,16 @@ GiB = 2**30
 
 def _layer_list(cfg, layers) -> list[int]:
     """The distinct layers asked for (input_checks.layer_list's checks and messages)."""
-    return sorted(set(layer_list(layers, cfg.n_layers)))
+    return sorted(set(layer_list(layers, _cfg(cfg).n_layers)))
+
+
+def _cfg(cfg):
+    """A model config with n_layers and n_heads (a HookedModel is taken for its .cfg)."""
+    cfg = getattr(cfg, "cfg", cfg)
+    if not all(isinstance(getattr(cfg, a, None), int) for a in ("n_layers", "n_heads")):
+        raise TypeError(f"cfg must be a model's config (model.cfg, with n_layers and n_heads) or the model, got "
+                        f"{type(cfg).__name__}")
+    return cfg
 
 
 def pattern_bytes(cfg, batch: int, q_len: int, k_len: int, layers=None) -> int:
@@ -28,6 +37,7 @@ def pattern_bytes(cfg, batch: int, q_len: int, k_len: int, layers=None) -> int:
     `[batch, n_heads, q_len, k_len]` map of every requested layer plus one working buffer of that size."""
     for name, value in (("batch", batch), ("q_len", q_len), ("k_len", k_len)):
         int_arg(name, value, minimum=1, where="pattern_bytes")
+    cfg = _cfg(cfg)
     n = len(_layer_list(cfg, layers))
     if n == 0:
         return 0
@@ -73,6 +83,8 @@ def check_pattern_memory(cfg, batch: int, q_len: int, k_len: int, layers=None, d
 
     `limit` defaults to the free memory of `device`; with neither known nothing is refused."""
     need = pattern_bytes(cfg, batch, q_len, k_len, layers)
+    cfg = _cfg(cfg)
+    int_arg("limit", limit, minimum=0, where="check_pattern_memory (bytes)", optional=True)  # NaN refused nothing
     if limit is None:
         limit = available_bytes(device)
     if limit is not None and need > limit:

@@ -296,15 +296,24 @@ def scores_vs_context(scores_by_context: dict, score: str = "local_score", title
     top_k = int_arg("top_k", top_k, minimum=1, where="scores_vs_context")
     if not all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in scores_by_context):
         raise TypeError(f"scores_by_context's keys must be context lengths (numbers), got {list(scores_by_context)}")
+    if not isinstance(score, str):
+        raise TypeError(f"scores_vs_context: score must be a score name (str), got {type(score).__name__}")
     contexts = sorted(scores_by_context)
     grids = []
     for c in contexts:
-        if score not in scores_by_context[c]:
-            raise ValueError(f"score {score!r} missing at context {c}; has {sorted(scores_by_context[c])}")
-        grids.append(np.asarray(scores_by_context[c][score], dtype=float))
+        at = scores_by_context[c]
+        if not isinstance(at, dict):
+            raise TypeError(f"scores_vs_context: scores_by_context[{c}] must be a dict {{score: [layer, head]}}, got "
+                            f"{type(at).__name__}")
+        if score not in at:
+            raise ValueError(f"score {score!r} missing at context {c}; has {sorted(at)}")
+        grids.append(_array(at[score], f"scores_by_context[{c}][{score!r}]", 2, "[layer, head]",
+                            "scores_vs_context"))
     shapes = {g.shape for g in grids}
-    if len(shapes) != 1 or len(grids[0].shape) != 2:
+    if len(shapes) != 1:
         raise ValueError(f"every context needs one [layer, head] grid of the same shape, got {shapes}")
+    if grids[0].size == 0:
+        raise ValueError(f"scores_vs_context: the [layer, head] grids are empty (shape {grids[0].shape})")
     s = np.stack(grids)  # [context, layer, head]
     C, L, H = s.shape
     xs = [str(c) for c in contexts]
@@ -400,7 +409,8 @@ def table_html(df: pd.DataFrame, digits: int = 3) -> HTML:
     uid = f"interp-table-{uuid.uuid4().hex[:10]}"
     head = "".join(f"<th data-col='{html.escape(str(c), quote=True)}' title='click to sort'>{html.escape(str(c))}</th>"
                    for c in df.columns)
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+               and not pd.api.types.is_complex_dtype(df[c]) for c in df.columns]  # (complex: shown as text)
     body = []
     for row in df.itertuples(index=False):
         cells = []

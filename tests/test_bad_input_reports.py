@@ -207,6 +207,19 @@ def test_retrieval_heatmap_and_scores_vs_context_check_input():
         plots.scores_vs_context(grid, top_k=0)
     with pytest.raises(TypeError, match="keys must be context lengths"):
         plots.scores_vs_context({**grid, "128": grid[64]})
+    # round 22's sweep: these raised from inside numpy / torch, or drew an empty figure
+    for bad, err, match in [({64: torch.rand(2, 3)}, TypeError, r"scores_by_context\[64\] must be a dict"),
+                            ({64: None}, TypeError, r"scores_by_context\[64\] must be a dict"),
+                            ({64: {"local_score": torch.rand(2, 0)}}, ValueError, "grids are empty"),
+                            ({64: {"local_score": torch.rand(0, 3)}}, ValueError, "grids are empty"),
+                            ({64: {"local_score": [["a"]]}}, TypeError, "must be a numeric array")]:
+        with pytest.raises(err, match=match):
+            plots.scores_vs_context(bad)
+    with pytest.raises(TypeError, match="score must be a score name"):
+        plots.scores_vs_context(grid, score=["local_score"])
+    for t in (torch.rand(2, 3, dtype=torch.bfloat16), torch.rand(2, 3, requires_grad=True)):  # tensors as they come
+        assert len(plots.scores_vs_context({64: {"local_score": t}, 128: {"local_score": t}}).data) > 0
+    assert "(1+2j)" in plots.table_html(pd.DataFrame({"x": [1 + 2j]}))  # complex: shown as text
 
 
 # ------------------------------------------------------------------------------------------------ write_report

@@ -140,12 +140,20 @@ def test_input_gradients_attention_only_and_int_layers(m, toks):
     _, g1 = input_gradients(m, toks, _metric, layers=1)
     assert ("q", 1) in g1 and ("q", 0) not in g1
     torch.testing.assert_close(g1[("q", 1)], g[("q", 1)])
+    _, g2 = input_gradients(m, toks, _metric, layers=np.array([1]))  # numpy ints, as layers= takes elsewhere
+    torch.testing.assert_close(g2[("q", 1)], g[("q", 1)])
 
 
 @pytest.mark.parametrize("kw, err, match", [
     (dict(metric=5), TypeError, "metric must be a callable"), (dict(sink=3), TypeError, "sink must be a callable"),
     (dict(mlp="no"), TypeError, "mlp must be True or False"), (dict(layers="01"), TypeError, "layers"),
-    (dict(metric=lambda lg: torch.zeros((), requires_grad=True)), ValueError, "the metric.s value does not depend on the logits")])
+    (dict(metric=lambda lg: torch.zeros((), requires_grad=True)), ValueError, "the metric.s value does not depend on the logits"),
+    # round 22's sweep: a NaN metric gave NaN gradients silently; fwd_hooks=5 / layers=[] / numpy layers
+    (dict(metric=lambda lg: lg[:, -1, 5].sum() * float("nan")), ValueError, "the metric is nan"),
+    (dict(metric=lambda lg: lg[:, -1, 5].sum() * 0 + torch.sqrt(lg[:, -1, 5].sum() * 0)), ValueError,
+     "the gradient of the metric is NaN/Inf"),
+    (dict(fwd_hooks=5), TypeError, "fwd_hooks must be a list of"), (dict(layers=[]), ValueError, "layers selects no layer"),
+    (dict(layers=[2]), ValueError, "layer 2 out of range")])
 def test_input_gradients_bad_arguments(m, toks, kw, err, match):
     kw = {"metric": _metric, **kw}
     with pytest.raises(err, match=f"input_gradients: {match}"):
@@ -236,3 +244,19 @@ def test_draw_checks_max_edges_scores_and_extra(circuit):
     assert "[\n  1.0," in page or "1.0" in page
     with pytest.raises(TypeError, match=r"report_html: extra\['o'\]"):
         D.report_html(circuit, extra={"o": object()})
+
+
+# ---------------------------------------------------------------------------------------------- HeadMask baseline
+def test_head_mask_baseline_takes_numpy_layer_keys(m, toks):
+    """Round 22's sweep: baseline={np.int64(0): ...} was refused as "keys must be layers 0..1, got np.int64(0)" (0 is
+    a layer); only_layers already took numpy ints. The numpy key patches exactly as the int key."""
+    from interp import HeadMask
+
+    L, H, d = m.cfg.n_layers, m.cfg.n_heads, m.cfg.d_head
+    base = torch.randn(1, 1, H, d, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(L, H)
+    outs = [m.run_with_hooks(toks, interventions=[HeadMask(mask, baseline={k: base}, only_layers=[0])])
+            for k in (0, np.int64(0))]
+    torch.testing.assert_close(outs[0], outs[1])
+    with pytest.raises(ValueError, match="HeadMask.baseline keys must be layers 0..1, got 2"):
+        m.run_with_hooks(toks, interventions=[HeadMask(mask, baseline={2: base})])

@@ -24,6 +24,17 @@ def test_graphed_run_needs_a_cuda_model_and_token_ids(toy):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs a model on a CUDA device"):
             GraphedRun(toy, ids)
+        with pytest.raises(ValueError, match="needs a model on a CUDA device"):  # names=None: none, as elsewhere
+            GraphedRun(toy, ids, names=None)
+    # round 22's sweep: names=None raised "'NoneType' object is not iterable", names=[5] a TypeError from sorted()
+    for kw, err, match in [(dict(names=[5]), TypeError, "hook names are strings, got int"),
+                           (dict(names=["blocks.0.attn.hook_zz"]), ValueError, "hook_zz"),
+                           (dict(names=5), TypeError, "names must be a hook name or a list"),
+                           (dict(sink_tokens=-1), ValueError, "sink_tokens must be >= 0"),
+                           (dict(local_window=0), ValueError, "local_window must be >= 1"),
+                           (dict(warmup=0), ValueError, "warmup must be >= 1")]:
+        with pytest.raises(err, match=match):
+            GraphedRun(toy, ids, **kw)
 
 
 @pytest.mark.gpu

@@ -64,3 +64,33 @@ def test_bad_arguments(kwargs, err, match):
     args = dict(batch=1, q_len=8, k_len=8, layers=None) | kwargs
     with pytest.raises(err, match=match):
         pattern_bytes(cfg(), **args)
+
+
+@pytest.mark.parametrize("limit, err, match", [
+    (float("nan"), TypeError, "limit must be an int or None, got float nan"),  # NaN once refused nothing
+    ("4GB", TypeError, "limit must be an int or None, got str"),
+    (-1, ValueError, "limit must be >= 0, got -1"),
+])
+def test_limit_is_checked(limit, err, match):
+    """Round 22's sweep: limit=nan let a 44,703 GiB request through; '4GB' raised a comparison TypeError."""
+    with pytest.raises(err, match=match):
+        check_pattern_memory(cfg(), 1, 10**6, 10**6, limit=limit)
+
+
+def test_a_model_is_taken_for_its_config():
+    m = HookedModel(tiny_llama(n_layers=3), name="tiny")
+    assert pattern_bytes(m, 2, 17, 17, layers=[0, 2]) == pattern_bytes(m.cfg, 2, 17, 17, layers=[0, 2])
+    with pytest.raises(TypeError, match="cfg must be a model's config"):
+        pattern_bytes("cfg", 2, 17, 17)
+
+
+def test_layers_as_tensors():
+    """Round 22's sweep: layers=torch.tensor(1) raised "iteration over a 0-d tensor" from inside torch. Integer
+    tensors (0-d or 1-D) are layers; float or 2-D ones are refused."""
+    c = cfg()
+    assert pattern_bytes(c, 1, 8, 8, layers=torch.tensor(1)) == pattern_bytes(c, 1, 8, 8, layers=[1])
+    assert pattern_bytes(c, 1, 8, 8, layers=torch.tensor([1, 2])) == pattern_bytes(c, 1, 8, 8, layers=[1, 2])
+    with pytest.raises(TypeError, match="got a 1-D torch.float32 tensor"):
+        pattern_bytes(c, 1, 8, 8, layers=torch.tensor([1.0]))
+    with pytest.raises(TypeError, match="got a 2-D torch.int64 tensor"):
+        pattern_bytes(c, 1, 8, 8, layers=torch.tensor([[1]]))
