@@ -108,7 +108,7 @@ class HeadMask(Intervention):
         xi = self.mask[..., call.layer, :]  # [head] or [mask_batch, head]
         if xi.dim() == 2 and xi.shape[0] != b:
             raise ValueError(f"HeadMask.mask has batch {xi.shape[0]} but the run has batch {b}")
-        xi = (xi[:, None, :, None] if xi.dim() == 2 else xi[None, None, :, None]).to(z.dtype)
+        xi = (xi[:, None, :, None] if xi.dim() == 2 else xi[None, None, :, None]).to(device=z.device, dtype=z.dtype)
         base = self._baseline(z, call)
         if base is None:
             return z * xi

@@ -132,6 +132,10 @@ def _device_arg(device, where: str) -> torch.device:
         raise ValueError(f"{where}: the device must be 'cpu', 'cuda' or 'cuda:N', got {str(dev)!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{where} asks for CUDA, but no CUDA device is available here; use 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ValueError(f"{where} asks for {dev}, but this machine has {n} CUDA device{'s' if n != 1 else ''} "
+                         f"(cuda:0..cuda:{n - 1})")
     return dev
 
 

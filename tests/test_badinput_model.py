@@ -175,6 +175,19 @@ def test_interp_device_errors_name_the_variable(monkeypatch):
         interp.load("toy-induction", device="meta")
 
 
+def test_a_cuda_index_past_the_devices_is_named(monkeypatch):
+    """cuda:7 on a machine with one GPU: a clear error with the devices there are, not one from inside torch (round
+    22's sweep; the device count is faked so that the CPU runs the check)."""
+    from interp import zoo
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"device='cuda:7' asks for cuda:7, but this machine has 1 CUDA device "
+                                         r"\(cuda:0..cuda:0\)"):
+        zoo._device_arg("cuda:7", "device='cuda:7'")
+    assert zoo._device_arg("cuda:0", "device='cuda:0'") == torch.device("cuda:0")
+
+
 def test_mistyped_relative_folder_is_named_and_hub_ids_still_resolve(monkeypatch, tmp_path):
     """'models/smo' where ./models holds 'smol': the hub is tried (a local folder may share an organisation's name),
     and its error names the close match."""
