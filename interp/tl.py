@@ -53,13 +53,76 @@ def config_from_tl(tl_cfg, name: str = "") -> ModelConfig:
         architecture=getattr(tl_cfg, "original_architecture", None) or name or "TransformerLens")
 
 
-TL_KEYWORDS = ("prepend_bos", "padding_side", "attention_mask")  # passed on to TransformerLens' run_with_cache
+TL_KEYWORDS = ("prepend_bos", "padding_side", "attention_mask")  # TransformerLens' own, handled in _check_run
+TEXT_FORMS = "a text or a non-empty list of texts"
+
+
+def _is_text(inputs) -> bool:
+    return isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and len(inputs) > 0
+                                       and all(isinstance(t, str) for t in inputs))
+
+
+def _text_options(where: str, prepend_bos, padding_side) -> None:
+    """TransformerLens' to_tokens options: prepend_bos True/False/None, padding_side 'right'/'left'/None."""
+    from .tokens import _show, check_prepend_bos
+
+    try:
+        check_prepend_bos(prepend_bos)
+    except TypeError as e:
+        raise TypeError(f"{where}: {e}") from None
+    if padding_side is not None and padding_side not in ("right", "left"):
+        raise ValueError(f"{where}: padding_side must be 'right', 'left' or None (the tokenizer's side), got "
+                         f"{_show(padding_side)}")
+
+
+def _mask_arg(mask, ids: torch.Tensor, where: str) -> torch.Tensor:
+    """attention_mask of token ids [batch, pos]: a bool or 0/1 integer tensor of the same shape (a [pos] one for
+    [1, pos] ids), each row one run of real tokens padded on the right or on the left -> bool [batch, pos]."""
+    from .tokens import _show
+
+    b, n = ids.shape
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{where}: attention_mask must be None or a bool (or 0/1 integer) tensor [batch, pos] = "
+                        f"[{b}, {n}], got {_show(mask)}")
+    if mask.dtype.is_floating_point or mask.dtype.is_complex:
+        raise TypeError(f"{where}: attention_mask must be a bool (or 0/1 integer) tensor (True/1 = real token), not "
+                        f"an additive float mask, got {mask.dtype}")
+    if mask.dim() == 1 and b == 1:
+        mask = mask[None]
+    if tuple(mask.shape) != (b, n):
+        raise ValueError(f"{where}: attention_mask must have the shape of the token ids [batch, pos] = [{b}, {n}], "
+                         f"got shape {tuple(mask.shape)}")
+    if mask.device.type == "meta":
+        raise ValueError(f"{where}: attention_mask is on the meta device (no values); pass a real mask")
+    if mask.dtype != torch.bool:
+        if bool(((mask != 0) & (mask != 1)).any()):
+            raise ValueError(f"{where}: attention_mask must hold only 0 and 1 (or True/False), got values "
+                             f"{sorted(set(mask.unique().tolist()))[:5]}")
+        mask = mask.bool()
+    mask = mask.to(ids.device)
+    counts = mask.sum(-1, keepdim=True)  # [batch, 1] real tokens per row
+    pos = torch.arange(n, device=mask.device)
+    ok = ((mask == (pos < counts)).all(-1) | (mask == (pos >= n - counts)).all(-1)).tolist()  # right or left padding
+    for i, c in enumerate(counts[:, 0].tolist()):
+        if c == 0:
+            raise ValueError(f"{where}: attention_mask row {i} has no real token (all False); every prompt needs at "
+                             "least one")
+        if not ok[i]:
+            raise ValueError(f"{where}: attention_mask row {i} has holes (a padding position between real tokens); "
+                             "a padding mask is one run of True, padded on the right or on the left")
+    return mask
 
 
 class TLPatternModel:
     """A TransformerLens model whose statistics come from its own `hook_pattern` (eager, short inputs)."""
 
     def __init__(self, tl_model):
+        from .model import HookedModel
+
+        if isinstance(tl_model, (HookedModel, TLPatternModel)):
+            raise TypeError(f"TLPatternModel needs a TransformerLens model (a HookedTransformer or TransformerBridge), "
+                            f"got an interp {type(tl_model).__name__}, which gives statistics itself: use it as it is"
+                            + (", or wrap model.to_transformer_lens()" if isinstance(tl_model, HookedModel) else ""))
         if not (hasattr(tl_model, "run_with_cache") and hasattr(tl_model, "cfg")):
             raise TypeError(f"TLPatternModel needs a TransformerLens model (run_with_cache and cfg), got "
                             f"{type(tl_model).__name__}")
@@ -73,8 +136,24 @@ class TLPatternModel:
     def __repr__(self) -> str:
         return f"TLPatternModel({type(self.tl).__name__}, {self.n_layers} layers, {self.n_heads} heads)"
 
-    def to_tokens(self, inputs):
-        return self.tl.to_tokens(inputs)
+    def to_tokens(self, inputs, prepend_bos: bool | None = None, padding_side: str | None = None) -> torch.Tensor:
+        """Text or a list of texts -> token ids [batch, pos] by TransformerLens' to_tokens (padded with the
+        tokenizer's pad id; run_with_cache masks the padding of texts of unequal lengths)."""
+        from .tokens import _show
+
+        where = "TLPatternModel.to_tokens"
+        if not _is_text(inputs):
+            raise TypeError(f"{where}: inputs must be {TEXT_FORMS} (TransformerLens tokenizes text only; token ids "
+                            f"go to run_with_cache as an integer tensor), got {_show(inputs)}")
+        _text_options(where, prepend_bos, padding_side)
+        self._need_tokenizer(where)
+        texts = inputs if isinstance(inputs, str) else list(inputs)
+        return self.tl.to_tokens(texts, prepend_bos=prepend_bos, padding_side=padding_side)
+
+    def _need_tokenizer(self, where: str) -> None:
+        if self.tokenizer is None:
+            raise ValueError(f"{where}: this TransformerLens model has no tokenizer: pass token ids (an integer "
+                             "tensor [batch, pos]) instead of text")
 
     def run_with_hooks(self, *args, **kwargs):
         raise ValueError("TLPatternModel gives statistics derived from TransformerLens patterns only; hooks, "
@@ -82,7 +161,11 @@ class TLPatternModel:
                          "(for a TransformerBridge, interp.load(bridge) runs its HF model through interp)")
 
     def _check_run(self, tokens, stats, layers, sink_tokens, local_window, span, to_cpu, kwargs):
-        """HookedModel's checks of the same arguments (same helpers, same messages): -> (token ids, layers, stats)."""
+        """HookedModel's checks of the same arguments (same helpers, same messages) -> (token ids [batch, pos],
+        padding mask [batch, pos] bool or None (nothing padded), real tokens per row, layers, stats).
+
+        Texts of unequal lengths are padded by TransformerLens' to_tokens; their mask comes from each text's own
+        length (not from pad ids, which may be real tokens too). Token ids may come with an attention_mask."""
         from .kernels.checks import check_inputs
 
         from . import input_checks as checks
@@ -97,45 +180,90 @@ class TLPatternModel:
         checks.keywords(where, kwargs, TL_KEYWORDS, "tokens, stats, layers, sink_tokens, local_window, span, to_cpu "
                         "(and TransformerLens' own)")
         checks.bool_arg("to_cpu", to_cpu, where)
-        if isinstance(tokens, str) or (isinstance(tokens, (list, tuple)) and tokens
-                                       and all(isinstance(t, str) for t in tokens)):
-            tokens = self.tl.to_tokens(tokens)
+        prepend_bos, padding_side = kwargs.get("prepend_bos"), kwargs.get("padding_side")
+        mask = kwargs.get("attention_mask")
+        _text_options(where, prepend_bos, padding_side)
+        if _is_text(tokens):
+            if mask is not None:
+                raise ValueError(f"{where}: attention_mask= goes with token ids; texts are padded and masked here "
+                                 "(pass token ids [batch, pos] with their attention_mask, or the texts alone)")
+            self._need_tokenizer(where)
+            texts = [tokens] if isinstance(tokens, str) else list(tokens)
+            opts = dict(prepend_bos=prepend_bos, padding_side=padding_side, truncate=False)
+            lengths = [int(self.tl.to_tokens(t, **opts).shape[-1]) for t in texts]  # each text alone
+            if 0 in lengths:
+                raise ValueError(f"{where}: text {lengths.index(0)} is empty (no tokens)")
+            tokens = self.tl.to_tokens(texts, **opts)  # [batch, max length], padded
+            n = tokens.shape[-1]
+            pos = torch.arange(n, device=tokens.device)
+            real = torch.tensor(lengths, device=tokens.device)[:, None]  # [batch, 1]
+            side = padding_side or getattr(self.tokenizer, "padding_side", None) or "right"
+            mask = (pos < real) if side == "right" else (pos >= n - real)  # [batch, pos]
+        else:
+            for key, value in (("prepend_bos", prepend_bos), ("padding_side", padding_side)):
+                if value is not None:
+                    raise ValueError(f"{where}: {key}={value!r} applies to text (TransformerLens' to_tokens); token "
+                                     f"ids are run as they are (leave {key} out, or pass the text)")
         tokens = tokens_arg(tokens, self, where=where, tensor_only=True)
+        ids = tokens if tokens.dim() == 2 else tokens[None]  # [batch, pos]
+        if mask is not None:
+            mask = _mask_arg(mask, ids, where)
+            if bool(mask.all()):
+                mask = None
+        lengths = [ids.shape[-1]] * ids.shape[0] if mask is None else mask.sum(-1).tolist()
         layers = checks.layer_list(layers, self.n_layers)
         if not layers:
             raise checks.empty_selection(None, None, None, layers)
         want = checks.stat_selection(stats, span)
         if not want:
             raise checks.empty_selection(None, None, want, None)
-        b, n = (1, tokens.shape[0]) if tokens.dim() == 1 else tokens.shape
+        b, n = ids.shape
         shape = torch.zeros(()).expand(b, 1, n, 16)  # no data: check_inputs reads shapes only
         check_inputs(shape, shape, shape, causal=True, scale=None, sliding_window=None, attention_mask=None,
                      key_bias=None, stats=want, sink_tokens=sink_tokens, local_window=local_window, span=span)
-        return tokens, layers, want
+        return ids, mask, lengths, layers, want
 
     def run_with_cache(self, tokens, stats="all", layers=None, sink_tokens: int = 4, local_window: int = 64,
                        span=None, to_cpu: bool = False, grad_of=None, **kwargs):
         """(logits, ActivationCache of `blocks.{l}.attn.hook_*` statistics). `lse` comes from the model's
-        `hook_attn_scores` (log-sum-exp over keys of the scaled, masked scores)."""
+        `hook_attn_scores` (log-sum-exp over keys of the scaled, masked scores).
+
+        Padding (texts of unequal lengths, or token ids with attention_mask=) is masked in the model and in the
+        statistics as in HookedModel's: key statistics count real queries only; a query that sees no real key has
+        an all-zero pattern row and lse -inf."""
         if grad_of is not None:
             self.run_with_hooks()  # the same clear error: no gradients through pattern-derived statistics
-        tokens, layers, want = self._check_run(tokens, stats, layers, sink_tokens, local_window, span, to_cpu, kwargs)
+        ids, mask, lengths, layers, want = self._check_run(tokens, stats, layers, sink_tokens, local_window, span,
+                                                           to_cpu, kwargs)
         names = {f"blocks.{l}.attn.hook_pattern" for l in layers}
         if "lse" in want:
             names |= {f"blocks.{l}.attn.hook_attn_scores" for l in layers}
-        logits, tl_cache = self.tl.run_with_cache(tokens, names_filter=lambda n: n in names, **kwargs)
+        extra = {} if mask is None else {"attention_mask": mask.long()}  # the bridge derives positions from it
+        logits, tl_cache = self.tl.run_with_cache(ids, names_filter=lambda n: n in names, **extra)
         cache = ActivationCache(n_layers=self.n_layers)
-        ids = tokens if tokens.dim() == 2 else tokens[None]
-        cache.tokens = Tokens(ids, None, [ids.shape[-1]] * ids.shape[0])  # as HookedModel's cache: what was run
+        cache.tokens = Tokens(ids, mask, lengths)  # as HookedModel's cache: what was run
+        visible = None
+        if mask is not None:  # [batch, 1, q, k]: real keys the query may see
+            n = ids.shape[-1]
+            visible = mask[:, None, None, :]
+            if self.cfg.is_causal:
+                visible = visible & torch.ones(n, n, dtype=torch.bool, device=mask.device).tril()
         for l in layers:
             pre = f"blocks.{l}.attn."
-            st = dict(stats_from_pattern(tl_cache[pre + "hook_pattern"], tuple(n for n in want if n != "lse"),
-                                         sink_tokens=sink_tokens, local_window=local_window, span=span).items())
+            pattern = tl_cache[pre + "hook_pattern"]  # [batch, head, q, k]
+            if visible is not None:  # a query seeing no real key: the model's uniform row becomes zeros
+                pattern = pattern * visible.to(pattern.device)
+            st = dict(stats_from_pattern(pattern, tuple(n for n in want if n != "lse"), sink_tokens=sink_tokens,
+                                         local_window=local_window, span=span, query_valid=mask,
+                                         key_valid=mask).items())
             if "lse" in want:
                 if pre + "hook_attn_scores" not in tl_cache:
                     raise ValueError(f"stat 'lse' needs {pre}hook_attn_scores, which this TransformerLens model "
                                      "does not cache; ask for the other statistics")
-                st["lse"] = torch.logsumexp(tl_cache[pre + "hook_attn_scores"].float(), dim=-1)  # [batch, head, q]
+                scores = tl_cache[pre + "hook_attn_scores"].float()  # [batch, head, q, k]
+                if visible is not None:
+                    scores = scores.masked_fill(~visible.to(scores.device), float("-inf"))
+                st["lse"] = torch.logsumexp(scores, dim=-1)  # [batch, head, q]
             for name, t in st.items():
                 cache[pre + HOOK_OF_STAT[name]] = t.cpu() if to_cpu else t
         return logits, cache
@@ -160,6 +288,13 @@ def to_transformer_lens(model, copy: bool = True):
     if model.tokenizer is None:
         raise ValueError(f"{model.name} has no tokenizer, and TransformerLens' TransformerBridge needs one (it would "
                          "fetch one from the hub by the model's name); load the model with tokenizer=... first")
+    init = getattr(model.tokenizer, "init_kwargs", None)  # a transformers tokenizer's; TransformerLens re-reads it
+    if isinstance(init, dict) and getattr(model.tokenizer, "bos_token", None) is not None and not init.get(
+            "name_or_path"):
+        raise ValueError(f"to_transformer_lens: {model.name}'s tokenizer was built in memory (it has no name_or_path), "
+                         "and TransformerLens' TransformerBridge reloads the tokenizer from its name_or_path; save it "
+                         "(tokenizer.save_pretrained(folder)), load it back with "
+                         "transformers.AutoTokenizer.from_pretrained(folder) and give the model that tokenizer")
     hf = _copy.deepcopy(model.model) if copy else model.model
     for m in hf.modules():
         m.__dict__.pop("_interp_model", None)

@@ -16,6 +16,7 @@ def stats_from_pattern(
     local_window: int = 64,
     span=None,
     query_valid: torch.Tensor | None = None,  # [batch, q_len] bool
+    key_valid: torch.Tensor | None = None,  # [batch, k_len] bool: padding keys are seen by no query (key_count 0)
     causal: bool = True,
 ) -> AttentionStats:
     if not isinstance(pattern, torch.Tensor) or pattern.dim() != 4:
@@ -53,6 +54,9 @@ def stats_from_pattern(
         w = p * qv[:, None, :, None]
         mass = w.sum(-2)
         visible = (kpos <= qpos) if causal else torch.ones(lq, lk, dtype=torch.bool, device=p.device)
-        count = (visible[None, None] & qv[:, None, :, None]).sum(-2).float().expand(b, h, lk)
+        seen_by = visible[None, None] & qv[:, None, :, None]  # [batch, 1, q, k]
+        if key_valid is not None:
+            seen_by = seen_by & key_valid.bool()[:, None, None, :]
+        count = seen_by.sum(-2).float().expand(b, h, lk)
         finish_key_stats(st, want, mass, count)
     return st
