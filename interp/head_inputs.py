@@ -153,6 +153,7 @@ class InputPatch(Intervention):
     """
 
     stages = ("resid_pre", "qkv", "z", "attn_out", "mlp_out", "resid_post")
+    resizes_batch = True  # the groups run as extra copies of the batch between resid_pre and attn_out/resid_post
 
     def __init__(self, model, delta_fn: Callable | None = None, record: bool = True, compact: bool = False,
                  start: int = 0, start_resid: torch.Tensor | None = None):

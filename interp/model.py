@@ -28,7 +28,7 @@ from .cache import ActivationCache
 from .checkpointing import checkpointed_blocks
 from .config import ATTN_NAMES, MLP_NAMES, ModelConfig, find_blocks, find_child, head_output_weight
 from .hooks import HOOK_OF_STAT, STAT_HOOKS, RunContext, all_hook_names, differentiable, parse_hook_name
-from .stages import RESID_STAGES, AttnCall
+from .stages import RESID_STAGES, AttnCall, checked, checked_bias, checked_qkv
 from .kernels import AttentionStats, attention_with_stats, pick_backend
 from . import layer_batch
 from .memory import check_pattern_memory
@@ -139,7 +139,7 @@ class HookedModel:
                 if grad_leaf and not x.requires_grad:  # gradients of activations: the graph starts here
                     x = x.detach().requires_grad_(True)
                 for iv in ivs:
-                    x = iv.resid(stage, x, layer, self._valid)
+                    x = checked(iv, stage, iv.resid(stage, x, layer, self._valid), x, layer)
                 x = ctx.apply(name, x, layer)
                 return (x,) + tuple(output[1:]) if isinstance(output, tuple) else x
             return hook
@@ -155,7 +155,7 @@ class HookedModel:
                 return None
             x = args[0] if args else kwargs["hidden_states"]
             for iv in ivs:
-                x = iv.resid("resid_pre", x, layer, self._valid)
+                x = checked(iv, "resid_pre", iv.resid("resid_pre", x, layer, self._valid), x, layer)
             x = ctx.apply(name, x, layer)
             if args:
                 return (x,) + tuple(args[1:]), kwargs
@@ -207,9 +207,10 @@ class HookedModel:
         call = AttnCall(layer, query, key, value, self._valid, attend=lambda prob_hook=None: attend(prob_hook)[0])
         call_ref = weakref.ref(call)
         for iv in _at(ivs, "qkv"):
-            call.query, call.key, call.value = iv.qkv(call.query, call.key, call.value, call)
+            call.query, call.key, call.value = checked_qkv(
+                iv, iv.qkv(call.query, call.key, call.value, call), call.query, call.key, call.value, layer)
         for iv in _at(ivs, "key_bias"):
-            ib = iv.key_bias(call)
+            ib = checked_bias(iv, iv.key_bias(call), call)
             if ib is not None:
                 bias = ib if bias is None else bias + ib
         b, h, lq, lk = call.batch, call.heads, call.q_len, call.k_len
@@ -224,7 +225,7 @@ class HookedModel:
 
             def capture_and_edit(p, qs):
                 for iv in prob_ivs:
-                    p = iv.probs(p, qs, call)
+                    p = checked(iv, "probs", iv.probs(p, qs, call), p, layer, "p")
                 if pattern is not None:
                     pattern[:, :, qs:qs + p.shape[2]] = p
                 return p if prob_ivs else None  # (None: nothing edited, so nothing for the reference to check)
@@ -259,10 +260,10 @@ class HookedModel:
         for sname, t in st.items():
             ctx.apply(pre + HOOK_OF_STAT[sname], t, layer)
         for iv in _at(ivs, "out"):
-            out = iv.out(out, call)
+            out = checked(iv, "out", iv.out(out, call), out, layer)
         z = out.transpose(1, 2)  # [batch, query_pos, head, d_head]
         for iv in _at(ivs, "z"):
-            z = iv.z(z, call)
+            z = checked(iv, "z", iv.z(z, call), z, layer)
         z = ctx.apply(pre + "hook_z", z, layer)
         if ctx.active(pre + "hook_result"):
             w_o = head_output_weight(module, h, z.shape[-1])  # [head, d_head, d_model]
