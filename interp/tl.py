@@ -78,13 +78,13 @@ def _text_options(where: str, prepend_bos, padding_side) -> None:
 def _mask_arg(mask, ids: torch.Tensor, where: str) -> torch.Tensor:
     """attention_mask of token ids [batch, pos]: a bool or 0/1 integer tensor of the same shape (a [pos] one for
     [1, pos] ids), each row one run of real tokens padded on the right or on the left -> bool [batch, pos]."""
-    from .tokens import _show
+    from .tokens import _show, padding_mask
 
     b, n = ids.shape
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"{where}: attention_mask must be None or a bool (or 0/1 integer) tensor [batch, pos] = "
                         f"[{b}, {n}], got {_show(mask)}")
-    if mask.dtype.is_floating_point or mask.dtype.is_complex:
+    if mask.dtype.is_floating_point or mask.dtype.is_complex:  # (before the shape: the likelier mistake)
         raise TypeError(f"{where}: attention_mask must be a bool (or 0/1 integer) tensor (True/1 = real token), not "
                         f"an additive float mask, got {mask.dtype}")
     if mask.dim() == 1 and b == 1:
@@ -92,25 +92,8 @@ def _mask_arg(mask, ids: torch.Tensor, where: str) -> torch.Tensor:
     if tuple(mask.shape) != (b, n):
         raise ValueError(f"{where}: attention_mask must have the shape of the token ids [batch, pos] = [{b}, {n}], "
                          f"got shape {tuple(mask.shape)}")
-    if mask.device.type == "meta":
-        raise ValueError(f"{where}: attention_mask is on the meta device (no values); pass a real mask")
-    if mask.dtype != torch.bool:
-        if bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError(f"{where}: attention_mask must hold only 0 and 1 (or True/False), got values "
-                             f"{sorted(set(mask.unique().tolist()))[:5]}")
-        mask = mask.bool()
-    mask = mask.to(ids.device)
-    counts = mask.sum(-1, keepdim=True)  # [batch, 1] real tokens per row
-    pos = torch.arange(n, device=mask.device)
-    ok = ((mask == (pos < counts)).all(-1) | (mask == (pos >= n - counts)).all(-1)).tolist()  # right or left padding
-    for i, c in enumerate(counts[:, 0].tolist()):
-        if c == 0:
-            raise ValueError(f"{where}: attention_mask row {i} has no real token (all False); every prompt needs at "
-                             "least one")
-        if not ok[i]:
-            raise ValueError(f"{where}: attention_mask row {i} has holes (a padding position between real tokens); "
-                             "a padding mask is one run of True, padded on the right or on the left")
-    return mask
+    mask, _ = padding_mask(f"{where}: attention_mask", mask, f"{where}: row")
+    return mask.to(ids.device)
 
 
 class TLPatternModel:

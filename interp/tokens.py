@@ -219,6 +219,36 @@ def first_real(toks: Tokens) -> torch.Tensor:
     return toks.attention_mask.long().argmax(-1)
 
 
+def padding_mask(what: str, mask: torch.Tensor, row: str) -> tuple[torch.Tensor, list[int]]:
+    """A padding mask [batch, pos] of the ids' shape (checked by the caller), checked: real values (not meta), bool or
+    0/1 integers, each row >= 1 real token in one run (right- or left-padded, no holes) -> (bool mask, real tokens
+    per row). `what` names the argument and `row` a row in the errors."""
+    if mask.device.type == "meta":
+        raise ValueError(f"{what} is on the meta device (no values); pass a real mask")
+    if mask.dtype.is_floating_point or mask.dtype.is_complex:
+        raise TypeError(f"{what} must be a bool (or 0/1 integer) tensor (True/1 = real token), not an additive float "
+                        f"mask, got {mask.dtype}")
+    if mask.dtype != torch.bool:
+        if bool(((mask != 0) & (mask != 1)).any()):
+            raise ValueError(f"{what} must hold only 0 and 1 (or True/False), got values "
+                             f"{sorted(set(mask.unique().tolist()))[:5]}")
+        mask = mask.bool()
+    n = mask.shape[-1]
+    counts = mask.sum(-1)
+    pos = torch.arange(n, device=mask.device)
+    right = (mask == (pos < counts[:, None])).all(-1)
+    left = (mask == (pos >= n - counts[:, None])).all(-1)
+    counts, ok = counts.tolist(), (right | left).tolist()
+    for i, c in enumerate(counts):
+        if c == 0:
+            raise ValueError(f"{row} {i} has no real token (its attention_mask row is all False); every prompt needs at "
+                             "least one")
+        if not ok[i]:
+            raise ValueError(f"{row} {i} has an attention_mask with holes (a padding position between real tokens); a "
+                             "padding mask is one run of True, padded on the right or on the left")
+    return mask, counts
+
+
 def _checked_tokens(toks: Tokens, cfg, device) -> Tokens:
     """A user-built Tokens, checked: integer ids [batch >= 1, pos >= 1]; a 0/1 mask of the same shape whose rows
     each hold >= 1 real token in one run (right- or left-padding, no holes); lengths = the mask's row sums."""
@@ -244,27 +274,7 @@ def _checked_tokens(toks: Tokens, cfg, device) -> Tokens:
         raise ValueError(f"Tokens.input_ids has ids outside the vocabulary [0, {cfg.d_vocab})")
     b, n = ids.shape
     if mask is not None:
-        if mask.device.type == "meta":
-            raise ValueError("Tokens.attention_mask is on the meta device (no values); pass a real mask")
-        if mask.dtype.is_floating_point or mask.dtype.is_complex:
-            raise TypeError(f"Tokens.attention_mask must be a bool (or 0/1 integer) tensor, got {mask.dtype}")
-        if mask.dtype != torch.bool:
-            if bool(((mask != 0) & (mask != 1)).any()):
-                raise ValueError(f"Tokens.attention_mask must hold only 0 and 1 (or True/False), got values "
-                                 f"{sorted(set(mask.unique().tolist()))[:5]}")
-            mask = mask.bool()
-        counts = mask.sum(-1)
-        pos = torch.arange(n, device=mask.device)
-        right = (mask == (pos < counts[:, None])).all(-1)
-        left = (mask == (pos >= n - counts[:, None])).all(-1)
-        counts, ok = counts.tolist(), (right | left).tolist()
-        for i in range(b):
-            if counts[i] == 0:
-                raise ValueError(f"Tokens row {i} has no real token (its attention_mask row is all False); every "
-                                 "prompt needs at least one")
-            if not ok[i]:
-                raise ValueError(f"Tokens row {i} has an attention_mask with holes (a padding position between real "
-                                 "tokens); a padding mask is one run of True, padded on the right or on the left")
+        mask, counts = padding_mask("Tokens.attention_mask", mask, "Tokens row")
     else:
         counts = [n] * b
     raw = toks.lengths.tolist() if isinstance(toks.lengths, torch.Tensor) else toks.lengths

@@ -110,7 +110,7 @@ def test_attention_mask_of_token_ids_is_checked_and_masks_the_statistics(pair):
         torch.testing.assert_close(a[k], t[k], equal_nan=True, msg=k)
     _, ones = m.run_with_cache(ids, attention_mask=torch.ones(2, 4, dtype=torch.bool))
     assert ones.tokens.attention_mask is None  # nothing padded
-    where = "TLPatternModel.run_with_cache: attention_mask"
+    where = "TLPatternModel.run_with_cache: "
     bad = [
         (torch.ones(3, 3), TypeError, "not an additive float mask"),
         (torch.ones(3, 3, dtype=torch.long), ValueError, r"shape of the token ids \[batch, pos\] = \[2, 4\], got "
@@ -118,7 +118,7 @@ def test_attention_mask_of_token_ids_is_checked_and_masks_the_statistics(pair):
         ([[1, 1, 1, 1], [1, 1, 0, 0]], TypeError, "must be None or a bool"),
         (torch.tensor([[1, 1, 1, 2], [1, 1, 0, 0]]), ValueError, r"only 0 and 1 .*got values \[0, 1, 2\]"),
         (torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]]), ValueError, "row 1 has no real token"),
-        (torch.tensor([[1, 1, 1, 1], [1, 0, 1, 0]]), ValueError, "row 1 has holes"),
+        (torch.tensor([[1, 1, 1, 1], [1, 0, 1, 0]]), ValueError, "row 1 has an attention_mask with holes"),
     ]
     for value, err, match in bad:
         with pytest.raises(err, match=f"^{where}.*{match}"):
