@@ -75,9 +75,10 @@ def _text_options(where: str, prepend_bos, padding_side) -> None:
                          f"{_show(padding_side)}")
 
 
-def _mask_arg(mask, ids: torch.Tensor, where: str) -> torch.Tensor:
+def _mask_arg(mask, ids: torch.Tensor, where: str) -> tuple[torch.Tensor, list[int]]:
     """attention_mask of token ids [batch, pos]: a bool or 0/1 integer tensor of the same shape (a [pos] one for
-    [1, pos] ids), each row one run of real tokens padded on the right or on the left -> bool [batch, pos]."""
+    [1, pos] ids), each row one run of real tokens padded on the right or on the left -> (bool [batch, pos], real
+    tokens per row)."""
     from .tokens import _show, padding_mask
 
     b, n = ids.shape
@@ -92,8 +93,8 @@ def _mask_arg(mask, ids: torch.Tensor, where: str) -> torch.Tensor:
     if tuple(mask.shape) != (b, n):
         raise ValueError(f"{where}: attention_mask must have the shape of the token ids [batch, pos] = [{b}, {n}], "
                          f"got shape {tuple(mask.shape)}")
-    mask, _ = padding_mask(f"{where}: attention_mask", mask, f"{where}: row")
-    return mask.to(ids.device)
+    mask, counts = padding_mask(f"{where}: attention_mask", mask, f"{where}: row")
+    return mask.to(ids.device), counts
 
 
 class TLPatternModel:
@@ -189,11 +190,11 @@ class TLPatternModel:
                                      f"ids are run as they are (leave {key} out, or pass the text)")
         tokens = tokens_arg(tokens, self, where=where, tensor_only=True)
         ids = tokens if tokens.dim() == 2 else tokens[None]  # [batch, pos]
+        lengths = [ids.shape[-1]] * ids.shape[0]
         if mask is not None:
-            mask = _mask_arg(mask, ids, where)
-            if bool(mask.all()):
+            mask, lengths = _mask_arg(mask, ids, where)
+            if min(lengths) == ids.shape[-1]:  # nothing padded
                 mask = None
-        lengths = [ids.shape[-1]] * ids.shape[0] if mask is None else mask.sum(-1).tolist()
         layers = checks.layer_list(layers, self.n_layers)
         if not layers:
             raise checks.empty_selection(None, None, None, layers)
