@@ -14,16 +14,14 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from .interventions import _int_array_as_list
 from .stages import AttnCall, Intervention
-from .validate import _show, not_meta
+from .validate import distinct_layers, not_meta
 
 BASELINES = ("zero", "mean")
 
@@ -80,21 +78,7 @@ class HeadMask(Intervention):
         if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
             layers = [layers]
         allowed = f"an int layer, a list of distinct layers in 0..{n_layers - 1}, or None (every layer)"
-        if isinstance(layers, (str, bytes, torch.Tensor, np.ndarray)) or not isinstance(layers, Collection):
-            raise TypeError(f"HeadMask.only_layers must be {allowed}; got {_show(layers)}")
-        if len(layers) == 0:
-            raise ValueError(f"HeadMask.only_layers is empty, so the mask would act nowhere; give {allowed}")
-        out = []
-        for l in layers:
-            if isinstance(l, bool) or not isinstance(l, numbers.Integral):
-                raise TypeError(f"HeadMask.only_layers: layers must be ints, got {l!r}")
-            if not 0 <= l < n_layers:
-                raise ValueError(f"HeadMask.only_layers: layer {l!r} out of range 0..{n_layers - 1}")
-            if int(l) in out:
-                raise ValueError(f"HeadMask.only_layers repeats layer {int(l)}; each layer may appear once (a "
-                                 "repeated layer would apply the mask twice)")
-            out.append(int(l))
-        return out
+        return distinct_layers(layers, n_layers, "HeadMask.only_layers", allowed, "the mask")
 
     def layers(self, n_layers: int) -> list[int]:
         return list(self._layers)

@@ -6,14 +6,13 @@ re-exports these names.)"""
 from __future__ import annotations
 
 import numbers
-from collections.abc import Collection
 
 import numpy as np
 import torch
 
 from .hooks import HOOK_OF_STAT
 from .stages import Intervention, check_stages
-from .validate import _show
+from .validate import distinct_layers
 
 PATTERN_BYTES_LIMIT = 4 * 2**30
 SPAN_HOOK = ".attn." + HOOK_OF_STAT["span_mass"]  # the one hook point that needs an option (span=) to exist
@@ -136,19 +135,8 @@ def intervention_layers(iv: Intervention, n_layers: int) -> list[int]:
     allowed = (f"an int layer in 0..{n_layers - 1}" if default else
                f"a non-empty list of distinct int layers in 0..{n_layers - 1}")
     got = iv.layers(n_layers)
-    if isinstance(got, (str, bytes, dict)) or not isinstance(got, Collection):
-        raise TypeError(f"{who} must return {allowed}, got {_show(got)}")
-    if len(got) == 0:
-        raise ValueError(f"{who} returned no layer, so {name} would act nowhere; it must return {allowed}")
-    out: list[int] = []
-    for layer in got:
+    if default:  # the one layer in iv.layer, named as such
+        layer = got[0] if isinstance(got, list) and len(got) == 1 else got
         if isinstance(layer, (bool, np.bool_)) or not isinstance(layer, numbers.Integral):
-            raise TypeError(f"{who} must be {allowed}, got {layer!r}" if default else
-                            f"{who}: layers must be ints, got {layer!r} in {_show(got)}")
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"{who}: layer {layer} out of range; the model has layers 0..{n_layers - 1}")
-        if int(layer) in out:
-            raise ValueError(f"{who} repeats layer {int(layer)}; each layer may appear once (a repeated layer "
-                             f"would apply {name} twice)")
-        out.append(int(layer))
-    return out
+            raise TypeError(f"{who} must be {allowed}, got {layer!r}")
+    return distinct_layers(got, n_layers, who, allowed, name)

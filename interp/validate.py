@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Collection
 
 import torch
 
@@ -22,6 +23,27 @@ def _show(value) -> str:
         return f"a {value.dtype} tensor of shape {tuple(value.shape)} on {value.device}"
     text = repr(value)
     return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def distinct_layers(layers, n_layers: int, who: str, allowed: str, acts: str) -> list[int]:
+    """A non-empty collection of distinct int layers (NumPy ints too) in 0..n_layers - 1, as a list of ints. `who`
+    names what gave them (a run's intervention, an option), `allowed` says what is allowed and `acts` what would act
+    on them, for the messages: a missing layer would leave `acts` nowhere, a repeated one would apply it twice."""
+    if isinstance(layers, (str, bytes, dict, torch.Tensor)) or not isinstance(layers, Collection):
+        raise TypeError(f"{who} must be {allowed}, got {_show(layers)}")
+    if len(layers) == 0:
+        raise ValueError(f"{who} is empty, so {acts} would act nowhere; it must be {allowed}")
+    out: list[int] = []
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+            raise TypeError(f"{who}: layers must be ints, got {layer!r} in {_show(layers)}")
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"{who}: layer {layer} out of range; the model has layers 0..{n_layers - 1}")
+        if int(layer) in out:
+            raise ValueError(f"{who} repeats layer {int(layer)}; each layer may appear once (a repeated layer would "
+                             f"apply {acts} twice)")
+        out.append(int(layer))
+    return out
 
 
 def int_arg(name: str, value, minimum: int | None = None, maximum: int | None = None, where: str | None = None,

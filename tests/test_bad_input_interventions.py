@@ -37,7 +37,7 @@ CASES = [
     ("only_layers float", HeadMask(torch.zeros(L, H), only_layers=[0.0]), TypeError,
      r"HeadMask.only_layers: layers must be ints, got 0.0"),
     ("only_layers 2", HeadMask(torch.zeros(L, H), only_layers=2), ValueError,
-     r"HeadMask.only_layers: layer 2 out of range 0..1"),
+     r"HeadMask.only_layers: layer 2 out of range; the model has layers 0..1"),
     # --- 2. keys of KeyMask / ScaleAttention
     ("keys str", KeyMask(0, "12"), TypeError, r"KeyMask.keys must be an int position, a list/tuple of int positions.*"
      r"got str '12'"),
