@@ -19,9 +19,8 @@ from typing import Sequence
 
 import torch
 
-from .interventions import _int_array_as_list
 from .stages import AttnCall, Intervention
-from .validate import distinct_layers, not_meta
+from .validate import distinct_layers, int_array_as_list, not_meta
 
 BASELINES = ("zero", "mean")
 
@@ -74,7 +73,7 @@ class HeadMask(Intervention):
         layers = self.only_layers
         if layers is None:
             return list(range(n_layers))
-        layers = _int_array_as_list(layers, "HeadMask.only_layers")
+        layers = int_array_as_list(layers, "HeadMask.only_layers")
         if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
             layers = [layers]
         allowed = f"an int layer, a list of distinct layers in 0..{n_layers - 1}, or None (every layer)"

@@ -10,10 +10,12 @@ import difflib
 import numbers
 import os
 
+import numpy as np
 import torch
 
 from .kernels import normalize_stats
 from .tokens import _show
+from .validate import int_array_as_list
 
 STAT_OPTIONS = ("stats", "layers", "sink_tokens", "local_window", "span", "backend")  # run_with_hooks' **stat_options
 
@@ -41,13 +43,10 @@ def layer_list(layers, n_layers: int) -> list[int]:
     if layers is None:
         return list(range(n_layers))
     allowed = f"an int in 0..{n_layers - 1}, a list of them, or None (all layers)"
-    if isinstance(layers, torch.Tensor):  # (a 0-d tensor is iterable by type but not in fact)
-        if layers.dtype.is_floating_point or layers.dtype.is_complex or layers.dtype == torch.bool or layers.dim() > 1:
-            raise TypeError(f"layers must be {allowed}; got a {layers.dim()}-D {layers.dtype} tensor")
-        layers = layers.tolist()
+    layers = int_array_as_list(layers, "layers")  # a 0-D/1-D integer tensor or array (a 0-d one is iterable by type)
     if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
         layers = [layers]
-    elif isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+    elif isinstance(layers, (str, bytes, torch.Tensor, np.ndarray)) or not hasattr(layers, "__iter__"):
         raise TypeError(f"layers must be {allowed}, got {_show(layers)}")
     out = []
     for l in layers:

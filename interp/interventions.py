@@ -26,24 +26,13 @@ import numpy as np
 import torch
 
 from .stages import AttnCall, Intervention
-from .validate import _show, not_meta
-
-
-def _int_array_as_list(value, name: str):
-    """A 0-D/1-D integer tensor or numpy array -> a list of ints; anything else unchanged (checked by the caller)."""
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim <= 1 and (
-            np.issubdtype(value.dtype, np.integer) if isinstance(value, np.ndarray)
-            else not (value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool)):
-        if isinstance(value, torch.Tensor):
-            not_meta(name, value)
-        return value.reshape(-1).tolist()
-    return value
+from .validate import _show, int_array_as_list, not_meta
 
 
 def _as_heads(heads, n_heads: int, what: str) -> list[int]:
     if heads is None:
         return list(range(n_heads))
-    heads = _int_array_as_list(heads, f"{what}.heads")
+    heads = int_array_as_list(heads, f"{what}.heads")
     if isinstance(heads, numbers.Integral) and not isinstance(heads, bool):
         heads = [heads]
     if isinstance(heads, (str, bytes, torch.Tensor, np.ndarray)) or not isinstance(heads, Collection):

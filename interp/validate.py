@@ -11,6 +11,7 @@ import math
 import numbers
 from collections.abc import Collection
 
+import numpy as np
 import torch
 
 
@@ -23,6 +24,17 @@ def _show(value) -> str:
         return f"a {value.dtype} tensor of shape {tuple(value.shape)} on {value.device}"
     text = repr(value)
     return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def int_array_as_list(value, name: str):
+    """A 0-D/1-D integer tensor or numpy array -> a list of ints; anything else unchanged (checked by the caller)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim <= 1 and (
+            np.issubdtype(value.dtype, np.integer) if isinstance(value, np.ndarray)
+            else not (value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool)):
+        if isinstance(value, torch.Tensor):
+            not_meta(name, value)
+        return value.reshape(-1).tolist()
+    return value
 
 
 def distinct_layers(layers, n_layers: int, who: str, allowed: str, acts: str) -> list[int]:

@@ -90,7 +90,7 @@ def test_layers_as_tensors():
     c = cfg()
     assert pattern_bytes(c, 1, 8, 8, layers=torch.tensor(1)) == pattern_bytes(c, 1, 8, 8, layers=[1])
     assert pattern_bytes(c, 1, 8, 8, layers=torch.tensor([1, 2])) == pattern_bytes(c, 1, 8, 8, layers=[1, 2])
-    with pytest.raises(TypeError, match="got a 1-D torch.float32 tensor"):
+    with pytest.raises(TypeError, match=r"got a torch.float32 tensor of shape \(1,\)"):
         pattern_bytes(c, 1, 8, 8, layers=torch.tensor([1.0]))
-    with pytest.raises(TypeError, match="got a 2-D torch.int64 tensor"):
+    with pytest.raises(TypeError, match=r"got a torch.int64 tensor of shape \(1, 1\)"):
         pattern_bytes(c, 1, 8, 8, layers=torch.tensor([[1]]))
