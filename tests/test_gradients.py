@@ -215,3 +215,26 @@ def test_triton_backend_gradients_equal_reference(ids, device):
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-3, atol=1e-5)
     for n in names:
         torch.testing.assert_close(grads[1][1][n], grads[0][1][n], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_a_cpu_head_mask_gates_a_model_on_the_gpu():
+    """HeadMask moves its mask and a baseline dict's tensors to hook_z's device (round 22's sweep): a mask made on the
+    CPU gives a CUDA model the logits of the same mask made on the GPU, and its gradient reaches the CPU leaf."""
+    model = interp.load("toy-induction", device="cuda")
+    L, H, dh = model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head
+    ids = torch.randint(0, model.cfg.d_vocab, (2, 13), generator=torch.Generator().manual_seed(0)).cuda()
+    xi_cpu = torch.rand(L, H, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    xi_gpu = xi_cpu.detach().cuda().requires_grad_()
+    a = model.run_with_hooks(ids, interventions=[HeadMask(xi_cpu)])
+    b = model.run_with_hooks(ids, interventions=[HeadMask(xi_gpu)])
+    torch.testing.assert_close(a, b)
+    a[:, -1].sum().backward()
+    b[:, -1].sum().backward()
+    assert xi_cpu.grad.device.type == "cpu"
+    torch.testing.assert_close(xi_cpu.grad, xi_gpu.grad.cpu(), rtol=1e-4, atol=1e-5)
+    base = {1: torch.randn(1, 1, H, dh, generator=torch.Generator().manual_seed(2))}
+    c = model.run_with_hooks(ids, interventions=[HeadMask(xi_cpu.detach(), baseline=base)])
+    d = model.run_with_hooks(ids, interventions=[HeadMask(xi_gpu.detach(), baseline={1: base[1].cuda()})])
+    torch.testing.assert_close(c, d)
+    assert (c - a.detach()).abs().max() > 1e-4  # the baseline acts
