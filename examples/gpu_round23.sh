@@ -18,10 +18,5 @@ if [ "$PART" = a ]; then
     | tee "$OUT/tests_round23.log"
   timeout 100 python3 examples/decode_fused_gpu.py 2>&1 | grep -v Warn | tee "$OUT/decode_fused_round23.log"
 else
-  for dt in float16 bfloat16; do
-    timeout 280 python3 -m interp.kernels.bench --dtype $dt --shapes 32x128/8 9x64/3 4x256/1 \
-      --lengths 1024 2048 8192 32768 131072 --methods sdpa ours-none ours-all --long-lengths --per-stat-lengths \
-      --flex-lengths --graph-lengths 1024 2048 --decode-lengths 8192 32768 131072 2>&1 | grep -v Warn \
-      | tee "$OUT/bench_${dt}_round23.log"
-  done
+  for dt in float16 bfloat16; do bench_table $dt round23; done
 fi

@@ -11,3 +11,11 @@ nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
 swap() { mkdir -p /tmp/after/kernels && for f in "$BEFORE"/kernels/*.py; do
   cp "kernels/$(basename "$f")" /tmp/after/kernels/ && cp "$f" kernels/; done; }
 restore() { cp /tmp/after/kernels/*.py kernels/; }
+# bench_table DTYPE TAG: the README's benchmark table (prefill 1k-128k, graph replays at 1k / 2k, decode steps
+# 8k-128k) in one dtype -> $OUT/bench_DTYPE_TAG.log
+bench_table() {
+  timeout 280 python3 -m interp.kernels.bench --dtype "$1" --shapes 32x128/8 9x64/3 4x256/1 \
+    --lengths 1024 2048 8192 32768 131072 --methods sdpa ours-none ours-all --long-lengths --per-stat-lengths \
+    --flex-lengths --graph-lengths 1024 2048 --decode-lengths 8192 32768 131072 2>&1 | grep -v Warn \
+    | tee "$OUT/bench_$1_$2.log"
+}
