@@ -47,8 +47,10 @@ from typing import Callable
 
 import torch
 
+from interp.batch.arguments import check_out
+from interp.head_inputs import check_unpadded
 from interp.input_checks import bool_arg
-from interp.validate import hooked_model_arg
+from interp.validate import _show, hooked_model_arg
 
 from ..tasks.base import batch_arg, task_arg
 from . import checkpoints
@@ -329,8 +331,13 @@ def _load(path: Path, settings: dict, graph: Graph) -> _State | None:
     if isinstance(nxt, bool) or not isinstance(nxt, int) or not 0 <= nxt <= graph.n_slots:
         raise bad(f"'next' must be a receiver position in 0..{graph.n_slots}, got {nxt!r}")
     for key in ("d_cur", "d_full", "wall_s"):
-        if isinstance(state[key], bool) or not isinstance(state[key], (int, float)):
-            raise bad(f"{key!r} must be a number, got {state[key]!r}")
+        if (isinstance(state[key], bool) or not isinstance(state[key], (int, float))
+                or not math.isfinite(state[key])):
+            raise bad(f"{key!r} must be a finite number, got {state[key]!r}")
+    done = receiver_order(graph)[:nxt]  # every edge into a finished receiver was tested (or removed untested: 0)
+    valid = graph.valid()[:, done]
+    if not bool(torch.isfinite(state["scores"][:, done][valid]).all()):
+        raise bad(f"'scores' lacks a finite score on some edge of the {nxt} receivers it says are done")
     for key in ("n_tested", "n_skipped", "n_variants", "n_forwards"):
         if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
             raise bad(f"{key!r} must be an int >= 0, got {state[key]!r}")
@@ -344,6 +351,7 @@ def acdc_batch(model, graph: Graph, clean, ablated: torch.Tensor, tau: float, me
     """ACDC on one equal-length batch: clean ids [batch, pos], ablated outputs [batch, pos, n_up, d] (from
     `patching.ablated_outputs`). `positions` [batch, pos] bool: where KL reads (default: the last position)."""
     hooked_model_arg(model, "acdc_batch")
+    graph = graph_arg(graph, model, "acdc_batch")
     progress_arg(progress, "acdc_batch")
     if task_metric is not None and not callable(task_metric):
         raise TypeError(f"acdc_batch: task_metric must be a callable logits [batch, pos, vocab] -> scalar tensor or "
@@ -354,6 +362,16 @@ def acdc_batch(model, graph: Graph, clean, ablated: torch.Tensor, tau: float, me
     check_tau(tau)
     _check_metric(metric)
     _check_int(window, "window")
+    clean = check_unpadded(clean, "clean prompts")
+    if positions is not None:
+        shape = tuple(clean.shape)
+        if not isinstance(positions, torch.Tensor) or positions.dtype != torch.bool or tuple(positions.shape) != shape:
+            raise TypeError(f"acdc_batch: positions must be a bool tensor {list(shape)} (like the clean prompts: True "
+                            f"where KL reads the next-token distribution) or None (the last position), got "
+                            f"{_show(positions)}")
+        if not bool(positions.any()):
+            raise ValueError("acdc_batch: positions is all False, so KL would read no position; mark at least one "
+                             "(None: the last position of each prompt)")
     obj = Objective(model, graph, [Part(clean, ablated, 1.0, task_metric, positions)], metric,
                     chunk=window if chunk is None else chunk)
     return search(obj, tau, window=window, skip_dead=skip_dead, checkpoint=checkpoint, progress=progress)
@@ -430,11 +448,18 @@ def tau_sweep(model, task, batch, taus, metric: str = "kl", ablation: str = "cor
     `checkpoint_dir`: one checkpoint per tau (acdc_tau{tau}.pt), so a rerun reuses finished searches. Raises
     ValueError when no tau reaches `target_faithfulness` (the checkpoints stay: they are complete searches)."""
     hooked_model_arg(model, "tau_sweep")
-    taus = [taus] if isinstance(taus, (int, float, str)) else list(taus)
+    if isinstance(taus, torch.Tensor) and taus.dim() <= 1:
+        taus = taus.reshape(-1).tolist()
+    if isinstance(taus, (str, bytes, dict)) or not (isinstance(taus, (int, float)) or hasattr(taus, "__iter__")):
+        raise TypeError(f"tau_sweep: taus must be a list of finite numbers >= 0 (ACDC thresholds, e.g. [0.001, 0.01, "
+                        f"0.1]), got {_show(taus)}")
+    taus = [taus] if isinstance(taus, (int, float)) else list(taus)
     if not taus:
         raise ValueError("taus must be a non-empty list of finite numbers >= 0, got an empty list")
     taus = [check_tau(t, "every tau in taus") for t in taus]
     progress_arg(progress, "tau_sweep")
+    if checkpoint_dir is not None:  # a bad folder is refused before the searches start
+        check_out(checkpoint_dir, "tau_sweep: checkpoint_dir")
     if target_faithfulness is not None and (isinstance(target_faithfulness, bool)
                                             or not isinstance(target_faithfulness, (int, float))
                                             or not math.isfinite(float(target_faithfulness))):

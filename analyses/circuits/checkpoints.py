@@ -62,6 +62,8 @@ def load(path: Path, settings: dict, kind: str) -> dict | None:
     try:
         saved = torch.load(path)
         old, state = saved["settings"], saved["state"]
+        if not isinstance(old, dict):
+            raise TypeError(f"its 'settings' is a {type(old).__name__}, not a dict")
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise ValueError(f"checkpoint {path} is not {kind} checkpoint ({type(e).__name__}: {e}); delete it or pass "
                          "another path") from None

@@ -12,6 +12,7 @@ CMD lower-better.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,7 +22,7 @@ from interp.input_checks import bool_arg
 from interp.validate import fraction_list, int_arg, real_arg
 
 from .graph import Graph, graph_arg
-from .patching import masked_logits, metric_of
+from .patching import masked_logits, metric_arg, metric_of
 
 FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -54,6 +55,11 @@ class Circuit:
                              f"{tuple(self.in_circuit.shape)}")
         else:
             self.in_circuit = self.in_circuit.bool()
+        if not isinstance(self.method, str):
+            raise TypeError(f"Circuit.method must be a str (the method's name, e.g. 'eap'), got "
+                            f"{type(self.method).__name__} {self.method!r:.60}")
+        if not isinstance(self.meta, dict):
+            raise TypeError(f"Circuit.meta must be a dict, got {type(self.meta).__name__} {self.meta!r:.60}")
 
     # ------------------------------------------------------------------ selection
     def select(self, top_n: int | None = None, threshold: float | None = None, method: str = "topn",
@@ -67,6 +73,9 @@ class Circuit:
         bool_arg("prune", prune, "Circuit.select")
         if (top_n is None) == (threshold is None):
             raise ValueError("give exactly one of top_n (int) or threshold (float)")
+        if method == "greedy" and threshold is not None:
+            raise ValueError("Circuit.select: method 'greedy' grows a circuit of top_n edges from the logits; it "
+                             "takes top_n, not threshold (threshold selects with method 'topn')")
         s = self._rank_scores(absolute)
         if threshold is not None:
             threshold = real_arg("threshold", threshold, where="Circuit.select")
@@ -169,6 +178,7 @@ def faithfulness(model, graph: Graph, clean, ablated: torch.Tensor, metric: Call
                  chunk: int = 4) -> dict:
     """f for each circuit (a [n_up, n_slots] bool mask of kept edges); also M(full) and M(empty)."""
     int_arg("chunk", chunk, minimum=1, where="faithfulness")
+    metric_arg(metric, "faithfulness")
     graph = graph_arg(graph, model, "faithfulness")
     shape = (graph.n_up, graph.n_slots)
     if isinstance(circuits, torch.Tensor) or not isinstance(circuits, (list, tuple)):
@@ -200,6 +210,7 @@ def faithfulness_curve(model, circuit: Circuit, clean, ablated: torch.Tensor, me
     bool_arg("prune", prune, "faithfulness_curve")
     fractions = fraction_list("fractions", fractions, low_open=True, high_open=False,
                               meaning="fractions of the edges kept", example=FRACTIONS, where="faithfulness_curve")
+    _increasing("fractions", fractions, "faithfulness_curve")
     rank = circuit._rank_scores(True)
     n_total = circuit.graph.n_edges
     masks, counts = [], []
@@ -214,11 +225,28 @@ def faithfulness_curve(model, circuit: Circuit, clean, ablated: torch.Tensor, me
 
 
 def areas(fractions: list, f: list) -> dict:
-    """CPR = area under f, CMD = area under |1 - f| (trapezoid over the edge fraction, normalised by its span)."""
+    """CPR = area under f, CMD = area under |1 - f| (trapezoid over the edge fraction, normalised by its span).
+    `fractions`: increasing edge fractions; `f`: the faithfulness at each (one number per fraction)."""
+    for name, v in (("fractions", fractions), ("f", f)):
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, numbers.Real) and not isinstance(x, bool)
+                                                       for x in v):
+            raise TypeError(f"areas: {name} must be a list of numbers, got {type(v).__name__} {v!r:.60}")
+    if not fractions or len(fractions) != len(f):
+        raise ValueError(f"areas: fractions and f must be non-empty lists of one length (f at each fraction), got "
+                         f"{len(fractions)} fractions and {len(f)} values of f")
+    _increasing("fractions", fractions, "areas")
     x = torch.tensor(fractions, dtype=torch.float64)
     y = torch.tensor(f, dtype=torch.float64)
     span = float(x[-1] - x[0]) or 1.0
     return {"cpr": float(torch.trapezoid(y, x)) / span, "cmd": float(torch.trapezoid((1 - y).abs(), x)) / span}
+
+
+def _increasing(name: str, xs, where: str) -> None:
+    """The x axis of a curve: strictly increasing (a repeated or out-of-order value would give a wrong area)."""
+    bad = next((i for i in range(1, len(xs)) if not xs[i] > xs[i - 1]), None)
+    if bad is not None:
+        raise ValueError(f"{where}: {name} must be strictly increasing (the x axis of the curve), got {list(xs)}: "
+                         f"{name}[{bad}] = {xs[bad]} does not exceed {xs[bad - 1]}")
 
 
 def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import torch
 
 from interp.input_checks import bool_arg
+from interp.validate import hooked_model_arg
 
 from .evaluate import Circuit
 from .graph import Graph
@@ -95,6 +97,9 @@ def write(c: Circuit, out_dir) -> list[Path]:
     """edges.csv, nodes.csv and graph.json in the folder `out_dir` (made if missing; files in it are replaced)."""
     if not isinstance(c, Circuit):
         raise TypeError(f"write: c must be a Circuit, got {type(c).__name__}")
+    if isinstance(out_dir, bool) or not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"write: out_dir must be a folder path (a str or pathlib.Path), got {type(out_dir).__name__} "
+                        f"{out_dir!r:.60}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"write: out_dir {str(out)!r} is a file, not a folder; write puts edges.csv, nodes.csv and "
@@ -123,15 +128,39 @@ def _differences(g: Graph, model) -> list[str]:
     return diffs
 
 
+def _check_node_count(cfg, nodes) -> None:
+    """The file's 'nodes' (when it has them) must be the nodes its cfg describes, counted before the graph is built:
+    a damaged cfg (n_layers = 10**6) is refused instead of building a graph of millions of nodes."""
+    if not isinstance(cfg, dict):
+        raise TypeError(f"'cfg' must be an object, got {type(cfg).__name__}")
+    sizes = [cfg.get(k) for k in ("n_layers", "n_heads", "n_kv_heads")]
+    if not isinstance(nodes, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                              for v in sizes):
+        return  # (no nodes listed: nothing to compare; a bad size is refused by Graph.from_config)
+    n_layers, n_heads, n_kv = sizes
+    want = 2 + n_layers * (n_heads + (n_kv if n_kv != n_heads else 0) + (1 if cfg.get("mlp", True) else 0))
+    if len(nodes) != want:
+        raise ValueError(f"its cfg ({n_layers} layers, {n_heads} heads, {n_kv} KV heads, mlp "
+                         f"{cfg.get('mlp', True)}) describes {want} nodes, but 'nodes' lists {len(nodes)}")
+
+
 def read_json(path, model=None, same_name: bool = True) -> Circuit:
     """A circuit from graph.json. With `model`, the file must describe that model's graph (layers, heads, KV
     heads, MLP nodes) and, unless same_name=False, have been written for a model of the same name; otherwise a
     one-line ValueError naming what differs."""
     bool_arg("same_name", same_name, "read_json")
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"read_json: path must be the path (a str or pathlib.Path) of a graph.json, got "
+                        f"{type(path).__name__} {path!r:.60}")
+    if model is not None:
+        hooked_model_arg(model, "read_json")
     path = Path(path)
     try:
         d = json.loads(path.read_text())
         cfg = d["cfg"]
+        _check_node_count(cfg, d.get("nodes"))
+        if not isinstance(d.get("method", ""), str) or not isinstance(d.get("meta", {}), dict):
+            raise TypeError("'method' must be a string and 'meta' an object")
         g = Graph.from_config(cfg["n_layers"], cfg["n_heads"], cfg["n_kv_heads"], cfg.get("mlp", True),
                               cfg.get("model", "") or "")
         edges = d["edges"]
@@ -161,8 +190,10 @@ def read_json(path, model=None, same_name: bool = True) -> Circuit:
             u, s = g.up_index(from_eap_ig_name(src)), g.slot_index(from_eap_ig_name(dst), kind)
             if not valid[u, s]:
                 raise ValueError(f"{src} comes after {dst}: no such edge")
+            if not isinstance(e["in_graph"], bool):
+                raise TypeError(f"'in_graph' must be true or false, got {e['in_graph']!r:.40}")
             scores[u, s] = float(e["score"])
-            keep[u, s] = bool(e["in_graph"])
+            keep[u, s] = e["in_graph"]
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: bad edge {key!r}: {str(err) or type(err).__name__}") from None
     return Circuit(g, scores, d.get("method", ""), keep, d.get("meta", {}))

@@ -29,7 +29,9 @@ from pathlib import Path
 
 import torch
 
+from interp.batch.arguments import check_out
 from interp.input_checks import bool_arg
+from interp.validate import hooked_model_arg
 
 from . import api, draw, export
 from .evaluate import Circuit, faithfulness, faithfulness_curve
@@ -53,6 +55,9 @@ def check_method_options(method_options: dict | None, method: str | None = None)
     """Extra keyword options of `api.score_edges` for a method (ACDC's threshold `tau`); refused by name when
     score_edges does not take them, and (given `method`) `tau` when the method is not "acdc" or tau is not >= 0,
     `chunk` when the method is not "patching" or chunk is not an int >= 1."""
+    if method_options is not None and not isinstance(method_options, dict):
+        raise TypeError(f"method_options must be a dict of score_edges keyword options (e.g. {{'tau': 0.05}}) or "
+                        f"None, got {type(method_options).__name__} {method_options!r:.60}")
     method_options = dict(method_options or {})
     params = inspect.signature(api.score_edges).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -89,6 +94,10 @@ def check_settings(method: str, n: int, steps: int, ablation: str, top_n: int, s
         raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
     if isinstance(eval_ablations, str):
         eval_ablations = (eval_ablations,)
+    if not isinstance(eval_ablations, (list, tuple)) or not eval_ablations:
+        raise (ValueError if isinstance(eval_ablations, (list, tuple)) else TypeError)(
+            f"eval ablations must be a non-empty list of {', '.join(ABLATIONS)} (the ablations faithfulness is "
+            f"measured under), got {eval_ablations!r:.60}")
     eval_ablations = tuple(eval_ablations)
     for what, ab in [("ablation", ablation)] + [("eval ablation", a) for a in eval_ablations]:
         if ab not in ABLATIONS:
@@ -213,6 +222,28 @@ def write_outputs(circuit: Circuit, out_dir, settings: dict, results: dict) -> l
     return paths + [out / "report.html"]
 
 
+def _read_scores(path: Path, graph: Graph, method: str) -> tuple[dict, str]:
+    """(the saved scores.pt, "") or ({}, what is wrong with it): a file a kill, another program or another version
+    left is recomputed, not a crash from inside torch.load."""
+    try:
+        saved = torch.load(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is recomputed
+        return {}, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]}"
+    shape = (graph.n_up, graph.n_slots)
+    if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
+        return {}, f"a {type(saved).__name__} without the job's settings"
+    scores, keep = saved.get("scores"), saved.get("in_circuit")
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != shape or not scores.dtype.is_floating_point:
+        return {}, f"'scores' is not a float tensor {list(shape)}"
+    if not bool(torch.isfinite(scores[graph.valid()]).all()):
+        return {}, "'scores' is not finite on every edge"
+    if method == "acdc" and keep is not None and (not isinstance(keep, torch.Tensor) or tuple(keep.shape) != shape):
+        return {}, f"'in_circuit' is not a tensor {list(shape)}"
+    if not isinstance(saved.get("meta", {}), dict):
+        return {}, "'meta' is not a dict"
+    return saved, ""
+
+
 def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", n: int = 32, seed: int = 0,
                     steps: int = 5, ablation: str = "corrupted", top_n: int = 200, select: str = "topn",
                     faithfulness: bool = True, faith_n: int = 8, eval_ablations=("corrupted",),
@@ -224,10 +255,10 @@ def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", 
     eval_ablations, method_options = check_settings(method, n, steps, ablation, top_n, select, faith_n,
                                                     eval_ablations, method_options)
     bool_arg("faithfulness", faithfulness, "run_circuit_job")
-    progress_arg(progress, "run_circuit_job")
-    task = T.get_task(task) if isinstance(task, str) else task
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    progress = progress_arg(progress, "run_circuit_job") or (lambda msg: None)  # None: no progress lines
+    hooked_model_arg(model, "run_circuit_job")
+    task = T.task_arg(task, "run_circuit_job")
+    out = check_out(out_dir, "run_circuit_job: out_dir")
     settings = {"model": model.name, "task": task.name, "method": method, "n": n, "seed": seed, "steps": steps,
                 "ablation": ablation, "dtype": str(model.dtype).replace("torch.", "")}
     if method_options:
@@ -237,8 +268,10 @@ def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", 
     score_file = out / "scores.pt"
     circuit = None
     if score_file.exists():
-        saved = torch.load(score_file)
-        if saved.get("settings") == settings and (method != "acdc" or "in_circuit" in saved):
+        saved, damage = _read_scores(score_file, graph, method)
+        if damage:
+            progress(f"{score_file} is damaged or not a circuit job's scores ({damage}); recomputing")
+        elif saved.get("settings") == settings and (method != "acdc" or "in_circuit" in saved):
             circuit = rebuild_circuit(graph, saved["scores"], method, saved.get("meta", settings), top_n, select,
                                       saved.get("in_circuit"))
             progress(f"resume: scores from {score_file}")
@@ -262,7 +295,14 @@ def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", 
     faith_file = out / "faithfulness.json"
     faith_settings = {**settings, "top_n": top_n, "select": select, "faith_n": faith_n}
     if faithfulness:
-        saved = json.loads(faith_file.read_text()) if faith_file.exists() else {}
+        try:
+            saved = json.loads(faith_file.read_text()) if faith_file.exists() else {}
+        except (OSError, ValueError) as e:
+            progress(f"{faith_file} is unreadable ({type(e).__name__}: {e}); recomputing")
+            saved = {}
+        if not isinstance(saved, dict) or not isinstance(saved.get("curves", {}), dict):
+            progress(f"{faith_file} is not a circuit job's faithfulness.json; recomputing")
+            saved = {}
         if saved.get("settings") == faith_settings and set(saved.get("curves", {})) >= set(eval_ablations):
             results["faithfulness"] = {ab: saved["curves"][ab] for ab in eval_ablations}
             progress("resume: faithfulness from faithfulness.json")

@@ -52,6 +52,7 @@ def ablated_outputs(model, graph: Graph, clean, corrupt=None, ablation: str = "c
     """The ablated value of every node's output: [batch, pos, n_up, d_model]."""
     hooked_model_arg(model, "ablated_outputs")
     graph = graph_arg(graph, model, "ablated_outputs")
+    int_arg("seed", seed, minimum=-2**63, maximum=2**64 - 1, where="ablated_outputs")
     clean, corrupt = check_ablation(clean, corrupt, ablation)
     if ablation == "corrupted":
         return stack_outputs(node_outputs(model, corrupt), graph)
@@ -84,6 +85,16 @@ def resample_rows(b: int, seed: int = 0) -> torch.Tensor:
         raise ValueError("ablation='resample' needs at least 2 examples in the batch")
     g = torch.Generator().manual_seed(seed)
     return (torch.arange(b) + torch.randint(1, b, (b,), generator=g)) % b
+
+
+def ablated_arg(ablated, clean: torch.Tensor, graph: Graph, where: str):
+    """Precomputed ablated outputs: None (computed from the prompts) or a tensor [batch, pos, n_up, d_model] (its
+    shape is checked by masked_logits)."""
+    if ablated is not None and not isinstance(ablated, torch.Tensor):
+        b, p = clean.shape
+        raise TypeError(f"{where}: ablated must be a tensor [{b}, {p}, {graph.n_up}, d_model] (ablated_outputs(model, "
+                        f"graph, clean, corrupt, ablation)) or None, got {_show(ablated)}")
+    return ablated
 
 
 def check_aligned(clean: torch.Tensor, corrupt: torch.Tensor) -> None:
@@ -141,6 +152,10 @@ def masked_logits(model, graph: Graph, clean, ablated: torch.Tensor, weights: to
                          f"this graph), got {tuple(weights.shape)}")
     if ablated.shape[:3] != (b, p, graph.n_up):
         raise ValueError(f"ablated outputs must be [{b}, {p}, {graph.n_up}, d_model], got {tuple(ablated.shape)}")
+    if ablated.dim() != 4 or ablated.shape[3] != model.cfg.d_model:
+        raise ValueError(f"masked_logits: ablated outputs must be [{b}, {p}, {graph.n_up}, {model.cfg.d_model}] "
+                         f"(d_model of {model.name}), got {tuple(ablated.shape)}; build them with "
+                         "ablated_outputs(model, ...) for this model")
     if prefix is not None and (prefix.clean.shape != clean.shape or not bool((prefix.clean == clean).all())):
         raise ValueError("masked_logits: prefix is the clean run of other prompts; build it with "
                          "clean_run(model, graph, clean) for these")

@@ -30,7 +30,7 @@ from interp.head_inputs import check_unpadded
 from interp.validate import hooked_model_arg
 
 from .graph import Graph, graph_arg
-from .patching import ablated_outputs, base_metric, masked_logits, metric_arg, metric_of
+from .patching import ablated_arg, ablated_outputs, base_metric, masked_logits, metric_arg, metric_of
 
 
 def _as_group(x) -> list:
@@ -44,6 +44,9 @@ def resolve_receiver(graph: Graph, r) -> list[int]:
         if len(r) != 2:
             raise ValueError(f"a receiver is (node, kind) like ('L1H0', 'k'), got {r!r}")
         node, kind = r
+        if not isinstance(node, str):
+            raise TypeError(f"a receiver's node is a name like 'L1H0', 'L1KV0', 'MLP2' or 'logits', got "
+                            f"{type(node).__name__} {node!r} in {r!r}")
     elif isinstance(r, str):
         node, kind = (r[:-1].split("<") if r.endswith(">") and "<" in r else (r, None))
     else:
@@ -79,6 +82,11 @@ def path_weights(graph: Graph, senders: list, receivers: list) -> tuple[torch.Te
     [n_senders, n_receivers] bool: True where the pair has at least one edge."""
     if not senders or not receivers:
         raise ValueError("path_patching needs at least one sender and one receiver")
+    for name, groups in (("senders", senders), ("receivers", receivers)):
+        empty = [i for i, x in enumerate(groups) if isinstance(x, list) and not x]
+        if empty:
+            raise ValueError(f"path_patching: {name}[{empty[0]}] is an empty group; a group (a list patched "
+                             "jointly) needs at least one node")
     ups = [[graph.up_index(u) for u in _as_group(s)] for s in senders]
     slots = [[i for r in _as_group(rc) for i in resolve_receiver(graph, r)] for rc in receivers]
     valid = graph.valid()
@@ -112,6 +120,7 @@ def path_patching(model, clean, corrupt, metric: Callable, senders: list, receiv
     senders, receivers = list(senders), list(receivers)
     w, has = path_weights(graph, senders, receivers)
     clean = check_unpadded(clean, "clean prompts")
+    ablated_arg(ablated, clean, graph, where)
     if ablated is None:
         ablated = ablated_outputs(model, graph, clean, corrupt, ablation)
     base = base_metric(model, clean, metric, where)
@@ -138,6 +147,7 @@ def input_patching(model, clean, corrupt, metric: Callable, graph: Graph | None 
     graph = graph_arg(graph, model, where)
     metric_arg(metric, where)
     clean = check_unpadded(clean, "clean prompts")
+    ablated_arg(ablated, clean, graph, where)
     if ablated is None:
         ablated = ablated_outputs(model, graph, clean, corrupt, ablation)
     idx = [i for i, s in enumerate(graph.slots) if s.kind in ("q", "k", "v")]

@@ -10,13 +10,16 @@ and `answer` / `wrong` are int ids inside the vocabulary (`d_vocab`, recorded by
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from interp.input_checks import bool_arg
 from interp.tokens import Tokens
+from interp.validate import model_arg
 
 from ..probes import bos_id
 
@@ -111,9 +114,17 @@ class TaskBatch:
         return self._map(lambda t: t.to(device))
 
     def __getitem__(self, rows) -> "TaskBatch":
-        """Rows of the batch (a slice or an index tensor), e.g. to run a large batch in chunks."""
-        if isinstance(rows, int):
-            rows = slice(rows, rows + 1)
+        """Rows of the batch (a slice or an index tensor), e.g. to run a large batch in chunks. An int i gives the
+        one-row batch of row i (negative: from the end, as in lists); outside the batch it raises IndexError (which
+        also ends a `for row in batch` loop)."""
+        if isinstance(rows, numbers.Integral) and not isinstance(rows, bool):
+            n = len(self)
+            if not -n <= rows < n:
+                raise IndexError(f"TaskBatch: row {int(rows)} is outside the batch of {n} rows (rows -{n}..{n - 1})")
+            rows = slice(int(rows) % n, int(rows) % n + 1)
+        elif not isinstance(rows, (slice, list, torch.Tensor, np.ndarray)):
+            raise TypeError(f"TaskBatch: rows must be an int, a slice or an index tensor / list, got "
+                            f"{type(rows).__name__} {rows!r:.60}")
         return self._map(lambda t: t[rows], rows)
 
     def _map(self, fn, rows=None) -> "TaskBatch":
@@ -147,6 +158,7 @@ class Task:
 
     def make(self, model, n: int = 32, seed: int = 0, **options) -> TaskBatch:
         task = self.with_options(**options)
+        model_arg(model, f"task {self.name!r}", pattern_stats_ok=True)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ OPTIONAL = ("corrupt", "wrong")
 
 
 def read_rows(path) -> list[dict]:
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"task file path must be a str or pathlib.Path of a .jsonl, .json or .csv file, got "
+                        f"{type(path).__name__} {path!r:.60}")
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"task file {str(path)!r} is a folder, not a file; give a .jsonl or .csv file of rows")

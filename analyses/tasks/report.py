@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from interp.validate import int_arg
+
 from .base import Task, TaskBatch
 
 LOGIT_BYTES = 2**28  # run chunks whose float32 logits stay under 256 MiB
@@ -13,6 +15,7 @@ LOGIT_BYTES = 2**28  # run chunks whose float32 logits stay under 256 MiB
 
 def task_metrics(model, task: Task, batch: TaskBatch, batch_size: int = 16) -> dict:
     """Mean metric and accuracy on the clean (and corrupt) prompts, forwarding in chunks (no gradients)."""
+    int_arg("batch_size", batch_size, minimum=1, where="task_metrics")
     pos = batch.clean.input_ids.shape[1]
     step = max(1, min(batch_size, LOGIT_BYTES // (4 * pos * model.cfg.d_vocab)))
     out = {}
@@ -40,6 +43,13 @@ def task_report(model, tasks=None, n: int = 32, seed: int = 0, batch_size: int =
 
     from . import DEFAULT_REPORT_TASKS, get_task
 
+    # checked here: a bad n or seed would otherwise skip every task (each make's ValueError lands in `notes`)
+    int_arg("n", n, minimum=1, where="task_report")
+    int_arg("seed", seed, where="task_report")
+    int_arg("batch_size", batch_size, minimum=1, where="task_report")
+    if tasks is not None and not isinstance(tasks, (str, Task, list, tuple)):
+        raise TypeError(f"task_report: tasks must be a task name, a Task, a list of them or None (every task but "
+                        f"'file'), got {type(tasks).__name__} {tasks!r:.60}")
     rows = []
     for t in DEFAULT_REPORT_TASKS if tasks is None else ([tasks] if isinstance(tasks, (str, Task)) else tasks):
         task = t if isinstance(t, Task) else get_task(t)
