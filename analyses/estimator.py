@@ -18,6 +18,13 @@ from interp.validate import int_arg
 from .table import LABELS, RULE_SCORES, _did_you_mean, label_head, near_miss_columns, thresholds_arg
 
 
+def _unique_columns(df: pd.DataFrame, cols: list[str]) -> None:
+    """ValueError naming the score columns `cols` that X holds more than once."""
+    twice = sorted({str(c) for c in df.columns[df.columns.duplicated()] if c in cols})
+    if twice:
+        raise ValueError(f"X has the column(s) {twice} more than once; give each score one column")
+
+
 class HeadClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, method: str = "rules", thresholds: dict | None = None, n_clusters: int = 6,
                  score_columns: str | tuple | None = None, random_state: int = 0):
@@ -69,6 +76,7 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
         if self.method == "rules" and not set(cols) & set(RULE_SCORES.values()):
             raise ValueError(f"method='rules' labels heads by the rule scores {list(RULE_SCORES.values())}; "
                              f"score_columns {cols} has none of them")
+        _unique_columns(df, cols)
         return cols
 
     @staticmethod
@@ -152,6 +160,7 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise ValueError(f"X lacks the score columns {missing} that the classifier was fitted on ({cols})")
+        _unique_columns(df, cols)
         self._numeric(df, cols)
         if self.method == "rules":
             return np.array([label_head(r, self.thresholds_) for r in df[cols].to_dict("records")])

@@ -30,7 +30,7 @@ import torch
 from interp.head_mask import HeadMask
 from interp.input_checks import bool_arg
 from interp.readout import logit_attribution
-from interp.validate import hooked_model_arg, int_arg
+from interp.validate import hooked_model_arg, int_arg, tensor_arg
 
 from .tasks.base import batch_arg, task_arg
 
@@ -46,10 +46,22 @@ def check_methods(methods) -> tuple[str, ...]:
         methods = tuple(methods)
     except TypeError:
         raise TypeError(f"methods must be a name or a list of names from {METHODS}, got {methods!r}") from None
+    if not methods:
+        raise ValueError(f"methods is empty; give one or more of {list(METHODS)}")
     unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise ValueError(f"unknown importance method(s) {unknown or methods!r}; allowed: {list(METHODS)}")
+    if unknown:
+        raise ValueError(f"unknown importance method(s) {unknown!r}; allowed: {list(METHODS)}")
+    repeated = sorted({m for m in methods if methods.count(m) > 1})
+    if repeated:
+        raise ValueError(f"methods repeats {repeated}; name each method once (a repeat would give its scores twice)")
     return methods
+
+
+def _progress_arg(progress, where: str):
+    if progress is not None and not callable(progress):
+        raise TypeError(f"{where}: progress must be None or a callable (e.g. print), got {type(progress).__name__} "
+                        f"{progress!r:.60}")
+    return progress
 
 
 def _task_batch(task, batch, where: str) -> tuple:
@@ -151,6 +163,7 @@ def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_fo
         raise ValueError(f"kind must be one of {ABLATIONS}, got {kind!r}")
     heads_per_forward = int_arg("heads_per_forward", heads_per_forward, minimum=1, where="ablated_losses",
                                 optional=True)
+    _progress_arg(progress, "ablated_losses")
     L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
     loss = _loss_fn(task, "ablated_losses")
     baseline = _baseline(model, batch, kind)
@@ -184,15 +197,26 @@ def ablation_effect(ablated: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
 ZERO_LOSS = 1e-6  # |L| below this: the relative change of that example is undefined (NaN)
 
 
+def _loss_pair(masked, full, where: str) -> None:
+    """masked [..., batch] and full [batch]: float tensors whose last dimensions agree."""
+    tensor_arg("full", full, dims=(1,), floating=True, where=where, shape_doc="[batch] of clean losses")
+    tensor_arg("masked", masked, floating=True, where=where, shape_doc="[..., batch] of masked losses")
+    if masked.dim() == 0 or masked.shape[-1] != full.shape[0]:
+        raise ValueError(f"{where}: masked {tuple(masked.shape)} must end in the batch of full {tuple(full.shape)}: "
+                         f"[..., {full.shape[0]}]")
+
+
 def relative_change(masked: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
     """AttentionInfluence per example: (L_masked - L) / |L|, [..., batch] against [batch]; NaN for the examples
     whose clean loss is 0 (|L| < 1e-6), where a relative change is undefined (it used to divide by 1e-6)."""
+    _loss_pair(masked, full, "relative_change")
     return torch.where(full.abs() < ZERO_LOSS, torch.nan, (masked - full) / full.abs().clamp_min(ZERO_LOSS))
 
 
 def mean_relative_change(masked: torch.Tensor, full: torch.Tensor, where: str) -> torch.Tensor:
     """[..., batch] -> [...] mean relative change over the examples with a nonzero clean loss; a warning names how
     many were left out, a ValueError when every clean loss is 0."""
+    _loss_pair(masked, full, where)
     zero = int((full.abs() < ZERO_LOSS).sum())
     if zero == full.numel():
         raise ValueError(f"{where}: every clean loss is 0 (|L| < {ZERO_LOSS:g}), so the relative change "
@@ -334,6 +358,7 @@ def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, 
     from . import tasks as T
 
     methods = check_methods(methods)
+    _progress_arg(progress, "head_importance")
     if isinstance(task, str):
         task = T.get_task(task, **task_options)
     elif task_options:
@@ -370,6 +395,7 @@ def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, 
 
 
 def scores_frame(model_name: str, method: str, scores: torch.Tensor) -> pd.DataFrame:
+    tensor_arg("scores", scores, dims=(2,), where="scores_frame", shape_doc="[layer, head]")
     L, H = scores.shape
     return pd.DataFrame({"model": model_name, "layer": torch.arange(L).repeat_interleave(H).tolist(),
                          "head": torch.arange(H).repeat(L).tolist(), "method": method,

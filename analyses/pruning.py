@@ -16,11 +16,13 @@ import pandas as pd
 import torch
 
 from interp.head_mask import HeadMask
-from interp.validate import fraction_list, frame_arg, hooked_model_arg, int_arg, real_arg
+from interp.validate import fraction_list, frame_arg, hooked_model_arg, int_arg, not_meta, real_arg
 
 from .importance import _finite, _loss_fn, _name, _rows_per_forward, _task_batch, _tile_batch
 
 DEFAULT_FRACTIONS = tuple(i / 20 for i in range(20))  # 0 %, 5 %, ..., 95 % of the heads removed
+MAX_ORDERS = 10_000  # each random order runs the whole curve again: more would run for hours
+SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 
 
 def _order(scores: torch.Tensor) -> list[tuple[int, int]]:
@@ -59,9 +61,13 @@ def _counts(n_heads: int, fractions, where: str) -> list[int]:
 
 
 def _check_scores(scores, L: int, H: int) -> torch.Tensor:
-    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (L, H):
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"pruning_curve: scores must be a tensor [{L}, {H}] (layers x heads), got "
+                        f"{type(scores).__name__}")
+    if tuple(scores.shape) != (L, H):
         raise ValueError(f"pruning_curve: scores must be a tensor [{L}, {H}] (layers x heads), got "
-                         f"{tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__}")
+                         f"{tuple(scores.shape)}")
+    not_meta("scores", scores, "pruning_curve")
     if not (scores.dtype.is_floating_point or scores.dtype in (torch.int64, torch.int32, torch.int16, torch.int8,
                                                                torch.uint8)):
         raise TypeError(f"pruning_curve: scores must be a real-valued tensor, got {scores.dtype}")
@@ -90,8 +96,8 @@ def random_pruning_curve(model, task, batch, fractions=DEFAULT_FRACTIONS, n_orde
     """The control: the same curve for random removal orders, averaged over `n_orders` orders."""
     hooked_model_arg(model, "random_pruning_curve")
     task, batch = _task_batch(task, batch, "random_pruning_curve")
-    int_arg("n_orders", n_orders, minimum=1, where="random_pruning_curve")
-    int_arg("seed", seed, where="random_pruning_curve")
+    int_arg("n_orders", n_orders, minimum=1, maximum=MAX_ORDERS, where="random_pruning_curve")
+    int_arg("seed", seed, minimum=0, maximum=SEED_MAX, where="random_pruning_curve")
     L, H = model.cfg.n_layers, model.cfg.n_heads
     counts = _counts(L * H, fractions, "random_pruning_curve")
     g = torch.Generator().manual_seed(seed)
@@ -116,6 +122,13 @@ def heads_removable(curve: pd.DataFrame, tolerance: float = 0.05) -> int:
     tolerance = real_arg("tolerance", tolerance, low=0, where="heads_removable")
     if curve.empty:
         raise ValueError("heads_removable: curve is empty (no rows); pass the DataFrame pruning_curve returns")
+    for col in ("n_removed", "rel_increase"):
+        if not pd.api.types.is_numeric_dtype(curve[col]) or pd.api.types.is_bool_dtype(curve[col]):
+            raise TypeError(f"heads_removable: curve column {col!r} must hold numbers (as pruning_curve returns), got "
+                            f"dtype {curve[col].dtype}")
+    if bool(curve["n_removed"].isna().any()):
+        raise ValueError("heads_removable: curve column 'n_removed' has missing values; every row needs its count of "
+                         "removed heads (as pruning_curve returns)")
     if curve["n_removed"].iloc[0] != 0:
         raise ValueError("heads_removable: the curve must start at n_removed = 0 (the full model)")
     if not np.isfinite(curve["rel_increase"].iloc[0]):
@@ -145,6 +158,13 @@ def method_agreement(table: pd.DataFrame, top_frac: float = 0.1) -> pd.DataFrame
     if table["method"].nunique() < 2:
         raise ValueError(f"{where} compares methods: the table needs at least 2, got "
                          f"{sorted(table['method'].unique().tolist())}")
+    if not pd.api.types.is_numeric_dtype(table["score"]) or pd.api.types.is_bool_dtype(table["score"]):
+        raise TypeError(f"{where}: table column 'score' must hold numbers (as head_importance returns), got dtype "
+                        f"{table['score'].dtype}")
+    unscored = sorted(str(m) for m, s in table.groupby("method")["score"] if not bool(s.notna().any()))
+    if unscored:
+        raise ValueError(f"{where}: method(s) {unscored} have no score (all NaN), so there is nothing to compare; "
+                         "drop them from the table")
     wide = table.pivot_table(index=["layer", "head"], columns="method", values="score")
     k = max(1, int(round(top_frac * len(wide))))
     rows = []

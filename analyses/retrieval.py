@@ -14,6 +14,7 @@ import numbers
 import random
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -97,11 +98,13 @@ def make_trials(model, contexts=(256, 512, 1024), depths=(0.1, 0.3, 0.5, 0.7, 0.
 
 
 def _seq_arg(name: str, value, where: str) -> list:
-    """A non-empty list/tuple (a single number is taken as a list of one)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """A non-empty list/tuple (a single number is taken as a list of one); a 0-D/1-D tensor or NumPy array, and
+    NumPy numbers, as the plain numbers they hold."""
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)) and value.ndim <= 1 and not (
+            isinstance(value, torch.Tensor) and value.device.type == "meta"):
+        value = value.tolist()  # 0-D: a number; 1-D: a list
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return [value]
-    if isinstance(value, torch.Tensor):
-        value = value.tolist() if value.device.type != "meta" and value.dim() <= 1 else value
     if not isinstance(value, (list, tuple, range)):
         raise TypeError(f"{where}: {name} must be a list of numbers, got {type(value).__name__} {value!r:.60}")
     if len(value) == 0:

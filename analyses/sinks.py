@@ -137,8 +137,11 @@ def dormant_by_query(model, tokens: torch.Tensor, query_masks: dict[str, torch.T
     (first-token mass > sink_threshold and relative norm < norm_threshold)."""
     where = "dormant_by_query"
     model_arg(model, where)
-    if not isinstance(query_masks, dict) or not query_masks:
-        raise ValueError("query_masks must be a non-empty dict of name -> bool [batch, pos] tensor")
+    if not isinstance(query_masks, dict):
+        raise TypeError(f"{where}: query_masks must be a non-empty dict of name -> bool [batch, pos] tensor, got "
+                        f"{type(query_masks).__name__} {query_masks!r:.60}")
+    if not query_masks:
+        raise ValueError(f"{where}: query_masks is empty; give a non-empty dict of name -> bool [batch, pos] tensor")
     tokens_arg(tokens, model, where=where, tensor_only=True)
     sink_threshold = real_arg("sink_threshold", sink_threshold, low=0, high=1, high_open=True, where=where)
     norm_threshold = real_arg("norm_threshold", norm_threshold, low=0, high=1, low_open=True, where=where)
@@ -148,10 +151,11 @@ def dormant_by_query(model, tokens: torch.Tensor, query_masks: dict[str, torch.T
         if isinstance(mask, torch.Tensor):
             tensor_arg(f"query_masks[{name!r}]", mask, where=where)
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != tokens.shape:
-            raise ValueError(f"query_masks[{name!r}] must be a bool tensor of the tokens' shape {tuple(tokens.shape)}, "
-                             f"got {getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
+            raise ValueError(f"{where}: query_masks[{name!r}] must be a bool tensor of the tokens' shape "
+                             f"{tuple(tokens.shape)}, got {getattr(mask, 'dtype', type(mask).__name__)} "
+                             f"{tuple(getattr(mask, 'shape', ()))}")
         if not mask[:, 1:].any():
-            raise ValueError(f"query_masks[{name!r}] selects no query after position 0")
+            raise ValueError(f"{where}: query_masks[{name!r}] selects no query after position 0")
     masks = {name: mask.cpu().clone() for name, mask in query_masks.items()}
     for m in masks.values():
         m[:, 0] = False  # the sink itself

@@ -13,7 +13,7 @@ import numbers
 import pandas as pd
 import torch
 
-from interp.validate import frame_arg
+from interp.validate import frame_arg, not_meta
 
 # A head's primary label is the first rule it passes, in this order (thresholds calibrated on the toy models'
 # known heads; see README). A head can score high on several roles: the columns keep every score.
@@ -143,6 +143,14 @@ def head_table(scores: dict[str, torch.Tensor], model_name: str = "", thresholds
     if bad:
         raise TypeError(f"scores[{bad[0]!r}] must be a [layer, head] tensor, got {type(scores[bad[0]]).__name__}"
                         f"{'' if not isinstance(scores[bad[0]], torch.Tensor) else f' of shape {tuple(scores[bad[0]].shape)}'}")
+    taken = [k for k in scores if k in ID_COLUMNS]
+    if taken:
+        raise ValueError(f"head_table: scores has the key(s) {taken}, names of the table's own columns "
+                         f"{list(ID_COLUMNS)}; a score under that name would overwrite them: rename it")
+    for k, v in scores.items():
+        not_meta(f"scores[{k!r}]", v, "head_table")
+        if v.dtype.is_complex:
+            raise TypeError(f"head_table: scores[{k!r}] must be a real-valued tensor, got {v.dtype}")
     shapes = {tuple(v.shape) for v in scores.values()}
     if len(shapes) != 1:
         raise ValueError(f"all scores must be [layer, head] of one shape, got {shapes}")

@@ -31,11 +31,13 @@ the expanded groups. Split a ragged task into equal-length buckets first.
 from __future__ import annotations
 
 import contextlib
+import numbers
 
 from typing import Callable
 
 import torch
 
+from .input_checks import bool_arg
 from .config import MLP_NAMES, OUT_PROJ_NAMES, find_child, head_output_weight
 from .readout import post_attention_norm, post_feedforward_norm
 from .stages import AttnCall, Intervention
@@ -119,10 +121,18 @@ def check_unpadded(tokens, what: str = "inputs"):
     return ids
 
 
+def _shape(t) -> str:
+    return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
 def head_contributions(z: torch.Tensor, scale: torch.Tensor | None, w_o: torch.Tensor) -> torch.Tensor:
     """Each head's residual contribution z_h W_O^h (* s, the sandwich-norm scale): [batch, pos, head, d_model].
 
     z: [batch, pos, head, d_head]; scale: [batch, pos, d_model] or None; w_o: [head, d_head, d_model]."""
+    if (not isinstance(z, torch.Tensor) or not isinstance(w_o, torch.Tensor) or z.dim() != 4 or w_o.dim() != 3
+            or tuple(z.shape[2:]) != tuple(w_o.shape[:2])):
+        raise ValueError(f"head_contributions: z must be [batch, pos, head, d_head] and w_o [head, d_head, d_model], "
+                         f"agreeing on [head, d_head]; got z {_shape(z)} and w_o {_shape(w_o)}")
     heads = torch.einsum("bqhd,hdm->bqhm", z.to(w_o.dtype), w_o)
     return heads if scale is None else heads * scale[:, :, None, :].to(heads.dtype)
 
@@ -167,9 +177,9 @@ class InputPatch(Intervention):
         if compact and delta_fn is not None:
             raise ValueError("InputPatch: compact=True records z instead of the head contributions that a delta_fn "
                              "reads; use it with delta_fn=None")
-        n = model.cfg.n_layers
-        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < n:
-            raise ValueError(f"InputPatch: start must be a layer in 0..{n - 1}, got {start!r}")
+        bool_arg("record", record, "InputPatch")
+        bool_arg("compact", compact, "InputPatch")
+        start = _start_arg(start, model.cfg.n_layers, "InputPatch")
         if start > 0 and start_resid is None:
             raise ValueError("InputPatch: start > 0 needs start_resid, the residual stream entering that layer")
         if start == 0 and start_resid is not None:
@@ -472,13 +482,20 @@ def start_at(model, start: int, resid: torch.Tensor, handles: list, swaps: Forwa
         swaps.set(block, _pass_through)
 
 
+def _start_arg(start, n: int, where: str) -> int:
+    """The layer a run starts from: an int (NumPy ints too) in 0..n - 1."""
+    if isinstance(start, bool) or not isinstance(start, numbers.Integral):
+        raise TypeError(f"{where}: start must be a layer in 0..{n - 1} (an int), got {_show(start)}")
+    if not 0 <= start < n:
+        raise ValueError(f"{where}: start must be a layer in 0..{n - 1}, got {start!r}")
+    return int(start)
+
+
 @contextlib.contextmanager
 def started_at(model, start: int, resid: torch.Tensor | None):
     """Within the block, forwards start at layer `start` from `resid` (the residual stream entering it, e.g. the
     clean run's); start 0 / resid None: nothing changes."""
-    n = model.cfg.n_layers
-    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < n:
-        raise ValueError(f"started_at: start must be a layer in 0..{n - 1}, got {start!r}")
+    start = _start_arg(start, model.cfg.n_layers, "started_at")
     if resid is not None and not isinstance(resid, torch.Tensor):
         raise TypeError(f"started_at: resid must be a tensor [batch, pos, d_model] or None, got {type(resid).__name__}")
     handles: list = []
@@ -504,13 +521,29 @@ def head_weights(model, layer: int, d_head: int | None = None) -> torch.Tensor:
     c = model.cfg
     int_arg("layer", layer, minimum=0, maximum=c.n_layers - 1, where="head_weights")
     int_arg("d_head", d_head, minimum=1, where="head_weights", optional=True)
-    return head_output_weight(model.attn_modules[layer], c.n_heads, c.d_head if d_head is None else d_head)
+    try:
+        return head_output_weight(model.attn_modules[layer], c.n_heads, c.d_head if d_head is None else d_head)
+    except ValueError:
+        if d_head is None or d_head == c.d_head or not _projects(model, layer, c.n_heads * c.d_head):
+            raise
+        raise ValueError(f"head_weights: d_head={d_head} does not fit layer {layer}'s output projection, which reads "
+                         f"{c.n_heads} heads x {c.d_head}; leave d_head out or give {c.d_head}") from None
+
+
+def _projects(model, layer: int, width: int) -> bool:
+    """Whether the model's head weights of `layer` split with the model's own d_head (width = n_heads * d_head)."""
+    try:
+        head_output_weight(model.attn_modules[layer], model.cfg.n_heads, width // model.cfg.n_heads)
+    except ValueError:
+        return False
+    return True
 
 
 def node_outputs(model, tokens, compact: bool = False) -> dict:
     """Every node's contribution to the residual stream in a plain run (see `InputPatch.outputs`), detached.
     `compact`: heads as z and sandwich-norm scale (see `InputPatch`), no logits."""
     model_arg(model, "node_outputs")
+    bool_arg("compact", compact, "node_outputs")
     patch = InputPatch(model, compact=compact)
     with torch.no_grad():
         logits = patch.run(model, tokens)

@@ -44,6 +44,10 @@ def pruning_figure(curves: dict[str, pd.DataFrame], title: str = "pruning curve"
         raise TypeError(f"pruning_figure: curves must be a dict {{label: pruning_curve frame}}, got {_show(curves)}")
     for label, df in curves.items():
         frame_arg(df, CURVE_COLUMNS, "pruning_figure", f"curve {label!r}", "pruning_curve")
+        for col in CURVE_COLUMNS:
+            if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+                raise TypeError(f"pruning_figure: curve {label!r} column {col!r} must hold numbers (as pruning_curve "
+                                f"returns), got dtype {df[col].dtype}")
     fig = go.Figure()
     for label, df in curves.items():
         label = str(label)
@@ -73,7 +77,9 @@ def importance_sections(table: pd.DataFrame, curves: dict | None = None, agreeme
                 frame_arg(df, CURVE_COLUMNS, f"{where}: curves[{model!r}][{task!r}]", f"curve {label!r}",
                           "pruning_curve")
     sections: list = [("methods", METHOD_DOC)]
-    for model, sub in table.groupby("model", sort=False):
+    # a missing model name (an empty CSV cell) is the unnamed model "", as in the grids (groupby would drop it)
+    models = table["model"].astype(object).where(table["model"].notna(), "")
+    for model, sub in table.groupby(models, sort=False):
         if agreement and model in agreement:
             sections.append((f"{model}: agreement between methods", agreement[model]))
         if curves and model in curves:

@@ -5,6 +5,7 @@ through the same attention function (`StreamingAttention` interventions), and co
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,12 @@ def config_from_scores(model, retrieval_scores: torch.Tensor, threshold: float =
         raise ValueError(f"{where}: retrieval_scores are all NaN: no trial was answered (retrieval_scores gives NaN "
                          "then), so no head is known to retrieve and every head would stream; use trials the model "
                          "answers (shorter contexts), or pass torch.zeros to stream every head on purpose")
+    out = ~nan & ~((scores >= 0) & (scores <= 1 + 1e-3))
+    if bool(out.any()):
+        l, h = out.nonzero()[0].tolist()
+        raise ValueError(f"{where}: retrieval_scores must be shares in [0, 1] (NaN = not measured), as "
+                         f"retrieval_scores gives; {int(out.sum())} of {out.numel()} are not (first: layer {l} head "
+                         f"{h}: {float(scores[l, h])})")
     if bool(nan.any()):
         first = nan.nonzero()[0].tolist()
         warnings.warn(f"{where}: {int(nan.sum())} of {nan.numel()} retrieval scores are NaN (first: layer {first[0]} "
@@ -50,9 +57,15 @@ def config_from_scores(model, retrieval_scores: torch.Tensor, threshold: float =
             "sink_tokens": sink_tokens, "window": window, "threshold": threshold, "layers": layers}
 
 
+def _path_arg(path, where: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise TypeError(f"{where}: path must be a file path (a str or pathlib.Path), got {_show(path)}")
+    return Path(path)
+
+
 def save(config: dict, path) -> Path:
     validate(config)
-    path = Path(path)
+    path = _path_arg(path, "kvconfig.save")
     try:
         path.write_text(json.dumps(config, indent=1) + "\n")
     except OSError as e:
@@ -62,6 +75,7 @@ def save(config: dict, path) -> Path:
 
 
 def load(path) -> dict:
+    path = _path_arg(path, "kvconfig.load")
     try:
         config = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

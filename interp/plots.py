@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
-from .validate import int_arg
+from .validate import int_arg, not_meta
 
 CELL = 22  # pixels per head cell in the grids
 PALETTE = ("#d62728", "#ff7f0e", "#9467bd", "#1f77b4", "#2ca02c", "#bcbd22", "#8c564b", "#e377c2", "#17becf")
@@ -213,7 +214,13 @@ def score_grid(table: pd.DataFrame, score: str, title: str | None = None) -> go.
 def _array(x, name: str, ndim: int, doc: str, where: str) -> np.ndarray:
     """A float array of `ndim` dimensions (leading dimensions of size 1 are dropped; a tensor may sit on any device)."""
     if hasattr(x, "detach"):  # a torch tensor: off the graph, to the CPU, bf16 -> float
+        if isinstance(x, torch.Tensor):
+            not_meta(name, x, where)
+            if x.dtype.is_complex:
+                raise TypeError(f"{where}: {name} must be a real-valued array {doc}, got a {x.dtype} tensor")
         x = x.detach().float().cpu()
+    if np.iscomplexobj(x):
+        raise TypeError(f"{where}: {name} must be a real-valued array {doc}, got complex values")
     try:
         a = np.asarray(x, dtype=float)
     except (TypeError, ValueError) as e:
@@ -222,6 +229,12 @@ def _array(x, name: str, ndim: int, doc: str, where: str) -> np.ndarray:
         a = a[0]
     if a.ndim != ndim:
         raise ValueError(f"{where}: {name} must be {ndim}-D {doc}, got shape {a.shape}")
+    return a
+
+
+def _non_empty(a: np.ndarray, name: str, doc: str, where: str) -> np.ndarray:
+    if a.size == 0:
+        raise ValueError(f"{where}: {name} is empty (shape {a.shape}); give {doc} with at least one value")
     return a
 
 
@@ -237,7 +250,8 @@ def _tokens(tokens, n: int, what: str, where: str) -> list[str]:
 def attention_pattern(pattern, tokens: list[str], layer: int, head: int) -> go.Figure:
     """One head's pattern for a short prompt, with token labels. pattern: [q, k], one row and column per token."""
     where = "attention_pattern"
-    p = _array(pattern, "pattern", 2, "[query, key] of one head (e.g. cache[...][0, head])", where)
+    doc = "[query, key] of one head (e.g. cache[...][0, head])"
+    p = _non_empty(_array(pattern, "pattern", 2, doc, where), "pattern", doc, where)
     if p.shape[0] != p.shape[1]:
         raise ValueError(f"{where}: pattern must be square [query, key], one row and column per token, got shape "
                          f"{p.shape}")
@@ -253,7 +267,8 @@ def attention_pattern(pattern, tokens: list[str], layer: int, head: int) -> go.F
 
 def sink_bars(alpha, tokens: list[str], title: str = "attention received per token (alpha_k)") -> go.Figure:
     """Per-token received attention (alpha_k) for one head or averaged over heads. alpha: [key], one per token."""
-    a = _array(alpha, "alpha", 1, "[key] (one head's, or the mean over heads)", "sink_bars")
+    doc = "[key] (one head's, or the mean over heads)"
+    a = _non_empty(_array(alpha, "alpha", 1, doc, "sink_bars"), "alpha", doc, "sink_bars")
     fig = go.Figure(go.Bar(x=_tokens(tokens, len(a), "key", "sink_bars"), y=a))
     fig.update_layout(title=title, xaxis_title="token", yaxis_title="alpha", height=350)
     return fig
@@ -291,8 +306,12 @@ def scores_vs_context(scores_by_context: dict, score: str = "local_score", title
     Left: layer x context heatmap of the median over the layer's heads (hover: median, interquartile range, the
     layer's strongest head). Right: the `top_k` heads strongest at the longest context, one line each, over the
     median and interquartile band of all heads. The x axes are categorical: ticks at exactly the contexts used."""
-    if not isinstance(scores_by_context, dict) or not scores_by_context:
-        raise ValueError("scores_by_context must be a non-empty dict {context length: {score: [layer, head]}}")
+    if not isinstance(scores_by_context, dict):
+        raise TypeError(f"scores_vs_context: scores_by_context must be a non-empty dict {{context length: {{score: "
+                        f"[layer, head]}}}}, got {type(scores_by_context).__name__} {scores_by_context!r:.60}")
+    if not scores_by_context:
+        raise ValueError("scores_vs_context: scores_by_context is empty; give a non-empty dict {context length: "
+                         "{score: [layer, head]}}")
     top_k = int_arg("top_k", top_k, minimum=1, where="scores_vs_context")
     if not all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in scores_by_context):
         raise TypeError(f"scores_by_context's keys must be context lengths (numbers), got {list(scores_by_context)}")
