@@ -14,21 +14,16 @@ import torch
 import interp
 from interp.analyses import circuits as C
 from interp.analyses import tasks as T
-from interp.analyses.circuits import acdc, patching
-from interp.analyses.circuits.graph import Graph
+from interp.analyses.circuits import acdc
 from helpers import raises_clear_error
+from test_badinput_circuits import induction_setup
 
 NAN = float("nan")
 
 
 @pytest.fixture(scope="module")
 def x(tmp_path_factory):
-    m = interp.load("toy-induction")
-    task = T.get_task("induction", half=6)
-    batch = task.make(m, n=3, seed=0)
-    g = Graph.from_model(m)
-    ids, cor = batch.clean.input_ids, batch.corrupt.input_ids
-    ablated = patching.ablated_outputs(m, g, ids, cor, "corrupted")
+    m, task, batch, g, ids, cor, ablated, metric = induction_setup()
     circuit = C.find_circuit(m, task, batch, method="eap")
     d = tmp_path_factory.mktemp("more")
     (d / "file").write_text("x")
@@ -36,7 +31,7 @@ def x(tmp_path_factory):
     acdc.acdc_task(m, task, batch, 0.01, checkpoint=d / "acdc.pt", evaluate=False, max_receivers=1)
     return SimpleNamespace(m=m, task=task, batch=batch, g=g, ids=ids, cor=cor, ablated=ablated, circuit=circuit, d=d,
                            gj=json.loads((d / "written" / "graph.json").read_text()),
-                           metric=lambda lg: task.metric(lg, batch))
+                           metric=metric)
 
 
 def _json(x, name, obj):
