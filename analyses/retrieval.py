@@ -310,9 +310,14 @@ def masking_experiment(model, trials, scores: torch.Tensor, k: int, draws: int =
         raise ValueError(f"{where}: k must be a positive int (heads to mask) below the {L * H} heads, at most "
                          f"{(L * H) // 2} so that the random control can draw k heads among the {L * H} - k others; "
                          f"got {k}")
+    known = int((~torch.isnan(scores)).sum())
+    if k > known:
+        raise ValueError(f"{where}: k={k} is more than the {known} heads with a retrieval score (the other "
+                         f"{L * H - known} are NaN: not measured), so the top-{k} would include unmeasured heads; "
+                         f"give k <= {known}")
     draws = int_arg("draws", draws, minimum=0, maximum=MAX_DRAWS, where=where)
     seed = int_arg("seed", seed, where=where)
-    flat = torch.nan_to_num(scores, nan=-1.0).flatten()
+    flat = torch.nan_to_num(scores, nan=-1.0).flatten()  # NaN ranks last (k <= known keeps it out of the top-k)
     top = flat.topk(k).indices.tolist()
 
     def ablate(idx):

@@ -96,6 +96,14 @@ def test_masking_experiment_bounds(needle, trials):
         retrieval.masking_experiment(needle, trials, good, k=7)
     with pytest.raises(TypeError, match=r"masking_experiment: k must be an int"):
         retrieval.masking_experiment(needle, trials, good, k=2.0)
+    partly = good.clone()
+    partly[0, :] = float("nan")
+    partly[1, 0] = float("nan")  # 3 of the 8 heads measured: a top-4 would take an unmeasured head
+    with pytest.raises(ValueError, match=r"masking_experiment: k=4 is more than the 3 heads with a retrieval score "
+                                         r"\(the other 5 are NaN"):
+        retrieval.masking_experiment(needle, trials, partly, k=4, draws=0)
+    df = retrieval.masking_experiment(needle, trials, partly, k=3, draws=0)  # the 3 measured heads
+    assert sorted(df.heads[1].split()) == ["L1H1", "L1H2", "L1H3"]
 
 
 def test_masking_experiment_accepts_numpy_k(needle, trials):
