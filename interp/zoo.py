@@ -279,13 +279,19 @@ def resolve(source) -> Source:
         return Source("bundled", s)
     if s in TOYS:
         return Source("toy", s)
-    p = Path(s).expanduser()
-    if p.is_dir():
+    try:  # ~user of no such user, a name longer than the file system allows: the OS's reason, named
+        p = Path(s).expanduser()
+        is_dir, is_file = p.is_dir(), p.is_file()
+    except (RuntimeError, OSError) as e:
+        raise ValueError(f"the model source {s!r:.80} is not a usable path "
+                         f"({getattr(e, 'strerror', None) or e}); give a name ({', '.join(available())}), a local "
+                         "folder, a .gguf file or a hub id 'org/name'") from None
+    if is_dir:
         if not (p / "config.json").exists():
             raise ValueError(f"{s} is a directory without config.json; a Hugging Face model folder needs "
                              "config.json, weights (*.safetensors or *.bin) and tokenizer files")
         return Source("dir", str(p.resolve()), p)
-    if p.is_file():
+    if is_file:
         if p.suffix != ".gguf":
             raise ValueError(f"{s} is a file but not a .gguf; give a GGUF file or a Hugging Face model folder")
         return Source("gguf", str(p.resolve()), p)

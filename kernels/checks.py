@@ -249,6 +249,8 @@ def check_inputs(
         if isinstance(span, torch.Tensor):
             if span.dtype.is_floating_point or span.dtype.is_complex or span.dtype == torch.bool:
                 raise TypeError(f"span tensor must hold integer key positions, got dtype {span.dtype}")
+            if span.device.type == "meta":
+                raise ValueError("span is on the meta device (shape only, no values); pass real key positions")
             span_t = span.to(device=q.device, dtype=torch.int64)
             if span_t.shape == (2,):
                 span_t = span_t.expand(b, 2)

@@ -3,9 +3,63 @@ the same definitions as the kernels, for models whose attention we do not run ou
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from .checks import _int_option, _is_int
 from .stats import AttentionStats, finish_key_stats, normalize_stats
+
+
+def _check_pattern(pattern: torch.Tensor) -> None:
+    """A 4-D pattern with values: floating point, not on the meta device, no empty dimension, q_len <= k_len."""
+    if pattern.device.type == "meta":
+        raise ValueError("pattern is on the meta device (shape only, no values); pass a real pattern")
+    if not pattern.dtype.is_floating_point:
+        raise TypeError(f"pattern must be a floating-point tensor of attention probabilities, got {pattern.dtype}")
+    b, h, lq, lk = pattern.shape
+    if 0 in pattern.shape:
+        raise ValueError(f"empty pattern: batch={b}, heads={h}, q_len={lq}, k_len={lk}; all must be >= 1")
+    if lq > lk:
+        raise ValueError(f"pattern has q_len ({lq}) > k_len ({lk}): queries are aligned to the end of the keys, so "
+                         "q_len <= k_len")
+
+
+def _span(span, b: int, lk: int) -> torch.Tensor:
+    """(start, end), a [2] or a [batch, 2] integer tensor, with 0 <= start <= end <= k_len -> [batch or 1, 2]."""
+    if isinstance(span, torch.Tensor):
+        if span.dtype.is_floating_point or span.dtype.is_complex or span.dtype == torch.bool:
+            raise TypeError(f"span tensor must hold integer key positions, got dtype {span.dtype}")
+        if span.device.type == "meta":
+            raise ValueError("span is on the meta device (no values); pass real key positions")
+        if tuple(span.shape) not in ((2,), (b, 2)):
+            raise ValueError(f"span tensor must be [2] or [batch, 2] = [{b}, 2], got {tuple(span.shape)}")
+        t = span.reshape(-1, 2).to(device="cpu", dtype=torch.int64)
+    else:
+        if not isinstance(span, (tuple, list)) or len(span) != 2:
+            raise TypeError(f"span must be (start, end) or a [batch, 2] tensor, got {span!r:.60}")
+        if not all(_is_int(x) for x in span):
+            raise TypeError(f"span bounds must be ints (key positions), got span={span!r:.60}")
+        t = torch.tensor([[int(x) for x in span]], dtype=torch.int64)
+    if bool((t[:, 0] < 0).any() | (t[:, 1] > lk).any() | (t[:, 0] > t[:, 1]).any()):
+        raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {t.tolist()}")
+    return t
+
+
+def _valid_mask(name: str, mask, shape: tuple[int, int], device) -> torch.Tensor | None:
+    """None, or a bool (or 0/1 integer) tensor of `shape` -> bool on `device`."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be None or a bool tensor {list(shape)}, got {type(mask).__name__}")
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"{name} must be a bool tensor [batch, {'q_len' if name == 'query_valid' else 'k_len'}] = "
+                         f"{list(shape)}, got shape {tuple(mask.shape)}")
+    if mask.dtype.is_floating_point or mask.dtype.is_complex or mask.device.type == "meta":
+        raise TypeError(f"{name} must be a bool (or 0/1 integer) tensor with values, got {mask.dtype} on "
+                        f"{mask.device}")
+    if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError(f"{name} must hold 0 / 1 (or be bool: True = valid), got values outside them")
+    return mask.to(device=device, dtype=torch.bool)
 
 
 def stats_from_pattern(
@@ -21,11 +75,29 @@ def stats_from_pattern(
 ) -> AttentionStats:
     if not isinstance(pattern, torch.Tensor) or pattern.dim() != 4:
         raise ValueError(f"pattern must be a [batch, head, q_len, k_len] tensor, got {getattr(pattern, 'shape', pattern)}")
+    _check_pattern(pattern)
+    b, h, lq, lk = pattern.shape
+    if stats is not None and not isinstance(stats, str):
+        try:  # a list, a set, a generator (read once, here)
+            stats = tuple(stats)
+        except TypeError:  # not iterable: normalize_stats says what is wrong
+            pass
     want = set(normalize_stats(stats))
+    if "lse" in want and (stats in ("all", "query") or (isinstance(stats, tuple) and "lse" not in stats)):
+        want.discard("lse")  # a group asked for: every statistic a pattern gives (lse needs the raw scores)
     if span is None:
+        if stats == "span_mass" or (isinstance(stats, tuple) and "span_mass" in stats):
+            raise ValueError("stats asks for span_mass but no span=(start, end) was given")
         want.discard("span_mass")
+    sink_tokens = min(_int_option("sink_tokens", sink_tokens, 0), lk)
+    local_window = min(_int_option("local_window", local_window, 1), lk)  # (beyond k_len: every key, as in the kernels)
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be True or False, got {causal!r}")
+    if span is not None:
+        span = _span(span, b, lk)
+    query_valid = _valid_mask("query_valid", query_valid, (b, lq), pattern.device)
+    key_valid = _valid_mask("key_valid", key_valid, (b, lk), pattern.device)
     p = pattern.float()
-    b, h, lq, lk = p.shape
     off = lk - lq
     qpos = torch.arange(lq, device=p.device)[:, None] + off
     kpos = torch.arange(lk, device=p.device)[None, :]
@@ -46,9 +118,12 @@ def stats_from_pattern(
     if "local_mass" in want:
         d = qpos - kpos
         st.local_mass = (p * ((d >= 0) & (d < local_window))).sum(-1)
-    if "span_mass" in want:
-        start, end = span
+    if "span_mass" in want and len(span) == 1:
+        start, end = span[0].tolist()
         st.span_mass = p[..., start:end].sum(-1)
+    elif "span_mass" in want:  # a span per batch row
+        start, end = (span[:, i, None, None, None].to(p.device) for i in (0, 1))  # [batch, 1, 1, 1] each
+        st.span_mass = (p * ((kpos >= start) & (kpos < end))).sum(-1)
     if want & {"key_mass", "key_mean", "key_count"}:
         qv = torch.ones(b, lq, dtype=torch.bool, device=p.device) if query_valid is None else query_valid.bool()
         w = p * qv[:, None, :, None]

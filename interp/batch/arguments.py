@@ -37,7 +37,10 @@ def check_out(out, flag: str = "out", create: bool = True) -> Path:
     if not text.strip():  # Path("") is the current directory: every output file would land there
         raise ValueError(f"{flag} must name a directory, got an empty string")
     p = Path(text)
-    blocking = next((a for a in (p, *p.parents) if a.exists()), None)  # the nearest existing one
+    try:
+        blocking = next((a for a in (p, *p.parents) if a.exists()), None)  # the nearest existing one
+    except OSError as e:  # a name longer than the file system allows, a path too deep
+        raise ValueError(f"{flag} {text:.120} cannot be a folder: {e.strerror or e}") from None
     if blocking is not None and not blocking.is_dir():
         raise ValueError(f"{flag} {text} is a file, not a folder; give a folder for the output files" if blocking == p
                          else f"cannot create {flag} {text}: {blocking} is a file, not a folder")

@@ -46,12 +46,13 @@ def check_scores(model, scores: dict, allowed_nan=()) -> None:
 
 
 def check_seed(seed, name: str = "seed") -> int:
-    """A seed for the jobs' random prompts: an int with 0 <= seed < 2**63, else a ValueError naming `name`."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    """A seed for the jobs' random prompts: an int (NumPy ints too, returned as int) with 0 <= seed < 2**63, else a
+    ValueError naming `name`."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise ValueError(f"{name} must be an int, got {seed!r}")
     if not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"{name} must be between 0 and 2**63 - 1 = {SEED_LIMIT - 1}, got {seed}")
-    return seed
+    return int(seed)
 
 
 def check_timeout(timeout, name: str = "ray_timeout") -> float:

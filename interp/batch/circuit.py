@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -282,11 +283,20 @@ def options(task: str = "ioi", method: str = "eap-ig", n: int = 32, seed: int = 
     if (task == "file") != (task_file is not None):
         raise ValueError("--task file needs --task-file ROWS (a .jsonl or .csv file)" if task == "file" else
                          f"--task-file is for --task file, not --task {task}")
-    task_options = dict(task_options or {})
+    if task_file is not None and (not isinstance(task_file, (str, os.PathLike))
+                                  or not isinstance(os.fspath(task_file), str) or not os.fspath(task_file).strip()):
+        raise (ValueError if isinstance(task_file, str) else TypeError)(
+            f"--task-file must be the path of a .jsonl or .csv file of rows, got {type(task_file).__name__} "
+            f"{task_file!r:.60}")
+    try:
+        task_options = dict(task_options or {})
+    except (TypeError, ValueError):  # a str, a number, a list of non-pairs
+        raise TypeError(f"task_options must be a dict of the task's options (e.g. {{'half': 10}}) or None, got "
+                        f"{type(task_options).__name__} {task_options!r:.60}") from None
     if "path" in task_options:
         raise ValueError("give the file task's rows with --task-file ROWS, not as a task option")
     get_task(task, **task_options)  # unknown task options are refused by name
-    check_seed(seed, "--seed" if flag_names else "seed")
+    seed = check_seed(seed, "--seed" if flag_names else "seed")
     eval_ablations = (ablation,) if eval_ablations is None else eval_ablations
     eval_ablations, method_options = J.check_settings(method, n, steps, ablation, top_n, select, faith_n,
                                                       eval_ablations, method_options, flags=flag_names)

@@ -8,6 +8,7 @@ tokenizer. Assembled into DIR/heads.csv, heads.parquet and report.html.
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from pathlib import Path
@@ -207,12 +208,13 @@ def options(context: int | None = None, prompts: int = 4, seed: int = 0, flag_na
     def name(n):
         return f"--{n}" if flag_names else n
 
-    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 8):
+    if context is not None and (isinstance(context, bool) or not isinstance(context, numbers.Integral)
+                                or context < 8):
         raise ValueError(f"{name('context')} must be an integer of at least 8, got {context!r}")
-    if isinstance(prompts, bool) or not isinstance(prompts, int) or prompts < 1:
+    if isinstance(prompts, bool) or not isinstance(prompts, numbers.Integral) or prompts < 1:
         raise ValueError(f"{name('prompts')} must be a positive integer, got {prompts!r}")
-    check_seed(seed, name("seed"))
-    return dict(context=context, prompts=prompts, seed=seed)
+    seed = check_seed(seed, name("seed"))
+    return dict(context=None if context is None else int(context), prompts=int(prompts), seed=seed)
 
 
 def _options_from_args(args) -> dict:

@@ -11,11 +11,13 @@ score`), agreement.csv, pruning.csv and report.html.
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from ..input_checks import bool_arg
 from .checks import check_grid, check_keys, check_numbers, check_seed
 from .runner import Job, register, shard_progress
 
@@ -70,6 +72,7 @@ def compute(model, shard: str, options: dict) -> dict:
 
 
 PRUNING_ORDERS = ("mask_gradient order", "random order")
+MIN_PRUNING_STEP = 1e-4  # 1 / step fractions are listed: a step of 1e-12 was a hang
 CURVE_KEYS = ("n_removed", "fraction", "loss", "rel_increase", "source", "order")
 
 
@@ -201,15 +204,21 @@ def options(task: str = "ioi", methods=None, n: int = 32, seed: int = 0, pruning
     if task not in TASKS or task == "file":
         raise ValueError(f"unknown task {task!r}; available: {', '.join(t for t in TASKS if t != 'file')}")
     methods = list(check_methods(methods if methods is not None else METHODS))
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
         raise ValueError(f"--n must be an int >= 2, got {n!r}")
-    check_seed(seed, "--seed")
-    if not 0 < pruning_step < 1:
-        raise ValueError(f"--pruning-step must be in (0, 1), got {pruning_step}")
-    if isinstance(pruning_seq_len, bool) or not isinstance(pruning_seq_len, int) or pruning_seq_len < 4:
+    seed = check_seed(seed, "--seed")
+    if isinstance(pruning_step, bool) or not isinstance(pruning_step, numbers.Real):
+        raise TypeError(f"--pruning-step must be a number in [{MIN_PRUNING_STEP:g}, 1), got "
+                        f"{type(pruning_step).__name__} {pruning_step!r:.40}")
+    if not MIN_PRUNING_STEP <= pruning_step < 1:  # (NaN fails this too)
+        raise ValueError(f"--pruning-step must be in (0, 1), at least {MIN_PRUNING_STEP:g} (at most "
+                         f"{round(1 / MIN_PRUNING_STEP)} steps; a step below 1/heads adds no point), got "
+                         f"{pruning_step}")
+    if isinstance(pruning_seq_len, bool) or not isinstance(pruning_seq_len, numbers.Integral) or pruning_seq_len < 4:
         raise ValueError(f"--pruning-seq-len must be an int >= 4, got {pruning_seq_len!r}")
-    return dict(task=task, methods=methods, n=n, seed=seed, pruning=bool(pruning), pruning_step=pruning_step,
-                pruning_seq_len=pruning_seq_len)
+    bool_arg("pruning", pruning, "importance")
+    return dict(task=task, methods=methods, n=int(n), seed=seed, pruning=pruning, pruning_step=float(pruning_step),
+                pruning_seq_len=int(pruning_seq_len))
 
 
 JOB = register(Job(

@@ -85,7 +85,10 @@ def get_job(name: str) -> Job:
 
 # ---------------------------------------------------------------------------------------------- shard files
 def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_")[-80:] or "model"
+    """A model's folder name under DIR/shards (and DIR for per-model outputs). Never "." or "..": a model given as
+    "." or ".." (a folder) would put its files beside the others' or outside DIR."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_")[-80:]
+    return s if s.strip(".") else "model"
 
 
 def shard_path(out: Path, model: str, shard: str) -> Path:

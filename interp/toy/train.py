@@ -162,6 +162,12 @@ def train(name: str, out_dir: Path = CKPT_DIR, log=print, device: str = "cpu", *
               "train_seconds": round(time.time() - t0, 1), **diagnostics(model, task, toks[:64])}
     lines.append(f"# eval on 512 fresh sequences: {json.dumps(result)}")
     log(lines[-1])
+    bad = next((k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()),
+               None)
+    if bad is not None or not math.isfinite(result["eval_loss"]):  # never a NaN checkpoint over a working one
+        raise ValueError(f"{name}: training diverged (eval loss {result['eval_loss']}"
+                         f"{f', non-finite weights in {bad}' if bad else ''}) with lr {recipe['lr']:g}; no checkpoint "
+                         f"written to {out_dir}; try a smaller --lr (the recipe's is {RECIPES[name]['lr']:g})")
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / f"{name}.safetensors"))
@@ -245,8 +251,19 @@ def main(argv=None):
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for n in args.names:
         print(f"== training {n}", flush=True)
-        print(train(n, args.out, device=args.device, steps=args.steps, lr=args.lr, wd=args.wd, batch=args.batch,
-                    seed=args.seed), flush=True)
+        try:
+            print(train(n, args.out, device=args.device, steps=args.steps, lr=args.lr, wd=args.wd, batch=args.batch,
+                        seed=args.seed), flush=True)
+        except ValueError as e:  # diverged: one line, no traceback
+            p.exit(2, f"{p.prog}: error: {e}\n")
+        except (torch.OutOfMemoryError, RuntimeError) as e:  # a --batch too large for the device (CPU: RuntimeError)
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in text:
+                raise
+            p.exit(2, f"{p.prog}: error: {n}: out of memory on {args.device} ({text[:160]}); try a smaller "
+                      "--batch\n")
+        except KeyboardInterrupt:
+            p.exit(130, f"{p.prog}: interrupted while training {n}; its checkpoint was not written\n")
 
 
 if __name__ == "__main__":
