@@ -25,12 +25,13 @@ import warnings
 from typing import Callable, Iterable, Sequence
 
 import pandas as pd
+import numpy as np
 import torch
 
 from interp.head_mask import HeadMask
 from interp.input_checks import bool_arg
 from interp.readout import logit_attribution
-from interp.validate import hooked_model_arg, int_arg, tensor_arg
+from interp.validate import hooked_model_arg, int_arg, progress_arg, tensor_arg
 
 from .tasks.base import batch_arg, task_arg
 
@@ -55,13 +56,6 @@ def check_methods(methods) -> tuple[str, ...]:
     if repeated:
         raise ValueError(f"methods repeats {repeated}; name each method once (a repeat would give its scores twice)")
     return methods
-
-
-def _progress_arg(progress, where: str):
-    if progress is not None and not callable(progress):
-        raise TypeError(f"{where}: progress must be None or a callable (e.g. print), got {type(progress).__name__} "
-                        f"{progress!r:.60}")
-    return progress
 
 
 def _task_batch(task, batch, where: str) -> tuple:
@@ -163,7 +157,7 @@ def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_fo
         raise ValueError(f"kind must be one of {ABLATIONS}, got {kind!r}")
     heads_per_forward = int_arg("heads_per_forward", heads_per_forward, minimum=1, where="ablated_losses",
                                 optional=True)
-    _progress_arg(progress, "ablated_losses")
+    progress_arg(progress, "ablated_losses")
     L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
     loss = _loss_fn(task, "ablated_losses")
     baseline = _baseline(model, batch, kind)
@@ -358,7 +352,7 @@ def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, 
     from . import tasks as T
 
     methods = check_methods(methods)
-    _progress_arg(progress, "head_importance")
+    progress_arg(progress, "head_importance")
     if isinstance(task, str):
         task = T.get_task(task, **task_options)
     elif task_options:
@@ -395,6 +389,8 @@ def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, 
 
 
 def scores_frame(model_name: str, method: str, scores: torch.Tensor) -> pd.DataFrame:
+    if isinstance(scores, np.ndarray):
+        scores = torch.from_numpy(scores)
     tensor_arg("scores", scores, dims=(2,), where="scores_frame", shape_doc="[layer, head]")
     L, H = scores.shape
     return pd.DataFrame({"model": model_name, "layer": torch.arange(L).repeat_interleave(H).tolist(),

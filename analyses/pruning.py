@@ -22,7 +22,6 @@ from .importance import _finite, _loss_fn, _name, _rows_per_forward, _task_batch
 
 DEFAULT_FRACTIONS = tuple(i / 20 for i in range(20))  # 0 %, 5 %, ..., 95 % of the heads removed
 MAX_ORDERS = 10_000  # each random order runs the whole curve again: more would run for hours
-SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 
 
 def _order(scores: torch.Tensor) -> list[tuple[int, int]]:
@@ -97,7 +96,7 @@ def random_pruning_curve(model, task, batch, fractions=DEFAULT_FRACTIONS, n_orde
     hooked_model_arg(model, "random_pruning_curve")
     task, batch = _task_batch(task, batch, "random_pruning_curve")
     int_arg("n_orders", n_orders, minimum=1, maximum=MAX_ORDERS, where="random_pruning_curve")
-    int_arg("seed", seed, minimum=0, maximum=SEED_MAX, where="random_pruning_curve")
+    seed = int_arg("seed", seed, minimum=-2**63, maximum=2**64 - 1, where="random_pruning_curve")  # manual_seed's range
     L, H = model.cfg.n_layers, model.cfg.n_heads
     counts = _counts(L * H, fractions, "random_pruning_curve")
     g = torch.Generator().manual_seed(seed)

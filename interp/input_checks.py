@@ -23,9 +23,9 @@ STAT_OPTIONS = ("stats", "layers", "sink_tokens", "local_window", "span", "backe
 def bool_arg(name: str, value, where: str = "") -> bool:
     """`value` if it is a bool, else a TypeError "{where}: {name} must be True or False, got ..." (no prefix when
     `where` is empty)."""
-    if not isinstance(value, bool):
+    if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where + ': ' if where else ''}{name} must be True or False, got {_show(value)}")
-    return value
+    return bool(value)
 
 
 def keywords(where: str, given: dict, allowed: tuple[str, ...], takes: str) -> None:

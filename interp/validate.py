@@ -37,6 +37,14 @@ def int_array_as_list(value, name: str):
     return value
 
 
+def progress_arg(progress, where: str):
+    """None or a callable taking a progress message (e.g. print), else a TypeError naming `where`."""
+    if progress is not None and not callable(progress):
+        raise TypeError(f"{where}: progress must be a callable taking a message (e.g. print) or None, got "
+                        f"{_show(progress)}")
+    return progress
+
+
 def distinct_layers(layers, n_layers: int, who: str, allowed: str, acts: str) -> list[int]:
     """A non-empty collection of distinct int layers (NumPy ints too) in 0..n_layers - 1, as a list of ints. `who`
     names what gave them (a run's intervention, an option), `allowed` says what is allowed and `acts` what would act

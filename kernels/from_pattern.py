@@ -26,6 +26,8 @@ def _check_pattern(pattern: torch.Tensor) -> None:
 
 def _span(span, b: int, lk: int) -> torch.Tensor:
     """(start, end), a [2] or a [batch, 2] integer tensor, with 0 <= start <= end <= k_len -> [batch or 1, 2]."""
+    if isinstance(span, np.ndarray):
+        span = torch.from_numpy(span)
     if isinstance(span, torch.Tensor):
         if span.dtype.is_floating_point or span.dtype.is_complex or span.dtype == torch.bool:
             raise TypeError(f"span tensor must hold integer key positions, got dtype {span.dtype}")
@@ -91,6 +93,10 @@ def stats_from_pattern(
         want.discard("span_mass")
     sink_tokens = min(_int_option("sink_tokens", sink_tokens, 0), lk)
     local_window = min(_int_option("local_window", local_window, 1), lk)  # (beyond k_len: every key, as in the kernels)
+    if isinstance(causal, torch.Tensor) and causal.numel() == 1 and causal.dtype == torch.bool:
+        causal = bool(causal)
+    if isinstance(causal, int) and causal in (0, 1):  # (bools are ints)
+        causal = bool(causal)
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be True or False, got {causal!r}")
     if span is not None:

@@ -81,6 +81,15 @@ def test_stats_from_pattern_checks_the_pattern(pattern, exc, match):
         stats_from_pattern(pattern, ("max_prob", "key_count"))
 
 
+def test_stats_from_pattern_takes_numpy_spans_and_int_or_tensor_causal():
+    """Valid input the first form of the sweep refused (a review of round 23)."""
+    base = stats_from_pattern(P, ("span_mass", "key_count"), span=(1, 3))
+    got = stats_from_pattern(P, ("span_mass", "key_count"), span=np.array([1, 3]), causal=1)
+    torch.testing.assert_close(got.span_mass, base.span_mass)
+    torch.testing.assert_close(stats_from_pattern(P, ("key_count",), causal=torch.tensor(False)).key_count,
+                               stats_from_pattern(P, ("key_count",), causal=False).key_count)
+
+
 def test_stats_from_pattern_default_gives_every_pattern_statistic():
     """stats="all" (the default) gives all but lse, which needs the raw scores; lse by name is still refused."""
     st = stats_from_pattern(P)

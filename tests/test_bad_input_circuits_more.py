@@ -8,6 +8,7 @@ import json
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ import interp
 from interp.analyses import circuits as C
 from interp.analyses import tasks as T
 from interp.analyses.circuits import acdc
+from interp.analyses.circuits import job as J
 from helpers import raises_clear_error
 from test_badinput_circuits import induction_setup
 
@@ -77,7 +79,7 @@ CASES = [
     # --- ACDC: positions (IndexError / a logits_at message before), taus, checkpoint_dir, damaged checkpoints
     ("acdc_batch positions shape", lambda x: C.acdc_batch(x.m, x.g, x.ids, x.ablated, 0.1,
                                                           positions=torch.ones(2, 2, dtype=torch.bool)),
-     TypeError, r"acdc_batch: positions must be a bool tensor \[3, 13\] .* got a torch.bool tensor of shape \(2, 2\)"),
+     ValueError, r"acdc_batch: positions must be a bool tensor \[3, 13\] .* got a torch.bool tensor of shape \(2, 2\)"),
     ("acdc_batch positions float", lambda x: C.acdc_batch(x.m, x.g, x.ids, x.ablated, 0.1,
                                                           positions=torch.ones(3, 13)),
      TypeError, r"acdc_batch: positions must be a bool tensor .* got a torch.float32 tensor"),
@@ -215,6 +217,16 @@ def test_acdc_batch_positions_and_graph_none(x):
 
 def test_good_values_still_work(x):
     assert C.areas([0.0, 1.0], [1.0, 1.0]) == {"cpr": 1.0, "cmd": 0.0}
+    # valid input the first form of the sweep refused (a review of round 23): arrays and tensors, NumPy seeds and
+    # sizes, any iterable of ablations, option pairs, a range of rows
+    assert C.areas(np.array([0.0, 1.0]), torch.tensor([1.0, 1.0])) == {"cpr": 1.0, "cmd": 0.0}
+    a = C.ablated_outputs(x.m, x.g, x.ids, None, "resample", seed=np.int64(1))
+    assert torch.equal(a, C.ablated_outputs(x.m, x.g, x.ids, None, "resample", seed=1))
+    row = T.task_report(x.m, ["induction"], n=np.int64(2), seed=np.int64(1)).iloc[0]
+    assert row["n"] == 2, row.to_dict()
+    assert J.check_settings("eap", 2, 1, "corrupted", 5, "topn", 2, {"corrupted"})[0] == ("corrupted",)
+    assert J.check_method_options([("tau", 0.1)], "acdc") == {"tau": 0.1}
+    assert len(x.batch[range(0, 2)]) == 2
     assert C.ablated_outputs(x.m, x.g, x.ids, None, "resample", seed=-1).shape == x.ablated.shape
     assert C.tau_sweep(x.m, x.task, x.batch, torch.tensor([1.0]))["rows"][0]["tau"] == 1.0
     r = C.faithfulness_curve(x.m, x.circuit, x.ids, x.ablated, x.metric, fractions=[0.1, 0.5, 1.0])

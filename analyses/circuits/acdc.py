@@ -366,7 +366,7 @@ def acdc_batch(model, graph: Graph, clean, ablated: torch.Tensor, tau: float, me
     if positions is not None:
         shape = tuple(clean.shape)
         if not isinstance(positions, torch.Tensor) or positions.dtype != torch.bool or tuple(positions.shape) != shape:
-            raise TypeError(f"acdc_batch: positions must be a bool tensor {list(shape)} (like the clean prompts: True "
+            raise (ValueError if isinstance(positions, torch.Tensor) and positions.dtype == torch.bool else TypeError)(f"acdc_batch: positions must be a bool tensor {list(shape)} (like the clean prompts: True "
                             f"where KL reads the next-token distribution) or None (the last position), got "
                             f"{_show(positions)}")
         if not bool(positions.any()):

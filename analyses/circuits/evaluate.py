@@ -16,6 +16,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from interp.input_checks import bool_arg
@@ -227,6 +228,8 @@ def faithfulness_curve(model, circuit: Circuit, clean, ablated: torch.Tensor, me
 def areas(fractions: list, f: list) -> dict:
     """CPR = area under f, CMD = area under |1 - f| (trapezoid over the edge fraction, normalised by its span).
     `fractions`: increasing edge fractions; `f`: the faithfulness at each (one number per fraction)."""
+    fractions, f = (v.tolist() if isinstance(v, (torch.Tensor, np.ndarray)) and v.ndim == 1 else v
+                    for v in (fractions, f))  # 1-D arrays and tensors, as faithfulness_curve takes
     for name, v in (("fractions", fractions), ("f", f)):
         if not isinstance(v, (list, tuple)) or not all(isinstance(x, numbers.Real) and not isinstance(x, bool)
                                                        for x in v):

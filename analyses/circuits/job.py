@@ -56,6 +56,11 @@ def check_method_options(method_options: dict | None, method: str | None = None)
     score_edges does not take them, and (given `method`) `tau` when the method is not "acdc" or tau is not >= 0,
     `chunk` when the method is not "patching" or chunk is not an int >= 1."""
     if method_options is not None and not isinstance(method_options, dict):
+        try:  # pairs, as dict() takes them
+            method_options = dict(method_options)
+        except (TypeError, ValueError):
+            pass  # refused below
+    if method_options is not None and not isinstance(method_options, dict):
         raise TypeError(f"method_options must be a dict of score_edges keyword options (e.g. {{'tau': 0.05}}) or "
                         f"None, got {type(method_options).__name__} {method_options!r:.60}")
     method_options = dict(method_options or {})
@@ -94,8 +99,10 @@ def check_settings(method: str, n: int, steps: int, ablation: str, top_n: int, s
         raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
     if isinstance(eval_ablations, str):
         eval_ablations = (eval_ablations,)
-    if not isinstance(eval_ablations, (list, tuple)) or not eval_ablations:
-        raise (ValueError if isinstance(eval_ablations, (list, tuple)) else TypeError)(
+    if not isinstance(eval_ablations, (bytes, dict)) and hasattr(eval_ablations, "__iter__"):
+        eval_ablations = tuple(eval_ablations)  # a list, a set, a generator
+    if not isinstance(eval_ablations, tuple) or not eval_ablations:
+        raise (ValueError if isinstance(eval_ablations, tuple) else TypeError)(
             f"eval ablations must be a non-empty list of {', '.join(ABLATIONS)} (the ablations faithfulness is "
             f"measured under), got {eval_ablations!r:.60}")
     eval_ablations = tuple(eval_ablations)

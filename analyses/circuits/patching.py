@@ -28,7 +28,7 @@ import torch
 
 from interp.head_inputs import InputPatch, check_unpadded, node_outputs
 from interp.input_checks import bool_arg
-from interp.validate import _show, hooked_model_arg, int_arg, real_arg
+from interp.validate import _show, hooked_model_arg, int_arg, progress_arg, real_arg  # noqa: F401 (progress_arg: re-exported)
 
 from . import checkpoints
 from .graph import Graph, graph_arg
@@ -52,7 +52,7 @@ def ablated_outputs(model, graph: Graph, clean, corrupt=None, ablation: str = "c
     """The ablated value of every node's output: [batch, pos, n_up, d_model]."""
     hooked_model_arg(model, "ablated_outputs")
     graph = graph_arg(graph, model, "ablated_outputs")
-    int_arg("seed", seed, minimum=-2**63, maximum=2**64 - 1, where="ablated_outputs")
+    seed = int_arg("seed", seed, minimum=-2**63, maximum=2**64 - 1, where="ablated_outputs")
     clean, corrupt = check_ablation(clean, corrupt, ablation)
     if ablation == "corrupted":
         return stack_outputs(node_outputs(model, corrupt), graph)
@@ -334,13 +334,6 @@ def edge_index_arg(edges, graph: Graph, where: str = "edge_patching") -> torch.T
                          f"{graph.up[u]} does not feed {graph.slots[v].name} (input {v} reads upstream nodes "
                          f"0..{graph.n_up_of_slot[v] - 1} only, the ones written before it)")
     return t
-
-
-def progress_arg(progress, where: str):
-    if progress is not None and not callable(progress):
-        raise TypeError(f"{where}: progress must be a callable taking a message (e.g. print) or None, got "
-                        f"{_show(progress)}")
-    return progress
 
 
 def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Callable, edges=None,

@@ -122,7 +122,7 @@ class TaskBatch:
             if not -n <= rows < n:
                 raise IndexError(f"TaskBatch: row {int(rows)} is outside the batch of {n} rows (rows -{n}..{n - 1})")
             rows = slice(int(rows) % n, int(rows) % n + 1)
-        elif not isinstance(rows, (slice, list, torch.Tensor, np.ndarray)):
+        elif not isinstance(rows, (slice, list, range, torch.Tensor, np.ndarray)):
             raise TypeError(f"TaskBatch: rows must be an int, a slice or an index tensor / list, got "
                             f"{type(rows).__name__} {rows!r:.60}")
         return self._map(lambda t: t[rows], rows)

@@ -44,8 +44,8 @@ def task_report(model, tasks=None, n: int = 32, seed: int = 0, batch_size: int =
     from . import DEFAULT_REPORT_TASKS, get_task
 
     # checked here: a bad n or seed would otherwise skip every task (each make's ValueError lands in `notes`)
-    int_arg("n", n, minimum=1, where="task_report")
-    int_arg("seed", seed, where="task_report")
+    n = int_arg("n", n, minimum=1, where="task_report")
+    seed = int_arg("seed", seed, where="task_report")
     int_arg("batch_size", batch_size, minimum=1, where="task_report")
     if tasks is not None and not isinstance(tasks, (str, Task, list, tuple)):
         raise TypeError(f"task_report: tasks must be a task name, a Task, a list of them or None (every task but "

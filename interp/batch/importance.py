@@ -216,7 +216,7 @@ def options(task: str = "ioi", methods=None, n: int = 32, seed: int = 0, pruning
                          f"{pruning_step}")
     if isinstance(pruning_seq_len, bool) or not isinstance(pruning_seq_len, numbers.Integral) or pruning_seq_len < 4:
         raise ValueError(f"--pruning-seq-len must be an int >= 4, got {pruning_seq_len!r}")
-    bool_arg("pruning", pruning, "importance")
+    pruning = bool_arg("pruning", pruning, "importance")
     return dict(task=task, methods=methods, n=int(n), seed=seed, pruning=pruning, pruning_step=float(pruning_step),
                 pruning_seq_len=int(pruning_seq_len))
 

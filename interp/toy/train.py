@@ -105,6 +105,10 @@ def _sampler(task, device: str, chunk: int = 32):
     return sample, (lambda s: torch.Generator().manual_seed(s))
 
 
+class Diverged(ValueError):
+    """Training ended with a non-finite loss or weights; nothing was written."""
+
+
 def train(name: str, out_dir: Path = CKPT_DIR, log=print, device: str = "cpu", **overrides) -> dict:
     from safetensors.torch import save_file
 
@@ -165,7 +169,7 @@ def train(name: str, out_dir: Path = CKPT_DIR, log=print, device: str = "cpu", *
     bad = next((k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()),
                None)
     if bad is not None or not math.isfinite(result["eval_loss"]):  # never a NaN checkpoint over a working one
-        raise ValueError(f"{name}: training diverged (eval loss {result['eval_loss']}"
+        raise Diverged(f"{name}: training diverged (eval loss {result['eval_loss']}"
                          f"{f', non-finite weights in {bad}' if bad else ''}) with lr {recipe['lr']:g}; no checkpoint "
                          f"written to {out_dir}; try a smaller --lr (the recipe's is {RECIPES[name]['lr']:g})")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -254,7 +258,7 @@ def main(argv=None):
         try:
             print(train(n, args.out, device=args.device, steps=args.steps, lr=args.lr, wd=args.wd, batch=args.batch,
                         seed=args.seed), flush=True)
-        except ValueError as e:  # diverged: one line, no traceback
+        except Diverged as e:  # one line, no traceback
             p.exit(2, f"{p.prog}: error: {e}\n")
         except (torch.OutOfMemoryError, RuntimeError) as e:  # a --batch too large for the device (CPU: RuntimeError)
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
