@@ -125,6 +125,37 @@ def _int_option(name: str, value, minimum: int) -> int:
     return value
 
 
+def span_rows(span, b: int, lk: int, device) -> torch.Tensor:
+    """`span`: (start, end), or an integer tensor [2] or [batch, 2], with 0 <= start <= end <= k_len -> [batch, 2]
+    int64 on `device` ([start, end) per batch row); a TypeError/ValueError naming what is wrong otherwise."""
+    if isinstance(span, torch.Tensor):
+        if span.dtype.is_floating_point or span.dtype.is_complex or span.dtype == torch.bool:
+            raise TypeError(f"span tensor must hold integer key positions, got dtype {span.dtype}")
+        if span.device.type == "meta":
+            raise ValueError("span is on the meta device (shape only, no values); pass real key positions")
+        span_t = span.to(device=device, dtype=torch.int64)
+        if span_t.shape == (2,):
+            span_t = span_t.expand(b, 2)
+        if span_t.shape != (b, 2):
+            raise ValueError(f"span tensor must be [2] or [batch, 2] = [{b}, 2], got {tuple(span.shape)}")
+        if bool((span_t[:, 0] < 0).any()) or bool((span_t[:, 1] > lk).any()) or bool(
+                (span_t[:, 0] > span_t[:, 1]).any()):
+            raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {span_t.tolist()}")
+        return span_t.contiguous()
+    if not isinstance(span, (tuple, list)):
+        raise TypeError(f"span must be (start, end) or a [batch, 2] tensor, got {type(span).__name__}")
+    try:
+        start, end = span
+    except (TypeError, ValueError):
+        raise TypeError(f"span must be (start, end) or a [batch, 2] tensor, got {span!r}") from None
+    if not (_is_int(start) and _is_int(end)):
+        raise TypeError(f"span bounds must be ints (key positions), got span={span!r}")
+    start, end = int(start), int(end)
+    if not 0 <= start <= end <= lk:
+        raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {[start, end]}")
+    return _span_tensor(start, end, b, device)  # validated on the host: no device sync
+
+
 def check_inputs(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -244,35 +275,7 @@ def check_inputs(
         key_bias = key_bias.masked_fill(key_bias <= hide_at, float("-inf")).expand(b, h, lk).contiguous()
 
     names = _names(stats, span is not None)
-    span_t = None
-    if span is not None:
-        if isinstance(span, torch.Tensor):
-            if span.dtype.is_floating_point or span.dtype.is_complex or span.dtype == torch.bool:
-                raise TypeError(f"span tensor must hold integer key positions, got dtype {span.dtype}")
-            if span.device.type == "meta":
-                raise ValueError("span is on the meta device (shape only, no values); pass real key positions")
-            span_t = span.to(device=q.device, dtype=torch.int64)
-            if span_t.shape == (2,):
-                span_t = span_t.expand(b, 2)
-            if span_t.shape != (b, 2):
-                raise ValueError(f"span tensor must be [2] or [batch, 2], got {tuple(span.shape)}")
-            if bool((span_t[:, 0] < 0).any()) or bool((span_t[:, 1] > lk).any()) or bool(
-                    (span_t[:, 0] > span_t[:, 1]).any()):
-                raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {span_t.tolist()}")
-            span_t = span_t.contiguous()
-        else:
-            if not isinstance(span, (tuple, list)):
-                raise TypeError(f"span must be (start, end) or a [batch, 2] tensor, got {type(span).__name__}")
-            try:
-                start, end = span
-            except (TypeError, ValueError):
-                raise TypeError(f"span must be (start, end) or a [batch, 2] tensor, got {span!r}") from None
-            if not (_is_int(start) and _is_int(end)):
-                raise TypeError(f"span bounds must be ints (key positions), got span={span!r}")
-            start, end = int(start), int(end)
-            if not 0 <= start <= end <= lk:
-                raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {[start, end]}")
-            span_t = _span_tensor(start, end, b, q.device)  # validated on the host: no device sync
+    span_t = None if span is None else span_rows(span, b, lk, q.device)
 
     return AttnSpec(
         batch=b, heads=h, kv_heads=hk, q_len=lq, k_len=lk, head_dim=d, q_offset=lk - lq, causal=causal,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checks import _int_option, _is_int
-from .stats import AttentionStats, finish_key_stats, normalize_stats
+from .checks import _int_option, _names, span_rows
+from .stats import AttentionStats, finish_key_stats
 
 
 def _check_pattern(pattern: torch.Tensor) -> None:
@@ -22,29 +22,6 @@ def _check_pattern(pattern: torch.Tensor) -> None:
     if lq > lk:
         raise ValueError(f"pattern has q_len ({lq}) > k_len ({lk}): queries are aligned to the end of the keys, so "
                          "q_len <= k_len")
-
-
-def _span(span, b: int, lk: int) -> torch.Tensor:
-    """(start, end), a [2] or a [batch, 2] integer tensor, with 0 <= start <= end <= k_len -> [batch or 1, 2]."""
-    if isinstance(span, np.ndarray):
-        span = torch.from_numpy(span)
-    if isinstance(span, torch.Tensor):
-        if span.dtype.is_floating_point or span.dtype.is_complex or span.dtype == torch.bool:
-            raise TypeError(f"span tensor must hold integer key positions, got dtype {span.dtype}")
-        if span.device.type == "meta":
-            raise ValueError("span is on the meta device (no values); pass real key positions")
-        if tuple(span.shape) not in ((2,), (b, 2)):
-            raise ValueError(f"span tensor must be [2] or [batch, 2] = [{b}, 2], got {tuple(span.shape)}")
-        t = span.reshape(-1, 2).to(device="cpu", dtype=torch.int64)
-    else:
-        if not isinstance(span, (tuple, list)) or len(span) != 2:
-            raise TypeError(f"span must be (start, end) or a [batch, 2] tensor, got {span!r:.60}")
-        if not all(_is_int(x) for x in span):
-            raise TypeError(f"span bounds must be ints (key positions), got span={span!r:.60}")
-        t = torch.tensor([[int(x) for x in span]], dtype=torch.int64)
-    if bool((t[:, 0] < 0).any() | (t[:, 1] > lk).any() | (t[:, 0] > t[:, 1]).any()):
-        raise ValueError(f"span must satisfy 0 <= start <= end <= k_len ({lk}), got {t.tolist()}")
-    return t
 
 
 def _valid_mask(name: str, mask, shape: tuple[int, int], device) -> torch.Tensor | None:
@@ -84,13 +61,9 @@ def stats_from_pattern(
             stats = tuple(stats)
         except TypeError:  # not iterable: normalize_stats says what is wrong
             pass
-    want = set(normalize_stats(stats))
+    want = set(_names(stats, span is not None))  # (a group given no span drops span_mass; named, it is refused)
     if "lse" in want and (stats in ("all", "query") or (isinstance(stats, tuple) and "lse" not in stats)):
         want.discard("lse")  # a group asked for: every statistic a pattern gives (lse needs the raw scores)
-    if span is None:
-        if stats == "span_mass" or (isinstance(stats, tuple) and "span_mass" in stats):
-            raise ValueError("stats asks for span_mass but no span=(start, end) was given")
-        want.discard("span_mass")
     sink_tokens = min(_int_option("sink_tokens", sink_tokens, 0), lk)
     local_window = min(_int_option("local_window", local_window, 1), lk)  # (beyond k_len: every key, as in the kernels)
     if isinstance(causal, torch.Tensor) and causal.numel() == 1 and causal.dtype == torch.bool:
@@ -100,7 +73,7 @@ def stats_from_pattern(
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be True or False, got {causal!r}")
     if span is not None:
-        span = _span(span, b, lk)
+        span = span_rows(torch.from_numpy(span) if isinstance(span, np.ndarray) else span, b, lk, pattern.device)
     query_valid = _valid_mask("query_valid", query_valid, (b, lq), pattern.device)
     key_valid = _valid_mask("key_valid", key_valid, (b, lk), pattern.device)
     p = pattern.float()
@@ -124,11 +97,8 @@ def stats_from_pattern(
     if "local_mass" in want:
         d = qpos - kpos
         st.local_mass = (p * ((d >= 0) & (d < local_window))).sum(-1)
-    if "span_mass" in want and len(span) == 1:
-        start, end = span[0].tolist()
-        st.span_mass = p[..., start:end].sum(-1)
-    elif "span_mass" in want:  # a span per batch row
-        start, end = (span[:, i, None, None, None].to(p.device) for i in (0, 1))  # [batch, 1, 1, 1] each
+    if "span_mass" in want:  # [start, end) per batch row
+        start, end = (span[:, i, None, None, None] for i in (0, 1))  # [batch, 1, 1, 1] each
         st.span_mass = (p * ((kpos >= start) & (kpos < end))).sum(-1)
     if want & {"key_mass", "key_mean", "key_count"}:
         qv = torch.ones(b, lq, dtype=torch.bool, device=p.device) if query_valid is None else query_valid.bool()
