@@ -5,14 +5,13 @@ through the same attention function (`StreamingAttention` interventions), and co
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import torch
 
 from .interventions import StreamingAttention
-from .validate import _show, int_arg, model_arg, real_arg, tensor_arg
+from .validate import _show, int_arg, is_path, model_arg, real_arg, tensor_arg
 
 VERSION = 1
 
@@ -58,7 +57,7 @@ def config_from_scores(model, retrieval_scores: torch.Tensor, threshold: float =
 
 
 def _path_arg(path, where: str) -> Path:
-    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+    if not is_path(path):
         raise TypeError(f"{where}: path must be a file path (a str or pathlib.Path), got {_show(path)}")
     return Path(path)
 

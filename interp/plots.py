@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import math
 import numbers
-import os
 import uuid
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .validate import int_arg, not_meta
+from .validate import int_arg, is_path, not_meta
 
 CELL = 22  # pixels per head cell in the grids
 PALETTE = ("#d62728", "#ff7f0e", "#9467bd", "#1f77b4", "#2ca02c", "#bcbd22", "#8c564b", "#e377c2", "#17becf")
@@ -461,7 +460,7 @@ def report_path(path, where: str = "write_report: ", what: str = "") -> Path:
     files can be made in (tried). Errors start with `where` and call the file `what` (e.g. "the report ")."""
     from .batch.arguments import writable_folder
 
-    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+    if not is_path(path):
         noun = "the report's file path" if what else "a file path"
         raise TypeError(f"{where}path must be {noun} (a str or pathlib.Path), got {type(path).__name__}")
     path = Path(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Collection
 
 import numpy as np
@@ -35,6 +36,11 @@ def int_array_as_list(value, name: str):
             not_meta(name, value)
         return value.reshape(-1).tolist()
     return value
+
+
+def is_path(value) -> bool:
+    """Whether `value` is a file system path: a str or an os.PathLike whose path is a str (not bytes, not a bool)."""
+    return isinstance(value, (str, os.PathLike)) and isinstance(os.fspath(value), str)
 
 
 def progress_arg(progress, where: str):

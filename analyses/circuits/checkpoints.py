@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from interp.batch.arguments import writable_folder
+from interp.validate import is_path
 
 
 def ablation_summary(ablated: torch.Tensor) -> bytes:
@@ -22,7 +23,7 @@ def ablation_summary(ablated: torch.Tensor) -> bytes:
 def checkpoint_path(checkpoint, where: str) -> Path:
     """A checkpoint argument checked before any work: a file path (str or PathLike) that is not a folder, whose
     folder exists (created here when missing) and is writable; else a TypeError / ValueError naming it."""
-    if isinstance(checkpoint, bool) or not isinstance(checkpoint, (str, os.PathLike)):
+    if not is_path(checkpoint):
         raise TypeError(f"{where}: checkpoint must be a file path (str or pathlib.Path) or None, got "
                         f"{type(checkpoint).__name__} {checkpoint!r:.60}")
     path = Path(checkpoint)

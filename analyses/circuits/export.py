@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from interp.input_checks import bool_arg
-from interp.validate import hooked_model_arg
+from interp.validate import hooked_model_arg, is_path
 
 from .evaluate import Circuit
 from .graph import Graph
@@ -97,7 +96,7 @@ def write(c: Circuit, out_dir) -> list[Path]:
     """edges.csv, nodes.csv and graph.json in the folder `out_dir` (made if missing; files in it are replaced)."""
     if not isinstance(c, Circuit):
         raise TypeError(f"write: c must be a Circuit, got {type(c).__name__}")
-    if isinstance(out_dir, bool) or not isinstance(out_dir, (str, os.PathLike)):
+    if not is_path(out_dir):
         raise TypeError(f"write: out_dir must be a folder path (a str or pathlib.Path), got {type(out_dir).__name__} "
                         f"{out_dir!r:.60}")
     out = Path(out_dir)
@@ -149,7 +148,7 @@ def read_json(path, model=None, same_name: bool = True) -> Circuit:
     heads, MLP nodes) and, unless same_name=False, have been written for a model of the same name; otherwise a
     one-line ValueError naming what differs."""
     bool_arg("same_name", same_name, "read_json")
-    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+    if not is_path(path):
         raise TypeError(f"read_json: path must be the path (a str or pathlib.Path) of a graph.json, got "
                         f"{type(path).__name__} {path!r:.60}")
     if model is not None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from interp.validate import is_path
 
 from .base import Task, TaskBatch, at_position, encode, gather_ids, last_positions, pad, single_token
 
@@ -18,7 +19,7 @@ OPTIONAL = ("corrupt", "wrong")
 
 
 def read_rows(path) -> list[dict]:
-    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+    if not is_path(path):
         raise TypeError(f"task file path must be a str or pathlib.Path of a .jsonl, .json or .csv file, got "
                         f"{type(path).__name__} {path!r:.60}")
     p = Path(path)

@@ -39,6 +39,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..validate import is_path
 from .checks import check_count, check_keys, check_numbers, check_seed
 from .runner import Job, atomic_write_text, register, shard_progress, slug
 
@@ -283,8 +284,7 @@ def options(task: str = "ioi", method: str = "eap-ig", n: int = 32, seed: int = 
     if (task == "file") != (task_file is not None):
         raise ValueError("--task file needs --task-file ROWS (a .jsonl or .csv file)" if task == "file" else
                          f"--task-file is for --task file, not --task {task}")
-    if task_file is not None and (not isinstance(task_file, (str, os.PathLike))
-                                  or not isinstance(os.fspath(task_file), str) or not os.fspath(task_file).strip()):
+    if task_file is not None and (not is_path(task_file) or not os.fspath(task_file).strip()):
         raise (ValueError if isinstance(task_file, str) else TypeError)(
             f"--task-file must be the path of a .jsonl or .csv file of rows, got {type(task_file).__name__} "
             f"{task_file!r:.60}")
