@@ -101,6 +101,12 @@ def _configs():
         # nothing; key-by-query, so the product's M is still 64 / 128 keys)
         c(16, 64, 1, 1, 4, 2, transpose=1),
         c(16, 128, 1, 1, 4, 2, transpose=1),
+        # round 24: key-by-query tiles over two warpgroups (one CTA of 8 warps). At head_dim 256 every 4-warp tile
+        # config sits at the 255-register cap or spills (config 1: 255 / 128 B); 64x64 w8 compiles at 242 registers
+        # without spills, 16 scores a thread (`examples/sm90_registers.py`, Triton 3.6)
+        c(64, 64, 1, 1, 8, 2, transpose=1),
+        c(64, 128, 1, 1, 8, 2, transpose=1),
+        c(128, 64, 1, 1, 8, 2, transpose=1),
     ] if TRIAL_CONFIGS else [])
 
 
