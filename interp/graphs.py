@@ -29,6 +29,8 @@ from .kernels.cuda_graph import capture
 from .model import HookedModel
 from .validate import int_arg, tokens_arg
 
+MAX_WARMUP = 1000  # warm-up forwards before the capture (the default 2 is enough; more only costs time)
+
 
 class GraphedRun:
     """A HookedModel forward with statistics (and any other hook points named in `names`) captured as a CUDA graph.
@@ -48,7 +50,10 @@ class GraphedRun:
         layer_list = model._layers(layers)
         int_arg("sink_tokens", sink_tokens, minimum=0, where="GraphedRun")
         int_arg("local_window", local_window, minimum=1, where="GraphedRun")
-        int_arg("warmup", warmup, minimum=1, where="GraphedRun (autotuning and caches happen in the warm-up)")
+        warmup = int_arg("warmup", warmup, minimum=1, where="GraphedRun (autotuning and caches happen in the warm-up)")
+        if warmup > MAX_WARMUP:  # each warm-up call is a whole forward: 10**12 of them never end
+            raise ValueError(f"GraphedRun: warmup must be at most {MAX_WARMUP} forwards (a few fill the autotuning "
+                             f"and caches), got {warmup}")
         chosen = sorted(set(names) | {f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for l in layer_list for s in stat_names})
         if not chosen:
             raise ValueError("GraphedRun: nothing to capture (stats and names select no hook point)")

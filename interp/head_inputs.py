@@ -133,6 +133,12 @@ def head_contributions(z: torch.Tensor, scale: torch.Tensor | None, w_o: torch.T
             or tuple(z.shape[2:]) != tuple(w_o.shape[:2])):
         raise ValueError(f"head_contributions: z must be [batch, pos, head, d_head] and w_o [head, d_head, d_model], "
                          f"agreeing on [head, d_head]; got z {_shape(z)} and w_o {_shape(w_o)}")
+    if scale is not None:
+        want = (z.shape[0], z.shape[1], w_o.shape[2])
+        if (not isinstance(scale, torch.Tensor) or scale.dim() != 3
+                or any(n not in (1, w) for n, w in zip(scale.shape, want))):
+            raise ValueError(f"head_contributions: scale must be None or the sandwich-norm scale [batch, pos, d_model] "
+                             f"= {list(want)}; got {_shape(scale)}")
     heads = torch.einsum("bqhd,hdm->bqhm", z.to(w_o.dtype), w_o)
     return heads if scale is None else heads * scale[:, :, None, :].to(heads.dtype)
 
@@ -498,6 +504,8 @@ def started_at(model, start: int, resid: torch.Tensor | None):
     start = _start_arg(start, model.cfg.n_layers, "started_at")
     if resid is not None and not isinstance(resid, torch.Tensor):
         raise TypeError(f"started_at: resid must be a tensor [batch, pos, d_model] or None, got {type(resid).__name__}")
+    if resid is not None:  # (a meta tensor failed inside the first block, an integer one was silently converted)
+        tensor_arg("resid", resid, floating=True, where="started_at", shape_doc="[batch, pos, d_model]")
     handles: list = []
     swaps = ForwardSwaps()
     try:

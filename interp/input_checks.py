@@ -77,7 +77,7 @@ def names_filter_arg(names_filter):
 def stat_selection(stats, span) -> tuple[str, ...]:
     """normalize_stats, where a group ("all", "query") given no span drops span_mass and a span_mass asked for by
     name without a span is refused (the kernels' message)."""
-    if stats is not None and not isinstance(stats, str) and hasattr(stats, "__iter__"):
+    if stats is not None and not isinstance(stats, (str, bytes, bytearray)) and hasattr(stats, "__iter__"):
         stats = list(stats)
     names = normalize_stats(stats)
     if "span_mass" in names and span is None:

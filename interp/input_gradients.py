@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .input_checks import layer_list
+from .input_checks import bool_arg, layer_list
 from .validate import _show, model_arg
 
 
@@ -46,8 +46,7 @@ def input_gradients(model, tokens, metric: Callable, embed_hook: Callable | None
     for name, fn, optional in (("metric", metric, False), ("embed_hook", embed_hook, True), ("sink", sink, True)):
         if not callable(fn) and not (optional and fn is None):
             raise TypeError(f"{where}: {name} must be a callable{' or None' if optional else ''}, got {_show(fn)}")
-    if not isinstance(mlp, bool):
-        raise TypeError(f"{where}: mlp must be True or False, got {_show(mlp)}")
+    mlp = bool_arg("mlp", mlp, where)  # NumPy bools too
     tokens = check_unpadded(tokens)
     n = model.cfg.n_layers
     try:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .stages import AttnCall, Intervention
-from .validate import _show, int_array_as_list, not_meta
+from .validate import _show, int_arg, int_array_as_list, not_meta
 
 
 def _as_heads(heads, n_heads: int, what: str) -> list[int]:
@@ -297,10 +297,8 @@ class StreamingAttention(Intervention):
     def validate(self, n_layers: int, n_heads: int) -> None:
         _check_layer(self.layer, n_layers, "StreamingAttention")
         self._heads = _as_heads(self.heads, n_heads, "StreamingAttention")
-        for name in ("sink_tokens", "window"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "sink_tokens" else 1):
-                raise ValueError(f"StreamingAttention.{name} must be an int >= {0 if name == 'sink_tokens' else 1}")
+        for name in ("sink_tokens", "window"):  # (a float: TypeError naming it; NumPy ints are ints)
+            int_arg(f"StreamingAttention.{name}", getattr(self, name), minimum=0 if name == "sink_tokens" else 1)
 
     def probs(self, p: torch.Tensor, q_start: int, call: AttnCall) -> torch.Tensor:
         return self.transform(p, q_start + call.q_offset)
@@ -310,7 +308,10 @@ class StreamingAttention(Intervention):
         q, k = p.shape[-2], p.shape[-1]
         qpos = torch.arange(q, device=p.device)[:, None] + q_pos0
         kpos = torch.arange(k, device=p.device)[None, :]
-        keep = (kpos < self.sink_tokens) | ((qpos - kpos) < self.window)
+        # (clamped: past k / the farthest query-key distance both mean every key, and a Python int past int64, e.g.
+        # a KV config's window=10**30, would not compare with a tensor)
+        sink, window = min(self.sink_tokens, k), min(self.window, q_pos0 + q)
+        keep = (kpos < sink) | ((qpos - kpos) < window)
         sub = p[:, self._heads] * keep
         sub = sub / sub.sum(-1, keepdim=True).clamp_min(1e-30)
         out = p.clone()

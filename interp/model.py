@@ -36,7 +36,7 @@ from .tokens import Tokens, to_string_ids, to_tokens
 # check_weight_dtype and the names before it were defined here (interp.zoo imports it from here)
 from .model_checks import (PATTERN_BYTES_LIMIT, SPAN_HOOK, check_grad_of, check_interventions,  # noqa: F401
                            check_metric_value, check_pattern_size, check_span_hooks, check_weight_dtype,
-                           logits_positions, span_hook_error)
+                           logits_positions, probabilities_error, span_hook_error)
 
 
 def _at(interventions, stage: str) -> list:
@@ -194,6 +194,8 @@ class HookedModel:
         bias = None
 
         def attend(prob_hook=None, stats=()):
+            if prob_hook is not None and ctx.backend == "triton":  # (the kernels' message names a prob_hook)
+                raise probabilities_error(layer, ctx.active(pre + "hook_pattern"), ivs)
             c = call_ref()
             return attention_with_stats(
                 c.query, c.key, c.value, causal=causal, scale=scaling, sliding_window=sliding_window,
@@ -306,8 +308,7 @@ class HookedModel:
         backpropagated (`fn(grad, hook)`, may return a replacement gradient). `checkpoint=True`: gradient runs keep
         only each block's input and recompute the block during the backward (`interp.checkpointing`: long-context
         memory; hooks inside blocks then run once more in the backward and must be deterministic)."""
-        if not isinstance(checkpoint, bool):
-            raise TypeError(f"checkpoint must be True or False, got {checkpoint!r}")
+        checkpoint = checks.bool_arg("checkpoint", checkpoint)  # NumPy bools too
         if self._ctx is not None:
             raise RuntimeError("hooks are already active on this model; nested hook contexts are not supported")
         ctx = RunContext(n_layers=self.cfg.n_layers, backend=backend or self.backend)

@@ -41,6 +41,17 @@ def check_pattern_size(batch: int, heads: int, q_len: int, k_len: int, layer) ->
         )
 
 
+def probabilities_error(layer: int, pattern: bool, interventions) -> ValueError:
+    """The error of a backend='triton' run that needs a layer's attention probabilities: its pattern hook point, or
+    an intervention that edits the probabilities (StreamingAttention) or re-runs the attention on them
+    (GatedStreaming); the kernels' own message would name a prob_hook, which the caller never passed."""
+    needs = (["hook_pattern (pattern=True or a hook there)"] if pattern else []) + [
+        type(iv).__name__ for iv in interventions if "probs" in iv.stages or "out" in iv.stages]
+    return ValueError(f"layer {layer}: {' and '.join(needs) or 'an intervention'} needs the attention probabilities, "
+                      "which backend='triton' never forms (its kernels keep no [query, key] map); run with "
+                      "backend='auto' or 'reference'")
+
+
 def check_weight_dtype(hf_model: torch.nn.Module, label: str = "the model") -> None:
     """ValueError for float64 weights: their activations reach attention as float64, which every backend refuses
     (at the first forward); caught here, when the model is wrapped. (Other dtypes, e.g. float8 weights behind a
@@ -96,11 +107,13 @@ def logits_positions(logits_at, n_pos: int) -> torch.Tensor:
         raise TypeError(f"{allowed}, got {type(logits_at).__name__} {logits_at!r:.40}") from None
     if t.dim() != 1 or t.numel() == 0 or t.dtype in (torch.bool,) or t.is_floating_point():
         raise ValueError(f"logits_at must be a non-empty 1-D list/tensor of integer positions, got "
-                         f"{logits_at!r}")
+                         f"{logits_at!r:.80}")
     t = t.long().cpu()
-    if bool((t < 0).any()) or bool((t >= n_pos).any()):
+    bad = t[(t < 0) | (t >= n_pos)]
+    if len(bad):  # a long list: its first positions outside only (range(10**6) once gave a 7 MB message)
+        got = t.tolist() if len(t) <= 8 else f"{len(bad)} of {len(t)} outside, first {bad[:8].tolist()}"
         raise ValueError(f"logits_at positions must lie in 0..{n_pos - 1} (the prompt has {n_pos} tokens), got "
-                         f"{t.tolist()}")
+                         f"{got}")
     return t
 
 

@@ -22,6 +22,9 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # of float16 models), hide the key (treated as -inf)
 MASK_BIAS = -1e30
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
+# scale is used in float32 (the Triton kernels take scale * log2(e)): beyond these it turns 0 or inf there
+MIN_SCALE = float(torch.finfo(torch.float32).tiny)
+MAX_SCALE = float(torch.finfo(torch.float32).max) * math.log(2)
 
 
 @dataclass
@@ -64,7 +67,7 @@ def _stat_names(stats, has_span: bool) -> tuple[str, ...]:
 
 def _names(stats, has_span: bool) -> tuple[str, ...]:
     key = stats
-    if stats is not None and not isinstance(stats, (str, tuple)):
+    if stats is not None and not isinstance(stats, (str, tuple, bytes, bytearray)):
         try:  # a list, a set, a generator (read once, here): a tuple of what it holds
             key = tuple(stats)
         except TypeError:  # not iterable: normalize_stats says what is wrong
@@ -210,12 +213,15 @@ def check_inputs(
     causal = bool(causal)
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    elif type(scale) is float and 0 < scale < math.inf:  # the common case (a model's scaling), checks skipped
+    elif type(scale) is float and MIN_SCALE <= scale <= MAX_SCALE:  # the common case (a model's scaling)
         pass
     elif isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
         raise TypeError(f"scale must be a positive finite number or None, got {type(scale).__name__}")
-    elif not math.isfinite(scale) or scale <= 0:
+    elif not 0 < scale < math.inf:  # (compared, not math.isfinite: an int past float's range is no OverflowError)
         raise ValueError(f"scale must be a positive finite number or None, got {scale!r}")
+    elif not MIN_SCALE <= scale <= MAX_SCALE:  # 0 or inf in float32: NaN statistics (or outputs) on every backend
+        raise ValueError(f"scale must lie between {MIN_SCALE:.3g} and {MAX_SCALE:.3g} (the kernels compute in "
+                         f"float32), got {scale!r}")
     if sliding_window is not None:
         sliding_window = _int_option("sliding_window", sliding_window, 1)
         if not causal:

@@ -56,7 +56,7 @@ def stats_from_pattern(
         raise ValueError(f"pattern must be a [batch, head, q_len, k_len] tensor, got {getattr(pattern, 'shape', pattern)}")
     _check_pattern(pattern)
     b, h, lq, lk = pattern.shape
-    if stats is not None and not isinstance(stats, str):
+    if stats is not None and not isinstance(stats, (str, bytes, bytearray)):
         try:  # a list, a set, a generator (read once, here)
             stats = tuple(stats)
         except TypeError:  # not iterable: normalize_stats says what is wrong

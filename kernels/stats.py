@@ -84,6 +84,9 @@ def normalize_stats(stats: str | Iterable[str] | None) -> tuple[str, ...]:
     """
     if stats is None:
         return ()
+    if isinstance(stats, (bytes, bytearray)):  # (iterated, its bytes read as numbers: "got int")
+        raise TypeError(f"stats must be a string or an iterable of strings, got {type(stats).__name__} "
+                        f"{bytes(stats)!r:.40}; decode it first")
     if isinstance(stats, str):
         if stats in _GROUPS:
             names = _GROUPS[stats]
