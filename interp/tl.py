@@ -26,6 +26,7 @@ def from_transformer_lens(obj, backend: str = "auto", tokenizer=None):
 
     hf = getattr(obj, "original_model", None)
     if isinstance(hf, torch.nn.Module) and hasattr(hf, "config"):
+        hf = unbridged(hf)
         return HookedModel(hf, tokenizer if tokenizer is not None else getattr(obj, "tokenizer", None),
                            name=getattr(hf.config, "name_or_path", None), backend=backend)
     if hasattr(obj, "run_with_cache") and hasattr(obj, "cfg"):
@@ -34,6 +35,46 @@ def from_transformer_lens(obj, backend: str = "auto", tokenizer=None):
                              "tokenizes with its own); set the TransformerLens model's tokenizer instead")
         return TLPatternModel(obj)
     raise TypeError(f"unsupported TransformerLens object {type(obj).__name__}")
+
+
+def _bridge_component(module) -> torch.nn.Module | None:
+    """The Hugging Face module a TransformerBridge component stands in for (None for any other module)."""
+    if not (type(module).__module__ or "").startswith("transformer_lens"):
+        return None
+    original = getattr(module, "original_component", None)
+    return original if isinstance(original, torch.nn.Module) else None
+
+
+def unbridged(hf: torch.nn.Module) -> torch.nn.Module:
+    """The Hugging Face model a TransformerBridge wraps, with its own modules back where the bridge put its components.
+
+    Booting a bridge replaces the HF model's blocks, attention, MLPs, norms and embeddings in place by bridge
+    components, and the attention components (transformer-lens 4.x) recompute attention themselves instead of calling
+    the model's attention function: interp's statistics, attention hooks and head interventions would then silently
+    never run. This returns a copy of the module tree with the original modules restored; parameters and buffers are
+    shared with the bridge's model (no weights are copied) and the bridge itself is left as it was."""
+    if not any(_bridge_component(m) is not None for m in hf.modules()):
+        return hf
+    import copy
+
+    memo = {id(t): t for t in (*hf.parameters(), *hf.buffers())}
+    out = copy.deepcopy(hf, memo)
+
+    def restore(module: torch.nn.Module) -> None:
+        for name, child in list(module._modules.items()):
+            if child is None:
+                continue
+            original = _bridge_component(child)
+            while original is not None:
+                child, original = original, _bridge_component(original)
+            module._modules[name] = child
+            restore(child)
+
+    restore(out)
+    for m in out.modules():  # hooks TransformerLens may have put on the original modules are its own, not ours
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    return out
 
 
 def config_from_tl(tl_cfg, name: str = "") -> ModelConfig:
