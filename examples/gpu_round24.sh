@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Issue 18, round 24, on the GPU machine.
-#   PART=a bash examples/gpu_round24.sh   # (< 8 min) every kernel-side GPU test at this commit (kernels, configs,
+#   PART=a bash examples/gpu_round24.sh   # (< 4 min) every kernel-side GPU test at this commit (kernels, configs,
 #                                         # walk runs, layer batches, awkward inputs, parts, decode, backward,
-#                                         # gradients, graphs, the bad-input sweeps), then each autotune candidate
+#                                         # gradients, graphs), then each autotune candidate
 #                                         # with the trial configs in (round 24's two-warpgroup key-by-query tiles)
 #   PART=b bash examples/gpu_round24.sh   # (< 6 min) those trial configs timed, pinned, beside the configs the
-#                                         # autotuner takes today (4x256: config 1; 32x128 and 9x64: config 0)
+#                                         # autotuner takes today (4x256: config 1; 32x128 and 9x64: config 0).
+#                                         # Run at c4c220d, where they were trial configs 17-19; refuted and dropped
+#                                         # since, so at later commits these indices no longer exist
 # Logs under ${OUT:-out/gpu}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${PART:-}" in a|b) ;; *) echo "usage: PART=a|b bash examples/gpu_round24.sh" >&2; exit 2;; esac
 source examples/gpu_setup.sh
 if [ "$PART" = a ]; then
-  (cd tests && timeout 330 python3 -m pytest -q -n 16 -p no:cacheprovider -rf --tb=short test_kernel_triton.py \
+  # (the first run also took tests/test_bad_input*.py: CPU tests that load the bundled real models, which the GPU
+  # machine lacks; they errored and the 330 s limit cut the run: docs/gpu/tests_round24_cut.log)
+  (cd tests && timeout 420 python3 -m pytest -q -n 16 -p no:cacheprovider -rfE --tb=line test_kernel_triton.py \
     test_stats_configs.py test_walk_runs.py test_layer_batch.py test_kernel_awkward.py test_walk_parts.py \
-    test_stats_decode.py test_decode_fused.py test_kernel_backward.py test_gradients.py test_graphs.py \
-    test_bad_input*.py) 2>&1 | tail -12 | tee "$OUT/tests_round24.log"
+    test_stats_decode.py test_decode_fused.py test_kernel_backward.py test_gradients.py test_graphs.py) 2>&1 \
+    | grep -v Warn | tail -60 | tee "$OUT/tests_round24.log"
   (cd tests && INTERP_STATS_TRIAL_CONFIGS=1 timeout 150 python3 -m pytest -q -n 16 -p no:cacheprovider -rf \
     --tb=short test_stats_configs.py::test_every_autotune_candidate) 2>&1 | tail -6 \
     | tee "$OUT/tests_trial_configs_round24.log"

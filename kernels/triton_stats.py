@@ -101,12 +101,9 @@ def _configs():
         # nothing; key-by-query, so the product's M is still 64 / 128 keys)
         c(16, 64, 1, 1, 4, 2, transpose=1),
         c(16, 128, 1, 1, 4, 2, transpose=1),
-        # round 24: key-by-query tiles over two warpgroups (one CTA of 8 warps). At head_dim 256 every 4-warp tile
-        # config sits at the 255-register cap or spills (config 1: 255 / 128 B); 64x64 w8 compiles at 242 registers
-        # without spills, 16 scores a thread (`examples/sm90_registers.py`, Triton 3.6)
-        c(64, 64, 1, 1, 8, 2, transpose=1),
-        c(64, 128, 1, 1, 8, 2, transpose=1),
-        c(128, 64, 1, 1, 8, 2, transpose=1),
+        # (round 24: key-by-query tiles over two warpgroups, one CTA of 8 warps: 64x64 / 64x128 / 128x64 w8 s2, pinned
+        # on the H100, 2.13x / 1.88x / 1.80x SDPA at 4x256 8k against config 1's 1.70x, 2.43-3.12x at 32x128 8k
+        # against config 0's 2.09x, `docs/gpu/trial_configs_round24.log`: dropped)
     ] if TRIAL_CONFIGS else [])
 
 
