@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .kernels import normalize_stats
+from .kernels.stats import stats_request
 from .tokens import _show
 from .validate import int_array_as_list
 
@@ -77,11 +78,10 @@ def names_filter_arg(names_filter):
 def stat_selection(stats, span) -> tuple[str, ...]:
     """normalize_stats, where a group ("all", "query") given no span drops span_mass and a span_mass asked for by
     name without a span is refused (the kernels' message)."""
-    if stats is not None and not isinstance(stats, (str, bytes, bytearray)) and hasattr(stats, "__iter__"):
-        stats = list(stats)
+    stats = stats_request(stats)  # (a generator read once, here)
     names = normalize_stats(stats)
     if "span_mass" in names and span is None:
-        if stats == "span_mass" or (isinstance(stats, list) and "span_mass" in stats):
+        if stats == "span_mass" or (isinstance(stats, tuple) and "span_mass" in stats):
             raise ValueError("stats asks for span_mass but no span=(start, end) was given")
         names = tuple(n for n in names if n != "span_mass")
     return names

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .stats import normalize_stats
+from .stats import normalize_stats, stats_request
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # key_bias values at or below this, or at the minimum of the bias's own dtype (float16's -65504: the mask value
@@ -66,12 +66,7 @@ def _stat_names(stats, has_span: bool) -> tuple[str, ...]:
 
 
 def _names(stats, has_span: bool) -> tuple[str, ...]:
-    key = stats
-    if stats is not None and not isinstance(stats, (str, tuple, bytes, bytearray)):
-        try:  # a list, a set, a generator (read once, here): a tuple of what it holds
-            key = tuple(stats)
-        except TypeError:  # not iterable: normalize_stats says what is wrong
-            pass
+    key = stats_request(stats)  # a list, a set, a generator (read once, here): a tuple of what it holds
     try:
         hash(key)
     except TypeError:  # a set, a list of lists...: no caching, normalize_stats says what is wrong
@@ -130,7 +125,12 @@ def _int_option(name: str, value, minimum: int) -> int:
 
 def span_rows(span, b: int, lk: int, device) -> torch.Tensor:
     """`span`: (start, end), or an integer tensor [2] or [batch, 2], with 0 <= start <= end <= k_len -> [batch, 2]
-    int64 on `device` ([start, end) per batch row); a TypeError/ValueError naming what is wrong otherwise."""
+    int64 on `device` ([start, end) per batch row); a TypeError/ValueError naming what is wrong otherwise. A NumPy
+    array is read as a tensor."""
+    if isinstance(span, np.ndarray):
+        if span.dtype.kind not in "iu":
+            raise TypeError(f"span array must hold integer key positions, got dtype {span.dtype}")
+        span = torch.from_numpy(span.astype(np.int64))
     if isinstance(span, torch.Tensor):
         if span.dtype.is_floating_point or span.dtype.is_complex or span.dtype == torch.bool:
             raise TypeError(f"span tensor must hold integer key positions, got dtype {span.dtype}")

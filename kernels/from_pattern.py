@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .checks import _int_option, _names, span_rows
-from .stats import AttentionStats, finish_key_stats
+from .stats import AttentionStats, finish_key_stats, stats_request
 
 
 def _check_pattern(pattern: torch.Tensor) -> None:
@@ -56,11 +56,7 @@ def stats_from_pattern(
         raise ValueError(f"pattern must be a [batch, head, q_len, k_len] tensor, got {getattr(pattern, 'shape', pattern)}")
     _check_pattern(pattern)
     b, h, lq, lk = pattern.shape
-    if stats is not None and not isinstance(stats, (str, bytes, bytearray)):
-        try:  # a list, a set, a generator (read once, here)
-            stats = tuple(stats)
-        except TypeError:  # not iterable: normalize_stats says what is wrong
-            pass
+    stats = stats_request(stats)  # a list, a set, a generator (read once, here): a tuple
     want = set(_names(stats, span is not None))  # (a group given no span drops span_mass; named, it is refused)
     if "lse" in want and (stats in ("all", "query") or (isinstance(stats, tuple) and "lse" not in stats)):
         want.discard("lse")  # a group asked for: every statistic a pattern gives (lse needs the raw scores)
@@ -73,7 +69,7 @@ def stats_from_pattern(
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be True or False, got {causal!r}")
     if span is not None:
-        span = span_rows(torch.from_numpy(span) if isinstance(span, np.ndarray) else span, b, lk, pattern.device)
+        span = span_rows(span, b, lk, pattern.device)
     query_valid = _valid_mask("query_valid", query_valid, (b, lq), pattern.device)
     key_valid = _valid_mask("key_valid", key_valid, (b, lk), pattern.device)
     p = pattern.float()

@@ -38,6 +38,7 @@ their key, as -inf does; NaN or +inf biases are refused.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from collections.abc import Mapping
 from typing import Iterable
 
 import torch
@@ -77,16 +78,32 @@ class AttentionStats:
         return tuple(name for name, _ in self.items())
 
 
+def stats_request(stats):
+    """A `stats` argument as the callers of normalize_stats read it: None, a string or a tuple as given; any other
+    iterable read once into a tuple (a generator can be read only once, and callers look at the request twice).
+    Bytes and mappings are refused here: iterated, they would give numbers or a dict's keys (its values ignored)."""
+    if stats is None or isinstance(stats, (str, tuple)):
+        return stats
+    if isinstance(stats, (bytes, bytearray)):
+        raise TypeError(f"stats must be a string or an iterable of strings, got {type(stats).__name__} "
+                        f"{bytes(stats)!r:.40}; decode it first")
+    if isinstance(stats, Mapping):
+        raise TypeError(f"stats must be a string or an iterable of strings, got a {type(stats).__name__} "
+                        f"{stats!r:.60}; pass the names wanted (e.g. [n for n, on in d.items() if on])")
+    try:
+        return tuple(stats)
+    except TypeError:  # not iterable: normalize_stats says what is wrong
+        return stats
+
+
 def normalize_stats(stats: str | Iterable[str] | None) -> tuple[str, ...]:
     """Turn a request ("all", "query", "key", "none", a name, or names) into a tuple of statistic names.
 
     `key_mean` needs `key_count` and `key_mass`; they are added so the caller can always rely on them.
     """
+    stats = stats_request(stats)
     if stats is None:
         return ()
-    if isinstance(stats, (bytes, bytearray)):  # (iterated, its bytes read as numbers: "got int")
-        raise TypeError(f"stats must be a string or an iterable of strings, got {type(stats).__name__} "
-                        f"{bytes(stats)!r:.40}; decode it first")
     if isinstance(stats, str):
         if stats in _GROUPS:
             names = _GROUPS[stats]

@@ -210,3 +210,41 @@ def test_streaming_sizes_are_ints(x):
     with torch.no_grad():
         torch.testing.assert_close(run(StreamingAttention(layer=1, sink_tokens=np.int64(1), window=np.int64(3))),
                                    run(StreamingAttention(layer=1, sink_tokens=1, window=3)))
+
+
+# --- after the sweep: one reader of a stats request (kernels.stats.stats_request) and NumPy spans everywhere ------
+
+
+@pytest.mark.parametrize("stats", [{"lse": True, "entropy": False}, {"entropy": 1}])
+def test_a_mapping_of_stats_is_refused_everywhere(stats):
+    """A dict was read as its keys (its values ignored): {"entropy": False} asked for entropy."""
+    q = torch.randn(1, 2, 5, 16)
+    with pytest.raises(TypeError, match="got a dict .*pass the names wanted"):
+        normalize_stats(stats)
+    with pytest.raises(TypeError, match="got a dict"):
+        attention_with_stats(q, q, q, stats=stats)
+    with pytest.raises(TypeError, match="got a dict"):
+        stats_from_pattern(torch.full((1, 2, 5, 5), 0.2), stats=stats)
+
+
+def test_a_mapping_of_stats_is_refused_by_run_with_cache(x):
+    with pytest.raises(TypeError, match="got a dict"):
+        x.m.run_with_cache(x.ids, stats={"entropy": True})
+
+
+def test_a_numpy_span_works_in_attention_with_stats_as_in_stats_from_pattern():
+    q, k = torch.randn(2, 2, 9, 16), torch.randn(2, 1, 9, 16)
+    _, want = attention_with_stats(q, k, k, causal=True, stats=["span_mass"], span=(2, 6), backend="reference")
+    for span in (np.array([2, 6]), np.array([[2, 6], [2, 6]], dtype=np.int32), np.array([2, 6], dtype=np.uint8)):
+        _, got = attention_with_stats(q, k, k, causal=True, stats=["span_mass"], span=span, backend="reference")
+        torch.testing.assert_close(got.span_mass, want.span_mass)
+    with pytest.raises(TypeError, match="span array must hold integer key positions, got dtype float64"):
+        attention_with_stats(q, k, k, causal=True, stats=["span_mass"], span=np.array([2.0, 6.0]))
+    with pytest.raises(ValueError, match=r"0 <= start <= end <= k_len \(9\)"):
+        attention_with_stats(q, k, k, causal=True, stats=["span_mass"], span=np.array([6, 2]))
+
+
+def test_a_generator_of_stats_is_still_read_once():
+    q = torch.randn(1, 2, 5, 16)
+    _, st = attention_with_stats(q, q, q, stats=(n for n in ["entropy", "max_prob"]), backend="reference")
+    assert st.entropy is not None and st.max_prob is not None and st.key_mass is None
