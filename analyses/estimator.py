@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from interp.validate import int_arg
+from interp.validate import int_arg, is_number_column
 
 from .table import LABELS, RULE_SCORES, _did_you_mean, label_head, near_miss_columns, thresholds_arg
 
@@ -81,7 +81,7 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _numeric(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-        bad = [c for c in cols if not (pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]))]
+        bad = [c for c in cols if not is_number_column(df[c])]
         if bad:
             raise TypeError(f"X's score columns must hold numbers; {bad} hold {[str(df[c].dtype) for c in bad]}")
         return df

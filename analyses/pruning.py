@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 
 from interp.head_mask import HeadMask
-from interp.validate import fraction_list, frame_arg, hooked_model_arg, int_arg, not_meta, real_arg
+from interp.validate import (fraction_list, frame_arg, hooked_model_arg, int_arg, is_number_column, not_meta,
+                             real_arg)
 
 from .importance import _finite, _loss_fn, _name, _rows_per_forward, _task_batch, _tile_batch
 
@@ -122,7 +123,7 @@ def heads_removable(curve: pd.DataFrame, tolerance: float = 0.05) -> int:
     if curve.empty:
         raise ValueError("heads_removable: curve is empty (no rows); pass the DataFrame pruning_curve returns")
     for col in ("n_removed", "rel_increase"):
-        if not pd.api.types.is_numeric_dtype(curve[col]) or pd.api.types.is_bool_dtype(curve[col]):
+        if not is_number_column(curve[col]):
             raise TypeError(f"heads_removable: curve column {col!r} must hold numbers (as pruning_curve returns), got "
                             f"dtype {curve[col].dtype}")
     if bool(curve["n_removed"].isna().any()):
@@ -157,7 +158,7 @@ def method_agreement(table: pd.DataFrame, top_frac: float = 0.1) -> pd.DataFrame
     if table["method"].nunique() < 2:
         raise ValueError(f"{where} compares methods: the table needs at least 2, got "
                          f"{sorted(table['method'].unique().tolist())}")
-    if not pd.api.types.is_numeric_dtype(table["score"]) or pd.api.types.is_bool_dtype(table["score"]):
+    if not is_number_column(table["score"]):
         raise TypeError(f"{where}: table column 'score' must hold numbers (as head_importance returns), got dtype "
                         f"{table['score'].dtype}")
     unscored = sorted(str(m) for m, s in table.groupby("method")["score"] if not bool(s.notna().any()))

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .plots import score_grid, write_report
-from .validate import _show, frame_arg
+from .validate import _show, frame_arg, is_number_column
 
 METHOD_DOC = """Scores are positive where a head helps the task (removing it makes the task worse).
   ablation_zero / _mean / _resample  loss increase when the head's output is replaced by zero / its mean /
@@ -27,7 +27,7 @@ def _check_table(table, where: str) -> pd.DataFrame:
     frame_arg(table, TABLE_COLUMNS, where, "table", "head_importance")
     if table.empty:
         raise ValueError(f"{where}: table has no rows")
-    if table["score"].dtype == bool or not pd.api.types.is_numeric_dtype(table["score"]):
+    if not is_number_column(table["score"]):
         raise TypeError(f"{where}: table column 'score' must be numeric (NaN for a missing score), got dtype "
                         f"{table['score'].dtype}")
     dup = table.duplicated(list(TABLE_COLUMNS[:4]), keep=False)
@@ -45,7 +45,7 @@ def pruning_figure(curves: dict[str, pd.DataFrame], title: str = "pruning curve"
     for label, df in curves.items():
         frame_arg(df, CURVE_COLUMNS, "pruning_figure", f"curve {label!r}", "pruning_curve")
         for col in CURVE_COLUMNS:
-            if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+            if not is_number_column(df[col]):
                 raise TypeError(f"pruning_figure: curve {label!r} column {col!r} must hold numbers (as pruning_curve "
                                 f"returns), got dtype {df[col].dtype}")
     fig = go.Figure()

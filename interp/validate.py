@@ -43,6 +43,13 @@ def is_path(value) -> bool:
     return isinstance(value, (str, os.PathLike)) and isinstance(os.fspath(value), str)
 
 
+def is_number_column(column) -> bool:
+    """Whether a pandas column holds numbers: a numeric dtype that is not bool (NaN allowed)."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    return is_numeric_dtype(column) and not is_bool_dtype(column)
+
+
 def progress_arg(progress, where: str):
     """None or a callable taking a progress message (e.g. print), else a TypeError naming `where`."""
     if progress is not None and not callable(progress):
