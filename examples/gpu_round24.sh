@@ -8,10 +8,12 @@
 #                                         # autotuner takes today (4x256: config 1; 32x128 and 9x64: config 0).
 #                                         # Run at c4c220d, where they were trial configs 17-19; refuted and dropped
 #                                         # since, so at later commits these indices no longer exist
+#   PART=c bash examples/gpu_round24.sh   # (< 4 min) whole models at this commit (round 16's command): the sweeps
+#                                         # since then put more checks on the host path of every call
 # Logs under ${OUT:-out/gpu}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-case "${PART:-}" in a|b) ;; *) echo "usage: PART=a|b bash examples/gpu_round24.sh" >&2; exit 2;; esac
+case "${PART:-}" in a|b|c) ;; *) echo "usage: PART=a|b|c bash examples/gpu_round24.sh" >&2; exit 2;; esac
 source examples/gpu_setup.sh
 if [ "$PART" = a ]; then
   # (the first run also took tests/test_bad_input*.py: CPU tests that load the bundled real models, which the GPU
@@ -23,6 +25,14 @@ if [ "$PART" = a ]; then
   (cd tests && INTERP_STATS_TRIAL_CONFIGS=1 timeout 150 python3 -m pytest -q -n 16 -p no:cacheprovider -rf \
     --tb=short test_stats_configs.py::test_every_autotune_candidate) 2>&1 | tail -6 \
     | tee "$OUT/tests_trial_configs_round24.log"
+elif [ "$PART" = c ]; then
+  cd examples
+  for run in "smollm2 --layers 30 --tokens 1024 4096" "llama3-8b --layers 4 --tokens 1024 4096"; do
+    name=${run%% *}
+    timeout 100 python3 model_overhead_gpu.py --shape $run --reps 6 --top 8 2>&1 | grep -v Warning \
+      >"$OUT/model_overhead_${name}_round24.log"
+    grep -E "==|bit for bit" "$OUT/model_overhead_${name}_round24.log"
+  done
 else
   export INTERP_STATS_TRIAL_CONFIGS=1
   { timeout 130 python3 examples/stats_configs_gpu.py --shape 4x256/1 --lengths 8192 32768 --configs 1 17 18 19
