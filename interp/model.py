@@ -193,9 +193,13 @@ class HookedModel:
         opts = ctx.stat_options
         bias = None
 
-        def attend(prob_hook=None, stats=()):
+        running = []  # the intervention whose out / z stage runs now (it may call call.attend(prob_hook=...))
+
+        def attend(prob_hook=None, stats=(), by_intervention=False):
             if prob_hook is not None and ctx.backend == "triton":  # (the kernels' message names a prob_hook)
-                raise probabilities_error(layer, ctx.active(pre + "hook_pattern"), ivs)
+                if by_intervention:  # an intervention's call.attend: that one (others at the layer need nothing)
+                    raise probabilities_error(layer, False, running[-1:])
+                raise probabilities_error(layer, ctx.active(pre + "hook_pattern"), _at(ivs, "probs"))
             c = call_ref()
             return attention_with_stats(
                 c.query, c.key, c.value, causal=causal, scale=scaling, sliding_window=sliding_window,
@@ -206,7 +210,8 @@ class HookedModel:
         # `attend` reaches the call through a weak reference: a closure cycle (call -> call.attend -> attend ->
         # call) would keep every layer's q/k/v alive until the garbage collector ran (Gemma 3 at 16k tokens:
         # ~1.8 GB per forward, 21.8 GiB peak in a patching sweep)
-        call = AttnCall(layer, query, key, value, self._valid, attend=lambda prob_hook=None: attend(prob_hook)[0])
+        call = AttnCall(layer, query, key, value, self._valid,
+                        attend=lambda prob_hook=None: attend(prob_hook, by_intervention=True)[0])
         call_ref = weakref.ref(call)
         for iv in _at(ivs, "qkv"):
             call.query, call.key, call.value = checked_qkv(
@@ -262,9 +267,11 @@ class HookedModel:
         for sname, t in st.items():
             ctx.apply(pre + HOOK_OF_STAT[sname], t, layer)
         for iv in _at(ivs, "out"):
+            running[:] = [iv]
             out = checked(iv, "out", iv.out(out, call), out, layer)
         z = out.transpose(1, 2)  # [batch, query_pos, head, d_head]
         for iv in _at(ivs, "z"):
+            running[:] = [iv]
             z = checked(iv, "z", iv.z(z, call), z, layer)
         z = ctx.apply(pre + "hook_z", z, layer)
         if ctx.active(pre + "hook_result"):

@@ -43,11 +43,12 @@ def check_pattern_size(batch: int, heads: int, q_len: int, k_len: int, layer) ->
 
 def probabilities_error(layer: int, pattern: bool, interventions) -> ValueError:
     """The error of a backend='triton' run that needs a layer's attention probabilities: its pattern hook point, or
-    an intervention that edits the probabilities (StreamingAttention) or re-runs the attention on them
-    (GatedStreaming); the kernels' own message would name a prob_hook, which the caller never passed."""
+    the interventions that asked for them (StreamingAttention editing the probabilities, GatedStreaming re-running the
+    attention on them); the kernels' own message would name a prob_hook, which the caller never passed."""
     needs = (["hook_pattern (pattern=True or a hook there)"] if pattern else []) + [
-        type(iv).__name__ for iv in interventions if "probs" in iv.stages or "out" in iv.stages]
-    return ValueError(f"layer {layer}: {' and '.join(needs) or 'an intervention'} needs the attention probabilities, "
+        type(iv).__name__ for iv in interventions]
+    verb = "need" if len(needs) > 1 else "needs"
+    return ValueError(f"layer {layer}: {' and '.join(needs) or 'an intervention'} {verb} the attention probabilities, "
                       "which backend='triton' never forms (its kernels keep no [query, key] map); run with "
                       "backend='auto' or 'reference'")
 

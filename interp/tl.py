@@ -52,13 +52,24 @@ def unbridged(hf: torch.nn.Module) -> torch.nn.Module:
     components, and the attention components (transformer-lens 4.x) recompute attention themselves instead of calling
     the model's attention function: interp's statistics, attention hooks and head interventions would then silently
     never run. This returns a copy of the module tree with the original modules restored; parameters and buffers are
-    shared with the bridge's model (no weights are copied) and the bridge itself is left as it was."""
+    shared with the bridge's model (each copied module holds the original's parameter and buffer dicts: no weights
+    are copied, and moving the bridge later moves the copy too) and the bridge itself is left as it was."""
     if not any(_bridge_component(m) is not None for m in hf.modules()):
         return hf
     import copy
 
     memo = {id(t): t for t in (*hf.parameters(), *hf.buffers())}
+    for m in hf.modules():  # accelerate's hooks shared, not copied (an offloaded model's weights_map holds every
+        # offloaded weight: deep-copied, the whole model's weights were duplicated in memory)
+        if "_hf_hook" in vars(m):
+            memo[id(m._hf_hook)] = m._hf_hook
     out = copy.deepcopy(hf, memo)
+    for m in hf.modules():  # the copies hold the same parameter and buffer dicts: a later bridge.to(device / dtype)
+        # replaces buffers (and, under torch's overwrite flag, parameters) in these dicts, and the copy follows
+        c = memo.get(id(m))
+        if isinstance(c, torch.nn.Module) and c is not m:
+            c._parameters, c._buffers = m._parameters, m._buffers
+            c._non_persistent_buffers_set = m._non_persistent_buffers_set
 
     def restore(module: torch.nn.Module) -> None:
         for name, child in list(module._modules.items()):
@@ -71,9 +82,15 @@ def unbridged(hf: torch.nn.Module) -> torch.nn.Module:
             restore(child)
 
     restore(out)
-    for m in out.modules():  # hooks TransformerLens may have put on the original modules are its own, not ours
-        m._forward_hooks.clear()
-        m._forward_pre_hooks.clear()
+    for m in out.modules():  # hooks TransformerLens (or an earlier interp wrapper) put on the original modules
+        for hooks in ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
+                      "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"):
+            getattr(m, hooks).clear()
+        for attr in ("_interp_model", "_interp_layer",
+                     # transformers' output-capturing hooks went with the others: without this flag it installs them
+                     # again at the next forward (with it, output_hidden_states=True gave an empty tuple)
+                     "_output_capturing_hooks_installed"):
+            m.__dict__.pop(attr, None)
     return out
 
 

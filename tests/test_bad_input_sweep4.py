@@ -248,3 +248,27 @@ def test_a_generator_of_stats_is_still_read_once():
     q = torch.randn(1, 2, 5, 16)
     _, st = attention_with_stats(q, q, q, stats=(n for n in ["entropy", "max_prob"]), backend="reference")
     assert st.entropy is not None and st.max_prob is not None and st.key_mass is None
+
+
+class _PassThroughOut(interp.Intervention):
+    """An out-stage intervention that never asks for the probabilities."""
+    stages = ("out",)
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def out(self, out, call):
+        return out
+
+
+@pytest.mark.parametrize("ivs, kw, what", [
+    ([StreamingAttention(layer=1, heads=[0]), _PassThroughOut(1)], {}, "StreamingAttention needs"),
+    ([GatedStreaming(layer=1, gate_logits=torch.zeros(4)), _PassThroughOut(1)], {}, "GatedStreaming needs"),
+    ([StreamingAttention(layer=0, heads=[0])], dict(pattern=True), r"hook_pattern \(pattern=True or a hook there\) "
+                                                                   "and StreamingAttention need"),
+])
+def test_probabilities_error_names_only_what_asked_for_them(x, ivs, kw, what):
+    """Every out-stage intervention at the layer was named as needing the probabilities ("StreamingAttention and
+    _PassThroughOut needs ..."), though only the one calling call.attend(prob_hook=...) does."""
+    raises_clear_error(ValueError, rf"^layer \d: {what} the attention probabilities, which backend='triton'",
+                       lambda: x.m.run_with_cache(x.ids, backend="triton", interventions=ivs, **kw))

@@ -55,3 +55,59 @@ def test_the_bridge_itself_is_left_as_it_was(bridged):
     q_wrapped = dict(wrapped.model.named_parameters())
     shared = {id(p) for p in q_bridge.values()} & {id(p) for p in q_wrapped.values()}
     assert len(shared) == len(q_wrapped)  # the wrapper shares the bridge's weights, copies none
+
+
+def _booted(smollm2, run_first: bool):
+    """A bridge booted straight from a Hugging Face model (run once first when `run_first`: transformers then has
+    its output-capturing hooks on the model's modules)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf = tiny_llama(vocab=smollm2.cfg.d_vocab)
+    hf.set_attn_implementation("eager")
+    hf.config.architectures = [type(hf).__name__]
+    ref = hf(IDS, output_hidden_states=True) if run_first else None
+    return hf, ref, TransformerBridge.boot_transformers("tiny", hf_model=hf, tokenizer=smollm2.tokenizer)
+
+
+def test_bridge_model_keeps_transformers_output_capturing(smollm2):
+    """Clearing every forward hook on the copy took transformers' own output-capturing hooks too, while its
+    "installed" flag was copied: output_hidden_states=True gave an empty tuple."""
+    _, ref, bridge = _booted(smollm2, run_first=True)
+    wrapped = interp.load(bridge)
+    out = wrapped.model(IDS, output_hidden_states=True)
+    assert len(out.hidden_states) == len(ref.hidden_states) == 3
+    for got, want in zip(out.hidden_states, ref.hidden_states):
+        torch.testing.assert_close(got, want)
+
+
+def test_bridge_moved_after_loading_moves_the_wrapper_too(smollm2):
+    """Buffers were deep-copied dicts: bridge.to(torch.bfloat16) after interp.load(bridge) converted the parameters
+    (shared) but not the copy's buffers (the bridge's zero lm_head bias), and the wrapper's forward failed with
+    "self and mat2 must have the same dtype"."""
+    model = interp.HookedModel(tiny_llama(vocab=smollm2.cfg.d_vocab), smollm2.tokenizer, name="tiny")
+    bridge = to_transformer_lens(model)
+    wrapped = interp.load(bridge)
+    bridge.to(torch.bfloat16)
+    assert wrapped(IDS).dtype == torch.bfloat16
+    assert {b.dtype for b in wrapped.model.buffers()} == {torch.bfloat16}
+    got = dict(wrapped.model.named_buffers())
+    for name, b in bridge.original_model.named_buffers():
+        assert got[name.replace("._original_component", "")] is b
+
+
+def test_bridge_of_an_offloaded_model_copies_no_offloaded_weights(smollm2):
+    """accelerate's hooks were deep-copied: an offloaded model's weights_map (every offloaded weight) was duplicated."""
+    accelerate = pytest.importorskip("accelerate")
+    from interp.tl import unbridged
+
+    hf = tiny_llama(vocab=smollm2.cfg.d_vocab)
+    hf.set_attn_implementation("eager")
+    hf.config.architectures = [type(hf).__name__]
+    accelerate.cpu_offload(hf, execution_device=torch.device("cpu"))
+    from transformer_lens.model_bridge import TransformerBridge
+
+    bridge = TransformerBridge.boot_transformers("tiny", hf_model=hf, tokenizer=smollm2.tokenizer)
+    out = unbridged(bridge.original_model)
+    hooks = {id(m._hf_hook) for m in bridge.original_model.modules() if hasattr(m, "_hf_hook")}
+    copied = {id(m._hf_hook) for m in out.modules() if hasattr(m, "_hf_hook")}
+    assert copied and copied <= hooks  # the same hook objects, none copied
