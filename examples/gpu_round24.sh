@@ -26,13 +26,7 @@ if [ "$PART" = a ]; then
     --tb=short test_stats_configs.py::test_every_autotune_candidate) 2>&1 | tail -6 \
     | tee "$OUT/tests_trial_configs_round24.log"
 elif [ "$PART" = c ]; then
-  cd examples
-  for run in "smollm2 --layers 30 --tokens 1024 4096" "llama3-8b --layers 4 --tokens 1024 4096"; do
-    name=${run%% *}
-    timeout 100 python3 model_overhead_gpu.py --shape $run --reps 6 --top 8 2>&1 | grep -v Warning \
-      >"$OUT/model_overhead_${name}_round24.log"
-    grep -E "==|bit for bit" "$OUT/model_overhead_${name}_round24.log"
-  done
+  whole_models round24
 else
   export INTERP_STATS_TRIAL_CONFIGS=1
   { timeout 130 python3 examples/stats_configs_gpu.py --shape 4x256/1 --lengths 8192 32768 --configs 1 17 18 19

@@ -19,3 +19,13 @@ bench_table() {
     --flex-lengths --graph-lengths 1024 2048 --decode-lengths 8192 32768 131072 2>&1 | grep -v Warn \
     | tee "$OUT/bench_$1_$2.log"
 }
+# whole_models TAG: the 30-layer SmolLM2 shape and the 4-layer Llama-3-8B shape at 1k / 4k tokens with every
+# statistic against the HF SDPA forward (examples/model_overhead_gpu.py) -> $OUT/model_overhead_NAME_TAG.log
+whole_models() {
+  for run in "smollm2 --layers 30 --tokens 1024 4096" "llama3-8b --layers 4 --tokens 1024 4096"; do
+    name=${run%% *}
+    (cd examples && timeout 100 python3 model_overhead_gpu.py --shape $run --reps 6 --top 8 2>&1 | grep -v Warning \
+      >"$OUT/model_overhead_${name}_$1.log")
+    grep -E "==|bit for bit" "$OUT/model_overhead_${name}_$1.log"
+  done
+}
