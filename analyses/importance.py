@@ -148,9 +148,15 @@ def _tile_baseline(base, k: int):
 
 
 def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_forward: int | None = None,
-                   progress: Callable | None = None) -> torch.Tensor:
+                   progress: Callable | None = None, checkpoint=None) -> torch.Tensor:
     """[layer, head, batch] per-example task loss with each head ablated alone, the heads of a sweep batched.
-    `heads_per_forward`: heads ablated per batched forward (an int >= 1; None: as many as ~LOGIT_BUDGET allows)."""
+    `heads_per_forward`: heads ablated per batched forward (an int >= 1; None: as many as ~LOGIT_BUDGET allows).
+    `progress(done, total)` hears after every forward how many heads are done. `checkpoint=PATH`: the losses so far
+    are saved there after every forward, and a rerun with the same model, prompts, ablation and heads per forward
+    continues from them (the same forwards, so the same losses as an uninterrupted sweep); another sweep's file or a
+    damaged one is refused (a ValueError)."""
+    from .circuits import checkpoints
+
     hooked_model_arg(model, "ablated_losses")
     task, batch = _task_batch(task, batch, "ablated_losses")
     if kind not in ABLATIONS:
@@ -158,13 +164,22 @@ def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_fo
     heads_per_forward = int_arg("heads_per_forward", heads_per_forward, minimum=1, where="ablated_losses",
                                 optional=True)
     progress_arg(progress, "ablated_losses")
+    path = None if checkpoint is None else checkpoints.checkpoint_path(checkpoint, "ablated_losses")
     L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
     loss = _loss_fn(task, "ablated_losses")
     baseline = _baseline(model, batch, kind)
     k = heads_per_forward or max(1, _rows_per_forward(model, batch) // b)
     heads = [(l, h) for l in range(L) for h in range(H)]
     out = torch.zeros(L, H, b)
-    for start in range(0, len(heads), k):
+    first = 0
+    if path is not None:
+        settings = _sweep_settings(model, task, batch, kind, k, baseline)
+        saved = checkpoints.load(path, settings, "a head-ablation")
+        if saved is not None:
+            first, out = _sweep_state(saved, path, (L, H, b), len(heads), k)
+            if progress:
+                progress(first, len(heads))
+    for start in range(first, len(heads), k):
         chunk = heads[start:start + k]
         xi = torch.ones(len(chunk), L, H)
         for j, (l, h) in enumerate(chunk):
@@ -178,9 +193,45 @@ def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_fo
                 lambda j: " with head L{}H{} ablated ({})".format(*chunk[j[0]], kind))
         for j, (l, h) in enumerate(chunk):
             out[l, h] = per[j].float().cpu()
+        if path is not None and start + k < len(heads):
+            checkpoints.save(path, settings, {"done": start + k, "losses": out})
         if progress:
             progress(min(start + k, len(heads)), len(heads))
     return out
+
+
+def _sweep_settings(model, task, batch, kind: str, k: int, baseline) -> dict:
+    """What a saved ablation sweep must match to be continued: the model, the task's prompts and answers, the
+    ablation and its values, the heads per forward."""
+    from .circuits import checkpoints
+
+    base = "zero" if isinstance(baseline, str) else b" ".join(
+        checkpoints.ablation_summary(baseline[l]) for l in sorted(baseline)).decode()
+    return {"format": 1, "model": model.name, "shape": [model.cfg.n_layers, model.cfg.n_heads, len(batch)],
+            "task": _name(task), "prompts": checkpoints.prompts_digest(batch), "kind": kind, "baseline": base,
+            "heads_per_forward": int(k)}
+
+
+def _sweep_state(saved, path, shape: tuple, n_heads: int, k: int) -> tuple[int, torch.Tensor]:
+    """(heads done, losses) of a saved sweep, checked: `done` a whole number of forwards of k heads inside the
+    sweep, losses a finite float tensor [layer, head, batch] on the heads done (the rest is not read)."""
+    from .circuits import checkpoints
+
+    kind = "a head-ablation"
+    if not isinstance(saved, dict) or set(saved) != {"done", "losses"}:
+        have = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise checkpoints.invalid(path, kind, f"its state must hold 'done' and 'losses', got {have}")
+    done, losses = saved["done"], saved["losses"]
+    if isinstance(done, bool) or not isinstance(done, numbers.Integral) or not 0 <= done < n_heads or done % k:
+        raise checkpoints.invalid(path, kind, f"'done' must be a whole number of forwards of {k} heads in "
+                                              f"0..{n_heads - 1}, got {done!r:.40}")
+    if (not isinstance(losses, torch.Tensor) or tuple(losses.shape) != tuple(shape)
+            or not losses.dtype.is_floating_point):
+        raise checkpoints.invalid(path, kind, f"'losses' must be a float tensor {list(shape)}")
+    if not bool(torch.isfinite(losses.reshape(n_heads, -1)[:int(done)]).all()):
+        raise checkpoints.invalid(path, kind, f"'losses' is not finite on some of the {int(done)} heads it says "
+                                              "are done")
+    return int(done), losses.float().clone()
 
 
 def ablation_effect(ablated: torch.Tensor, full: torch.Tensor) -> torch.Tensor:

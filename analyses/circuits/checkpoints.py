@@ -1,8 +1,12 @@
-"""Checkpoint files of long circuit searches (ACDC's receivers, edge patching's sweep): what was computed so far,
-with the settings it was computed under; a rerun continues only a file written under the same settings."""
+"""Checkpoint files of long searches and sweeps (ACDC's receivers, edge patching's sweep, head-ablation sweeps,
+pruning curves): what was computed so far, with the settings it was computed under; a rerun continues only a file
+written under the same settings. A file that cannot be continued raises a ValueError (`unusable`): a caller's own
+path is refused with it; a path the program manages itself (a batch job's shard, `run_circuit_job`'s folder) is
+deleted and the work started over (`discard`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -18,6 +22,18 @@ def ablation_summary(ablated: torch.Tensor) -> bytes:
     digits) while other ablation data is refused."""
     a = ablated.detach().double()
     return f"{tuple(a.shape)} {float(a.sum()):.4g} {float(a.abs().sum()):.4g}".encode()
+
+
+def prompts_digest(batch) -> str:
+    """A short digest of a TaskBatch's prompts, answers, read positions and loss mask."""
+    h = hashlib.sha256()
+    for name in ("clean", "corrupt"):
+        t = getattr(batch, name)
+        h.update(b"-" if t is None else t.input_ids.detach().cpu().to(torch.int64).numpy().tobytes())
+    for name in ("answer", "wrong", "position", "loss_mask"):
+        t = getattr(batch, name)
+        h.update(b"-" if t is None else t.detach().cpu().to(torch.int64).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def checkpoint_path(checkpoint, where: str) -> Path:
@@ -42,10 +58,32 @@ def checkpoint_path(checkpoint, where: str) -> Path:
     return path
 
 
+def unusable(path: Path, message: str) -> ValueError:
+    """The ValueError for a checkpoint file that cannot be continued (unreadable, damaged, written under other
+    settings); its `checkpoint` attribute names the file, for callers that manage the file themselves
+    (`is_unusable`)."""
+    err = ValueError(message)
+    err.checkpoint = Path(path)
+    return err
+
+
+def is_unusable(err: BaseException, path) -> bool:
+    """True when `err` says that the checkpoint `path`, or a file kept beside it (PATH.b0, ...), cannot be continued."""
+    bad, path = getattr(err, "checkpoint", None), Path(path)
+    return isinstance(bad, Path) and bad.parent == path.parent and bad.name.startswith(path.name)
+
+
+def discard(path: Path) -> None:
+    """Remove the checkpoint `path` and the files kept beside it (PATH.tmp, edge patching's PATH.b0, PATH.b1, ...)."""
+    path = Path(path)
+    for f in path.parent.glob(f"{path.name}*"):
+        f.unlink(missing_ok=True)
+
+
 def invalid(path: Path, kind: str, why: str) -> ValueError:
     """The error for a checkpoint file that loads but holds a malformed state (tampered, or another version's)."""
-    return ValueError(f"checkpoint {path} is damaged or not {kind} checkpoint: {why}; delete it or pass another "
-                      "path")
+    return unusable(path, f"checkpoint {path} is damaged or not {kind} checkpoint: {why}; delete it or pass "
+                          "another path")
 
 
 def save(path: Path, settings: dict, state: dict) -> None:
@@ -66,10 +104,10 @@ def load(path: Path, settings: dict, kind: str) -> dict | None:
         if not isinstance(old, dict):
             raise TypeError(f"its 'settings' is a {type(old).__name__}, not a dict")
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"checkpoint {path} is not {kind} checkpoint ({type(e).__name__}: {e}); delete it or pass "
-                         "another path") from None
+        raise unusable(path, f"checkpoint {path} is not {kind} checkpoint ({type(e).__name__}: {e}); delete it or "
+                             "pass another path") from None
     if old != settings:
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        raise ValueError(f"checkpoint {path} was written under other settings (differs in: {', '.join(diff)}); "
-                         "delete it or pass another path")
+        raise unusable(path, f"checkpoint {path} was written under other settings (differs in: {', '.join(diff)}); "
+                             "delete it or pass another path")
     return state

@@ -3,8 +3,9 @@
 Files in out_dir: scores.pt (the scored graph, ACDC's kept edges, the job's settings; written first, reused on
 resume when the settings match), faithfulness.json, edges.csv, nodes.csv, graph.json (EAP-IG/MIB format),
 report.html. Every file is written atomically, so a killed job leaves only complete files; rerunning skips what is
-done (an ACDC search also checkpoints after every receiver, acdc_tau<tau>-<settings digest>.pt, removed once
-scores.pt is written; a run with other settings starts its own).
+done (an ACDC search also checkpoints after every receiver, acdc_tau<tau>-<settings digest>.pt, and edge
+patching its sweep, patching-<settings digest>.pt.b<bucket>, removed once scores.pt is written; a run with other
+settings -- the task's prompts included -- starts its own, and a damaged one is named and started over).
 
 The circuit (`method_circuit`): for "acdc", the edges ACDC itself kept at threshold tau (method option `tau`,
 default 0.01), exactly as its search kept them -- top_n / select do not apply and nothing is pruned (kept edges
@@ -34,6 +35,7 @@ from interp.input_checks import bool_arg
 from interp.validate import hooked_model_arg
 
 from . import api, draw, export
+from .checkpoints import discard, is_unusable, prompts_digest
 from .evaluate import Circuit, faithfulness, faithfulness_curve
 from .graph import Graph
 from .patching import ABLATIONS, ablated_outputs, progress_arg
@@ -266,11 +268,13 @@ def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", 
     hooked_model_arg(model, "run_circuit_job")
     task = T.task_arg(task, "run_circuit_job")
     out = check_out(out_dir, "run_circuit_job: out_dir")
+    batch = task.make(model, n=n, seed=seed)
+    # "prompts": a digest of the task's prompts and answers, so a task with other options (induction's half, another
+    # task file) does not reuse these scores under the same task name
     settings = {"model": model.name, "task": task.name, "method": method, "n": n, "seed": seed, "steps": steps,
-                "ablation": ablation, "dtype": str(model.dtype).replace("torch.", "")}
+                "ablation": ablation, "dtype": str(model.dtype).replace("torch.", ""), "prompts": prompts_digest(batch)}
     if method_options:
         settings["method_options"] = method_options
-    batch = task.make(model, n=n, seed=seed)
     graph = Graph.from_model(model)
     score_file = out / "scores.pt"
     circuit = None
@@ -287,15 +291,24 @@ def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", 
     if circuit is None:
         progress(f"scoring {graph.n_edges} edges of {model.name} on {task.name} with {method} (n={len(batch)})")
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        ck = out / f"acdc_tau{acdc_tau(method_options):.6g}-{digest}.pt" if method == "acdc" else None
-        circuit = method_circuit(model, task, batch, graph, method, steps, ablation, top_n, select, settings,
-                                 method_options, seed, checkpoint=ck, progress=progress)
+        ck = {"acdc": out / f"acdc_tau{acdc_tau(method_options):.6g}-{digest}.pt",
+              "patching": out / f"patching-{digest}.pt"}.get(method)  # the long searches keep their progress
+        try:
+            circuit = method_circuit(model, task, batch, graph, method, steps, ablation, top_n, select, settings,
+                                     method_options, seed, checkpoint=ck, progress=progress)
+        except ValueError as e:
+            if ck is None or not is_unusable(e, ck):
+                raise
+            progress(f"{str(e).split('; delete it')[0]}; starting the search over")
+            discard(ck)
+            circuit = method_circuit(model, task, batch, graph, method, steps, ablation, top_n, select, settings,
+                                     method_options, seed, checkpoint=ck, progress=progress)
         tmp = score_file.with_name("scores.pt.tmp")
         torch.save({"settings": settings, "scores": circuit.scores, "meta": circuit.meta,
                     **({"in_circuit": circuit.in_circuit} if method == "acdc" else {})}, tmp)
         os.replace(tmp, score_file)
         if ck is not None:
-            ck.unlink(missing_ok=True)  # the finished search is in scores.pt now
+            discard(ck)  # the finished search is in scores.pt now (patching: its per-bucket files too)
     progress(f"ACDC kept {circuit.n_edges} edges at tau={circuit.meta['tau']:g}" if method == "acdc" else
              f"selected {circuit.n_edges} edges ({select}, top_n={top_n}, pruned to a connected graph)")
     results: dict = {"n_edges_graph": graph.n_edges, "n_edges_circuit": circuit.n_edges}

@@ -45,11 +45,13 @@ def _batch(model, options):
     return task, task.make(model, n=options["n"], seed=options["seed"]).to(model.device)
 
 
-def compute(model, shard: str, options: dict) -> dict:
+def compute(model, shard: str, options: dict, checkpoint=None) -> dict:
+    """One shard. `checkpoint` (local runs): where an ablation sweep keeps its losses after every forward and the
+    pruning shard its finished curves; a rerun with --resume continues from there."""
     from ..analyses import importance as I
 
     if shard == "pruning":
-        return {"curves": _pruning(model, options)}
+        return {"curves": _pruning(model, options, checkpoint)}
     task, batch = _batch(model, options)
     if shard == "mask_gradient":
         scores = {"mask_gradient": I.mask_gradient_scores(model, task, batch)}
@@ -59,7 +61,7 @@ def compute(model, shard: str, options: dict) -> dict:
         kind = "ablation_" + shard.split("_")[0]
         full = I.clean_losses(model, task, batch)
 
-        losses = I.ablated_losses(model, task, batch, kind,  # [layer, head, batch]
+        losses = I.ablated_losses(model, task, batch, kind, checkpoint=checkpoint,  # [layer, head, batch]
                                   progress=lambda done, total: shard_progress(f"{done} of {total} heads ablated"))
         scores = {kind: I.ablation_effect(losses, full)}
         if shard == "zero_ablation":
@@ -109,13 +111,14 @@ def check_result(shard: str, result: dict, options: dict):
     return shape
 
 
-def _pruning(model, options: dict) -> list[dict]:
-    """Pruning curves on the bundled prose and code (language modelling); tokenizer-less models use the job's task."""
+def _pruning(model, options: dict, checkpoint=None) -> list[dict]:
+    """Pruning curves on the bundled prose and code (language modelling); tokenizer-less models use the job's task.
+    Each finished curve is a progress line and, with `checkpoint`, saved there; a rerun continues after it."""
     from ..analyses import importance as I
     from ..analyses import pruning as P
     from ..analyses import tasks as T
+    from ..analyses.circuits import checkpoints
 
-    rows = []
     step = options["pruning_step"]
     fractions = [i * step for i in range(int(round(1 / step)))]
     if model.tokenizer is not None:
@@ -123,16 +126,50 @@ def _pruning(model, options: dict) -> list[dict]:
                    for src in ("prose", "code")]
     else:
         sources = [(options["task"], T.get_task(options["task"]))]
-    for source, task in sources:
-        T.check_batch_fits(model, task, options["n"], options["seed"] + 1, flag="--n")
-        batch = task.make(model, n=options["n"], seed=options["seed"] + 1).to(model.device)
-        grad = I.mask_gradient_scores(model, task, batch)
-        curves = {"mask_gradient order": P.pruning_curve(model, task, batch, grad, fractions),
-                  "random order": P.random_pruning_curve(model, task, batch, fractions, n_orders=2,
-                                                         seed=options["seed"])}
-        for order, df in curves.items():
-            rows.extend(df.assign(source=source, order=order).to_dict("records"))
+    curves = [(source, task, order) for source, task in sources for order in PRUNING_ORDERS]
+    settings = {"format": 1, "model": model.name, "curves": [[s, o] for s, _, o in curves], "fractions": fractions,
+                **{k: options[k] for k in ("task", "n", "seed", "pruning_seq_len")}}
+    path = None if checkpoint is None else checkpoints.checkpoint_path(checkpoint, "importance pruning")
+    rows, done = [], 0
+    if path is not None:
+        saved = checkpoints.load(path, settings, "a pruning-curves")
+        if saved is not None:
+            done, rows = _pruning_state(saved, path, len(curves))
+            shard_progress(f"resume: {done} of {len(curves)} curves from {path.name}")
+    batches = {}
+    for i, (source, task, order) in enumerate(curves[done:], start=done):
+        if source not in batches:
+            T.check_batch_fits(model, task, options["n"], options["seed"] + 1, flag="--n")
+            batches[source] = task.make(model, n=options["n"], seed=options["seed"] + 1).to(model.device)
+        batch = batches[source]
+        if order == "mask_gradient order":
+            df = P.pruning_curve(model, task, batch, I.mask_gradient_scores(model, task, batch), fractions)
+        else:
+            df = P.random_pruning_curve(model, task, batch, fractions, n_orders=2, seed=options["seed"])
+        rows.extend(df.assign(source=source, order=order).to_dict("records"))
+        if path is not None and i + 1 < len(curves):
+            checkpoints.save(path, settings, {"done": i + 1, "rows": rows})
+        shard_progress(f"{i + 1} of {len(curves)} pruning curves ({source}, {order})")
     return rows
+
+
+def _pruning_state(saved, path, n_curves: int) -> tuple[int, list[dict]]:
+    """(curves done, their rows) of a saved pruning shard, checked as a finished shard's curves are."""
+    from ..analyses.circuits import checkpoints
+
+    if not isinstance(saved, dict) or set(saved) != {"done", "rows"}:
+        raise checkpoints.invalid(path, "a pruning-curves", "its state must hold 'done' and 'rows'")
+    done, rows = saved["done"], saved["rows"]
+    if isinstance(done, bool) or not isinstance(done, int) or not 1 <= done < n_curves:
+        raise checkpoints.invalid(path, "a pruning-curves", f"'done' must be a curve count in 1..{n_curves - 1}, "
+                                                            f"got {done!r:.40}")
+    try:
+        check_result("pruning", {"curves": rows}, {})
+    except ValueError as e:
+        raise checkpoints.invalid(path, "a pruning-curves", str(e)) from None
+    if len({(r["source"], r["order"]) for r in rows}) != done:
+        raise checkpoints.invalid(path, "a pruning-curves", f"its rows are not those of {done} curves")
+    return done, list(rows)
 
 
 def assemble(results: dict, out: Path, options: dict, log=print) -> pd.DataFrame:
@@ -222,7 +259,8 @@ def options(task: str = "ioi", methods=None, n: int = 32, seed: int = 0, pruning
 
 
 JOB = register(Job(
-    name="importance", version=1, shards=_shards, compute=compute, assemble=assemble, check=check_result,
+    name="importance", version=1, checkpoints=True, shards=_shards, compute=compute, assemble=assemble,
+    check=check_result,
     outputs=("importance.csv", "importance.parquet", "agreement.csv", "pruning.csv", "report.html"),
     add_arguments=_add_arguments, options_from_args=_options_from_args,
     help="score every head's importance on a task (ablations, mask gradients, DLA, AttentionInfluence)",

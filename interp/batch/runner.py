@@ -11,7 +11,8 @@ assemble the final files from every shard's result. The runner does the rest, th
   shards and says so); an unreadable shard file, or one whose result fails the job's `check` (a missing score, a
   NaN or out-of-range value, a shape that is not the model's heads), is named and recomputed;
 - gives a job with `checkpoints` a path per unfinished shard (`checkpoint_path`, local runs only) where compute()
-  may keep its progress; `resume` continues from it, a fresh run deletes it, a finished shard removes it;
+  may keep its progress; `resume` continues from it, a fresh run deletes it, a finished shard removes it, and one
+  that cannot be continued (damaged: `analyses.circuits.checkpoints.is_unusable`) is named, deleted and started over;
 - computes the rest in this process or as Ray tasks (`ray_backend`), showing progress, and assembles;
 - records where each shard ran (host, pid, Ray node and GPU, device: `workers.py`) in its shard file, and writes
   them all to `DIR/workers.csv` once every shard is done.
@@ -298,6 +299,15 @@ def compute_shard(job_name: str, model, shard: str, options: dict, checkpoint: P
     return result, time.perf_counter() - t0
 
 
+def _unusable_checkpoint(err: Exception, checkpoint: Path | None) -> bool:
+    """True when `err` says the shard's own checkpoint file (or one beside it, e.g. PATH.b0) cannot be continued."""
+    if checkpoint is None:
+        return False
+    from ..analyses.circuits.checkpoints import is_unusable
+
+    return is_unusable(err, checkpoint)
+
+
 @contextmanager
 def _ctrl_c_sticks():
     """Ctrl-C that cannot get lost. Python raises KeyboardInterrupt wherever the main thread is; inside a
@@ -416,7 +426,18 @@ def _run_job(job, models, out, options, *, device, dtype, resume, recompute_mism
                     _shard_log = _throttled(lambda msg, m=m, s=s: bar.write(f"{m} {s}: {msg}", file=sys.stdout)
                                             if not bar.disable else log(f"{m} {s}: {msg}"))
                 try:
-                    result, seconds = compute_shard(job.name, loaded[m], s, options, checkpoint=ck)
+                    try:
+                        result, seconds = compute_shard(job.name, loaded[m], s, options, checkpoint=ck)
+                    except ValueError as e:
+                        if not _unusable_checkpoint(e, ck):
+                            raise
+                        # the run's own progress file, damaged (or not continuable): named, then the shard restarts
+                        why = str(e).splitlines()[0].split("; delete it")[0]
+                        log(f"note: {why[:300]}; starting {m} {s} over")
+                        from ..analyses.circuits.checkpoints import discard
+
+                        discard(ck)
+                        result, seconds = compute_shard(job.name, loaded[m], s, options, checkpoint=ck)
                 finally:
                     _shard_log = None
                 finished(m, s, result, seconds, worker_info(device, load_s=load_s, started=started))
