@@ -152,9 +152,9 @@ def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_fo
     """[layer, head, batch] per-example task loss with each head ablated alone, the heads of a sweep batched.
     `heads_per_forward`: heads ablated per batched forward (an int >= 1; None: as many as ~LOGIT_BUDGET allows).
     `progress(done, total)` hears after every forward how many heads are done. `checkpoint=PATH`: the losses so far
-    are saved there after every forward, and a rerun with the same model, prompts, ablation and heads per forward
-    continues from them (the same forwards, so the same losses as an uninterrupted sweep); another sweep's file or a
-    damaged one is refused (a ValueError)."""
+    are saved there after every forward, and a rerun with the same model and dtype, prompts, ablation and heads per
+    forward continues from them (the same forwards, so the same losses as an uninterrupted sweep); another sweep's
+    file or a damaged one is refused (a ValueError)."""
     from .circuits import checkpoints
 
     hooked_model_arg(model, "ablated_losses")
@@ -201,13 +201,15 @@ def ablated_losses(model, task, batch, kind: str = "ablation_zero", heads_per_fo
 
 
 def _sweep_settings(model, task, batch, kind: str, k: int, baseline) -> dict:
-    """What a saved ablation sweep must match to be continued: the model, the task's prompts and answers, the
-    ablation and its values, the heads per forward."""
+    """What a saved ablation sweep must match to be continued: the model and its dtype, the task's prompts and
+    answers, the ablation and its values, the heads per forward. (The device is left out, as in ACDC's and edge
+    patching's checkpoints: a sweep may continue on another device.)"""
     from .circuits import checkpoints
 
     base = "zero" if isinstance(baseline, str) else b" ".join(
         checkpoints.ablation_summary(baseline[l]) for l in sorted(baseline)).decode()
-    return {"format": 1, "model": model.name, "shape": [model.cfg.n_layers, model.cfg.n_heads, len(batch)],
+    return {"format": 1, "model": model.name, "dtype": str(model.dtype).replace("torch.", ""),
+            "shape": [model.cfg.n_layers, model.cfg.n_heads, len(batch)],
             "task": _name(task), "prompts": checkpoints.prompts_digest(batch), "kind": kind, "baseline": base,
             "heads_per_forward": int(k)}
 

@@ -191,3 +191,55 @@ def test_run_circuit_job_patching_continues_after_a_kill(tmp_path, monkeypatch):
     assert any(s.startswith(f"checkpoint {ck} is not an edge-patching checkpoint") and s.endswith("over")
                for s in said), said
     torch.testing.assert_close(again.scores, plain.scores, equal_nan=True)
+
+
+# ------------------------------------------------------------------------------------------------ review fixes
+def test_ablated_losses_checkpoint_refuses_another_dtype(tmp_path):
+    # was: a float32 sweep's losses continued under bfloat16 (mixed losses, 0.03 off an uninterrupted bf16 sweep)
+    task = T.get_task("induction", half=6)
+    m32, m16 = interp.load("toy-induction"), interp.load("toy-induction", dtype=torch.bfloat16)
+    ck = tmp_path / "a.pt"
+
+    def stop_at_4(done, total):
+        if done == 4:
+            raise Killed
+
+    with pytest.raises(Killed):
+        I.ablated_losses(m32, task, task.make(m32, n=3, seed=0), heads_per_forward=2, checkpoint=ck, progress=stop_at_4)
+    with pytest.raises(ValueError, match=r"other settings \(differs in: dtype\)"):
+        I.ablated_losses(m16, task, task.make(m16, n=3, seed=0), heads_per_forward=2, checkpoint=ck)
+    said = []  # the same dtype still continues
+    I.ablated_losses(m32, task, task.make(m32, n=3, seed=0), heads_per_forward=2, checkpoint=ck,
+                     progress=lambda done, total: said.append(done))
+    assert said == [4, 6, 8]
+
+
+def test_discard_removes_only_the_checkpoints_own_files(tmp_path):
+    from interp.analyses.circuits.checkpoints import discard, is_unusable, unusable
+
+    base = "acdc_tau0.01-abc.pt"
+    own = [base, base + ".tmp", base + ".b0", base + ".b12", base + ".b0.tmp"]
+    others = [base + ".bak", base + "2", "acdc_tau0.01-abcd.pt", "acdc_tau0.01-abc.pt.b0.copy", "scores.pt"]
+    for n in own + others:
+        (tmp_path / n).write_text("x")
+    discard(tmp_path / base)  # was: a glob PATH*, which also removed PATH.bak, PATH2, ...
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)
+    assert all(is_unusable(unusable(tmp_path / n, "m"), tmp_path / base) for n in own)
+    assert not any(is_unusable(unusable(tmp_path / n, "m"), tmp_path / base) for n in others)
+    discard(tmp_path / "missing" / base)  # no folder: nothing to do
+
+
+def test_run_circuit_job_says_why_an_older_scores_file_is_recomputed(tmp_path):
+    model = interp.load("toy-induction")
+    task, kw = T.get_task("induction", half=6), dict(n=4, faith_n=4, top_n=10)
+    C.run_circuit_job(model, task, "eap", tmp_path, progress=None, **kw)
+    saved = torch.load(tmp_path / "scores.pt", weights_only=False)
+    saved["settings"].pop("prompts")  # as written before the prompts digest
+    torch.save(saved, tmp_path / "scores.pt")
+    said = []
+    C.run_circuit_job(model, task, "eap", tmp_path, progress=said.append, **kw)
+    assert said[0].endswith("predates the prompts digest in its settings (its prompts cannot be checked); "
+                            "recomputing once"), said
+    said.clear()
+    C.run_circuit_job(model, task, "eap", tmp_path, progress=said.append, **kw)
+    assert said[0] == f"resume: scores from {tmp_path / 'scores.pt'}", said

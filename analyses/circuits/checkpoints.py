@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -67,17 +68,27 @@ def unusable(path: Path, message: str) -> ValueError:
     return err
 
 
+def _beside(name: str, base: str) -> bool:
+    """True for the files a checkpoint `base` keeps: itself, BASE.tmp, edge patching's BASE.b<i> (and BASE.b<i>.tmp);
+    not for another file that merely shares the prefix (BASE.bak, BASE2, a copy the user made)."""
+    return name == base or re.fullmatch(re.escape(base) + r"(\.b\d+)?(\.tmp)?", name) is not None
+
+
 def is_unusable(err: BaseException, path) -> bool:
     """True when `err` says that the checkpoint `path`, or a file kept beside it (PATH.b0, ...), cannot be continued."""
     bad, path = getattr(err, "checkpoint", None), Path(path)
-    return isinstance(bad, Path) and bad.parent == path.parent and bad.name.startswith(path.name)
+    return isinstance(bad, Path) and bad.parent == path.parent and _beside(bad.name, path.name)
 
 
 def discard(path: Path) -> None:
-    """Remove the checkpoint `path` and the files kept beside it (PATH.tmp, edge patching's PATH.b0, PATH.b1, ...)."""
+    """Remove the checkpoint `path` and the files kept beside it (PATH.tmp, edge patching's PATH.b0, PATH.b1, ...),
+    nothing else (a PATH.bak or PATHx beside it is kept)."""
     path = Path(path)
-    for f in path.parent.glob(f"{path.name}*"):
-        f.unlink(missing_ok=True)
+    if not path.parent.is_dir():
+        return
+    for f in path.parent.iterdir():
+        if _beside(f.name, path.name):
+            f.unlink(missing_ok=True)
 
 
 def invalid(path: Path, kind: str, why: str) -> ValueError:

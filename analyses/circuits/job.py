@@ -5,7 +5,8 @@ resume when the settings match), faithfulness.json, edges.csv, nodes.csv, graph.
 report.html. Every file is written atomically, so a killed job leaves only complete files; rerunning skips what is
 done (an ACDC search also checkpoints after every receiver, acdc_tau<tau>-<settings digest>.pt, and edge
 patching its sweep, patching-<settings digest>.pt.b<bucket>, removed once scores.pt is written; a run with other
-settings -- the task's prompts included -- starts its own, and a damaged one is named and started over).
+settings -- the task's prompts included -- starts its own, and a damaged one is named and started over). A scores.pt
+written before the settings held the prompts' digest (before 7e82a0d) is recomputed once, with a line that says so.
 
 The circuit (`method_circuit`): for "acdc", the edges ACDC itself kept at threshold tau (method option `tau`,
 default 0.01), exactly as its search kept them -- top_n / select do not apply and nothing is pruned (kept edges
@@ -286,6 +287,11 @@ def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", 
             circuit = rebuild_circuit(graph, saved["scores"], method, saved.get("meta", settings), top_n, select,
                                       saved.get("in_circuit"))
             progress(f"resume: scores from {score_file}")
+        elif isinstance(saved.get("settings"), dict) and "prompts" not in saved["settings"]:
+            # written before the settings held the prompts' digest: its prompts cannot be checked (a task with other
+            # options has the same name), so it is recomputed once
+            progress(f"{score_file} predates the prompts digest in its settings (its prompts cannot be checked); "
+                     "recomputing once")
         else:
             progress(f"{score_file} has other settings ({saved.get('settings')}); recomputing")
     if circuit is None:
