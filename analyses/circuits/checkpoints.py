@@ -91,6 +91,21 @@ def discard(path: Path) -> None:
             f.unlink(missing_ok=True)
 
 
+def run_fresh_if_unusable(run, path: Path | None, note):
+    """run(), for a caller that manages the checkpoint `path` itself: when run() raises the ValueError of that file
+    (or one kept beside it) being unusable, `note(why)` hears the reason (the error's text before its "delete it"
+    advice), the files are discarded and run() starts over once. Any other error, or any error without `path`,
+    propagates."""
+    try:
+        return run()
+    except ValueError as e:
+        if path is None or not is_unusable(e, path):
+            raise
+        note(str(e).split("; delete it")[0])
+        discard(path)
+        return run()
+
+
 def invalid(path: Path, kind: str, why: str) -> ValueError:
     """The error for a checkpoint file that loads but holds a malformed state (tampered, or another version's)."""
     return unusable(path, f"checkpoint {path} is damaged or not {kind} checkpoint: {why}; delete it or pass "

@@ -36,7 +36,7 @@ from interp.input_checks import bool_arg
 from interp.validate import hooked_model_arg
 
 from . import api, draw, export
-from .checkpoints import discard, is_unusable, prompts_digest
+from .checkpoints import discard, prompts_digest, run_fresh_if_unusable
 from .evaluate import Circuit, faithfulness, faithfulness_curve
 from .graph import Graph
 from .patching import ABLATIONS, ablated_outputs, progress_arg
@@ -299,16 +299,10 @@ def run_circuit_job(model, task, method: str = "eap-ig", out_dir="out/circuit", 
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
         ck = {"acdc": out / f"acdc_tau{acdc_tau(method_options):.6g}-{digest}.pt",
               "patching": out / f"patching-{digest}.pt"}.get(method)  # the long searches keep their progress
-        try:
-            circuit = method_circuit(model, task, batch, graph, method, steps, ablation, top_n, select, settings,
-                                     method_options, seed, checkpoint=ck, progress=progress)
-        except ValueError as e:
-            if ck is None or not is_unusable(e, ck):
-                raise
-            progress(f"{str(e).split('; delete it')[0]}; starting the search over")
-            discard(ck)
-            circuit = method_circuit(model, task, batch, graph, method, steps, ablation, top_n, select, settings,
-                                     method_options, seed, checkpoint=ck, progress=progress)
+        circuit = run_fresh_if_unusable(
+            lambda: method_circuit(model, task, batch, graph, method, steps, ablation, top_n, select, settings,
+                                   method_options, seed, checkpoint=ck, progress=progress),
+            ck, lambda why: progress(f"{why}; starting the search over"))
         tmp = score_file.with_name("scores.pt.tmp")
         torch.save({"settings": settings, "scores": circuit.scores, "meta": circuit.meta,
                     **({"in_circuit": circuit.in_circuit} if method == "acdc" else {})}, tmp)

@@ -12,7 +12,8 @@ assemble the final files from every shard's result. The runner does the rest, th
   NaN or out-of-range value, a shape that is not the model's heads), is named and recomputed;
 - gives a job with `checkpoints` a path per unfinished shard (`checkpoint_path`, local runs only) where compute()
   may keep its progress; `resume` continues from it, a fresh run deletes it, a finished shard removes it, and one
-  that cannot be continued (damaged: `analyses.circuits.checkpoints.is_unusable`) is named, deleted and started over;
+  that cannot be continued (damaged: `analyses.circuits.checkpoints.run_fresh_if_unusable`) is named, deleted and
+  started over;
 - computes the rest in this process or as Ray tasks (`ray_backend`), showing progress, and assembles;
 - records where each shard ran (host, pid, Ray node and GPU, device: `workers.py`) in its shard file, and writes
   them all to `DIR/workers.csv` once every shard is done.
@@ -299,15 +300,6 @@ def compute_shard(job_name: str, model, shard: str, options: dict, checkpoint: P
     return result, time.perf_counter() - t0
 
 
-def _unusable_checkpoint(err: Exception, checkpoint: Path | None) -> bool:
-    """True when `err` says the shard's own checkpoint file (or one beside it, e.g. PATH.b0) cannot be continued."""
-    if checkpoint is None:
-        return False
-    from ..analyses.circuits.checkpoints import is_unusable
-
-    return is_unusable(err, checkpoint)
-
-
 @contextmanager
 def _ctrl_c_sticks():
     """Ctrl-C that cannot get lost. Python raises KeyboardInterrupt wherever the main thread is; inside a
@@ -407,6 +399,9 @@ def _run_job(job, models, out, options, *, device, dtype, resume, recompute_mism
             from ..zoo import load
             from .workers import worker_info
 
+            if job.checkpoints:  # their module loads analyses.circuits (~1 s), which the other jobs skip
+                from ..analyses.circuits.checkpoints import discard, run_fresh_if_unusable
+
             loaded: dict = {}
             for m, s in p.todo:
                 stop_if_interrupted()
@@ -426,24 +421,17 @@ def _run_job(job, models, out, options, *, device, dtype, resume, recompute_mism
                     _shard_log = _throttled(lambda msg, m=m, s=s: bar.write(f"{m} {s}: {msg}", file=sys.stdout)
                                             if not bar.disable else log(f"{m} {s}: {msg}"))
                 try:
-                    try:
-                        result, seconds = compute_shard(job.name, loaded[m], s, options, checkpoint=ck)
-                    except ValueError as e:
-                        if not _unusable_checkpoint(e, ck):
-                            raise
-                        # the run's own progress file, damaged (or not continuable): named, then the shard restarts
-                        why = str(e).splitlines()[0].split("; delete it")[0]
-                        log(f"note: {why[:300]}; starting {m} {s} over")
-                        from ..analyses.circuits.checkpoints import discard
-
-                        discard(ck)
-                        result, seconds = compute_shard(job.name, loaded[m], s, options, checkpoint=ck)
+                    if ck is None:
+                        result, seconds = compute_shard(job.name, loaded[m], s, options)
+                    else:  # the run's own progress file, damaged (or not continuable): named, then the shard restarts
+                        result, seconds = run_fresh_if_unusable(
+                            lambda: compute_shard(job.name, loaded[m], s, options, checkpoint=ck), ck,
+                            lambda why: log(f"note: {why.splitlines()[0][:300]}; starting {m} {s} over"))
                 finally:
                     _shard_log = None
                 finished(m, s, result, seconds, worker_info(device, load_s=load_s, started=started))
-                if ck is not None:  # the shard file has the result now (a job may keep ck.* files beside ck)
-                    for done in ck.parent.glob(f"{ck.name}*"):
-                        done.unlink(missing_ok=True)
+                if ck is not None:  # the shard file has the result now (and the files a job keeps beside ck go too)
+                    discard(ck)
                 stop_if_interrupted()
     except BaseException:
         bar.leave = False  # the error message, not a half-full bar, is the last thing on the terminal
