@@ -76,7 +76,7 @@ def save(config: dict, path) -> Path:
 def load(path) -> dict:
     path = _path_arg(path, "kvconfig.load")
     try:
-        config = json.loads(Path(path).read_text())
+        config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"kvconfig.load: cannot read KV config {path} (a JSON file written by kvconfig.save): "
                          f"{e}") from None

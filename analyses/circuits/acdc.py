@@ -366,9 +366,10 @@ def acdc_batch(model, graph: Graph, clean, ablated: torch.Tensor, tau: float, me
     if positions is not None:
         shape = tuple(clean.shape)
         if not isinstance(positions, torch.Tensor) or positions.dtype != torch.bool or tuple(positions.shape) != shape:
-            raise (ValueError if isinstance(positions, torch.Tensor) and positions.dtype == torch.bool else TypeError)(f"acdc_batch: positions must be a bool tensor {list(shape)} (like the clean prompts: True "
-                            f"where KL reads the next-token distribution) or None (the last position), got "
-                            f"{_show(positions)}")
+            bool_tensor = isinstance(positions, torch.Tensor) and positions.dtype == torch.bool  # (a wrong shape)
+            raise (ValueError if bool_tensor else TypeError)(
+                f"acdc_batch: positions must be a bool tensor {list(shape)} (like the clean prompts: True where KL "
+                f"reads the next-token distribution) or None (the last position), got {_show(positions)}")
         if not bool(positions.any()):
             raise ValueError("acdc_batch: positions is all False, so KL would read no position; mark at least one "
                              "(None: the last position of each prompt)")

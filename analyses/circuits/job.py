@@ -62,10 +62,8 @@ def check_method_options(method_options: dict | None, method: str | None = None)
         try:  # pairs, as dict() takes them
             method_options = dict(method_options)
         except (TypeError, ValueError):
-            pass  # refused below
-    if method_options is not None and not isinstance(method_options, dict):
-        raise TypeError(f"method_options must be a dict of score_edges keyword options (e.g. {{'tau': 0.05}}) or "
-                        f"None, got {type(method_options).__name__} {method_options!r:.60}")
+            raise TypeError(f"method_options must be a dict of score_edges keyword options (e.g. {{'tau': 0.05}}) or "
+                            f"None, got {type(method_options).__name__} {method_options!r:.60}") from None
     method_options = dict(method_options or {})
     params = inspect.signature(api.score_edges).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -108,7 +106,6 @@ def check_settings(method: str, n: int, steps: int, ablation: str, top_n: int, s
         raise (ValueError if isinstance(eval_ablations, tuple) else TypeError)(
             f"eval ablations must be a non-empty list of {', '.join(ABLATIONS)} (the ablations faithfulness is "
             f"measured under), got {eval_ablations!r:.60}")
-    eval_ablations = tuple(eval_ablations)
     for what, ab in [("ablation", ablation)] + [("eval ablation", a) for a in eval_ablations]:
         if ab not in ABLATIONS:
             raise ValueError(f"{what} must be one of {', '.join(ABLATIONS)}, got {ab!r}")
