@@ -7,6 +7,8 @@ from typing import NamedTuple
 
 import torch
 
+from .kernels.checks import outside_0_1
+
 
 class Tokens(NamedTuple):
     input_ids: torch.Tensor  # [batch, pos] int64
@@ -229,7 +231,7 @@ def padding_mask(what: str, mask: torch.Tensor, row: str) -> tuple[torch.Tensor,
         raise TypeError(f"{what} must be a bool (or 0/1 integer) tensor (True/1 = real token), not an additive float "
                         f"mask, got {mask.dtype}")
     if mask.dtype != torch.bool:
-        if bool(((mask != 0) & (mask != 1)).any()):
+        if outside_0_1(mask).numel():
             raise ValueError(f"{what} must hold only 0 and 1 (or True/False), got values "
                              f"{sorted(set(mask.unique().tolist()))[:5]}")
         mask = mask.bool()

@@ -123,6 +123,13 @@ def _int_option(name: str, value, minimum: int) -> int:
     return value
 
 
+def outside_0_1(mask: torch.Tensor) -> torch.Tensor:
+    """The values of an integer mask other than 0 and 1, in order (none for a bool mask): a padding mask's check."""
+    if mask.dtype == torch.bool:
+        return mask.new_empty(0)
+    return mask[(mask != 0) & (mask != 1)]
+
+
 def span_rows(span, b: int, lk: int, device) -> torch.Tensor:
     """`span`: (start, end), or an integer tensor [2] or [batch, 2], with 0 <= start <= end <= k_len -> [batch, 2]
     int64 on `device` ([start, end) per batch row); a TypeError/ValueError naming what is wrong otherwise. A NumPy
@@ -246,9 +253,10 @@ def check_inputs(
                             f"dtype {attention_mask.dtype}")
         if attention_mask.device != q.device:
             raise ValueError(f"attention_mask is on {attention_mask.device} but q is on {q.device}")
-        if attention_mask.dtype != torch.bool and bool(((attention_mask != 0) & (attention_mask != 1)).any()):
-            bad = attention_mask[(attention_mask != 0) & (attention_mask != 1)][0].item()
-            raise ValueError(f"attention_mask must hold 0 / 1 (or be bool: True/1 = real token), got the value {bad}")
+        bad = outside_0_1(attention_mask)
+        if bad.numel():
+            raise ValueError(f"attention_mask must hold 0 / 1 (or be bool: True/1 = real token), got the value "
+                             f"{bad[0].item()}")
         key_valid = attention_mask.to(torch.bool)
         if not has_padding(key_valid):
             key_valid = None

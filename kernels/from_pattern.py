@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checks import _int_option, _names, span_rows
+from .checks import _int_option, _names, outside_0_1, span_rows
 from .stats import AttentionStats, finish_key_stats, stats_request
 
 
@@ -36,7 +36,7 @@ def _valid_mask(name: str, mask, shape: tuple[int, int], device) -> torch.Tensor
     if mask.dtype.is_floating_point or mask.dtype.is_complex or mask.device.type == "meta":
         raise TypeError(f"{name} must be a bool (or 0/1 integer) tensor with values, got {mask.dtype} on "
                         f"{mask.device}")
-    if mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+    if outside_0_1(mask).numel():
         raise ValueError(f"{name} must hold 0 / 1 (or be bool: True = valid), got values outside them")
     return mask.to(device=device, dtype=torch.bool)
 
