@@ -28,9 +28,4 @@ if [ -n "${BEFORE:-}" ]; then
 fi
 grep -E "N=|\[" "$OUT"/short_round11*.log
 grep -E "ours all|whole call|_direct_stats|_launch_stats|triton_stats" "$OUT"/host_split_round11*.log | head -40
-for run in "smollm2 --layers 30 --tokens 1024 4096" "llama3-8b --layers 4 --tokens 1024 4096"; do
-  name=${run%% *}
-  (cd examples && timeout 75 python3 model_overhead_gpu.py --shape $run --reps 6 --top 8 2>&1 | grep -v Warning \
-    >"$OUT/model_overhead_${name}_round11.log")
-  grep -E "==|bit for bit" "$OUT/model_overhead_${name}_round11.log"
-done
+whole_models round11  # (examples/gpu_setup.sh)

@@ -84,12 +84,7 @@ PY
   ) 2>&1 | tee "$OUT/picks_round16.log"
 fi
 if [ "$PART" = h ]; then
-  for run in "smollm2 --layers 30 --tokens 1024 4096" "llama3-8b --layers 4 --tokens 1024 4096"; do
-    name=${run%% *}
-    timeout 80 python3 model_overhead_gpu.py --shape $run --reps 6 --top 8 2>&1 | grep -v Warning \
-      >"$OUT/model_overhead_${name}_round16.log"
-    grep -E "==|bit for bit" "$OUT/model_overhead_${name}_round16.log"
-  done
+  (cd .. && whole_models round16)  # (examples/gpu_setup.sh; this script runs in examples/)
 fi
 if [ "$PART" = i ]; then
   for tree in after before after; do
