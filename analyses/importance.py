@@ -397,15 +397,24 @@ def head_pairs(heads, n_layers: int, n_heads: int, where: str) -> list[tuple[int
 
 
 def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, seed: int = 0, batch=None,
-                    progress: Callable[[str], None] | None = None, **task_options) -> pd.DataFrame:
+                    progress: Callable[[str], None] | None = None, checkpoint=None, **task_options) -> pd.DataFrame:
     """Tidy DataFrame `model, layer, head, method, score` (one row per head and method) for `task`.
 
-    task: a name from `interp.analyses.tasks.TASKS` or a Task; `batch` overrides the examples it builds."""
+    task: a name from `interp.analyses.tasks.TASKS` or a Task; `batch` overrides the examples it builds.
+    `progress(msg)` hears each method's time and, inside an ablation sweep, the heads done after every forward.
+    `checkpoint=PATH` (a file path, e.g. 'out/imp.pt'): each ablation sweep (the costly part: one batched forward
+    per few heads) keeps its losses beside it, in PATH's name with the sweep's kind added ('out/imp.ablation_zero.pt'),
+    after every forward, and a rerun with the same model, dtype, prompts and methods continues each sweep where it
+    stopped, giving the same table as an uninterrupted run (`ablated_losses(checkpoint=)`; the gradient and DLA
+    methods take one pass and are recomputed). The files stay after the run; delete them to start over."""
+    from .circuits import checkpoints
+
     hooked_model_arg(model, "head_importance")
     from . import tasks as T
 
     methods = check_methods(methods)
     progress_arg(progress, "head_importance")
+    path = None if checkpoint is None else checkpoints.checkpoint_path(checkpoint, "head_importance")
     if isinstance(task, str):
         task = T.get_task(task, **task_options)
     elif task_options:
@@ -421,7 +430,10 @@ def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, 
 
     def sweep(kind):  # the zero-ablation sweep serves both ablation_zero and attention_influence
         if kind not in sweeps:
-            sweeps[kind] = ablated_losses(model, task, batch, kind)
+            heard = None if progress is None else (
+                lambda done, total: progress(f"{model.name}: {kind}, {done} of {total} heads"))
+            sweeps[kind] = ablated_losses(model, task, batch, kind, progress=heard,
+                                          checkpoint=None if path is None else sweep_path(path, kind))
         return sweeps[kind]
 
     frames = []
@@ -439,6 +451,12 @@ def head_importance(model, task, methods: Sequence[str] = METHODS, n: int = 32, 
             progress(f"{model.name}: {method} ({time.perf_counter() - t0:.1f} s)")
         frames.append(scores_frame(model.name, method, scores))
     return pd.concat(frames, ignore_index=True)
+
+
+def sweep_path(path, kind: str):
+    """Where head_importance(checkpoint=PATH) keeps the `kind` ablation sweep: PATH with the kind before its suffix
+    ('imp.pt' -> 'imp.ablation_zero.pt'; 'imp' -> 'imp.ablation_zero')."""
+    return path.with_name(f"{path.stem}.{kind}{path.suffix}")
 
 
 def scores_frame(model_name: str, method: str, scores: torch.Tensor) -> pd.DataFrame:
