@@ -6,6 +6,7 @@ Runs on CPU for the bundled models (short prompts); on a GPU when lent.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +45,15 @@ L1_MAX = 1e6  # the L1 term times l1 must stay finite next to the relative MSE (
 
 
 def train_gates(model, steps: int = 30, context: int = 256, l1: float = 0.05, lr: float = 0.1,
-                sink_tokens: int = 4, window: int = 16, seed: int = 0, log=None) -> DuoResult:
+                sink_tokens: int = 4, window: int = 16, seed: int = 0, log=None, checkpoint=None) -> DuoResult:
+    """Train one gate per KV head for `steps` Adam steps, one passkey trial of `context` tokens a step; `log(msg)`
+    hears the loss every 10 steps. `checkpoint=PATH` (a file path): the gates, Adam's state, the trial generator's
+    state and the losses are saved there after every step, and a rerun with the same model, dtype and options
+    continues after the last saved step, giving the gates of an uninterrupted run; a larger `steps` continues a
+    finished run further. A file of other options, one holding more steps than asked, or a damaged one is refused
+    (a ValueError naming it)."""
+    from .circuits import checkpoints
+
     where = "train_gates"
     model_arg(model, where)
     steps = int_arg("steps", steps, minimum=1, where=where)
@@ -57,6 +66,7 @@ def train_gates(model, steps: int = 30, context: int = 256, l1: float = 0.05, lr
     if log is not None and not callable(log):
         raise TypeError(f"{where}: log must be None or a callable taking one str (e.g. print), got "
                         f"{type(log).__name__} {log!r:.60}")
+    path = None if checkpoint is None else checkpoints.checkpoint_path(checkpoint, where)
     rng = torch.Generator().manual_seed(seed)
 
     def trial_at(step: int):
@@ -74,9 +84,18 @@ def train_gates(model, steps: int = 30, context: int = 256, l1: float = 0.05, lr
         p.requires_grad_(False)
     logits = torch.full((L, kvh), 3.0, requires_grad=True)  # alpha ~ 0.95: start from full attention
     opt = torch.optim.Adam([logits], lr=lr)
-    losses = []
+    losses, first_step = [], 0
+    if path is not None:
+        settings = {"format": 1, "model": model.name, "dtype": str(model.dtype).replace("torch.", ""),
+                    "gates": [L, kvh], "context": context, "l1": l1, "lr": lr, "sink_tokens": sink_tokens,
+                    "window": window, "seed": seed}
+        saved = checkpoints.load(path, settings, "a gate-training")
+        if saved is not None:
+            first_step, losses = _resume(saved, path, logits, opt, rng, steps)
+            if log:
+                log(f"resume: {path} after step {first_step - 1}")
     try:
-        for step in range(steps):
+        for step in range(first_step, steps):
             trial = first if step == 0 else trial_at(step)
             with torch.no_grad():
                 target = _final_hidden(model, trial.input_ids).float()
@@ -93,9 +112,46 @@ def train_gates(model, steps: int = 30, context: int = 256, l1: float = 0.05, lr
             loss.backward()
             opt.step()
             losses.append((mse.item(), reg.item()))
+            if path is not None:
+                checkpoints.save(path, settings, {"step": step + 1, "logits": logits.detach().clone(),
+                                                  "adam": opt.state_dict(), "rng": rng.get_state(),
+                                                  "losses": list(losses)})
             if log and (step % 10 == 0 or step == steps - 1):
                 log(f"step {step}: relative mse {mse.item():.4f}, mean alpha {reg.item():.3f}")
     finally:
         for p, f in zip(params, frozen):
             p.requires_grad_(f)
     return DuoResult(alpha=torch.sigmoid(logits.detach()), losses=losses)
+
+
+def _resume(saved, path, logits: torch.Tensor, opt, rng: torch.Generator, steps: int) -> tuple[int, list]:
+    """Load a saved gate training into `logits`, `opt` and `rng`; (the next step, the losses so far). A state that
+    is malformed, or holds more steps than `steps`, is refused with a ValueError naming the file."""
+    from .circuits import checkpoints
+
+    kind = "a gate-training"
+    keys = {"step", "logits", "adam", "rng", "losses"}
+    if not isinstance(saved, dict) or set(saved) != keys:
+        have = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise checkpoints.invalid(path, kind, f"its state must hold {sorted(keys)}, got {have}")
+    done, saved_logits, losses = saved["step"], saved["logits"], saved["losses"]
+    if isinstance(done, bool) or not isinstance(done, numbers.Integral) or done < 1:
+        raise checkpoints.invalid(path, kind, f"'step' must be an int >= 1, got {done!r:.40}")
+    if (not isinstance(saved_logits, torch.Tensor) or saved_logits.shape != logits.shape
+            or not bool(torch.isfinite(saved_logits).all())):
+        raise checkpoints.invalid(path, kind, f"'logits' must be a finite tensor {list(logits.shape)}")
+    if (not isinstance(losses, list) or len(losses) != done
+            or not all(isinstance(x, (tuple, list)) and len(x) == 2 for x in losses)):
+        raise checkpoints.invalid(path, kind, f"'losses' must be a list of {done} (mse, l1) pairs")
+    if done > steps:
+        raise checkpoints.unusable(path, f"checkpoint {path} holds {done} training steps, more than steps={steps}; "
+                                         f"pass steps >= {done}, or delete it or pass another path")
+    try:
+        opt.load_state_dict(saved["adam"])
+        rng.set_state(saved["rng"])
+    except Exception as e:  # noqa: BLE001 - any malformed optimiser or generator state gets the same message
+        raise checkpoints.invalid(path, kind, f"its Adam or generator state does not load ({type(e).__name__}: "
+                                              f"{str(e)[:120]})") from None
+    with torch.no_grad():
+        logits.copy_(saved_logits)
+    return int(done), [tuple(x) for x in losses]

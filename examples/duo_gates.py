@@ -22,11 +22,13 @@ def main():
     p.add_argument("--window", type=int, default=16)
     p.add_argument("--sink-tokens", type=int, default=4)
     p.add_argument("--eval-context", type=int, default=512)
+    p.add_argument("--checkpoint", default=None, help="save the training after every step; a rerun continues it")
     args = p.parse_args()
     t = time.time()
     m = interp.load(args.model)
     res = duo.train_gates(m, steps=args.steps, context=args.context, l1=args.l1, window=args.window,
-                          sink_tokens=args.sink_tokens, log=print)
+                          sink_tokens=args.sink_tokens, log=print,
+                          checkpoint=args.checkpoint)
     full = (res.alpha >= 0.5)
     print(f"{int(full.sum())} of {full.numel()} KV heads keep full attention (alpha >= 0.5); per layer: "
           + " ".join(str(int(x)) for x in full.sum(1).tolist()))
