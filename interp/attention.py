@@ -53,8 +53,6 @@ def _layer_of(module) -> int:
 
 def interp_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
                      softcap=None, is_causal=None, **kwargs):
-    if softcap is not None:
-        raise ValueError(f"attention logit soft-capping (softcap={softcap}) is not supported by interp's kernels")
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(
             "interp attention expects the compact 2-D padding mask; got a "
@@ -65,7 +63,8 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
     if wrapper is None or wrapper._ctx is None:  # no hooks, no statistics: the plain fused path
         backend = wrapper.backend if wrapper is not None else "auto"
         out, _ = attention_with_stats(query, key, value, causal=causal, scale=scaling, sliding_window=sliding_window,
-                                      attention_mask=attention_mask, stats="none", backend=backend)
+                                      attention_mask=attention_mask, stats="none", backend=backend,
+                                      softcap=softcap)
         return out.transpose(1, 2).contiguous(), None
     return wrapper.attention_call(_layer_of(module), module, query, key, value, attention_mask, scaling, causal,
-                                  sliding_window)
+                                  sliding_window, softcap)

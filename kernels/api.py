@@ -62,13 +62,15 @@ def attention_with_stats(
     backend: str = "auto",
     prob_hook: ProbHook | None = None,
     need_out: bool = True,
+    softcap: float | None = None,
 ) -> tuple[torch.Tensor | None, AttentionStats]:
     """Attention output `[batch, heads, q_len, head_dim]` and the requested statistics (see `interp.kernels.stats`).
 
     Queries are aligned to the end of the keys (query i sits at key position i + k_len - q_len), so a single decode
     query against a long cache and chunked prefill both work. `sliding_window=W` lets query i see keys j with
     i - j < W (transformers' convention). `prob_hook` forces the reference backend: it sees (and may replace) the
-    probabilities of each query chunk.
+    probabilities of each query chunk. `softcap=C` (Gemma 2's attention logit soft-capping) turns each scaled score s
+    into C * tanh(s / C) before masks and key_bias, on every backend, gradients included.
 
     Differentiable on both backends: when grad mode is on and q, k, v or key_bias requires grad, the Triton path
     runs through `interp.kernels.autograd.FusedAttention` (FlashAttention-2-style backward kernels; the key_bias
@@ -77,6 +79,7 @@ def attention_with_stats(
     spec = check_inputs(
         q, k, v, causal=causal, scale=scale, sliding_window=sliding_window, attention_mask=attention_mask,
         key_bias=key_bias, stats=stats, sink_tokens=sink_tokens, local_window=local_window, span=span,
+        softcap=softcap,
     )
     chosen = pick_backend(backend, q.device)
     if not isinstance(need_out, (bool, np.bool_)):

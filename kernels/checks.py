@@ -47,6 +47,7 @@ class AttnSpec:
     sink_tokens: int
     local_window: int
     span: torch.Tensor | None  # [batch, 2] int64: [start, end) per batch row
+    softcap: float | None = None  # logit soft-capping (Gemma 2): scores -> softcap * tanh(scores / softcap)
 
     @property
     def group(self) -> int:
@@ -180,6 +181,7 @@ def check_inputs(
     sink_tokens: int,
     local_window: int,
     span,
+    softcap=None,
 ) -> AttnSpec:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -288,14 +290,36 @@ def check_inputs(
         # as -inf they are, on every backend (finite, they would overflow in log2 units or swamp float32 scores)
         key_bias = key_bias.masked_fill(key_bias <= hide_at, float("-inf")).expand(b, h, lk).contiguous()
 
+    softcap = _softcap_option(softcap)
+    if softcap is not None and key_bias is None:
+        # the kernels take capped scores on their key-bias path (scores in log2 units): a zero bias selects it, and
+        # keeps such calls off the paths that take raw scores (SDPA's kernels, the decode walks, stats_from_lse)
+        key_bias = torch.zeros(b, h, lk, device=q.device, dtype=torch.float32)
+
     names = _names(stats, span is not None)
     span_t = None if span is None else span_rows(span, b, lk, q.device)
 
     return AttnSpec(
         batch=b, heads=h, kv_heads=hk, q_len=lq, k_len=lk, head_dim=d, q_offset=lk - lq, causal=causal,
         scale=float(scale), sliding_window=sliding_window, key_valid=key_valid, key_bias=key_bias, stats=names,
-        sink_tokens=sink_tokens, local_window=local_window, span=span_t,
+        sink_tokens=sink_tokens, local_window=local_window, span=span_t, softcap=softcap,
     )
+
+
+MAX_SOFTCAP = 1e6  # beyond it tanh(s / softcap) is s / softcap to float32 precision for any finite score: no cap
+
+
+def _softcap_option(softcap) -> float | None:
+    """Logit soft-capping: None (off) or a positive finite number (Gemma 2: 50.0)."""
+    if softcap is None:
+        return None
+    if isinstance(softcap, (bool, np.bool_)) or not isinstance(softcap, numbers.Real):
+        raise TypeError(f"softcap must be a positive number (scores -> softcap * tanh(scores / softcap)) or None, "
+                        f"got {type(softcap).__name__} {softcap!r:.40}")
+    if not 0 < softcap <= MAX_SOFTCAP:
+        raise ValueError(f"softcap must lie in (0, {MAX_SOFTCAP:g}] (scores -> softcap * tanh(scores / softcap)) or be "
+                         f"None, got {softcap!r}")
+    return float(softcap)
 
 
 CHECK_MEMORY_ABOVE = 256 * 2**20  # bytes; smaller calls skip the free-memory query

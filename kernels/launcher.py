@@ -125,7 +125,7 @@ def proxy_kind(q, spec: AttnSpec) -> tuple:
     tuning cap too: a short-query chunk and a longer one of the same kind tune different length buckets)."""
     return (q.device, q.dtype, spec.heads, spec.kv_heads, spec.head_dim, spec.causal, window_kind(spec.sliding_window),
             spec.key_valid is not None, None if spec.key_bias is None else spec.key_bias.dtype, spec.q_len == 1,
-            spec.q_len == spec.k_len, tune_cap(spec))
+            spec.q_len == spec.k_len, tune_cap(spec), spec.softcap)
 
 
 def proxy_inputs(ps: AttnSpec, q):
@@ -170,13 +170,14 @@ def _fix_scale(q_len: int) -> float:
 
 def _flags(spec: AttnSpec, q):
     return _flag_values(q.dtype, spec.causal, window_kind(spec.sliding_window), spec.key_valid is not None,
-                        spec.key_bias is not None)
+                        spec.key_bias is not None, spec.softcap or 0.0)
 
 
-def _flag_values(dtype, causal: bool, has_window: int, has_valid: bool, has_bias: bool) -> dict:
-    """has_window: `window_kind` (0 none, 1 narrow, 2 wide)."""
+def _flag_values(dtype, causal: bool, has_window: int, has_valid: bool, has_bias: bool, softcap: float = 0.0) -> dict:
+    """has_window: `window_kind` (0 none, 1 narrow, 2 wide); softcap: the logit cap, 0 for none (a soft-capping call
+    has a key bias, zero when none was given: `checks.check_inputs`)."""
     return dict(
-        CAUSAL=causal, HAS_WINDOW=has_window, HAS_VALID=has_valid, HAS_BIAS=has_bias,
+        CAUSAL=causal, HAS_WINDOW=has_window, HAS_VALID=has_valid, HAS_BIAS=has_bias, SOFTCAP=softcap,
         UPCAST=INTERPRET and dtype == torch.bfloat16,  # tl.dot on bf16 tiles is wrong in the CPU interpreter
         DOT_PREC="ieee" if dtype == torch.float32 else None,  # exact fp32 products; fp16/bf16 the default
     )
@@ -257,7 +258,7 @@ def _row_slots(row: tuple) -> dict:
 
 @functools.lru_cache(maxsize=4096)
 def _stats_plan(stats: tuple, head_dim: int, dtype: torch.dtype, causal: bool, has_window: int, has_valid: bool,
-                has_bias: bool, len_bucket: int, parted: bool = False):
+                has_bias: bool, len_bucket: int, parted: bool = False, softcap: float = 0.0):
     """What a statistics request launches, worked out once per kind of request (the hot path of short calls):
     (row statistics in slot order, want key sums, want key_count, the kernel's constexprs with the key statistics
     finalized in the kernel and without (FINALIZE True / False: one autotune key for both), its autotune key)."""
@@ -271,7 +272,7 @@ def _stats_plan(stats: tuple, head_dim: int, dtype: torch.dtype, causal: bool, h
         WANT_MAXP="max_prob" in want, WANT_ARG="argmax" in want, WANT_ENT="entropy" in want,
         WANT_SINK="sink_mass" in want, WANT_LOCAL="local_mass" in want, WANT_SPAN="span_mass" in want,
         WANT_KEY=want_key, WANT_COUNT=want_count, WANT_KMEAN="key_mean" in want, PARTED=parted, **slots,
-        **_flag_values(dtype, causal, has_window, has_valid, has_bias),
+        **_flag_values(dtype, causal, has_window, has_valid, has_bias, softcap),
     )
     tune_key = (len_bucket, dtype, *consts.values())
     return row, want_key, want_count, {f: {**consts, "FINALIZE": f} for f in (True, False)}, tune_key
@@ -298,7 +299,7 @@ def triton_stats(q, k, lse, spec: AttnSpec, parted: bool | None = None) -> Atten
         parted = walk_parts.call_may_part(want, lq, lk, b * h, dev)
     row, want_key, want_count, consts_by, tune_key = _stats_plan(
         tuple(spec.stats), d, q.dtype, spec.causal, window_kind(spec.sliding_window), spec.key_valid is not None,
-        spec.key_bias is not None, len_bucket, parted)
+        spec.key_bias is not None, len_bucket, parted, spec.softcap or 0.0)
     if row or "argmax" in want or want_key or want_count:
         f32 = dict(device=dev, dtype=torch.float32)
         rows = torch.empty(len(row), b, h, lq, **f32) if row else _dummy(dev)  # one buffer, a slot per statistic

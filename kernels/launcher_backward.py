@@ -81,7 +81,7 @@ def triton_attention_backward(
     bias = spec.key_bias.detach() if spec.key_bias is not None else _dummy(dev)
     flags = dict(
         CAUSAL=spec.causal, HAS_WINDOW=spec.sliding_window is not None, HAS_VALID=spec.key_valid is not None,
-        HAS_BIAS=spec.key_bias is not None, UPCAST=upcast, DOT_PREC=dot_prec,
+        HAS_BIAS=spec.key_bias is not None, UPCAST=upcast, DOT_PREC=dot_prec, SOFTCAP=spec.softcap or 0.0,
     )
     need_dbias = need_dbias and spec.key_bias is not None
 

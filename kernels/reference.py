@@ -87,6 +87,8 @@ def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook
     cq = qc.shape[2]
     qc = qc.float().reshape(b, hk, g, cq, d)
     s = torch.matmul(qc, kf.transpose(-1, -2)).reshape(b, h, cq, lk) * spec.scale  # [b, h, cq, lk]
+    if spec.softcap is not None:  # Gemma 2's logit soft-capping, before any bias or mask (as transformers does)
+        s = spec.softcap * torch.tanh(s / spec.softcap)
     if bias is not None:
         s = s + bias[:, :, None, :]
     allowed = visible_keys(spec, qs, qs + cq, qc.device, k_lo, k_lo + lk)  # [b|1, 1, cq, lk]

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from .device_bench import autotune_timer
-from .triton_forward import INTERPRET, _visible, _walk_bounds, fitting
+from .triton_forward import INTERPRET, _visible, _walk_bounds, fitting, softcap_scores
 
 
 def _fit(configs, named_args, kwargs, smem_bytes):
@@ -114,8 +114,9 @@ def _dkdv_inner(
     bias_col, k_ok, offs_n, offs_d, lo, hi, Lq, q_offset, qk_scale, window,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
-    WANT_DBIAS: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+    SOFTCAP: tl.constexpr, WANT_DBIAS: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
+    LOG2E: tl.constexpr = 1.4426950408889634
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
     offs_m0 = tl.arange(0, BLOCK_M)
     dmask = offs_d < HEAD_DIM
@@ -144,6 +145,10 @@ def _dkdv_inner(
         else:
             st = tl.dot(k, qt, input_precision=DOT_PREC)  # [BLOCK_N, BLOCK_M]: scores, transposed
         st = st * qk_scale
+        if SOFTCAP > 0:  # capped scores; d(capped) / d(raw) = 1 - tanh^2, taken before any mask sets -inf
+            st = softcap_scores(st, SOFTCAP * LOG2E)
+            th = st * (1.0 / (SOFTCAP * LOG2E))
+            dcap = 1.0 - th * th
         if HAS_BIAS:
             st = st + bias_col[:, None]
         if MASKED:
@@ -162,8 +167,10 @@ def _dkdv_inner(
             dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=DOT_PREC)
             dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # [BLOCK_N, BLOCK_M]
         dst = pt * (dpt - delta[None, :])  # dS^T in natural units
-        if WANT_DBIAS:
+        if WANT_DBIAS:  # the bias is added after the cap: its gradient is dS itself
             db += tl.sum(dst, 1)
+        if SOFTCAP > 0:
+            dst = dst * dcap
         if UPCAST:
             dk = tl.dot(dst, tl.trans(qt.to(tl.float32)), dk, input_precision=DOT_PREC)
         else:
@@ -173,7 +180,8 @@ def _dkdv_inner(
 
 @triton.autotune(
     configs=_dkdv_configs(),
-    key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "WANT_DBIAS", "SPLIT_OUT"],
+    key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "SOFTCAP", "WANT_DBIAS",
+         "SPLIT_OUT"],
     prune_configs_by={"early_config_prune": _prune_dkdv},
     **autotune_timer(),  # device time, warm caches (`device_bench.py`)
 )
@@ -189,6 +197,7 @@ def bwd_dkdv_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
     WANT_DBIAS: tl.constexpr, SPLIT_OUT: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+    SOFTCAP: tl.constexpr = 0.0,
 ):
     LOG2E: tl.constexpr = 1.4426950408889634
     pid_bkh = tl.program_id(0).to(tl.int64)  # (batch, kv head, split)
@@ -252,17 +261,20 @@ def bwd_dkdv_kernel(
         dk, dv, db = _dkdv_inner(
             dk, dv, db, k, v, q_base, do_base, lse_base, delta_base, stride_qm, stride_qd, stride_dom, stride_dod,
             bias_col, k_ok, offs_n, offs_d, lo, mid, Lq, q_offset, qk_scale, window,
-            BLOCK_M, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_DBIAS, UPCAST, DOT_PREC,
+            BLOCK_M, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, WANT_DBIAS, UPCAST,
+            DOT_PREC,
         )
         dk, dv, db = _dkdv_inner(
             dk, dv, db, k, v, q_base, do_base, lse_base, delta_base, stride_qm, stride_qd, stride_dom, stride_dod,
             bias_col, k_ok, offs_n, offs_d, mid, full_end, Lq, q_offset, qk_scale, window,
-            BLOCK_M, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_DBIAS, UPCAST, DOT_PREC,
+            BLOCK_M, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, WANT_DBIAS, UPCAST,
+            DOT_PREC,
         )
         dk, dv, db = _dkdv_inner(
             dk, dv, db, k, v, q_base, do_base, lse_base, delta_base, stride_qm, stride_qd, stride_dom, stride_dod,
             bias_col, k_ok, offs_n, offs_d, full_end, hi, Lq, q_offset, qk_scale, window,
-            BLOCK_M, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_DBIAS, UPCAST, DOT_PREC,
+            BLOCK_M, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, WANT_DBIAS, UPCAST,
+            DOT_PREC,
         )
         if WANT_DBIAS:
             tl.store(DBIAS + bh * Lk + offs_n, db, mask=k_in)
@@ -283,7 +295,7 @@ def _dq_inner(
     qpos, offs_d, lo, hi, Lk, qk_scale, window,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+    SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     LOG2E: tl.constexpr = 1.4426950408889634
     EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
@@ -309,6 +321,10 @@ def _dq_inner(
         else:
             s = tl.dot(q, kt, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
         s = s * qk_scale
+        if SOFTCAP > 0:  # capped scores; d(capped) / d(raw) = 1 - tanh^2, taken before any mask sets -inf
+            s = softcap_scores(s, SOFTCAP * LOG2E)
+            th = s * (1.0 / (SOFTCAP * LOG2E))
+            dcap = 1.0 - th * th
         if HAS_BIAS:
             bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
             s = s + bias[None, :] * LOG2E
@@ -321,6 +337,8 @@ def _dq_inner(
         else:
             dp = tl.dot(do, vt, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
         ds = p * (dp - delta[:, None])
+        if SOFTCAP > 0:
+            ds = ds * dcap
         if UPCAST:
             dq = tl.dot(ds, tl.trans(kt.to(tl.float32)), dq, input_precision=DOT_PREC)
         else:
@@ -330,7 +348,7 @@ def _dq_inner(
 
 @triton.autotune(
     configs=_dq_configs(),
-    key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS"],
+    key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "SOFTCAP"],
     prune_configs_by={"early_config_prune": _prune_dq},
     **autotune_timer(),  # device time, warm caches (`device_bench.py`)
 )
@@ -345,7 +363,7 @@ def bwd_dq_kernel(
     H, G, Lq, Lk, q_offset, qk_scale, sm_scale, window, LEN_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr, SOFTCAP: tl.constexpr = 0.0,
 ):
     pid_bh = tl.program_id(0).to(tl.int64)
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)  # with a causal mask the last query blocks see most keys: first
@@ -380,12 +398,12 @@ def bwd_dq_kernel(
     dq = _dq_inner(
         dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
         qpos, offs_d, lo, mid, Lk, qk_scale, window,
-        BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, UPCAST, DOT_PREC,
+        BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, UPCAST, DOT_PREC,
     )
     dq = _dq_inner(
         dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, kvalid_base, bias_base,
         qpos, offs_d, mid, hi, Lk, qk_scale, window,
-        BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, UPCAST, DOT_PREC,
+        BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, UPCAST, DOT_PREC,
     )
     dq = dq * sm_scale
     tl.store(DQ + b * stride_dqb + h * stride_dqh + m0 * stride_dqm + offs_mb[:, None] * stride_dqm

@@ -151,7 +151,7 @@ def _stats_inner(
     fix_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
     KEY_GROUPS: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-    HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr,
     DO_MAX: tl.constexpr, DO_ARG: tl.constexpr, DO_ENT: tl.constexpr, DO_SINK: tl.constexpr,
     DO_LOCAL: tl.constexpr, DO_SPAN: tl.constexpr, DO_KEY: tl.constexpr, UPCAST: tl.constexpr,
     DOT_PREC: tl.constexpr,
@@ -163,7 +163,7 @@ def _stats_inner(
         offs_n = start_n + offs_n0
         s = _key_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, bias_base,
                         qk_scale, kvalid_base, qpos, window, MASKED, EVEN_D, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS,
-                        UPCAST, DOT_PREC, False)  # [BLOCK_M, BLOCK_N]
+                        SOFTCAP, UPCAST, DOT_PREC, False)  # [BLOCK_M, BLOCK_N]
         if DO_MAX:  # before t and p: s need not stay live beside them
             m_blk = tl.max(s, 1)
             if DO_ARG:  # first column reaching the block's max; it matters only where the running max grows
@@ -211,8 +211,9 @@ def _stats_inner(
 
 @triton.autotune(
     configs=_configs(),
-    key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "WANT_MAXP", "WANT_ARG",
-         "WANT_ENT", "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "WANT_KEY", "WANT_COUNT", "WANT_KMEAN", "PARTED"],
+    key=["LEN_BUCKET", "HEAD_DIM", "CAUSAL", "HAS_WINDOW", "HAS_VALID", "HAS_BIAS", "SOFTCAP", "WANT_MAXP",
+         "WANT_ARG", "WANT_ENT", "WANT_SINK", "WANT_LOCAL", "WANT_SPAN", "WANT_KEY", "WANT_COUNT", "WANT_KMEAN",
+         "PARTED"],
     prune_configs_by={"early_config_prune": _prune},
     reset_to_zero=["KMASS"],
     **autotune_timer(),  # device time, warm caches (`device_bench.py`)
@@ -231,7 +232,7 @@ def attention_stats_kernel(
     WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
     WANT_KMEAN: tl.constexpr, FINALIZE: tl.constexpr, PARTED: tl.constexpr,
     S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr, SOFTCAP: tl.constexpr = 0.0,
 ):
     """LSE [b, h, Lq] natural log (-inf on empty rows); ROWS [slots, b, h, Lq] float32, one slot per requested
     per-query statistic (S_* = its slot); ARG [b, h, Lq] int64; KMASS [b * h * Lk + b * h] int64, zeroed by the
@@ -332,20 +333,20 @@ def attention_stats_kernel(
                 m_acc, a_acc, e_acc = _stats_inner_t(
                     m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
                     km_base, qpos, offs_d, w_lo, w_full, Lk, qk_scale, window, fix_scale,
-                    BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
-                    WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
+                    BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
+                    WANT_MAX, WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
                 )
             m_acc, a_acc, e_acc = _stats_inner_t(
                 m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
                 km_base, qpos, offs_d, w_full, w_mid, Lk, qk_scale, window, fix_scale,
-                BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
-                WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
+                BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
+                WANT_MAX, WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
             )
             m_acc, a_acc, e_acc = _stats_inner_t(
                 m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
                 km_base, qpos, offs_d, w_mid, w_hi, Lk, qk_scale, window, fix_scale,
-                BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX,
-                WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
+                BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
+                WANT_MAX, WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
             )
             m_i, a_i, e_i = _finish_t(m_acc, a_acc, e_acc, BLOCK_M, BLOCK_N)
         if FULL and not TRANSPOSE:  # one walk over every visible key block: unmasked blocks, then the masked ones
@@ -355,7 +356,7 @@ def attention_stats_kernel(
                     bias_base, km_base, qpos, offs_d, w_lo, w_full, Lk, qk_scale, window, sink_tokens, local_window,
                     span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                     BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
-                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
+                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, WANT_MAX, WANT_ARG,
                     WANT_ENT, MAIN_SINK, MAIN_LOCAL, MAIN_SPAN, WANT_KEY, UPCAST, DOT_PREC,
                 )
             m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
@@ -363,7 +364,7 @@ def attention_stats_kernel(
                 bias_base, km_base, qpos, offs_d, w_full, w_mid, Lk, qk_scale, window, sink_tokens, local_window,
                 span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
-                False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
+                False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, WANT_MAX, WANT_ARG,
                 WANT_ENT, MAIN_SINK, MAIN_LOCAL, MAIN_SPAN, WANT_KEY, UPCAST, DOT_PREC,
             )
             m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
@@ -371,7 +372,7 @@ def attention_stats_kernel(
                 bias_base, km_base, qpos, offs_d, w_mid, w_hi, Lk, qk_scale, window, sink_tokens, local_window,
                 span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                 BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
-                True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, WANT_MAX, WANT_ARG,
+                True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, WANT_MAX, WANT_ARG,
                 WANT_ENT, MAIN_SINK, MAIN_LOCAL, MAIN_SPAN, WANT_KEY, UPCAST, DOT_PREC,
             )
         if FULL:  # the full walk's row statistics are final: stored now, not carried through the mass walks
@@ -399,7 +400,7 @@ def attention_stats_kernel(
                     bias_base, km_base, qpos, offs_d, lo, s_hi, Lk, qk_scale, window, sink_tokens, local_window,
                     span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                     BLOCK_M, SINK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
-                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
+                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, False, False,
                     False, True, False, False, False, UPCAST, DOT_PREC,
                 )
             if WANT_LOCAL:
@@ -410,7 +411,7 @@ def attention_stats_kernel(
                     bias_base, km_base, qpos, offs_d, l_lo, l_hi, Lk, qk_scale, window, sink_tokens, local_window,
                     span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                     BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
-                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
+                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, False, False,
                     False, False, True, False, False, UPCAST, DOT_PREC,
                 )
             if WANT_SPAN:
@@ -421,7 +422,7 @@ def attention_stats_kernel(
                     bias_base, km_base, qpos, offs_d, p_lo, p_hi, Lk, qk_scale, window, sink_tokens, local_window,
                     span_lo, span_hi, q_lo_abs, q_hi_abs, fix_scale,
                     BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, KEY_GROUPS,
-                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, False, False,
+                    True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, False, False,
                     False, False, False, True, False, UPCAST, DOT_PREC,
                 )
         out = row_base + offs_m

@@ -55,7 +55,7 @@ def _block_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn,
     """Raw scores q.k of one key block [BLOCK_G, BLOCK_N]: every key is visible to the step's query, so only the
     end of the cache is masked (-inf)."""
     return _key_scores(q, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, k_base,
-                       qk_scale, k_base, qpos, 0, True, False, False, 0, False, False, UPCAST, DOT_PREC, False)
+                       qk_scale, k_base, qpos, 0, True, False, False, 0, False, False, 0.0, UPCAST, DOT_PREC, False)
 
 
 @triton.jit

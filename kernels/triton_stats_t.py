@@ -22,13 +22,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_forward import _visible
+from .triton_forward import _visible, softcap_scores
 
 
 @triton.jit
 def _key_scores(qx, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, bias_base, qk_scale,
                 kvalid_base, qpos, window, MASKED: tl.constexpr, EVEN_D: tl.constexpr, CAUSAL: tl.constexpr,
-                HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
+                HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr,
+                UPCAST: tl.constexpr,
                 DOT_PREC: tl.constexpr, KEYS_FIRST: tl.constexpr):
     """One key block's scores for both statistics walks: the K tile loaded, its product with the queries, the key
     bias and, in masked blocks, -inf where a key is hidden. qx is q [BLOCK_M, BLOCK_D] and the result
@@ -63,7 +64,14 @@ def _key_scores(qx, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, 
         s = tl.dot(a, b, input_precision=DOT_PREC)
     if HAS_BIAS:
         bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
-        if KEYS_FIRST:
+        if SOFTCAP > 0:  # capped before the bias is added (a soft-capping call always takes this path: its bias
+            # is zero when none was given)
+            s = softcap_scores(s * qk_scale, SOFTCAP * LOG2E)
+            if KEYS_FIRST:
+                s = s + bias[:, None] * LOG2E
+            else:
+                s = s + bias[None, :] * LOG2E
+        elif KEYS_FIRST:
             s = s * qk_scale + bias[:, None] * LOG2E
         else:
             s = s * qk_scale + bias[None, :] * LOG2E
@@ -80,8 +88,8 @@ def _stats_inner_t(
     qpos_col, offs_d, lo, hi, Lk, qk_scale, window, fix_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
     MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr,
-    HAS_BIAS: tl.constexpr, DO_MAX: tl.constexpr, DO_ARG: tl.constexpr, DO_ENT: tl.constexpr, DO_KEY: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr, DO_MAX: tl.constexpr, DO_ARG: tl.constexpr, DO_ENT: tl.constexpr,
+    DO_KEY: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """m_acc, a_acc, e_acc: [BLOCK_N // 16, 8, BLOCK_M] running partials (max score, its first key, sum p log2 p);
     qt [BLOCK_D, BLOCK_M] the queries, transposed; lse_col, qv_col, qpos_col [BLOCK_M]."""
@@ -96,7 +104,7 @@ def _stats_inner_t(
         offs_n = start_n + offs_n0
         s = _key_scores(qt, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, stride_kd, Lk, bias_base,
                         qk_scale, kvalid_base, qpos_col, window, MASKED, EVEN_D, CAUSAL, HAS_WINDOW, HAS_VALID,
-                        HAS_BIAS, UPCAST, DOT_PREC, True)  # [BLOCK_N, BLOCK_M]: keys x queries
+                        HAS_BIAS, SOFTCAP, UPCAST, DOT_PREC, True)  # [BLOCK_N, BLOCK_M]: keys x queries
         if DO_MAX:  # the thread's two rows of each group (keys key0 and key0 + 8) into the running partials
             s0, s1 = tl.split(tl.permute(tl.reshape(s, [G, 2, 8, BLOCK_M]), (0, 2, 3, 1)))
             if DO_ARG:  # strictly greater replaces: ties keep the first (lower) key

@@ -1,0 +1,196 @@
+"""Attention logit soft-capping (Gemma 2: s -> C tanh(s / C) before masks): the Triton forward, statistics and
+backward against the reference, the reference against a float64 formula, and a wrapped Gemma 2 against
+transformers' eager attention (logits, patterns, statistics, gradients)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import interp
+from conftest import eager_run
+from helpers import raises_clear_error, tiny_gemma2
+from interp.kernels import attention_with_stats
+
+STATS = ("lse", "max_prob", "argmax", "entropy", "sink_mass", "local_mass", "key_mass", "key_count", "key_mean")
+TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def _qkv(b, h, hk, lq, lk, d, dtype, seed=0, spread=2.0):
+    g = torch.Generator().manual_seed(seed)
+    q = (torch.randn(b, h, lq, d, generator=g) * spread).to(dtype)
+    k = (torch.randn(b, hk, lk, d, generator=g) * spread).to(dtype)
+    v = torch.randn(b, hk, lk, d, generator=g).to(dtype)
+    return q, k, v
+
+
+def _float64(q, k, v, scale, cap, causal=True):
+    """softmax(C tanh(q k^T scale / C)) v in float64, every key visible to a causal query; -> (out, p)."""
+    h, hk = q.shape[1], k.shape[1]
+    kk = k.double().repeat_interleave(h // hk, 1)
+    s = q.double() @ kk.transpose(-1, -2) * scale
+    s = cap * torch.tanh(s / cap)
+    lq, lk = s.shape[-2:]
+    if causal:
+        s = s.masked_fill(torch.ones(lq, lk, dtype=torch.bool).triu(lk - lq + 1), float("-inf"))
+    p = s.softmax(-1)
+    return p @ v.double().repeat_interleave(h // hk, 1), p
+
+
+def test_reference_is_the_float64_formula():
+    q, k, v = _qkv(1, 4, 2, 9, 13, 16, torch.float32)
+    out, st = attention_with_stats(q, k, v, softcap=3.0, backend="reference", stats=["max_prob", "key_mass"])
+    want, p = _float64(q, k, v, 0.25, 3.0)
+    torch.testing.assert_close(out.double(), want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(st.max_prob.double(), p.amax(-1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(st.key_mass.double(), p.sum(-2), atol=1e-5, rtol=1e-5)
+    plain, _ = attention_with_stats(q, k, v, backend="reference", stats=[])
+    assert (plain - out).abs().max() > 0.1  # the cap changes the answer at these scores
+
+
+CASES = [  # (b, h, hk, lq, lk, d, options)
+    (2, 4, 2, 77, 77, 32, {}),
+    (1, 3, 1, 40, 70, 24, dict(sliding_window=9)),
+    (2, 2, 2, 33, 33, 64, dict(attention_mask=torch.tensor([[1] * 33, [0] * 7 + [1] * 26]))),
+    (1, 2, 1, 1, 50, 16, {}),  # a decode step
+    (1, 2, 2, 17, 17, 16, dict(causal=False)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_triton_matches_the_reference(case, dtype):
+    b, h, hk, lq, lk, d, opts = CASES[case]
+    q, k, v = _qkv(b, h, hk, lq, lk, d, dtype, seed=case)
+    kw = dict(opts, softcap=4.0, stats=STATS, sink_tokens=2, local_window=5)
+    o1, s1 = attention_with_stats(q, k, v, backend="triton", **kw)
+    o2, s2 = attention_with_stats(q, k, v, backend="reference", **kw)
+    tol = TOL[dtype]
+    torch.testing.assert_close(o1.float(), o2.float(), atol=tol, rtol=tol)
+    rows = s2.lse.isfinite()
+    for n in STATS:
+        a, r = getattr(s1, n), getattr(s2, n)
+        if n == "argmax":  # equal except where two keys' capped scores tie to rounding
+            assert (a == r).float().mean() > 0.97, n
+            continue
+        if n == "lse":
+            a, r = a[rows], r[rows]
+        torch.testing.assert_close(a.float(), r.float(), atol=1e-5 * max(lq, 1) ** 0.5, rtol=1e-4, equal_nan=True,
+                                   msg=n)  # (key_mean is NaN on keys no query sees)
+
+
+def test_key_bias_is_added_after_the_cap():
+    q, k, v = _qkv(1, 2, 1, 21, 21, 16, torch.float32, seed=3)
+    bias = torch.randn(1, 2, 21, generator=torch.Generator().manual_seed(4))
+    bias[..., 5] = float("-inf")
+    kw = dict(softcap=2.0, key_bias=bias, stats=STATS)
+    o1, s1 = attention_with_stats(q, k, v, backend="triton", **kw)
+    o2, s2 = attention_with_stats(q, k, v, backend="reference", **kw)
+    torch.testing.assert_close(o1, o2, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(s1.key_mass, s2.key_mass, atol=2e-5, rtol=1e-4)
+    assert (s1.key_mass[..., 5] == 0).all() and (s1.key_count[..., 5] == 0).all()
+    _, p = _float64(q, k, v, 0.25, 2.0)
+    s = torch.log(p) + bias.double()[:, :, None, :]  # p ~ exp(capped); with the bias after the cap
+    torch.testing.assert_close(o2.double(), s.softmax(-1) @ v.double().repeat_interleave(2, 1), atol=1e-5,
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradients_through_the_cap(dtype):
+    q, k, v = _qkv(1, 4, 2, 37, 37, 32, dtype, seed=5)
+    bias = torch.randn(1, 4, 37, generator=torch.Generator().manual_seed(6))
+    go = torch.randn(1, 4, 37, 32, generator=torch.Generator().manual_seed(7)).to(dtype)
+    grads = []
+    for backend in ("triton", "reference"):
+        ins = [t.clone().requires_grad_(True) for t in (q, k, v, bias)]
+        out, _ = attention_with_stats(*ins[:3], key_bias=ins[3], softcap=3.0, sliding_window=11, backend=backend,
+                                      stats=[])
+        out.backward(go)
+        grads.append([t.grad.float() for t in ins])
+    tol = 2e-4 if dtype == torch.float32 else 3e-2
+    for name, a, r in zip("qkvb", *grads):
+        torch.testing.assert_close(a, r, atol=tol, rtol=tol, msg=name)
+    if dtype == torch.float32:  # and the reference's are the float64 formula's
+        ins = [t.double().requires_grad_(True) for t in (q, k, v)]
+        want, _ = _float64(*ins, 32 ** -0.5, 3.0)
+        # (no bias or window here: a second reference call without them)
+        ref = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        out, _ = attention_with_stats(*ref, softcap=3.0, backend="reference", stats=[])
+        out.backward(go)
+        want.backward(go.double())
+        for a, r in zip(ref, ins):
+            torch.testing.assert_close(a.grad.double(), r.grad, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bad, err, match", [
+    (0.0, ValueError, r"^softcap must lie in \(0, 1e\+06\]"), (-50.0, ValueError, "softcap must lie in"),
+    (float("inf"), ValueError, "softcap must lie in"), (float("nan"), ValueError, "softcap must lie in"),
+    (True, TypeError, r"^softcap must be a positive number .* got bool True"),
+    ("50", TypeError, "softcap must be a positive number"),
+])
+def test_bad_softcap_is_refused(bad, err, match):
+    q, k, v = _qkv(1, 1, 1, 4, 4, 16, torch.float32)
+    raises_clear_error(err, match, lambda: attention_with_stats(q, k, v, softcap=bad))
+
+
+@pytest.fixture(scope="module")
+def gemma2():
+    return interp.HookedModel(tiny_gemma2(), name="tiny-gemma2")
+
+
+def test_gemma2_matches_transformers_eager(gemma2):
+    ids = torch.randint(0, 50, (2, 23), generator=torch.Generator().manual_seed(0))
+    logits, cache = gemma2.run_with_cache(ids, stats="all", sink_tokens=1, local_window=4,
+                                          names=["blocks.1.attn.hook_pattern"])
+    ref = eager_run(gemma2, ids)
+    torch.testing.assert_close(logits, ref.logits, atol=2e-4, rtol=1e-4)
+    for l in (0, 1):
+        p = ref.attentions[l].float()  # [batch, head, q, k]
+        torch.testing.assert_close(cache[f"blocks.{l}.attn.hook_key_mass"], p.sum(2), atol=1e-4, rtol=1e-4)
+        ent = -(torch.special.xlogy(p, p)).sum(-1)
+        torch.testing.assert_close(cache[f"blocks.{l}.attn.hook_query_entropy"], ent, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(cache[f"blocks.{l}.attn.hook_query_max_prob"], p.amax(-1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cache["blocks.1.attn.hook_pattern"], ref.attentions[1].float(), atol=1e-5,
+                               rtol=1e-4)
+    # the cap matters here: the same weights without it give other logits
+    uncapped = interp.HookedModel(tiny_gemma2(softcap=None), name="uncapped")
+    assert (uncapped(ids) - logits).abs().max() > 0.05
+
+
+def test_gemma2_gradients_match_transformers_eager(gemma2):
+    ids = torch.randint(0, 50, (1, 19), generator=torch.Generator().manual_seed(1))
+    hf = gemma2.model
+    emb = hf.get_input_embeddings()
+    grads = []
+    for impl in ("interp", "eager"):
+        hf.set_attn_implementation(impl)
+        try:
+            x = emb(ids).detach().requires_grad_(True)
+            out = hf(inputs_embeds=x).logits
+            out[0, -1, 7].backward()
+            grads.append(x.grad)
+        finally:
+            hf.set_attn_implementation("interp")
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    assert grads[0].abs().max() > 0
+
+
+def test_gemma2_through_the_triton_kernels():
+    """The same model on the Triton backend (the CPU interpreter here, the GPU elsewhere): forward, every statistic and
+    the input gradient through the Triton backward, against the reference backend."""
+    ids = torch.randint(0, 50, (1, 21), generator=torch.Generator().manual_seed(2))
+    runs = []
+    for backend in ("triton", "reference"):
+        m = interp.HookedModel(tiny_gemma2(), name="g2", backend=backend)
+        logits, cache = m.run_with_cache(ids, stats="all", sink_tokens=1, local_window=4)
+        emb = m.model.get_input_embeddings()
+        x = emb(ids).detach().requires_grad_(True)
+        m.model(inputs_embeds=x).logits[0, -1, 3].backward()
+        runs.append((logits, cache, x.grad))
+    (l1, c1, g1), (l2, c2, g2) = runs
+    torch.testing.assert_close(l1, l2, atol=1e-4, rtol=1e-4)
+    for name in ("blocks.1.attn.hook_key_mass", "blocks.0.attn.hook_query_entropy", "blocks.1.attn.hook_query_lse"):
+        torch.testing.assert_close(c1[name], c2[name], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
