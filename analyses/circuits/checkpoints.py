@@ -1,7 +1,7 @@
-"""Checkpoint files of long searches and sweeps (ACDC's receivers, edge patching's sweep, head-ablation sweeps,
-pruning curves): what was computed so far, with the settings it was computed under; a rerun continues only a file
-written under the same settings. A file that cannot be continued raises a ValueError (`unusable`): a caller's own
-path is refused with it; a path the program manages itself (a batch job's shard, `run_circuit_job`'s folder) is
+"""Checkpoint files of long searches and sweeps (ACDC's receivers, edge and head patching's sweeps, head-ablation
+sweeps, pruning curves): what was computed so far, with the settings it was computed under; a rerun continues only a
+file written under the same settings. A file that cannot be continued raises a ValueError (`unusable`): a caller's
+own path is refused with it; a path the program manages itself (a batch job's shard, `run_circuit_job`'s folder) is
 deleted and the work started over (`discard`)."""
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ Ablation values (`ablated_outputs`): "corrupted" (a_u of the corrupted prompt, p
 
 Named sweeps on top: `edge_patching` (every edge, or a subset), `head_patching` (head outputs, batched HeadMask),
 `resid_patching` (residual stream per layer and position), `qkv_patching` (a head's q/k/v input).
+`edge_patching` and `head_patching` keep their finished chunks in a checkpoint file (`checkpoint=PATH`: every
+`save_every_s` seconds and when Ctrl-C or an error stops them) and a rerun continues from it.
 """
 
 from __future__ import annotations
@@ -345,9 +347,10 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
     `metric(logits)` must return a finite scalar tensor (checked for every run).
 
     A long sweep (70k edges on SmolLM2) can be stopped and continued: with `checkpoint=PATH` (its folder is made
-    if missing) the scores so far are saved there every `save_every_s` seconds (a number >= 0; 0: after every
-    chunk) and a rerun with the same model, graph, prompts and edges continues from them (another sweep's file, or
-    a damaged one, is refused). `progress(msg)` hears about it at each save."""
+    if missing) the scores of the finished chunks are saved there every `save_every_s` seconds (a number >= 0; 0:
+    after every chunk) and when an exception (Ctrl-C included) stops the sweep, and a rerun with the same model,
+    graph, prompts, ablation values, edges and chunk continues from them, giving the uninterrupted run's scores
+    (another sweep's file, or a damaged one, is refused). `progress(msg)` hears about it at each save."""
     where = "edge_patching"
     hooked_model_arg(model, where)
     graph = graph_arg(graph, model, where)
@@ -369,25 +372,24 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
     start, settings = 0, None
     if path is not None:
         settings = _sweep_settings(model, graph, clean, ablated, idx, chunk, base)
-        saved = checkpoints.load(path, settings, "an edge-patching")
+        saved = checkpoints.load(path, settings, EDGE_KIND)
         if saved is not None:
-            start, scores = _sweep_state(saved, path, graph, idx, chunk)
+            start, scores = _chunks_state(saved, path, EDGE_KIND, idx, chunk, scores, "edges")
             if progress:
                 progress(f"resume: {path} at edge {start} of {len(idx)}")
-    t_save = time.perf_counter()
-    for s in range(start, len(idx), chunk):
-        part = idx[s:s + chunk]
-        w = torch.zeros(len(part), graph.n_up, graph.n_slots)
-        w[torch.arange(len(part)), part[:, 0], part[:, 1]] = 1.0
-        vals = metric_of(masked_logits(model, graph, clean, ablated, w, prefix=prefix), metric, where,
-                         lambda i, part=part: "edge " + _edge_name(graph, *part[i].tolist()))
-        scores[part[:, 0], part[:, 1]] = vals.float().cpu() - base
-        done = min(s + chunk, len(idx))
-        if path is not None and done < len(idx) and time.perf_counter() - t_save >= save_every_s:
-            checkpoints.save(path, settings, {"done": done, "scores": scores})
-            t_save = time.perf_counter()
-            if progress:
-                progress(f"patched {done} of {len(idx)} edges (saved to {path.name})")
+    saver = _ChunkSaver(path, settings, scores, start, len(idx), "edges", save_every_s, progress)
+    try:
+        for s in range(start, len(idx), chunk):
+            part = idx[s:s + chunk]
+            w = torch.zeros(len(part), graph.n_up, graph.n_slots)
+            w[torch.arange(len(part)), part[:, 0], part[:, 1]] = 1.0
+            vals = metric_of(masked_logits(model, graph, clean, ablated, w, prefix=prefix), metric, where,
+                             lambda i, part=part: "edge " + _edge_name(graph, *part[i].tolist()))
+            scores[part[:, 0], part[:, 1]] = vals.float().cpu() - base
+            saver.finished(min(s + chunk, len(idx)))
+    except BaseException:  # Ctrl-C or an error: keep the chunks finished since the last save
+        saver.stopped()
+        raise
     return scores
 
 
@@ -395,95 +397,202 @@ def _edge_name(graph: Graph, u: int, s: int) -> str:
     return f"{graph.up[u]} -> {graph.slots[s].name}"
 
 
-def _sweep_state(saved, path: Path, graph: Graph, idx: torch.Tensor, chunk: int) -> tuple[int, torch.Tensor]:
-    """(edges done, scores) of a saved sweep, checked: `done` a whole number of chunks within the sweep, scores
-    [n_up, n_slots] float with a finite score on every finished edge. Anything else: a ValueError naming the file."""
-    kind = "an edge-patching"
+EDGE_KIND, HEAD_KIND = "an edge-patching", "a head-patching"  # what checkpoints' messages call the two sweeps
+
+
+class _ChunkSaver:
+    """The checkpoint of a sweep done in chunks (`edge_patching`, `head_patching`): `finished(done)` after each chunk
+    saves {done, scores} to `path` every `every_s` seconds (not after the last chunk), `stopped()` when an exception
+    (Ctrl-C included) ends the sweep saves the chunks finished since the last save. `done` counts only finished
+    chunks, so a chunk being written when the sweep stopped is never saved as done. Without a path it does nothing.
+    `progress(msg)` hears about each save."""
+
+    def __init__(self, path: Path | None, settings: dict | None, scores: torch.Tensor, done: int, n: int, unit: str,
+                 every_s: float, progress: Callable | None):
+        self.path, self.settings, self.scores, self.n, self.unit = path, settings, scores, n, unit
+        self.every_s, self.progress = every_s, progress
+        self.done = self.saved = done
+        self.t_save = time.perf_counter()
+
+    def finished(self, done: int) -> None:
+        """The first `done` items of the sweep are scored (in `scores`); save them if `every_s` has passed."""
+        self.done = done
+        if self.path is not None and done < self.n and time.perf_counter() - self.t_save >= self.every_s:
+            self._save(f"patched {done} of {self.n} {self.unit} (saved to {self.path.name})")
+
+    def stopped(self) -> None:
+        """The sweep was stopped by an exception: save what it finished since the last save, if anything."""
+        if self.path is not None and self.done > self.saved:
+            self._save(f"stopped after {self.done} of {self.n} {self.unit} (saved to {self.path.name})")
+
+    def _save(self, message: str) -> None:
+        checkpoints.save(self.path, self.settings, {"done": self.done, "scores": self.scores})
+        self.saved, self.t_save = self.done, time.perf_counter()
+        if self.progress:
+            self.progress(message)
+
+
+def _chunks_state(saved, path: Path, kind: str, idx: torch.Tensor, chunk: int, fresh: torch.Tensor,
+                  unit: str) -> tuple[int, torch.Tensor]:
+    """(items done, scores) of a saved chunked sweep, checked: `done` a whole number of chunks of the sweep's items
+    (`idx`, [n, 2] indices into the scores: edge_patching's (up, slot), head_patching's (layer, head)), scores a float
+    tensor of `fresh`'s shape with a finite score on every finished item. Only those are read: the scores returned
+    are `fresh` (an unstarted sweep's) with them filled in, as an uninterrupted sweep has them. Anything else: a
+    ValueError naming the file."""
     if not isinstance(saved, dict) or not {"done", "scores"} <= set(saved):
         have = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
         raise checkpoints.invalid(path, kind, f"its state must hold 'done' and 'scores', got {have}")
     done, scores = saved["done"], saved["scores"]
-    n = len(idx)
+    n, shape = len(idx), list(fresh.shape)
     if (isinstance(done, bool) or not isinstance(done, numbers.Integral) or not 0 <= done <= n
             or (done % chunk and done != n)):
-        raise checkpoints.invalid(path, kind, f"'done' must be a whole number of chunks of {chunk} edges in 0..{n}, "
-                                              f"got {done!r}")
-    if (not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (graph.n_up, graph.n_slots)
-            or not scores.dtype.is_floating_point):
-        raise checkpoints.invalid(path, kind, f"'scores' must be a float tensor [{graph.n_up}, {graph.n_slots}], "
-                                              f"got {_show(scores)}")
+        raise checkpoints.invalid(path, kind, f"'done' must be a whole number of chunks of {chunk} {unit} in 0..{n}, "
+                                              f"got {done!r:.40}")
+    if not isinstance(scores, torch.Tensor) or list(scores.shape) != shape or not scores.dtype.is_floating_point:
+        raise checkpoints.invalid(path, kind, f"'scores' must be a float tensor {shape}, got {_show(scores)}")
     first = idx[:int(done)]
-    if not bool(torch.isfinite(scores[first[:, 0], first[:, 1]]).all()):
-        raise checkpoints.invalid(path, kind, f"'scores' lacks a finite score on some of the {int(done)} edges "
+    got = scores.detach()[first[:, 0], first[:, 1]]
+    if not bool(torch.isfinite(got).all()):
+        raise checkpoints.invalid(path, kind, f"'scores' lacks a finite score on some of the {int(done)} {unit} "
                                               "it says are done")
-    return int(done), scores.float().clone()
+    out = fresh.clone()
+    out[first[:, 0], first[:, 1]] = got.to(out.dtype)
+    return int(done), out
+
+
+def _digest(*parts) -> str:
+    """sha256 of the parts in order: a tensor's bytes, or bytes as given."""
+    digest = hashlib.sha256()
+    for t in parts:
+        digest.update(t if isinstance(t, bytes) else t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _sweep_settings(model, graph: Graph, clean: torch.Tensor, ablated: torch.Tensor, idx: torch.Tensor, chunk: int,
                     base: float) -> dict:
     """What a saved sweep must match to be continued: the graph, the prompts, the ablation values, the edges, the
     clean metric."""
-    digest = hashlib.sha256()
-    for t in (clean, idx):
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(checkpoints.ablation_summary(ablated))
-    return {"format": 1, "model": model.name, "graph": graph.describe(), "data": digest.hexdigest(),
+    digest = _digest(clean, idx, checkpoints.ablation_summary(ablated))
+    return {"format": 1, "model": model.name, "graph": graph.describe(), "data": digest,
             "n_edges": int(len(idx)), "chunk": int(chunk), "base": base}
 
 
 def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batched: bool = True,
-                  heads: list | None = None, logits_at=None) -> torch.Tensor:
+                  heads: list | None = None, logits_at=None, checkpoint=None, progress: Callable | None = None,
+                  save_every_s: float = 30.0) -> torch.Tensor:
     """Activation patching of head outputs, clean -> corrupted: [n_layers, n_heads] = M(head's z from the
     corrupted run) - M(clean). Batched: `chunk` heads per forward (a per-row HeadMask), else one forward per head.
     `heads`: [(layer, head)] to patch (default all; the others stay 0). `logits_at`: the metric is handed the
     logits at these positions only ([batch, len(logits_at), vocab]; long prompts, large vocabularies). Each forward
     starts at its first patched layer from the clean run's residual stream there (the layers before it compute the
-    clean run anyway)."""
+    clean run anyway).
+
+    A long sweep can be stopped and continued, as edge_patching's: with `checkpoint=PATH` (its folder is made if
+    missing) the scores of the finished forwards are saved there every `save_every_s` seconds (a number >= 0; 0:
+    after every forward) and when an exception (Ctrl-C included) stops the sweep; a rerun with the same model and
+    dtype, prompts (clean and corrupted), heads, chunk, batched, logits_at and clean metric continues after the last
+    saved forward, with the same forwards, so the same scores as an uninterrupted run. Another sweep's file, or a
+    damaged one, is refused (a ValueError naming it). `progress(msg)` hears about each save."""
     where = "head_patching"
     hooked_model_arg(model, where)
-    from interp import HeadMask
-    from interp.head_inputs import started_at
-
     from ..importance import head_pairs
 
     int_arg("chunk", chunk, minimum=1, where=where)
     bool_arg("batched", batched, where)
     metric_arg(metric, where)
+    progress_arg(progress, where)
+    save_every_s = real_arg("save_every_s", save_every_s, low=0, where=where)
+    path = None if checkpoint is None else checkpoints.checkpoint_path(checkpoint, where)
 
     clean = check_unpadded(clean, "clean prompts")
     corrupt = check_unpadded(corrupt, "corrupted prompts")
     check_aligned(clean, corrupt)
     c = model.cfg
-    names = [f"blocks.{l}.attn.hook_z" for l in range(c.n_layers)]
     heads = ([(l, h) for l in range(c.n_layers) for h in range(c.n_heads)] if heads is None
              else head_pairs(heads, c.n_layers, c.n_heads, "head_patching"))
     step = chunk if batched else 1
-    parts = [heads[s:s + step] for s in range(0, len(heads), step)]
-    starts = sorted({min(l for l, _ in part) for part in parts} - {0})  # where the forwards begin
+    runs = _head_runs(model, clean, corrupt, heads, step, logits_at)
+    base = float(check_metric_value(metric(runs.logits), where, " for the clean run"))
+    out = torch.zeros(c.n_layers, c.n_heads)
+    idx = torch.tensor(heads, dtype=torch.long)  # [n, 2] (layer, head)
+    start, settings = 0, None
+    if path is not None:
+        settings = _head_sweep_settings(model, clean, corrupt, idx, step, batched, logits_at, base)
+        saved = checkpoints.load(path, settings, HEAD_KIND)
+        if saved is not None:
+            start, out = _chunks_state(saved, path, HEAD_KIND, idx, step, out, "heads")
+            if progress:
+                progress(f"resume: {path} at head {start} of {len(heads)}")
+    saver = _ChunkSaver(path, settings, out, start, len(heads), "heads", save_every_s, progress)
+    try:
+        for s in range(start, len(heads), step):
+            part = heads[s:s + step]
+            vals = metric_of(_patched_heads_logits(model, clean, part, runs, logits_at), metric, where,
+                             lambda i, part=part: "head L{}H{} patched".format(*part[i]))
+            rows = idx[s:s + step]
+            out[rows[:, 0], rows[:, 1]] = (vals.detach().double().cpu() - base).float()
+            saver.finished(min(s + step, len(heads)))
+    except BaseException:  # Ctrl-C or an error: keep the forwards finished since the last save
+        saver.stopped()
+        raise
+    return out
+
+
+@dataclass
+class _HeadRuns:
+    """What head_patching's forwards read: the clean run's logits (for M(clean)), the corrupted run's z of the
+    patched layers and the clean residual stream where forwards begin."""
+
+    logits: torch.Tensor
+    corrupt_z: dict  # hook name -> [batch, pos, n_heads, d_head]
+    resid: dict  # hook name -> [batch, pos, d_model]
+
+
+def _z_name(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def _head_runs(model, clean: torch.Tensor, corrupt: torch.Tensor, heads: list, step: int, logits_at) -> _HeadRuns:
+    """The corrupted and clean runs that head_patching's forwards (of `step` heads each) read from."""
+    starts = sorted({min(l for l, _ in heads[s:s + step]) for s in range(0, len(heads), step)} - {0})
     resid_names = [f"blocks.{l}.hook_resid_pre" for l in starts]
-    patched = sorted({names[l] for l, _ in heads})  # only the patched layers' corrupted z are read
+    patched = sorted({_z_name(l) for l, _ in heads})  # only the patched layers' corrupted z are read
     with torch.no_grad():
         _, cc = model.run_with_cache(corrupt, names=patched, logits_at=logits_at)
         if resid_names:
             lg, rc = model.run_with_cache(clean, names=resid_names, logits_at=logits_at)
         else:
             lg, rc = model.run_with_hooks(clean, logits_at=logits_at), {}
-        base = float(check_metric_value(metric(lg), where, " for the clean run"))
-    out = torch.zeros(c.n_layers, c.n_heads)
-    b = clean.shape[0]
-    for part in parts:
-        v = len(part)
-        xi = torch.ones(v, b, c.n_layers, c.n_heads, device=clean.device)
-        for i, (l, h) in enumerate(part):
-            xi[i, :, l, h] = 0
-        layers = sorted({l for l, _ in part})
-        baseline = {l: cc[names[l]].repeat(v, 1, 1, 1) for l in layers}
-        start = layers[0]
-        with torch.no_grad(), started_at(model, start, rc[f"blocks.{start}.hook_resid_pre"] if start else None):
-            lg = model.run_with_hooks(clean.repeat(v, 1), logits_at=logits_at, interventions=[
-                HeadMask(xi.reshape(v * b, c.n_layers, c.n_heads), baseline=baseline, only_layers=layers)])
-        vals = metric_of(lg.reshape(v, b, *lg.shape[1:]), metric, where,
-                         lambda i, part=part: "head L{}H{} patched".format(*part[i]))
-        for i, (l, h) in enumerate(part):
-            out[l, h] = float(vals[i]) - base
-    return out
+    return _HeadRuns(lg, cc, rc)
+
+
+def _patched_heads_logits(model, clean: torch.Tensor, part: list, runs: _HeadRuns, logits_at) -> torch.Tensor:
+    """Logits [variant, batch, pos, vocab] of one forward: variant i has head part[i]'s z from the corrupted run.
+    The forward starts at the first patched layer, from the clean run's residual stream there."""
+    from interp import HeadMask
+    from interp.head_inputs import started_at
+
+    c, v, b = model.cfg, len(part), clean.shape[0]
+    xi = torch.ones(v, b, c.n_layers, c.n_heads, device=clean.device)
+    for i, (l, h) in enumerate(part):
+        xi[i, :, l, h] = 0
+    layers = sorted({l for l, _ in part})
+    baseline = {l: runs.corrupt_z[_z_name(l)].repeat(v, 1, 1, 1) for l in layers}
+    start = layers[0]
+    with torch.no_grad(), started_at(model, start, runs.resid[f"blocks.{start}.hook_resid_pre"] if start else None):
+        lg = model.run_with_hooks(clean.repeat(v, 1), logits_at=logits_at, interventions=[
+            HeadMask(xi.reshape(v * b, c.n_layers, c.n_heads), baseline=baseline, only_layers=layers)])
+    return lg.reshape(v, b, *lg.shape[1:])
+
+
+def _head_sweep_settings(model, clean: torch.Tensor, corrupt: torch.Tensor, idx: torch.Tensor, step: int,
+                         batched: bool, logits_at, base: float) -> dict:
+    """What a saved head-patching sweep must match to be continued: the model and its dtype, the clean and corrupted
+    prompts, the heads and heads per forward, the positions the metric reads, the clean metric. (The device is left
+    out, as in edge patching's checkpoints.)"""
+    from interp.model_checks import logits_positions
+
+    at = None if logits_at is None else logits_positions(logits_at, clean.shape[1]).tolist()
+    return {"format": 1, "model": model.name, "dtype": str(model.dtype).replace("torch.", ""),
+            "prompts": [*clean.shape], "data": _digest(clean.long(), corrupt.long(), idx), "n_heads": int(len(idx)),
+            "chunk": int(step), "batched": bool(batched), "logits_at": at, "base": base}
