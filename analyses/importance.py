@@ -208,7 +208,7 @@ def _sweep_settings(model, task, batch, kind: str, k: int, baseline) -> dict:
 
     base = "zero" if isinstance(baseline, str) else b" ".join(
         checkpoints.ablation_summary(baseline[l]) for l in sorted(baseline)).decode()
-    return {"format": 1, "model": model.name, "dtype": str(model.dtype).replace("torch.", ""),
+    return {"format": 1, **checkpoints.model_settings(model),
             "shape": [model.cfg.n_layers, model.cfg.n_heads, len(batch)],
             "task": _name(task), "prompts": checkpoints.prompts_digest(batch), "kind": kind, "baseline": base,
             "heads_per_forward": int(k)}
@@ -220,13 +220,9 @@ def _sweep_state(saved, path, shape: tuple, n_heads: int, k: int) -> tuple[int, 
     from .circuits import checkpoints
 
     kind = "a head-ablation"
-    if not isinstance(saved, dict) or set(saved) != {"done", "losses"}:
-        have = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
-        raise checkpoints.invalid(path, kind, f"its state must hold 'done' and 'losses', got {have}")
-    done, losses = saved["done"], saved["losses"]
-    if isinstance(done, bool) or not isinstance(done, numbers.Integral) or not 0 <= done < n_heads or done % k:
-        raise checkpoints.invalid(path, kind, f"'done' must be a whole number of forwards of {k} heads in "
-                                              f"0..{n_heads - 1}, got {done!r:.40}")
+    saved = checkpoints.state_fields(saved, path, kind, ("done", "losses"))
+    done = checkpoints.done_count(saved["done"], path, kind, n_heads, k, f"forwards of {k} heads", finished_ok=False)
+    losses = saved["losses"]
     if (not isinstance(losses, torch.Tensor) or tuple(losses.shape) != tuple(shape)
             or not losses.dtype.is_floating_point):
         raise checkpoints.invalid(path, kind, f"'losses' must be a float tensor {list(shape)}")

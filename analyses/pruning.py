@@ -1,7 +1,8 @@
 """Pruning curves (Michel et al. 2019, Fig. 3-style) and agreement between importance methods.
 
 `pruning_curve` removes heads (zero output) from least to most important and measures the task loss after each
-step, in one batched forward per chunk of steps; `random_pruning_curve` is the control with random orders.
+step, in one batched forward per chunk of steps (resumable: `checkpoint=PATH` keeps the steps measured after every
+forward); `random_pruning_curve` is the control with random orders.
 `heads_removable` reads off how many heads can go for a given relative loss increase. `method_agreement` compares
 the per-head scores of every pair of methods: Spearman rank correlation and top-k overlap.
 """
@@ -9,7 +10,7 @@ the per-head scores of every pair of methods: Spearman rank correlation and top-
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ import torch
 
 from interp.head_mask import HeadMask
 from interp.validate import (fraction_list, frame_arg, hooked_model_arg, int_arg, is_number_column, not_meta,
-                             real_arg)
+                             progress_arg, real_arg)
 
 from .importance import _finite, _loss_fn, _name, _rows_per_forward, _task_batch, _tile_batch
 
@@ -33,12 +34,21 @@ def _order(scores: torch.Tensor) -> list[tuple[int, int]]:
     return [(i // H, i % H) for i in idx]
 
 
-def _losses_after_removing(model, task, batch, order, counts: Sequence[int], where: str) -> list[float]:
+def _steps_per_forward(model, batch) -> int:
+    """Curve steps measured in one batched forward (the batch tiled once per step, ~LOGIT_BUDGET of logits)."""
+    return max(1, _rows_per_forward(model, batch) // len(batch))
+
+
+def _losses_after_removing(model, task, batch, order, counts: Sequence[int], where: str, done: Sequence[float] = (),
+                           after: Callable[[list[float]], None] | None = None) -> list[float]:
+    """Mean loss at each count of `counts` with the first `count` heads of `order` removed, _steps_per_forward
+    steps per forward. `done`: the losses of the first steps, already measured (a whole number of forwards);
+    `after(losses so far)` hears after every forward."""
     L, H, b = model.cfg.n_layers, model.cfg.n_heads, len(batch)
     loss = _loss_fn(task, where)
-    k = max(1, _rows_per_forward(model, batch) // b)
-    out = []
-    for start in range(0, len(counts), k):
+    k = _steps_per_forward(model, batch)
+    out = list(done)
+    for start in range(len(out), len(counts), k):
         chunk = counts[start:start + k]
         xi = torch.ones(len(chunk), L, H)
         for j, c in enumerate(chunk):
@@ -50,6 +60,8 @@ def _losses_after_removing(model, task, batch, order, counts: Sequence[int], whe
             per = loss(model.run_with_hooks(tiled.clean, interventions=[mask]), tiled).reshape(len(chunk), b)
         _finite(per, where, _name(task), lambda j: f" with {chunk[j[0]]} heads removed")
         out.extend(float(v) for v in per.float().mean(1))
+        if after is not None:
+            after(out)
     return out
 
 
@@ -79,16 +91,76 @@ def _check_scores(scores, L: int, H: int) -> torch.Tensor:
     return scores
 
 
-def pruning_curve(model, task, batch, scores: torch.Tensor, fractions=DEFAULT_FRACTIONS) -> pd.DataFrame:
+def pruning_curve(model, task, batch, scores: torch.Tensor, fractions=DEFAULT_FRACTIONS,
+                  progress: Callable | None = None, checkpoint=None) -> pd.DataFrame:
     """Loss after removing the n least important heads by `scores` [layer, head] -> columns n_removed, fraction,
-    loss, rel_increase. The full model (n_removed 0, the reference of rel_increase) is always measured."""
-    hooked_model_arg(model, "pruning_curve")
-    task, batch = _task_batch(task, batch, "pruning_curve")
+    loss, rel_increase. The full model (n_removed 0, the reference of rel_increase) is always measured.
+    `progress(done, total)` hears after every batched forward (and on resuming) how many steps of the curve are
+    measured.
+    `checkpoint=PATH`: the losses so far are saved there after every forward (the last one too, so a rerun of a
+    finished curve returns it without a forward), and a rerun with the same model and dtype, task and prompts,
+    removal order (from `scores`), steps (from `fractions`) and steps per forward continues from them: the same
+    forwards, so the same curve as an uninterrupted run. Another run's file or a damaged one is refused (a
+    ValueError naming it)."""
+    from .circuits import checkpoints
+
+    where = "pruning_curve"
+    hooked_model_arg(model, where)
+    task, batch = _task_batch(task, batch, where)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     scores = _check_scores(scores, L, H)
-    counts = _counts(L * H, fractions, "pruning_curve")
-    losses = _losses_after_removing(model, task, batch, _order(scores), counts, "pruning_curve")
+    counts = _counts(L * H, fractions, where)
+    progress_arg(progress, where)
+    path = None if checkpoint is None else checkpoints.checkpoint_path(checkpoint, where)
+    order = _order(scores)
+    done: list[float] = []
+    if path is not None:
+        settings = _curve_settings(model, task, batch, order, counts)
+        saved = checkpoints.load(path, settings, CURVE_KIND)
+        if saved is not None:
+            done = _curve_state(saved, path, counts, settings["steps_per_forward"])
+            if progress:
+                progress(len(done), len(counts))
+
+    def after(losses):
+        if path is not None:
+            checkpoints.save(path, settings, {"done": len(losses), "losses": list(losses)})
+        if progress:
+            progress(len(losses), len(counts))
+
+    losses = _losses_after_removing(model, task, batch, order, counts, where, done, after)
     return _frame(counts, losses, L * H)
+
+
+CURVE_KIND = "a pruning-curve"
+
+
+def _curve_settings(model, task, batch, order, counts: list[int]) -> dict:
+    """What a saved pruning curve must match to be continued: the model and its dtype, the task's prompts and
+    answers, the removal order, the heads removed at each step, the steps per forward (the device is left out, as
+    in ablated_losses' checkpoints)."""
+    from .circuits import checkpoints
+
+    return {"format": 1, **checkpoints.model_settings(model),
+            "shape": [model.cfg.n_layers, model.cfg.n_heads, len(batch)], "task": _name(task),
+            "prompts": checkpoints.prompts_digest(batch), "order": checkpoints.digest(torch.tensor(order)),
+            "n_removed": list(counts), "steps_per_forward": _steps_per_forward(model, batch)}
+
+
+def _curve_state(saved, path, counts: list[int], k: int) -> list[float]:
+    """The losses of a saved curve's measured steps, checked: a whole number of forwards of k steps (all of them
+    for a finished curve), each loss a finite float."""
+    from .circuits import checkpoints
+
+    saved = checkpoints.state_fields(saved, path, CURVE_KIND, ("done", "losses"))
+    done = checkpoints.done_count(saved["done"], path, CURVE_KIND, len(counts), k, f"forwards of {k} steps",
+                                  finished_ok=True)
+    losses = saved["losses"]
+    if (not isinstance(losses, list) or len(losses) != done
+            or not all(isinstance(v, float) and np.isfinite(v) for v in losses)):
+        raise checkpoints.invalid(path, CURVE_KIND, f"'losses' must be a list of the {done} finite losses (floats) "
+                                                    f"of the steps it says are done, got {losses!r:.60}")
+    return list(losses)
 
 
 def random_pruning_curve(model, task, batch, fractions=DEFAULT_FRACTIONS, n_orders: int = 3,

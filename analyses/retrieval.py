@@ -5,7 +5,8 @@ from its vocabulary); during greedy decoding of the answer, a head scores a hit 
 key lies inside the needle and the generated token equals the token at that key. A trial's score is the share of
 needle tokens copied that way; only trials the model answers (ROUGE-1 recall > 0.5) count. Heads with score >= 0.1
 are retrieval heads. The prefill runs through the fused kernels; the per-step argmax comes from their per-query
-statistics (`hook_query_argmax`), so no n x n map is formed at any length.
+statistics (`hook_query_argmax`), so no n x n map is formed at any length. `retrieval_scores(...,
+checkpoint=PATH)` keeps what it has summed after every trial and continues from there.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 import numbers
 import random
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from interp.validate import int_arg, model_arg, real_arg, tensor_arg
+from interp.validate import int_arg, model_arg, progress_arg, real_arg, tensor_arg
 
 from .probes import bos_id, corpus
 
@@ -238,27 +240,92 @@ def copy_hits(generated: list[int], argmax: torch.Tensor, prompt: list[int], spa
     return hits
 
 
-def retrieval_scores(model, trials: list[Trial], recall_threshold: float = 0.5):
-    """Wu et al.'s retrieval score per head -> ([layer, head] tensor, per-trial DataFrame)."""
-    model_arg(model, "retrieval_scores")
-    trials = _trials_arg(trials, "retrieval_scores", model)
-    recall_threshold = real_arg("recall_threshold", recall_threshold, low=0, high=1, high_open=True,
-                                where="retrieval_scores")
+def retrieval_scores(model, trials: list[Trial], recall_threshold: float = 0.5, progress: Callable | None = None,
+                     checkpoint=None):
+    """Wu et al.'s retrieval score per head -> ([layer, head] tensor, per-trial DataFrame). `progress(done, total)`
+    hears after every trial (and on resuming) how many are decoded. `checkpoint=PATH`: the answers decoded so far
+    and the summed copy scores are saved there after every trial (the last one too, so a rerun of a finished run
+    decodes nothing), and a rerun with the same model and dtype, trials and recall_threshold continues from them,
+    with the same result as an uninterrupted run; another run's file or a damaged one is refused (a ValueError
+    naming it)."""
+    from .circuits import checkpoints
+
+    where = "retrieval_scores"
+    model_arg(model, where)
+    trials = _trials_arg(trials, where, model)
+    recall_threshold = real_arg("recall_threshold", recall_threshold, low=0, high=1, high_open=True, where=where)
+    progress_arg(progress, where)
+    path = None if checkpoint is None else checkpoints.checkpoint_path(checkpoint, where)
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    total = torch.zeros(L, H)
-    rows, counted = [], 0
-    for tr in trials:
+    total, generated = torch.zeros(L, H), []
+    if path is not None:
+        settings = _scores_settings(model, trials, recall_threshold)
+        saved = checkpoints.load(path, settings, SCORES_KIND)
+        if saved is not None:
+            generated, total = _scores_state(saved, path, trials, (L, H))
+            if progress:
+                progress(len(generated), len(trials))
+    for tr in trials[len(generated):]:
         gen, arg = _decode_with_argmax(model, tr)  # trials checked above
+        if rouge1_recall(gen, tr.answer) > recall_threshold:
+            start, end = tr.needle_span
+            total += copy_hits(gen, arg, tr.input_ids[0].tolist(), tr.needle_span) / max(1, end - start)
+        generated.append(gen)
+        if path is not None:
+            checkpoints.save(path, settings, {"done": len(generated), "generated": generated, "total": total})
+        if progress:
+            progress(len(generated), len(trials))
+    return _scores_result(trials, generated, total, recall_threshold)
+
+
+def _scores_result(trials: list[Trial], generated: list[list[int]], total: torch.Tensor, recall_threshold: float):
+    """retrieval_scores' (scores, per-trial frame) from every trial's greedy answer and the summed copy scores of
+    the answered ones."""
+    rows = []
+    for tr, gen in zip(trials, generated):
         recall = rouge1_recall(gen, tr.answer)
-        start, end = tr.needle_span
-        score = copy_hits(gen, arg, tr.input_ids[0].tolist(), tr.needle_span) / max(1, end - start)
         rows.append(dict(context=tr.context, depth=tr.depth, recall=recall, answered=recall > recall_threshold,
                          generated=gen, answer=tr.answer))
-        if recall > recall_threshold:
-            total += score
-            counted += 1
-    scores = total / counted if counted else torch.full((L, H), float("nan"))
+    counted = sum(r["answered"] for r in rows)
+    scores = total / counted if counted else torch.full(tuple(total.shape), float("nan"))
     return scores, pd.DataFrame(rows)
+
+
+SCORES_KIND = "a retrieval-scores"
+
+
+def _scores_settings(model, trials: list[Trial], recall_threshold: float) -> dict:
+    """What a saved retrieval_scores run must match to be continued: the model and its dtype, the trials (prompts,
+    needle spans, answers, contexts, depths), recall_threshold (the device is left out: a run may continue on
+    another device)."""
+    from .circuits import checkpoints
+
+    parts = [[tr.input_ids, list(tr.needle_span), list(tr.answer), tr.context, tr.depth] for tr in trials]
+    return {"format": 1, **checkpoints.model_settings(model),
+            "shape": [model.cfg.n_layers, model.cfg.n_heads], "trials": checkpoints.digest(parts),
+            "n_trials": len(trials), "recall_threshold": recall_threshold}
+
+
+def _scores_state(saved, path, trials: list[Trial], shape: tuple[int, int]) -> tuple[list[list[int]], torch.Tensor]:
+    """(greedy answers of the trials done, summed copy scores) of a saved run, checked: one list of token ids per
+    trial done, a finite float tensor [layer, head] of sums."""
+    from .circuits import checkpoints
+
+    saved = checkpoints.state_fields(saved, path, SCORES_KIND, ("done", "generated", "total"))
+    done = checkpoints.done_count(saved["done"], path, SCORES_KIND, len(trials), 1, "trials", finished_ok=True)
+    generated, total = saved["generated"], saved["total"]
+    if not isinstance(generated, list) or len(generated) != done or not all(
+            isinstance(g, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in g)
+            for g in generated):
+        raise checkpoints.invalid(path, SCORES_KIND, f"'generated' must hold the {done} greedy answers (lists of "
+                                                     f"token ids) of the trials it says are done, got "
+                                                     f"{generated!r:.60}")
+    want = torch.get_default_dtype()  # retrieval_scores sums in torch.zeros' dtype
+    if (not isinstance(total, torch.Tensor) or tuple(total.shape) != tuple(shape) or total.dtype != want
+            or not bool(torch.isfinite(total).all())):
+        raise checkpoints.invalid(path, SCORES_KIND, f"'total' must be a finite {str(want).replace('torch.', '')} "
+                                                     f"tensor {list(shape)} (the summed copy scores)")
+    return [list(g) for g in generated], total.clone()
 
 
 def needle_accuracy(model, trials: list[Trial], interventions=()) -> dict:

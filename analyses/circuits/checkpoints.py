@@ -1,12 +1,13 @@
 """Checkpoint files of long searches and sweeps (ACDC's receivers, edge and head patching's sweeps, head-ablation
-sweeps, pruning curves): what was computed so far, with the settings it was computed under; a rerun continues only a
-file written under the same settings. A file that cannot be continued raises a ValueError (`unusable`): a caller's
-own path is refused with it; a path the program manages itself (a batch job's shard, `run_circuit_job`'s folder) is
-deleted and the work started over (`discard`)."""
+sweeps, pruning curves, retrieval scores): what was computed so far, with the settings it was computed under; a rerun
+continues only a file written under the same settings. A file that cannot be continued raises a ValueError
+(`unusable`): a caller's own path is refused with it; a path the program manages itself (a batch job's shard,
+`run_circuit_job`'s folder) is deleted and the work started over (`discard`)."""
 
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 import re
 from pathlib import Path
@@ -35,6 +36,39 @@ def prompts_digest(batch) -> str:
         t = getattr(batch, name)
         h.update(b"-" if t is None else t.detach().cpu().to(torch.int64).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def model_settings(model) -> dict:
+    """The settings every analysis checkpoint records of its model: its name and dtype (not its device: a run may
+    continue on another device)."""
+    return {"model": model.name, "dtype": str(model.dtype).replace("torch.", "")}
+
+
+def digest(value) -> str:
+    """A short digest of inputs too big to record in a checkpoint's settings (a removal order, needle trials):
+    tensors (their dtype, shape and values), numbers (an int and a NumPy int of the same value alike), strings, and
+    lists / tuples of them."""
+    h = hashlib.sha256()
+    _feed(h, value)
+    return h.hexdigest()[:16]
+
+
+def _feed(h, value) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        wide = t.double() if t.dtype.is_floating_point else t.to(torch.int64)
+        h.update(f"T{str(t.dtype)}{tuple(t.shape)}".encode() + wide.contiguous().numpy().tobytes())
+    elif isinstance(value, (list, tuple)):
+        h.update(f"[{len(value)}".encode())
+        for v in value:
+            _feed(h, v)
+        h.update(b"]")
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        h.update(f"i{int(value)};".encode())
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        h.update(f"f{float(value).hex()};".encode())
+    else:
+        h.update(f"r{value!r};".encode())
 
 
 def checkpoint_path(checkpoint, where: str) -> Path:
@@ -110,6 +144,27 @@ def invalid(path: Path, kind: str, why: str) -> ValueError:
     """The error for a checkpoint file that loads but holds a malformed state (tampered, or another version's)."""
     return unusable(path, f"checkpoint {path} is damaged or not {kind} checkpoint: {why}; delete it or pass "
                           "another path")
+
+
+def state_fields(saved, path: Path, kind: str, fields: tuple[str, ...]) -> dict:
+    """The loaded state of a `kind` checkpoint: a dict holding exactly `fields`; else the `invalid` error."""
+    if not isinstance(saved, dict) or set(saved) != set(fields):
+        have = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        names = [repr(f) for f in fields]
+        want = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise invalid(path, kind, f"its state must hold {want}, got {have}")
+    return saved
+
+
+def done_count(done, path: Path, kind: str, total: int, step: int, unit: str, finished_ok: bool) -> int:
+    """A state's count of finished items, checked: a whole number of steps of `step` items (`unit` names a step,
+    e.g. "forwards of 4 heads") in 0..total - 1, or up to `total` (the last step may be shorter) where the state
+    of a finished run is kept (`finished_ok`); else the `invalid` error."""
+    top = total if finished_ok else total - 1
+    if (isinstance(done, bool) or not isinstance(done, numbers.Integral) or not 0 <= done <= top
+            or (done % step and done != total)):
+        raise invalid(path, kind, f"'done' must be a whole number of {unit} in 0..{top}, got {done!r:.40}")
+    return int(done)
 
 
 def save(path: Path, settings: dict, state: dict) -> None:

@@ -20,7 +20,6 @@ Named sweeps on top: `edge_patching` (every edge, or a subset), `head_patching` 
 from __future__ import annotations
 
 import hashlib
-import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -442,12 +441,9 @@ def _chunks_state(saved, path: Path, kind: str, idx: torch.Tensor, chunk: int, f
     if not isinstance(saved, dict) or not {"done", "scores"} <= set(saved):
         have = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
         raise checkpoints.invalid(path, kind, f"its state must hold 'done' and 'scores', got {have}")
-    done, scores = saved["done"], saved["scores"]
-    n, shape = len(idx), list(fresh.shape)
-    if (isinstance(done, bool) or not isinstance(done, numbers.Integral) or not 0 <= done <= n
-            or (done % chunk and done != n)):
-        raise checkpoints.invalid(path, kind, f"'done' must be a whole number of chunks of {chunk} {unit} in 0..{n}, "
-                                              f"got {done!r:.40}")
+    done = checkpoints.done_count(saved["done"], path, kind, len(idx), chunk, f"chunks of {chunk} {unit}",
+                                  finished_ok=True)
+    scores, shape = saved["scores"], list(fresh.shape)
     if not isinstance(scores, torch.Tensor) or list(scores.shape) != shape or not scores.dtype.is_floating_point:
         raise checkpoints.invalid(path, kind, f"'scores' must be a float tensor {shape}, got {_show(scores)}")
     first = idx[:int(done)]
