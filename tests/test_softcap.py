@@ -61,9 +61,10 @@ CASES = [  # (b, h, hk, lq, lk, d, options)
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_triton_matches_the_reference(case, dtype):
+def test_triton_matches_the_reference(case, dtype, device):
     b, h, hk, lq, lk, d, opts = CASES[case]
-    q, k, v = _qkv(b, h, hk, lq, lk, d, dtype, seed=case)
+    q, k, v = (t.to(device) for t in _qkv(b, h, hk, lq, lk, d, dtype, seed=case))
+    opts = {n: (o.to(device) if isinstance(o, torch.Tensor) else o) for n, o in opts.items()}
     kw = dict(opts, softcap=4.0, stats=STATS, sink_tokens=2, local_window=5)
     o1, s1 = attention_with_stats(q, k, v, backend="triton", **kw)
     o2, s2 = attention_with_stats(q, k, v, backend="reference", **kw)
@@ -81,34 +82,34 @@ def test_triton_matches_the_reference(case, dtype):
                                    msg=n)  # (key_mean is NaN on keys no query sees)
 
 
-def test_key_bias_is_added_after_the_cap():
+def test_key_bias_is_added_after_the_cap(device):
     q, k, v = _qkv(1, 2, 1, 21, 21, 16, torch.float32, seed=3)
     bias = torch.randn(1, 2, 21, generator=torch.Generator().manual_seed(4))
     bias[..., 5] = float("-inf")
-    kw = dict(softcap=2.0, key_bias=bias, stats=STATS)
-    o1, s1 = attention_with_stats(q, k, v, backend="triton", **kw)
-    o2, s2 = attention_with_stats(q, k, v, backend="reference", **kw)
+    kw = dict(softcap=2.0, key_bias=bias.to(device), stats=STATS)
+    o1, s1 = attention_with_stats(q.to(device), k.to(device), v.to(device), backend="triton", **kw)
+    o2, s2 = attention_with_stats(q.to(device), k.to(device), v.to(device), backend="reference", **kw)
     torch.testing.assert_close(o1, o2, atol=2e-5, rtol=2e-5)
     torch.testing.assert_close(s1.key_mass, s2.key_mass, atol=2e-5, rtol=1e-4)
     assert (s1.key_mass[..., 5] == 0).all() and (s1.key_count[..., 5] == 0).all()
     _, p = _float64(q, k, v, 0.25, 2.0)
     s = torch.log(p) + bias.double()[:, :, None, :]  # p ~ exp(capped); with the bias after the cap
-    torch.testing.assert_close(o2.double(), s.softmax(-1) @ v.double().repeat_interleave(2, 1), atol=1e-5,
+    torch.testing.assert_close(o2.double().cpu(), s.softmax(-1) @ v.double().repeat_interleave(2, 1), atol=1e-5,
                                rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gradients_through_the_cap(dtype):
+def test_gradients_through_the_cap(dtype, device):
     q, k, v = _qkv(1, 4, 2, 37, 37, 32, dtype, seed=5)
     bias = torch.randn(1, 4, 37, generator=torch.Generator().manual_seed(6))
     go = torch.randn(1, 4, 37, 32, generator=torch.Generator().manual_seed(7)).to(dtype)
     grads = []
     for backend in ("triton", "reference"):
-        ins = [t.clone().requires_grad_(True) for t in (q, k, v, bias)]
+        ins = [t.to(device).clone().requires_grad_(True) for t in (q, k, v, bias)]
         out, _ = attention_with_stats(*ins[:3], key_bias=ins[3], softcap=3.0, sliding_window=11, backend=backend,
                                       stats=[])
-        out.backward(go)
-        grads.append([t.grad.float() for t in ins])
+        out.backward(go.to(device))
+        grads.append([t.grad.float().cpu() for t in ins])
     tol = 2e-4 if dtype == torch.float32 else 3e-2
     for name, a, r in zip("qkvb", *grads):
         torch.testing.assert_close(a, r, atol=tol, rtol=tol, msg=name)
@@ -137,11 +138,11 @@ def test_bad_softcap_is_refused(bad, err, match):
 
 @pytest.fixture(scope="module")
 def gemma2():
-    return interp.HookedModel(tiny_gemma2(), name="tiny-gemma2")
+    return interp.HookedModel(tiny_gemma2().to("cuda" if torch.cuda.is_available() else "cpu"), name="tiny-gemma2")
 
 
 def test_gemma2_matches_transformers_eager(gemma2):
-    ids = torch.randint(0, 50, (2, 23), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, 50, (2, 23), generator=torch.Generator().manual_seed(0)).to(gemma2.device)
     logits, cache = gemma2.run_with_cache(ids, stats="all", sink_tokens=1, local_window=4,
                                           names=["blocks.1.attn.hook_pattern"])
     ref = eager_run(gemma2, ids)
@@ -155,12 +156,12 @@ def test_gemma2_matches_transformers_eager(gemma2):
     torch.testing.assert_close(cache["blocks.1.attn.hook_pattern"], ref.attentions[1].float(), atol=1e-5,
                                rtol=1e-4)
     # the cap matters here: the same weights without it give other logits
-    uncapped = interp.HookedModel(tiny_gemma2(softcap=None), name="uncapped")
+    uncapped = interp.HookedModel(tiny_gemma2(softcap=None).to(gemma2.device), name="uncapped")
     assert (uncapped(ids) - logits).abs().max() > 0.05
 
 
 def test_gemma2_gradients_match_transformers_eager(gemma2):
-    ids = torch.randint(0, 50, (1, 19), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, 50, (1, 19), generator=torch.Generator().manual_seed(1)).to(gemma2.device)
     hf = gemma2.model
     emb = hf.get_input_embeddings()
     grads = []
@@ -177,13 +178,13 @@ def test_gemma2_gradients_match_transformers_eager(gemma2):
     assert grads[0].abs().max() > 0
 
 
-def test_gemma2_through_the_triton_kernels():
+def test_gemma2_through_the_triton_kernels(device):
     """The same model on the Triton backend (the CPU interpreter here, the GPU elsewhere): forward, every statistic and
     the input gradient through the Triton backward, against the reference backend."""
-    ids = torch.randint(0, 50, (1, 21), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(0, 50, (1, 21), generator=torch.Generator().manual_seed(2)).to(device)
     runs = []
     for backend in ("triton", "reference"):
-        m = interp.HookedModel(tiny_gemma2(), name="g2", backend=backend)
+        m = interp.HookedModel(tiny_gemma2().to(device), name="g2", backend=backend)
         logits, cache = m.run_with_cache(ids, stats="all", sink_tokens=1, local_window=4)
         emb = m.model.get_input_embeddings()
         x = emb(ids).detach().requires_grad_(True)
