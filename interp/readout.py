@@ -83,7 +83,8 @@ class LogitAttribution:
     heads: torch.Tensor  # [batch, pos, layer, head]
     mlps: torch.Tensor  # [batch, pos, layer] (zeros where a model has no MLP)
     embed: torch.Tensor  # [batch, pos]
-    target: torch.Tensor  # [batch, pos]: the logit (difference) the terms add up to (minus any LayerNorm bias)
+    target: torch.Tensor  # [batch, pos]: the logit (difference) the terms add up to (minus any LayerNorm bias);
+    # with final logit soft-capping (Gemma 2: logits = C tanh(z / C)), z, the logit before the cap
 
     def total(self) -> torch.Tensor:
         return self.heads.sum((-1, -2)) + self.mlps.sum(-1) + self.embed
@@ -159,5 +160,7 @@ def logit_attribution(model, inputs, directions: torch.Tensor) -> LogitAttributi
                 m = _apply(ms, mc, m.float())
             mlps[:, :, l] = read(m)
     embed = read(cache["hook_embed"])
-    target = read(x_final)  # the frozen-norm read of the whole residual stream: exactly the logit (difference)
+    # the frozen-norm read of the whole residual stream: exactly the logit (difference), before any final logit
+    # soft-capping (which is not linear: the terms add up to the capped model's z, whose logit is C tanh(z / C))
+    target = read(x_final)
     return LogitAttribution(heads=heads, mlps=mlps, embed=embed, target=target)

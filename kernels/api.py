@@ -118,16 +118,19 @@ def stats_from_lse(
     sink_tokens: int = 4,
     local_window: int = 64,
     span=None,
+    softcap: float | None = None,
 ) -> AttentionStats:
     """The statistics of attention whose row log-sum-exp is already known: one Triton statistics pass, no forward.
 
     `lse` must come from `attention_with_stats` on the same q, k and options (its `lse` statistic, or what the model
     wrapper kept of it): every statistic is computed from it, and a wrong lse gives wrong statistics. Used to run
     the statistics of many layers in one pass (`interp.layer_batch`). Triton backend only (CUDA, or the CPU
-    interpreter under TRITON_INTERPRET=1); no key_bias (its statistics depend on the bias, which is not kept)."""
+    interpreter under TRITON_INTERPRET=1); no key_bias (its statistics depend on the bias, which is not kept).
+    `softcap`: the call's logit soft-capping (an lse of capped scores read against uncapped ones gives
+    "probabilities" far above 1)."""
     spec = check_inputs(
         q, k, k, causal=causal, scale=scale, sliding_window=sliding_window, attention_mask=attention_mask,
-        key_bias=None, stats=stats, sink_tokens=sink_tokens, local_window=local_window, span=span,
+        key_bias=None, stats=stats, sink_tokens=sink_tokens, local_window=local_window, span=span, softcap=softcap,
     )
     if not isinstance(lse, torch.Tensor):
         raise TypeError(f"lse must be a torch.Tensor, got {type(lse).__name__}")

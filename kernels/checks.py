@@ -307,6 +307,9 @@ def check_inputs(
 
 
 MAX_SOFTCAP = 1e6  # beyond it tanh(s / softcap) is s / softcap to float32 precision for any finite score: no cap
+# below float32's smallest normal number the kernels' 1 / (softcap * log2(e)) overflows to inf and a score of exactly 0
+# (a zeroed query or key) becomes 0 * inf = NaN; the reference's s / softcap is 0 / 0 there too
+MIN_SOFTCAP = float(torch.finfo(torch.float32).tiny)
 
 
 def _softcap_option(softcap) -> float | None:
@@ -316,9 +319,9 @@ def _softcap_option(softcap) -> float | None:
     if isinstance(softcap, (bool, np.bool_)) or not isinstance(softcap, numbers.Real):
         raise TypeError(f"softcap must be a positive number (scores -> softcap * tanh(scores / softcap)) or None, "
                         f"got {type(softcap).__name__} {softcap!r:.40}")
-    if not 0 < softcap <= MAX_SOFTCAP:
-        raise ValueError(f"softcap must lie in (0, {MAX_SOFTCAP:g}] (scores -> softcap * tanh(scores / softcap)) or be "
-                         f"None, got {softcap!r}")
+    if not MIN_SOFTCAP <= softcap <= MAX_SOFTCAP:
+        raise ValueError(f"softcap must lie in [{MIN_SOFTCAP:.3g}, {MAX_SOFTCAP:g}] (scores -> softcap * tanh(scores / "
+                         f"softcap); the kernels compute in float32) or be None, got {softcap!r}")
     return float(softcap)
 
 

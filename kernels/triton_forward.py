@@ -196,16 +196,22 @@ def _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL: tl.constexpr, HAS_WI
 
 @triton.jit
 def softcap_scores(s, CAP2: tl.constexpr):
-    """Logit soft-capping in log2 units: CAP2 * tanh(s / CAP2), with s and CAP2 = softcap * log2(e) both scaled by
-    log2(e), so that it is softcap * tanh(x / softcap) of the natural-unit score x. tanh from one exp2 (the
-    interpreter has no libdevice tanh), and its odd series near 0, where 1 - 2 / (e^2y + 1) would cancel.
-    Against float64 over |s| <= 2000 (CAP2 = 72): relative error <= 1.1e-6, absolute <= 2e-7 * CAP2."""
+    """CAP2 * tanh(s / CAP2): the capped scores in log2 units (`cap_tanh`)."""
+    return CAP2 * cap_tanh(s, CAP2)
+
+
+@triton.jit
+def cap_tanh(s, CAP2: tl.constexpr):
+    """tanh(s / CAP2) for logit soft-capping in log2 units: s and CAP2 = softcap * log2(e) both scaled by log2(e),
+    so that CAP2 * tanh(s / CAP2) is softcap * tanh(x / softcap) of the natural-unit score x, in log2 units. tanh
+    from one exp2 (the interpreter has no libdevice tanh), and its odd series near 0, where 1 - 2 / (e^2y + 1) would
+    cancel. Against float64 over |s| <= 2000 (CAP2 = 72): CAP2 * tanh within 1.1e-6 relative, 2e-7 * CAP2 absolute."""
     LOG2E: tl.constexpr = 1.4426950408889634
     y = s * (1.0 / CAP2)
     y2 = y * y
     small = y * (1.0 + y2 * (-1.0 / 3.0 + y2 * (2.0 / 15.0 + y2 * (-17.0 / 315.0))))
     big = 1.0 - 2.0 / (tl.exp2(y * (2.0 * LOG2E)) + 1.0)
-    return CAP2 * tl.where(tl.abs(y) < 0.125, small, big)
+    return tl.where(tl.abs(y) < 0.125, small, big)
 
 
 @triton.jit

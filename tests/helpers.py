@@ -115,16 +115,17 @@ def sm90_compile_json(code: str):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def tiny_gemma2(seed=0, softcap=2.0):
+def tiny_gemma2(seed=0, softcap=2.0, final_softcap=30.0):
     """A 2-layer random Gemma 2: attention logit soft-capping (a small cap, so that it bends most scores), final
-    logit soft-capping, sandwich norms, one sliding-window layer, GQA 4/2."""
+    logit soft-capping, sandwich norms, one sliding-window layer, GQA 4/2, a query_pre_attn_scalar (24) other than
+    head_dim (16): the model's own scale, not 1 / sqrt(head_dim), is capped."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     torch.manual_seed(seed)
     cfg = Gemma2Config(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
                        sliding_window=4, layer_types=["sliding_attention", "full_attention"],
-                       attn_logit_softcapping=softcap, final_logit_softcapping=30.0, query_pre_attn_scalar=16)
+                       attn_logit_softcapping=softcap, final_logit_softcapping=final_softcap, query_pre_attn_scalar=24)
     hf = Gemma2ForCausalLM(cfg).eval()
     with torch.no_grad():  # larger q/k weights: scores of several units, where the cap matters
         for n, p in hf.named_parameters():

@@ -126,7 +126,8 @@ def test_gradients_through_the_cap(dtype, device):
 
 
 @pytest.mark.parametrize("bad, err, match", [
-    (0.0, ValueError, r"^softcap must lie in \(0, 1e\+06\]"), (-50.0, ValueError, "softcap must lie in"),
+    (0.0, ValueError, r"^softcap must lie in \[1.18e-38, 1e\+06\]"), (-50.0, ValueError, "softcap must lie in"),
+    (1e-39, ValueError, "softcap must lie in"),  # positive, but 1 / (softcap log2 e) overflows float32: NaN rows
     (float("inf"), ValueError, "softcap must lie in"), (float("nan"), ValueError, "softcap must lie in"),
     (True, TypeError, r"^softcap must be a positive number .* got bool True"),
     ("50", TypeError, "softcap must be a positive number"),
@@ -195,3 +196,155 @@ def test_gemma2_through_the_triton_kernels(device):
     for name in ("blocks.1.attn.hook_key_mass", "blocks.0.attn.hook_query_entropy", "blocks.1.attn.hook_query_lse"):
         torch.testing.assert_close(c1[name], c2[name], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(g1, g2, atol=1e-5, rtol=1e-4)
+
+
+def test_smallest_softcap_stays_finite(device):
+    """At the smallest accepted cap a score of exactly 0 (a zeroed query) is no 0 * inf = NaN in the kernels."""
+    from interp.kernels.checks import MIN_SOFTCAP
+
+    q, k, v = (t.to(device) for t in _qkv(1, 2, 1, 9, 9, 16, torch.float32, seed=8))
+    q[:, :, 4] = 0
+    for backend in ("triton", "reference"):
+        out, st = attention_with_stats(q, k, v, softcap=MIN_SOFTCAP, backend=backend, stats=["lse", "entropy"])
+        assert out.isfinite().all() and st.lse.isfinite().all() and st.entropy.isfinite().all(), backend
+        # a vanishing cap flattens every score: uniform attention over the keys each query sees
+        n = torch.arange(1, 10, device=device, dtype=torch.float32)
+        torch.testing.assert_close(st.entropy[0, 0], n.log(), atol=1e-5, rtol=1e-5)
+
+
+def test_every_stats_walk_with_the_cap(device, monkeypatch):
+    """The interpreter's autotuner has one statistics config (key-by-query tiles); the GPU's picks query-by-key walks
+    too (`tests/test_stats_configs.py`): each forced, with a padded, windowed chunk and every statistic."""
+    from interp.kernels import launcher
+    from test_stats_configs import CONFIGS
+
+    q, k, v = (t.to(device) for t in _qkv(1, 4, 2, 70, 90, 32, torch.float32, seed=9))
+    mask = torch.ones(1, 90, dtype=torch.bool)
+    mask[0, :5] = False
+    kw = dict(softcap=3.0, stats="all", sink_tokens=2, local_window=5, span=(10, 40), sliding_window=30,
+              attention_mask=mask.to(device))
+    o2, s2 = attention_with_stats(q, k, v, backend="reference", **kw)
+    for name, config in CONFIGS.items():
+        monkeypatch.setattr(launcher, "_tuned", launcher.PinnedConfig(config))
+        o1, s1 = attention_with_stats(q, k, v, backend="triton", **kw)
+        torch.testing.assert_close(o1, o2, atol=2e-5, rtol=2e-5, msg=name)
+        for n, r in s2.items():
+            a = getattr(s1, n)
+            if n == "argmax":
+                assert (a == r).float().mean() > 0.97, (name, n)
+                continue
+            torch.testing.assert_close(a.float(), r.float(), atol=1e-4, rtol=1e-4, equal_nan=True, msg=f"{name} {n}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gradients_of_a_padded_chunk(dtype, device):
+    """q_len < k_len (a chunk after a cache), GQA, left padding that leaves the first queries of a row no key to
+    see, scores large enough to saturate the cap: Triton's gradients against the float64 formula."""
+    b, h, hk, lq, lk, d = 2, 4, 2, 20, 45, 16
+    q, k, v = _qkv(b, h, hk, lq, lk, d, dtype, seed=10, spread=6.0)
+    mask = torch.ones(b, lk, dtype=torch.bool)
+    mask[1, :lk - lq + 3] = False  # row 1's first three queries see no real key
+    go = torch.randn(b, h, lq, d, generator=torch.Generator().manual_seed(11))
+    ins = [t.to(device).clone().requires_grad_(True) for t in (q, k, v)]
+    out, _ = attention_with_stats(*ins, softcap=5.0, attention_mask=mask.to(device), backend="triton", stats=[])
+    out.backward(go.to(device, dtype))
+    ref = [t.double().requires_grad_(True) for t in (q, k, v)]
+    kk, vv = (t.repeat_interleave(h // hk, 1) for t in ref[1:])
+    s = ref[0] @ kk.transpose(-1, -2) * d ** -0.5
+    s = 5.0 * torch.tanh(s / 5.0)
+    qpos = torch.arange(lq)[:, None] + lk - lq
+    ok = (torch.arange(lk)[None] <= qpos)[None, None] & mask[:, None, None, :]
+    p = s.masked_fill(~ok, float("-inf")).softmax(-1).nan_to_num(0.0)
+    (p @ vv).backward(go.double())
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    assert out.detach()[1, :, :3].eq(0).all()
+    for name, a, r in zip("qkv", ins, ref):
+        assert a.grad.isfinite().all(), name
+        torch.testing.assert_close(a.grad.double().cpu(), r.grad, atol=tol, rtol=tol, msg=name)
+
+
+def _generate(model, ids, mask, impl):
+    hf = model.model
+    hf.set_attn_implementation(impl)
+    try:
+        with torch.no_grad():
+            return hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0,
+                               output_scores=True, return_dict_in_generate=True)
+    finally:
+        hf.set_attn_implementation("interp")
+
+
+def test_gemma2_generate_with_a_cache_matches_transformers_eager(gemma2):
+    """Decode steps against a dynamic cache (one query, the sliding layer's window), a left-padded batch, with and
+    without a hook context (the wrapper's attention_call): the same scores as eager attention step by step."""
+    ids = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(3)).to(gemma2.device)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    want = _generate(gemma2, ids, mask, "eager")
+    plain = _generate(gemma2, ids, mask, "interp")
+    with gemma2.hooks(stats="all"):
+        hooked = _generate(gemma2, ids, mask, "interp")
+    for got in (plain, hooked):
+        assert torch.equal(got.sequences, want.sequences)
+        for a, r in zip(got.scores, want.scores):
+            torch.testing.assert_close(a, r, atol=2e-4, rtol=1e-4)
+
+
+def test_gemma2_pattern_of_a_chunk_after_a_cache(gemma2):
+    """A second prefill chunk (7 queries, 17 keys) with hook_pattern: the pattern and logits of eager attention."""
+    from transformers import DynamicCache
+
+    ids = torch.randint(0, 50, (1, 17), generator=torch.Generator().manual_seed(4)).to(gemma2.device)
+    hf = gemma2.model
+    runs = []
+    for impl in ("eager", "interp"):
+        hf.set_attn_implementation(impl)
+        got = {}
+        try:
+            with torch.no_grad():
+                cache = DynamicCache(config=hf.config)
+                hf(input_ids=ids[:, :10], past_key_values=cache, use_cache=True)
+                if impl == "eager":
+                    out = hf(input_ids=ids[:, 10:], past_key_values=cache, use_cache=True, output_attentions=True)
+                    got["p"] = out.attentions[1].float()
+                else:
+                    keep = [("blocks.1.attn.hook_pattern", lambda t, hook: got.__setitem__("p", t.clone()))]
+                    with gemma2.hooks(fwd_hooks=keep):
+                        out = hf(input_ids=ids[:, 10:], past_key_values=cache, use_cache=True)
+        finally:
+            hf.set_attn_implementation("interp")
+        runs.append((out.logits, got["p"]))
+    (l_e, p_e), (l_i, p_i) = runs
+    assert p_i.shape == (1, 4, 7, 17)
+    torch.testing.assert_close(l_i, l_e, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(p_i, p_e, atol=1e-5, rtol=1e-4)
+
+
+def test_stats_from_lse_takes_the_cap(device):
+    """The statistics of a soft-capped call from its lse: the cap is an option of stats_from_lse too (without it
+    the capped lse is read against uncapped scores: max_prob far above 1)."""
+    from interp.kernels import stats_from_lse
+
+    q, k, v = (t.to(device) for t in _qkv(1, 4, 2, 30, 30, 16, torch.float32, seed=12, spread=3.0))
+    mask = torch.ones(1, 30, dtype=torch.bool, device=device)
+    mask[0, :4] = False
+    kw = dict(softcap=2.0, attention_mask=mask, sliding_window=12, sink_tokens=2, local_window=5)
+    _, st = attention_with_stats(q, k, v, backend="triton", stats="all", **kw)
+    again = stats_from_lse(q, k, st.lse, stats="all", **kw)
+    for name, t in st.items():
+        torch.testing.assert_close(getattr(again, name), t, equal_nan=True, msg=name)
+
+
+def test_logit_attribution_reads_the_logit_before_the_final_cap():
+    """Gemma 2 caps its logits too (C tanh(z / C)): the attribution terms add up to z, the logit before that cap."""
+    from interp.readout import logit_attribution
+
+    m = interp.HookedModel(tiny_gemma2(final_softcap=0.5), name="g2-final-cap")
+    ids = torch.randint(0, 50, (1, 12), generator=torch.Generator().manual_seed(0))
+    logits = m(ids)
+    tok = logits.argmax(-1)
+    la = logit_attribution(m, ids, tok)
+    real = logits.gather(-1, tok[..., None])[..., 0]
+    torch.testing.assert_close(la.total(), la.target, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(0.5 * torch.tanh(la.target / 0.5), real, atol=1e-5, rtol=1e-4)
+    assert (la.target - real).abs().max() > 0.1  # the cap bends these logits: target is not the capped logit
