@@ -55,20 +55,21 @@ class LayerBatch:
         return _bytes(query, key) <= LAYER_BYTES
 
     def add(self, ctx, layer: int, query, key, lse, *, mask, causal: bool, scale, sliding_window, stats: tuple,
-            options: dict) -> None:
+            options: dict, softcap=None) -> None:
         """Keep one layer's attention inputs (q [batch, heads, q_len, d], k [batch, kv_heads, k_len, d], the lse
         of its call); publishes every pending layer first when holding this one too would pass the budget."""
         size = _bytes(query, key)
         if self._held and self._held + size > self.budget:
             self.flush(ctx)
         sink, local, span = options.get("sink_tokens", 4), options.get("local_window", 64), options.get("span")
-        kind = (query.shape, key.shape, query.dtype, query.device, causal, scale, sliding_window, id(mask), stats,
-                sink, local, id(span) if isinstance(span, torch.Tensor) else (None if span is None else tuple(span)))
+        kind = (query.shape, key.shape, query.dtype, query.device, causal, scale, sliding_window, softcap, id(mask),
+                stats, sink, local,
+                id(span) if isinstance(span, torch.Tensor) else (None if span is None else tuple(span)))
         entry = self._groups.get(kind)
         if entry is None:
             entry = self._groups[kind] = dict(mask=mask, span=span, layers=[], options=dict(
-                causal=causal, scale=scale, sliding_window=sliding_window, stats=stats, sink_tokens=sink,
-                local_window=local))
+                causal=causal, scale=scale, sliding_window=sliding_window, softcap=softcap, stats=stats,
+                sink_tokens=sink, local_window=local))
         entry["layers"].append((self._order, layer, query, key, lse))
         self._order += 1
         self._held += size

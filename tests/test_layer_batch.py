@@ -9,7 +9,7 @@ from interp import HookedModel
 from interp.hooks import HOOK_OF_STAT
 from interp.kernels import ALL_STATS, attention_with_stats, stats_from_lse
 
-from helpers import tiny_gemma3, tiny_llama
+from helpers import tiny_gemma2, tiny_gemma3, tiny_llama
 
 STAT_NAMES = [f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for l in range(3) for s in ALL_STATS if s != "span_mass"]
 
@@ -98,6 +98,25 @@ def test_sliding_window_layers_form_their_own_pass(monkeypatch):
     expected = per_layer(m, ids, names)
     for name, t in expected.items():
         assert _equal_nan(cache[name], t), name
+
+
+def test_soft_capped_layers_are_batched_with_their_cap(monkeypatch):
+    """Gemma 2 caps its attention logits: its layers' pass takes the cap (stats_from_lse(softcap=)) and equals the
+    per-layer calls bit for bit; a pass without the cap would give other statistics."""
+    m = HookedModel(tiny_gemma2().to(DEV), backend="triton")
+    ids = torch.randint(0, 50, (1, 12), generator=torch.Generator().manual_seed(3))
+    caps = []
+    real = layer_batch.stats_from_lse
+    monkeypatch.setattr(layer_batch, "stats_from_lse", lambda *a, **k: caps.append(k["softcap"]) or real(*a, **k))
+    _, cache = m.run_with_cache(ids, stats="all")
+    assert caps == [2.0, 2.0]  # a windowed and a global layer: two passes, each with the cap
+    names = [f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for l in range(2) for s in ALL_STATS if s != "span_mass"]
+    expected = per_layer(m, ids, names)
+    for name, t in expected.items():
+        assert _equal_nan(cache[name], t), name
+    monkeypatch.setattr(layer_batch, "stats_from_lse", lambda *a, **k: real(*a, **{**k, "softcap": None}))
+    _, uncapped = m.run_with_cache(ids, stats="all")
+    assert not torch.allclose(uncapped["blocks.1.attn.hook_query_entropy"], cache["blocks.1.attn.hook_query_entropy"])
 
 
 def test_long_layers_keep_their_own_call(llama, monkeypatch):
