@@ -368,15 +368,9 @@ def edge_patching(model, graph: Graph, clean, ablated: torch.Tensor, metric: Cal
     prefix = clean_run(model, graph, clean)  # each chunk's forward starts at the first layer its edges enter
     idx = idx[torch.argsort(idx[:, 1], stable=True)]  # slot-major: a chunk's edges end in nearby layers
     scores = torch.full((graph.n_up, graph.n_slots), float("nan"))
-    start, settings = 0, None
-    if path is not None:
-        settings = _sweep_settings(model, graph, clean, ablated, idx, chunk, base)
-        saved = checkpoints.load(path, settings, EDGE_KIND)
-        if saved is not None:
-            start, scores = _chunks_state(saved, path, EDGE_KIND, idx, chunk, scores, "edges")
-            if progress:
-                progress(f"resume: {path} at edge {start} of {len(idx)}")
-    saver = _ChunkSaver(path, settings, scores, start, len(idx), "edges", save_every_s, progress)
+    settings = None if path is None else _sweep_settings(model, graph, clean, ablated, idx, chunk, base)
+    start, scores, saver = _resume_chunks(path, settings, EDGE_KIND, idx, chunk, scores, "edges", save_every_s,
+                                          progress)
     try:
         for s in range(start, len(idx), chunk):
             part = idx[s:s + chunk]
@@ -429,6 +423,20 @@ class _ChunkSaver:
         self.saved, self.t_save = self.done, time.perf_counter()
         if self.progress:
             self.progress(message)
+
+
+def _resume_chunks(path: Path | None, settings: dict | None, kind: str, idx: torch.Tensor, chunk: int,
+                   fresh: torch.Tensor, unit: str, every_s: float, progress: Callable | None):
+    """A chunked sweep's start: (items done, scores, its _ChunkSaver), continued from `path` when it holds a sweep
+    of these settings (0 and `fresh` without a file or a path; a file of other settings or a damaged one raises)."""
+    start, scores = 0, fresh
+    if path is not None:
+        saved = checkpoints.load(path, settings, kind)
+        if saved is not None:
+            start, scores = _chunks_state(saved, path, kind, idx, chunk, fresh, unit)
+            if progress:
+                progress(f"resume: {path} at {unit[:-1]} {start} of {len(idx)}")
+    return start, scores, _ChunkSaver(path, settings, scores, start, len(idx), unit, every_s, progress)
 
 
 def _chunks_state(saved, path: Path, kind: str, idx: torch.Tensor, chunk: int, fresh: torch.Tensor,
@@ -511,15 +519,9 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
     base = float(check_metric_value(metric(runs.logits), where, " for the clean run"))
     out = torch.zeros(c.n_layers, c.n_heads)
     idx = torch.tensor(heads, dtype=torch.long)  # [n, 2] (layer, head)
-    start, settings = 0, None
-    if path is not None:
-        settings = _head_sweep_settings(model, clean, corrupt, idx, step, batched, logits_at, base)
-        saved = checkpoints.load(path, settings, HEAD_KIND)
-        if saved is not None:
-            start, out = _chunks_state(saved, path, HEAD_KIND, idx, step, out, "heads")
-            if progress:
-                progress(f"resume: {path} at head {start} of {len(heads)}")
-    saver = _ChunkSaver(path, settings, out, start, len(heads), "heads", save_every_s, progress)
+    settings = None if path is None else _head_sweep_settings(model, clean, corrupt, idx, step, batched, logits_at,
+                                                              base)
+    start, out, saver = _resume_chunks(path, settings, HEAD_KIND, idx, step, out, "heads", save_every_s, progress)
     try:
         for s in range(start, len(heads), step):
             part = heads[s:s + step]
