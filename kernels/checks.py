@@ -306,7 +306,7 @@ def check_inputs(
     )
 
 
-MAX_SOFTCAP = 1e6  # beyond it tanh(s / softcap) is s / softcap to float32 precision for any finite score: no cap
+MAX_SOFTCAP = 1e30  # softcap * log2(e) stays a finite float32 in the kernels (a cap this large bends no score)
 # below float32's smallest normal number the kernels' 1 / (softcap * log2(e)) overflows to inf and a score of exactly 0
 # (a zeroed query or key) becomes 0 * inf = NaN; the reference's s / softcap is 0 / 0 there too
 MIN_SOFTCAP = float(torch.finfo(torch.float32).tiny)
@@ -320,7 +320,7 @@ def _softcap_option(softcap) -> float | None:
         raise TypeError(f"softcap must be a positive number (scores -> softcap * tanh(scores / softcap)) or None, "
                         f"got {type(softcap).__name__} {softcap!r:.40}")
     if not MIN_SOFTCAP <= softcap <= MAX_SOFTCAP:
-        raise ValueError(f"softcap must lie in [{MIN_SOFTCAP:.3g}, {MAX_SOFTCAP:g}] (scores -> softcap * tanh(scores / "
+        raise ValueError(f"softcap must lie in [{MIN_SOFTCAP:.3g}, {MAX_SOFTCAP:.3g}] (scores -> softcap * tanh(scores / "
                          f"softcap); the kernels compute in float32) or be None, got {softcap!r}")
     return float(softcap)
 

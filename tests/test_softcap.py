@@ -126,9 +126,10 @@ def test_gradients_through_the_cap(dtype, device):
 
 
 @pytest.mark.parametrize("bad, err, match", [
-    (0.0, ValueError, r"^softcap must lie in \[1.18e-38, 1e\+06\]"), (-50.0, ValueError, "softcap must lie in"),
+    (0.0, ValueError, r"^softcap must lie in \[1.18e-38, 1e\+30\]"), (-50.0, ValueError, "softcap must lie in"),
     (1e-39, ValueError, "softcap must lie in"),  # positive, but 1 / (softcap log2 e) overflows float32: NaN rows
     (float("inf"), ValueError, "softcap must lie in"), (float("nan"), ValueError, "softcap must lie in"),
+    (1e31, ValueError, "softcap must lie in"),
     (True, TypeError, r"^softcap must be a positive number .* got bool True"),
     ("50", TypeError, "softcap must be a positive number"),
 ])
@@ -348,3 +349,13 @@ def test_logit_attribution_reads_the_logit_before_the_final_cap():
     torch.testing.assert_close(la.total(), la.target, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(0.5 * torch.tanh(la.target / 0.5), real, atol=1e-5, rtol=1e-4)
     assert (la.target - real).abs().max() > 0.1  # the cap bends these logits: target is not the capped logit
+
+
+def test_the_largest_cap_bends_nothing(device):
+    q, k, v = (t.to(device) for t in _qkv(1, 2, 1, 19, 19, 16, torch.float32, seed=8))
+    plain_out, plain = attention_with_stats(q, k, v, backend="reference", stats=["entropy", "key_mass"])
+    for backend in ("triton", "reference"):
+        out, st = attention_with_stats(q, k, v, softcap=1e30, backend=backend, stats=["entropy", "key_mass"])
+        torch.testing.assert_close(out, plain_out, atol=2e-5, rtol=2e-5)
+        torch.testing.assert_close(st.entropy, plain.entropy, atol=2e-5, rtol=2e-5)
+        torch.testing.assert_close(st.key_mass, plain.key_mass, atol=2e-5, rtol=2e-5)
