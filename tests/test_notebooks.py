@@ -69,6 +69,10 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the kernel inherits this environment
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    # one thread: beside another pytest worker's torch threads on a 2-core machine, the kernel's two threads made this
+    # test 3-11x slower (199 s beside a 2-thread matmul loop, 484 s in a full -n 2 run; 64 s with one thread, 43 s
+    # alone with two)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     t0 = time.time()
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="interp-tests",
                                      resources={"metadata": {"path": str(tmp_path)}})
