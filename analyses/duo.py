@@ -86,9 +86,8 @@ def train_gates(model, steps: int = 30, context: int = 256, l1: float = 0.05, lr
     opt = torch.optim.Adam([logits], lr=lr)
     losses, first_step = [], 0
     if path is not None:
-        settings = {"format": 1, "model": model.name, "dtype": str(model.dtype).replace("torch.", ""),
-                    "gates": [L, kvh], "context": context, "l1": l1, "lr": lr, "sink_tokens": sink_tokens,
-                    "window": window, "seed": seed}
+        settings = {"format": 1, **checkpoints.model_settings(model), "gates": [L, kvh], "context": context, "l1": l1,
+                    "lr": lr, "sink_tokens": sink_tokens, "window": window, "seed": seed}
         saved = checkpoints.load(path, settings, "a gate-training")
         if saved is not None:
             first_step, losses = _resume(saved, path, logits, opt, rng, steps)
@@ -130,10 +129,7 @@ def _resume(saved, path, logits: torch.Tensor, opt, rng: torch.Generator, steps:
     from .circuits import checkpoints
 
     kind = "a gate-training"
-    keys = {"step", "logits", "adam", "rng", "losses"}
-    if not isinstance(saved, dict) or set(saved) != keys:
-        have = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
-        raise checkpoints.invalid(path, kind, f"its state must hold {sorted(keys)}, got {have}")
+    saved = checkpoints.state_fields(saved, path, kind, ("step", "logits", "adam", "rng", "losses"))
     done, saved_logits, losses = saved["step"], saved["logits"], saved["losses"]
     if isinstance(done, bool) or not isinstance(done, numbers.Integral) or done < 1:
         raise checkpoints.invalid(path, kind, f"'step' must be an int >= 1, got {done!r:.40}")

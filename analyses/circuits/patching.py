@@ -507,6 +507,6 @@ def _head_sweep_settings(model, clean: torch.Tensor, corrupt: torch.Tensor, idx:
     from interp.model_checks import logits_positions
 
     at = None if logits_at is None else logits_positions(logits_at, clean.shape[1]).tolist()
-    return {"format": 1, "model": model.name, "dtype": str(model.dtype).replace("torch.", ""),
-            "prompts": [*clean.shape], "data": _digest(clean.long(), corrupt.long(), idx), "n_heads": int(len(idx)),
-            "chunk": int(step), "batched": bool(batched), "logits_at": at, "base": base}
+    return {"format": 1, **checkpoints.model_settings(model), "prompts": [*clean.shape],
+            "data": _digest(clean.long(), corrupt.long(), idx), "n_heads": int(len(idx)), "chunk": int(step),
+            "batched": bool(batched), "logits_at": at, "base": base}
