@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from .device_bench import autotune_timer
-from .triton_forward import INTERPRET, _visible, _walk_bounds, cap_tanh, fitting
+from .triton_forward import INTERPRET, _visible, _walk_bounds, fitting, softcap_with_slope
 
 
 def _fit(configs, named_args, kwargs, smem_bytes):
@@ -146,9 +146,7 @@ def _dkdv_inner(
             st = tl.dot(k, qt, input_precision=DOT_PREC)  # [BLOCK_N, BLOCK_M]: scores, transposed
         st = st * qk_scale
         if SOFTCAP > 0:  # capped scores; d(capped) / d(raw) = 1 - tanh^2, taken before any mask sets -inf
-            th = cap_tanh(st, SOFTCAP * LOG2E)
-            st = th * (SOFTCAP * LOG2E)
-            dcap = 1.0 - th * th  # exactly 0 where tanh saturates at +-1
+            st, dcap = softcap_with_slope(st, SOFTCAP * LOG2E)
         if HAS_BIAS:
             st = st + bias_col[:, None]
         if MASKED:
@@ -322,9 +320,7 @@ def _dq_inner(
             s = tl.dot(q, kt, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
         s = s * qk_scale
         if SOFTCAP > 0:  # capped scores; d(capped) / d(raw) = 1 - tanh^2, taken before any mask sets -inf
-            th = cap_tanh(s, SOFTCAP * LOG2E)
-            s = th * (SOFTCAP * LOG2E)
-            dcap = 1.0 - th * th  # exactly 0 where tanh saturates at +-1
+            s, dcap = softcap_with_slope(s, SOFTCAP * LOG2E)
         if HAS_BIAS:
             bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
             s = s + bias[None, :] * LOG2E

@@ -201,6 +201,14 @@ def softcap_scores(s, CAP2: tl.constexpr):
 
 
 @triton.jit
+def softcap_with_slope(s, CAP2: tl.constexpr):
+    """(CAP2 * tanh(s / CAP2), 1 - tanh^2): the capped scores and their derivative by s, for the backward (the
+    slope exactly 0 where tanh saturates at +-1)."""
+    th = cap_tanh(s, CAP2)
+    return th * CAP2, 1.0 - th * th
+
+
+@triton.jit
 def cap_tanh(s, CAP2: tl.constexpr):
     """tanh(s / CAP2) for logit soft-capping in log2 units: s and CAP2 = softcap * log2(e) both scaled by log2(e),
     so that CAP2 * tanh(s / CAP2) is softcap * tanh(x / softcap) of the natural-unit score x, in log2 units. tanh

@@ -64,17 +64,14 @@ def _key_scores(qx, k_base, start_n, offs_n0, offs_n, offs_d, dmask, stride_kn, 
         s = tl.dot(a, b, input_precision=DOT_PREC)
     if HAS_BIAS:
         bias = tl.load(bias_base + offs_n, mask=offs_n < Lk, other=0.0)
+        s = s * qk_scale
         if SOFTCAP > 0:  # capped before the bias is added (a soft-capping call always takes this path: its bias
             # is zero when none was given)
-            s = softcap_scores(s * qk_scale, SOFTCAP * LOG2E)
-            if KEYS_FIRST:
-                s = s + bias[:, None] * LOG2E
-            else:
-                s = s + bias[None, :] * LOG2E
-        elif KEYS_FIRST:
-            s = s * qk_scale + bias[:, None] * LOG2E
+            s = softcap_scores(s, SOFTCAP * LOG2E)
+        if KEYS_FIRST:
+            s = s + bias[:, None] * LOG2E
         else:
-            s = s * qk_scale + bias[None, :] * LOG2E
+            s = s + bias[None, :] * LOG2E
     if MASKED:
         ok = _visible(offs_n, qpos, kvalid_base, Lk, window, CAUSAL, HAS_WINDOW, HAS_VALID, KEYS_FIRST)
         s = tl.where(ok, s, float("-inf"))
