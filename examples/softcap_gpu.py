@@ -19,27 +19,19 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 from interp.kernels import attention_with_stats
+from interp.kernels.bench import make_flex
 
 
 def flex_softcap(cap: float):
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-    compiled = torch.compile(flex_attention, dynamic=False)
-
-    def causal(b, h, q_idx, kv_idx):
-        return q_idx >= kv_idx
+    """The benchmark's compiled causal FlexAttention (`interp.kernels.bench.make_flex`) with the tanh cap as its
+    score_mod."""
 
     def capped(score, b, h, q_idx, kv_idx):
         return cap * torch.tanh(score / cap)
 
-    masks = {}
-
-    def run(q, k, v):
-        n = q.shape[2]
-        if n not in masks:
-            masks[n] = create_block_mask(causal, None, None, n, n, device=q.device)
-        return compiled(q, k, v, score_mod=capped, block_mask=masks[n], enable_gqa=q.shape[1] != k.shape[1])
-
+    run = make_flex(score_mod=capped)
+    if run is None:
+        raise SystemExit("this torch has no FlexAttention (torch.nn.attention.flex_attention): nothing to compare with")
     return run
 
 

@@ -74,7 +74,9 @@ def key_mass_by_sdpa_backward(q, k, v):
     return gv[..., 0]  # [b, kv_heads, n]: summed over each KV group's query heads
 
 
-def make_flex():
+def make_flex(score_mod=None):
+    """FlexAttention, compiled, causal (its block mask built once per length), with `score_mod` if given; None
+    where this torch has no FlexAttention."""
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     except ImportError:
@@ -90,7 +92,7 @@ def make_flex():
         n = q.shape[2]
         if n not in masks:
             masks[n] = create_block_mask(causal, None, None, n, n, device=q.device)
-        return compiled(q, k, v, block_mask=masks[n], enable_gqa=q.shape[1] != k.shape[1])
+        return compiled(q, k, v, score_mod=score_mod, block_mask=masks[n], enable_gqa=q.shape[1] != k.shape[1])
 
     return run
 
