@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .api import attention_with_stats
-from .bench import peak_gib
+from .bench import make_flex, peak_gib
 
 SHAPES = {"32x128/8": (32, 8, 128), "9x64/3": (9, 3, 64), "4x256/1": (4, 1, 256)}  # heads, kv heads, head dim
 DEFAULT_LENGTHS = [1024, 4096, 8192, 16384, 32768]
@@ -53,26 +53,6 @@ def det(q, k, v):
         return ours(q, k, v)
     finally:
         torch.use_deterministic_algorithms(before)
-
-
-def make_flex():
-    try:
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    except ImportError:
-        return None
-    compiled = torch.compile(flex_attention, dynamic=False)
-    masks = {}
-
-    def causal(b, h, q_idx, kv_idx):
-        return q_idx >= kv_idx
-
-    def run(q, k, v):
-        n = q.shape[2]
-        if n not in masks:
-            masks[n] = create_block_mask(causal, None, None, n, n, device=q.device)
-        return compiled(q, k, v, block_mask=masks[n], enable_gqa=q.shape[1] != k.shape[1])
-
-    return run
 
 
 def time_ms(fn, smoke):
