@@ -68,7 +68,7 @@ def build_smoke(layers: int = 2, vocab: int = 64):
 def build_gpu(layers: int, vocab: int):
     from long_context_gpu import build
 
-    return build(layers, vocab)
+    return build("llama3-8b", layers, vocab, "cuda")
 
 
 # ------------------------------------------------------------------ the same EAP with plain module hooks

@@ -202,10 +202,22 @@ def test_every_gpu_shell_script_parses_and_refuses_unknown_steps():
         r = subprocess.run(["bash", str(ROOT / "examples" / name), "nonsense"], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 2 and "usage: bash examples/" + name in r.stderr, r.stderr
-    for name in ("gpu_round16.sh", "gpu_round17.sh"):
+    for name in ("gpu_round16.sh", "gpu_round17.sh", "gpu_round26.sh"):
         r = subprocess.run(["bash", str(ROOT / "examples" / name)], capture_output=True, text=True, timeout=60,
                            env=dict(os.environ, PART="z"))
         assert r.returncode == 2 and "usage: PART=a|" in r.stderr and "bash examples/" + name in r.stderr, r.stderr
+
+
+def test_first_call_script_runs_and_refuses_bad_arguments():
+    """examples/first_call_gpu.py --smoke: EAP twice per length on a 2-layer SmolLM2-shaped model, the two calls'
+    scores equal; a length below 2 is refused by argparse."""
+    r = _example("first_call_gpu.py", "--smoke", "--lengths", "6", "9", "--batch", "2", "--vocab", "64")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = re.findall(r"^\s+(\d+) \|\s+([12]) \|\s+[\d.]+$", r.stdout, re.M)
+    assert rows == [("6", "1"), ("6", "2"), ("9", "1"), ("9", "2")], r.stdout
+    assert "first calls" in r.stdout and "graph 231 edges" in r.stdout
+    bad = _example("first_call_gpu.py", "--smoke", "--lengths", "1", timeout=120)
+    assert bad.returncode == 2 and "--lengths must be at least 2" in bad.stderr
 
 
 def test_kernel_modules_load_without_torch():
