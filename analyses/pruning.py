@@ -2,7 +2,7 @@
 
 `pruning_curve` removes heads (zero output) from least to most important and measures the task loss after each
 step, in one batched forward per chunk of steps (resumable: `checkpoint=PATH` keeps the steps measured after every
-forward); `random_pruning_curve` is the control with random orders.
+forward); `random_pruning_curve` is the control with random orders (resumable too).
 `heads_removable` reads off how many heads can go for a given relative loss increase. `method_agreement` compares
 the per-head scores of every pair of methods: Spearman rank correlation and top-k overlap.
 """
@@ -115,7 +115,7 @@ def pruning_curve(model, task, batch, scores: torch.Tensor, fractions=DEFAULT_FR
     order = _order(scores)
     done: list[float] = []
     if path is not None:
-        settings = _curve_settings(model, task, batch, order, counts)
+        settings = _curve_settings(model, task, batch, checkpoints.digest(torch.tensor(order)), counts)
         saved = checkpoints.load(path, settings, CURVE_KIND)
         if saved is not None:
             done = _curve_state(saved, path, counts, settings["steps_per_forward"])
@@ -135,15 +135,15 @@ def pruning_curve(model, task, batch, scores: torch.Tensor, fractions=DEFAULT_FR
 CURVE_KIND = "a pruning-curve"
 
 
-def _curve_settings(model, task, batch, order, counts: list[int]) -> dict:
+def _curve_settings(model, task, batch, order: str, counts: list[int]) -> dict:
     """What a saved pruning curve must match to be continued: the model and its dtype, the task's prompts and
-    answers, the removal order, the heads removed at each step, the steps per forward (the device is left out, as
-    in ablated_losses' checkpoints)."""
+    answers, the removal order (its digest, or "random"), the heads removed at each step, the steps per forward (the
+    device is left out, as in ablated_losses' checkpoints)."""
     from .circuits import checkpoints
 
     return {"format": 1, **checkpoints.model_settings(model),
             "shape": [model.cfg.n_layers, model.cfg.n_heads, len(batch)], "task": _name(task),
-            "prompts": checkpoints.prompts_digest(batch), "order": checkpoints.digest(torch.tensor(order)),
+            "prompts": checkpoints.prompts_digest(batch), "order": order,
             "n_removed": list(counts), "steps_per_forward": _steps_per_forward(model, batch)}
 
 
@@ -163,22 +163,76 @@ def _curve_state(saved, path, counts: list[int], k: int) -> list[float]:
     return list(losses)
 
 
-def random_pruning_curve(model, task, batch, fractions=DEFAULT_FRACTIONS, n_orders: int = 3,
-                         seed: int = 0) -> pd.DataFrame:
-    """The control: the same curve for random removal orders, averaged over `n_orders` orders."""
-    hooked_model_arg(model, "random_pruning_curve")
-    task, batch = _task_batch(task, batch, "random_pruning_curve")
-    int_arg("n_orders", n_orders, minimum=1, maximum=MAX_ORDERS, where="random_pruning_curve")
-    seed = int_arg("seed", seed, minimum=-2**63, maximum=2**64 - 1, where="random_pruning_curve")  # manual_seed's range
+def random_pruning_curve(model, task, batch, fractions=DEFAULT_FRACTIONS, n_orders: int = 3, seed: int = 0,
+                         progress: Callable | None = None, checkpoint=None) -> pd.DataFrame:
+    """The control: the same curve for random removal orders, averaged over `n_orders` orders (drawn in turn from
+    one generator seeded with `seed`). `progress(done, total)` hears after every batched forward (and on resuming)
+    how many of the n_orders x steps are measured.
+    `checkpoint=PATH`: the losses so far are saved there after every forward, and a rerun with the same model and
+    dtype, task and prompts, orders (`n_orders`, `seed`), steps and steps per forward continues from them to the
+    same curve as an uninterrupted run; a finished run's file returns it without a forward. Another run's file or a
+    damaged one is refused (a ValueError naming it)."""
+    from .circuits import checkpoints
+
+    where = "random_pruning_curve"
+    hooked_model_arg(model, where)
+    task, batch = _task_batch(task, batch, where)
+    int_arg("n_orders", n_orders, minimum=1, maximum=MAX_ORDERS, where=where)
+    seed = int_arg("seed", seed, minimum=-2**63, maximum=2**64 - 1, where=where)  # manual_seed's range
+    progress_arg(progress, where)
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    counts = _counts(L * H, fractions, "random_pruning_curve")
+    counts = _counts(L * H, fractions, where)
+    path = None if checkpoint is None else checkpoints.checkpoint_path(checkpoint, where)
     g = torch.Generator().manual_seed(seed)
-    runs = []
-    for _ in range(n_orders):
-        perm = torch.randperm(L * H, generator=g).tolist()
-        runs.append(_losses_after_removing(model, task, batch, [(i // H, i % H) for i in perm], counts,
-                                           "random_pruning_curve"))
+    orders = [[(i // H, i % H) for i in torch.randperm(L * H, generator=g).tolist()] for _ in range(n_orders)]
+    total = n_orders * len(counts)
+    runs: list[list[float]] = []
+    if path is not None:
+        settings = {**_curve_settings(model, task, batch, "random", counts), "n_orders": n_orders, "seed": seed}
+        saved = checkpoints.load(path, settings, RANDOM_KIND)
+        if saved is not None:
+            runs = _random_state(saved, path, counts, n_orders, settings["steps_per_forward"])
+            if progress:
+                progress(sum(map(len, runs)), total)
+    for o in range(n_orders):
+        done = runs[o] if o < len(runs) else []
+        if o == len(runs):
+            runs.append(done)
+        if len(done) == len(counts):
+            continue
+
+        def after(losses, o=o):
+            runs[o] = list(losses)
+            if path is not None:
+                checkpoints.save(path, settings, {"losses": [list(r) for r in runs]})
+            if progress:
+                progress(sum(map(len, runs)), total)
+
+        runs[o] = _losses_after_removing(model, task, batch, orders[o], counts, where, done, after)
     return _frame(counts, np.mean(runs, axis=0).tolist(), L * H)
+
+
+RANDOM_KIND = "a random-pruning-curve"
+
+
+def _random_state(saved, path, counts: list[int], n_orders: int, k: int) -> list[list[float]]:
+    """The losses of a saved random curve, checked: one list per order begun (at most n_orders), every list but the
+    last complete, the last a whole number of forwards of k steps, each loss a finite float."""
+    from .circuits import checkpoints
+
+    runs = checkpoints.state_fields(saved, path, RANDOM_KIND, ("losses",))["losses"]
+    n = len(counts)
+    if not isinstance(runs, list) or not 1 <= len(runs) <= n_orders:
+        raise checkpoints.invalid(path, RANDOM_KIND, f"'losses' must be a list of 1..{n_orders} lists (one per "
+                                                     f"order begun), got {runs!r:.60}")
+    for o, losses in enumerate(runs):
+        if (not isinstance(losses, list) or not all(isinstance(v, float) and np.isfinite(v) for v in losses)
+                or len(losses) > n or (o < len(runs) - 1 and len(losses) != n)
+                or (len(losses) % k and len(losses) != n)):
+            need = f"all {n}" if o < len(runs) - 1 else f"a whole number of forwards of {k} steps (at most {n})"
+            raise checkpoints.invalid(path, RANDOM_KIND, f"the losses of order {o} must be {need} finite floats, "
+                                                         f"got {losses!r:.60}")
+    return [list(r) for r in runs]
 
 
 def _frame(counts, losses, n_heads) -> pd.DataFrame:

@@ -237,3 +237,72 @@ def test_digest_reads_values_not_their_types():
     assert d([1, 0.5, torch.tensor([1, 2])]) == d([np.int64(1), np.float64(0.5), torch.tensor([1, 2])])
     assert d(torch.tensor([1, 2])) != d(torch.tensor([1.0, 2.0]))  # the dtype counts
     assert d([[1, 2], [3]]) != d([[1], [2, 3]])  # so does the nesting
+
+
+# ------------------------------------------------------------------------------------------------ random_pruning_curve
+def killed_random(toy, curve_inputs, ck, monkeypatch, kill_at=6):
+    """A random_pruning_curve (3 orders of 4 steps, one step per forward) killed in forward `kill_at`."""
+    task, batch, _ = curve_inputs
+    with monkeypatch.context() as m:
+        count_calls(m, toy, "run_with_hooks", kill_at=kill_at)
+        with pytest.raises(KeyboardInterrupt):
+            P.random_pruning_curve(toy, task, batch, FRACTIONS, n_orders=3, seed=5, checkpoint=ck)
+
+
+@pytest.mark.parametrize("kill_at", [3, 5, 9])  # inside the first order, at the start of the second, inside the third
+def test_random_pruning_curve_continues_after_a_kill(toy, curve_inputs, tmp_path, monkeypatch, kill_at):
+    one_step_per_forward(monkeypatch)
+    task, batch, _ = curve_inputs
+    heard = []
+    plain = P.random_pruning_curve(toy, task, batch, FRACTIONS, n_orders=3, seed=5,
+                                   progress=lambda d, t: heard.append((d, t)))
+    assert heard == [(d, 12) for d in range(1, 13)]
+    ck = tmp_path / "random.pt"
+    killed_random(toy, curve_inputs, ck, monkeypatch, kill_at)
+    heard.clear()
+    forwards = count_calls(monkeypatch, toy, "run_with_hooks")
+    again = P.random_pruning_curve(toy, task, batch, FRACTIONS, n_orders=3, seed=5, checkpoint=ck,
+                                   progress=lambda d, t: heard.append(d))
+    saved = kill_at - 1
+    assert len(forwards) == 12 - saved and heard == list(range(saved, 13))
+    pd.testing.assert_frame_equal(again, plain)
+    forwards.clear()  # the finished run is kept: a rerun measures nothing
+    pd.testing.assert_frame_equal(
+        P.random_pruning_curve(toy, task, batch, FRACTIONS, n_orders=3, seed=5, checkpoint=ck), plain)
+    assert forwards == []
+
+
+def test_random_pruning_curve_refuses_another_runs_file(toy, curve_inputs, tmp_path, monkeypatch):
+    one_step_per_forward(monkeypatch)
+    task, batch, scores = curve_inputs
+    ck = tmp_path / "random.pt"
+    killed_random(toy, curve_inputs, ck, monkeypatch)
+    for differs, kw in {"seed": dict(seed=6), "n_orders": dict(n_orders=4),
+                        "n_removed": dict(fractions=[0, 0.5])}.items():
+        args = dict(dict(fractions=FRACTIONS, n_orders=3, seed=5), **kw)
+        with pytest.raises(ValueError, match=re.escape(f"checkpoint {ck} was written under other settings (differs "
+                                                       f"in: {differs})")):
+            P.random_pruning_curve(toy, task, batch, checkpoint=ck, **args)
+    with pytest.raises(ValueError, match=r"differs in: n_orders, order, seed"):  # a scored curve is not a random one
+        P.pruning_curve(toy, task, batch, scores, FRACTIONS, checkpoint=ck)
+
+
+DAMAGED_RANDOM = {
+    "too-many-orders": (lambda st: st["losses"].extend([[1.0] * 4] * 3), r"'losses' must be a list of 1\.\.3 lists"),
+    "first-order-short": (lambda st: st["losses"][0].pop(), r"the losses of order 0 must be all 4 finite floats"),
+    "nan": (lambda st: st["losses"][1].__setitem__(0, float("nan")), r"the losses of order 1 must be a whole number"),
+    "no-losses": (lambda st: st.clear(), r"its state must hold 'losses', got \[\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_RANDOM))
+def test_random_pruning_curve_refuses_a_damaged_file(toy, curve_inputs, tmp_path, monkeypatch, case):
+    change, why = DAMAGED_RANDOM[case]
+    one_step_per_forward(monkeypatch)
+    task, batch, _ = curve_inputs
+    ck = tmp_path / "random.pt"
+    killed_random(toy, curve_inputs, ck, monkeypatch)  # the first order and one step of the second saved
+    rewrite_state(ck, change)
+    with pytest.raises(ValueError, match=re.escape(f"checkpoint {ck} is damaged or not a random-pruning-curve "
+                                                   "checkpoint: ") + why):
+        P.random_pruning_curve(toy, task, batch, FRACTIONS, n_orders=3, seed=5, checkpoint=ck)
