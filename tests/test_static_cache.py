@@ -39,25 +39,25 @@ MODELS = {
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_static_cache_generation_matches_eager(name, backend):
-    ref = MODELS[name]()
+def test_static_cache_generation_matches_eager(name, backend, device):
+    ref = MODELS[name]().to(device)
     ref.set_attn_implementation("eager")
     vocab = ref.config.vocab_size
-    ids, mask = _prompts(vocab)
+    ids, mask = (t.to(device) for t in _prompts(vocab))
     steps = 9  # past the sliding window, and the static cache's slots are never all filled (max_cache_len 16+)
     seq_ref, sc_ref = _scores(ref, ids, mask, steps, cache_implementation="static")
     seq_dyn, sc_dyn = _scores(ref, ids, mask, steps)
     assert torch.equal(seq_ref, seq_dyn)  # transformers' own static and dynamic caches agree
-    m = interp.load(MODELS[name](), backend=backend)
+    m = interp.load(MODELS[name]().to(device), backend=backend)
     seq, sc = _scores(m.model, ids, mask, steps, cache_implementation="static")
     assert torch.equal(seq, seq_ref)
     torch.testing.assert_close(sc, sc_ref, rtol=2e-4, atol=2e-4)
 
 
-def test_static_cache_statistics_equal_the_dynamic_caches():
+def test_static_cache_statistics_equal_the_dynamic_caches(device):
     """Statistics captured at every decode step: the same with a static cache as with a dynamic one (the key axis
     holds only real keys)."""
-    m = interp.load(tiny_llama(vocab=100), backend="triton")
+    m = interp.load(tiny_llama(vocab=100).to(device), backend="triton")
     names = ["blocks.1.attn.hook_key_mass", "blocks.0.attn.hook_query_entropy", "blocks.1.attn.hook_query_argmax"]
 
     def run(**kw):
@@ -77,20 +77,20 @@ def test_static_cache_statistics_equal_the_dynamic_caches():
     assert seen_s[names[0]][-1].shape[-1] == 5 + 3  # the prompt and three generated keys, not the cache's length
 
 
-def test_forward_with_a_static_cache_object():
+def test_forward_with_a_static_cache_object(device):
     """A StaticCache passed by hand to the wrapped model's forward: prefill, then one step, as the eager model."""
     from transformers import StaticCache
 
-    ref = tiny_llama(vocab=100)
+    ref = tiny_llama(vocab=100).to(device)
     ref.set_attn_implementation("eager")
-    m = interp.load(tiny_llama(vocab=100), backend="triton")
-    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    m = interp.load(tiny_llama(vocab=100).to(device), backend="triton")
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]], device=device)
     logits = {}
     for key, hf in (("ref", ref), ("interp", m.model)):
         cache = StaticCache(config=hf.config, max_cache_len=32)
         with torch.no_grad():
             a = hf(input_ids=ids, past_key_values=cache, use_cache=True).logits
-            b = hf(input_ids=torch.tensor([[9]]), past_key_values=cache, use_cache=True).logits
+            b = hf(input_ids=torch.tensor([[9]], device=device), past_key_values=cache, use_cache=True).logits
         logits[key] = torch.cat([a, b], 1)
     torch.testing.assert_close(logits["interp"], logits["ref"], rtol=2e-4, atol=2e-4)
 
