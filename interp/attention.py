@@ -11,6 +11,11 @@ the queries to the last key, so those slots must not reach them: the mask functi
 real (the cache's query offset plus the new tokens), returns a mask of exactly that many keys and records it
 (`keys_used`), and the attention function cuts the keys and values to it. A static sliding-window layer that has
 filled its window already hands over only real keys, in order.
+
+What the kernels cannot express is refused with a ValueError instead of being dropped silently: masks other than
+causal, sliding-window causal or bidirectional (packed sequences, chunked attention, `or_mask_function` overlays such
+as Gemma 3's `use_bidirectional_attention`), attention dropout (training mode), attention sinks (`s_aux`, GPT-OSS),
+additive position biases (`position_bias`) and `output_attentions=True`.
 """
 
 from __future__ import annotations
@@ -46,11 +51,116 @@ def _mark_keys_used(mask: torch.Tensor, used: int, padded: bool) -> None:
     _keys_used[key] = (weakref.ref(mask, forget), used, padded)
 
 
+# parts of transformers' mask functions (`transformers.masking_utils`, by qualified name) the kernels cannot
+# reproduce, with what a user did to get them
+_MU = "transformers.masking_utils."
+_PACKED = ("packed sequences (position_ids that restart within a row, passed without an attention_mask; pass one "
+           "sequence per row with an attention_mask instead)")
+_UNSUPPORTED_PARTS = {
+    _MU + "packed_sequence_mask_function.<locals>.inner_mask": _PACKED,
+    _MU + "remap_positions_for_packed_sequence.<locals>.inner_mask": _PACKED,
+    _MU + "chunked_overlay.<locals>.inner_mask": "chunked attention (config.attention_chunk_size, Llama 4)",
+    _MU + "blockwise_overlay.<locals>.inner_mask": "bidirectional blocks (block_sequence_ids / token_type_ids)",
+    _MU + "sliding_window_bidirectional_overlay.<locals>.inner_mask": "a bidirectional sliding window",
+    _MU + "or_masks.<locals>.or_mask": "a mask widened by an or_mask_function (e.g. Gemma 3's "
+                                       "use_bidirectional_attention)",
+}
+
+
+def _qualname(fn) -> str:
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def _inner_functions(fn) -> list:
+    """The mask functions a transformers combination (and_masks, or_masks, a remap) closes over, else []."""
+    found = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        found.extend(v for v in (value if isinstance(value, tuple) else (value,)) if callable(v))
+    return found
+
+
+def _structure(fn, depth: int = 0):
+    """A mask function as nested tuples: its qualified name, then what its closure holds (mask functions in turn,
+    ints, other values by type name)."""
+    if depth > 8:
+        return ("...",)
+    cells = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        for v in value if isinstance(value, tuple) else (value,):
+            if callable(v):
+                cells.append(_structure(v, depth + 1))
+            elif isinstance(v, int) and not isinstance(v, bool):
+                cells.append(int(v))
+            else:
+                cells.append(type(v).__name__)
+    return (_qualname(fn), *cells)
+
+
+def _ints(shape) -> set:
+    """The ints anywhere in a `_structure`."""
+    found = set()
+    for v in shape[1:]:
+        if isinstance(v, tuple):
+            found |= _ints(v)
+        elif isinstance(v, int):
+            found.add(v)
+    return found
+
+
+def _unsupported_part(fn) -> str:
+    """What in the mask function `fn` the kernels cannot reproduce, in words (the most specific part found)."""
+    todo, known = [fn], []
+    for _ in range(64):  # a few levels of and_masks / or_masks / remaps
+        if not todo:
+            break
+        f = todo.pop(0)
+        if _qualname(f) in _UNSUPPORTED_PARTS:
+            known.append(_UNSUPPORTED_PARTS[_qualname(f)])
+        if _qualname(f).startswith(_MU):
+            todo.extend(_inner_functions(f))
+    specific = [k for k in known if k != _UNSUPPORTED_PARTS[_MU + "or_masks.<locals>.or_mask"]]
+    return (specific or known or [f"the custom mask function {_qualname(fn)}"])[0]
+
+
+def mask_is_causal(mask_function) -> bool:
+    """True for transformers' causal and sliding-window causal mask functions (or none given), False for the
+    bidirectional one; a ValueError naming the pattern for any other mask (the kernels apply only causal, sliding-window
+    and padding masks, so anything else would be dropped silently)."""
+    from transformers import masking_utils as mu
+
+    if mask_function is None or mask_function is mu.causal_mask_function:
+        return True
+    if mask_function is mu.bidirectional_mask_function:
+        return False
+    # a sliding-window causal mask: built as transformers' own sliding_window_causal_mask_function(w) builds it, for
+    # a window w found in it (compared by structure, so a transformers release that composes it otherwise still
+    # matches its own builder)
+    make = getattr(mu, "sliding_window_causal_mask_function", None)
+    shape = _structure(mask_function)
+    if make is not None and any(shape == _structure(make(w)) for w in _ints(shape)):
+        return True
+    raise ValueError(
+        f"interp attention cannot apply this attention mask: {_unsupported_part(mask_function)}. It applies causal, "
+        "sliding-window causal and bidirectional masks with a 2-D padding mask (run this model with "
+        "set_attn_implementation('eager') for other masks)")
+
+
 def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None,
                 attention_mask=None, **kwargs):
     """Compact mask: the 2-D padding mask `[batch, kv_length]` (bool), or None when nothing is padded. With a static
     cache that has empty slots (fewer real keys than kv_length), a mask [batch, real keys] recorded for
-    `interp_attention` to cut the cache's keys and values to (see the module's docstring)."""
+    `interp_attention` to cut the cache's keys and values to (see the module's docstring). A mask function other
+    than causal, sliding-window causal or bidirectional is refused (`mask_is_causal`)."""
+    if not mask_is_causal(mask_function):  # an encoder, cross-attention (keys: another sequence), is_causal=False
+        return _padding_only(attention_mask, kv_length)
     # keys that hold tokens: those seen before (the cache's query offset; a 0-d tensor for a static cache) and the
     # new ones. Fewer than kv_length: a static cache's empty slots, unless a mask as long as kv_length keeps keys
     # there (PEFT's prefix tuning, no cache: kv_length is the mask's length and q_offset 0)
@@ -70,6 +180,11 @@ def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_f
         padded = attention_mask is not None and has_padding(mask)
         _mark_keys_used(mask, used, padded)
         return mask
+    return _padding_only(attention_mask, kv_length)
+
+
+def _padding_only(attention_mask, kv_length):
+    """The last kv_length columns of the 2-D padding mask (bool, marked padded), or None when nothing is padded."""
     if attention_mask is None:
         return None
     attention_mask = attention_mask[:, -kv_length:].to(torch.bool)  # a new tensor object for this forward
@@ -101,8 +216,35 @@ def _layer_of(module) -> int:
     return layer
 
 
+def check_call_options(module, dropout, kwargs: dict) -> None:
+    """A ValueError for what a model asks of its attention function that the kernels do not compute (each would
+    otherwise be dropped silently): attention dropout, attention sinks, an additive position bias, returned
+    attention weights."""
+    where = type(module).__name__
+    if dropout is not None and float(dropout) > 0:
+        raise ValueError(
+            f"{where} asks for attention dropout {float(dropout):g} (the model is in training mode with a nonzero "
+            "attention dropout); interp attention has no dropout: call model.eval(), or set the config's attention "
+            "dropout to 0 before training through it")
+    if kwargs.get("s_aux") is not None:
+        raise ValueError(
+            f"{where} has attention sinks (s_aux, GPT-OSS style): a per-head logit in every softmax that interp's "
+            "kernels do not have; run this model with set_attn_implementation('eager')")
+    if kwargs.get("position_bias") is not None:
+        raise ValueError(
+            f"{where} adds a position bias [batch, heads, queries, keys] to the scores, which interp's kernels do not "
+            "take (they apply only causal, sliding-window and padding masks); run this model with "
+            "set_attn_implementation('eager')")
+    if kwargs.get("output_attentions"):
+        raise ValueError(
+            "output_attentions=True: interp attention never forms the attention weights, so it returns none; capture "
+            "patterns with HookedModel.run_with_cache(..., pattern=True) (hook_pattern), or run the model with "
+            "set_attn_implementation('eager')")
+
+
 def interp_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
                      softcap=None, is_causal=None, **kwargs):
+    check_call_options(module, dropout, kwargs)
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(
             "interp attention expects the compact 2-D padding mask; got a "

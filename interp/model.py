@@ -50,6 +50,34 @@ def _hook_order(name: str):
     return (0 if name == "hook_embed" else 2, 0, name)
 
 
+def _attn_implementation(hf_model) -> str | None:
+    """The attention implementation a model's (text) layers run now."""
+    config = hf_model.config.get_text_config() if hasattr(hf_model.config, "get_text_config") else hf_model.config
+    return getattr(config, "_attn_implementation", None)
+
+
+def _check_attention_routed(hf_model) -> None:
+    """A ValueError when the model kept another attention implementation (its attention does not go through
+    transformers' AttentionInterface): interp's hooks, statistics and interventions would never run."""
+    impl = _attn_implementation(hf_model)
+    if impl != _attention.NAME:
+        raise ValueError(
+            f"{type(hf_model).__name__} kept attention implementation {impl!r}: its attention does not go through "
+            "transformers' AttentionInterface, so interp cannot hook it (attention hooks and statistics would "
+            "capture nothing); interp wraps models whose attention modules call the AttentionInterface")
+
+
+def _refuse_output_attentions(module, args, kwargs):
+    """Forward pre-hook: interp attention never forms attention weights, so output_attentions=True would give an
+    empty tuple (models that do not hand the flag to their attention function included). A model switched back to
+    eager attention (`set_attn_implementation("eager")`) returns them as usual."""
+    if kwargs.get("output_attentions") and _attn_implementation(module) == _attention.NAME:
+        raise ValueError(
+            "output_attentions=True: interp attention never forms the attention weights, so it returns none; capture "
+            "patterns with HookedModel.run_with_cache(..., pattern=True) (hook_pattern), or run the model with "
+            "set_attn_implementation('eager')")
+
+
 class HookedModel:
     def __init__(self, hf_model, tokenizer=None, name: str | None = None, backend: str = "auto"):
         if not isinstance(hf_model, torch.nn.Module) or not hasattr(hf_model, "config"):
@@ -76,6 +104,7 @@ class HookedModel:
                 raise ValueError(f"cannot find the attention module of block {layer} ({type(block).__name__})")
             self.attn_modules.append(attn)
         hf_model.set_attn_implementation(_attention.NAME)
+        _check_attention_routed(hf_model)
         self._ctx: RunContext | None = None
         self._valid: torch.Tensor | None = None  # [batch, pos] padding mask of the current run
         self._install_module_hooks()
@@ -173,6 +202,9 @@ class HookedModel:
                 mlp.register_forward_hook(out_hook(lambda m: f"blocks.{m._interp_layer}.hook_mlp_out", "mlp_out"))
         emb = self.model.get_input_embeddings()
         emb.register_forward_hook(out_hook(lambda m: "hook_embed"))
+        for m in self.model.modules():  # the outer model and the base models inside it
+            if hasattr(m, "config") and hasattr(m, "set_attn_implementation"):
+                m.register_forward_pre_hook(_refuse_output_attentions, with_kwargs=True)
         norm = find_child(self.model, ("model.norm", "model.final_layernorm", "transformer.ln_f", "norm"))
         if norm is not None and not hasattr(norm, "_interp_layer"):
             norm.register_forward_hook(out_hook(lambda m: "ln_final.hook_normalized"))

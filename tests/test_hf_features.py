@@ -1,0 +1,256 @@
+"""Transformers features through interp's attention, against transformers' eager attention on the same weights:
+what works gives the same tokens and scores (float32, 2e-4); what the kernels cannot compute is refused with a
+ValueError that names it, instead of being dropped silently (packed sequences, chunked attention, Gemma 3's
+bidirectional overlay, attention dropout, attention sinks, position biases, output_attentions, models whose attention
+does not go through the AttentionInterface)."""
+
+import pytest
+import torch
+from helpers import raises_clear_error, tiny_gemma2, tiny_gemma3, tiny_gpt2, tiny_llama
+
+import interp
+from interp.attention import interp_attention, interp_mask, mask_is_causal
+
+TOL = dict(rtol=2e-4, atol=2e-4)
+
+
+def _pair(build, backend="reference"):
+    """The eager model and an interp-wrapped copy (the same weights: the builders seed)."""
+    ref = build()
+    ref.set_attn_implementation("eager")
+    return ref, interp.load(build(), backend=backend).model
+
+
+def _generate(hf, ids, mask=None, steps=6, **kw):
+    with torch.no_grad():
+        out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, do_sample=kw.pop("do_sample", False),
+                          output_scores=True, return_dict_in_generate=True, pad_token_id=0, **kw)
+    return out.sequences, torch.stack(out.scores)
+
+
+def _assert_same_generation(ref, hf, *args, **kw):
+    seq_ref, sc_ref = _generate(ref, *args, **kw)
+    seq, sc = _generate(hf, *args, **kw)
+    assert torch.equal(seq, seq_ref)
+    torch.testing.assert_close(sc, sc_ref, **TOL)
+
+
+def _left_padded(vocab, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (2, 7), generator=g)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    ids[1, :3], mask[1, :3] = 0, 0
+    return ids, mask
+
+
+def _logits(hf, **kw):
+    with torch.no_grad():
+        return hf(**kw).logits
+
+
+# ---------------------------------------------------------------- what works: decoding strategies and caches
+def test_decoding_strategies_match_eager():
+    """Beam search, seeded sampling with several sequences, prompt lookup and assisted generation (multi-token
+    verification, cache cropped), and a DynamicCache reused by a second generate call."""
+    from transformers import DynamicCache
+
+    ref, hf = _pair(lambda: tiny_llama(vocab=100))
+    ids, mask = _left_padded(100)
+    _assert_same_generation(ref, hf, ids, mask, num_beams=3, num_return_sequences=2)
+    sampled = []
+    for model in (ref, hf):  # sampling: the same draws from the same seed
+        torch.manual_seed(5)
+        sampled.append(_generate(model, ids, mask, do_sample=True, num_return_sequences=2, top_k=0))
+    assert torch.equal(sampled[1][0], sampled[0][0])
+    torch.testing.assert_close(sampled[1][1], sampled[0][1], **TOL)
+    rep = torch.tensor([[5, 6, 7, 8, 5, 6, 7, 8, 5, 6]])
+    _assert_same_generation(ref, hf, rep, steps=8, prompt_lookup_num_tokens=3)
+    _assert_same_generation(ref, hf, ids[:1], mask[:1], steps=8, assistant_model=tiny_llama(vocab=100, n_layers=1))
+    runs = []
+    for model in (ref, hf):
+        cache = DynamicCache(config=model.config)
+        first = _generate(model, ids, mask, steps=3, past_key_values=cache)
+        more = torch.cat([mask, torch.ones(2, 3, dtype=torch.long)], 1)
+        runs.append(first + _generate(model, first[0], more, steps=3, past_key_values=cache))
+    for got, want in zip(runs[1], runs[0]):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_sliding_window_past_the_window_matches_eager(backend):
+    """Gemma 2 (window 4, soft-capping): a left-padded batch generating past the window with beam search, and a
+    chunked prefill (several queries per step against a rolled sliding-window cache)."""
+    from transformers import DynamicCache
+
+    ref, hf = _pair(tiny_gemma2, backend)
+    ids, mask = _left_padded(50)
+    _assert_same_generation(ref, hf, ids, mask, steps=8, num_beams=2)
+    x = torch.randint(1, 50, (2, 11), generator=torch.Generator().manual_seed(5))
+    am = torch.ones(2, 11, dtype=torch.long)
+    am[1, :2] = 0
+    pos = (am.cumsum(-1) - 1).clamp_min(0)
+    outs = {}
+    for key, model in (("ref", ref), ("interp", hf)):
+        cache, start, chunks = DynamicCache(config=model.config), 0, []
+        for n in (5, 3, 2, 1):
+            chunks.append(_logits(model, input_ids=x[:, start:start + n], attention_mask=am[:, :start + n],
+                                  position_ids=pos[:, start:start + n], past_key_values=cache, use_cache=True))
+            start += n
+        outs[key] = torch.cat(chunks, 1)[am.bool()]
+    torch.testing.assert_close(outs["interp"], outs["ref"], **TOL)
+
+
+def test_bidirectional_config_matches_eager():
+    """config.is_causal = False (transformers' bidirectional power feature), with padding."""
+    def build():
+        hf = tiny_llama(vocab=100)
+        hf.config.is_causal = False
+        return hf
+
+    ref, hf = _pair(build)
+    ids, mask = _left_padded(100)
+    want = _logits(ref, input_ids=ids, attention_mask=mask, use_cache=False)
+    got = _logits(hf, input_ids=ids, attention_mask=mask, use_cache=False)
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], **TOL)
+
+
+# ---------------------------------------------------------------- fixed: cross-attention without an encoder mask
+def _tiny_bart(seed=0):
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = BartConfig(vocab_size=50, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                     decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64)
+    return BartForConditionalGeneration(cfg).eval()
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_cross_attention_without_an_encoder_mask_sees_every_encoder_token(backend):
+    """An encoder-decoder called without an attention_mask: the cross-attention mask has no padding and more keys
+    (encoder tokens) than queries (decoder tokens). The mask function took the keys past the queries for a static
+    cache's empty slots and cut the encoder's keys to the decoder's length, silently."""
+    ref, hf = _pair(_tiny_bart, backend)
+    x = torch.randint(3, 50, (2, 6), generator=torch.Generator().manual_seed(2))
+    want = _logits(ref, input_ids=x, decoder_input_ids=x[:, :3])
+    torch.testing.assert_close(_logits(hf, input_ids=x, decoder_input_ids=x[:, :3]), want, **TOL)
+    _assert_same_generation(ref, hf, x, steps=4, decoder_start_token_id=2, cache_implementation="static")
+
+
+# ---------------------------------------------------------------- refused: what the kernels do not compute
+def test_packed_sequences_are_refused():
+    """position_ids restarting within a row, without an attention_mask: transformers builds a block-diagonal mask
+    (one block per packed sequence); interp's kernels attended across the sequences."""
+    hf = interp.load(tiny_llama(vocab=100), backend="reference").model
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    raises_clear_error(ValueError, "cannot apply this attention mask: packed sequences", lambda: _logits(
+        hf, input_ids=ids, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]]), use_cache=False))
+    # positions that only start later are one sequence: as eager
+    ref = tiny_llama(vocab=100)
+    ref.set_attn_implementation("eager")
+    later = dict(input_ids=ids, position_ids=torch.arange(10, 16)[None], use_cache=False)
+    torch.testing.assert_close(_logits(hf, **later), _logits(ref, **later), **TOL)
+
+
+def _tiny_llama4(seed=0):
+    from transformers import Llama4ForCausalLM, Llama4TextConfig
+
+    torch.manual_seed(seed)
+    cfg = Llama4TextConfig(vocab_size=50, hidden_size=64, intermediate_size=64, intermediate_size_mlp=96,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                           num_local_experts=2, attention_chunk_size=4, max_position_embeddings=64,
+                           no_rope_layers=[1, 0], moe_layers=[], interleave_moe_layer_step=0)
+    return Llama4ForCausalLM(cfg).eval()
+
+
+def _bidirectional_gemma3():
+    hf = tiny_gemma3()
+    hf.config.use_bidirectional_attention = True  # EmbeddingGemma: an or_mask_function over the causal mask
+    return hf
+
+
+@pytest.mark.parametrize("build,match", [
+    (_tiny_llama4, r"chunked attention \(config.attention_chunk_size"),
+    (_bidirectional_gemma3, "widened by an or_mask_function"),
+])
+def test_masks_the_kernels_cannot_apply_are_refused(build, match):
+    hf = interp.load(build(), backend="reference").model
+    ids = torch.randint(1, 50, (1, 10), generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match=match):
+        _logits(hf, input_ids=ids, use_cache=False)
+
+
+def test_mask_functions_recognised():
+    from transformers import masking_utils as mu
+
+    assert mask_is_causal(None) and mask_is_causal(mu.causal_mask_function)
+    assert mask_is_causal(mu.sliding_window_causal_mask_function(4))
+    assert not mask_is_causal(mu.bidirectional_mask_function)
+    for fn, words in ((mu.chunked_causal_mask_function(4, torch.zeros(1, dtype=torch.long)), "chunked attention"),
+                      (mu.sliding_window_bidirectional_mask_function(4), "bidirectional sliding window"),
+                      (mu.or_masks(mu.causal_mask_function, lambda *a: True), "or_mask_function"),
+                      (mu.and_masks(mu.causal_mask_function, lambda b, h, q, k: k > 0), "custom mask function")):
+        err = raises_clear_error(ValueError, words, mask_is_causal, fn)
+        assert "set_attn_implementation('eager')" in str(err)
+    with pytest.raises(ValueError, match="packed sequences"):
+        interp_mask(1, 4, 4, mask_function=mu.and_masks(
+            mu.causal_mask_function, mu.packed_sequence_mask_function(torch.tensor([[0, 0, 1, 1]]))))
+
+
+def test_attention_dropout_in_training_mode_is_refused():
+    """model.train() with a nonzero attention dropout: eager drops probabilities, interp's kernels have no dropout."""
+    for build, p in ((lambda: tiny_llama(vocab=100, attention_dropout=0.5), "0.5"), (tiny_gpt2, "0.1")):
+        hf = interp.load(build(), backend="reference").model
+        ids = torch.tensor([[3, 4, 5, 6]])
+        _logits(hf, input_ids=ids)  # eval mode: no dropout, runs
+        hf.train()
+        with pytest.raises(ValueError, match=rf"attention dropout {p} \(the model is in training mode"):
+            _logits(hf, input_ids=ids)
+
+
+def test_attention_sinks_are_refused():
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    torch.manual_seed(0)
+    cfg = GptOssConfig(vocab_size=50, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                       max_position_embeddings=64, sliding_window=4, layer_types=["sliding_attention", "full_attention"])
+    hf = interp.load(GptOssForCausalLM(cfg).eval(), backend="reference").model
+    with pytest.raises(ValueError, match=r"GptOssAttention has attention sinks \(s_aux"):
+        _logits(hf, input_ids=torch.tensor([[1, 2, 3]]))
+
+
+def test_position_bias_is_refused():
+    class Layer(torch.nn.Module):
+        layer_idx = 0
+        is_causal = False
+
+    q = k = v = torch.randn(1, 2, 4, 8)
+    raises_clear_error(ValueError, "adds a position bias", lambda: interp_attention(
+        Layer(), q, k, v, None, position_bias=torch.zeros(1, 2, 4, 4)))
+
+
+@pytest.mark.parametrize("build", [lambda: tiny_llama(vocab=100), tiny_gpt2], ids=["llama", "gpt2"])
+def test_output_attentions_is_refused_until_eager(build):
+    """output_attentions=True gave an empty tuple (GPT-2 does not even hand the flag to its attention function);
+    switched back to eager attention, the model returns them as usual."""
+    m = interp.load(build(), backend="reference")
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with pytest.raises(ValueError, match="output_attentions=True: interp attention never forms"):
+        m.model(input_ids=ids, output_attentions=True)
+    with pytest.raises(ValueError, match="output_attentions=True"):
+        m.generate([[3, 4, 5]], max_new_tokens=2, output_attentions=True, return_dict_in_generate=True)
+    m.model.set_attn_implementation("eager")
+    try:
+        assert len(m.model(input_ids=ids, output_attentions=True).attentions) == m.cfg.n_layers
+    finally:
+        m.model.set_attn_implementation("interp")
+
+
+def test_model_outside_the_attention_interface_is_refused():
+    """MPNet keeps its own attention (no AttentionInterface): run_with_cache captured nothing, silently."""
+    from transformers import MPNetConfig, MPNetModel
+
+    hf = MPNetModel(MPNetConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=64)).eval()
+    with pytest.raises(ValueError, match="MPNetModel kept attention implementation 'eager'"):
+        interp.load(hf)
