@@ -130,6 +130,33 @@ def _unsupported_part(fn) -> str:
     return (specific or known or [f"the custom mask function {_qualname(fn)}"])[0]
 
 
+def _without_packing(fn):
+    """transformers adds a packed-sequence part to the mask of every forward given position_ids without an attention
+    mask or cache whenever it cannot look at them (a CUDA graph capture, torch.compile): and_masks(remap(X), packed).
+    When its sequence ids mark one sequence per row, or cannot be read (a capture; interp's GraphedRun feeds
+    positions 0..n-1), that is X; then X is returned, else None."""
+    if _qualname(fn) != _MU + "and_masks.<locals>.and_mask":
+        return None
+    parts = _inner_functions(fn)
+    packed = [p for p in parts if _qualname(p) == _MU + "packed_sequence_mask_function.<locals>.inner_mask"]
+    rest = [p for p in parts if _qualname(p) != _MU + "packed_sequence_mask_function.<locals>.inner_mask"]
+    if len(packed) != 1 or len(rest) != 1:
+        return None
+    ids = [c.cell_contents for c in packed[0].__closure__ or () if isinstance(c.cell_contents, torch.Tensor)]
+    if len(ids) != 1 or ids[0].dim() != 2:
+        return None
+    capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+    if not capturing and bool(ids[0][:, -1].any()):
+        return None  # several sequences in a row: really packed
+    base = rest[0]
+    if _qualname(base) == _MU + "remap_positions_for_packed_sequence.<locals>.inner_mask":
+        inner = _inner_functions(base)  # (positions that rise by one per token keep a causal or window relation)
+        if len(inner) != 1:
+            return None
+        base = inner[0]
+    return base
+
+
 def mask_is_causal(mask_function) -> bool:
     """True for transformers' causal and sliding-window causal mask functions (or none given), False for the
     bidirectional one; a ValueError naming the pattern for any other mask (the kernels apply only causal, sliding-window
@@ -140,6 +167,9 @@ def mask_is_causal(mask_function) -> bool:
         return True
     if mask_function is mu.bidirectional_mask_function:
         return False
+    base = _without_packing(mask_function)
+    if base is not None:
+        return mask_is_causal(base)
     # a sliding-window causal mask: built as transformers' own sliding_window_causal_mask_function(w) builds it, for
     # a window w found in it (compared by structure, so a transformers release that composes it otherwise still
     # matches its own builder)
@@ -153,6 +183,7 @@ def mask_is_causal(mask_function) -> bool:
         "set_attn_implementation('eager') for other masks)")
 
 
+@torch.compiler.disable  # torch.compile (transformers compiles static-cache decoding on a GPU) runs it as it is
 def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None,
                 attention_mask=None, **kwargs):
     """Compact mask: the 2-D padding mask `[batch, kv_length]` (bool), or None when nothing is padded. With a static
@@ -242,6 +273,7 @@ def check_call_options(module, dropout, kwargs: dict) -> None:
             "set_attn_implementation('eager')")
 
 
+@torch.compiler.disable  # torch.compile graph-breaks here: interp's kernels, hooks and statistics run eagerly
 def interp_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
                      softcap=None, is_causal=None, **kwargs):
     check_call_options(module, dropout, kwargs)

@@ -129,3 +129,41 @@ def test_mask_and_attention_refuse_what_does_not_fit():
 
     with pytest.raises(ValueError, match="the attention mask covers 5 keys but the layer has 8"):
         interp_attention(Layer(), q, k, v, torch.ones(1, 5, dtype=torch.bool))
+
+
+def test_static_cache_generation_under_torch_compile(device):
+    """transformers compiles static-cache decoding (on a GPU by default; here forced with the eager backend):
+    dynamo must run interp's attention and mask functions as they are, not trace into the Triton launch (which
+    failed on the H100 and, traced, fails in the CPU interpreter too)."""
+    from transformers import CompileConfig
+
+    ref = tiny_llama(vocab=100).to(device)
+    ref.set_attn_implementation("eager")
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]], device=device)
+    seq_ref, sc_ref = _scores(ref, ids, None, 5, cache_implementation="static")
+    cc = CompileConfig(backend="eager", mode=None)
+    cc._compile_all_devices = True
+    m = interp.load(tiny_llama(vocab=100).to(device), backend="triton")
+    seq, sc = _scores(m.model, ids, None, 5, cache_implementation="static", compile_config=cc)
+    assert torch.equal(seq, seq_ref)
+    torch.testing.assert_close(sc, sc_ref, rtol=2e-4, atol=2e-4)
+
+
+def test_packed_sequence_part_of_a_single_sequence_is_causal():
+    """transformers adds a packed-sequence part to the mask whenever it cannot read the position ids (a CUDA graph
+    capture, as interp's GraphedRun makes): with one sequence per row it is the plain causal (or window) mask;
+    several sequences in a row are refused."""
+    from transformers import masking_utils as mu
+
+    from interp.attention import mask_is_causal
+
+    one = torch.zeros(2, 6, dtype=torch.long)
+    pos = torch.arange(6).expand(2, 6)
+    for base in (mu.causal_mask_function, mu.sliding_window_causal_mask_function(3)):
+        fn = mu.and_masks(mu.remap_positions_for_packed_sequence(base, pos), mu.packed_sequence_mask_function(one))
+        assert mask_is_causal(fn) is True
+    two = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]])
+    fn = mu.and_masks(mu.remap_positions_for_packed_sequence(mu.causal_mask_function, pos),
+                      mu.packed_sequence_mask_function(two))
+    with pytest.raises(ValueError, match="packed sequences"):
+        mask_is_causal(fn)
