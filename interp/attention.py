@@ -71,16 +71,21 @@ def _qualname(fn) -> str:
     return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
-def _inner_functions(fn) -> list:
-    """The mask functions a transformers combination (and_masks, or_masks, a remap) closes over, else []."""
+def _closure_values(fn) -> list:
+    """What a function's closure holds, a tuple's items one by one (empty cells left out)."""
     found = []
     for cell in getattr(fn, "__closure__", None) or ():
         try:
             value = cell.cell_contents
         except ValueError:  # an empty cell
             continue
-        found.extend(v for v in (value if isinstance(value, tuple) else (value,)) if callable(v))
+        found.extend(value if isinstance(value, tuple) else (value,))
     return found
+
+
+def _inner_functions(fn) -> list:
+    """The mask functions a transformers combination (and_masks, or_masks, a remap) closes over, else []."""
+    return [v for v in _closure_values(fn) if callable(v)]
 
 
 def _structure(fn, depth: int = 0):
@@ -89,18 +94,13 @@ def _structure(fn, depth: int = 0):
     if depth > 8:
         return ("...",)
     cells = []
-    for cell in getattr(fn, "__closure__", None) or ():
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        for v in value if isinstance(value, tuple) else (value,):
-            if callable(v):
-                cells.append(_structure(v, depth + 1))
-            elif isinstance(v, int) and not isinstance(v, bool):
-                cells.append(int(v))
-            else:
-                cells.append(type(v).__name__)
+    for v in _closure_values(fn):
+        if callable(v):
+            cells.append(_structure(v, depth + 1))
+        elif isinstance(v, int) and not isinstance(v, bool):
+            cells.append(int(v))
+        else:
+            cells.append(type(v).__name__)
     return (_qualname(fn), *cells)
 
 
@@ -142,7 +142,7 @@ def _without_packing(fn):
     rest = [p for p in parts if _qualname(p) != _MU + "packed_sequence_mask_function.<locals>.inner_mask"]
     if len(packed) != 1 or len(rest) != 1:
         return None
-    ids = [c.cell_contents for c in packed[0].__closure__ or () if isinstance(c.cell_contents, torch.Tensor)]
+    ids = [v for v in _closure_values(packed[0]) if isinstance(v, torch.Tensor)]
     if len(ids) != 1 or ids[0].dim() != 2:
         return None
     capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
