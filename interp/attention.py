@@ -14,8 +14,9 @@ filled its window already hands over only real keys, in order.
 
 What the kernels cannot express is refused with a ValueError instead of being dropped silently: masks other than
 causal, sliding-window causal or bidirectional (packed sequences, chunked attention, `or_mask_function` overlays such
-as Gemma 3's `use_bidirectional_attention`), attention dropout (training mode), attention sinks (`s_aux`, GPT-OSS),
-additive position biases (`position_bias`) and `output_attentions=True`.
+as Gemma 3's `use_bidirectional_attention`), attention dropout (training mode), additive position biases
+(`position_bias`) and `output_attentions=True`. Learned attention sinks (`s_aux`, GPT-OSS) are computed: they reach
+the kernels as `sinks=` (`interp.kernels.sinks`).
 """
 
 from __future__ import annotations
@@ -249,18 +250,14 @@ def _layer_of(module) -> int:
 
 def check_call_options(module, dropout, kwargs: dict) -> None:
     """A ValueError for what a model asks of its attention function that the kernels do not compute (each would
-    otherwise be dropped silently): attention dropout, attention sinks, an additive position bias, returned
-    attention weights."""
+    otherwise be dropped silently): attention dropout, an additive position bias, returned attention weights.
+    (Attention sinks, `s_aux`, are computed: `interp_attention` hands them to the kernels as `sinks`.)"""
     where = type(module).__name__
     if dropout is not None and float(dropout) > 0:
         raise ValueError(
             f"{where} asks for attention dropout {float(dropout):g} (the model is in training mode with a nonzero "
             "attention dropout); interp attention has no dropout: call model.eval(), or set the config's attention "
             "dropout to 0 before training through it")
-    if kwargs.get("s_aux") is not None:
-        raise ValueError(
-            f"{where} has attention sinks (s_aux, GPT-OSS style): a per-head logit in every softmax that interp's "
-            "kernels do not have; run this model with set_attn_implementation('eager')")
     if kwargs.get("position_bias") is not None:
         raise ValueError(
             f"{where} adds a position bias [batch, heads, queries, keys] to the scores, which interp's kernels do not "
@@ -277,6 +274,7 @@ def check_call_options(module, dropout, kwargs: dict) -> None:
 def interp_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
                      softcap=None, is_causal=None, **kwargs):
     check_call_options(module, dropout, kwargs)
+    sinks = kwargs.get("s_aux")  # GPT-OSS: one learned sink logit per query head
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(
             "interp attention expects the compact 2-D padding mask; got a "
@@ -300,7 +298,7 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
         backend = wrapper.backend if wrapper is not None else "auto"
         out, _ = attention_with_stats(query, key, value, causal=causal, scale=scaling, sliding_window=sliding_window,
                                       attention_mask=attention_mask, stats="none", backend=backend,
-                                      softcap=softcap)
+                                      softcap=softcap, sinks=sinks)
         return out.transpose(1, 2).contiguous(), None
     return wrapper.attention_call(_layer_of(module), module, query, key, value, attention_mask, scaling, causal,
-                                  sliding_window, softcap)
+                                  sliding_window, softcap, sinks=sinks)

@@ -55,22 +55,26 @@ class LayerBatch:
         return _bytes(query, key) <= LAYER_BYTES
 
     def add(self, ctx, layer: int, query, key, lse, *, mask, causal: bool, scale, sliding_window, stats: tuple,
-            options: dict, softcap=None) -> None:
+            options: dict, softcap=None, sinks=None) -> None:
         """Keep one layer's attention inputs (q [batch, heads, q_len, d], k [batch, kv_heads, k_len, d], the lse
         of its call); publishes every pending layer first when holding this one too would pass the budget."""
         size = _bytes(query, key)
         if self._held and self._held + size > self.budget:
             self.flush(ctx)
         sink, local, span = options.get("sink_tokens", 4), options.get("local_window", 64), options.get("span")
+        # learned sinks (GPT-OSS): each layer its own [heads] logits, stacked as [layers x batch, heads] in flush;
+        # `lse` is then the sink-inclusive lse' of the layer's call
         kind = (query.shape, key.shape, query.dtype, query.device, causal, scale, sliding_window, softcap, id(mask),
-                stats, sink, local,
+                stats, sink, local, sinks is not None,
                 id(span) if isinstance(span, torch.Tensor) else (None if span is None else tuple(span)))
         entry = self._groups.get(kind)
         if entry is None:
             entry = self._groups[kind] = dict(mask=mask, span=span, layers=[], options=dict(
                 causal=causal, scale=scale, sliding_window=sliding_window, softcap=softcap, stats=stats,
                 sink_tokens=sink, local_window=local))
-        entry["layers"].append((self._order, layer, query, key, lse))
+        if sinks is not None:  # [batch, heads], detached: statistics carry no gradient
+            sinks = sinks.detach().float().reshape(1, -1).expand(query.shape[0], -1)
+        entry["layers"].append((self._order, layer, query, key, lse, sinks))
         self._order += 1
         self._held += size
 
@@ -93,7 +97,10 @@ class LayerBatch:
                     mark_padded(mask)
             if isinstance(span, torch.Tensor) and span.dim() == 2 and n > 1:
                 span = span.repeat(n, 1)
-            st = stats_from_lse(q, k, lse, attention_mask=mask, span=span, **entry["options"])
+            sinks = layers[0][5]
+            if sinks is not None and n > 1:
+                sinks = torch.cat([e[5] for e in layers])
+            st = stats_from_lse(q, k, lse, attention_mask=mask, span=span, sinks=sinks, **entry["options"])
             per_layer = [[] for _ in range(n)]
             for name, t in st.items():
                 for i, part in enumerate(t.chunk(n) if n > 1 else (t,)):  # layer i's rows: [batch, heads, len]

@@ -210,7 +210,8 @@ class HookedModel:
             norm.register_forward_hook(out_hook(lambda m: "ln_final.hook_normalized"))
 
     # ------------------------------------------------------------------ the attention call
-    def attention_call(self, layer, module, query, key, value, mask, scaling, causal, sliding_window, softcap=None):
+    def attention_call(self, layer, module, query, key, value, mask, scaling, causal, sliding_window, softcap=None,
+                       sinks=None):
         """Called by interp_attention for every layer while a run context is active: hooks, then the intervention
         stages in order (qkv, key_bias, probs, out, z; see `interp.stages`), statistics published as hooks."""
         ctx = self._ctx
@@ -237,7 +238,7 @@ class HookedModel:
                 c.query, c.key, c.value, causal=causal, scale=scaling, sliding_window=sliding_window,
                 attention_mask=mask, key_bias=bias, stats=stats, sink_tokens=opts.get("sink_tokens", 4),
                 local_window=opts.get("local_window", 64), span=opts.get("span"), backend=ctx.backend,
-                prob_hook=prob_hook, softcap=softcap)
+                prob_hook=prob_hook, softcap=softcap, sinks=sinks)
 
         # `attend` reaches the call through a weak reference: a closure cycle (call -> call.attend -> attend ->
         # call) would keep every layer's q/k/v alive until the garbage collector ran (Gemma 3 at 16k tokens:
@@ -278,7 +279,7 @@ class HookedModel:
                 and pick_backend(ctx.backend, call.device) == "triton"):
             out, lse_only = attend(None, ("lse",))  # output and lse now; the statistics pass runs for many layers
             batch.add(ctx, layer, call.query, call.key, lse_only.lse, mask=mask, causal=causal, scale=scaling,
-                      sliding_window=sliding_window, stats=stats, options=opts, softcap=softcap)
+                      sliding_window=sliding_window, stats=stats, options=opts, softcap=softcap, sinks=sinks)
             st = AttentionStats()  # published by batch.flush
         else:
             if batch is not None and stats:  # pending layers' statistics first: every layer's arrive in layer order

@@ -63,6 +63,7 @@ def attention_with_stats(
     prob_hook: ProbHook | None = None,
     need_out: bool = True,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,  # [heads] float: learned sink logits (GPT-OSS's s_aux), one per query head
 ) -> tuple[torch.Tensor | None, AttentionStats]:
     """Attention output `[batch, heads, q_len, head_dim]` and the requested statistics (see `interp.kernels.stats`).
 
@@ -72,6 +73,15 @@ def attention_with_stats(
     probabilities of each query chunk. `softcap=C` (Gemma 2's attention logit soft-capping) turns each scaled score s
     into C * tanh(s / C) before masks and key_bias, on every backend, gradients included.
 
+    `sinks` ([heads] float, GPT-OSS's `s_aux`): learned attention sinks. Each query head's sink logit (not scaled)
+    joins every row's softmax and its probability is dropped: with lse the log-sum-exp of the visible scores,
+    lse' = logaddexp(lse, sink), key probabilities p'_ij = exp(s_ij - lse') and output O * exp(lse - lse'). Then the
+    `lse` statistic is lse', every key statistic and per-query mass (and max_prob) describes p', argmax / max_prob
+    range over the keys only, and `entropy` is the whole softmax's, the sink's own probability p_sink =
+    exp(sink - lse') included (`interp.kernels.sinks.sink_prob(lse, sinks)` gives p_sink). Gradients with sinks:
+    the reference backend (exact, the sinks' own included); the Triton backend computes forward and statistics
+    only and refuses a call that would need gradients (`interp.kernels.sinks`).
+
     Differentiable on both backends: when grad mode is on and q, k, v or key_bias requires grad, the Triton path
     runs through `interp.kernels.autograd.FusedAttention` (FlashAttention-2-style backward kernels; the key_bias
     gradient is the sum over queries of dS, the attribution of attending to each key). Statistics carry no gradient.
@@ -79,7 +89,7 @@ def attention_with_stats(
     spec = check_inputs(
         q, k, v, causal=causal, scale=scale, sliding_window=sliding_window, attention_mask=attention_mask,
         key_bias=key_bias, stats=stats, sink_tokens=sink_tokens, local_window=local_window, span=span,
-        softcap=softcap,
+        softcap=softcap, sinks=sinks,
     )
     chosen = pick_backend(backend, q.device)
     if not isinstance(need_out, (bool, np.bool_)):
@@ -95,7 +105,14 @@ def attention_with_stats(
     if chosen == "triton":
         if need_out and torch.is_grad_enabled() and (
             q.requires_grad or k.requires_grad or v.requires_grad or (key_bias is not None and key_bias.requires_grad)
+            or (spec.sinks is not None and spec.sinks.requires_grad)
         ):
+            if spec.sinks is not None:
+                raise ValueError(
+                    "attention sinks (sinks=, GPT-OSS's s_aux) on the Triton backend support the forward and the "
+                    "statistics only, not gradients (q, k, v, key_bias or sinks require grad with grad mode on): run "
+                    "under torch.no_grad() (or detach the inputs), or use backend='reference', which differentiates "
+                    "through the sinks exactly")
             from .autograd import differentiable_triton_attention
 
             return differentiable_triton_attention(q, k, v, spec)
@@ -119,6 +136,7 @@ def stats_from_lse(
     local_window: int = 64,
     span=None,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
 ) -> AttentionStats:
     """The statistics of attention whose row log-sum-exp is already known: one Triton statistics pass, no forward.
 
@@ -127,10 +145,13 @@ def stats_from_lse(
     the statistics of many layers in one pass (`interp.layer_batch`). Triton backend only (CUDA, or the CPU
     interpreter under TRITON_INTERPRET=1); no key_bias (its statistics depend on the bias, which is not kept).
     `softcap`: the call's logit soft-capping (an lse of capped scores read against uncapped ones gives
-    "probabilities" far above 1)."""
+    "probabilities" far above 1).
+    `sinks`: the call's learned sink logits, [heads] or [batch, heads] (a batch of stacked layers, each with its
+    own); `lse` is then the sink-inclusive lse' that call returned as its `lse` statistic (`interp.kernels.sinks`)."""
     spec = check_inputs(
         q, k, k, causal=causal, scale=scale, sliding_window=sliding_window, attention_mask=attention_mask,
         key_bias=None, stats=stats, sink_tokens=sink_tokens, local_window=local_window, span=span, softcap=softcap,
+        sinks=sinks, sinks_per_batch=True,
     )
     if not isinstance(lse, torch.Tensor):
         raise TypeError(f"lse must be a torch.Tensor, got {type(lse).__name__}")

@@ -48,6 +48,9 @@ class AttnSpec:
     local_window: int
     span: torch.Tensor | None  # [batch, 2] int64: [start, end) per batch row
     softcap: float | None = None  # logit soft-capping (Gemma 2): scores -> softcap * tanh(scores / softcap)
+    # learned attention sinks (GPT-OSS): [1 or batch, heads] float32, one logit per query head in every row's softmax
+    # denominator (unscaled), whose probability is dropped (`sinks.py`)
+    sinks: torch.Tensor | None = None
 
     @property
     def group(self) -> int:
@@ -182,6 +185,8 @@ def check_inputs(
     local_window: int,
     span,
     softcap=None,
+    sinks=None,
+    sinks_per_batch: bool = False,
 ) -> AttnSpec:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -296,14 +301,44 @@ def check_inputs(
         # keeps such calls off the paths that take raw scores (SDPA's kernels, the decode walks, stats_from_lse)
         key_bias = torch.zeros(b, h, lk, device=q.device, dtype=torch.float32)
 
+    sinks = sinks_option(sinks, b, h, q.device, sinks_per_batch)
+
     names = _names(stats, span is not None)
     span_t = None if span is None else span_rows(span, b, lk, q.device)
 
     return AttnSpec(
         batch=b, heads=h, kv_heads=hk, q_len=lq, k_len=lk, head_dim=d, q_offset=lk - lq, causal=causal,
         scale=float(scale), sliding_window=sliding_window, key_valid=key_valid, key_bias=key_bias, stats=names,
-        sink_tokens=sink_tokens, local_window=local_window, span=span_t, softcap=softcap,
+        sink_tokens=sink_tokens, local_window=local_window, span=span_t, softcap=softcap, sinks=sinks,
     )
+
+
+def sinks_option(sinks, b: int, h: int, device, per_batch: bool = False) -> torch.Tensor | None:
+    """Learned attention sinks (GPT-OSS's `s_aux`): None, or a real floating tensor [heads] (one logit per query
+    head; with per_batch also [batch, heads]) of finite values on q's device -> [1 or batch, heads] float32 (its
+    autograd history kept: the reference backend differentiates through it)."""
+    if sinks is None:
+        return None
+    shapes = f"[heads] = [{h}]" + (f" or [batch, heads] = [{b}, {h}]" if per_batch else "")
+    if not isinstance(sinks, torch.Tensor):
+        raise TypeError(f"sinks must be a float tensor {shapes} (one logit per query head) or None, got "
+                        f"{type(sinks).__name__}")
+    if not sinks.dtype.is_floating_point:
+        raise TypeError(f"sinks must be a real floating-point tensor (one logit per query head), got dtype "
+                        f"{sinks.dtype}")
+    if sinks.device.type == "meta":
+        raise ValueError("sinks is on the meta device (shape only, no values); pass the real sink logits")
+    if sinks.device != device:
+        raise ValueError(f"sinks is on {sinks.device} but q is on {device}")
+    if tuple(sinks.shape) == (h,):
+        sinks = sinks[None]
+    elif not (per_batch and tuple(sinks.shape) == (b, h)):
+        raise ValueError(f"sinks must have shape {shapes} (one logit per query head), got {tuple(sinks.shape)}")
+    sinks = sinks.to(torch.float32)
+    capturing = sinks.is_cuda and torch.cuda.is_current_stream_capturing()
+    if not capturing and not bool(torch.isfinite(sinks).all()):  # (a float64 sink beyond float32's range too)
+        raise ValueError("sinks must hold finite values (a sink logit of -inf is no sink: pass sinks=None)")
+    return sinks.contiguous()
 
 
 MAX_SOFTCAP = 1e30  # softcap * log2(e) stays a finite float32 in the kernels (a cap this large bends no score)

@@ -233,6 +233,10 @@ def triton_forward(q, k, v, spec: AttnSpec, flags, len_bucket):
 
 def triton_attention(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     """Output (None when need_out=False) and the statistics spec.stats asks for."""
+    if spec.sinks is not None:  # learned sinks: the forward as usual, then the rescale and lse' (`sinks.py`)
+        from .sinks import triton_attention_with_sinks
+
+        return triton_attention_with_sinks(q, k, v, spec, need_out=need_out)
     if q.device.type == "cuda":
         check_fits_in_memory(q, spec)
     if launcher_decode.fused_eligible(spec):  # a decode step with statistics: output and statistics in one walk
@@ -281,6 +285,10 @@ def _stats_plan(stats: tuple, head_dim: int, dtype: torch.dtype, causal: bool, h
 def triton_stats(q, k, lse, spec: AttnSpec, parted: bool | None = None) -> AttentionStats:
     """The statistics spec.stats asks for, in one Triton pass from the row log-sum-exp `lse` [b, h, q_len]. parted:
     whether to compile the parts' code (`walk_parts.py`; None: as this call's shape says, when parts are on)."""
+    if spec.sinks is not None:  # lse is the sink-inclusive lse' (`sinks.py`)
+        from .sinks import stats_with_sinks
+
+        return stats_with_sinks(q, k, lse, spec)
     b, h, lq, lk, d = spec.batch, spec.heads, spec.q_len, spec.k_len, spec.head_dim
     dev = q.device
     want = spec.stats

@@ -78,10 +78,11 @@ def _hook_result(replaced, p: torch.Tensor) -> torch.Tensor:
 
 
 def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook | None, need_out: bool = True,
-                  k_lo: int = 0):
+                  k_lo: int = 0, sinks=None):
     """One query chunk against the keys k_lo..k_lo+kf.shape[-2]-1: qc [b, h, cq, d], kf/vf [b, hk, 1, nk, d],
-    bias [b|1, h|1, nk] -> (output [b, h, cq, d] float32, p [b, h, cq, nk], lse [b, h, cq], allowed
-    [b|1, 1|h, cq, nk], empty [b, h, cq]). Pure in its tensor inputs (checkpointed under autograd)."""
+    bias [b|1, h|1, nk], sinks [b|1, h] (learned sink logits: one more term in each row's softmax denominator) ->
+    (output [b, h, cq, d] float32, p [b, h, cq, nk], lse [b, h, cq], allowed [b|1, 1|h, cq, nk], empty [b, h, cq],
+    the sink's probability [b, h, cq] or None). Pure in its tensor inputs (checkpointed under autograd)."""
     b, h, hk, d, g = spec.batch, spec.heads, spec.kv_heads, spec.head_dim, spec.group
     lk = kf.shape[-2]
     cq = qc.shape[2]
@@ -100,17 +101,28 @@ def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook
     # nothing (logsumexp's gradient over a row of -inf is NaN)
     m = s.amax(dim=-1)  # [b, h, cq]; -inf on rows that see nothing
     empty = torch.isneginf(m)
-    e = torch.exp(s - m.masked_fill(empty, 0.0)[..., None])  # exp(-inf) = 0 on masked keys
-    den = e.sum(-1)  # >= 1 on rows that see a key
-    p = e / den.masked_fill(empty, 1.0)[..., None]  # 0 on rows that see nothing
+    p_sink = None
+    if sinks is None:
+        e = torch.exp(s - m.masked_fill(empty, 0.0)[..., None])  # exp(-inf) = 0 on masked keys
+        den = e.sum(-1)  # >= 1 on rows that see a key
+        p = e / den.masked_fill(empty, 1.0)[..., None]  # 0 on rows that see nothing
+        lse = m + torch.log(den)  # -inf (+ log 0) on rows that see nothing; NaN where the scores hold NaN
+    else:  # GPT-OSS: the sink logit (unscaled) joins each row's softmax, and its probability is dropped
+        sink = sinks[:, :, None].expand_as(m)  # [b, h, cq]
+        ms = torch.maximum(m, sink)  # finite on rows that see nothing (the sink's own); NaN stays NaN
+        e = torch.exp(s - ms[..., None])
+        e_sink = torch.exp(sink - ms)
+        den = e.sum(-1) + e_sink  # >= 1
+        p = e / den[..., None]
+        p_sink = e_sink / den  # 1 on rows that see nothing
+        lse = ms + torch.log(den)  # the sink's logit on rows that see nothing
     p = p.masked_fill(~allowed, 0.0)  # hidden keys get nothing, also from a row whose scores hold NaN
-    lse = m + torch.log(den)  # -inf (+ log 0) on rows that see nothing; NaN where the scores hold NaN
     if prob_hook is not None:
         replaced = prob_hook(p, qs)
         if replaced is not None:
             p = _hook_result(replaced, p)
     o = torch.matmul(p.reshape(b, hk, g, cq, lk), vf).reshape(b, h, cq, d) if need_out else None
-    return o, p, lse, allowed, empty
+    return o, p, lse, allowed, empty, p_sink
 
 
 def reference_attention(
@@ -147,8 +159,9 @@ def reference_attention(
     # Under autograd each chunk is checkpointed (its probabilities recomputed in the backward), so a backward
     # through this path needs O(chunk * k_len) memory instead of keeping every chunk's probabilities: O(n^2).
     # A prob_hook may edit or capture the probabilities themselves: then they are kept.
+    sinks = spec.sinks
     recompute = need_out and prob_hook is None and torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (q, k, v, bias))
+        t is not None and t.requires_grad for t in (q, k, v, bias, sinks))
     for qs in range(0, lq, step):
         qe = min(lq, qs + step)
         cq = qe - qs
@@ -157,11 +170,13 @@ def reference_attention(
         kc, vc = kf[..., lo:hi, :], vf[..., lo:hi, :]
         bc = None if bias is None else bias[..., lo:hi]
         if recompute:
-            o, p, lse, allowed, empty = checkpoint(_attend_chunk, q[:, :, qs:qe], kc, vc, bc, spec, qs, None,
-                                                   True, lo, use_reentrant=False)
+            o, p, lse, allowed, empty, p_sink = checkpoint(_attend_chunk, q[:, :, qs:qe], kc, vc, bc, spec, qs, None,
+                                                           True, lo, sinks, use_reentrant=False)
             p, lse = p.detach(), lse.detach()  # statistics carry no gradient
+            p_sink = None if p_sink is None else p_sink.detach()
         else:
-            o, p, lse, allowed, empty = _attend_chunk(q[:, :, qs:qe], kc, vc, bc, spec, qs, prob_hook, need_out, lo)
+            o, p, lse, allowed, empty, p_sink = _attend_chunk(q[:, :, qs:qe], kc, vc, bc, spec, qs, prob_hook,
+                                                              need_out, lo, sinks)
         kp = kpos[lo:hi]  # the absolute positions of p's columns
         if need_out:
             out[:, :, qs:qe] = o.to(q.dtype)
@@ -174,7 +189,10 @@ def reference_attention(
             if "argmax" in want:
                 st.argmax[:, :, qs:qe] = (am + lo).masked_fill(empty | torch.isnan(lse), -1)
         if "entropy" in want:
-            st.entropy[:, :, qs:qe] = 0.0 - torch.special.xlogy(p, p).sum(-1)  # +0.0 (not -0.0) on empty rows
+            ent = 0.0 - torch.special.xlogy(p, p).sum(-1)  # +0.0 (not -0.0) on empty rows
+            if p_sink is not None:  # the whole softmax's entropy: the sink's own probability included
+                ent = ent - torch.special.xlogy(p_sink, p_sink)
+            st.entropy[:, :, qs:qe] = ent
         if "sink_mass" in want:
             st.sink_mass[:, :, qs:qe] = p[..., : max(0, spec.sink_tokens - lo)].sum(-1)
         if "local_mass" in want:

@@ -1,8 +1,8 @@
 """Transformers features through interp's attention, against transformers' eager attention on the same weights:
 what works gives the same tokens and scores (float32, 2e-4); what the kernels cannot compute is refused with a
 ValueError that names it, instead of being dropped silently (packed sequences, chunked attention, Gemma 3's
-bidirectional overlay, attention dropout, attention sinks, position biases, output_attentions, models whose attention
-does not go through the AttentionInterface)."""
+bidirectional overlay, attention dropout, position biases, output_attentions, models whose attention does not go
+through the AttentionInterface). Attention sinks (GPT-OSS), once refused, are computed."""
 
 import os
 
@@ -214,16 +214,27 @@ def test_attention_dropout_in_training_mode_is_refused():
             _logits(hf, input_ids=ids)
 
 
-def test_attention_sinks_are_refused():
+def test_attention_sinks_are_computed():
+    """GPT-OSS's learned sinks (s_aux), once refused, reach the kernels as sinks= (tests/test_sinks.py has the rest)."""
     from transformers import GptOssConfig, GptOssForCausalLM
 
     torch.manual_seed(0)
     cfg = GptOssConfig(vocab_size=50, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                        num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
                        max_position_embeddings=64, sliding_window=4, layer_types=["sliding_attention", "full_attention"])
-    hf = interp.load(GptOssForCausalLM(cfg).eval(), backend="reference").model
-    with pytest.raises(ValueError, match=r"GptOssAttention has attention sinks \(s_aux"):
-        _logits(hf, input_ids=torch.tensor([[1, 2, 3]]))
+    model = GptOssForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.sinks.copy_(torch.randn(4) * 2 + 1.0)
+    hf = interp.load(model, backend="reference").model
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7]])
+    got = _logits(hf, input_ids=ids)
+    hf.set_attn_implementation("eager")
+    try:
+        want = _logits(hf, input_ids=ids)
+    finally:
+        hf.set_attn_implementation("interp")
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_position_bias_is_refused():

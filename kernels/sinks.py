@@ -1,0 +1,75 @@
+"""Learned attention sinks (GPT-OSS's `s_aux`) on the Triton backend, without touching the kernels.
+
+Each query head h has a sink logit z_h that joins every row's softmax (unscaled, as transformers' eager
+`modeling_gpt_oss.eager_attention_forward` concatenates it to the scaled, masked scores) and whose probability is
+then dropped. With lse the log-sum-exp of the visible (scaled) scores and O the usual output:
+
+    lse' = logaddexp(lse, z_h)       the sink-inclusive normaliser (the `lse` statistic of a call with sinks)
+    p'_ij = exp(s_ij - lse'_i)       every key's probability (they sum to 1 - p_sink)
+    O'   = O * exp(lse - lse')       the output
+    p_sink = exp(z_h - lse')         the sink's own probability (`sink_prob`)
+
+So the forward runs as usual (SDPA's kernels or the Triton forward; never the fused decode walk, which forms its
+statistics in the same pass), the output is rescaled, and the statistics pass reads lse' instead of lse: key_mass,
+key_mean, max_prob, sink/local/span mass then all describe p'. The statistics kernel's entropy is -sum_j p'_j ln p'_j
+over the keys; the sink's term -p_sink ln p_sink is added here, so `entropy` is the entropy of the whole softmax
+(nats). argmax / max_prob range over the keys only. A row that sees no key has lse' = z_h, p_sink = 1, output 0,
+entropy 0, argmax -1 and no key mass.
+
+Gradients through this path are not implemented (the lse would need a gradient of its own): `attention_with_stats`
+refuses them and names the reference backend, which differentiates through the sink exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .checks import AttnSpec
+from .stats import AttentionStats
+
+
+def sink_prob(lse: torch.Tensor, sinks: torch.Tensor) -> torch.Tensor:
+    """The sink's probability per query row, exp(sink_h - lse'): lse' the `lse` statistic of a call with sinks
+    ([batch, heads, q_len]), sinks its [heads] (or [batch, heads]) logits. 1 - p_sink is the mass on the keys."""
+    s = sinks.float()
+    s = s[None, :, None] if s.dim() == 1 else s[:, :, None]
+    return torch.exp(s - lse)
+
+
+def add_sink_entropy(st: AttentionStats, lse_sinks: torch.Tensor, sinks: torch.Tensor) -> AttentionStats:
+    """The entropy statistic of the keys alone (-sum_j p'_j ln p'_j) -> that of the whole softmax, the sink's
+    probability included (NaN rows stay NaN)."""
+    if st.entropy is not None:
+        ps = sink_prob(lse_sinks, sinks)
+        st.entropy = st.entropy - torch.special.xlogy(ps, ps)
+    return st
+
+
+def stats_with_sinks(q, k, lse_sinks: torch.Tensor, spec: AttnSpec) -> AttentionStats:
+    """The statistics of spec.stats from the sink-inclusive lse' (one statistics pass reading lse')."""
+    from .launcher import triton_stats
+
+    plain = dataclasses.replace(spec, sinks=None)
+    st = triton_stats(q, k, lse_sinks.contiguous(), plain)
+    return add_sink_entropy(st, lse_sinks, spec.sinks)
+
+
+def triton_attention_with_sinks(q, k, v, spec: AttnSpec, *, need_out: bool = True):
+    """`launcher.triton_attention` for a call with spec.sinks: (output or None, AttentionStats)."""
+    from .launcher import triton_attention
+
+    fwd = dataclasses.replace(spec, stats=("lse",), sinks=None)  # output + lse only: no fused decode walk
+    out, st = triton_attention(q, k, v, fwd, need_out=need_out)
+    lse = st.lse
+    sink = spec.sinks[:, :, None]  # [1|b, h, 1]
+    lse_s = torch.logaddexp(lse, sink)  # = the sink where lse = -inf; NaN stays NaN
+    if out is not None:
+        keep = torch.exp(lse - lse_s)  # the keys' share, 1 - p_sink: 0 on rows that see nothing
+        out = (out.float() * keep[..., None]).to(out.dtype)
+    rest = tuple(n for n in spec.stats if n != "lse")
+    res = stats_with_sinks(q, k, lse_s, dataclasses.replace(spec, stats=rest)) if rest else AttentionStats()
+    if "lse" in spec.stats:
+        res.lse = lse_s
+    return out, res
