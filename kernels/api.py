@@ -78,9 +78,9 @@ def attention_with_stats(
     lse' = logaddexp(lse, sink), key probabilities p'_ij = exp(s_ij - lse') and output O * exp(lse - lse'). Then the
     `lse` statistic is lse', every key statistic and per-query mass (and max_prob) describes p', argmax / max_prob
     range over the keys only, and `entropy` is the whole softmax's, the sink's own probability p_sink =
-    exp(sink - lse') included (`interp.kernels.sinks.sink_prob(lse, sinks)` gives p_sink). Gradients with sinks:
-    the reference backend (exact, the sinks' own included); the Triton backend computes forward and statistics
-    only and refuses a call that would need gradients (`interp.kernels.sinks`).
+    exp(sink - lse') included (`interp.kernels.sinks.sink_prob(lse, sinks)` gives p_sink). Gradients with sinks
+    are exact on both backends, the sinks' own included (the Triton backward kernels read lse';
+    `autograd.FusedAttention`).
 
     Differentiable on both backends: when grad mode is on and q, k, v or key_bias requires grad, the Triton path
     runs through `interp.kernels.autograd.FusedAttention` (FlashAttention-2-style backward kernels; the key_bias
@@ -107,12 +107,6 @@ def attention_with_stats(
             q.requires_grad or k.requires_grad or v.requires_grad or (key_bias is not None and key_bias.requires_grad)
             or (spec.sinks is not None and spec.sinks.requires_grad)
         ):
-            if spec.sinks is not None:
-                raise ValueError(
-                    "attention sinks (sinks=, GPT-OSS's s_aux) on the Triton backend support the forward and the "
-                    "statistics only, not gradients (q, k, v, key_bias or sinks require grad with grad mode on): run "
-                    "under torch.no_grad() (or detach the inputs), or use backend='reference', which differentiates "
-                    "through the sinks exactly")
             from .autograd import differentiable_triton_attention
 
             return differentiable_triton_attention(q, k, v, spec)

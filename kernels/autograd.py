@@ -27,15 +27,22 @@ from .stats import ALL_STATS, AttentionStats
 
 
 class FusedAttention(torch.autograd.Function):
-    """apply(q, k, v, key_bias_f32 or None, spec) -> (out, *statistics in `spec.stats` order)."""
+    """apply(q, k, v, key_bias_f32 or None, sinks [1|b, h] or None, spec) -> (out, *statistics in `spec.stats`
+    order).
+
+    With learned sinks (`sinks.py`) the forward returns O' = O exp(lse - lse') and lse' = logaddexp(lse, sink). The
+    backward kernels then need nothing new: fed lse', they recompute the keys' probabilities p' (the sink's share
+    left out of every row), and D = rowsum(dO * O') is the sink-inclusive softmax's, so dq, dk, dv and the key-bias
+    gradient are exact. The sink logit's own gradient is -sum_i p_sink_i D_i (its score's dO . v term is 0: the sink
+    carries no value)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, spec: AttnSpec):
+    def forward(ctx, q, k, v, bias, sinks, spec: AttnSpec):
         fwd_stats = spec.stats if "lse" in spec.stats else tuple(n for n in ALL_STATS if n in spec.stats or n == "lse")
         out, st = triton_attention(q, k, v, dataclasses.replace(spec, stats=fwd_stats), need_out=True)
         stats = tuple(getattr(st, name) for name in spec.stats)
-        ctx.spec = spec
-        ctx.save_for_backward(q, k, v, out, st.lse, bias)
+        ctx.spec = dataclasses.replace(spec, sinks=None)  # the backward reads lse' (already sink-inclusive)
+        ctx.save_for_backward(q, k, v, out, st.lse, bias, sinks)
         ctx.mark_non_differentiable(*stats)
         return (out, *stats)
 
@@ -46,13 +53,20 @@ class FusedAttention(torch.autograd.Function):
                 "the fused Triton attention has no second derivative (create_graph=True / double backward); "
                 "use attention_with_stats(..., backend='reference') for higher-order gradients"
             )
-        q, k, v, out, lse, bias = ctx.saved_tensors
-        need_q, need_k, need_v, need_bias = ctx.needs_input_grad[:4]
-        dq, dk, dv, dbias = triton_attention_backward(
-            dout, q, k, v, out, lse, ctx.spec,
-            need_dq=need_q, need_dkv=need_k or need_v, need_dbias=need_bias and bias is not None,
-        )
-        return dq if need_q else None, dk if need_k else None, dv if need_v else None, dbias, None
+        q, k, v, out, lse, bias, sinks = ctx.saved_tensors
+        need_q, need_k, need_v, need_bias, need_sinks = ctx.needs_input_grad[:5]
+        dq = dk = dv = dbias = None
+        if need_q or need_k or need_v or (need_bias and bias is not None):
+            dq, dk, dv, dbias = triton_attention_backward(
+                dout, q, k, v, out, lse, ctx.spec,
+                need_dq=need_q, need_dkv=need_k or need_v, need_dbias=need_bias and bias is not None,
+            )
+        dsinks = None
+        if need_sinks and sinks is not None:  # [1|b, h]: -sum over rows (and a broadcast batch) of p_sink * D
+            d = (dout.float() * out.float()).sum(-1)  # [b, h, q_len]
+            d_sink = -torch.exp(sinks[:, :, None] - lse) * d  # (a row that sees nothing: p_sink 1, O' = 0, D = 0)
+            dsinks = d_sink.sum(-1).sum(0, keepdim=True) if sinks.shape[0] == 1 else d_sink.sum(-1)
+        return (dq if need_q else None, dk if need_k else None, dv if need_v else None, dbias, dsinks, None)
 
 
 def differentiable_triton_attention(
@@ -61,13 +75,14 @@ def differentiable_triton_attention(
     v: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
     spec: AttnSpec,
 ) -> tuple[torch.Tensor, AttentionStats]:
-    """The Triton path with gradients for q, k, v and the key bias (spec.key_bias, whose autograd history reaches
-    the caller's `[batch|1, heads|1, k_len]` tensor, so broadcast dimensions are summed there)."""
-    if spec.key_bias is None and eligible(q, k, v, spec):
+    """The Triton path with gradients for q, k, v, the key bias (spec.key_bias, whose autograd history reaches
+    the caller's `[batch|1, heads|1, k_len]` tensor, so broadcast dimensions are summed there) and learned sinks
+    (spec.sinks, likewise)."""
+    if spec.key_bias is None and spec.sinks is None and eligible(q, k, v, spec):
         check_fits_in_memory(q, spec)
         res = sdpa_out_lse_differentiable(q, k, v, spec)
         if res is not None:
             out, lse = res
             return out, triton_stats(q.detach(), k.detach(), lse.detach(), spec)
-    out, *stats = FusedAttention.apply(q, k, v, spec.key_bias, spec)
+    out, *stats = FusedAttention.apply(q, k, v, spec.key_bias, spec.sinks, spec)
     return out, AttentionStats(**dict(zip(spec.stats, stats)))

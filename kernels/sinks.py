@@ -16,8 +16,8 @@ over the keys; the sink's term -p_sink ln p_sink is added here, so `entropy` is 
 (nats). argmax / max_prob range over the keys only. A row that sees no key has lse' = z_h, p_sink = 1, output 0,
 entropy 0, argmax -1 and no key mass.
 
-Gradients through this path are not implemented (the lse would need a gradient of its own): `attention_with_stats`
-refuses them and names the reference backend, which differentiates through the sink exactly.
+Gradients: `autograd.FusedAttention` saves O' and lse'; the backward kernels, fed lse', recompute p' and take
+D = rowsum(dO * O'), so dq, dk, dv are exact, and the sink's own gradient is -sum_i p_sink_i D_i.
 """
 
 from __future__ import annotations

@@ -154,27 +154,36 @@ def test_stats_from_lse_with_sinks(device):
     torch.testing.assert_close(again.entropy.double().cpu(), ent, atol=1e-4, rtol=1e-4)
 
 
-def test_gradients(device):
-    """The reference differentiates through the sinks exactly (q, k, v and the sinks themselves); the Triton
-    backend refuses a call that would need gradients, and names the alternatives."""
-    q, k, v, sinks = (t.to(device) for t in _qkv(1, 4, 2, 11, 15, 16, torch.float32, seed=3))
-    go = torch.randn(1, 4, 11, 16, generator=torch.Generator().manual_seed(4)).to(device)
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_gradients(device, backend):
+    """Both backends differentiate through the sinks exactly (q, k, v and the sinks themselves, a sliding window,
+    GQA, a padded row that sees no key), against float64 autograd of the eager formula; the Triton backward reads
+    lse' and adds the sinks' own gradient."""
+    q, k, v, sinks = (t.to(device) for t in _qkv(2, 4, 2, 11, 15, 16, torch.float32, seed=3))
+    mask = torch.ones(2, 15, dtype=torch.bool, device=device)
+    mask[1, :9] = False  # row 1's first queries see no key (under the window)
+    go = torch.randn(2, 4, 11, 16, generator=torch.Generator().manual_seed(4)).to(device)
     ins = [t.clone().requires_grad_(True) for t in (q, k, v, sinks)]
-    out, _ = attention_with_stats(*ins[:3], sinks=ins[3], sliding_window=6, backend="reference", stats=[])
+    out, _ = attention_with_stats(*ins[:3], sinks=ins[3], sliding_window=6, attention_mask=mask, backend=backend,
+                                  stats=["entropy"])
     out.backward(go)
     ref = [t.detach().cpu().double().requires_grad_(True) for t in (q, k, v, sinks)]
-    want = _float64(*ref, 0.25, window=6)[0]
+    want = _float64(*ref, 0.25, window=6, mask=mask.cpu())[0]
     want.backward(go.cpu().double())
     for name, a, r in zip("qkvs", ins, ref):
         assert r.grad.abs().max() > 0
-        torch.testing.assert_close(a.grad.cpu().double(), r.grad, atol=1e-5, rtol=1e-4, msg=name)
-    for grad_on in range(4):
-        args = [t.clone().requires_grad_(i == grad_on) for i, t in enumerate((q, k, v, sinks))]
-        raises_clear_error(ValueError, r"attention sinks .* on the Triton backend support the forward and the "
-                           r"statistics only.*backend='reference'",
-                           lambda: attention_with_stats(*args[:3], sinks=args[3], backend="triton"))
-    with torch.no_grad():
-        attention_with_stats(*ins[:3], sinks=ins[3], backend="triton")  # no gradients needed: runs
+        torch.testing.assert_close(a.grad.cpu().double(), r.grad, atol=2e-5, rtol=1e-4, msg=name)
+    with pytest.raises(RuntimeError, match="no second derivative") if backend == "triton" else _nothing():
+        out, _ = attention_with_stats(*ins[:3], sinks=ins[3], backend=backend, stats=[])
+        torch.autograd.grad(out.sum(), ins[3], create_graph=True)[0].sum().backward()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 @pytest.mark.parametrize("bad, err, match", [
