@@ -21,35 +21,20 @@ the kernels as `sinks=` (`interp.kernels.sinks`).
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 
 from .kernels import attention_with_stats
-from .kernels.checks import has_padding, mark_padded
+from .kernels.checks import has_padding, mark_padded, weak_tag, weak_tag_of
 
 NAME = "interp"
 _registered = False
-_keys_used: dict = {}  # id(mask) -> (weak reference, keys used, padded): masks made for a static cache's layers
+_keys_used: dict = {}  # id(mask) -> (weak reference, (keys used, padded)): masks made for a static cache's layers
 
 
 def keys_used(mask) -> tuple[int, bool] | None:
     """(keys used, padded) when `mask` was made by `interp_mask` for a static cache that holds empty slots, else
     None."""
-    entry = _keys_used.get(id(mask))
-    if entry is not None and entry[0]() is mask:
-        return entry[1], entry[2]
-    return None
-
-
-def _mark_keys_used(mask: torch.Tensor, used: int, padded: bool) -> None:
-    key = id(mask)
-
-    def forget(ref, key=key):
-        if _keys_used.get(key, (None,))[0] is ref:
-            del _keys_used[key]
-
-    _keys_used[key] = (weakref.ref(mask, forget), used, padded)
+    return weak_tag_of(_keys_used, mask)
 
 
 # parts of transformers' mask functions (`transformers.masking_utils`, by qualified name) the kernels cannot
@@ -57,8 +42,9 @@ def _mark_keys_used(mask: torch.Tensor, used: int, padded: bool) -> None:
 _MU = "transformers.masking_utils."
 _PACKED = ("packed sequences (position_ids that restart within a row, passed without an attention_mask; pass one "
            "sequence per row with an attention_mask instead)")
+_PACKED_PART = _MU + "packed_sequence_mask_function.<locals>.inner_mask"
 _UNSUPPORTED_PARTS = {
-    _MU + "packed_sequence_mask_function.<locals>.inner_mask": _PACKED,
+    _PACKED_PART: _PACKED,
     _MU + "remap_positions_for_packed_sequence.<locals>.inner_mask": _PACKED,
     _MU + "chunked_overlay.<locals>.inner_mask": "chunked attention (config.attention_chunk_size, Llama 4)",
     _MU + "blockwise_overlay.<locals>.inner_mask": "bidirectional blocks (block_sequence_ids / token_type_ids)",
@@ -139,8 +125,8 @@ def _without_packing(fn):
     if _qualname(fn) != _MU + "and_masks.<locals>.and_mask":
         return None
     parts = _inner_functions(fn)
-    packed = [p for p in parts if _qualname(p) == _MU + "packed_sequence_mask_function.<locals>.inner_mask"]
-    rest = [p for p in parts if _qualname(p) != _MU + "packed_sequence_mask_function.<locals>.inner_mask"]
+    packed = [p for p in parts if _qualname(p) == _PACKED_PART]
+    rest = [p for p in parts if _qualname(p) != _PACKED_PART]
     if len(packed) != 1 or len(rest) != 1:
         return None
     ids = [v for v in _closure_values(packed[0]) if isinstance(v, torch.Tensor)]
@@ -210,7 +196,9 @@ def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_f
                     f"{kv_offset + used}: pass a 2-D mask [batch, tokens seen + new tokens]")
             mask = attention_mask[:, kv_offset:kv_offset + used].to(torch.bool)
         padded = attention_mask is not None and has_padding(mask)
-        _mark_keys_used(mask, used, padded)
+        if padded:
+            mark_padded(mask)  # the layers' input checks do not sync again
+        weak_tag(_keys_used, mask, (used, padded))
         return mask
     return _padding_only(attention_mask, kv_length)
 
@@ -264,10 +252,15 @@ def check_call_options(module, dropout, kwargs: dict) -> None:
             "take (they apply only causal, sliding-window and padding masks); run this model with "
             "set_attn_implementation('eager')")
     if kwargs.get("output_attentions"):
-        raise ValueError(
-            "output_attentions=True: interp attention never forms the attention weights, so it returns none; capture "
-            "patterns with HookedModel.run_with_cache(..., pattern=True) (hook_pattern), or run the model with "
-            "set_attn_implementation('eager')")
+        refuse_output_attentions()
+
+
+def refuse_output_attentions():
+    """The ValueError for output_attentions=True, asked of a layer or of the whole model (`interp.model`)."""
+    raise ValueError(
+        "output_attentions=True: interp attention never forms the attention weights, so it returns none; capture "
+        "patterns with HookedModel.run_with_cache(..., pattern=True) (hook_pattern), or run the model with "
+        "set_attn_implementation('eager')")
 
 
 @torch.compiler.disable  # torch.compile graph-breaks here: interp's kernels, hooks and statistics run eagerly
@@ -290,8 +283,6 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
         key, value = key[:, :, :used], value[:, :, :used]
         if not padded:
             attention_mask = None
-        else:
-            mark_padded(attention_mask)
     wrapper = getattr(module, "_interp_model", None)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if wrapper is None or wrapper._ctx is None:  # no hooks, no statistics: the plain fused path

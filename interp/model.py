@@ -72,10 +72,7 @@ def _refuse_output_attentions(module, args, kwargs):
     empty tuple (models that do not hand the flag to their attention function included). A model switched back to
     eager attention (`set_attn_implementation("eager")`) returns them as usual."""
     if kwargs.get("output_attentions") and _attn_implementation(module) == _attention.NAME:
-        raise ValueError(
-            "output_attentions=True: interp attention never forms the attention weights, so it returns none; capture "
-            "patterns with HookedModel.run_with_cache(..., pattern=True) (hook_pattern), or run the model with "
-            "set_attn_implementation('eager')")
+        _attention.refuse_output_attentions()
 
 
 class HookedModel:

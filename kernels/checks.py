@@ -84,27 +84,37 @@ def _span_tensor(start: int, end: int, batch: int, device) -> torch.Tensor:
     return torch.tensor([[start, end]], device=device, dtype=torch.int64).expand(batch, 2).contiguous()
 
 
-_known_padded: dict = {}  # id(mask) -> weak reference, for masks the model's mask function found padded
+def weak_tag(registry: dict, obj, value=True) -> None:
+    """registry[id(obj)] = (weak reference to obj, value), dropped when obj is freed (an id may be reused then)."""
+    key = id(obj)
+
+    def forget(ref, key=key):
+        if registry.get(key, (None,))[0] is ref:
+            del registry[key]
+
+    registry[key] = (weakref.ref(obj, forget), value)
+
+
+def weak_tag_of(registry: dict, obj, default=None):
+    """The value `weak_tag` recorded for obj itself (not for an earlier object with the same id), else default."""
+    entry = registry.get(id(obj))
+    return entry[1] if entry is not None and entry[0]() is obj else default
+
+
+_known_padded: dict = {}  # id(mask) -> (weak reference, True), for masks the model's mask function found padded
 
 
 def mark_padded(mask: torch.Tensor) -> None:
     """Record that `mask` (made by the caller for this forward, e.g. interp.attention.interp_mask) hides keys, so
     the per-layer checks skip the device sync that asking costs. Only the answer "padded" is kept: were it ever
     wrong, the kernels would apply an all-true mask, which changes nothing but speed."""
-    key = id(mask)
-
-    def forget(ref, key=key):
-        if _known_padded.get(key) is ref:
-            del _known_padded[key]
-
-    _known_padded[key] = weakref.ref(mask, forget)
+    weak_tag(_known_padded, mask)
 
 
 def has_padding(mask: torch.Tensor) -> bool:
     """Does the bool padding mask hide any key? A device sync, except for masks marked by `mark_padded` (a model
     hands every layer the same mask: its mask function asks once per forward, the layers not again)."""
-    ref = _known_padded.get(id(mask))
-    if ref is not None and ref() is mask:
+    if weak_tag_of(_known_padded, mask, False):
         return True
     return not bool(mask.all())
 
