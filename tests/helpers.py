@@ -132,3 +132,12 @@ def tiny_gemma2(seed=0, softcap=2.0, final_softcap=30.0):
             if n.endswith(("q_proj.weight", "k_proj.weight")):
                 p.mul_(6.0)
     return _jitter_norms(hf, mean=0.0)
+
+
+def random_qkv(b, h, hk, lq, lk, d, dtype, g: torch.Generator, spread: float):
+    """q [b, h, lq, d] and k [b, hk, lk, d] scaled by `spread` (scores of several units), v [b, hk, lk, d], drawn in
+    that order from g and cast to dtype."""
+    q = (torch.randn(b, h, lq, d, generator=g) * spread).to(dtype)
+    k = (torch.randn(b, hk, lk, d, generator=g) * spread).to(dtype)
+    v = torch.randn(b, hk, lk, d, generator=g).to(dtype)
+    return q, k, v

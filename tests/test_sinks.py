@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import interp
-from helpers import raises_clear_error
+from helpers import raises_clear_error, random_qkv
 from interp import layer_batch
 from interp.kernels import attention_with_stats, stats_from_lse
 from interp.kernels.sinks import sink_prob
@@ -28,9 +28,7 @@ TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 def _qkv(b, h, hk, lq, lk, d, dtype, seed=0, spread=1.5):
     g = torch.Generator().manual_seed(seed)
-    q = (torch.randn(b, h, lq, d, generator=g) * spread).to(dtype)
-    k = (torch.randn(b, hk, lk, d, generator=g) * spread).to(dtype)
-    v = torch.randn(b, hk, lk, d, generator=g).to(dtype)
+    q, k, v = random_qkv(b, h, hk, lq, lk, d, dtype, g, spread)
     sinks = torch.randn(h, generator=g) * 2 + 1.0  # some heads mostly on the sink, some hardly
     return q, k, v, sinks
 

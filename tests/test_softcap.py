@@ -11,7 +11,7 @@ import torch
 
 import interp
 from conftest import eager_run
-from helpers import raises_clear_error, tiny_gemma2
+from helpers import raises_clear_error, random_qkv, tiny_gemma2
 from interp.kernels import attention_with_stats
 
 STATS = ("lse", "max_prob", "argmax", "entropy", "sink_mass", "local_mass", "key_mass", "key_count", "key_mean")
@@ -19,11 +19,7 @@ TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
 def _qkv(b, h, hk, lq, lk, d, dtype, seed=0, spread=2.0):
-    g = torch.Generator().manual_seed(seed)
-    q = (torch.randn(b, h, lq, d, generator=g) * spread).to(dtype)
-    k = (torch.randn(b, hk, lk, d, generator=g) * spread).to(dtype)
-    v = torch.randn(b, hk, lk, d, generator=g).to(dtype)
-    return q, k, v
+    return random_qkv(b, h, hk, lq, lk, d, dtype, torch.Generator().manual_seed(seed), spread)
 
 
 def _float64(q, k, v, scale, cap, causal=True):
