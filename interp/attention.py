@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from .kernels import attention_with_stats
-from .kernels.checks import has_padding, mark_padded, weak_tag, weak_tag_of
+from .kernels.checks import capturing, has_padding, mark_padded, weak_tag, weak_tag_of
 
 NAME = "interp"
 _registered = False
@@ -132,8 +132,7 @@ def _without_packing(fn):
     ids = [v for v in _closure_values(packed[0]) if isinstance(v, torch.Tensor)]
     if len(ids) != 1 or ids[0].dim() != 2:
         return None
-    capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-    if not capturing and bool(ids[0][:, -1].any()):
+    if not capturing() and bool(ids[0][:, -1].any()):
         return None  # several sequences in a row: really packed
     base = rest[0]
     if _qualname(base) == _MU + "remap_positions_for_packed_sequence.<locals>.inner_mask":

@@ -84,6 +84,14 @@ def _span_tensor(start: int, end: int, batch: int, device) -> torch.Tensor:
     return torch.tensor([[start, end]], device=device, dtype=torch.int64).expand(batch, 2).contiguous()
 
 
+def capturing(t: torch.Tensor | None = None) -> bool:
+    """Whether a CUDA graph is being captured on the current stream, where a device sync is an error (always False
+    for a CPU tensor, or without CUDA)."""
+    if t is not None and not t.is_cuda:
+        return False
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def weak_tag(registry: dict, obj, value=True) -> None:
     """registry[id(obj)] = (weak reference to obj, value), dropped when obj is freed (an id may be reused then)."""
     key = id(obj)
@@ -297,8 +305,7 @@ def check_inputs(
         key_bias = key_bias.to(torch.float32)
         # one device sync (not while a CUDA graph is being captured, where a sync is an error: graphed calls are
         # checked when they run eagerly first)
-        capturing = key_bias.is_cuda and torch.cuda.is_current_stream_capturing()
-        if not capturing and bool((torch.isnan(key_bias) | (key_bias == float("inf"))).any()):
+        if not capturing(key_bias) and bool((torch.isnan(key_bias) | (key_bias == float("inf"))).any()):
             raise ValueError("key_bias has NaN or +inf values (a float64 bias beyond float32's range included); a "
                              "key bias must be finite, or -inf to hide the key")
         # additive masks written as very large negative numbers (torch.finfo(dtype).min, -1e30...) mean "hidden":
@@ -345,8 +352,7 @@ def sinks_option(sinks, b: int, h: int, device, per_batch: bool = False) -> torc
     elif not (per_batch and tuple(sinks.shape) == (b, h)):
         raise ValueError(f"sinks must have shape {shapes} (one logit per query head), got {tuple(sinks.shape)}")
     sinks = sinks.to(torch.float32)
-    capturing = sinks.is_cuda and torch.cuda.is_current_stream_capturing()
-    if not capturing and not bool(torch.isfinite(sinks).all()):  # (a float64 sink beyond float32's range too)
+    if not capturing(sinks) and not bool(torch.isfinite(sinks).all()):  # (a float64 sink beyond float32's range too)
         raise ValueError("sinks must hold finite values (a sink logit of -inf is no sink: pass sinks=None)")
     return sinks.contiguous()
 
