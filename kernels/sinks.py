@@ -32,8 +32,15 @@ from .stats import AttentionStats
 
 def sink_prob(lse: torch.Tensor, sinks: torch.Tensor) -> torch.Tensor:
     """The sink's probability per query row, exp(sink_h - lse'): lse' the `lse` statistic of a call with sinks
-    ([batch, heads, q_len]), sinks its [heads] (or [batch, heads]) logits. 1 - p_sink is the mass on the keys."""
-    s = sinks.float()
+    ([batch, heads, q_len]), sinks its [heads] (or [1 or batch, heads]) logits. 1 - p_sink is the mass on the keys."""
+    for name, t in (("lse", lse), ("sinks", sinks)):
+        if not isinstance(t, torch.Tensor) or not t.dtype.is_floating_point:
+            raise TypeError(f"sink_prob: {name} must be a float tensor, got "
+                            f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
+    if lse.dim() != 3 or tuple(sinks.shape) not in ((lse.shape[1],), (1, lse.shape[1]), tuple(lse.shape[:2])):
+        raise ValueError(f"sink_prob: lse must be [batch, heads, q_len] and sinks [heads] or [1 or batch, heads] of "
+                         f"the same heads, got lse {tuple(lse.shape)} and sinks {tuple(sinks.shape)}")
+    s = sinks.to(device=lse.device, dtype=torch.float32)
     s = s[None, :, None] if s.dim() == 1 else s[:, :, None]
     return torch.exp(s - lse)
 

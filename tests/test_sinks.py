@@ -6,6 +6,7 @@ attention on both backends."""
 from __future__ import annotations
 
 import copy
+import math
 import os
 
 import pytest
@@ -273,3 +274,16 @@ def test_gpt_oss_layer_batch_equals_per_layer_calls(gpt_oss, monkeypatch):
     assert set(batched.keys()) == set(single.keys())
     for name in single.keys():
         torch.testing.assert_close(batched[name], single[name], equal_nan=True, msg=name)
+
+
+def test_sink_prob_refuses_what_does_not_fit():
+    lse = torch.zeros(2, 3, 5)
+    torch.testing.assert_close(sink_prob(lse, torch.zeros(3)), torch.ones(2, 3, 5))
+    torch.testing.assert_close(sink_prob(lse, torch.full((2, 3), -1.0)), torch.full((2, 3, 5), math.exp(-1.0)))
+    torch.testing.assert_close(sink_prob(lse, torch.zeros(1, 3)), torch.ones(2, 3, 5))
+    raises_clear_error(ValueError, r"sink_prob: lse must be \[batch, heads, q_len\] and sinks \[heads\]",
+                       sink_prob, lse, torch.zeros(4))
+    raises_clear_error(ValueError, r"got lse \(3, 5\)", sink_prob, lse[0], torch.zeros(3))
+    raises_clear_error(TypeError, "sink_prob: sinks must be a float tensor, got list", sink_prob, lse, [0.0] * 3)
+    raises_clear_error(TypeError, "sink_prob: lse must be a float tensor, got torch.int64", sink_prob,
+                       lse.long(), torch.zeros(3))
