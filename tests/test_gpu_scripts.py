@@ -227,3 +227,14 @@ def test_kernel_modules_load_without_torch():
             "mods = sm90_registers.load_kernels(); print(sorted(mods))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0 and "triton_stats" in r.stdout, r.stderr[-2000:]
+
+
+def test_sinks_timing_script_runs_and_checks_itself():
+    """examples/sinks_gpu.py (GPT-OSS sink logits: cost and float64 check) on the CPU: both windows, small errors."""
+    r = _example("sinks_gpu.py", "--device", "cpu", "--shapes", "4x16/2", "--lengths", "40", "--windows", "0", "8",
+                 "--dtype", "float32")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = re.findall(r"^4x16/2, 40, (\d+) \|.*\| ([\d.e+-]+), ([\d.e+-]+), ([\d.e+-]+), ([\d.e+-]+), ([\d.e+-]+)$",
+                      r.stdout, re.M)
+    assert [w for w, *_ in rows] == ["0", "8"], r.stdout
+    assert all(float(e) < 1e-5 for _, *errs in rows for e in errs), r.stdout
