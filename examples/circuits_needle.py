@@ -203,9 +203,9 @@ def atp_bytes(model, pos: int, checkpoint: bool = False) -> int:
     floats per token and layer, plus a block's insides and attention temporaries while the backward recomputes it
     (Gemma 3 16k: 9.2 GiB measured vs 10.7 estimated)."""
     c = model.cfg
-    z = c.n_layers * pos * c.n_heads * c.d_head * F32
+    z = c.n_layers * pos * c.n_heads * c.d_head_v * F32
     d_mlp = getattr(c, "d_mlp", 4 * c.d_model) or 4 * c.d_model
-    attn = (c.n_heads + 2 * c.n_kv_heads) * c.d_head
+    attn = (c.n_heads + c.n_kv_heads) * c.d_head + c.n_kv_heads * c.d_head_v  # q, k; v (MLA: v heads narrower)
     block = pos * (12 * c.d_model + 6 * d_mlp + 4 * attn) * F32
     acts = c.n_layers * pos * c.d_model * F32 + 4 * block if checkpoint else c.n_layers * block
     return 3 * z + 2 * c.d_vocab * F32 + acts
@@ -214,7 +214,7 @@ def atp_bytes(model, pos: int, checkpoint: bool = False) -> int:
 # ---------------------------------------------------------------------------------------------- step 2: patching
 def joint_patch(model, task, batch, heads: list, z_corrupt: dict, complement: bool = False) -> list[float]:
     """Per-prompt metric with the z of `heads` patched to the corrupted run (complement=True: every head except
-    them). z_corrupt: {layer: [batch, pos, head, d_head]}."""
+    them). z_corrupt: {layer: [batch, pos, head, d_head_v]}."""
     L, H = model.cfg.n_layers, model.cfg.n_heads
     xi = torch.zeros(L, H) if complement else torch.ones(L, H)
     for l, h in heads:
@@ -233,7 +233,7 @@ def patch_bytes(model, pos: int, rows: int) -> int:
     layer."""
     c = model.cfg
     d_mlp = getattr(c, "d_mlp", 4 * c.d_model) or 4 * c.d_model
-    return rows * (c.d_vocab + 4 * pos * d_mlp) * F32 + c.n_layers * pos * c.n_heads * c.d_head * F32
+    return rows * (c.d_vocab + 4 * pos * d_mlp) * F32 + c.n_layers * pos * c.n_heads * c.d_head_v * F32
 
 
 # ---------------------------------------------------------------------------------------------- step 3: compare

@@ -42,7 +42,7 @@ def edge_attribution(model, task, batch, heads: list, mlp: bool | None = None, m
     from circuits_needle import grad_interventions, last_metric  # noqa: PLC0415 - sibling example
 
     c = model.cfg
-    L, H, KV, dh = c.n_layers, c.n_heads, c.n_kv_heads, c.d_head
+    L, H, KV, dh = c.n_layers, c.n_heads, c.n_kv_heads, c.d_head_v  # dh: the value / z head dim W_O reads
     if any(sandwich_norms(b) is not None for b in model.blocks):
         raise ValueError(f"{model.name} has sandwich norms; use analyses.circuits.eap (short inputs) instead")
     if mlp is None:
@@ -75,7 +75,7 @@ def edge_attribution(model, task, batch, heads: list, mlp: bool | None = None, m
         scores[:, 0] += torch.einsum("pm,spm->s", d["blocks.0.hook_resid_pre"], G).double()
         col = 1
         for l in range(L):
-            w_o = head_output_weight(model.attn_modules[l], H, dh).float()  # [head, d_head, d_model]
+            w_o = head_output_weight(model.attn_modules[l], H, dh).float()  # [head, d_head_v, d_model]
             gw = torch.einsum("spm,hdm->sphd", G, w_o)  # [slot, pos, head, d_head]
             scores[:, col:col + H] += torch.einsum("phd,sphd->sh", d[f"blocks.{l}.attn.hook_z"], gw).double()
             col += H

@@ -410,15 +410,17 @@ class InputPatch(Intervention):
 
     def _slice_projections(self, attn, swaps: ForwardSwaps) -> None:
         """Separate q/k/v projections (Llama, Gemma, Qwen, Mistral: plain `q_proj`, `k_proj`, `v_proj` Linear layers)
-        project each group only where its slot is read: group 0 in full, group g only the d_head columns of its head
-        (the other columns are never read; they are group 0's). G times less projection work. Only where everything
-        between projection and attention works head by head: a q/k norm over all heads (OLMoE) mixes the columns,
-        and other layouts (GPT-2's fused c_attn, quantised linears) run as they are."""
+        project each group only where its slot is read: group 0 in full, group g only the d_head (v: d_head_v) columns
+        of its head (the other columns are never read; they are group 0's). G times less projection work. Only where
+        everything between projection and attention works head by head: a q/k norm over all heads (OLMoE) mixes the
+        columns, and other layouts (GPT-2's fused c_attn, quantised linears, multi-head latent attention's shared
+        latent projections: DeepSeek has no k_proj / v_proj) run as they are."""
         c = self.model.cfg
         mods = {kind: getattr(attn, f"{kind}_proj", None) for kind in "qkv"}
         heads = {"q": c.n_heads, "k": c.n_kv_heads, "v": c.n_kv_heads}
+        width = {"q": c.d_head, "k": c.d_head, "v": c.d_head_v}
         if not all(m is not None and type(m).forward is torch.nn.Linear.forward and isinstance(m, torch.nn.Linear)
-                   and m.out_features == heads[kind] * c.d_head for kind, m in mods.items()):
+                   and m.out_features == heads[kind] * width[kind] for kind, m in mods.items()):
             return
         for name in ("q_norm", "k_norm"):  # per-head norms only (Gemma 3, Qwen 3: normalised over d_head)
             norm = getattr(attn, name, None)
@@ -426,7 +428,7 @@ class InputPatch(Intervention):
             if norm is not None and (w is None or w.shape[-1] != c.d_head):
                 return
         for kind, m in mods.items():
-            swaps.set(m, self._grouped_linear(m, kind, c.d_head))
+            swaps.set(m, self._grouped_linear(m, kind, width[kind]))
 
     def _grouped_linear(self, lin: torch.nn.Linear, kind: str, d_head: int):
         def forward(x):  # x: [G*batch, pos, d_model] (the normed attention input of every group)
@@ -450,7 +452,7 @@ class InputPatch(Intervention):
         if model is self.model or getattr(model, "model", None) is getattr(self.model, "model", object()):
             return
         c, d = self.model.cfg, model.cfg
-        keys = ("n_layers", "n_heads", "d_head", "d_model")
+        keys = ("n_layers", "n_heads", "d_head", "d_head_v", "d_model")
         what = ", ".join(f"{k} {getattr(d, k)} vs {getattr(c, k)}" for k in keys if getattr(d, k) != getattr(c, k))
         raise ValueError(f"InputPatch.run: model {getattr(model, 'name', '?')!r} is not the model the patch was built "
                          f"for ({getattr(self.model, 'name', '?')!r}{': ' + what if what else ', other weights'}); "
@@ -524,22 +526,26 @@ def _pass_through(*args, **kwargs):
 
 
 def head_weights(model, layer: int, d_head: int | None = None) -> torch.Tensor:
-    """Layer `layer`'s W_O split by head: [head, d_head, d_model]."""
+    """Layer `layer`'s W_O split by head: [head, d_head_v, d_model]. `d_head`: the per-head width W_O reads, hook_z's
+    last dim (default: the model's value head dim `cfg.d_head_v`, which is d_head except in multi-head latent
+    attention)."""
     model_arg(model, "head_weights")
     c = model.cfg
     int_arg("layer", layer, minimum=0, maximum=c.n_layers - 1, where="head_weights")
     int_arg("d_head", d_head, minimum=1, where="head_weights", optional=True)
+    dv = c.d_head_v
     try:
-        return head_output_weight(model.attn_modules[layer], c.n_heads, c.d_head if d_head is None else d_head)
+        return head_output_weight(model.attn_modules[layer], c.n_heads, dv if d_head is None else d_head)
     except ValueError:
-        if d_head is None or d_head == c.d_head or not _projects(model, layer, c.n_heads * c.d_head):
+        if d_head is None or d_head == dv or not _projects(model, layer, c.n_heads * dv):
             raise
         raise ValueError(f"head_weights: d_head={d_head} does not fit layer {layer}'s output projection, which reads "
-                         f"{c.n_heads} heads x {c.d_head}; leave d_head out or give {c.d_head}") from None
+                         f"{c.n_heads} heads x {dv} (hook_z's head dim); leave d_head out or give {dv}") from None
 
 
 def _projects(model, layer: int, width: int) -> bool:
-    """Whether the model's head weights of `layer` split with the model's own d_head (width = n_heads * d_head)."""
+    """Whether the model's head weights of `layer` split with the model's own value head dim (width = n_heads *
+    d_head_v)."""
     try:
         head_output_weight(model.attn_modules[layer], model.cfg.n_heads, width // model.cfg.n_heads)
     except ValueError:

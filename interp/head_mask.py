@@ -1,6 +1,6 @@
 """`HeadMask`: a differentiable gate on every head's output, the mechanism behind head importance and patching.
 
-    z'_h = xi_h * z_h + (1 - xi_h) * baseline_h          (z = hook_z, [batch, pos, head, d_head])
+    z'_h = xi_h * z_h + (1 - xi_h) * baseline_h          (z = hook_z, [batch, pos, head, d_head_v])
 
 - xi = 1 everywhere leaves the model unchanged; xi requires grad -> dL/dxi_h at xi = 1 is the mask-gradient
   importance of Michel et al. (2019).
@@ -8,7 +8,8 @@
   as one batched forward (row i ablates head i) instead of one forward per head.
 - baseline "zero" (default) ablates to zero, "mean" to the head's mean output over the real tokens of the batch,
   and a dict {layer: tensor} patches in given activations (e.g. hook_z of a corrupted run: activation patching,
-  resample ablation). A baseline tensor broadcasts to [batch, pos, head, d_head].
+  resample ablation). A baseline tensor broadcasts to [batch, pos, head, d_head_v] (d_head_v: the value head dim,
+  `ModelConfig.d_head_v`; d_head except in multi-head latent attention).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class HeadMask(Intervention):
                 if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < n_layers:
                     raise ValueError(f"HeadMask.baseline keys must be layers 0..{n_layers - 1}, got {layer!r}")
                 if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[2] != n_heads:
-                    raise ValueError(f"HeadMask.baseline[{layer}] must be a tensor [batch, pos, {n_heads}, d_head] "
+                    raise ValueError(f"HeadMask.baseline[{layer}] must be a tensor [batch, pos, {n_heads}, d_head_v] "
                                      f"(hook_z's shape; batch and pos may be 1), got "
                                      f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
                 not_meta(f"HeadMask.baseline[{layer}]", t)
@@ -86,7 +87,7 @@ class HeadMask(Intervention):
         return self.mask.requires_grad
 
     def z(self, z: torch.Tensor, call: AttnCall) -> torch.Tensor:
-        """z: [batch, pos, head, d_head] -> masked z."""
+        """z: [batch, pos, head, d_head_v] -> masked z."""
         b = z.shape[0]
         xi = self.mask[..., call.layer, :]  # [head] or [mask_batch, head]
         if xi.dim() == 2 and xi.shape[0] != b:

@@ -3,6 +3,9 @@
 Every hook function has the TransformerLens signature `fn(tensor, hook) -> tensor | None`; returning a tensor
 replaces the activation (for hooks marked writable), returning None leaves it alone. `hook.name` and `hook.layer`
 tell the function where it is.
+
+d_head is the q/k head dim and d_head_v the value head dim (`ModelConfig.d_head_v`): the same number except in
+multi-head latent attention (DeepSeek-V2/V3: q/k 192, v 128), where hook_v, hook_z and W_O's heads are d_head_v wide.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ HOOK_POINTS: dict[str, tuple[str, bool]] = {
     "blocks.{l}.hook_resid_post": ("[batch, pos, d_model]", True),
     "blocks.{l}.attn.hook_q": ("[batch, query_pos, head, d_head]", True),
     "blocks.{l}.attn.hook_k": ("[batch, key_pos, kv_head, d_head]", True),
-    "blocks.{l}.attn.hook_v": ("[batch, key_pos, kv_head, d_head]", True),
+    "blocks.{l}.attn.hook_v": ("[batch, key_pos, kv_head, d_head_v]", True),
     "blocks.{l}.attn.hook_pattern": ("[batch, head, query_pos, key_pos]", True),
-    "blocks.{l}.attn.hook_z": ("[batch, query_pos, head, d_head]", True),
+    "blocks.{l}.attn.hook_z": ("[batch, query_pos, head, d_head_v]", True),
     "blocks.{l}.attn.hook_result": ("[batch, query_pos, head, d_model]", False),
     "ln_final.hook_normalized": ("[batch, pos, d_model]", True),
 }

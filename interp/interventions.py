@@ -153,7 +153,7 @@ class HeadAblation(Intervention):
     layer: int
     heads: Sequence[int] | int | None = None
     mode: str = "zero"  # "zero" | "mean"
-    mean_value: torch.Tensor | None = None  # [head, d_head], e.g. a dataset mean; default: mean of this input
+    mean_value: torch.Tensor | None = None  # [head, d_head_v] (hook_z's), e.g. a dataset mean; default: this input's
 
     def validate(self, n_layers: int, n_heads: int) -> None:
         _check_layer(self.layer, n_layers, "HeadAblation")
@@ -167,13 +167,13 @@ class HeadAblation(Intervention):
             raise ValueError(f"HeadAblation.mean_value is only used with mode='mean', got mode={self.mode!r} "
                              "(drop mean_value, or pass mode='mean')")
         if not isinstance(mv, torch.Tensor):
-            raise TypeError(f"HeadAblation.mean_value must be a tensor [n_heads, d_head] = [{n_heads}, d_head], got "
-                            f"{_show(mv)}")
+            raise TypeError(f"HeadAblation.mean_value must be a tensor [n_heads, d_head_v] = [{n_heads}, d_head_v], "
+                            f"got {_show(mv)}")
         not_meta("HeadAblation.mean_value", mv)
         if not mv.dtype.is_floating_point:
             raise TypeError(f"HeadAblation.mean_value must be a floating-point tensor, got {mv.dtype}")
         if mv.dim() != 2 or mv.shape[0] != n_heads:
-            raise ValueError(f"HeadAblation.mean_value must be [n_heads, d_head] = [{n_heads}, d_head] (one mean "
+            raise ValueError(f"HeadAblation.mean_value must be [n_heads, d_head_v] = [{n_heads}, d_head_v] (one mean "
                              f"hook_z per head of the layer), got {tuple(mv.shape)}")
         if not bool(torch.isfinite(mv.detach()).all()):
             raise ValueError("HeadAblation.mean_value has NaN or Inf entries")
@@ -184,7 +184,7 @@ class HeadAblation(Intervention):
         return self.apply_z(z, call.valid)
 
     def apply_z(self, z: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-        """z: [batch, pos, head, d_head] -> ablated copy."""
+        """z: [batch, pos, head, d_head_v] -> ablated copy."""
         z = z.clone()
         idx = self._heads
         if self.mode == "zero":
@@ -192,7 +192,7 @@ class HeadAblation(Intervention):
         elif self.mean_value is not None:
             mv = self.mean_value
             if tuple(mv.shape) != (z.shape[2], z.shape[3]):
-                raise ValueError(f"HeadAblation.mean_value must be [n_heads, d_head] = [{z.shape[2]}, {z.shape[3]}] "
+                raise ValueError(f"HeadAblation.mean_value must be [n_heads, d_head_v] = [{z.shape[2]}, {z.shape[3]}] "
                                  f"(this layer's hook_z), got {tuple(mv.shape)}")
             z[:, :, idx] = mv[idx].to(z)
         else:

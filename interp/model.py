@@ -109,8 +109,9 @@ class HookedModel:
     # ------------------------------------------------------------------ basics
     def __repr__(self) -> str:
         c = self.cfg
+        v = f", d_head_v {c.d_head_v}" if c.d_head_v != c.d_head else ""
         return (f"HookedModel({self.name!r}: {c.architecture}, {c.n_layers} layers, {c.n_heads} heads "
-                f"({c.n_kv_heads} KV), d_head {c.d_head}, n_ctx {c.n_ctx})")
+                f"({c.n_kv_heads} KV), d_head {c.d_head}{v}, n_ctx {c.n_ctx})")
 
     @property
     def device(self) -> torch.device:
@@ -299,13 +300,13 @@ class HookedModel:
         for iv in _at(ivs, "out"):
             running[:] = [iv]
             out = checked(iv, "out", iv.out(out, call), out, layer)
-        z = out.transpose(1, 2)  # [batch, query_pos, head, d_head]
+        z = out.transpose(1, 2)  # [batch, query_pos, head, d_head_v]
         for iv in _at(ivs, "z"):
             running[:] = [iv]
             z = checked(iv, "z", iv.z(z, call), z, layer)
         z = ctx.apply(pre + "hook_z", z, layer)
         if ctx.active(pre + "hook_result"):
-            w_o = head_output_weight(module, h, z.shape[-1])  # [head, d_head, d_model]
+            w_o = head_output_weight(module, h, z.shape[-1])  # [head, d_head_v, d_model]
             ctx.apply(pre + "hook_result", torch.einsum("bqhd,hdm->bqhm", z.to(w_o.dtype), w_o), layer)
         return z.contiguous(), None
 

@@ -3,12 +3,14 @@
 The attention path of `HookedModel` runs these stages in order for every layer, and at each stage calls the
 interventions that declare it (`Intervention.stages`), in the order the user gave them:
 
-    qkv        (q [batch, heads, q_len, d_head], k/v [batch, kv_heads, k_len, d_head]) -> (q, k, v)
+    qkv        (q [batch, heads, q_len, d_head], k [batch, kv_heads, k_len, d_head], v [..., d_head_v]) -> (q, k, v)
     key_bias   -> an additive score bias [batch, heads, k_len] (or None); biases of several interventions add up
     probs      p [batch, heads, chunk, k_len] of one query chunk -> p   (forces the PyTorch reference path)
-    out        attention output [batch, heads, q_len, d_head] -> output  (may re-run attention: `call.attend`)
-    z          z [batch, q_len, heads, d_head] (what hook_z sees) -> z
+    out        attention output [batch, heads, q_len, d_head_v] -> output  (may re-run attention: `call.attend`)
+    z          z [batch, q_len, heads, d_head_v] (what hook_z sees) -> z
     resid_pre, attn_out, mlp_out, resid_post   residual-stream tensors [batch, pos, d_model] -> tensor
+
+(d_head_v, the value head dim, is d_head except in multi-head latent attention: `ModelConfig.d_head_v`.)
 
 A new intervention is a subclass that sets `stages` and implements the method of each stage it names; nothing in
 `HookedModel` changes. Interventions that span layers (e.g. `HeadMask`) say so in `layers()`.
@@ -33,9 +35,9 @@ class AttnCall:
     layer: int
     query: torch.Tensor  # [batch, heads, q_len, d_head]
     key: torch.Tensor  # [batch, kv_heads, k_len, d_head]
-    value: torch.Tensor  # [batch, kv_heads, k_len, d_head]
+    value: torch.Tensor  # [batch, kv_heads, k_len, d_head_v]
     valid: torch.Tensor | None  # [batch, pos] padding mask of the run (True = real token), None if unpadded
-    attend: Callable[..., torch.Tensor]  # attend(prob_hook=None) -> output [batch, heads, q_len, d_head]
+    attend: Callable[..., torch.Tensor]  # attend(prob_hook=None) -> output [batch, heads, q_len, d_head_v]
 
     @property
     def batch(self) -> int:
@@ -127,8 +129,8 @@ METHOD_OF_STAGE = {**{s: s for s in ATTN_STAGES}, **{s: "resid" for s in RESID_S
 SIGNATURE = {"qkv": "(self, q, k, v, call)", "key_bias": "(self, call)", "probs": "(self, p, q_start, call)",
              "out": "(self, out, call)", "z": "(self, z, call)", "resid": "(self, stage, x, layer, valid)"}
 # what each stage hands its method, for the messages of `checked`
-LAYOUT = {"qkv": "[batch, heads or kv_heads, len, d_head]", "probs": "[batch, heads, chunk, k_len]",
-          "out": "[batch, heads, q_len, d_head]", "z": "[batch, q_len, heads, d_head]",
+LAYOUT = {"qkv": "[batch, heads or kv_heads, len, d_head (v: d_head_v)]", "probs": "[batch, heads, chunk, k_len]",
+          "out": "[batch, heads, q_len, d_head_v]", "z": "[batch, q_len, heads, d_head_v]",
           **{s: "[batch, pos, d_model]" for s in RESID_STAGES}}
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 import torch
 
-from .checks import check_inputs
+from .checks import AttnSpec, check_inputs
 from .reference import ProbHook, reference_attention
 from .stats import AttentionStats
 
@@ -47,7 +48,7 @@ def pick_backend(backend: str, device: torch.device) -> str:
 def attention_with_stats(
     q: torch.Tensor,  # [batch, heads, q_len, head_dim]
     k: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
-    v: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
+    v: torch.Tensor,  # [batch, kv_heads, k_len, v_head_dim]: v_head_dim may differ from head_dim (MLA)
     *,
     causal: bool = True,
     scale: float | None = None,
@@ -65,7 +66,10 @@ def attention_with_stats(
     softcap: float | None = None,
     sinks: torch.Tensor | None = None,  # [heads] float: learned sink logits (GPT-OSS's s_aux), one per query head
 ) -> tuple[torch.Tensor | None, AttentionStats]:
-    """Attention output `[batch, heads, q_len, head_dim]` and the requested statistics (see `interp.kernels.stats`).
+    """Attention output `[batch, heads, q_len, v_head_dim]` and the requested statistics (see `interp.kernels.stats`).
+
+    v's head dim may differ from q's and k's (multi-head latent attention, DeepSeek-V2/V3: q/k 192, v 128); k and v
+    still agree on batch, kv heads and length. The default scale is 1/sqrt(q/k head dim); no statistic depends on v.
 
     Queries are aligned to the end of the keys (query i sits at key position i + k_len - q_len), so a single decode
     query against a long cache and chunked prefill both work. `sliding_window=W` lets query i see keys j with
@@ -103,17 +107,45 @@ def attention_with_stats(
                              "use backend='auto' or 'reference'")
         chosen = "reference"
     if chosen == "triton":
-        if need_out and torch.is_grad_enabled() and (
-            q.requires_grad or k.requires_grad or v.requires_grad or (key_bias is not None and key_bias.requires_grad)
-            or (spec.sinks is not None and spec.sinks.requires_grad)
-        ):
-            from .autograd import differentiable_triton_attention
-
-            return differentiable_triton_attention(q, k, v, spec)
-        from .launcher import triton_attention
-
-        return triton_attention(q, k, v, spec, need_out=need_out)
+        if spec.v_head_dim is not None:  # v's head dim differs from q/k's (MLA): the kernels see one padded dim
+            return _triton_value_dim(q, k, v, spec, need_out)
+        return _triton(q, k, v, spec, need_out)
     return reference_attention(q, k, v, spec, prob_hook=prob_hook, need_out=need_out)
+
+
+def _triton(q, k, v, spec: AttnSpec, need_out: bool) -> tuple[torch.Tensor | None, AttentionStats]:
+    """The Triton backend for q, k, v of one head dim: through `FusedAttention` when a gradient is wanted."""
+    if need_out and torch.is_grad_enabled() and (
+        q.requires_grad or k.requires_grad or v.requires_grad
+        or (spec.key_bias is not None and spec.key_bias.requires_grad)
+        or (spec.sinks is not None and spec.sinks.requires_grad)
+    ):
+        from .autograd import differentiable_triton_attention
+
+        return differentiable_triton_attention(q, k, v, spec)
+    from .launcher import triton_attention
+
+    return triton_attention(q, k, v, spec, need_out=need_out)
+
+
+def _pad_head_dim(t: torch.Tensor, width: int) -> torch.Tensor:
+    """t [..., n] -> [..., width], zeros after its own n columns (t itself when n == width); differentiable."""
+    n = t.shape[-1]
+    return t if n == width else torch.nn.functional.pad(t, (0, width - n))
+
+
+def _triton_value_dim(q, k, v, spec: AttnSpec, need_out: bool) -> tuple[torch.Tensor | None, AttentionStats]:
+    """The Triton backend for v of another head dim dv than q/k's d (multi-head latent attention), by zero padding
+    to one head dim D = max(d, dv): v's extra columns give output columns that are cut off again (dv < d); q's and
+    k's extra columns add 0 to every score (dv > d). spec.scale was fixed from the real d by `check_inputs`, and no
+    statistic reads v, so every statistic is the unpadded call's. Pad and slice are differentiable: dq, dk and dv are
+    the padded gradients' own columns. Statistics alone (need_out=False) never read v: they run on (q, k, k)."""
+    if not need_out:
+        return _triton(q, k, k, dataclasses.replace(spec, v_head_dim=None), False)
+    width = max(spec.head_dim, spec.v_head_dim)
+    qp, kp, vp = (_pad_head_dim(t, width) for t in (q, k, v))  # [b, h | kv_heads, len, D]
+    out, st = _triton(qp, kp, vp, dataclasses.replace(spec, head_dim=width, v_head_dim=None), True)
+    return out[..., :spec.v_head_dim], st  # [b, h, q_len, dv]
 
 
 def stats_from_lse(

@@ -51,10 +51,17 @@ class AttnSpec:
     # learned attention sinks (GPT-OSS): [1 or batch, heads] float32, one logit per query head in every row's softmax
     # denominator (unscaled), whose probability is dropped (`sinks.py`)
     sinks: torch.Tensor | None = None
+    # v's head dim where it differs from q/k's head_dim (multi-head latent attention: DeepSeek-V2/V3), else None
+    v_head_dim: int | None = None
 
     @property
     def group(self) -> int:
         return self.heads // self.kv_heads
+
+    @property
+    def value_dim(self) -> int:
+        """The output's (and v's) head dim."""
+        return self.head_dim if self.v_head_dim is None else self.v_head_dim
 
 
 @functools.lru_cache(maxsize=256)
@@ -223,14 +230,9 @@ def check_inputs(
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
     b, h, lq, d = q.shape
     bk, hk, lk, dk = k.shape
-    if k.shape != v.shape:
-        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    dv = _check_head_dims(q, k, v)
     if bk != b:
         raise ValueError(f"q has batch {b} but k/v have batch {bk}")
-    if dk != d:
-        raise ValueError(f"q has head_dim {d} but k/v have head_dim {dk}")
-    if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
-        raise ValueError(f"head_dim must be between {MIN_HEAD_DIM} and {MAX_HEAD_DIM}, got {d}")
     if h == 0:
         raise ValueError(f"q has 0 heads (shape {tuple(q.shape)}); it needs at least one")
     if hk == 0 or h % hk != 0:
@@ -327,7 +329,27 @@ def check_inputs(
         batch=b, heads=h, kv_heads=hk, q_len=lq, k_len=lk, head_dim=d, q_offset=lk - lq, causal=causal,
         scale=float(scale), sliding_window=sliding_window, key_valid=key_valid, key_bias=key_bias, stats=names,
         sink_tokens=sink_tokens, local_window=local_window, span=span_t, softcap=softcap, sinks=sinks,
+        v_head_dim=None if dv == d else dv,
     )
+
+
+def _check_head_dims(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
+    """k and v agree on [batch, kv_heads, k_len]; q and k share one head dim in [MIN_HEAD_DIM, MAX_HEAD_DIM]; v's
+    head dim may differ (multi-head latent attention: DeepSeek's q/k 192, v 128), at most MAX_HEAD_DIM -> v's head
+    dim. (A v head dim below MIN_HEAD_DIM is allowed: the kernels see it zero-padded to the q/k head dim.)"""
+    if k.shape[:3] != v.shape[:3]:
+        raise ValueError(f"k and v must agree on [batch, kv_heads, k_len] (only their head dims may differ), got k "
+                         f"{tuple(k.shape)} and v {tuple(v.shape)}")
+    d, dk, dv = q.shape[-1], k.shape[-1], v.shape[-1]
+    if dk != d:
+        raise ValueError(f"q has head_dim {d} but k has head_dim {dk}; q and k must share one head dim (v's may "
+                         "differ)")
+    if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"the q/k head_dim must be between {MIN_HEAD_DIM} and {MAX_HEAD_DIM}, got {d}")
+    if not 1 <= dv <= MAX_HEAD_DIM:
+        raise ValueError(f"the v head_dim must be between 1 and {MAX_HEAD_DIM} (it may differ from the q/k head_dim "
+                         f"{d}), got {dv}")
+    return dv
 
 
 def sinks_option(sinks, b: int, h: int, device, per_batch: bool = False) -> torch.Tensor | None:
@@ -385,7 +407,7 @@ def output_and_stats_bytes(spec: AttnSpec, element_size: int) -> int:
     rows = spec.batch * spec.heads * spec.q_len
     keys = spec.batch * spec.heads * spec.k_len
     want = set(spec.stats)
-    total = rows * spec.head_dim * element_size + rows * 4  # output + lse
+    total = rows * max(spec.head_dim, spec.value_dim) * element_size + rows * 4  # output + lse
     total += rows * 4 * len(want & {"max_prob", "entropy", "sink_mass", "local_mass", "span_mass"})
     total += rows * 8 * ("argmax" in want)
     if want & {"key_mass", "key_mean"}:  # int64 sums + a ticket per head, key_mass (also under key_mean), key_mean

@@ -79,10 +79,11 @@ def _hook_result(replaced, p: torch.Tensor) -> torch.Tensor:
 
 def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook | None, need_out: bool = True,
                   k_lo: int = 0, sinks=None):
-    """One query chunk against the keys k_lo..k_lo+kf.shape[-2]-1: qc [b, h, cq, d], kf/vf [b, hk, 1, nk, d],
-    bias [b|1, h|1, nk], sinks [b|1, h] (learned sink logits: one more term in each row's softmax denominator) ->
-    (output [b, h, cq, d] float32, p [b, h, cq, nk], lse [b, h, cq], allowed [b|1, 1|h, cq, nk], empty [b, h, cq],
-    the sink's probability [b, h, cq] or None). Pure in its tensor inputs (checkpointed under autograd)."""
+    """One query chunk against the keys k_lo..k_lo+kf.shape[-2]-1: qc [b, h, cq, d], kf [b, hk, 1, nk, d], vf
+    [b, hk, 1, nk, dv] (dv may differ from d), bias [b|1, h|1, nk], sinks [b|1, h] (learned sink logits: one more term
+    in each row's softmax denominator) -> (output [b, h, cq, dv] float32, p [b, h, cq, nk], lse [b, h, cq], allowed
+    [b|1, 1|h, cq, nk], empty [b, h, cq], the sink's probability [b, h, cq] or None). Pure in its tensor inputs
+    (checkpointed under autograd)."""
     b, h, hk, d, g = spec.batch, spec.heads, spec.kv_heads, spec.head_dim, spec.group
     lk = kf.shape[-2]
     cq = qc.shape[2]
@@ -121,26 +122,26 @@ def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook
         replaced = prob_hook(p, qs)
         if replaced is not None:
             p = _hook_result(replaced, p)
-    o = torch.matmul(p.reshape(b, hk, g, cq, lk), vf).reshape(b, h, cq, d) if need_out else None
+    o = torch.matmul(p.reshape(b, hk, g, cq, lk), vf).reshape(b, h, cq, vf.shape[-1]) if need_out else None
     return o, p, lse, allowed, empty, p_sink
 
 
 def reference_attention(
     q: torch.Tensor,  # [batch, heads, q_len, head_dim]
     k: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
-    v: torch.Tensor,  # [batch, kv_heads, k_len, head_dim]
+    v: torch.Tensor,  # [batch, kv_heads, k_len, v_head_dim] (v_head_dim may differ from head_dim: MLA)
     spec: AttnSpec,
     *,
     prob_hook: ProbHook | None = None,
     chunk: int | None = None,
     need_out: bool = True,
 ) -> tuple[torch.Tensor | None, AttentionStats]:
-    b, h, hk, lq, lk, d, g = spec.batch, spec.heads, spec.kv_heads, spec.q_len, spec.k_len, spec.head_dim, spec.group
+    b, h, lq, lk = spec.batch, spec.heads, spec.q_len, spec.k_len
     dev = q.device
     want = set(spec.stats)
     kf = k.float().unsqueeze(2)  # [b, hk, 1, lk, d]
-    vf = v.float().unsqueeze(2)  # [b, hk, 1, lk, d]
-    out = torch.empty(b, h, lq, d, dtype=q.dtype, device=dev) if need_out else None
+    vf = v.float().unsqueeze(2)  # [b, hk, 1, lk, dv]
+    out = torch.empty(b, h, lq, spec.value_dim, dtype=q.dtype, device=dev) if need_out else None  # [b, h, lq, dv]
     st = AttentionStats()
     f32 = dict(dtype=torch.float32, device=dev)
     for name in ("lse", "max_prob", "entropy", "sink_mass", "local_mass", "span_mass"):

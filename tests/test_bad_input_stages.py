@@ -58,7 +58,7 @@ CASES = [
     # --- what the stage methods return
     ("z None", iv(layer=0, z=lambda self, z, call: None), ValueError,
      r"A.z \(stage 'z', layer 0\) returned None for z; it must return a tensor of z's shape \(2, 8, 4, 16\) = "
-     r"\[batch, q_len, heads, d_head\]"),
+     r"\[batch, q_len, heads, d_head_v\]"),
     ("z sliced", iv(layer=1, z=lambda self, z, call: z[:, :3]), ValueError,
      r"A.z \(stage 'z', layer 1\) returned shape \(2, 3, 4, 16\) for z; it must return a tensor of z's shape"),
     ("z float64", iv(layer=0, z=lambda self, z, call: z.double()), ValueError,
