@@ -369,14 +369,34 @@ def sinks_option(sinks, b: int, h: int, device, per_batch: bool = False) -> torc
         raise ValueError("sinks is on the meta device (shape only, no values); pass the real sink logits")
     if sinks.device != device:
         raise ValueError(f"sinks is on {sinks.device} but q is on {device}")
+    given = sinks
     if tuple(sinks.shape) == (h,):
         sinks = sinks[None]
     elif not (per_batch and tuple(sinks.shape) == (b, h)):
         raise ValueError(f"sinks must have shape {shapes} (one logit per query head), got {tuple(sinks.shape)}")
     sinks = sinks.to(torch.float32)
-    if not capturing(sinks) and not bool(torch.isfinite(sinks).all()):  # (a float64 sink beyond float32's range too)
+    if not capturing(sinks) and not _known_finite(given, sinks):
         raise ValueError("sinks must hold finite values (a sink logit of -inf is no sink: pass sinks=None)")
     return sinks.contiguous()
+
+
+_finite_sinks: dict = {}  # id(sinks) -> (weak reference, (version, data pointer) when its values were found finite)
+
+
+def _known_finite(given: torch.Tensor, sinks32: torch.Tensor) -> bool:
+    """Are the float32 sinks finite (a float64 sink beyond float32's range is not)? Asking is a device sync; a model
+    hands every call the same sink parameter, so the answer is kept for `given` until it changes in place (its
+    version counter moves) or its storage does. Inference-mode tensors keep no version: they are asked each time."""
+    try:
+        stamp = (given._version, given.data_ptr())
+    except RuntimeError:  # an inference tensor
+        stamp = None
+    if stamp is not None and weak_tag_of(_finite_sinks, given) == stamp:
+        return True
+    ok = bool(torch.isfinite(sinks32).all())
+    if ok and stamp is not None:
+        weak_tag(_finite_sinks, given, stamp)
+    return ok
 
 
 MAX_SOFTCAP = 1e30  # softcap * log2(e) stays a finite float32 in the kernels (a cap this large bends no score)

@@ -63,18 +63,40 @@ def stats_with_sinks(q, k, lse_sinks: torch.Tensor, spec: AttnSpec) -> Attention
     return add_sink_entropy(st, lse_sinks, spec.sinks)
 
 
+def rescale_reference(out: torch.Tensor | None, lse: torch.Tensor, sinks: torch.Tensor):
+    """lse' = logaddexp(lse, sink) and O' = O exp(lse - lse') in float32 (`rescale`'s reference): (O' or None, lse')."""
+    lse_s = torch.logaddexp(lse, sinks[:, :, None])  # = the sink where lse = -inf; NaN stays NaN
+    if out is None:
+        return None, lse_s
+    keep = torch.exp(lse - lse_s)  # the keys' share, 1 - p_sink: 0 on rows that see nothing
+    return (out.float() * keep[..., None]).to(out.dtype), lse_s
+
+
+def rescale(out: torch.Tensor | None, lse: torch.Tensor, sinks: torch.Tensor) -> torch.Tensor:
+    """The forward's output O [b, h, q_len, dv] (or None) and lse [b, h, q_len] -> lse' = logaddexp(lse, sink_h),
+    with O rescaled to O exp(lse - lse') in place: one Triton pass (`triton_sinks.py`), float32 inside."""
+    import triton
+
+    from .triton_sinks import RESCALE_BLOCK_M, sinks_rescale_kernel
+
+    b, h, m = lse.shape
+    lse_s = torch.empty((b, h, m), device=lse.device, dtype=torch.float32)
+    o = out if out is not None else lse.new_empty((1, 1, 1, 1))
+    grid = (triton.cdiv(m, RESCALE_BLOCK_M), b * h)
+    sinks_rescale_kernel[grid](
+        o, lse, lse_s, sinks, *o.stride(), *lse.stride(), h, m, o.shape[-1],
+        sinks.stride(0) if sinks.shape[0] > 1 else 0,
+        HAS_OUT=out is not None, BLOCK_M=RESCALE_BLOCK_M, BLOCK_D=triton.next_power_of_2(o.shape[-1]))
+    return lse_s
+
+
 def triton_attention_with_sinks(q, k, v, spec: AttnSpec, *, need_out: bool = True):
     """`launcher.triton_attention` for a call with spec.sinks: (output or None, AttentionStats)."""
     from .launcher import triton_attention
 
     fwd = dataclasses.replace(spec, stats=("lse",), sinks=None)  # output + lse only: no fused decode walk
     out, st = triton_attention(q, k, v, fwd, need_out=need_out)
-    lse = st.lse
-    sink = spec.sinks[:, :, None]  # [1|b, h, 1]
-    lse_s = torch.logaddexp(lse, sink)  # = the sink where lse = -inf; NaN stays NaN
-    if out is not None:
-        keep = torch.exp(lse - lse_s)  # the keys' share, 1 - p_sink: 0 on rows that see nothing
-        out = (out.float() * keep[..., None]).to(out.dtype)
+    lse_s = rescale(out, st.lse, spec.sinks)  # out rescaled in place
     rest = tuple(n for n in spec.stats if n != "lse")
     res = stats_with_sinks(q, k, lse_s, dataclasses.replace(spec, stats=rest)) if rest else AttentionStats()
     if "lse" in spec.stats:

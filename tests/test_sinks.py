@@ -16,7 +16,7 @@ import interp
 from helpers import raises_clear_error, random_qkv
 from interp import layer_batch
 from interp.kernels import attention_with_stats, stats_from_lse
-from interp.kernels.sinks import sink_prob
+from interp.kernels.sinks import rescale, rescale_reference, sink_prob
 
 STATS = ("lse", "max_prob", "argmax", "entropy", "sink_mass", "local_mass", "span_mass", "key_mass", "key_count",
          "key_mean")
@@ -151,6 +151,51 @@ def test_stats_from_lse_with_sinks(device):
         torch.testing.assert_close(getattr(both, n), torch.cat([getattr(st, n), getattr(st2, n)]), msg=n)
     ent = _expected(q.cpu(), k.cpu(), v.cpu(), sinks.cpu(), opts)[2]["entropy"]
     torch.testing.assert_close(again.entropy.double().cpu(), ent, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dv, per_batch", [(12, False), (80, True), (64, False)])
+def test_rescale_kernel_matches_its_reference(device, dtype, dv, per_batch):
+    """The one-pass rescale (lse' and O exp(lse - lse'), in place) equals the float32 torch formula: strided O (SDPA's
+    [b, q, h, d] memory order) and lse, [heads] and [batch, heads] sinks, rows that see nothing (lse -inf) and a NaN
+    row, awkward head dims and row counts; with no output only lse' is formed."""
+    b, h, m = 2, 3, 70
+    g = torch.Generator().manual_seed(dv)
+    out = torch.randn(b, m, h, dv, generator=g).to(dtype).to(device).transpose(1, 2)  # strided like SDPA's
+    lse = (torch.randn(b, h, 2 * m, generator=g) * 3)[..., ::2].to(device)  # non-contiguous
+    lse[0, 1, :5] = float("-inf")
+    lse[1, 2, 7] = float("nan")
+    sinks = torch.randn(b if per_batch else 1, h, generator=g).to(device) * 2
+    want_out, want_lse = rescale_reference(out, lse, sinks)
+    got = out.clone()
+    got_lse = rescale(got, lse, sinks)
+    torch.testing.assert_close(got_lse, want_lse, atol=1e-6, rtol=1e-6, equal_nan=True)
+    torch.testing.assert_close(got.float(), want_out.float(), equal_nan=True,
+                               **({} if dtype == torch.float32 else dict(atol=TOL[dtype], rtol=TOL[dtype])))
+    assert (got[0, 1, :5] == 0).all() and got[1, 2, 7].isnan().all()
+    torch.testing.assert_close(rescale(None, lse, sinks), want_lse, atol=1e-6, rtol=1e-6, equal_nan=True)
+
+
+def test_finite_check_is_kept_until_the_sinks_change(monkeypatch):
+    """The sinks' finiteness is asked once per parameter (a device sync), and again after an in-place change: a sink
+    set to inf afterwards is still refused."""
+    from interp.kernels import checks
+
+    q, k, v, sinks = _qkv(1, 2, 1, 5, 5, 16, torch.float32)
+    sinks = torch.nn.Parameter(sinks)
+    asked = []
+    real = torch.isfinite
+    monkeypatch.setattr(checks.torch, "isfinite", lambda t: asked.append(1) or real(t))
+    for _ in range(3):
+        attention_with_stats(q, k, v, sinks=sinks, stats=["lse"], backend="reference")
+    assert len(asked) == 1
+    with torch.no_grad():
+        sinks[1] = float("inf")
+    with pytest.raises(ValueError, match="finite"):
+        attention_with_stats(q, k, v, sinks=sinks, stats=["lse"], backend="reference")
+    with torch.inference_mode():
+        fresh = torch.zeros(2)
+    attention_with_stats(q, k, v, sinks=fresh, stats=["lse"], backend="reference")
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
