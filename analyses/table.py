@@ -131,11 +131,35 @@ def label_head(row: dict, thresholds: dict = DEFAULT_THRESHOLDS) -> str:
     return "mixed"
 
 
-def head_table(scores: dict[str, torch.Tensor], model_name: str = "", thresholds: dict | None = None) -> pd.DataFrame:
+def _model_shape(model) -> tuple[object, tuple[int, int] | None]:
+    """head_table's model_name -> (the name for the model column, (n_layers, n_heads) where known): a loaded model
+    (anything with .name and .cfg.n_layers / .cfg.n_heads, e.g. a HookedModel) gives its own; a bundled or toy
+    model's name its registered shape; any other name none."""
+    cfg = getattr(model, "cfg", None)
+    if hasattr(model, "name") and hasattr(cfg, "n_layers") and hasattr(cfg, "n_heads"):
+        return model.name, (int(cfg.n_layers), int(cfg.n_heads))
+    from interp.zoo import known_shape
+
+    return model, known_shape(model)
+
+
+def _check_model_shape(shape: tuple[int, int], name, expected: tuple[int, int] | None) -> None:
+    """A ValueError when the scores' [layer, head] shape is not the model's n_layers x n_heads (e.g. transposed)."""
+    if expected is None or shape == expected:
+        return
+    hint = " (transposed: pass each score as .T)" if shape[::-1] == expected else ""
+    raise ValueError(f"head_table: scores are [layer, head] = {list(shape)}, but {name!r} has {expected[0]} layers x "
+                     f"{expected[1]} heads, so they must be {list(expected)}{hint}")
+
+
+def head_table(scores: dict[str, torch.Tensor], model_name="", thresholds: dict | None = None) -> pd.DataFrame:
     """{score name: [layer, head] tensor} -> DataFrame(model, layer, head, <scores>, label).
 
     Scores named in SCORE_COLUMNS feed the labelling RULES; any other name is kept as an extra column, except a
-    near miss of a known column that is absent (e.g. 'inductoin_score'): a ValueError with "did you mean"."""
+    near miss of a known column that is absent (e.g. 'inductoin_score'): a ValueError with "did you mean".
+    `model_name`: the model column's value, a name or a loaded model (its `.name` is used). The scores' shape is
+    checked against the model's n_layers x n_heads where that is known (a loaded model; a bundled or toy model's
+    name): a ValueError otherwise (e.g. scores transposed to [head, layer])."""
     if not isinstance(scores, dict) or not scores:
         raise TypeError(f"scores must be a non-empty dict {{score name: [layer, head] tensor}}, got "
                         f"{type(scores).__name__ if not isinstance(scores, dict) else 'an empty dict'}")
@@ -157,6 +181,8 @@ def head_table(scores: dict[str, torch.Tensor], model_name: str = "", thresholds
     (L, H), = shapes
     if L == 0 or H == 0:
         raise ValueError(f"scores are empty: [layer, head] shape {(L, H)}")
+    model_name, expected = _model_shape(model_name)
+    _check_model_shape((L, H), model_name, expected)
     near_miss_columns(list(scores), "head_table")
     thresholds = thresholds_arg(thresholds, "head_table")
     rows = []

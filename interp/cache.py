@@ -11,11 +11,14 @@ class ActivationCache(dict):
     def __init__(self, *args, n_layers: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.n_layers = n_layers
+        self.why_missing: dict[str, str] = {}  # name -> why it holds nothing there (a grads cache: no gradient)
 
     def __getitem__(self, name):
         try:
             return super().__getitem__(name)
         except KeyError:
+            if name in getattr(self, "why_missing", {}):
+                raise KeyError(self.why_missing[name]) from None
             import difflib
 
             close = difflib.get_close_matches(str(name), list(self.keys()), n=3, cutoff=0.5)
@@ -25,16 +28,36 @@ class ActivationCache(dict):
     def layers_with(self, suffix: str) -> list[int]:
         return [l for l in range(self.n_layers) if f"blocks.{l}.attn.{suffix}" in self or f"blocks.{l}.{suffix}" in self]
 
+    def layer_suffixes(self) -> list[str]:
+        """What `stack` takes: the per-layer names captured (`hook_z`, `hook_query_entropy`, `hook_resid_post`...)."""
+        found = {}
+        for name in self:
+            parts = str(name).split(".")
+            if len(parts) >= 3 and parts[0] == "blocks":
+                found[".".join(parts[3:] if parts[2] == "attn" else parts[2:])] = None
+        return list(found)
+
     def stack(self, suffix: str) -> torch.Tensor:
         """Stack `blocks.{l}.attn.{suffix}` (or `blocks.{l}.{suffix}`) over the captured layers -> [layer, ...]."""
         layers = self.layers_with(suffix)
         if not layers:
-            raise KeyError(f"no layer captured {suffix!r}")
+            raise KeyError(self._stack_error(suffix))
         out = []
         for l in layers:
             key = f"blocks.{l}.attn.{suffix}" if f"blocks.{l}.attn.{suffix}" in self else f"blocks.{l}.{suffix}"
             out.append(self[key])
         return torch.stack(out)
+
+    def _stack_error(self, suffix) -> str:
+        """`stack`'s KeyError message: what was captured per layer, with the closest names (a suffix of one, e.g.
+        'entropy' for 'hook_query_entropy', or a near spelling)."""
+        import difflib
+
+        known = self.layer_suffixes()
+        within = [k for k in known if isinstance(suffix, str) and suffix and k.endswith(suffix)]
+        close = within or difflib.get_close_matches(str(suffix), known, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close[:3])}?" if close else ""
+        return f"no layer captured {suffix!r}{hint} (captured per layer: {known or 'nothing'})"
 
     def _repr_html_(self, max_rows: int = 200) -> str:
         """Jupyter display: a summary table of the captured hook points (name, shape, dtype, device, size)."""

@@ -6,8 +6,10 @@
   importance of Michel et al. (2019).
 - xi of shape [batch, n_layers, n_heads] gives every batch row its own mask: an ablation sweep over many heads runs
   as one batched forward (row i ablates head i) instead of one forward per head.
-- baseline "zero" (default) ablates to zero, "mean" to the head's mean output over the real tokens of the batch,
-  and a dict {layer: tensor} patches in given activations (e.g. hook_z of a corrupted run: activation patching,
+- baseline "zero" (default) ablates to zero, "mean" to the head's mean output over the real tokens of the batch
+  (under a KV cache, `generate`: the prompt pass's mean, reused at every decode step of the same hooks context; a
+  decode step with no prompt pass before it is refused, see `interp.interventions.prompt_mean`), and a dict
+  {layer: tensor} patches in given activations (e.g. hook_z of a corrupted run: activation patching,
   resample ablation). A baseline tensor broadcasts to [batch, pos, head, d_head_v] (d_head_v: the value head dim,
   `ModelConfig.d_head_v`; d_head except in multi-head latent attention).
 """
@@ -20,6 +22,7 @@ from typing import Sequence
 
 import torch
 
+from .interventions import prompt_mean, token_mean
 from .stages import AttnCall, Intervention
 from .validate import distinct_layers, int_array_as_list, not_meta
 
@@ -36,6 +39,7 @@ class HeadMask(Intervention):
     stages = ("z",)
 
     def validate(self, n_layers: int, n_heads: int) -> None:
+        self._prompt_means = {}  # {layer: mean hook_z of the prompt pass} for baseline="mean", per hooks context
         m = self.mask
         if not isinstance(m, torch.Tensor):
             raise TypeError(f"HeadMask.mask must be a tensor [n_layers, n_heads] or [batch, n_layers, n_heads], "
@@ -109,9 +113,8 @@ class HeadMask(Intervention):
                 raise ValueError(f"HeadMask.baseline[{call.layer}] has shape {tuple(t.shape)}, which does not "
                                  f"broadcast to this run's hook_z {tuple(z.shape)}") from None
         if self.baseline == "mean":
-            zd = z.detach()
-            if call.valid is not None:
-                w = call.valid[:, -z.shape[1]:, None, None].to(z.dtype)  # [batch, pos, 1, 1]
-                return (zd * w).sum((0, 1), keepdim=True) / w.sum((0, 1), keepdim=True).clamp_min(1)
-            return zd.mean((0, 1), keepdim=True)
+            means = self.__dict__.setdefault("_prompt_means", {})
+            return prompt_mean(means, call, lambda: token_mean(z.detach(), call.valid), "HeadMask(baseline='mean')",
+                               "pass an explicit baseline={layer: tensor} (e.g. the prompt's mean hook_z, "
+                               "[1, 1, n_heads, d_head_v])").to(z)
         return None

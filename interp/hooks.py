@@ -218,6 +218,21 @@ def differentiable(template: str) -> bool:
     return last not in STAT_HOOKS and last != "hook_result"
 
 
+def no_gradient(name: str) -> str | None:
+    """Why the hook point `name` has no gradient of a metric, in words (None when it has one)."""
+    last = name.rsplit(".", 1)[-1]
+    if last == "hook_result":
+        layer = name.split(".")[1] if name.startswith("blocks.") else "{l}"
+        return (f"{name!r} has no gradient: hook_result is derived from hook_z and W_O beside the forward path (the "
+                f"model never reads it); ask for 'blocks.{layer}.attn.hook_z' instead (hook_result = hook_z @ W_O "
+                f"per head), or 'blocks.{layer}.hook_attn_out' (the heads' hook_result summed: each head's gradient "
+                f"is its gradient)")
+    if last in STAT_HOOKS:
+        return (f"{name!r} has no gradient: attention statistics are side outputs of the kernels that the forward "
+                f"pass does not go on with")
+    return None
+
+
 def _checked_grad(out, grad: torch.Tensor, name: str):
     if out is None:
         return None

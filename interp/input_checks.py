@@ -16,7 +16,7 @@ import torch
 from .kernels import normalize_stats
 from .kernels.stats import stats_request
 from .tokens import _show
-from .validate import int_array_as_list
+from .validate import int_array_as_list, layer_range_error
 
 STAT_OPTIONS = ("stats", "layers", "sink_tokens", "local_window", "span", "backend")  # run_with_hooks' **stat_options
 
@@ -54,7 +54,7 @@ def layer_list(layers, n_layers: int) -> list[int]:
         if isinstance(l, bool) or not isinstance(l, numbers.Integral):
             raise TypeError(f"layers must be {allowed}; layer {_show(l)} is not an int")
         if not 0 <= l < n_layers:
-            raise ValueError(f"layer {int(l)} out of range; the model has layers 0..{n_layers - 1}")
+            raise layer_range_error(l, n_layers)
         out.append(int(l))
     return out
 

@@ -12,6 +12,11 @@ Keys are given as distinct integer positions (an int, a list/tuple of ints or a 
 or `[batch, k_len]` (True = chosen). Floats, strings and 0/1 integer masks are rejected, not rounded or read as
 positions.
 Each class is an `interp.stages.Intervention`: it names the stage it acts at and implements that stage's method.
+
+Mean ablation under a KV cache (`generate`): `HeadAblation(mode="mean")` and `HeadMask(baseline="mean")` without
+given values take the mean over the real tokens of a forward with no past tokens (a plain run, or generate's prompt
+pass) and reuse it at every later forward of the same hooks context that continues a KV cache (a decode step: its own
+mean over one new position would be the head's own output, leaving the head unchanged); `prompt_mean` below.
 """
 
 from __future__ import annotations
@@ -20,13 +25,13 @@ import math
 import numbers
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from .stages import AttnCall, Intervention
-from .validate import _show, int_arg, int_array_as_list, not_meta
+from .validate import _show, int_arg, int_array_as_list, layer_range_error, not_meta
 
 
 def _as_heads(heads, n_heads: int, what: str) -> list[int]:
@@ -101,7 +106,7 @@ def _check_layer(layer, n_layers: int, what: str) -> None:
     if isinstance(layer, (bool, np.bool_)) or not isinstance(layer, numbers.Integral):  # (NumPy ints too, as layers=)
         raise TypeError(f"{what}: layer must be an int, got {layer!r}")
     if not 0 <= layer < n_layers:
-        raise ValueError(f"{what}: layer {layer} out of range; the model has layers 0..{n_layers - 1}")
+        raise layer_range_error(layer, n_layers, what)
 
 
 def key_selector(keys, batch: int, k_len: int, device, what: str = "key_selector") -> torch.Tensor:
@@ -148,14 +153,50 @@ def _factor(factor) -> float:
     return factor
 
 
+def token_mean(z: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """z [batch, pos, head, d] -> its mean over batch and positions, [1, 1, head, d]: over the real tokens where
+    `valid` (the run's padding mask [batch, >= pos], True = real token) is given."""
+    if valid is None:
+        return z.mean((0, 1), keepdim=True)
+    w = valid[:, -z.shape[1]:, None, None].to(z.dtype)
+    return (z * w).sum((0, 1), keepdim=True) / w.sum((0, 1), keepdim=True).clamp_min(1)
+
+
+def prompt_mean(means: dict, call: AttnCall, compute: Callable[[], torch.Tensor], who: str,
+                instead: str) -> torch.Tensor:
+    """The mean a mean ablation uses at this attention call. A forward with no past tokens (`call.q_offset == 0`: a
+    plain run, or generate's prompt pass) takes it over its own tokens (`compute()`) and records it in `means` under
+    the layer; a forward that continues a KV cache (a decode step) reuses the one recorded, and without one raises a
+    ValueError that says to give the values (`instead`). `means` is emptied when a hooks context starts (validate)."""
+    if call.q_offset == 0:
+        mean = compute()
+        means[call.layer] = mean.detach()
+        return mean
+    if call.layer not in means:
+        raise ValueError(
+            f"{who}: layer {call.layer}'s forward continues a KV cache ({call.q_offset} past tokens, {call.q_len} "
+            f"new), and no prompt pass (a forward with no past tokens) ran in this hooks context to take the mean "
+            f"from (a cache filled outside it?); the new tokens' own mean would leave the head (nearly) unchanged, "
+            f"so it is not used: {instead}")
+    return means[call.layer]
+
+
 @dataclass
 class HeadAblation(Intervention):
+    """Replace the chosen heads' outputs (hook_z) by zero (mode="zero") or by a mean (mode="mean").
+
+    mode="mean" uses `mean_value` ([n_heads, d_head_v], e.g. a dataset mean) where given, else the heads' mean
+    hook_z over the real tokens of the batch. Under a KV cache (`generate`) that mean is taken on the prompt pass
+    and reused at every decode step of the same hooks context; a decode step with no prompt pass before it (a cache
+    filled elsewhere) is refused with a ValueError: pass mean_value= then."""
+
     layer: int
     heads: Sequence[int] | int | None = None
     mode: str = "zero"  # "zero" | "mean"
     mean_value: torch.Tensor | None = None  # [head, d_head_v] (hook_z's), e.g. a dataset mean; default: this input's
 
     def validate(self, n_layers: int, n_heads: int) -> None:
+        self._prompt_means = {}  # {layer: mean hook_z of the prompt pass}, per hooks context
         _check_layer(self.layer, n_layers, "HeadAblation")
         self._heads = _as_heads(self.heads, n_heads, "HeadAblation")
         if self.mode not in ("zero", "mean"):
@@ -181,10 +222,18 @@ class HeadAblation(Intervention):
     stages = ("z",)
 
     def z(self, z: torch.Tensor, call: AttnCall) -> torch.Tensor:
-        return self.apply_z(z, call.valid)
+        if self.mode != "mean" or self.mean_value is not None:
+            return self.apply_z(z, call.valid)
+        means = self.__dict__.setdefault("_prompt_means", {})
+        mean = prompt_mean(means, call, lambda: token_mean(z[:, :, self._heads], call.valid),
+                           "HeadAblation(mode='mean')",
+                           "pass mean_value= (the heads' mean hook_z, [n_heads, d_head_v])")
+        return self.apply_z(z, call.valid, mean)
 
-    def apply_z(self, z: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-        """z: [batch, pos, head, d_head_v] -> ablated copy."""
+    def apply_z(self, z: torch.Tensor, valid: torch.Tensor | None, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """z: [batch, pos, head, d_head_v] -> ablated copy. mode="mean" without mean_value: `mean` (the chosen
+        heads' mean, broadcastable to [batch, pos, len(heads), d_head_v]) where given, else z's over the real
+        tokens."""
         z = z.clone()
         idx = self._heads
         if self.mode == "zero":
@@ -196,12 +245,7 @@ class HeadAblation(Intervention):
                                  f"(this layer's hook_z), got {tuple(mv.shape)}")
             z[:, :, idx] = mv[idx].to(z)
         else:
-            if valid is not None:
-                w = valid[:, -z.shape[1]:, None, None].to(z.dtype)
-                mean = (z[:, :, idx] * w).sum((0, 1)) / w.sum((0, 1)).clamp_min(1)
-            else:
-                mean = z[:, :, idx].mean((0, 1))
-            z[:, :, idx] = mean
+            z[:, :, idx] = token_mean(z[:, :, idx], valid) if mean is None else mean.to(z)
         return z
 
 

@@ -27,7 +27,8 @@ from . import input_checks as checks
 from .cache import ActivationCache
 from .checkpointing import checkpointed_blocks
 from .config import ATTN_NAMES, MLP_NAMES, ModelConfig, find_blocks, find_child, head_output_weight
-from .hooks import HOOK_OF_STAT, STAT_HOOKS, RunContext, all_hook_names, differentiable, parse_hook_name
+from .hooks import (HOOK_OF_STAT, STAT_HOOKS, RunContext, all_hook_names, differentiable, no_gradient,
+                    parse_hook_name)
 from .stages import RESID_STAGES, AttnCall, checked, checked_bias, checked_qkv
 from .kernels import AttentionStats, attention_with_stats, pick_backend
 from . import layer_batch
@@ -418,8 +419,8 @@ class HookedModel:
 
         `grad_of=metric` (a function of the logits returning a scalar tensor, e.g. a task's logit difference) runs
         the forward with grad and returns `(logits, cache, grads)`: `grads[name]` is d metric / d activation at
-        every chosen hook point on the forward path (statistics and hook_result have none), and
-        `grads.metric` the metric's value. One forward and one backward.
+        every chosen hook point on the forward path (statistics and hook_result have none: `grads[name]` says so; a
+        choice with no such point is refused), and `grads.metric` the metric's value. One forward and one backward.
 
         `logits_at` (1-D positions): the logits (and what `grad_of` is handed) only at those positions,
         [batch, len(logits_at), vocab]; at long context the full logits are the largest tensor of a run
@@ -494,6 +495,7 @@ class HookedModel:
         if grad_of is None:
             return logits, cache
         grads = self._grads_of(grad_of, logits, live, to_cpu)
+        grads.why_missing = {n: no_gradient(n) for n in chosen if no_gradient(n)}
         return logits.detach(), cache, grads
 
     def _grads_of(self, metric_fn, logits, live: dict, to_cpu: bool) -> ActivationCache:
@@ -517,15 +519,29 @@ class HookedModel:
 
     def generate(self, inputs, max_new_tokens: int = 20, prepend_bos: bool | None = None, **kwargs):
         """Greedy generation (left-padded batch); hooks from an enclosing `model.hooks(...)` stay active.
-        prepend_bos as in `to_tokens`; other keywords go to transformers' `generate`."""
+        prepend_bos as in `to_tokens`; other keywords go to transformers' `generate`.
+
+        Mean ablations (`HeadAblation(mode="mean")`, `HeadMask(baseline="mean")`) take their mean on the prompt pass
+        (its real tokens) and reuse it at every decode step (`interp.interventions.prompt_mean`)."""
         toks = to_tokens(inputs, self.tokenizer, self.cfg, self.device, padding_side="left", prepend_bos=prepend_bos,
                          bos_id=getattr(self.model.config, "bos_token_id", None))
         max_new_tokens = checks.max_new_tokens_arg(max_new_tokens, toks.input_ids.shape[1], self.cfg.n_ctx)
         kwargs.setdefault("do_sample", False)
         pad = getattr(self.tokenizer, "pad_token_id", None) if self.tokenizer is not None else None
-        with torch.no_grad():
-            out = self.model.generate(input_ids=toks.input_ids, attention_mask=toks.attention_mask,
-                                      max_new_tokens=max_new_tokens, pad_token_id=pad, **kwargs)
+        valid, passes = self._valid, []
+
+        def padding_of_this_pass(module, args, kw):  # the prompt's padding mask on the prompt pass; decode steps'
+            self._valid = None if passes else toks.attention_mask  # new tokens are all real: None ("unpadded")
+            passes.append(1)
+
+        handle = self.model.register_forward_pre_hook(padding_of_this_pass, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                out = self.model.generate(input_ids=toks.input_ids, attention_mask=toks.attention_mask,
+                                          max_new_tokens=max_new_tokens, pad_token_id=pad, **kwargs)
+        finally:
+            handle.remove()
+            self._valid = valid
         return out[:, toks.input_ids.shape[1]:]
 
     # ------------------------------------------------------------------ TransformerLens

@@ -10,7 +10,7 @@ import numbers
 import numpy as np
 import torch
 
-from .hooks import HOOK_OF_STAT
+from .hooks import HOOK_OF_STAT, no_gradient
 from .stages import Intervention, check_stages
 from .validate import distinct_layers
 
@@ -75,6 +75,10 @@ def check_grad_of(grad_of, chosen) -> None:
         if not chosen:
             raise ValueError("grad_of needs the hook points whose gradients you want: names=[...] or "
                              "names_filter=...")
+        if all(no_gradient(n) for n in chosen):  # hook_result first: the one most often taken for hook_z
+            first = min(chosen, key=lambda n: (not n.endswith(".hook_result"), n))
+            raise ValueError(f"grad_of needs hook points on the forward path, and none of those chosen has a "
+                             f"gradient: {no_gradient(first)}")
 
 
 def check_metric_value(value) -> None:

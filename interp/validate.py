@@ -58,6 +58,15 @@ def progress_arg(progress, where: str):
     return progress
 
 
+def layer_range_error(layer, n_layers: int, who: str = "") -> ValueError:
+    """The ValueError for a layer index outside 0..n_layers - 1; a negative one is said not to count from the end
+    (TransformerLens reads -1 as the last layer, interp does not)."""
+    last = (f" (negative indices do not count from the end here: the last layer is {n_layers - 1})"
+            if layer < 0 else "")
+    return ValueError(f"{who + ': ' if who else ''}layer {int(layer)} out of range; the model has layers "
+                      f"0..{n_layers - 1}{last}")
+
+
 def distinct_layers(layers, n_layers: int, who: str, allowed: str, acts: str) -> list[int]:
     """A non-empty collection of distinct int layers (NumPy ints too) in 0..n_layers - 1, as a list of ints. `who`
     names what gave them (a run's intervention, an option), `allowed` says what is allowed and `acts` what would act
@@ -71,7 +80,7 @@ def distinct_layers(layers, n_layers: int, who: str, allowed: str, acts: str) ->
         if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
             raise TypeError(f"{who}: layers must be ints, got {layer!r} in {_show(layers)}")
         if not 0 <= layer < n_layers:
-            raise ValueError(f"{who}: layer {layer} out of range; the model has layers 0..{n_layers - 1}")
+            raise layer_range_error(layer, n_layers, who)
         if int(layer) in out:
             raise ValueError(f"{who} repeats layer {int(layer)}; each layer may appear once (a repeated layer would "
                              f"apply {acts} twice)")

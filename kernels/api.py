@@ -68,6 +68,10 @@ def attention_with_stats(
 ) -> tuple[torch.Tensor | None, AttentionStats]:
     """Attention output `[batch, heads, q_len, v_head_dim]` and the requested statistics (see `interp.kernels.stats`).
 
+    q, k, v are in SDPA's layout `[batch, heads, seq, head_dim]`; a HookedModel's hook_q / hook_k / hook_v are
+    `[batch, pos, head, d_head]`: pass them as `.transpose(1, 2)` (a tensor whose heads and positions are swapped is
+    refused only where its shape gives it away, e.g. q_len > k_len; q and k of equal head count and length are not).
+
     v's head dim may differ from q's and k's (multi-head latent attention, DeepSeek-V2/V3: q/k 192, v 128); k and v
     still agree on batch, kv heads and length. The default scale is 1/sqrt(q/k head dim); no statistic depends on v.
 

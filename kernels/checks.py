@@ -25,6 +25,9 @@ MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
 # scale is used in float32 (the Triton kernels take scale * log2(e)): beyond these it turns 0 or inf there
 MIN_SCALE = float(torch.finfo(torch.float32).tiny)
 MAX_SCALE = float(torch.finfo(torch.float32).max) * math.log(2)
+# appended to the shape errors a [batch, pos, head, d] tensor runs into (heads and positions swapped)
+LAYOUT_HINT = ("; q, k, v are taken in SDPA's layout [batch, heads, seq, head_dim], while the model's hook_q / "
+               "hook_k / hook_v are [batch, pos, head, d_head]: pass those as .transpose(1, 2)")
 
 
 @dataclass
@@ -217,9 +220,8 @@ def check_inputs(
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
-            raise ValueError(
-                f"{name} must be 4-D [batch, heads, seq, head_dim] (SDPA layout), got shape {tuple(t.shape)}"
-            )
+            raise ValueError(f"{name} must be 4-D [batch, heads, seq, head_dim] (SDPA layout), got shape "
+                             f"{tuple(t.shape)}{LAYOUT_HINT}")
         if t.device.type == "meta":
             raise ValueError(f"{name} is on the meta device (shape only, no values); attention needs real tensors")
         if t.dtype not in SUPPORTED_DTYPES:
@@ -236,11 +238,13 @@ def check_inputs(
     if h == 0:
         raise ValueError(f"q has 0 heads (shape {tuple(q.shape)}); it needs at least one")
     if hk == 0 or h % hk != 0:
-        raise ValueError(f"kv_heads ({hk}) must divide heads ({h}) (GQA/MQA)")
+        raise ValueError(f"kv_heads ({hk}, k's dim 1) must divide heads ({h}, q's dim 1) (GQA/MQA), got q "
+                         f"{tuple(q.shape)} and k {tuple(k.shape)}{LAYOUT_HINT}")
     if lq == 0 or lk == 0 or b == 0:
         raise ValueError(f"empty input: batch={b}, q_len={lq}, k_len={lk}; all must be >= 1")
     if lq > lk:
-        raise ValueError(f"q_len ({lq}) > k_len ({lk}): queries are aligned to the end of the keys, so q_len <= k_len")
+        raise ValueError(f"q_len ({lq}, q's dim 2) > k_len ({lk}, k's dim 2): queries are aligned to the end of the "
+                         f"keys, so q_len <= k_len; got q {tuple(q.shape)} and k {tuple(k.shape)}{LAYOUT_HINT}")
     if not isinstance(causal, (bool, np.bool_)):
         raise TypeError(f"causal must be True or False, got {causal!r} ({type(causal).__module__}."
                         f"{type(causal).__name__})")
@@ -339,7 +343,7 @@ def _check_head_dims(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
     dim. (A v head dim below MIN_HEAD_DIM is allowed: the kernels see it zero-padded to the q/k head dim.)"""
     if k.shape[:3] != v.shape[:3]:
         raise ValueError(f"k and v must agree on [batch, kv_heads, k_len] (only their head dims may differ), got k "
-                         f"{tuple(k.shape)} and v {tuple(v.shape)}")
+                         f"{tuple(k.shape)} and v {tuple(v.shape)}{LAYOUT_HINT}")
     d, dk, dv = q.shape[-1], k.shape[-1], v.shape[-1]
     if dk != d:
         raise ValueError(f"q has head_dim {d} but k has head_dim {dk}; q and k must share one head dim (v's may "

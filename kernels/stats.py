@@ -57,7 +57,8 @@ _GROUPS = {
 
 @dataclass
 class AttentionStats:
-    """Statistics of one attention call; a field is None unless it was requested."""
+    """Statistics of one attention call; a field is None unless it was requested. Read one as an attribute
+    (`st.entropy`) or by name (`st["entropy"]`, like `dict(st.items())`: a KeyError for one not computed)."""
 
     lse: torch.Tensor | None = None  # [batch, head, query_pos] float32
     max_prob: torch.Tensor | None = None  # [batch, head, query_pos] float32
@@ -76,6 +77,31 @@ class AttentionStats:
 
     def requested(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.items())
+
+    def keys(self) -> tuple[str, ...]:
+        """The names of the statistics that were computed (those `items()` gives)."""
+        return self.requested()
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __contains__(self, name) -> bool:
+        return name in self.keys()
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        value = getattr(self, name, None) if isinstance(name, str) and name in ALL_STATS else None
+        if value is not None:
+            return value
+        computed = list(self.keys())
+        if isinstance(name, str) and name in ALL_STATS:
+            raise KeyError(f"statistic {name!r} was not computed in this call (computed: {computed}); ask for it "
+                           f"with stats=[..., {name!r}]")
+        import difflib
+
+        close = difflib.get_close_matches(str(name), ALL_STATS, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise KeyError(f"no statistic named {name!r}{hint}; the statistics are {list(ALL_STATS)}, of which this call "
+                       f"computed {computed}")
 
 
 def stats_request(stats):

@@ -257,11 +257,11 @@ CURVE = [{"n_removed": 0, "fraction": 0.0, "loss": 0.15, "rel_increase": 0.0, "s
          {"n_removed": 4, "fraction": 0.5, "loss": 0.3, "rel_increase": 1.0, "source": "induction",
           "order": "random order"}]
 IMP_CASES = [
-    ("missing-method", "zero_ablation", lambda r: r["scores"].pop("attention_influence"), "has no "
+    ("missing-method", "ablation_zero", lambda r: r["scores"].pop("attention_influence"), "has no "
      "'attention_influence'"),
     ("nan", "dla", lambda r: r["scores"]["dla"][1].__setitem__(3, math.nan), "dla at layer 1 head 3 is NaN"),
-    ("ragged", "zero_ablation", lambda r: r["scores"]["attention_influence"][1].pop(), "must be a [2][4] list"),
-    ("shapes-differ", "zero_ablation", lambda r: r["scores"].update(attention_influence=[[0.0] * 4] * 3),
+    ("ragged", "ablation_zero", lambda r: r["scores"]["attention_influence"][1].pop(), "must be a [2][4] list"),
+    ("shapes-differ", "ablation_zero", lambda r: r["scores"].update(attention_influence=[[0.0] * 4] * 3),
      "attention_influence must be a [2][4] list"),
     ("no-curves", "pruning", lambda r: r.update(curves=[]), "result.curves must be a non-empty list"),
     ("curve-fraction", "pruning", lambda r: r["curves"][1].update(fraction=1.5), "curves[1].fraction is 1.5, outside"),
@@ -274,7 +274,7 @@ IMP_CASES = [
 def _imp_result(shard):
     if shard == "pruning":
         return {"curves": copy.deepcopy(CURVE)}
-    names = {"zero_ablation": ("ablation_zero", "attention_influence"), "dla": ("dla",)}[shard]
+    names = {"ablation_zero": ("ablation_zero", "attention_influence"), "dla": ("dla",)}[shard]
     return {"scores": {n: copy.deepcopy(GRID) for n in names}}
 
 

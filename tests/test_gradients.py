@@ -238,3 +238,17 @@ def test_a_cpu_head_mask_gates_a_model_on_the_gpu():
     d = model.run_with_hooks(ids, interventions=[HeadMask(xi_gpu.detach(), baseline={1: base[1].cuda()})])
     torch.testing.assert_close(c, d)
     assert (c - a.detach()).abs().max() > 1e-4  # the baseline acts
+
+
+def test_hook_result_has_no_gradient_and_says_so(model, ids):
+    result, z = "blocks.1.attn.hook_result", "blocks.1.attn.hook_z"
+    with pytest.raises(ValueError, match=r"hook_result.*no gradient.*from hook_z and W_O.*'blocks\.1\.attn\.hook_z'"):
+        model.run_with_cache(ids, names=[result], grad_of=last_logit())
+    with pytest.raises(ValueError, match="statistics"):  # statistics named alone: no gradient either
+        model.run_with_cache(ids, names=["blocks.0.attn.hook_query_entropy"], grad_of=last_logit())
+    _, cache, grads = model.run_with_cache(ids, names=[result, z], grad_of=last_logit())
+    assert result in cache and grads[z].shape == cache[z].shape
+    with pytest.raises(KeyError, match="has no gradient.*hook_z"):  # captured, but without a gradient
+        grads[result]
+    with pytest.raises(KeyError, match="was not captured"):
+        grads["blocks.0.attn.hook_z"]

@@ -47,7 +47,7 @@ def test_importance_ablation_sweep_continues_after_a_kill(tmp_path, monkeypatch)
     kill_at(monkeypatch, BI, "3 of 8 heads ablated", seen)
     with pytest.raises(Killed):
         BI.importance(["toy-induction"], out, methods=["ablation_zero"], pruning=False, **IMP)
-    (ck,) = (out / "shards" / "toy-induction").glob("zero_ablation.partial-*.pt")
+    (ck,) = (out / "shards" / "toy-induction").glob("ablation_zero.partial-*.pt")
     seen.clear()
     kill_at(monkeypatch, BI, None, seen)
     again = BI.importance(["toy-induction"], out, methods=["ablation_zero"], pruning=False, resume=True, **IMP)
@@ -60,14 +60,42 @@ def test_importance_ablation_sweep_continues_after_a_kill(tmp_path, monkeypatch)
     kill_at(monkeypatch, BI, "3 of 8 heads ablated", seen)
     with pytest.raises(Killed):
         BI.importance(["toy-induction"], tmp_path / "d", methods=["ablation_zero"], pruning=False, **IMP)
-    (ck,) = (tmp_path / "d" / "shards" / "toy-induction").glob("zero_ablation.partial-*.pt")
+    (ck,) = (tmp_path / "d" / "shards" / "toy-induction").glob("ablation_zero.partial-*.pt")
     ck.write_bytes(ck.read_bytes()[:50])
     said = []
     kill_at(monkeypatch, BI, None, [])
     again = BI.importance(["toy-induction"], tmp_path / "d", methods=["ablation_zero"], pruning=False, resume=True,
                           **dict(IMP, log=said.append))
     assert any(s.startswith(f"note: checkpoint {ck} is not a head-ablation checkpoint") and
-               s.endswith("starting toy-induction zero_ablation over") for s in said), said
+               s.endswith("starting toy-induction ablation_zero over") for s in said), said
+    pd.testing.assert_frame_equal(again, plain)
+
+
+def test_shards_under_their_former_names_are_reused(tmp_path, monkeypatch):
+    """The ablation shards were named zero_ablation / mean_ablation / resample_ablation before they took the
+    methods' names: a run folder from then resumes without recomputing, its finished shard and its unfinished
+    checkpoint both."""
+    monkeypatch.setattr(I, "LOGIT_BUDGET", 1)  # one head per forward: 8 forwards on the toy
+    plain = BI.importance(["toy-induction"], tmp_path / "plain", methods=["ablation_zero"], pruning=False, **IMP)
+    folder = tmp_path / "plain" / "shards" / "toy-induction"
+    (folder / "ablation_zero.json").rename(folder / "zero_ablation.json")
+    said, seen = [], []
+    kill_at(monkeypatch, BI, None, seen)
+    again = BI.importance(["toy-induction"], tmp_path / "plain", methods=["ablation_zero"], pruning=False,
+                          resume=True, **dict(IMP, log=said.append))
+    assert seen == [] and any("zero_ablation.json is now ablation_zero.json" in s for s in said), (seen, said)
+    pd.testing.assert_frame_equal(again, plain)
+
+    out = tmp_path / "k"
+    kill_at(monkeypatch, BI, "3 of 8 heads ablated", seen)
+    with pytest.raises(Killed):
+        BI.importance(["toy-induction"], out, methods=["ablation_zero"], pruning=False, **IMP)
+    (ck,) = (out / "shards" / "toy-induction").glob("ablation_zero.partial-*.pt")
+    ck.rename(ck.with_name("zero_ablation" + ck.name[len("ablation_zero"):]))
+    seen.clear()
+    kill_at(monkeypatch, BI, None, seen)
+    again = BI.importance(["toy-induction"], out, methods=["ablation_zero"], pruning=False, resume=True, **IMP)
+    assert seen[0] == "3 of 8 heads ablated" and len(seen) == 6, seen  # continued after the third head
     pd.testing.assert_frame_equal(again, plain)
 
 

@@ -46,6 +46,8 @@ def plan_context(model, context: int | None) -> tuple[int, str | None]:
 
 
 def _long_context_probe(model, ctx: int, prompts: int, seed: int) -> torch.Tensor:
+    """The long-context input: the bundled prose repeated to ctx tokens (one ~470-token paragraph on SmolLM2, so
+    past it the text is a copy: `text_tokens`), or random tokens for tokenizer-less models."""
     from .. import analyses as A
 
     if model.tokenizer is not None:

@@ -2,9 +2,10 @@
 
     interp importance smollm2-135m gemma3-270m --task ioi --out runs/imp [--methods ...] [--n 32] [--resume]
 
-Shards per model (each resumable on its own): one per group of methods that share a computation --
-`zero_ablation` (ablation_zero and attention_influence come from the same sweep), `mean_ablation`,
-`resample_ablation`, `mask_gradient`, `dla` -- and `pruning` (mask-gradient order against random orders on the
+Shards per model (each resumable on its own), named after the methods (as in --methods and the CSV's method column,
+so the progress lines read the same): one per group of methods that share a computation -- `ablation_zero`
+(ablation_zero and attention_influence come from the same sweep), `ablation_mean`, `ablation_resample`,
+`mask_gradient`, `dla` -- and `pruning` (mask-gradient order against random orders on the
 bundled prose and code; on the job's task for tokenizer-less models). Assembled into DIR/importance.csv and importance.parquet (`model, layer, head, method,
 score`), agreement.csv, pruning.csv and report.html.
 """
@@ -22,9 +23,9 @@ from .checks import check_grid, check_keys, check_numbers, check_seed
 from .runner import Job, register, shard_progress
 
 SHARD_METHODS = {
-    "zero_ablation": ("ablation_zero", "attention_influence"),
-    "mean_ablation": ("ablation_mean",),
-    "resample_ablation": ("ablation_resample",),
+    "ablation_zero": ("ablation_zero", "attention_influence"),
+    "ablation_mean": ("ablation_mean",),
+    "ablation_resample": ("ablation_resample",),
     "mask_gradient": ("mask_gradient",),
     "dla": ("dla",),
 }
@@ -58,13 +59,13 @@ def compute(model, shard: str, options: dict, checkpoint=None) -> dict:
     elif shard == "dla":
         scores = {"dla": I.dla_scores(model, task, batch)}
     else:
-        kind = "ablation_" + shard.split("_")[0]
+        kind = shard  # "ablation_zero" | "ablation_mean" | "ablation_resample"
         full = I.clean_losses(model, task, batch)
 
         losses = I.ablated_losses(model, task, batch, kind, checkpoint=checkpoint,  # [layer, head, batch]
                                   progress=lambda done, total: shard_progress(f"{done} of {total} heads ablated"))
         scores = {kind: I.ablation_effect(losses, full)}
-        if shard == "zero_ablation":
+        if shard == "ablation_zero":
             scores["attention_influence"] = I.mean_relative_change(losses, full, model.name)
     for name, s in scores.items():
         if not bool(torch.isfinite(s).all()):
@@ -261,6 +262,8 @@ def options(task: str = "ioi", methods=None, n: int = 32, seed: int = 0, pruning
 JOB = register(Job(
     name="importance", version=1, checkpoints=True, shards=_shards, compute=compute, assemble=assemble,
     check=check_result,
+    former_names={"ablation_zero": "zero_ablation", "ablation_mean": "mean_ablation",
+                  "ablation_resample": "resample_ablation"},
     outputs=("importance.csv", "importance.parquet", "agreement.csv", "pruning.csv", "report.html"),
     add_arguments=_add_arguments, options_from_args=_options_from_args,
     help="score every head's importance on a task (ablations, mask gradients, DLA, AttentionInfluence)",

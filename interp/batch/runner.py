@@ -63,6 +63,8 @@ class Job:
     check: Callable[[str, dict, dict], object] | None = None
     options_from_args: Callable | None = None  # (argparse namespace) -> dict of the job's options
     help: str = ""
+    # shard -> the name its files had in an earlier release: on --resume such files are renamed and reused
+    former_names: dict = field(default_factory=dict)
 
 
 JOBS: dict[str, Job] = {}
@@ -102,6 +104,19 @@ def checkpoint_path(out: Path, header: dict, shard: str) -> Path:
     of the shard's header (options and model fingerprint), so a run with other settings never continues it."""
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:12]
     return shard_path(out, header["model"], shard).with_name(f"{shard}.partial-{digest}.pt")
+
+
+def _adopt_former_files(out: Path, model: str, former: str, shard: str, log=print) -> None:
+    """A shard renamed since an earlier release: its finished file and unfinished checkpoints under the former name
+    take the new one (when the new name has none of its own), so --resume loses nothing already computed."""
+    old, new = shard_path(out, model, former), shard_path(out, model, shard)
+    if old.exists() and not new.exists():
+        os.replace(old, new)
+        log(f"note: {old.name} is now {new.name} (shard renamed); reusing it")
+    for part in old.parent.glob(f"{former}.partial-*.pt"):
+        target = part.with_name(shard + part.name[len(former):])
+        if not target.exists():
+            os.replace(part, target)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -205,6 +220,8 @@ def plan(job: Job, models, out: Path, options: dict, *, resume: bool = False, re
         reused, dims = {}, {}  # shard -> (the file's content, its path); shard -> the model dims it implies
         for s in shards[m]:
             path = shard_path(out, m, s)
+            if resume and s in job.former_names:
+                _adopt_former_files(out, m, job.former_names[s], s, log)
             if not (resume and path.exists()):
                 continue
             try:
