@@ -8,7 +8,7 @@ import os
 import numpy as np
 import torch
 
-from .checks import AttnSpec, check_inputs
+from .checks import MIN_HEAD_DIM, AttnSpec, check_inputs
 from .reference import ProbHook, reference_attention
 from .stats import AttentionStats
 
@@ -111,8 +111,8 @@ def attention_with_stats(
                              "use backend='auto' or 'reference'")
         chosen = "reference"
     if chosen == "triton":
-        if spec.v_head_dim is not None:  # v's head dim differs from q/k's (MLA): the kernels see one padded dim
-            return _triton_value_dim(q, k, v, spec, need_out)
+        if spec.v_head_dim is not None or spec.head_dim < MIN_HEAD_DIM:  # v's head dim unlike q/k's (MLA), or
+            return _triton_padded(q, k, v, spec, need_out)  # below the kernels' smallest: one padded head dim
         return _triton(q, k, v, spec, need_out)
     return reference_attention(q, k, v, spec, prob_hook=prob_hook, need_out=need_out)
 
@@ -138,18 +138,20 @@ def _pad_head_dim(t: torch.Tensor, width: int) -> torch.Tensor:
     return t if n == width else torch.nn.functional.pad(t, (0, width - n))
 
 
-def _triton_value_dim(q, k, v, spec: AttnSpec, need_out: bool) -> tuple[torch.Tensor | None, AttentionStats]:
-    """The Triton backend for v of another head dim dv than q/k's d (multi-head latent attention), by zero padding
-    to one head dim D = max(d, dv): v's extra columns give output columns that are cut off again (dv < d); q's and
-    k's extra columns add 0 to every score (dv > d). spec.scale was fixed from the real d by `check_inputs`, and no
-    statistic reads v, so every statistic is the unpadded call's. Pad and slice are differentiable: dq, dk and dv are
-    the padded gradients' own columns. Statistics alone (need_out=False) never read v: they run on (q, k, k)."""
+def _triton_padded(q, k, v, spec: AttnSpec, need_out: bool) -> tuple[torch.Tensor | None, AttentionStats]:
+    """The Triton backend where the kernels cannot take the head dims as they are: v of another head dim dv than
+    q/k's d (multi-head latent attention), or d or dv below MIN_HEAD_DIM (tiny toy models). Everything is zero-padded
+    to one head dim D = max(d, dv, MIN_HEAD_DIM): q's and k's extra columns add 0 to every score, and v's give output
+    columns that are cut off again. spec.scale was fixed from the real d by `check_inputs`, and no statistic reads v,
+    so every statistic is the unpadded call's. Pad and slice are differentiable: dq, dk and dv are the padded
+    gradients' own columns. Statistics alone (need_out=False) never read v: they run on (q, k, k)."""
     if not need_out:
-        return _triton(q, k, k, dataclasses.replace(spec, v_head_dim=None), False)
-    width = max(spec.head_dim, spec.v_head_dim)
+        qp, kp = (_pad_head_dim(t, max(spec.head_dim, MIN_HEAD_DIM)) for t in (q, k))
+        return _triton(qp, kp, kp, dataclasses.replace(spec, head_dim=qp.shape[-1], v_head_dim=None), False)
+    width = max(spec.head_dim, spec.value_dim, MIN_HEAD_DIM)
     qp, kp, vp = (_pad_head_dim(t, width) for t in (q, k, v))  # [b, h | kv_heads, len, D]
     out, st = _triton(qp, kp, vp, dataclasses.replace(spec, head_dim=width, v_head_dim=None), True)
-    return out[..., :spec.v_head_dim], st  # [b, h, q_len, dv]
+    return out[..., :spec.value_dim], st  # [b, h, q_len, dv]
 
 
 def stats_from_lse(
@@ -192,4 +194,7 @@ def stats_from_lse(
     pick_backend("triton", q.device)  # a clear error where the Triton kernels cannot run
     from .launcher import triton_stats
 
+    if spec.head_dim < MIN_HEAD_DIM:  # below the kernels' smallest head dim: zero columns change no score
+        q, k = (_pad_head_dim(t, MIN_HEAD_DIM) for t in (q, k))
+        spec = dataclasses.replace(spec, head_dim=MIN_HEAD_DIM)
     return triton_stats(q, k, lse.contiguous(), spec)

@@ -338,9 +338,9 @@ def check_inputs(
 
 
 def _check_head_dims(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
-    """k and v agree on [batch, kv_heads, k_len]; q and k share one head dim in [MIN_HEAD_DIM, MAX_HEAD_DIM]; v's
-    head dim may differ (multi-head latent attention: DeepSeek's q/k 192, v 128), at most MAX_HEAD_DIM -> v's head
-    dim. (A v head dim below MIN_HEAD_DIM is allowed: the kernels see it zero-padded to the q/k head dim.)"""
+    """k and v agree on [batch, kv_heads, k_len]; q and k share one head dim in [1, MAX_HEAD_DIM]; v's head dim may
+    differ (multi-head latent attention: DeepSeek's q/k 192, v 128), at most MAX_HEAD_DIM -> v's head dim. (Head dims
+    below MIN_HEAD_DIM, the Triton kernels' smallest, reach them zero-padded: `api._triton_padded`.)"""
     if k.shape[:3] != v.shape[:3]:
         raise ValueError(f"k and v must agree on [batch, kv_heads, k_len] (only their head dims may differ), got k "
                          f"{tuple(k.shape)} and v {tuple(v.shape)}{LAYOUT_HINT}")
@@ -348,8 +348,8 @@ def _check_head_dims(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
     if dk != d:
         raise ValueError(f"q has head_dim {d} but k has head_dim {dk}; q and k must share one head dim (v's may "
                          "differ)")
-    if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
-        raise ValueError(f"the q/k head_dim must be between {MIN_HEAD_DIM} and {MAX_HEAD_DIM}, got {d}")
+    if not 1 <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"the q/k head_dim must be between 1 and {MAX_HEAD_DIM}, got {d}")
     if not 1 <= dv <= MAX_HEAD_DIM:
         raise ValueError(f"the v head_dim must be between 1 and {MAX_HEAD_DIM} (it may differ from the q/k head_dim "
                          f"{d}), got {dv}")

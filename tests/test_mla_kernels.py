@@ -24,6 +24,10 @@ SHAPES = [
     pytest.param((1, 4, 1, 1, 11, 32, 16), id="dv<d-mqa-decode"),  # one decode query (the fused decode walk)
     pytest.param((2, 4, 4, 1, 10, 16, 48), id="dv>d-decode"),
     pytest.param((1, 3, 3, 6, 6, 40, 7), id="dv-odd"),  # a v head dim below 16 and not a power of two
+    # q/k head dims below the Triton kernels' smallest (16): tiny toy models, zero-padded to 16 there
+    pytest.param((1, 2, 2, 6, 6, 8, 8), id="d8"),
+    pytest.param((1, 4, 2, 5, 7, 4, 12), id="d4-dv12-gqa-chunk"),
+    pytest.param((2, 2, 1, 1, 9, 12, 5), id="d12-dv5-decode"),
 ]
 
 
@@ -189,7 +193,7 @@ def test_same_dims_take_the_unpadded_path(monkeypatch):
         raise AssertionError("padded for equal head dims")
 
     monkeypatch.setattr(api, "_pad_head_dim", refuse)
-    monkeypatch.setattr(api, "_triton_value_dim", refuse)
+    monkeypatch.setattr(api, "_triton_padded", refuse)
     attention_with_stats(q, k, v_same, backend="triton", stats="all")
 
 
@@ -199,7 +203,9 @@ def test_same_dims_take_the_unpadded_path(monkeypatch):
     (lambda q, k, v: (q, k, v[:, :1]), r"k and v must agree on \[batch, kv_heads, k_len\]"),
     (lambda q, k, v: (q, k, torch.cat([v, v])), r"k and v must agree on \[batch, kv_heads, k_len\]"),
     (lambda q, k, v: (q, k[..., :16], v), r"q has head_dim 24 but k has head_dim 16"),
-    (lambda q, k, v: (q[..., :8], k[..., :8], v), r"the q/k head_dim must be between 16 and 256, got 8"),
+    (lambda q, k, v: (q.new_zeros(*q.shape[:3], 300), k.new_zeros(*k.shape[:3], 300), v),
+     r"the q/k head_dim must be between 1 and 256, got 300"),
+    (lambda q, k, v: (q[..., :0], k[..., :0], v), r"the q/k head_dim must be between 1 and 256, got 0"),
     (lambda q, k, v: (q, k, v.new_zeros(*v.shape[:3], 300)), r"the v head_dim must be between 1 and 256 .*got 300"),
     (lambda q, k, v: (q, k, v[..., :0]), r"the v head_dim must be between 1 and 256 .*got 0"),
 ])
@@ -208,3 +214,36 @@ def test_mismatched_shapes_are_refused(make, match, backend):
     q, k, v, _ = _inputs((1, 4, 2, 5, 9, 24, 12), torch.float32)
     with pytest.raises(ValueError, match=match):
         attention_with_stats(*make(q, k, v), backend=backend)
+
+
+def test_head_dims_below_16_in_stats_from_lse_and_a_model():
+    """q/k head dims below 16 (tiny toy models): `stats_from_lse` pads q and k as `attention_with_stats` does, and a
+    Llama with head dim 8 wrapped on the Triton backend gives eager attention's logits and statistics."""
+    import interp
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from interp.kernels import stats_from_lse
+
+    q, k, v, _ = _inputs((2, 4, 2, 6, 6, 8, 8), torch.float32, seed=3)
+    _, st = attention_with_stats(q, k, v, backend="triton", stats="all")
+    again = stats_from_lse(q, k, st.lse, stats="all")
+    assert len(list(again.items())) >= 8
+    for name, got in again.items():
+        assert torch.equal(got.nan_to_num(-7.0), getattr(st, name).nan_to_num(-7.0)), name
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64)
+    hf = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(1))
+    hf.set_attn_implementation("eager")
+    with torch.no_grad():
+        want = hf(input_ids=ids, output_attentions=True)
+    model = interp.HookedModel(hf, backend="triton")
+    assert model.cfg.d_head == 8
+    logits, cache = model.run_with_cache(ids, stats=["entropy", "key_mass"])
+    torch.testing.assert_close(logits, want.logits, atol=2e-5, rtol=2e-5)
+    for layer, p in enumerate(want.attentions):  # [batch, head, q, k]
+        ent = -(torch.special.xlogy(p, p)).sum(-1)
+        torch.testing.assert_close(cache[f"blocks.{layer}.attn.hook_query_entropy"], ent, atol=2e-5, rtol=2e-5)
+        torch.testing.assert_close(cache[f"blocks.{layer}.attn.hook_key_mass"], p.sum(-2), atol=2e-5, rtol=2e-5)
