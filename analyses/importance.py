@@ -19,6 +19,7 @@ Sign convention: a positive score means the head helps the task (removing it mak
 
 from __future__ import annotations
 
+import re
 import numbers
 import time
 import warnings
@@ -333,8 +334,9 @@ def dla_scores(model, task, batch) -> torch.Tensor:
     return (att.heads * used).sum((0, 1)) / used.sum().clamp_min(1)
 
 
-def attention_influence(model, batch, heads: Iterable[tuple[int, int]], task=None) -> torch.Tensor:
+def attention_influence(model, batch, heads: Iterable[tuple[int, int] | str], task=None) -> torch.Tensor:
     """Per-example AttentionInfluence of a set of heads: (L_masked - L) / L, heads masked by zeroing their output.
+    `heads`: (layer, head) pairs or the circuits API's head names, e.g. [(18, 6)] or ["L18H6"].
 
     `task` gives the loss (default: next-token loss over the batch's loss_mask); returns [batch], NaN for an
     example whose clean loss is 0 (the relative change is undefined there)."""
@@ -369,16 +371,25 @@ def _as_int(v):
     return int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else None
 
 
+_HEAD_NAME = re.compile(r"L(\d+)H(\d+)")  # a head as the circuits API names it: "L18H6"
+
+
 def head_pairs(heads, n_layers: int, n_heads: int, where: str) -> list[tuple[int, int]]:
-    """Checked (layer, head) int pairs inside the model: a TypeError / ValueError naming the bad entry otherwise."""
-    form = "a list of (layer, head) int pairs, e.g. [(0, 1), (1, 3)]"
+    """Checked (layer, head) int pairs inside the model: a TypeError / ValueError naming the bad entry otherwise.
+    An entry is a (layer, head) pair or a head's name as the circuits API writes it, "L{layer}H{head}" ("L18H6")."""
+    form = ("a list of (layer, head) int pairs or 'L{layer}H{head}' names (as the circuits API names heads), "
+            "e.g. [(0, 1), (1, 3)] or ['L0H1', 'L1H3']")
     if isinstance(heads, (str, bytes)) or not isinstance(heads, Iterable):
-        raise TypeError(f"{where}: heads must be {form}, got {type(heads).__name__} {str(heads)[:40]!r}")
+        one = isinstance(heads, str) and _HEAD_NAME.fullmatch(heads)
+        hint = f" (one head: [{heads!r}])" if one else ""
+        raise TypeError(f"{where}: heads must be {form}, got {type(heads).__name__} {str(heads)[:40]!r}{hint}")
     out = []
     for entry in heads:
+        named = _HEAD_NAME.fullmatch(entry) if isinstance(entry, str) else None
         rows = isinstance(entry, (tuple, list)) or getattr(entry, "ndim", None) == 1  # also tensor / array rows
-        pair = tuple(entry) if rows else None
-        ints = None if pair is None or len(pair) != 2 else [_as_int(x) for x in pair]
+        pair = (named.group(1), named.group(2)) if named else tuple(entry) if rows else None
+        ints = (None if pair is None or len(pair) != 2 else
+                [int(x) for x in pair] if named else [_as_int(x) for x in pair])
         if ints is None or None in ints:
             shown = entry.tolist() if hasattr(entry, "tolist") and not isinstance(entry, numbers.Number) else entry
             raise TypeError(f"{where}: heads must be {form}; got the entry {shown!r}")

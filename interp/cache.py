@@ -59,6 +59,52 @@ class ActivationCache(dict):
         hint = f"; did you mean {', '.join(repr(c) for c in close[:3])}?" if close else ""
         return f"no layer captured {suffix!r}{hint} (captured per layer: {known or 'nothing'})"
 
+    def __repr__(self, max_rows: int = 40) -> str:
+        """Terminal display: a short summary, not every tensor. Per-layer names are grouped
+        (`blocks.{0-29}.attn.hook_z  30 x [1, 9, 9, 64] float32`); `dict(cache)` shows the tensors."""
+        import re
+
+        groups: dict[tuple, list] = {}  # (name with the layer as {}, shape, dtype, device) -> layers
+        total = 0
+        for name, v in self.items():
+            m = re.match(r"blocks\.(\d+)\.(.*)$", str(name))
+            template, layer = (f"blocks.{{}}.{m.group(2)}", int(m.group(1))) if m else (str(name), None)
+            if isinstance(v, torch.Tensor):
+                total += v.numel() * v.element_size()
+                key = (template, "[" + ", ".join(map(str, v.shape)) + "]", str(v.dtype).removeprefix("torch."),
+                       str(v.device))
+            else:
+                key = (template, "", type(v).__name__, "")
+            groups.setdefault(key, []).append(layer)
+        lines = []
+        for (template, shape, dtype, device), layers in groups.items():
+            if layers == [None]:
+                name, count = template, ""
+            else:
+                ls = sorted(l for l in layers if l is not None)
+                span = (f"{ls[0]}-{ls[-1]}" if len(ls) > 1 and ls == list(range(ls[0], ls[-1] + 1))
+                        else ",".join(map(str, ls)))
+                name = template.format("{" + span + "}" if len(ls) > 1 else span)
+                count = f"{len(ls)} x " if len(ls) > 1 else ""
+            lines.append((name, f"{count}{shape} {dtype}" + (f" {device}" if device and device != "cpu" else "")))
+        width = max((len(n) for n, _ in lines[:max_rows]), default=0)
+        body = [f"  {n:<{width}}  {d}" for n, d in lines[:max_rows]]
+        if len(lines) > max_rows:
+            body.append(f"  ... {len(lines) - max_rows} more groups")
+        kind = "gradients" if hasattr(self, "metric") else "hook points"
+        mib = total / 2**20
+        head = f"ActivationCache: {len(self)} {kind}, {mib:.1f} MiB" if mib >= 0.1 else \
+            f"ActivationCache: {len(self)} {kind}, {total / 1024:.1f} KiB"
+        if getattr(self, "metric", None) is not None:
+            head += f", metric {self.metric:.4g}"
+        missing = getattr(self, "why_missing", {})
+        if missing:
+            body.append(f"  ({len(missing)} hook point(s) with no gradient: {', '.join(list(missing)[:3])}"
+                        f"{', ...' if len(missing) > 3 else ''})")
+        return "\n".join([head] + body) if body else head + " (empty)"
+
+    __str__ = __repr__
+
     def _repr_html_(self, max_rows: int = 200) -> str:
         """Jupyter display: a summary table of the captured hook points (name, shape, dtype, device, size)."""
         import html

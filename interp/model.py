@@ -349,7 +349,7 @@ class HookedModel:
         memory; hooks inside blocks then run once more in the backward and must be deterministic)."""
         checkpoint = checks.bool_arg("checkpoint", checkpoint)  # NumPy bools too
         if self._ctx is not None:
-            raise RuntimeError("hooks are already active on this model; nested hook contexts are not supported")
+            raise self._nested_hooks_error("model.hooks(...)")
         ctx = RunContext(n_layers=self.cfg.n_layers, backend=backend or self.backend)
         for kind, items, add in (("fwd_hooks", fwd_hooks, ctx.add_hook), ("bwd_hooks", bwd_hooks, ctx.add_bwd_hook)):
             for item in items:
@@ -371,6 +371,15 @@ class HookedModel:
         finally:
             self._ctx = None
             self._valid = None
+
+    def _nested_hooks_error(self, where: str) -> RuntimeError:
+        """Hooks opened inside an active `with model.hooks(...)`: what to do instead."""
+        return RuntimeError(
+            f"{where}: hooks are already active on this model (an enclosing `with model.hooks(...)`); nested hook "
+            "contexts are not supported. Pass the interventions, hooks and statistics to the call itself instead "
+            "of the block: `model.run_with_cache(x, interventions=[...], names=[...], stats=...)` or "
+            "`model.run_with_hooks(x, fwd_hooks=[...], interventions=[...])`; inside the block, `model(x)` and "
+            "`model.generate(...)` run with the block's hooks")
 
     def _layers(self, layers) -> list[int]:
         return checks.layer_list(layers, self.cfg.n_layers)
@@ -394,6 +403,8 @@ class HookedModel:
         input for the backward and recomputes the block there (long context; see `interp.checkpointing`)."""
         checks.keywords("run_with_hooks", stat_options, checks.STAT_OPTIONS,
                         "inputs, fwd_hooks, interventions, prepend_bos, bwd_hooks, grad, logits_at, checkpoint")
+        if self._ctx is not None:
+            raise self._nested_hooks_error("run_with_hooks")
         with self.hooks(fwd_hooks=fwd_hooks, interventions=interventions, bwd_hooks=bwd_hooks,
                         checkpoint=checkpoint, **stat_options) as ctx:
             if grad is None:
@@ -432,6 +443,8 @@ class HookedModel:
         """
         checks.bool_arg("pattern", pattern, "run_with_cache")
         checks.bool_arg("to_cpu", to_cpu, "run_with_cache")
+        if self._ctx is not None:
+            raise self._nested_hooks_error("run_with_cache")
         toks = self.to_tokens(inputs, prepend_bos)
         chosen = set()
         if names is not None:
@@ -520,6 +533,11 @@ class HookedModel:
     def generate(self, inputs, max_new_tokens: int = 20, prepend_bos: bool | None = None, **kwargs):
         """Greedy generation (left-padded batch); hooks from an enclosing `model.hooks(...)` stay active.
         prepend_bos as in `to_tokens`; other keywords go to transformers' `generate`.
+
+        Returns only the NEW token ids, a [batch, new_tokens] tensor, without the prompt (unlike transformers'
+        `generate`, which returns prompt + new tokens, and TransformerLens', which can return a string). For text,
+        `model.to_string(out)` (a list of strings, one per row) or `model.to_string(out[0])`; for prompt + new,
+        `torch.cat([model.to_tokens(prompt).input_ids, out], dim=1)` (one unpadded prompt).
 
         Mean ablations (`HeadAblation(mode="mean")`, `HeadMask(baseline="mean")`) take their mean on the prompt pass
         (its real tokens) and reuse it at every decode step (`interp.interventions.prompt_mean`)."""

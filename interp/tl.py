@@ -27,8 +27,12 @@ def from_transformer_lens(obj, backend: str = "auto", tokenizer=None):
     hf = getattr(obj, "original_model", None)
     if isinstance(hf, torch.nn.Module) and hasattr(hf, "config"):
         hf = unbridged(hf)
+        # the bridge's own name (`cfg.model_name`: 'smollm2-135m' for `model.to_transformer_lens()`), not the
+        # HF config's name_or_path (for a bundled model, its cache folder)
+        given = getattr(getattr(obj, "cfg", None), "model_name", None)
+        name = given if isinstance(given, str) and given.strip() else getattr(hf.config, "name_or_path", None)
         return HookedModel(hf, tokenizer if tokenizer is not None else getattr(obj, "tokenizer", None),
-                           name=getattr(hf.config, "name_or_path", None), backend=backend)
+                           name=name, backend=backend)
     if hasattr(obj, "run_with_cache") and hasattr(obj, "cfg"):
         if tokenizer is not None:
             raise ValueError("tokenizer= is not applied to a TransformerLens model read through its patterns (it "

@@ -108,3 +108,116 @@ def test_text_tokens_refuses_more_than_the_context(smollm2):
     t = A.text_tokens(smollm2, "prose", n_tokens=1024)
     n = A.text_tokens(smollm2, "prose").shape[1]  # the bundled paragraph once (~470 tokens), then repeated
     assert t.shape == (1, 1024) and 400 < n < 550 and torch.equal(t[0, n:2 * n], t[0, :n])
+
+
+def test_cache_repr_is_a_short_summary():
+    import interp
+
+    m = interp.load("toy-induction")
+    x = torch.tensor([[1, 2, 3, 1, 2, 3]])
+    _, cache = m.run_with_cache(x, names_filter=lambda n: True)
+    text = repr(cache)
+    assert str(cache) == text and "tensor(" not in text and len(text.splitlines()) < 30
+    assert text.startswith(f"ActivationCache: {len(cache)} hook points, ")
+    assert "blocks.{0-1}.attn.hook_z" in text and "2 x [1, 6, 4, 16] float32" in text
+    assert "hook_embed" in text and "int64" in text  # hook_query_argmax
+    _, _, grads = m.run_with_cache(x, names=["blocks.0.attn.hook_z", "hook_embed"], grad_of=lambda l: l[0, -1].sum())
+    g = repr(grads)
+    assert g.startswith("ActivationCache: 2 gradients, ") and "metric" in g and "tensor(" not in g
+    assert "blocks.0.attn.hook_z  [1, 6, 4, 16] float32" in g
+
+
+def test_generate_documents_that_it_returns_only_the_new_ids(smollm2):
+    import pathlib
+
+    from interp import HookedModel
+    from helpers import tiny_llama
+
+    doc = HookedModel.generate.__doc__
+    assert "only the NEW token ids" in doc and "without the prompt" in doc and "model.to_string(out" in doc
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    shown = readme[readme.index('model.generate("The capital of France is"'):][:300]
+    assert "only the NEW token ids" in shown and "model.to_string(new[0])" in shown
+    # the recipes the docstring gives
+    m = HookedModel(tiny_llama(vocab=smollm2.cfg.d_vocab), smollm2.tokenizer, name="tiny")
+    prompt = "The capital of France is"
+    out = m.generate(prompt, max_new_tokens=3)
+    ids = m.to_tokens(prompt).input_ids
+    assert out.shape == (1, 3)
+    full = torch.cat([ids, out], dim=1)
+    torch.testing.assert_close(m.generate(prompt, max_new_tokens=4)[:, :3], out)
+    assert isinstance(m.to_string(out[0]), str) and m.to_string(out) == [m.to_string(out[0])]
+    assert m.to_string(full[0]).startswith(prompt)
+
+
+def test_head_lists_take_the_circuits_head_names():
+    import interp
+    from analyses import importance as I
+    from analyses import tasks as T
+    from analyses.importance import head_pairs
+
+    assert head_pairs(["L1H3", (0, 2), "L0H0"], 2, 4, "f") == [(1, 3), (0, 2), (0, 0)]
+    with pytest.raises(ValueError, match=r"head \(2, 0\) out of range"):
+        head_pairs(["L2H0"], 2, 4, "f")
+    with pytest.raises(TypeError, match=r"'L\{layer\}H\{head\}' names \(as the circuits API names heads\).*"
+                                        r"got the entry 'L1KV0'"):
+        head_pairs(["L1KV0"], 2, 4, "f")
+    with pytest.raises(TypeError, match=r"got str 'L1H3' \(one head: \['L1H3'\]\)"):
+        head_pairs("L1H3", 2, 4, "f")
+    m = interp.load("toy-induction")
+    task = T.get_task("induction")
+    batch = task.make(m, n=4)
+    got = I.attention_influence(m, batch, heads=["L0H3", "L1H2"], task=task)
+    torch.testing.assert_close(got, I.attention_influence(m, batch, heads=[(0, 3), (1, 2)], task=task))
+    assert bool((got > 0).all())
+
+
+def test_task_metric_names_what_it_takes():
+    import interp
+    from analyses import tasks as T
+
+    m = interp.load("toy-induction")
+    task = T.get_task("induction")
+    batch = task.make(m, n=2)
+    logits = m(batch.clean)
+    for fn in (task.metric, task.accuracy):
+        with pytest.raises(TypeError, match=r"task 'induction' \w+ takes \(logits, batch\), the batch a TaskBatch "
+                                            r"from get_task\('induction'\)\.make\(model, n=\.\.\.\); got str 'x'"):
+            fn(logits, "x")
+        with pytest.raises(TypeError, match=r"got Tokens as the batch \(its \.clean prompts alone"):
+            fn(logits, batch.clean)
+        with pytest.raises(TypeError, match=r"got Tensor as the batch \(the arguments are swapped"):
+            fn(batch, logits)
+    assert task.metric(logits, batch).dim() == 0
+
+
+def test_nested_hooks_error_points_to_the_call_arguments():
+    import interp
+
+    m = interp.load("toy-induction")
+    x = torch.tensor([[1, 2, 3, 1, 2, 3]])
+    ablate = [interp.HeadAblation(layer=1, heads=[0])]
+    with m.hooks(interventions=ablate):
+        inside = m(x)
+        for call, where in ((lambda: m.run_with_cache(x, names=["blocks.1.attn.hook_z"]), "run_with_cache"),
+                            (lambda: m.run_with_hooks(x), "run_with_hooks"),
+                            (lambda: m.hooks().__enter__(), r"model\.hooks\(\.\.\.\)")):
+            with pytest.raises(RuntimeError, match=where + r": hooks are already active.*nested hook contexts are "
+                                                           r"not supported.*model\.run_with_cache\(x, interventions="):
+                call()
+    logits, _ = m.run_with_cache(x, interventions=ablate, names=["blocks.1.attn.hook_z"])  # the way it points to
+    torch.testing.assert_close(logits, inside)
+
+
+def test_a_bridge_keeps_the_model_name(smollm2):
+    pytest.importorskip("transformer_lens")
+    import interp
+    from analyses import head_table
+    from helpers import tiny_llama
+
+    hf = tiny_llama(vocab=smollm2.cfg.d_vocab)
+    hf.config.name_or_path = "/root/.cache/interp/models/tiny-0123abcd"  # as a bundled model's cache folder
+    m = interp.HookedModel(hf, smollm2.tokenizer, name="tiny")
+    wrapped = interp.load(m.to_transformer_lens())
+    assert wrapped.name == "tiny"
+    assert set(head_table({"sink_score": torch.rand(2, 4)}, wrapped)["model"]) == {"tiny"}

@@ -402,10 +402,10 @@ def head_patching(model, clean, corrupt, metric: Callable, chunk: int = 16, batc
                   save_every_s: float = 30.0) -> torch.Tensor:
     """Activation patching of head outputs, clean -> corrupted: [n_layers, n_heads] = M(head's z from the
     corrupted run) - M(clean). Batched: `chunk` heads per forward (a per-row HeadMask), else one forward per head.
-    `heads`: [(layer, head)] to patch (default all; the others stay 0). `logits_at`: the metric is handed the
-    logits at these positions only ([batch, len(logits_at), vocab]; long prompts, large vocabularies). Each forward
-    starts at its first patched layer from the clean run's residual stream there (the layers before it compute the
-    clean run anyway).
+    `heads`: [(layer, head)] or head names (["L1H2"]) to patch (default all; the others stay 0). `logits_at`: the
+    metric is handed the logits at these positions only ([batch, len(logits_at), vocab]; long prompts, large
+    vocabularies). Each forward starts at its first patched layer from the clean run's residual stream there (the
+    layers before it compute the clean run anyway).
 
     A long sweep can be stopped and continued, as edge_patching's: with `checkpoint=PATH` (its folder is made if
     missing) the scores of the finished forwards are saved there every `save_every_s` seconds (a number >= 0; 0:

@@ -198,6 +198,7 @@ class Task:
     def metric(self, logits: torch.Tensor, batch: TaskBatch, per_example: bool = False) -> torch.Tensor:
         """Scalar (mean over the batch), or [batch] with per_example=True; differentiable in `logits`."""
         bool_arg("per_example", per_example, f"{self.name} metric")
+        self._batch_arg(logits, batch, "metric")
         check_logits(logits, batch)
         self._check_reads(batch)
         m = self._metric(logits, batch)  # [batch]
@@ -209,10 +210,24 @@ class Task:
 
     def accuracy(self, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
         """[batch] float in [0, 1]: per-example success (see each task's docstring)."""
+        self._batch_arg(logits, batch, "accuracy")
         check_logits(logits, batch)
         self._check_reads(batch)
         with torch.no_grad():
             return self._accuracy(logits, batch).float()
+
+    def _batch_arg(self, logits, batch, what: str) -> None:
+        """A TypeError naming what `metric` / `accuracy` take, (logits, batch from this task), for anything else
+        as the batch (a string, the prompts' Tokens, arguments swapped), not an AttributeError from inside."""
+        if isinstance(batch, TaskBatch) or all(hasattr(batch, a) for a in ("clean", "corrupt", "answer", "position")):
+            return
+        swapped = isinstance(logits, TaskBatch) and isinstance(batch, torch.Tensor)
+        shown = f" {str(batch)[:40]!r}" if isinstance(batch, (str, numbers.Number)) else ""
+        hint = (" (the arguments are swapped: logits first, then the batch)" if swapped else
+                " (its .clean prompts alone are not enough: pass the whole batch)" if isinstance(batch, Tokens) else
+                "")
+        raise TypeError(f"task {self.name!r} {what} takes (logits, batch), the batch a TaskBatch from "
+                        f"get_task({self.name!r}).make(model, n=...); got {type(batch).__name__}{shown} as the batch{hint}")
 
     def _check_reads(self, batch: TaskBatch) -> None:
         """A clear error for a batch without what this task scores (one made by another task), not an
