@@ -222,18 +222,7 @@ class HeadAblation(Intervention):
     stages = ("z",)
 
     def z(self, z: torch.Tensor, call: AttnCall) -> torch.Tensor:
-        if self.mode != "mean" or self.mean_value is not None:
-            return self.apply_z(z, call.valid)
-        means = self.__dict__.setdefault("_prompt_means", {})
-        mean = prompt_mean(means, call, lambda: token_mean(z[:, :, self._heads], call.valid),
-                           "HeadAblation(mode='mean')",
-                           "pass mean_value= (the heads' mean hook_z, [n_heads, d_head_v])")
-        return self.apply_z(z, call.valid, mean)
-
-    def apply_z(self, z: torch.Tensor, valid: torch.Tensor | None, mean: torch.Tensor | None = None) -> torch.Tensor:
-        """z: [batch, pos, head, d_head_v] -> ablated copy. mode="mean" without mean_value: `mean` (the chosen
-        heads' mean, broadcastable to [batch, pos, len(heads), d_head_v]) where given, else z's over the real
-        tokens."""
+        """z: [batch, pos, head, d_head_v] -> ablated copy."""
         z = z.clone()
         idx = self._heads
         if self.mode == "zero":
@@ -244,8 +233,11 @@ class HeadAblation(Intervention):
                 raise ValueError(f"HeadAblation.mean_value must be [n_heads, d_head_v] = [{z.shape[2]}, {z.shape[3]}] "
                                  f"(this layer's hook_z), got {tuple(mv.shape)}")
             z[:, :, idx] = mv[idx].to(z)
-        else:
-            z[:, :, idx] = token_mean(z[:, :, idx], valid) if mean is None else mean.to(z)
+        else:  # the chosen heads' mean over the real tokens (of the prompt pass, under a KV cache)
+            means = self.__dict__.setdefault("_prompt_means", {})
+            z[:, :, idx] = prompt_mean(means, call, lambda: token_mean(z[:, :, idx], call.valid),
+                                       "HeadAblation(mode='mean')",
+                                       "pass mean_value= (the heads' mean hook_z, [n_heads, d_head_v])").to(z)
         return z
 
 

@@ -138,6 +138,15 @@ def _pad_head_dim(t: torch.Tensor, width: int) -> torch.Tensor:
     return t if n == width else torch.nn.functional.pad(t, (0, width - n))
 
 
+def _qk_for_kernels(q, k, spec: AttnSpec):
+    """q and k (and spec) as the statistics kernels take them: a head dim below MIN_HEAD_DIM, the kernels' smallest,
+    zero-padded to it (zero columns change no score)."""
+    if spec.head_dim >= MIN_HEAD_DIM:
+        return q, k, spec
+    qp, kp = (_pad_head_dim(t, MIN_HEAD_DIM) for t in (q, k))
+    return qp, kp, dataclasses.replace(spec, head_dim=MIN_HEAD_DIM)
+
+
 def _triton_padded(q, k, v, spec: AttnSpec, need_out: bool) -> tuple[torch.Tensor | None, AttentionStats]:
     """The Triton backend where the kernels cannot take the head dims as they are: v of another head dim dv than
     q/k's d (multi-head latent attention), or d or dv below MIN_HEAD_DIM (tiny toy models). Everything is zero-padded
@@ -146,8 +155,8 @@ def _triton_padded(q, k, v, spec: AttnSpec, need_out: bool) -> tuple[torch.Tenso
     so every statistic is the unpadded call's. Pad and slice are differentiable: dq, dk and dv are the padded
     gradients' own columns. Statistics alone (need_out=False) never read v: they run on (q, k, k)."""
     if not need_out:
-        qp, kp = (_pad_head_dim(t, max(spec.head_dim, MIN_HEAD_DIM)) for t in (q, k))
-        return _triton(qp, kp, kp, dataclasses.replace(spec, head_dim=qp.shape[-1], v_head_dim=None), False)
+        qp, kp, spec = _qk_for_kernels(q, k, dataclasses.replace(spec, v_head_dim=None))
+        return _triton(qp, kp, kp, spec, False)
     width = max(spec.head_dim, spec.value_dim, MIN_HEAD_DIM)
     qp, kp, vp = (_pad_head_dim(t, width) for t in (q, k, v))  # [b, h | kv_heads, len, D]
     out, st = _triton(qp, kp, vp, dataclasses.replace(spec, head_dim=width, v_head_dim=None), True)
@@ -194,7 +203,5 @@ def stats_from_lse(
     pick_backend("triton", q.device)  # a clear error where the Triton kernels cannot run
     from .launcher import triton_stats
 
-    if spec.head_dim < MIN_HEAD_DIM:  # below the kernels' smallest head dim: zero columns change no score
-        q, k = (_pad_head_dim(t, MIN_HEAD_DIM) for t in (q, k))
-        spec = dataclasses.replace(spec, head_dim=MIN_HEAD_DIM)
+    q, k, spec = _qk_for_kernels(q, k, spec)
     return triton_stats(q, k, lse.contiguous(), spec)
