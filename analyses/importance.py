@@ -374,6 +374,18 @@ def _as_int(v):
 _HEAD_NAME = re.compile(r"L(\d+)H(\d+)")  # a head as the circuits API names it: "L18H6"
 
 
+def _entry_ints(entry) -> list | None:
+    """One entry of a heads list -> [layer, head] (None where an element is not an int), or None when it is neither a
+    (layer, head) pair (a tuple, list, or tensor / array row) nor an "L{layer}H{head}" name."""
+    if isinstance(entry, str):
+        named = _HEAD_NAME.fullmatch(entry)
+        return [int(g) for g in named.groups()] if named else None
+    if not (isinstance(entry, (tuple, list)) or getattr(entry, "ndim", None) == 1):
+        return None
+    pair = tuple(entry)
+    return [_as_int(x) for x in pair] if len(pair) == 2 else None
+
+
 def head_pairs(heads, n_layers: int, n_heads: int, where: str) -> list[tuple[int, int]]:
     """Checked (layer, head) int pairs inside the model: a TypeError / ValueError naming the bad entry otherwise.
     An entry is a (layer, head) pair or a head's name as the circuits API writes it, "L{layer}H{head}" ("L18H6")."""
@@ -385,11 +397,7 @@ def head_pairs(heads, n_layers: int, n_heads: int, where: str) -> list[tuple[int
         raise TypeError(f"{where}: heads must be {form}, got {type(heads).__name__} {str(heads)[:40]!r}{hint}")
     out = []
     for entry in heads:
-        named = _HEAD_NAME.fullmatch(entry) if isinstance(entry, str) else None
-        rows = isinstance(entry, (tuple, list)) or getattr(entry, "ndim", None) == 1  # also tensor / array rows
-        pair = (named.group(1), named.group(2)) if named else tuple(entry) if rows else None
-        ints = (None if pair is None or len(pair) != 2 else
-                [int(x) for x in pair] if named else [_as_int(x) for x in pair])
+        ints = _entry_ints(entry)
         if ints is None or None in ints:
             shown = entry.tolist() if hasattr(entry, "tolist") and not isinstance(entry, numbers.Number) else entry
             raise TypeError(f"{where}: heads must be {form}; got the entry {shown!r}")
