@@ -12,11 +12,15 @@ real (the cache's query offset plus the new tokens), returns a mask of exactly t
 (`keys_used`), and the attention function cuts the keys and values to it. A static sliding-window layer that has
 filled its window already hands over only real keys, in order.
 
-What the kernels cannot express is refused with a ValueError instead of being dropped silently: masks other than
-causal, sliding-window causal or bidirectional (packed sequences, chunked attention, `or_mask_function` overlays such
-as Gemma 3's `use_bidirectional_attention`), attention dropout (training mode), additive position biases
-(`position_bias`) and `output_attentions=True`. Learned attention sinks (`s_aux`, GPT-OSS) are computed: they reach
-the kernels as `sinks=` (`interp.kernels.sinks`).
+Packed sequences and chunked attention (Llama 4) are read from the mask function as segment ids
+(`interp.mask_segments`): the mask handed to the layers carries them (`segments_of`), and the kernels confine each
+query to its segment (`segment_ids=`, `interp.kernels.segments`).
+
+What the kernels cannot express is refused with a ValueError instead of being dropped silently: other masks
+(`or_mask_function` overlays such as Gemma 3's `use_bidirectional_attention`, bidirectional blocks, custom mask
+functions), attention dropout (training mode), additive position biases (`position_bias`) and
+`output_attentions=True`. Learned attention sinks (`s_aux`, GPT-OSS) are computed: they reach the kernels as
+`sinks=` (`interp.kernels.sinks`).
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from __future__ import annotations
 import torch
 
 from .kernels import attention_with_stats
-from .kernels.checks import capturing, has_padding, mark_padded, weak_tag, weak_tag_of
+from .kernels.checks import has_padding, mark_padded, weak_tag, weak_tag_of
+from .mask_segments import MU, closure_values, inner_functions, qualname, read_mask, segment_ids
 
 NAME = "interp"
 _registered = False
 _keys_used: dict = {}  # id(mask) -> (weak reference, (keys used, padded)): masks made for a static cache's layers
+_segments: dict = {}  # id(mask) -> (weak reference, (segment ids, padded)): masks made for segmented layers
 
 
 def keys_used(mask) -> tuple[int, bool] | None:
@@ -39,40 +45,13 @@ def keys_used(mask) -> tuple[int, bool] | None:
 
 # parts of transformers' mask functions (`transformers.masking_utils`, by qualified name) the kernels cannot
 # reproduce, with what a user did to get them
-_MU = "transformers.masking_utils."
-_PACKED = ("packed sequences (position_ids that restart within a row, passed without an attention_mask; pass one "
-           "sequence per row with an attention_mask instead)")
-_PACKED_PART = _MU + "packed_sequence_mask_function.<locals>.inner_mask"
+_MU = MU
 _UNSUPPORTED_PARTS = {
-    _PACKED_PART: _PACKED,
-    _MU + "remap_positions_for_packed_sequence.<locals>.inner_mask": _PACKED,
-    _MU + "chunked_overlay.<locals>.inner_mask": "chunked attention (config.attention_chunk_size, Llama 4)",
     _MU + "blockwise_overlay.<locals>.inner_mask": "bidirectional blocks (block_sequence_ids / token_type_ids)",
     _MU + "sliding_window_bidirectional_overlay.<locals>.inner_mask": "a bidirectional sliding window",
     _MU + "or_masks.<locals>.or_mask": "a mask widened by an or_mask_function (e.g. Gemma 3's "
                                        "use_bidirectional_attention)",
 }
-
-
-def _qualname(fn) -> str:
-    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
-
-
-def _closure_values(fn) -> list:
-    """What a function's closure holds, a tuple's items one by one (empty cells left out)."""
-    found = []
-    for cell in getattr(fn, "__closure__", None) or ():
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        found.extend(value if isinstance(value, tuple) else (value,))
-    return found
-
-
-def _inner_functions(fn) -> list:
-    """The mask functions a transformers combination (and_masks, or_masks, a remap) closes over, else []."""
-    return [v for v in _closure_values(fn) if callable(v)]
 
 
 def _structure(fn, depth: int = 0):
@@ -81,14 +60,14 @@ def _structure(fn, depth: int = 0):
     if depth > 8:
         return ("...",)
     cells = []
-    for v in _closure_values(fn):
+    for v in closure_values(fn):
         if callable(v):
             cells.append(_structure(v, depth + 1))
         elif isinstance(v, int) and not isinstance(v, bool):
             cells.append(int(v))
         else:
             cells.append(type(v).__name__)
-    return (_qualname(fn), *cells)
+    return (qualname(fn), *cells)
 
 
 def _ints(shape) -> set:
@@ -109,53 +88,23 @@ def _unsupported_part(fn) -> str:
         if not todo:
             break
         f = todo.pop(0)
-        if _qualname(f) in _UNSUPPORTED_PARTS:
-            known.append(_UNSUPPORTED_PARTS[_qualname(f)])
-        if _qualname(f).startswith(_MU):
-            todo.extend(_inner_functions(f))
+        if qualname(f) in _UNSUPPORTED_PARTS:
+            known.append(_UNSUPPORTED_PARTS[qualname(f)])
+        if qualname(f).startswith(_MU):
+            todo.extend(inner_functions(f))
     specific = [k for k in known if k != _UNSUPPORTED_PARTS[_MU + "or_masks.<locals>.or_mask"]]
-    return (specific or known or [f"the custom mask function {_qualname(fn)}"])[0]
+    return (specific or known or [f"the custom mask function {qualname(fn)}"])[0]
 
 
-def _without_packing(fn):
-    """transformers adds a packed-sequence part to the mask of every forward given position_ids without an attention
-    mask or cache whenever it cannot look at them (a CUDA graph capture, torch.compile): and_masks(remap(X), packed).
-    When its sequence ids mark one sequence per row, or cannot be read (a capture; interp's GraphedRun feeds
-    positions 0..n-1), that is X; then X is returned, else None."""
-    if _qualname(fn) != _MU + "and_masks.<locals>.and_mask":
-        return None
-    parts = _inner_functions(fn)
-    packed = [p for p in parts if _qualname(p) == _PACKED_PART]
-    rest = [p for p in parts if _qualname(p) != _PACKED_PART]
-    if len(packed) != 1 or len(rest) != 1:
-        return None
-    ids = [v for v in _closure_values(packed[0]) if isinstance(v, torch.Tensor)]
-    if len(ids) != 1 or ids[0].dim() != 2:
-        return None
-    if not capturing() and bool(ids[0][:, -1].any()):
-        return None  # several sequences in a row: really packed
-    base = rest[0]
-    if _qualname(base) == _MU + "remap_positions_for_packed_sequence.<locals>.inner_mask":
-        inner = _inner_functions(base)  # (positions that rise by one per token keep a causal or window relation)
-        if len(inner) != 1:
-            return None
-        base = inner[0]
-    return base
-
-
-def mask_is_causal(mask_function) -> bool:
+def _plain(mask_function) -> bool | None:
     """True for transformers' causal and sliding-window causal mask functions (or none given), False for the
-    bidirectional one; a ValueError naming the pattern for any other mask (the kernels apply only causal, sliding-window
-    and padding masks, so anything else would be dropped silently)."""
+    bidirectional one, None for anything else."""
     from transformers import masking_utils as mu
 
     if mask_function is None or mask_function is mu.causal_mask_function:
         return True
     if mask_function is mu.bidirectional_mask_function:
         return False
-    base = _without_packing(mask_function)
-    if base is not None:
-        return mask_is_causal(base)
     # a sliding-window causal mask: built as transformers' own sliding_window_causal_mask_function(w) builds it, for
     # a window w found in it (compared by structure, so a transformers release that composes it otherwise still
     # matches its own builder)
@@ -163,10 +112,44 @@ def mask_is_causal(mask_function) -> bool:
     shape = _structure(mask_function)
     if make is not None and any(shape == _structure(make(w)) for w in _ints(shape)):
         return True
+    return None
+
+
+def mask_layout(mask_function) -> tuple[bool, list]:
+    """(causal, segment builders) of a transformers mask function: a causal, sliding-window causal or bidirectional
+    base, under packed-sequence and chunked-attention overlays (`interp.mask_segments`); a ValueError naming the
+    part for any other mask (the kernels apply only these, so anything else would be dropped silently)."""
+    read = read_mask(mask_function, _plain)
+    if read is not None:
+        return read
     raise ValueError(
         f"interp attention cannot apply this attention mask: {_unsupported_part(mask_function)}. It applies causal, "
-        "sliding-window causal and bidirectional masks with a 2-D padding mask (run this model with "
-        "set_attn_implementation('eager') for other masks)")
+        "sliding-window causal and bidirectional masks with a 2-D padding mask, packed sequences and chunked "
+        "attention (run this model with set_attn_implementation('eager') for other masks)")
+
+
+def mask_is_causal(mask_function) -> bool:
+    """Whether the mask function's base is causal (True: causal or sliding-window causal, or none given) or
+    bidirectional (False); a ValueError naming the part for a mask the kernels cannot apply (`mask_layout`)."""
+    return mask_layout(mask_function)[0]
+
+
+def segments_of(mask) -> tuple[torch.Tensor, bool] | None:
+    """(segment ids [batch, keys], whether the mask hides padding keys) when `mask` was made by `interp_mask` for a
+    layer whose queries are confined to segments (packed sequences, chunked attention), else None."""
+    return weak_tag_of(_segments, mask)
+
+
+def _with_segments(mask, ids: torch.Tensor, device):
+    """`mask` tagged with the segment ids for `interp_attention`; when there is no padding mask, an all-true one
+    carries them (and the tag says it hides nothing)."""
+    padded = mask is not None
+    if mask is None:
+        mask = torch.ones(ids.shape, dtype=torch.bool, device=device)
+    elif keys_used(mask) is not None:
+        padded = keys_used(mask)[1]
+    weak_tag(_segments, mask, (ids, padded))
+    return mask
 
 
 @torch.compiler.disable  # torch.compile (transformers compiles static-cache decoding on a GPU) runs it as it is
@@ -174,10 +157,24 @@ def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_f
                 attention_mask=None, **kwargs):
     """Compact mask: the 2-D padding mask `[batch, kv_length]` (bool), or None when nothing is padded. With a static
     cache that has empty slots (fewer real keys than kv_length), a mask [batch, real keys] recorded for
-    `interp_attention` to cut the cache's keys and values to (see the module's docstring). A mask function other
-    than causal, sliding-window causal or bidirectional is refused (`mask_is_causal`)."""
-    if not mask_is_causal(mask_function):  # an encoder, cross-attention (keys: another sequence), is_causal=False
-        return _padding_only(attention_mask, kv_length)
+    `interp_attention` to cut the cache's keys and values to (see the module's docstring). Packed sequences and
+    chunked attention: the mask (an all-true one if nothing is padded) carries the keys' segment ids for
+    `interp_attention` (`segments_of`). Any other mask function is refused (`mask_layout`)."""
+    causal, builders = mask_layout(mask_function)
+    mask, used = _compact(batch_size, q_length, kv_length, q_offset, kv_offset, attention_mask, causal,
+                          kwargs.get("device"))
+    if builders:
+        device = kwargs.get("device") if attention_mask is None else attention_mask.device
+        ids = segment_ids(builders, int(kv_offset), kv_length, batch_size, device)
+        if ids is not None:
+            return _with_segments(mask, ids[:, :used], device)
+    return mask
+
+
+def _compact(batch_size, q_length, kv_length, q_offset, kv_offset, attention_mask, causal, device):
+    """(interp_mask's mask, the number of keys the layer keeps)."""
+    if not causal:  # an encoder, cross-attention (keys: another sequence), is_causal=False
+        return _padding_only(attention_mask, kv_length), kv_length
     # keys that hold tokens: those seen before (the cache's query offset; a 0-d tensor for a static cache) and the
     # new ones. Fewer than kv_length: a static cache's empty slots, unless a mask as long as kv_length keeps keys
     # there (PEFT's prefix tuning, no cache: kv_length is the mask's length and q_offset 0)
@@ -187,7 +184,7 @@ def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_f
             used = kv_length
     if used < kv_length:
         if attention_mask is None:
-            mask = torch.ones(batch_size, used, dtype=torch.bool, device=kwargs.get("device"))
+            mask = torch.ones(batch_size, used, dtype=torch.bool, device=device)
         else:
             if attention_mask.shape[-1] < kv_offset + used:
                 raise ValueError(
@@ -198,8 +195,8 @@ def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_f
         if padded:
             mark_padded(mask)  # the layers' input checks do not sync again
         weak_tag(_keys_used, mask, (used, padded))
-        return mask
-    return _padding_only(attention_mask, kv_length)
+        return mask, used
+    return _padding_only(attention_mask, kv_length), kv_length
 
 
 def _padding_only(attention_mask, kv_length):
@@ -267,6 +264,7 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
                      softcap=None, is_causal=None, **kwargs):
     check_call_options(module, dropout, kwargs)
     sinks = kwargs.get("s_aux")  # GPT-OSS: one learned sink logit per query head
+    segmented = None if attention_mask is None else segments_of(attention_mask)  # packed sequences, chunked layers
     if attention_mask is not None and attention_mask.dim() != 2:
         raise ValueError(
             "interp attention expects the compact 2-D padding mask; got a "
@@ -282,13 +280,18 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
         key, value = key[:, :, :used], value[:, :, :used]
         if not padded:
             attention_mask = None
+    ids = None
+    if segmented is not None:
+        ids, padded = segmented
+        if not padded:  # an all-true mask that only carried the ids
+            attention_mask = None
     wrapper = getattr(module, "_interp_model", None)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if wrapper is None or wrapper._ctx is None:  # no hooks, no statistics: the plain fused path
         backend = wrapper.backend if wrapper is not None else "auto"
         out, _ = attention_with_stats(query, key, value, causal=causal, scale=scaling, sliding_window=sliding_window,
                                       attention_mask=attention_mask, stats="none", backend=backend,
-                                      softcap=softcap, sinks=sinks)
+                                      softcap=softcap, sinks=sinks, segment_ids=ids)
         return out.transpose(1, 2).contiguous(), None
     return wrapper.attention_call(_layer_of(module), module, query, key, value, attention_mask, scaling, causal,
-                                  sliding_window, softcap, sinks=sinks)
+                                  sliding_window, softcap, sinks=sinks, segment_ids=ids)

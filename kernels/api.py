@@ -65,6 +65,8 @@ def attention_with_stats(
     need_out: bool = True,
     softcap: float | None = None,
     sinks: torch.Tensor | None = None,  # [heads] float: learned sink logits (GPT-OSS's s_aux), one per query head
+    segment_ids: torch.Tensor | None = None,  # [batch, k_len] int, never decreasing along a row: packed sequences,
+    # chunked attention (a query sees only the keys of its own segment; `interp.kernels.segments`)
 ) -> tuple[torch.Tensor | None, AttentionStats]:
     """Attention output `[batch, heads, q_len, v_head_dim]` and the requested statistics (see `interp.kernels.stats`).
 
@@ -90,6 +92,12 @@ def attention_with_stats(
     are exact on both backends, the sinks' own included (the Triton backward kernels read lse';
     `autograd.FusedAttention`).
 
+    `segment_ids` ([batch, k_len] integers, never decreasing along a row): a query sees only the keys whose id is
+    its own (its key position's), on top of every other mask: packed sequences (one id per document) and chunked
+    attention (Llama 4: position // attention_chunk_size). `sink_mass` is then the mass on the first `sink_tokens`
+    keys of the query's own segment. The Triton backend runs each segment's queries against that segment's keys
+    alone (`interp.kernels.segments`); the reference masks the other segments' keys.
+
     Differentiable on both backends: when grad mode is on and q, k, v or key_bias requires grad, the Triton path
     runs through `interp.kernels.autograd.FusedAttention` (FlashAttention-2-style backward kernels; the key_bias
     gradient is the sum over queries of dS, the attribution of attending to each key). Statistics carry no gradient.
@@ -97,7 +105,7 @@ def attention_with_stats(
     spec = check_inputs(
         q, k, v, causal=causal, scale=scale, sliding_window=sliding_window, attention_mask=attention_mask,
         key_bias=key_bias, stats=stats, sink_tokens=sink_tokens, local_window=local_window, span=span,
-        softcap=softcap, sinks=sinks,
+        softcap=softcap, sinks=sinks, segment_ids=segment_ids,
     )
     chosen = pick_backend(backend, q.device)
     if not isinstance(need_out, (bool, np.bool_)):
@@ -110,6 +118,21 @@ def attention_with_stats(
             raise ValueError("prob_hook needs the probabilities themselves, which the Triton kernels never form; "
                              "use backend='auto' or 'reference'")
         chosen = "reference"
+    if chosen == "triton" and spec.segment_ids is not None:  # each segment's queries against its own keys
+        from .segments import run_pieces, shift_span
+
+        bias = key_bias is not None or softcap is not None  # (softcap: the zero bias its kernels path takes)
+
+        def piece(rows, qa, qe, ks, ke):
+            mask = None if spec.key_valid is None else spec.key_valid[rows, ks:ke]
+            return attention_with_stats(
+                q[rows, :, qa:qe], k[rows, :, ks:ke], v[rows, :, ks:ke], causal=spec.causal, scale=spec.scale,
+                sliding_window=spec.sliding_window, attention_mask=mask,
+                key_bias=spec.key_bias[rows, :, ks:ke] if bias else None, stats=spec.stats,
+                sink_tokens=sink_tokens, local_window=local_window, span=shift_span(spec.span, rows, ks, ke),
+                backend="triton", need_out=need_out, softcap=softcap, sinks=sinks)
+
+        return run_pieces(spec, spec.segment_ids, piece, need_out)
     if chosen == "triton":
         if spec.v_head_dim is not None or spec.head_dim < MIN_HEAD_DIM:  # v's head dim unlike q/k's (MLA), or
             return _triton_padded(q, k, v, spec, need_out)  # below the kernels' smallest: one padded head dim
@@ -178,6 +201,7 @@ def stats_from_lse(
     span=None,
     softcap: float | None = None,
     sinks: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
 ) -> AttentionStats:
     """The statistics of attention whose row log-sum-exp is already known: one Triton statistics pass, no forward.
 
@@ -188,11 +212,12 @@ def stats_from_lse(
     `softcap`: the call's logit soft-capping (an lse of capped scores read against uncapped ones gives
     "probabilities" far above 1).
     `sinks`: the call's learned sink logits, [heads] or [batch, heads] (a batch of stacked layers, each with its
-    own); `lse` is then the sink-inclusive lse' that call returned as its `lse` statistic (`interp.kernels.sinks`)."""
+    own); `lse` is then the sink-inclusive lse' that call returned as its `lse` statistic (`interp.kernels.sinks`).
+    `segment_ids`: the call's segments (`attention_with_stats`), each segment's queries run against its own keys."""
     spec = check_inputs(
         q, k, k, causal=causal, scale=scale, sliding_window=sliding_window, attention_mask=attention_mask,
         key_bias=None, stats=stats, sink_tokens=sink_tokens, local_window=local_window, span=span, softcap=softcap,
-        sinks=sinks, sinks_per_batch=True,
+        sinks=sinks, sinks_per_batch=True, segment_ids=segment_ids,
     )
     if not isinstance(lse, torch.Tensor):
         raise TypeError(f"lse must be a torch.Tensor, got {type(lse).__name__}")
@@ -201,6 +226,18 @@ def stats_from_lse(
         raise ValueError(f"lse must be a float32 tensor of shape [batch, heads, q_len] = {list(want)} on {q.device} "
                          f"(the lse statistic of the same call), got {lse.dtype} {tuple(lse.shape)} on {lse.device}")
     pick_backend("triton", q.device)  # a clear error where the Triton kernels cannot run
+    if spec.segment_ids is not None:
+        from .segments import run_pieces, shift_span
+
+        def piece(rows, qa, qe, ks, ke):
+            mask = None if spec.key_valid is None else spec.key_valid[rows, ks:ke]
+            return None, stats_from_lse(
+                q[rows, :, qa:qe], k[rows, :, ks:ke], lse[rows, :, qa:qe], causal=spec.causal, scale=spec.scale,
+                sliding_window=spec.sliding_window, attention_mask=mask, stats=spec.stats, sink_tokens=sink_tokens,
+                local_window=local_window, span=shift_span(spec.span, rows, ks, ke), softcap=softcap,
+                sinks=sinks if sinks is None or sinks.dim() == 1 else sinks[rows])
+
+        return run_pieces(spec, spec.segment_ids, piece, False)[1]
     from .launcher import triton_stats
 
     q, k, spec = _qk_for_kernels(q, k, spec)

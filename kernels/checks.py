@@ -56,6 +56,9 @@ class AttnSpec:
     sinks: torch.Tensor | None = None
     # v's head dim where it differs from q/k's head_dim (multi-head latent attention: DeepSeek-V2/V3), else None
     v_head_dim: int | None = None
+    # [batch, k_len] int64, never decreasing along a row: a query sees only the keys of its own segment (packed
+    # sequences, chunked attention; `segments.py`); None when every row is one segment
+    segment_ids: torch.Tensor | None = None
 
     @property
     def group(self) -> int:
@@ -215,6 +218,7 @@ def check_inputs(
     softcap=None,
     sinks=None,
     sinks_per_batch: bool = False,
+    segment_ids=None,
 ) -> AttnSpec:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -328,12 +332,16 @@ def check_inputs(
 
     names = _names(stats, span is not None)
     span_t = None if span is None else span_rows(span, b, lk, q.device)
+    if segment_ids is not None:
+        from .segments import check_segment_ids
+
+        segment_ids = check_segment_ids(segment_ids, b, lk, q.device)
 
     return AttnSpec(
         batch=b, heads=h, kv_heads=hk, q_len=lq, k_len=lk, head_dim=d, q_offset=lk - lq, causal=causal,
         scale=float(scale), sliding_window=sliding_window, key_valid=key_valid, key_bias=key_bias, stats=names,
         sink_tokens=sink_tokens, local_window=local_window, span=span_t, softcap=softcap, sinks=sinks,
-        v_head_dim=None if dv == d else dv,
+        v_head_dim=None if dv == d else dv, segment_ids=segment_ids,
     )
 
 

@@ -40,6 +40,10 @@ def visible_keys(spec: AttnSpec, q_start: int, q_end: int, device, k_lo: int = 0
     allowed = allowed[None, None]
     if spec.key_valid is not None:
         allowed = allowed & spec.key_valid[:, None, None, k_lo:k_hi]
+    if spec.segment_ids is not None:  # a query sees only its own segment's keys (`segments.py`)
+        ids = spec.segment_ids
+        q_ids = ids[:, q_start + spec.q_offset:q_end + spec.q_offset]  # [b, chunk]
+        allowed = allowed & (q_ids[:, None, :, None] == ids[:, None, None, k_lo:k_hi])
     return allowed
 
 
@@ -154,6 +158,10 @@ def reference_attention(
         key_mass = torch.zeros(b, h, lk, **f32)
         key_count = torch.zeros(b, h if spec.key_bias is not None else 1, lk, **f32)
     qvalid = spec.key_valid[:, spec.q_offset:] if spec.key_valid is not None else None  # [b, lq]
+    if spec.segment_ids is not None and "sink_mass" in want:  # the first keys of each query's own segment
+        from .segments import segment_starts
+
+        q_first = segment_starts(spec.segment_ids)[:, spec.q_offset:]  # [b, lq]
     kpos = torch.arange(lk, device=dev)
     step = _chunk_size(spec, chunk)
     bias = spec.key_bias
@@ -194,7 +202,10 @@ def reference_attention(
             if p_sink is not None:  # the whole softmax's entropy: the sink's own probability included
                 ent = ent - torch.special.xlogy(p_sink, p_sink)
             st.entropy[:, :, qs:qe] = ent
-        if "sink_mass" in want:
+        if "sink_mass" in want and spec.segment_ids is not None:
+            sink = kp[None, None, :] < q_first[:, qs:qe, None] + spec.sink_tokens  # [b, cq, hi - lo]
+            st.sink_mass[:, :, qs:qe] = (p * sink[:, None]).sum(-1)
+        elif "sink_mass" in want:
             st.sink_mass[:, :, qs:qe] = p[..., : max(0, spec.sink_tokens - lo)].sum(-1)
         if "local_mass" in want:
             qpos = torch.arange(qs, qe, device=dev) + spec.q_offset

@@ -5,7 +5,7 @@ Per query row (`[batch, heads, q_len]`), computed from the row's log-sum-exp (af
     max_prob   the largest attention probability of the row
     argmax     key index of that probability (int64; -1 on a row that sees no key)
     entropy    -sum p log p in nats (= lse - sum p*s)
-    sink_mass  mass on the first `sink_tokens` keys
+    sink_mass  mass on the first `sink_tokens` keys (with `segment_ids`: of the query's own segment)
     local_mass mass on the keys j with qpos - j < local_window (the query itself included)
     span_mass  mass on keys in [span_start, span_end)  (span given per batch row)
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, TRITON_INTERPRET="1", HF_HUB_OFFLINE="1")
 
@@ -237,4 +239,16 @@ def test_sinks_timing_script_runs_and_checks_itself():
     rows = re.findall(r"^4x16/2, 40, (\d+) \|.*\| ([\d.e+-]+), ([\d.e+-]+), ([\d.e+-]+), ([\d.e+-]+), ([\d.e+-]+)$",
                       r.stdout, re.M)
     assert [w for w, *_ in rows] == ["0", "8"], r.stdout
+    assert all(float(e) < 1e-5 for _, *errs in rows for e in errs), r.stdout
+
+
+@pytest.mark.parametrize("layout", [("--chunk", "16"), ("--packed", "7", "13")])
+def test_segments_timing_script_runs_and_checks_itself(layout):
+    """examples/segments_gpu.py (chunked attention / packed sequences: cost and float64 check) on the CPU."""
+    r = _example("segments_gpu.py", "--device", "cpu", "--shapes", "4x16/2", "--lengths", "40", *layout,
+                 "--dtype", "float32")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = re.findall(r"^4x16/2, 40, (\d+) \|.*\| ([\d.e+-]+), ([\d.e+-]+), ([\d.e+-]+), ([\d.e+-]+), ([\d.e+-]+)$",
+                      r.stdout, re.M)
+    assert [n for n, *_ in rows] == ["3" if layout[0] == "--chunk" else "4"], r.stdout
     assert all(float(e) < 1e-5 for _, *errs in rows for e in errs), r.stdout

@@ -1,8 +1,8 @@
 """Transformers features through interp's attention, against transformers' eager attention on the same weights:
 what works gives the same tokens and scores (float32, 2e-4); what the kernels cannot compute is refused with a
-ValueError that names it, instead of being dropped silently (packed sequences, chunked attention, Gemma 3's
-bidirectional overlay, attention dropout, position biases, output_attentions, models whose attention does not go
-through the AttentionInterface). Attention sinks (GPT-OSS), once refused, are computed."""
+ValueError that names it, instead of being dropped silently (Gemma 3's bidirectional overlay, attention dropout,
+position biases, output_attentions, models whose attention does not go through the AttentionInterface). Attention
+sinks (GPT-OSS), packed sequences and Llama 4's chunked attention, once refused, are computed."""
 
 import os
 
@@ -11,7 +11,7 @@ import torch
 from helpers import raises_clear_error, tiny_gemma2, tiny_gemma3, tiny_gpt2, tiny_llama
 
 import interp
-from interp.attention import interp_attention, interp_mask, mask_is_causal
+from interp.attention import interp_attention, interp_mask, mask_is_causal, segments_of
 
 # these models run on the CPU: there the Triton kernels need the interpreter (CI sets it; a GPU machine does not)
 BACKENDS = ["reference", pytest.param("triton", marks=pytest.mark.skipif(
@@ -144,17 +144,20 @@ def test_cross_attention_without_an_encoder_mask_sees_every_encoder_token(backen
 
 
 # ---------------------------------------------------------------- refused: what the kernels do not compute
-def test_packed_sequences_are_refused():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_sequences_match_eager(backend):
     """position_ids restarting within a row, without an attention_mask: transformers builds a block-diagonal mask
-    (one block per packed sequence); interp's kernels attended across the sequences."""
-    hf = interp.load(tiny_llama(vocab=100), backend="reference").model
-    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
-    raises_clear_error(ValueError, "cannot apply this attention mask: packed sequences", lambda: _logits(
-        hf, input_ids=ids, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]]), use_cache=False))
+    (one block per packed sequence), which interp once refused: the logits are eager's."""
+    ref, hf = _pair(lambda: tiny_llama(vocab=100), backend)
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16, 17, 18]])
+    pos = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5, 0, 1]])  # rows packed unlike
+    kw = dict(input_ids=ids, position_ids=pos, use_cache=False)
+    want = _logits(ref, **kw)
+    torch.testing.assert_close(_logits(hf, **kw), want, **TOL)
+    plain = _logits(ref, input_ids=ids, use_cache=False)
+    assert (plain - want).abs().max() > 1e-2  # (the packing changes the logits: a test that can fail)
     # positions that only start later are one sequence: as eager
-    ref = tiny_llama(vocab=100)
-    ref.set_attn_implementation("eager")
-    later = dict(input_ids=ids, position_ids=torch.arange(10, 16)[None], use_cache=False)
+    later = dict(input_ids=ids[:1], position_ids=torch.arange(10, 18)[None], use_cache=False)
     torch.testing.assert_close(_logits(hf, **later), _logits(ref, **later), **TOL)
 
 
@@ -169,6 +172,56 @@ def _tiny_llama4(seed=0):
     return Llama4ForCausalLM(cfg).eval()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_llama4_chunked_attention_matches_eager(backend):
+    """Llama 4's chunked layers (a query sees only its own chunk of attention_chunk_size tokens; here 4, layer 0
+    chunked, layer 1 global), once refused: logits as eager's with and without left padding, greedy generation past
+    several chunks with dynamic (a sliding cache: keys from an offset) and static caches, packed sequences inside
+    the chunks; the captured patterns are eager's attention weights and the Triton statistics the reference's."""
+    ref, hf = _pair(_tiny_llama4, backend)
+    ids = torch.randint(1, 50, (2, 11), generator=torch.Generator().manual_seed(2))
+    want = _logits(ref, input_ids=ids, use_cache=False)
+    torch.testing.assert_close(_logits(hf, input_ids=ids, use_cache=False), want, **TOL)
+    unchunked = _tiny_llama4()
+    unchunked.config.attention_chunk_size = 64
+    unchunked.set_attn_implementation("eager")
+    assert (_logits(unchunked, input_ids=ids, use_cache=False) - want).abs().max() > 1e-2  # the chunks matter
+    mask = torch.ones(2, 11, dtype=torch.long)
+    mask[1, :3] = 0  # chunks counted from row 1's first real token
+    got, want = (_logits(m, input_ids=ids, attention_mask=mask, use_cache=False) for m in (hf, ref))
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], **TOL)
+    _assert_same_generation(ref, hf, ids, mask, steps=6)
+    _assert_same_generation(ref, hf, ids, steps=6, cache_implementation="static")
+    packed = dict(input_ids=ids, position_ids=torch.tensor([[0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]]), use_cache=False)
+    torch.testing.assert_close(_logits(hf, **packed), _logits(ref, **packed), **TOL)
+    if backend == "reference":
+        with torch.no_grad():
+            eager = ref(input_ids=ids, output_attentions=True, use_cache=False).attentions
+        _, cache = interp.load(_tiny_llama4(), backend="reference").run_with_cache(ids, pattern=True)
+        for layer in range(2):
+            torch.testing.assert_close(cache[f"blocks.{layer}.attn.hook_pattern"], eager[layer], **TOL)
+    else:
+        _, got = interp.load(_tiny_llama4(), backend="triton").run_with_cache(ids, stats="all")
+        _, want = interp.load(_tiny_llama4(), backend="reference").run_with_cache(ids, stats="all")
+        for name in want.keys():
+            torch.testing.assert_close(got[name].float(), want[name].float(), equal_nan=True, **TOL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_llama4_chunked_attention_gradients_match_eager(backend):
+    """Gradients through the chunked layers (the Triton path: each chunk's FusedAttention backward, put together):
+    the loss's gradient with respect to the input embeddings, as eager attention's (interp freezes the weights: it
+    takes gradients of activations)."""
+    ref, hf = _pair(_tiny_llama4, backend)
+    ids = torch.randint(1, 50, (2, 11), generator=torch.Generator().manual_seed(4))
+    grads = []
+    for m in (ref, hf):
+        emb = m.get_input_embeddings()(ids).detach().requires_grad_()
+        grads.append(torch.autograd.grad(m(inputs_embeds=emb, labels=ids, use_cache=False).loss, emb)[0])
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-6)
+
+
 def _bidirectional_gemma3():
     hf = tiny_gemma3()
     hf.config.use_bidirectional_attention = True  # EmbeddingGemma: an or_mask_function over the causal mask
@@ -176,7 +229,6 @@ def _bidirectional_gemma3():
 
 
 @pytest.mark.parametrize("build,match", [
-    (_tiny_llama4, r"chunked attention \(config.attention_chunk_size"),
     (_bidirectional_gemma3, "widened by an or_mask_function"),
 ])
 def test_masks_the_kernels_cannot_apply_are_refused(build, match):
@@ -192,15 +244,24 @@ def test_mask_functions_recognised():
     assert mask_is_causal(None) and mask_is_causal(mu.causal_mask_function)
     assert mask_is_causal(mu.sliding_window_causal_mask_function(4))
     assert not mask_is_causal(mu.bidirectional_mask_function)
-    for fn, words in ((mu.chunked_causal_mask_function(4, torch.zeros(1, dtype=torch.long)), "chunked attention"),
-                      (mu.sliding_window_bidirectional_mask_function(4), "bidirectional sliding window"),
+    for fn, words in ((mu.sliding_window_bidirectional_mask_function(4), "bidirectional sliding window"),
                       (mu.or_masks(mu.causal_mask_function, lambda *a: True), "or_mask_function"),
                       (mu.and_masks(mu.causal_mask_function, lambda b, h, q, k: k > 0), "custom mask function")):
         err = raises_clear_error(ValueError, words, mask_is_causal, fn)
         assert "set_attn_implementation('eager')" in str(err)
-    with pytest.raises(ValueError, match="packed sequences"):
-        interp_mask(1, 4, 4, mask_function=mu.and_masks(
-            mu.causal_mask_function, mu.packed_sequence_mask_function(torch.tensor([[0, 0, 1, 1]]))))
+    # packed sequences and chunked attention: segment ids carried by the mask
+    packed = interp_mask(1, 4, 4, mask_function=mu.and_masks(
+        mu.causal_mask_function, mu.packed_sequence_mask_function(torch.tensor([[0, 0, 1, 1]]))))
+    assert torch.equal(segments_of(packed)[0], torch.tensor([[0, 0, 1, 1]]))
+    chunked = mu.chunked_causal_mask_function(4, torch.tensor([0, 2]))  # row 1: two left-padding tokens
+    assert mask_is_causal(chunked) is True
+    pad = torch.tensor([[1] * 10, [0, 0] + [1] * 8])
+    ids, padded = segments_of(interp_mask(2, 3, 10, q_offset=7, mask_function=chunked, attention_mask=pad))
+    assert padded and torch.equal(ids, torch.tensor([[0] * 4 + [1] * 4 + [2] * 2, [-1] * 2 + [0] * 4 + [1] * 4]))
+    # a sliding cache's keys start at an offset: chunks of absolute positions 5..12
+    one_row = mu.chunked_causal_mask_function(4, torch.tensor([0]))
+    ids, padded = segments_of(interp_mask(1, 1, 8, q_offset=12, kv_offset=5, mask_function=one_row))
+    assert not padded and torch.equal(ids, torch.tensor([[1, 1, 1, 2, 2, 2, 2, 3]]))
 
 
 def test_attention_dropout_in_training_mode_is_refused():

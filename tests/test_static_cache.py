@@ -152,10 +152,10 @@ def test_static_cache_generation_under_torch_compile(device):
 def test_packed_sequence_part_of_a_single_sequence_is_causal():
     """transformers adds a packed-sequence part to the mask whenever it cannot read the position ids (a CUDA graph
     capture, as interp's GraphedRun makes): with one sequence per row it is the plain causal (or window) mask;
-    several sequences in a row are refused."""
+    several sequences in a row become segment ids that the mask carries to the layers."""
     from transformers import masking_utils as mu
 
-    from interp.attention import mask_is_causal
+    from interp.attention import mask_is_causal, segments_of
 
     pos = torch.arange(6).expand(2, 6)
     remap = getattr(mu, "remap_positions_for_packed_sequence", None)  # (older 5.x releases have no remap)
@@ -167,5 +167,6 @@ def test_packed_sequence_part_of_a_single_sequence_is_causal():
     for base in (mu.causal_mask_function, mu.sliding_window_causal_mask_function(3)):
         assert mask_is_causal(packed(base, one)) is True
     two = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]])
-    with pytest.raises(ValueError, match="packed sequences"):
-        mask_is_causal(packed(mu.causal_mask_function, two))
+    assert mask_is_causal(packed(mu.causal_mask_function, two)) is True
+    ids, padded = segments_of(interp_mask(2, 6, 6, mask_function=packed(mu.causal_mask_function, two)))
+    assert torch.equal(ids, two) and padded is False

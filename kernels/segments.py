@@ -1,0 +1,170 @@
+"""Segments: attention confined to contiguous runs of keys (packed sequences, Llama 4's chunked attention).
+
+`segment_ids` `[batch, k_len]` (integers, never decreasing along a row) puts every key in a segment; a query, which
+sits at key position i + k_len - q_len, sees only the keys of its own segment, on top of the causal, window and
+padding masks. Packed documents: one id per document. Chunked attention (Llama 4, `attention_chunk_size` C): the
+id of position p is p // C.
+
+The reference backend applies the segment mask in its own probabilities (`reference.visible_keys`), so a prob_hook
+sees [batch, heads, chunk, k_len] rows that are zero outside the query's segment. The Triton kernels run once per
+piece instead: for the rows whose segments lie alike, each run of queries in one segment against that segment's
+keys, [segment start, run end). A piece is exactly the attention of that segment alone, so outputs, gradients and
+statistics are exact, and the work is only the segments' own (chunked attention at 128k tokens with C = 8k: a
+sixteenth of causal attention's). The pieces' statistics are put back in place: per-query ones at their queries,
+argmax shifted by the segment's start, key statistics at their keys (keys of a segment that holds no query get
+mass 0, count 0 and mean NaN, as any key no query sees).
+
+Where a segment starts matters to one statistic: `sink_mass` is the mass on the first `sink_tokens` keys of the
+query's own segment (a packed document's first tokens, a chunk's). `local_mass` and `span_mass` keep the row's key
+positions (a span is given in them).
+
+Finding the pieces reads the ids on the host: one device sync per ids tensor (and q_len), remembered for that tensor
+object (the model's mask function makes one per forward, and every layer reuses it). So segments cannot be used
+while a CUDA graph is captured.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .checks import capturing, weak_tag, weak_tag_of
+from .stats import KEY_STATS, AttentionStats, finish_key_stats
+
+# id(ids given) -> (weak reference, (its version, "one" | "same" | its int64 copy)): segment_ids already checked (a
+# tensor changed in place since has another version: checked again)
+_checked: dict = {}
+# id(int64 ids) -> (weak reference, (its version, {q_len: pieces})): the pieces found for them
+_plans: dict = {}
+
+# one piece's rows (a slice or an index tensor), queries [qa, qe) and keys [ks, ke) -> (output or None, statistics)
+Piece = Callable[[object, int, int, int, int], "tuple[torch.Tensor | None, AttentionStats]"]
+
+
+def check_segment_ids(segment_ids, b: int, lk: int, device) -> torch.Tensor | None:
+    """segment_ids [batch, k_len] of integers on q's device, never decreasing along a row -> int64 (the same tensor
+    object when it already is one), or None when every row is one segment (then the mask adds nothing)."""
+    if not isinstance(segment_ids, torch.Tensor):
+        raise TypeError(f"segment_ids must be an integer tensor [batch, k_len] = [{b}, {lk}] (the segment of every "
+                        f"key: a packed document's index, or position // chunk size), got {type(segment_ids).__name__}")
+    if segment_ids.dtype.is_floating_point or segment_ids.dtype.is_complex or segment_ids.dtype == torch.bool:
+        raise TypeError(f"segment_ids must hold integers (one segment index per key), got dtype {segment_ids.dtype}")
+    if tuple(segment_ids.shape) != (b, lk):
+        raise ValueError(f"segment_ids must be [batch, k_len] = [{b}, {lk}] (one segment index per key; queries take "
+                         f"the ids of the last q_len keys), got shape {tuple(segment_ids.shape)}")
+    if segment_ids.device != device:
+        raise ValueError(f"segment_ids is on {segment_ids.device} but q is on {device}")
+    version, known = weak_tag_of(_checked, segment_ids, (None, None))
+    if known is not None and version == segment_ids._version:
+        return None if known == "one" else segment_ids if known == "same" else known
+    if capturing(segment_ids):
+        raise ValueError("segment_ids cannot be used while a CUDA graph is captured: splitting attention into its "
+                         "segments reads them on the host (run these calls eagerly)")
+    ids = segment_ids.to(torch.int64).contiguous()
+    if lk > 1:
+        down = ids[:, 1:] < ids[:, :-1]
+        if bool(down.any()):
+            row, j = (int(x) for x in down.nonzero()[0])
+            raise ValueError(f"segment_ids must not decrease along a row (each segment is one contiguous run of keys), "
+                             f"but row {row} goes from {int(ids[row, j])} at key {j} to {int(ids[row, j + 1])} at key "
+                             f"{j + 1}")
+    if bool((ids[:, 0] == ids[:, -1]).all()):
+        weak_tag(_checked, segment_ids, (segment_ids._version, "one"))
+        return None
+    weak_tag(_checked, segment_ids, (segment_ids._version, "same" if ids is segment_ids else ids))  # (a copy lives
+    weak_tag(_plans, ids, (ids._version, {}))  # as long as the tensor given)
+    return ids
+
+
+def segment_starts(ids: torch.Tensor) -> torch.Tensor:
+    """ids [batch, k_len] int64 -> [batch, k_len] int64: the position of the first key of every key's segment."""
+    lk = ids.shape[1]
+    pos = torch.arange(lk, device=ids.device).expand_as(ids)
+    first = torch.ones_like(ids, dtype=torch.bool)
+    first[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    return torch.cummax(torch.where(first, pos, 0), dim=1).values
+
+
+def plan(ids: torch.Tensor, lq: int) -> list[tuple[tuple[int, ...], tuple[tuple[int, int, int], ...]]]:
+    """The pieces of a call with q_len lq: [(rows, runs)], rows that share their runs, each run (qa, qe, ks): queries
+    [qa, qe) of one segment, whose keys are [ks, qe + k_len - lq). One sync, remembered for this ids tensor."""
+    version, cache = weak_tag_of(_plans, ids, (None, None))
+    if version != ids._version:
+        cache = None
+    if cache is not None and lq in cache:
+        return cache[lq]
+    b, lk = ids.shape
+    off = lk - lq
+    starts = segment_starts(ids)[:, off:]  # [b, lq]
+    run_first = torch.ones(b, lq, dtype=torch.bool, device=ids.device)
+    run_first[:, 1:] = ids[:, off + 1:] != ids[:, off:-1]
+    where = run_first.nonzero().tolist()  # [(row, qa)], row-major
+    ks = starts[run_first].tolist()
+    runs: list[list[tuple[int, int, int]]] = [[] for _ in range(b)]
+    for (row, qa), s in zip(where, ks):
+        if runs[row]:
+            a, _, s0 = runs[row][-1]
+            runs[row][-1] = (a, qa, s0)
+        runs[row].append((qa, lq, s))
+    groups: dict = {}
+    for row, r in enumerate(runs):
+        groups.setdefault(tuple(r), []).append(row)
+    found = [(tuple(rows), r) for r, rows in groups.items()]
+    if cache is not None:
+        cache[lq] = found
+    return found
+
+
+def run_pieces(spec, ids: torch.Tensor, piece: Piece, need_out: bool) -> tuple[torch.Tensor | None, AttentionStats]:
+    """Attention with a segment mask as pieces (see the module's docstring): `piece(rows, qa, qe, ks, ke)` runs the
+    call on rows (a slice, or an index tensor), queries [qa, qe) and keys [ks, ke); its outputs are put together
+    (differentiably) and its statistics put in place."""
+    b, h, lq, lk = spec.batch, spec.heads, spec.q_len, spec.k_len
+    dev = ids.device
+    want = set(spec.stats)
+    st = AttentionStats()
+    f32 = dict(dtype=torch.float32, device=dev)
+    for name in spec.stats:
+        if name == "argmax":
+            st.argmax = torch.full((b, h, lq), -1, dtype=torch.int64, device=dev)
+        elif name not in KEY_STATS:
+            setattr(st, name, torch.zeros(b, h, lq, **f32))
+    keys = bool(want & set(KEY_STATS))
+    mass = torch.zeros(b, h, lk, **f32) if keys else None
+    count = torch.zeros(b, h, lk, **f32) if keys else None
+    outs, order = [], []
+    for rows, runs in plan(ids, lq):
+        sel = slice(None) if len(rows) == b else torch.tensor(rows, device=dev)
+        pieces = []
+        for qa, qe, ks in runs:
+            ke = qe + spec.q_offset
+            o, part = piece(sel, qa, qe, ks, ke)
+            pieces.append(o)
+            for name, t in part.items():
+                if name in KEY_STATS:
+                    continue
+                if name == "argmax":
+                    t = torch.where(t >= 0, t + ks, t)
+                getattr(st, name)[sel, :, qa:qe] = t
+            if keys:
+                mass[sel, :, ks:ke] = part.key_mass
+                count[sel, :, ks:ke] = part.key_count
+        if need_out:
+            outs.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2))
+        order.extend(rows)
+    if keys:
+        finish_key_stats(st, want, mass, count)
+    if not need_out:
+        return None, st
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+    if order != list(range(b)):
+        out = out[torch.argsort(torch.tensor(order, device=dev))]
+    return out, st
+
+
+def shift_span(span: torch.Tensor | None, sel, ks: int, ke: int) -> torch.Tensor | None:
+    """A [batch, 2] span in the row's key positions -> the piece's ([rows, 2], keys [ks, ke) renumbered from 0)."""
+    if span is None:
+        return None
+    return (span[sel] - ks).clamp(0, ke - ks)
