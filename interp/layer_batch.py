@@ -55,7 +55,7 @@ class LayerBatch:
         return _bytes(query, key) <= LAYER_BYTES
 
     def add(self, ctx, layer: int, query, key, lse, *, mask, causal: bool, scale, sliding_window, stats: tuple,
-            options: dict, softcap=None, sinks=None) -> None:
+            options: dict, softcap=None, sinks=None, segment_ids=None) -> None:
         """Keep one layer's attention inputs (q [batch, heads, q_len, d], k [batch, kv_heads, k_len, d], the lse
         of its call); publishes every pending layer first when holding this one too would pass the budget."""
         size = _bytes(query, key)
@@ -65,11 +65,11 @@ class LayerBatch:
         # learned sinks (GPT-OSS): each layer its own [heads] logits, stacked as [layers x batch, heads] in flush;
         # `lse` is then the sink-inclusive lse' of the layer's call
         kind = (query.shape, key.shape, query.dtype, query.device, causal, scale, sliding_window, softcap, id(mask),
-                stats, sink, local, sinks is not None,
+                id(segment_ids), stats, sink, local, sinks is not None,
                 id(span) if isinstance(span, torch.Tensor) else (None if span is None else tuple(span)))
         entry = self._groups.get(kind)
         if entry is None:
-            entry = self._groups[kind] = dict(mask=mask, span=span, layers=[], options=dict(
+            entry = self._groups[kind] = dict(mask=mask, span=span, segment_ids=segment_ids, layers=[], options=dict(
                 causal=causal, scale=scale, sliding_window=sliding_window, softcap=softcap, stats=stats,
                 sink_tokens=sink, local_window=local))
         if sinks is not None:  # [batch, heads], detached: statistics carry no gradient
@@ -97,10 +97,14 @@ class LayerBatch:
                     mark_padded(mask)
             if isinstance(span, torch.Tensor) and span.dim() == 2 and n > 1:
                 span = span.repeat(n, 1)
+            ids = entry["segment_ids"]  # packed sequences, chunked layers: [batch, keys], the same for every layer
+            if ids is not None and n > 1:
+                ids = ids.repeat(n, 1)
             sinks = layers[0][5]
             if sinks is not None and n > 1:
                 sinks = torch.cat([e[5] for e in layers])
-            st = stats_from_lse(q, k, lse, attention_mask=mask, span=span, sinks=sinks, **entry["options"])
+            st = stats_from_lse(q, k, lse, attention_mask=mask, span=span, sinks=sinks, segment_ids=ids,
+                                **entry["options"])
             per_layer = [[] for _ in range(n)]
             for name, t in st.items():
                 for i, part in enumerate(t.chunk(n) if n > 1 else (t,)):  # layer i's rows: [batch, heads, len]

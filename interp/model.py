@@ -273,13 +273,13 @@ class HookedModel:
 
         stats = ctx.stats.get(layer, ())
         batch = ctx.layer_batch
-        if (batch is not None and bias is None and prob_hook is None and segment_ids is None
-                and any(n != "lse" for n in stats)
+        if (batch is not None and bias is None and prob_hook is None and any(n != "lse" for n in stats)
                 and not torch.is_grad_enabled() and batch.accepts(call.query, call.key)
                 and pick_backend(ctx.backend, call.device) == "triton"):
             out, lse_only = attend(None, ("lse",))  # output and lse now; the statistics pass runs for many layers
             batch.add(ctx, layer, call.query, call.key, lse_only.lse, mask=mask, causal=causal, scale=scaling,
-                      sliding_window=sliding_window, stats=stats, options=opts, softcap=softcap, sinks=sinks)
+                      sliding_window=sliding_window, stats=stats, options=opts, softcap=softcap, sinks=sinks,
+                      segment_ids=segment_ids)
             st = AttentionStats()  # published by batch.flush
         else:
             if batch is not None and stats:  # pending layers' statistics first: every layer's arrive in layer order

@@ -161,14 +161,15 @@ def test_packed_sequences_match_eager(backend):
     torch.testing.assert_close(_logits(hf, **later), _logits(ref, **later), **TOL)
 
 
-def _tiny_llama4(seed=0):
+def _tiny_llama4(seed=0, layers=2):
+    """Layers alternate chunked (rope, attention_chunk_size 4) and global (no rope), chunked first."""
     from transformers import Llama4ForCausalLM, Llama4TextConfig
 
     torch.manual_seed(seed)
     cfg = Llama4TextConfig(vocab_size=50, hidden_size=64, intermediate_size=64, intermediate_size_mlp=96,
-                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                           num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                            num_local_experts=2, attention_chunk_size=4, max_position_embeddings=64,
-                           no_rope_layers=[1, 0], moe_layers=[], interleave_moe_layer_step=0)
+                           no_rope_layers=[1, 0] * (layers // 2), moe_layers=[], interleave_moe_layer_step=0)
     return Llama4ForCausalLM(cfg).eval()
 
 

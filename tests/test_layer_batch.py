@@ -100,6 +100,31 @@ def test_sliding_window_layers_form_their_own_pass(monkeypatch):
         assert _equal_nan(cache[name], t), name
 
 
+def test_chunked_layers_are_batched_with_their_segments(monkeypatch):
+    """Llama 4's chunked layers (attention_chunk_size 4 here; layers 0 and 2 chunked, 1 and 3 global): the chunked
+    layers' pass takes their segment ids (stats_from_lse(segment_ids=), repeated per layer) and equals the per-layer
+    calls bit for bit, with a right-padded row; a pass without the ids would give other statistics."""
+    from test_hf_features import _tiny_llama4
+
+    m = HookedModel(_tiny_llama4(layers=4).to(DEV), backend="triton")
+    ids = torch.randint(1, 50, (11,), generator=torch.Generator().manual_seed(3)).tolist()
+    prompts = [ids, ids[:8]]
+    seen = []
+    real = layer_batch.stats_from_lse
+    monkeypatch.setattr(layer_batch, "stats_from_lse",
+                        lambda *a, **k: seen.append((a[0].shape[0], k["segment_ids"] is not None)) or real(*a, **k))
+    _, cache = m.run_with_cache(prompts, stats="all")
+    assert sorted(seen) == [(4, False), (4, True)]  # two layers of batch 2 in each pass
+    names = [f"blocks.{l}.attn.{HOOK_OF_STAT[s]}" for l in range(4) for s in ALL_STATS if s != "span_mass"]
+    expected = per_layer(m, prompts, names)
+    for name, t in expected.items():
+        assert _equal_nan(cache[name], t), name
+    monkeypatch.setattr(layer_batch, "stats_from_lse", lambda *a, **k: real(*a, **{**k, "segment_ids": None}))
+    _, unsegmented = m.run_with_cache(prompts, stats="all")
+    assert not torch.allclose(unsegmented["blocks.0.attn.hook_query_entropy"],
+                              cache["blocks.0.attn.hook_query_entropy"])
+
+
 def test_soft_capped_layers_are_batched_with_their_cap(monkeypatch):
     """Gemma 2 caps its attention logits: its layers' pass takes the cap (stats_from_lse(softcap=)) and equals the
     per-layer calls bit for bit; a pass without the cap would give other statistics."""
