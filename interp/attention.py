@@ -281,11 +281,13 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
         if not padded:
             attention_mask = None
     ids = None
+    wrapper = getattr(module, "_interp_model", None)
     if segmented is not None:
         ids, padded = segmented
         if not padded:  # an all-true mask that only carried the ids
             attention_mask = None
-    wrapper = getattr(module, "_interp_model", None)
+        if wrapper is not None:
+            wrapper._segments_seen = True  # (HookedModel checks that packed prompts were kept apart)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if wrapper is None or wrapper._ctx is None:  # no hooks, no statistics: the plain fused path
         backend = wrapper.backend if wrapper is not None else "auto"

@@ -33,6 +33,7 @@ from .stages import RESID_STAGES, AttnCall, checked, checked_bias, checked_qkv
 from .kernels import AttentionStats, attention_with_stats, pick_backend
 from . import layer_batch
 from .memory import check_pattern_memory
+from .packing import Packed, checked_packed, pack
 from .tokens import Tokens, to_string_ids, to_tokens
 # check_weight_dtype and the names before it were defined here (interp.zoo imports it from here)
 from .model_checks import (PATTERN_BYTES_LIMIT, SPAN_HOOK, check_grad_of, check_interventions,  # noqa: F401
@@ -132,6 +133,17 @@ class HookedModel:
         and token ids alike, where it is not there already); False encodes text without special tokens."""
         return to_tokens(inputs, self.tokenizer, self.cfg, self.device, prepend_bos=prepend_bos,
                          bos_id=getattr(self.model.config, "bos_token_id", None))
+
+    def pack(self, inputs, prepend_bos: bool | None = None) -> Packed:
+        """Prompts (as `to_tokens` takes them) packed into one row, each attending only to itself
+        (`interp.packing`): pass the result to `model(...)`, `run_with_hooks` or `run_with_cache`."""
+        return pack(self.to_tokens(inputs, prepend_bos), self.cfg.n_ctx)
+
+    def _input(self, inputs, prepend_bos) -> tuple[Tokens, torch.Tensor | None]:
+        """(tokens, position ids for packed prompts or None) of a forward's input."""
+        if isinstance(inputs, Packed):
+            return checked_packed(inputs, self.cfg, self.device, lambda t: self.to_tokens(t, prepend_bos))
+        return self.to_tokens(inputs, prepend_bos), None
 
     def to_string(self, ids) -> str | list[str]:
         """Token ids -> text: an id or a 1-D list/tensor of ids gives a string, a 2-D one a list of strings (one per
@@ -313,9 +325,11 @@ class HookedModel:
         return z.contiguous(), None
 
     # ------------------------------------------------------------------ running
-    def _forward(self, toks: Tokens, grad: bool = False, logits_at=None, **kwargs):
+    def _forward(self, toks: Tokens, grad: bool = False, logits_at=None, position_ids=None, **kwargs):
         self._valid = toks.attention_mask
-        position_ids = None
+        # packed prompts (`pack`; their tokens are never padded): several in the row when a position id restarts
+        packed = position_ids is not None and bool((position_ids[:, 1:] == 0).any())
+        self._segments_seen = False
         if toks.attention_mask is not None:
             position_ids = (toks.attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         keep = None if logits_at is None else logits_positions(logits_at, toks.input_ids.shape[1])
@@ -326,6 +340,10 @@ class HookedModel:
         with torch.set_grad_enabled(grad), checkpointed_blocks(self, self._ctx, active=ckpt):
             out = self.model(input_ids=toks.input_ids, attention_mask=toks.attention_mask,
                              position_ids=position_ids, use_cache=False, **kwargs)
+        if packed and not self._segments_seen:
+            raise ValueError(f"{type(self.model).__name__} ran the packed prompts without keeping them apart (its "
+                             "attention mask does not read packed position ids), so they attended to each other; "
+                             "run them as a padded batch instead of HookedModel.pack")
         out = out.logits if hasattr(out, "logits") else out.last_hidden_state
         return out[:, keep.to(out.device)] if keep is not None and not native else out
 
@@ -386,8 +404,9 @@ class HookedModel:
         return checks.layer_list(layers, self.cfg.n_layers)
 
     def __call__(self, inputs, prepend_bos: bool | None = None):
-        """Logits `[batch, pos, d_vocab]` (no hooks)."""
-        return self._forward(self.to_tokens(inputs, prepend_bos))
+        """Logits `[batch, pos, d_vocab]` (no hooks). `inputs` may be prompts packed by `pack`."""
+        toks, positions = self._input(inputs, prepend_bos)
+        return self._forward(toks, position_ids=positions)
 
     def run_with_hooks(self, inputs, fwd_hooks=(), interventions=(), prepend_bos=None, bwd_hooks=(),
                        grad: bool | None = None, logits_at=None, checkpoint: bool = False, **stat_options):
@@ -413,7 +432,8 @@ class HookedModel:
             else:
                 checks.bool_arg("grad", grad, "run_with_hooks")
             ctx.grad = ctx.grad or bool(grad)
-            return self._forward(self.to_tokens(inputs, prepend_bos), grad=bool(grad), logits_at=logits_at)
+            toks, positions = self._input(inputs, prepend_bos)
+            return self._forward(toks, grad=bool(grad), logits_at=logits_at, position_ids=positions)
 
     def run_with_cache(self, inputs, names: Iterable[str] | None = None, names_filter: Callable | None = None,
                        stats=None, layers=None, pattern: bool = False, interventions=(), prepend_bos=None,
@@ -446,7 +466,7 @@ class HookedModel:
         checks.bool_arg("to_cpu", to_cpu, "run_with_cache")
         if self._ctx is not None:
             raise self._nested_hooks_error("run_with_cache")
-        toks = self.to_tokens(inputs, prepend_bos)
+        toks, positions = self._input(inputs, prepend_bos)
         chosen = set()
         if names is not None:
             names = checks.hook_names(names)
@@ -499,7 +519,7 @@ class HookedModel:
             if grad_of is None and layer_batch.ENABLED:  # statistics of many layers per pass
                 ctx.layer_batch = layer_batch.LayerBatch()
             try:
-                logits = self._forward(toks, grad=grad_of is not None, logits_at=logits_at)
+                logits = self._forward(toks, grad=grad_of is not None, logits_at=logits_at, position_ids=positions)
                 if ctx.layer_batch is not None:
                     ctx.layer_batch.flush(ctx)
             finally:

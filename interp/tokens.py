@@ -126,6 +126,9 @@ def to_tokens(inputs, tokenizer, cfg, device, prepend_bos: bool | None = None,
                 raise ValueError("prepend_bos=True with a Tokens batch whose prompts do not all start with BOS: a "
                                  "built Tokens is used as it is; give token ids or texts to have BOS prepended")
         return toks
+    if type(inputs).__name__ == "Packed":  # interp.packing's (not imported here: it imports this module)
+        raise TypeError("prompts packed by HookedModel.pack run through model(...), run_with_hooks and run_with_cache; "
+                        "here give the prompts themselves")
     text = False  # text input: _encode has handled prepend_bos
     if isinstance(inputs, str):
         seqs, text = [_encode(inputs, tokenizer, prepend_bos)], True

@@ -70,3 +70,24 @@ def test_transformer_lens_round_trip(smollm2):
     # and the bridge's HF model loads back into interp
     again = interp.load(bridge)
     torch.testing.assert_close(again(toks.input_ids), smollm2(toks.input_ids), atol=3e-4, rtol=1e-4)
+
+
+def test_smollm2_packed_documents_are_each_as_alone(smollm2):
+    """Three documents packed into one row (HookedModel.pack): each document's logits and statistics are its own
+    run's (30 layers, GQA 9/3); concatenated without the packing, a later document's first token is no sink (the
+    README's packed-sinks table, examples/packed_sinks.py)."""
+    docs = [TEXT[:40], "Hello there, how are you today?", TEXT[40:]]
+    packed = smollm2.pack(docs)
+    logits, cache = smollm2.run_with_cache(packed, stats=["sink_mass", "key_mass"], sink_tokens=1)
+    for i, (s, e) in enumerate(packed.spans):
+        alone, own = smollm2.run_with_cache(docs[i], stats=["sink_mass", "key_mass"], sink_tokens=1)
+        torch.testing.assert_close(logits[0, s:e], alone[0], atol=3e-4, rtol=1e-4)
+        for l in (0, 15, 29):
+            for name in ("hook_query_sink_mass", "hook_key_mass"):
+                key = f"blocks.{l}.attn.{name}"
+                torch.testing.assert_close(cache[key][0, :, s:e], own[key][0], atol=1e-4, rtol=1e-4)
+    s, e = packed.spans[1]
+    _, plain = smollm2.run_with_cache(packed.tokens.input_ids, stats=["key_mass"], layers=[15])
+    packed_mass = cache["blocks.15.attn.hook_key_mass"][0, :, s].mean()  # from document 2's queries only
+    # concatenated, document 2's and 3's queries together give its first token less than a third of that
+    assert plain["blocks.15.attn.hook_key_mass"][0, :, s].mean() < packed_mass / 3
