@@ -29,6 +29,7 @@ import torch
 
 from .kernels import attention_with_stats
 from .kernels.checks import has_padding, mark_padded, weak_tag, weak_tag_of
+from .kernels.segments import mark_made
 from .mask_segments import MU, closure_values, inner_functions, qualname, read_mask, segment_ids
 
 NAME = "interp"
@@ -148,6 +149,7 @@ def _with_segments(mask, ids: torch.Tensor, device):
         mask = torch.ones(ids.shape, dtype=torch.bool, device=device)
     elif keys_used(mask) is not None:
         padded = keys_used(mask)[1]
+    mark_made(ids)  # made for this forward, never edited: checked and split into pieces once for every layer
     weak_tag(_segments, mask, (ids, padded))
     return mask
 

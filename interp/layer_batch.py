@@ -33,6 +33,7 @@ import torch
 from .hooks import HOOK_OF_STAT
 from .kernels import stats_from_lse
 from .kernels.checks import has_padding, mark_padded
+from .kernels.segments import mark_made
 
 DEFAULT_BUDGET = 256 * 2**20  # bytes of q and k held for pending layers (the stacking copies as much again)
 LAYER_BYTES = 16 * 2**20  # a layer joins the batch when its q and k together take at most this
@@ -100,6 +101,7 @@ class LayerBatch:
             ids = entry["segment_ids"]  # packed sequences, chunked layers: [batch, keys], the same for every layer
             if ids is not None and n > 1:
                 ids = ids.repeat(n, 1)
+                mark_made(ids)  # (made for this pass: checked and split once)
             sinks = layers[0][5]
             if sinks is not None and n > 1:
                 sinks = torch.cat([e[5] for e in layers])

@@ -18,9 +18,11 @@ Where a segment starts matters to one statistic: `sink_mass` is the mass on the 
 query's own segment (a packed document's first tokens, a chunk's). `local_mass` and `span_mass` keep the row's key
 positions (a span is given in them).
 
-Finding the pieces reads the ids on the host: one device sync per ids tensor (and q_len), remembered for that tensor
-object (the model's mask function makes one per forward, and every layer reuses it). So segments cannot be used
-while a CUDA graph is captured.
+Checking the ids and finding the pieces read them on the host (device syncs). For ids made by interp's mask
+function (`mark_made`: one tensor per forward, never edited, which every layer reuses) that is done once and
+remembered for the tensor object; a caller's own ids are read on every call, as a caller's padding mask is (an
+in-place change, however made, is always seen: through `.data`, a NumPy array sharing the memory, an inference
+tensor that keeps no version counter). So segments cannot be used while a CUDA graph is captured.
 """
 
 from __future__ import annotations
@@ -32,19 +34,46 @@ import torch
 from .checks import capturing, weak_tag, weak_tag_of
 from .stats import KEY_STATS, AttentionStats, finish_key_stats
 
-# id(ids given) -> (weak reference, (its version, "one" | "same" | its int64 copy)): segment_ids already checked (a
-# tensor changed in place since has another version: checked again)
+# id(ids) -> (weak reference, True): ids made by interp's mask function for one forward (`mark_made`)
+_made: dict = {}
+# id(ids made) -> (weak reference, "one" | "same" | their int64 copy): what checking them gave
 _checked: dict = {}
-# id(int64 ids) -> (weak reference, (its version, {q_len: pieces})): the pieces found for them
+# id(int64 ids of ids made) -> (weak reference, {q_len: pieces}): the pieces found for them
 _plans: dict = {}
 
 # one piece's rows (a slice or an index tensor), queries [qa, qe) and keys [ks, ke) -> (output or None, statistics)
 Piece = Callable[[object, int, int, int, int], "tuple[torch.Tensor | None, AttentionStats]"]
 
 
+def mark_made(ids: torch.Tensor) -> None:
+    """Record that `ids` were made by the caller for one forward and are never edited (interp's mask function makes
+    one tensor per forward, handed to every layer): they are checked, and their pieces found, once."""
+    weak_tag(_made, ids)
+
+
 def check_segment_ids(segment_ids, b: int, lk: int, device) -> torch.Tensor | None:
     """segment_ids [batch, k_len] of integers on q's device, never decreasing along a row -> int64 (the same tensor
     object when it already is one), or None when every row is one segment (then the mask adds nothing)."""
+    _check_form(segment_ids, b, lk, device)
+    made = weak_tag_of(_made, segment_ids, False)
+    known = weak_tag_of(_checked, segment_ids) if made else None
+    if known is not None:
+        return None if known == "one" else segment_ids if known == "same" else known
+    if capturing(segment_ids):
+        raise ValueError("segment_ids cannot be used while a CUDA graph is captured: splitting attention into its "
+                         "segments reads them on the host (run these calls eagerly)")
+    ids = _int64_ids(segment_ids)
+    _check_order(ids)
+    one = bool((ids[:, 0] == ids[:, -1]).all())
+    if made:
+        weak_tag(_checked, segment_ids, "one" if one else "same" if ids is segment_ids else ids)  # (a copy lives
+        if not one:  # as long as the tensor given)
+            weak_tag(_plans, ids, {})
+    return None if one else ids
+
+
+def _check_form(segment_ids, b: int, lk: int, device) -> None:
+    """A TypeError/ValueError unless segment_ids is an integer tensor [b, lk] on `device`."""
     if not isinstance(segment_ids, torch.Tensor):
         raise TypeError(f"segment_ids must be an integer tensor [batch, k_len] = [{b}, {lk}] (the segment of every "
                         f"key: a packed document's index, or position // chunk size), got {type(segment_ids).__name__}")
@@ -53,28 +82,42 @@ def check_segment_ids(segment_ids, b: int, lk: int, device) -> torch.Tensor | No
     if tuple(segment_ids.shape) != (b, lk):
         raise ValueError(f"segment_ids must be [batch, k_len] = [{b}, {lk}] (one segment index per key; queries take "
                          f"the ids of the last q_len keys), got shape {tuple(segment_ids.shape)}")
+    if segment_ids.device.type == "meta":
+        raise ValueError("segment_ids is on the meta device (shape only, no values); pass the real segment ids on "
+                         f"q's device ({device})")
     if segment_ids.device != device:
         raise ValueError(f"segment_ids is on {segment_ids.device} but q is on {device}")
-    version, known = weak_tag_of(_checked, segment_ids, (None, None))
-    if known is not None and version == segment_ids._version:
-        return None if known == "one" else segment_ids if known == "same" else known
-    if capturing(segment_ids):
-        raise ValueError("segment_ids cannot be used while a CUDA graph is captured: splitting attention into its "
-                         "segments reads them on the host (run these calls eagerly)")
+
+
+def _int64_ids(segment_ids: torch.Tensor) -> torch.Tensor:
+    """The ids as a contiguous int64 tensor (segment_ids itself when it is one); a ValueError for unsigned 64-bit
+    values beyond int64's range (which would wrap around to negative ids)."""
     ids = segment_ids.to(torch.int64).contiguous()
-    if lk > 1:
-        down = ids[:, 1:] < ids[:, :-1]
-        if bool(down.any()):
-            row, j = (int(x) for x in down.nonzero()[0])
-            raise ValueError(f"segment_ids must not decrease along a row (each segment is one contiguous run of keys), "
-                             f"but row {row} goes from {int(ids[row, j])} at key {j} to {int(ids[row, j + 1])} at key "
-                             f"{j + 1}")
-    if bool((ids[:, 0] == ids[:, -1]).all()):
-        weak_tag(_checked, segment_ids, (segment_ids._version, "one"))
-        return None
-    weak_tag(_checked, segment_ids, (segment_ids._version, "same" if ids is segment_ids else ids))  # (a copy lives
-    weak_tag(_plans, ids, (ids._version, {}))  # as long as the tensor given)
+    if segment_ids.dtype == getattr(torch, "uint64", None) and bool((ids < 0).any()):
+        raise ValueError(f"segment_ids must fit in int64 (up to {torch.iinfo(torch.int64).max}), got uint64 values "
+                         f"beyond it")
     return ids
+
+
+def _check_order(ids: torch.Tensor) -> None:
+    """A ValueError naming the first place where int64 ids [batch, k_len] decrease along a row."""
+    if ids.shape[1] < 2:
+        return
+    down = ids[:, 1:] < ids[:, :-1]
+    if bool(down.any()):
+        row, j = (int(x) for x in down.nonzero()[0])
+        raise ValueError(f"segment_ids must not decrease along a row (each segment is one contiguous run of keys), "
+                         f"but row {row} goes from {int(ids[row, j])} at key {j} to {int(ids[row, j + 1])} at key "
+                         f"{j + 1}")
+
+
+def piece_stats(names) -> tuple[str, ...]:
+    """The statistics each piece is asked for: the call's, and key_mass and key_count whenever any key statistic is
+    asked for (`run_pieces` puts both in place, then makes key_mean and the ones asked for of them)."""
+    names = tuple(names)
+    if not any(n in KEY_STATS for n in names):
+        return names
+    return names + tuple(n for n in ("key_mass", "key_count") if n not in names)
 
 
 def segment_starts(ids: torch.Tensor) -> torch.Tensor:
@@ -88,10 +131,9 @@ def segment_starts(ids: torch.Tensor) -> torch.Tensor:
 
 def plan(ids: torch.Tensor, lq: int) -> list[tuple[tuple[int, ...], tuple[tuple[int, int, int], ...]]]:
     """The pieces of a call with q_len lq: [(rows, runs)], rows that share their runs, each run (qa, qe, ks): queries
-    [qa, qe) of one segment, whose keys are [ks, qe + k_len - lq). One sync, remembered for this ids tensor."""
-    version, cache = weak_tag_of(_plans, ids, (None, None))
-    if version != ids._version:
-        cache = None
+    [qa, qe) of one segment, whose keys are [ks, qe + k_len - lq). One sync, remembered for ids made by interp's
+    mask function (`mark_made`)."""
+    cache = weak_tag_of(_plans, ids)
     if cache is not None and lq in cache:
         return cache[lq]
     b, lk = ids.shape

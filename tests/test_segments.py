@@ -189,17 +189,24 @@ def test_one_segment_per_row_is_the_plain_call():
         assert torch.equal(a, b) and all(torch.equal(x, y) for (_, x), (_, y) in zip(sa.items(), sb.items()))
 
 
-def test_pieces_are_found_once_per_ids_tensor_and_again_after_an_edit(monkeypatch):
-    ids = _ids([[3, 4]])
+def test_pieces_are_found_once_for_ids_the_mask_function_made_and_on_every_call_for_a_callers(monkeypatch):
+    """ids made by interp's mask function (`mark_made`: one tensor per forward, every layer reuses it) are checked
+    and split once; a caller's own ids on every call, so an in-place edit, however made, is seen."""
     calls = []
     real = segments.segment_starts
     monkeypatch.setattr(segments, "segment_starts", lambda x: calls.append(1) or real(x))
     q, k, v, _, _, _ = _case((1, 2, 2, 7, [[3, 4]], {}))
+    made = _ids([[3, 4]])
+    segments.mark_made(made)
     for _ in range(3):
-        attention_with_stats(q, k, v, segment_ids=ids, backend="triton", stats="query")
+        attention_with_stats(q, k, v, segment_ids=made, backend="triton", stats="query")
     assert len(calls) == 1
-    ids[0, 3:] = 0  # edited in place: one segment now
-    out, _ = attention_with_stats(q, k, v, segment_ids=ids, backend="triton", stats="none")
+    own = _ids([[3, 4]])
+    for _ in range(2):
+        attention_with_stats(q, k, v, segment_ids=own, backend="triton", stats="query")
+    assert len(calls) == 3
+    own[0, 3:] = 0  # edited in place: one segment now
+    out, _ = attention_with_stats(q, k, v, segment_ids=own, backend="triton", stats="none")
     torch.testing.assert_close(out, attention_with_stats(q, k, v, backend="triton", stats="none")[0])
 
 
