@@ -5,10 +5,36 @@ layers, packed position_ids) are in test_hf_features.py."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from interp.kernels import attention_with_stats, segments, stats_from_lse
+from interp.kernels import AttentionStats, attention_with_stats, segments, stats_from_lse
+
+# the Triton kernels run on the GPU where there is one (not in the interpreter): the calls' tensors go there
+DEV = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+
+
+def _to(x, device):
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, AttentionStats):
+        return AttentionStats(**{name: t.to(device) for name, t in x.items()})
+    if isinstance(x, tuple):
+        return tuple(_to(y, device) for y in x)
+    return x
+
+
+def _on_dev(fn):
+    """fn with its tensor arguments on DEV and its results back on the CPU (differentiably)."""
+    def call(*args, **kw):
+        return _to(fn(*(_to(a, DEV) for a in args), **{n: _to(x, DEV) for n, x in kw.items()}), "cpu")
+
+    return call
+
+
+attend, lse_stats = _on_dev(attention_with_stats), _on_dev(stats_from_lse)
 
 BACKENDS = ("reference", "triton")
 STATS = ("lse", "max_prob", "argmax", "entropy", "sink_mass", "local_mass", "span_mass", "key_mass", "key_count",
@@ -119,13 +145,13 @@ def _close(got, want, name, tol=2e-5):
 def test_matches_float64_with_the_whole_mask(case, backend):
     q, k, v, ids, kw, dense = _case(case)
     stats = [n for n in STATS if n != "span_mass" or "span" in kw]
-    out, st = attention_with_stats(q, k, v, segment_ids=ids, stats=stats, backend=backend, **kw)
+    out, st = attend(q, k, v, segment_ids=ids, stats=stats, backend=backend, **kw)
     want_out, want = _dense(q, k, v, ids, **dense)
     _close(out, want_out, "output")
     for name in stats:
         _close(st[name], want[name], name)
     if backend == "triton" and "key_bias" not in kw:  # stats_from_lse: the same statistics from the lse
-        again = stats_from_lse(q, k, st.lse, segment_ids=ids, stats=stats,
+        again = lse_stats(q, k, st.lse, segment_ids=ids, stats=stats,
                                **{n: x for n, x in kw.items() if n != "key_bias"})
         for name in stats:
             _close(again[name], want[name], name)
@@ -141,7 +167,7 @@ def test_gradients_match_float64(backend):
     want_out, _ = _dense(q, k, v, ids, bias=bias)
     want = torch.autograd.grad((want_out * w).sum(), (q, k, v, bias))
     leaves = [t.detach().float().requires_grad_() for t in (q, k, v, bias)]
-    out, _ = attention_with_stats(*leaves[:3], key_bias=leaves[3], segment_ids=ids, stats="none", backend=backend)
+    out, _ = attend(*leaves[:3], key_bias=leaves[3], segment_ids=ids, stats="none", backend=backend)
     got = torch.autograd.grad((out.double() * w).sum(), leaves)
     for name, a, e in zip(("dq", "dk", "dv", "dbias"), got, want):
         torch.testing.assert_close(a.double(), e, atol=5e-5, rtol=5e-5, msg=name)
@@ -152,10 +178,10 @@ def test_triton_pieces_are_each_segment_alone():
     first tokens, argmax in row positions) as calls on the documents one by one."""
     lens = [5, 9, 3]
     q, k, v, ids, _, _ = _case((1, 2, 2, 17, [lens], {}), seed=5)
-    out, st = attention_with_stats(q, k, v, segment_ids=ids, backend="triton")
+    out, st = attend(q, k, v, segment_ids=ids, backend="triton")
     s = 0
     for n in lens:
-        o1, st1 = attention_with_stats(q[:, :, s:s + n], k[:, :, s:s + n], v[:, :, s:s + n], backend="triton")
+        o1, st1 = attend(q[:, :, s:s + n], k[:, :, s:s + n], v[:, :, s:s + n], backend="triton")
         torch.testing.assert_close(out[:, :, s:s + n], o1, atol=1e-6, rtol=1e-6)
         for name in ("lse", "entropy", "sink_mass", "key_mass", "key_count"):
             got = st[name][:, :, s:s + n]
@@ -173,7 +199,7 @@ def test_chunked_attention_ids_and_half_precision():
     k, v = k[:, :2], v[:, :2]
     want_out, want = _dense(q, k, v, ids)
     for backend in BACKENDS:
-        out, st = attention_with_stats(q, k, v, segment_ids=ids, sink_tokens=2, local_window=3, backend=backend)
+        out, st = attend(q, k, v, segment_ids=ids, sink_tokens=2, local_window=3, backend=backend)
         torch.testing.assert_close(out.double(), want_out, atol=3e-3, rtol=3e-3)
         for name in ("lse", "max_prob", "entropy", "sink_mass", "key_mass"):
             _close(st[name], want[name], name, tol=2e-3)
@@ -184,8 +210,8 @@ def test_one_segment_per_row_is_the_plain_call():
     q, k, v, _, _, _ = _case((2, 2, 2, 7, [[7], [7]], {}))
     ids = torch.full((2, 7), 3)
     for backend in BACKENDS:
-        a, sa = attention_with_stats(q, k, v, segment_ids=ids, backend=backend)
-        b, sb = attention_with_stats(q, k, v, backend=backend)
+        a, sa = attend(q, k, v, segment_ids=ids, backend=backend)
+        b, sb = attend(q, k, v, backend=backend)
         assert torch.equal(a, b) and all(torch.equal(x, y) for (_, x), (_, y) in zip(sa.items(), sb.items()))
 
 
@@ -195,13 +221,13 @@ def test_pieces_are_found_once_for_ids_the_mask_function_made_and_on_every_call_
     calls = []
     real = segments.segment_starts
     monkeypatch.setattr(segments, "segment_starts", lambda x: calls.append(1) or real(x))
-    q, k, v, _, _, _ = _case((1, 2, 2, 7, [[3, 4]], {}))
-    made = _ids([[3, 4]])
+    q, k, v, _, _, _ = (_to(t, DEV) for t in _case((1, 2, 2, 7, [[3, 4]], {})))
+    made = _ids([[3, 4]]).to(DEV)
     segments.mark_made(made)
     for _ in range(3):
         attention_with_stats(q, k, v, segment_ids=made, backend="triton", stats="query")
     assert len(calls) == 1
-    own = _ids([[3, 4]])
+    own = _ids([[3, 4]]).to(DEV)
     for _ in range(2):
         attention_with_stats(q, k, v, segment_ids=own, backend="triton", stats="query")
     assert len(calls) == 3

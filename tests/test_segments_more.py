@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_segments import _case, _close, _dense, _ids
+from test_segments import _case, _close, _dense, _ids, attend, lse_stats
 
 from interp.kernels import attention_with_stats, segments, stats_from_lse
 
@@ -23,13 +23,13 @@ def test_key_statistics_asked_for_alone(stats):
     q, k, v, ids, kw, dense = _rows_unlike()
     _, want = _dense(q, k, v, ids, **dense)
     for backend in ("reference", "triton"):
-        _, st = attention_with_stats(q, k, v, segment_ids=ids, stats=stats, backend=backend, **kw)
-        _, plain = attention_with_stats(q, k, v, stats=stats, backend=backend, **kw)
+        _, st = attend(q, k, v, segment_ids=ids, stats=stats, backend=backend, **kw)
+        _, plain = attend(q, k, v, stats=stats, backend=backend, **kw)
         assert st.requested() == plain.requested()
         for name in st.requested():
             _close(st[name], want[name], name)
-    lse = attention_with_stats(q, k, v, segment_ids=ids, stats=["lse"], backend="triton", **kw)[1].lse
-    again = stats_from_lse(q, k, lse, segment_ids=ids, stats=stats, **kw)
+    lse = attend(q, k, v, segment_ids=ids, stats=["lse"], backend="triton", **kw)[1].lse
+    again = lse_stats(q, k, lse, segment_ids=ids, stats=stats, **kw)
     for name in again.requested():
         _close(again[name], want[name], name)
 
@@ -40,7 +40,7 @@ def test_inference_mode(backend):
     q, k, v, ids, kw, dense = _rows_unlike()
     want_out, want = _dense(q, k, v, ids, **dense)
     with torch.inference_mode():
-        out, st = attention_with_stats(q, k, v, segment_ids=ids.clone(), backend=backend, **kw)
+        out, st = attend(q, k, v, segment_ids=ids.clone(), backend=backend, **kw)
     _close(out, want_out, "output")
     _close(st.lse, want["lse"], "lse")
 
@@ -67,16 +67,16 @@ def test_a_callers_ids_edited_without_a_version_bump_are_seen(edit, backend):
     q, k, v, _, _, _ = _case((1, 2, 2, 6, [[3, 3]], {}), seed=2)
     arr = np.array([[0, 0, 0, 1, 1, 1]])
     ids = torch.from_numpy(arr) if edit == "numpy" else torch.tensor(arr)
-    attention_with_stats(q, k, v, segment_ids=ids, backend=backend, stats="none")
+    attend(q, k, v, segment_ids=ids, backend=backend, stats="none")
     if edit == "numpy":
         arr[0, 3:] = 0
     else:
         ids.data[0, 3:] = 0
-    out, _ = attention_with_stats(q, k, v, segment_ids=ids, backend=backend, stats="none")
-    torch.testing.assert_close(out, attention_with_stats(q, k, v, backend=backend, stats="none")[0])
+    out, _ = attend(q, k, v, segment_ids=ids, backend=backend, stats="none")
+    torch.testing.assert_close(out, attend(q, k, v, backend=backend, stats="none")[0])
     ids.data[0, 4:] = -1  # decreasing now: refused, not read from an earlier check
     with pytest.raises(ValueError, match="must not decrease"):
-        attention_with_stats(q, k, v, segment_ids=ids, backend=backend, stats="none")
+        attend(q, k, v, segment_ids=ids, backend=backend, stats="none")
 
 
 def test_ids_made_by_the_mask_function_are_marked():
@@ -93,8 +93,8 @@ def test_ids_made_by_the_mask_function_are_marked():
 def test_every_integer_dtype_is_read_as_int64(dtype):
     q, k, v, ids, kw, _ = _rows_unlike()
     for backend in ("reference", "triton"):
-        want = attention_with_stats(q, k, v, segment_ids=ids, backend=backend, **kw)
-        got = attention_with_stats(q, k, v, segment_ids=ids.to(dtype), backend=backend, **kw)
+        want = attend(q, k, v, segment_ids=ids, backend=backend, **kw)
+        got = attend(q, k, v, segment_ids=ids.to(dtype), backend=backend, **kw)
         assert torch.equal(got[0], want[0])
         for name, t in want[1].items():
             assert torch.equal(got[1][name].nan_to_num(-1), t.nan_to_num(-1)), name
