@@ -93,8 +93,10 @@ def _names(stats, has_span: bool) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=64)
 def _span_tensor(start: int, end: int, batch: int, device) -> torch.Tensor:
-    """[batch, 2] int64 on the device, made once per (span, batch, device): short calls skip the copy."""
-    return torch.tensor([[start, end]], device=device, dtype=torch.int64).expand(batch, 2).contiguous()
+    """[batch, 2] int64 on the device, made once per (span, batch, device): short calls skip the copy. Never an
+    inference tensor (kept, one made inside torch.inference_mode() would be refused by autograd outside it)."""
+    with torch.inference_mode(False):
+        return torch.tensor([[start, end]], device=device, dtype=torch.int64).expand(batch, 2).contiguous()
 
 
 def capturing(t: torch.Tensor | None = None) -> bool:

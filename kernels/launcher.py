@@ -84,10 +84,14 @@ FINALIZE_MAX_LEN = 8192
 
 
 def _dummy(device, dtype=torch.float32):
+    """A one-element placeholder for a kernel argument not used, made once per (device, dtype). Never an inference
+    tensor: one made inside torch.inference_mode() and kept would be an error to zero outside it (the autotuner
+    zeroes KMASS, which may be this placeholder, before each timing run)."""
     key = (device, dtype)
     t = _dummies.get(key)
     if t is None:
-        t = _dummies[key] = torch.empty(1, device=device, dtype=dtype)
+        with torch.inference_mode(False):
+            t = _dummies[key] = torch.empty(1, device=device, dtype=dtype)
     return t
 
 

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,30 @@ def random_qkv(b, h, hk, lq, lk, d, dtype, g: torch.Generator, spread: float):
     k = (torch.randn(b, hk, lk, d, generator=g) * spread).to(dtype)
     v = torch.randn(b, hk, lk, d, generator=g).to(dtype)
     return q, k, v
+
+
+# the Triton kernels run on the GPU where there is one (not in the interpreter): kernel tests built on the CPU move
+# their calls' tensors there with `on_device`
+DEV = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
+
+
+def to_device(x, device):
+    """Tensors (and AttentionStats, tuples of them) moved to device, differentiably; anything else as it is."""
+    from interp.kernels import AttentionStats
+
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, AttentionStats):
+        return AttentionStats(**{name: t.to(device) for name, t in x.items()})
+    if isinstance(x, tuple):
+        return tuple(to_device(y, device) for y in x)
+    return x
+
+
+def on_device(fn):
+    """fn with its tensor arguments on DEV and its results back on the CPU (differentiably)."""
+    def call(*args, **kw):
+        return to_device(fn(*(to_device(a, DEV) for a in args), **{n: to_device(x, DEV) for n, x in kw.items()}),
+                         "cpu")
+
+    return call

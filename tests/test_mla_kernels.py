@@ -9,12 +9,14 @@ import math
 
 import pytest
 import torch
+from helpers import DEV, on_device
 from naive import lowp_attention, naive_attention, naive_output
 
 from interp.kernels import api, attention_with_stats, check_inputs
 
 BACKENDS = ("reference", "triton")
 DTYPES = (torch.float32, torch.float16)
+attend = on_device(attention_with_stats)
 STATS = ("lse", "max_prob", "argmax", "entropy", "sink_mass", "local_mass", "span_mass", "key_mass", "key_count",
          "key_mean")
 SHAPES = [
@@ -52,7 +54,7 @@ def test_output_is_softmax_qk_times_v(shape, dtype, backend):
     """[b, h, q_len, dv] = softmax(q k^T / sqrt(d)) v, in float64, within the dtype's own rounding of plain
     attention (float16: 3x the error of attention computed in float16)."""
     q, k, v, _ = _inputs(shape, dtype)
-    out, _ = attention_with_stats(q, k, v, backend=backend, stats="none")
+    out, _ = attend(q, k, v, backend=backend, stats="none")
     exact, _ = naive_attention(q, k, v)
     assert out.shape == (*q.shape[:3], v.shape[-1]) and out.dtype == dtype
     err = _max_err(out, exact)
@@ -72,8 +74,8 @@ def test_statistics_are_those_of_the_same_q_k(shape, dtype, backend):
     definition."""
     q, k, v, v_same = _inputs(shape, dtype)
     kw = dict(backend=backend, stats="all", span=(1, 3), sink_tokens=2, local_window=3)
-    _, got = attention_with_stats(q, k, v, **kw)
-    _, want = attention_with_stats(q, k, v_same, **kw)
+    _, got = attend(q, k, v, **kw)
+    _, want = attend(q, k, v_same, **kw)
     _, exact = naive_attention(q, k, v, span=(1, 3), sink_tokens=2, local_window=3)
     padded = backend == "triton" and v.shape[-1] > q.shape[-1]
     for name in STATS:
@@ -92,8 +94,8 @@ def test_statistics_are_those_of_the_same_q_k(shape, dtype, backend):
 def test_statistics_alone_never_read_v(shape, backend):
     """need_out=False: no output, the statistics of the call with an output."""
     q, k, v, _ = _inputs(shape, torch.float32)
-    _, want = attention_with_stats(q, k, v, backend=backend, stats="all")
-    out, got = attention_with_stats(q, k, v, backend=backend, stats="all", need_out=False)
+    _, want = attend(q, k, v, backend=backend, stats="all")
+    out, got = attend(q, k, v, backend=backend, stats="all", need_out=False)
     assert out is None
     for name, w in want.items():
         torch.testing.assert_close(getattr(got, name), w, rtol=1e-6, atol=1e-7, equal_nan=True, msg=name)
@@ -133,7 +135,7 @@ def test_gradients_of_q_k_v(shape, dtype, backend):
     do = torch.randn(*q.shape[:3], v.shape[-1], generator=torch.Generator().manual_seed(5)).to(dtype)
 
     def ours(q_, k_, v_):
-        return attention_with_stats(q_, k_, v_, backend=backend, stats="none")[0]
+        return attend(q_, k_, v_, backend=backend, stats="none")[0]
 
     _, got = _grads(ours, (q, k, v), do)
     _, exact = _grads(lambda *a: naive_output(*a), (q, k, v), do.double())
@@ -163,7 +165,7 @@ def test_gradients_with_key_bias_and_sinks(dims, backend):
     do = torch.randn(1, 4, 6, dv, generator=g)
 
     def ours(q_, k_, v_, b_, s_):
-        return attention_with_stats(q_, k_, v_, key_bias=b_, sinks=s_, backend=backend, stats="none")[0]
+        return attend(q_, k_, v_, key_bias=b_, sinks=s_, backend=backend, stats="none")[0]
 
     out, got = _grads(ours, (q, k, v, bias, sinks), do)
     want, exact = _grads(_float64_output, (q, k, v, bias, sinks), do.double())
@@ -178,7 +180,7 @@ def test_explicit_scale_is_kept_and_default_is_q_k_dim():
     assert check_inputs(q, k, v, causal=True, scale=None, sliding_window=None, attention_mask=None, key_bias=None,
                         stats="none", sink_tokens=4, local_window=64, span=None).scale == 1 / math.sqrt(16)
     for backend in BACKENDS:
-        out, _ = attention_with_stats(q, k, v, backend=backend, scale=0.3, stats="none")
+        out, _ = attend(q, k, v, backend=backend, scale=0.3, stats="none")
         assert _max_err(out, _float64_output(q, k, v, scale=0.3)) <= 2e-5, backend
 
 
@@ -194,7 +196,7 @@ def test_same_dims_take_the_unpadded_path(monkeypatch):
 
     monkeypatch.setattr(api, "_pad_head_dim", refuse)
     monkeypatch.setattr(api, "_triton_padded", refuse)
-    attention_with_stats(q, k, v_same, backend="triton", stats="all")
+    attend(q, k, v_same, backend="triton", stats="all")
 
 
 @pytest.mark.parametrize("make, match", [
@@ -224,9 +226,10 @@ def test_head_dims_below_16_in_stats_from_lse_and_a_model():
 
     from interp.kernels import stats_from_lse
 
+    lse_stats = on_device(stats_from_lse)
     q, k, v, _ = _inputs((2, 4, 2, 6, 6, 8, 8), torch.float32, seed=3)
-    _, st = attention_with_stats(q, k, v, backend="triton", stats="all")
-    again = stats_from_lse(q, k, st.lse, stats="all")
+    _, st = attend(q, k, v, backend="triton", stats="all")
+    again = lse_stats(q, k, st.lse, stats="all")
     assert len(list(again.items())) >= 8
     for name, got in again.items():
         assert torch.equal(got.nan_to_num(-7.0), getattr(st, name).nan_to_num(-7.0)), name
@@ -234,8 +237,8 @@ def test_head_dims_below_16_in_stats_from_lse_and_a_model():
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=64)
-    hf = LlamaForCausalLM(cfg).eval()
-    ids = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(1))
+    hf = LlamaForCausalLM(cfg).eval().to(DEV)
+    ids = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(1)).to(DEV)
     hf.set_attn_implementation("eager")
     with torch.no_grad():
         want = hf(input_ids=ids, output_attentions=True)

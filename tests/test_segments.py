@@ -5,36 +5,13 @@ layers, packed position_ids) are in test_hf_features.py."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from helpers import DEV, on_device, to_device
 
-from interp.kernels import AttentionStats, attention_with_stats, segments, stats_from_lse
+from interp.kernels import attention_with_stats, segments, stats_from_lse
 
-# the Triton kernels run on the GPU where there is one (not in the interpreter): the calls' tensors go there
-DEV = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
-
-
-def _to(x, device):
-    if isinstance(x, torch.Tensor):
-        return x.to(device)
-    if isinstance(x, AttentionStats):
-        return AttentionStats(**{name: t.to(device) for name, t in x.items()})
-    if isinstance(x, tuple):
-        return tuple(_to(y, device) for y in x)
-    return x
-
-
-def _on_dev(fn):
-    """fn with its tensor arguments on DEV and its results back on the CPU (differentiably)."""
-    def call(*args, **kw):
-        return _to(fn(*(_to(a, DEV) for a in args), **{n: _to(x, DEV) for n, x in kw.items()}), "cpu")
-
-    return call
-
-
-attend, lse_stats = _on_dev(attention_with_stats), _on_dev(stats_from_lse)
+attend, lse_stats = on_device(attention_with_stats), on_device(stats_from_lse)
 
 BACKENDS = ("reference", "triton")
 STATS = ("lse", "max_prob", "argmax", "entropy", "sink_mass", "local_mass", "span_mass", "key_mass", "key_count",
@@ -221,7 +198,7 @@ def test_pieces_are_found_once_for_ids_the_mask_function_made_and_on_every_call_
     calls = []
     real = segments.segment_starts
     monkeypatch.setattr(segments, "segment_starts", lambda x: calls.append(1) or real(x))
-    q, k, v, _, _, _ = (_to(t, DEV) for t in _case((1, 2, 2, 7, [[3, 4]], {})))
+    q, k, v, _, _, _ = (to_device(t, DEV) for t in _case((1, 2, 2, 7, [[3, 4]], {})))
     made = _ids([[3, 4]]).to(DEV)
     segments.mark_made(made)
     for _ in range(3):

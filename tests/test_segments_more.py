@@ -125,3 +125,24 @@ def test_bad_segment_ids_are_refused_on_every_entry_point(entry, bad, err, match
             stats_from_lse(q, k, torch.zeros(2, 2, 6), segment_ids=bad)
         else:
             attention_with_stats(q, k, v, segment_ids=bad, backend=entry)
+
+
+def test_cached_placeholders_made_in_inference_mode_are_normal_tensors():
+    """The launcher's placeholder arguments and the cached span rows are made once and kept: made inside
+    torch.inference_mode() they were inference tensors, and the autotuner's zeroing of KMASS (a placeholder when no
+    key statistic is asked for) then failed on the GPU for every later call outside inference mode
+    ("Inplace update to inference tensor outside InferenceMode")."""
+    from interp.kernels import checks, launcher
+
+    launcher._dummies.clear()
+    checks._span_tensor.cache_clear()
+    with torch.inference_mode():
+        dummy = launcher._dummy(torch.device("cpu"), torch.int64)
+        span = checks._span_tensor(1, 3, 2, torch.device("cpu"))
+    assert not dummy.is_inference() and not span.is_inference()
+    dummy.zero_()  # outside inference mode, as the autotuner does
+    q, k, v, _, _, _ = _case((2, 2, 2, 6, [[6], [6]], {}))
+    with torch.inference_mode():
+        attend(q, k, v, stats="query", span=(1, 3), backend="triton")
+    out, st = attend(q, k, v, stats="query", span=(1, 3), backend="triton")
+    assert torch.isfinite(st.span_mass).all()
