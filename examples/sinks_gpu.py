@@ -15,22 +15,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import torch
 import torch.nn.functional as F
-from triton.testing import do_bench
+from gpu_timing import bench
 
 from interp.kernels import attention_with_stats
-
-
-def bench(fn, device: str) -> float:
-    """Median ms of fn: triton.testing.do_bench on a GPU, one call on the CPU."""
-    if device == "cuda":
-        return do_bench(fn)
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
 
 
 def float64_rows(q, k, v, sinks, rows: torch.Tensor, head: int, window: int):
