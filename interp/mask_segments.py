@@ -71,7 +71,29 @@ def _packed(part) -> Builder | None:
         if kv_offset != 0 or seq.shape[-1] != kv_length:
             raise ValueError(f"packed sequences: transformers' sequence ids cover {seq.shape[-1]} tokens but the "
                              f"layer has {kv_length} keys at offset {kv_offset} (packed inputs run without a cache)")
+        if bool((seq[:, 1:] < seq[:, :-1]).any()):  # transformers' own count up (a cumsum); merging needs runs
+            raise ValueError("packed sequences: the mask's sequence ids must not decrease along a row (each "
+                             "sequence one contiguous run, as transformers' find_packed_sequence_indices makes them)")
         return seq.to(device).expand(batch, kv_length)
+
+    return build
+
+
+def _remap_check(positions: torch.Tensor, seq: torch.Tensor) -> Builder:
+    """A builder that adds no ids but checks that the remapped positions rise by one inside each packed sequence
+    (as transformers detects sequences: where they do not): only then does the remap leave the causal or window
+    relation of two tokens of one sequence as it was, which the kernels apply on the row's positions."""
+
+    def build(kv_offset, kv_length, batch, device):
+        if capturing(positions) or capturing(seq):
+            return None
+        pos, ids = positions.expand(batch, -1), seq.to(positions.device).expand(batch, -1)
+        inside = ids[:, 1:] == ids[:, :-1]
+        if bool((inside & (pos[:, 1:] - pos[:, :-1] != 1)).any()):
+            raise ValueError("packed sequences: the mask remaps positions that do not rise by one inside a packed "
+                             "sequence; interp's kernels apply the causal and window masks on the row's positions "
+                             "(run this mask with set_attn_implementation('eager'))")
+        return None
 
     return build
 
@@ -97,10 +119,11 @@ def _chunked(part, positions) -> Builder | None:
     return build
 
 
-def read_mask(fn, is_plain: Callable, positions=None) -> tuple[bool, list[Builder]] | None:
+def read_mask(fn, is_plain: Callable, positions=None, packed=None) -> tuple[bool, list[Builder]] | None:
     """(causal, segment builders) for a mask function made of a causal, sliding-window causal or bidirectional base
     (`is_plain(fn)` -> True / False, or None for anything else) under packed-sequence and chunked overlays; None when
-    `fn` holds anything else."""
+    `fn` holds anything else. A position remap is read only as transformers makes it, the base of an and_masks that
+    also holds the packed sequences (`packed`: their ids), whose sequences it maps to their own positions."""
     plain = is_plain(fn)
     if plain is not None:
         return plain, []
@@ -108,22 +131,25 @@ def read_mask(fn, is_plain: Callable, positions=None) -> tuple[bool, list[Builde
     if name == REMAP:  # positions remapped to each packed sequence's own
         inner = inner_functions(fn)
         pos = _tensors(fn)
-        if len(inner) != 1 or len(pos) != 1:
+        if packed is None or positions is not None or len(inner) != 1 or len(pos) != 1 or pos[0].dim() != 2:
             return None
-        return read_mask(inner[0], is_plain, pos[0])
+        read = read_mask(inner[0], is_plain, pos[0])
+        return None if read is None else (read[0], [_remap_check(pos[0], packed)] + read[1])
     if name != AND:
         return None
-    builders, bases = [], []
+    builders, bases, seqs = [], [], []
     for part in inner_functions(fn):
         part_name = qualname(part)
         made = _packed(part) if part_name == PACKED_PART else _chunked(part, positions) if part_name == CHUNK_PART \
             else None
         if made is None and part_name in (PACKED_PART, CHUNK_PART):
             return None
+        if part_name == PACKED_PART:
+            seqs.extend(_tensors(part))
         (builders.append(made) if made is not None else bases.append(part))
-    if not builders or len(bases) != 1:
+    if not builders or len(bases) != 1 or len(seqs) > 1:
         return None
-    base = read_mask(bases[0], is_plain, positions)
+    base = read_mask(bases[0], is_plain, positions, seqs[0] if seqs else None)
     if base is None:
         return None
     return base[0], builders + base[1]

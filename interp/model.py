@@ -33,7 +33,7 @@ from .stages import RESID_STAGES, AttnCall, checked, checked_bias, checked_qkv
 from .kernels import AttentionStats, attention_with_stats, pick_backend
 from . import layer_batch
 from .memory import check_pattern_memory
-from .packing import Packed, checked_packed, pack
+from .packing import Packed, check_packed_interventions, checked_packed, pack
 from .tokens import Tokens, to_string_ids, to_tokens
 # check_weight_dtype and the names before it were defined here (interp.zoo imports it from here)
 from .model_checks import (PATTERN_BYTES_LIMIT, SPAN_HOOK, check_grad_of, check_interventions,  # noqa: F401
@@ -329,6 +329,8 @@ class HookedModel:
         self._valid = toks.attention_mask
         # packed prompts (`pack`; their tokens are never padded): several in the row when a position id restarts
         packed = position_ids is not None and bool((position_ids[:, 1:] == 0).any())
+        if packed and self._ctx is not None:
+            check_packed_interventions(self._ctx.interventions)
         self._segments_seen = False
         if toks.attention_mask is not None:
             position_ids = (toks.attention_mask.long().cumsum(-1) - 1).clamp_min(0)

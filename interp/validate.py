@@ -212,6 +212,12 @@ def tokens_arg(value, model=None, name: str = "tokens", where: str | None = None
     meta device, vocabulary), or, unless tensor_only, text / a list of texts / lists of ids (checked by
     model.to_tokens when it runs). `dims=(2,)` allows [batch, pos] only."""
     shape_doc = "of token ids, " + " or ".join({1: "[pos]", 2: "[batch, pos]"}[d] for d in dims)
+    from .packing import Packed  # (here: interp.packing imports interp.tokens, which imports this module)
+
+    if isinstance(value, Packed):  # a tuple: it would pass as a list of ids, and be read by row position
+        raise TypeError(f"{_where(where)}{name} must be token ids or texts, not prompts packed by HookedModel.pack: "
+                        "analyses read statistics by row position (the first token, each row's last ones), which a "
+                        "packed row does not keep per prompt; give the prompts themselves")
     if isinstance(value, torch.Tensor):
         tensor_arg(name, value, dims=dims, floating=False, where=where, shape_doc=shape_doc)
         if model is not None:

@@ -265,6 +265,29 @@ def test_mask_functions_recognised():
     assert not padded and torch.equal(ids, torch.tensor([[1, 1, 1, 2, 2, 2, 2, 3]]))
 
 
+
+def test_packed_parts_transformers_never_makes_are_refused():
+    """Packed-sequence parts read as segments only as transformers builds them: ids in contiguous runs (merged with
+    chunks, [0, 0, 1, 1, 0, 0, 1, 1] once became four segments where tokens 0 and 4 see each other), a position remap
+    only beside its packed ids, with positions rising by one inside each sequence (the kernels apply causality on
+    the row's positions); once these dropped the remap or split the runs silently."""
+    from transformers import masking_utils as mu
+
+    def make(fn, n=8):
+        return lambda: interp_mask(1, n, n, mask_function=fn, device="cpu")
+
+    interleaved = mu.packed_sequence_mask_function(torch.tensor([[0, 0, 1, 1, 0, 0, 1, 1]]))
+    chunks = mu.chunked_causal_mask_function(8, torch.zeros(1, dtype=torch.long))
+    raises_clear_error(ValueError, "must not decrease", make(mu.and_masks(chunks, interleaved)))
+    raises_clear_error(ValueError, "must not decrease", make(mu.and_masks(mu.causal_mask_function, interleaved)))
+    reversed_positions = torch.tensor([[3, 2, 1, 0, 3, 2, 1, 0]])
+    remapped = mu.remap_positions_for_packed_sequence(mu.causal_mask_function, reversed_positions)
+    raises_clear_error(ValueError, "custom mask function", make(remapped))  # a remap with no packed ids beside it
+    two = mu.packed_sequence_mask_function(torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]]))
+    raises_clear_error(ValueError, "do not rise by one", make(mu.and_masks(remapped, two)))
+    ok = mu.remap_positions_for_packed_sequence(mu.causal_mask_function, torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]]))
+    assert torch.equal(segments_of(make(mu.and_masks(ok, two))())[0], two.__closure__[0].cell_contents)
+
 def test_attention_dropout_in_training_mode_is_refused():
     """model.train() with a nonzero attention dropout: eager drops probabilities, interp's kernels have no dropout."""
     for build, p in ((lambda: tiny_llama(vocab=100, attention_dropout=0.5), "0.5"), (tiny_gpt2, "0.1")):

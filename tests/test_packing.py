@@ -90,3 +90,37 @@ def test_bad_packed_inputs_are_refused():
     two_rows = m.to_tokens([PROMPTS[0], PROMPTS[0]])
     raises_clear_error(ValueError, "one row without a padding mask", m,
                        Packed(two_rows, torch.arange(7).repeat(2, 1), [(0, 7)]))
+
+
+def test_interventions_that_keep_the_rows_first_keys_are_refused_packed():
+    """StreamingAttention and GatedStreaming keep the row's first sink_tokens keys: packed, those are the first
+    prompt's, and every later prompt lost its own sinks (logits 0.37 off its own run); now a ValueError. Head
+    ablations act per token and stay allowed."""
+    from interp.interventions import GatedStreaming, HeadAblation, StreamingAttention
+
+    m = interp.load(tiny_llama(vocab=100), backend="reference")
+    packed = m.pack(PROMPTS)
+    for iv in (StreamingAttention(1, sink_tokens=1, window=2), GatedStreaming(0, torch.zeros(2), 1, 2)):
+        raises_clear_error(ValueError, "lose its own sinks", lambda: m.run_with_hooks(packed, interventions=[iv]))
+        raises_clear_error(ValueError, "lose its own sinks", lambda: m.run_with_cache(packed, interventions=[iv]))
+        m.run_with_hooks(m.pack([PROMPTS[0]]), interventions=[iv])  # one prompt: its sinks are the row's
+    logits = m.run_with_hooks(packed, interventions=[HeadAblation(0, heads=[1])])
+    s, e = packed.spans[1]
+    alone = m.run_with_hooks([PROMPTS[1]], interventions=[HeadAblation(0, heads=[1])])
+    torch.testing.assert_close(logits[0, s:e], alone[0], **TOL)
+
+
+def test_analyses_refuse_packed_prompts():
+    """Analyses read statistics by row position (a row's first token, its last ones): a Packed, a tuple, passed as
+    "a list of ids" and gave answers for the row (long_context_scores' local score 0.81 where the prompts give
+    0.53); now a TypeError naming the argument."""
+    from interp import analyses as A
+
+    m = interp.load(tiny_llama(vocab=100), backend="reference")
+    packed = m.pack(PROMPTS)
+    for call in (lambda: A.first_token_alpha(m, packed), lambda: A.value_drains(m, packed),
+                 lambda: A.long_context_scores(m, packed, sink_tokens=1, local_window=2),
+                 lambda: A.shape_scores(m, packed, sink_tokens=1, local_window=2),
+                 lambda: A.hidden_sinks(m, packed), lambda: A.massive_activations(m, packed)):
+        raises_clear_error(TypeError, "tokens must be token ids or texts, not prompts packed", call)
+    raises_clear_error(TypeError, r"domains\['x'\] must be token ids", lambda: A.dormant_heads(m, {"x": packed}))
