@@ -54,12 +54,16 @@ def add_sink_entropy(st: AttentionStats, lse_sinks: torch.Tensor, sinks: torch.T
     return st
 
 
-def stats_with_sinks(q, k, lse_sinks: torch.Tensor, spec: AttnSpec) -> AttentionStats:
-    """The statistics of spec.stats from the sink-inclusive lse' (one statistics pass reading lse')."""
+def stats_with_sinks(q, k, lse_sinks: torch.Tensor, spec: AttnSpec, sink_entropy=None) -> AttentionStats:
+    """The statistics of spec.stats from the sink-inclusive lse' (one statistics pass reading lse'). sink_entropy:
+    the sink's entropy term per row when `rescale` made it (else computed here)."""
     from .launcher import triton_stats
 
     plain = dataclasses.replace(spec, sinks=None)
     st = triton_stats(q, k, lse_sinks.contiguous(), plain)
+    if sink_entropy is not None and st.entropy is not None:
+        st.entropy.add_(sink_entropy)
+        return st
     return add_sink_entropy(st, lse_sinks, spec.sinks)
 
 
@@ -72,22 +76,40 @@ def rescale_reference(out: torch.Tensor | None, lse: torch.Tensor, sinks: torch.
     return (out.float() * keep[..., None]).to(out.dtype), lse_s
 
 
-def rescale(out: torch.Tensor | None, lse: torch.Tensor, sinks: torch.Tensor) -> torch.Tensor:
-    """The forward's output O [b, h, q_len, dv] (or None) and lse [b, h, q_len] -> lse' = logaddexp(lse, sink_h),
-    with O rescaled to O exp(lse - lse') in place: one Triton pass (`triton_sinks.py`), float32 inside."""
+def rescale(out: torch.Tensor | None, lse: torch.Tensor, sinks: torch.Tensor, entropy: bool = False):
+    """The forward's output O [b, h, q_len, dv] (or None) and lse [b, h, q_len] -> (lse' = logaddexp(lse, sink_h),
+    the sink's entropy term -p_sink ln p_sink per row or None), with O rescaled to O exp(lse - lse') in place: one
+    Triton pass (`triton_sinks.py`), float32 inside, launched directly once compiled (`direct_launch.py`)."""
     import triton
 
-    from .triton_sinks import RESCALE_BLOCK_M, sinks_rescale_kernel
+    from .triton_sinks import RESCALE_BLOCK_M
 
     b, h, m = lse.shape
     lse_s = torch.empty((b, h, m), device=lse.device, dtype=torch.float32)
+    ent = torch.empty((b, h, m), device=lse.device, dtype=torch.float32) if entropy else lse_s
     o = out if out is not None else lse.new_empty((1, 1, 1, 1))
-    grid = (triton.cdiv(m, RESCALE_BLOCK_M), b * h)
-    sinks_rescale_kernel[grid](
-        o, lse, lse_s, sinks, *o.stride(), *lse.stride(), h, m, o.shape[-1],
-        sinks.stride(0) if sinks.shape[0] > 1 else 0,
-        HAS_OUT=out is not None, BLOCK_M=RESCALE_BLOCK_M, BLOCK_D=triton.next_power_of_2(o.shape[-1]))
-    return lse_s
+    block_d = triton.next_power_of_2(o.shape[-1])
+    consts = dict(HAS_OUT=out is not None, HAS_ENT=entropy, BLOCK_M=RESCALE_BLOCK_M, BLOCK_D=block_d)
+    _direct_rescale()(
+        (triton.cdiv(m, RESCALE_BLOCK_M), b * h),
+        (o, lse, lse_s, sinks, ent, *o.stride(), *lse.stride(), h, m, o.shape[-1],
+         sinks.stride(0) if sinks.shape[0] > 1 else 0),
+        consts, tuple(consts.values()))
+    return lse_s, (ent if entropy else None)
+
+
+_launcher = []
+
+
+def _direct_rescale():
+    """The rescale kernel's DirectLauncher, made on first use (the JIT path in the CPU interpreter)."""
+    if not _launcher:
+        from .direct_launch import DirectLauncher
+        from .triton_forward import INTERPRET
+        from .triton_sinks import sinks_rescale_kernel
+
+        _launcher.append(DirectLauncher(sinks_rescale_kernel, enabled=not INTERPRET))
+    return _launcher[0]
 
 
 def triton_attention_with_sinks(q, k, v, spec: AttnSpec, *, need_out: bool = True):
@@ -96,9 +118,9 @@ def triton_attention_with_sinks(q, k, v, spec: AttnSpec, *, need_out: bool = Tru
 
     fwd = dataclasses.replace(spec, stats=("lse",), sinks=None)  # output + lse only: no fused decode walk
     out, st = triton_attention(q, k, v, fwd, need_out=need_out)
-    lse_s = rescale(out, st.lse, spec.sinks)  # out rescaled in place
     rest = tuple(n for n in spec.stats if n != "lse")
-    res = stats_with_sinks(q, k, lse_s, dataclasses.replace(spec, stats=rest)) if rest else AttentionStats()
+    lse_s, ent = rescale(out, st.lse, spec.sinks, entropy="entropy" in rest)  # out rescaled in place
+    res = stats_with_sinks(q, k, lse_s, dataclasses.replace(spec, stats=rest), ent) if rest else AttentionStats()
     if "lse" in spec.stats:
         res.lse = lse_s
     return out, res

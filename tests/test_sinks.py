@@ -158,7 +158,8 @@ def test_stats_from_lse_with_sinks(device):
 def test_rescale_kernel_matches_its_reference(device, dtype, dv, per_batch):
     """The one-pass rescale (lse' and O exp(lse - lse'), in place) equals the float32 torch formula: strided O (SDPA's
     [b, q, h, d] memory order) and lse, [heads] and [batch, heads] sinks, rows that see nothing (lse -inf) and a NaN
-    row, awkward head dims and row counts; with no output only lse' is formed."""
+    row, awkward head dims and row counts; with no output only lse' is formed. The sink's entropy term, when asked
+    for, is torch.special.xlogy's -p_sink ln p_sink (0 on rows that see no key, where p_sink is 1; NaN on a NaN row)."""
     b, h, m = 2, 3, 70
     g = torch.Generator().manual_seed(dv)
     out = torch.randn(b, m, h, dv, generator=g).to(dtype).to(device).transpose(1, 2)  # strided like SDPA's
@@ -168,12 +169,17 @@ def test_rescale_kernel_matches_its_reference(device, dtype, dv, per_batch):
     sinks = torch.randn(b if per_batch else 1, h, generator=g).to(device) * 2
     want_out, want_lse = rescale_reference(out, lse, sinks)
     got = out.clone()
-    got_lse = rescale(got, lse, sinks)
+    got_lse, ent = rescale(got, lse, sinks, entropy=True)
     torch.testing.assert_close(got_lse, want_lse, atol=1e-6, rtol=1e-6, equal_nan=True)
+    p_sink = torch.exp(sinks[:, :, None] - want_lse)
+    torch.testing.assert_close(ent, -torch.special.xlogy(p_sink, p_sink), atol=1e-6, rtol=1e-5, equal_nan=True)
+    assert ent[1, 2, 7].isnan() and (ent[0, 1, :5] == 0).all()
     torch.testing.assert_close(got.float(), want_out.float(), equal_nan=True,
                                **({} if dtype == torch.float32 else dict(atol=TOL[dtype], rtol=TOL[dtype])))
     assert (got[0, 1, :5] == 0).all() and got[1, 2, 7].isnan().all()
-    torch.testing.assert_close(rescale(None, lse, sinks), want_lse, atol=1e-6, rtol=1e-6, equal_nan=True)
+    lse_only, no_ent = rescale(None, lse, sinks)
+    torch.testing.assert_close(lse_only, want_lse, atol=1e-6, rtol=1e-6, equal_nan=True)
+    assert no_ent is None
 
 
 def test_finite_check_is_kept_until_the_sinks_change(monkeypatch):
