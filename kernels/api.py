@@ -119,12 +119,12 @@ def attention_with_stats(
                              "use backend='auto' or 'reference'")
         chosen = "reference"
     if chosen == "triton" and spec.segment_ids is not None:  # each segment's queries against its own keys
-        from .segments import piece_stats, run_pieces, shift_span
+        from .segments import piece_mask, piece_stats, run_pieces, shift_span
 
         bias = key_bias is not None or softcap is not None  # (softcap: the zero bias its kernels path takes)
 
         def piece(rows, qa, qe, ks, ke):
-            mask = None if spec.key_valid is None else spec.key_valid[rows, ks:ke]
+            mask = piece_mask(spec.key_valid, rows, ks, ke)
             return attention_with_stats(
                 q[rows, :, qa:qe], k[rows, :, ks:ke], v[rows, :, ks:ke], causal=spec.causal, scale=spec.scale,
                 sliding_window=spec.sliding_window, attention_mask=mask,
@@ -227,10 +227,10 @@ def stats_from_lse(
                          f"(the lse statistic of the same call), got {lse.dtype} {tuple(lse.shape)} on {lse.device}")
     pick_backend("triton", q.device)  # a clear error where the Triton kernels cannot run
     if spec.segment_ids is not None:
-        from .segments import piece_stats, run_pieces, shift_span
+        from .segments import piece_mask, piece_stats, run_pieces, shift_span
 
         def piece(rows, qa, qe, ks, ke):
-            mask = None if spec.key_valid is None else spec.key_valid[rows, ks:ke]
+            mask = piece_mask(spec.key_valid, rows, ks, ke)
             return None, stats_from_lse(
                 q[rows, :, qa:qe], k[rows, :, ks:ke], lse[rows, :, qa:qe], causal=spec.causal, scale=spec.scale,
                 sliding_window=spec.sliding_window, attention_mask=mask, stats=piece_stats(spec.stats),

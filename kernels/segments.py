@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from .checks import capturing, weak_tag, weak_tag_of
+from .checks import capturing, mark_padded, weak_tag, weak_tag_of
 from .stats import KEY_STATS, AttentionStats, finish_key_stats
 
 # id(ids) -> (weak reference, True): ids made by interp's mask function for one forward (`mark_made`)
@@ -203,6 +203,16 @@ def run_pieces(spec, ids: torch.Tensor, piece: Piece, need_out: bool) -> tuple[t
     if order != list(range(b)):
         out = out[torch.argsort(torch.tensor(order, device=dev))]
     return out, st
+
+
+def piece_mask(key_valid: torch.Tensor | None, rows, ks: int, ke: int) -> torch.Tensor | None:
+    """A piece's part of the call's padding mask, marked padded (`checks.mark_padded`) so that the piece's input
+    checks do not sync to ask: were it all true, the kernels would apply an all-true mask, changing only speed."""
+    if key_valid is None:
+        return None
+    mask = key_valid[rows, ks:ke]
+    mark_padded(mask)
+    return mask
 
 
 def shift_span(span: torch.Tensor | None, sel, ks: int, ke: int) -> torch.Tensor | None:
