@@ -176,13 +176,20 @@ def run_pieces(spec, ids: torch.Tensor, piece: Piece, need_out: bool) -> tuple[t
     mass = torch.zeros(b, h, lk, **f32) if keys else None
     count = torch.zeros(b, h, lk, **f32) if keys else None
     outs, order = [], []
+    out = None  # without autograd each piece's output is copied into one tensor as it comes (memory: the output
+    # and one piece, not every piece and their concatenation)
     for rows, runs in plan(ids, lq):
         sel = slice(None) if len(rows) == b else torch.tensor(rows, device=dev)
         pieces = []
         for qa, qe, ks in runs:
             ke = qe + spec.q_offset
             o, part = piece(sel, qa, qe, ks, ke)
-            pieces.append(o)
+            if o is not None and not o.requires_grad:
+                if out is None:
+                    out = o.new_empty(b, h, lq, o.shape[-1])
+                out[sel, :, qa:qe] = o
+            else:
+                pieces.append(o)
             for name, t in part.items():
                 if name in KEY_STATS:
                     continue
@@ -192,14 +199,14 @@ def run_pieces(spec, ids: torch.Tensor, piece: Piece, need_out: bool) -> tuple[t
             if keys:
                 mass[sel, :, ks:ke] = part.key_mass
                 count[sel, :, ks:ke] = part.key_count
-        if need_out:
+        if need_out and pieces:
             outs.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2))
         order.extend(rows)
     if keys:
         finish_key_stats(st, want, mass, count)
-    if not need_out:
-        return None, st
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+    if not need_out or out is not None:
+        return out, st
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)  # differentiable: the pieces carry autograd
     if order != list(range(b)):
         out = out[torch.argsort(torch.tensor(order, device=dev))]
     return out, st
