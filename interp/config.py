@@ -24,10 +24,15 @@ class ModelConfig:
     # the value / output head dim: hook_v's, hook_z's and W_O's per-head width. None (the default) means d_head;
     # it differs in multi-head latent attention (DeepSeek-V2/V3: q/k heads of 192, v / z heads of 128)
     d_head_v: int | None = None
+    # per layer: the attention chunk of a chunked layer (Llama 4's attention_chunk_size: a query sees only the keys
+    # of its own chunk), or None; () given means None for every layer
+    layer_chunks: tuple = ()
 
     def __post_init__(self):
         if self.d_head_v is None:
             object.__setattr__(self, "d_head_v", self.d_head)
+        if not self.layer_chunks:
+            object.__setattr__(self, "layer_chunks", (None,) * self.n_layers)
 
     @property
     def is_mla(self) -> bool:
@@ -48,11 +53,14 @@ class ModelConfig:
             windows = [sw if t == "sliding_attention" else None for t in layer_types]
         elif sw and getattr(c, "use_sliding_window", False):
             windows = [sw] * n_layers
+        chunk = _positive_int(getattr(c, "attention_chunk_size", None))
+        chunks = [chunk if t == "chunked_attention" else None for t in layer_types or [None] * n_layers]
         archs = getattr(config, "architectures", None) or [type(config).__name__]
         return cls(
             n_layers=n_layers, n_heads=n_heads, n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
             d_head=d_head, d_head_v=d_head_v, d_model=d_model, d_vocab=c.vocab_size,
             n_ctx=getattr(c, "max_position_embeddings", None) or 2048, layer_windows=tuple(windows),
+            layer_chunks=tuple(chunks),
             is_causal=bool(getattr(c, "is_causal", not getattr(c, "is_encoder_decoder", False)))
             and "Bert" not in archs[0],
             architecture=archs[0],

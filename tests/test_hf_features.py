@@ -180,6 +180,7 @@ def test_llama4_chunked_attention_matches_eager(backend):
     several chunks with dynamic (a sliding cache: keys from an offset) and static caches, packed sequences inside
     the chunks; the captured patterns are eager's attention weights and the Triton statistics the reference's."""
     ref, hf = _pair(_tiny_llama4, backend)
+    assert interp.load(_tiny_llama4(layers=4)).cfg.layer_chunks == (4, None, 4, None)
     ids = torch.randint(1, 50, (2, 11), generator=torch.Generator().manual_seed(2))
     want = _logits(ref, input_ids=ids, use_cache=False)
     torch.testing.assert_close(_logits(hf, input_ids=ids, use_cache=False), want, **TOL)
@@ -357,3 +358,17 @@ def test_model_outside_the_attention_interface_is_refused():
                                 intermediate_size=32, max_position_embeddings=64)).eval()
     with pytest.raises(ValueError, match="MPNetModel kept attention implementation 'eager'"):
         interp.load(hf)
+
+
+def test_classify_notes_chunked_layers():
+    """`interp classify`'s long-context pass says which layers attend in chunks shorter than its context (their
+    long-context scores describe a chunk), and says nothing at a context within one chunk."""
+    from interp.batch.classify import _long_context
+
+    m = interp.load(_tiny_llama4(layers=4), backend="reference")
+    notes = []
+    _long_context(m, 12, 1, 0, notes)
+    assert any("layers [0, 2] attend in chunks of 4 tokens" in n for n in notes), notes
+    notes = []
+    _long_context(m, 4, 1, 0, notes)
+    assert not any("chunks" in n for n in notes), notes

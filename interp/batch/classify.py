@@ -75,6 +75,11 @@ def _long_context(model, ctx: int, prompts: int, seed: int, notes: list) -> dict
     elif W is not None:
         notes.append(f"{model.name}: context {ctx} is too short to measure the local score at the model's window "
                      f"{W} (local_score_arch left empty)")
+    chunked = [layer for layer, c in enumerate(model.cfg.layer_chunks) if c and ctx > c]
+    if chunked:
+        notes.append(f"{model.name}: layers {chunked} attend in chunks of {model.cfg.layer_chunks[chunked[0]]} "
+                     f"tokens (chunked attention): at context {ctx} their queries past the first chunk see no earlier "
+                     "chunk, so their long-context scores describe the chunk, not the whole context")
     return scores
 
 
