@@ -284,12 +284,14 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
             attention_mask = None
     ids = None
     wrapper = getattr(module, "_interp_model", None)
+    if wrapper is not None:  # the layers that ran, and those confined to segments (HookedModel checks that packed
+        wrapper._layers_run.add(_layer_of(module))  # prompts were kept apart in every layer)
     if segmented is not None:
         ids, padded = segmented
         if not padded:  # an all-true mask that only carried the ids
             attention_mask = None
         if wrapper is not None:
-            wrapper._segments_seen = True  # (HookedModel checks that packed prompts were kept apart)
+            wrapper._layers_apart.add(_layer_of(module))
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if wrapper is None or wrapper._ctx is None:  # no hooks, no statistics: the plain fused path
         backend = wrapper.backend if wrapper is not None else "auto"

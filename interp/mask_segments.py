@@ -146,7 +146,10 @@ def read_mask(fn, is_plain: Callable, positions=None, packed=None) -> tuple[bool
             return None
         if part_name == PACKED_PART:
             seqs.extend(_tensors(part))
-        (builders.append(made) if made is not None else bases.append(part))
+        if made is not None:
+            builders.append(made)
+        else:
+            bases.append(part)
     if not builders or len(bases) != 1 or len(seqs) > 1:
         return None
     base = read_mask(bases[0], is_plain, positions, seqs[0] if seqs else None)

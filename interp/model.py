@@ -106,6 +106,10 @@ class HookedModel:
         _check_attention_routed(hf_model)
         self._ctx: RunContext | None = None
         self._valid: torch.Tensor | None = None  # [batch, pos] padding mask of the current run
+        # the layers the last forward ran, and those whose mask confined them to segments (`_forward`'s check that
+        # packed prompts were kept apart)
+        self._layers_run: set = set()
+        self._layers_apart: set = set()
         self._install_module_hooks()
 
     # ------------------------------------------------------------------ basics
@@ -331,7 +335,7 @@ class HookedModel:
         packed = position_ids is not None and bool((position_ids[:, 1:] == 0).any())
         if packed and self._ctx is not None:
             check_packed_interventions(self._ctx.interventions)
-        self._segments_seen = False
+        self._layers_run, self._layers_apart = set(), set()
         if toks.attention_mask is not None:
             position_ids = (toks.attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         keep = None if logits_at is None else logits_positions(logits_at, toks.input_ids.shape[1])
@@ -342,10 +346,11 @@ class HookedModel:
         with torch.set_grad_enabled(grad), checkpointed_blocks(self, self._ctx, active=ckpt):
             out = self.model(input_ids=toks.input_ids, attention_mask=toks.attention_mask,
                              position_ids=position_ids, use_cache=False, **kwargs)
-        if packed and not self._segments_seen:
-            raise ValueError(f"{type(self.model).__name__} ran the packed prompts without keeping them apart (its "
-                             "attention mask does not read packed position ids), so they attended to each other; "
-                             "run them as a padded batch instead of HookedModel.pack")
+        mixed = sorted(self._layers_run - self._layers_apart) if packed else []
+        if mixed:
+            raise ValueError(f"{type(self.model).__name__} ran the packed prompts without keeping them apart in layers "
+                             f"{mixed[:8]} (their attention mask does not read packed position ids), so they attended "
+                             "to each other there; run them as a padded batch instead of HookedModel.pack")
         out = out.logits if hasattr(out, "logits") else out.last_hidden_state
         return out[:, keep.to(out.device)] if keep is not None and not native else out
 

@@ -72,8 +72,14 @@ def test_models_that_would_mix_packed_prompts_are_refused(monkeypatch):
     """A model whose mask function does not read packed position ids would let the prompts attend to each other:
     no layer then sees segment ids, and the run is refused instead of answering for mixed prompts."""
     m = interp.load(tiny_llama(vocab=100), backend="reference")
+    real = interp.attention.segments_of
     monkeypatch.setattr(interp.attention, "segments_of", lambda mask: None)
-    raises_clear_error(ValueError, "without keeping them apart", m, m.pack(PROMPTS))
+    raises_clear_error(ValueError, r"without keeping them apart in layers \[0, 1\]", m, m.pack(PROMPTS))
+    # one layer keeping them apart is not enough: the other's mask (here: its second call's) misses the packing
+    seen = []
+    monkeypatch.setattr(interp.attention, "segments_of", lambda mask: None if seen.append(1) or len(seen) > 1
+                        else real(mask))
+    raises_clear_error(ValueError, r"without keeping them apart in layers \[1\]", m, m.pack(PROMPTS))
 
 
 def test_bad_packed_inputs_are_refused():
