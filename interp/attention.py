@@ -46,11 +46,10 @@ def keys_used(mask) -> tuple[int, bool] | None:
 
 # parts of transformers' mask functions (`transformers.masking_utils`, by qualified name) the kernels cannot
 # reproduce, with what a user did to get them
-_MU = MU
 _UNSUPPORTED_PARTS = {
-    _MU + "blockwise_overlay.<locals>.inner_mask": "bidirectional blocks (block_sequence_ids / token_type_ids)",
-    _MU + "sliding_window_bidirectional_overlay.<locals>.inner_mask": "a bidirectional sliding window",
-    _MU + "or_masks.<locals>.or_mask": "a mask widened by an or_mask_function (e.g. Gemma 3's "
+    MU + "blockwise_overlay.<locals>.inner_mask": "bidirectional blocks (block_sequence_ids / token_type_ids)",
+    MU + "sliding_window_bidirectional_overlay.<locals>.inner_mask": "a bidirectional sliding window",
+    MU + "or_masks.<locals>.or_mask": "a mask widened by an or_mask_function (e.g. Gemma 3's "
                                        "use_bidirectional_attention)",
 }
 
@@ -91,9 +90,9 @@ def _unsupported_part(fn) -> str:
         f = todo.pop(0)
         if qualname(f) in _UNSUPPORTED_PARTS:
             known.append(_UNSUPPORTED_PARTS[qualname(f)])
-        if qualname(f).startswith(_MU):
+        if qualname(f).startswith(MU):
             todo.extend(inner_functions(f))
-    specific = [k for k in known if k != _UNSUPPORTED_PARTS[_MU + "or_masks.<locals>.or_mask"]]
+    specific = [k for k in known if k != _UNSUPPORTED_PARTS[MU + "or_masks.<locals>.or_mask"]]
     return (specific or known or [f"the custom mask function {qualname(fn)}"])[0]
 
 
@@ -144,11 +143,10 @@ def segments_of(mask) -> tuple[torch.Tensor, bool] | None:
 def _with_segments(mask, ids: torch.Tensor, device):
     """`mask` tagged with the segment ids for `interp_attention`; when there is no padding mask, an all-true one
     carries them (and the tag says it hides nothing)."""
-    padded = mask is not None
+    static = None if mask is None else keys_used(mask)  # a static cache's mask: (keys used, padded)
+    padded = mask is not None if static is None else static[1]
     if mask is None:
         mask = torch.ones(ids.shape, dtype=torch.bool, device=device)
-    elif keys_used(mask) is not None:
-        padded = keys_used(mask)[1]
     mark_made(ids)  # made for this forward, never edited: checked and split into pieces once for every layer
     weak_tag(_segments, mask, (ids, padded))
     return mask
@@ -284,14 +282,15 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
             attention_mask = None
     ids = None
     wrapper = getattr(module, "_interp_model", None)
-    if wrapper is not None:  # the layers that ran, and those confined to segments (HookedModel checks that packed
-        wrapper._layers_run.add(_layer_of(module))  # prompts were kept apart in every layer)
     if segmented is not None:
         ids, padded = segmented
         if not padded:  # an all-true mask that only carried the ids
             attention_mask = None
-        if wrapper is not None:
-            wrapper._layers_apart.add(_layer_of(module))
+    if wrapper is not None:  # the layers that ran, and those confined to segments (HookedModel checks that packed
+        layer = _layer_of(module)  # prompts were kept apart in every layer)
+        wrapper._layers_run.add(layer)
+        if segmented is not None:
+            wrapper._layers_apart.add(layer)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if wrapper is None or wrapper._ctx is None:  # no hooks, no statistics: the plain fused path
         backend = wrapper.backend if wrapper is not None else "auto"

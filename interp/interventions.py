@@ -25,7 +25,7 @@ import math
 import numbers
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -327,6 +327,7 @@ class StreamingAttention(Intervention):
     sink_tokens: int = 4
     window: int = 64
     _heads: list = field(default_factory=list, repr=False)
+    keeps_row_start: ClassVar[bool] = True  # its sinks are the row's first keys
 
     stages = ("probs",)
 
@@ -364,6 +365,7 @@ class GatedStreaming(Intervention):
     gate_logits: torch.Tensor  # [kv_heads]
     sink_tokens: int = 4
     window: int = 64
+    keeps_row_start: ClassVar[bool] = True  # its streaming part's sinks are the row's first keys
 
     stages = ("out",)
 

@@ -68,17 +68,12 @@ def checked_packed(packed: Packed, cfg, device, to_tokens) -> tuple[Tokens, torc
     return toks, pos.to(device=device, dtype=torch.long)
 
 
-# interventions that read a query's or key's place in the row as its place in its prompt: the first keys of the row
-# as every query's sinks, so packed they would drop every later prompt's own sinks
-_ROW_START = ("StreamingAttention", "GatedStreaming")
-
-
 def check_packed_interventions(interventions: dict) -> None:
-    """Refuse, for packed prompts, interventions whose sink keys are the row's first keys ({layer: [intervention]},
-    as a hooks context holds them): each later prompt would lose its own."""
+    """Refuse, for packed prompts, interventions whose sink keys are the row's first keys (`keeps_row_start`;
+    {layer: [intervention]}, as a hooks context holds them): each later prompt would lose its own."""
     for layer, ivs in interventions.items():
         for iv in ivs:
-            if type(iv).__name__ in _ROW_START:
+            if getattr(iv, "keeps_row_start", False):
                 raise ValueError(
                     f"{type(iv).__name__} (layer {layer}) keeps the row's first sink_tokens keys; with prompts packed "
                     "by HookedModel.pack those belong to the first prompt only, so every later prompt would lose its "

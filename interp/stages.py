@@ -76,11 +76,14 @@ class Intervention:
     Each stage method must return a tensor of the shape, dtype and device it was handed (qkv: three of them;
     key_bias: None or a float bias [batch or 1, heads or 1, k_len]), else the run raises ValueError/TypeError naming
     the class and the stage. `resizes_batch = True` lets an intervention change the batch dimension between stages
-    (`InputPatch` runs several copies of the batch); the other dimensions must still match.
+    (`InputPatch` runs several copies of the batch); the other dimensions must still match. `keeps_row_start = True`
+    marks one that treats a row's first keys as every query's sinks: refused on prompts packed into one row
+    (`interp.packing`), where those keys belong to the first prompt only.
     """
 
     stages: ClassVar[tuple[str, ...]] = ()
     resizes_batch: ClassVar[bool] = False
+    keeps_row_start: ClassVar[bool] = False
 
     def validate(self, n_layers: int, n_heads: int) -> None:
         """Raise ValueError/TypeError for settings that do not fit a model of this size (default: nothing to check;

@@ -119,18 +119,15 @@ def attention_with_stats(
                              "use backend='auto' or 'reference'")
         chosen = "reference"
     if chosen == "triton" and spec.segment_ids is not None:  # each segment's queries against its own keys
-        from .segments import piece_mask, piece_stats, run_pieces, shift_span
+        from .segments import piece_options, run_pieces
 
         bias = key_bias is not None or softcap is not None  # (softcap: the zero bias its kernels path takes)
 
         def piece(rows, qa, qe, ks, ke):
-            mask = piece_mask(spec.key_valid, rows, ks, ke)
             return attention_with_stats(
-                q[rows, :, qa:qe], k[rows, :, ks:ke], v[rows, :, ks:ke], causal=spec.causal, scale=spec.scale,
-                sliding_window=spec.sliding_window, attention_mask=mask,
-                key_bias=spec.key_bias[rows, :, ks:ke] if bias else None, stats=piece_stats(spec.stats),
-                sink_tokens=sink_tokens, local_window=local_window, span=shift_span(spec.span, rows, ks, ke),
-                backend="triton", need_out=need_out, softcap=softcap, sinks=sinks)
+                q[rows, :, qa:qe], k[rows, :, ks:ke], v[rows, :, ks:ke],
+                key_bias=spec.key_bias[rows, :, ks:ke] if bias else None, backend="triton", need_out=need_out,
+                softcap=softcap, sinks=sinks, **piece_options(spec, rows, ks, ke, sink_tokens, local_window))
 
         return run_pieces(spec, spec.segment_ids, piece, need_out)
     if chosen == "triton":
@@ -227,15 +224,13 @@ def stats_from_lse(
                          f"(the lse statistic of the same call), got {lse.dtype} {tuple(lse.shape)} on {lse.device}")
     pick_backend("triton", q.device)  # a clear error where the Triton kernels cannot run
     if spec.segment_ids is not None:
-        from .segments import piece_mask, piece_stats, run_pieces, shift_span
+        from .segments import piece_options, run_pieces
 
         def piece(rows, qa, qe, ks, ke):
-            mask = piece_mask(spec.key_valid, rows, ks, ke)
             return None, stats_from_lse(
-                q[rows, :, qa:qe], k[rows, :, ks:ke], lse[rows, :, qa:qe], causal=spec.causal, scale=spec.scale,
-                sliding_window=spec.sliding_window, attention_mask=mask, stats=piece_stats(spec.stats),
-                sink_tokens=sink_tokens, local_window=local_window, span=shift_span(spec.span, rows, ks, ke),
-                softcap=softcap, sinks=sinks if sinks is None or sinks.dim() == 1 else sinks[rows])
+                q[rows, :, qa:qe], k[rows, :, ks:ke], lse[rows, :, qa:qe], softcap=softcap,
+                sinks=sinks if sinks is None or sinks.dim() == 1 else sinks[rows],
+                **piece_options(spec, rows, ks, ke, sink_tokens, local_window))
 
         return run_pieces(spec, spec.segment_ids, piece, False)[1]
     from .launcher import triton_stats

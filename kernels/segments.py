@@ -212,18 +212,16 @@ def run_pieces(spec, ids: torch.Tensor, piece: Piece, need_out: bool) -> tuple[t
     return out, st
 
 
-def piece_mask(key_valid: torch.Tensor | None, rows, ks: int, ke: int) -> torch.Tensor | None:
-    """A piece's part of the call's padding mask, marked padded (`checks.mark_padded`) so that the piece's input
-    checks do not sync to ask: were it all true, the kernels would apply an all-true mask, changing only speed."""
-    if key_valid is None:
-        return None
-    mask = key_valid[rows, ks:ke]
-    mark_padded(mask)
-    return mask
-
-
-def shift_span(span: torch.Tensor | None, sel, ks: int, ke: int) -> torch.Tensor | None:
-    """A [batch, 2] span in the row's key positions -> the piece's ([rows, 2], keys [ks, ke) renumbered from 0)."""
-    if span is None:
-        return None
-    return (span[sel] - ks).clamp(0, ke - ks)
+def piece_options(spec, rows, ks: int, ke: int, sink_tokens: int, local_window: int) -> dict:
+    """The keyword arguments one piece's call shares with the whole call's (`attention_with_stats` and
+    `stats_from_lse` alike): its rows' and keys' part of the padding mask, marked padded (`checks.mark_padded`, so
+    that the piece's input checks do not sync to ask: were it all true, the kernels would apply an all-true mask,
+    changing only speed), the span renumbered from the piece's first key, and the statistics each piece is asked for
+    (`piece_stats`)."""
+    mask = None
+    if spec.key_valid is not None:
+        mask = spec.key_valid[rows, ks:ke]
+        mark_padded(mask)
+    span = None if spec.span is None else (spec.span[rows] - ks).clamp(0, ke - ks)  # [rows, 2]
+    return dict(causal=spec.causal, scale=spec.scale, sliding_window=spec.sliding_window, attention_mask=mask,
+                stats=piece_stats(spec.stats), sink_tokens=sink_tokens, local_window=local_window, span=span)

@@ -23,6 +23,7 @@ D = rowsum(dO * O'), so dq, dk, dv are exact, and the sink's own gradient is -su
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 
@@ -98,18 +99,14 @@ def rescale(out: torch.Tensor | None, lse: torch.Tensor, sinks: torch.Tensor, en
     return lse_s, (ent if entropy else None)
 
 
-_launcher = []
-
-
+@functools.cache
 def _direct_rescale():
     """The rescale kernel's DirectLauncher, made on first use (the JIT path in the CPU interpreter)."""
-    if not _launcher:
-        from .direct_launch import DirectLauncher
-        from .triton_forward import INTERPRET
-        from .triton_sinks import sinks_rescale_kernel
+    from .direct_launch import DirectLauncher
+    from .triton_forward import INTERPRET
+    from .triton_sinks import sinks_rescale_kernel
 
-        _launcher.append(DirectLauncher(sinks_rescale_kernel, enabled=not INTERPRET))
-    return _launcher[0]
+    return DirectLauncher(sinks_rescale_kernel, enabled=not INTERPRET)
 
 
 def triton_attention_with_sinks(q, k, v, spec: AttnSpec, *, need_out: bool = True):
