@@ -203,6 +203,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", choices=["all", "first"], default="all")
+    ap.add_argument("--pick", nargs="+", type=int, default=None, help="only these config indices")
     ap.add_argument("--variants", nargs="+", default=["query", "all"], choices=sorted(VARIANTS))
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--window", nargs="?", const="narrow", default=None, choices=["narrow", "wide"],
@@ -223,6 +224,8 @@ def main(argv=None) -> int:
     configs = mods["triton_stats"]._configs()
     if args.configs == "first":
         configs = configs[:1]
+    if args.pick is not None:
+        configs = [configs[i] for i in args.pick]
     window = f", {args.window} sliding window" if args.window else ""
     print(f"triton {triton.__version__}, sm_90, head_dim {args.head_dim}, fp16, causal{window}"
           f"{f', kernels of {args.root}' if args.root else ''}")

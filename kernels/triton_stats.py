@@ -39,7 +39,7 @@ from .device_bench import autotune_timer
 from .triton_forward import INTERPRET, _program_at, flag_from_env, _walk_bounds, fitting
 from .triton_stats_rows import (LSE_LIMIT, _bad_rows, _combine_parts, _fence, _finalize_keys, _row_flags,
                                  _store_full_walk, _store_masses)
-from .triton_stats_t import _finish_t, _key_scores, _stats_inner_t
+from .triton_stats_t import _key_scores, _walk_t
 
 TRIAL_CONFIGS = flag_from_env("INTERP_STATS_TRIAL_CONFIGS", os.environ.get("INTERP_STATS_TRIAL_CONFIGS"), False)
 
@@ -66,7 +66,8 @@ def _configs():
 
     def c(bm, bn, split, groups, warps, stages, **kw):
         return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_MASSES": split, "KEY_GROUPS": groups,
-                              "TRANSPOSE": kw.pop("transpose", 0)}, num_warps=warps, num_stages=stages, **kw)
+                              "TRANSPOSE": kw.pop("transpose", 0), "ROLES": kw.pop("roles", 1)},
+                             num_warps=warps, num_stages=stages, **kw)
 
     return [  # the first is the one INTERP_AUTOTUNE=0 pins
         # key-by-query tiles (`triton_stats_t.py`; masses in walks of their own): 330-342 instructions per key block
@@ -97,6 +98,10 @@ def _configs():
         # key-by-query tiles of 32 keys, 64x32 r168, 2.66x against config 1's 1.70x at 4x256 8k; 16 queries per
         # block, 16x64 / 16x128 / 32x128, no better than the configs above at 1k-4k for any bundled shape: dropped)
         c(32, 64, 1, 1, 4, 2, transpose=1),
+        # round 29: two programs per query block (ROLES=2: max and argmax in one, entropy and the key sums in the
+        # other) for short prefills, whose grids fill a fraction of the GPU
+        c(64, 64, 1, 1, 4, 2, transpose=1, maxnreg=168, roles=2),
+        c(32, 64, 1, 1, 4, 2, transpose=1, maxnreg=128, roles=2),
         # round 18: 16-query tiles for decode steps (one query row per head: a 32-row tile computes 31 rows for
         # nothing; key-by-query, so the product's M is still 64 / 128 keys)
         c(16, 64, 1, 1, 4, 2, transpose=1),
@@ -113,7 +118,7 @@ def config_tag(c) -> str:
     maxnreg = getattr(c, "maxnreg", None)
     return (f"{kw['BLOCK_M']}x{kw['BLOCK_N']} w{c.num_warps} s{c.num_stages}" + (f" r{maxnreg}" if maxnreg else "")
             + (" split" if kw.get("SPLIT_MASSES") else "")
-            + (f" kg{kw['KEY_GROUPS']}" if kw.get("KEY_GROUPS", 1) > 1 else "") + (" T" if kw.get("TRANSPOSE") else ""))
+            + (f" kg{kw['KEY_GROUPS']}" if kw.get("KEY_GROUPS", 1) > 1 else "") + (" T" if kw.get("TRANSPOSE") else "") + (" roles" if kw.get("ROLES", 1) > 1 else ""))
 
 
 def _without_key_duplicates(configs, want_key: bool):
@@ -136,10 +141,21 @@ def _smem(c, block_d, elt):
     return (bm * block_d + st * bn * block_d) * elt
 
 
+def _without_idle_roles(configs, flag):
+    """ROLES=2 configs only where both roles have work (a max or argmax, and an entropy or key sums) and the call is
+    not parted (a parted call runs its parts instead: the same kernel as ROLES=1)."""
+    useful = (flag("WANT_MAXP") or flag("WANT_ARG")) and (flag("WANT_ENT") or flag("WANT_KEY")) and not flag("PARTED")
+    return configs if useful else [c for c in configs if c.kwargs.get("ROLES", 1) == 1]
+
+
 def _prune(configs, named_args, **kwargs):
     if INTERPRET:
         return configs
-    configs = _without_key_duplicates(configs, bool(kwargs.get("WANT_KEY", named_args.get("WANT_KEY"))))
+
+    def flag(name):
+        return bool(kwargs.get(name, named_args.get(name)))
+
+    configs = _without_idle_roles(_without_key_duplicates(configs, flag("WANT_KEY")), flag)
     return fitting(configs, named_args, kwargs, _smem)
 
 
@@ -232,7 +248,7 @@ def attention_stats_kernel(
     WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
     WANT_KMEAN: tl.constexpr, FINALIZE: tl.constexpr, PARTED: tl.constexpr,
     S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr, SOFTCAP: tl.constexpr = 0.0,
+    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr, SOFTCAP: tl.constexpr = 0.0, ROLES: tl.constexpr = 1,
 ):
     """LSE [b, h, Lq] natural log (-inf on empty rows); ROWS [slots, b, h, Lq] float32, one slot per requested
     per-query statistic (S_* = its slot); ARG [b, h, Lq] int64; KMASS [b * h * Lk + b * h] int64, zeroed by the
@@ -259,6 +275,10 @@ def attention_stats_kernel(
     # a config that carries the masses through its full walk is never parted (`walk_parts.n_parts`): it compiles none
     # of the parts' code
     PARTS: tl.constexpr = PARTED and (SPLIT or not (WANT_SINK or WANT_LOCAL or WANT_SPAN))
+    # ROLES=2 (TRANSPOSE configs, never parted): two programs per query block, one walking max and argmax, the
+    # other entropy and the key sums; the masses and key counts go to role 0 and are shared out as the parts' are
+    ROLE_SPLIT: tl.constexpr = (ROLES > 1) and (TRANSPOSE and not PARTS)
+    role = 0
     SINK_N: tl.constexpr = min(BLOCK_N, 16)  # the sink walk's key block (`lo`, a multiple of BLOCK_N, is one of it)
     n_m = tl.cdiv(Lq, BLOCK_M)
     if PARTS:
@@ -268,7 +288,13 @@ def attention_stats_kernel(
     else:
         n_parts = 1
         part = 0
-        pid_m, pid_bh = _program_at(tl.program_id(0), tl.num_programs(0), Lq, BLOCK_M)
+        pid = tl.program_id(0)
+        n_prog = tl.num_programs(0)
+        if ROLE_SPLIT:  # the two roles of a query block run side by side
+            role = pid % 2
+            pid = pid // 2
+            n_prog = n_prog // 2
+        pid_m, pid_bh = _program_at(pid, n_prog, Lq, BLOCK_M)
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // G
@@ -315,6 +341,8 @@ def attention_stats_kernel(
             w_full = tl.minimum(tl.maximum(lo_full, w_lo), w_hi)
             w_mid = tl.minimum(tl.maximum(mid, w_lo), w_hi)
             mass_hi = tl.where(part == 0, hi, lo)  # the mass walks: part 0's (empty for the others)
+        if ROLE_SPLIT:
+            mass_hi = tl.where(role == 0, hi, lo)  # role 0's
 
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         a_i = tl.full([BLOCK_M], -1, dtype=tl.int32)
@@ -326,29 +354,25 @@ def attention_stats_kernel(
             qt_ptrs = (Q + b * stride_qb + h * stride_qh + m0.to(tl.int64) * stride_qm
                        + offs_d[:, None] * stride_qd + offs_m0[None, :] * stride_qm)  # [BLOCK_D, BLOCK_M]
             qt = tl.load(qt_ptrs, mask=(offs_d[:, None] < HEAD_DIM) & row_ok[None, :] & ~bad_in[None, :], other=0.0)
-            m_acc = tl.full([BLOCK_N // 16, 8, BLOCK_M], float("-inf"), dtype=tl.float32)
-            a_acc = tl.full([BLOCK_N // 16, 8, BLOCK_M], -1, dtype=tl.int32)
-            e_acc = tl.zeros([BLOCK_N // 16, 8, BLOCK_M], dtype=tl.float32)
-            if HAS_WINDOW == 2:  # a wide window's lower edge (masked), then the blocks every row sees in full
-                m_acc, a_acc, e_acc = _stats_inner_t(
-                    m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
-                    km_base, qpos, offs_d, w_lo, w_full, Lk, qk_scale, window, fix_scale,
-                    BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
-                    WANT_MAX, WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
-                )
-            m_acc, a_acc, e_acc = _stats_inner_t(
-                m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
-                km_base, qpos, offs_d, w_full, w_mid, Lk, qk_scale, window, fix_scale,
-                BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
-                WANT_MAX, WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
-            )
-            m_acc, a_acc, e_acc = _stats_inner_t(
-                m_acc, a_acc, e_acc, qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base,
-                km_base, qpos, offs_d, w_mid, w_hi, Lk, qk_scale, window, fix_scale,
-                BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
-                WANT_MAX, WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC,
-            )
-            m_i, a_i, e_i = _finish_t(m_acc, a_acc, e_acc, BLOCK_M, BLOCK_N)
+            if ROLE_SPLIT:  # role 0: max and argmax (no exp2); role 1: entropy and the key sums
+                if role == 0:
+                    m_i, a_i, e_i = _walk_t(
+                        qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base, qpos,
+                        offs_d, w_lo, w_full, w_mid, w_hi, Lk, qk_scale, window, fix_scale,
+                        BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
+                        WANT_MAX, WANT_ARG, False, False, UPCAST, DOT_PREC)
+                else:
+                    m_i, a_i, e_i = _walk_t(
+                        qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base, qpos,
+                        offs_d, w_lo, w_full, w_mid, w_hi, Lk, qk_scale, window, fix_scale,
+                        BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
+                        False, False, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC)
+            else:
+                m_i, a_i, e_i = _walk_t(
+                    qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base, qpos,
+                    offs_d, w_lo, w_full, w_mid, w_hi, Lk, qk_scale, window, fix_scale,
+                    BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
+                    WANT_MAX, WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC)
         if FULL and not TRANSPOSE:  # one walk over every visible key block: unmasked blocks, then the masked ones
             if HAS_WINDOW == 2:  # (a wide window's lower edge first, masked)
                 m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
@@ -383,7 +407,16 @@ def attention_stats_kernel(
                     m_i, a_i, e_i, last = _combine_parts(PART, TICKET, m_i, a_i, e_i, part, n_parts,
                                                          pid_bh * n_m + pid_m, row_base + offs_m, row_ok,
                                                          tl.cast(N_BH, tl.int64) * Lq)
-            if last:
+            if ROLE_SPLIT:  # each role stores its own
+                _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok & (offs_m0 * 0 + role == 0),
+                                 lse_row,
+                                 qk_scale, tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, WANT_MAXP,
+                                 WANT_ARG, False)
+                _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok & (offs_m0 * 0 + role == 1),
+                                 lse_row,
+                                 qk_scale, tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, False, False,
+                                 WANT_ENT)
+            elif last:
                 _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok, lse_row, qk_scale,
                                  tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, WANT_MAXP, WANT_ARG,
                                  WANT_ENT)
@@ -430,6 +463,8 @@ def attention_stats_kernel(
         mass_rows = row_ok
         if PARTS:
             mass_rows = row_ok & ((offs_m0 * 0 + part) == 0)  # part 0 stores the masses
+        if ROLE_SPLIT:
+            mass_rows = row_ok & ((offs_m0 * 0 + role) == 0)  # role 0 does
         _store_masses(sk_i, lc_i, sp_i, bad, ROWS, out, mass_rows, tl.cast(rows_stride, tl.int64), S_SINK, S_LOCAL,
                       S_SPAN, WANT_SINK, WANT_LOCAL, WANT_SPAN)
 
@@ -440,6 +475,9 @@ def attention_stats_kernel(
         if PARTS:  # ... spread over the parts too (a decode step's one query block against a long cache)
             c0 = pid_m * n_parts + part
             c_step = n_m * n_parts
+        if ROLE_SPLIT:  # ... or over the roles
+            c0 = pid_m * 2 + role
+            c_step = n_m * 2
         for c in range(c0, n_chunks, c_step):
             offs_k = c * BLOCK_M + offs_m0
             k_in = offs_k < Lk
@@ -466,7 +504,7 @@ def attention_stats_kernel(
         tl.debug_barrier()  # ... and every thread's, before the ticket is taken
         # (64-bit: b * h * Lk can pass 2^31 with many heads and a long key axis)
         ticket = tl.atomic_add(KMASS + tl.cast(N_BH, tl.int64) * Lk + pid_bh, 1, sem="acq_rel", scope="gpu")
-        if ticket == n_m * n_parts - 1:
+        if ticket == n_m * n_parts * (2 if ROLE_SPLIT else 1) - 1:
             _fence(offs_m0)
             _finalize_keys(KMASS + pid_bh * Lk, KCOUNT + pid_bh * Lk, KM_OUT + pid_bh * Lk,
                            KMEAN_OUT + pid_bh * Lk, Lk, inv_fix, 1024, WANT_KMEAN)

@@ -144,3 +144,32 @@ def _finish_t(m_acc, a_acc, e_acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr)
     a_i = tl.where(a_i == 2147483647, -1, a_i)
     e_i = tl.sum(tl.reshape(e_acc, [R, BLOCK_M]), 0)
     return m_i, a_i, e_i
+
+
+@triton.jit
+def _walk_t(qt, lse_col, qv_col, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base, qpos_col, offs_d,
+            w_lo, w_full, w_mid, w_hi, Lk, qk_scale, window, fix_scale,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DIM: tl.constexpr,
+            CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
+            SOFTCAP: tl.constexpr, DO_MAX: tl.constexpr, DO_ARG: tl.constexpr, DO_ENT: tl.constexpr,
+            DO_KEY: tl.constexpr, UPCAST: tl.constexpr, DOT_PREC: tl.constexpr):
+    """The full walk over key blocks [w_lo, w_hi) in its runs (`triton_forward._walk_bounds`): a wide window's
+    masked lower edge [w_lo, w_full), the unmasked blocks [w_full, w_mid), the masked ones [w_mid, w_hi); then the
+    partials reduced: (max score, its first key or -1, sum p log2 p), each [BLOCK_M]."""
+    m_acc = tl.full([BLOCK_N // 16, 8, BLOCK_M], float("-inf"), dtype=tl.float32)
+    a_acc = tl.full([BLOCK_N // 16, 8, BLOCK_M], -1, dtype=tl.int32)
+    e_acc = tl.zeros([BLOCK_N // 16, 8, BLOCK_M], dtype=tl.float32)
+    if HAS_WINDOW == 2:  # a wide window's lower edge (masked), then the blocks every row sees in full
+        m_acc, a_acc, e_acc = _stats_inner_t(
+            m_acc, a_acc, e_acc, qt, lse_col, qv_col, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base,
+            qpos_col, offs_d, w_lo, w_full, Lk, qk_scale, window, fix_scale, BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM,
+            True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, DO_MAX, DO_ARG, DO_ENT, DO_KEY, UPCAST, DOT_PREC)
+    m_acc, a_acc, e_acc = _stats_inner_t(
+        m_acc, a_acc, e_acc, qt, lse_col, qv_col, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base,
+        qpos_col, offs_d, w_full, w_mid, Lk, qk_scale, window, fix_scale, BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM,
+        False, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, DO_MAX, DO_ARG, DO_ENT, DO_KEY, UPCAST, DOT_PREC)
+    m_acc, a_acc, e_acc = _stats_inner_t(
+        m_acc, a_acc, e_acc, qt, lse_col, qv_col, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base,
+        qpos_col, offs_d, w_mid, w_hi, Lk, qk_scale, window, fix_scale, BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM,
+        True, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP, DO_MAX, DO_ARG, DO_ENT, DO_KEY, UPCAST, DOT_PREC)
+    return _finish_t(m_acc, a_acc, e_acc, BLOCK_M, BLOCK_N)
