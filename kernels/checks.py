@@ -134,6 +134,15 @@ def mark_padded(mask: torch.Tensor) -> None:
     weak_tag(_known_padded, mask)
 
 
+_checked_bias: dict = {}  # id(bias) -> (weak reference, True), for slices of a key bias this module already checked
+
+
+def mark_checked_bias(bias: torch.Tensor) -> None:
+    """Record that `bias`, float32, is a slice of a key bias `check_inputs` returned (finite, hidden keys already
+    -inf), so that checking it again (each segment's piece of a call: `segments.py`) skips the device sync."""
+    weak_tag(_checked_bias, bias)
+
+
 def has_padding(mask: torch.Tensor) -> bool:
     """Does the bool padding mask hide any key? A device sync, except for masks marked by `mark_padded` (a model
     hands every layer the same mask: its mask function asks once per forward, the layers not again)."""
@@ -314,10 +323,13 @@ def check_inputs(
                             f"got dtype {key_bias.dtype}; to hide keys by a bool mask use attention_mask or "
                             "torch.zeros(...).masked_fill(hide, float('-inf'))")
         hide_at = max(MASK_BIAS, torch.finfo(key_bias.dtype).min)
+        checked = key_bias.dtype == torch.float32 and weak_tag_of(_checked_bias, key_bias, False)
         key_bias = key_bias.to(torch.float32)
         # one device sync (not while a CUDA graph is being captured, where a sync is an error: graphed calls are
-        # checked when they run eagerly first)
-        if not capturing(key_bias) and bool((torch.isnan(key_bias) | (key_bias == float("inf"))).any()):
+        # checked when they run eagerly first; nor for a slice of a bias checked before: `mark_checked_bias`)
+        if checked:
+            pass
+        elif not capturing(key_bias) and bool((torch.isnan(key_bias) | (key_bias == float("inf"))).any()):
             raise ValueError("key_bias has NaN or +inf values (a float64 bias beyond float32's range included); a "
                              "key bias must be finite, or -inf to hide the key")
         # additive masks written as very large negative numbers (torch.finfo(dtype).min, -1e30...) mean "hidden":

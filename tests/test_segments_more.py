@@ -146,3 +146,23 @@ def test_cached_placeholders_made_in_inference_mode_are_normal_tensors():
         attend(q, k, v, stats="query", span=(1, 3), backend="triton")
     out, st = attend(q, k, v, stats="query", span=(1, 3), backend="triton")
     assert torch.isfinite(st.span_mass).all()
+
+
+@pytest.mark.parametrize("option", ["key_bias", "softcap"])
+def test_pieces_do_not_check_the_bias_again(option, monkeypatch):
+    """The whole call checks its key bias (a NaN test: one device sync on a GPU); each segment's piece gets a slice
+    of the checked bias and skips the test (`checks.mark_checked_bias`), with a softcap's zero bias too."""
+    q, k, v, ids, kw, dense = _case((2, 4, 2, 9, [[3, 6], [6, 3]], {"bias": option == "key_bias"}), seed=3)
+    if option == "softcap":
+        kw["softcap"] = 5.0
+    tests = []
+    isnan = torch.isnan
+    monkeypatch.setattr(torch, "isnan", lambda t: tests.append(tuple(t.shape)) or isnan(t))
+    out, st = attend(q, k, v, segment_ids=ids, stats="all", backend="triton", **kw)
+    assert len(tests) == (1 if option == "key_bias" else 0), tests  # the whole call's, none per piece
+    monkeypatch.setattr(torch, "isnan", isnan)
+    if option == "key_bias":
+        want_out, want = _dense(q, k, v, ids, **dense)
+        _close(out, want_out, "output")
+        for name in ("entropy", "key_mass", "max_prob"):
+            _close(st[name], want[name], name)
