@@ -15,7 +15,7 @@ if [ "$PART" = a ]; then
     | tee "$OUT/tests_configs_round29.log"
   for shape in 9x64/3 32x128/8 4x256/1; do
     INTERP_STATS_TRIAL_CONFIGS=1 timeout 80 python3 examples/stats_configs_gpu.py --shape $shape --graph \
-      --lengths 1024 2048 4096 --configs 0 13 15 16 2>&1 | grep -v Warn | tee -a "$OUT/roles_configs_round29.log"
+      --lengths 1024 2048 4096 --configs 0 13 17 18 2>&1 | grep -v Warn | tee -a "$OUT/roles_configs_round29.log"
   done
   timeout 90 python3 examples/sinks_gpu.py --shapes 64x64/8 --lengths 2048 8192 32768 --windows 0 128 2>&1 \
     | grep -v Warn | tee "$OUT/sinks_round29.log"

@@ -222,10 +222,10 @@ def main(argv=None) -> int:
             ap.error(f"--root {args.root}: no kernels/triton_stats.py there")
     mods = load_kernels()
     configs = mods["triton_stats"]._configs()
-    if args.configs == "first":
-        configs = configs[:1]
     if args.pick is not None:
         configs = [configs[i] for i in args.pick]
+    if args.configs == "first":
+        configs = configs[:1]
     window = f", {args.window} sliding window" if args.window else ""
     print(f"triton {triton.__version__}, sm_90, head_dim {args.head_dim}, fp16, causal{window}"
           f"{f', kernels of {args.root}' if args.root else ''}")

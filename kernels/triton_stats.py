@@ -61,8 +61,8 @@ def _configs():
     instructions, two CTAs per SM), 128x64 w8 s2 split capped 128 / 128,
     128x32 w8 s3 split 93 / 127 (two 8-warp CTAs per SM at <= 128; one above); `docs/gpu/sm90_registers_t36.log`."""
     if INTERPRET:  # the GPU's default walk (key-by-query); tests/test_stats_configs.py forces the others in CI
-        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1, "KEY_GROUPS": 1, "TRANSPOSE": 1},
-                              num_warps=4, num_stages=1)]
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1, "KEY_GROUPS": 1, "TRANSPOSE": 1,
+                               "ROLES": 1}, num_warps=4, num_stages=1)]
 
     def c(bm, bn, split, groups, warps, stages, **kw):
         return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_MASSES": split, "KEY_GROUPS": groups,
@@ -98,14 +98,14 @@ def _configs():
         # key-by-query tiles of 32 keys, 64x32 r168, 2.66x against config 1's 1.70x at 4x256 8k; 16 queries per
         # block, 16x64 / 16x128 / 32x128, no better than the configs above at 1k-4k for any bundled shape: dropped)
         c(32, 64, 1, 1, 4, 2, transpose=1),
-        # round 29: two programs per query block (ROLES=2: max and argmax in one, entropy and the key sums in the
-        # other) for short prefills, whose grids fill a fraction of the GPU
-        c(64, 64, 1, 1, 4, 2, transpose=1, maxnreg=168, roles=2),
-        c(32, 64, 1, 1, 4, 2, transpose=1, maxnreg=128, roles=2),
         # round 18: 16-query tiles for decode steps (one query row per head: a 32-row tile computes 31 rows for
         # nothing; key-by-query, so the product's M is still 64 / 128 keys)
         c(16, 64, 1, 1, 4, 2, transpose=1),
         c(16, 128, 1, 1, 4, 2, transpose=1),
+        # round 29: two programs per query block (ROLES=2: max and argmax in one, entropy and the key sums in the
+        # other) for short prefills, whose grids fill a fraction of the GPU
+        c(64, 64, 1, 1, 4, 2, transpose=1, maxnreg=168, roles=2),
+        c(32, 64, 1, 1, 4, 2, transpose=1, maxnreg=128, roles=2),
         # (round 24: key-by-query tiles over two warpgroups, one CTA of 8 warps: 64x64 / 64x128 / 128x64 w8 s2, pinned
         # on the H100, 2.13x / 1.88x / 1.80x SDPA at 4x256 8k against config 1's 1.70x, 2.43-3.12x at 32x128 8k
         # against config 0's 2.09x, `docs/gpu/trial_configs_round24.log`: dropped)
