@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # Round 29 on the GPU machine.
-#   PART=a bash examples/gpu_round29.sh   # (< 10 min) the statistic-split probe at 1k-8k (examples/roles_probe_gpu.py),
-#                                         # the ROLES=2 trial configs pinned beside configs 0 and 13 (graph replays),
-#                                         # then round 28's untimed sinks changes: tests, timing, a profile
+#   PART=a bash examples/gpu_round29.sh   # (< 10 min) the ROLES=2 trial configs (17, 18) pinned beside configs 0
+#                                         # and 13 at 1k-4k (graph replays), round 28's untimed sinks changes
+#                                         # (timing, a profile), then the config and sinks tests
+#   PART=b bash examples/gpu_round29.sh   # the statistic-split probe on two streams (examples/roles_probe_gpu.py)
 # Logs under ${OUT:-out/gpu}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-case "${PART:-}" in a) ;; *) echo "usage: PART=a bash examples/gpu_round29.sh" >&2; exit 2;; esac
+case "${PART:-}" in a|b) ;; *) echo "usage: PART=a|b bash examples/gpu_round29.sh" >&2; exit 2;; esac
 source examples/gpu_setup.sh
 if [ "$PART" = a ]; then
-  timeout 150 python3 examples/roles_probe_gpu.py 2>&1 | grep -v Warn | tee "$OUT/roles_probe_round29.log"
-  (cd tests && INTERP_STATS_TRIAL_CONFIGS=1 timeout 100 python3 -m pytest -q -n 16 -p no:cacheprovider \
-    -p no:logging -rfE --tb=short test_stats_configs.py) 2>&1 | grep -v Warn | tail -6 \
-    | tee "$OUT/tests_configs_round29.log"
   for shape in 9x64/3 32x128/8 4x256/1; do
-    INTERP_STATS_TRIAL_CONFIGS=1 timeout 80 python3 examples/stats_configs_gpu.py --shape $shape --graph \
+    INTERP_STATS_TRIAL_CONFIGS=1 timeout 110 python3 examples/stats_configs_gpu.py --shape $shape --graph \
       --lengths 1024 2048 4096 --configs 0 13 17 18 2>&1 | grep -v Warn | tee -a "$OUT/roles_configs_round29.log"
   done
-  timeout 90 python3 examples/sinks_gpu.py --shapes 64x64/8 --lengths 2048 8192 32768 --windows 0 128 2>&1 \
+  timeout 80 python3 examples/sinks_gpu.py --shapes 64x64/8 --lengths 2048 8192 32768 --windows 0 128 2>&1 \
     | grep -v Warn | tee "$OUT/sinks_round29.log"
-  timeout 40 python3 examples/sinks_profile_gpu.py --n 2048 --window 128 2>&1 | grep -v Warn \
+  timeout 30 python3 examples/sinks_profile_gpu.py --n 2048 --window 128 2>&1 | grep -v Warn \
       | tee -a "$OUT/sinks_profile_round29.log"
+  (cd tests && INTERP_STATS_TRIAL_CONFIGS=1 timeout 90 python3 -m pytest -q -n 16 -p no:cacheprovider \
+    -p no:logging -rfE --tb=short test_stats_configs.py test_sinks.py) 2>&1 | grep -v Warn | tail -6 \
+    | tee "$OUT/tests_round29.log"
+else
+  timeout 200 python3 examples/roles_probe_gpu.py 2>&1 | grep -v Warn | tee "$OUT/roles_probe_round29.log"
 fi
