@@ -22,15 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from interp.kernels import attention_with_stats, stats_from_lse
+from gpu_timing import parse_shape  # beside this script
 
 A = ("max_prob", "argmax", "sink_mass", "local_mass")
 B = ("entropy", "key_mass", "key_mean", "key_count")
-
-
-def parse_shape(s: str) -> tuple[int, int, int]:
-    heads, rest = s.split("x")
-    d, kv = rest.split("/")
-    return int(heads), int(d), int(kv)
 
 
 def mismatch(one, a, b) -> float:

@@ -24,7 +24,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from gpu_timing import bench
+from gpu_timing import bench, parse_shape
 
 from interp.kernels import attention_with_stats, segments
 
@@ -107,9 +107,7 @@ def main():
     print("shape, N, segments | SDPA on the segments ms | SDPA whole row | ours out | ours all | out / SDPA segs | "
           "all / SDPA segs | max err: out, lse, max_prob, entropy, sum(mass)/n")
     for shape in args.shapes:
-        hd, kvh = shape.split("/")
-        h, d = map(int, hd.split("x"))
-        kvh = int(kvh)
+        h, d, kvh = parse_shape(shape)
         for n in args.lengths:
             lens = segment_lengths(n, args.chunk, args.packed)
             ids = torch.repeat_interleave(torch.arange(len(lens), device=dev),

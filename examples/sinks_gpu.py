@@ -18,7 +18,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from gpu_timing import bench
+from gpu_timing import bench, parse_shape
 
 from interp.kernels import attention_with_stats
 
@@ -81,9 +81,7 @@ def main():
     print("shape, N, window | SDPA (no sinks) ms | ours out | ours out+sinks | ours all | ours all+sinks | "
           "out+sinks / out | all+sinks / all | all+sinks / SDPA | max err: out, lse, max_prob, entropy, sum(mass)/n")
     for shape in args.shapes:
-        hd, kvh = shape.split("/")
-        h, d = map(int, hd.split("x"))
-        kvh = int(kvh)
+        h, d, kvh = parse_shape(shape)
         for window in args.windows:
             for n in args.lengths:
                 g = torch.Generator(device=dev).manual_seed(0)

@@ -16,6 +16,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from gpu_timing import parse_shape
 from triton.testing import do_bench
 
 from interp.kernels import attention_with_stats
@@ -60,9 +61,7 @@ def main():
     print("shape, N | SDPA (no cap) | Flex+cap | ours+cap out | ours+cap all | out / Flex | all / Flex | "
           "max |out - f64| | max |p_max - f64|")
     for shape in args.shapes:
-        hd, kvh = shape.split("/")
-        h, d = map(int, hd.split("x"))
-        kvh = int(kvh)
+        h, d, kvh = parse_shape(shape)
         for n in args.lengths:
             g = torch.Generator(device="cuda").manual_seed(0)
             q = torch.randn(1, h, n, d, device="cuda", dtype=dtype, generator=g) * 2
