@@ -1,5 +1,5 @@
 """Timing and shape parsing shared by the GPU scripts that compare a call with and without a feature (sinks_gpu.py,
-segments_gpu.py, softcap_gpu.py, roles_probe_gpu.py)."""
+segments_gpu.py, softcap_gpu.py)."""
 
 from __future__ import annotations
 

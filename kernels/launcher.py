@@ -187,14 +187,6 @@ def _flag_values(dtype, causal: bool, has_window: int, has_valid: bool, has_bias
     )
 
 
-def _split(meta: dict, parts) -> int:
-    """Programs per query block: its parts (`walk_parts.py`), or its roles (ROLES=2 configs, never parted: max and
-    argmax in one program, entropy and the key sums in the other; `triton_stats.py`)."""
-    if parts:
-        return parts(meta)
-    return 2 if meta.get("ROLES", 1) > 1 and meta.get("TRANSPOSE") else 1
-
-
 def _launch_stats(args, consts, tune_key, lq, n_bh, kmass, parts=None):
     """Launch the statistics kernel. The first call per autotune key goes through the autotuner; later ones launch
     the chosen config directly (no autotuner bookkeeping on the hot path, which short inputs feel). parts(meta):
@@ -208,11 +200,11 @@ def _launch_stats(args, consts, tune_key, lq, n_bh, kmass, parts=None):
             key = _config_ids.setdefault((plan_key, tuple(meta.items())), len(_config_ids))
             plan = _launch_plans[plan_key] = (config, meta, {**consts, **meta}, key)
         _, meta, kwargs, key = plan
-        _direct_stats((triton.cdiv(lq, meta["BLOCK_M"]) * n_bh * _split(meta, parts),), args, kwargs, key)
+        _direct_stats((triton.cdiv(lq, meta["BLOCK_M"]) * n_bh * (parts(meta) if parts else 1),), args, kwargs, key)
         return
 
-    def grid(meta):  # one axis: (query blocks x (batch x heads)) x parts or roles, ordered by `_program_at`
-        return (triton.cdiv(lq, meta["BLOCK_M"]) * n_bh * _split(meta, parts),)
+    def grid(meta):  # one axis: (query blocks x (batch x heads)) x parts, ordered by `triton_forward._program_at`
+        return (triton.cdiv(lq, meta["BLOCK_M"]) * n_bh * (parts(meta) if parts else 1),)
 
     attention_stats_kernel[grid](*args, **consts)
     if INTERPRET:

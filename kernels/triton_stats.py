@@ -61,13 +61,12 @@ def _configs():
     instructions, two CTAs per SM), 128x64 w8 s2 split capped 128 / 128,
     128x32 w8 s3 split 93 / 127 (two 8-warp CTAs per SM at <= 128; one above); `docs/gpu/sm90_registers_t36.log`."""
     if INTERPRET:  # the GPU's default walk (key-by-query); tests/test_stats_configs.py forces the others in CI
-        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1, "KEY_GROUPS": 1, "TRANSPOSE": 1,
-                               "ROLES": 1}, num_warps=4, num_stages=1)]
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "SPLIT_MASSES": 1, "KEY_GROUPS": 1, "TRANSPOSE": 1},
+                              num_warps=4, num_stages=1)]
 
     def c(bm, bn, split, groups, warps, stages, **kw):
         return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_MASSES": split, "KEY_GROUPS": groups,
-                              "TRANSPOSE": kw.pop("transpose", 0), "ROLES": kw.pop("roles", 1)},
-                             num_warps=warps, num_stages=stages, **kw)
+                              "TRANSPOSE": kw.pop("transpose", 0)}, num_warps=warps, num_stages=stages, **kw)
 
     return [  # the first is the one INTERP_AUTOTUNE=0 pins
         # key-by-query tiles (`triton_stats_t.py`; masses in walks of their own): 330-342 instructions per key block
@@ -102,10 +101,10 @@ def _configs():
         # nothing; key-by-query, so the product's M is still 64 / 128 keys)
         c(16, 64, 1, 1, 4, 2, transpose=1),
         c(16, 128, 1, 1, 4, 2, transpose=1),
-        # round 29: two programs per query block (ROLES=2: max and argmax in one, entropy and the key sums in the
-        # other) for short prefills, whose grids fill a fraction of the GPU
-        c(64, 64, 1, 1, 4, 2, transpose=1, maxnreg=168, roles=2),
-        c(32, 64, 1, 1, 4, 2, transpose=1, maxnreg=128, roles=2),
+        # (round 29: two programs per query block, max and argmax in one, entropy and the key sums in the other,
+        # for short prefills whose grids fill a fraction of the GPU; pinned on the H100 beside configs 0 and 13,
+        # graph replays, 9x64 2.42x / 2.24x at 1k against 2.47x / 2.26x, 32x128 2.69x / 3.03x against 2.23x /
+        # 2.26x, `docs/gpu/roles_configs_round29.log`: dropped)
         # (round 24: key-by-query tiles over two warpgroups, one CTA of 8 warps: 64x64 / 64x128 / 128x64 w8 s2, pinned
         # on the H100, 2.13x / 1.88x / 1.80x SDPA at 4x256 8k against config 1's 1.70x, 2.43-3.12x at 32x128 8k
         # against config 0's 2.09x, `docs/gpu/trial_configs_round24.log`: dropped)
@@ -118,7 +117,7 @@ def config_tag(c) -> str:
     maxnreg = getattr(c, "maxnreg", None)
     return (f"{kw['BLOCK_M']}x{kw['BLOCK_N']} w{c.num_warps} s{c.num_stages}" + (f" r{maxnreg}" if maxnreg else "")
             + (" split" if kw.get("SPLIT_MASSES") else "")
-            + (f" kg{kw['KEY_GROUPS']}" if kw.get("KEY_GROUPS", 1) > 1 else "") + (" T" if kw.get("TRANSPOSE") else "") + (" roles" if kw.get("ROLES", 1) > 1 else ""))
+            + (f" kg{kw['KEY_GROUPS']}" if kw.get("KEY_GROUPS", 1) > 1 else "") + (" T" if kw.get("TRANSPOSE") else ""))
 
 
 def _without_key_duplicates(configs, want_key: bool):
@@ -141,21 +140,10 @@ def _smem(c, block_d, elt):
     return (bm * block_d + st * bn * block_d) * elt
 
 
-def _without_idle_roles(configs, flag):
-    """ROLES=2 configs only where both roles have work (a max or argmax, and an entropy or key sums) and the call is
-    not parted (a parted call runs its parts instead: the same kernel as ROLES=1)."""
-    useful = (flag("WANT_MAXP") or flag("WANT_ARG")) and (flag("WANT_ENT") or flag("WANT_KEY")) and not flag("PARTED")
-    return configs if useful else [c for c in configs if c.kwargs.get("ROLES", 1) == 1]
-
-
 def _prune(configs, named_args, **kwargs):
     if INTERPRET:
         return configs
-
-    def flag(name):
-        return bool(kwargs.get(name, named_args.get(name)))
-
-    configs = _without_idle_roles(_without_key_duplicates(configs, flag("WANT_KEY")), flag)
+    configs = _without_key_duplicates(configs, bool(kwargs.get("WANT_KEY", named_args.get("WANT_KEY"))))
     return fitting(configs, named_args, kwargs, _smem)
 
 
@@ -248,7 +236,7 @@ def attention_stats_kernel(
     WANT_LOCAL: tl.constexpr, WANT_SPAN: tl.constexpr, WANT_KEY: tl.constexpr, WANT_COUNT: tl.constexpr,
     WANT_KMEAN: tl.constexpr, FINALIZE: tl.constexpr, PARTED: tl.constexpr,
     S_MAXP: tl.constexpr, S_ENT: tl.constexpr, S_SINK: tl.constexpr, S_LOCAL: tl.constexpr, S_SPAN: tl.constexpr,
-    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr, SOFTCAP: tl.constexpr = 0.0, ROLES: tl.constexpr = 1,
+    UPCAST: tl.constexpr, DOT_PREC: tl.constexpr, SOFTCAP: tl.constexpr = 0.0,
 ):
     """LSE [b, h, Lq] natural log (-inf on empty rows); ROWS [slots, b, h, Lq] float32, one slot per requested
     per-query statistic (S_* = its slot); ARG [b, h, Lq] int64; KMASS [b * h * Lk + b * h] int64, zeroed by the
@@ -275,10 +263,6 @@ def attention_stats_kernel(
     # a config that carries the masses through its full walk is never parted (`walk_parts.n_parts`): it compiles none
     # of the parts' code
     PARTS: tl.constexpr = PARTED and (SPLIT or not (WANT_SINK or WANT_LOCAL or WANT_SPAN))
-    # ROLES=2 (TRANSPOSE configs, never parted): two programs per query block, one walking max and argmax, the
-    # other entropy and the key sums; the masses and key counts go to role 0 and are shared out as the parts' are
-    ROLE_SPLIT: tl.constexpr = (ROLES > 1) and (TRANSPOSE and not PARTS)
-    role = 0
     SINK_N: tl.constexpr = min(BLOCK_N, 16)  # the sink walk's key block (`lo`, a multiple of BLOCK_N, is one of it)
     n_m = tl.cdiv(Lq, BLOCK_M)
     if PARTS:
@@ -288,13 +272,7 @@ def attention_stats_kernel(
     else:
         n_parts = 1
         part = 0
-        pid = tl.program_id(0)
-        n_prog = tl.num_programs(0)
-        if ROLE_SPLIT:  # the two roles of a query block run side by side
-            role = pid % 2
-            pid = pid // 2
-            n_prog = n_prog // 2
-        pid_m, pid_bh = _program_at(pid, n_prog, Lq, BLOCK_M)
+        pid_m, pid_bh = _program_at(tl.program_id(0), tl.num_programs(0), Lq, BLOCK_M)
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // G
@@ -341,8 +319,6 @@ def attention_stats_kernel(
             w_full = tl.minimum(tl.maximum(lo_full, w_lo), w_hi)
             w_mid = tl.minimum(tl.maximum(mid, w_lo), w_hi)
             mass_hi = tl.where(part == 0, hi, lo)  # the mass walks: part 0's (empty for the others)
-        if ROLE_SPLIT:
-            mass_hi = tl.where(role == 0, hi, lo)  # role 0's
 
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         a_i = tl.full([BLOCK_M], -1, dtype=tl.int32)
@@ -354,25 +330,11 @@ def attention_stats_kernel(
             qt_ptrs = (Q + b * stride_qb + h * stride_qh + m0.to(tl.int64) * stride_qm
                        + offs_d[:, None] * stride_qd + offs_m0[None, :] * stride_qm)  # [BLOCK_D, BLOCK_M]
             qt = tl.load(qt_ptrs, mask=(offs_d[:, None] < HEAD_DIM) & row_ok[None, :] & ~bad_in[None, :], other=0.0)
-            if ROLE_SPLIT:  # role 0: max and argmax (no exp2); role 1: entropy and the key sums
-                if role == 0:
-                    m_i, a_i, e_i = _walk_t(
-                        qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base, qpos,
-                        offs_d, w_lo, w_full, w_mid, w_hi, Lk, qk_scale, window, fix_scale,
-                        BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
-                        WANT_MAX, WANT_ARG, False, False, UPCAST, DOT_PREC)
-                else:
-                    m_i, a_i, e_i = _walk_t(
-                        qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base, qpos,
-                        offs_d, w_lo, w_full, w_mid, w_hi, Lk, qk_scale, window, fix_scale,
-                        BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
-                        False, False, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC)
-            else:
-                m_i, a_i, e_i = _walk_t(
-                    qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base, qpos,
-                    offs_d, w_lo, w_full, w_mid, w_hi, Lk, qk_scale, window, fix_scale,
-                    BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
-                    WANT_MAX, WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC)
+            m_i, a_i, e_i = _walk_t(
+                qt, lse_row, qv_row, k_base, stride_kn, stride_kd, kvalid_base, bias_base, km_base, qpos, offs_d,
+                w_lo, w_full, w_mid, w_hi, Lk, qk_scale, window, fix_scale,
+                BLOCK_M, BLOCK_N, BLOCK_D, HEAD_DIM, CAUSAL, HAS_WINDOW, HAS_VALID, HAS_BIAS, SOFTCAP,
+                WANT_MAX, WANT_ARG, WANT_ENT, WANT_KEY, UPCAST, DOT_PREC)
         if FULL and not TRANSPOSE:  # one walk over every visible key block: unmasked blocks, then the masked ones
             if HAS_WINDOW == 2:  # (a wide window's lower edge first, masked)
                 m_i, a_i, e_i, sk_i, lc_i, sp_i = _stats_inner(
@@ -407,16 +369,7 @@ def attention_stats_kernel(
                     m_i, a_i, e_i, last = _combine_parts(PART, TICKET, m_i, a_i, e_i, part, n_parts,
                                                          pid_bh * n_m + pid_m, row_base + offs_m, row_ok,
                                                          tl.cast(N_BH, tl.int64) * Lq)
-            if ROLE_SPLIT:  # each role stores its own
-                _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok & (offs_m0 * 0 + role == 0),
-                                 lse_row,
-                                 qk_scale, tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, WANT_MAXP,
-                                 WANT_ARG, False)
-                _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok & (offs_m0 * 0 + role == 1),
-                                 lse_row,
-                                 qk_scale, tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, False, False,
-                                 WANT_ENT)
-            elif last:
+            if last:
                 _store_full_walk(m_i, a_i, e_i, LSE, ROWS, ARG, row_base + offs_m, row_ok, lse_row, qk_scale,
                                  tl.cast(rows_stride, tl.int64), S_MAXP, S_ENT, HAS_BIAS, WANT_MAXP, WANT_ARG,
                                  WANT_ENT)
@@ -463,8 +416,6 @@ def attention_stats_kernel(
         mass_rows = row_ok
         if PARTS:
             mass_rows = row_ok & ((offs_m0 * 0 + part) == 0)  # part 0 stores the masses
-        if ROLE_SPLIT:
-            mass_rows = row_ok & ((offs_m0 * 0 + role) == 0)  # role 0 does
         _store_masses(sk_i, lc_i, sp_i, bad, ROWS, out, mass_rows, tl.cast(rows_stride, tl.int64), S_SINK, S_LOCAL,
                       S_SPAN, WANT_SINK, WANT_LOCAL, WANT_SPAN)
 
@@ -475,9 +426,6 @@ def attention_stats_kernel(
         if PARTS:  # ... spread over the parts too (a decode step's one query block against a long cache)
             c0 = pid_m * n_parts + part
             c_step = n_m * n_parts
-        if ROLE_SPLIT:  # ... or over the roles
-            c0 = pid_m * 2 + role
-            c_step = n_m * 2
         for c in range(c0, n_chunks, c_step):
             offs_k = c * BLOCK_M + offs_m0
             k_in = offs_k < Lk
@@ -504,7 +452,7 @@ def attention_stats_kernel(
         tl.debug_barrier()  # ... and every thread's, before the ticket is taken
         # (64-bit: b * h * Lk can pass 2^31 with many heads and a long key axis)
         ticket = tl.atomic_add(KMASS + tl.cast(N_BH, tl.int64) * Lk + pid_bh, 1, sem="acq_rel", scope="gpu")
-        if ticket == n_m * n_parts * (2 if ROLE_SPLIT else 1) - 1:
+        if ticket == n_m * n_parts - 1:
             _fence(offs_m0)
             _finalize_keys(KMASS + pid_bh * Lk, KCOUNT + pid_bh * Lk, KM_OUT + pid_bh * Lk,
                            KMEAN_OUT + pid_bh * Lk, Lk, inv_fix, 1024, WANT_KMEAN)

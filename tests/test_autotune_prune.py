@@ -52,25 +52,5 @@ def test_statistics_configs_without_key_stats_drop_key_group_duplicates(monkeypa
     assert len(kept) == len(configs) - 1 and kept[0] is configs[0] and pair[0] in kept and pair[1] not in kept
     monkeypatch.setattr(F, "AUTOTUNE", True)
     named = _named()
-    both = dict(WANT_MAXP=True, WANT_ENT=True)  # (ROLES=2 configs need work for both roles: below)
-    assert len(S._prune(configs, named, BLOCK_D=128, LEN_BUCKET=8192, WANT_KEY=False, **both)) == len(kept)
-    assert len(S._prune(configs, named, BLOCK_D=128, LEN_BUCKET=8192, WANT_KEY=True, **both)) == len(configs)
-
-
-def test_statistics_configs_with_roles_only_where_both_roles_work(monkeypatch):
-    """ROLES=2 configs (one program for max / argmax, one for entropy / key sums) are candidates only for requests
-    with work for both roles, and never for a call that may be parted (it runs its parts instead)."""
-    from interp.kernels import triton_stats as S
-
-    monkeypatch.setattr(S, "INTERPRET", False)
-    monkeypatch.setattr(S, "TRIAL_CONFIGS", True)
-    configs = S._configs()
-    roles = [c for c in configs if c.kwargs["ROLES"] > 1]
-    assert roles and all(c.kwargs["TRANSPOSE"] for c in roles)
-
-    def kept(**flags):
-        return sum(c.kwargs["ROLES"] > 1 for c in S._without_idle_roles(configs, lambda n: flags.get(n, False)))
-
-    assert kept(WANT_ARG=True, WANT_KEY=True) == kept(WANT_MAXP=True, WANT_ENT=True) == len(roles)
-    assert kept(WANT_ARG=True, WANT_MAXP=True) == kept(WANT_ENT=True, WANT_KEY=True) == 0
-    assert kept(WANT_ARG=True, WANT_KEY=True, PARTED=True) == 0
+    assert len(S._prune(configs, named, BLOCK_D=128, LEN_BUCKET=8192, WANT_KEY=False)) == len(kept)
+    assert len(S._prune(configs, named, BLOCK_D=128, LEN_BUCKET=8192, WANT_KEY=True)) == len(configs)

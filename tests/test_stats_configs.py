@@ -16,9 +16,9 @@ from interp.kernels import attention_with_stats, launcher  # noqa: E402
 from test_kernel_triton import check_against_reference, make  # noqa: E402
 
 
-def _config(bm, bn, split, groups, transpose=0, roles=1):
+def _config(bm, bn, split, groups, transpose=0):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_MASSES": split, "KEY_GROUPS": groups,
-                          "TRANSPOSE": transpose, "ROLES": roles}, num_warps=4, num_stages=1)
+                          "TRANSPOSE": transpose}, num_warps=4, num_stages=1)
 
 
 CONFIGS = {  # masses carried or split; key-mass column sums over the tile (KEY_GROUPS 1) or per group of rows
@@ -28,9 +28,6 @@ CONFIGS = {  # masses carried or split; key-mass column sums over the tile (KEY_
     "32x16-carried-groups": _config(32, 16, 0, 2),
     "64x64-transposed": _config(64, 64, 1, 1, transpose=1),  # key-by-query tiles (`triton_stats_t.py`)
     "32x32-transposed": _config(32, 32, 0, 1, transpose=1),  # (masses split whatever SPLIT_MASSES says)
-    # two programs per query block: max and argmax in one, entropy and the key sums in the other (short prefills)
-    "64x64-transposed-roles": _config(64, 64, 1, 1, transpose=1, roles=2),
-    "32x16-transposed-roles": _config(32, 16, 1, 1, transpose=1, roles=2),
 }
 
 
