@@ -327,9 +327,7 @@ def check_inputs(
         key_bias = key_bias.to(torch.float32)
         # one device sync (not while a CUDA graph is being captured, where a sync is an error: graphed calls are
         # checked when they run eagerly first; nor for a slice of a bias checked before: `mark_checked_bias`)
-        if checked:
-            pass
-        elif not capturing(key_bias) and bool((torch.isnan(key_bias) | (key_bias == float("inf"))).any()):
+        if not checked and not capturing(key_bias) and bool((torch.isnan(key_bias) | (key_bias == float("inf"))).any()):
             raise ValueError("key_bias has NaN or +inf values (a float64 bias beyond float32's range included); a "
                              "key bias must be finite, or -inf to hide the key")
         # additive masks written as very large negative numbers (torch.finfo(dtype).min, -1e30...) mean "hidden":
