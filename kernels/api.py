@@ -8,7 +8,7 @@ import os
 import numpy as np
 import torch
 
-from .checks import MIN_HEAD_DIM, AttnSpec, check_inputs, mark_checked_bias
+from .checks import MIN_HEAD_DIM, AttnSpec, check_inputs
 from .reference import ProbHook, reference_attention
 from .stats import AttentionStats
 
@@ -119,19 +119,13 @@ def attention_with_stats(
                              "use backend='auto' or 'reference'")
         chosen = "reference"
     if chosen == "triton" and spec.segment_ids is not None:  # each segment's queries against its own keys
-        from .segments import piece_options, run_pieces
-
-        bias = key_bias is not None or softcap is not None  # (softcap: the zero bias its kernels path takes)
+        from .segments import piece_bias, piece_options, run_pieces
 
         def piece(rows, qa, qe, ks, ke):
-            piece_bias = None
-            if bias:  # a slice of the checked bias: its check skips the device sync
-                piece_bias = spec.key_bias[rows, :, ks:ke]
-                mark_checked_bias(piece_bias)
             return attention_with_stats(
-                q[rows, :, qa:qe], k[rows, :, ks:ke], v[rows, :, ks:ke],
-                key_bias=piece_bias, backend="triton", need_out=need_out,
-                softcap=softcap, sinks=sinks, **piece_options(spec, rows, ks, ke, sink_tokens, local_window))
+                q[rows, :, qa:qe], k[rows, :, ks:ke], v[rows, :, ks:ke], key_bias=piece_bias(spec, rows, ks, ke),
+                backend="triton", need_out=need_out, softcap=softcap, sinks=sinks,
+                **piece_options(spec, rows, ks, ke, sink_tokens, local_window))
 
         return run_pieces(spec, spec.segment_ids, piece, need_out)
     if chosen == "triton":

@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from .checks import capturing, mark_padded, weak_tag, weak_tag_of
+from .checks import capturing, mark_checked_bias, mark_padded, weak_tag, weak_tag_of
 from .stats import KEY_STATS, AttentionStats, finish_key_stats
 
 # id(ids) -> (weak reference, True): ids made by interp's mask function for one forward (`mark_made`)
@@ -225,3 +225,13 @@ def piece_options(spec, rows, ks: int, ke: int, sink_tokens: int, local_window: 
     span = None if spec.span is None else (spec.span[rows] - ks).clamp(0, ke - ks)  # [rows, 2]
     return dict(causal=spec.causal, scale=spec.scale, sliding_window=spec.sliding_window, attention_mask=mask,
                 stats=piece_stats(spec.stats), sink_tokens=sink_tokens, local_window=local_window, span=span)
+
+
+def piece_bias(spec, rows, ks: int, ke: int) -> torch.Tensor | None:
+    """A piece's slice of the call's checked key bias (a softcap's zero bias included; None without one), marked
+    checked (`checks.mark_checked_bias`) so that the piece's input checks skip their device sync."""
+    if spec.key_bias is None:
+        return None
+    bias = spec.key_bias[rows, :, ks:ke]
+    mark_checked_bias(bias)
+    return bias
