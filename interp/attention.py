@@ -16,11 +16,17 @@ Packed sequences and chunked attention (Llama 4) are read from the mask function
 (`interp.mask_segments`): the mask handed to the layers carries them (`segments_of`), and the kernels confine each
 query to its segment (`segment_ids=`, `interp.kernels.segments`).
 
-What the kernels cannot express is refused with a ValueError instead of being dropped silently: other masks
-(`or_mask_function` overlays such as Gemma 3's `use_bidirectional_attention`, bidirectional blocks, custom mask
-functions), attention dropout (training mode), additive position biases (`position_bias`) and
-`output_attentions=True`. Learned attention sinks (`s_aux`, GPT-OSS) are computed: they reach the kernels as
-`sinks=` (`interp.kernels.sinks`).
+Any other mask runs on the reference backend, exactly as transformers defines it: a mask function the kernels cannot
+read from positions (`or_mask_function` overlays such as Gemma 3's `use_bidirectional_attention`, bidirectional
+blocks over image tokens, custom mask functions) is carried by the mask handed to the layers (`mask_function_of`) and
+evaluated one query chunk at a time (`attn_mask=` of `attention_with_stats`, `interp.kernels.attn_mask`); a 4-D mask
+a user passes to the model is applied as it is. The Triton kernels never read such masks: a model loaded with
+backend='triton' refuses them, and backend='auto' runs those layers on the reference (O(chunk * keys) memory, every
+query-key pair computed).
+
+What cannot be computed is refused with a ValueError instead of being dropped silently: attention dropout (training
+mode), additive position biases (`position_bias`) and `output_attentions=True`. Learned attention sinks (`s_aux`,
+GPT-OSS) are computed: they reach the kernels as `sinks=` (`interp.kernels.sinks`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import torch
 
 from .kernels import attention_with_stats
+from .kernels.attn_mask import AttnMask, check_attn_mask
 from .kernels.checks import has_padding, mark_padded, weak_tag, weak_tag_of
 from .kernels.segments import mark_made
 from .mask_segments import MU, closure_values, inner_functions, qualname, read_mask, segment_ids
@@ -36,6 +43,7 @@ NAME = "interp"
 _registered = False
 _keys_used: dict = {}  # id(mask) -> (weak reference, (keys used, padded)): masks made for a static cache's layers
 _segments: dict = {}  # id(mask) -> (weak reference, (segment ids, padded)): masks made for segmented layers
+_functions: dict = {}  # id(mask) -> (weak reference, (AttnMask, padded)): masks made for other mask functions
 
 
 def keys_used(mask) -> tuple[int, bool] | None:
@@ -44,9 +52,9 @@ def keys_used(mask) -> tuple[int, bool] | None:
     return weak_tag_of(_keys_used, mask)
 
 
-# parts of transformers' mask functions (`transformers.masking_utils`, by qualified name) the kernels cannot
-# reproduce, with what a user did to get them
-_UNSUPPORTED_PARTS = {
+# parts of transformers' mask functions (`transformers.masking_utils`, by qualified name) the kernels cannot read
+# from positions, with what a user did to get them (they name the mask in messages)
+_FUNCTION_PARTS = {
     MU + "blockwise_overlay.<locals>.inner_mask": "bidirectional blocks (block_sequence_ids / token_type_ids)",
     MU + "sliding_window_bidirectional_overlay.<locals>.inner_mask": "a bidirectional sliding window",
     MU + "or_masks.<locals>.or_mask": "a mask widened by an or_mask_function (e.g. Gemma 3's "
@@ -81,18 +89,18 @@ def _ints(shape) -> set:
     return found
 
 
-def _unsupported_part(fn) -> str:
-    """What in the mask function `fn` the kernels cannot reproduce, in words (the most specific part found)."""
+def _describe_mask(fn) -> str:
+    """What in the mask function `fn` the kernels cannot read from positions, in words (the most specific part)."""
     todo, known = [fn], []
     for _ in range(64):  # a few levels of and_masks / or_masks / remaps
         if not todo:
             break
         f = todo.pop(0)
-        if qualname(f) in _UNSUPPORTED_PARTS:
-            known.append(_UNSUPPORTED_PARTS[qualname(f)])
+        if qualname(f) in _FUNCTION_PARTS:
+            known.append(_FUNCTION_PARTS[qualname(f)])
         if qualname(f).startswith(MU):
             todo.extend(inner_functions(f))
-    specific = [k for k in known if k != _UNSUPPORTED_PARTS[MU + "or_masks.<locals>.or_mask"]]
+    specific = [k for k in known if k != _FUNCTION_PARTS[MU + "or_masks.<locals>.or_mask"]]
     return (specific or known or [f"the custom mask function {qualname(fn)}"])[0]
 
 
@@ -115,23 +123,12 @@ def _plain(mask_function) -> bool | None:
     return None
 
 
-def mask_layout(mask_function) -> tuple[bool, list]:
-    """(causal, segment builders) of a transformers mask function: a causal, sliding-window causal or bidirectional
-    base, under packed-sequence and chunked-attention overlays (`interp.mask_segments`); a ValueError naming the
-    part for any other mask (the kernels apply only these, so anything else would be dropped silently)."""
+def mask_is_causal(mask_function) -> bool | None:
+    """Whether the kernels read the mask function as causal (True: causal or sliding-window causal, or none given)
+    or bidirectional (False), under packed-sequence and chunked overlays (`interp.mask_segments`); None for any other
+    mask, which `interp_mask` hands to the layers as a mask function (`mask_function_of`)."""
     read = read_mask(mask_function, _plain)
-    if read is not None:
-        return read
-    raise ValueError(
-        f"interp attention cannot apply this attention mask: {_unsupported_part(mask_function)}. It applies causal, "
-        "sliding-window causal and bidirectional masks with a 2-D padding mask, packed sequences and chunked "
-        "attention (run this model with set_attn_implementation('eager') for other masks)")
-
-
-def mask_is_causal(mask_function) -> bool:
-    """Whether the mask function's base is causal (True: causal or sliding-window causal, or none given) or
-    bidirectional (False); a ValueError naming the part for a mask the kernels cannot apply (`mask_layout`)."""
-    return mask_layout(mask_function)[0]
+    return None if read is None else read[0]
 
 
 def segments_of(mask) -> tuple[torch.Tensor, bool] | None:
@@ -159,15 +156,77 @@ def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_f
     cache that has empty slots (fewer real keys than kv_length), a mask [batch, real keys] recorded for
     `interp_attention` to cut the cache's keys and values to (see the module's docstring). Packed sequences and
     chunked attention: the mask (an all-true one if nothing is padded) carries the keys' segment ids for
-    `interp_attention` (`segments_of`). Any other mask function is refused (`mask_layout`)."""
-    causal, builders = mask_layout(mask_function)
+    `interp_attention` (`segments_of`). Any other mask function: the mask carries it (`mask_function_of`)."""
+    if attention_mask is not None and getattr(attention_mask, "dim", lambda: 2)() != 2:
+        raise _mask_rank_error(attention_mask)
+    read = read_mask(mask_function, _plain)
+    if read is None:
+        return _with_function(batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask,
+                              bool(kwargs.get("use_vmap", False)), kwargs.get("device"))
+    causal, builders = read
     mask, used = _compact(batch_size, q_length, kv_length, q_offset, kv_offset, attention_mask, causal,
                           kwargs.get("device"))
     if builders:
         device = kwargs.get("device") if attention_mask is None else attention_mask.device
-        ids = segment_ids(builders, int(kv_offset), kv_length, batch_size, device)
+        try:
+            ids = segment_ids(builders, int(kv_offset), kv_length, batch_size, device)
+        except ValueError:  # packed parts the segments cannot express: the mask function itself, exactly
+            return _with_function(batch_size, q_length, kv_length, q_offset, kv_offset, mask_function,
+                                  attention_mask, bool(kwargs.get("use_vmap", False)), kwargs.get("device"))
         if ids is not None:
             return _with_segments(mask, ids[:, :used], device)
+    return mask
+
+
+def _mask_rank_error(mask) -> ValueError:
+    return ValueError("interp attention takes a 2-D padding mask [batch, keys] or a 4-D mask [batch, 1 or heads, "
+                      f"queries, keys]; got a {mask.dim()}-D mask of shape {tuple(mask.shape)}")
+
+
+def mask_function_of(mask) -> tuple[AttnMask, bool] | None:
+    """(the layer's mask as an `attn_mask`, whether the 2-D mask hides padding keys) when `mask` was made by
+    `interp_mask` for a mask function the kernels cannot read from positions, else None."""
+    return weak_tag_of(_functions, mask)
+
+
+def _layer_mask_function(mask_function, q_length: int, kv_length: int, q_offset, kv_offset: int, use_vmap: bool):
+    """transformers' mask function in `attn_mask`'s convention: a query's position on the layer's key axis (query i
+    at i + kv_length - q_length) becomes transformers' q_idx (i + q_offset), a key j its kv_idx (j + kv_offset).
+    use_vmap: called as transformers calls it when it asks for vmap (custom functions may index with scalars);
+    else on broadcast index tensors."""
+    shift = q_offset - (kv_length - q_length)  # (a 0-d tensor for a static cache: no sync)
+
+    def fn(b, h, qi, ki):
+        qi, ki = qi + shift, ki + kv_offset
+        if not use_vmap:
+            return mask_function(b, h, qi, ki)
+        from torch._dynamo._trace_wrapped_higher_order_op import TransformGetItemToIndex
+        from transformers.masking_utils import _vmap_expansion_sdpa
+
+        with TransformGetItemToIndex():
+            return _vmap_expansion_sdpa(mask_function)(b.reshape(-1), h.reshape(-1)[:1], qi.reshape(-1),
+                                                       ki.reshape(-1))
+
+    return fn
+
+
+def _with_function(batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask, use_vmap,
+                   device):
+    """The 2-D padding mask [batch, kv_length] (an all-true one if nothing is padded: a static cache's empty slots
+    count as padding, as in transformers), tagged with the layer's mask function for `interp_attention`."""
+    if attention_mask is not None:
+        device = attention_mask.device
+        short = kv_offset + kv_length - attention_mask.shape[-1]
+        pad = torch.nn.functional.pad(attention_mask, (0, short)) if short > 0 else attention_mask
+        mask = pad[:, kv_offset:kv_offset + kv_length].to(torch.bool)
+        padded = has_padding(mask)
+        if padded:
+            mark_padded(mask)
+    else:
+        mask, padded = torch.ones(batch_size, kv_length, dtype=torch.bool, device=device), False
+    fn = _layer_mask_function(mask_function, q_length, kv_length, q_offset, kv_offset, use_vmap)
+    describe = f"the model's attention mask ({_describe_mask(mask_function)})"
+    weak_tag(_functions, mask, (AttnMask(fn=fn, describe=describe), padded))
     return mask
 
 
@@ -265,11 +324,20 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
     check_call_options(module, dropout, kwargs)
     sinks = kwargs.get("s_aux")  # GPT-OSS: one learned sink logit per query head
     segmented = None if attention_mask is None else segments_of(attention_mask)  # packed sequences, chunked layers
-    if attention_mask is not None and attention_mask.dim() != 2:
-        raise ValueError(
-            "interp attention expects the compact 2-D padding mask; got a "
-            f"{attention_mask.dim()}-D mask (a custom 4-D mask is not supported)"
-        )
+    general = None if attention_mask is None else mask_function_of(attention_mask)  # other mask functions
+    attn_mask = None
+    if attention_mask is not None and attention_mask.dim() == 4:  # a prepared mask the user passed: as it is
+        attn_mask = check_attn_mask(attention_mask, query.shape[0], query.shape[1], query.shape[2], key.shape[2],
+                                    query.device, "the 4-D attention_mask passed to the model")
+        attention_mask, sliding_window = None, None
+        is_causal = False
+    elif attention_mask is not None and attention_mask.dim() != 2:
+        raise _mask_rank_error(attention_mask)
+    if general is not None:  # the mask function holds the causal and window parts itself
+        attn_mask, padded = general
+        sliding_window, is_causal = None, False
+        if not padded:
+            attention_mask = None
     if attention_mask is not None and attention_mask.shape[-1] != key.shape[-2]:
         static = keys_used(attention_mask)
         if static is None or static[0] > key.shape[-2]:
@@ -296,7 +364,7 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
         backend = wrapper.backend if wrapper is not None else "auto"
         out, _ = attention_with_stats(query, key, value, causal=causal, scale=scaling, sliding_window=sliding_window,
                                       attention_mask=attention_mask, stats="none", backend=backend,
-                                      softcap=softcap, sinks=sinks, segment_ids=ids)
+                                      softcap=softcap, sinks=sinks, segment_ids=ids, attn_mask=attn_mask)
         return out.transpose(1, 2).contiguous(), None
     return wrapper.attention_call(_layer_of(module), module, query, key, value, attention_mask, scaling, causal,
-                                  sliding_window, softcap, sinks=sinks, segment_ids=ids)
+                                  sliding_window, softcap, sinks=sinks, segment_ids=ids, attn_mask=attn_mask)

@@ -226,7 +226,7 @@ class HookedModel:
 
     # ------------------------------------------------------------------ the attention call
     def attention_call(self, layer, module, query, key, value, mask, scaling, causal, sliding_window, softcap=None,
-                       sinks=None, segment_ids=None):
+                       sinks=None, segment_ids=None, attn_mask=None):
         """Called by interp_attention for every layer while a run context is active: hooks, then the intervention
         stages in order (qkv, key_bias, probs, out, z; see `interp.stages`), statistics published as hooks."""
         ctx = self._ctx
@@ -253,7 +253,7 @@ class HookedModel:
                 c.query, c.key, c.value, causal=causal, scale=scaling, sliding_window=sliding_window,
                 attention_mask=mask, key_bias=bias, stats=stats, sink_tokens=opts.get("sink_tokens", 4),
                 local_window=opts.get("local_window", 64), span=opts.get("span"), backend=ctx.backend,
-                prob_hook=prob_hook, softcap=softcap, sinks=sinks, segment_ids=segment_ids)
+                prob_hook=prob_hook, softcap=softcap, sinks=sinks, segment_ids=segment_ids, attn_mask=attn_mask)
 
         # `attend` reaches the call through a weak reference: a closure cycle (call -> call.attend -> attend ->
         # call) would keep every layer's q/k/v alive until the garbage collector ran (Gemma 3 at 16k tokens:
@@ -289,7 +289,8 @@ class HookedModel:
 
         stats = ctx.stats.get(layer, ())
         batch = ctx.layer_batch
-        if (batch is not None and bias is None and prob_hook is None and any(n != "lse" for n in stats)
+        if (batch is not None and bias is None and prob_hook is None and attn_mask is None
+                and any(n != "lse" for n in stats)
                 and not torch.is_grad_enabled() and batch.accepts(call.query, call.key)
                 and pick_backend(ctx.backend, call.device) == "triton"):
             out, lse_only = attend(None, ("lse",))  # output and lse now; the statistics pass runs for many layers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from .reference import ProbHook, reference_attention
 from .stats import AttentionStats
 
 BACKENDS = ("auto", "triton", "reference")
+_WARNED: set = set()  # masks (by description) that auto sent to the reference backend instead of Triton
 
 
 def triton_available() -> bool:
@@ -67,6 +69,8 @@ def attention_with_stats(
     sinks: torch.Tensor | None = None,  # [heads] float: learned sink logits (GPT-OSS's s_aux), one per query head
     segment_ids: torch.Tensor | None = None,  # [batch, k_len] int, never decreasing along a row: packed sequences,
     # chunked attention (a query sees only the keys of its own segment; `interp.kernels.segments`)
+    attn_mask=None,  # [batch|1, heads|1, q_len, k_len] bool / float, or fn(batch_idx, head_idx, q_idx, kv_idx):
+    # any other mask, on the reference backend (`interp.kernels.attn_mask`)
 ) -> tuple[torch.Tensor | None, AttentionStats]:
     """Attention output `[batch, heads, q_len, v_head_dim]` and the requested statistics (see `interp.kernels.stats`).
 
@@ -98,6 +102,13 @@ def attention_with_stats(
     keys of the query's own segment. The Triton backend runs each segment's queries against that segment's keys
     alone (`interp.kernels.segments`); the reference masks the other segments' keys.
 
+    `attn_mask`: any mask the arguments above cannot describe, combined with them by "and": a dense
+    [batch or 1, heads or 1, q_len, k_len] tensor in SDPA's convention (bool: True = may attend; float: added to the
+    scaled scores, -inf hides), or a mask function fn(batch_idx, head_idx, q_idx, kv_idx) -> bool in transformers'
+    convention, q_idx being the query's position on the key axis (`interp.kernels.attn_mask`). The Triton kernels
+    never read an n x n mask, so such a call runs on the reference backend (chunked over queries: O(chunk * k_len)
+    memory, every (query, key) pair of its key range computed); backend='triton' refuses it.
+
     Differentiable on both backends: when grad mode is on and q, k, v or key_bias requires grad, the Triton path
     runs through `interp.kernels.autograd.FusedAttention` (FlashAttention-2-style backward kernels; the key_bias
     gradient is the sum over queries of dS, the attribution of attending to each key). Statistics carry no gradient.
@@ -105,9 +116,20 @@ def attention_with_stats(
     spec = check_inputs(
         q, k, v, causal=causal, scale=scale, sliding_window=sliding_window, attention_mask=attention_mask,
         key_bias=key_bias, stats=stats, sink_tokens=sink_tokens, local_window=local_window, span=span,
-        softcap=softcap, sinks=sinks, segment_ids=segment_ids,
+        softcap=softcap, sinks=sinks, segment_ids=segment_ids, attn_mask=attn_mask,
     )
     chosen = pick_backend(backend, q.device)
+    if spec.attn_mask is not None:
+        if backend == "triton":
+            raise ValueError(f"{spec.attn_mask.describe} is a mask the Triton kernels cannot apply (they compute "
+                             "causal, sliding-window, padding and segment masks from positions and never read an n x n "
+                             "mask); use backend='auto' or 'reference', which apply it in PyTorch")
+        if chosen == "triton" and spec.attn_mask.describe not in _WARNED:  # auto on a GPU: say so, once
+            _WARNED.add(spec.attn_mask.describe)
+            warnings.warn(f"{spec.attn_mask.describe} runs on the reference backend (PyTorch, float32, chunked over "
+                          "queries: every query-key pair computed), not the Triton kernels, which cannot apply it",
+                          stacklevel=2)
+        chosen = "reference"
     if not isinstance(need_out, (bool, np.bool_)):
         raise TypeError(f"need_out must be True or False, got {need_out!r}")
     if prob_hook is not None and not callable(prob_hook):

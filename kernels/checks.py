@@ -59,6 +59,8 @@ class AttnSpec:
     # [batch, k_len] int64, never decreasing along a row: a query sees only the keys of its own segment (packed
     # sequences, chunked attention; `segments.py`); None when every row is one segment
     segment_ids: torch.Tensor | None = None
+    # any other mask, dense or a mask function (`attn_mask.py`): applied by the reference backend only
+    attn_mask: "AttnMask | None" = None
 
     @property
     def group(self) -> int:
@@ -230,6 +232,7 @@ def check_inputs(
     sinks=None,
     sinks_per_batch: bool = False,
     segment_ids=None,
+    attn_mask=None,
 ) -> AttnSpec:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -348,12 +351,16 @@ def check_inputs(
         from .segments import check_segment_ids
 
         segment_ids = check_segment_ids(segment_ids, b, lk, q.device)
+    if attn_mask is not None:
+        from .attn_mask import check_attn_mask
+
+        attn_mask = check_attn_mask(attn_mask, b, h, lq, lk, q.device)
 
     return AttnSpec(
         batch=b, heads=h, kv_heads=hk, q_len=lq, k_len=lk, head_dim=d, q_offset=lk - lq, causal=causal,
         scale=float(scale), sliding_window=sliding_window, key_valid=key_valid, key_bias=key_bias, stats=names,
         sink_tokens=sink_tokens, local_window=local_window, span=span_t, softcap=softcap, sinks=sinks,
-        v_head_dim=None if dv == d else dv, segment_ids=segment_ids,
+        v_head_dim=None if dv == d else dv, segment_ids=segment_ids, attn_mask=attn_mask,
     )
 
 

@@ -98,6 +98,13 @@ def _attend_chunk(qc, kf, vf, bias, spec: AttnSpec, qs: int, prob_hook: ProbHook
     if bias is not None:
         s = s + bias[:, :, None, :]
     allowed = visible_keys(spec, qs, qs + cq, qc.device, k_lo, k_lo + lk)  # [b|1, 1, cq, lk]
+    if spec.attn_mask is not None:  # a dense mask or a mask function (`attn_mask.py`): [b|1, h|1, cq, lk]
+        tile = spec.attn_mask.tile(qs, qs + cq, k_lo, k_lo + lk, spec.q_offset, b, h, qc.device)
+        if tile.dtype == torch.bool:
+            allowed = allowed & tile
+        else:  # added to the scaled scores; -inf hides the key
+            s = s + tile
+            allowed = allowed & ~torch.isneginf(tile)
     s = s.masked_fill(~allowed, float("-inf"))
     if bias is not None:  # a -inf bias hides the key as surely as a mask does
         allowed = allowed & ~torch.isneginf(bias[:, :, None, :])
@@ -156,7 +163,8 @@ def reference_attention(
     key_stats = bool(want & {"key_mass", "key_count", "key_mean"})
     if key_stats:
         key_mass = torch.zeros(b, h, lk, **f32)
-        key_count = torch.zeros(b, h if spec.key_bias is not None else 1, lk, **f32)
+        per_head = spec.key_bias is not None or spec.attn_mask is not None  # masks that may differ by head
+        key_count = torch.zeros(b, h if per_head else 1, lk, **f32)
     qvalid = spec.key_valid[:, spec.q_offset:] if spec.key_valid is not None else None  # [b, lq]
     if spec.segment_ids is not None and "sink_mass" in want:  # the first keys of each query's own segment
         from .segments import segment_starts

@@ -17,7 +17,8 @@ def visibility(lq, lk, causal, sliding_window):
 
 
 def naive_attention(q, k, v, *, causal=True, scale=None, sliding_window=None, attention_mask=None, key_bias=None,
-                    sink_tokens=4, local_window=64, span=None):
+                    sink_tokens=4, local_window=64, span=None, attn_mask=None):
+    """attn_mask: a dense [b|1, h|1, lq, lk] mask, bool (True = may attend) or float (added; -inf hides)."""
     b, h, lq, d = q.shape
     hk, lk = k.shape[1], k.shape[2]
     g = h // hk
@@ -34,6 +35,11 @@ def naive_attention(q, k, v, *, causal=True, scale=None, sliding_window=None, at
     if attention_mask is not None:
         allowed = allowed & attention_mask.bool()[:, None, None, :]
         qvalid = attention_mask.bool()[:, off:]
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        allowed = allowed & attn_mask
+    elif attn_mask is not None:
+        s = s + attn_mask.double()
+        allowed = allowed & ~torch.isneginf(attn_mask)
     s = s.masked_fill(~allowed, float("-inf"))
     p = torch.softmax(s, -1).nan_to_num(0.0)
     out = p @ vd

@@ -1,8 +1,8 @@
 """Transformers features through interp's attention, against transformers' eager attention on the same weights:
-what works gives the same tokens and scores (float32, 2e-4); what the kernels cannot compute is refused with a
-ValueError that names it, instead of being dropped silently (Gemma 3's bidirectional overlay, attention dropout,
-position biases, output_attentions, models whose attention does not go through the AttentionInterface). Attention
-sinks (GPT-OSS), packed sequences and Llama 4's chunked attention, once refused, are computed."""
+what works gives the same tokens and scores (float32, 2e-4); what cannot be computed is refused with a ValueError
+that names it, instead of being dropped silently (attention dropout, position biases, output_attentions, models
+whose attention does not go through the AttentionInterface). Attention sinks (GPT-OSS), packed sequences, Llama 4's
+chunked attention and other masks (tests/test_hf_masks.py), once refused, are computed."""
 
 import os
 
@@ -11,7 +11,7 @@ import torch
 from helpers import raises_clear_error, tiny_gemma2, tiny_gemma3, tiny_gpt2, tiny_llama
 
 import interp
-from interp.attention import interp_attention, interp_mask, mask_is_causal, segments_of
+from interp.attention import interp_attention, interp_mask, mask_function_of, mask_is_causal, segments_of
 
 # these models run on the CPU: there the Triton kernels need the interpreter (CI sets it; a GPU machine does not)
 BACKENDS = ["reference", pytest.param("triton", marks=pytest.mark.skipif(
@@ -224,33 +224,19 @@ def test_llama4_chunked_attention_gradients_match_eager(backend):
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-6)
 
 
-def _bidirectional_gemma3():
-    hf = tiny_gemma3()
-    hf.config.use_bidirectional_attention = True  # EmbeddingGemma: an or_mask_function over the causal mask
-    return hf
-
-
-@pytest.mark.parametrize("build,match", [
-    (_bidirectional_gemma3, "widened by an or_mask_function"),
-])
-def test_masks_the_kernels_cannot_apply_are_refused(build, match):
-    hf = interp.load(build(), backend="reference").model
-    ids = torch.randint(1, 50, (1, 10), generator=torch.Generator().manual_seed(2))
-    with pytest.raises(ValueError, match=match):
-        _logits(hf, input_ids=ids, use_cache=False)
-
-
 def test_mask_functions_recognised():
     from transformers import masking_utils as mu
 
     assert mask_is_causal(None) and mask_is_causal(mu.causal_mask_function)
     assert mask_is_causal(mu.sliding_window_causal_mask_function(4))
-    assert not mask_is_causal(mu.bidirectional_mask_function)
+    assert mask_is_causal(mu.bidirectional_mask_function) is False
+    # what the kernels cannot read from positions goes to the layers as a mask function, named in messages
     for fn, words in ((mu.sliding_window_bidirectional_mask_function(4), "bidirectional sliding window"),
                       (mu.or_masks(mu.causal_mask_function, lambda *a: True), "or_mask_function"),
                       (mu.and_masks(mu.causal_mask_function, lambda b, h, q, k: k > 0), "custom mask function")):
-        err = raises_clear_error(ValueError, words, mask_is_causal, fn)
-        assert "set_attn_implementation('eager')" in str(err)
+        assert mask_is_causal(fn) is None
+        made, padded = mask_function_of(interp_mask(1, 4, 4, mask_function=fn, device="cpu"))
+        assert words in made.describe and padded is False
     # packed sequences and chunked attention: segment ids carried by the mask
     packed = interp_mask(1, 4, 4, mask_function=mu.and_masks(
         mu.causal_mask_function, mu.packed_sequence_mask_function(torch.tensor([[0, 0, 1, 1]]))))
@@ -267,27 +253,32 @@ def test_mask_functions_recognised():
 
 
 
-def test_packed_parts_transformers_never_makes_are_refused():
+def test_packed_parts_transformers_never_makes_run_as_mask_functions():
     """Packed-sequence parts read as segments only as transformers builds them: ids in contiguous runs (merged with
     chunks, [0, 0, 1, 1, 0, 0, 1, 1] once became four segments where tokens 0 and 4 see each other), a position remap
     only beside its packed ids, with positions rising by one inside each sequence (the kernels apply causality on
-    the row's positions); once these dropped the remap or split the runs silently."""
+    the row's positions); once these dropped the remap or split the runs silently, then they were refused. Any
+    other packed part now reaches the layers as the mask function itself: transformers' own mask, entry for entry."""
     from transformers import masking_utils as mu
 
-    def make(fn, n=8):
-        return lambda: interp_mask(1, n, n, mask_function=fn, device="cpu")
+    def check(fn, n=8):
+        made = interp_mask(1, n, n, mask_function=fn, device="cpu")
+        assert segments_of(made) is None
+        tile = mask_function_of(made)[0].tile(0, n, 0, n, 0, 1, 1, "cpu")
+        assert torch.equal(tile, mu.sdpa_mask(1, n, n, mask_function=fn, allow_is_causal_skip=False))
 
     interleaved = mu.packed_sequence_mask_function(torch.tensor([[0, 0, 1, 1, 0, 0, 1, 1]]))
     chunks = mu.chunked_causal_mask_function(8, torch.zeros(1, dtype=torch.long))
-    raises_clear_error(ValueError, "must not decrease", make(mu.and_masks(chunks, interleaved)))
-    raises_clear_error(ValueError, "must not decrease", make(mu.and_masks(mu.causal_mask_function, interleaved)))
+    check(mu.and_masks(chunks, interleaved))
+    check(mu.and_masks(mu.causal_mask_function, interleaved))
     reversed_positions = torch.tensor([[3, 2, 1, 0, 3, 2, 1, 0]])
     remapped = mu.remap_positions_for_packed_sequence(mu.causal_mask_function, reversed_positions)
-    raises_clear_error(ValueError, "custom mask function", make(remapped))  # a remap with no packed ids beside it
+    check(remapped)  # a remap with no packed ids beside it
     two = mu.packed_sequence_mask_function(torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1]]))
-    raises_clear_error(ValueError, "do not rise by one", make(mu.and_masks(remapped, two)))
+    check(mu.and_masks(remapped, two))
     ok = mu.remap_positions_for_packed_sequence(mu.causal_mask_function, torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]]))
-    assert torch.equal(segments_of(make(mu.and_masks(ok, two))())[0], two.__closure__[0].cell_contents)
+    made = interp_mask(1, 8, 8, mask_function=mu.and_masks(ok, two), device="cpu")
+    assert torch.equal(segments_of(made)[0], two.__closure__[0].cell_contents)
 
 def test_attention_dropout_in_training_mode_is_refused():
     """model.train() with a nonzero attention dropout: eager drops probabilities, interp's kernels have no dropout."""

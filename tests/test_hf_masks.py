@@ -1,0 +1,189 @@
+"""Masks the Triton kernels cannot read from positions, through interp's attention on Hugging Face models: mask
+functions (Gemma 3's bidirectional or_mask, bidirectional blocks over image tokens, custom functions) and 4-D masks
+a user passes, against transformers' own masks and eager attention on the same weights (float32)."""
+
+import os
+
+import pytest
+import torch
+from helpers import raises_clear_error, tiny_gemma3, tiny_llama
+
+import interp
+from interp.attention import interp_mask, mask_function_of, mask_is_causal
+
+TOL = dict(rtol=2e-4, atol=2e-4)
+
+
+def _dense(mask, q_length, kv_length, batch):
+    """The mask interp_mask handed the layers, as transformers' [batch, 1, q, kv] bool: its mask function on every
+    (query, key), and its padding."""
+    fn, padded = mask_function_of(mask)
+    tile = fn.tile(0, q_length, 0, kv_length, kv_length - q_length, batch, 1, mask.device)
+    return (tile & mask[:, None, None, :]).expand(batch, 1, q_length, kv_length), padded
+
+
+def _functions():
+    from transformers import masking_utils as mu
+
+    blocks = torch.tensor([[-1, 0, 0, 0, -1, -1, 1, 1, -1, -1, -1, -1, -1, -1],
+                           [-1, -1, 0, 0, 0, 0, -1, -1, -1, 1, 1, -1, -1, -1]])
+    return {
+        "causal-or-blocks": mu.or_masks(mu.causal_mask_function, mu.blockwise_overlay(blocks)),
+        "window-and-(causal-or-blocks)": mu.and_masks(mu.or_masks(mu.causal_mask_function,
+                                                                  mu.blockwise_overlay(blocks)),
+                                                      mu.sliding_window_overlay(3)),
+        "bidirectional-window": mu.sliding_window_bidirectional_mask_function(2),
+        "custom": mu.and_masks(mu.causal_mask_function, lambda b, h, q, k: (k % 3 != 1) | (k == q)),
+    }
+
+
+@pytest.mark.parametrize("use_vmap", [False, True], ids=["broadcast", "vmap"])
+@pytest.mark.parametrize("name", list(_functions()))
+@pytest.mark.parametrize("q_length,kv_length,q_offset,kv_offset", [
+    (9, 9, 0, 0),  # prefill
+    (1, 10, 9, 0),  # a decode step against a dynamic cache
+    (3, 14, 5, 0),  # a static cache: empty slots past the 8 real keys
+    (2, 6, 11, 7),  # a sliding cache: keys start at position 7
+])
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "left-padded"])
+def test_the_layers_get_transformers_mask(name, use_vmap, q_length, kv_length, q_offset, kv_offset, padded):
+    """What interp_mask hands the layers for a mask function it cannot read from positions is transformers' own
+    sdpa_mask, entry for entry: query and key offsets, static caches' empty slots, padding."""
+    from transformers.masking_utils import sdpa_mask
+
+    fn = _functions()[name]
+    pad = None
+    if padded:
+        pad = torch.ones(2, kv_offset + kv_length, dtype=torch.long)
+        pad[1, :2] = 0
+        if q_offset + q_length < kv_offset + kv_length:  # a static cache: the 2-D mask covers the tokens seen
+            pad = pad[:, :q_offset + q_length]
+    assert mask_is_causal(fn) is None
+    args = dict(batch_size=2, q_length=q_length, kv_length=kv_length, q_offset=q_offset, kv_offset=kv_offset,
+                mask_function=fn, attention_mask=pad, use_vmap=use_vmap, device="cpu")
+    mask = interp_mask(**args)
+    got, was_padded = _dense(mask, q_length, kv_length, 2)
+    want = sdpa_mask(**args, allow_is_causal_skip=False)
+    assert torch.equal(got, want)
+    assert mask.shape == (2, kv_length) and was_padded == (not bool(mask.all()))
+
+
+def _bidirectional_gemma3():
+    hf = tiny_gemma3()
+    hf.config.use_bidirectional_attention = True  # EmbeddingGemma: an or_mask_function over the causal mask
+    return hf
+
+
+def _eager(build):
+    ref = build()
+    ref.set_attn_implementation("eager")
+    return ref
+
+
+def test_gemma3_bidirectional_matches_eager():
+    """Once refused; now its or_mask (full layers) and bidirectional window (sliding layers) run as transformers
+    defines them, with left padding, and every statistic describes that attention (eager's own patterns)."""
+    ref = _eager(_bidirectional_gemma3)
+    m = interp.load(_bidirectional_gemma3(), backend="reference")
+    ids = torch.randint(1, 50, (2, 10), generator=torch.Generator().manual_seed(2))
+    pad = torch.ones(2, 10, dtype=torch.long)
+    pad[1, :3] = 0
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=pad, output_attentions=True)
+        got = m.model(input_ids=ids, attention_mask=pad).logits
+    keep = pad.bool()
+    torch.testing.assert_close(got[keep], want.logits[keep], **TOL)
+    # greedy generation with a DynamicCache (the sliding layer's keys then start at an offset)
+    gen = dict(max_new_tokens=6, do_sample=False, return_dict_in_generate=True, output_scores=True, pad_token_id=0)
+    a, r = m.model.generate(ids[:1], **gen), ref.generate(ids[:1], **gen)
+    assert torch.equal(a.sequences, r.sequences)
+    torch.testing.assert_close(torch.stack(a.scores), torch.stack(r.scores), **TOL)
+    _, cache = m.run_with_cache(ids[:1], stats="all", sink_tokens=1, local_window=3)
+    with torch.no_grad():
+        pats = ref(input_ids=ids[:1], output_attentions=True).attentions
+    for layer, p in enumerate(pats):
+        p = p.double()
+        pre = f"blocks.{layer}.attn."
+        ent = -torch.special.xlogy(p, p).sum(-1)
+        torch.testing.assert_close(cache[pre + "hook_query_entropy"].double(), ent, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(cache[pre + "hook_key_mass"].double(), p.sum(-2), atol=1e-5, rtol=1e-4)
+        pos = torch.arange(10)
+        near = (pos[:, None] - pos[None, :]).abs() < 4  # the sliding layer: |q - k| < window, both sides
+        assert torch.equal(p[0] > 0, (near if layer == 0 else torch.ones_like(near)).expand(4, 10, 10))
+
+
+def test_gemma3_bidirectional_on_the_triton_backend_is_refused_clearly():
+    if not os.environ.get("TRITON_INTERPRET") and not torch.cuda.is_available():
+        pytest.skip("backend='triton' needs CUDA or the interpreter")
+    m = interp.load(_bidirectional_gemma3(), backend="triton")
+    err = raises_clear_error(ValueError, "or_mask_function", lambda: m.model(input_ids=torch.tensor([[3, 4, 5, 6]])))
+    assert "backend='auto'" in str(err)
+
+
+def test_gemma3_image_blocks_match_eager():
+    """Gemma 3's vision masks on the text model: bidirectional blocks over image tokens, or-ed with the causal mask
+    (full layers) and cut by the window (sliding layers), as transformers' create_masks_for_vision_model makes
+    them for each model's own attention implementation."""
+    from transformers.models.gemma3.modeling_gemma3 import (create_masks_for_vision_model,
+                                                            get_block_sequence_ids_for_mask)
+
+    ref, hf = _eager(tiny_gemma3), interp.load(tiny_gemma3(), backend="reference").model
+    ids = torch.randint(1, 50, (2, 12), generator=torch.Generator().manual_seed(3))
+    types = torch.zeros(2, 12, dtype=torch.long)
+    types[0, 2:7] = 1  # five image tokens
+    types[1, 5:8] = 1
+    pad = torch.ones(2, 12, dtype=torch.long)
+    pad[1, :2] = 0
+    blocks = get_block_sequence_ids_for_mask(types)
+    out = {}
+    for name, model in (("ref", ref), ("interp", hf)):
+        emb = model.model.embed_tokens(ids)
+        masks = create_masks_for_vision_model(config=model.config, inputs_embeds=emb, attention_mask=pad, cache=None,
+                                              position_ids=torch.arange(12)[None].expand(2, 12),
+                                              block_sequence_ids=blocks)
+        with torch.no_grad():
+            out[name] = model(input_ids=ids, attention_mask=masks, use_cache=False).logits
+    keep = pad.bool()
+    torch.testing.assert_close(out["interp"][keep], out["ref"][keep], **TOL)
+    # the image tokens see each other: the first image token's logits differ from a causal-only run
+    with torch.no_grad():
+        causal = hf(input_ids=ids, attention_mask=pad, use_cache=False).logits
+    assert (causal[0, 2] - out["interp"][0, 2]).abs().max() > 1e-3
+    torch.testing.assert_close(causal[0, :2], out["interp"][0, :2], **TOL)  # text before the image: unchanged
+
+
+def _prefix_lm(b, lq, prefix, dtype=torch.float32, pad_first=0):
+    """A 4-D additive mask: the first `prefix` tokens see each other, the rest is causal; row 1 left-padded."""
+    q = torch.arange(lq)[:, None]
+    k = torch.arange(lq)[None, :]
+    see = (k <= q) | ((k < prefix) & (q < prefix))
+    see = see[None, None].repeat(b, 1, 1, 1)
+    see[1, :, :, :pad_first] = False
+    see[1, :, :pad_first, :pad_first] = torch.eye(pad_first, dtype=torch.bool)  # padding rows see themselves
+    return see, torch.zeros(see.shape, dtype=dtype).masked_fill(~see, torch.finfo(dtype).min)
+
+
+def test_a_4d_mask_matches_eager():
+    """A user's 4-D mask [batch, 1, q, k] (additive float, as eager takes it, or bool) is applied as it is."""
+    ref, m = _eager(tiny_llama), interp.load(tiny_llama(), backend="reference")
+    ids = torch.randint(3, 100, (2, 9), generator=torch.Generator().manual_seed(4))
+    see, add = _prefix_lm(2, 9, prefix=4, pad_first=2)
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=add, use_cache=False).logits
+        got = m.model(input_ids=ids, attention_mask=add, use_cache=False).logits
+        got_bool = m.model(input_ids=ids, attention_mask=see, use_cache=False).logits
+        causal = m.model(input_ids=ids, use_cache=False).logits
+    torch.testing.assert_close(got, want, **TOL)
+    torch.testing.assert_close(got_bool, got, **TOL)
+    assert (causal[0, 0] - got[0, 0]).abs().max() > 1e-3  # the prefix sees ahead
+
+
+def test_a_4d_mask_of_the_wrong_size_is_refused():
+    m = interp.load(tiny_llama(), backend="reference")
+    ids = torch.randint(3, 100, (1, 6), generator=torch.Generator().manual_seed(5))
+    bad = torch.ones(1, 1, 6, 5, dtype=torch.bool)
+    raises_clear_error(ValueError, r"4-D attention_mask passed to the model must be \[batch or 1, heads or 1, q_len, "
+                       r"k_len\]", lambda: m.model(input_ids=ids, attention_mask=bad, use_cache=False))
+    three = torch.ones(1, 6, 6, dtype=torch.bool)
+    raises_clear_error(ValueError, "a 3-D mask", lambda: m.model(input_ids=ids, attention_mask=three,
+                                                                   use_cache=False))
