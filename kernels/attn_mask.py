@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-MASK_BIAS = -1e30  # (as checks.MASK_BIAS) an additive value at or below this hides the key
+from .checks import MASK_BIAS, capturing  # an additive value at or below MASK_BIAS hides the key
 
 MaskFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -106,14 +106,16 @@ def check_attn_mask(attn_mask, b: int, h: int, lq: int, lk: int, device, describ
     if attn_mask.requires_grad:
         raise ValueError(f"{describe} requires grad; a mask carries no gradient here: pass it detached (a learned "
                          "per-key bias can go in key_bias, which is differentiable)")
-    if bool((torch.isnan(attn_mask) | (attn_mask == float("inf"))).any()):
+    # (one device sync per check; none while a CUDA graph is being captured, where a sync is an error: a graphed
+    # call is checked when it runs eagerly first)
+    syncs = not capturing(attn_mask)
+    if syncs and bool((torch.isnan(attn_mask) | (attn_mask == float("inf"))).any()):
         raise ValueError(f"{describe} has NaN or +inf values; an additive mask must be finite, or -inf to hide a key")
-    hide_at = max(MASK_BIAS, torch.finfo(attn_mask.dtype).min)
-    # (torch.finfo(dtype).min, as transformers' eager masks write "hidden", means hidden: -inf; a float64 mask is
-    # read as float32, tile by tile)
-    hidden = attn_mask <= hide_at
-    if bool(hidden.any()):
-        attn_mask = attn_mask.masked_fill(hidden, float("-inf"))
-    if attn_mask.dtype == torch.float64 and bool((attn_mask > torch.finfo(torch.float32).max).any()):
+    if syncs and attn_mask.dtype == torch.float64 and bool((attn_mask > torch.finfo(torch.float32).max).any()):
         raise ValueError(f"{describe} has values beyond float32's range; the scores are float32")
+    # torch.finfo(dtype).min, as transformers' eager masks write "hidden", means hidden: -inf (a float64 mask is read
+    # as float32, tile by tile)
+    hidden = attn_mask <= max(MASK_BIAS, torch.finfo(attn_mask.dtype).min)
+    if not syncs or bool(hidden.any()):
+        attn_mask = attn_mask.masked_fill(hidden, float("-inf"))
     return AttnMask(dense=attn_mask, describe=describe)

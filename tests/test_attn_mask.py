@@ -5,11 +5,12 @@ import os
 
 import pytest
 import torch
-from helpers import raises_clear_error
+from helpers import on_device, raises_clear_error
 
 from interp.kernels import attention_with_stats
 from naive import naive_attention
 
+run = on_device(attention_with_stats)  # on the GPU where there is one (the reference backend runs there too)
 TOL = dict(atol=2e-5, rtol=1e-4)
 
 
@@ -42,7 +43,7 @@ def test_dense_bool_mask_per_batch_and_head(chunk, causal, monkeypatch):
     pad = torch.ones(2, 17, dtype=torch.bool)
     pad[1, :3] = False
     kw = dict(causal=causal, attention_mask=pad, sink_tokens=3, local_window=5, span=(2, 9))
-    out, st = attention_with_stats(q, k, v, attn_mask=mask, backend="reference", **kw)
+    out, st = run(q, k, v, attn_mask=mask, backend="reference", **kw)
     ref_out, ref = naive_attention(q, k, v, attn_mask=mask, **kw)
     _same(out, st, ref_out, ref)
     assert st.argmax[0, 1, 5] == -1 and torch.isneginf(st.lse[0, 1, 5]) and out[0, 1, 5].abs().max() == 0
@@ -55,7 +56,7 @@ def test_additive_float_mask(dtype):
     add = torch.randn(1, 1, 9, 9, generator=torch.Generator().manual_seed(2)).to(dtype)
     add[..., 0, 3] = float("-inf")
     add[..., 2, :4] = torch.finfo(dtype).min
-    out, st = attention_with_stats(q, k, v, causal=False, attn_mask=add, backend="reference")
+    out, st = run(q, k, v, causal=False, attn_mask=add, backend="reference")
     want = add.double().masked_fill(add <= max(-1e30, torch.finfo(dtype).min), float("-inf"))
     ref_out, ref = naive_attention(q, k, v, causal=False, attn_mask=want)
     _same(out, st, ref_out, ref)
@@ -73,7 +74,7 @@ def test_mask_function_matches_its_dense_mask():
     qpos = torch.arange(11)[:, None] + 4
     kpos = torch.arange(15)[None, :]
     dense = torch.stack([(kpos < 6) | (kpos <= qpos)] * 2 + [(qpos - kpos < 3) & (kpos <= qpos)] * 2)[None]
-    out, st = attention_with_stats(q, k, v, causal=False, attn_mask=fn, backend="reference")
+    out, st = run(q, k, v, causal=False, attn_mask=fn, backend="reference")
     ref_out, ref = naive_attention(q, k, v, causal=False, attn_mask=dense)
     _same(out, st, ref_out, ref)
     out2, st2 = attention_with_stats(q, k, v, causal=False, attn_mask=dense, backend="reference")

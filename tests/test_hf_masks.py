@@ -187,3 +187,19 @@ def test_a_4d_mask_of_the_wrong_size_is_refused():
     three = torch.ones(1, 6, 6, dtype=torch.bool)
     raises_clear_error(ValueError, "a 3-D mask", lambda: m.model(input_ids=ids, attention_mask=three,
                                                                    use_cache=False))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
+                    reason="a CUDA device, where backend='auto' would take the Triton kernels")
+def test_on_a_gpu_auto_runs_those_layers_on_the_reference_and_says_so():
+    ref = _eager(_bidirectional_gemma3).cuda()
+    m = interp.load(_bidirectional_gemma3().cuda(), backend="auto")
+    ids = torch.randint(1, 50, (2, 10), generator=torch.Generator().manual_seed(2)).cuda()
+    with pytest.warns(UserWarning, match="runs on the reference backend"):
+        with torch.no_grad():
+            got = m.model(input_ids=ids).logits
+    with torch.no_grad():
+        want = ref(input_ids=ids).logits
+    torch.testing.assert_close(got, want, **TOL)
+    _, cache = m.run_with_cache(ids[:1], stats="all")  # the layer batch (Triton) is not used for these layers
+    torch.testing.assert_close(cache["blocks.1.attn.hook_key_mass"].sum(-1).cpu(), torch.full((1, 4), 10.0))
