@@ -158,8 +158,9 @@ def _prefix_lm(b, lq, prefix, dtype=torch.float32, pad_first=0):
     k = torch.arange(lq)[None, :]
     see = (k <= q) | ((k < prefix) & (q < prefix))
     see = see[None, None].repeat(b, 1, 1, 1)
-    see[1, :, :, :pad_first] = False
-    see[1, :, :pad_first, :pad_first] = torch.eye(pad_first, dtype=torch.bool)  # padding rows see themselves
+    if pad_first:
+        see[1, :, :, :pad_first] = False
+        see[1, :, :pad_first, :pad_first] = torch.eye(pad_first, dtype=torch.bool)  # padding rows see themselves
     return see, torch.zeros(see.shape, dtype=dtype).masked_fill(~see, torch.finfo(dtype).min)
 
 
@@ -176,6 +177,30 @@ def test_a_4d_mask_matches_eager():
     torch.testing.assert_close(got, want, **TOL)
     torch.testing.assert_close(got_bool, got, **TOL)
     assert (causal[0, 0] - got[0, 0]).abs().max() > 1e-3  # the prefix sees ahead
+
+
+def test_statistics_under_a_4d_mask_are_eager_attentions():
+    """`with model.hooks(stats=...)` around a forward with a user's 4-D mask (examples/prefix_sinks.py): the
+    statistics describe the attention that mask gives, eager's own attention weights."""
+    ref, m = _eager(tiny_llama), interp.load(tiny_llama(), backend="reference")
+    ids = torch.randint(3, 100, (1, 9), generator=torch.Generator().manual_seed(6))
+    see, add = _prefix_lm(1, 9, prefix=5)
+    got = {}
+
+    def save(t, hook):
+        got[hook.name] = t
+
+    names = [f"blocks.{layer}.attn.hook_{s}" for layer in range(2) for s in ("key_mass", "query_sink_mass")]
+    with torch.no_grad(), m.hooks(fwd_hooks=[(n, save) for n in names], stats=["key_mass", "sink_mass"],
+                                  sink_tokens=1):
+        m.model(input_ids=ids, attention_mask=see, use_cache=False)
+    with torch.no_grad():
+        pats = ref(input_ids=ids, attention_mask=add, use_cache=False, output_attentions=True).attentions
+    for layer, p in enumerate(pats):
+        p = p.double()
+        assert (p[0, :, 0, 1:5] > 0).all()  # the prefix's first token sees ahead
+        torch.testing.assert_close(got[f"blocks.{layer}.attn.hook_key_mass"].double(), p.sum(-2), **TOL)
+        torch.testing.assert_close(got[f"blocks.{layer}.attn.hook_query_sink_mass"].double(), p[..., 0], **TOL)
 
 
 def test_a_4d_mask_of_the_wrong_size_is_refused():
