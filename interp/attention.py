@@ -35,15 +35,16 @@ import torch
 
 from .kernels import attention_with_stats
 from .kernels.attn_mask import AttnMask, check_attn_mask
-from .kernels.checks import has_padding, mark_padded, weak_tag, weak_tag_of
+from .kernels.checks import capturing, has_padding, mark_padded, weak_tag, weak_tag_of
 from .kernels.segments import mark_made
-from .mask_segments import MU, closure_values, inner_functions, qualname, read_mask, segment_ids
+from .mask_segments import AND, MU, PACKED_PART, closure_values, inner_functions, qualname, read_mask, segment_ids
 
 NAME = "interp"
 _registered = False
 _keys_used: dict = {}  # id(mask) -> (weak reference, (keys used, padded)): masks made for a static cache's layers
 _segments: dict = {}  # id(mask) -> (weak reference, (segment ids, padded)): masks made for segmented layers
-_functions: dict = {}  # id(mask) -> (weak reference, (AttnMask, padded)): masks made for other mask functions
+_functions: dict = {}  # id(mask) -> (weak reference, (AttnMask, padded, keeps packed sequences apart)): masks made
+# for other mask functions
 
 
 def keys_used(mask) -> tuple[int, bool] | None:
@@ -183,9 +184,10 @@ def _mask_rank_error(mask) -> ValueError:
                       f"queries, keys]; got a {mask.dim()}-D mask of shape {tuple(mask.shape)}")
 
 
-def mask_function_of(mask) -> tuple[AttnMask, bool] | None:
-    """(the layer's mask as an `attn_mask`, whether the 2-D mask hides padding keys) when `mask` was made by
-    `interp_mask` for a mask function the kernels cannot read from positions, else None."""
+def mask_function_of(mask) -> tuple[AttnMask, bool, bool] | None:
+    """(the layer's mask as an `attn_mask`, whether the 2-D mask hides padding keys, whether it keeps packed sequences
+    apart) when `mask` was made by `interp_mask` for a mask function the kernels cannot read from positions, else
+    None."""
     return weak_tag_of(_functions, mask)
 
 
@@ -197,14 +199,14 @@ def _layer_mask_function(mask_function, q_length: int, kv_length: int, q_offset,
     shift = q_offset - (kv_length - q_length)  # (a 0-d tensor for a static cache: no sync)
 
     def fn(b, h, qi, ki):
-        qi, ki = qi + shift, ki + kv_offset
+        qi, ki, h = qi + shift, ki + kv_offset, h[:, :1]  # head 0 only, as transformers calls it
         if not use_vmap:
             return mask_function(b, h, qi, ki)
         from torch._dynamo._trace_wrapped_higher_order_op import TransformGetItemToIndex
         from transformers.masking_utils import _vmap_expansion_sdpa
 
         with TransformGetItemToIndex():
-            return _vmap_expansion_sdpa(mask_function)(b.reshape(-1), h.reshape(-1)[:1], qi.reshape(-1),
+            return _vmap_expansion_sdpa(mask_function)(b.reshape(-1), h.reshape(-1), qi.reshape(-1),
                                                        ki.reshape(-1))
 
     return fn
@@ -212,35 +214,72 @@ def _layer_mask_function(mask_function, q_length: int, kv_length: int, q_offset,
 
 def _with_function(batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask, use_vmap,
                    device):
-    """The 2-D padding mask [batch, kv_length] (an all-true one if nothing is padded: a static cache's empty slots
-    count as padding, as in transformers), tagged with the layer's mask function for `interp_attention`."""
+    """The 2-D padding mask [batch, keys] (an all-true one if nothing is padded), tagged with the layer's mask function
+    for `interp_attention`. Padding as transformers reads it (the 2-D mask padded with False to kv_offset + kv_length,
+    then from kv_offset on). Over a self-attention base (causal in the function), the keys past the tokens seen and
+    new are a static cache's empty slots: the mask stops before them and is recorded (`keys_used`), as the causal
+    path's, so that the layer's queries sit at its last real keys."""
+    used = kv_length
+    if _has_causal_base(mask_function):
+        used = _keys_holding_tokens(q_length, kv_length, q_offset, kv_offset, attention_mask)
     if attention_mask is not None:
         device = attention_mask.device
         short = kv_offset + kv_length - attention_mask.shape[-1]
         pad = torch.nn.functional.pad(attention_mask, (0, short)) if short > 0 else attention_mask
-        mask = pad[:, kv_offset:kv_offset + kv_length].to(torch.bool)
+        mask = pad[:, kv_offset:kv_offset + used].to(torch.bool)
         padded = has_padding(mask)
         if padded:
             mark_padded(mask)
     else:
-        mask, padded = torch.ones(batch_size, kv_length, dtype=torch.bool, device=device), False
-    fn = _layer_mask_function(mask_function, q_length, kv_length, q_offset, kv_offset, use_vmap)
+        mask, padded = torch.ones(batch_size, used, dtype=torch.bool, device=device), False
+    if used < kv_length:
+        weak_tag(_keys_used, mask, (used, padded))
+    fn = _layer_mask_function(mask_function, q_length, used, q_offset, kv_offset, use_vmap)
     describe = f"the model's attention mask ({_describe_mask(mask_function)})"
-    weak_tag(_functions, mask, (AttnMask(fn=fn, describe=describe), padded))
+    weak_tag(_functions, mask, (AttnMask(fn=fn, describe=describe), padded, _keeps_packed_apart(mask_function)))
     return mask
+
+
+def _has_causal_base(fn) -> bool:
+    """Whether transformers' causal mask function is a part of `fn` (a self-attention mask: keys are the tokens
+    seen and new), searched through its and_masks / or_masks / remaps."""
+    from transformers import masking_utils as mu
+
+    todo = [fn]
+    for _ in range(64):
+        if not todo:
+            break
+        f = todo.pop()
+        if f is mu.causal_mask_function:
+            return True
+        if qualname(f).startswith(MU):
+            todo.extend(inner_functions(f))
+    return False
+
+
+def _keeps_packed_apart(fn) -> bool:
+    """Whether `fn` is an and_masks with a packed-sequence part among its own parts (as transformers adds it, last):
+    then no query sees another packed sequence's keys, whatever the other parts allow."""
+    return qualname(fn) == AND and any(qualname(p) == PACKED_PART for p in inner_functions(fn))
+
+
+def _keys_holding_tokens(q_length, kv_length, q_offset, kv_offset, attention_mask) -> int:
+    """Of a self-attention layer's kv_length keys, those that hold tokens: the tokens seen before (the cache's query
+    offset; a 0-d tensor for a static cache) and the new ones. Fewer than kv_length: a static cache's empty slots,
+    unless a mask as long as kv_length keeps keys there (PEFT's prefix tuning, no cache: kv_length is the mask's
+    length and q_offset 0)."""
+    used = min(kv_length, int(q_offset) + q_length - kv_offset)
+    if used < kv_length and attention_mask is not None and attention_mask.shape[-1] >= kv_offset + kv_length:
+        if attention_mask[:, kv_offset + used:kv_offset + kv_length].any():
+            used = kv_length
+    return used
 
 
 def _compact(batch_size, q_length, kv_length, q_offset, kv_offset, attention_mask, causal, device):
     """(interp_mask's mask, the number of keys the layer keeps)."""
     if not causal:  # an encoder, cross-attention (keys: another sequence), is_causal=False
         return _padding_only(attention_mask, kv_length), kv_length
-    # keys that hold tokens: those seen before (the cache's query offset; a 0-d tensor for a static cache) and the
-    # new ones. Fewer than kv_length: a static cache's empty slots, unless a mask as long as kv_length keeps keys
-    # there (PEFT's prefix tuning, no cache: kv_length is the mask's length and q_offset 0)
-    used = min(kv_length, int(q_offset) + q_length - kv_offset)
-    if used < kv_length and attention_mask is not None and attention_mask.shape[-1] >= kv_offset + kv_length:
-        if attention_mask[:, kv_offset + used:kv_offset + kv_length].any():
-            used = kv_length
+    used = _keys_holding_tokens(q_length, kv_length, q_offset, kv_offset, attention_mask)
     if used < kv_length:
         if attention_mask is None:
             mask = torch.ones(batch_size, used, dtype=torch.bool, device=device)
@@ -318,6 +357,22 @@ def refuse_output_attentions():
         "set_attn_implementation('eager')")
 
 
+def _cut_unseen_keys(key, value, attn_mask: AttnMask, q_len: int):
+    """A user's 4-D mask over a static cache hides the cache's empty slots, the last keys, from every query. The
+    kernels place the queries at the last keys, so those keys are cut off (as `keys_used` cuts them on the causal
+    path): then the queries sit where they are, for the position-based statistics (local_mass) and interventions.
+    Keys no query sees add nothing to any output or statistic. One device sync; none while a CUDA graph is captured."""
+    dense = attn_mask.dense
+    if capturing(dense):
+        return key, value, attn_mask
+    seen = (dense if dense.dtype == torch.bool else ~torch.isneginf(dense)).any(dim=(0, 1, 2))  # [keys]
+    used = max(int(seen.nonzero().max()) + 1 if bool(seen.any()) else 0, q_len)
+    if used == key.shape[-2]:
+        return key, value, attn_mask
+    cut = AttnMask(dense=dense[..., :used], describe=attn_mask.describe)
+    return key[:, :, :used], value[:, :, :used], cut
+
+
 @torch.compiler.disable  # torch.compile graph-breaks here: interp's kernels, hooks and statistics run eagerly
 def interp_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, sliding_window=None,
                      softcap=None, is_causal=None, **kwargs):
@@ -329,15 +384,11 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
     if attention_mask is not None and attention_mask.dim() == 4:  # a prepared mask the user passed: as it is
         attn_mask = check_attn_mask(attention_mask, query.shape[0], query.shape[1], query.shape[2], key.shape[2],
                                     query.device, "the 4-D attention_mask passed to the model")
+        key, value, attn_mask = _cut_unseen_keys(key, value, attn_mask, query.shape[2])
         attention_mask, sliding_window = None, None
         is_causal = False
     elif attention_mask is not None and attention_mask.dim() != 2:
         raise _mask_rank_error(attention_mask)
-    if general is not None:  # the mask function holds the causal and window parts itself
-        attn_mask, padded = general
-        sliding_window, is_causal = None, False
-        if not padded:
-            attention_mask = None
     if attention_mask is not None and attention_mask.shape[-1] != key.shape[-2]:
         static = keys_used(attention_mask)
         if static is None or static[0] > key.shape[-2]:
@@ -346,6 +397,11 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
                 "a KV cache this attention function does not know handed it over")
         used, padded = static  # a static cache: its slots past the real keys are empty
         key, value = key[:, :, :used], value[:, :, :used]
+        if not padded:
+            attention_mask = None
+    if general is not None:  # the mask function holds the causal and window parts itself
+        attn_mask, padded, _ = general
+        sliding_window, is_causal = None, False
         if not padded:
             attention_mask = None
     ids = None
@@ -357,7 +413,7 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
     if wrapper is not None:  # the layers that ran, and those confined to segments (HookedModel checks that packed
         layer = _layer_of(module)  # prompts were kept apart in every layer)
         wrapper._layers_run.add(layer)
-        if segmented is not None:
+        if segmented is not None or (general is not None and general[2]):
             wrapper._layers_apart.add(layer)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if wrapper is None or wrapper._ctx is None:  # no hooks, no statistics: the plain fused path

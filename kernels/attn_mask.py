@@ -4,7 +4,8 @@ The Triton kernels apply the masks they can compute from positions (causal, slid
 never read an n x n mask. Everything else a model may ask for arrives here:
 - a dense mask [batch or 1, heads or 1, q_len, k_len] in SDPA's convention: bool (True = the query may attend to the
   key) or floating point (added to the scaled scores; -inf, or anything at or below -1e30 or its dtype's most
-  negative value, hides the key), e.g. a 4-D mask a user passes to a Hugging Face model;
+  negative value, hides the key; a finite very negative value such as -1e4 is a bias, as in SDPA: its key gets
+  next to no mass but still counts in key_count), e.g. a 4-D mask a user passes to a Hugging Face model;
 - a mask function `fn(batch_idx, head_idx, q_idx, kv_idx) -> bool tensor`, in transformers' convention (the
   `masking_utils` functions: or_mask overlays such as Gemma 3's bidirectional attention, bidirectional blocks over
   image tokens, custom functions). It is called with broadcastable index tensors, batch_idx [b, 1, 1, 1], head_idx

@@ -235,8 +235,8 @@ def test_mask_functions_recognised():
                       (mu.or_masks(mu.causal_mask_function, lambda *a: True), "or_mask_function"),
                       (mu.and_masks(mu.causal_mask_function, lambda b, h, q, k: k > 0), "custom mask function")):
         assert mask_is_causal(fn) is None
-        made, padded = mask_function_of(interp_mask(1, 4, 4, mask_function=fn, device="cpu"))
-        assert words in made.describe and padded is False
+        made, padded, apart = mask_function_of(interp_mask(1, 4, 4, mask_function=fn, device="cpu"))
+        assert words in made.describe and padded is False and apart is False
     # packed sequences and chunked attention: segment ids carried by the mask
     packed = interp_mask(1, 4, 4, mask_function=mu.and_masks(
         mu.causal_mask_function, mu.packed_sequence_mask_function(torch.tensor([[0, 0, 1, 1]]))))

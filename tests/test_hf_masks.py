@@ -14,12 +14,13 @@ from interp.attention import interp_mask, mask_function_of, mask_is_causal
 TOL = dict(rtol=2e-4, atol=2e-4)
 
 
-def _dense(mask, q_length, kv_length, batch):
-    """The mask interp_mask handed the layers, as transformers' [batch, 1, q, kv] bool: its mask function on every
-    (query, key), and its padding."""
-    fn, padded = mask_function_of(mask)
-    tile = fn.tile(0, q_length, 0, kv_length, kv_length - q_length, batch, 1, mask.device)
-    return (tile & mask[:, None, None, :]).expand(batch, 1, q_length, kv_length), padded
+def _dense(mask, q_length, batch):
+    """The mask interp_mask handed the layers, as transformers' [batch, 1, q, keys] bool: its mask function on every
+    (query, key the layer keeps), and its padding."""
+    fn, padded, _ = mask_function_of(mask)
+    keys = mask.shape[-1]
+    tile = fn.tile(0, q_length, 0, keys, keys - q_length, batch, 1, mask.device)
+    return (tile & mask[:, None, None, :]).expand(batch, 1, q_length, keys), padded
 
 
 def _functions():
@@ -62,10 +63,12 @@ def test_the_layers_get_transformers_mask(name, use_vmap, q_length, kv_length, q
     args = dict(batch_size=2, q_length=q_length, kv_length=kv_length, q_offset=q_offset, kv_offset=kv_offset,
                 mask_function=fn, attention_mask=pad, use_vmap=use_vmap, device="cpu")
     mask = interp_mask(**args)
-    got, was_padded = _dense(mask, q_length, kv_length, 2)
+    got, was_padded = _dense(mask, q_length, 2)
     want = sdpa_mask(**args, allow_is_causal_skip=False)
-    assert torch.equal(got, want)
-    assert mask.shape == (2, kv_length) and was_padded == (not bool(mask.all()))
+    keys = mask.shape[-1]  # a static cache's empty slots are cut off (over a causal base): transformers hides them
+    assert keys == (8 if kv_length == 14 and name != "bidirectional-window" else kv_length)
+    assert torch.equal(got, want[..., :keys]) and not want[..., keys:].any()
+    assert was_padded == (not bool(mask.all()))
 
 
 def _bidirectional_gemma3():
@@ -110,6 +113,50 @@ def test_gemma3_bidirectional_matches_eager():
         pos = torch.arange(10)
         near = (pos[:, None] - pos[None, :]).abs() < 4  # the sliding layer: |q - k| < window, both sides
         assert torch.equal(p[0] > 0, (near if layer == 0 else torch.ones_like(near)).expand(4, 10, 10))
+
+
+def test_a_static_cache_under_a_mask_function_keeps_its_statistics():
+    """A static cache's empty slots are cut off before the layers (as on the causal path): with them, the queries sat
+    at the cache's last slots, padding queries were dropped from the key statistics and local_mass read the wrong
+    positions, while the logits were right."""
+    from transformers import StaticCache
+
+    m = interp.load(_bidirectional_gemma3(), backend="reference")
+    ids = torch.randint(1, 50, (1, 6), generator=torch.Generator().manual_seed(2))
+    names = [f"blocks.{layer}.attn.hook_{s}" for layer in range(2)
+             for s in ("key_mass", "key_count", "query_local_mass", "query_entropy")]
+
+    def run(**kw):
+        got = {}
+
+        def save(t, hook):
+            got[hook.name] = t.clone()
+
+        with torch.no_grad(), m.hooks(fwd_hooks=[(n, save) for n in names], stats="all", local_window=2):
+            logits = m.model(input_ids=ids, **kw).logits
+        return logits, got
+
+    want_logits, want = run(use_cache=False)
+    cache = StaticCache(config=m.model.config, max_cache_len=12)
+    got_logits, got = run(cache=cache, use_cache=True, attention_mask=torch.ones_like(ids))
+    torch.testing.assert_close(got_logits, want_logits, **TOL)
+    for n in names:
+        torch.testing.assert_close(got[n], want[n], **TOL, msg=n)
+
+
+def test_packed_prompts_under_a_mask_function_stay_apart():
+    """transformers and-s its packed-sequence part onto the whole mask function: the prompts cannot see each other,
+    so HookedModel.pack runs (it once refused, saying they attended to each other) and each prompt's logits are its
+    own run's."""
+    m = interp.load(_bidirectional_gemma3(), backend="reference")
+    a, b = torch.tensor([[5, 6, 7, 8]]), torch.tensor([[9, 10, 11]])
+    packed = m.pack([a[0].tolist(), b[0].tolist()])
+    with torch.no_grad():
+        got = m(packed)
+        alone = [m(x) for x in (a, b)]
+    (s0, e0), (s1, e1) = packed.spans
+    torch.testing.assert_close(got[:, s0:e0], alone[0], **TOL)
+    torch.testing.assert_close(got[:, s1:e1], alone[1], **TOL)
 
 
 def test_gemma3_bidirectional_on_the_triton_backend_is_refused_clearly():
@@ -201,6 +248,36 @@ def test_statistics_under_a_4d_mask_are_eager_attentions():
         assert (p[0, :, 0, 1:5] > 0).all()  # the prefix's first token sees ahead
         torch.testing.assert_close(got[f"blocks.{layer}.attn.hook_key_mass"].double(), p.sum(-2), **TOL)
         torch.testing.assert_close(got[f"blocks.{layer}.attn.hook_query_sink_mass"].double(), p[..., 0], **TOL)
+
+
+def test_a_4d_mask_over_a_static_cache_keeps_the_statistics():
+    """A user's 4-D mask over a static cache covers the empty slots too (hidden): they are cut off before the layer,
+    so the queries sit at their own positions (local_mass was 0 for every query with the slots kept)."""
+    from transformers import StaticCache
+
+    m = interp.load(tiny_llama(), backend="reference")
+    ids = torch.randint(3, 100, (1, 6), generator=torch.Generator().manual_seed(7))
+    see, _ = _prefix_lm(1, 6, prefix=3)
+    names = [f"blocks.{layer}.attn.hook_{s}" for layer in range(2) for s in ("key_mass", "query_local_mass")]
+
+    def run(mask, **kw):
+        got = {}
+
+        def save(t, hook):
+            got[hook.name] = t.clone()
+
+        with torch.no_grad(), m.hooks(fwd_hooks=[(n, save) for n in names], stats="all", local_window=2):
+            logits = m.model(input_ids=ids, attention_mask=mask, **kw).logits
+        return logits, got
+
+    want_logits, want = run(see, use_cache=False)
+    wide = torch.zeros(1, 1, 6, 10, dtype=torch.bool)
+    wide[..., :6] = see  # the cache's 4 empty slots: hidden
+    got_logits, got = run(wide, cache=StaticCache(config=m.model.config, max_cache_len=10), use_cache=True)
+    torch.testing.assert_close(got_logits, want_logits, **TOL)
+    for n in names:
+        torch.testing.assert_close(got[n], want[n], **TOL, msg=n)
+    assert (want["blocks.0.attn.hook_query_local_mass"] > 0).all()
 
 
 def test_a_4d_mask_of_the_wrong_size_is_refused():
