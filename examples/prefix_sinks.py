@@ -2,8 +2,9 @@
 
 In a causal model the first token sees only itself, and most heads park their spare attention on it (the attention
 sink). Here the first P tokens of the bundled paragraph attend to each other both ways, and the rest stays causal:
-a 4-D mask passed to the model, which interp applies as it is (`attention_with_stats(attn_mask=)`, the reference
-backend). The model was trained causal, so this probes how the sink depends on the first token seeing nothing else.
+`model.run_with_cache(..., attn_mask=prefix_lm)` runs every layer with that mask instead of the model's own (the
+reference backend applies it). The model was trained causal, so this probes how the sink depends on the first token
+seeing nothing else.
 For each P it prints, mean over layers and heads,
 - the mass the queries after the prefix put on the first token (sink_mass with sink_tokens=1),
 - the mass they put on the prefix's other tokens (span_mass over keys 1..P-1),
@@ -11,7 +12,7 @@ For each P it prints, mean over layers and heads,
 - the first-token mass of the prefix's own queries (those past the first),
 - the key that receives the most attention mass over all queries, and its share (a new sink, if one forms),
 and writes the per-layer first-token mass as a plotly figure. P = 0 is plain causal attention; the script also
-checks that a 4-D causal mask gives the kernels' own causal statistics.
+checks that a causal mask function gives the model's own causal statistics.
 
     python examples/prefix_sinks.py [--model smollm2-135m] [--tokens 256] [--prefixes 0 2 8 32 128] [--prepend-bos]
 """
@@ -27,28 +28,20 @@ import interp
 from interp import analyses as A
 
 
-def prefix_mask(n: int, prefix: int) -> torch.Tensor:
-    """[1, 1, n, n] bool: causal, plus every pair inside the first `prefix` tokens."""
-    q = torch.arange(n)[:, None]
-    k = torch.arange(n)[None, :]
-    return ((k <= q) | ((k < prefix) & (q < prefix)))[None, None]
+def prefix_lm(prefix: int):
+    """The run's mask: causal, plus every pair inside the first `prefix` tokens (a mask function in transformers'
+    convention; q_idx is the query's position on the key axis)."""
+    return lambda b, h, q, k: (k <= q) | ((k < prefix) & (q < prefix))
 
 
-def statistics(model, ids: torch.Tensor, mask: torch.Tensor | None, span) -> dict:
-    """{stat: [layer, head, pos]} of sink_mass (first token), span_mass (per query) and key_mass (per key), under
-    `mask` (None: the model's own)."""
-    got: dict = {"sink_mass": {}, "span_mass": {}, "key_mass": {}}
-    hooks = []
-    for layer in range(model.cfg.n_layers):
-        for stat in got:
-            def save(t, hook, stat=stat, layer=layer):
-                got[stat][layer] = t[0].float().cpu()  # [head, pos]
-
-            kind = stat if stat == "key_mass" else "query_" + stat
-            hooks.append((f"blocks.{layer}.attn.hook_{kind}", save))
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks, stats=list(got), sink_tokens=1, span=span):
-        model.model(input_ids=ids, attention_mask=mask, use_cache=False)
-    return {stat: torch.stack([by[layer] for layer in range(model.cfg.n_layers)]) for stat, by in got.items()}
+def statistics(model, ids: torch.Tensor, mask, span) -> dict:
+    """{stat: [layer, head, pos]} of sink_mass (first token), span_mass (per query) and key_mass (per key), with every
+    layer running `mask` (None: the model's own)."""
+    _, cache = model.run_with_cache(ids, stats=["sink_mass", "span_mass", "key_mass"], sink_tokens=1, span=span,
+                                    attn_mask=mask)
+    hooks = {"sink_mass": "hook_query_sink_mass", "span_mass": "hook_query_span_mass", "key_mass": "hook_key_mass"}
+    return {stat: torch.stack([cache[f"blocks.{layer}.attn.{hook}"][0].float().cpu()
+                               for layer in range(model.cfg.n_layers)]) for stat, hook in hooks.items()}
 
 
 def main(argv=None):
@@ -65,11 +58,11 @@ def main(argv=None):
     if any(not 0 <= p < n for p in args.prefixes):
         raise SystemExit(f"--prefixes must lie in [0, {n})")
 
-    # the 4-D path against the kernels' causal mask: the same statistics
+    # a causal mask function against the model's own causal mask: the same statistics
     own = statistics(model, ids, None, (1, 2))
-    four_d = statistics(model, ids, prefix_mask(n, 0).to(model.device), (1, 2))
-    gap = max((own[s] - four_d[s]).abs().max().item() for s in own)
-    print(f"{model.name}, {n} tokens of the bundled paragraph; a 4-D causal mask vs the kernels' causal mask: "
+    causal = statistics(model, ids, prefix_lm(0), (1, 2))
+    gap = max((own[s] - causal[s]).abs().max().item() for s in own)
+    print(f"{model.name}, {n} tokens of the bundled paragraph; a causal mask function vs the model's own mask: "
           f"largest statistic difference {gap:.1e}")
     assert gap < 1e-4, gap
 
@@ -77,7 +70,7 @@ def main(argv=None):
           "| prefix queries 1..P-1: mass on token 0 | the key with the most mass: position, its share of all mass")
     per_layer = {}
     for p in args.prefixes:
-        st = statistics(model, ids, prefix_mask(n, p).to(model.device), (1, max(p, 2)))
+        st = statistics(model, ids, prefix_lm(p), (1, max(p, 2)))
         after = slice(max(p, 1), n)
         first = st["sink_mass"][:, :, after]  # [layer, head, queries after the prefix]
         rest = st["span_mass"][:, :, after] if p > 1 else torch.zeros_like(first)

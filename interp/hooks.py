@@ -131,6 +131,7 @@ class RunContext:
     recomputing: bool = False  # a checkpointed block is being recomputed (during the backward): no bookkeeping
     points: dict[str, "HookPoint"] = field(default_factory=dict)  # hook name -> the HookPoint its functions get
     layer_batch: object = None  # an interp.layer_batch.LayerBatch: statistics published after the layer (run_with_cache)
+    attn_mask: object = None  # the run's own mask, instead of the model's (`HookedModel.hooks(attn_mask=)`)
 
     def add_hook(self, name: str, fn: HookFn) -> None:
         layer, template = parse_hook_name(name, self.n_layers)

@@ -31,6 +31,7 @@ from .hooks import (HOOK_OF_STAT, STAT_HOOKS, RunContext, all_hook_names, differ
                     parse_hook_name)
 from .stages import RESID_STAGES, AttnCall, checked, checked_bias, checked_qkv
 from .kernels import AttentionStats, attention_with_stats, pick_backend
+from .kernels.attn_mask import check_run_mask
 from . import layer_batch
 from .memory import check_pattern_memory
 from .packing import Packed, check_packed_interventions, checked_packed, pack
@@ -230,6 +231,8 @@ class HookedModel:
         """Called by interp_attention for every layer while a run context is active: hooks, then the intervention
         stages in order (qkv, key_bias, probs, out, z; see `interp.stages`), statistics published as hooks."""
         ctx = self._ctx
+        if ctx.attn_mask is not None:  # the run's own mask, instead of the model's (`hooks(attn_mask=)`)
+            attn_mask, causal, sliding_window = ctx.attn_mask, False, None
         pre = f"blocks.{layer}.attn."
         if ctx.active(pre + "hook_q"):
             query = ctx.apply(pre + "hook_q", query.transpose(1, 2), layer).transpose(1, 2)
@@ -367,14 +370,22 @@ class HookedModel:
     def hooks(self, fwd_hooks: Sequence[tuple[str, Callable]] = (), interventions: Iterable = (),
               stats=None, layers=None, sink_tokens: int = 4, local_window: int = 64, span=None,
               backend: str | None = None, bwd_hooks: Sequence[tuple[str, Callable]] = (),
-              checkpoint: bool = False):
+              checkpoint: bool = False, attn_mask=None):
         """Activate hooks, statistics and interventions for every forward pass inside the block (also generate).
 
         `bwd_hooks=[(name, fn)]` run on the gradient at that hook point when a loss computed from the run is
         backpropagated (`fn(grad, hook)`, may return a replacement gradient). `checkpoint=True`: gradient runs keep
         only each block's input and recompute the block during the backward (`interp.checkpointing`: long-context
-        memory; hooks inside blocks then run once more in the backward and must be deterministic)."""
+        memory; hooks inside blocks then run once more in the backward and must be deterministic).
+
+        `attn_mask`: the mask every layer runs with instead of the model's own (causal, sliding window, chunks,
+        overlays; padding and packed prompts' separation still apply): a mask function fn(batch_idx, head_idx,
+        q_idx, kv_idx) -> bool, q_idx being the query's position on the key axis (so `kv_idx <= q_idx` is
+        causal, and a prefix-LM is `(kv_idx <= q_idx) | (kv_idx < P)`), or a dense [batch or 1, heads or 1, q_len,
+        k_len] tensor, bool or additive float (`interp.kernels.attn_mask`). Those layers run on the reference
+        backend."""
         checkpoint = checks.bool_arg("checkpoint", checkpoint)  # NumPy bools too
+        check_run_mask(attn_mask)
         if self._ctx is not None:
             raise self._nested_hooks_error("model.hooks(...)")
         ctx = RunContext(n_layers=self.cfg.n_layers, backend=backend or self.backend)
@@ -392,6 +403,7 @@ class HookedModel:
         check_span_hooks(ctx.hooks, span)
         ctx.stat_options = dict(sink_tokens=sink_tokens, local_window=local_window, span=span)
         ctx.interventions = check_interventions(interventions, self.cfg.n_layers, self.cfg.n_heads)
+        ctx.attn_mask = attn_mask
         self._ctx = ctx
         try:
             yield ctx
@@ -417,7 +429,8 @@ class HookedModel:
         return self._forward(toks, position_ids=positions)
 
     def run_with_hooks(self, inputs, fwd_hooks=(), interventions=(), prepend_bos=None, bwd_hooks=(),
-                       grad: bool | None = None, logits_at=None, checkpoint: bool = False, **stat_options):
+                       grad: bool | None = None, logits_at=None, checkpoint: bool = False, attn_mask=None,
+                       **stat_options):
         """Logits with hooks and interventions active.
 
         `logits_at` (1-D positions, or a slice such as slice(-1, None)): logits [batch, len(logits_at), vocab] at
@@ -428,13 +441,15 @@ class HookedModel:
         backward hooks are given or an intervention holds a tensor that requires grad (e.g. `HeadMask(xi)` with
         `xi.requires_grad_()`); otherwise it runs without grad. Model weights are frozen: gradients flow to
         activations, masks and hooks, never into `.grad` of the weights. `checkpoint=True` keeps only each block's
-        input for the backward and recomputes the block there (long context; see `interp.checkpointing`)."""
+        input for the backward and recomputes the block there (long context; see `interp.checkpointing`).
+        `attn_mask`: every layer's mask instead of the model's own (`hooks`)."""
         checks.keywords("run_with_hooks", stat_options, checks.STAT_OPTIONS,
-                        "inputs, fwd_hooks, interventions, prepend_bos, bwd_hooks, grad, logits_at, checkpoint")
+                        "inputs, fwd_hooks, interventions, prepend_bos, bwd_hooks, grad, logits_at, checkpoint, "
+                        "attn_mask")
         if self._ctx is not None:
             raise self._nested_hooks_error("run_with_hooks")
         with self.hooks(fwd_hooks=fwd_hooks, interventions=interventions, bwd_hooks=bwd_hooks,
-                        checkpoint=checkpoint, **stat_options) as ctx:
+                        checkpoint=checkpoint, attn_mask=attn_mask, **stat_options) as ctx:
             if grad is None:
                 grad = ctx.grad or any(iv.requires_grad() for ivs in ctx.interventions.values() for iv in ivs)
             else:
@@ -447,7 +462,7 @@ class HookedModel:
                        stats=None, layers=None, pattern: bool = False, interventions=(), prepend_bos=None,
                        sink_tokens: int = 4, local_window: int = 64, span=None, backend: str | None = None,
                        to_cpu: bool = False, grad_of: Callable | None = None, logits_at=None,
-                       checkpoint: bool = False):
+                       checkpoint: bool = False, attn_mask=None):
         """Logits and an ActivationCache (and, with `grad_of`, a second cache of gradients).
 
         names / names_filter choose hook points (TransformerLens style); `stats=["key_mean", ...]` captures
@@ -469,6 +484,9 @@ class HookedModel:
         `checkpoint=True` (with `grad_of`): the backward keeps only each block's input and recomputes the block
         (`interp.checkpointing`): the autograd graph's memory drops from every block's internals to d_model floats
         per token and layer, for about one more forward of compute; cached hooks inside blocks run once more.
+
+        `attn_mask`: every layer's mask instead of the model's own, e.g. a prefix-LM
+        `lambda b, h, q, k: (k <= q) | (k < 16)` (`hooks`; the reference backend runs those layers).
         """
         checks.bool_arg("pattern", pattern, "run_with_cache")
         checks.bool_arg("to_cpu", to_cpu, "run_with_cache")
@@ -518,7 +536,8 @@ class HookedModel:
 
         hooks = [(n, save) for n in sorted(chosen)]
         with self.hooks(fwd_hooks=hooks, interventions=interventions, sink_tokens=sink_tokens,
-                        local_window=local_window, span=span, backend=backend, checkpoint=checkpoint) as ctx:
+                        local_window=local_window, span=span, backend=backend, checkpoint=checkpoint,
+                        attn_mask=attn_mask) as ctx:
             if grad_of is not None:
                 ctx.grad = True
                 for n in chosen:

@@ -81,6 +81,19 @@ def call_mask_function(fn: MaskFunction, describe: str, batch: int, heads: int, 
     return out
 
 
+def check_run_mask(attn_mask, where: str = "attn_mask") -> None:
+    """What a run's own mask may be before any layer's shapes are known: None, a mask function, or a 4-D tensor
+    (each layer checks its shape, dtype and values: `check_attn_mask`)."""
+    if attn_mask is None or (callable(attn_mask) and not isinstance(attn_mask, torch.Tensor)):
+        return
+    if not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"{where} must be None, a mask function fn(batch_idx, head_idx, q_idx, kv_idx) -> bool tensor "
+                        f"or a 4-D tensor [batch or 1, heads or 1, q_len, k_len], got {type(attn_mask).__name__}")
+    if attn_mask.dim() != 4:
+        raise ValueError(f"{where} must be a 4-D tensor [batch or 1, heads or 1, q_len, k_len] (or a mask function), "
+                         f"got shape {tuple(attn_mask.shape)}")
+
+
 def check_attn_mask(attn_mask, b: int, h: int, lq: int, lk: int, device, describe: str = "attn_mask") -> AttnMask:
     """attn_mask (a tensor or a mask function, module docstring) checked -> AttnMask. A mask function is called once
     here on the first query row, so that a wrong one fails before any attention runs."""

@@ -305,3 +305,40 @@ def test_on_a_gpu_auto_runs_those_layers_on_the_reference_and_says_so():
     torch.testing.assert_close(got, want, **TOL)
     _, cache = m.run_with_cache(ids[:1], stats="all")  # the layer batch (Triton) is not used for these layers
     torch.testing.assert_close(cache["blocks.1.attn.hook_key_mass"].sum(-1).cpu(), torch.full((1, 4), 10.0))
+
+
+def test_a_run_with_its_own_mask():
+    """run_with_cache / run_with_hooks(attn_mask=...): every layer runs with the run's mask instead of the model's
+    (a prefix-LM here, as a function and as a dense tensor), and the statistics and logits are eager's under the same
+    4-D mask; padding still applies (a causal function on a padded batch gives the model's own run)."""
+    ref, m = _eager(tiny_llama), interp.load(tiny_llama(), backend="reference")
+    ids = torch.randint(3, 100, (1, 9), generator=torch.Generator().manual_seed(8))
+    see, add = _prefix_lm(1, 9, prefix=4)
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=add, use_cache=False, output_attentions=True)
+    prefix_lm = lambda b, h, q, k: (k <= q) | ((k < 4) & (q < 4))  # noqa: E731
+    for mask in (prefix_lm, see):
+        logits, cache = m.run_with_cache(ids, stats=["key_mass", "entropy"], attn_mask=mask)
+        torch.testing.assert_close(logits, want.logits, **TOL)
+        for layer, p in enumerate(want.attentions):
+            p = p.double()
+            torch.testing.assert_close(cache[f"blocks.{layer}.attn.hook_key_mass"].double(), p.sum(-2), **TOL)
+            ent = -torch.special.xlogy(p, p).sum(-1)
+            torch.testing.assert_close(cache[f"blocks.{layer}.attn.hook_query_entropy"].double(), ent, **TOL)
+    torch.testing.assert_close(m.run_with_hooks(ids, attn_mask=prefix_lm), want.logits, **TOL)
+    prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]
+    own = m.run_with_hooks(prompts)
+    causal = m.run_with_hooks(prompts, attn_mask=lambda b, h, q, k: k <= q)
+    valid = m.to_tokens(prompts).attention_mask.bool()
+    torch.testing.assert_close(causal[valid], own[valid], **TOL)
+
+
+@pytest.mark.parametrize("bad,err,words", [
+    ([[True]], TypeError, "mask function"),
+    (torch.ones(9, 9, dtype=torch.bool), ValueError, "4-D tensor"),
+    (torch.ones(1, 1, 9, 8, dtype=torch.bool), ValueError, r"q_len, k_len\] = \[1, 4, 9, 9\]"),
+])
+def test_a_bad_run_mask_gets_a_clear_error(bad, err, words):
+    m = interp.load(tiny_llama(), backend="reference")
+    ids = torch.randint(3, 100, (1, 9), generator=torch.Generator().manual_seed(8))
+    raises_clear_error(err, words, lambda: m.run_with_cache(ids, stats=["entropy"], attn_mask=bad))
