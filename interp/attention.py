@@ -381,6 +381,11 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
     segmented = None if attention_mask is None else segments_of(attention_mask)  # packed sequences, chunked layers
     general = None if attention_mask is None else mask_function_of(attention_mask)  # other mask functions
     attn_mask = None
+    wrapper = getattr(module, "_interp_model", None)
+    run_mask = wrapper is not None and wrapper._ctx is not None and wrapper._ctx.attn_mask is not None
+    if attention_mask is not None and attention_mask.dim() == 4 and run_mask:
+        raise ValueError("a 4-D attention_mask was passed to the model inside a run with its own attn_mask "
+                         "(HookedModel.hooks / run_with_cache / run_with_hooks): give one of the two")
     if attention_mask is not None and attention_mask.dim() == 4:  # a prepared mask the user passed: as it is
         attn_mask = check_attn_mask(attention_mask, query.shape[0], query.shape[1], query.shape[2], key.shape[2],
                                     query.device, "the 4-D attention_mask passed to the model")
@@ -405,7 +410,6 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
         if not padded:
             attention_mask = None
     ids = None
-    wrapper = getattr(module, "_interp_model", None)
     if segmented is not None:
         ids, padded = segmented
         if not padded:  # an all-true mask that only carried the ids
@@ -413,7 +417,9 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
     if wrapper is not None:  # the layers that ran, and those confined to segments (HookedModel checks that packed
         layer = _layer_of(module)  # prompts were kept apart in every layer)
         wrapper._layers_run.add(layer)
-        if segmented is not None or (general is not None and general[2]):
+        # (a run's own mask replaces a mask function, and the packed part inside it: then only segments keep
+        # packed prompts apart, and HookedModel refuses a layer that did not)
+        if segmented is not None or (general is not None and general[2] and not run_mask):
             wrapper._layers_apart.add(layer)
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     if wrapper is None or wrapper._ctx is None:  # no hooks, no statistics: the plain fused path

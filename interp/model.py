@@ -232,6 +232,12 @@ class HookedModel:
         stages in order (qkv, key_bias, probs, out, z; see `interp.stages`), statistics published as hooks."""
         ctx = self._ctx
         if ctx.attn_mask is not None:  # the run's own mask, instead of the model's (`hooks(attn_mask=)`)
+            if query.shape[2] != key.shape[2]:  # positions on this key axis are not the row's (a sliding cache)
+                raise ValueError(
+                    f"attn_mask (the run's own mask) applies to forwards without a KV cache, where a layer's queries "
+                    f"and keys are the row's tokens; layer {layer} has {query.shape[2]} queries against "
+                    f"{key.shape[2]} keys (generation or a cache): run it without attn_mask, or through "
+                    "run_with_cache / run_with_hooks")
             attn_mask, causal, sliding_window = ctx.attn_mask, False, None
         pre = f"blocks.{layer}.attn."
         if ctx.active(pre + "hook_q"):
@@ -380,10 +386,11 @@ class HookedModel:
 
         `attn_mask`: the mask every layer runs with instead of the model's own (causal, sliding window, chunks,
         overlays; padding and packed prompts' separation still apply): a mask function fn(batch_idx, head_idx,
-        q_idx, kv_idx) -> bool, q_idx being the query's position on the key axis (so `kv_idx <= q_idx` is
-        causal, and a prefix-LM is `(kv_idx <= q_idx) | (kv_idx < P)`), or a dense [batch or 1, heads or 1, q_len,
-        k_len] tensor, bool or additive float (`interp.kernels.attn_mask`). Those layers run on the reference
-        backend."""
+        q_idx, kv_idx) -> bool, q_idx and kv_idx being positions in the row (so `kv_idx <= q_idx` is causal, and a
+        prefix-LM is `(kv_idx <= q_idx) | (kv_idx < P)`; packed prompts share one row), or a dense [batch or 1,
+        heads or 1, q_len, k_len] tensor, bool or additive float (`interp.kernels.attn_mask`). Those layers run on
+        the reference backend. Forwards without a KV cache only (generation inside the block is refused), and not
+        beside a 4-D mask passed to the model."""
         checkpoint = checks.bool_arg("checkpoint", checkpoint)  # NumPy bools too
         check_run_mask(attn_mask)
         if self._ctx is not None:

@@ -342,3 +342,26 @@ def test_a_bad_run_mask_gets_a_clear_error(bad, err, words):
     m = interp.load(tiny_llama(), backend="reference")
     ids = torch.randint(3, 100, (1, 9), generator=torch.Generator().manual_seed(8))
     raises_clear_error(err, words, lambda: m.run_with_cache(ids, stats=["entropy"], attn_mask=bad))
+
+
+def test_a_run_mask_where_it_cannot_hold_is_refused():
+    """Generation (cached keys: a sliding layer's keys start inside the row), a 4-D mask beside the run's, and packed
+    prompts whose separation lived in the model's mask function, which the run's mask replaces: each once ran with
+    positions or masks silently wrong (a review's reproductions)."""
+    m = interp.load(tiny_llama(), backend="reference")
+    ids = torch.randint(3, 100, (1, 6), generator=torch.Generator().manual_seed(9))
+    causal = lambda b, h, q, k: k <= q  # noqa: E731
+    with m.hooks(attn_mask=causal):
+        raises_clear_error(ValueError, "forwards without a KV cache", lambda: m.model.generate(
+            ids, max_new_tokens=2, do_sample=False, pad_token_id=0))
+        see, _ = _prefix_lm(1, 6, prefix=3)
+        raises_clear_error(ValueError, "give one of the two", lambda: m.model(input_ids=ids, attention_mask=see,
+                                                                              use_cache=False))
+    g = interp.load(_bidirectional_gemma3(), backend="reference")
+    packed = g.pack([[5, 6, 7, 8], [9, 10, 11]])
+    g(packed)  # the model's own mask keeps them apart
+    raises_clear_error(ValueError, "without keeping them apart", lambda: g.run_with_hooks(packed, attn_mask=causal))
+    llama_packed = m.pack([[5, 6, 7, 8], [9, 10, 11]])  # segments keep them apart under the run's mask too
+    (s0, e0), (s1, e1) = llama_packed.spans
+    got = m.run_with_hooks(llama_packed, attn_mask=causal)
+    torch.testing.assert_close(got[:, s1:e1], m.run_with_hooks([[9, 10, 11]]), **TOL)
