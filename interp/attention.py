@@ -90,17 +90,22 @@ def _ints(shape) -> set:
     return found
 
 
-def _describe_mask(fn) -> str:
-    """What in the mask function `fn` the kernels cannot read from positions, in words (the most specific part)."""
-    todo, known = [fn], []
-    for _ in range(64):  # a few levels of and_masks / or_masks / remaps
+def _mask_parts(fn):
+    """`fn` and the mask functions inside it, breadth first, through transformers' and_masks / or_masks / remaps (a few
+    levels; at most 64 parts)."""
+    todo = [fn]
+    for _ in range(64):
         if not todo:
-            break
+            return
         f = todo.pop(0)
-        if qualname(f) in _FUNCTION_PARTS:
-            known.append(_FUNCTION_PARTS[qualname(f)])
+        yield f
         if qualname(f).startswith(MU):
             todo.extend(inner_functions(f))
+
+
+def _describe_mask(fn) -> str:
+    """What in the mask function `fn` the kernels cannot read from positions, in words (the most specific part)."""
+    known = [_FUNCTION_PARTS[qualname(f)] for f in _mask_parts(fn) if qualname(f) in _FUNCTION_PARTS]
     specific = [k for k in known if k != _FUNCTION_PARTS[MU + "or_masks.<locals>.or_mask"]]
     return (specific or known or [f"the custom mask function {qualname(fn)}"])[0]
 
@@ -160,10 +165,13 @@ def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_f
     `interp_attention` (`segments_of`). Any other mask function: the mask carries it (`mask_function_of`)."""
     if attention_mask is not None and getattr(attention_mask, "dim", lambda: 2)() != 2:
         raise _mask_rank_error(attention_mask)
-    read = read_mask(mask_function, _plain)
-    if read is None:
+    def as_function():  # the mask function itself, evaluated in the layers
         return _with_function(batch_size, q_length, kv_length, q_offset, kv_offset, mask_function, attention_mask,
                               bool(kwargs.get("use_vmap", False)), kwargs.get("device"))
+
+    read = read_mask(mask_function, _plain)
+    if read is None:
+        return as_function()
     causal, builders = read
     mask, used = _compact(batch_size, q_length, kv_length, q_offset, kv_offset, attention_mask, causal,
                           kwargs.get("device"))
@@ -172,8 +180,7 @@ def interp_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_f
         try:
             ids = segment_ids(builders, int(kv_offset), kv_length, batch_size, device)
         except ValueError:  # packed parts the segments cannot express: the mask function itself, exactly
-            return _with_function(batch_size, q_length, kv_length, q_offset, kv_offset, mask_function,
-                                  attention_mask, bool(kwargs.get("use_vmap", False)), kwargs.get("device"))
+            return as_function()
         if ids is not None:
             return _with_segments(mask, ids[:, :used], device)
     return mask
@@ -245,16 +252,7 @@ def _has_causal_base(fn) -> bool:
     seen and new), searched through its and_masks / or_masks / remaps."""
     from transformers import masking_utils as mu
 
-    todo = [fn]
-    for _ in range(64):
-        if not todo:
-            break
-        f = todo.pop()
-        if f is mu.causal_mask_function:
-            return True
-        if qualname(f).startswith(MU):
-            todo.extend(inner_functions(f))
-    return False
+    return any(f is mu.causal_mask_function for f in _mask_parts(fn))
 
 
 def _keeps_packed_apart(fn) -> bool:
@@ -409,6 +407,14 @@ def interp_attention(module, query, key, value, attention_mask, scaling=None, dr
         sliding_window, is_causal = None, False
         if not padded:
             attention_mask = None
+    if run_mask:  # the run's own mask, instead of the model's (`HookedModel.hooks(attn_mask=)`)
+        if query.shape[2] != key.shape[2]:  # positions on this key axis are not the row's (a sliding cache)
+            raise ValueError(
+                f"attn_mask (the run's own mask) applies to forwards without a KV cache, where a layer's queries and "
+                f"keys are the row's tokens; layer {_layer_of(module)} has {query.shape[2]} queries against "
+                f"{key.shape[2]} keys (generation or a cache): run it without attn_mask, or through run_with_cache / "
+                "run_with_hooks")
+        attn_mask, sliding_window, is_causal = wrapper._ctx.attn_mask, None, False
     ids = None
     if segmented is not None:
         ids, padded = segmented

@@ -231,14 +231,6 @@ class HookedModel:
         """Called by interp_attention for every layer while a run context is active: hooks, then the intervention
         stages in order (qkv, key_bias, probs, out, z; see `interp.stages`), statistics published as hooks."""
         ctx = self._ctx
-        if ctx.attn_mask is not None:  # the run's own mask, instead of the model's (`hooks(attn_mask=)`)
-            if query.shape[2] != key.shape[2]:  # positions on this key axis are not the row's (a sliding cache)
-                raise ValueError(
-                    f"attn_mask (the run's own mask) applies to forwards without a KV cache, where a layer's queries "
-                    f"and keys are the row's tokens; layer {layer} has {query.shape[2]} queries against "
-                    f"{key.shape[2]} keys (generation or a cache): run it without attn_mask, or through "
-                    "run_with_cache / run_with_hooks")
-            attn_mask, causal, sliding_window = ctx.attn_mask, False, None
         pre = f"blocks.{layer}.attn."
         if ctx.active(pre + "hook_q"):
             query = ctx.apply(pre + "hook_q", query.transpose(1, 2), layer).transpose(1, 2)

@@ -37,10 +37,6 @@ class AttnMask:
     fn: MaskFunction | None = None
     describe: str = "attn_mask"  # how errors name it
 
-    @property
-    def additive(self) -> bool:
-        return self.dense is not None and self.dense.is_floating_point()
-
     def tile(self, q_start: int, q_end: int, k_lo: int, k_hi: int, q_offset: int, batch: int, heads: int,
              device) -> torch.Tensor:
         """Rows q_start..q_end-1, keys k_lo..k_hi-1 -> [b|1, h|1, rows, keys]: bool (may attend) or float32 (added to
@@ -70,7 +66,7 @@ def call_mask_function(fn: MaskFunction, describe: str, batch: int, heads: int, 
         shape = torch.broadcast_shapes(out.shape, want)
     except RuntimeError:
         shape = None
-    if shape != want or out.dim() > 4:
+    if shape != want:
         raise ValueError(f"{describe} must return a bool tensor that broadcasts to [batch, heads, queries, keys] = "
                          f"{list(want)} when called with index tensors of shapes [b, 1, 1, 1], [1, h, 1, 1], "
                          f"[1, 1, queries, 1], [1, 1, 1, keys]; got shape {tuple(out.shape)}")
